@@ -1,0 +1,74 @@
+/**
+ * CommandSpec: everything keymux needs to know about one Redis command to route it, as plain data.
+ * A spec comes from the live server's COMMAND reply (Redis 7 key specs) or from the built-in table, and carries
+ * keymux's own decision about how the command is dispatched (answered locally, sent to the shard of its keys,
+ * split per shard, sent to every shard, or refused) and how split replies are merged. Specs are immutable once
+ * a CommandTable is built; the hot path only reads them.
+ */
+
+/** Where the search for a key spec's keys begins (Redis 7 "begin_search"). */
+export type BeginSearch =
+  | { kind: 'index'; pos: number }
+  | { kind: 'keyword'; keyword: string; startFrom: number }
+  | { kind: 'unknown' };
+
+/** How keys are found once the search has begun (Redis 7 "find_keys"). */
+export type FindKeys =
+  | { kind: 'range'; lastKey: number; step: number; limit: number }
+  | { kind: 'keynum'; keyNumIdx: number; firstKey: number; step: number }
+  | { kind: 'unknown' };
+
+export interface KeySpec {
+  begin: BeginSearch;
+  find: FindKeys;
+  /** Redis key-spec flags, lowercased: ro, rw, ow, rm, access, update, insert, delete, not_key, incomplete, variable_flags */
+  flags: readonly string[];
+}
+
+/**
+ * How keymux dispatches a command.
+ * - local: answered by keymux itself (PING, ECHO, AUTH, HELLO, SELECT, CLIENT ..., COMMAND ...).
+ * - keyed: every key must map to one shard; the client's bytes are forwarded there; else CROSSSLOT.
+ * - fanout: multi-key command split into one sub-command per shard, reply merged by `merge`.
+ * - all-shards: sent unchanged to every shard, replies merged by `merge` (FLUSHALL, DBSIZE, INFO...).
+ * - refused: answered with `refuseReason` (an encoded error reply).
+ */
+export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused';
+
+/**
+ * How the replies of a split or broadcast command are combined.
+ * - mget: array elements reassembled in the client's key order.
+ * - all-ok: every part replied +OK -> +OK (MSET, FLUSHALL).
+ * - sum: integer replies summed (DEL, UNLINK, EXISTS, TOUCH, DBSIZE).
+ * - info: INFO text, keyspace aggregated.
+ */
+export type MergeKind = 'mget' | 'all-ok' | 'sum' | 'info';
+
+/** Shape of a fan-out command's arguments after the name: keys only, or key/value pairs. */
+export type FanoutShape = 'keys' | 'key-value';
+
+export interface CommandSpec {
+  /** Lowercase name; subcommands are "container|sub" (e.g. "object|encoding"). */
+  readonly name: string;
+  /** Redis arity: positive = exact argc, negative = at least -arity. argc counts the command name. */
+  readonly arity: number;
+  /** Redis command flags, lowercased (write, readonly, denyoom, admin, pubsub, noscript, blocking, loading, stale, fast, movablekeys ...). */
+  readonly flags: readonly string[];
+  /** Legacy key positions from COMMAND (first, last, step); last < 0 counts from the end. */
+  readonly firstKey: number;
+  readonly lastKey: number;
+  readonly step: number;
+  readonly keySpecs: readonly KeySpec[];
+  /** Subcommands by lowercase subcommand name (without the container prefix), or null. */
+  readonly subcommands: ReadonlyMap<string, CommandSpec> | null;
+  /** keymux's decision. */
+  readonly dispatch: Dispatch;
+  readonly merge: MergeKind | null;
+  readonly fanoutShape: FanoutShape | null;
+  /** Encoded RESP error reply for dispatch 'refused' (e.g. "-ERR keymux: ... \r\n"), else null. */
+  readonly refuseReason: Buffer | null;
+  /** True for commands that only read (flag readonly): may go to replicas. */
+  readonly readonly: boolean;
+  /** True for commands with the write flag. */
+  readonly write: boolean;
+}
