@@ -1,0 +1,306 @@
+/**
+ * BackendConnection: one socket to one redis-server, shared by many clients. It owns
+ * - the FIFO of operations waiting for replies (a RingQueue; replies arrive in send order, so the head is always
+ *   the next to be answered), and the raw-frame ReplyScanner that finds where each reply ends;
+ * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
+ * - the handshake (AUTH with password or ACL user, READONLY when asked) run before any client command is sent;
+ * - one timer, used as the connect timeout while connecting and as the operation timeout while ready (it checks
+ *   the age of the oldest waiting operation; there is never a timer per request);
+ * - failure handling: on loss, timeout or a reply stream that is not RESP, every waiting operation is answered
+ *   with an error naming the shard (never retried: a write may have been applied), the socket is destroyed so no
+ *   late reply can reach a later request, and reconnection starts with exponential backoff. While down, new
+ *   operations are answered at once with the last error, so other shards keep serving.
+ */
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { shardError } from '../errors.js';
+import { RingQueue } from '../core/ring-queue.js';
+import type { BackendOp } from '../core/request.js';
+import { scheduleFlush, type Flushable } from '../core/flush.js';
+import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
+import { errorText, isErrorFrame } from '../resp/reply-reader.js';
+import { commandFrame } from '../resp/writer.js';
+import type { Logger } from '../log.js';
+
+export interface ShardIdentity {
+  name: string;
+  address: string;
+  host: string;
+  port: number;
+}
+
+export interface BackendOptions {
+  connectTimeoutMs: number;
+  /** Operation timeout; 0 disables it. */
+  timeoutMs: number;
+  password: string | null;
+  username: string | null;
+  /** Send READONLY after connecting (cluster replicas). */
+  readOnly: boolean;
+}
+
+export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
+
+const MIN_BACKOFF_MS = 50;
+const MAX_BACKOFF_MS = 2000;
+/** Above this many queued bytes, frames are written individually (corked) instead of concatenated. */
+const CONCAT_LIMIT = 64 * 1024;
+
+export class BackendConnection implements ReplySink, Flushable {
+  readonly shard: ShardIdentity;
+  state: ConnectionState;
+  flushScheduled: boolean;
+  /** Counters read by metrics and /shards. */
+  replies: number;
+  reconnects: number;
+  timeouts: number;
+  lastError: string;
+
+  private readonly options: BackendOptions;
+  private readonly log: Logger;
+  private readonly scanner: ReplyScanner;
+  private readonly waiting: RingQueue<BackendOp>;
+  private socket: net.Socket | null;
+  private out: Buffer[];
+  private outBytes: number;
+  private handshakePending: number;
+  private timer: NodeJS.Timeout | null;
+  private timerArmed: boolean;
+  private reconnectTimer: NodeJS.Timeout | null;
+  private backoffMs: number;
+  private downReply: Buffer;
+  private retiring: boolean;
+  private readonly handshakeFrames: Buffer[];
+
+  constructor(shard: ShardIdentity, options: BackendOptions, log: Logger) {
+    this.shard = shard;
+    this.state = 'down';
+    this.flushScheduled = false;
+    this.replies = 0;
+    this.reconnects = 0;
+    this.timeouts = 0;
+    this.lastError = 'not connected yet';
+    this.options = options;
+    this.log = log;
+    this.scanner = new ReplyScanner(this);
+    this.waiting = new RingQueue<BackendOp>(64);
+    this.socket = null;
+    this.out = [];
+    this.outBytes = 0;
+    this.handshakePending = 0;
+    this.timer = null;
+    this.timerArmed = false;
+    this.reconnectTimer = null;
+    this.backoffMs = MIN_BACKOFF_MS;
+    this.downReply = shardError(shard.name, shard.address, 'is unavailable: not connected yet');
+    this.retiring = false;
+    const frames: Buffer[] = [];
+    if (options.password !== null) {
+      frames.push(commandFrame(options.username !== null
+        ? ['AUTH', options.username, options.password] : ['AUTH', options.password]));
+    }
+    if (options.readOnly) frames.push(commandFrame(['READONLY']));
+    this.handshakeFrames = frames;
+    this.onTimer = this.onTimer.bind(this);
+  }
+
+  /** Operations sent and not yet answered. */
+  get inflight(): number {
+    return this.waiting.length;
+  }
+
+  /** Starts connecting (idempotent while connecting or connected). */
+  connect(): void {
+    if (this.state === 'closed' || this.state === 'connecting' || this.state === 'handshake' || this.state === 'ready') return;
+    if (this.reconnectTimer !== null) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null; }
+    this.state = 'connecting';
+    const sock = net.connect({ host: this.shard.host, port: this.shard.port });
+    this.socket = sock;
+    this.scanner.reset();
+    sock.setNoDelay(true);
+    sock.setKeepAlive(true, 30_000);
+    sock.on('connect', () => { if (this.socket === sock) this.onConnected(); });
+    sock.on('data', (chunk: Buffer) => { if (this.socket === sock) this.scanner.feed(chunk); });
+    sock.on('error', (err: Error) => { if (this.socket === sock) this.fail(describeSocketError(err)); });
+    sock.on('close', () => { if (this.socket === sock) this.fail('closed the connection'); });
+    this.armTimer(this.options.connectTimeoutMs);
+  }
+
+  /**
+   * Queues `frame` and its operation. The op is answered exactly once: by the reply, or by an error on failure.
+   * While the shard is down the error comes synchronously.
+   */
+  send(op: BackendOp, frame: Buffer): void {
+    const state = this.state;
+    if (state === 'down' || state === 'closed') {
+      op.deliver(this.downReply);
+      return;
+    }
+    op.sentAt = performance.now();
+    this.waiting.push(op);
+    this.out.push(frame);
+    this.outBytes += frame.length;
+    if (state === 'ready') {
+      if (!this.timerArmed && this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
+      scheduleFlush(this);
+    }
+  }
+
+  flush(): void {
+    const sock = this.socket;
+    if (this.state !== 'ready' || sock === null || this.out.length === 0) return;
+    const out = this.out;
+    if (out.length === 1) {
+      sock.write(out[0]);
+    } else if (this.outBytes <= CONCAT_LIMIT) {
+      sock.write(Buffer.concat(out, this.outBytes));
+    } else {
+      sock.cork();
+      for (let i = 0; i < out.length; i++) sock.write(out[i]);
+      sock.uncork();
+    }
+    this.out = [];
+    this.outBytes = 0;
+  }
+
+  onReply(frame: Buffer): void {
+    if (this.handshakePending > 0) {
+      this.onHandshakeReply(frame);
+      return;
+    }
+    const op = this.waiting.shift();
+    if (op === undefined) {
+      // A reply nobody asked for: the stream is out of step; trusting it could misdeliver later replies.
+      this.fail('sent a reply with no request waiting for it');
+      return;
+    }
+    this.replies++;
+    op.deliver(frame);
+    if (this.retiring && this.waiting.length === 0) this.close();
+  }
+
+  onReplyProtocolError(detail: string): void {
+    this.fail(`sent bytes that are not RESP (${detail})`);
+  }
+
+  /** Closes now: waiting operations are answered with an error; no reconnection. */
+  close(): void {
+    if (this.state === 'closed') return;
+    this.failWaiting(shardError(this.shard.name, this.shard.address, 'connection closed by keymux'));
+    this.state = 'closed';
+    this.stopTimers();
+    if (this.socket !== null) { this.socket.destroy(); this.socket = null; }
+  }
+
+  /** Retires the connection: it closes as soon as no operation is waiting (used when a reload drops a shard). */
+  closeWhenIdle(): void {
+    this.retiring = true;
+    if (this.waiting.length === 0 && this.out.length === 0) this.close();
+  }
+
+  private onConnected(): void {
+    if (this.handshakeFrames.length > 0) {
+      this.state = 'handshake';
+      this.handshakePending = this.handshakeFrames.length;
+      (this.socket as net.Socket).write(Buffer.concat(this.handshakeFrames));
+      return;
+    }
+    this.becomeReady();
+  }
+
+  private onHandshakeReply(frame: Buffer): void {
+    if (isErrorFrame(frame)) {
+      this.fail(`refused the handshake: ${errorText(frame)}`);
+      return;
+    }
+    if (--this.handshakePending === 0) this.becomeReady();
+  }
+
+  private becomeReady(): void {
+    this.state = 'ready';
+    this.backoffMs = MIN_BACKOFF_MS;
+    this.log.info({ shard: this.shard.name, address: this.shard.address }, 'backend connected');
+    this.timerArmed = false;
+    if (this.waiting.length > 0) {
+      // Operations queued while connecting now get their full timeout from this moment.
+      const now = performance.now();
+      for (let i = 0; i < this.waiting.length; i++) (this.waiting.at(i) as BackendOp).sentAt = now;
+      if (this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
+      scheduleFlush(this);
+    } else if (this.timer !== null) {
+      clearTimeout(this.timer);
+    }
+  }
+
+  private armTimer(ms: number): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimer, Math.max(1, ms));
+    this.timerArmed = true;
+  }
+
+  private onTimer(): void {
+    this.timerArmed = false;
+    if (this.state === 'connecting' || this.state === 'handshake') {
+      this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
+      return;
+    }
+    if (this.state !== 'ready' || this.options.timeoutMs <= 0) return;
+    const head = this.waiting.peek();
+    if (head === undefined) return;
+    const age = performance.now() - head.sentAt;
+    if (age >= this.options.timeoutMs) {
+      this.timeouts++;
+      this.fail(`timed out: no reply within ${this.options.timeoutMs} ms`);
+      return;
+    }
+    this.armTimer(this.options.timeoutMs - age);
+  }
+
+  /** Tears the connection down, answers every waiting operation with the error, and schedules a reconnect. */
+  private fail(reason: string): void {
+    if (this.state === 'closed' || this.state === 'down') return;
+    const wasReady = this.state === 'ready';
+    this.lastError = reason;
+    const reply = shardError(this.shard.name, this.shard.address, reason);
+    this.downReply = shardError(this.shard.name, this.shard.address, `is unavailable: ${reason}`);
+    this.state = 'down';
+    const sock = this.socket;
+    this.socket = null;
+    if (sock !== null) sock.destroy();
+    this.scanner.reset();
+    this.handshakePending = 0;
+    this.stopTimers();
+    this.failWaiting(reply);
+    (wasReady ? this.log.warn : this.log.debug).call(this.log,
+      { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs }, 'backend connection failed');
+    if (this.retiring) { this.state = 'closed'; return; }
+    this.scheduleReconnect();
+  }
+
+  private failWaiting(reply: Buffer): void {
+    this.out = [];
+    this.outBytes = 0;
+    while (this.waiting.length > 0) (this.waiting.shift() as BackendOp).deliver(reply);
+  }
+
+  private scheduleReconnect(): void {
+    const delay = this.backoffMs;
+    this.backoffMs = Math.min(MAX_BACKOFF_MS, this.backoffMs * 2);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.reconnects++;
+      this.connect();
+    }, delay);
+  }
+
+  private stopTimers(): void {
+    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
+    this.timerArmed = false;
+    if (this.state === 'closed' && this.reconnectTimer !== null) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null; }
+  }
+}
+
+function describeSocketError(err: Error): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code !== undefined ? `connection error ${code}` : `connection error: ${err.message}`;
+}

@@ -1,0 +1,48 @@
+/**
+ * ShardPool: the connections of one shard, shared by every client. A client always uses the same connection of
+ * a shard (chosen by its session id), so its commands to that shard stay in order; different clients spread over
+ * the pool. The pool reports the shard's health as the best state of its connections.
+ */
+import { BackendConnection, type BackendOptions, type ShardIdentity } from './backend-connection.js';
+import type { Logger } from '../log.js';
+
+export class ShardPool {
+  readonly shard: ShardIdentity;
+  readonly connections: BackendConnection[];
+  readonly options: BackendOptions;
+
+  constructor(shard: ShardIdentity, size: number, options: BackendOptions, log: Logger) {
+    this.shard = shard;
+    this.options = options;
+    this.connections = [];
+    for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log));
+  }
+
+  connect(): void {
+    for (const c of this.connections) c.connect();
+  }
+
+  /** The connection serving client `clientId`. */
+  pick(clientId: number): BackendConnection {
+    const conns = this.connections;
+    return conns.length === 1 ? conns[0] : conns[clientId % conns.length];
+  }
+
+  get healthy(): boolean {
+    return this.connections.some((c) => c.state === 'ready');
+  }
+
+  get inflight(): number {
+    let n = 0;
+    for (const c of this.connections) n += c.inflight;
+    return n;
+  }
+
+  close(): void {
+    for (const c of this.connections) c.close();
+  }
+
+  closeWhenIdle(): void {
+    for (const c of this.connections) c.closeWhenIdle();
+  }
+}

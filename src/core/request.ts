@@ -1,0 +1,65 @@
+/**
+ * Request: one client command from parse to reply. A fixed-shape object (every field set in the constructor)
+ * with a slot for its reply: whoever answers it (a backend connection, the fan-out merger, a local handler)
+ * calls `deliver(frame)`, and the owning session writes completed requests out in arrival order. No Promise and
+ * no closure per request. A fan-out request owns its fragments and a countdown of those still outstanding.
+ */
+import type { CommandSpec } from '../commands/spec.js';
+import type { Fragment } from './fragment.js';
+
+/** What a backend connection queues and answers: a Request, a Fragment, or a control-plane operation. */
+export interface BackendOp {
+  /** When the op was handed to a connection (performance.now()), for the connection's timeout check. */
+  sentAt: number;
+  deliver(frame: Buffer): void;
+}
+
+/** The session side of a request: told when a request has its reply. */
+export interface RequestOwner {
+  onRequestDone(req: Request): void;
+}
+
+export class Request implements BackendOp {
+  owner: RequestOwner;
+  /** The client's frame bytes (forwarded unchanged for single-shard commands). */
+  frame: Buffer;
+  /** Argument views into `frame`; args[0] is the command name. */
+  args: Buffer[];
+  spec: CommandSpec | null;
+  /** The reply frame once known. */
+  reply: Buffer | null;
+  done: boolean;
+  /** Close the client connection after this reply is written (QUIT, protocol error). */
+  closeAfter: boolean;
+  startedAt: number;
+  sentAt: number;
+  /** Index of the shard the request went to (-1: local, fan-out, or not routed). */
+  shard: number;
+  fragments: Fragment[] | null;
+  remaining: number;
+  /** Opaque context for merges that need it (INFO, DBSIZE): set by the dispatcher. */
+  mergeContext: unknown;
+
+  constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number) {
+    this.owner = owner;
+    this.frame = frame;
+    this.args = args;
+    this.spec = null;
+    this.reply = null;
+    this.done = false;
+    this.closeAfter = false;
+    this.startedAt = startedAt;
+    this.sentAt = 0;
+    this.shard = -1;
+    this.fragments = null;
+    this.remaining = 0;
+    this.mergeContext = null;
+  }
+
+  deliver(frame: Buffer): void {
+    if (this.done) return; // a late answer after a timeout or reset is dropped, never misdelivered
+    this.reply = frame;
+    this.done = true;
+    this.owner.onRequestDone(this);
+  }
+}

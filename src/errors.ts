@@ -1,0 +1,50 @@
+/**
+ * Client-facing error replies. Every error keymux itself produces is a RESP error line encoded once: fixed ones
+ * as Buffer constants, variable ones through `errorReply()` (control plane or rare paths only). Backend error
+ * replies are never rewritten; they pass through as values. Messages follow Redis's wording where Redis has one,
+ * so clients that match on prefixes (ERR, NOAUTH, WRONGPASS, NOPROTO, CROSSSLOT) behave as against Redis.
+ */
+
+/** Encodes `-<message>\r\n`, stripping CR/LF from the message so a reply can never be split. */
+export function errorReply(message: string): Buffer {
+  return Buffer.from(`-${message.replace(/[\r\n]+/g, ' ')}\r\n`, 'utf8');
+}
+
+export const ERR_CROSSSLOT = errorReply("CROSSSLOT Keys in request don't hash to the same slot");
+export const ERR_NOAUTH = errorReply('NOAUTH Authentication required.');
+export const ERR_WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
+export const ERR_AUTH_NOT_CONFIGURED = errorReply(
+  'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?');
+export const ERR_NOPROTO = errorReply('NOPROTO unsupported protocol version: keymux speaks RESP2 only (HELLO 2)');
+export const ERR_SELECT_DB = errorReply('ERR keymux: only database 0 is available (SELECT 0); a sharded keyspace has no other databases');
+export const ERR_SELECT_INVALID = errorReply('ERR value is not an integer or out of range');
+export const ERR_SYNTAX = errorReply('ERR syntax error');
+export const ERR_MAX_CLIENTS = errorReply('ERR max number of clients reached');
+export const ERR_NO_KEY = errorReply('ERR keymux: this command has no key to route by');
+export const ERR_FANOUT_UNEXPECTED = errorReply('ERR keymux: unexpected reply from a shard while merging a multi-key command');
+
+export function wrongArity(name: string): Buffer {
+  return errorReply(`ERR wrong number of arguments for '${name}' command`);
+}
+
+export function unknownCommand(name: Buffer, args: Buffer[]): Buffer {
+  // Redis: ERR unknown command 'foo', with args beginning with: 'a' 'b'
+  let text = `ERR unknown command '${printable(name)}', with args beginning with: `;
+  for (let i = 1; i < args.length && text.length < 256; i++) text += `'${printable(args[i])}' `;
+  return errorReply(text);
+}
+
+export function unknownSubcommand(container: string, sub: Buffer): Buffer {
+  return errorReply(`ERR unknown subcommand '${printable(sub)}'. Try ${container.toUpperCase()} HELP.`);
+}
+
+/** At most 128 bytes, control characters replaced: safe to put in an error line. */
+export function printable(b: Buffer): string {
+  const s = b.subarray(0, 128).toString('latin1').replace(/[\x00-\x1f\x7f]/g, '?');
+  return b.length > 128 ? `${s}...` : s;
+}
+
+/** A shard could not be used: names the shard so an operator knows where to look. */
+export function shardError(shardName: string, address: string, reason: string): Buffer {
+  return errorReply(`ERR keymux: shard '${shardName}' (${address}) ${reason}`);
+}

@@ -1,0 +1,100 @@
+/**
+ * keymux command line: `keymux --config FILE [--check]`. Loads and validates the config (a bad config is printed
+ * with file and line for every problem, and keymux exits non-zero), starts the Proxy, and wires signals:
+ * SIGHUP re-reads the config file (a bad file is logged and the running config stays), SIGTERM/SIGINT drain
+ * (stop accepting, finish in-flight requests within a grace period, exit 0).
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfigFile, readConfigFile } from './config/load.js';
+import { Proxy } from './proxy.js';
+import { rootLogger, setLogLevel } from './log.js';
+
+const USAGE = `usage: keymux --config FILE [--check]
+
+  -c, --config FILE   YAML configuration (see config/*.yaml and README.md)
+      --check         validate the configuration and exit (0 = valid)
+  -h, --help          this help
+  -v, --version       print the version
+`;
+
+const DRAIN_GRACE_MS = 10_000;
+
+async function main(): Promise<void> {
+  let values: { config?: string; check?: boolean; help?: boolean; version?: boolean };
+  try {
+    ({ values } = parseArgs({
+      options: {
+        config: { type: 'string', short: 'c' },
+        check: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`keymux: ${(err as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+  if (values.help) { process.stdout.write(USAGE); return; }
+  if (values.version) {
+    const { createRequire } = await import('node:module');
+    process.stdout.write(`${(createRequire(import.meta.url)('../package.json') as { version: string }).version}\n`);
+    return;
+  }
+  if (values.config === undefined) {
+    process.stderr.write(`keymux: --config FILE is required\n${USAGE}`);
+    process.exit(2);
+  }
+  const file = values.config;
+  let config;
+  try {
+    config = loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`keymux: invalid configuration (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
+      for (const e of err.errors) process.stderr.write(`  ${e}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+  if (values.check) {
+    process.stdout.write(`${file}: configuration is valid (mode ${config.mode}, ${config.shards.length} shards)\n`);
+    return;
+  }
+  setLogLevel(config.log.level);
+  const log = rootLogger();
+  const proxy = await Proxy.start(config);
+
+  let reloading = false;
+  process.on('SIGHUP', () => {
+    if (reloading) return;
+    reloading = true;
+    void readConfigFile(file).then((result) => {
+      reloading = false;
+      if ('errors' in result && result.errors) {
+        log.error({ file, errors: result.errors }, 'config reload rejected; the running config stays');
+        return;
+      }
+      setLogLevel(result.config.log.level);
+      proxy.reload(result.config);
+    });
+  });
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, graceMs: DRAIN_GRACE_MS }, 'draining');
+    void proxy.drain(DRAIN_GRACE_MS).then(() => {
+      log.info('stopped');
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err) => {
+  rootLogger().fatal({ err }, 'keymux failed to start');
+  process.stderr.write(`keymux: ${(err as Error).message}\n`);
+  process.exit(1);
+});

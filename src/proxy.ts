@@ -1,0 +1,157 @@
+/**
+ * Proxy: the running keymux. It owns the listener, the admin server, and the current Topology snapshot, which it
+ * replaces by reference on reload (sessions read `proxy.topology` once per request, so a request never sees half
+ * of a reload). Start-up derives the command table from a live shard's COMMAND reply when one answers, and uses
+ * the built-in table otherwise. Drain stops accepting, lets in-flight requests finish (bounded by a grace
+ * period), and closes.
+ */
+import { performance } from 'node:perf_hooks';
+import { createRequire } from 'node:module';
+import type { KeymuxConfig } from './config/schema.js';
+import { Topology } from './routing/topology.js';
+import { CommandTable, specsFromCommandReply, builtinRows } from './commands/table.js';
+import { controlCommands } from './backend/control.js';
+import { Listener } from './server/listener.js';
+import { AdminServer } from './metrics/admin-server.js';
+import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
+import type { Request } from './core/request.js';
+import { childLogger, type Logger } from './log.js';
+
+const require = createRequire(import.meta.url);
+const VERSION: string = (require('../package.json') as { version: string }).version;
+
+export interface StartOptions {
+  /** Skip asking a shard for COMMAND (tests of the built-in table). */
+  builtinCommandTable?: boolean;
+}
+
+export class Proxy implements ProxyContext {
+  topology: Topology;
+  readonly stats: ProxyStats;
+  readonly startedAt: number;
+  readonly version = VERSION;
+  backendVersion: string;
+  commandTableSource: 'live' | 'builtin';
+  draining: boolean;
+
+  /** Rows the current command table was built from (to rebuild it when the deny list changes). */
+  private commandRows: ReturnType<typeof builtinRows>;
+  private readonly listener: Listener;
+  private admin: AdminServer | null;
+  private readonly log: Logger;
+  private versionCounter: number;
+
+  private constructor(config: KeymuxConfig, table: CommandTable, rows: ReturnType<typeof builtinRows>) {
+    this.commandRows = rows;
+    this.stats = newProxyStats();
+    this.startedAt = Date.now();
+    this.backendVersion = 'unknown';
+    this.commandTableSource = 'builtin';
+    this.draining = false;
+    this.log = childLogger('proxy');
+    this.versionCounter = 1;
+    this.topology = new Topology(config, table, this.versionCounter, null);
+    this.listener = new Listener(this);
+    this.admin = null;
+  }
+
+  static async start(config: KeymuxConfig, options: StartOptions = {}): Promise<Proxy> {
+    const rows = builtinRows();
+    const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows);
+    proxy.topology.connect();
+    if (options.builtinCommandTable !== true) await proxy.learnFromShards();
+    const addr = await proxy.listener.listen(config.listen.host, config.listen.port);
+    if (config.admin !== null) {
+      proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
+      await proxy.admin.listen(config.admin.host, config.admin.port);
+    }
+    proxy.log.info({ listen: `${addr.address}:${addr.port}`, admin: proxy.admin?.port ?? null, mode: config.mode,
+      shards: config.shards.length, commandTable: proxy.commandTableSource }, 'keymux listening');
+    return proxy;
+  }
+
+  /** The port clients connect to (useful when the config says port 0). */
+  get port(): number {
+    return this.listener.address.port;
+  }
+
+  get adminPort(): number | null {
+    return this.admin?.port ?? null;
+  }
+
+  clientCount(): number {
+    return this.listener.sessions.size;
+  }
+
+  sessionClosed(session: SessionLike): void {
+    this.listener.remove(session);
+  }
+
+  onReplied(_req: Request): void {
+    this.stats.commands++;
+  }
+
+  readiness(): { ok: boolean; reason: string } {
+    if (this.draining) return { ok: false, reason: 'draining' };
+    const up = this.topology.shards.filter((s) => s.pool.healthy).length;
+    if (up === 0) return { ok: false, reason: 'no shard is reachable' };
+    return { ok: true, reason: `${up}/${this.topology.shards.length} shards reachable` };
+  }
+
+  /**
+   * Applies a new validated config: builds a new topology (carrying over unchanged pools) and swaps it in by
+   * reference. Requests already sent finish on the pools they were sent to; pools no longer used close once idle.
+   */
+  reload(config: KeymuxConfig): void {
+    const previous = this.topology;
+    const table = previous.config.commands.deny.join() === config.commands.deny.join()
+      ? previous.table : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
+    const next = new Topology(config, table, ++this.versionCounter, previous);
+    next.connect();
+    this.topology = next;
+    for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
+    this.log.info({ version: next.version, shards: config.shards.length }, 'config reloaded');
+  }
+
+  /** Stops accepting clients, waits for in-flight requests (at most graceMs), then closes everything. */
+  async drain(graceMs: number): Promise<void> {
+    this.draining = true;
+    await this.listener.stopAccepting();
+    for (const s of this.listener.sessions) s.closeWhenDone();
+    const deadline = performance.now() + graceMs;
+    while (this.listener.sessions.size > 0 && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20)); // sessions close on their own; poll the count until the grace ends
+    }
+    await this.close();
+  }
+
+  async close(): Promise<void> {
+    this.draining = true;
+    await this.listener.stopAccepting();
+    for (const s of [...this.listener.sessions]) s.destroy();
+    this.topology.close();
+    if (this.admin !== null) await this.admin.close();
+  }
+
+  /** Asks the first shard that answers for COMMAND and INFO server; falls back to the built-in table. */
+  private async learnFromShards(): Promise<void> {
+    const config = this.topology.config;
+    for (const shard of config.shards) {
+      try {
+        const [commands, info] = await controlCommands({ host: shard.host, port: shard.port, password: config.backend.password,
+          username: config.backend.username, timeoutMs: config.backend.connectTimeoutMs }, [['COMMAND'], ['INFO', 'server']]);
+        if (typeof info === 'string') this.backendVersion = /redis_version:([^\r\n]+)/.exec(info)?.[1] ?? 'unknown';
+        if (!Array.isArray(commands)) continue;
+        const rows = specsFromCommandReply(commands);
+        const table = CommandTable.fromRows(rows, { deny: config.commands.deny });
+        this.commandRows = rows;
+        this.topology = new Topology(config, table, this.versionCounter, this.topology);
+        this.commandTableSource = 'live';
+        return;
+      } catch (err) {
+        this.log.debug({ shard: shard.name, err: (err as Error).message }, 'could not read COMMAND from shard');
+      }
+    }
+    this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Reads values out of complete raw reply frames, on demand: integers for summing, array elements (as raw frame
+ * views) for reassembly, bulk bodies for INFO, error text for MOVED/ASK. Only merges, redirects and the control
+ * plane call these; single-shard replies are forwarded as bytes and never read. Frames are trusted to be
+ * complete (the scanner produced them); anything unexpected yields null and the caller refuses.
+ */
+import { parseLength } from './reply-scanner.js';
+
+const CR = 13;
+
+export const OK_FRAME = Buffer.from('+OK\r\n');
+
+export function isErrorFrame(frame: Buffer): boolean {
+  return frame[0] === 45 /* - */ || frame[0] === 33 /* ! */;
+}
+
+export function isOkFrame(frame: Buffer): boolean {
+  return frame.length === 5 && frame[0] === 43 && frame[1] === 79 && frame[2] === 75;
+}
+
+/** The integer of a ":n" frame, or null. */
+export function readInteger(frame: Buffer): number | null {
+  if (frame[0] !== 58 /* : */) return null;
+  const eol = frame.indexOf(CR, 1);
+  if (eol < 0) return null;
+  const text = frame.toString('latin1', 1, eol);
+  const n = Number(text);
+  return Number.isSafeInteger(n) ? n : null;
+}
+
+/** The body of a "$n" bulk frame (null for the nil bulk or a non-bulk frame). */
+export function readBulk(frame: Buffer): Buffer | null {
+  if (frame[0] !== 36 /* $ */ && frame[0] !== 61 /* = */) return null;
+  const eol = frame.indexOf(CR, 1);
+  const n = parseLength(frame, 1, eol);
+  if (n < 0) return null;
+  return frame.subarray(eol + 2, eol + 2 + n);
+}
+
+/** The text of an error frame, without the leading '-' and trailing CRLF. */
+export function errorText(frame: Buffer): string {
+  if (frame[0] === 45) return frame.toString('utf8', 1, frame.length - 2);
+  const b = readBulk(Buffer.concat([Buffer.from('$'), frame.subarray(1)]));
+  return b === null ? '' : b.toString('utf8');
+}
+
+/** End offset (exclusive) of the one element starting at `pos`, or -1 if malformed or truncated. */
+export function elementEnd(buf: Buffer, pos: number): number {
+  let pending = 1;
+  while (pending > 0) {
+    if (pos >= buf.length) return -1;
+    const type = buf[pos];
+    const eol = buf.indexOf(CR, pos + 1);
+    if (eol < 0) return -1;
+    let next = eol + 2;
+    switch (type) {
+      case 36: case 61: case 33: {
+        const n = parseLength(buf, pos + 1, eol);
+        if (n === -2) return -1;
+        if (n >= 0) next += n + 2;
+        pending--;
+        break;
+      }
+      case 42: case 126: case 62: {
+        const n = parseLength(buf, pos + 1, eol);
+        if (n === -2) return -1;
+        pending += n > 0 ? n - 1 : -1;
+        break;
+      }
+      case 37: {
+        const n = parseLength(buf, pos + 1, eol);
+        if (n === -2) return -1;
+        pending += n > 0 ? 2 * n - 1 : -1;
+        break;
+      }
+      case 124: {
+        const n = parseLength(buf, pos + 1, eol);
+        if (n < 0) return -1;
+        pending += 2 * n;
+        break;
+      }
+      default:
+        pending--;
+    }
+    pos = next;
+  }
+  return pos <= buf.length ? pos : -1;
+}
+
+/** The elements of a top-level array frame as raw frame views; null if not an array (or a nil array). */
+export function readArrayElements(frame: Buffer): Buffer[] | null {
+  if (frame[0] !== 42 /* * */) return null;
+  const eol = frame.indexOf(CR, 1);
+  const n = parseLength(frame, 1, eol);
+  if (n < 0) return null;
+  const out = new Array<Buffer>(n);
+  let pos = eol + 2;
+  for (let i = 0; i < n; i++) {
+    const end = elementEnd(frame, pos);
+    if (end < 0) return null;
+    out[i] = frame.subarray(pos, end);
+    pos = end;
+  }
+  return out;
+}

@@ -1,0 +1,348 @@
+/**
+ * Incremental parser for the client side of the connection: RESP2 multibulk requests and inline commands.
+ * It turns socket chunks into commands, each delivered as the client's own frame bytes plus one Buffer view per
+ * argument, both pointing into the received memory (no copies, no strings). A command split across chunks is
+ * resumed where parsing stopped; its bytes are gathered in an accumulation buffer that grows by doubling, so a
+ * large command costs linear copying, and a known bulk length is waited for without re-scanning.
+ * Untrusted input is checked here, at the edge: argument count, bulk length and inline length limits. On a
+ * protocol error the parser reports a Redis-worded error once and stops: the stream cannot be resynchronised.
+ * Inline commands are re-encoded as multibulk frames, so everything downstream sees one format.
+ */
+
+export interface RequestSink {
+  /** One complete command: frame = exact multibulk bytes; args[0] = command name. Views stay valid forever. */
+  onCommand(frame: Buffer, args: Buffer[]): void;
+  /** The stream is malformed; `reply` is an encoded -ERR line. No further commands will be delivered. */
+  onProtocolError(reply: Buffer): void;
+}
+
+export interface RequestLimits {
+  maxBulkBytes: number;
+  maxArgs: number;
+  maxInlineBytes: number;
+}
+
+const CR = 13;
+const LF = 10;
+const STAR = 42;
+const DOLLAR = 36;
+/** Longest header line accepted ("*" or "$" + digits); Redis uses the inline limit here too. */
+const MAX_HEADER_LINE = 64;
+const MIN_ACCUMULATOR = 4096;
+
+function protocolError(detail: string): Buffer {
+  return Buffer.from(`-ERR Protocol error: ${detail}\r\n`, 'latin1');
+}
+
+export class RequestParser {
+  private readonly limits: RequestLimits;
+  private readonly sink: RequestSink;
+
+  /** Bytes being parsed: the current chunk, or the accumulator while a command spans chunks. */
+  private buf: Buffer = Buffer.alloc(0);
+  /** Valid bytes in `buf` (the accumulator has spare capacity beyond). */
+  private len = 0;
+  /** True when `buf` is our accumulator (owned, growable), false when it is a socket chunk. */
+  private accumulating = false;
+  /** Offset where the current, unfinished command starts. */
+  private cmdStart = 0;
+  /** Offset of the next byte to look at. */
+  private pos = 0;
+  /** Arguments announced by the current multibulk header, -1 before the header is read. */
+  private argc = -1;
+  /** Length of the bulk whose header was read and whose data is awaited, -1 when a header is expected. */
+  private bulkLen = -1;
+  /** [start, end) offsets of the arguments read so far for the current command. */
+  private argOffsets: number[] = [];
+  /** Do not parse again until `len` reaches this (a bulk body in flight). */
+  private need = 0;
+  private failed = false;
+
+  constructor(limits: RequestLimits, sink: RequestSink) {
+    this.limits = limits;
+    this.sink = sink;
+  }
+
+  /** True once a protocol error has been reported; later input is ignored. */
+  get broken(): boolean {
+    return this.failed;
+  }
+
+  /** Bytes held for an unfinished command (for memory accounting and tests). */
+  get buffered(): number {
+    return this.accumulating ? this.len - this.cmdStart : 0;
+  }
+
+  feed(chunk: Buffer): void {
+    if (this.failed || chunk.length === 0) return;
+    if (!this.accumulating) {
+      this.buf = chunk;
+      this.len = chunk.length;
+      this.cmdStart = 0;
+      this.pos = 0;
+    } else {
+      this.append(chunk);
+      if (this.len < this.need) return;
+    }
+    this.parse();
+  }
+
+  private append(chunk: Buffer): void {
+    const needed = this.len + chunk.length;
+    if (needed > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(needed, this.buf.length * 2, this.need));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    chunk.copy(this.buf, this.len);
+    this.len = needed;
+  }
+
+  private parse(): void {
+    while (this.pos < this.len) {
+      const done = this.argc >= 0 || this.buf[this.cmdStart] === STAR ? this.parseMultibulk() : this.parseInline();
+      if (this.failed) return;
+      if (!done) {
+        this.keepTail();
+        return;
+      }
+    }
+    // Everything consumed: the next chunk can be parsed in place.
+    this.accumulating = false;
+    this.buf = EMPTY;
+    this.len = 0;
+    this.cmdStart = 0;
+    this.pos = 0;
+    this.need = 0;
+  }
+
+  /** Moves the unfinished command into a fresh accumulator (views already handed out keep the old memory). */
+  private keepTail(): void {
+    const tail = this.len - this.cmdStart;
+    if (this.accumulating && this.cmdStart === 0) return; // accumulator holds only this command: keep growing it
+    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, tail * 2, this.need - this.cmdStart));
+    this.buf.copy(acc, 0, this.cmdStart, this.len);
+    const shift = this.cmdStart;
+    this.buf = acc;
+    this.len = tail;
+    this.pos -= shift;
+    if (this.need > 0) this.need -= shift;
+    for (let i = 0; i < this.argOffsets.length; i++) this.argOffsets[i] -= shift;
+    this.cmdStart = 0;
+    this.accumulating = true;
+  }
+
+  /** Reads a header line at `pos` starting with `marker`; returns its integer, or null if incomplete. */
+  private readHeaderInt(what: string): number | null | undefined {
+    const buf = this.buf;
+    const start = this.pos + 1;
+    const limit = Math.min(this.len, start + MAX_HEADER_LINE);
+    let i = start;
+    let negative = false;
+    let value = 0;
+    let digits = 0;
+    if (i < limit && buf[i] === 45 /* - */) { negative = true; i++; }
+    for (; i < limit; i++) {
+      const c = buf[i];
+      if (c >= 48 && c <= 57) { value = value * 10 + (c - 48); digits++; continue; }
+      if (c === CR) {
+        if (i + 1 >= this.len) return null;
+        if (buf[i + 1] !== LF || digits === 0) break;
+        this.pos = i + 2;
+        return negative ? -value : value;
+      }
+      break;
+    }
+    if (i >= this.len && i < start + MAX_HEADER_LINE) return null; // header still arriving
+    this.fail(protocolError(i >= start + MAX_HEADER_LINE ? `too big ${what} count string` : `invalid ${what} length`));
+    return undefined;
+  }
+
+  /** Parses (or resumes) one multibulk command. Returns true when it completed or was skipped. */
+  private parseMultibulk(): boolean {
+    const buf = this.buf;
+    if (this.argc < 0) {
+      const argc = this.readHeaderInt('multibulk');
+      if (argc === null || argc === undefined) return false;
+      if (argc > this.limits.maxArgs || argc > 1024 * 1024 * 1024) {
+        this.fail(protocolError(`invalid multibulk length (${argc} arguments exceed limits.max_args ${this.limits.maxArgs})`));
+        return false;
+      }
+      if (argc <= 0) { // Redis ignores "*0" and "*-1"
+        this.cmdStart = this.pos;
+        return true;
+      }
+      this.argc = argc;
+      this.argOffsets.length = 0;
+    }
+    while (this.argOffsets.length < this.argc * 2) {
+      if (this.bulkLen < 0) {
+        if (this.pos >= this.len) return false;
+        if (buf[this.pos] !== DOLLAR) {
+          this.fail(protocolError(`expected '$', got '${String.fromCharCode(buf[this.pos]).replace(/[^\x20-\x7e]/, '?')}'`));
+          return false;
+        }
+        const n = this.readHeaderInt('bulk');
+        if (n === null || n === undefined) return false;
+        if (n < 0 || n > this.limits.maxBulkBytes) {
+          this.fail(protocolError(n < 0 ? 'invalid bulk length'
+            : `invalid bulk length (${n} bytes exceed limits.max_bulk_bytes ${this.limits.maxBulkBytes})`));
+          return false;
+        }
+        this.bulkLen = n;
+      }
+      const end = this.pos + this.bulkLen;
+      if (end + 2 > this.len) {
+        this.need = end + 2;
+        return false;
+      }
+      if (buf[end] !== CR || buf[end + 1] !== LF) {
+        this.fail(protocolError('bulk data does not end with CRLF'));
+        return false;
+      }
+      this.argOffsets.push(this.pos, end);
+      this.pos = end + 2;
+      this.bulkLen = -1;
+    }
+    const offsets = this.argOffsets;
+    const args = new Array<Buffer>(this.argc);
+    for (let i = 0; i < this.argc; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+    const frame = buf.subarray(this.cmdStart, this.pos);
+    this.argc = -1;
+    this.need = 0;
+    this.cmdStart = this.pos;
+    this.sink.onCommand(frame, args);
+    return true;
+  }
+
+  /** Parses one inline command (a text line), re-encoded as multibulk. */
+  private parseInline(): boolean {
+    const buf = this.buf;
+    let eol = buf.indexOf(LF, this.pos);
+    if (eol < 0 || eol >= this.len) {
+      if (this.len - this.cmdStart > this.limits.maxInlineBytes) this.fail(protocolError('too big inline request'));
+      this.pos = this.len;
+      return false;
+    }
+    const lineEnd = eol > this.cmdStart && buf[eol - 1] === CR ? eol - 1 : eol;
+    if (lineEnd - this.cmdStart > this.limits.maxInlineBytes) {
+      this.fail(protocolError('too big inline request'));
+      return false;
+    }
+    const words = splitInline(buf.subarray(this.cmdStart, lineEnd));
+    this.pos = eol + 1;
+    this.cmdStart = this.pos;
+    if (words === null) {
+      this.fail(protocolError('unbalanced quotes in request'));
+      return false;
+    }
+    if (words.length === 0) return true; // empty line: ignored, as Redis does
+    if (words.length > this.limits.maxArgs) {
+      this.fail(protocolError('invalid multibulk length'));
+      return false;
+    }
+    const frame = encodeMultibulk(words);
+    // Views into the re-encoded frame, so downstream code can forward either the frame or the arguments.
+    const args = new Array<Buffer>(words.length);
+    let p = 0;
+    for (let i = 0; i < words.length; i++) {
+      p = frame.indexOf(LF, p) + 1; // skip "*n" or "$len" line
+      if (i === 0) p = frame.indexOf(LF, p) + 1;
+      args[i] = frame.subarray(p, p + words[i].length);
+      p += words[i].length + 2;
+    }
+    this.sink.onCommand(frame, args);
+    return true;
+  }
+
+  private fail(reply: Buffer): void {
+    this.failed = true;
+    this.accumulating = false;
+    this.buf = EMPTY;
+    this.len = 0;
+    this.argOffsets.length = 0;
+    this.sink.onProtocolError(reply);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Encodes arguments as one multibulk frame. */
+export function encodeMultibulk(args: Buffer[]): Buffer {
+  let size = 1 + digitsOf(args.length) + 2;
+  for (const a of args) size += 1 + digitsOf(a.length) + 2 + a.length + 2;
+  const out = Buffer.allocUnsafe(size);
+  let p = out.write(`*${args.length}\r\n`, 0, 'latin1');
+  for (const a of args) {
+    p += out.write(`$${a.length}\r\n`, p, 'latin1');
+    p += a.copy(out, p);
+    out[p++] = CR;
+    out[p++] = LF;
+  }
+  return out;
+}
+
+function digitsOf(n: number): number {
+  return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : String(n).length;
+}
+
+/**
+ * Splits an inline command line like Redis's sdssplitargs: spaces separate words; "double quotes" support
+ * \n \r \t \b \a \\ \" and \xHH escapes; 'single quotes' support \'; a closing quote must be followed by a space
+ * or the end. Returns null on unbalanced quotes.
+ */
+export function splitInline(line: Buffer): Buffer[] | null {
+  const words: Buffer[] = [];
+  let i = 0;
+  const n = line.length;
+  const isSpace = (c: number) => c === 32 || c === 9 || c === 10 || c === 13 || c === 11 || c === 12;
+  while (true) {
+    while (i < n && isSpace(line[i])) i++;
+    if (i >= n) return words;
+    const bytes: number[] = [];
+    let inDq = false;
+    let inSq = false;
+    let done = false;
+    while (!done) {
+      if (inDq) {
+        if (i >= n) return null;
+        const c = line[i];
+        if (c === 92 /* \ */ && i + 3 < n && line[i + 1] === 120 /* x */ && isHex(line[i + 2]) && isHex(line[i + 3])) {
+          bytes.push(parseInt(String.fromCharCode(line[i + 2], line[i + 3]), 16));
+          i += 3;
+        } else if (c === 92 && i + 1 < n) {
+          i++;
+          const e = line[i];
+          bytes.push(e === 110 ? 10 : e === 114 ? 13 : e === 116 ? 9 : e === 98 ? 8 : e === 97 ? 7 : e);
+        } else if (c === 34 /* " */) {
+          if (i + 1 < n && !isSpace(line[i + 1])) return null;
+          done = true;
+        } else {
+          bytes.push(c);
+        }
+      } else if (inSq) {
+        if (i >= n) return null;
+        const c = line[i];
+        if (c === 92 && i + 1 < n && line[i + 1] === 39) { i++; bytes.push(39); }
+        else if (c === 39) {
+          if (i + 1 < n && !isSpace(line[i + 1])) return null;
+          done = true;
+        } else bytes.push(c);
+      } else if (i >= n) {
+        done = true;
+      } else {
+        const c = line[i];
+        if (isSpace(c)) done = true;
+        else if (c === 34) inDq = true;
+        else if (c === 39) inSq = true;
+        else bytes.push(c);
+      }
+      if (i < n) i++;
+    }
+    words.push(Buffer.from(bytes));
+  }
+}
+
+function isHex(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || (c >= 65 && c <= 70);
+}

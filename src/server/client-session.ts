@@ -1,0 +1,327 @@
+/**
+ * ClientSession: one client connection. It owns
+ * - the request parser fed by the socket, and the ordered ring of in-flight requests: replies are written in
+ *   request order, whichever shard answers first; only the session writes to its socket;
+ * - dispatch: the command table decides whether a command is answered here, forwarded to the shard of its keys
+ *   (the client's exact bytes), split per shard and merged, broadcast to all shards, or refused;
+ * - per-client state: authentication, name, and closing (QUIT or a protocol error ends the stream after the
+ *   replies before it have been written);
+ * - backpressure: past `clients.maxInflight` requests, or while the client is not reading its replies, the
+ *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound.
+ * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
+ */
+import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { RequestParser, type RequestSink } from '../resp/request-parser.js';
+import { Request, type RequestOwner } from '../core/request.js';
+import { RingQueue } from '../core/ring-queue.js';
+import { scheduleFlush, type Flushable } from '../core/flush.js';
+import type { CommandSpec } from '../commands/spec.js';
+import { resolveSubcommand } from '../commands/table.js';
+import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
+import { LOCAL_HANDLERS } from '../commands/local.js';
+import { ERR_CROSSSLOT, ERR_NOAUTH, ERR_NO_KEY, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
+import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
+import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
+import type { MergeFn } from '../core/fragment.js';
+import type { MergeKind } from '../commands/spec.js';
+import type { ProxyContext } from './context.js';
+import type { Topology } from '../routing/topology.js';
+
+const MERGES: Record<MergeKind, MergeFn> = { mget: mergeMget, sum: mergeSum, 'all-ok': mergeAllOk, info: mergeInfo };
+/** Output above this many bytes is written as separate buffers (corked) rather than concatenated. */
+const CONCAT_LIMIT = 64 * 1024;
+
+export class ClientSession implements RequestSink, RequestOwner, Flushable {
+  readonly id: number;
+  readonly socket: net.Socket;
+  readonly remote: string;
+  readonly connectedAt: number;
+  flushScheduled: boolean;
+  /** CLIENT SETNAME value. */
+  name: Buffer | null;
+  authenticated: boolean;
+  /** User the client authenticated as ("default" for a bare password). */
+  user: string | null;
+  libName: Buffer | null;
+  libVersion: Buffer | null;
+
+  private readonly ctx: ProxyContext;
+  private readonly parser: RequestParser;
+  private readonly inflight: RingQueue<Request>;
+  private readonly keyIndexes: number[];
+  private readonly maxInflight: number;
+  private out: Buffer[];
+  private outBytes: number;
+  private readPaused: boolean;
+  private writeBlocked: boolean;
+  /** No further commands are accepted (QUIT, protocol error, drain). */
+  private closing: boolean;
+  /** A request marked closeAfter has been queued for writing: end the socket after this flush. */
+  private endAfterWrite: boolean;
+  private closed: boolean;
+
+  constructor(id: number, socket: net.Socket, ctx: ProxyContext) {
+    this.id = id;
+    this.socket = socket;
+    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.connectedAt = Date.now();
+    this.flushScheduled = false;
+    this.name = null;
+    const clients = ctx.topology.config.clients;
+    this.authenticated = clients.password === null && clients.users.length === 0;
+    this.user = this.authenticated ? 'default' : null;
+    this.libName = null;
+    this.libVersion = null;
+    this.ctx = ctx;
+    this.parser = new RequestParser(ctx.topology.config.limits, this);
+    this.inflight = new RingQueue<Request>(16);
+    this.keyIndexes = [];
+    this.maxInflight = clients.maxInflight;
+    this.out = [];
+    this.outBytes = 0;
+    this.readPaused = false;
+    this.writeBlocked = false;
+    this.closing = false;
+    this.endAfterWrite = false;
+    this.closed = false;
+
+    this.onData = this.onData.bind(this);
+    this.onDrain = this.onDrain.bind(this);
+    this.onClose = this.onClose.bind(this);
+    socket.setNoDelay(true);
+    socket.on('data', this.onData);
+    socket.on('drain', this.onDrain);
+    socket.on('close', this.onClose);
+    socket.on('error', () => { /* 'close' follows; nothing to add */ });
+    if (clients.idleTimeoutS > 0) {
+      socket.setTimeout(clients.idleTimeoutS * 1000, () => { if (this.inflight.length === 0) socket.destroy(); });
+    }
+  }
+
+  get pendingRequests(): number {
+    return this.inflight.length;
+  }
+
+  // ---- input ----------------------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    this.ctx.stats.bytesIn += chunk.length;
+    this.parser.feed(chunk);
+  }
+
+  onCommand(frame: Buffer, args: Buffer[]): void {
+    if (this.closing) return; // after QUIT or an error that ends the stream, later commands are not run
+    const req = new Request(this, frame, args, performance.now());
+    this.inflight.push(req);
+    if (this.inflight.length >= this.maxInflight && !this.readPaused) {
+      this.readPaused = true;
+      this.socket.pause();
+    }
+    this.dispatch(req);
+  }
+
+  onProtocolError(reply: Buffer): void {
+    this.ctx.stats.protocolErrors++;
+    const req = new Request(this, reply, [], performance.now());
+    req.closeAfter = true;
+    this.inflight.push(req);
+    req.deliver(reply);
+    this.closing = true;
+  }
+
+  // ---- dispatch -------------------------------------------------------------------------------------------
+
+  private dispatch(req: Request): void {
+    const topo = this.ctx.topology;
+    const args = req.args;
+    const nameArg = args[0];
+    let spec = topo.table.lookup(nameArg, 0, nameArg.length);
+    if (spec === undefined) {
+      req.deliver(unknownCommand(nameArg, args));
+      return;
+    }
+    if (!this.authenticated && spec.dispatch !== 'local') {
+      req.deliver(ERR_NOAUTH);
+      return;
+    }
+    const argc = args.length;
+    if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
+      req.deliver(wrongArity(spec.name));
+      return;
+    }
+    if (spec.subcommands !== null && argc > 1) {
+      const sub = resolveSubcommand(spec, args);
+      if (sub === undefined) {
+        req.deliver(unknownSubcommand(spec.name, args[1]));
+        return;
+      }
+      spec = sub;
+      if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
+        req.deliver(wrongArity(spec.name));
+        return;
+      }
+    }
+    req.spec = spec;
+    switch (spec.dispatch) {
+      case 'keyed': return this.forwardKeyed(req, spec, topo);
+      case 'fanout': return this.forwardFanout(req, spec, topo);
+      case 'all-shards': return this.broadcast(req, spec, topo);
+      case 'local': {
+        if (!this.authenticated && !spec.name.startsWith('auth') && !spec.name.startsWith('hello') && spec.name !== 'quit') {
+          req.deliver(ERR_NOAUTH);
+          return;
+        }
+        const handler = LOCAL_HANDLERS[spec.name];
+        if (handler === undefined) {
+          req.deliver(unknownCommand(nameArg, args));
+          return;
+        }
+        handler(this, req, this.ctx);
+        return;
+      }
+      case 'refused':
+      default:
+        req.deliver(spec.refuseReason as Buffer);
+    }
+  }
+
+  private forwardKeyed(req: Request, spec: CommandSpec, topo: Topology): void {
+    const idx = this.keyIndexes;
+    const n = findKeyIndexes(spec, req.args, idx);
+    if (n <= 0) {
+      req.deliver(n === 0 ? ERR_NO_KEY : keysErrorReply(n));
+      return;
+    }
+    const router = topo.router;
+    const args = req.args;
+    const shard = router.shardFor(args[idx[0]]);
+    for (let i = 1; i < n; i++) {
+      if (router.shardFor(args[idx[i]]) !== shard) {
+        req.deliver(ERR_CROSSSLOT);
+        return;
+      }
+    }
+    req.shard = shard;
+    topo.shards[shard].pool.pick(this.id).send(req, req.frame);
+  }
+
+  private forwardFanout(req: Request, spec: CommandSpec, topo: Topology): void {
+    const shape = spec.fanoutShape ?? 'keys';
+    if (shape === 'key-value' && (req.args.length - 1) % 2 !== 0) {
+      req.deliver(wrongArity(spec.name));
+      return;
+    }
+    const { single, groups } = groupKeys(req, shape, topo.router, topo.shards.length);
+    if (groups === null) {
+      // Every key on one shard: forward the client's own bytes, no split and no merge.
+      req.shard = single;
+      topo.shards[single].pool.pick(this.id).send(req, req.frame);
+      return;
+    }
+    const fragments = buildFragments(req, shape, groups, MERGES[spec.merge ?? 'mget']);
+    for (const f of fragments) topo.shards[f.shard].pool.pick(this.id).send(f, f.frame);
+  }
+
+  private broadcast(req: Request, spec: CommandSpec, topo: Topology): void {
+    const merge = spec.merge ?? 'all-ok';
+    let frame = req.frame;
+    if (merge === 'info') {
+      req.mergeContext = { args: req.args, topology: topo, ctx: this.ctx, session: this };
+      frame = INFO_KEYSPACE_FRAME;
+    }
+    const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
+    for (const f of fragments) topo.shards[f.shard].pool.pick(this.id).send(f, f.frame);
+  }
+
+  // ---- output ---------------------------------------------------------------------------------------------
+
+  onRequestDone(req: Request): void {
+    if (this.closed || this.inflight.peek() !== req) return; // replies leave in order: wait for the head
+    const q = this.inflight;
+    let head = q.peek();
+    while (head !== undefined && head.done) {
+      q.shift();
+      const reply = head.reply as Buffer;
+      this.out.push(reply);
+      this.outBytes += reply.length;
+      this.ctx.onReplied(head);
+      if (head.closeAfter) {
+        this.endAfterWrite = true;
+        break;
+      }
+      head = q.peek();
+    }
+    scheduleFlush(this);
+    if (this.readPaused && !this.writeBlocked && q.length < this.maxInflight >> 1) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  flush(): void {
+    if (this.closed) return;
+    const sock = this.socket;
+    const out = this.out;
+    if (out.length > 0) {
+      this.ctx.stats.bytesOut += this.outBytes;
+      let ok: boolean;
+      if (out.length === 1) {
+        ok = sock.write(out[0]);
+      } else if (this.outBytes <= CONCAT_LIMIT) {
+        ok = sock.write(Buffer.concat(out, this.outBytes));
+      } else {
+        sock.cork();
+        for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
+        ok = sock.write(out[out.length - 1]);
+        sock.uncork();
+      }
+      this.out = [];
+      this.outBytes = 0;
+      if (!ok && !this.writeBlocked) {
+        // The client is not reading its replies: stop reading its commands until it catches up.
+        this.writeBlocked = true;
+        if (!this.readPaused) { this.readPaused = true; sock.pause(); }
+      }
+    }
+    if (this.endAfterWrite || (this.closing && this.inflight.length === 0)) {
+      // QUIT / protocol error / drain: everything up to it has been written; nothing after it is answered.
+      this.closed = true;
+      sock.end();
+      this.ctx.sessionClosed(this);
+    }
+  }
+
+  private onDrain(): void {
+    this.writeBlocked = false;
+    if (this.readPaused && this.inflight.length < this.maxInflight >> 1) {
+      this.readPaused = false;
+      this.socket.resume();
+    }
+  }
+
+  private onClose(): void {
+    if (!this.closed) {
+      this.closed = true;
+      this.ctx.sessionClosed(this);
+    }
+  }
+
+  /** Accepts no further commands; the socket ends once the replies before this point are written (QUIT). */
+  stopReading(): void {
+    this.closing = true;
+  }
+
+  /** Starts closing after in-flight requests are answered (used by drain). */
+  closeWhenDone(): void {
+    this.closing = true;
+    if (this.inflight.length === 0) scheduleFlush(this);
+  }
+
+  /** Closes immediately. */
+  destroy(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * ProxyContext: what a client session needs from the proxy, as a narrow interface so sessions do not depend on
+ * the Proxy class: the current topology snapshot (read once per request), plain-number counters, and hooks the
+ * session calls when a reply is written and when it closes.
+ */
+import type { Request } from '../core/request.js';
+import type { Topology } from '../routing/topology.js';
+
+export interface ProxyStats {
+  bytesIn: number;
+  bytesOut: number;
+  protocolErrors: number;
+  clientsAccepted: number;
+  clientsRejected: number;
+  commands: number;
+}
+
+export function newProxyStats(): ProxyStats {
+  return { bytesIn: 0, bytesOut: 0, protocolErrors: 0, clientsAccepted: 0, clientsRejected: 0, commands: 0 };
+}
+
+export interface SessionLike {
+  readonly id: number;
+}
+
+export interface ProxyContext {
+  /** The current immutable topology snapshot; replaced by reference on reload. */
+  readonly topology: Topology;
+  readonly stats: ProxyStats;
+  readonly startedAt: number;
+  readonly version: string;
+  /** redis_version reported by the backends (for INFO/HELLO), "unknown" until seen. */
+  readonly backendVersion: string;
+  clientCount(): number;
+  sessionClosed(session: SessionLike): void;
+  /** Called for every request whose reply is written to its client. */
+  onReplied(req: Request): void;
+}

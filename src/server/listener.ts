@@ -1,0 +1,59 @@
+/**
+ * Listener: the one client-facing TCP port. Accepts connections, enforces `clients.max` (a client over the limit
+ * gets "-ERR max number of clients reached" and is closed, as Redis does), and hands each socket to a new
+ * ClientSession. Stopping the listener (drain) refuses new connections and leaves existing sessions running.
+ */
+import net from 'node:net';
+import { ClientSession } from './client-session.js';
+import type { ProxyContext } from './context.js';
+import { ERR_MAX_CLIENTS } from '../errors.js';
+
+export class Listener {
+  readonly sessions = new Set<ClientSession>();
+  private readonly server: net.Server;
+  private readonly ctx: ProxyContext;
+  private nextId = 1;
+
+  constructor(ctx: ProxyContext) {
+    this.ctx = ctx;
+    this.server = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
+  }
+
+  listen(host: string, port: number): Promise<net.AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host, port, backlog: 1024 }, () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as net.AddressInfo);
+      });
+    });
+  }
+
+  get address(): net.AddressInfo {
+    return this.server.address() as net.AddressInfo;
+  }
+
+  /** Stops accepting; resolves when the server is closed (existing sessions keep running). */
+  stopAccepting(): Promise<void> {
+    return new Promise((resolve) => {
+      if (!this.server.listening) { resolve(); return; }
+      this.server.close(() => resolve());
+    });
+  }
+
+  remove(session: { id: number }): void {
+    this.sessions.delete(session as ClientSession);
+  }
+
+  private accept(sock: net.Socket): void {
+    const max = this.ctx.topology.config.clients.max;
+    if (this.sessions.size >= max) {
+      this.ctx.stats.clientsRejected++;
+      sock.on('error', () => undefined);
+      sock.end(ERR_MAX_CLIENTS);
+      return;
+    }
+    this.ctx.stats.clientsAccepted++;
+    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx));
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * keymux for tests: builds a config (YAML text through the real loader, so tests exercise validation too) and
+ * starts a Proxy in this process on a free port (listen port 0), or spawns the real CLI for tests of the binary.
+ * Also opens raw client sockets that collect reply bytes, for exact-byte assertions.
+ */
+import net from 'node:net';
+import { stringify } from 'yaml';
+import { parseConfigText } from '../../src/config/load.js';
+import type { KeymuxConfig } from '../../src/config/schema.js';
+import { Proxy, type StartOptions } from '../../src/proxy.js';
+import { pino } from 'pino';
+import { setRootLogger } from '../../src/log.js';
+
+setRootLogger(pino({ level: process.env.KEYMUX_TEST_LOG ?? 'silent' }));
+
+export type ConfigObject = Record<string, unknown>;
+
+export function configFrom(obj: ConfigObject): KeymuxConfig {
+  const text = stringify({ listen: '127.0.0.1:0', ...obj });
+  const result = parseConfigText(text, '<test>');
+  if ('errors' in result && result.errors) throw new Error(`bad test config:\n${result.errors.join('\n')}`);
+  return result.config;
+}
+
+/** A slots-mode config splitting 16384 slots evenly over the given backend ports. */
+export function slotsConfig(ports: number[], extra: ConfigObject = {}): ConfigObject {
+  const per = Math.floor(16384 / ports.length);
+  return {
+    mode: 'slots',
+    shards: ports.map((port, i) => ({
+      name: String.fromCharCode(97 + i),
+      address: `127.0.0.1:${port}`,
+      slots: [`${i * per}-${i === ports.length - 1 ? 16383 : (i + 1) * per - 1}`],
+    })),
+    ...extra,
+  };
+}
+
+export function ringConfig(ports: number[], extra: ConfigObject = {}): ConfigObject {
+  return { mode: 'ring', ring: { hash: 'fnv1a_64' }, shards: ports.map((port) => ({ address: `127.0.0.1:${port}` })), ...extra };
+}
+
+export async function startKeymux(obj: ConfigObject, options: StartOptions = {}): Promise<Proxy> {
+  return Proxy.start(configFrom(obj), options);
+}
+
+/** A raw client socket: write bytes, await N replies' worth of bytes or the close. */
+export class RawClient {
+  readonly socket: net.Socket;
+  data = Buffer.alloc(0);
+  closed = false;
+  private waiters: Array<() => void> = [];
+
+  private constructor(socket: net.Socket) {
+    this.socket = socket;
+    socket.on('data', (d) => { this.data = Buffer.concat([this.data, d]); this.wake(); });
+    socket.on('close', () => { this.closed = true; this.wake(); });
+    socket.on('error', () => undefined);
+  }
+
+  static connect(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(new RawClient(s)));
+      s.once('error', reject);
+    });
+  }
+
+  write(b: Buffer | string): void {
+    this.socket.write(b);
+  }
+
+  /** Resolves once the received bytes satisfy `pred` (or rejects when the socket closes first / times out). */
+  async until(pred: (data: Buffer) => boolean, timeoutMs = 10000): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pred(this.data)) {
+      if (this.closed) throw new Error(`closed; received ${JSON.stringify(this.data.toString('latin1'))}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timeout; received ${JSON.stringify(this.data.toString('latin1'))}`);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, left);
+        this.waiters.push(() => { clearTimeout(t); res(); });
+      });
+    }
+    return this.data;
+  }
+
+  /** Waits for the text to have been received in full; returns everything received. */
+  async untilText(text: string, timeoutMs?: number): Promise<string> {
+    await this.until((d) => d.toString('latin1').includes(text), timeoutMs);
+    return this.data.toString('latin1');
+  }
+
+  async untilClosed(timeoutMs = 10000): Promise<string> {
+    await this.until(() => this.closed, timeoutMs).catch((e) => { if (!this.closed) throw e; });
+    return this.data.toString('latin1');
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
