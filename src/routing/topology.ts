@@ -38,7 +38,7 @@ export class Topology {
     this.shards = Object.freeze(config.shards.map((shard, index) => {
       const key = poolKey(shard, config);
       let pool = reusable.get(key);
-      if (pool === undefined) pool = new ShardPool(shard, config.backend.connections, backendOptions(config), log.child({ shard: shard.name }));
+      if (pool === undefined) pool = new ShardPool(shard, config.backend.connections, backendOptions(config), log);
       else reusable.delete(key);
       return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool });
     }));

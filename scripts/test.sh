@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole keymux test suite: installs what it needs (npm dependencies; redis-server, redis-cli and
+# nutcracker via apt-get when running as root), type-checks and builds, then runs vitest (unit tests and
+# integration tests against real redis-server / nutcracker processes started on free loopback ports).
+# Ends with a line "N passed, M failed". Extra arguments go to vitest (e.g. a file filter).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker
+ensure_node_modules
+npm run --silent build || { echo "keymux: the TypeScript build failed"; echo "0 passed, 1 failed"; exit 1; }
+
+results=$(mktemp -t keymux-vitest-XXXXXX.json)
+npx vitest run --reporter=default --reporter=json --outputFile.json="$results" "$@"
+status=$?
+node -e '
+  const fs = require("fs");
+  let passed = 0, failed = 0;
+  try {
+    const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
+    passed = r.numPassedTests; failed = r.numFailedTests + (r.numFailedTestSuites || 0) + (r.numPendingTests || 0) + (r.numTodoTests || 0);
+  } catch { failed = 1; }
+  if (passed === 0 && failed === 0) failed = 1;
+  console.log(`${passed} passed, ${failed} failed`);
+' "$results"
+rm -f "$results"
+exit $status
