@@ -5,6 +5,7 @@
  * split per shard, sent to every shard, or refused) and how split replies are merged. Specs are immutable once
  * a CommandTable is built; the hot path only reads them.
  */
+import type { KeyFinder } from './keys.js';
 
 /** Where the search for a key spec's keys begins (Redis 7 "begin_search"). */
 export type BeginSearch =
@@ -71,4 +72,35 @@ export interface CommandSpec {
   readonly readonly: boolean;
   /** True for commands with the write flag. */
   readonly write: boolean;
+  /**
+   * keymux extension (optional so hand-built specs stay valid): options keymux reads at run time to find keys
+   * the key specs cannot describe (SORT ... STORE dst) or to refuse one form of a command (XREAD BLOCK, COPY DB).
+   * Set by the command table; see OptionScan.
+   */
+  readonly options?: OptionScan | null;
+  /**
+   * keymux extension: the key finder compiled from keySpecs and options by the command table (src/commands/keys.ts).
+   * Absent on hand-built specs; findKeyIndexes compiles and caches one on first use.
+   */
+  readonly keyFinder?: KeyFinder;
+}
+
+/** keymux extension: one option of a command's syntax (keyword lowercase, number of arguments after it). */
+export interface OptionRule {
+  readonly keyword: string;
+  readonly args: number;
+  /** 'skip': not a key; 'key': its one argument is a key; 'refuse': the invocation is refused with refuseReply. */
+  readonly action: 'skip' | 'key' | 'refuse';
+}
+
+/**
+ * keymux extension: the option grammar of a command, scanned left to right from argument `start` until `stopAt`
+ * (a keyword, e.g. "streams") or the end. A token that is no rule's keyword is a syntax error (as in Redis).
+ */
+export interface OptionScan {
+  readonly start: number;
+  readonly stopAt: string | null;
+  readonly rules: readonly OptionRule[];
+  /** Encoded error reply for an invocation using a 'refuse' option ("-ERR keymux: command 'xread' with BLOCK ..."). */
+  readonly refuseReply: Buffer;
 }
