@@ -16,6 +16,7 @@ import { AdminServer } from './metrics/admin-server.js';
 import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
 import type { Request } from './core/request.js';
 import { childLogger, type Logger } from './log.js';
+import { Observer } from './metrics/observer.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -36,6 +37,7 @@ export class Proxy implements ProxyContext {
 
   /** Rows the current command table was built from (to rebuild it when the deny list changes). */
   private commandRows: ReturnType<typeof builtinRows>;
+  readonly observer: Observer;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -51,6 +53,7 @@ export class Proxy implements ProxyContext {
     this.log = childLogger('proxy');
     this.versionCounter = 1;
     this.topology = new Topology(config, table, this.versionCounter, null);
+    this.observer = new Observer(this.topology.stats);
     this.listener = new Listener(this);
     this.admin = null;
   }
@@ -87,8 +90,9 @@ export class Proxy implements ProxyContext {
     this.listener.remove(session);
   }
 
-  onReplied(_req: Request): void {
+  onReplied(req: Request): void {
     this.stats.commands++;
+    this.observer.onReplied(req);
   }
 
   readiness(): { ok: boolean; reason: string } {

@@ -21,6 +21,7 @@ import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
 import { errorText, isErrorFrame } from '../resp/reply-reader.js';
 import { commandFrame } from '../resp/writer.js';
 import type { Logger } from '../log.js';
+import { ShardStats } from '../metrics/stats.js';
 
 export interface ShardIdentity {
   name: string;
@@ -48,6 +49,8 @@ const CONCAT_LIMIT = 64 * 1024;
 
 export class BackendConnection implements ReplySink, Flushable {
   readonly shard: ShardIdentity;
+  /** Plain counters shared by every connection of the shard (published by metrics at scrape time). */
+  readonly stats: ShardStats;
   state: ConnectionState;
   flushScheduled: boolean;
   /** Counters read by metrics and /shards. */
@@ -72,8 +75,9 @@ export class BackendConnection implements ReplySink, Flushable {
   private retiring: boolean;
   private readonly handshakeFrames: Buffer[];
 
-  constructor(shard: ShardIdentity, options: BackendOptions, log: Logger) {
+  constructor(shard: ShardIdentity, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
+    this.stats = stats ?? new ShardStats(shard.name, shard.address);
     this.state = 'down';
     this.flushScheduled = false;
     this.replies = 0;
@@ -175,6 +179,10 @@ export class BackendConnection implements ReplySink, Flushable {
       return;
     }
     this.replies++;
+    const stats = this.stats;
+    stats.commands++;
+    if (frame[0] === 45 /* - */) stats.errors++;
+    stats.latency.observe((performance.now() - op.sentAt) / 1000);
     op.deliver(frame);
     if (this.retiring && this.waiting.length === 0) this.close();
   }
@@ -250,6 +258,7 @@ export class BackendConnection implements ReplySink, Flushable {
     const age = performance.now() - head.sentAt;
     if (age >= this.options.timeoutMs) {
       this.timeouts++;
+      this.stats.timeouts++;
       this.fail(`timed out: no reply within ${this.options.timeoutMs} ms`);
       return;
     }
@@ -289,6 +298,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       this.reconnects++;
+      this.stats.reconnects++;
       this.connect();
     }, delay);
   }

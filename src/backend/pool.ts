@@ -5,17 +5,21 @@
  */
 import { BackendConnection, type BackendOptions, type ShardIdentity } from './backend-connection.js';
 import type { Logger } from '../log.js';
+import type { ShardStats } from '../metrics/stats.js';
 
 export class ShardPool {
   readonly shard: ShardIdentity;
   readonly connections: BackendConnection[];
   readonly options: BackendOptions;
 
-  constructor(shard: ShardIdentity, size: number, options: BackendOptions, log: Logger) {
+  readonly stats: ShardStats | undefined;
+
+  constructor(shard: ShardIdentity, size: number, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
     this.options = options;
+    this.stats = stats;
     this.connections = [];
-    for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log));
+    for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log, stats));
   }
 
   connect(): void {

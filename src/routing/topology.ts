@@ -11,6 +11,7 @@ import type { BackendOptions } from '../backend/backend-connection.js';
 import type { CommandTable } from '../commands/table.js';
 import { buildRouter, type Router } from './router.js';
 import { childLogger } from '../log.js';
+import { StatsRegistry } from '../metrics/stats.js';
 
 export interface ShardRuntime {
   readonly index: number;
@@ -27,8 +28,12 @@ export class Topology {
   readonly table: CommandTable;
   readonly version: number;
 
-  constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null) {
+  /** Counters by shard and command, shared by every snapshot of one proxy. */
+  readonly stats: StatsRegistry;
+
+  constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null, stats?: StatsRegistry) {
     this.config = config;
+    this.stats = stats ?? previous?.stats ?? new StatsRegistry();
     this.table = table;
     this.version = version;
     this.router = buildRouter(config);
@@ -38,7 +43,8 @@ export class Topology {
     this.shards = Object.freeze(config.shards.map((shard, index) => {
       const key = poolKey(shard, config);
       let pool = reusable.get(key);
-      if (pool === undefined) pool = new ShardPool(shard, config.backend.connections, backendOptions(config), log);
+      if (pool === undefined) pool = new ShardPool(shard, config.backend.connections, backendOptions(config), log,
+        this.stats.shard(shard.name, shard.address));
       else reusable.delete(key);
       return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool });
     }));

@@ -1,0 +1,93 @@
+/**
+ * The plain-number side of metrics: what the data path increments. A Histogram is a Float64Array of bucket
+ * counts plus a sum; ShardStats and CommandStats are fixed-shape objects of counters. Nothing here allocates per
+ * observation or knows about prom-client: metrics.ts reads these at scrape time (collect()) and publishes them.
+ * Stats objects are keyed by shard name and command name and live as long as the proxy, across reloads, so
+ * counters never go backwards.
+ */
+
+/** Latency bucket upper bounds in seconds, suited to sub-millisecond work. */
+export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
+  0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+]);
+
+export class Histogram {
+  /** counts[i] = observations <= LATENCY_BUCKETS[i] and > the previous bound; last slot = above every bound. */
+  readonly counts: Float64Array;
+  sum: number;
+  count: number;
+
+  constructor() {
+    this.counts = new Float64Array(LATENCY_BUCKETS.length + 1);
+    this.sum = 0;
+    this.count = 0;
+  }
+
+  observe(seconds: number): void {
+    const b = LATENCY_BUCKETS;
+    let i = 0;
+    while (i < b.length && seconds > b[i]) i++;
+    this.counts[i]++;
+    this.sum += seconds;
+    this.count++;
+  }
+}
+
+export class ShardStats {
+  readonly name: string;
+  address: string;
+  /** Replies received from the shard (backend side, every connection). */
+  commands: number;
+  /** Error replies from the shard, and keymux errors for it (down, timeout). */
+  errors: number;
+  hits: number;
+  misses: number;
+  reconnects: number;
+  timeouts: number;
+  readonly latency: Histogram;
+
+  constructor(name: string, address: string) {
+    this.name = name;
+    this.address = address;
+    this.commands = 0;
+    this.errors = 0;
+    this.hits = 0;
+    this.misses = 0;
+    this.reconnects = 0;
+    this.timeouts = 0;
+    this.latency = new Histogram();
+  }
+}
+
+export class CommandStats {
+  readonly name: string;
+  count: number;
+  errors: number;
+  readonly latency: Histogram;
+
+  constructor(name: string) {
+    this.name = name;
+    this.count = 0;
+    this.errors = 0;
+    this.latency = new Histogram();
+  }
+}
+
+/** Shard stats by shard name, shared by every topology snapshot. */
+export class StatsRegistry {
+  readonly shards = new Map<string, ShardStats>();
+  readonly commands = new Map<string, CommandStats>();
+
+  shard(name: string, address: string): ShardStats {
+    let s = this.shards.get(name);
+    if (s === undefined) this.shards.set(name, (s = new ShardStats(name, address)));
+    s.address = address;
+    return s;
+  }
+
+  command(name: string): CommandStats {
+    let c = this.commands.get(name);
+    if (c === undefined) this.commands.set(name, (c = new CommandStats(name)));
+    return c;
+  }
+}
