@@ -95,6 +95,10 @@ export class Proxy implements ProxyContext {
     this.observer.onReplied(req);
   }
 
+  onKeyRouted(key: Buffer, shard: number): void {
+    this.observer.onKeyRouted(key, shard);
+  }
+
   readiness(): { ok: boolean; reason: string } {
     if (this.draining) return { ok: false, reason: 'draining' };
     const up = this.topology.shards.filter((s) => s.pool.healthy).length;

@@ -5,6 +5,7 @@
  * fragment to arrive triggers the merge.
  */
 import type { BackendOp, Request } from './request.js';
+import type { ShardStats } from '../metrics/stats.js';
 
 export type MergeFn = (parent: Request) => Buffer;
 
@@ -12,6 +13,8 @@ export class Fragment implements BackendOp {
   parent: Request;
   /** Shard index this fragment was sent to. */
   shard: number;
+  /** Counters of that shard, set when the fragment is sent. */
+  shardStats: ShardStats | null;
   /** Positions (0-based key ordinal in the parent command) of the keys this fragment carries. */
   keyOrdinals: number[];
   frame: Buffer;
@@ -22,6 +25,7 @@ export class Fragment implements BackendOp {
   constructor(parent: Request, shard: number, keyOrdinals: number[], frame: Buffer, merge: MergeFn) {
     this.parent = parent;
     this.shard = shard;
+    this.shardStats = null;
     this.keyOrdinals = keyOrdinals;
     this.frame = frame;
     this.reply = null;

@@ -6,6 +6,7 @@
  */
 import type { CommandSpec } from '../commands/spec.js';
 import type { Fragment } from './fragment.js';
+import type { ShardStats } from '../metrics/stats.js';
 
 /** What a backend connection queues and answers: a Request, a Fragment, or a control-plane operation. */
 export interface BackendOp {
@@ -35,6 +36,8 @@ export class Request implements BackendOp {
   sentAt: number;
   /** Index of the shard the request went to (-1: local, fan-out, or not routed). */
   shard: number;
+  /** Counters of that shard (kept here so a reload in between cannot misattribute the reply). */
+  shardStats: ShardStats | null;
   fragments: Fragment[] | null;
   remaining: number;
   /** Opaque context for merges that need it (INFO, DBSIZE): set by the dispatcher. */
@@ -51,6 +54,7 @@ export class Request implements BackendOp {
     this.startedAt = startedAt;
     this.sentAt = 0;
     this.shard = -1;
+    this.shardStats = null;
     this.fragments = null;
     this.remaining = 0;
     this.mergeContext = null;

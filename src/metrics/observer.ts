@@ -33,4 +33,9 @@ export class Observer {
     if (reply[0] === 45 /* - */) cs.errors++;
     cs.latency.observe((performance.now() - req.startedAt) / 1000);
   }
+
+  /** Hot-key tracking hook (sampling and the top-K live behind it). */
+  onKeyRouted(_key: Buffer, _shard: number): void {
+    // not tracked yet
+  }
 }

@@ -24,7 +24,7 @@ import { ERR_CROSSSLOT, ERR_NOAUTH, ERR_NO_KEY, unknownCommand, unknownSubcomman
 import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
 import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
 import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
-import type { MergeFn } from '../core/fragment.js';
+import type { Fragment, MergeFn } from '../core/fragment.js';
 import type { MergeKind } from '../commands/spec.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
@@ -204,7 +204,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       }
     }
     req.shard = shard;
-    topo.shards[shard].pool.pick(this.id).send(req, req.frame);
+    const pool = topo.shards[shard].pool;
+    req.shardStats = pool.stats ?? null;
+    this.ctx.onKeyRouted(args[idx[0]], shard);
+    pool.pick(this.id).send(req, req.frame);
   }
 
   private forwardFanout(req: Request, spec: CommandSpec, topo: Topology): void {
@@ -217,11 +220,15 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     if (groups === null) {
       // Every key on one shard: forward the client's own bytes, no split and no merge.
       req.shard = single;
-      topo.shards[single].pool.pick(this.id).send(req, req.frame);
+      const pool = topo.shards[single].pool;
+      req.shardStats = pool.stats ?? null;
+      this.routedKeys(req, shape, topo);
+      pool.pick(this.id).send(req, req.frame);
       return;
     }
     const fragments = buildFragments(req, shape, groups, MERGES[spec.merge ?? 'mget']);
-    for (const f of fragments) topo.shards[f.shard].pool.pick(this.id).send(f, f.frame);
+    this.routedKeys(req, shape, topo);
+    this.sendFragments(fragments, topo);
   }
 
   private broadcast(req: Request, spec: CommandSpec, topo: Topology): void {
@@ -232,7 +239,22 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       frame = INFO_KEYSPACE_FRAME;
     }
     const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
-    for (const f of fragments) topo.shards[f.shard].pool.pick(this.id).send(f, f.frame);
+    this.sendFragments(fragments, topo);
+  }
+
+  private sendFragments(fragments: Fragment[], topo: Topology): void {
+    for (const f of fragments) {
+      const pool = topo.shards[f.shard].pool;
+      f.shardStats = pool.stats ?? null;
+      pool.pick(this.id).send(f, f.frame);
+    }
+  }
+
+  /** Reports every key of a fan-out command to hot-key tracking. */
+  private routedKeys(req: Request, shape: 'keys' | 'key-value', topo: Topology): void {
+    const args = req.args;
+    const stride = shape === 'key-value' ? 2 : 1;
+    for (let i = 1; i < args.length; i += stride) this.ctx.onKeyRouted(args[i], topo.router.shardFor(args[i]));
   }
 
   // ---- output ---------------------------------------------------------------------------------------------

@@ -35,4 +35,6 @@ export interface ProxyContext {
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */
   onReplied(req: Request): void;
+  /** Called for each key routed to a shard (hot-key tracking decides itself whether to sample it). */
+  onKeyRouted(key: Buffer, shard: number): void;
 }
