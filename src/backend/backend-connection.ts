@@ -38,9 +38,21 @@ export interface BackendOptions {
   username: string | null;
   /** Send READONLY after connecting (cluster replicas). */
   readOnly: boolean;
+  /** Cluster mode only. */
+  redirectHandler?: RedirectHandler | null;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
+
+/**
+ * Cluster mode's hook into a connection (backend/cluster.ts): sees error replies before they are delivered, so
+ * MOVED/ASK/TRYAGAIN/CLUSTERDOWN are absorbed and the op re-sent; and sees ops sent while the node is down, so
+ * they can wait for a failover instead of failing at once. Returns true when it took the op over.
+ */
+export interface RedirectHandler {
+  interceptReply(op: BackendOp, frame: Buffer, from: BackendConnection): boolean;
+  interceptUnavailable(op: BackendOp, from: BackendConnection): boolean;
+}
 
 const MIN_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
@@ -74,6 +86,7 @@ export class BackendConnection implements ReplySink, Flushable {
   private downReply: Buffer;
   private retiring: boolean;
   private readonly handshakeFrames: Buffer[];
+  private readonly redirects: RedirectHandler | null;
 
   constructor(shard: ShardIdentity, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
@@ -105,7 +118,13 @@ export class BackendConnection implements ReplySink, Flushable {
     }
     if (options.readOnly) frames.push(commandFrame(['READONLY']));
     this.handshakeFrames = frames;
+    this.redirects = options.redirectHandler ?? null;
     this.onTimer = this.onTimer.bind(this);
+  }
+
+  /** The error reply new operations get while the node is down. */
+  get unavailableReply(): Buffer {
+    return this.downReply;
   }
 
   /** Operations sent and not yet answered. */
@@ -137,6 +156,7 @@ export class BackendConnection implements ReplySink, Flushable {
   send(op: BackendOp, frame: Buffer): void {
     const state = this.state;
     if (state === 'down' || state === 'closed') {
+      if (this.redirects !== null && this.redirects.interceptUnavailable(op, this)) return;
       op.deliver(this.downReply);
       return;
     }
@@ -183,7 +203,7 @@ export class BackendConnection implements ReplySink, Flushable {
     stats.commands++;
     if (frame[0] === 45 /* - */) stats.errors++;
     stats.latency.observe((performance.now() - op.sentAt) / 1000);
-    op.deliver(frame);
+    if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this)) op.deliver(frame);
     if (this.retiring && this.waiting.length === 0) this.close();
   }
 

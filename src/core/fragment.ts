@@ -20,6 +20,7 @@ export class Fragment implements BackendOp {
   frame: Buffer;
   reply: Buffer | null;
   sentAt: number;
+  redirects: number;
   merge: MergeFn;
 
   constructor(parent: Request, shard: number, keyOrdinals: number[], frame: Buffer, merge: MergeFn) {
@@ -30,7 +31,12 @@ export class Fragment implements BackendOp {
     this.frame = frame;
     this.reply = null;
     this.sentAt = 0;
+    this.redirects = 0;
     this.merge = merge;
+  }
+
+  get sessionId(): number {
+    return this.parent.owner.id;
   }
 
   deliver(frame: Buffer): void {

@@ -12,11 +12,18 @@ import type { ShardStats } from '../metrics/stats.js';
 export interface BackendOp {
   /** When the op was handed to a connection (performance.now()), for the connection's timeout check. */
   sentAt: number;
+  /** The bytes sent for this op (re-sent as they are after a cluster redirection). */
+  readonly frame: Buffer;
+  /** Cluster redirections and retries this op has taken (bounded by cluster.max_redirections). */
+  redirects: number;
+  /** The client session's id: picks the connection of a pool, so one client's commands stay in order. */
+  readonly sessionId: number;
   deliver(frame: Buffer): void;
 }
 
 /** The session side of a request: told when a request has its reply. */
 export interface RequestOwner {
+  readonly id: number;
   onRequestDone(req: Request): void;
 }
 
@@ -42,6 +49,7 @@ export class Request implements BackendOp {
   remaining: number;
   /** Opaque context for merges that need it (INFO, DBSIZE): set by the dispatcher. */
   mergeContext: unknown;
+  redirects: number;
 
   constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number) {
     this.owner = owner;
@@ -58,6 +66,11 @@ export class Request implements BackendOp {
     this.fragments = null;
     this.remaining = 0;
     this.mergeContext = null;
+    this.redirects = 0;
+  }
+
+  get sessionId(): number {
+    return this.owner.id;
   }
 
   deliver(frame: Buffer): void {

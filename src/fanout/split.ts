@@ -1,7 +1,8 @@
 /**
- * Splits a multi-key command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) into one sub-command per shard, keeping the
- * client's key order inside each fragment and recording each key's position for the merge. When every key lands
- * on one shard the caller forwards the client's own bytes instead (no split, no merge).
+ * Splits a multi-key command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) into one sub-command per group (per shard
+ * for YAML slot maps and rings, per slot on a Redis Cluster: see Router), keeping the client's key order inside
+ * each fragment and recording each key's position for the merge. When every key lands in one group the caller
+ * forwards the client's own bytes instead (no split, no merge).
  * Broadcast commands (FLUSHALL, DBSIZE...) get one identical fragment per shard.
  */
 import type { Request } from '../core/request.js';
@@ -11,35 +12,40 @@ import type { Router } from '../routing/router.js';
 import { CRLF, arrayHeader, bulkHeader } from '../resp/writer.js';
 
 /**
- * Groups the keys of `req` by shard. For shape 'keys' the keys are args[1..]; for 'key-value' they are
- * args[1], args[3], ... Returns the shard of the first key when all keys share it (and null groups), or -1 and
- * the groups (shard -> key ordinals) otherwise.
+ * Groups the keys of `req`. For shape 'keys' the keys are args[1..]; for 'key-value' they are args[1], args[3],
+ * ... Returns the group of the first key when all keys share it (groups null), or -1 and the groups
+ * (group -> key ordinals, in first-seen order) otherwise.
  */
-export function groupKeys(req: Request, shape: FanoutShape, router: Router, shardCount: number):
-  { single: number; groups: number[][] | null } {
+export function groupKeys(req: Request, shape: FanoutShape, router: Router):
+  { single: number; groups: Map<number, number[]> | null } {
   const args = req.args;
   const stride = shape === 'key-value' ? 2 : 1;
   const keyCount = (args.length - 1) / stride;
-  const first = router.shardFor(args[1]);
+  const first = router.groupFor(args[1]);
   let k = 1;
-  for (; k < keyCount; k++) if (router.shardFor(args[1 + k * stride]) !== first) break;
+  for (; k < keyCount; k++) if (router.groupFor(args[1 + k * stride]) !== first) break;
   if (k === keyCount) return { single: first, groups: null };
-  const groups: number[][] = new Array(shardCount);
-  for (let s = 0; s < shardCount; s++) groups[s] = [];
-  for (let i = 0; i < k; i++) groups[first].push(i);
-  for (let i = k; i < keyCount; i++) groups[router.shardFor(args[1 + i * stride])].push(i);
+  const groups = new Map<number, number[]>();
+  const firsts: number[] = [];
+  for (let i = 0; i < k; i++) firsts.push(i);
+  groups.set(first, firsts);
+  for (let i = k; i < keyCount; i++) {
+    const g = router.groupFor(args[1 + i * stride]);
+    const list = groups.get(g);
+    if (list === undefined) groups.set(g, [i]);
+    else list.push(i);
+  }
   return { single: -1, groups };
 }
 
 /** Builds the fragments for the groups; sets req.fragments and req.remaining (before anything is sent). */
-export function buildFragments(req: Request, shape: FanoutShape, groups: number[][], merge: MergeFn): Fragment[] {
+export function buildFragments(req: Request, shape: FanoutShape, groups: Map<number, number[]>, router: Router,
+  merge: MergeFn): Fragment[] {
   const args = req.args;
   const name = args[0];
   const stride = shape === 'key-value' ? 2 : 1;
   const fragments: Fragment[] = [];
-  for (let shard = 0; shard < groups.length; shard++) {
-    const ordinals = groups[shard];
-    if (ordinals.length === 0) continue;
+  for (const [group, ordinals] of groups) {
     const parts: Buffer[] = [arrayHeader(1 + ordinals.length * stride), bulkHeader(name.length), name, CRLF];
     for (const ord of ordinals) {
       for (let j = 0; j < stride; j++) {
@@ -47,7 +53,7 @@ export function buildFragments(req: Request, shape: FanoutShape, groups: number[
         parts.push(bulkHeader(a.length), a, CRLF);
       }
     }
-    fragments.push(new Fragment(req, shard, ordinals, Buffer.concat(parts), merge));
+    fragments.push(new Fragment(req, router.shardOfGroup(group), ordinals, Buffer.concat(parts), merge));
   }
   req.fragments = fragments;
   req.remaining = fragments.length;

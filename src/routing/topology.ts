@@ -1,15 +1,18 @@
 /**
- * Topology: an immutable snapshot of where keys live and how to reach them, built from one validated config:
- * the shards (name, address, slots or weight) with their connection pools, the router, and the command table.
- * The proxy holds the current snapshot and swaps it by reference on reload; requests read it once and keep
- * using the pools they were sent to. Pools whose shard address and connection settings are unchanged are
- * carried over from the previous snapshot, so a reload does not drop their connections.
+ * Topology: an immutable snapshot of where keys live and how to reach them: the shards (name, address, slots or
+ * weight) with their connection pools, the router, and the command table. It is built from one validated config
+ * (slots and ring modes) or from one discovered Redis Cluster view (cluster mode: a shard is a master, with its
+ * replicas' pools for read_from: replica). The proxy holds the current snapshot and swaps it by reference on
+ * reload or rediscovery; requests read it once and keep using the pools they were sent to. Pools whose shard,
+ * address and connection settings are unchanged are carried over from the previous snapshot, so a reload does not
+ * drop their connections.
  */
 import type { KeymuxConfig, ShardConfig } from '../config/schema.js';
 import { ShardPool } from '../backend/pool.js';
 import type { BackendOptions } from '../backend/backend-connection.js';
 import type { CommandTable } from '../commands/table.js';
-import { buildRouter, type Router } from './router.js';
+import { buildRouter, SlotRouter, type Router } from './router.js';
+import { SlotMap } from './slot-map.js';
 import { childLogger } from '../log.js';
 import { StatsRegistry } from '../metrics/stats.js';
 
@@ -19,6 +22,20 @@ export interface ShardRuntime {
   readonly name: string;
   readonly address: string;
   readonly pool: ShardPool;
+  /** Cluster mode: pools of this master's replicas (READONLY connections); empty otherwise. */
+  readonly replicas: readonly ShardPool[];
+}
+
+export type ReadFrom = 'master' | 'replica' | 'prefer-replica';
+
+/** What cluster discovery hands to a topology: the slot owners and a pool per master and replica. */
+export interface ClusterPlan {
+  /** slot -> index into masters (0xffff = not served). */
+  readonly slotOwner: Uint16Array;
+  readonly masters: ReadonlyArray<{ address: string; host: string; port: number; id: string }>;
+  readonly masterPools: readonly ShardPool[];
+  readonly replicaPools: ReadonlyArray<readonly ShardPool[]>;
+  readonly readFrom: ReadFrom;
 }
 
 export class Topology {
@@ -27,48 +44,91 @@ export class Topology {
   readonly router: Router;
   readonly table: CommandTable;
   readonly version: number;
-
   /** Counters by shard and command, shared by every snapshot of one proxy. */
   readonly stats: StatsRegistry;
+  readonly readFrom: ReadFrom;
 
-  constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null, stats?: StatsRegistry) {
+  constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null,
+    stats?: StatsRegistry, cluster?: ClusterPlan) {
     this.config = config;
-    this.stats = stats ?? previous?.stats ?? new StatsRegistry();
     this.table = table;
     this.version = version;
+    this.stats = stats ?? previous?.stats ?? new StatsRegistry();
+    if (cluster !== undefined) {
+      const map = SlotMap.fromOwners(cluster.slotOwner);
+      this.router = new SlotRouter(map, '{}', true);
+      this.readFrom = cluster.readFrom;
+      this.shards = Object.freeze(cluster.masters.map((m, index) => Object.freeze({
+        index,
+        config: Object.freeze({ name: m.address, named: false, address: m.address, host: m.host, port: m.port,
+          slots: map.rangesOf(index), weight: 1 }),
+        name: m.address,
+        address: m.address,
+        pool: cluster.masterPools[index],
+        replicas: Object.freeze([...(cluster.replicaPools[index] ?? [])]),
+      })));
+      return;
+    }
     this.router = buildRouter(config);
+    this.readFrom = 'master';
     const log = childLogger('backend');
     const reusable = new Map<string, ShardPool>();
     if (previous !== null) for (const s of previous.shards) reusable.set(poolKey(s.config, previous.config), s.pool);
     this.shards = Object.freeze(config.shards.map((shard, index) => {
       const key = poolKey(shard, config);
       let pool = reusable.get(key);
-      if (pool === undefined) pool = new ShardPool(shard, config.backend.connections, backendOptions(config), log,
-        this.stats.shard(shard.name, shard.address));
-      else reusable.delete(key);
-      return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool });
+      if (pool === undefined) {
+        pool = new ShardPool(shard, config.backend.connections, backendOptions(config, false), log,
+          this.stats.shard(shard.name, shard.address));
+      } else {
+        reusable.delete(key);
+      }
+      return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool, replicas: [] });
     }));
+  }
+
+  /**
+   * The pool a read-only command for `shard` goes to: a replica (chosen by session, skipping unreachable ones)
+   * under read_from replica / prefer-replica, else the master. prefer-replica falls back to the master when no
+   * replica is reachable; replica does not (the command gets the replica's error).
+   */
+  readPool(shard: ShardRuntime, sessionId: number): ShardPool {
+    const replicas = shard.replicas;
+    const n = replicas.length;
+    if (this.readFrom === 'master' || n === 0) return shard.pool;
+    for (let i = 0; i < n; i++) {
+      const p = replicas[(sessionId + i) % n];
+      if (p.healthy) return p;
+    }
+    return this.readFrom === 'prefer-replica' ? shard.pool : replicas[sessionId % n];
+  }
+
+  /** Every pool of this snapshot (masters and replicas). */
+  allPools(): ShardPool[] {
+    const out: ShardPool[] = [];
+    for (const s of this.shards) out.push(s.pool, ...s.replicas);
+    return out;
   }
 
   /** Starts connecting every pool (idempotent for carried-over pools). */
   connect(): void {
-    for (const s of this.shards) s.pool.connect();
+    for (const p of this.allPools()) p.connect();
   }
 
   /** Pools of `previous` that this topology does not use (to be retired once idle). */
   retiredPools(previous: Topology): ShardPool[] {
-    const kept = new Set(this.shards.map((s) => s.pool));
-    return previous.shards.map((s) => s.pool).filter((p) => !kept.has(p));
+    const kept = new Set(this.allPools());
+    return previous.allPools().filter((p) => !kept.has(p));
   }
 
   close(): void {
-    for (const s of this.shards) s.pool.close();
+    for (const p of this.allPools()) p.close();
   }
 }
 
-function backendOptions(config: KeymuxConfig): BackendOptions {
+export function backendOptions(config: KeymuxConfig, readOnly: boolean): BackendOptions {
   const b = config.backend;
-  return { connectTimeoutMs: b.connectTimeoutMs, timeoutMs: b.timeoutMs, password: b.password, username: b.username, readOnly: false };
+  return { connectTimeoutMs: b.connectTimeoutMs, timeoutMs: b.timeoutMs, password: b.password, username: b.username, readOnly };
 }
 
 function poolKey(shard: ShardConfig, config: KeymuxConfig): string {

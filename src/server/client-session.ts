@@ -20,7 +20,7 @@ import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
 import { LOCAL_HANDLERS } from '../commands/local.js';
-import { ERR_CROSSSLOT, ERR_NOAUTH, ERR_NO_KEY, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import { ERR_CROSSSLOT, ERR_NOAUTH, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
 import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
 import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
 import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
@@ -196,17 +196,23 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     }
     const router = topo.router;
     const args = req.args;
-    const shard = router.shardFor(args[idx[0]]);
+    // All keys must share a group: a shard for YAML slot maps and rings, a slot on a Redis Cluster.
+    const group = router.groupFor(args[idx[0]]);
     for (let i = 1; i < n; i++) {
-      if (router.shardFor(args[idx[i]]) !== shard) {
+      if (router.groupFor(args[idx[i]]) !== group) {
         req.deliver(ERR_CROSSSLOT);
         return;
       }
     }
-    req.shard = shard;
-    const pool = topo.shards[shard].pool;
+    const shard = topo.shards[router.shardOfGroup(group)];
+    if (shard === undefined) {
+      req.deliver(ERR_SLOT_NOT_SERVED);
+      return;
+    }
+    req.shard = shard.index;
+    const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
     req.shardStats = pool.stats ?? null;
-    this.ctx.onKeyRouted(args[idx[0]], shard);
+    this.ctx.onKeyRouted(args[idx[0]], shard.index);
     pool.pick(this.id).send(req, req.frame);
   }
 
@@ -216,19 +222,31 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       req.deliver(wrongArity(spec.name));
       return;
     }
-    const { single, groups } = groupKeys(req, shape, topo.router, topo.shards.length);
+    const router = topo.router;
+    const { single, groups } = groupKeys(req, shape, router);
     if (groups === null) {
-      // Every key on one shard: forward the client's own bytes, no split and no merge.
-      req.shard = single;
-      const pool = topo.shards[single].pool;
+      // Every key in one group: forward the client's own bytes, no split and no merge.
+      const shard = topo.shards[router.shardOfGroup(single)];
+      if (shard === undefined) {
+        req.deliver(ERR_SLOT_NOT_SERVED);
+        return;
+      }
+      req.shard = shard.index;
+      const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
       req.shardStats = pool.stats ?? null;
       this.routedKeys(req, shape, topo);
       pool.pick(this.id).send(req, req.frame);
       return;
     }
-    const fragments = buildFragments(req, shape, groups, MERGES[spec.merge ?? 'mget']);
+    const fragments = buildFragments(req, shape, groups, router, MERGES[spec.merge ?? 'mget']);
+    for (const f of fragments) {
+      if (topo.shards[f.shard] === undefined) {
+        req.deliver(ERR_SLOT_NOT_SERVED);
+        return;
+      }
+    }
     this.routedKeys(req, shape, topo);
-    this.sendFragments(fragments, topo);
+    this.sendFragments(fragments, topo, spec.readonly);
   }
 
   private broadcast(req: Request, spec: CommandSpec, topo: Topology): void {
@@ -239,12 +257,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       frame = INFO_KEYSPACE_FRAME;
     }
     const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
-    this.sendFragments(fragments, topo);
+    this.sendFragments(fragments, topo, false);
   }
 
-  private sendFragments(fragments: Fragment[], topo: Topology): void {
+  private sendFragments(fragments: Fragment[], topo: Topology, read: boolean): void {
     for (const f of fragments) {
-      const pool = topo.shards[f.shard].pool;
+      const shard = topo.shards[f.shard];
+      const pool = read ? topo.readPool(shard, this.id) : shard.pool;
       f.shardStats = pool.stats ?? null;
       pool.pick(this.id).send(f, f.frame);
     }
