@@ -13,10 +13,19 @@ export interface ProxyStats {
   clientsAccepted: number;
   clientsRejected: number;
   commands: number;
+  /** Cluster mode: MOVED and ASK redirections absorbed, retries (TRYAGAIN, CLUSTERDOWN, node down), bad redirects. */
+  moved: number;
+  ask: number;
+  retries: number;
+  invalidRedirects: number;
+  /** Config reloads applied and rejected. */
+  reloadsOk: number;
+  reloadsFailed: number;
 }
 
 export function newProxyStats(): ProxyStats {
-  return { bytesIn: 0, bytesOut: 0, protocolErrors: 0, clientsAccepted: 0, clientsRejected: 0, commands: 0 };
+  return { bytesIn: 0, bytesOut: 0, protocolErrors: 0, clientsAccepted: 0, clientsRejected: 0, commands: 0,
+    moved: 0, ask: 0, retries: 0, invalidRedirects: 0, reloadsOk: 0, reloadsFailed: 0 };
 }
 
 export interface SessionLike {
