@@ -50,6 +50,17 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private readonly ctx: ProxyContext;
   private readonly parser: RequestParser;
   private readonly inflight: RingQueue<Request>;
+  /**
+   * Topology fence: requests dispatched and not yet answered, the snapshot they were routed with, and requests
+   * held back because the topology changed while some were outstanding. A client's commands to one key must not
+   * overtake each other, and after a reload (new pools, moved slots) a new request could take a different path
+   * than the one still in flight; so a session whose snapshot changed waits for its outstanding requests before
+   * routing more. Costs one comparison per request when nothing changes.
+   */
+  private outstanding: number;
+  private routedWith: Topology | null;
+  private readonly held: RingQueue<Request>;
+  private releasing: boolean;
   private readonly keyIndexes: number[];
   private readonly maxInflight: number;
   private out: Buffer[];
@@ -77,6 +88,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     this.ctx = ctx;
     this.parser = new RequestParser(ctx.topology.config.limits, this);
     this.inflight = new RingQueue<Request>(16);
+    this.outstanding = 0;
+    this.routedWith = null;
+    this.held = new RingQueue<Request>(4);
+    this.releasing = false;
     this.keyIndexes = [];
     this.maxInflight = clients.maxInflight;
     this.out = [];
@@ -119,7 +134,28 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       this.readPaused = true;
       this.socket.pause();
     }
+    const topo = this.ctx.topology;
+    if (this.held.length > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
+      this.held.push(req);
+      return;
+    }
+    this.routedWith = topo;
+    this.outstanding++;
     this.dispatch(req);
+  }
+
+  /** Routes held requests once nothing routed with an older snapshot is outstanding. */
+  private releaseHeld(): void {
+    if (this.releasing) return;
+    this.releasing = true;
+    while (this.held.length > 0) {
+      const topo = this.ctx.topology;
+      if (topo !== this.routedWith && this.outstanding > 0) break;
+      this.routedWith = topo;
+      this.outstanding++;
+      this.dispatch(this.held.shift() as Request);
+    }
+    this.releasing = false;
   }
 
   onProtocolError(reply: Buffer): void {
@@ -127,6 +163,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     const req = new Request(this, reply, [], performance.now());
     req.closeAfter = true;
     this.inflight.push(req);
+    this.outstanding++;
     req.deliver(reply);
     this.closing = true;
   }
@@ -279,6 +316,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   // ---- output ---------------------------------------------------------------------------------------------
 
   onRequestDone(req: Request): void {
+    if (--this.outstanding === 0 && this.held.length > 0) this.releaseHeld();
     if (this.closed || this.inflight.peek() !== req) return; // replies leave in order: wait for the head
     const q = this.inflight;
     let head = q.peek();
