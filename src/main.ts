@@ -1,11 +1,12 @@
 /**
  * keymux command line: `keymux --config FILE [--check]`. Loads and validates the config (a bad config is printed
  * with file and line for every problem, and keymux exits non-zero), starts the Proxy, and wires signals:
- * SIGHUP re-reads the config file (a bad file is logged and the running config stays), SIGTERM/SIGINT drain
+ * SIGHUP re-reads the config file (so do changes to the file, watched by the proxy; a bad file is logged and the
+ * running config stays), SIGTERM/SIGINT drain
  * (stop accepting, finish in-flight requests within a grace period, exit 0).
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfigFile, readConfigFile } from './config/load.js';
+import { ConfigError, loadConfigFile } from './config/load.js';
 import { Proxy } from './proxy.js';
 import { rootLogger, setLogLevel } from './log.js';
 
@@ -63,22 +64,8 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.log.level);
   const log = rootLogger();
-  const proxy = await Proxy.start(config);
-
-  let reloading = false;
-  process.on('SIGHUP', () => {
-    if (reloading) return;
-    reloading = true;
-    void readConfigFile(file).then((result) => {
-      reloading = false;
-      if ('errors' in result && result.errors) {
-        log.error({ file, errors: result.errors }, 'config reload rejected; the running config stays');
-        return;
-      }
-      setLogLevel(result.config.log.level);
-      proxy.reload(result.config);
-    });
-  });
+  const proxy = await Proxy.start(config, { configPath: file });
+  process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

@@ -15,7 +15,9 @@ import { Listener } from './server/listener.js';
 import { AdminServer } from './metrics/admin-server.js';
 import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
 import type { Request } from './core/request.js';
-import { childLogger, type Logger } from './log.js';
+import { childLogger, setLogLevel, type Logger } from './log.js';
+import { readConfigFile } from './config/load.js';
+import { ConfigWatcher } from './config/watch.js';
 import { Observer } from './metrics/observer.js';
 
 const require = createRequire(import.meta.url);
@@ -24,6 +26,16 @@ const VERSION: string = (require('../package.json') as { version: string }).vers
 export interface StartOptions {
   /** Skip asking a shard for COMMAND (tests of the built-in table). */
   builtinCommandTable?: boolean;
+  /** The file the config came from: enables reloads from it (SIGHUP, POST /reload, and watching it). */
+  configPath?: string;
+  /** Watch configPath's directory and reload on change (default true when configPath is given). */
+  watchConfig?: boolean;
+}
+
+export interface ReloadResult {
+  ok: boolean;
+  errors: string[];
+  version: number;
 }
 
 export class Proxy implements ProxyContext {
@@ -42,6 +54,9 @@ export class Proxy implements ProxyContext {
   private admin: AdminServer | null;
   private readonly log: Logger;
   private versionCounter: number;
+  private configPath: string | null = null;
+  private watcher: ConfigWatcher | null = null;
+  private reloadChain: Promise<unknown> = Promise.resolve();
 
   private constructor(config: KeymuxConfig, table: CommandTable, rows: ReturnType<typeof builtinRows>) {
     this.commandRows = rows;
@@ -63,6 +78,13 @@ export class Proxy implements ProxyContext {
     const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows);
     proxy.topology.connect();
     if (options.builtinCommandTable !== true) await proxy.learnFromShards();
+    if (options.configPath !== undefined) {
+      proxy.configPath = options.configPath;
+      if (options.watchConfig !== false) {
+        proxy.watcher = new ConfigWatcher(options.configPath, () => void proxy.reloadFromFile('file change'));
+        proxy.watcher.start();
+      }
+    }
     const addr = await proxy.listener.listen(config.listen.host, config.listen.port);
     if (config.admin !== null) {
       proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
@@ -107,18 +129,51 @@ export class Proxy implements ProxyContext {
   }
 
   /**
+   * Re-reads the config file and applies it; a config with errors is rejected (logged, counted) and the running
+   * one stays. Reloads are serialised. `trigger` names what asked (SIGHUP, file change, admin).
+   */
+  reloadFromFile(trigger: string): Promise<ReloadResult> {
+    const run = async (): Promise<ReloadResult> => {
+      if (this.configPath === null) return { ok: false, errors: ['keymux was started without a config file'], version: this.topology.version };
+      const result = await readConfigFile(this.configPath);
+      if (result.errors !== undefined) {
+        this.stats.reloadsFailed++;
+        this.log.error({ trigger, errors: result.errors }, 'config reload rejected; the running config stays');
+        return { ok: false, errors: result.errors, version: this.topology.version };
+      }
+      const refused = this.reload(result.config);
+      this.watcher?.markCurrent();
+      if (refused !== null) return { ok: false, errors: [refused], version: this.topology.version };
+      this.log.info({ trigger, version: this.topology.version }, 'config reloaded');
+      return { ok: true, errors: [], version: this.topology.version };
+    };
+    const next = this.reloadChain.then(run, run);
+    this.reloadChain = next;
+    return next;
+  }
+
+  /**
    * Applies a new validated config: builds a new topology (carrying over unchanged pools) and swaps it in by
    * reference. Requests already sent finish on the pools they were sent to; pools no longer used close once idle.
+   * Returns null, or why the config was refused (the running config stays).
    */
-  reload(config: KeymuxConfig): void {
+  reload(config: KeymuxConfig): string | null {
     const previous = this.topology;
+    const restartOnly = restartOnlyChange(previous.config, config);
+    if (restartOnly !== null) {
+      this.stats.reloadsFailed++;
+      this.log.error({ change: restartOnly }, 'config reload rejected: this change needs a restart');
+      return `${config.source}: ${restartOnly} cannot change without a restart`;
+    }
+    setLogLevel(config.log.level);
     const table = previous.config.commands.deny.join() === config.commands.deny.join()
       ? previous.table : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
+    this.stats.reloadsOk++;
     const next = new Topology(config, table, ++this.versionCounter, previous);
     next.connect();
     this.topology = next;
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
-    this.log.info({ version: next.version, shards: config.shards.length }, 'config reloaded');
+    return null;
   }
 
   /** Stops accepting clients, waits for in-flight requests (at most graceMs), then closes everything. */
@@ -135,6 +190,7 @@ export class Proxy implements ProxyContext {
 
   async close(): Promise<void> {
     this.draining = true;
+    this.watcher?.stop();
     await this.listener.stopAccepting();
     for (const s of [...this.listener.sessions]) s.destroy();
     this.topology.close();
@@ -162,4 +218,12 @@ export class Proxy implements ProxyContext {
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
   }
+}
+
+/** Settings a running proxy cannot change in place (the listener and admin sockets, the mode). */
+function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string | null {
+  if (from.listen.host !== to.listen.host || from.listen.port !== to.listen.port) return 'listen';
+  if (JSON.stringify(from.admin) !== JSON.stringify(to.admin)) return 'admin';
+  if (from.mode !== to.mode) return 'mode';
+  return null;
 }

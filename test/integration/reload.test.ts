@@ -1,0 +1,139 @@
+// Live reloads: 20 clients pipelining continuously while the config file is reloaded 50 times (timeouts, pool
+// sizes, deny lists, a shard added and removed) see zero errors and every reply matches its request; a bad config
+// is rejected and the running one stays; a change to the file is picked up by the directory watch.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { Redis } from 'ioredis';
+import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
+import { waitFor } from '../support/fake-backend.js';
+import '../support/keymux.js'; // silences the proxy's logger
+import { loadConfigFile } from '../../src/config/load.js';
+import { Proxy } from '../../src/proxy.js';
+import { keySlot } from '../../src/routing/crc16.js';
+
+let backends: RedisProcess[];
+let dir: string;
+let file: string;
+
+/** Hash tags whose slots are all below 8192: owned by shard a in every config below. */
+const TAGS: string[] = [];
+for (let i = 0; TAGS.length < 20; i++) if (keySlot(Buffer.from(`t${i}`)) < 8192) TAGS.push(`t${i}`);
+
+function configText(step: number): string {
+  const [a, b, c] = backends;
+  const withC = step % 4 === 1;
+  const shards = withC
+    ? [{ name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-12287'] },
+      { name: 'c', address: c.address, slots: ['12288-16383'] }]
+    : [{ name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-16383'] }];
+  return stringify({
+    listen: '127.0.0.1:0',
+    mode: 'slots',
+    shards,
+    backend: { connections: 1 + (step % 3), timeout_ms: 1000 + 100 * (step % 5), connect_timeout_ms: 500 + step },
+    clients: { max_inflight: 256 + step },
+    commands: { deny: step % 2 === 0 ? ['flushall'] : ['flushall', 'keys'] },
+    log: { level: 'silent' },
+  });
+}
+
+beforeAll(async () => {
+  backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-reload-'));
+  file = path.join(dir, 'keymux.yaml');
+});
+afterAll(async () => {
+  await Promise.all(backends.map((b) => b.stop()));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('reload under load', () => {
+  it('50 reloads while 20 clients pipeline: zero errors, every reply matches its request', async () => {
+    fs.writeFileSync(file, configText(0));
+    const proxy = await Proxy.start(loadConfigFile(file),
+      { configPath: file, watchConfig: false });
+    let stop = false;
+    let checked = 0;
+    const problems: string[] = [];
+    const worker = async (id: number) => {
+      const c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+      await c.connect();
+      let round = 0;
+      while (!stop) {
+        const pipe = c.pipeline();
+        const expected: unknown[] = [];
+        for (let i = 0; i < 50; i++) {
+          const key = `{${TAGS[id]}}:${i % 10}`;
+          const value = `${id}:${round}:${i}`;
+          pipe.set(key, value); expected.push('OK');
+          pipe.get(key); expected.push(value);
+          pipe.mget(key, `{${TAGS[id]}}:none`); expected.push([value, null]);
+        }
+        const res = await pipe.exec();
+        res?.forEach(([err, v], i) => {
+          checked++;
+          if (err !== null) problems.push(`client ${id}: ${err.message}`);
+          else if (JSON.stringify(v) !== JSON.stringify(expected[i])) problems.push(`client ${id}: ${JSON.stringify(v)} != ${JSON.stringify(expected[i])}`);
+        });
+        round++;
+      }
+      c.disconnect();
+    };
+    const workers = Array.from({ length: 20 }, (_, id) => worker(id));
+    for (let step = 1; step <= 50; step++) {
+      fs.writeFileSync(file, configText(step));
+      const r = await proxy.reloadFromFile('test');
+      expect(r.errors).toEqual([]);
+      await new Promise((res) => setImmediate(res)); // let traffic run between reloads
+    }
+    stop = true;
+    await Promise.all(workers);
+    expect(proxy.topology.version).toBeGreaterThanOrEqual(51);
+    expect(proxy.stats.reloadsOk).toBe(50);
+    expect(problems.slice(0, 5)).toEqual([]);
+    expect(checked).toBeGreaterThan(20 * 150);
+    await proxy.close();
+  });
+});
+
+describe('reload rules', () => {
+  it('rejects a bad config with file:line errors and keeps serving with the old one', async () => {
+    fs.writeFileSync(file, configText(0));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const c = new Redis({ port: proxy.port, lazyConnect: true });
+    await c.connect();
+    await c.set(`{${TAGS[0]}}:x`, '1');
+    fs.writeFileSync(file, 'mode: slots\nshards:\n  - address: 127.0.0.1:1\n    slots: [0-10]\nbogus: 1\n');
+    const r = await proxy.reloadFromFile('test');
+    expect(r.ok).toBe(false);
+    expect(r.errors.join('\n')).toMatch(new RegExp(`${file}:5: bogus: unknown key`));
+    expect(proxy.stats.reloadsFailed).toBe(1);
+    expect(proxy.topology.version).toBe(1);
+    expect(await c.get(`{${TAGS[0]}}:x`)).toBe('1');
+    c.disconnect();
+    await proxy.close();
+  });
+
+  it('picks up a changed file through the directory watch (rename into place, as editors and ConfigMaps do)', async () => {
+    fs.writeFileSync(file, configText(0));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file });
+    expect(proxy.topology.shards.length).toBe(2);
+    const tmp = path.join(dir, '.keymux.yaml.tmp');
+    fs.writeFileSync(tmp, configText(1));
+    fs.renameSync(tmp, file);
+    await waitFor(() => proxy.topology.shards.length === 3, 'the watched file to be reloaded', 10_000);
+    expect(proxy.topology.shards.map((s) => s.name)).toEqual(['a', 'b', 'c']);
+    // The added shard serves its slots.
+    const c = new Redis({ port: proxy.port, lazyConnect: true });
+    await c.connect();
+    let key = '';
+    for (let i = 0; ; i++) if (keySlot(Buffer.from(`w${i}`)) >= 12288) { key = `w${i}`; break; }
+    await c.set(key, 'on-c');
+    expect(await redisCommand(backends[2].port, 'GET', key)).toBe('on-c');
+    c.disconnect();
+    await proxy.close();
+  });
+});
