@@ -18,14 +18,26 @@ export function isOkFrame(frame: Buffer): boolean {
   return frame.length === 5 && frame[0] === 43 && frame[1] === 79 && frame[2] === 75;
 }
 
-/** The integer of a ":n" frame, or null. */
+/**
+ * The integer of a ":n" frame, or null: for anything but an optional '-' and decimal digits (Number() would take
+ * "", " 1", "0x10" or "1e3"), and for integers beyond the safe range, which a sum could not carry exactly.
+ */
 export function readInteger(frame: Buffer): number | null {
   if (frame[0] !== 58 /* : */) return null;
   const eol = frame.indexOf(CR, 1);
   if (eol < 0) return null;
-  const text = frame.toString('latin1', 1, eol);
-  const n = Number(text);
-  return Number.isSafeInteger(n) ? n : null;
+  let i = 1;
+  const negative = frame[1] === 45; /* - */
+  if (negative) i++;
+  if (i === eol || eol - i > 16) return null; // no digits, or more than MAX_SAFE_INTEGER can have
+  let n = 0;
+  for (; i < eol; i++) {
+    const d = frame[i] - 48;
+    if (d < 0 || d > 9) return null;
+    n = n * 10 + d;
+  }
+  if (n > Number.MAX_SAFE_INTEGER) return null;
+  return negative ? 0 - n : n;
 }
 
 /** The body of a "$n" bulk frame (null for the nil bulk or a non-bulk frame). */

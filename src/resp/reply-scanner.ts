@@ -4,8 +4,11 @@
  * tracked with a single "elements still needed" counter, so there is no recursion and no depth limit to blow.
  * A reply split across chunks resumes where scanning stopped; bytes are gathered in a doubling accumulator and a
  * known bulk length is awaited without re-scanning. Bytes that are not RESP put the scanner in a failed state:
- * the connection must be reset, since the stream cannot be trusted any more.
+ * the connection must be reset, since the stream cannot be trusted any more. A bad type byte or a length line
+ * that cannot be a length is reported as soon as it is seen, not after waiting for a line end that may never come;
+ * lengths no Buffer could hold are protocol errors, never exceptions.
  */
+import { constants as bufferConstants } from 'node:buffer';
 
 export interface ReplySink {
   onReply(frame: Buffer): void;
@@ -16,6 +19,24 @@ const CR = 13;
 const LF = 10;
 const MIN_ACCUMULATOR = 4096;
 const EMPTY = Buffer.alloc(0);
+/** Largest reply we can hold: one Buffer. */
+const MAX_FRAME = bufferConstants.MAX_LENGTH;
+/** Longest length line parseLength accepts (digits and sign). */
+const MAX_LENGTH_CHARS = 20;
+
+/** What each type byte introduces. */
+const LINE = 1; // a value on its line: + - : _ , # (
+const BULK = 2; // a length line, then that many bytes: $ = !
+const AGGREGATE = 3; // n elements: * ~ >
+const MAP = 4; // n pairs: %
+const ATTRIBUTE = 5; // n pairs, then the value they annotate: |
+const KIND = new Uint8Array(256);
+for (const c of '+-:_,#(') KIND[c.charCodeAt(0)] = LINE;
+for (const c of '$=!') KIND[c.charCodeAt(0)] = BULK;
+for (const c of '*~>') KIND[c.charCodeAt(0)] = AGGREGATE;
+KIND[37 /* % */] = MAP;
+KIND[124 /* | */] = ATTRIBUTE;
+const LENGTH_ERROR = ['', '', 'invalid bulk length', 'invalid multibulk length', 'invalid map length', 'invalid attribute length'];
 
 export class ReplyScanner {
   private readonly sink: ReplySink;
@@ -59,7 +80,8 @@ export class ReplyScanner {
     } else {
       const needed = this.len + chunk.length;
       if (needed > this.buf.length) {
-        const grown = Buffer.allocUnsafe(Math.max(needed, this.buf.length * 2, this.need));
+        if (needed > MAX_FRAME) return this.fail('reply larger than a Buffer can hold');
+        const grown = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(needed, this.buf.length * 2, this.need)));
         this.buf.copy(grown, 0, 0, this.len);
         this.buf = grown;
       }
@@ -71,7 +93,10 @@ export class ReplyScanner {
   }
 
   private scan(): void {
-    const buf = this.buf;
+    const owner = this.buf;
+    // Only the valid bytes: a CR search must not run on into the accumulator's spare capacity (garbage, and
+    // possibly megabytes of it: scanning it on every chunk would make a large reply cost quadratic time).
+    const buf = this.len === owner.length ? owner : owner.subarray(0, this.len);
     const len = this.len;
     let pos = this.pos;
     let pending = this.pending;
@@ -82,25 +107,22 @@ export class ReplyScanner {
       }
       // One element: a type byte and a line.
       const type = buf[pos];
+      const kind = KIND[type];
+      if (kind === 0) return this.fail(`unexpected byte 0x${type.toString(16)} at the start of a reply`);
       const eol = buf.indexOf(CR, pos + 1);
-      if (eol < 0 || eol + 1 >= len) break;
+      if (eol < 0 || eol + 1 >= len) {
+        // A length line already too long to be a length will never become one.
+        if (kind !== LINE && (eol < 0 ? len : eol) - pos - 1 > MAX_LENGTH_CHARS) return this.fail(LENGTH_ERROR[kind]);
+        break;
+      }
       if (buf[eol + 1] !== LF) return this.fail('line does not end with CRLF');
       let next = eol + 2;
-      switch (type) {
-        case 43: // + simple string
-        case 45: // - error
-        case 58: // : integer
-        case 95: // _ null
-        case 44: // , double
-        case 35: // # boolean
-        case 40: // ( big number
-          pending--;
-          break;
-        case 36: // $ bulk string
-        case 61: // = verbatim string
-        case 33: { // ! blob error
-          const n = parseLength(buf, pos + 1, eol);
-          if (n === -2) return this.fail('invalid bulk length');
+      if (kind === LINE) {
+        pending--;
+      } else {
+        const n = parseLength(buf, pos + 1, eol);
+        if (n === -2 || n > MAX_FRAME || (n === -1 && kind === ATTRIBUTE)) return this.fail(LENGTH_ERROR[kind]);
+        if (kind === BULK) {
           if (n >= 0) {
             const end = next + n;
             if (end + 2 > len) {
@@ -114,36 +136,19 @@ export class ReplyScanner {
             next = end + 2;
           }
           pending--;
-          break;
-        }
-        case 42: // * array
-        case 126: // ~ set
-        case 62: { // > push
-          const n = parseLength(buf, pos + 1, eol);
-          if (n === -2) return this.fail('invalid multibulk length');
+        } else if (kind === AGGREGATE) {
           pending += n > 0 ? n - 1 : -1;
-          break;
-        }
-        case 37: { // % map
-          const n = parseLength(buf, pos + 1, eol);
-          if (n === -2) return this.fail('invalid map length');
+        } else if (kind === MAP) {
           pending += n > 0 ? 2 * n - 1 : -1;
-          break;
-        }
-        case 124: { // | attribute: its pairs, then the value it annotates
-          const n = parseLength(buf, pos + 1, eol);
-          if (n < 0) return this.fail('invalid attribute length');
+        } else { // attribute: its pairs, then the value it annotates (which `pending` already counts)
           pending += 2 * n;
-          break;
         }
-        default:
-          return this.fail(`unexpected byte 0x${type.toString(16)} at the start of a reply`);
       }
       pos = next;
       if (pending === 0) {
         this.need = 0;
         this.sink.onReply(buf.subarray(this.frameStart, pos));
-        if (this.failed || this.buf !== buf) return; // the sink reset us
+        if (this.failed || this.buf !== owner) return; // the sink reset us
       }
     }
     this.pos = pos;
@@ -163,7 +168,7 @@ export class ReplyScanner {
     if (this.accumulating && this.frameStart === 0) return;
     const start = this.pending === 0 ? this.pos : this.frameStart;
     const tail = this.len - start;
-    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, tail * 2, this.need - start));
+    const acc = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(MIN_ACCUMULATOR, tail * 2, this.need - start)));
     this.buf.copy(acc, 0, start, this.len);
     this.buf = acc;
     this.len = tail;

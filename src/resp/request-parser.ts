@@ -4,10 +4,15 @@
  * argument, both pointing into the received memory (no copies, no strings). A command split across chunks is
  * resumed where parsing stopped; its bytes are gathered in an accumulation buffer that grows by doubling, so a
  * large command costs linear copying, and a known bulk length is waited for without re-scanning.
- * Untrusted input is checked here, at the edge: argument count, bulk length and inline length limits. On a
- * protocol error the parser reports a Redis-worded error once and stops: the stream cannot be resynchronised.
+ * Untrusted input is checked here, at the edge: argument count, bulk length and inline length limits, and lengths
+ * written the way Redis itself accepts them (string2ll: no sign but '-', no leading zeros), because a multibulk
+ * frame is forwarded to a backend byte for byte and must not be one that Redis rejects. Memory follows the bytes
+ * that actually arrived: an announced bulk length is trusted for waiting, not for reserving memory up front
+ * beyond MAX_RESERVE (a client announcing 512 MB and sending nothing costs little). On a protocol error the parser
+ * reports a Redis-worded error once and stops: the stream cannot be resynchronised.
  * Inline commands are re-encoded as multibulk frames, so everything downstream sees one format.
  */
+import { constants as bufferConstants } from 'node:buffer';
 
 export interface RequestSink {
   /** One complete command: frame = exact multibulk bytes; args[0] = command name. Views stay valid forever. */
@@ -29,6 +34,10 @@ const DOLLAR = 36;
 /** Longest header line accepted ("*" or "$" + digits); Redis uses the inline limit here too. */
 const MAX_HEADER_LINE = 64;
 const MIN_ACCUMULATOR = 4096;
+/** Most memory reserved ahead of the bytes that fill it, when a bulk length announces a large body. */
+const MAX_RESERVE = 1024 * 1024;
+/** Largest command we can hold: one Buffer. */
+const MAX_FRAME = bufferConstants.MAX_LENGTH;
 
 function protocolError(detail: string): Buffer {
   return Buffer.from(`-ERR Protocol error: ${detail}\r\n`, 'latin1');
@@ -82,7 +91,7 @@ export class RequestParser {
       this.pos = 0;
     } else {
       this.append(chunk);
-      if (this.len < this.need) return;
+      if (this.failed || this.len < this.need) return;
     }
     this.parse();
   }
@@ -90,7 +99,14 @@ export class RequestParser {
   private append(chunk: Buffer): void {
     const needed = this.len + chunk.length;
     if (needed > this.buf.length) {
-      const grown = Buffer.allocUnsafe(Math.max(needed, this.buf.length * 2, this.need));
+      if (needed > MAX_FRAME) {
+        this.fail(protocolError('too big request'));
+        return;
+      }
+      // Doubling keeps total copying linear; a known end (`need`) caps it so a big bulk is not over-allocated.
+      let size = Math.max(needed, this.buf.length * 2);
+      if (this.need > needed && size > this.need) size = this.need;
+      const grown = Buffer.allocUnsafe(Math.min(size, MAX_FRAME));
       this.buf.copy(grown, 0, 0, this.len);
       this.buf = grown;
     }
@@ -120,7 +136,7 @@ export class RequestParser {
   private keepTail(): void {
     const tail = this.len - this.cmdStart;
     if (this.accumulating && this.cmdStart === 0) return; // accumulator holds only this command: keep growing it
-    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, tail * 2, this.need - this.cmdStart));
+    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - this.cmdStart, MAX_RESERVE)));
     this.buf.copy(acc, 0, this.cmdStart, this.len);
     const shift = this.cmdStart;
     this.buf = acc;
@@ -132,8 +148,12 @@ export class RequestParser {
     this.accumulating = true;
   }
 
-  /** Reads a header line at `pos` starting with `marker`; returns its integer, or null if incomplete. */
-  private readHeaderInt(what: string): number | null | undefined {
+  /**
+   * Reads the header line at `pos` ("*n" or "$n"); returns its integer, null if the line is incomplete, or
+   * undefined after reporting a protocol error. The number must be what Redis's string2ll accepts: an optional
+   * '-', then "0" alone or digits not starting with 0, within the safe-integer range.
+   */
+  private readHeaderInt(what: 'multibulk' | 'bulk'): number | null | undefined {
     const buf = this.buf;
     const start = this.pos + 1;
     const limit = Math.min(this.len, start + MAX_HEADER_LINE);
@@ -141,20 +161,28 @@ export class RequestParser {
     let negative = false;
     let value = 0;
     let digits = 0;
+    let leadingZero = false;
     if (i < limit && buf[i] === 45 /* - */) { negative = true; i++; }
     for (; i < limit; i++) {
       const c = buf[i];
-      if (c >= 48 && c <= 57) { value = value * 10 + (c - 48); digits++; continue; }
+      if (c >= 48 && c <= 57) {
+        if (digits === 0) leadingZero = c === 48;
+        value = value * 10 + (c - 48);
+        digits++;
+        continue;
+      }
       if (c === CR) {
         if (i + 1 >= this.len) return null;
-        if (buf[i + 1] !== LF || digits === 0) break;
+        if (buf[i + 1] !== LF || digits === 0 || (leadingZero && (digits > 1 || negative))
+          || value > Number.MAX_SAFE_INTEGER) break;
         this.pos = i + 2;
         return negative ? -value : value;
       }
       break;
     }
     if (i >= this.len && i < start + MAX_HEADER_LINE) return null; // header still arriving
-    this.fail(protocolError(i >= start + MAX_HEADER_LINE ? `too big ${what} count string` : `invalid ${what} length`));
+    this.fail(protocolError(i >= start + MAX_HEADER_LINE
+      ? `too big ${what === 'multibulk' ? 'mbulk' : 'bulk'} count string` : `invalid ${what} length`));
     return undefined;
   }
 
@@ -189,6 +217,10 @@ export class RequestParser {
             : `invalid bulk length (${n} bytes exceed limits.max_bulk_bytes ${this.limits.maxBulkBytes})`));
           return false;
         }
+        if (this.pos + n + 2 - this.cmdStart > MAX_FRAME) {
+          this.fail(protocolError(`invalid bulk length (${n} bytes: the command would exceed ${MAX_FRAME} bytes)`));
+          return false;
+        }
         this.bulkLen = n;
       }
       const end = this.pos + this.bulkLen;
@@ -218,9 +250,12 @@ export class RequestParser {
   /** Parses one inline command (a text line), re-encoded as multibulk. */
   private parseInline(): boolean {
     const buf = this.buf;
-    let eol = buf.indexOf(LF, this.pos);
-    if (eol < 0 || eol >= this.len) {
-      if (this.len - this.cmdStart > this.limits.maxInlineBytes) this.fail(protocolError('too big inline request'));
+    // Search only the valid bytes: the accumulator's spare capacity holds garbage and may be large.
+    const eol = this.len === buf.length ? buf.indexOf(LF, this.pos) : buf.subarray(0, this.len).indexOf(LF, this.pos);
+    if (eol < 0) {
+      // The line so far, less a CR that may turn out to be the CR of its CRLF: the same verdict whatever the split.
+      const lineSoFar = this.len - this.cmdStart - (buf[this.len - 1] === CR ? 1 : 0);
+      if (lineSoFar > this.limits.maxInlineBytes) this.fail(protocolError('too big inline request'));
       this.pos = this.len;
       return false;
     }
@@ -287,9 +322,10 @@ function digitsOf(n: number): number {
 }
 
 /**
- * Splits an inline command line like Redis's sdssplitargs: spaces separate words; "double quotes" support
- * \n \r \t \b \a \\ \" and \xHH escapes; 'single quotes' support \'; a closing quote must be followed by a space
- * or the end. Returns null on unbalanced quotes.
+ * Splits an inline command line like Redis's sdssplitargs: whitespace (isspace) separates words, but an unquoted
+ * word ends only at space, tab, CR or LF; "double quotes" support \n \r \t \b \a \\ \" and \xHH escapes;
+ * 'single quotes' support \'; a closing quote must be followed by whitespace or the end. Returns null on unbalanced
+ * quotes.
  */
 export function splitInline(line: Buffer): Buffer[] | null {
   const words: Buffer[] = [];
@@ -332,7 +368,7 @@ export function splitInline(line: Buffer): Buffer[] | null {
         done = true;
       } else {
         const c = line[i];
-        if (isSpace(c)) done = true;
+        if (c === 32 || c === 10 || c === 13 || c === 9) done = true;
         else if (c === 34) inDq = true;
         else if (c === 39) inSq = true;
         else bytes.push(c);
