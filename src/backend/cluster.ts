@@ -1,0 +1,306 @@
+/**
+ * ClusterController: keymux in front of a real Redis Cluster (mode: cluster). It owns
+ * - discovery: CLUSTER SHARDS (or SLOTS) from the known nodes and the configured seeds, periodically and, debounced,
+ *   on any sign of change (MOVED, CLUSTERDOWN, TRYAGAIN, a node going down); each new view becomes a new Topology
+ *   snapshot installed by reference (a shard = a master, with its replicas' READONLY pools);
+ * - the pools, one per node address (and role), shared across snapshots; pools of nodes that left are retired;
+ * - redirections, absorbed so clients never see them: MOVED re-sends the op to the new owner and records the slot
+ *   move (applied to a new snapshot once per event-loop turn); ASK sends ASKING then the op to the target without
+ *   changing the map; TRYAGAIN, CLUSTERDOWN and an unreachable node retry with bounded exponential backoff,
+ *   re-resolving the slot's owner each time. Redirections per op are bounded; past the bound, or for a malformed
+ *   or out-of-range redirection, the client gets a clear -ERR, never MOVED/ASK.
+ * Ops already written to a node that then fails are not retried (the write may have been applied): they get the
+ * node's error, so nothing is duplicated.
+ */
+import { performance } from 'node:perf_hooks';
+import type { KeymuxConfig } from '../config/schema.js';
+import { ShardPool } from './pool.js';
+import type { BackendConnection, RedirectHandler } from './backend-connection.js';
+import { discoverCluster, type ClusterView } from './cluster-discovery.js';
+import { parseRedirect, retryableError, formatAddress } from './redirect.js';
+import { Topology, backendOptions, type ClusterPlan } from '../routing/topology.js';
+import { SlotRouter } from '../routing/router.js';
+import type { CommandTable } from '../commands/table.js';
+import { Request, type BackendOp } from '../core/request.js';
+import { Fragment } from '../core/fragment.js';
+import { findKeyIndexes } from '../commands/keys.js';
+import { commandFrame } from '../resp/writer.js';
+import { errorReply } from '../errors.js';
+import { keySlot } from '../routing/crc16.js';
+import type { ProxyStats } from '../server/context.js';
+import { childLogger, type Logger } from '../log.js';
+
+const ASKING_FRAME = commandFrame(['ASKING']);
+/** Shortest gap between two discoveries triggered by events (periodic refreshes are separate). */
+const MIN_EVENT_REFRESH_GAP_MS = 100;
+
+/** What the controller needs from the proxy. */
+export interface ClusterHost {
+  topology: Topology;
+  readonly stats: ProxyStats;
+  installTopology(next: Topology): void;
+  nextTopologyVersion(): number;
+}
+
+/** The ASKING sent before an ASK-redirected op: its +OK is consumed here. */
+class AskingOp implements BackendOp {
+  sentAt = 0;
+  redirects = 0;
+  readonly frame = ASKING_FRAME;
+  readonly sessionId: number;
+  constructor(sessionId: number) {
+    this.sessionId = sessionId;
+  }
+  deliver(): void {
+    // +OK, or an error that the op sent right after it will show in its own reply.
+  }
+}
+
+export class ClusterController implements RedirectHandler {
+  private readonly host: ClusterHost;
+  private config: KeymuxConfig;
+  private readonly log: Logger;
+  private readonly pools = new Map<string, ShardPool>();
+  private view: ClusterView | null = null;
+  private periodic: NodeJS.Timeout | null = null;
+  private soon: NodeJS.Timeout | null = null;
+  private refreshing: Promise<void> | null = null;
+  private lastRefreshAt = 0;
+  private readonly pendingMoves = new Map<number, string>();
+  private movesScheduled = false;
+  private closed = false;
+
+  constructor(host: ClusterHost, config: KeymuxConfig) {
+    this.host = host;
+    this.config = config;
+    this.log = childLogger('cluster');
+  }
+
+  private get settings() {
+    return this.config.cluster!;
+  }
+
+  /** First discovery (errors are logged; keymux keeps trying in the background), then periodic refreshes. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.schedulePeriodic();
+  }
+
+  /**
+   * A reload changed the config: the current view is reinstalled at once with the new command table and
+   * settings; pools keep their connections (new connection settings apply to pools created from now on).
+   */
+  updateConfig(config: KeymuxConfig, table: CommandTable): void {
+    this.config = config;
+    if (this.view !== null) {
+      const router = this.host.topology.router;
+      this.install(Uint16Array.from(router instanceof SlotRouter ? router.map.owners : this.view.slotOwner), table);
+    }
+    this.schedulePeriodic();
+    this.refreshSoon();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.periodic !== null) clearInterval(this.periodic);
+    if (this.soon !== null) clearTimeout(this.soon);
+    for (const p of this.pools.values()) p.close();
+    this.pools.clear();
+  }
+
+  get currentView(): ClusterView | null {
+    return this.view;
+  }
+
+  // ---- redirections (data path, rare) --------------------------------------------------------------------
+
+  interceptReply(op: BackendOp, frame: Buffer, from: BackendConnection): boolean {
+    const redirect = parseRedirect(frame);
+    if (redirect === null) {
+      if (retryableError(frame) !== null) return this.retryLater(op, frame);
+      return false;
+    }
+    const stats = this.host.stats;
+    if (redirect.kind === 'invalid') {
+      stats.invalidRedirects++;
+      this.log.warn({ node: from.shard.address, reason: redirect.reason }, 'node sent an invalid redirection');
+      this.refreshSoon();
+      op.deliver(errorReply(`ERR keymux: node ${from.shard.address} sent an invalid cluster redirection (${redirect.reason})`));
+      return true;
+    }
+    if (++op.redirects > this.settings.maxRedirections) {
+      op.deliver(errorReply(`ERR keymux: too many cluster redirections (${this.settings.maxRedirections}); last: ${
+        redirect.kind.toUpperCase()} ${redirect.slot} ${redirect.address}`));
+      this.refreshSoon();
+      return true;
+    }
+    const address = redirect.sameHost ? formatAddress(from.shard.host, redirect.port) : redirect.address;
+    const target = this.pool(address, false).pick(op.sessionId);
+    if (redirect.kind === 'moved') {
+      stats.moved++;
+      this.recordMove(redirect.slot, address);
+      target.send(op, op.frame);
+    } else {
+      stats.ask++;
+      target.send(new AskingOp(op.sessionId), ASKING_FRAME);
+      target.send(op, op.frame);
+    }
+    return true;
+  }
+
+  interceptUnavailable(op: BackendOp, from: BackendConnection): boolean {
+    return this.retryLater(op, from.unavailableReply);
+  }
+
+  /** Re-sends `op` to its slot's owner after a backoff; false (caller delivers `lastError`) when out of attempts. */
+  private retryLater(op: BackendOp, lastError: Buffer): boolean {
+    const retry = this.settings.retry;
+    if (op.redirects >= retry.attempts || this.closed) return false;
+    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** op.redirects);
+    op.redirects++;
+    this.host.stats.retries++;
+    this.refreshSoon();
+    setTimeout(() => this.resend(op, lastError), delay);
+    return true;
+  }
+
+  private resend(op: BackendOp, lastError: Buffer): void {
+    const topo = this.host.topology;
+    const slot = slotOfOp(op);
+    const shard = slot >= 0 ? topo.shards[topo.router.shardOfGroup(slot)]
+      : op instanceof Fragment ? topo.shards[op.shard] : undefined;
+    if (shard === undefined) {
+      if (!this.retryLater(op, lastError)) op.deliver(lastError);
+      return;
+    }
+    shard.pool.pick(op.sessionId).send(op, op.frame);
+  }
+
+  // ---- topology ------------------------------------------------------------------------------------------
+
+  /** Schedules a discovery soon (debounced): something changed. */
+  refreshSoon(): void {
+    if (this.soon !== null || this.closed) return;
+    const wait = Math.max(0, this.lastRefreshAt + MIN_EVENT_REFRESH_GAP_MS - performance.now());
+    this.soon = setTimeout(() => {
+      this.soon = null;
+      void this.refresh();
+    }, wait);
+  }
+
+  /** Discovers the cluster and installs a new topology if the view changed. Never throws. */
+  refresh(): Promise<void> {
+    if (this.refreshing !== null) return this.refreshing;
+    this.refreshing = this.discover().finally(() => {
+      this.refreshing = null;
+      this.lastRefreshAt = performance.now();
+    });
+    return this.refreshing;
+  }
+
+  private async discover(): Promise<void> {
+    const b = this.config.backend;
+    const known = this.view === null ? [] : [...this.view.masters, ...this.view.replicasOf.flat()].map((n) => n.address);
+    const seeds = [...new Set([...known, ...this.settings.seeds.map((s) => s.address)])];
+    let view: ClusterView;
+    try {
+      view = await discoverCluster(seeds, { password: b.password, username: b.username, timeoutMs: b.connectTimeoutMs });
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'cluster discovery failed; keeping the current view');
+      return;
+    }
+    if (this.closed) return;
+    this.pendingMoves.clear();
+    if (this.view !== null && this.view.signature === view.signature) return;
+    this.view = view;
+    this.install(view.slotOwner);
+    this.log.info({ masters: view.masters.length, replicas: view.replicasOf.reduce((n, r) => n + r.length, 0) },
+      'cluster topology updated');
+  }
+
+  private recordMove(slot: number, address: string): void {
+    this.pendingMoves.set(slot, address);
+    this.refreshSoon();
+    if (this.movesScheduled) return;
+    this.movesScheduled = true;
+    setImmediate(() => {
+      this.movesScheduled = false;
+      this.applyMoves();
+    });
+  }
+
+  /** Applies MOVED slots to a new snapshot now, before the next discovery confirms them. */
+  private applyMoves(): void {
+    const view = this.view;
+    if (view === null || this.pendingMoves.size === 0 || this.closed) return;
+    const router = this.host.topology.router;
+    const owners = Uint16Array.from(router instanceof SlotRouter ? router.map.owners : view.slotOwner);
+    let changed = false;
+    for (const [slot, address] of this.pendingMoves) {
+      const idx = view.masters.findIndex((m) => m.address === address);
+      if (idx >= 0 && owners[slot] !== idx) { owners[slot] = idx; changed = true; }
+    }
+    this.pendingMoves.clear();
+    if (changed) this.install(owners);
+  }
+
+  private install(slotOwner: Uint16Array, table: CommandTable = this.host.topology.table): void {
+    const view = this.view as ClusterView;
+    const plan: ClusterPlan = {
+      slotOwner,
+      masters: view.masters,
+      masterPools: view.masters.map((m) => this.pool(m.address, false)),
+      replicaPools: view.replicasOf.map((rs) => rs.map((r) => this.pool(r.address, true))),
+      readFrom: this.settings.readFrom,
+    };
+    const previous = this.host.topology;
+    const next = new Topology(this.config, table, this.host.nextTopologyVersion(), previous, previous.stats, plan);
+    this.host.installTopology(next);
+    // Retire pools of nodes that left the cluster, once idle.
+    const used = new Set(next.allPools());
+    for (const [key, pool] of this.pools) {
+      if (!used.has(pool)) {
+        this.pools.delete(key);
+        pool.closeWhenIdle();
+      }
+    }
+  }
+
+  /** The pool for a node address (created and connected on first use: a MOVED may name a node not yet seen). */
+  pool(address: string, readOnly: boolean): ShardPool {
+    const key = `${address}|${readOnly ? 'replica' : 'master'}`;
+    let pool = this.pools.get(key);
+    if (pool !== undefined) return pool;
+    const sep = address.lastIndexOf(':');
+    const host = address.slice(0, sep).replace(/^\[|\]$/g, '');
+    const port = Number(address.slice(sep + 1));
+    const options = { ...backendOptions(this.config, readOnly), redirectHandler: this };
+    const stats = this.host.topology.stats.shard(address, address);
+    pool = new ShardPool({ name: address, address, host, port }, this.config.backend.connections, options, this.log, stats);
+    this.pools.set(key, pool);
+    pool.connect();
+    return pool;
+  }
+
+  private schedulePeriodic(): void {
+    if (this.periodic !== null) clearInterval(this.periodic);
+    if (this.closed) return;
+    this.periodic = setInterval(() => void this.refresh(), this.settings.refreshIntervalMs);
+    this.periodic.unref();
+  }
+}
+
+const scratchKeys: number[] = [];
+
+/** The slot an op's keys hash to, or -1 when it has none (broadcast fragments, local ops). */
+function slotOfOp(op: BackendOp): number {
+  if (op instanceof Request && op.spec !== null) {
+    const n = findKeyIndexes(op.spec, op.args, scratchKeys);
+    return n > 0 ? keySlot(op.args[scratchKeys[0]]) : -1;
+  }
+  if (op instanceof Fragment && op.keyOrdinals.length > 0) {
+    const stride = op.parent.spec?.fanoutShape === 'key-value' ? 2 : 1;
+    return keySlot(op.parent.args[1 + op.keyOrdinals[0] * stride]);
+  }
+  return -1;
+}
