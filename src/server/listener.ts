@@ -16,7 +16,9 @@ export class Listener {
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
-    this.server = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
+    // allowHalfOpen: a client that half-closes after its last command still gets its replies (the session ends
+    // its side once they are written); without it Node ends the socket at once and backend replies are lost.
+    this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
   }
 
   listen(host: string, port: number): Promise<net.AddressInfo> {
@@ -33,12 +35,14 @@ export class Listener {
     return this.server.address() as net.AddressInfo;
   }
 
-  /** Stops accepting; resolves when the server is closed (existing sessions keep running). */
+  /**
+   * Stops accepting; resolves as soon as the listening socket is closed (existing sessions keep running).
+   * server.close()'s own callback is not awaited: it fires only once every open connection has ended, so awaiting
+   * it would make drain and close wait for clients to leave on their own.
+   */
   stopAccepting(): Promise<void> {
-    return new Promise((resolve) => {
-      if (!this.server.listening) { resolve(); return; }
-      this.server.close(() => resolve());
-    });
+    if (this.server.listening) this.server.close();
+    return Promise.resolve();
   }
 
   remove(session: { id: number }): void {
