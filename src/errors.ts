@@ -22,6 +22,7 @@ export const ERR_SYNTAX = errorReply('ERR syntax error');
 export const ERR_MAX_CLIENTS = errorReply('ERR max number of clients reached');
 export const ERR_NO_KEY = errorReply('ERR keymux: this command has no key to route by');
 export const ERR_SLOT_NOT_SERVED = errorReply('CLUSTERDOWN Hash slot not served');
+export const ERR_MIGRATION_FAILED = errorReply('TRYAGAIN keymux: the key is being moved to its new shard and the move failed; retry');
 export const ERR_FANOUT_UNEXPECTED = errorReply('ERR keymux: unexpected reply from a shard while merging a multi-key command');
 
 export function wrongArity(name: string): Buffer {

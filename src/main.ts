@@ -18,8 +18,6 @@ const USAGE = `usage: keymux --config FILE [--check]
   -v, --version       print the version
 `;
 
-const DRAIN_GRACE_MS = 10_000;
-
 async function main(): Promise<void> {
   let values: { config?: string; check?: boolean; help?: boolean; version?: boolean };
   try {
@@ -70,8 +68,9 @@ async function main(): Promise<void> {
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal, graceMs: DRAIN_GRACE_MS }, 'draining');
-    void proxy.drain(DRAIN_GRACE_MS).then(() => {
+    const graceMs = proxy.topology.config.drain.graceS * 1000;
+    log.info({ signal, graceMs }, 'draining');
+    void proxy.drain(graceMs).then(() => {
       log.info('stopped');
       process.exit(0);
     });

@@ -19,6 +19,12 @@ import { childLogger, setLogLevel, type Logger } from './log.js';
 import { readConfigFile } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
 import { Observer } from './metrics/observer.js';
+import { ClusterController } from './backend/cluster.js';
+import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
+import { StatsRegistry } from './metrics/stats.js';
+import fs from 'node:fs';
+import { Metrics } from './metrics/metrics.js';
+import { addObservabilityRoutes } from './metrics/endpoints.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -50,6 +56,8 @@ export class Proxy implements ProxyContext {
   /** Rows the current command table was built from (to rebuild it when the deny list changes). */
   private commandRows: ReturnType<typeof builtinRows>;
   readonly observer: Observer;
+  /** Cluster mode only: discovery, redirections, node pools. */
+  cluster: ClusterController | null;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -57,6 +65,8 @@ export class Proxy implements ProxyContext {
   private configPath: string | null = null;
   private watcher: ConfigWatcher | null = null;
   private reloadChain: Promise<unknown> = Promise.resolve();
+  private readonly migrations: Migration[] = [];
+  private readonly migrationsDone: MigrationProgress[] = [];
 
   private constructor(config: KeymuxConfig, table: CommandTable, rows: ReturnType<typeof builtinRows>) {
     this.commandRows = rows;
@@ -68,9 +78,10 @@ export class Proxy implements ProxyContext {
     this.log = childLogger('proxy');
     this.versionCounter = 1;
     this.topology = new Topology(config, table, this.versionCounter, null);
-    this.observer = new Observer(this.topology.stats);
+    this.observer = new Observer(this.topology.stats, config.metrics);
     this.listener = new Listener(this);
     this.admin = null;
+    this.cluster = null;
   }
 
   static async start(config: KeymuxConfig, options: StartOptions = {}): Promise<Proxy> {
@@ -78,6 +89,11 @@ export class Proxy implements ProxyContext {
     const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows);
     proxy.topology.connect();
     if (options.builtinCommandTable !== true) await proxy.learnFromShards();
+    if (config.mode === 'cluster') {
+      proxy.cluster = new ClusterController(proxy, config);
+      await proxy.cluster.start();
+    }
+    proxy.resumeMigration();
     if (options.configPath !== undefined) {
       proxy.configPath = options.configPath;
       if (options.watchConfig !== false) {
@@ -88,6 +104,8 @@ export class Proxy implements ProxyContext {
     const addr = await proxy.listener.listen(config.listen.host, config.listen.port);
     if (config.admin !== null) {
       proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
+      proxy.admin.setErrorHandler((err, method, path) => proxy.log.error({ err, method, path }, 'admin request failed'));
+      addObservabilityRoutes(proxy.admin, proxy, new Metrics(proxy));
       await proxy.admin.listen(config.admin.host, config.admin.port);
     }
     proxy.log.info({ listen: `${addr.address}:${addr.port}`, admin: proxy.admin?.port ?? null, mode: config.mode,
@@ -169,11 +187,78 @@ export class Proxy implements ProxyContext {
     const table = previous.config.commands.deny.join() === config.commands.deny.join()
       ? previous.table : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
     this.stats.reloadsOk++;
+    if (this.cluster !== null) {
+      this.cluster.updateConfig(config, table);
+      this.observer.configure(config.metrics);
+      return null;
+    }
     const next = new Topology(config, table, ++this.versionCounter, previous);
     next.connect();
+    const migration = this.startMigration(previous, next);
     this.topology = next;
+    migration?.start(previous);
+    this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     return null;
+  }
+
+  /**
+   * When `next` places keys differently from `previous` (slots or ring mode), creates the Migration that moves
+   * them, chained to a migration still running. Returns it (not started) or null.
+   */
+  private startMigration(previous: Topology, next: Topology): Migration | null {
+    const settings = migrationSettings(next.config);
+    if (!settings.enabled || next.config.mode === 'cluster') return null;
+    const running = previous.migration !== null && previous.migration.state !== 'done' ? previous.migration : null;
+    if (running === null && previous.routingSignature() === next.routingSignature()) return null;
+    if (running !== null && running.to.routingSignature() === next.routingSignature()) {
+      next.migration = running; // same destination: the running migration carries on
+      return null;
+    }
+    const sources = new Set<string>(previous.shards.map((s) => s.address));
+    if (running !== null) for (const a of running.sources) sources.add(a);
+    const from: KeyLocator = running ?? new TopologyLocator(previous);
+    running?.supersede();
+    const migration = new Migration(from, [...sources], next,
+      { stateFile: settings.stateFile, oldRouting: routingOf(previous.config) },
+      (done) => { this.migrationsDone.push(done.progress()); if (this.migrationsDone.length > 10) this.migrationsDone.shift(); });
+    next.migration = migration;
+    this.migrations.push(migration);
+    return migration;
+  }
+
+  /** Migrations of this process, newest last (for /shards and metrics). */
+  migrationProgress(): MigrationProgress[] {
+    return [...this.migrationsDone, ...this.migrations.filter((m) => m.state !== 'done').map((m) => m.progress())];
+  }
+
+  /** Resumes a migration recorded in the state file by a previous run (restart during a migration). */
+  private resumeMigration(): void {
+    const settings = migrationSettings(this.topology.config);
+    if (!settings.enabled || settings.stateFile === null || this.topology.config.mode === 'cluster') return;
+    let state: { from?: Partial<KeymuxConfig> };
+    try {
+      state = JSON.parse(fs.readFileSync(settings.stateFile, 'utf8')) as { from?: Partial<KeymuxConfig> };
+    } catch {
+      return; // no migration was interrupted
+    }
+    const current = this.topology;
+    const old = new Topology({ ...current.config, ...state.from } as KeymuxConfig, current.table, 0, null, new StatsRegistry());
+    const next = new Topology(current.config, current.table, ++this.versionCounter, current);
+    const migration = this.startMigration(old, next);
+    this.topology = next;
+    this.log.info({ stateFile: settings.stateFile }, 'resuming an interrupted migration');
+    migration?.start(old);
+  }
+
+  /** Cluster mode: the controller installs each new snapshot here. */
+  installTopology(next: Topology): void {
+    next.connect();
+    this.topology = next;
+  }
+
+  nextTopologyVersion(): number {
+    return ++this.versionCounter;
   }
 
   /** Stops accepting clients, waits for in-flight requests (at most graceMs), then closes everything. */
@@ -193,14 +278,18 @@ export class Proxy implements ProxyContext {
     this.watcher?.stop();
     await this.listener.stopAccepting();
     for (const s of [...this.listener.sessions]) s.destroy();
+    this.cluster?.close();
+    for (const m of this.migrations) m.close();
     this.topology.close();
+    this.observer.close();
     if (this.admin !== null) await this.admin.close();
   }
 
   /** Asks the first shard that answers for COMMAND and INFO server; falls back to the built-in table. */
   private async learnFromShards(): Promise<void> {
     const config = this.topology.config;
-    for (const shard of config.shards) {
+    const candidates = config.cluster !== null ? config.cluster.seeds : config.shards;
+    for (const shard of candidates) {
       try {
         const [commands, info] = await controlCommands({ host: shard.host, port: shard.port, password: config.backend.password,
           username: config.backend.username, timeoutMs: config.backend.connectTimeoutMs }, [['COMMAND'], ['INFO', 'server']]);
@@ -213,7 +302,7 @@ export class Proxy implements ProxyContext {
         this.commandTableSource = 'live';
         return;
       } catch (err) {
-        this.log.debug({ shard: shard.name, err: (err as Error).message }, 'could not read COMMAND from shard');
+        this.log.debug({ shard: `${shard.host}:${shard.port}`, err: (err as Error).message }, 'could not read COMMAND from shard');
       }
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
@@ -226,4 +315,14 @@ function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string | null 
   if (JSON.stringify(from.admin) !== JSON.stringify(to.admin)) return 'admin';
   if (from.mode !== to.mode) return 'mode';
   return null;
+}
+
+/** The migration settings (config section `migration`). */
+function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile: string | null } {
+  return config.migration;
+}
+
+/** The parts of a config that decide key placement (written to the migration state file). */
+function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
+  return { mode: config.mode, hashTag: config.hashTag, ring: config.ring, shards: config.shards };
 }

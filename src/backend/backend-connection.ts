@@ -7,7 +7,8 @@
  * - one timer, used as the connect timeout while connecting and as the operation timeout while ready (it checks
  *   the age of the oldest waiting operation; there is never a timer per request);
  * - failure handling: on loss, timeout or a reply stream that is not RESP, every waiting operation is answered
- *   with an error naming the shard (never retried: a write may have been applied), the socket is destroyed so no
+ *   with an error naming the shard (never retried: a write may have been applied; in cluster mode, ops whose
+ *   bytes were never written go to the redirect handler instead), the socket is destroyed so no
  *   late reply can reach a later request, and reconnection starts with exponential backoff. While down, new
  *   operations are answered at once with the last error, so other shards keep serving.
  */
@@ -307,9 +308,17 @@ export class BackendConnection implements ReplySink, Flushable {
   }
 
   private failWaiting(reply: Buffer): void {
+    // The last `out.length` waiting ops never left keymux (queued while connecting, or since the last flush: one
+    // frame per op), so they cannot have been applied: the cluster controller may re-send them (e.g. to the
+    // slot's new owner after a failover). Ops already written get the error: re-sending could apply them twice.
+    let written = this.waiting.length - this.out.length;
     this.out = [];
     this.outBytes = 0;
-    while (this.waiting.length > 0) (this.waiting.shift() as BackendOp).deliver(reply);
+    const redirects = this.redirects;
+    while (this.waiting.length > 0) {
+      const op = this.waiting.shift() as BackendOp;
+      if (written-- > 0 || redirects === null || !redirects.interceptUnavailable(op, this)) op.deliver(reply);
+    }
   }
 
   private scheduleReconnect(): void {

@@ -10,7 +10,9 @@
  *   re-resolving the slot's owner each time. Redirections per op are bounded; past the bound, or for a malformed
  *   or out-of-range redirection, the client gets a clear -ERR, never MOVED/ASK.
  * Ops already written to a node that then fails are not retried (the write may have been applied): they get the
- * node's error, so nothing is duplicated.
+ * node's error, so nothing is duplicated. Ops that never left keymux (queued while the connection was being made)
+ * are retried like ops sent to a node that is down. So are ops for a slot the current view gives no master
+ * (`retryUnserved`, a failover window): keymux answers -CLUSTERDOWN only once the retries are spent.
  */
 import { performance } from 'node:perf_hooks';
 import type { KeymuxConfig } from '../config/schema.js';
@@ -25,7 +27,7 @@ import { Request, type BackendOp } from '../core/request.js';
 import { Fragment } from '../core/fragment.js';
 import { findKeyIndexes } from '../commands/keys.js';
 import { commandFrame } from '../resp/writer.js';
-import { errorReply } from '../errors.js';
+import { errorReply, ERR_SLOT_NOT_SERVED } from '../errors.js';
 import { keySlot } from '../routing/crc16.js';
 import type { ProxyStats } from '../server/context.js';
 import { childLogger, type Logger } from '../log.js';
@@ -149,8 +151,19 @@ export class ClusterController implements RedirectHandler {
   }
 
   interceptUnavailable(op: BackendOp, from: BackendConnection): boolean {
+    // An ASKING that did not get through is moot: the op sent after it is retried on the slot's owner (which
+    // answers ASK again if the slot is still migrating).
+    if (op instanceof AskingOp) return false;
     return this.retryLater(op, from.unavailableReply);
   }
+
+  /**
+   * The current view gives the op's slot no master (a failover window: the failed master is left out until a
+   * replica is promoted; or a slot not assigned yet). Handled like -CLUSTERDOWN: retried with backoff against the
+   * slot's owner at that time, with a refresh soon; false (the caller answers "-CLUSTERDOWN Hash slot not
+   * served") when out of attempts. Installed on every cluster topology as `onUnserved` (bound once).
+   */
+  readonly retryUnserved = (op: BackendOp): boolean => this.retryLater(op, ERR_SLOT_NOT_SERVED);
 
   /** Re-sends `op` to its slot's owner after a backoff; false (caller delivers `lastError`) when out of attempts. */
   private retryLater(op: BackendOp, lastError: Buffer): boolean {
@@ -252,6 +265,7 @@ export class ClusterController implements RedirectHandler {
       masterPools: view.masters.map((m) => this.pool(m.address, false)),
       replicaPools: view.replicasOf.map((rs) => rs.map((r) => this.pool(r.address, true))),
       readFrom: this.settings.readFrom,
+      onUnserved: this.retryUnserved,
     };
     const previous = this.host.topology;
     const next = new Topology(this.config, table, this.host.nextTopologyVersion(), previous, previous.stats, plan);

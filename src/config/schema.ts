@@ -6,14 +6,14 @@
  * The validator is pure: it takes the plain JS value of the YAML document and a `locate` callback that maps a
  * path (['shards', 1, 'slots']) to a 1-based line (load.ts builds it from the YAML AST). It reports every error
  * it can find, never just the first, each as one line `file:line: path: what is wrong`, sorted by line, and
- * only returns a config when there are none; that config is deeply frozen. Mode-specific sections and shard keys
- * are declared in MODE_RULES, so adding a mode (e.g. `cluster`) means one row there, its section parser and its
- * field in KeymuxConfig.
+ * only returns a config when there are none; that config is deeply frozen. Mode-specific sections (`shards`
+ * itself: slots and ring modes only) and shard keys are declared in MODE_RULES, so adding a mode means one row
+ * there, its section parser and its field in KeymuxConfig, as `cluster` was added.
  */
 
 import { isIP, isIPv6 } from 'node:net';
 
-export type Mode = 'slots' | 'ring';
+export type Mode = 'slots' | 'ring' | 'cluster';
 
 export type HashName =
   | 'one_at_a_time' | 'md5' | 'crc16' | 'crc32' | 'crc32a' | 'fnv1_64' | 'fnv1a_64'
@@ -38,6 +38,26 @@ export interface ShardConfig {
 
 export interface UserConfig { name: string; password: string }
 
+/** Where cluster mode sends read-only commands: masters only, replicas only, or replicas with masters as fallback. */
+export type ReadFrom = 'master' | 'replica' | 'prefer-replica';
+
+/** cluster mode: how to find and follow a Redis Cluster. */
+export interface ClusterConfig {
+  /** Nodes asked for the layout (CLUSTER SHARDS / SLOTS), in order, until one answers. At least one, unique. */
+  seeds: Array<{ address: string; host: string; port: number }>;
+  readFrom: ReadFrom;             // default 'master'
+  /** Periodic layout refresh; MOVED and errors also trigger one. default 5000, >= 100 */
+  refreshIntervalMs: number;
+  /** MOVED/ASK followed per request before the client gets an error. default 5 */
+  maxRedirections: number;
+  /** TRYAGAIN / CLUSTERDOWN / LOADING: retries with exponential backoff base * 2^n, capped at maxDelayMs. */
+  retry: {
+    attempts: number;             // default 5 (0 = the error goes to the client at once)
+    baseDelayMs: number;          // default 20
+    maxDelayMs: number;           // default 500, >= baseDelayMs
+  };
+}
+
 export interface KeymuxConfig {
   /** Path of the file it was loaded from (or '<inline>'). */
   source: string;
@@ -48,6 +68,8 @@ export interface KeymuxConfig {
   hashTag: string | null;
   shards: ShardConfig[];
   ring: { hash: HashName; distribution: 'ketama' };
+  /** cluster mode: the cluster section; null in other modes (where `shards` is empty instead). */
+  cluster: ClusterConfig | null;
   backend: {
     connections: number;          // default 1, 1..64
     connectTimeoutMs: number;     // default 1000
@@ -70,7 +92,32 @@ export interface KeymuxConfig {
   };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };
   commands: { deny: string[] };   // lowercase command names
+  metrics: MetricsConfig;
+  /** Moving keys when a reload changes their owner (slots and ring modes). */
+  migration: { enabled: boolean; stateFile: string | null };
+  /** SIGTERM: how long in-flight requests may take to finish before keymux exits anyway. */
+  drain: { graceS: number };
 }
+
+/** What keymux tracks on the data path for /metrics, /hotkeys and /slowlog (src/metrics/). */
+export interface MetricsConfig {
+  /** false: no per-command, hit/miss, hot-key or slow-log tracking (shard and proxy counters stay). default true */
+  enabled: boolean;
+  hotKeys: {
+    enabled: boolean;             // default true
+    k: number;                    // default 20: keys reported (and the most /metrics series)
+    windowS: number;              // default 60: sliding window in seconds
+    sampleRate: number;           // default 0.125: fraction of key lookups counted, (0, 1]
+    export: HotKeyExport;         // default 'key'; 'hash': a hash of the key instead of the key
+  };
+  slowlog: {
+    thresholdMs: number;          // default 10 (decimals allowed; 0 = every command)
+    maxEntries: number;           // default 128 (0 = off)
+    logKeys: boolean;             // default false
+  };
+}
+
+export type HotKeyExport = 'key' | 'hash';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Vocabulary, limits and defaults
@@ -89,12 +136,14 @@ export type ConfigResult =
   | { errors: string[]; config?: undefined };
 
 export const SLOT_COUNT = 16384;
-export const MODES: readonly Mode[] = Object.freeze(['slots', 'ring'] as Mode[]);
+export const MODES: readonly Mode[] = Object.freeze(['slots', 'ring', 'cluster'] as Mode[]);
+export const READ_FROM: readonly ReadFrom[] = Object.freeze(['master', 'replica', 'prefer-replica'] as ReadFrom[]);
 export const HASH_NAMES: readonly HashName[] = Object.freeze([
   'one_at_a_time', 'md5', 'crc16', 'crc32', 'crc32a', 'fnv1_64', 'fnv1a_64',
   'fnv1_32', 'fnv1a_32', 'hsieh', 'murmur', 'jenkins',
 ] as HashName[]);
 export const DISTRIBUTIONS: readonly ['ketama'] = Object.freeze(['ketama'] as const);
+export const HOT_KEY_EXPORTS: readonly HotKeyExport[] = Object.freeze(['key', 'hash'] as HotKeyExport[]);
 export const LOG_LEVELS: readonly LogLevel[] = Object.freeze(
   ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as LogLevel[]);
 
@@ -113,7 +162,25 @@ export const INT_RANGES = Object.freeze({
   'limits.max_args': [1, MAX_TIMER_MS],
   'limits.max_inline_bytes': [1, 2 ** 32],
   'shards[].weight': [1, 1_000_000],
+  'cluster.refresh_interval_ms': [100, MAX_TIMER_MS],
+  'cluster.max_redirections': [1, 100],
+  'cluster.retry.attempts': [0, 100],
+  'cluster.retry.base_delay_ms': [1, 60_000],
+  'cluster.retry.max_delay_ms': [1, 60_000],
+  'metrics.hot_keys.k': [1, 1000],
+  'metrics.hot_keys.window_s': [6, 86_400],
+  'metrics.slowlog.max_entries': [0, 100_000],
+  'drain.grace_s': [0, 3600],
 } as const satisfies Record<string, readonly [number, number]>);
+
+/**
+ * Inclusive bounds of every non-integer number option (also used by the JSON schema test). A bound of the form
+ * [min, max, 'exclusive-min'] excludes min.
+ */
+export const NUMBER_RANGES = Object.freeze({
+  'metrics.hot_keys.sample_rate': [0, 1, 'exclusive-min'],
+  'metrics.slowlog.threshold_ms': [0, 3_600_000],
+} as const satisfies Record<string, readonly [number, number] | readonly [number, number, 'exclusive-min']>);
 
 /** Defaults for everything optional, as the resolved (camelCase) values. Frozen. */
 export const DEFAULTS = deepFreeze({
@@ -122,11 +189,22 @@ export const DEFAULTS = deepFreeze({
   hashTag: '{}' as string | null,
   weight: 1,
   ring: { hash: 'fnv1a_64' as HashName, distribution: 'ketama' as const },
+  cluster: {
+    readFrom: 'master' as ReadFrom, refreshIntervalMs: 5000, maxRedirections: 5,
+    retry: { attempts: 5, baseDelayMs: 20, maxDelayMs: 500 },
+  },
   backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
   clients: { max: 10_000, idleTimeoutS: 0, password: null, users: [] as UserConfig[], maxInflight: 1024 },
   limits: { maxBulkBytes: 536_870_912, maxArgs: 1_048_576, maxInlineBytes: 65_536 },
   log: { level: 'info' as LogLevel },
   commands: { deny: [] as string[] },
+  migration: { enabled: true, stateFile: null as string | null },
+  drain: { graceS: 10 },
+  metrics: {
+    enabled: true,
+    hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.125, export: 'key' as HotKeyExport },
+    slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
+  },
 });
 
 /**
@@ -141,21 +219,31 @@ interface ModeRule {
 }
 
 const MODE_RULES: Readonly<Record<Mode, ModeRule>> = {
-  slots: { sections: [], shardKeys: ['slots'], requiredShardKeys: ['slots'], check: checkSlotCoverage },
-  ring: { sections: ['ring'], shardKeys: ['weight'], requiredShardKeys: [] },
+  slots: { sections: ['shards'], shardKeys: ['slots'], requiredShardKeys: ['slots'], check: checkSlotCoverage },
+  ring: { sections: ['shards', 'ring'], shardKeys: ['weight'], requiredShardKeys: [] },
+  // The cluster says who owns what: no shards; the `cluster` section says where to ask.
+  cluster: { sections: ['cluster'], shardKeys: [], requiredShardKeys: [] },
 };
 
 /** Every key the YAML may use, per mapping (snake_case). `root` is the top level. */
 export const KNOWN_KEYS = deepFreeze({
-  root: ['listen', 'admin', 'mode', 'hash_tag', 'shards', 'ring', 'backend', 'clients', 'limits', 'log', 'commands'],
+  root: ['listen', 'admin', 'mode', 'hash_tag', 'shards', 'ring', 'cluster', 'backend', 'clients', 'limits', 'log',
+    'commands', 'metrics', 'migration', 'drain'],
   shard: ['name', 'address', 'slots', 'weight'],
   ring: ['hash', 'distribution'],
+  cluster: ['seeds', 'read_from', 'refresh_interval_ms', 'max_redirections', 'retry'],
+  cluster_retry: ['attempts', 'base_delay_ms', 'max_delay_ms'],
   backend: ['connections', 'connect_timeout_ms', 'timeout_ms', 'password', 'username'],
   clients: ['max', 'idle_timeout_s', 'password', 'users', 'max_inflight'],
   user: ['name', 'password'],
   limits: ['max_bulk_bytes', 'max_args', 'max_inline_bytes'],
   log: ['level'],
   commands: ['deny'],
+  metrics: ['enabled', 'hot_keys', 'slowlog'],
+  hot_keys: ['enabled', 'k', 'window_s', 'sample_rate', 'export'],
+  slowlog: ['threshold_ms', 'max_entries', 'log_keys'],
+  migration: ['enabled', 'state_file'],
+  drain: ['grace_s'],
 });
 
 /** Which modes allow a key, for keys that only some modes allow. */
@@ -384,6 +472,36 @@ function int(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number, 
   return v;
 }
 
+/** A number (decimals allowed) within `range`; the third element 'exclusive-min' excludes the minimum. */
+function num(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number,
+  range: readonly [number, number] | readonly [number, number, 'exclusive-min']): number {
+  const v = obj[key];
+  if (v === undefined) return def;
+  const [min, max] = range;
+  const exclusive = range.length === 3;
+  if (typeof v !== 'number' || !Number.isFinite(v)) {
+    cx.error([...path, key], `expected a number, got ${describe(v)}`);
+    return def;
+  }
+  if (exclusive ? v <= min || v > max : v < min || v > max) {
+    cx.error([...path, key], exclusive
+      ? `must be greater than ${min} and at most ${max}, got ${v}`
+      : `must be between ${min} and ${max}, got ${v}`);
+    return def;
+  }
+  return v;
+}
+
+function bool(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: boolean): boolean {
+  const v = obj[key];
+  if (v === undefined) return def;
+  if (typeof v !== 'boolean') {
+    cx.error([...path, key], `expected true or false, got ${describe(v)}`);
+    return def;
+  }
+  return v;
+}
+
 /** A non-empty string, or null when the YAML gives null (or nothing). Used for secrets and user names. */
 function optionalString(cx: Checker, obj: Obj, key: string, path: ConfigPath): string | null {
   const v = obj[key];
@@ -486,7 +604,11 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
     }
   }
   const hashTag = parseHashTag(cx, doc);
-  const shards = parseShards(cx, doc, mode, listen);
+  // cluster mode has no shards (a `shards` key there was reported by checkKeys); with an unknown mode, a document
+  // that has a cluster section and no shards is not also told that shards are required.
+  const shards = mode === 'cluster' || (mode === null && doc.shards === undefined && doc.cluster !== undefined)
+    ? [] : parseShards(cx, doc, mode, listen);
+  const cluster = parseCluster(cx, doc, mode, listen);
 
   // A section the mode does not allow was reported by checkKeys; its content is not checked further.
   const ringAllowed = mode === null || MODE_RULES[mode].sections.includes('ring');
@@ -533,11 +655,44 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
   const log = { level: oneOf(cx, lg, 'level', ['log'], LOG_LEVELS, DEFAULTS.log.level)! };
 
   const commands = { deny: parseDeny(cx, section(cx, doc, 'commands', [], KNOWN_KEYS.commands)) };
+  const metrics = parseMetrics(cx, doc);
+  const mg = section(cx, doc, 'migration', [], KNOWN_KEYS.migration);
+  const migration = {
+    enabled: bool(cx, mg, 'enabled', ['migration'], DEFAULTS.migration.enabled),
+    stateFile: optionalString(cx, mg, 'state_file', ['migration']),
+  };
+  const dr = section(cx, doc, 'drain', [], KNOWN_KEYS.drain);
+  const drain = { graceS: int(cx, dr, 'grace_s', ['drain'], DEFAULTS.drain.graceS, INT_RANGES['drain.grace_s']) };
 
   if (mode === null || listen === null || shards === null || cx.failed) return null;
   return {
     source, listen, admin, mode, hashTag, shards: shards.map((s) => s.config),
-    ring, backend, clients, limits, log, commands,
+    ring, cluster, backend, clients, limits, log, commands, metrics, migration, drain,
+  };
+}
+
+function parseMetrics(cx: Checker, doc: Obj): MetricsConfig {
+  const D = DEFAULTS.metrics;
+  const m = section(cx, doc, 'metrics', [], KNOWN_KEYS.metrics);
+  const mp = ['metrics'];
+  const h = section(cx, m, 'hot_keys', mp, KNOWN_KEYS.hot_keys);
+  const hp = ['metrics', 'hot_keys'];
+  const s = section(cx, m, 'slowlog', mp, KNOWN_KEYS.slowlog);
+  const sp = ['metrics', 'slowlog'];
+  return {
+    enabled: bool(cx, m, 'enabled', mp, D.enabled),
+    hotKeys: {
+      enabled: bool(cx, h, 'enabled', hp, D.hotKeys.enabled),
+      k: int(cx, h, 'k', hp, D.hotKeys.k, INT_RANGES['metrics.hot_keys.k']),
+      windowS: int(cx, h, 'window_s', hp, D.hotKeys.windowS, INT_RANGES['metrics.hot_keys.window_s']),
+      sampleRate: num(cx, h, 'sample_rate', hp, D.hotKeys.sampleRate, NUMBER_RANGES['metrics.hot_keys.sample_rate']),
+      export: oneOf(cx, h, 'export', hp, HOT_KEY_EXPORTS, D.hotKeys.export)!,
+    },
+    slowlog: {
+      thresholdMs: num(cx, s, 'threshold_ms', sp, D.slowlog.thresholdMs, NUMBER_RANGES['metrics.slowlog.threshold_ms']),
+      maxEntries: int(cx, s, 'max_entries', sp, D.slowlog.maxEntries, INT_RANGES['metrics.slowlog.max_entries']),
+      logKeys: bool(cx, s, 'log_keys', sp, D.slowlog.logKeys),
+    },
   };
 }
 
@@ -770,6 +925,102 @@ function checkSlotCoverage(cx: Checker, shards: readonly ParsedShard[], shardsPa
     const count = rest.reduce((n, [a, b]) => n + b - a + 1, 0);
     cx.error(shardsPath, `and ${rest.length} more unassigned ranges (${count} slots)`);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Cluster
+
+/**
+ * cluster mode: the `cluster` section (required there; in other modes checkKeys reports it and it is not read).
+ * With an unknown mode a present section is still checked, so its errors come out together with the mode's.
+ */
+function parseCluster(cx: Checker, doc: Obj, mode: Mode | null, listen: HostPort | null): ClusterConfig | null {
+  if (mode !== null && !MODE_RULES[mode].sections.includes('cluster')) return null;
+  const D = DEFAULTS.cluster;
+  const p = ['cluster'];
+  if (doc.cluster === undefined || doc.cluster === null) {
+    if (mode === 'cluster') {
+      cx.error(p, 'required when mode is cluster: a mapping with "seeds", e.g. { seeds: [127.0.0.1:7000] }');
+    }
+    return null;
+  }
+  if (!isObj(doc.cluster)) {
+    cx.error(p, `expected a mapping with "seeds", got ${describe(doc.cluster)}`);
+    return null;
+  }
+  const c = section(cx, doc, 'cluster', [], KNOWN_KEYS.cluster);
+  const seeds = parseSeeds(cx, c, listen);
+  const readFrom = oneOf(cx, c, 'read_from', p, READ_FROM, D.readFrom)!;
+  const refreshIntervalMs = int(cx, c, 'refresh_interval_ms', p, D.refreshIntervalMs,
+    INT_RANGES['cluster.refresh_interval_ms']);
+  const maxRedirections = int(cx, c, 'max_redirections', p, D.maxRedirections,
+    INT_RANGES['cluster.max_redirections']);
+  const r = section(cx, c, 'retry', p, KNOWN_KEYS.cluster_retry);
+  const rp = ['cluster', 'retry'];
+  const retry = {
+    attempts: int(cx, r, 'attempts', rp, D.retry.attempts, INT_RANGES['cluster.retry.attempts']),
+    baseDelayMs: int(cx, r, 'base_delay_ms', rp, D.retry.baseDelayMs, INT_RANGES['cluster.retry.base_delay_ms']),
+    maxDelayMs: int(cx, r, 'max_delay_ms', rp, D.retry.maxDelayMs, INT_RANGES['cluster.retry.max_delay_ms']),
+  };
+  if (retry.maxDelayMs < retry.baseDelayMs) {
+    cx.error([...rp, r.max_delay_ms !== undefined ? 'max_delay_ms' : 'base_delay_ms'],
+      `max_delay_ms (${retry.maxDelayMs}) must not be less than base_delay_ms (${retry.baseDelayMs})`);
+  }
+  if (seeds === null) return null;
+  return { seeds, readFrom, refreshIntervalMs, maxRedirections, retry };
+}
+
+/** cluster.seeds: a non-empty list of unique "host:port" strings. Null when missing or any item is wrong. */
+function parseSeeds(cx: Checker, c: Obj, listen: HostPort | null): ClusterConfig['seeds'] | null {
+  const v = c.seeds;
+  const path = ['cluster', 'seeds'];
+  if (v === undefined || v === null) {
+    cx.error(path, 'required: a list of cluster nodes to discover the cluster from, e.g. [127.0.0.1:7000]');
+    return null;
+  }
+  if (!Array.isArray(v)) {
+    cx.error(path, `expected a list of "host:port" addresses, got ${describe(v)}` +
+      (typeof v === 'string' ? `; write [${v}]` : ''));
+    return null;
+  }
+  if (v.length === 0) {
+    cx.error(path, 'must list at least one seed node');
+    return null;
+  }
+  const out: ClusterConfig['seeds'] = [];
+  const seen = new Map<string, ConfigPath>();
+  let ok = true;
+  v.forEach((item: unknown, i) => {
+    const p = [...path, i];
+    if (typeof item !== 'string') {
+      cx.error(p, `expected "host:port" (a string), got ${describe(item)}` +
+        (typeof item === 'number' ? `; write e.g. "127.0.0.1:${item}"` : ''));
+      ok = false;
+      return;
+    }
+    const hp = parseHostPort(item);
+    if (typeof hp === 'string') {
+      cx.error(p, hp);
+      ok = false;
+      return;
+    }
+    const address = formatHostPort(hp);
+    if (listen && sameAddress(hp, listen)) {
+      cx.error(p, `same as listen (${formatHostPort(listen)}); keymux would discover itself`);
+      ok = false;
+      return;
+    }
+    const key = `${hp.host.toLowerCase()}:${hp.port}`;
+    const first = seen.get(key);
+    if (first) {
+      cx.error(p, `duplicate seed ${address}, already listed as ${formatPath(first)}${cx.atLine(first)}`);
+      ok = false;
+      return;
+    }
+    seen.set(key, p);
+    out.push({ address, host: hp.host, port: hp.port });
+  });
+  return ok ? out : null;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

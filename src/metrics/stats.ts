@@ -1,10 +1,14 @@
 /**
- * The plain-number side of metrics: what the data path increments. A Histogram is a Float64Array of bucket
- * counts plus a sum; ShardStats and CommandStats are fixed-shape objects of counters. Nothing here allocates per
+ * The plain-number side of metrics: what the data path and the control plane increment. A Histogram is a
+ * Float64Array of bucket counts plus a sum; ShardStats and CommandStats are fixed-shape objects of counters with
+ * their Prometheus labels precomputed; StatsRegistry holds them by name plus the proxy-wide counters the cluster
+ * code bumps (MOVED/ASK redirections and retries; they stay 0 in slots and ring mode). Nothing here allocates per
  * observation or knows about prom-client: metrics.ts reads these at scrape time (collect()) and publishes them.
  * Stats objects are keyed by shard name and command name and live as long as the proxy, across reloads, so
  * counters never go backwards.
  */
+
+import { hitMissRule } from './hit-miss.js';
 
 /** Latency bucket upper bounds in seconds, suited to sub-millisecond work. */
 export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
@@ -40,11 +44,14 @@ export class ShardStats {
   commands: number;
   /** Error replies from the shard, and keymux errors for it (down, timeout). */
   errors: number;
+  /** Read commands (or keys of multi-key reads) that found a value; the rules are in hit-miss.ts. */
   hits: number;
   misses: number;
   reconnects: number;
   timeouts: number;
   readonly latency: Histogram;
+  /** Prometheus labels, built once. */
+  readonly labels: Readonly<{ shard: string }>;
 
   constructor(name: string, address: string) {
     this.name = name;
@@ -56,27 +63,43 @@ export class ShardStats {
     this.reconnects = 0;
     this.timeouts = 0;
     this.latency = new Histogram();
+    this.labels = Object.freeze({ shard: name });
   }
 }
 
 export class CommandStats {
   readonly name: string;
+  /** The command's hit/miss rule (hit-miss.ts), RULE_NONE for commands that are not cache lookups. */
+  readonly hitMiss: number;
   count: number;
   errors: number;
+  /** Replies slower than the slow-log threshold. */
+  slow: number;
   readonly latency: Histogram;
+  /** Prometheus labels, built once. */
+  readonly labels: Readonly<{ command: string }>;
 
   constructor(name: string) {
     this.name = name;
+    this.hitMiss = hitMissRule(name);
     this.count = 0;
     this.errors = 0;
+    this.slow = 0;
     this.latency = new Histogram();
+    this.labels = Object.freeze({ command: name });
   }
 }
 
-/** Shard stats by shard name, shared by every topology snapshot. */
+/** Shard and command stats by name, and the proxy-wide counters; shared by every topology snapshot of a proxy. */
 export class StatsRegistry {
   readonly shards = new Map<string, ShardStats>();
   readonly commands = new Map<string, CommandStats>();
+  /** MOVED redirections followed (cluster mode bumps it; stays 0 otherwise). */
+  redirectionsMoved = 0;
+  /** ASK redirections followed (cluster mode). */
+  redirectionsAsk = 0;
+  /** Requests re-sent after a redirection or a cluster topology refresh (cluster mode). */
+  retries = 0;
 
   shard(name: string, address: string): ShardStats {
     let s = this.shards.get(name);

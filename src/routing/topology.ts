@@ -10,11 +10,13 @@
 import type { KeymuxConfig, ShardConfig } from '../config/schema.js';
 import { ShardPool } from '../backend/pool.js';
 import type { BackendOptions } from '../backend/backend-connection.js';
+import type { BackendOp } from '../core/request.js';
 import type { CommandTable } from '../commands/table.js';
 import { buildRouter, SlotRouter, type Router } from './router.js';
 import { SlotMap } from './slot-map.js';
 import { childLogger } from '../log.js';
 import { StatsRegistry } from '../metrics/stats.js';
+import type { Migration } from '../migration/migration.js';
 
 export interface ShardRuntime {
   readonly index: number;
@@ -36,7 +38,12 @@ export interface ClusterPlan {
   readonly masterPools: readonly ShardPool[];
   readonly replicaPools: ReadonlyArray<readonly ShardPool[]>;
   readonly readFrom: ReadFrom;
+  /** Takes over an op whose slot has no master in this view (retry later); false when it gives up. */
+  readonly onUnserved: UnservedHandler;
 }
+
+/** Cluster mode: what a session does with a request (or fragment) whose slot no master serves in this snapshot. */
+export type UnservedHandler = (op: BackendOp) => boolean;
 
 export class Topology {
   readonly config: KeymuxConfig;
@@ -47,6 +54,16 @@ export class Topology {
   /** Counters by shard and command, shared by every snapshot of one proxy. */
   readonly stats: StatsRegistry;
   readonly readFrom: ReadFrom;
+  /**
+   * Cluster mode: takes over ops for slots this snapshot gives no master (the controller retries them with
+   * backoff and a refresh, as for -CLUSTERDOWN); null otherwise, and the op gets "-CLUSTERDOWN Hash slot not served".
+   */
+  readonly onUnserved: UnservedHandler | null;
+  /**
+   * Keys moving because this snapshot changed their owner (set once, by the proxy, before the snapshot is
+   * installed; the Migration itself is the mutable part). null when no migration started with this snapshot.
+   */
+  migration: Migration | null = null;
 
   constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null,
     stats?: StatsRegistry, cluster?: ClusterPlan) {
@@ -58,6 +75,7 @@ export class Topology {
       const map = SlotMap.fromOwners(cluster.slotOwner);
       this.router = new SlotRouter(map, '{}', true);
       this.readFrom = cluster.readFrom;
+      this.onUnserved = cluster.onUnserved;
       this.shards = Object.freeze(cluster.masters.map((m, index) => Object.freeze({
         index,
         config: Object.freeze({ name: m.address, named: false, address: m.address, host: m.host, port: m.port,
@@ -71,6 +89,7 @@ export class Topology {
     }
     this.router = buildRouter(config);
     this.readFrom = 'master';
+    this.onUnserved = null;
     const log = childLogger('backend');
     const reusable = new Map<string, ShardPool>();
     if (previous !== null) for (const s of previous.shards) reusable.set(poolKey(s.config, previous.config), s.pool);
@@ -123,6 +142,24 @@ export class Topology {
 
   close(): void {
     for (const p of this.allPools()) p.close();
+  }
+
+  /**
+   * What decides key placement, as a string: two snapshots with the same signature put every key on the same
+   * address (slots: the owner address of each slot and the hash tag; ring: hash, tag and weighted members).
+   */
+  routingSignature(): string {
+    const c = this.config;
+    if (c.mode === 'ring') {
+      return JSON.stringify(['ring', c.ring.hash, c.hashTag, c.shards.map((s) => [s.named ? s.name : '', s.address, s.weight])]);
+    }
+    const owners = (this.router as SlotRouter).map.owners;
+    const parts: string[] = [c.hashTag ?? ''];
+    let prev = -1;
+    for (let slot = 0; slot < owners.length; slot++) {
+      if (owners[slot] !== prev) { prev = owners[slot]; parts.push(`${slot}=${this.shards[prev]?.address ?? '-'}`); }
+    }
+    return parts.join(',');
   }
 }
 

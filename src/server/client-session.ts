@@ -20,14 +20,15 @@ import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
 import { LOCAL_HANDLERS } from '../commands/local.js';
-import { ERR_CROSSSLOT, ERR_NOAUTH, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import { ERR_CROSSSLOT, ERR_MIGRATION_FAILED, ERR_NOAUTH, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
 import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
 import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
 import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
 import type { Fragment, MergeFn } from '../core/fragment.js';
 import type { MergeKind } from '../commands/spec.js';
 import type { ProxyContext } from './context.js';
-import type { Topology } from '../routing/topology.js';
+import type { Topology, UnservedHandler } from '../routing/topology.js';
+import type { Migration } from '../migration/migration.js';
 
 const MERGES: Record<MergeKind, MergeFn> = { mget: mergeMget, sum: mergeSum, 'all-ok': mergeAllOk, info: mergeInfo };
 /** Output above this many bytes is written as separate buffers (corked) rather than concatenated. */
@@ -61,6 +62,8 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private routedWith: Topology | null;
   private readonly held: RingQueue<Request>;
   private releasing: boolean;
+  /** Requests waiting for their keys to be migrated; later requests wait behind them (client order). */
+  private migrating: number;
   private readonly keyIndexes: number[];
   private readonly maxInflight: number;
   private out: Buffer[];
@@ -92,6 +95,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     this.routedWith = null;
     this.held = new RingQueue<Request>(4);
     this.releasing = false;
+    this.migrating = 0;
     this.keyIndexes = [];
     this.maxInflight = clients.maxInflight;
     this.out = [];
@@ -105,10 +109,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     this.onData = this.onData.bind(this);
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
+    this.closeWhenDone = this.closeWhenDone.bind(this);
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
+    // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
+    socket.on('end', this.closeWhenDone);
     socket.on('error', () => { /* 'close' follows; nothing to add */ });
     if (clients.idleTimeoutS > 0) {
       socket.setTimeout(clients.idleTimeoutS * 1000, () => { if (this.inflight.length === 0) socket.destroy(); });
@@ -135,7 +142,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       this.socket.pause();
     }
     const topo = this.ctx.topology;
-    if (this.held.length > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
+    if (this.held.length > 0 || this.migrating > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
       this.held.push(req);
       return;
     }
@@ -148,7 +155,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private releaseHeld(): void {
     if (this.releasing) return;
     this.releasing = true;
-    while (this.held.length > 0) {
+    while (this.held.length > 0 && this.migrating === 0) {
       const topo = this.ctx.topology;
       if (topo !== this.routedWith && this.outstanding > 0) break;
       this.routedWith = topo;
@@ -243,9 +250,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     }
     const shard = topo.shards[router.shardOfGroup(group)];
     if (shard === undefined) {
-      req.deliver(ERR_SLOT_NOT_SERVED);
+      // Cluster mode: no master for this slot right now (failover): the controller retries it with backoff.
+      if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
       return;
     }
+    const migration = topo.migration;
+    if (migration !== null && migration.active && this.holdForMigration(req, migration, idx, n)) return;
     req.shard = shard.index;
     const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
     req.shardStats = pool.stats ?? null;
@@ -260,12 +270,19 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       return;
     }
     const router = topo.router;
+    const migration = topo.migration;
+    if (migration !== null && migration.active) {
+      const idx = this.keyIndexes;
+      idx.length = 0;
+      for (let i = 1; i < req.args.length; i += shape === 'key-value' ? 2 : 1) idx.push(i);
+      if (this.holdForMigration(req, migration, idx, idx.length)) return;
+    }
     const { single, groups } = groupKeys(req, shape, router);
     if (groups === null) {
       // Every key in one group: forward the client's own bytes, no split and no merge.
       const shard = topo.shards[router.shardOfGroup(single)];
       if (shard === undefined) {
-        req.deliver(ERR_SLOT_NOT_SERVED);
+        if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
         return;
       }
       req.shard = shard.index;
@@ -276,14 +293,37 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       return;
     }
     const fragments = buildFragments(req, shape, groups, router, MERGES[spec.merge ?? 'mget']);
-    for (const f of fragments) {
-      if (topo.shards[f.shard] === undefined) {
-        req.deliver(ERR_SLOT_NOT_SERVED);
-        return;
+    if (topo.onUnserved === null) {
+      for (const f of fragments) {
+        if (topo.shards[f.shard] === undefined) {
+          req.deliver(ERR_SLOT_NOT_SERVED);
+          return;
+        }
       }
     }
     this.routedKeys(req, shape, topo);
     this.sendFragments(fragments, topo, spec.readonly);
+  }
+
+  /**
+   * During a migration: if any key of `req` is still on its old owner, moves those keys first and routes the
+   * request again afterwards (slow path, only for keys in motion). Returns true when it took the request.
+   */
+  private holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean {
+    let keys: Buffer[] | null = null;
+    for (let i = 0; i < n; i++) {
+      const key = req.args[idx[i]];
+      if (migration.needsMove(key)) (keys ??= []).push(key);
+    }
+    if (keys === null) return false;
+    this.migrating++;
+    migration.moveThen(keys, (ok) => {
+      this.migrating--;
+      if (ok) this.dispatch(req);
+      else req.deliver(ERR_MIGRATION_FAILED);
+      if (this.migrating === 0 && this.held.length > 0) this.releaseHeld();
+    });
+    return true;
   }
 
   private broadcast(req: Request, spec: CommandSpec, topo: Topology): void {
@@ -300,6 +340,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private sendFragments(fragments: Fragment[], topo: Topology, read: boolean): void {
     for (const f of fragments) {
       const shard = topo.shards[f.shard];
+      if (shard === undefined) {
+        // Cluster mode only (other modes refuse such a request before sending any fragment): retried later.
+        if (!(topo.onUnserved as UnservedHandler)(f)) f.deliver(ERR_SLOT_NOT_SERVED);
+        continue;
+      }
       const pool = read ? topo.readPool(shard, this.id) : shard.pool;
       f.shardStats = pool.stats ?? null;
       pool.pick(this.id).send(f, f.frame);
@@ -332,11 +377,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       }
       head = q.peek();
     }
-    scheduleFlush(this);
-    if (this.readPaused && !this.writeBlocked && q.length < this.maxInflight >> 1) {
-      this.readPaused = false;
-      this.socket.resume();
-    }
+    scheduleFlush(this); // reading resumes there, once it is known whether the socket takes these replies
   }
 
   flush(): void {
@@ -363,6 +404,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
         this.writeBlocked = true;
         if (!this.readPaused) { this.readPaused = true; sock.pause(); }
       }
+    }
+    if (this.readPaused && !this.writeBlocked && this.inflight.length < this.maxInflight >> 1) {
+      // Decided after the write, not when replies complete: resuming before knowing whether the client takes
+      // them would read (and answer) one more batch from a client that has stopped reading.
+      this.readPaused = false;
+      sock.resume();
     }
     if (this.endAfterWrite || (this.closing && this.inflight.length === 0)) {
       // QUIT / protocol error / drain: everything up to it has been written; nothing after it is answered.

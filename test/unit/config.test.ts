@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { parseConfigText, loadConfigFile, readConfigFile, ConfigError } from '../../src/config/load.js';
 import {
   validateConfig, formatPath, parseHostPort, suggest, deepFreeze,
-  DEFAULTS, KNOWN_KEYS, HASH_NAMES, LOG_LEVELS, MODES, INT_RANGES, SLOT_COUNT,
+  DEFAULTS, KNOWN_KEYS, HASH_NAMES, LOG_LEVELS, MODES, INT_RANGES, NUMBER_RANGES, SLOT_COUNT, HOT_KEY_EXPORTS,
+  READ_FROM,
   type KeymuxConfig,
 } from '../../src/config/schema.js';
 
@@ -74,12 +75,30 @@ describe('valid configurations', () => {
         { name: 'c', named: true, address: '127.0.0.1:7003', host: '127.0.0.1', port: 7003, slots: [[10923, 16383]], weight: 1 },
       ],
       ring: { hash: 'fnv1a_64', distribution: 'ketama' },
+      cluster: null,
       backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
       clients: { max: 10000, idleTimeoutS: 0, password: null, users: [], maxInflight: 1024 },
       limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536 },
       log: { level: 'info' },
       commands: { deny: [] },
+      metrics: {
+        enabled: true,
+        hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.125, export: 'key' },
+        slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
+      },
+      migration: { enabled: true, stateFile: null },
+      drain: { graceS: 10 },
     });
+  });
+
+  it('reads the migration and drain sections', () => {
+    const c = configOf(slots('migration: { enabled: false, state_file: /var/lib/keymux/migration.json }', 'drain: { grace_s: 25 }'));
+    expect(c.migration).toEqual({ enabled: false, stateFile: '/var/lib/keymux/migration.json' });
+    expect(c.drain).toEqual({ graceS: 25 });
+    expect(errorsOf(slots('drain: { grace_s: -1, grace: 3 }'))).toEqual([
+      'config/test.yaml:12: drain.grace: unknown key (did you mean "grace_s"?)',
+      'config/test.yaml:12: drain.grace_s: must be between 0 and 3600, got -1',
+    ]);
   });
 
   it('reads every option, converting snake_case to camelCase', () => {
@@ -248,23 +267,23 @@ describe('document shape', () => {
 
   it('requires mode and shards, reporting them at the mapping that lacks them', () => {
     expect(errorsOf(y('# comment', 'listen: 127.0.0.1:6380'))).toEqual([
-      'config/test.yaml:2: mode: required (one of: slots, ring)',
+      'config/test.yaml:2: mode: required (one of: slots, ring, cluster)',
       'config/test.yaml:2: shards: required: a list of shards, e.g. [{ address: "127.0.0.1:7001" }]',
     ]);
   });
 
   it('rejects an unknown mode with a suggestion', () => {
     expect(errorsOf(y('mode: slot', 'shards: [{ address: "h:1" }]'))).toEqual([
-      'config/test.yaml:1: mode: expected one of: slots, ring; got "slot" (did you mean "slots"?)',
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "slot" (did you mean "slots"?)',
     ]);
     expect(errorsOf(y('mode: RING', 'shards: [{ address: "h:1" }]'))).toEqual([
-      'config/test.yaml:1: mode: expected one of: slots, ring; got "RING" (did you mean "ring"?)',
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "RING" (did you mean "ring"?)',
     ]);
-    expect(errorsOf(y('mode: cluster', 'shards: [{ address: "h:1" }]'))).toEqual([
-      'config/test.yaml:1: mode: expected one of: slots, ring; got "cluster"',
+    expect(errorsOf(y('mode: redis-cluster', 'shards: [{ address: "h:1" }]'))).toEqual([
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "redis-cluster"',
     ]);
     expect(errorsOf(y('mode: 1', 'shards: [{ address: "h:1" }]'))).toEqual([
-      'config/test.yaml:1: mode: expected one of: slots, ring; got an integer (1)',
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got an integer (1)',
     ]);
   });
 
@@ -274,7 +293,7 @@ describe('document shape', () => {
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
       'config/test.yaml:15: color: unknown key; expected one of: listen, admin, mode, hash_tag, shards, ring, ' +
-        'backend, clients, limits, log, commands',
+        'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
     ]);
   });
 
@@ -463,7 +482,7 @@ describe('shards', () => {
 
   it('still checks slots and weights when the mode itself is wrong', () => {
     expect(errorsOf(y('mode: slotz', 'shards:', '  - address: h:1', '    slots: [0-99999]', '    weight: 0'))).toEqual([
-      'config/test.yaml:1: mode: expected one of: slots, ring; got "slotz" (did you mean "slots"?)',
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "slotz" (did you mean "slots"?)',
       'config/test.yaml:4: shards[0].slots[0]: range 0-99999: slot 99999 is out of range (0..16383)',
       'config/test.yaml:5: shards[0].weight: must be between 1 and 1000000, got 0',
     ]);
@@ -615,6 +634,225 @@ describe('ring mode', () => {
   });
 });
 
+describe('cluster mode', () => {
+  const CLUSTER_DEFAULTS = {
+    readFrom: 'master', refreshIntervalMs: 5000, maxRedirections: 5,
+    retry: { attempts: 5, baseDelayMs: 20, maxDelayMs: 500 },
+  };
+  /** A valid cluster-mode document (lines 1..3) followed by `extra` lines (starting at line 4). */
+  const cluster = (...extra: string[]): string => y('mode: cluster', 'cluster:', '  seeds: [127.0.0.1:7000]', ...extra);
+
+  it('reads seeds and applies the defaults; there are no shards', () => {
+    const c = configOf(y('mode: cluster', 'cluster:', '  seeds: [127.0.0.1:7000, "[::1]:7001", redis-0.redis:6379]'));
+    expect(c.mode).toBe('cluster');
+    expect(c.shards).toEqual([]);
+    expect(c.cluster).toEqual({
+      seeds: [
+        { address: '127.0.0.1:7000', host: '127.0.0.1', port: 7000 },
+        { address: '[::1]:7001', host: '::1', port: 7001 },
+        { address: 'redis-0.redis:6379', host: 'redis-0.redis', port: 6379 },
+      ],
+      ...CLUSTER_DEFAULTS,
+    });
+    expect(Object.isFrozen(c.cluster)).toBe(true);
+    expect(Object.isFrozen(c.cluster!.seeds[0])).toBe(true);
+    expect(Object.isFrozen(c.cluster!.retry)).toBe(true);
+    expect(DEFAULTS.cluster).toEqual(CLUSTER_DEFAULTS);
+  });
+
+  it('reads every option, converting snake_case to camelCase', () => {
+    const c = configOf(y(
+      'mode: cluster',
+      'cluster:',
+      '  seeds:',
+      '    - 10.0.0.1:7000',
+      '    - " 10.0.0.2:7000 "',
+      '  read_from: prefer-replica',
+      '  refresh_interval_ms: 100',
+      '  max_redirections: 100',
+      '  retry: { attempts: 0, base_delay_ms: 60000, max_delay_ms: 60000 }',
+      'backend: { password: pw }',
+    ));
+    expect(c.cluster).toEqual({
+      seeds: [
+        { address: '10.0.0.1:7000', host: '10.0.0.1', port: 7000 },
+        { address: '10.0.0.2:7000', host: '10.0.0.2', port: 7000 },
+      ],
+      readFrom: 'prefer-replica', refreshIntervalMs: 100, maxRedirections: 100,
+      retry: { attempts: 0, baseDelayMs: 60000, maxDelayMs: 60000 },
+    });
+    expect(c.backend.password).toBe('pw');
+    expect(configOf(cluster('  read_from: replica')).cluster!.readFrom).toBe('replica');
+    expect(configOf(cluster('  retry:')).cluster!.retry).toEqual(CLUSTER_DEFAULTS.retry);
+    expect(configOf(cluster('  retry: { max_delay_ms: 20 }')).cluster!.retry).toEqual({ attempts: 5, baseDelayMs: 20, maxDelayMs: 20 });
+  });
+
+  it('requires the cluster section', () => {
+    expect(errorsOf(y('mode: cluster'))).toEqual([
+      'config/test.yaml:1: cluster: required when mode is cluster: a mapping with "seeds", e.g. { seeds: [127.0.0.1:7000] }',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster:'))).toEqual([
+      'config/test.yaml:2: cluster: required when mode is cluster: a mapping with "seeds", e.g. { seeds: [127.0.0.1:7000] }',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster: 127.0.0.1:7000'))).toEqual([
+      'config/test.yaml:2: cluster: expected a mapping with "seeds", got a string ("127.0.0.1:7000")',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster: [127.0.0.1:7000]'))).toEqual([
+      'config/test.yaml:2: cluster: expected a mapping with "seeds", got a list',
+    ]);
+  });
+
+  it('refuses shards and ring in cluster mode', () => {
+    expect(errorsOf(cluster(
+      'shards:',
+      '  - address: 127.0.0.1:7001',
+      'ring: { hash: md5 }',
+    ))).toEqual([
+      'config/test.yaml:4: shards: only allowed when mode is slots or ring (mode is cluster)',
+      'config/test.yaml:6: ring: only allowed when mode is ring (mode is cluster)',
+    ]);
+  });
+
+  it('refuses a cluster section in the other modes, which still require shards', () => {
+    expect(errorsOf(slots('cluster: { seeds: [127.0.0.1:7000] }'))).toEqual([
+      'config/test.yaml:12: cluster: only allowed when mode is cluster (mode is slots)',
+    ]);
+    expect(errorsOf(ring('cluster:', '  seeds: [127.0.0.1:7000]'))).toEqual([
+      'config/test.yaml:6: cluster: only allowed when mode is cluster (mode is ring)',
+    ]);
+    expect(errorsOf(y('mode: ring', 'cluster: { seeds: [127.0.0.1:7000] }'))).toEqual([
+      'config/test.yaml:1: shards: required: a list of shards, e.g. [{ address: "127.0.0.1:7001" }]',
+      'config/test.yaml:2: cluster: only allowed when mode is cluster (mode is ring)',
+    ]);
+  });
+
+  it('with a misspelt mode, suggests cluster and still checks the cluster section, without asking for shards', () => {
+    expect(errorsOf(y('mode: clustr', 'cluster: { seeds: [127.0.0.1:7000] }'))).toEqual([
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "clustr" (did you mean "cluster"?)',
+    ]);
+    expect(errorsOf(y('mode: Cluster', 'cluster:', '  seeds: []'))).toEqual([
+      'config/test.yaml:1: mode: expected one of: slots, ring, cluster; got "Cluster" (did you mean "cluster"?)',
+      'config/test.yaml:3: cluster.seeds: must list at least one seed node',
+    ]);
+  });
+
+  it('requires seeds as a non-empty list', () => {
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  read_from: master'))).toEqual([
+      'config/test.yaml:2: cluster.seeds: required: a list of cluster nodes to discover the cluster from, e.g. [127.0.0.1:7000]',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  seeds:'))).toEqual([
+      'config/test.yaml:3: cluster.seeds: required: a list of cluster nodes to discover the cluster from, e.g. [127.0.0.1:7000]',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  seeds: []'))).toEqual([
+      'config/test.yaml:3: cluster.seeds: must list at least one seed node',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  seeds: 127.0.0.1:7000'))).toEqual([
+      'config/test.yaml:3: cluster.seeds: expected a list of "host:port" addresses, got a string ("127.0.0.1:7000"); ' +
+        'write [127.0.0.1:7000]',
+    ]);
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  seeds: { a: 1 }'))).toEqual([
+      'config/test.yaml:3: cluster.seeds: expected a list of "host:port" addresses, got a mapping',
+    ]);
+  });
+
+  it('checks every seed: form, port, uniqueness, not keymux itself', () => {
+    expect(errorsOf(y(
+      'mode: cluster',
+      'listen: 127.0.0.1:6380',
+      'cluster:',
+      '  seeds:',
+      '    - 7000',
+      '    - 127.0.0.1',
+      '    - ::1:7000',
+      '    - 127.0.0.1:0',
+      '    - 127.0.0.1:7000',
+      '    - 127.0.0.1:7000',
+      '    - 127.0.0.1:6380',
+      '    - { address: 127.0.0.1:7001 }',
+      '    - "[localhost]:7002"',
+    ))).toEqual([
+      'config/test.yaml:5: cluster.seeds[0]: expected "host:port" (a string), got an integer (7000); write e.g. "127.0.0.1:7000"',
+      'config/test.yaml:6: cluster.seeds[1]: expected "host:port", got "127.0.0.1" (missing ":port")',
+      'config/test.yaml:7: cluster.seeds[2]: IPv6 addresses must be in brackets, e.g. "[::1]:6380", got "::1:7000"',
+      'config/test.yaml:8: cluster.seeds[3]: port 0 is out of range (1..65535)',
+      'config/test.yaml:10: cluster.seeds[5]: duplicate seed 127.0.0.1:7000, already listed as cluster.seeds[4] at line 9',
+      'config/test.yaml:11: cluster.seeds[6]: same as listen (127.0.0.1:6380); keymux would discover itself',
+      'config/test.yaml:12: cluster.seeds[7]: expected "host:port" (a string), got a mapping',
+      'config/test.yaml:13: cluster.seeds[8]: "localhost" in brackets is not an IPv6 address',
+    ]);
+  });
+
+  it('checks read_from, intervals, redirections and the retry section', () => {
+    expect(errorsOf(cluster(
+      '  read_from: replicas',
+      '  refresh_interval_ms: 99',
+      '  max_redirections: 0',
+      '  retry:',
+      '    attempts: -1',
+      '    base_delay_ms: 0',
+      '    max_delay_ms: 60001',
+      '    jitter: true',
+    ))).toEqual([
+      'config/test.yaml:4: cluster.read_from: expected one of: master, replica, prefer-replica; got "replicas" ' +
+        '(did you mean "replica"?)',
+      'config/test.yaml:5: cluster.refresh_interval_ms: must be between 100 and 2147483647, got 99',
+      'config/test.yaml:6: cluster.max_redirections: must be between 1 and 100, got 0',
+      'config/test.yaml:8: cluster.retry.attempts: must be between 0 and 100, got -1',
+      'config/test.yaml:9: cluster.retry.base_delay_ms: must be between 1 and 60000, got 0',
+      'config/test.yaml:10: cluster.retry.max_delay_ms: must be between 1 and 60000, got 60001',
+      'config/test.yaml:11: cluster.retry.jitter: unknown key; expected one of: attempts, base_delay_ms, max_delay_ms',
+    ]);
+    expect(errorsOf(cluster('  read_from: 1', '  max_redirections: "5"', '  retry: 3'))).toEqual([
+      'config/test.yaml:4: cluster.read_from: expected one of: master, replica, prefer-replica; got an integer (1)',
+      'config/test.yaml:5: cluster.max_redirections: expected an integer, got a string ("5")',
+      'config/test.yaml:6: cluster.retry: expected a mapping, got an integer (3)',
+    ]);
+  });
+
+  it('requires max_delay_ms >= base_delay_ms, reported on the key that was written', () => {
+    expect(errorsOf(cluster('  retry: { base_delay_ms: 100, max_delay_ms: 50 }'))).toEqual([
+      'config/test.yaml:4: cluster.retry.max_delay_ms: max_delay_ms (50) must not be less than base_delay_ms (100)',
+    ]);
+    expect(errorsOf(cluster('  retry:', '    base_delay_ms: 1000'))).toEqual([
+      'config/test.yaml:5: cluster.retry.base_delay_ms: max_delay_ms (500) must not be less than base_delay_ms (1000)',
+    ]);
+  });
+
+  it('rejects unknown cluster keys with suggestions', () => {
+    expect(errorsOf(y('mode: cluster', 'cluster:', '  seed: [127.0.0.1:7000]', '  readFrom: replica', '  nodes: []'))).toEqual([
+      'config/test.yaml:2: cluster.seeds: required: a list of cluster nodes to discover the cluster from, e.g. [127.0.0.1:7000]',
+      'config/test.yaml:3: cluster.seed: unknown key (did you mean "seeds"?)',
+      'config/test.yaml:4: cluster.readFrom: unknown key (did you mean "read_from"?)',
+      'config/test.yaml:5: cluster.nodes: unknown key; expected one of: seeds, read_from, refresh_interval_ms, ' +
+        'max_redirections, retry',
+    ]);
+  });
+
+  it('config/cluster.yaml is a commented cluster example', () => {
+    const c = loadConfigFile('config/cluster.yaml');
+    expect(c.mode).toBe('cluster');
+    expect(c.shards).toEqual([]);
+    expect(c.cluster!.seeds.map((s) => s.address)).toEqual(['10.0.0.21:7000', '10.0.0.22:7000', '10.0.0.23:7000']);
+    expect({ ...c.cluster!, seeds: undefined }).toEqual({ ...DEFAULTS.cluster, seeds: undefined });
+  });
+
+  it('config/keymux.schema.json describes the cluster section', () => {
+    type S = { properties?: Record<string, S>; enum?: unknown[]; default?: unknown; required?: string[]; [k: string]: unknown };
+    const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as S;
+    const cs = schema.properties!.cluster!;
+    expect(Object.keys(cs.properties!)).toEqual([...KNOWN_KEYS.cluster]);
+    expect(Object.keys(cs.properties!.retry!.properties!)).toEqual([...KNOWN_KEYS.cluster_retry]);
+    expect(cs.required).toEqual(['seeds']);
+    expect(cs.properties!.read_from!.enum).toEqual([...READ_FROM]);
+    const camel = (k: string): string => k.replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase());
+    const declared = Object.fromEntries(KNOWN_KEYS.cluster.filter((k) => k !== 'seeds' && k !== 'retry')
+      .map((k) => [camel(k), cs.properties![k]!.default]));
+    const retry = Object.fromEntries(KNOWN_KEYS.cluster_retry.map((k) => [camel(k), cs.properties!.retry!.properties![k]!.default]));
+    expect({ ...declared, retry }).toEqual(DEFAULTS.cluster);
+    expect(schema.required).toEqual(['mode']);
+  });
+});
+
 describe('backend', () => {
   it('checks integer types and ranges', () => {
     expect(errorsOf(slots(
@@ -737,6 +975,68 @@ describe('limits, log and commands', () => {
     ]);
     expect(errorsOf(slots('commands: { deny: KEYS }'))).toEqual([
       'config/test.yaml:12: commands.deny: expected a list of command names, got a string ("KEYS")',
+    ]);
+  });
+});
+
+describe('metrics', () => {
+  it('reads every metrics option', () => {
+    const c = configOf(slots(
+      'metrics:',
+      '  enabled: false',
+      '  hot_keys: { enabled: false, k: 5, window_s: 30, sample_rate: 1, export: hash }',
+      '  slowlog:',
+      '    threshold_ms: 0.25',
+      '    max_entries: 0',
+      '    log_keys: true',
+    ));
+    expect(c.metrics).toEqual({
+      enabled: false,
+      hotKeys: { enabled: false, k: 5, windowS: 30, sampleRate: 1, export: 'hash' },
+      slowlog: { thresholdMs: 0.25, maxEntries: 0, logKeys: true },
+    });
+  });
+
+  it('treats empty metrics sections as all defaults', () => {
+    expect(configOf(slots('metrics:')).metrics).toEqual(DEFAULTS.metrics);
+    expect(configOf(slots('metrics: { hot_keys: null, slowlog: {} }')).metrics).toEqual(DEFAULTS.metrics);
+  });
+
+  it('checks types, ranges and keys, with lines', () => {
+    expect(errorsOf(slots(
+      'metrics:',
+      '  enabled: yes',
+      '  hot_keys:',
+      '    k: 0',
+      '    window_s: 5',
+      '    sample_rate: 0',
+      '    export: sha256',
+      '    top: 10',
+      '  slowlog:',
+      '    threshold_ms: -1',
+      '    max_entries: 1.5',
+      '    log_keys: 1',
+      '    thresholdMs: 3',
+      '  hotkeys: {}',
+    ))).toEqual([
+      'config/test.yaml:13: metrics.enabled: expected true or false, got a string ("yes")',
+      'config/test.yaml:15: metrics.hot_keys.k: must be between 1 and 1000, got 0',
+      'config/test.yaml:16: metrics.hot_keys.window_s: must be between 6 and 86400, got 5',
+      'config/test.yaml:17: metrics.hot_keys.sample_rate: must be greater than 0 and at most 1, got 0',
+      'config/test.yaml:18: metrics.hot_keys.export: expected one of: key, hash; got "sha256"',
+      'config/test.yaml:19: metrics.hot_keys.top: unknown key; expected one of: enabled, k, window_s, sample_rate, export',
+      'config/test.yaml:21: metrics.slowlog.threshold_ms: must be between 0 and 3600000, got -1',
+      'config/test.yaml:22: metrics.slowlog.max_entries: expected an integer, got a number (1.5)',
+      'config/test.yaml:23: metrics.slowlog.log_keys: expected true or false, got an integer (1)',
+      'config/test.yaml:24: metrics.slowlog.thresholdMs: unknown key (did you mean "threshold_ms"?)',
+      'config/test.yaml:25: metrics.hotkeys: unknown key (did you mean "hot_keys"?)',
+    ]);
+    expect(errorsOf(slots('metrics: { hot_keys: { sample_rate: 1.5 }, slowlog: { threshold_ms: "10ms" } }'))).toEqual([
+      'config/test.yaml:12: metrics.hot_keys.sample_rate: must be greater than 0 and at most 1, got 1.5',
+      'config/test.yaml:12: metrics.slowlog.threshold_ms: expected a number, got a string ("10ms")',
+    ]);
+    expect(errorsOf(slots('metrics: true'))).toEqual([
+      'config/test.yaml:12: metrics: expected a mapping, got a boolean (true)',
     ]);
   });
 });
@@ -887,22 +1187,44 @@ describe('config/keymux.schema.json agrees with the validator', () => {
     expect(keys(props.log)).toEqual([...KNOWN_KEYS.log]);
     expect(keys(props.commands)).toEqual([...KNOWN_KEYS.commands]);
     expect(keys(schema.$defs.shard)).toEqual([...KNOWN_KEYS.shard]);
+    expect(keys(props.metrics)).toEqual([...KNOWN_KEYS.metrics]);
+    expect(keys(props.metrics!.properties!.hot_keys)).toEqual([...KNOWN_KEYS.hot_keys]);
+    expect(keys(props.metrics!.properties!.slowlog)).toEqual([...KNOWN_KEYS.slowlog]);
   });
 
   it('has the same enums', () => {
     expect(props.mode!.enum).toEqual([...MODES]);
     expect(props.ring!.properties!.hash!.enum).toEqual([...HASH_NAMES]);
     expect(props.log!.properties!.level!.enum).toEqual([...LOG_LEVELS]);
+    expect(props.metrics!.properties!.hot_keys!.properties!.export!.enum).toEqual([...HOT_KEY_EXPORTS]);
     expect(schema.$defs.slot!.maximum).toBe(SLOT_COUNT - 1);
   });
 
   it('has the same integer ranges and defaults', () => {
-    for (const [name, [min, max]] of Object.entries(INT_RANGES)) {
-      const [sectionName, key] = name.split('.') as [string, string];
-      const prop = sectionName === 'shards[]' ? schema.$defs.shard!.properties![key]! : props[sectionName]!.properties![key]!;
-      expect([prop.minimum, prop.maximum], name).toEqual([min, max]);
-    }
     const camel = (k: string): string => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    // "section.key", "section.sub.key" or "shards[].key" -> the schema property it names.
+    const propAt = (name: string): JsonSchema => {
+      const [first, ...rest] = name.split('.');
+      let node: JsonSchema = first === 'shards[]' ? schema.$defs.shard! : props[first!]!;
+      for (const part of rest) node = node.properties![part]!;
+      return node;
+    };
+    for (const [name, [min, max]] of Object.entries(INT_RANGES)) {
+      const prop = propAt(name);
+      expect([prop.type, prop.minimum, prop.maximum], name).toEqual(['integer', min, max]);
+    }
+    for (const [name, range] of Object.entries(NUMBER_RANGES)) {
+      const prop = propAt(name);
+      const exclusive = range.length === 3;
+      expect([prop.type, exclusive ? prop.exclusiveMinimum : prop.minimum, prop.maximum], name)
+        .toEqual(['number', range[0], range[1]]);
+    }
+    const m = props.metrics!.properties!;
+    expect(m.enabled!.default).toBe(DEFAULTS.metrics.enabled);
+    expect(Object.fromEntries(KNOWN_KEYS.hot_keys.map((k) => [camel(k), m.hot_keys!.properties![k]!.default])))
+      .toEqual(DEFAULTS.metrics.hotKeys);
+    expect(Object.fromEntries(KNOWN_KEYS.slowlog.map((k) => [camel(k), m.slowlog!.properties![k]!.default])))
+      .toEqual(DEFAULTS.metrics.slowlog);
     for (const sectionName of ['backend', 'clients', 'limits', 'log'] as const) {
       const defaults = DEFAULTS[sectionName] as Record<string, unknown>;
       for (const key of KNOWN_KEYS[sectionName]) {

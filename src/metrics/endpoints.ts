@@ -1,0 +1,105 @@
+/**
+ * The observability endpoints of the admin server: GET /metrics (Prometheus text from the Metrics registry),
+ * /shards, /hotkeys and /slowlog (JSON). Each JSON body is built by a pure function of the proxy's state
+ * (shardsReport, hotKeysReport, slowlogReport) so tests and other tools can call them directly. Control plane
+ * only; the reports read plain numbers and never block the data path for long (the hot-key merge is over at
+ * most BUCKETS * capacity candidates).
+ */
+import type { AdminServer } from './admin-server.js';
+import { sendJson, sendText } from './admin-server.js';
+import { hotKeyRows, type Metrics, type MetricsSource } from './metrics.js';
+
+export function addObservabilityRoutes(admin: AdminServer, src: MetricsSource, metrics: Metrics): void {
+  admin.addRoute('GET', '/metrics', async (_req, res) => {
+    sendText(res, 200, await metrics.text(), metrics.contentType);
+  });
+  admin.addRoute('GET', '/shards', (_req, res) => sendJson(res, 200, shardsReport(src)));
+  admin.addRoute('GET', '/hotkeys', (_req, res) => sendJson(res, 200, hotKeysReport(src)));
+  admin.addRoute('GET', '/slowlog', (_req, res, url) => {
+    const raw = url.searchParams.get('limit');
+    const limit = raw === null ? Infinity : Number(raw);
+    if (raw !== null && (raw === '' || !Number.isInteger(limit) || limit < 0)) {
+      sendJson(res, 400, { error: `limit must be a non-negative integer, got ${JSON.stringify(raw)}` });
+      return;
+    }
+    sendJson(res, 200, slowlogReport(src, limit));
+  });
+  admin.addRoute('DELETE', '/slowlog', (_req, res) => {
+    src.observer.slowlog.reset();
+    sendJson(res, 200, { ok: true });
+  });
+}
+
+const round = (v: number, digits: number): number => Number(v.toFixed(digits));
+
+/** GET /shards: every shard of the running topology, its address, role, slots or weight and connections. */
+export function shardsReport(src: MetricsSource): unknown {
+  const topo = src.topology;
+  return {
+    mode: topo.config.mode,
+    version: topo.version,
+    shards: topo.shards.map((s) => {
+      const conns = s.pool.connections;
+      const state = conns.some((c) => c.state === 'ready') ? 'ready'
+        : conns.some((c) => c.state === 'handshake' || c.state === 'connecting') ? 'connecting'
+          : conns.every((c) => c.state === 'closed') ? 'closed' : 'down';
+      const st = s.pool.stats;
+      return {
+        name: s.name,
+        address: s.address,
+        role: 'master',
+        slots: s.config.slots === null ? null : s.config.slots.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)),
+        weight: topo.config.mode === 'ring' ? s.config.weight : null,
+        state,
+        inflight: s.pool.inflight,
+        connections: conns.map((c) => ({
+          state: c.state,
+          inflight: c.inflight,
+          reconnects: c.reconnects,
+          timeouts: c.timeouts,
+          last_error: c.state === 'ready' ? null : c.lastError,
+        })),
+        commands: st?.commands ?? 0,
+        errors: st?.errors ?? 0,
+        hits: st?.hits ?? 0,
+        misses: st?.misses ?? 0,
+      };
+    }),
+  };
+}
+
+/** GET /hotkeys: the current top-K keys, hottest first, with estimated requests, rate and owning shard. */
+export function hotKeysReport(src: MetricsSource): unknown {
+  const cfg = src.observer.config.hotKeys;
+  const enabled = src.observer.hotKeys !== null;
+  const { seconds, samples, rows } = hotKeyRows(src);
+  return {
+    enabled,
+    k: cfg.k,
+    window_s: cfg.windowS,
+    covered_s: round(seconds, 3),
+    sample_rate: cfg.sampleRate,
+    export: cfg.export,
+    samples,
+    keys: rows.map((r, i) => ({ rank: i + 1, key: r.key, shard: r.shard, requests: Math.round(r.count), rate: round(r.rate, 3) })),
+  };
+}
+
+/** GET /slowlog: recent commands at or above the threshold, newest first. */
+export function slowlogReport(src: MetricsSource, limit = Infinity): unknown {
+  const log = src.observer.slowlog;
+  return {
+    threshold_ms: log.thresholdMs,
+    max_entries: log.maxEntries,
+    log_keys: log.logKeys,
+    entries: log.entries(limit).map((e) => ({
+      id: e.id,
+      time: new Date(e.time).toISOString(),
+      command: e.command,
+      shards: e.shards,
+      latency_ms: round(e.latencyMs, 3),
+      args: e.args,
+      ...(e.keys !== null ? { keys: e.keys } : {}),
+    })),
+  };
+}

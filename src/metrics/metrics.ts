@@ -1,0 +1,293 @@
+/**
+ * The one declared list of keymux metrics (METRICS) and the prom-client registry that publishes them. Every
+ * metric is one row: name, help, type, label names, and a `read` function that walks the plain-number stats
+ * (stats.ts, the proxy's counters, the hot-key tracker) and emits values. Nothing here runs on the data path:
+ * counters and gauges are prom-client Counter/Gauge objects whose collect() hook resets them and re-emits the
+ * current values at scrape time; histograms are published from the data path's bucket arrays by a small
+ * prom-client Histogram subclass that returns those buckets instead of observing values itself. Label objects
+ * come precomputed with the stats (shard and command labels), so a scrape allocates little and the data path
+ * never touches a label. The registry also carries prom-client's default process and Node.js metrics.
+ *
+ * Cardinality is bounded by construction: shards come from the config, commands from the command table (one
+ * "unknown" for the rest), hot keys are at most K series (only the current top K is emitted at each scrape).
+ */
+import { Counter, Gauge, Histogram as PromHistogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Topology } from '../routing/topology.js';
+import type { ProxyStats } from '../server/context.js';
+import type { Observer } from './observer.js';
+import { LATENCY_BUCKETS, type Histogram, type ShardStats } from './stats.js';
+import { keyText } from './hotkeys.js';
+
+/** What the metrics read; the Proxy provides it. */
+export interface MetricsSource {
+  readonly topology: Topology;
+  readonly stats: ProxyStats;
+  readonly observer: Observer;
+  readonly version: string;
+  clientCount(): number;
+  readiness(): { ok: boolean; reason: string };
+}
+
+/** Counters the reload code keeps in ProxyStats (read when present). */
+interface ReloadCounters { reloadsOk?: number; reloadsFailed?: number }
+
+type Labels = Readonly<Record<string, string>>;
+type Emit = (labels: Labels, value: number) => void;
+type EmitHistogram = (labels: Labels, h: Histogram) => void;
+
+interface ScalarDef {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+  readonly labels: readonly string[];
+  read(src: MetricsSource, emit: Emit): void;
+}
+
+interface HistogramDef {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'histogram';
+  readonly labels: readonly string[];
+  read(src: MetricsSource, emit: EmitHistogram): void;
+}
+
+export type MetricDef = ScalarDef | HistogramDef;
+
+const NO_LABELS: Labels = Object.freeze({});
+/** The connection states a shard's connections are counted in (always all of them, so series are stable). */
+const CONNECTION_STATES = ['connecting', 'handshake', 'ready', 'down', 'closed'] as const;
+
+/** Every shard the proxy has had (counters outlive a reload that removes a shard, so they never go back). */
+function allShardStats(src: MetricsSource): Iterable<ShardStats> {
+  return src.topology.stats.shards.values();
+}
+
+function currentShards(src: MetricsSource): Array<{ stats: ShardStats; shard: Topology['shards'][number] }> {
+  const reg = src.topology.stats;
+  return src.topology.shards.map((shard) => ({ shard, stats: shard.pool.stats ?? reg.shard(shard.name, shard.address) }));
+}
+
+/** The current hot keys with their display text (deduplicated) and the shard that owns them now. */
+export function hotKeyRows(src: MetricsSource): {
+  seconds: number; samples: number; rows: Array<{ key: string; shard: string; count: number; rate: number }>;
+} {
+  const hk = src.observer.hotKeys;
+  if (hk === null) return { seconds: 0, samples: 0, rows: [] };
+  const mode = src.observer.config.hotKeys.export;
+  const topo = src.topology;
+  const snap = hk.top();
+  const seen = new Set<string>();
+  const rows = snap.keys.map((k) => {
+    let text = keyText(k.key, mode);
+    if (seen.has(text)) text = `${text}#${keyText(k.key, 'hash')}`; // two keys shown alike stay two series
+    seen.add(text);
+    const shard = topo.shards[topo.router.shardFor(k.key)]?.name ?? '';
+    return { key: text, shard, count: k.count, rate: k.rate };
+  });
+  return { seconds: snap.seconds, samples: snap.samples, rows };
+}
+
+const counter = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef =>
+  ({ name, help, type: 'counter', labels, read });
+const gauge = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef =>
+  ({ name, help, type: 'gauge', labels, read });
+const histogram = (name: string, help: string, labels: readonly string[], read: HistogramDef['read']): HistogramDef =>
+  ({ name, help, type: 'histogram', labels, read });
+
+/** The one list. Names are keymux_*; docs/observability.md documents each. */
+export const METRICS: readonly MetricDef[] = Object.freeze([
+  // ---- proxy-wide -------------------------------------------------------------------------------------------
+  gauge('keymux_info', 'keymux build and mode (value 1).', ['version', 'mode'],
+    (s, emit) => emit({ version: s.version, mode: s.topology.config.mode }, 1)),
+  gauge('keymux_ready', '1 when keymux is ready for traffic (the /readyz answer), else 0.', [],
+    (s, emit) => emit(NO_LABELS, s.readiness().ok ? 1 : 0)),
+  gauge('keymux_client_connections', 'Client connections open now.', [],
+    (s, emit) => emit(NO_LABELS, s.clientCount())),
+  counter('keymux_client_connections_total', 'Client connections accepted.', [],
+    (s, emit) => emit(NO_LABELS, s.stats.clientsAccepted)),
+  counter('keymux_client_connections_rejected_total', 'Client connections refused because clients.max was reached.', [],
+    (s, emit) => emit(NO_LABELS, s.stats.clientsRejected)),
+  counter('keymux_client_received_bytes_total', 'Bytes read from clients.', [],
+    (s, emit) => emit(NO_LABELS, s.stats.bytesIn)),
+  counter('keymux_client_sent_bytes_total', 'Bytes written to clients.', [],
+    (s, emit) => emit(NO_LABELS, s.stats.bytesOut)),
+  counter('keymux_protocol_errors_total', 'Client connections closed for sending bytes that are not valid RESP.', [],
+    (s, emit) => emit(NO_LABELS, s.stats.protocolErrors)),
+  counter('keymux_redirections_total', 'MOVED and ASK redirections followed (Redis Cluster mode; 0 otherwise).', ['type'],
+    (s, emit) => {
+      emit(REDIRECT_MOVED, s.topology.stats.redirectionsMoved);
+      emit(REDIRECT_ASK, s.topology.stats.redirectionsAsk);
+    }),
+  counter('keymux_retries_total', 'Requests re-sent after a redirection or a cluster topology refresh (Redis Cluster mode).', [],
+    (s, emit) => emit(NO_LABELS, s.topology.stats.retries)),
+  counter('keymux_config_reloads_total', 'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).', ['result'],
+    (s, emit) => {
+      const st = s.stats as ProxyStats & ReloadCounters;
+      emit(RELOAD_OK, st.reloadsOk ?? 0);
+      emit(RELOAD_FAILED, st.reloadsFailed ?? 0);
+    }),
+  gauge('keymux_config_version', 'Version of the running topology (1 at start, +1 per applied reload).', [],
+    (s, emit) => emit(NO_LABELS, s.topology.version)),
+
+  // ---- per command (client side) ----------------------------------------------------------------------------
+  counter('keymux_commands_total', 'Commands answered to clients, by command (lowercase; subcommands as "container|sub").', ['command'],
+    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.count); }),
+  counter('keymux_command_errors_total', 'Commands answered with an error reply, by command.', ['command'],
+    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.errors); }),
+  counter('keymux_slow_commands_total', 'Commands at or above the slow-log threshold (metrics.slowlog.threshold_ms), by command.', ['command'],
+    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.slow); }),
+  histogram('keymux_command_duration_seconds', 'Client-observed latency: command parsed to reply written, by command.', ['command'],
+    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.latency); }),
+
+  // ---- per shard (backend side) -----------------------------------------------------------------------------
+  gauge('keymux_shard_info', 'Each configured shard (value 1): address and role.', ['shard', 'address', 'role'],
+    (s, emit) => { for (const { shard } of currentShards(s)) emit({ shard: shard.name, address: shard.address, role: 'master' }, 1); }),
+  counter('keymux_shard_hits_total', 'Cache hits: read lookups that found a value, per shard (rules: docs/observability.md).', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.hits); }),
+  counter('keymux_shard_misses_total', 'Cache misses: read lookups that found nothing, per shard.', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.misses); }),
+  counter('keymux_shard_commands_total', 'Replies received from the shard (fragments of split commands count one each).', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.commands); }),
+  counter('keymux_shard_errors_total', 'Error replies from the shard.', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.errors); }),
+  counter('keymux_shard_timeouts_total', 'Connections to the shard dropped because a reply took longer than backend.timeout_ms.', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.timeouts); }),
+  counter('keymux_shard_reconnects_total', 'Reconnection attempts to the shard.', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.reconnects); }),
+  histogram('keymux_shard_duration_seconds', 'Backend latency: request written to the shard to its reply, per shard.', ['shard'],
+    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.latency); }),
+  gauge('keymux_shard_connections', 'Connections to the shard, by state (connecting, handshake, ready, down, closed).', ['shard', 'state'],
+    (s, emit) => {
+      for (const { shard, stats } of currentShards(s)) {
+        const counts = [0, 0, 0, 0, 0];
+        for (const c of shard.pool.connections) counts[CONNECTION_STATES.indexOf(c.state)]++;
+        for (let i = 0; i < CONNECTION_STATES.length; i++) emit(stateLabels(stats, CONNECTION_STATES[i]), counts[i]);
+      }
+    }),
+  gauge('keymux_shard_up', '1 when at least one connection to the shard is ready, else 0.', ['shard'],
+    (s, emit) => { for (const { shard, stats } of currentShards(s)) emit(stats.labels, shard.pool.healthy ? 1 : 0); }),
+  gauge('keymux_shard_inflight', 'Requests sent to the shard and not answered yet.', ['shard'],
+    (s, emit) => { for (const { shard, stats } of currentShards(s)) emit(stats.labels, shard.pool.inflight); }),
+
+  // ---- hot keys -------------------------------------------------------------------------------------------------
+  gauge('keymux_hot_key_requests_per_second',
+    'Estimated requests per second of the current top-K keys over the hot-key window (at most metrics.hot_keys.k series; ' +
+    'the key label is the key, or a hash of it with export: hash).', ['key', 'shard'],
+    (s, emit) => { for (const r of hotKeyRows(s).rows) emit({ key: r.key, shard: r.shard }, r.rate); }),
+] as MetricDef[]);
+
+const REDIRECT_MOVED: Labels = Object.freeze({ type: 'moved' });
+const REDIRECT_ASK: Labels = Object.freeze({ type: 'ask' });
+const RELOAD_OK: Labels = Object.freeze({ result: 'ok' });
+const RELOAD_FAILED: Labels = Object.freeze({ result: 'failed' });
+
+/** {shard, state} label objects, built once per shard and state. */
+const stateLabelCache = new WeakMap<ShardStats, Map<string, Labels>>();
+function stateLabels(stats: ShardStats, state: string): Labels {
+  let m = stateLabelCache.get(stats);
+  if (m === undefined) stateLabelCache.set(stats, (m = new Map()));
+  let l = m.get(state);
+  if (l === undefined) m.set(state, (l = Object.freeze({ shard: stats.name, state })));
+  return l;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Publishing
+
+/** `le` label objects of the latency buckets, then +Inf. */
+const LE_LABELS: readonly Labels[] = Object.freeze([
+  ...LATENCY_BUCKETS.map((b) => Object.freeze({ le: String(b) })),
+  Object.freeze({ le: '+Inf' }),
+]);
+
+interface Sample { metricName: string; labels: Labels; sharedLabels?: Labels; value: number }
+
+/**
+ * A prom-client Histogram whose values are the data path's bucket arrays: it answers prom-client's two read
+ * calls (getForPromString for the text format, get for JSON) from `def.read` instead of its own observations.
+ */
+class PublishedHistogram extends PromHistogram<string> {
+  private readonly def: HistogramDef;
+  private readonly src: MetricsSource;
+
+  constructor(def: HistogramDef, src: MetricsSource, registry: Registry) {
+    super({ name: def.name, help: def.help, labelNames: [...def.labels], buckets: [...LATENCY_BUCKETS], registers: [registry] });
+    this.def = def;
+    this.src = src;
+  }
+
+  private samples(splay: boolean): Sample[] {
+    const out: Sample[] = [];
+    const bucketName = `${this.def.name}_bucket`;
+    const sumName = `${this.def.name}_sum`;
+    const countName = `${this.def.name}_count`;
+    this.def.read(this.src, (labels, h) => {
+      let acc = 0;
+      for (let i = 0; i < LE_LABELS.length; i++) {
+        acc += h.counts[i];
+        out.push(splay ? { metricName: bucketName, labels: { ...labels, ...LE_LABELS[i] }, value: acc }
+          : { metricName: bucketName, labels: LE_LABELS[i], sharedLabels: labels, value: acc });
+      }
+      out.push(splay ? { metricName: sumName, labels, value: h.sum } : { metricName: sumName, labels: NO_LABELS, sharedLabels: labels, value: h.sum });
+      out.push(splay ? { metricName: countName, labels, value: h.count } : { metricName: countName, labels: NO_LABELS, sharedLabels: labels, value: h.count });
+    });
+    return out;
+  }
+
+  async getForPromString(): Promise<{ name: string; help: string; type: 'histogram'; values: Sample[]; aggregator: 'sum' }> {
+    return { name: this.def.name, help: this.def.help, type: 'histogram', values: this.samples(false), aggregator: 'sum' };
+  }
+
+  // prom-client's own type for get() is generic over its label values; ours are plain strings.
+  override async get(): Promise<never> {
+    return { name: this.def.name, help: this.def.help, type: 'histogram', values: this.samples(true), aggregator: 'sum' } as never;
+  }
+}
+
+export interface MetricsOptions {
+  /** Register prom-client's default process and Node.js metrics (default true). */
+  processMetrics?: boolean;
+}
+
+/** The registry of one proxy: METRICS plus prom-client's default metrics. */
+export class Metrics {
+  readonly registry: Registry;
+
+  constructor(src: MetricsSource, options: MetricsOptions = {}) {
+    const registry = new Registry();
+    this.registry = registry;
+    for (const def of METRICS) {
+      if (def.type === 'histogram') {
+        new PublishedHistogram(def, src, registry);
+      } else if (def.type === 'counter') {
+        const read = def.read;
+        new Counter({
+          name: def.name, help: def.help, labelNames: [...def.labels], registers: [registry],
+          collect() {
+            this.reset();
+            read(src, (labels, value) => this.inc(labels as Record<string, string>, value));
+          },
+        });
+      } else {
+        const read = def.read;
+        new Gauge({
+          name: def.name, help: def.help, labelNames: [...def.labels], registers: [registry],
+          collect() {
+            this.reset();
+            read(src, (labels, value) => this.set(labels as Record<string, string>, value));
+          },
+        });
+      }
+    }
+    if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,447 @@
+/**
+ * Migration: moving keys when a reload changes which shard owns them (slots mode: a slot changes owner; ring
+ * mode: a key's ring position now belongs to another member), while clients keep reading and writing.
+ *
+ * The rule, like Redis Cluster's ASK: a key "in motion" is on its old owner until keymux has moved it, and on its
+ * new owner from then on. keymux is the only writer, so it can make that exact:
+ * - every request is routed by the new topology; a request touching a key that still needs moving is held, the
+ *   key is moved first (MIGRATE ... KEYS k from the old owner to the new one: it carries the value and its TTL and
+ *   deletes the source copy atomically; +NOKEY means there is nothing to move), then the request is routed again;
+ * - in the background, each old owner is SCANned and every key whose owner changed is MIGRATEd in batches;
+ * - nothing starts until every request sent to the old owners before the swap has been answered (a PING marker
+ *   on each of their connections), so no late write can land on an old owner after its key moved.
+ * A key is never on two shards at once and never read from the wrong one: no read misses, no write is lost.
+ *
+ * Migrations chain: a reload during a migration starts a new one whose "where is the key now" asks the previous
+ * one, so a migration survives further reloads. For restarts, the old topology is written to a state file (when
+ * configured) and the migration resumes from it: moved keys answer +NOKEY and cost one round trip each.
+ */
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import type { Topology } from '../routing/topology.js';
+import { BackendConnection } from '../backend/backend-connection.js';
+import type { BackendOp } from '../core/request.js';
+import { commandFrame } from '../resp/writer.js';
+import { errorText, isErrorFrame, readArrayElements, readBulk } from '../resp/reply-reader.js';
+import { backendOptions } from '../routing/topology.js';
+import { childLogger, type Logger } from '../log.js';
+
+/** Answers "which shard address holds this key right now". */
+export interface KeyLocator {
+  locate(key: Buffer): string;
+}
+
+/** Where a topology (with no migration in progress) puts a key. */
+export class TopologyLocator implements KeyLocator {
+  private readonly topo: Topology;
+  constructor(topo: Topology) {
+    this.topo = topo;
+  }
+  locate(key: Buffer): string {
+    return this.topo.shards[this.topo.router.shardFor(key)].address;
+  }
+}
+
+/** A control-plane op with a callback (migration traffic only; never on the client data path). */
+class CallbackOp implements BackendOp {
+  sentAt = 0;
+  redirects = 0;
+  readonly sessionId = 0;
+  readonly frame: Buffer;
+  private readonly done: (reply: Buffer) => void;
+  constructor(frame: Buffer, done: (reply: Buffer) => void) {
+    this.frame = frame;
+    this.done = done;
+  }
+  deliver(reply: Buffer): void {
+    this.done(reply);
+  }
+}
+
+const PING = commandFrame(['PING']);
+const ERR_CLOSED = Buffer.from('-ERR keymux: migration stopped (keymux is shutting down)\r\n');
+const SCAN_COUNT = '1000';
+const BATCH_KEYS = 100;
+const PROGRESS_LOG_MS = 2000;
+
+export interface MigrationProgress {
+  id: number;
+  state: 'fencing' | 'running' | 'done' | 'superseded';
+  sources: string[];
+  keysScanned: number;
+  keysMoved: number;
+  keysLeft: number;
+  startedAt: number;
+  errors: number;
+}
+
+export interface MigrationOptions {
+  /** Where to record the old topology so a restart can resume (null: no resume across restarts). */
+  stateFile: string | null;
+  /** The old config's routing description, written to the state file. */
+  oldRouting: unknown;
+}
+
+let nextId = 1;
+
+interface MigrateJob {
+  source: string;
+  target: string;
+  frame: Buffer;
+  done: (reply: Buffer) => void;
+}
+
+/**
+ * Runs MIGRATE commands without deadlocks. A redis-server running MIGRATE is blocked until its target has
+ * restored the keys, so MIGRATE A->B and B->A at the same time (or any cycle) wait on each other until both time
+ * out. The scheduler only starts S->T when T is not itself the source of a running MIGRATE and S is not the target
+ * of one: running MIGRATEs then always go from pure sources to pure targets, and no cycle can form. One MIGRATE
+ * per source at a time; jobs for waiting clients go ahead of background batches. Shared by every migration of the
+ * process (a chained migration may move keys against the direction of the one it superseded).
+ */
+class MigrateScheduler {
+  private readonly queue: MigrateJob[] = [];
+  private readonly running = new Map<string, number>(); // source -> 1 while it runs a MIGRATE
+  private readonly targets = new Map<string, number>(); // target -> running MIGRATEs into it
+
+  submit(job: MigrateJob, urgent: boolean, send: (job: MigrateJob, done: (reply: Buffer) => void) => void): void {
+    const wrapped: MigrateJob = {
+      ...job,
+      done: (reply) => {
+        this.running.delete(job.source);
+        const n = (this.targets.get(job.target) ?? 1) - 1;
+        if (n === 0) this.targets.delete(job.target);
+        else this.targets.set(job.target, n);
+        job.done(reply);
+        this.pump(send);
+      },
+    };
+    if (urgent) this.queue.unshift(wrapped);
+    else this.queue.push(wrapped);
+    this.pump(send);
+  }
+
+  private pump(send: (job: MigrateJob, done: (reply: Buffer) => void) => void): void {
+    for (let i = 0; i < this.queue.length; i++) {
+      const job = this.queue[i];
+      if (this.running.has(job.source) || this.running.has(job.target) || this.targets.has(job.source)) continue;
+      this.queue.splice(i--, 1);
+      this.running.set(job.source, 1);
+      this.targets.set(job.target, (this.targets.get(job.target) ?? 0) + 1);
+      send(job, job.done);
+    }
+  }
+}
+
+const scheduler = new MigrateScheduler();
+
+export class Migration implements KeyLocator {
+  readonly id: number;
+  readonly to: Topology;
+  state: MigrationProgress['state'];
+  keysScanned = 0;
+  keysMoved = 0;
+  errors = 0;
+  readonly startedAt = Date.now();
+
+  private readonly from: KeyLocator;
+  private readonly log: Logger;
+  /** Keys (latin1) known to be on their new owner already. */
+  private moved = new Set<string>();
+  /** Keys with a MIGRATE in flight -> callbacks to run when it completes. */
+  private readonly inFlight = new Map<string, Array<(ok: boolean) => void>>();
+  /** Requests that arrived while fencing: run once running. */
+  private fenceWaiters: Array<() => void> = [];
+  /** One control connection per source address (SCAN and MIGRATE traffic). */
+  private readonly conns = new Map<string, BackendConnection>();
+  readonly sources: string[];
+  private totalAtStart = 0;
+  private scansLeft = 0;
+  private lastLog = 0;
+  private readonly options: MigrationOptions;
+  private readonly onDone: (m: Migration) => void;
+  private closed = false;
+
+  constructor(from: KeyLocator, sources: string[], to: Topology, options: MigrationOptions, onDone: (m: Migration) => void) {
+    this.id = nextId++;
+    this.from = from;
+    this.to = to;
+    this.sources = sources;
+    this.state = 'fencing';
+    this.options = options;
+    this.onDone = onDone;
+    this.log = childLogger('migration', { migration: this.id });
+  }
+
+  get active(): boolean {
+    return this.state === 'fencing' || this.state === 'running';
+  }
+
+  progress(): MigrationProgress {
+    return {
+      id: this.id, state: this.state, sources: this.sources, keysScanned: this.keysScanned, keysMoved: this.keysMoved,
+      keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned), startedAt: this.startedAt,
+      errors: this.errors,
+    };
+  }
+
+  /** Where `key` is right now. */
+  locate(key: Buffer): string {
+    const target = this.newOwner(key);
+    if (this.state === 'done') return target;
+    const source = this.from.locate(key);
+    if (source === target || this.moved.has(key.toString('latin1'))) return target;
+    return source;
+  }
+
+  /** True when `key` is still on an old owner and must be moved before a request may use it. */
+  needsMove(key: Buffer): boolean {
+    if (!this.active) return false;
+    const target = this.newOwner(key);
+    const source = this.from.locate(key);
+    return source !== target && !this.moved.has(key.toString('latin1'));
+  }
+
+  /**
+   * Moves `keys` (those that need it) to their new owners, then calls `then` (once). While fencing, waits for
+   * the fence first. On a failed MIGRATE the keys stay where they are and `then(false)` lets the caller answer
+   * with an error rather than read the wrong shard.
+   */
+  moveThen(keys: Buffer[], then: (ok: boolean) => void): void {
+    if (this.state === 'fencing') {
+      this.fenceWaiters.push(() => this.moveThen(keys, then));
+      return;
+    }
+    const pending = keys.filter((k) => this.needsMove(k));
+    if (pending.length === 0) {
+      then(true);
+      return;
+    }
+    let left = pending.length;
+    let allOk = true;
+    const one = (ok: boolean) => {
+      allOk &&= ok;
+      if (--left === 0) then(allOk);
+    };
+    const bySource = new Map<string, Map<string, Buffer[]>>();
+    for (const key of pending) {
+      const name = key.toString('latin1');
+      const waiters = this.inFlight.get(name);
+      if (waiters !== undefined) {
+        waiters.push(one);
+        continue;
+      }
+      this.inFlight.set(name, [one]);
+      const source = this.from.locate(key);
+      const target = this.newOwner(key);
+      let byTarget = bySource.get(source);
+      if (byTarget === undefined) bySource.set(source, (byTarget = new Map()));
+      const list = byTarget.get(target);
+      if (list === undefined) byTarget.set(target, [key]);
+      else list.push(key);
+    }
+    for (const [source, byTarget] of bySource) {
+      for (const [target, list] of byTarget) this.migrate(source, target, list);
+    }
+  }
+
+  /** Starts: fence (markers on the old owners' connections), then the background scan. */
+  start(oldTopology: Topology): void {
+    this.writeState();
+    const conns = oldTopology.allPools().flatMap((p) => p.connections).filter((c) => c.state !== 'closed');
+    let left = conns.length;
+    const fenced = () => {
+      if (--left > 0 || this.state !== 'fencing') return;
+      this.state = 'running';
+      this.log.info({ sources: this.sources }, 'migration started');
+      const waiters = this.fenceWaiters;
+      this.fenceWaiters = [];
+      for (const w of waiters) w();
+      this.scanAll();
+    };
+    if (left === 0) { left = 1; fenced(); return; }
+    for (const c of conns) c.send(new CallbackOp(PING, fenced), PING);
+  }
+
+  /** A newer migration took over (it asks this one where keys are until it is done itself). */
+  supersede(): void {
+    // Keep answering locate()/moveThen() for the newer migration; stop the background scan.
+    if (this.state === 'running' || this.state === 'fencing') this.state = 'superseded';
+    for (const c of this.conns.values()) c.closeWhenIdle();
+  }
+
+  /** Marks a superseded migration finished once the one that took over is. */
+  private retire(): void {
+    if (this.state === 'done') return;
+    this.state = 'done';
+    this.moved = new Set();
+    this.close();
+    this.onDone(this);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const c of this.conns.values()) c.close();
+    this.conns.clear();
+  }
+
+  private newOwner(key: Buffer): string {
+    const to = this.to;
+    return to.shards[to.router.shardFor(key)].address;
+  }
+
+  private conn(address: string): BackendConnection {
+    let c = this.conns.get(address);
+    if (c === undefined || c.state === 'closed') {
+      const sep = address.lastIndexOf(':');
+      const options = { ...backendOptions(this.to.config, false), timeoutMs: Math.max(10_000, this.to.config.backend.timeoutMs) };
+      c = new BackendConnection({ name: `migration:${address}`, address, host: address.slice(0, sep).replace(/^\[|\]$/g, ''),
+        port: Number(address.slice(sep + 1)) }, options, this.log);
+      c.connect();
+      this.conns.set(address, c);
+    }
+    return c;
+  }
+
+  private migrateFrame(target: string, keys: Buffer[]): Buffer {
+    const sep = target.lastIndexOf(':');
+    const host = target.slice(0, sep).replace(/^\[|\]$/g, '');
+    const b = this.to.config.backend;
+    const args: Array<string | Buffer> = ['MIGRATE', host, target.slice(sep + 1), '', '0', String(Math.max(5000, b.timeoutMs))];
+    if (b.password !== null) {
+      if (b.username !== null) args.push('AUTH2', b.username, b.password);
+      else args.push('AUTH', b.password);
+    }
+    args.push('KEYS', ...keys);
+    return commandFrame(args);
+  }
+
+  /** MIGRATEs `keys` from source to target (through the scheduler); settles their in-flight waiters. */
+  private migrate(source: string, target: string, keys: Buffer[], after?: () => void): void {
+    const frame = this.migrateFrame(target, keys);
+    scheduler.submit({ source, target, frame, done: (reply) => {
+      const ok = !isErrorFrame(reply);
+      if (ok) {
+        // +OK (moved) or +NOKEY (none of them existed any more): either way they are not on the source now.
+        if (reply.toString('latin1', 0, 3) === '+OK') this.keysMoved += keys.length;
+        for (const k of keys) this.moved.add(k.toString('latin1'));
+      } else {
+        this.errors++;
+        this.log.warn({ source, target, keys: keys.length, error: errorText(reply) }, 'MIGRATE failed');
+      }
+      for (const k of keys) {
+        const name = k.toString('latin1');
+        const waiters = this.inFlight.get(name);
+        this.inFlight.delete(name);
+        if (waiters !== undefined) for (const w of waiters) w(ok);
+      }
+      after?.();
+    } }, after === undefined, (job, done) => {
+      if (this.closed) done(ERR_CLOSED);
+      else this.conn(job.source).send(new CallbackOp(job.frame, done), job.frame);
+    });
+  }
+
+  private scanAll(): void {
+    this.scansLeft = this.sources.length;
+    if (this.scansLeft === 0) { this.finish(); return; }
+    for (const source of this.sources) {
+      this.conn(source).send(new CallbackOp(commandFrame(['DBSIZE']), (reply) => {
+        const m = /^:(\d+)/.exec(reply.toString('latin1', 0, 24));
+        if (m !== null) this.totalAtStart += Number(m[1]);
+        this.scanStep(source, '0');
+      }), commandFrame(['DBSIZE']));
+    }
+  }
+
+  private scanStep(source: string, cursor: string): void {
+    if (this.state !== 'running' || this.closed) return;
+    const frame = commandFrame(['SCAN', cursor, 'COUNT', SCAN_COUNT]);
+    this.conn(source).send(new CallbackOp(frame, (reply) => {
+      const parts = readArrayElements(reply);
+      const next = parts === null ? null : readBulk(parts[0]);
+      const keys = parts === null ? null : readArrayElements(parts[1]);
+      if (next === null || keys === null) {
+        this.errors++;
+        this.log.warn({ source, reply: reply.toString('latin1', 0, 200) }, 'SCAN failed; retrying');
+        setTimeout(() => this.scanStep(source, cursor), 200);
+        return;
+      }
+      this.keysScanned += keys.length;
+      const byTarget = new Map<string, Buffer[]>();
+      for (const raw of keys) {
+        const key = readBulk(raw);
+        if (key === null) continue;
+        const k = Buffer.from(key);
+        // The key is physically on `source`: it moves if its new owner is elsewhere.
+        const target = this.newOwner(k);
+        if (target === source) continue;
+        const name = k.toString('latin1');
+        if (this.moved.has(name) || this.inFlight.has(name)) continue;
+        this.inFlight.set(name, []);
+        const list = byTarget.get(target);
+        if (list === undefined) byTarget.set(target, [k]);
+        else list.push(k);
+      }
+      let batches = 0;
+      const continueScan = () => {
+        if (--batches > 0) return;
+        this.logProgress();
+        const nextCursor = (next as Buffer).toString('latin1');
+        if (nextCursor === '0') {
+          if (--this.scansLeft === 0) this.finish();
+        } else {
+          this.scanStep(source, nextCursor);
+        }
+      };
+      for (const [target, list] of byTarget) {
+        for (let i = 0; i < list.length; i += BATCH_KEYS) {
+          batches++;
+          this.migrate(source, target, list.slice(i, i + BATCH_KEYS), continueScan);
+        }
+      }
+      if (batches === 0) { batches = 1; continueScan(); }
+    }), frame);
+  }
+
+  private logProgress(): void {
+    const now = performance.now();
+    if (now - this.lastLog < PROGRESS_LOG_MS) return;
+    this.lastLog = now;
+    const seconds = Math.max(1, (Date.now() - this.startedAt) / 1000);
+    this.log.info({ keysScanned: this.keysScanned, keysMoved: this.keysMoved, keysLeft: this.progress().keysLeft,
+      movedPerSecond: Math.round(this.keysMoved / seconds) }, 'migration progress');
+  }
+
+  private finish(): void {
+    if (this.errors > 0) {
+      // Some keys could not be moved: scan again (only keys that still need moving are touched).
+      this.log.warn({ errors: this.errors }, 'migration pass had errors; scanning again');
+      this.errors = 0;
+      setTimeout(() => this.scanAll(), 500);
+      return;
+    }
+    this.state = 'done';
+    this.moved = new Set();
+    // Migrations this one took over are complete too: every key is where this one put it.
+    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
+    this.removeState();
+    this.log.info({ keysScanned: this.keysScanned, keysMoved: this.keysMoved,
+      seconds: Math.round((Date.now() - this.startedAt) / 100) / 10 }, 'migration finished');
+    for (const c of this.conns.values()) c.closeWhenIdle();
+    this.onDone(this);
+  }
+
+  private writeState(): void {
+    if (this.options.stateFile === null) return;
+    const state = { version: 1, startedAt: new Date(this.startedAt).toISOString(), from: this.options.oldRouting };
+    const tmp = `${this.options.stateFile}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(state));
+    fs.renameSync(tmp, this.options.stateFile);
+  }
+
+  private removeState(): void {
+    if (this.options.stateFile === null) return;
+    try { fs.unlinkSync(this.options.stateFile); } catch { /* already gone */ }
+  }
+}

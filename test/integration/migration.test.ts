@@ -1,0 +1,192 @@
+// Shard changes move the keys: a reload that moves a third of the slots (slots mode) and, separately, one that adds
+// a ring member (ring mode), each under client load. No client-visible error, no stale read, and afterwards every
+// key is on its new owner only, with its last value and its TTL. Also: a migration survives a further reload.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { Redis } from 'ioredis';
+import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
+import { waitFor } from '../support/fake-backend.js';
+import '../support/keymux.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { Proxy } from '../../src/proxy.js';
+
+let backends: RedisProcess[];
+let dir: string;
+
+beforeAll(async () => {
+  backends = await Promise.all([startRedis(), startRedis(), startRedis(), startRedis()]);
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-migration-'));
+});
+afterAll(async () => {
+  await Promise.all(backends.map((b) => b.stop()));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function write(file: string, obj: Record<string, unknown>): void {
+  fs.writeFileSync(file, stringify({ listen: '127.0.0.1:0', log: { level: process.env.MIG_LOG ?? 'silent' }, ...obj }));
+}
+
+/** Loads `count` keys through keymux (every 10th with a TTL) in pipelined batches. */
+async function load(port: number, count: number): Promise<Map<string, string>> {
+  const model = new Map<string, string>();
+  const batch: Array<Array<string>> = [];
+  for (let i = 0; i < count; i++) {
+    const key = `mk:${i}`;
+    model.set(key, `v0:${i}`);
+    batch.push(i % 10 === 0 ? ['SET', key, `v0:${i}`, 'EX', '100000'] : ['SET', key, `v0:${i}`]);
+  }
+  for (let i = 0; i < batch.length; i += 20_000) {
+    const replies = await redisCommands(port, batch.slice(i, i + 20_000), { timeoutMs: 60_000 });
+    expect(replies.every((r) => r === 'OK')).toBe(true);
+  }
+  return model;
+}
+
+/** Clients writing and reading their own partition of the keys until `until()` says stop. */
+async function workload(port: number, model: Map<string, string>, clients: number, until: () => boolean) {
+  const problems: string[] = [];
+  let ops = 0;
+  const keys = [...model.keys()];
+  const run = async (id: number) => {
+    const c = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, commandTimeout: 20_000 });
+    await c.connect();
+    let n = 0;
+    while (!until() || n < 3) {
+      const pipe = c.pipeline();
+      const expected: unknown[] = [];
+      for (let j = 0; j < 40; j++) {
+        const idx = (Math.floor(Math.random() * keys.length / clients) * clients + id) % keys.length;
+        const key = keys[idx];
+        if (j % 3 === 0) {
+          const v = `w:${id}:${n}:${j}`;
+          pipe.set(key, v, 'KEEPTTL'); expected.push('OK');
+          model.set(key, v);
+          pipe.get(key); expected.push(v);
+        } else {
+          pipe.get(key); expected.push(model.get(key));
+          const other = keys[(idx + clients) % keys.length];
+          pipe.mget(key, other); expected.push([model.get(key), model.get(other)]);
+        }
+      }
+      const res = await pipe.exec();
+      res?.forEach(([err, v], i) => {
+        ops++;
+        if (err) problems.push(`client ${id}: ${err.message}`);
+        else if (JSON.stringify(v) !== JSON.stringify(expected[i])) problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
+      });
+      n++;
+    }
+    c.disconnect();
+  };
+  await Promise.all(Array.from({ length: clients }, (_, id) => run(id)));
+  return { problems, ops };
+}
+
+/** Every key only on `owner(key)`, with the model's value; TTL kept on every 10th key. */
+async function verifyPlacement(proxy: Proxy, model: Map<string, string>) {
+  const keys = [...model.keys()];
+  const topo = proxy.topology;
+  const replies = await Promise.all(backends.map((b) => redisCommands(b.port, [['MGET', ...keys]], { timeoutMs: 60_000 })));
+  let misplaced = 0;
+  let wrongValue = 0;
+  keys.forEach((key, i) => {
+    const owner = topo.shards[topo.router.shardFor(Buffer.from(key))].address;
+    backends.forEach((b, s) => {
+      const v = (replies[s][0] as Array<string | null>)[i];
+      if (b.address === owner) { if (v !== model.get(key)) wrongValue++; } else if (v !== null) misplaced++;
+    });
+  });
+  expect({ misplaced, wrongValue }).toEqual({ misplaced: 0, wrongValue: 0 });
+  const ttlKeys = keys.filter((_, i) => i % 10 === 0).slice(0, 2000);
+  const ttls = await Promise.all(ttlKeys.map(async (key) => {
+    const owner = backends.find((b) => b.address === topo.shards[topo.router.shardFor(Buffer.from(key))].address)!;
+    return (await redisCommands(owner.port, [['PTTL', key]]))[0] as number;
+  }));
+  expect(ttls.filter((t) => t <= 0 || t > 100_000_000).length).toBe(0);
+}
+
+describe('migration on reload', () => {
+  it('slots mode: moving a third of the slots under load, 100,000 keys', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'slots.yaml');
+    const [a, b, c] = backends;
+    write(file, { mode: 'slots', shards: [
+      { name: 'a', address: a.address, slots: ['0-5460'] }, { name: 'b', address: b.address, slots: ['5461-10922'] },
+      { name: 'c', address: c.address, slots: ['10923-16383'] }] });
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const model = await load(proxy.port, 100_000);
+    let reloaded = false;
+    const load$ = workload(proxy.port, model, 8, () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'));
+    write(file, { mode: 'slots', shards: [
+      { name: 'a', address: a.address, slots: ['0-2730'] }, { name: 'b', address: b.address, slots: ['2731-8191'] },
+      { name: 'c', address: c.address, slots: ['8192-16383'] }] });
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    reloaded = true;
+    const { problems, ops } = await load$;
+    expect(problems.slice(0, 5)).toEqual([]);
+    expect(ops).toBeGreaterThan(1000);
+    const [m] = proxy.migrationProgress();
+    expect(m.state).toBe('done');
+    expect(m.keysMoved).toBeGreaterThan(25_000);
+    await verifyPlacement(proxy, model);
+    await proxy.close();
+  }, 180_000);
+
+  it('ring mode: adding a member under load, and a second reload while the first migration runs', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'ring.yaml');
+    const ring = (n: number, weights: number[] = [1, 1, 1, 1]) => ({ mode: 'ring', ring: { hash: 'fnv1a_64' },
+      shards: backends.slice(0, n).map((b, i) => ({ address: b.address, weight: weights[i] })) });
+    write(file, ring(3));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const model = await load(proxy.port, 40_000);
+    let reloaded = false;
+    const load$ = workload(proxy.port, model, 6, () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'));
+    write(file, ring(4));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    // A further reload while the first migration is still moving keys: weights change again.
+    write(file, ring(4, [1, 2, 1, 2]));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    reloaded = true;
+    const { problems } = await load$;
+    expect(problems.slice(0, 5)).toEqual([]);
+    await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'migrations to finish', 60_000);
+    await verifyPlacement(proxy, model);
+    const onNew = (await redisCommands(backends[3].port, [['DBSIZE']]))[0] as number;
+    expect(onNew).toBeGreaterThan(5000);
+    await proxy.close();
+  }, 180_000);
+});
+
+describe('migration across a restart', () => {
+  it('resumes from the state file: keys not yet moved are still found and end on their new owner', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'restart.yaml');
+    const stateFile = path.join(dir, 'migration-state.json');
+    const [a, b, c] = backends;
+    const migration = { state_file: stateFile };
+    write(file, { mode: 'slots', migration, shards: [
+      { name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-16383'] }] });
+    const first = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const model = await load(first.port, 30_000);
+    write(file, { mode: 'slots', migration, shards: [
+      { name: 'a', address: a.address, slots: ['0-4095'] }, { name: 'b', address: b.address, slots: ['4096-12287'] },
+      { name: 'c', address: c.address, slots: ['12288-16383'] }] });
+    expect((await first.reloadFromFile('test')).errors).toEqual([]);
+    await first.close(); // keymux goes away while the migration runs
+    expect(fs.existsSync(stateFile)).toBe(true);
+    const movedBefore = (await redisCommands(c.port, [['DBSIZE']]))[0] as number;
+    expect(movedBefore).toBeLessThan(7_000); // most of c's share has not arrived yet
+
+    const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const { problems } = await workload(second.port, model, 4,
+      () => second.migrationProgress().every((m) => m.state === 'done'));
+    expect(problems.slice(0, 5)).toEqual([]);
+    await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
+    await verifyPlacement(second, model);
+    await second.close();
+  }, 120_000);
+});
