@@ -18,6 +18,7 @@ import type { Request } from './core/request.js';
 import { childLogger, setLogLevel, type Logger } from './log.js';
 import { readConfigFile } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
+import { addConfigRoutes } from './config/endpoints.js';
 import { Observer } from './metrics/observer.js';
 import { ClusterController } from './backend/cluster.js';
 import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
@@ -106,6 +107,7 @@ export class Proxy implements ProxyContext {
       proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
       proxy.admin.setErrorHandler((err, method, path) => proxy.log.error({ err, method, path }, 'admin request failed'));
       addObservabilityRoutes(proxy.admin, proxy, new Metrics(proxy));
+      addConfigRoutes(proxy.admin, proxy);
       await proxy.admin.listen(config.admin.host, config.admin.port);
     }
     proxy.log.info({ listen: `${addr.address}:${addr.port}`, admin: proxy.admin?.port ?? null, mode: config.mode,

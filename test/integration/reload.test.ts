@@ -137,3 +137,29 @@ describe('reload rules', () => {
     await proxy.close();
   });
 });
+
+describe('admin endpoints for configuration', () => {
+  it('POST /reload applies the file or answers 400 with its errors; GET /config masks secrets', async () => {
+    const { request } = await import('undici');
+    fs.writeFileSync(file, configText(0).replace('log:', 'admin: 127.0.0.1:0\nclients: { password: topsecret }\nlog:').replace(/clients:\n  max_inflight: \d+\n/, ''));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const base = `http://127.0.0.1:${proxy.adminPort}`;
+    const cfg = await (await request(`${base}/config`)).body.json() as { version: number; config: { clients: { password: string } } };
+    expect(cfg.version).toBe(1);
+    expect(cfg.config.clients.password).toBe('********');
+    expect(JSON.stringify(cfg)).not.toContain('topsecret');
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('timeout_ms: 1000', 'timeout_ms: 1234'));
+    const ok = await request(`${base}/reload`, { method: 'POST' });
+    expect(ok.statusCode).toBe(200);
+    expect(await ok.body.json()).toEqual({ ok: true, errors: [], version: 2 });
+    expect(proxy.topology.config.backend.timeoutMs).toBe(1234);
+    fs.writeFileSync(file, 'mode: slots\nshards: 5\n');
+    const bad = await request(`${base}/reload`, { method: 'POST' });
+    expect(bad.statusCode).toBe(400);
+    const body = await bad.body.json() as { ok: boolean; errors: string[] };
+    expect(body.ok).toBe(false);
+    expect(body.errors[0]).toMatch(new RegExp(`^${file}:2: shards: expected a list`));
+    expect(proxy.topology.version).toBe(2);
+    await proxy.close();
+  });
+});
