@@ -33,6 +33,16 @@ import type { ProxyStats } from '../server/context.js';
 import { childLogger, type Logger } from '../log.js';
 
 const ASKING_FRAME = commandFrame(['ASKING']);
+/**
+ * `op.redirects` holds two separate counts, each with its own bound: MOVED/ASK redirections (max_redirections)
+ * in the low 10 bits, backoff retries (retry.attempts) above them; both are at most 100 (config ranges). One
+ * shared count would let a few TRYAGAIN retries of an op in a migrating slot use up the redirections it then
+ * needs to follow the slot (ASK, then MOVED), and vice versa.
+ */
+const REDIRECT_BITS = 10;
+const REDIRECT_MASK = (1 << REDIRECT_BITS) - 1;
+const redirectionsOf = (op: BackendOp): number => op.redirects & REDIRECT_MASK;
+const retriesOf = (op: BackendOp): number => op.redirects >>> REDIRECT_BITS;
 /** Shortest gap between two discoveries triggered by events (periodic refreshes are separate). */
 const MIN_EVENT_REFRESH_GAP_MS = 100;
 
@@ -117,6 +127,7 @@ export class ClusterController implements RedirectHandler {
   // ---- redirections (data path, rare) --------------------------------------------------------------------
 
   interceptReply(op: BackendOp, frame: Buffer, from: BackendConnection): boolean {
+    if (op instanceof AskingOp) return false; // its error shows again in the reply of the op sent after it
     const redirect = parseRedirect(frame);
     if (redirect === null) {
       if (retryableError(frame) !== null) return this.retryLater(op, frame);
@@ -130,12 +141,13 @@ export class ClusterController implements RedirectHandler {
       op.deliver(errorReply(`ERR keymux: node ${from.shard.address} sent an invalid cluster redirection (${redirect.reason})`));
       return true;
     }
-    if (++op.redirects > this.settings.maxRedirections) {
+    if (redirectionsOf(op) >= this.settings.maxRedirections) {
       op.deliver(errorReply(`ERR keymux: too many cluster redirections (${this.settings.maxRedirections}); last: ${
         redirect.kind.toUpperCase()} ${redirect.slot} ${redirect.address}`));
       this.refreshSoon();
       return true;
     }
+    op.redirects++;
     const address = redirect.sameHost ? formatAddress(from.shard.host, redirect.port) : redirect.address;
     const target = this.pool(address, false).pick(op.sessionId);
     if (redirect.kind === 'moved') {
@@ -168,9 +180,10 @@ export class ClusterController implements RedirectHandler {
   /** Re-sends `op` to its slot's owner after a backoff; false (caller delivers `lastError`) when out of attempts. */
   private retryLater(op: BackendOp, lastError: Buffer): boolean {
     const retry = this.settings.retry;
-    if (op.redirects >= retry.attempts || this.closed) return false;
-    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** op.redirects);
-    op.redirects++;
+    const retries = retriesOf(op);
+    if (retries >= retry.attempts || this.closed) return false;
+    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** retries);
+    op.redirects += 1 << REDIRECT_BITS;
     this.host.stats.retries++;
     this.refreshSoon();
     setTimeout(() => this.resend(op, lastError), delay);

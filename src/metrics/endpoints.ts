@@ -1,13 +1,14 @@
 /**
  * The observability endpoints of the admin server: GET /metrics (Prometheus text from the Metrics registry),
- * /shards, /hotkeys and /slowlog (JSON). Each JSON body is built by a pure function of the proxy's state
- * (shardsReport, hotKeysReport, slowlogReport) so tests and other tools can call them directly. Control plane
- * only; the reports read plain numbers and never block the data path for long (the hot-key merge is over at
- * most BUCKETS * capacity candidates).
+ * /shards, /hotkeys and /slowlog (JSON; DELETE /slowlog empties the slow log). Each JSON body is built by a pure
+ * function of the proxy's state (shardsReport, hotKeysReport, slowlogReport) so tests and other tools can call
+ * them directly. Control plane only; the reports read plain numbers and never block the data path for long (the
+ * hot-key merge is over at most BUCKETS * capacity candidates).
  */
 import type { AdminServer } from './admin-server.js';
 import { sendJson, sendText } from './admin-server.js';
 import { hotKeyRows, type Metrics, type MetricsSource } from './metrics.js';
+import type { ShardPool } from '../backend/pool.js';
 
 export function addObservabilityRoutes(admin: AdminServer, src: MetricsSource, metrics: Metrics): void {
   admin.addRoute('GET', '/metrics', async (_req, res) => {
@@ -35,36 +36,40 @@ const round = (v: number, digits: number): number => Number(v.toFixed(digits));
 /** GET /shards: every shard of the running topology, its address, role, slots or weight and connections. */
 export function shardsReport(src: MetricsSource): unknown {
   const topo = src.topology;
+  const pool = (p: ShardPool, role: 'master' | 'replica'): Record<string, unknown> => {
+    const conns = p.connections;
+    const state = conns.some((c) => c.state === 'ready') ? 'ready'
+      : conns.some((c) => c.state === 'handshake' || c.state === 'connecting') ? 'connecting'
+        : conns.every((c) => c.state === 'closed') ? 'closed' : 'down';
+    const st = p.stats;
+    return {
+      role,
+      state,
+      inflight: p.inflight,
+      connections: conns.map((c) => ({
+        state: c.state,
+        inflight: c.inflight,
+        reconnects: c.reconnects,
+        timeouts: c.timeouts,
+        last_error: c.state === 'ready' ? null : c.lastError,
+      })),
+      commands: st?.commands ?? 0,
+      errors: st?.errors ?? 0,
+      hits: st?.hits ?? 0,
+      misses: st?.misses ?? 0,
+    };
+  };
   return {
     mode: topo.config.mode,
     version: topo.version,
-    shards: topo.shards.map((s) => {
-      const conns = s.pool.connections;
-      const state = conns.some((c) => c.state === 'ready') ? 'ready'
-        : conns.some((c) => c.state === 'handshake' || c.state === 'connecting') ? 'connecting'
-          : conns.every((c) => c.state === 'closed') ? 'closed' : 'down';
-      const st = s.pool.stats;
-      return {
-        name: s.name,
-        address: s.address,
-        role: 'master',
-        slots: s.config.slots === null ? null : s.config.slots.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)),
-        weight: topo.config.mode === 'ring' ? s.config.weight : null,
-        state,
-        inflight: s.pool.inflight,
-        connections: conns.map((c) => ({
-          state: c.state,
-          inflight: c.inflight,
-          reconnects: c.reconnects,
-          timeouts: c.timeouts,
-          last_error: c.state === 'ready' ? null : c.lastError,
-        })),
-        commands: st?.commands ?? 0,
-        errors: st?.errors ?? 0,
-        hits: st?.hits ?? 0,
-        misses: st?.misses ?? 0,
-      };
-    }),
+    shards: topo.shards.map((s) => ({
+      name: s.name,
+      address: s.address,
+      slots: s.config.slots === null ? null : s.config.slots.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)),
+      weight: topo.config.mode === 'ring' ? s.config.weight : null,
+      ...pool(s.pool, 'master'),
+      replicas: (s.replicas ?? []).map((r) => ({ address: r.shard.address, ...pool(r, 'replica') })),
+    })),
   };
 }
 

@@ -13,6 +13,8 @@
  */
 import { Counter, Gauge, Histogram as PromHistogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Topology } from '../routing/topology.js';
+import type { ShardPool } from '../backend/pool.js';
+import type { ConnectionState } from '../backend/backend-connection.js';
 import type { ProxyStats } from '../server/context.js';
 import type { Observer } from './observer.js';
 import { LATENCY_BUCKETS, type Histogram, type ShardStats } from './stats.js';
@@ -27,9 +29,6 @@ export interface MetricsSource {
   clientCount(): number;
   readiness(): { ok: boolean; reason: string };
 }
-
-/** Counters the reload code keeps in ProxyStats (read when present). */
-interface ReloadCounters { reloadsOk?: number; reloadsFailed?: number }
 
 type Labels = Readonly<Record<string, string>>;
 type Emit = (labels: Labels, value: number) => void;
@@ -55,16 +54,24 @@ export type MetricDef = ScalarDef | HistogramDef;
 
 const NO_LABELS: Labels = Object.freeze({});
 /** The connection states a shard's connections are counted in (always all of them, so series are stable). */
-const CONNECTION_STATES = ['connecting', 'handshake', 'ready', 'down', 'closed'] as const;
+const STATE_INDEX: Readonly<Record<ConnectionState, number>> = { connecting: 0, handshake: 1, ready: 2, down: 3, closed: 4 };
+const CONNECTION_STATES = Object.keys(STATE_INDEX) as ConnectionState[];
 
 /** Every shard the proxy has had (counters outlive a reload that removes a shard, so they never go back). */
 function allShardStats(src: MetricsSource): Iterable<ShardStats> {
   return src.topology.stats.shards.values();
 }
 
-function currentShards(src: MetricsSource): Array<{ stats: ShardStats; shard: Topology['shards'][number] }> {
+/** Every pool of the current topology (masters, and replicas in cluster mode) with its counters and role. */
+function currentPools(src: MetricsSource): Array<{ pool: ShardPool; stats: ShardStats; role: 'master' | 'replica' }> {
   const reg = src.topology.stats;
-  return src.topology.shards.map((shard) => ({ shard, stats: shard.pool.stats ?? reg.shard(shard.name, shard.address) }));
+  const stats = (p: ShardPool): ShardStats => p.stats ?? reg.shard(p.shard.name, p.shard.address);
+  const out: Array<{ pool: ShardPool; stats: ShardStats; role: 'master' | 'replica' }> = [];
+  for (const s of src.topology.shards) {
+    out.push({ pool: s.pool, stats: stats(s.pool), role: 'master' });
+    for (const r of s.replicas ?? []) out.push({ pool: r, stats: stats(r), role: 'replica' });
+  }
+  return out;
 }
 
 /** The current hot keys with their display text (deduplicated) and the shard that owns them now. */
@@ -113,18 +120,19 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => emit(NO_LABELS, s.stats.bytesOut)),
   counter('keymux_protocol_errors_total', 'Client connections closed for sending bytes that are not valid RESP.', [],
     (s, emit) => emit(NO_LABELS, s.stats.protocolErrors)),
-  counter('keymux_redirections_total', 'MOVED and ASK redirections followed (Redis Cluster mode; 0 otherwise).', ['type'],
+  counter('keymux_redirections_total', 'MOVED and ASK redirections absorbed (Redis Cluster mode; 0 otherwise).', ['type'],
     (s, emit) => {
-      emit(REDIRECT_MOVED, s.topology.stats.redirectionsMoved);
-      emit(REDIRECT_ASK, s.topology.stats.redirectionsAsk);
+      emit(REDIRECT_MOVED, s.stats.moved);
+      emit(REDIRECT_ASK, s.stats.ask);
     }),
-  counter('keymux_retries_total', 'Requests re-sent after a redirection or a cluster topology refresh (Redis Cluster mode).', [],
-    (s, emit) => emit(NO_LABELS, s.topology.stats.retries)),
+  counter('keymux_invalid_redirections_total', 'MOVED/ASK replies refused as malformed or out of range (Redis Cluster mode).', [],
+    (s, emit) => emit(NO_LABELS, s.stats.invalidRedirects)),
+  counter('keymux_retries_total', 'Requests retried with backoff after TRYAGAIN, CLUSTERDOWN or an unreachable node (Redis Cluster mode).', [],
+    (s, emit) => emit(NO_LABELS, s.stats.retries)),
   counter('keymux_config_reloads_total', 'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).', ['result'],
     (s, emit) => {
-      const st = s.stats as ProxyStats & ReloadCounters;
-      emit(RELOAD_OK, st.reloadsOk ?? 0);
-      emit(RELOAD_FAILED, st.reloadsFailed ?? 0);
+      emit(RELOAD_OK, s.stats.reloadsOk);
+      emit(RELOAD_FAILED, s.stats.reloadsFailed);
     }),
   gauge('keymux_config_version', 'Version of the running topology (1 at start, +1 per applied reload).', [],
     (s, emit) => emit(NO_LABELS, s.topology.version)),
@@ -140,8 +148,9 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.latency); }),
 
   // ---- per shard (backend side) -----------------------------------------------------------------------------
-  gauge('keymux_shard_info', 'Each configured shard (value 1): address and role.', ['shard', 'address', 'role'],
-    (s, emit) => { for (const { shard } of currentShards(s)) emit({ shard: shard.name, address: shard.address, role: 'master' }, 1); }),
+  gauge('keymux_shard_info', 'Each shard of the running topology (value 1): address and role (master; replica in cluster mode).',
+    ['shard', 'address', 'role'],
+    (s, emit) => { for (const { pool, stats, role } of currentPools(s)) emit({ shard: stats.name, address: pool.shard.address, role }, 1); }),
   counter('keymux_shard_hits_total', 'Cache hits: read lookups that found a value, per shard (rules: docs/observability.md).', ['shard'],
     (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.hits); }),
   counter('keymux_shard_misses_total', 'Cache misses: read lookups that found nothing, per shard.', ['shard'],
@@ -158,16 +167,16 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.latency); }),
   gauge('keymux_shard_connections', 'Connections to the shard, by state (connecting, handshake, ready, down, closed).', ['shard', 'state'],
     (s, emit) => {
-      for (const { shard, stats } of currentShards(s)) {
+      for (const { pool, stats } of currentPools(s)) {
         const counts = [0, 0, 0, 0, 0];
-        for (const c of shard.pool.connections) counts[CONNECTION_STATES.indexOf(c.state)]++;
+        for (const c of pool.connections) counts[STATE_INDEX[c.state]]++;
         for (let i = 0; i < CONNECTION_STATES.length; i++) emit(stateLabels(stats, CONNECTION_STATES[i]), counts[i]);
       }
     }),
   gauge('keymux_shard_up', '1 when at least one connection to the shard is ready, else 0.', ['shard'],
-    (s, emit) => { for (const { shard, stats } of currentShards(s)) emit(stats.labels, shard.pool.healthy ? 1 : 0); }),
+    (s, emit) => { for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.healthy ? 1 : 0); }),
   gauge('keymux_shard_inflight', 'Requests sent to the shard and not answered yet.', ['shard'],
-    (s, emit) => { for (const { shard, stats } of currentShards(s)) emit(stats.labels, shard.pool.inflight); }),
+    (s, emit) => { for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.inflight); }),
 
   // ---- hot keys -------------------------------------------------------------------------------------------------
   gauge('keymux_hot_key_requests_per_second',

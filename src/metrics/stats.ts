@@ -1,9 +1,9 @@
 /**
  * The plain-number side of metrics: what the data path and the control plane increment. A Histogram is a
  * Float64Array of bucket counts plus a sum; ShardStats and CommandStats are fixed-shape objects of counters with
- * their Prometheus labels precomputed; StatsRegistry holds them by name plus the proxy-wide counters the cluster
- * code bumps (MOVED/ASK redirections and retries; they stay 0 in slots and ring mode). Nothing here allocates per
- * observation or knows about prom-client: metrics.ts reads these at scrape time (collect()) and publishes them.
+ * their Prometheus labels precomputed; StatsRegistry holds them by name (proxy-wide counters live in ProxyStats,
+ * server/context.ts). Nothing here allocates per observation or knows about prom-client: metrics.ts reads these
+ * at scrape time (collect()) and publishes them.
  * Stats objects are keyed by shard name and command name and live as long as the proxy, across reloads, so
  * counters never go backwards.
  */
@@ -90,16 +90,10 @@ export class CommandStats {
   }
 }
 
-/** Shard and command stats by name, and the proxy-wide counters; shared by every topology snapshot of a proxy. */
+/** Shard and command stats by name; shared by every topology snapshot of a proxy. */
 export class StatsRegistry {
   readonly shards = new Map<string, ShardStats>();
   readonly commands = new Map<string, CommandStats>();
-  /** MOVED redirections followed (cluster mode bumps it; stays 0 otherwise). */
-  redirectionsMoved = 0;
-  /** ASK redirections followed (cluster mode). */
-  redirectionsAsk = 0;
-  /** Requests re-sent after a redirection or a cluster topology refresh (cluster mode). */
-  retries = 0;
 
   shard(name: string, address: string): ShardStats {
     let s = this.shards.get(name);

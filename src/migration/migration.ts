@@ -151,7 +151,9 @@ export class Migration implements KeyLocator {
   /** Keys with a MIGRATE in flight -> callbacks to run when it completes. */
   private readonly inFlight = new Map<string, Array<(ok: boolean) => void>>();
   /** Requests that arrived while fencing: run once running. */
-  private fenceWaiters: Array<() => void> = [];
+  private fenceWaiters: Array<{ keys: Buffer[]; then: (ok: boolean) => void }> = [];
+  /** Called once no MIGRATE of this migration is queued or running (a successor waits for that). */
+  private idleWaiters: Array<() => void> = [];
   /** One control connection per source address (SCAN and MIGRATE traffic). */
   private readonly conns = new Map<string, BackendConnection>();
   readonly sources: string[];
@@ -197,6 +199,7 @@ export class Migration implements KeyLocator {
   /** True when `key` is still on an old owner and must be moved before a request may use it. */
   needsMove(key: Buffer): boolean {
     if (!this.active) return false;
+    if (this.state === 'fencing' && this.predecessorMoving(key)) return true; // where it lands is not known yet
     const target = this.newOwner(key);
     const source = this.from.locate(key);
     return source !== target && !this.moved.has(key.toString('latin1'));
@@ -209,7 +212,7 @@ export class Migration implements KeyLocator {
    */
   moveThen(keys: Buffer[], then: (ok: boolean) => void): void {
     if (this.state === 'fencing') {
-      this.fenceWaiters.push(() => this.moveThen(keys, then));
+      this.fenceWaiters.push({ keys, then });
       return;
     }
     const pending = keys.filter((k) => this.needsMove(k));
@@ -249,25 +252,51 @@ export class Migration implements KeyLocator {
   start(oldTopology: Topology): void {
     this.writeState();
     const conns = oldTopology.allPools().flatMap((p) => p.connections).filter((c) => c.state !== 'closed');
-    let left = conns.length;
+    // Migrations this one supersedes must have no MIGRATE in flight: a key they are moving right now would
+    // otherwise be looked for where it no longer is.
+    const predecessors: Migration[] = [];
+    for (let p = this.from; p instanceof Migration; p = p.from) predecessors.push(p);
+    let left = conns.length + predecessors.length + 1;
     const fenced = () => {
       if (--left > 0 || this.state !== 'fencing') return;
       this.state = 'running';
       this.log.info({ sources: this.sources }, 'migration started');
       const waiters = this.fenceWaiters;
       this.fenceWaiters = [];
-      for (const w of waiters) w();
+      for (const w of waiters) this.moveThen(w.keys, w.then);
       this.scanAll();
     };
-    if (left === 0) { left = 1; fenced(); return; }
     for (const c of conns) c.send(new CallbackOp(PING, fenced), PING);
+    for (const p of predecessors) p.whenIdle(fenced);
+    fenced();
   }
 
   /** A newer migration took over (it asks this one where keys are until it is done itself). */
   supersede(): void {
-    // Keep answering locate()/moveThen() for the newer migration; stop the background scan.
+    // Keep answering locate() for the newer migration; stop the background scan. Requests still waiting for
+    // this one's fence are routed again, now through the newer migration.
     if (this.state === 'running' || this.state === 'fencing') this.state = 'superseded';
+    const waiters = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const w of waiters) w.then(true);
     for (const c of this.conns.values()) c.closeWhenIdle();
+  }
+
+  /** True when a migration this one superseded is moving `key` right now. */
+  private predecessorMoving(key: Buffer): boolean {
+    let name: string | null = null;
+    for (let p = this.from; p instanceof Migration; p = p.from) {
+      if (p.inFlight.size === 0) continue;
+      name ??= key.toString('latin1');
+      if (p.inFlight.has(name)) return true;
+    }
+    return false;
+  }
+
+  /** Calls `cb` once no MIGRATE of this migration is queued or running. */
+  whenIdle(cb: () => void): void {
+    if (this.inFlight.size === 0) cb();
+    else this.idleWaiters.push(cb);
   }
 
   /** Marks a superseded migration finished once the one that took over is. */
@@ -336,6 +365,11 @@ export class Migration implements KeyLocator {
         if (waiters !== undefined) for (const w of waiters) w(ok);
       }
       after?.();
+      if (this.inFlight.size === 0 && this.idleWaiters.length > 0) {
+        const idle = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const cb of idle) cb();
+      }
     } }, after === undefined, (job, done) => {
       if (this.closed) done(ERR_CLOSED);
       else this.conn(job.source).send(new CallbackOp(job.frame, done), job.frame);
@@ -358,6 +392,7 @@ export class Migration implements KeyLocator {
     if (this.state !== 'running' || this.closed) return;
     const frame = commandFrame(['SCAN', cursor, 'COUNT', SCAN_COUNT]);
     this.conn(source).send(new CallbackOp(frame, (reply) => {
+      if (this.state !== 'running') return; // superseded or closed meanwhile: the successor takes it from here
       const parts = readArrayElements(reply);
       const next = parts === null ? null : readBulk(parts[0]);
       const keys = parts === null ? null : readArrayElements(parts[1]);
@@ -414,6 +449,7 @@ export class Migration implements KeyLocator {
   }
 
   private finish(): void {
+    if (this.state !== 'running') return; // a superseded migration is retired by its successor, never finished
     if (this.errors > 0) {
       // Some keys could not be moved: scan again (only keys that still need moving are touched).
       this.log.warn({ errors: this.errors }, 'migration pass had errors; scanning again');
