@@ -7,7 +7,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker
+ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker \
+  prometheus:prometheus promtool:prometheus
 ensure_node_modules
 npm run --silent build || { echo "keymux: the TypeScript build failed"; echo "0 passed, 1 failed"; exit 1; }
 

@@ -70,6 +70,7 @@ export function shardsReport(src: MetricsSource): unknown {
       ...pool(s.pool, 'master'),
       replicas: (s.replicas ?? []).map((r) => ({ address: r.shard.address, ...pool(r, 'replica') })),
     })),
+    migrations: src.migrationProgress?.() ?? [],
   };
 }
 

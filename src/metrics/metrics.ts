@@ -19,6 +19,14 @@ import type { ProxyStats } from '../server/context.js';
 import type { Observer } from './observer.js';
 import { LATENCY_BUCKETS, type Histogram, type ShardStats } from './stats.js';
 import { keyText } from './hotkeys.js';
+import type { MigrationProgress } from '../migration/migration.js';
+
+/** Migrations still moving keys, or else the last one (so a finished migration's totals stay visible). */
+function currentMigrations(src: MetricsSource): MigrationProgress[] {
+  const all = src.migrationProgress?.() ?? [];
+  const active = all.filter((m) => m.state === 'fencing' || m.state === 'running');
+  return active.length > 0 ? active : all.slice(-1);
+}
 
 /** What the metrics read; the Proxy provides it. */
 export interface MetricsSource {
@@ -28,6 +36,8 @@ export interface MetricsSource {
   readonly version: string;
   clientCount(): number;
   readiness(): { ok: boolean; reason: string };
+  /** Key migrations after reloads (slots and ring modes), newest last. */
+  migrationProgress?(): MigrationProgress[];
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -136,6 +146,12 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     }),
   gauge('keymux_config_version', 'Version of the running topology (1 at start, +1 per applied reload).', [],
     (s, emit) => emit(NO_LABELS, s.topology.version)),
+  gauge('keymux_migrations_active', 'Key migrations in progress after a reload changed key owners.', [],
+    (s, emit) => emit(NO_LABELS, (s.migrationProgress?.() ?? []).filter((m) => m.state === 'fencing' || m.state === 'running').length)),
+  gauge('keymux_migration_keys_moved', 'Keys moved to their new shard by the migrations in progress (or the last one).', [],
+    (s, emit) => emit(NO_LABELS, currentMigrations(s).reduce((n, m) => n + m.keysMoved, 0))),
+  gauge('keymux_migration_keys_left', 'Keys on old owners not yet examined by the migrations in progress (0 when none runs).', [],
+    (s, emit) => emit(NO_LABELS, currentMigrations(s).reduce((n, m) => n + m.keysLeft, 0))),
 
   // ---- per command (client side) ----------------------------------------------------------------------------
   counter('keymux_commands_total', 'Commands answered to clients, by command (lowercase; subcommands as "container|sub").', ['command'],

@@ -113,14 +113,14 @@ describe('migration on reload', () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
     const file = path.join(dir, 'slots.yaml');
     const [a, b, c] = backends;
-    write(file, { mode: 'slots', shards: [
+    write(file, { mode: 'slots', admin: '127.0.0.1:0', shards: [
       { name: 'a', address: a.address, slots: ['0-5460'] }, { name: 'b', address: b.address, slots: ['5461-10922'] },
       { name: 'c', address: c.address, slots: ['10923-16383'] }] });
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const model = await load(proxy.port, 100_000);
     let reloaded = false;
     const load$ = workload(proxy.port, model, 8, () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'));
-    write(file, { mode: 'slots', shards: [
+    write(file, { mode: 'slots', admin: '127.0.0.1:0', shards: [
       { name: 'a', address: a.address, slots: ['0-2730'] }, { name: 'b', address: b.address, slots: ['2731-8191'] },
       { name: 'c', address: c.address, slots: ['8192-16383'] }] });
     expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
@@ -131,6 +131,14 @@ describe('migration on reload', () => {
     const [m] = proxy.migrationProgress();
     expect(m.state).toBe('done');
     expect(m.keysMoved).toBeGreaterThan(25_000);
+    // Progress is visible: /shards lists the migration, /metrics has its counts.
+    const { request } = await import('undici');
+    const shards = await (await request(`http://127.0.0.1:${proxy.adminPort}/shards`)).body.json() as { migrations: Array<{ state: string; keysMoved: number }> };
+    expect(shards.migrations.map((x) => [x.state, x.keysMoved])).toEqual([['done', m.keysMoved]]);
+    const metrics = await (await request(`http://127.0.0.1:${proxy.adminPort}/metrics`)).body.text();
+    expect(metrics).toContain(`keymux_migration_keys_moved ${m.keysMoved}`);
+    expect(metrics).toContain('keymux_migration_keys_left 0');
+    expect(metrics).toContain('keymux_migrations_active 0');
     await verifyPlacement(proxy, model);
     await proxy.close();
   }, 180_000);
