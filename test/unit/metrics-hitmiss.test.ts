@@ -3,7 +3,7 @@
  * (RESP2 and the RESP3 forms), errors counting as neither, per-element counting checked against redis-parser on
  * random MGET replies whose values contain nil-looking bytes, and the rule table itself: every command in it is
  * in the command table, is routed to shards (not answered locally or refused), and is documented in
- * docs/observability.md.
+ * README.md.
  */
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
@@ -134,8 +134,8 @@ describe('the rule table', () => {
     }
   });
 
-  it('is documented in docs/observability.md, command by command', () => {
-    const doc = readFileSync('docs/observability.md', 'utf8');
+  it('is documented in README.md, command by command', () => {
+    const doc = readFileSync('README.md', 'utf8');
     for (const r of HIT_MISS_RULES) for (const name of r.commands) expect(doc, name).toContain(name.toUpperCase());
   });
 });
