@@ -72,24 +72,42 @@ export class ReplyScanner {
 
   feed(chunk: Buffer): void {
     if (this.failed || chunk.length === 0) return;
-    if (!this.accumulating) {
-      this.buf = chunk;
-      this.len = chunk.length;
-      this.frameStart = 0;
-      this.pos = 0;
-    } else {
-      const needed = this.len + chunk.length;
-      if (needed > this.buf.length) {
-        if (needed > MAX_FRAME) return this.fail('reply larger than a Buffer can hold');
-        const grown = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(needed, this.buf.length * 2, this.need)));
-        this.buf.copy(grown, 0, 0, this.len);
-        this.buf = grown;
-      }
-      chunk.copy(this.buf, this.len);
-      this.len = needed;
+    let rest = chunk;
+    // A reply spans chunks: copy into the accumulator only what that reply still needs (the rest of a bulk
+    // whose length is known, else one line at a time). Replies always end at such a boundary, so once the
+    // pending reply is complete the scanner is back to reading the chunk in place: a reply split across
+    // chunks costs copying that reply, not the chunks after it.
+    while (this.accumulating) {
+      const lf = this.need > this.len ? -1 : rest.indexOf(LF);
+      const take = this.need > this.len ? Math.min(rest.length, this.need - this.len) : lf < 0 ? rest.length : lf + 1;
+      if (!this.append(rest.subarray(0, take))) return;
+      rest = rest.subarray(take);
       if (this.len < this.need) return;
+      this.scan();
+      if (this.failed || rest.length === 0) return;
     }
+    this.buf = rest;
+    this.len = rest.length;
+    this.frameStart = 0;
+    this.pos = 0;
     this.scan();
+  }
+
+  /** Appends bytes to the accumulator (growing it by doubling); false if the reply cannot fit a Buffer. */
+  private append(bytes: Buffer): boolean {
+    const needed = this.len + bytes.length;
+    if (needed > this.buf.length) {
+      if (needed > MAX_FRAME) {
+        this.fail('reply larger than a Buffer can hold');
+        return false;
+      }
+      const grown = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(needed, this.buf.length * 2, this.need)));
+      this.buf.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    bytes.copy(this.buf, this.len);
+    this.len = needed;
+    return true;
   }
 
   private scan(): void {
@@ -109,10 +127,12 @@ export class ReplyScanner {
       const type = buf[pos];
       const kind = KIND[type];
       if (kind === 0) return this.fail(`unexpected byte 0x${type.toString(16)} at the start of a reply`);
-      const eol = buf.indexOf(CR, pos + 1);
-      if (eol < 0 || eol + 1 >= len) {
+      // Lines are short (a length, or a status like +OK): a plain loop beats a native indexOf call here.
+      let eol = pos + 1;
+      while (eol < len && buf[eol] !== CR) eol++;
+      if (eol + 1 >= len) {
         // A length line already too long to be a length will never become one.
-        if (kind !== LINE && (eol < 0 ? len : eol) - pos - 1 > MAX_LENGTH_CHARS) return this.fail(LENGTH_ERROR[kind]);
+        if (kind !== LINE && eol - pos - 1 > MAX_LENGTH_CHARS) return this.fail(LENGTH_ERROR[kind]);
         break;
       }
       if (buf[eol + 1] !== LF) return this.fail('line does not end with CRLF');
