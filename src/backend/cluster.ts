@@ -149,7 +149,9 @@ export class ClusterController implements RedirectHandler {
     }
     op.redirects++;
     const address = redirect.sameHost ? formatAddress(from.shard.host, redirect.port) : redirect.address;
-    const target = this.pool(address, false).pick(op.sessionId);
+    const pool = this.pool(address, false);
+    attribute(op, pool);
+    const target = pool.pick(op.sessionId);
     if (redirect.kind === 'moved') {
       stats.moved++;
       this.recordMove(redirect.slot, address);
@@ -199,6 +201,7 @@ export class ClusterController implements RedirectHandler {
       if (!this.retryLater(op, lastError)) op.deliver(lastError);
       return;
     }
+    attribute(op, shard.pool);
     shard.pool.pick(op.sessionId).send(op, op.frame);
   }
 
@@ -330,4 +333,9 @@ function slotOfOp(op: BackendOp): number {
     return keySlot(op.parent.args[1 + op.keyOrdinals[0] * stride]);
   }
   return -1;
+}
+
+/** Hits, misses and latency of a re-sent op count on the node that finally answers it. */
+function attribute(op: BackendOp, pool: ShardPool): void {
+  if (op instanceof Request || op instanceof Fragment) op.shardStats = pool.stats ?? null;
 }

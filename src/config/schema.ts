@@ -191,7 +191,7 @@ export const DEFAULTS = deepFreeze({
   ring: { hash: 'fnv1a_64' as HashName, distribution: 'ketama' as const },
   cluster: {
     readFrom: 'master' as ReadFrom, refreshIntervalMs: 5000, maxRedirections: 5,
-    retry: { attempts: 5, baseDelayMs: 20, maxDelayMs: 500 },
+    retry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 500 },
   },
   backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
   clients: { max: 10_000, idleTimeoutS: 0, password: null, users: [] as UserConfig[], maxInflight: 1024 },

@@ -637,7 +637,7 @@ describe('ring mode', () => {
 describe('cluster mode', () => {
   const CLUSTER_DEFAULTS = {
     readFrom: 'master', refreshIntervalMs: 5000, maxRedirections: 5,
-    retry: { attempts: 5, baseDelayMs: 20, maxDelayMs: 500 },
+    retry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 500 },
   };
   /** A valid cluster-mode document (lines 1..3) followed by `extra` lines (starting at line 4). */
   const cluster = (...extra: string[]): string => y('mode: cluster', 'cluster:', '  seeds: [127.0.0.1:7000]', ...extra);
@@ -684,7 +684,7 @@ describe('cluster mode', () => {
     expect(c.backend.password).toBe('pw');
     expect(configOf(cluster('  read_from: replica')).cluster!.readFrom).toBe('replica');
     expect(configOf(cluster('  retry:')).cluster!.retry).toEqual(CLUSTER_DEFAULTS.retry);
-    expect(configOf(cluster('  retry: { max_delay_ms: 20 }')).cluster!.retry).toEqual({ attempts: 5, baseDelayMs: 20, maxDelayMs: 20 });
+    expect(configOf(cluster('  retry: { max_delay_ms: 20 }')).cluster!.retry).toEqual({ attempts: 8, baseDelayMs: 20, maxDelayMs: 20 });
   });
 
   it('requires the cluster section', () => {
