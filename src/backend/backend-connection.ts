@@ -88,6 +88,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private retiring: boolean;
   private readonly handshakeFrames: Buffer[];
   private readonly redirects: RedirectHandler | null;
+  /** The socket's write buffer is full: wait for 'drain' before writing more. */
+  private writeBlocked: boolean;
 
   constructor(shard: ShardIdentity, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
@@ -120,6 +122,7 @@ export class BackendConnection implements ReplySink, Flushable {
     if (options.readOnly) frames.push(commandFrame(['READONLY']));
     this.handshakeFrames = frames;
     this.redirects = options.redirectHandler ?? null;
+    this.writeBlocked = false;
     this.onTimer = this.onTimer.bind(this);
   }
 
@@ -140,11 +143,17 @@ export class BackendConnection implements ReplySink, Flushable {
     this.state = 'connecting';
     const sock = net.connect({ host: this.shard.host, port: this.shard.port });
     this.socket = sock;
+    this.writeBlocked = false;
     this.scanner.reset();
     sock.setNoDelay(true);
     sock.setKeepAlive(true, 30_000);
     sock.on('connect', () => { if (this.socket === sock) this.onConnected(); });
     sock.on('data', (chunk: Buffer) => { if (this.socket === sock) this.scanner.feed(chunk); });
+    sock.on('drain', () => {
+      if (this.socket !== sock) return;
+      this.writeBlocked = false;
+      if (this.out.length > 0) scheduleFlush(this);
+    });
     sock.on('error', (err: Error) => { if (this.socket === sock) this.fail(describeSocketError(err)); });
     sock.on('close', () => { if (this.socket === sock) this.fail('closed the connection'); });
     this.armTimer(this.options.connectTimeoutMs);
@@ -173,19 +182,24 @@ export class BackendConnection implements ReplySink, Flushable {
 
   flush(): void {
     const sock = this.socket;
-    if (this.state !== 'ready' || sock === null || this.out.length === 0) return;
+    // While the socket pushes back (the shard reads slower than we write), frames wait here for 'drain': they are
+    // bounded by the clients' in-flight limits, and batching them later costs fewer writes.
+    if (this.state !== 'ready' || sock === null || this.out.length === 0 || this.writeBlocked) return;
     const out = this.out;
+    let ok: boolean;
     if (out.length === 1) {
-      sock.write(out[0]);
+      ok = sock.write(out[0]);
     } else if (this.outBytes <= CONCAT_LIMIT) {
-      sock.write(Buffer.concat(out, this.outBytes));
+      ok = sock.write(Buffer.concat(out, this.outBytes));
     } else {
       sock.cork();
-      for (let i = 0; i < out.length; i++) sock.write(out[i]);
+      for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
+      ok = sock.write(out[out.length - 1]);
       sock.uncork();
     }
     this.out = [];
     this.outBytes = 0;
+    if (!ok) this.writeBlocked = true;
   }
 
   onReply(frame: Buffer): void {

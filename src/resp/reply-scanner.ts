@@ -18,6 +18,7 @@ export interface ReplySink {
 const CR = 13;
 const LF = 10;
 const MIN_ACCUMULATOR = 4096;
+const MAX_RESERVE = 1 << 20;
 const EMPTY = Buffer.alloc(0);
 /** Largest reply we can hold: one Buffer. */
 const MAX_FRAME = bufferConstants.MAX_LENGTH;
@@ -101,7 +102,7 @@ export class ReplyScanner {
         this.fail('reply larger than a Buffer can hold');
         return false;
       }
-      const grown = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(needed, this.buf.length * 2, this.need)));
+      const grown = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(needed, this.buf.length * 2)));
       this.buf.copy(grown, 0, 0, this.len);
       this.buf = grown;
     }
@@ -188,7 +189,9 @@ export class ReplyScanner {
     if (this.accumulating && this.frameStart === 0) return;
     const start = this.pending === 0 ? this.pos : this.frameStart;
     const tail = this.len - start;
-    const acc = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(MIN_ACCUMULATOR, tail * 2, this.need - start)));
+    // Reserve for the announced bulk only up to MAX_RESERVE: a length is a promise, not bytes; beyond that the
+    // accumulator grows by doubling as the bytes actually arrive.
+    const acc = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - start, MAX_RESERVE))));
     this.buf.copy(acc, 0, start, this.len);
     this.buf = acc;
     this.len = tail;
