@@ -30,7 +30,7 @@ ensure_binaries() {
       apt-get update -qq
       _apt_updated=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts a redis-server service on port 6379 after installing it; keymux never uses it.
   else
     echo "keymux: missing ${missing[*]}." >&2
