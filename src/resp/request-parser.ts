@@ -66,6 +66,8 @@ export class RequestParser {
   /** Do not parse again until `len` reaches this (a bulk body in flight). */
   private need = 0;
   private failed = false;
+  /** Paused by the session: parse nothing more until resume(). */
+  private stopped = false;
 
   constructor(limits: RequestLimits, sink: RequestSink) {
     this.limits = limits;
@@ -84,16 +86,59 @@ export class RequestParser {
 
   feed(chunk: Buffer): void {
     if (this.failed || chunk.length === 0) return;
-    if (!this.accumulating) {
-      this.buf = chunk;
-      this.len = chunk.length;
-      this.cmdStart = 0;
-      this.pos = 0;
-    } else {
-      this.append(chunk);
-      if (this.failed || this.len < this.need) return;
+    let rest = chunk;
+    // A command spans chunks: copy into the accumulator only what that command still needs (the rest of a bulk
+    // whose length is known, else one line at a time). Commands end at such a boundary, so once it is complete
+    // parsing continues in the chunk itself: a split command costs copying that command, not what follows.
+    while (this.accumulating && !this.stopped) {
+      const take = this.need > this.len ? Math.min(rest.length, this.need - this.len) : lineLength(rest);
+      this.append(rest.subarray(0, take));
+      if (this.failed) return;
+      rest = rest.subarray(take);
+      if (this.len < this.need) return;
+      this.parse();
+      if (this.failed || rest.length === 0) return;
     }
+    if (this.stopped) {
+      // Paused by the session (backpressure): keep the bytes for resume().
+      if (!this.accumulating) this.startAccumulator(rest);
+      else this.append(rest);
+      return;
+    }
+    this.buf = rest;
+    this.len = rest.length;
+    this.cmdStart = 0;
+    this.pos = 0;
     this.parse();
+  }
+
+  /**
+   * Stops delivering commands after the current one (the session has enough in flight); bytes already received
+   * are kept. resume() delivers them. This makes the session's in-flight limit exact, whatever the chunk size.
+   */
+  pause(): void {
+    this.stopped = true;
+  }
+
+  resume(): void {
+    if (!this.stopped || this.failed) return;
+    this.stopped = false;
+    if (this.accumulating && this.pos < this.len) this.parse();
+  }
+
+  get paused(): boolean {
+    return this.stopped;
+  }
+
+  private startAccumulator(bytes: Buffer): void {
+    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, bytes.length * 2));
+    bytes.copy(acc, 0);
+    this.buf = acc;
+    this.len = bytes.length;
+    this.cmdStart = 0;
+    this.pos = 0;
+    this.need = 0;
+    this.accumulating = true;
   }
 
   private append(chunk: Buffer): void {
@@ -118,7 +163,7 @@ export class RequestParser {
     while (this.pos < this.len) {
       const done = this.argc >= 0 || this.buf[this.cmdStart] === STAR ? this.parseMultibulk() : this.parseInline();
       if (this.failed) return;
-      if (!done) {
+      if (!done || (this.stopped && this.pos < this.len)) {
         this.keepTail();
         return;
       }
@@ -315,6 +360,12 @@ export function encodeMultibulk(args: Buffer[]): Buffer {
     out[p++] = LF;
   }
   return out;
+}
+
+/** Bytes up to and including the first LF (the whole buffer when it has none). */
+function lineLength(b: Buffer): number {
+  const lf = b.indexOf(LF);
+  return lf < 0 ? b.length : lf + 1;
 }
 
 function digitsOf(n: number): number {

@@ -137,10 +137,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     if (this.closing) return; // after QUIT or an error that ends the stream, later commands are not run
     const req = new Request(this, frame, args, performance.now());
     this.inflight.push(req);
-    if (this.inflight.length >= this.maxInflight && !this.readPaused) {
-      this.readPaused = true;
-      this.socket.pause();
-    }
+    if (this.inflight.length >= this.maxInflight) this.pauseReading();
     const topo = this.ctx.topology;
     if (this.held.length > 0 || this.migrating > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
       this.held.push(req);
@@ -402,14 +399,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       if (!ok && !this.writeBlocked) {
         // The client is not reading its replies: stop reading its commands until it catches up.
         this.writeBlocked = true;
-        if (!this.readPaused) { this.readPaused = true; sock.pause(); }
+        this.pauseReading();
       }
     }
     if (this.readPaused && !this.writeBlocked && this.inflight.length < this.maxInflight >> 1) {
       // Decided after the write, not when replies complete: resuming before knowing whether the client takes
       // them would read (and answer) one more batch from a client that has stopped reading.
-      this.readPaused = false;
-      sock.resume();
+      this.resumeReading();
     }
     if (this.endAfterWrite || (this.closing && this.inflight.length === 0)) {
       // QUIT / protocol error / drain: everything up to it has been written; nothing after it is answered.
@@ -421,10 +417,22 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
 
   private onDrain(): void {
     this.writeBlocked = false;
-    if (this.readPaused && this.inflight.length < this.maxInflight >> 1) {
-      this.readPaused = false;
-      this.socket.resume();
-    }
+    if (this.readPaused && this.inflight.length < this.maxInflight >> 1) this.resumeReading();
+  }
+
+  /** Stops reading: the socket (no more bytes) and the parser (no more commands from bytes already read). */
+  private pauseReading(): void {
+    if (this.readPaused) return;
+    this.readPaused = true;
+    this.socket.pause();
+    this.parser.pause();
+  }
+
+  private resumeReading(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    this.socket.resume();
+    this.parser.resume(); // may deliver buffered commands, and pause again
   }
 
   private onClose(): void {
