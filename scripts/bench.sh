@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `npm run bench`: makes sure the benchmark's tools are present (node modules; redis-server, redis-benchmark and
-# nutcracker, installed with apt-get only when running as root, otherwise a clear message), builds keymux
-# (tsc -> dist/), then hands over to test/bench/run.ts with every argument (e.g. --targets direct,twemproxy).
-# Environment: BENCH_SCALE multiplies request counts; BENCH_TIMEOUT_S bounds one redis-benchmark run.
+# `npm run bench`: makes sure the benchmark's tools are present (node modules; redis-server, redis-cli,
+# redis-benchmark and, when the ring section benches twemproxy, nutcracker; installed with apt-get only when running
+# as root, otherwise a clear message), builds keymux (tsc -> dist/), then hands over to test/bench/run.ts with every
+# argument (e.g. --sections ring,cluster --targets direct,twemproxy).
+# Environment: BENCH_SCALE multiplies request counts; BENCH_ROUNDS sets the interleaved rounds per row;
+# BENCH_TIMEOUT_S bounds one redis-benchmark run; BENCH_SECTION_TIMEOUT_S bounds one section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,40 +13,47 @@ if [ ! -d node_modules ]; then
   npm ci
 fi
 
+# Which sections and ring targets run (the same defaults as run.ts; it validates the names).
+sections="ring,cluster,metrics"
+targets="direct,twemproxy,keymux"
+prev=""
+for arg in "$@"; do
+  case "$arg" in
+    --sections=*) sections="${arg#--sections=}" ;;
+    --targets=*) targets="${arg#--targets=}" ;;
+    *)
+      [ "$prev" = "--sections" ] && sections="$arg"
+      [ "$prev" = "--targets" ] && targets="$arg"
+      ;;
+  esac
+  prev="$arg"
+done
+has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
+# keymux is needed by the cluster and metrics sections, and by the ring section when it is one of its targets.
+wants_keymux=0
+{ has "$sections" cluster || has "$sections" metrics || { has "$sections" ring && has "$targets" keymux; }; } && wants_keymux=1
+wants_nutcracker=0
+{ has "$sections" ring && has "$targets" twemproxy; } && wants_nutcracker=1
+
 missing_pkgs=()
 command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
 { command -v redis-benchmark >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; } || missing_pkgs+=(redis-tools)
-command -v nutcracker >/dev/null 2>&1 || missing_pkgs+=(nutcracker)
+if [ "$wants_nutcracker" -eq 1 ]; then command -v nutcracker >/dev/null 2>&1 || missing_pkgs+=(nutcracker); fi
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bench: installing ${missing_pkgs[*]}"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing_pkgs[@]}"
   else
-    echo "bench: missing ${missing_pkgs[*]} (needs redis-server, redis-benchmark and nutcracker on PATH)." >&2
+    echo "bench: missing ${missing_pkgs[*]} (needs redis-server, redis-cli, redis-benchmark, and nutcracker for the ring section's twemproxy target, on PATH)." >&2
     echo "bench: install them, e.g.: sudo apt-get install -y ${missing_pkgs[*]}" >&2
     exit 1
   fi
 fi
 
-# keymux is a target unless --targets names a list without it.
-wants_keymux=1
-prev=""
-for arg in "$@"; do
-  list=""
-  case "$arg" in
-    --targets=*) list="${arg#--targets=}" ;;
-    *) [ "$prev" = "--targets" ] && list="$arg" ;;
-  esac
-  if [ -n "$list" ]; then
-    case ",$list," in *,keymux,*) wants_keymux=1 ;; *) wants_keymux=0 ;; esac
-  fi
-  prev="$arg"
-done
-
 if ! npm run build; then
   if [ "$wants_keymux" -eq 1 ]; then
-    echo "bench: npm run build failed, so keymux cannot be benchmarked (use --targets direct,twemproxy to skip it)" >&2
+    echo "bench: npm run build failed, so keymux cannot be benchmarked (use --sections ring --targets direct,twemproxy to skip it)" >&2
     exit 1
   fi
   echo "bench: npm run build failed; continuing because keymux is not among the targets" >&2

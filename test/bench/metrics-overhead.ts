@@ -9,7 +9,10 @@
  *
  * Use from test/bench/run.ts (shards already started and preloaded with the bench key space):
  *   const { markdown, rows } = await benchMetricsOverhead({ shards: shards.map((s) => s.address), workDir: tmpDir,
- *     requests: Math.round(200_000 * scale / rounds), rounds, clients: CLIENTS, keyspace: KEYSPACE, valueSize: VALUE_SIZE });
+ *     requests: Math.round(200_000 * scale / rounds), rounds, clients: CLIENTS, keyspace: KEYSPACE, valueSize: VALUE_SIZE,
+ *     track, timeoutMs, deadline });
+ * (track, timeoutMs and deadline are optional: the caller's process registry, so that it can stop these processes
+ * by PID on Ctrl-C too, and bounds on one redis-benchmark run and on the whole comparison.)
  * Standalone (starts and preloads its own four shards): npm run build && npx tsx test/bench/metrics-overhead.ts
  * (env BENCH_SCALE, BENCH_ROUNDS as in run.ts).
  */
@@ -38,6 +41,12 @@ export interface OverheadOptions {
   valueSize: number;
   /** Progress lines (default console.log). */
   log?: (line: string) => void;
+  /** Called with every process this starts (keymux, redis-benchmark), e.g. to stop it by PID on Ctrl-C. */
+  track?: (child: ChildProcess) => void;
+  /** Bound on one redis-benchmark run, in ms: it is stopped and the comparison fails. Default 180000. */
+  timeoutMs?: number;
+  /** Epoch ms after which no redis-benchmark run starts or continues (the comparison fails). Default none. */
+  deadline?: number;
 }
 
 export interface BenchResult {
@@ -78,7 +87,8 @@ async function stop(c: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
-async function startInstance(name: 'off' | 'on', shards: string[], workDir: string): Promise<Instance> {
+async function startInstance(name: 'off' | 'on', shards: string[], workDir: string,
+  track?: (child: ChildProcess) => void): Promise<Instance> {
   const bin = path.join(REPO, 'bin/keymux.js');
   if (!fs.existsSync(path.join(REPO, 'dist/main.js'))) throw new Error('keymux is not built: run npm run build');
   const port = await freePort();
@@ -100,6 +110,7 @@ async function startInstance(name: 'off' | 'on', shards: string[], workDir: stri
   const fd = fs.openSync(log, 'a');
   const child = spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] });
   fs.closeSync(fd);
+  track?.(child);
   child.on('error', () => undefined);
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -138,13 +149,20 @@ async function measured(inst: Instance, args: string[], n: number, o: OverheadOp
 function redisBenchmark(port: number, args: string[], n: number, o: OverheadOptions): Promise<Omit<BenchResult, 'cpuUs'>> {
   const all = ['-h', HOST, '-p', String(port), '-c', String(o.clients), '-n', String(n), '-r', String(o.keyspace),
     '-d', String(o.valueSize), '--csv', ...args];
+  const limitMs = Math.min(o.timeoutMs ?? 180_000, (o.deadline ?? Infinity) - Date.now());
+  if (limitMs <= 0) return Promise.reject(new Error('out of time (deadline passed)'));
   return new Promise((resolve, reject) => {
     const child = spawn('redis-benchmark', all, { stdio: ['ignore', 'pipe', 'pipe'] });
+    o.track?.(child);
     let out = '';
+    let timedOut = false;
+    const timer = setTimeout(() => { timedOut = true; void stop(child); }, limitMs);
     child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
-    child.on('error', reject);
+    child.on('error', (e) => { clearTimeout(timer); reject(e); });
     child.on('close', (code) => {
+      clearTimeout(timer);
+      if (timedOut) { reject(new Error(`redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s (time bound: BENCH_TIMEOUT_S or the section's deadline)`)); return; }
       const lines = out.split('\n').filter((l) => l.startsWith('"'));
       const h = lines.findIndex((l) => l.startsWith('"test"'));
       if (code !== 0 || h < 0 || lines[h + 1] === undefined) { reject(new Error(`redis-benchmark failed (${code}): ${out.slice(0, 300)}`)); return; }
@@ -170,8 +188,8 @@ export async function benchMetricsOverhead(o: OverheadOptions): Promise<{ rows: 
   let scrapes = 0;
   let scraper: Promise<void> = Promise.resolve();
   try {
-    instances.push(await startInstance('off', o.shards, o.workDir));
-    instances.push(await startInstance('on', o.shards, o.workDir));
+    instances.push(await startInstance('off', o.shards, o.workDir, o.track));
+    instances.push(await startInstance('on', o.shards, o.workDir, o.track));
     const on = instances[1];
     scraper = (async () => {
       while (scraping) {

@@ -1,11 +1,22 @@
 /**
- * The performance harness behind `npm run bench`: it starts 4 redis-server shards plus one lone redis-server on
- * free loopback ports, twemproxy (nutcracker) and keymux in ring mode over the same 4 shards with the same ring
- * (ketama, fnv1a_64, hash tag "{}"), preloads the key space through every target, then runs redis-benchmark
- * against each target row by row, in short interleaved rounds with a rotating order (each cell is the median of
- * its rounds), and prints a markdown table (rps, p50/p99, keymux's rps ratios) that it also writes to
- * test/bench/RESULTS.md. It owns every process it starts and stops each by PID on exit, on Ctrl-C and on
- * errors. Load only ever goes to 127.0.0.1.
+ * The performance harness behind `npm run bench`. It runs up to three sections, chosen with --sections (default
+ * all, always in this order), in one run, and writes one report, test/bench/RESULTS.md:
+ *
+ * - ring: 4 redis-server shards plus one lone redis-server on free loopback ports, twemproxy (nutcracker) and
+ *   keymux in ring mode over the same 4 shards with the same ring (ketama, fnv1a_64, hash tag "{}"); the key
+ *   space is preloaded through every target, then redis-benchmark runs against each target row by row, in short
+ *   interleaved rounds with a rotating order (each cell is the median of its rounds). --targets picks the targets.
+ * - cluster: a real 3-master Redis Cluster and keymux in cluster mode in front of it; `redis-benchmark --cluster`
+ *   straight to the cluster versus plain redis-benchmark through keymux (test/bench/cluster.ts).
+ * - metrics: keymux with metrics and hot keys off versus on, /metrics scraped every second, over the ring
+ *   section's shards (test/bench/metrics-overhead.ts).
+ *
+ * Each section is bounded in time: every redis-benchmark run by BENCH_TIMEOUT_S, the section by
+ * BENCH_SECTION_TIMEOUT_S (no run starts or continues past it), start-up steps by their own timeouts. A section
+ * that fails is reported and the next one still runs; the exit code is 1 if anything failed. This process owns
+ * every process it starts (directly or through cluster.ts and metrics-overhead.ts, which register theirs here)
+ * and stops each by PID when its section ends, on exit, on Ctrl-C and on errors. Load only ever goes to
+ * 127.0.0.1.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,6 +25,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../support/ports.js';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
+import { benchCluster, type BenchCell, type BenchResult } from './cluster.js';
+import { benchMetricsOverhead } from './metrics-overhead.js';
 
 const HOST = '127.0.0.1';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -24,21 +37,32 @@ const CLIENTS = 50;
 const SHARDS = 4;
 const MGET_KEYS = 10;
 
+type SectionName = 'ring' | 'cluster' | 'metrics';
+const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics'];
+const SECTION_TITLE: Record<SectionName, string> = {
+  ring: 'Ring mode: keymux vs twemproxy vs a lone redis-server',
+  cluster: 'Cluster mode: keymux vs redis-benchmark --cluster straight to a 3-master Redis Cluster',
+  metrics: 'Metrics and hot keys: keymux with observability on vs off',
+};
+
 type TargetName = 'direct' | 'twemproxy' | 'keymux';
 const ALL_TARGETS: TargetName[] = ['direct', 'twemproxy', 'keymux'];
 const ALIASES: Record<string, TargetName> = { direct: 'direct', redis: 'direct', twemproxy: 'twemproxy',
   nutcracker: 'twemproxy', keymux: 'keymux' };
 
-interface Target { name: TargetName; port: number; child?: ChildProcess; log?: string }
+interface Target { name: TargetName; port: number; child?: ChildProcess; log?: string; redis?: RedisProcess }
 interface Row { name: string; base: number; args: string[]; mget?: boolean }
-interface Result { rps: number; p50: number; p99: number }
-type Cell = { ok: Result } | { error: string };
+type Result = BenchResult;
+type Cell = BenchCell;
+interface SectionOutcome { markdown: string; failures: string[] }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Process ownership: everything started here is tracked and stopped by PID.
 
 const children = new Set<ChildProcess>();
 const redises: RedisProcess[] = [];
+/** Other things to stop (the Redis Cluster of the cluster section, which stops its nodes by PID). */
+const owned = new Set<{ stop(): Promise<void> }>();
 let tmpDir = '';
 let shuttingDown = false;
 
@@ -61,13 +85,24 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+async function stopRedis(r: RedisProcess): Promise<void> {
+  await r.stop().catch(() => undefined);
+  fs.rmSync(r.dir, { recursive: true, force: true });
+  const i = redises.indexOf(r);
+  if (i >= 0) redises.splice(i, 1);
+}
+
 async function cleanup(keepTmp: boolean): Promise<void> {
   await Promise.all([...children].map(stopChild));
-  await Promise.all(redises.map(async (r) => {
-    await r.stop().catch(() => undefined);
-    fs.rmSync(r.dir, { recursive: true, force: true });
-  }));
+  await Promise.all([...redises].map(stopRedis));
+  await Promise.all([...owned].map((o) => o.stop().catch(() => undefined)));
   if (tmpDir !== '' && !keepTmp) fs.rmSync(tmpDir, { recursive: true, force: true });
+}
+
+/** When a signal is stopping everything, the code still running must not go on (or write a report): it waits
+ * here until the signal handler exits the process. */
+async function haltIfStopping(): Promise<void> {
+  if (shuttingDown) await new Promise<never>(() => undefined);
 }
 
 process.on('exit', () => {
@@ -86,33 +121,47 @@ for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] a
 // Arguments and sizes.
 
 function usage(): string {
-  return `usage: npm run bench -- [--targets direct,twemproxy,keymux]
+  return `usage: npm run bench -- [--sections ring,cluster,metrics] [--targets direct,twemproxy,keymux]
 
-  --targets LIST   comma-separated subset of: ${ALL_TARGETS.join(', ')} (default: all three)
+  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all three; they always run in
+                   this order). ring: keymux vs twemproxy vs one redis-server; cluster: keymux in cluster mode vs
+                   redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
+                   keys on vs off
+  --targets LIST   targets of the ring section, a subset of: ${ALL_TARGETS.join(', ')} (default: all three)
   env BENCH_SCALE  multiplies every request count (default 1; 0.1 for a quick smoke run)
   env BENCH_ROUNDS splits each row into this many interleaved rounds and reports medians (default 3)
-  env BENCH_TIMEOUT_S  seconds one redis-benchmark run may take before it counts as hung (default 180)`;
+  env BENCH_TIMEOUT_S  seconds one redis-benchmark run may take before it counts as hung (default 180)
+  env BENCH_SECTION_TIMEOUT_S  seconds one section may take; no run starts or goes on after that (default
+                   240, times BENCH_SCALE when that is above 1)`;
 }
 
-function parseArgs(argv: string[]): TargetName[] {
+function parseList<T extends string>(flag: string, list: string | undefined, known: readonly T[],
+  aliases: Record<string, T>): T[] {
+  if (list === undefined || list === '') { console.error(`bench: ${flag} needs a list\n${usage()}`); process.exit(2); }
+  const picked = new Set<T>();
+  for (const t of list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)) {
+    const name = aliases[t];
+    if (name === undefined) { console.error(`bench: unknown ${flag.slice(2, -1)} '${t}' (known: ${known.join(', ')})`); process.exit(2); }
+    picked.add(name);
+  }
+  if (picked.size === 0) { console.error(`bench: ${flag} needs at least one name\n${usage()}`); process.exit(2); }
+  return known.filter((t) => picked.has(t));
+}
+
+function parseArgs(argv: string[]): { targets: TargetName[]; sections: SectionName[] } {
   let targets: TargetName[] = ALL_TARGETS;
+  let sections: SectionName[] = ALL_SECTIONS;
+  const sectionAliases = Object.fromEntries(ALL_SECTIONS.map((s) => [s, s])) as Record<string, SectionName>;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--help' || a === '-h') { console.log(usage()); process.exit(0); }
-    let list: string | undefined;
-    if (a === '--targets') list = argv[++i];
-    else if (a.startsWith('--targets=')) list = a.slice('--targets='.length);
+    if (a === '--targets') targets = parseList('--targets', argv[++i], ALL_TARGETS, ALIASES);
+    else if (a.startsWith('--targets=')) targets = parseList('--targets', a.slice('--targets='.length), ALL_TARGETS, ALIASES);
+    else if (a === '--sections') sections = parseList('--sections', argv[++i], ALL_SECTIONS, sectionAliases);
+    else if (a.startsWith('--sections=')) sections = parseList('--sections', a.slice('--sections='.length), ALL_SECTIONS, sectionAliases);
     else { console.error(`bench: unknown argument '${a}'\n${usage()}`); process.exit(2); }
-    if (list === undefined || list === '') { console.error(`bench: --targets needs a list\n${usage()}`); process.exit(2); }
-    const picked = new Set<TargetName>();
-    for (const t of list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)) {
-      const name = ALIASES[t];
-      if (name === undefined) { console.error(`bench: unknown target '${t}' (known: ${ALL_TARGETS.join(', ')})`); process.exit(2); }
-      picked.add(name);
-    }
-    targets = ALL_TARGETS.filter((t) => picked.has(t));
   }
-  return targets;
+  return { targets, sections };
 }
 
 function envNumber(name: string, dflt: number): number {
@@ -181,32 +230,40 @@ async function startTwemproxy(shards: RedisProcess[]): Promise<Target> {
   const child = track(spawn('nutcracker', ['-c', conf, '-o', log, '-s', String(statsPort), '-a', HOST],
     { stdio: 'ignore' }));
   child.on('error', () => undefined); // reported as "exited during start-up" by waitPing
-  await waitPing('twemproxy (nutcracker)', port, child, log);
+  try { await waitPing('twemproxy (nutcracker)', port, child, log); } catch (err) { await stopChild(child); throw err; }
   return { name: 'twemproxy', port, child, log };
 }
 
-async function startKeymux(shards: RedisProcess[]): Promise<Target> {
+/** Writes `listen: 127.0.0.1:<free port>` plus `yaml` to NAME.yaml in the work dir, spawns the built CLI
+ * (`node bin/keymux.js --config FILE`, logging to NAME.log) and waits until it answers PING. */
+async function startKeymuxProcess(name: string, yaml: string[]): Promise<{ port: number; child: ChildProcess; log: string }> {
   const bin = path.join(REPO, 'bin/keymux.js');
-  if (!fs.existsSync(bin)) throw new Error(`keymux is not built: ${bin} does not exist (run with --targets direct,twemproxy to skip it)`);
+  if (!fs.existsSync(bin) || !fs.existsSync(path.join(REPO, 'dist/main.js'))) {
+    throw new Error(`keymux is not built (${bin}, dist/): run npm run build, or bench only --sections ring --targets direct,twemproxy`);
+  }
   const port = await freePort();
-  const conf = path.join(tmpDir, 'keymux.yaml');
-  const log = path.join(tmpDir, 'keymux.log');
-  fs.writeFileSync(conf, [
-    `listen: ${HOST}:${port}`,
+  const conf = path.join(tmpDir, `${name}.yaml`);
+  const log = path.join(tmpDir, `${name}.log`);
+  fs.writeFileSync(conf, [`listen: ${HOST}:${port}`, ...yaml, ''].join('\n'));
+  const fd = fs.openSync(log, 'a');
+  const child = track(spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] }));
+  fs.closeSync(fd);
+  child.on('error', () => undefined);
+  try { await waitPing(name, port, child, log); } catch (err) { await stopChild(child); throw err; }
+  return { port, child, log };
+}
+
+/** keymux in ring mode over the shards, with twemproxy's ring (ketama, fnv1a_64, hash tag "{}"). */
+async function startKeymux(shards: RedisProcess[], name = 'keymux'): Promise<Target> {
+  const k = await startKeymuxProcess(name, [
     'mode: ring',
     'hash_tag: "{}"',
     'ring: { hash: fnv1a_64 }',
     'shards:',
     ...shards.map((s) => `  - { address: ${s.address}, weight: 1 }`),
     'log: { level: warn }',
-    '',
-  ].join('\n'));
-  const fd = fs.openSync(log, 'a');
-  const child = track(spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] }));
-  fs.closeSync(fd);
-  child.on('error', () => undefined);
-  await waitPing('keymux', port, child, log);
-  return { name: 'keymux', port, child, log };
+  ]);
+  return { name: 'keymux', ...k };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -253,11 +310,17 @@ async function dbsizes(shards: RedisProcess[]): Promise<number[]> {
 // redis-benchmark.
 
 const timeoutS = envNumber('BENCH_TIMEOUT_S', 180);
+/** No redis-benchmark run of the current section starts, or goes on, after this (epoch ms). */
+let sectionDeadline = Infinity;
 
-function runBenchmark(t: Target, row: Row, n: number): Promise<Cell> {
+/** `redis-benchmark -h 127.0.0.1 -p PORT -c 50 -n N -r KEYSPACE -d 16 --csv ...args`; resolves with rps, p50 and
+ * p99, or with an error (never rejects). Bounded by BENCH_TIMEOUT_S and by the section's deadline. */
+function redisBenchmark(port: number, n: number, keyspace: number, extra: string[]): Promise<Cell> {
   if (shuttingDown) return new Promise(() => undefined); // the signal handler is stopping everything and exits
-  const args = ['-h', HOST, '-p', String(t.port), '-c', String(CLIENTS), '-n', String(n), '-r', String(KEYSPACE),
-    '-d', String(VALUE_SIZE), '--csv', ...row.args];
+  const limitMs = Math.min(timeoutS * 1000, sectionDeadline - Date.now());
+  if (limitMs <= 0) return Promise.resolve({ error: 'not run: the section is over its time budget (BENCH_SECTION_TIMEOUT_S)' });
+  const args = ['-h', HOST, '-p', String(port), '-c', String(CLIENTS), '-n', String(n), '-r', String(keyspace),
+    '-d', String(VALUE_SIZE), '--csv', ...extra];
   return new Promise((resolve) => {
     const child = track(spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
@@ -265,14 +328,18 @@ function runBenchmark(t: Target, row: Row, n: number): Promise<Cell> {
     let timedOut = false;
     child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
     child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-    const timer = setTimeout(() => { timedOut = true; void stopChild(child); }, timeoutS * 1000);
+    const timer = setTimeout(() => { timedOut = true; void stopChild(child); }, limitMs);
     child.on('error', (e) => { clearTimeout(timer); resolve({ error: `redis-benchmark failed to start: ${e.message}` }); });
     child.on('close', (code) => {
       clearTimeout(timer);
       if (shuttingDown) return; // stopped by Ctrl-C: no result to report
       const detail = (err + out).split('\n').map((l) => l.trim())
         .filter((l) => l !== '' && !l.startsWith('"') && !l.includes('Could not fetch server CONFIG')).slice(0, 3).join(' | ');
-      if (timedOut) { resolve({ error: `redis-benchmark hung for ${timeoutS}s (BENCH_TIMEOUT_S)${detail ? `: ${detail}` : ''}` }); return; }
+      if (timedOut) {
+        const why = limitMs < timeoutS * 1000 ? 'the section\'s time budget (BENCH_SECTION_TIMEOUT_S)' : 'BENCH_TIMEOUT_S';
+        resolve({ error: `redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s by ${why}${detail ? `: ${detail}` : ''}` });
+        return;
+      }
       if (code !== 0) { resolve({ error: `redis-benchmark exited ${code}${detail ? `: ${detail}` : ''}` }); return; }
       const lines = out.split('\n').filter((l) => l.startsWith('"'));
       const header = lines.findIndex((l) => l.startsWith('"test"'));
@@ -343,99 +410,225 @@ function table(targets: TargetName[], results: Map<string, Cell>[], counts: numb
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Main.
+// Sections.
 
-async function main(): Promise<number> {
-  const targetNames = parseArgs(process.argv.slice(2));
-  const scale = envNumber('BENCH_SCALE', 1);
-  const rounds = Math.round(envNumber('BENCH_ROUNDS', 3));
-  const counts = ROWS.map((r) => Math.max(1000, Math.round(r.base * scale / rounds))); // requests per round
-  const load = os.loadavg()[0].toFixed(2);
-  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-bench-'));
-  const started = Date.now();
-  console.log(`bench: targets ${targetNames.join(', ')}; scale ${scale}; rounds ${rounds}; load average ${load}; work dir ${tmpDir}`);
+/** The 4 ring shards: started by the first section that needs them (ring or metrics), kept for the next. */
+const shards: RedisProcess[] = [];
+/** True once the bench key space has been written to the shards through a ring (twemproxy's or keymux's). */
+let shardsPreloaded = false;
 
-  const needShards = targetNames.includes('twemproxy') || targetNames.includes('keymux');
-  const shards: RedisProcess[] = [];
-  if (needShards) {
+async function ensureShards(): Promise<RedisProcess[]> {
+  if (shards.length === 0) {
     for (let i = 0; i < SHARDS; i++) { const r = await startRedis(); redises.push(r); shards.push(r); }
     console.log(`bench: ${SHARDS} shards on ${shards.map((s) => s.port).join(', ')}`);
   }
+  return shards;
+}
+
+async function ringSection(targetNames: TargetName[], scale: number, rounds: number): Promise<SectionOutcome> {
+  const counts = ROWS.map((r) => Math.max(1000, Math.round(r.base * scale / rounds))); // requests per round
+  if (targetNames.includes('twemproxy') || targetNames.includes('keymux')) await ensureShards();
   const targets: Target[] = [];
-  for (const name of targetNames) {
-    if (name === 'direct') {
-      const r = await startRedis(); redises.push(r);
-      targets.push({ name, port: r.port, child: r.process });
-    } else if (name === 'twemproxy') targets.push(await startTwemproxy(shards));
-    else targets.push(await startKeymux(shards));
-    console.log(`bench: ${name} answers PING on ${HOST}:${targets[targets.length - 1].port}`);
-  }
-
-  // Preload the whole key space through each target so GET and MGET read real values. twemproxy first, then
-  // keymux: if keymux's ring agrees with twemproxy's, its preload rewrites the same keys on the same shards.
-  const notes: string[] = [];
-  let afterTwemproxy: number[] | undefined;
-  for (const t of [...targets].sort((a, b) => ALL_TARGETS.indexOf(a.name) - ALL_TARGETS.indexOf(b.name))) {
-    const t0 = Date.now();
-    try { await preload(t); } catch (err) {
-      throw new Error(`preloading through ${t.name} failed: ${(err as Error).message}${logTail(t.log)}`);
+  try {
+    for (const name of targetNames) {
+      if (name === 'direct') {
+        const r = await startRedis(); redises.push(r);
+        targets.push({ name, port: r.port, child: r.process, redis: r });
+      } else if (name === 'twemproxy') targets.push(await startTwemproxy(shards));
+      else targets.push(await startKeymux(shards));
+      console.log(`bench: ${name} answers PING on ${HOST}:${targets[targets.length - 1].port}`);
     }
-    console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys through ${t.name} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-    const bad = await checkReads(t, false);
-    if (bad !== undefined) throw new Error(`${t.name} does not read back what it stored: ${bad}${logTail(t.log)}`);
-    if (t.name === 'twemproxy') afterTwemproxy = await dbsizes(shards);
-    if (t.name === 'keymux' && afterTwemproxy !== undefined) {
-      const after = await dbsizes(shards);
-      const agree = after.every((v, i) => v === afterTwemproxy![i]);
-      const msg = agree
-        ? `keymux and twemproxy place keys identically (keys per shard: ${after.join(', ')})`
-        : `WARNING: keymux and twemproxy place keys differently (keys per shard after twemproxy's preload: ${afterTwemproxy.join(', ')}; after keymux's: ${after.join(', ')})`;
-      console.log(`bench: ${msg}`);
-      notes.push(msg);
-    }
-  }
 
-  // Each row runs in rounds; within a round the targets run back to back, in an order that rotates every round
-  // so no target always goes last. Interleaving short rounds spreads background noise on a shared machine over
-  // all targets; each cell reports the median rps, p50 and p99 of its rounds. A failed round fails the cell.
-  const results: Map<string, Cell>[] = [];
-  for (let i = 0; i < ROWS.length; i++) {
-    const row = ROWS[i];
-    const samples = new Map<TargetName, Result[]>(targets.map((t) => [t.name, []]));
-    const cells = new Map<string, Cell>();
-    results.push(cells);
-    for (let round = 0; round < rounds; round++) {
-      for (let k = 0; k < targets.length; k++) {
-        const t = targets[(i * rounds + round + k) % targets.length];
-        if (cells.has(t.name)) continue; // already failed
-        let cell: Cell;
-        if (t.child !== undefined && !alive(t.child)) {
-          cell = { error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}` };
-        } else {
-          const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
-          cell = bad !== undefined ? { error: bad } : await runBenchmark(t, row, counts[i]);
+    // Preload the whole key space through each target so GET and MGET read real values. twemproxy first, then
+    // keymux: if keymux's ring agrees with twemproxy's, its preload rewrites the same keys on the same shards.
+    const notes: string[] = [];
+    let afterTwemproxy: number[] | undefined;
+    for (const t of [...targets].sort((a, b) => ALL_TARGETS.indexOf(a.name) - ALL_TARGETS.indexOf(b.name))) {
+      const t0 = Date.now();
+      try { await preload(t); } catch (err) {
+        throw new Error(`preloading through ${t.name} failed: ${(err as Error).message}${logTail(t.log)}`);
+      }
+      console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys through ${t.name} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      const bad = await checkReads(t, false);
+      if (bad !== undefined) throw new Error(`${t.name} does not read back what it stored: ${bad}${logTail(t.log)}`);
+      if (t.name !== 'direct') shardsPreloaded = true;
+      if (t.name === 'twemproxy') afterTwemproxy = await dbsizes(shards);
+      if (t.name === 'keymux' && afterTwemproxy !== undefined) {
+        const after = await dbsizes(shards);
+        const agree = after.every((v, i) => v === afterTwemproxy![i]);
+        const msg = agree
+          ? `keymux and twemproxy place keys identically (keys per shard: ${after.join(', ')})`
+          : `WARNING: keymux and twemproxy place keys differently (keys per shard after twemproxy's preload: ${afterTwemproxy.join(', ')}; after keymux's: ${after.join(', ')})`;
+        console.log(`bench: ${msg}`);
+        notes.push(msg);
+      }
+    }
+
+    // Each row runs in rounds; within a round the targets run back to back, in an order that rotates every round
+    // so no target always goes last. Interleaving short rounds spreads background noise on a shared machine over
+    // all targets; each cell reports the median rps, p50 and p99 of its rounds. A failed round fails the cell.
+    const results: Map<string, Cell>[] = [];
+    for (let i = 0; i < ROWS.length; i++) {
+      const row = ROWS[i];
+      const samples = new Map<TargetName, Result[]>(targets.map((t) => [t.name, []]));
+      const cells = new Map<string, Cell>();
+      results.push(cells);
+      for (let round = 0; round < rounds; round++) {
+        for (let k = 0; k < targets.length; k++) {
+          const t = targets[(i * rounds + round + k) % targets.length];
+          if (cells.has(t.name)) continue; // already failed
+          let cell: Cell;
+          if (t.child !== undefined && !alive(t.child)) {
+            cell = { error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}` };
+          } else {
+            const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
+            cell = bad !== undefined ? { error: bad } : await redisBenchmark(t.port, counts[i], KEYSPACE, row.args);
+          }
+          if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
+          else cells.set(t.name, cell);
+          const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
+            : `FAILED: ${cell.error}`;
+          console.log(`bench: ring ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`);
         }
-        if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
-        else cells.set(t.name, cell);
-        const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-          : `FAILED: ${cell.error}`;
-        console.log(`bench: ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`);
+      }
+      for (const t of targets) {
+        const got = samples.get(t.name)!;
+        if (!cells.has(t.name)) {
+          cells.set(t.name, { ok: { rps: median(got.map((r) => r.rps)), p50: median(got.map((r) => r.p50)), p99: median(got.map((r) => r.p99)) } });
+        }
       }
     }
+
+    const failures: string[] = [];
+    ROWS.forEach((row, i) => {
+      for (const [t, c] of results[i]) if ('error' in c) failures.push(`ring / ${row.name} / ${t}: ${c.error}`);
+    });
     for (const t of targets) {
-      const got = samples.get(t.name)!;
-      if (!cells.has(t.name)) {
-        cells.set(t.name, { ok: { rps: median(got.map((r) => r.rps)), p50: median(got.map((r) => r.p50)), p99: median(got.map((r) => r.p99)) } });
-      }
+      if (t.child !== undefined && !alive(t.child)) failures.push(`ring: ${t.name} exited during the run${logTail(t.log)}`);
+    }
+
+    const markdown = [
+      `## ${SECTION_TITLE.ring}`,
+      '',
+      `- load: redis-benchmark on loopback, ${CLIENTS} clients, ${fmtInt(KEYSPACE)} random keys (-r), ${VALUE_SIZE}-byte values (-d), ` +
+        'key space preloaded; direct is one redis-server; twemproxy and keymux each front the same ' +
+        `${SHARDS} redis-server shards (ketama, fnv1a_64, hash tag "{}", one connection per shard)`,
+      ...notes.map((n) => `- ${n}`),
+      '',
+      table(targetNames, results, counts, rounds),
+      '',
+      'rps is requests per second as redis-benchmark counts them (one MGET is one request); p50 / p99 are its ' +
+        'latency percentiles in milliseconds. A ratio is the first target\'s rps divided by the second\'s on the ' +
+        'same row: 1.00× is parity, below 1 is slower. All processes share the same CPUs, so absolute numbers ' +
+        'depend on the machine; compare ratios from one run.',
+    ].join('\n');
+    return { markdown, failures };
+  } finally {
+    // The shards stay for the metrics section; the targets are done.
+    for (const t of targets) {
+      if (t.redis !== undefined) await stopRedis(t.redis);
+      else if (t.child !== undefined) await stopChild(t.child);
     }
   }
+}
 
-  const failures: string[] = [];
-  ROWS.forEach((row, i) => {
-    for (const [t, c] of results[i]) if ('error' in c) failures.push(`${row.name} / ${t}: ${c.error}`);
+function clusterSection(scale: number, rounds: number): Promise<SectionOutcome> {
+  return benchCluster({
+    workDir: tmpDir, scale, rounds, clients: CLIENTS, valueSize: VALUE_SIZE,
+    log: (line) => console.log(line),
+    own: (resource) => { owned.add(resource); return () => { owned.delete(resource); }; },
+    startKeymux: startKeymuxProcess,
+    stopProcess: stopChild,
+    redisBenchmark,
+    stopping: () => shuttingDown,
   });
-  for (const t of targets) {
-    if (t.child !== undefined && !alive(t.child)) failures.push(`${t.name} exited during the run${logTail(t.log)}`);
+}
+
+const METRICS_BUDGET = 0.05;
+
+async function metricsSection(scale: number, rounds: number): Promise<SectionOutcome> {
+  const shardList = await ensureShards();
+  if (!shardsPreloaded) {
+    const t0 = Date.now();
+    const k = await startKeymux(shardList, 'keymux-preload');
+    try { await preload(k); } finally { await stopChild(k.child!); }
+    shardsPreloaded = true;
+    console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys into the shards in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+  }
+  const { rows, markdown } = await benchMetricsOverhead({
+    shards: shardList.map((s) => s.address), workDir: tmpDir, requests: Math.round(200_000 * scale / rounds), rounds,
+    clients: CLIENTS, keyspace: KEYSPACE, valueSize: VALUE_SIZE,
+    log: (line) => console.log(line),
+    track: (child) => { track(child); },
+    timeoutMs: timeoutS * 1000,
+    deadline: sectionDeadline,
+  });
+  const pctOf = (v: number): string => `${(v * 100).toFixed(1)}%`;
+  const over = rows.filter((r) => r.cost > METRICS_BUDGET);
+  const cpuOver = rows.filter((r) => r.cpuCost > METRICS_BUDGET);
+  const budget = over.length === 0
+    ? `within the ${pctOf(METRICS_BUDGET)} budget on every row (largest rps cost ${pctOf(Math.max(...rows.map((r) => r.cost)))})`
+    : `over the ${pctOf(METRICS_BUDGET)} budget on ${over.map((r) => `${r.name} (${pctOf(r.cost)})`).join(', ')}` +
+      (cpuOver.length === 0 ? '; CPU per request stays within it on every row, so the rps gap is likely noise — rerun to confirm' : '');
+  console.log(`bench: metrics cost ${budget}`);
+  return {
+    markdown: [
+      `## ${SECTION_TITLE.metrics}`,
+      '',
+      `- setup: two keymux processes in ring mode over the ring section's ${SHARDS} redis-server shards (same ring, ` +
+        `${fmtInt(KEYSPACE)} preloaded keys), each measured with redis-benchmark, ${CLIENTS} clients, ${VALUE_SIZE}-byte ` +
+        `values, in ${rounds} interleaved rounds of alternating order (medians); test/bench/metrics-overhead.ts`,
+      `- issue 4 budget, rps cost ≤ ${pctOf(METRICS_BUDGET)}: ${budget}`,
+      '',
+      markdown,
+    ].join('\n'),
+    failures: [],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main.
+
+async function main(): Promise<number> {
+  const { targets: targetNames, sections } = parseArgs(process.argv.slice(2));
+  const scale = envNumber('BENCH_SCALE', 1);
+  const rounds = Math.round(envNumber('BENCH_ROUNDS', 3));
+  const sectionBudgetS = envNumber('BENCH_SECTION_TIMEOUT_S', 240 * Math.max(1, scale));
+  const load = os.loadavg()[0].toFixed(2);
+  tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-bench-'));
+  // Everything started from here keeps its files under the work dir, removed at the end (kept on failure):
+  // test/support/redis.ts makes each redis-server's directory in os.tmpdir(), which reads TMPDIR.
+  process.env.TMPDIR = tmpDir;
+  const started = Date.now();
+  console.log(`bench: sections ${sections.join(', ')}` +
+    `${sections.includes('ring') ? `; ring targets ${targetNames.join(', ')}` : ''}; scale ${scale}; rounds ${rounds}; ` +
+    `section budget ${sectionBudgetS}s; load average ${load}; work dir ${tmpDir}`);
+
+  const parts: string[] = [];
+  const failures: string[] = [];
+  const durations: string[] = [];
+  for (const section of sections) {
+    const t0 = Date.now();
+    sectionDeadline = t0 + sectionBudgetS * 1000;
+    console.log(`bench: --- section ${section} ---`);
+    let out: SectionOutcome;
+    try {
+      if (section === 'ring') out = await ringSection(targetNames, scale, rounds);
+      else if (section === 'cluster') out = await clusterSection(scale, rounds);
+      else out = await metricsSection(scale, rounds);
+    } catch (err) {
+      await haltIfStopping();
+      const msg = err instanceof Error ? err.message : String(err);
+      console.error(`bench: section ${section} FAILED: ${msg}`);
+      out = { markdown: `## ${SECTION_TITLE[section]}\n\nNot measured: ${oneLine(msg)}`, failures: [`${section}: ${msg}`] };
+    }
+    await haltIfStopping();
+    sectionDeadline = Infinity;
+    const took = (Date.now() - t0) / 1000;
+    if (took > sectionBudgetS) out.failures.push(`${section}: took ${took.toFixed(1)}s, over its budget of ${sectionBudgetS}s (BENCH_SECTION_TIMEOUT_S)`);
+    durations.push(`${section} ${took.toFixed(0)}s`);
+    parts.push(out.markdown);
+    failures.push(...out.failures);
   }
 
   const cpus = os.cpus();
@@ -449,21 +642,11 @@ async function main(): Promise<number> {
     `- node ${process.version}, redis-server ${version('redis-server', ['--version'], /v=(\S+)/)}, ` +
       `redis-benchmark ${version('redis-benchmark', ['--version'], /redis-benchmark (\S+)/)}, ` +
       `nutcracker ${version('nutcracker', ['--version'], /nutcracker-(\S+)/)}, keymux ${gitRev()}`,
-    `- load: redis-benchmark on loopback, ${CLIENTS} clients, ${fmtInt(KEYSPACE)} random keys (-r), ${VALUE_SIZE}-byte values (-d), ` +
-      'key space preloaded; direct is one redis-server; twemproxy and keymux each front the same ' +
-      `${SHARDS} redis-server shards (ketama, fnv1a_64, hash tag "{}", one connection per shard)`,
     `- BENCH_SCALE ${scale}, BENCH_ROUNDS ${rounds} (each cell is the median of ${rounds} interleaved rounds); ` +
-      `1-minute load average at start ${load}; whole run ${((Date.now() - started) / 1000).toFixed(0)}s`,
-    ...notes.map((n) => `- ${n}`),
+      `1-minute load average at start ${load}; whole run ${((Date.now() - started) / 1000).toFixed(0)}s (${durations.join(', ')})`,
     '',
-    table(targetNames, results, counts, rounds),
-    '',
-    'rps is requests per second as redis-benchmark counts them (one MGET is one request); p50 / p99 are its ' +
-      'latency percentiles in milliseconds. A ratio is the first target\'s rps divided by the second\'s on the ' +
-      'same row: 1.00× is parity, below 1 is slower. All processes share the same CPUs, so absolute numbers ' +
-      'depend on the machine; compare ratios from one run.',
-    ...(failures.length > 0 ? ['', '## Failures', '', ...failures.map((f) => `- ${oneLine(f)}`)] : []),
-    '',
+    ...parts.flatMap((p) => [p, '']),
+    ...(failures.length > 0 ? ['## Failures', '', ...failures.map((f) => `- ${oneLine(f)}`), ''] : []),
   ].join('\n');
   console.log(`\n${md}`);
   fs.writeFileSync(RESULTS, md);
