@@ -14,17 +14,19 @@ const USAGE = `usage: keymux --config FILE [--check]
 
   -c, --config FILE   YAML configuration (see config/*.yaml and README.md)
       --check         validate the configuration and exit (0 = valid)
+      --no-watch      do not reload when the config file changes (SIGHUP and POST /reload still do)
   -h, --help          this help
   -v, --version       print the version
 `;
 
 async function main(): Promise<void> {
-  let values: { config?: string; check?: boolean; help?: boolean; version?: boolean };
+  let values: { config?: string; check?: boolean; help?: boolean; version?: boolean; 'no-watch'?: boolean };
   try {
     ({ values } = parseArgs({
       options: {
         config: { type: 'string', short: 'c' },
         check: { type: 'boolean' },
+        'no-watch': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -62,7 +64,7 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.log.level);
   const log = rootLogger();
-  const proxy = await Proxy.start(config, { configPath: file });
+  const proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
   process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
   let stopping = false;
   const stop = (signal: string) => {

@@ -43,11 +43,12 @@ describe('keymux --check', () => {
 });
 
 describe('keymux --config', () => {
-  it('serves clients and drains on SIGTERM with exit code 0', async () => {
+  it('serves clients, reloads on SIGHUP, and drains on SIGTERM with exit code 0', async () => {
     const port = await freePort();
     const file = path.join(dir, 'ring.yaml');
     fs.writeFileSync(file, `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\n`);
-    const child = spawn('node', [BIN, '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // --no-watch: only the SIGHUP below may reload.
+    const child = spawn('node', [BIN, '--config', file, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     let up = false;
     for (let i = 0; i < 200 && !up; i++) {
@@ -57,6 +58,15 @@ describe('keymux --config', () => {
     expect(up).toBe(true);
     expect(await redisCommand(port, 'SET', 'cli:x', '1')).toBe('OK');
     expect(await redisCommand(backend.port, 'GET', 'cli:x')).toBe('1');
+    // SIGHUP re-reads the file: the deny list changes without a restart.
+    fs.writeFileSync(file, `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\ncommands: { deny: [get] }\n`);
+    child.kill('SIGHUP');
+    let denied = false;
+    for (let i = 0; i < 200 && !denied; i++) {
+      denied = await redisCommand(port, 'GET', 'cli:x').then(() => false, (e: Error) => /disabled by configuration/.test(e.message));
+      if (!denied) await new Promise((r) => setTimeout(r, 25)); // the reload is asynchronous and has no event here
+    }
+    expect(denied).toBe(true);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
   });
