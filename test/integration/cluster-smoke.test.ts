@@ -3,8 +3,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { startCluster, type RedisCluster } from '../support/cluster.js';
-import { startKeymux } from '../support/keymux.js';
+import { startKeymux, configFrom } from '../support/keymux.js';
 import { redisCommand } from '../support/redis.js';
+import { waitFor } from '../support/fake-backend.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { keySlot } from '../../src/routing/crc16.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -59,5 +62,18 @@ describe('cluster mode', () => {
     expect(await c.set(key, 'after')).toBe('OK');
     expect(proxy.stats.moved).toBeGreaterThan(movedBefore);
     expect(await redisCommand(target.port, 'GET', key)).toBe('after');
+  });
+
+  it('picks up an added node and drops a removed one from its pools, without a restart', async () => {
+    // A reload shortens the periodic rediscovery (5 s by default) so the test need not wait for it.
+    expect(proxy.reload(configFrom({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 300 } }))).toBeNull();
+    const added = await cluster.addMaster();
+    await waitFor(() => proxy.topology.shards.some((sh) => sh.address === added.address), 'keymux to discover the new master', 20_000, 50);
+    const pool = proxy.topology.shards.find((sh) => sh.address === added.address)!.pool;
+    await promisify(execFile)('redis-cli', ['--cluster', 'del-node', cluster.seeds()[0], added.id], { timeout: 30_000 });
+    await waitFor(() => !proxy.topology.shards.some((sh) => sh.address === added.address), 'keymux to drop the removed node', 20_000, 50);
+    await waitFor(() => pool.connections.every((conn) => conn.state === 'closed'), 'its pool to close', 20_000, 50);
+    expect(await c.set('after-removal', '1')).toBe('OK');
+    expect(await c.get('after-removal')).toBe('1');
   });
 });
