@@ -137,8 +137,8 @@ export class Proxy implements ProxyContext {
     this.observer.onReplied(req);
   }
 
-  onKeyRouted(key: Buffer, shard: number): void {
-    this.observer.onKeyRouted(key, shard);
+  onKeyRouted(key: Buffer): void {
+    this.observer.onKeyRouted(key);
   }
 
   readiness(): { ok: boolean; reason: string } {

@@ -115,7 +115,7 @@ export class Observer implements Flushable {
   }
 
   /** Hot-key tracking: counts a sample of the keys routed to shards. */
-  onKeyRouted(key: Buffer, _shard: number): void {
+  onKeyRouted(key: Buffer): void {
     const hk = this.hotKeys;
     if (hk === null) return;
     let x = this.rng;

@@ -25,7 +25,7 @@ import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.j
 import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
 import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
 import type { Fragment, MergeFn } from '../core/fragment.js';
-import type { MergeKind } from '../commands/spec.js';
+import type { FanoutShape, MergeKind } from '../commands/spec.js';
 import type { ProxyContext } from './context.js';
 import type { Topology, UnservedHandler } from '../routing/topology.js';
 import type { Migration } from '../migration/migration.js';
@@ -256,7 +256,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     req.shard = shard.index;
     const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
     req.shardStats = pool.stats ?? null;
-    this.ctx.onKeyRouted(args[idx[0]], shard.index);
+    this.ctx.onKeyRouted(args[idx[0]]);
     pool.pick(this.id).send(req, req.frame);
   }
 
@@ -285,7 +285,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       req.shard = shard.index;
       const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
       req.shardStats = pool.stats ?? null;
-      this.routedKeys(req, shape, topo);
+      this.routedKeys(req, shape);
       pool.pick(this.id).send(req, req.frame);
       return;
     }
@@ -298,7 +298,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
         }
       }
     }
-    this.routedKeys(req, shape, topo);
+    this.routedKeys(req, shape);
     this.sendFragments(fragments, topo, spec.readonly);
   }
 
@@ -349,10 +349,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   }
 
   /** Reports every key of a fan-out command to hot-key tracking. */
-  private routedKeys(req: Request, shape: 'keys' | 'key-value', topo: Topology): void {
+  private routedKeys(req: Request, shape: FanoutShape): void {
     const args = req.args;
     const stride = shape === 'key-value' ? 2 : 1;
-    for (let i = 1; i < args.length; i += stride) this.ctx.onKeyRouted(args[i], topo.router.shardFor(args[i]));
+    for (let i = 1; i < args.length; i += stride) this.ctx.onKeyRouted(args[i]);
   }
 
   // ---- output ---------------------------------------------------------------------------------------------

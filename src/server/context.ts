@@ -44,6 +44,6 @@ export interface ProxyContext {
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */
   onReplied(req: Request): void;
-  /** Called for each key routed to a shard (hot-key tracking decides itself whether to sample it). */
-  onKeyRouted(key: Buffer, shard: number): void;
+  /** Called for each key routed to a shard (hot-key tracking samples; the shard is looked up only for reports). */
+  onKeyRouted(key: Buffer): void;
 }

@@ -100,7 +100,7 @@ describe('Observer sampling', () => {
     const obs = new Observer(new StatsRegistry(), config(DEFAULTS.metrics.hotKeys.sampleRate));
     const rng = new Rng(11);
     const total = 80_000;
-    for (let i = 0; i < total; i++) obs.onKeyRouted(i % 10 < 3 ? b('hot') : b(`cold:${rng.u32() % 10_000}`), 0);
+    for (let i = 0; i < total; i++) obs.onKeyRouted(i % 10 < 3 ? b('hot') : b(`cold:${rng.u32() % 10_000}`));
     const top = obs.hotKeys!.top();
     obs.close();
     expect(top.keys[0].key.toString()).toBe('hot');
@@ -110,19 +110,19 @@ describe('Observer sampling', () => {
 
   it('with sample_rate 1 records every key, and with hot keys or metrics off records none', () => {
     const all = new Observer(new StatsRegistry(), config(1));
-    for (let i = 0; i < 1000; i++) all.onKeyRouted(b('k'), 0);
+    for (let i = 0; i < 1000; i++) all.onKeyRouted(b('k'));
     expect(all.hotKeys!.top().samples).toBe(1000);
     all.close();
     const off = new Observer(new StatsRegistry(), { ...DEFAULTS.metrics, hotKeys: { ...DEFAULTS.metrics.hotKeys, enabled: false } });
     expect(off.hotKeys).toBeNull();
-    off.onKeyRouted(b('k'), 0);
+    off.onKeyRouted(b('k'));
     const disabled = new Observer(new StatsRegistry(), { ...DEFAULTS.metrics, enabled: false });
     expect(disabled.hotKeys).toBeNull();
   });
 
   it('keeps its counts across a reconfigure that does not change k, window or rate; restarts them otherwise', () => {
     const obs = new Observer(new StatsRegistry(), config(1));
-    obs.onKeyRouted(b('k'), 0);
+    obs.onKeyRouted(b('k'));
     const before = obs.hotKeys;
     obs.configure({ ...config(1), slowlog: { thresholdMs: 1, maxEntries: 1, logKeys: true } });
     expect(obs.hotKeys).toBe(before);

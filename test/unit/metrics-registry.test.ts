@@ -135,8 +135,8 @@ describe('publishing', () => {
   });
 
   it('publishes at most K hot keys, with their owning shard and escaped keys', async () => {
-    for (let i = 0; i < 50; i++) src.observer.onKeyRouted(Buffer.from('hot"key'), 0);
-    for (let i = 0; i < 10; i++) for (let k = 0; k < 20; k++) src.observer.onKeyRouted(Buffer.from(`k${k}`), 0);
+    for (let i = 0; i < 50; i++) src.observer.onKeyRouted(Buffer.from('hot"key'));
+    for (let i = 0; i < 10; i++) for (let k = 0; k < 20; k++) src.observer.onKeyRouted(Buffer.from(`k${k}`));
     const s = parseExposition(await metrics.text());
     const hot = samplesOf(s, 'keymux_hot_key_requests_per_second');
     expect(hot.length).toBe(3);
@@ -155,7 +155,7 @@ describe('publishing', () => {
   it('exports a hash of hot keys with export: hash', async () => {
     const hsrc = source({ hot_keys: { sample_rate: 1, k: 2, export: 'hash' } });
     const hm = new Metrics(hsrc, { processMetrics: false });
-    hsrc.observer.onKeyRouted(Buffer.from('user:42'), 0);
+    hsrc.observer.onKeyRouted(Buffer.from('user:42'));
     const s = parseExposition(await hm.text());
     expect(samplesOf(s, 'keymux_hot_key_requests_per_second').map((x) => x.labels.key)).toEqual([keyHash(Buffer.from('user:42'))]);
     expect(s.some((x) => x.name.startsWith('process_'))).toBe(false);
