@@ -1,10 +1,10 @@
 /**
  * Observer: the data path's calls into metrics. `onReplied(req)` runs once for every reply handed to a client
- * and `onKeyRouted(key)` once for every key routed to a shard. onReplied only queues the request; once per
- * event-loop turn, in the same flush pass that writes the replies to the clients (core/flush.ts), the Observer
- * reads the clock once and records the whole batch, so a pipelined burst costs one clock read rather than one per
- * reply, and latency ends when replies leave. Recording only bumps plain numbers (stats.ts), updates a fixed-size
- * sketch (hotkeys.ts) or compares against a threshold; building slow-log entries happens only for slow commands.
+ * and `onKeyRouted(key)` once for every key routed to a shard. onReplied records at once, with the clock read
+ * once per event-loop turn (by the turn's first reply; the flush pass of core/flush.ts forgets it), so a
+ * pipelined burst costs one clock read rather than one per reply, and no request is kept alive past its reply.
+ * Recording only bumps plain numbers (stats.ts), updates a fixed-size sketch (hotkeys.ts) or compares against a
+ * threshold; building slow-log entries happens only for slow commands.
  * What is recorded per reply:
  * - per command: count, errors, client-observed latency (parse to reply written), slow count;
  * - per shard: cache hits and misses by the command's rule (hit-miss.ts): for a request sent whole to one shard,
@@ -40,9 +40,8 @@ export class Observer implements Flushable {
   /** A sampled key passes when the generator's next value (as uint32) is below this. */
   private sampleThreshold: number;
   private rng: number;
-  /** Replies of this turn, recorded at the flush. */
-  private pending: Request[];
-  private spare: Request[];
+  /** performance.now() read by the first reply of this event-loop turn, -1 until then. */
+  private turnNow: number;
 
   constructor(stats: StatsRegistry, config: MetricsConfig) {
     this.enabled = false;
@@ -55,8 +54,7 @@ export class Observer implements Flushable {
     this.lastStats = null;
     this.sampleThreshold = 0;
     this.rng = 0x2545f491;
-    this.pending = [];
-    this.spare = [];
+    this.turnNow = -1;
     this.configure(config);
   }
 
@@ -78,19 +76,20 @@ export class Observer implements Flushable {
 
   onReplied(req: Request): void {
     if (!this.enabled) return;
-    this.pending.push(req);
-    if (!this.flushScheduled) scheduleFlush(this);
+    // One clock read per event-loop turn: the first reply of a turn reads it, the flush pass at the end of the
+    // turn forgets it. Recording right away (instead of queueing requests until the flush) keeps requests from
+    // living past their reply, which kept whole turns of them alive through young-generation GCs.
+    let now = this.turnNow;
+    if (now < 0) {
+      now = this.turnNow = performance.now();
+      scheduleFlush(this);
+    }
+    this.record(req, now);
   }
 
-  /** Records the replies queued since the last flush (the flush pass calls it; tests may call it directly). */
+  /** End of the event-loop turn: the next reply reads the clock again. */
   flush(): void {
-    const batch = this.pending;
-    if (batch.length === 0) return;
-    this.pending = this.spare;
-    this.spare = batch;
-    const now = performance.now();
-    for (let i = 0; i < batch.length; i++) this.record(batch[i], now);
-    batch.length = 0;
+    this.turnNow = -1;
   }
 
   private record(req: Request, now: number): void {
@@ -105,7 +104,8 @@ export class Observer implements Flushable {
     cs.count++;
     const reply = req.reply as Buffer;
     if (reply[0] === 45 /* - */) cs.errors++;
-    const seconds = (now - req.startedAt) / 1000;
+    // A request parsed after this turn's clock read and answered in the same turn (a local command) counts as 0.
+    const seconds = now > req.startedAt ? (now - req.startedAt) / 1000 : 0;
     cs.latency.observe(seconds);
     if (cs.hitMiss !== RULE_NONE) this.countHits(req, cs.hitMiss, reply);
     if (seconds >= this.slowlog.thresholdSeconds) {
