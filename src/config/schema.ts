@@ -107,7 +107,7 @@ export interface MetricsConfig {
     enabled: boolean;             // default true
     k: number;                    // default 20: keys reported (and the most /metrics series)
     windowS: number;              // default 60: sliding window in seconds
-    sampleRate: number;           // default 0.125: fraction of key lookups counted, (0, 1]
+    sampleRate: number;           // default 0.0625: fraction of key lookups counted, (0, 1]
     export: HotKeyExport;         // default 'key'; 'hash': a hash of the key instead of the key
   };
   slowlog: {
@@ -202,7 +202,7 @@ export const DEFAULTS = deepFreeze({
   drain: { graceS: 10 },
   metrics: {
     enabled: true,
-    hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.125, export: 'key' as HotKeyExport },
+    hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key' as HotKeyExport },
     slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
   },
 });

@@ -15,6 +15,10 @@ export const LATENCY_BUCKETS: readonly number[] = Object.freeze([
   0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 ]);
 
+/** The same bounds as a typed array: the hot path reads them without touching a frozen JS array. */
+const BOUNDS = Float64Array.from(LATENCY_BUCKETS);
+const BOUND_COUNT = BOUNDS.length;
+
 export class Histogram {
   /** counts[i] = observations <= LATENCY_BUCKETS[i] and > the previous bound; last slot = above every bound. */
   readonly counts: Float64Array;
@@ -28,9 +32,9 @@ export class Histogram {
   }
 
   observe(seconds: number): void {
-    const b = LATENCY_BUCKETS;
+    const b = BOUNDS;
     let i = 0;
-    while (i < b.length && seconds > b[i]) i++;
+    while (i < BOUND_COUNT && seconds > b[i]) i++;
     this.counts[i]++;
     this.sum += seconds;
     this.count++;

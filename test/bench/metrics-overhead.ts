@@ -232,7 +232,7 @@ export async function benchMetricsOverhead(o: OverheadOptions): Promise<{ rows: 
         `${pct(r.cpuCost)} |`),
       '',
       `"on" is keymux's defaults (per-command and per-shard counters and latency histograms, hit/miss, hot keys ` +
-        `sampling 1 key in 8, slow log) with /metrics scraped every second (${scrapes} scrapes); "off" is ` +
+        `sampling 1 key in 16, slow log) with /metrics scraped every second (${scrapes} scrapes); "off" is ` +
         '`metrics: { enabled: false }`. rps cost = 1 - on/off rps; CPU cost = on/off keymux CPU time per request - 1 ' +
         '(from /proc; steadier than rps when the machine is shared). The budget is 5%.',
     ].join('\n');

@@ -83,7 +83,7 @@ describe('valid configurations', () => {
       commands: { deny: [] },
       metrics: {
         enabled: true,
-        hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.125, export: 'key' },
+        hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key' },
         slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
       },
       migration: { enabled: true, stateFile: null },
