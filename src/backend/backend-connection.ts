@@ -18,6 +18,7 @@ import { shardError } from '../errors.js';
 import { RingQueue } from '../core/ring-queue.js';
 import type { BackendOp } from '../core/request.js';
 import { scheduleFlush, type Flushable } from '../core/flush.js';
+import { turnNow } from '../core/clock.js';
 import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
 import { errorText, isErrorFrame } from '../resp/reply-reader.js';
 import { commandFrame } from '../resp/writer.js';
@@ -170,7 +171,7 @@ export class BackendConnection implements ReplySink, Flushable {
       op.deliver(this.downReply);
       return;
     }
-    op.sentAt = performance.now();
+    op.sentAt = turnNow();
     this.waiting.push(op);
     this.out.push(frame);
     this.outBytes += frame.length;
@@ -217,7 +218,8 @@ export class BackendConnection implements ReplySink, Flushable {
     const stats = this.stats;
     stats.commands++;
     if (frame[0] === 45 /* - */) stats.errors++;
-    stats.latency.observe((performance.now() - op.sentAt) / 1000);
+    const elapsed = turnNow() - op.sentAt;
+    stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
     if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this)) op.deliver(frame);
     if (this.retiring && this.waiting.length === 0) this.close();
   }

@@ -1,8 +1,7 @@
 /**
  * Observer: the data path's calls into metrics. `onReplied(req)` runs once for every reply handed to a client
- * and `onKeyRouted(key)` once for every key routed to a shard. onReplied records at once, with the clock read
- * once per event-loop turn (by the turn's first reply; the flush pass of core/flush.ts forgets it), so a
- * pipelined burst costs one clock read rather than one per reply, and no request is kept alive past its reply.
+ * and `onKeyRouted(key)` once for every key routed to a shard. onReplied records at once, with the turn clock
+ * (core/clock.ts: one clock read per event-loop turn), so no request is kept alive past its reply.
  * Recording only bumps plain numbers (stats.ts), updates a fixed-size sketch (hotkeys.ts) or compares against a
  * threshold; building slow-log entries happens only for slow commands.
  * What is recorded per reply:
@@ -15,9 +14,8 @@
  * commands are counted under one "unknown" name so a client cannot create unbounded label values. With
  * `metrics.enabled: false` both calls return at once. `configure` applies a reloaded config.
  */
-import { performance } from 'node:perf_hooks';
 import type { Request } from '../core/request.js';
-import { scheduleFlush, type Flushable } from '../core/flush.js';
+import { turnNow } from '../core/clock.js';
 import type { MetricsConfig } from '../config/schema.js';
 import type { StatsRegistry, CommandStats } from './stats.js';
 import { countHitMiss, RULE_NONE } from './hit-miss.js';
@@ -26,10 +24,9 @@ import { SlowLog } from './slowlog.js';
 
 const TWO_32 = 4294967296;
 
-export class Observer implements Flushable {
+export class Observer {
   /** False: onReplied and onKeyRouted do nothing. */
   enabled: boolean;
-  flushScheduled: boolean;
   /** Non-null while hot-key tracking is on. */
   hotKeys: HotKeys | null;
   readonly slowlog: SlowLog;
@@ -40,12 +37,9 @@ export class Observer implements Flushable {
   /** A sampled key passes when the generator's next value (as uint32) is below this. */
   private sampleThreshold: number;
   private rng: number;
-  /** performance.now() read by the first reply of this event-loop turn, -1 until then. */
-  private turnNow: number;
 
   constructor(stats: StatsRegistry, config: MetricsConfig) {
     this.enabled = false;
-    this.flushScheduled = false;
     this.hotKeys = null;
     this.slowlog = new SlowLog(config.slowlog);
     this.config = config;
@@ -54,7 +48,6 @@ export class Observer implements Flushable {
     this.lastStats = null;
     this.sampleThreshold = 0;
     this.rng = 0x2545f491;
-    this.turnNow = -1;
     this.configure(config);
   }
 
@@ -76,20 +69,14 @@ export class Observer implements Flushable {
 
   onReplied(req: Request): void {
     if (!this.enabled) return;
-    // One clock read per event-loop turn: the first reply of a turn reads it, the flush pass at the end of the
-    // turn forgets it. Recording right away (instead of queueing requests until the flush) keeps requests from
-    // living past their reply, which kept whole turns of them alive through young-generation GCs.
-    let now = this.turnNow;
-    if (now < 0) {
-      now = this.turnNow = performance.now();
-      scheduleFlush(this);
-    }
-    this.record(req, now);
+    // Recorded right away with the turn clock (core/clock.ts): queueing requests until the end of the turn kept
+    // whole turns of them alive through young-generation GCs.
+    this.record(req, turnNow());
   }
 
-  /** End of the event-loop turn: the next reply reads the clock again. */
+  /** Nothing is pending (recording is immediate); kept so callers may mark the end of a batch. */
   flush(): void {
-    this.turnNow = -1;
+    // no-op
   }
 
   private record(req: Request, now: number): void {

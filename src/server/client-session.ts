@@ -11,7 +11,7 @@
  * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
  */
 import type net from 'node:net';
-import { performance } from 'node:perf_hooks';
+import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
 import { Request, type RequestOwner } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
@@ -135,7 +135,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
 
   onCommand(frame: Buffer, args: Buffer[]): void {
     if (this.closing) return; // after QUIT or an error that ends the stream, later commands are not run
-    const req = new Request(this, frame, args, performance.now());
+    const req = new Request(this, frame, args, turnNow());
     this.inflight.push(req);
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
     const topo = this.ctx.topology;
@@ -164,7 +164,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
 
   onProtocolError(reply: Buffer): void {
     this.ctx.stats.protocolErrors++;
-    const req = new Request(this, reply, [], performance.now());
+    const req = new Request(this, reply, [], turnNow());
     req.closeAfter = true;
     this.inflight.push(req);
     this.outstanding++;
