@@ -8,6 +8,16 @@ import { parseLength } from './reply-scanner.js';
 
 const CR = 13;
 
+/**
+ * Index of the CR ending the line that continues at `from`, or -1. Lines here are short (a length, an integer, a
+ * status): a plain loop beats a native indexOf call, which matters when a merge walks many small elements.
+ */
+function lineEnd(buf: Buffer, from: number): number {
+  const n = buf.length;
+  for (let i = from; i < n; i++) if (buf[i] === CR) return i;
+  return -1;
+}
+
 export const OK_FRAME = Buffer.from('+OK\r\n');
 
 export function isErrorFrame(frame: Buffer): boolean {
@@ -24,7 +34,7 @@ export function isOkFrame(frame: Buffer): boolean {
  */
 export function readInteger(frame: Buffer): number | null {
   if (frame[0] !== 58 /* : */) return null;
-  const eol = frame.indexOf(CR, 1);
+  const eol = lineEnd(frame, 1);
   if (eol < 0) return null;
   let i = 1;
   const negative = frame[1] === 45; /* - */
@@ -43,7 +53,7 @@ export function readInteger(frame: Buffer): number | null {
 /** The body of a "$n" bulk frame (null for the nil bulk or a non-bulk frame). */
 export function readBulk(frame: Buffer): Buffer | null {
   if (frame[0] !== 36 /* $ */ && frame[0] !== 61 /* = */) return null;
-  const eol = frame.indexOf(CR, 1);
+  const eol = lineEnd(frame, 1);
   const n = parseLength(frame, 1, eol);
   if (n < 0) return null;
   return frame.subarray(eol + 2, eol + 2 + n);
@@ -62,7 +72,7 @@ export function elementEnd(buf: Buffer, pos: number): number {
   while (pending > 0) {
     if (pos >= buf.length) return -1;
     const type = buf[pos];
-    const eol = buf.indexOf(CR, pos + 1);
+    const eol = lineEnd(buf, pos + 1);
     if (eol < 0) return -1;
     let next = eol + 2;
     switch (type) {
@@ -102,7 +112,7 @@ export function elementEnd(buf: Buffer, pos: number): number {
 /** The elements of a top-level array frame as raw frame views; null if not an array (or a nil array). */
 export function readArrayElements(frame: Buffer): Buffer[] | null {
   if (frame[0] !== 42 /* * */) return null;
-  const eol = frame.indexOf(CR, 1);
+  const eol = lineEnd(frame, 1);
   const n = parseLength(frame, 1, eol);
   if (n < 0) return null;
   const out = new Array<Buffer>(n);
