@@ -17,7 +17,7 @@ import { performance } from 'node:perf_hooks';
 import { shardError } from '../errors.js';
 import { RingQueue } from '../core/ring-queue.js';
 import type { BackendOp } from '../core/request.js';
-import { scheduleFlush, type Flushable } from '../core/flush.js';
+import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { turnNow } from '../core/clock.js';
 import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
 import { errorText, isErrorFrame } from '../resp/reply-reader.js';
@@ -58,8 +58,6 @@ export interface RedirectHandler {
 
 const MIN_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
-/** Above this many queued bytes, frames are written individually (corked) instead of concatenated. */
-const CONCAT_LIMIT = 64 * 1024;
 
 export class BackendConnection implements ReplySink, Flushable {
   readonly shard: ShardIdentity;
@@ -186,18 +184,7 @@ export class BackendConnection implements ReplySink, Flushable {
     // While the socket pushes back (the shard reads slower than we write), frames wait here for 'drain': they are
     // bounded by the clients' in-flight limits, and batching them later costs fewer writes.
     if (this.state !== 'ready' || sock === null || this.out.length === 0 || this.writeBlocked) return;
-    const out = this.out;
-    let ok: boolean;
-    if (out.length === 1) {
-      ok = sock.write(out[0]);
-    } else if (this.outBytes <= CONCAT_LIMIT) {
-      ok = sock.write(Buffer.concat(out, this.outBytes));
-    } else {
-      sock.cork();
-      for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
-      ok = sock.write(out[out.length - 1]);
-      sock.uncork();
-    }
+    const ok = writeBatch(sock, this.out, this.outBytes);
     this.out = [];
     this.outBytes = 0;
     if (!ok) this.writeBlocked = true;

@@ -4,6 +4,8 @@
  * scheduled target flushes at once. Commands from many clients read in the same turn leave in one write per
  * backend, and replies completed in the same turn leave in one write per client.
  */
+import type { Writable } from 'node:stream';
+
 export interface Flushable {
   /** True while the target is in the pending list (set and cleared only here). */
   flushScheduled: boolean;
@@ -35,4 +37,22 @@ export function scheduleFlush(target: Flushable): void {
     scheduled = true;
     setImmediate(runFlush);
   }
+}
+
+/** Above this many queued bytes, buffers are written one by one (corked) instead of concatenated. */
+const CONCAT_LIMIT = 64 * 1024;
+
+/**
+ * Writes a turn's worth of buffers to a socket in as few writes as is cheap: one buffer as is, small batches
+ * concatenated (one copy, one syscall), large batches corked so big payloads are not copied. Returns what the
+ * last write returned: false means the socket's buffer is full and the caller should wait for 'drain'.
+ */
+export function writeBatch(sock: Writable, out: Buffer[], bytes: number): boolean {
+  if (out.length === 1) return sock.write(out[0]);
+  if (bytes <= CONCAT_LIMIT) return sock.write(Buffer.concat(out, bytes));
+  sock.cork();
+  for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
+  const ok = sock.write(out[out.length - 1]);
+  sock.uncork();
+  return ok;
 }

@@ -15,7 +15,7 @@ import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
 import { Request, type RequestOwner } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
-import { scheduleFlush, type Flushable } from '../core/flush.js';
+import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
@@ -31,8 +31,6 @@ import type { Topology, UnservedHandler } from '../routing/topology.js';
 import type { Migration } from '../migration/migration.js';
 
 const MERGES: Record<MergeKind, MergeFn> = { mget: mergeMget, sum: mergeSum, 'all-ok': mergeAllOk, info: mergeInfo };
-/** Output above this many bytes is written as separate buffers (corked) rather than concatenated. */
-const CONCAT_LIMIT = 64 * 1024;
 
 export class ClientSession implements RequestSink, RequestOwner, Flushable {
   readonly id: number;
@@ -383,17 +381,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     const out = this.out;
     if (out.length > 0) {
       this.ctx.stats.bytesOut += this.outBytes;
-      let ok: boolean;
-      if (out.length === 1) {
-        ok = sock.write(out[0]);
-      } else if (this.outBytes <= CONCAT_LIMIT) {
-        ok = sock.write(Buffer.concat(out, this.outBytes));
-      } else {
-        sock.cork();
-        for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
-        ok = sock.write(out[out.length - 1]);
-        sock.uncork();
-      }
+      const ok = writeBatch(sock, out, this.outBytes);
       this.out = [];
       this.outBytes = 0;
       if (!ok && !this.writeBlocked) {
