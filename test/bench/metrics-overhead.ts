@@ -16,7 +16,7 @@
  * Standalone (starts and preloads its own four shards): npm run build && npx tsx test/bench/metrics-overhead.ts
  * (env BENCH_SCALE, BENCH_ROUNDS as in run.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawnSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -87,6 +87,20 @@ async function stop(c: ChildProcess): Promise<void> {
   clearTimeout(t);
 }
 
+/**
+ * CPU pinning: with taskset and at least two CPUs, keymux runs on the last CPU and redis-benchmark on the first,
+ * so the two keymux instances compared (which run one at a time) see the same, uncontended core, and their CPU
+ * time per request is not inflated by sharing it with the load generator. Without taskset, nothing is pinned.
+ */
+const CPUS = os.cpus().length;
+const HAVE_TASKSET = CPUS >= 2 && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const PROXY_CPU = CPUS - 1;
+const LOAD_CPU = 0;
+
+function pinned(cpu: number, cmd: string, args: string[]): [string, string[]] {
+  return HAVE_TASKSET ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
+}
+
 async function startInstance(name: 'off' | 'on', shards: string[], workDir: string,
   track?: (child: ChildProcess) => void): Promise<Instance> {
   const bin = path.join(REPO, 'bin/keymux.js');
@@ -108,7 +122,8 @@ async function startInstance(name: 'off' | 'on', shards: string[], workDir: stri
     '',
   ].join('\n'));
   const fd = fs.openSync(log, 'a');
-  const child = spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] });
+  const [cmd, argv] = pinned(PROXY_CPU, process.execPath, [bin, '--config', conf]);
+  const child = spawn(cmd, argv, { cwd: REPO, stdio: ['ignore', fd, fd] });
   fs.closeSync(fd);
   track?.(child);
   child.on('error', () => undefined);
@@ -152,7 +167,8 @@ function redisBenchmark(port: number, args: string[], n: number, o: OverheadOpti
   const limitMs = Math.min(o.timeoutMs ?? 180_000, (o.deadline ?? Infinity) - Date.now());
   if (limitMs <= 0) return Promise.reject(new Error('out of time (deadline passed)'));
   return new Promise((resolve, reject) => {
-    const child = spawn('redis-benchmark', all, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const [cmd, argv] = pinned(LOAD_CPU, 'redis-benchmark', all);
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     o.track?.(child);
     let out = '';
     let timedOut = false;
