@@ -8,10 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d node_modules ]; then
-  echo "bench: node_modules missing, running npm ci"
-  npm ci
-fi
+. scripts/lib.sh
+ensure_node_modules
 
 # Which sections and ring targets run (the same defaults as run.ts; it validates the names).
 sections="ring,cluster,metrics"
@@ -35,21 +33,9 @@ wants_keymux=0
 wants_nutcracker=0
 { has "$sections" ring && has "$targets" twemproxy; } && wants_nutcracker=1
 
-missing_pkgs=()
-command -v redis-server >/dev/null 2>&1 || missing_pkgs+=(redis-server)
-{ command -v redis-benchmark >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; } || missing_pkgs+=(redis-tools)
-if [ "$wants_nutcracker" -eq 1 ]; then command -v nutcracker >/dev/null 2>&1 || missing_pkgs+=(nutcracker); fi
-if [ ${#missing_pkgs[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bench: installing ${missing_pkgs[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing_pkgs[@]}"
-  else
-    echo "bench: missing ${missing_pkgs[*]} (needs redis-server, redis-cli, redis-benchmark, and nutcracker for the ring section's twemproxy target, on PATH)." >&2
-    echo "bench: install them, e.g.: sudo apt-get install -y ${missing_pkgs[*]}" >&2
-    exit 1
-  fi
-fi
+needed=(redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools)
+[ "$wants_nutcracker" -eq 1 ] && needed+=(nutcracker:nutcracker)
+ensure_binaries "${needed[@]}"
 
 if ! npm run build; then
   if [ "$wants_keymux" -eq 1 ]; then
