@@ -20,7 +20,9 @@ node -e '
   let passed = 0, failed = 0;
   try {
     const r = JSON.parse(fs.readFileSync(process.argv[1], "utf8"));
-    passed = r.numPassedTests; failed = r.numFailedTests + (r.numFailedTestSuites || 0) + (r.numPendingTests || 0) + (r.numTodoTests || 0);
+    // A suite that fails outside any test (a hook, an import) counts once; skipped and todo tests count as failed.
+    passed = r.numPassedTests;
+    failed = Math.max(r.numFailedTests, r.numFailedTestSuites > 0 ? 1 : 0) + (r.numPendingTests || 0) + (r.numTodoTests || 0);
   } catch { failed = 1; }
   if (passed === 0 && failed === 0) failed = 1;
   console.log(`${passed} passed, ${failed} failed`);

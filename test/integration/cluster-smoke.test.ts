@@ -17,7 +17,9 @@ let c: Redis;
 
 beforeAll(async () => {
   cluster = await startCluster();
-  proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2) } });
+  // Periodic rediscovery far apart: the MOVED test must see keymux learn the move from MOVED, not from a refresh
+  // that happened to run while redis-cli was resharding.
+  proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 600_000 } });
   c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
   await c.connect();
 }, 120_000);
