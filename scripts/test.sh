@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole keymux test suite: installs what it needs (npm dependencies; redis-server, redis-cli and
-# nutcracker via apt-get when running as root), type-checks and builds, then runs vitest (unit tests and
+# nutcracker via apt-get when running as root), type-checks, lints and builds, then runs vitest (unit tests and
 # integration tests against real redis-server / nutcracker processes started on free loopback ports).
 # Ends with a line "N passed, M failed". Extra arguments go to vitest (e.g. a file filter).
 set -uo pipefail
@@ -11,6 +11,13 @@ ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:
   prometheus:prometheus promtool:prometheus
 ensure_node_modules
 npm run --silent build || { echo "keymux: the TypeScript build failed"; echo "0 passed, 1 failed"; exit 1; }
+# Static checks first: types of src/ and test/, ESLint (type-aware) and Prettier. A failure counts as one failed
+# test and stops here, so CI shows it before the long integration run. Skipped when a file filter is given
+# (a developer re-running one test), unless KEYMUX_LINT=1.
+if [ $# -eq 0 ] || [ "${KEYMUX_LINT:-0}" = 1 ]; then
+npm run --silent typecheck || { echo "keymux: type errors (npm run typecheck)"; echo "0 passed, 1 failed"; exit 1; }
+npm run --silent lint || { echo "keymux: lint or format problems (npm run lint; npm run format fixes most)"; echo "0 passed, 1 failed"; exit 1; }
+fi
 
 results=$(mktemp -t keymux-vitest-XXXXXX.json)
 npx vitest run --reporter=default --reporter=json --outputFile.json="$results" "$@"

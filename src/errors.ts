@@ -14,16 +14,23 @@ export const ERR_CROSSSLOT = errorReply("CROSSSLOT Keys in request don't hash to
 export const ERR_NOAUTH = errorReply('NOAUTH Authentication required.');
 export const ERR_WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
 export const ERR_AUTH_NOT_CONFIGURED = errorReply(
-  'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?');
+  'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
+);
 export const ERR_NOPROTO = errorReply('NOPROTO unsupported protocol version: keymux speaks RESP2 only (HELLO 2)');
-export const ERR_SELECT_DB = errorReply('ERR keymux: only database 0 is available (SELECT 0); a sharded keyspace has no other databases');
+export const ERR_SELECT_DB = errorReply(
+  'ERR keymux: only database 0 is available (SELECT 0); a sharded keyspace has no other databases',
+);
 export const ERR_SELECT_INVALID = errorReply('ERR value is not an integer or out of range');
 export const ERR_SYNTAX = errorReply('ERR syntax error');
 export const ERR_MAX_CLIENTS = errorReply('ERR max number of clients reached');
 export const ERR_NO_KEY = errorReply('ERR keymux: this command has no key to route by');
 export const ERR_SLOT_NOT_SERVED = errorReply('CLUSTERDOWN Hash slot not served');
-export const ERR_MIGRATION_FAILED = errorReply('TRYAGAIN keymux: the key is being moved to its new shard and the move failed; retry');
-export const ERR_FANOUT_UNEXPECTED = errorReply('ERR keymux: unexpected reply from a shard while merging a multi-key command');
+export const ERR_MIGRATION_FAILED = errorReply(
+  'TRYAGAIN keymux: the key is being moved to its new shard and the move failed; retry',
+);
+export const ERR_FANOUT_UNEXPECTED = errorReply(
+  'ERR keymux: unexpected reply from a shard while merging a multi-key command',
+);
 
 export function wrongArity(name: string): Buffer {
   return errorReply(`ERR wrong number of arguments for '${name}' command`);
@@ -42,7 +49,10 @@ export function unknownSubcommand(container: string, sub: Buffer): Buffer {
 
 /** At most 128 bytes, control characters replaced: safe to put in an error line. */
 export function printable(b: Buffer): string {
-  const s = b.subarray(0, 128).toString('latin1').replace(/[\x00-\x1f\x7f]/g, '?');
+  const s = b
+    .subarray(0, 128)
+    .toString('latin1')
+    .replace(/[\x00-\x1f\x7f]/g, '?');
   return b.length > 128 ? `${s}...` : s;
 }
 

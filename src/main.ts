@@ -36,7 +36,10 @@ async function main(): Promise<void> {
     process.stderr.write(`keymux: ${(err as Error).message}\n${USAGE}`);
     process.exit(2);
   }
-  if (values.help) { process.stdout.write(USAGE); return; }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
   if (values.version) {
     const { createRequire } = await import('node:module');
     process.stdout.write(`${(createRequire(import.meta.url)('../package.json') as { version: string }).version}\n`);
@@ -52,7 +55,9 @@ async function main(): Promise<void> {
     config = loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`keymux: invalid configuration (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
+      process.stderr.write(
+        `keymux: invalid configuration (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`,
+      );
       for (const e of err.errors) process.stderr.write(`  ${e}\n`);
       process.exit(1);
     }

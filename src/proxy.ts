@@ -105,13 +105,23 @@ export class Proxy implements ProxyContext {
     const addr = await proxy.listener.listen(config.listen.host, config.listen.port);
     if (config.admin !== null) {
       proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
-      proxy.admin.setErrorHandler((err, method, path) => proxy.log.error({ err, method, path }, 'admin request failed'));
+      proxy.admin.setErrorHandler((err, method, path) =>
+        proxy.log.error({ err, method, path }, 'admin request failed'),
+      );
       addObservabilityRoutes(proxy.admin, proxy, new Metrics(proxy));
       addConfigRoutes(proxy.admin, proxy);
       await proxy.admin.listen(config.admin.host, config.admin.port);
     }
-    proxy.log.info({ listen: `${addr.address}:${addr.port}`, admin: proxy.admin?.port ?? null, mode: config.mode,
-      shards: config.shards.length, commandTable: proxy.commandTableSource }, 'keymux listening');
+    proxy.log.info(
+      {
+        listen: `${addr.address}:${addr.port}`,
+        admin: proxy.admin?.port ?? null,
+        mode: config.mode,
+        shards: config.shards.length,
+        commandTable: proxy.commandTableSource,
+      },
+      'keymux listening',
+    );
     return proxy;
   }
 
@@ -154,7 +164,8 @@ export class Proxy implements ProxyContext {
    */
   reloadFromFile(trigger: string): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
-      if (this.configPath === null) return { ok: false, errors: ['keymux was started without a config file'], version: this.topology.version };
+      if (this.configPath === null)
+        return { ok: false, errors: ['keymux was started without a config file'], version: this.topology.version };
       const result = await readConfigFile(this.configPath);
       if (result.errors !== undefined) {
         this.stats.reloadsFailed++;
@@ -186,8 +197,10 @@ export class Proxy implements ProxyContext {
       return `${config.source}: ${restartOnly} cannot change without a restart`;
     }
     setLogLevel(config.log.level);
-    const table = previous.config.commands.deny.join() === config.commands.deny.join()
-      ? previous.table : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
+    const table =
+      previous.config.commands.deny.join() === config.commands.deny.join()
+        ? previous.table
+        : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
     this.stats.reloadsOk++;
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
@@ -221,9 +234,16 @@ export class Proxy implements ProxyContext {
     if (running !== null) for (const a of running.sources) sources.add(a);
     const from: KeyLocator = running ?? new TopologyLocator(previous);
     running?.supersede();
-    const migration = new Migration(from, [...sources], next,
+    const migration = new Migration(
+      from,
+      [...sources],
+      next,
       { stateFile: settings.stateFile, oldRouting: routingOf(previous.config) },
-      (done) => { this.migrationsDone.push(done.progress()); if (this.migrationsDone.length > 10) this.migrationsDone.shift(); });
+      (done) => {
+        this.migrationsDone.push(done.progress());
+        if (this.migrationsDone.length > 10) this.migrationsDone.shift();
+      },
+    );
     next.migration = migration;
     this.migrations.push(migration);
     return migration;
@@ -245,7 +265,13 @@ export class Proxy implements ProxyContext {
       return; // no migration was interrupted
     }
     const current = this.topology;
-    const old = new Topology({ ...current.config, ...state.from } as KeymuxConfig, current.table, 0, null, new StatsRegistry());
+    const old = new Topology(
+      { ...current.config, ...state.from } as KeymuxConfig,
+      current.table,
+      0,
+      null,
+      new StatsRegistry(),
+    );
     const next = new Topology(current.config, current.table, ++this.versionCounter, current);
     const migration = this.startMigration(old, next);
     this.topology = next;
@@ -293,8 +319,16 @@ export class Proxy implements ProxyContext {
     const candidates = config.cluster !== null ? config.cluster.seeds : config.shards;
     for (const shard of candidates) {
       try {
-        const [commands, info] = await controlCommands({ host: shard.host, port: shard.port, password: config.backend.password,
-          username: config.backend.username, timeoutMs: config.backend.connectTimeoutMs }, [['COMMAND'], ['INFO', 'server']]);
+        const [commands, info] = await controlCommands(
+          {
+            host: shard.host,
+            port: shard.port,
+            password: config.backend.password,
+            username: config.backend.username,
+            timeoutMs: config.backend.connectTimeoutMs,
+          },
+          [['COMMAND'], ['INFO', 'server']],
+        );
         if (typeof info === 'string') this.backendVersion = /redis_version:([^\r\n]+)/.exec(info)?.[1] ?? 'unknown';
         if (!Array.isArray(commands)) continue;
         const rows = specsFromCommandReply(commands);
@@ -304,7 +338,10 @@ export class Proxy implements ProxyContext {
         this.commandTableSource = 'live';
         return;
       } catch (err) {
-        this.log.debug({ shard: `${shard.host}:${shard.port}`, err: (err as Error).message }, 'could not read COMMAND from shard');
+        this.log.debug(
+          { shard: `${shard.host}:${shard.port}`, err: (err as Error).message },
+          'could not read COMMAND from shard',
+        );
       }
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');

@@ -115,8 +115,11 @@ export class BackendConnection implements ReplySink, Flushable {
     this.retiring = false;
     const frames: Buffer[] = [];
     if (options.password !== null) {
-      frames.push(commandFrame(options.username !== null
-        ? ['AUTH', options.username, options.password] : ['AUTH', options.password]));
+      frames.push(
+        commandFrame(
+          options.username !== null ? ['AUTH', options.username, options.password] : ['AUTH', options.password],
+        ),
+      );
     }
     if (options.readOnly) frames.push(commandFrame(['READONLY']));
     this.handshakeFrames = frames;
@@ -137,8 +140,12 @@ export class BackendConnection implements ReplySink, Flushable {
 
   /** Starts connecting (idempotent while connecting or connected). */
   connect(): void {
-    if (this.state === 'closed' || this.state === 'connecting' || this.state === 'handshake' || this.state === 'ready') return;
-    if (this.reconnectTimer !== null) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null; }
+    if (this.state === 'closed' || this.state === 'connecting' || this.state === 'handshake' || this.state === 'ready')
+      return;
+    if (this.reconnectTimer !== null) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
     this.state = 'connecting';
     const sock = net.connect({ host: this.shard.host, port: this.shard.port });
     this.socket = sock;
@@ -146,15 +153,23 @@ export class BackendConnection implements ReplySink, Flushable {
     this.scanner.reset();
     sock.setNoDelay(true);
     sock.setKeepAlive(true, 30_000);
-    sock.on('connect', () => { if (this.socket === sock) this.onConnected(); });
-    sock.on('data', (chunk: Buffer) => { if (this.socket === sock) this.scanner.feed(chunk); });
+    sock.on('connect', () => {
+      if (this.socket === sock) this.onConnected();
+    });
+    sock.on('data', (chunk: Buffer) => {
+      if (this.socket === sock) this.scanner.feed(chunk);
+    });
     sock.on('drain', () => {
       if (this.socket !== sock) return;
       this.writeBlocked = false;
       if (this.out.length > 0) scheduleFlush(this);
     });
-    sock.on('error', (err: Error) => { if (this.socket === sock) this.fail(describeSocketError(err)); });
-    sock.on('close', () => { if (this.socket === sock) this.fail('closed the connection'); });
+    sock.on('error', (err: Error) => {
+      if (this.socket === sock) this.fail(describeSocketError(err));
+    });
+    sock.on('close', () => {
+      if (this.socket === sock) this.fail('closed the connection');
+    });
     this.armTimer(this.options.connectTimeoutMs);
   }
 
@@ -207,7 +222,8 @@ export class BackendConnection implements ReplySink, Flushable {
     if (frame[0] === 45 /* - */) stats.errors++;
     const elapsed = turnNow() - op.sentAt;
     stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
-    if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this)) op.deliver(frame);
+    if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this))
+      op.deliver(frame);
     if (this.retiring && this.waiting.length === 0) this.close();
   }
 
@@ -221,7 +237,10 @@ export class BackendConnection implements ReplySink, Flushable {
     this.failWaiting(shardError(this.shard.name, this.shard.address, 'connection closed by keymux'));
     this.state = 'closed';
     this.stopTimers();
-    if (this.socket !== null) { this.socket.destroy(); this.socket = null; }
+    if (this.socket !== null) {
+      this.socket.destroy();
+      this.socket = null;
+    }
   }
 
   /** Retires the connection: it closes as soon as no operation is waiting (used when a reload drops a shard). */
@@ -304,9 +323,15 @@ export class BackendConnection implements ReplySink, Flushable {
     this.handshakePending = 0;
     this.stopTimers();
     this.failWaiting(reply);
-    (wasReady ? this.log.warn : this.log.debug).call(this.log,
-      { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs }, 'backend connection failed');
-    if (this.retiring) { this.state = 'closed'; return; }
+    (wasReady ? this.log.warn : this.log.debug).call(
+      this.log,
+      { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
+      'backend connection failed',
+    );
+    if (this.retiring) {
+      this.state = 'closed';
+      return;
+    }
     this.scheduleReconnect();
   }
 
@@ -336,9 +361,15 @@ export class BackendConnection implements ReplySink, Flushable {
   }
 
   private stopTimers(): void {
-    if (this.timer !== null) { clearTimeout(this.timer); this.timer = null; }
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     this.timerArmed = false;
-    if (this.state === 'closed' && this.reconnectTimer !== null) { clearTimeout(this.reconnectTimer); this.reconnectTimer = null; }
+    if (this.state === 'closed' && this.reconnectTimer !== null) {
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = null;
+    }
   }
 }
 

@@ -83,9 +83,11 @@ export class ClusterDiscoveryError extends Error {
   readonly code = 'ERR_KEYMUX_CLUSTER_DISCOVERY';
   readonly failures: ReadonlyArray<{ seed: string; error: string }>;
   constructor(failures: ReadonlyArray<{ seed: string; error: string }>) {
-    super(failures.length === 0
-      ? 'cluster discovery: no seeds given'
-      : `cluster discovery: no seed gave a usable slot map: ${failures.map((f) => `${f.seed} (${f.error})`).join('; ')}`);
+    super(
+      failures.length === 0
+        ? 'cluster discovery: no seeds given'
+        : `cluster discovery: no seed gave a usable slot map: ${failures.map((f) => `${f.seed} (${f.error})`).join('; ')}`,
+    );
     this.name = 'ClusterDiscoveryError';
     this.failures = Object.freeze(failures.map((f) => Object.freeze({ ...f })));
   }
@@ -112,7 +114,10 @@ async function discoverFrom(seed: string, opts: DiscoverOptions): Promise<Cluste
   const hp = parseHostPort(seed);
   if (typeof hp === 'string') throw new Error(hp);
   const target = {
-    host: hp.host, port: hp.port, password: opts.password ?? null, username: opts.username ?? null,
+    host: hp.host,
+    port: hp.port,
+    password: opts.password ?? null,
+    username: opts.username ?? null,
     timeoutMs: opts.timeoutMs ?? 2000,
   };
   const [shards] = await controlCommands(target, [['CLUSTER', 'SHARDS']]);
@@ -134,7 +139,10 @@ async function discoverFrom(seed: string, opts: DiscoverOptions): Promise<Cluste
 // Reply parsing
 
 /** The node a reply came from: resolves "same host" endpoints, and names the view's seed. */
-export interface ReplySource { host: string; port: number }
+export interface ReplySource {
+  host: string;
+  port: number;
+}
 
 /** Builds a view from a decoded CLUSTER SHARDS reply (RESP2 flat key/value arrays; Maps and objects work too). */
 export function parseClusterShards(reply: unknown, from: ReplySource): ClusterView {
@@ -145,11 +153,13 @@ export function parseClusterShards(reply: unknown, from: ReplySource): ClusterVi
     const shard = fields(shardValue, where);
     const ranges = slotPairs(shard.get('slots'), where);
     const nodesValue = shard.get('nodes');
-    if (!Array.isArray(nodesValue)) throw new Error(`${where}: expected "nodes" to be an array, got ${describe(nodesValue)}`);
+    if (!Array.isArray(nodesValue))
+      throw new Error(`${where}: expected "nodes" to be an array, got ${describe(nodesValue)}`);
     const nodes = nodesValue.map((n, ni) => shardNode(n, `${where} node ${ni}`, from.host));
     const masters = nodes.filter((n) => n.role === 'master');
     const usable = masters.filter((n) => healthy(n.health));
-    if (usable.length > 1) throw new Error(`${where}: ${usable.length} healthy masters (${usable.map((n) => n.address).join(', ')})`);
+    if (usable.length > 1)
+      throw new Error(`${where}: ${usable.length} healthy masters (${usable.map((n) => n.address).join(', ')})`);
     const master = usable[0];
     for (const n of nodes) {
       if (n === master) continue;
@@ -169,14 +179,16 @@ export function parseClusterSlots(reply: unknown, from: ReplySource): ClusterVie
   const b = new ViewBuilder(from, 'slots');
   reply.forEach((entry, ei) => {
     const where = `CLUSTER SLOTS: entry ${ei}`;
-    if (!Array.isArray(entry) || entry.length < 3) throw new Error(`${where}: expected [start, end, master, ...replicas], got ${describe(entry)}`);
+    if (!Array.isArray(entry) || entry.length < 3)
+      throw new Error(`${where}: expected [start, end, master, ...replicas], got ${describe(entry)}`);
     const a = slotNumber(entry[0], `${where} start`);
     const z = slotNumber(entry[1], `${where} end`);
     if (a > z) throw new Error(`${where}: range ${a}-${z} is reversed`);
     const master = slotsNode(entry[2], 'master', `${where} master`, from.host);
     const mi = b.addMaster(master, where);
     b.assign(mi, a, z, where);
-    for (let i = 3; i < entry.length; i++) b.addReplica(mi, slotsNode(entry[i], 'replica', `${where} replica ${i - 3}`, from.host));
+    for (let i = 3; i < entry.length; i++)
+      b.addReplica(mi, slotsNode(entry[i], 'replica', `${where} replica ${i - 3}`, from.host));
   });
   return b.build();
 }
@@ -191,7 +203,8 @@ function shardNode(value: unknown, where: string, seedHost: string): NodeInfo {
   const id = stringField(f, 'id', where);
   const port = portNumber(f.get('port'), where);
   const roleText = stringField(f, 'role', where);
-  if (roleText !== 'master' && roleText !== 'replica') throw new Error(`${where}: unknown role ${JSON.stringify(roleText)}`);
+  if (roleText !== 'master' && roleText !== 'replica')
+    throw new Error(`${where}: unknown role ${JSON.stringify(roleText)}`);
   const endpoint = f.get('endpoint');
   const ip = optionalString(f.get('ip'));
   const hostname = optionalString(f.get('hostname'));
@@ -206,7 +219,8 @@ function shardNode(value: unknown, where: string, seedHost: string): NodeInfo {
 
 /** One node of a SLOTS entry: [host, port, id?, metadata?]. */
 function slotsNode(value: unknown, role: NodeRole, where: string, seedHost: string): NodeInfo {
-  if (!Array.isArray(value) || value.length < 2) throw new Error(`${where}: expected [host, port, id], got ${describe(value)}`);
+  if (!Array.isArray(value) || value.length < 2)
+    throw new Error(`${where}: expected [host, port, id], got ${describe(value)}`);
   const port = portNumber(value[1], where);
   const meta = value[3] === undefined ? new Map<string, unknown>() : fields(value[3], `${where} metadata`);
   let host: string;
@@ -256,8 +270,10 @@ function slotNumber(v: unknown, where: string): number {
 function portNumber(v: unknown, where: string): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,5}$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new Error(`${where}: expected a port 1..65535, got ${describe(v)}` +
-      (v === undefined ? ' (TLS-only nodes are not supported)' : ''));
+    throw new Error(
+      `${where}: expected a port 1..65535, got ${describe(v)}` +
+        (v === undefined ? ' (TLS-only nodes are not supported)' : ''),
+    );
   }
   return n;
 }
@@ -309,13 +325,17 @@ class ViewBuilder {
   private readonly byId = new Map<string, number>();
   private readonly byAddress = new Map<string, string>();
 
-  constructor(private readonly from: ReplySource, private readonly via: 'shards' | 'slots') {}
+  constructor(
+    private readonly from: ReplySource,
+    private readonly via: 'shards' | 'slots',
+  ) {}
 
   /** Index of the master (added once; SLOTS repeats a master for each of its ranges). */
   addMaster(n: NodeInfo, where: string): number {
     const known = this.byId.get(n.id);
     if (known !== undefined) {
-      if (this.masters[known]!.address !== n.address) throw new Error(`${where}: master ${n.id} listed at two addresses`);
+      if (this.masters[known]!.address !== n.address)
+        throw new Error(`${where}: master ${n.id} listed at two addresses`);
       return known;
     }
     this.claimAddress(n, where);
@@ -332,13 +352,17 @@ class ViewBuilder {
     list.push(n);
   }
 
-  skip(n: NodeInfo): void { this.skipped.push(n); }
+  skip(n: NodeInfo): void {
+    this.skipped.push(n);
+  }
 
   assign(mi: number, a: number, z: number, where: string): void {
     for (let s = a; s <= z; s++) {
       const o = this.owner[s]!;
       if (o !== UNASSIGNED && o !== mi) {
-        throw new Error(`${where}: slot ${s} claimed by both ${this.masters[o]!.address} and ${this.masters[mi]!.address}`);
+        throw new Error(
+          `${where}: slot ${s} claimed by both ${this.masters[o]!.address} and ${this.masters[mi]!.address}`,
+        );
       }
       this.owner[s] = mi;
     }
@@ -346,7 +370,8 @@ class ViewBuilder {
 
   private claimAddress(n: NodeInfo, where: string): void {
     const other = this.byAddress.get(n.address);
-    if (other !== undefined && other !== n.id) throw new Error(`${where}: nodes ${other} and ${n.id} share the address ${n.address}`);
+    if (other !== undefined && other !== n.id)
+      throw new Error(`${where}: nodes ${other} and ${n.id} share the address ${n.address}`);
     this.byAddress.set(n.address, n.id);
   }
 
@@ -363,24 +388,37 @@ class ViewBuilder {
       if (last !== undefined && last[1] === s - 1) last[1] = s;
       else list.push([s, s]);
     }
-    const order = this.masters.map((_, i) => i).sort((x, y) => {
-      const fx = ranges[x]![0]?.[0] ?? SLOT_COUNT;
-      const fy = ranges[y]![0]?.[0] ?? SLOT_COUNT;
-      return fx - fy || compare(this.masters[x]!.address, this.masters[y]!.address);
-    });
+    const order = this.masters
+      .map((_, i) => i)
+      .sort((x, y) => {
+        const fx = ranges[x]![0]?.[0] ?? SLOT_COUNT;
+        const fy = ranges[y]![0]?.[0] ?? SLOT_COUNT;
+        return fx - fy || compare(this.masters[x]!.address, this.masters[y]!.address);
+      });
     const newIndex = new Uint16Array(this.masters.length);
-    order.forEach((old, i) => { newIndex[old] = i; });
+    order.forEach((old, i) => {
+      newIndex[old] = i;
+    });
     const slotOwner = new Uint16Array(SLOT_COUNT);
     for (let s = 0; s < SLOT_COUNT; s++) {
       const o = this.owner[s]!;
       slotOwner[s] = o === UNASSIGNED ? UNASSIGNED : newIndex[o]!;
     }
     const masters = order.map((i) => this.masters[i]!);
-    const replicasOf = order.map((i) => Object.freeze([...this.replicas[i]!].sort((p, q) => compare(p.address, q.address))));
-    const slotRanges = order.map((i) => Object.freeze(ranges[i]!.map((r) => Object.freeze(r) as readonly [number, number])));
+    const replicasOf = order.map((i) =>
+      Object.freeze([...this.replicas[i]!].sort((p, q) => compare(p.address, q.address))),
+    );
+    const slotRanges = order.map((i) =>
+      Object.freeze(ranges[i]!.map((r) => Object.freeze(r) as readonly [number, number])),
+    );
 
-    const canonical = masters.map((m, i) => `${m.id}@${m.address} ${slotRanges[i]!.map(([a, z]) => `${a}-${z}`).join(',')} ` +
-      `[${replicasOf[i]!.map((r) => `${r.id}@${r.address}`).join(',')}]`).join('\n');
+    const canonical = masters
+      .map(
+        (m, i) =>
+          `${m.id}@${m.address} ${slotRanges[i]!.map(([a, z]) => `${a}-${z}`).join(',')} ` +
+          `[${replicasOf[i]!.map((r) => `${r.id}@${r.address}`).join(',')}]`,
+      )
+      .join('\n');
     return Object.freeze({
       slotOwner,
       masters: Object.freeze(masters),
@@ -389,7 +427,9 @@ class ViewBuilder {
       assignedSlots: assigned,
       skipped: Object.freeze([...this.skipped]),
       signature: createHash('sha1').update(canonical).digest('hex'),
-      seed: this.from.host.includes(':') ? `[${this.from.host}]:${this.from.port}` : `${this.from.host}:${this.from.port}`,
+      seed: this.from.host.includes(':')
+        ? `[${this.from.host}]:${this.from.port}`
+        : `${this.from.host}:${this.from.port}`,
       via: this.via,
     });
   }

@@ -138,12 +138,17 @@ export class ClusterController implements RedirectHandler {
       stats.invalidRedirects++;
       this.log.warn({ node: from.shard.address, reason: redirect.reason }, 'node sent an invalid redirection');
       this.refreshSoon();
-      op.deliver(errorReply(`ERR keymux: node ${from.shard.address} sent an invalid cluster redirection (${redirect.reason})`));
+      op.deliver(
+        errorReply(`ERR keymux: node ${from.shard.address} sent an invalid cluster redirection (${redirect.reason})`),
+      );
       return true;
     }
     if (redirectionsOf(op) >= this.settings.maxRedirections) {
-      op.deliver(errorReply(`ERR keymux: too many cluster redirections (${this.settings.maxRedirections}); last: ${
-        redirect.kind.toUpperCase()} ${redirect.slot} ${redirect.address}`));
+      op.deliver(
+        errorReply(
+          `ERR keymux: too many cluster redirections (${this.settings.maxRedirections}); last: ${redirect.kind.toUpperCase()} ${redirect.slot} ${redirect.address}`,
+        ),
+      );
       this.refreshSoon();
       return true;
     }
@@ -195,8 +200,12 @@ export class ClusterController implements RedirectHandler {
   private resend(op: BackendOp, lastError: Buffer): void {
     const topo = this.host.topology;
     const slot = slotOfOp(op);
-    const shard = slot >= 0 ? topo.shards[topo.router.shardOfGroup(slot)]
-      : op instanceof Fragment ? topo.shards[op.shard] : undefined;
+    const shard =
+      slot >= 0
+        ? topo.shards[topo.router.shardOfGroup(slot)]
+        : op instanceof Fragment
+          ? topo.shards[op.shard]
+          : undefined;
     if (shard === undefined) {
       if (!this.retryLater(op, lastError)) op.deliver(lastError);
       return;
@@ -229,11 +238,16 @@ export class ClusterController implements RedirectHandler {
 
   private async discover(): Promise<void> {
     const b = this.config.backend;
-    const known = this.view === null ? [] : [...this.view.masters, ...this.view.replicasOf.flat()].map((n) => n.address);
+    const known =
+      this.view === null ? [] : [...this.view.masters, ...this.view.replicasOf.flat()].map((n) => n.address);
     const seeds = [...new Set([...known, ...this.settings.seeds.map((s) => s.address)])];
     let view: ClusterView;
     try {
-      view = await discoverCluster(seeds, { password: b.password, username: b.username, timeoutMs: b.connectTimeoutMs });
+      view = await discoverCluster(seeds, {
+        password: b.password,
+        username: b.username,
+        timeoutMs: b.connectTimeoutMs,
+      });
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'cluster discovery failed; keeping the current view');
       return;
@@ -243,8 +257,10 @@ export class ClusterController implements RedirectHandler {
     if (this.view !== null && this.view.signature === view.signature) return;
     this.view = view;
     this.install(view.slotOwner);
-    this.log.info({ masters: view.masters.length, replicas: view.replicasOf.reduce((n, r) => n + r.length, 0) },
-      'cluster topology updated');
+    this.log.info(
+      { masters: view.masters.length, replicas: view.replicasOf.reduce((n, r) => n + r.length, 0) },
+      'cluster topology updated',
+    );
   }
 
   private recordMove(slot: number, address: string): void {
@@ -267,7 +283,10 @@ export class ClusterController implements RedirectHandler {
     let changed = false;
     for (const [slot, address] of this.pendingMoves) {
       const idx = view.masters.findIndex((m) => m.address === address);
-      if (idx >= 0 && owners[slot] !== idx) { owners[slot] = idx; changed = true; }
+      if (idx >= 0 && owners[slot] !== idx) {
+        owners[slot] = idx;
+        changed = true;
+      }
     }
     this.pendingMoves.clear();
     if (changed) this.install(owners);
@@ -306,7 +325,13 @@ export class ClusterController implements RedirectHandler {
     const port = Number(address.slice(sep + 1));
     const options = { ...backendOptions(this.config, readOnly), redirectHandler: this };
     const stats = this.host.topology.stats.shard(address, address);
-    pool = new ShardPool({ name: address, address, host, port }, this.config.backend.connections, options, this.log, stats);
+    pool = new ShardPool(
+      { name: address, address, host, port },
+      this.config.backend.connections,
+      options,
+      this.log,
+      stats,
+    );
     this.pools.set(key, pool);
     pool.connect();
     return pool;

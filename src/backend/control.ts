@@ -9,7 +9,9 @@ import { commandFrame } from '../resp/writer.js';
 
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void; returnFatalError?: (e: Error) => void;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnFatalError?: (e: Error) => void;
   returnBuffers?: boolean;
 }) => { execute(b: Buffer): void };
 
@@ -24,9 +26,13 @@ export interface ControlTarget {
 /** Sends `commands` (after AUTH when configured); resolves with their replies (Error values for error replies). */
 export function controlCommands(target: ControlTarget, commands: string[][]): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
-    const all = target.password !== null
-      ? [target.username !== null ? ['AUTH', target.username, target.password] : ['AUTH', target.password], ...commands]
-      : commands;
+    const all =
+      target.password !== null
+        ? [
+            target.username !== null ? ['AUTH', target.username, target.password] : ['AUTH', target.password],
+            ...commands,
+          ]
+        : commands;
     const replies: unknown[] = [];
     const sock = net.connect({ host: target.host, port: target.port });
     let settled = false;
@@ -35,13 +41,25 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
       settled = true;
       clearTimeout(timer);
       sock.destroy();
-      if (err !== null) { reject(err); return; }
+      if (err !== null) {
+        reject(err);
+        return;
+      }
       const own = target.password !== null ? replies.slice(1) : replies;
-      if (target.password !== null && replies[0] instanceof Error) { reject(replies[0] as Error); return; }
+      if (target.password !== null && replies[0] instanceof Error) {
+        reject(replies[0] as Error);
+        return;
+      }
       resolve(own);
     };
-    const timer = setTimeout(() => finish(new Error(`no answer from ${target.host}:${target.port} within ${target.timeoutMs} ms`)), target.timeoutMs);
-    const onValue = (v: unknown) => { replies.push(v); if (replies.length === all.length) finish(null); };
+    const timer = setTimeout(
+      () => finish(new Error(`no answer from ${target.host}:${target.port} within ${target.timeoutMs} ms`)),
+      target.timeoutMs,
+    );
+    const onValue = (v: unknown) => {
+      replies.push(v);
+      if (replies.length === all.length) finish(null);
+    };
     const parser = new RedisParser({ returnReply: onValue, returnError: onValue, returnFatalError: (e) => finish(e) });
     sock.on('data', (d: Buffer) => parser.execute(d));
     sock.on('error', (e) => finish(e));

@@ -137,7 +137,12 @@ export function parseRedirect(frame: Buffer): Redirect | null {
   if (colon === -1) return invalid(kind, `missing port in address ${JSON.stringify(text)}`);
   const portText = text.slice(colon + 1);
   if (!/^\d{1,5}$/.test(portText)) {
-    return invalid(kind, portText === '' ? `missing port in address ${JSON.stringify(text)}` : `port ${JSON.stringify(portText)} is not a number`);
+    return invalid(
+      kind,
+      portText === ''
+        ? `missing port in address ${JSON.stringify(text)}`
+        : `port ${JSON.stringify(portText)} is not a number`,
+    );
   }
   const port = Number(portText);
   if (port < 1 || port > 65535) return invalid(kind, `port ${port} is out of range (1..65535)`);
@@ -163,7 +168,14 @@ export function parseRedirect(frame: Buffer): Redirect | null {
 /** A sameHost target resolved against the host of the node that answered; other redirects unchanged. */
 export function withHost(r: RedirectTarget, answeringHost: string): RedirectTarget {
   if (!r.sameHost) return r;
-  return { kind: r.kind, slot: r.slot, host: answeringHost, port: r.port, address: formatAddress(answeringHost, r.port), sameHost: false };
+  return {
+    kind: r.kind,
+    slot: r.slot,
+    host: answeringHost,
+    port: r.port,
+    address: formatAddress(answeringHost, r.port),
+    sameHost: false,
+  };
 }
 
 /** "host:port"; IPv6 in brackets. */

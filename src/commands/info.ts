@@ -26,14 +26,17 @@ export function mergeInfo(parent: Request): Buffer {
   const { args, topology, ctx } = parent.mergeContext as InfoContext;
   const fragments = parent.fragments as Fragment[];
   let wanted = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
-  if (wanted.length === 0 || wanted.some((w) => w === 'all' || w === 'default' || w === 'everything')) wanted = ALL_SECTIONS;
+  if (wanted.length === 0 || wanted.some((w) => w === 'all' || w === 'default' || w === 'everything'))
+    wanted = ALL_SECTIONS;
   const dbs = new Map<string, { keys: number; expires: number; ttlWeighted: number }>();
   const shardLines: string[] = [];
   let up = 0;
   topology.shards.forEach((shard, i) => {
     const reply = fragments[i].reply as Buffer;
     if (isErrorFrame(reply)) {
-      shardLines.push(`shard_${i}:name=${shard.name},address=${shard.address},status=down,error=${errorText(reply).replace(/[,\r\n]/g, ' ')}`);
+      shardLines.push(
+        `shard_${i}:name=${shard.name},address=${shard.address},status=down,error=${errorText(reply).replace(/[,\r\n]/g, ' ')}`,
+      );
       return;
     }
     up++;
@@ -55,21 +58,42 @@ export function mergeInfo(parent: Request): Buffer {
   for (const name of wanted) {
     switch (name) {
       case 'server':
-        sections.push(['# Server', `redis_version:${ctx.backendVersion}`, `keymux_version:${ctx.version}`,
-          'redis_mode:standalone', `os:${process.platform}`, `process_id:${process.pid}`,
-          `tcp_port:${config.listen.port}`, `uptime_in_seconds:${Math.floor((Date.now() - ctx.startedAt) / 1000)}`].join('\r\n'));
+        sections.push(
+          [
+            '# Server',
+            `redis_version:${ctx.backendVersion}`,
+            `keymux_version:${ctx.version}`,
+            'redis_mode:standalone',
+            `os:${process.platform}`,
+            `process_id:${process.pid}`,
+            `tcp_port:${config.listen.port}`,
+            `uptime_in_seconds:${Math.floor((Date.now() - ctx.startedAt) / 1000)}`,
+          ].join('\r\n'),
+        );
         break;
       case 'clients':
-        sections.push(['# Clients', `connected_clients:${ctx.clientCount()}`, `maxclients:${config.clients.max}`].join('\r\n'));
+        sections.push(
+          ['# Clients', `connected_clients:${ctx.clientCount()}`, `maxclients:${config.clients.max}`].join('\r\n'),
+        );
         break;
       case 'keymux':
-        sections.push(['# Keymux', `mode:${config.mode}`, `config_version:${topology.version}`,
-          `shards:${topology.shards.length}`, `shards_up:${up}`, ...shardLines].join('\r\n'));
+        sections.push(
+          [
+            '# Keymux',
+            `mode:${config.mode}`,
+            `config_version:${topology.version}`,
+            `shards:${topology.shards.length}`,
+            `shards_up:${up}`,
+            ...shardLines,
+          ].join('\r\n'),
+        );
         break;
       case 'keyspace': {
         const lines = ['# Keyspace'];
         for (const [db, d] of [...dbs.entries()].sort()) {
-          lines.push(`${db}:keys=${d.keys},expires=${d.expires},avg_ttl=${d.expires > 0 ? Math.round(d.ttlWeighted / d.expires) : 0}`);
+          lines.push(
+            `${db}:keys=${d.keys},expires=${d.expires},avg_ttl=${d.expires > 0 ? Math.round(d.ttlWeighted / d.expires) : 0}`,
+          );
         }
         sections.push(lines.join('\r\n'));
         break;

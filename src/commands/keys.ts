@@ -90,18 +90,20 @@ export function compileKeyFinder(keySpecs: readonly KeySpec[], options: OptionSc
       if (!options) error = KEYS_ERROR_UNKNOWN_SPEC;
       continue;
     }
-    steps.push(new KeyStep(
-      b.kind === 'index' ? BEGIN_INDEX : BEGIN_KEYWORD,
-      b.kind === 'index' ? b.pos : 0,
-      b.kind === 'keyword' ? Buffer.from(b.keyword.toLowerCase(), 'latin1') : null,
-      b.kind === 'keyword' ? b.startFrom : 0,
-      f.kind === 'range' ? FIND_RANGE : FIND_KEYNUM,
-      f.kind === 'range' ? f.lastKey : 0,
-      Math.max(1, f.step),
-      f.kind === 'range' ? f.limit : 0,
-      f.kind === 'keynum' ? f.keyNumIdx : 0,
-      f.kind === 'keynum' ? f.firstKey : 0,
-    ));
+    steps.push(
+      new KeyStep(
+        b.kind === 'index' ? BEGIN_INDEX : BEGIN_KEYWORD,
+        b.kind === 'index' ? b.pos : 0,
+        b.kind === 'keyword' ? Buffer.from(b.keyword.toLowerCase(), 'latin1') : null,
+        b.kind === 'keyword' ? b.startFrom : 0,
+        f.kind === 'range' ? FIND_RANGE : FIND_KEYNUM,
+        f.kind === 'range' ? f.lastKey : 0,
+        Math.max(1, f.step),
+        f.kind === 'range' ? f.limit : 0,
+        f.kind === 'keynum' ? f.keyNumIdx : 0,
+        f.kind === 'keynum' ? f.firstKey : 0,
+      ),
+    );
   }
   let compiled: CompiledOptions | null = null;
   if (options) {
@@ -113,9 +115,13 @@ export function compileKeyFinder(keySpecs: readonly KeySpec[], options: OptionSc
       actions[i] = r.action === 'key' ? ACTION_KEY : r.action === 'refuse' ? ACTION_REFUSE : ACTION_SKIP;
       if (r.action === 'key') mayHaveKeys = true;
     });
-    compiled = new CompiledOptions(options.start,
+    compiled = new CompiledOptions(
+      options.start,
       options.stopAt === null ? null : Buffer.from(options.stopAt.toLowerCase(), 'latin1'),
-      options.rules.map((r) => Buffer.from(r.keyword.toLowerCase(), 'latin1')), args, actions);
+      options.rules.map((r) => Buffer.from(r.keyword.toLowerCase(), 'latin1')),
+      args,
+      actions,
+    );
   }
   return new KeyFinder(error, steps, compiled, mayHaveKeys);
 }
@@ -160,7 +166,10 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
       const forward = from <= to;
       for (let i = from; i !== to; i = forward ? i + 1 : i - 1) {
         if (i >= argc || i < 1) break;
-        if (equalsLower(args[i], kw)) { first = i + 1; break; }
+        if (equalsLower(args[i], kw)) {
+          first = i + 1;
+          break;
+        }
       }
       if (first === 0) continue; // keyword absent: this spec names no key
     }
@@ -205,7 +214,10 @@ function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: numbe
     if (o.stopAt !== null && equalsLower(a, o.stopAt)) return n;
     let r = -1;
     for (let k = 0; k < keywords.length; k++) {
-      if (equalsLower(a, keywords[k])) { r = k; break; }
+      if (equalsLower(a, keywords[k])) {
+        r = k;
+        break;
+      }
     }
     if (r < 0) return KEYS_ERROR_SYNTAX;
     const nargs = o.args[r];
@@ -239,7 +251,8 @@ export function parseInteger(b: Buffer): number {
   if (len === 0 || len > 20) return NaN;
   let i = 0;
   let neg = false;
-  if (b[0] === 45) { // '-'
+  if (b[0] === 45) {
+    // '-'
     if (len === 1) return NaN;
     neg = true;
     i = 1;
@@ -251,7 +264,8 @@ export function parseInteger(b: Buffer): number {
     if (c < 0 || c > 9) return NaN;
     v = v * 10 + c;
   }
-  if (v > 9223372036854775807) return NaN;
+  // 2^63 - 1 rounds to 2^63 as a double: anything at or above it overflows a signed 64-bit integer.
+  if (v >= 2 ** 63) return NaN;
   return neg ? -v : v;
 }
 
@@ -277,7 +291,10 @@ const namedReplies = new WeakMap<CommandSpec, Map<number, Buffer>>();
 export function keysErrorReply(code: number, spec?: CommandSpec): Buffer {
   if (spec === undefined) return GENERIC_REPLIES.get(code) ?? UNKNOWN_CODE;
   let m = namedReplies.get(spec);
-  if (m === undefined) { m = new Map(); namedReplies.set(spec, m); }
+  if (m === undefined) {
+    m = new Map();
+    namedReplies.set(spec, m);
+  }
   let r = m.get(code);
   if (r === undefined) {
     r = namedReply(code, spec);
@@ -289,12 +306,17 @@ export function keysErrorReply(code: number, spec?: CommandSpec): Buffer {
 function namedReply(code: number, spec: CommandSpec): Buffer {
   const name = spec.name;
   switch (code) {
-    case KEYS_ERROR_ARITY: return Buffer.from(`-ERR wrong number of arguments for '${name}' command\r\n`);
-    case KEYS_ERROR_NO_KEYS: return Buffer.from(`-ERR keymux: command '${name}' has no key to route by\r\n`);
+    case KEYS_ERROR_ARITY:
+      return Buffer.from(`-ERR wrong number of arguments for '${name}' command\r\n`);
+    case KEYS_ERROR_NO_KEYS:
+      return Buffer.from(`-ERR keymux: command '${name}' has no key to route by\r\n`);
     case KEYS_ERROR_UNKNOWN_SPEC:
       return Buffer.from(`-ERR keymux: command '${name}' has key positions keymux cannot determine\r\n`);
     case KEYS_ERROR_OPTION_REFUSED:
-      return spec.options?.refuseReply ?? Buffer.from(`-ERR keymux: an option of command '${name}' is not supported\r\n`);
-    default: return GENERIC_REPLIES.get(code) ?? UNKNOWN_CODE;
+      return (
+        spec.options?.refuseReply ?? Buffer.from(`-ERR keymux: an option of command '${name}' is not supported\r\n`)
+      );
+    default:
+      return GENERIC_REPLIES.get(code) ?? UNKNOWN_CODE;
   }
 }

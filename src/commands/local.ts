@@ -13,10 +13,29 @@ import type { CommandTable } from './table.js';
 import { resolveSubcommand } from './table.js';
 import { findKeyIndexes, keysErrorReply } from './keys.js';
 import {
-  ERR_AUTH_NOT_CONFIGURED, ERR_NOAUTH, ERR_NOPROTO, ERR_SELECT_DB, ERR_SELECT_INVALID, ERR_SYNTAX, ERR_WRONGPASS,
-  errorReply, unknownCommand, unknownSubcommand, wrongArity,
+  ERR_AUTH_NOT_CONFIGURED,
+  ERR_NOAUTH,
+  ERR_NOPROTO,
+  ERR_SELECT_DB,
+  ERR_SELECT_INVALID,
+  ERR_SYNTAX,
+  ERR_WRONGPASS,
+  errorReply,
+  unknownCommand,
+  unknownSubcommand,
+  wrongArity,
 } from '../errors.js';
-import { EMPTY_ARRAY, NIL_BULK, OK, PONG, arrayHeader, arrayReply, bulkReply, integerReply, simpleReply } from '../resp/writer.js';
+import {
+  EMPTY_ARRAY,
+  NIL_BULK,
+  OK,
+  PONG,
+  arrayHeader,
+  arrayReply,
+  bulkReply,
+  integerReply,
+  simpleReply,
+} from '../resp/writer.js';
 
 /** The session surface local commands use. */
 export interface LocalSession {
@@ -42,7 +61,11 @@ function safeEqual(a: string, b: string): boolean {
 }
 
 /** Checks credentials; user null means the default user. */
-function checkCredentials(ctx: ProxyContext, user: string | null, password: string): 'ok' | 'wrong' | 'none-configured' {
+function checkCredentials(
+  ctx: ProxyContext,
+  user: string | null,
+  password: string,
+): 'ok' | 'wrong' | 'none-configured' {
   const clients = ctx.topology.config.clients;
   if (clients.password === null && clients.users.length === 0) return 'none-configured';
   if (user === null || user === 'default') {
@@ -87,13 +110,20 @@ const auth: LocalHandler = (s, req, ctx) => {
 
 function helloReply(s: LocalSession, ctx: ProxyContext): Buffer {
   const fields: Buffer[] = [
-    bulkReply('server'), bulkReply('redis'),
-    bulkReply('version'), bulkReply(ctx.backendVersion),
-    bulkReply('proto'), integerReply(2),
-    bulkReply('id'), integerReply(s.id),
-    bulkReply('mode'), bulkReply('standalone'),
-    bulkReply('role'), bulkReply('master'),
-    bulkReply('modules'), EMPTY_ARRAY,
+    bulkReply('server'),
+    bulkReply('redis'),
+    bulkReply('version'),
+    bulkReply(ctx.backendVersion),
+    bulkReply('proto'),
+    integerReply(2),
+    bulkReply('id'),
+    integerReply(s.id),
+    bulkReply('mode'),
+    bulkReply('standalone'),
+    bulkReply('role'),
+    bulkReply('master'),
+    bulkReply('modules'),
+    EMPTY_ARRAY,
   ];
   return arrayReply(fields);
 }
@@ -125,7 +155,10 @@ const hello: LocalHandler = (s, req, ctx) => {
       return req.deliver(errorReply(`ERR Syntax error in HELLO option '${a[i].toString('latin1')}'`));
     }
   }
-  if (authed) { s.authenticated = true; s.user = user; }
+  if (authed) {
+    s.authenticated = true;
+    s.user = user;
+  }
   if (!s.authenticated) return req.deliver(ERR_NOAUTH);
   if (newName !== null) s.name = newName.length === 0 ? null : Buffer.from(newName);
   req.deliver(helloReply(s, ctx));
@@ -165,9 +198,16 @@ const commandReplyCache = new WeakMap<CommandTable, Buffer>();
 function encodeSpec(spec: CommandSpec): Buffer {
   const flags = spec.flags.map((f) => simpleReply(f));
   return arrayReply([
-    bulkReply(spec.name), integerReply(spec.arity), arrayReply(flags),
-    integerReply(spec.firstKey), integerReply(spec.lastKey), integerReply(spec.step),
-    EMPTY_ARRAY, EMPTY_ARRAY, EMPTY_ARRAY, EMPTY_ARRAY,
+    bulkReply(spec.name),
+    integerReply(spec.arity),
+    arrayReply(flags),
+    integerReply(spec.firstKey),
+    integerReply(spec.lastKey),
+    integerReply(spec.step),
+    EMPTY_ARRAY,
+    EMPTY_ARRAY,
+    EMPTY_ARRAY,
+    EMPTY_ARRAY,
   ]);
 }
 
@@ -199,7 +239,14 @@ const commandInfo: LocalHandler = (_s, req, ctx) => {
 const commandDocs: LocalHandler = (_s, req) => req.deliver(EMPTY_ARRAY);
 
 const commandList: LocalHandler = (_s, req, ctx) =>
-  req.deliver(arrayReply(ctx.topology.table.names().filter((n) => !n.includes('|')).map((n) => bulkReply(n))));
+  req.deliver(
+    arrayReply(
+      ctx.topology.table
+        .names()
+        .filter((n) => !n.includes('|'))
+        .map((n) => bulkReply(n)),
+    ),
+  );
 
 const commandGetkeys: LocalHandler = (_s, req, ctx) => {
   const inner = req.args.slice(2);

@@ -9,9 +9,7 @@ import type { KeyFinder } from './keys.js';
 
 /** Where the search for a key spec's keys begins (Redis 7 "begin_search"). */
 export type BeginSearch =
-  | { kind: 'index'; pos: number }
-  | { kind: 'keyword'; keyword: string; startFrom: number }
-  | { kind: 'unknown' };
+  { kind: 'index'; pos: number } | { kind: 'keyword'; keyword: string; startFrom: number } | { kind: 'unknown' };
 
 /** How keys are found once the search has begun (Redis 7 "find_keys"). */
 export type FindKeys =

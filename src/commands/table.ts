@@ -10,7 +10,15 @@
  * creating a string; unknown commands are not in the table (the caller writes the unknown-command error).
  */
 import type {
-  BeginSearch, CommandSpec, Dispatch, FanoutShape, FindKeys, KeySpec, MergeKind, OptionRule, OptionScan,
+  BeginSearch,
+  CommandSpec,
+  Dispatch,
+  FanoutShape,
+  FindKeys,
+  KeySpec,
+  MergeKind,
+  OptionRule,
+  OptionScan,
 } from './spec.js';
 import { compileKeyFinder, type KeyFinder } from './keys.js';
 import { BUILTIN_COMMANDS, type BuiltinRow } from './builtin-table.js';
@@ -88,8 +96,11 @@ function parseBegin(v: unknown, what: string): BeginSearch {
   const spec = m.has('spec') ? pairs(m.get('spec'), `${what} spec`) : new Map<string, unknown>();
   if (type === 'index') return { kind: 'index', pos: int(spec.get('index'), `${what} index`) };
   if (type === 'keyword') {
-    return { kind: 'keyword', keyword: str(spec.get('keyword'), `${what} keyword`),
-      startFrom: int(spec.get('startfrom'), `${what} startfrom`) };
+    return {
+      kind: 'keyword',
+      keyword: str(spec.get('keyword'), `${what} keyword`),
+      startFrom: int(spec.get('startfrom'), `${what} startfrom`),
+    };
   }
   return { kind: 'unknown' };
 }
@@ -99,12 +110,20 @@ function parseFind(v: unknown, what: string): FindKeys {
   const type = str(m.get('type'), `${what} type`);
   const spec = m.has('spec') ? pairs(m.get('spec'), `${what} spec`) : new Map<string, unknown>();
   if (type === 'range') {
-    return { kind: 'range', lastKey: int(spec.get('lastkey'), `${what} lastkey`),
-      step: int(spec.get('keystep'), `${what} keystep`), limit: int(spec.get('limit'), `${what} limit`) };
+    return {
+      kind: 'range',
+      lastKey: int(spec.get('lastkey'), `${what} lastkey`),
+      step: int(spec.get('keystep'), `${what} keystep`),
+      limit: int(spec.get('limit'), `${what} limit`),
+    };
   }
   if (type === 'keynum') {
-    return { kind: 'keynum', keyNumIdx: int(spec.get('keynumidx'), `${what} keynumidx`),
-      firstKey: int(spec.get('firstkey'), `${what} firstkey`), step: int(spec.get('keystep'), `${what} keystep`) };
+    return {
+      kind: 'keynum',
+      keyNumIdx: int(spec.get('keynumidx'), `${what} keynumidx`),
+      firstKey: int(spec.get('firstkey'), `${what} firstkey`),
+      step: int(spec.get('keystep'), `${what} keystep`),
+    };
   }
   return { kind: 'unknown' };
 }
@@ -113,15 +132,24 @@ function parseFind(v: unknown, what: string): FindKeys {
 function legacyKeySpecs(first: number, last: number, step: number, flags: readonly string[]): RawKeySpec[] {
   if (first <= 0) {
     return flags.includes('movablekeys')
-      ? [{ notes: 'keymux: no key specs from the server', flags: ['incomplete'], begin: { kind: 'unknown' }, find: { kind: 'unknown' } }]
+      ? [
+          {
+            notes: 'keymux: no key specs from the server',
+            flags: ['incomplete'],
+            begin: { kind: 'unknown' },
+            find: { kind: 'unknown' },
+          },
+        ]
       : [];
   }
-  return [{
-    notes: 'keymux: derived from first/last/step',
-    flags: flags.includes('movablekeys') ? ['incomplete'] : [],
-    begin: { kind: 'index', pos: first },
-    find: { kind: 'range', lastKey: last >= 0 ? last - first : last, step: Math.max(1, step), limit: 0 },
-  }];
+  return [
+    {
+      notes: 'keymux: derived from first/last/step',
+      flags: flags.includes('movablekeys') ? ['incomplete'] : [],
+      begin: { kind: 'index', pos: first },
+      find: { kind: 'range', lastKey: last >= 0 ? last - first : last, step: Math.max(1, step), limit: 0 },
+    },
+  ];
 }
 
 function parseRow(v: unknown, out: RawCommandRow[], container: string | null): void {
@@ -132,23 +160,29 @@ function parseRow(v: unknown, out: RawCommandRow[], container: string | null): v
   const firstKey = int(r[3], `${what} first key`);
   const lastKey = int(r[4], `${what} last key`);
   const step = int(r[5], `${what} step`);
-  const keySpecs = r.length > 8
-    ? list(r[8], `${what} key specs`).map((ks, i): RawKeySpec => {
-      const m = pairs(ks, `${what} key spec ${i}`);
-      const notes = m.get('notes');
-      return {
-        notes: notes === undefined || notes === null ? null : str(notes, `${what} notes`),
-        flags: list(m.get('flags'), `${what} key spec flags`).map((f) => str(f, `${what} key spec flag`)),
-        begin: parseBegin(m.get('begin_search'), `${what} begin_search`),
-        find: parseFind(m.get('find_keys'), `${what} find_keys`),
-      };
-    })
-    : legacyKeySpecs(firstKey, lastKey, step, flags);
+  const keySpecs =
+    r.length > 8
+      ? list(r[8], `${what} key specs`).map((ks, i): RawKeySpec => {
+          const m = pairs(ks, `${what} key spec ${i}`);
+          const notes = m.get('notes');
+          return {
+            notes: notes === undefined || notes === null ? null : str(notes, `${what} notes`),
+            flags: list(m.get('flags'), `${what} key spec flags`).map((f) => str(f, `${what} key spec flag`)),
+            begin: parseBegin(m.get('begin_search'), `${what} begin_search`),
+            find: parseFind(m.get('find_keys'), `${what} find_keys`),
+          };
+        })
+      : legacyKeySpecs(firstKey, lastKey, step, flags);
   if (container !== null && !name.startsWith(`${container}|`)) {
     throw new Error(`COMMAND reply: subcommand '${name}' is not named after its container '${container}'`);
   }
   out.push({
-    name, arity: int(r[1], `${what} arity`), flags, firstKey, lastKey, step,
+    name,
+    arity: int(r[1], `${what} arity`),
+    flags,
+    firstKey,
+    lastKey,
+    step,
     aclCategories: list(r[6], `${what} acl categories`).map((c) => str(c, `${what} acl category`)),
     tips: list(r[7], `${what} tips`).map((t) => str(t, `${what} tip`)),
     keySpecs,
@@ -180,14 +214,21 @@ export function specsFromCommandReply(reply: unknown[]): RawCommandRow[] {
 export function formatKeySpec(ks: RawKeySpec): string {
   const b = ks.begin;
   const f = ks.find;
-  const begin = b.kind === 'index' ? `index ${b.pos}` : b.kind === 'keyword' ? `keyword ${b.keyword} ${b.startFrom}` : 'unknown';
-  const find = f.kind === 'range' ? `range ${f.lastKey} ${f.step} ${f.limit}`
-    : f.kind === 'keynum' ? `keynum ${f.keyNumIdx} ${f.firstKey} ${f.step}` : 'unknown';
+  const begin =
+    b.kind === 'index' ? `index ${b.pos}` : b.kind === 'keyword' ? `keyword ${b.keyword} ${b.startFrom}` : 'unknown';
+  const find =
+    f.kind === 'range'
+      ? `range ${f.lastKey} ${f.step} ${f.limit}`
+      : f.kind === 'keynum'
+        ? `keynum ${f.keyNumIdx} ${f.firstKey} ${f.step}`
+        : 'unknown';
   return `${ks.flags.length ? ks.flags.join(' ') : '-'}; ${begin}; ${find}${ks.notes !== null ? `; notes ${ks.notes}` : ''}`;
 }
 
 export function parseKeySpec(s: string): RawKeySpec {
-  const bad = (): never => { throw new Error(`builtin command table: malformed key spec "${s}"`); };
+  const bad = (): never => {
+    throw new Error(`builtin command table: malformed key spec "${s}"`);
+  };
   const parts = s.split('; ');
   if (parts.length < 3) bad();
   const notesText = parts.length > 3 ? parts.slice(3).join('; ') : null;
@@ -198,16 +239,27 @@ export function parseKeySpec(s: string): RawKeySpec {
   };
   const b = parts[1].split(' ');
   const f = parts[2].split(' ');
-  const begin: BeginSearch = b[0] === 'index' && b.length === 2 ? { kind: 'index', pos: num(b[1]) }
-    : b[0] === 'keyword' && b.length === 3 ? { kind: 'keyword', keyword: b[1], startFrom: num(b[2]) }
-      : b[0] === 'unknown' && b.length === 1 ? { kind: 'unknown' } : bad();
-  const find: FindKeys = f[0] === 'range' && f.length === 4 ? { kind: 'range', lastKey: num(f[1]), step: num(f[2]), limit: num(f[3]) }
-    : f[0] === 'keynum' && f.length === 4 ? { kind: 'keynum', keyNumIdx: num(f[1]), firstKey: num(f[2]), step: num(f[3]) }
-      : f[0] === 'unknown' && f.length === 1 ? { kind: 'unknown' } : bad();
+  const begin: BeginSearch =
+    b[0] === 'index' && b.length === 2
+      ? { kind: 'index', pos: num(b[1]) }
+      : b[0] === 'keyword' && b.length === 3
+        ? { kind: 'keyword', keyword: b[1], startFrom: num(b[2]) }
+        : b[0] === 'unknown' && b.length === 1
+          ? { kind: 'unknown' }
+          : bad();
+  const find: FindKeys =
+    f[0] === 'range' && f.length === 4
+      ? { kind: 'range', lastKey: num(f[1]), step: num(f[2]), limit: num(f[3]) }
+      : f[0] === 'keynum' && f.length === 4
+        ? { kind: 'keynum', keyNumIdx: num(f[1]), firstKey: num(f[2]), step: num(f[3]) }
+        : f[0] === 'unknown' && f.length === 1
+          ? { kind: 'unknown' }
+          : bad();
   return {
     notes: notesText === null ? null : notesText.slice('notes '.length),
     flags: parts[0] === '-' ? [] : parts[0].split(' '),
-    begin, find,
+    begin,
+    find,
   };
 }
 
@@ -217,15 +269,31 @@ const words = (s: string): string[] => (s === '' ? [] : s.split(' '));
 export function rowFromBuiltin(r: BuiltinRow): RawCommandRow {
   const [name, arity, flags, firstKey, lastKey, step, acl, tips, keySpecs] = r;
   return {
-    name, arity, flags: words(flags), firstKey, lastKey, step,
-    aclCategories: words(acl), tips: words(tips), keySpecs: keySpecs.map(parseKeySpec),
+    name,
+    arity,
+    flags: words(flags),
+    firstKey,
+    lastKey,
+    step,
+    aclCategories: words(acl),
+    tips: words(tips),
+    keySpecs: keySpecs.map(parseKeySpec),
   };
 }
 
 /** One RawCommandRow -> compact built-in row (the generator writes these). */
 export function builtinFromRow(r: RawCommandRow): BuiltinRow {
-  return [r.name, r.arity, r.flags.join(' '), r.firstKey, r.lastKey, r.step, r.aclCategories.join(' '),
-    r.tips.join(' '), r.keySpecs.map(formatKeySpec)];
+  return [
+    r.name,
+    r.arity,
+    r.flags.join(' '),
+    r.firstKey,
+    r.lastKey,
+    r.step,
+    r.aclCategories.join(' '),
+    r.tips.join(' '),
+    r.keySpecs.map(formatKeySpec),
+  ];
 }
 
 /** The rows of the generated built-in table (builtin-table.ts), in canonical order. */
@@ -272,12 +340,27 @@ const PERSISTENCE = 'is not supported: persistence is managed on each shard dire
  */
 export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   // Answered by keymux itself (src/commands/local.ts).
-  ping: LOCAL, echo: LOCAL, quit: LOCAL, select: LOCAL, auth: LOCAL, hello: LOCAL,
-  'client|setname': LOCAL, 'client|getname': LOCAL, 'client|setinfo': LOCAL, 'client|id': LOCAL,
+  ping: LOCAL,
+  echo: LOCAL,
+  quit: LOCAL,
+  select: LOCAL,
+  auth: LOCAL,
+  hello: LOCAL,
+  'client|setname': LOCAL,
+  'client|getname': LOCAL,
+  'client|setinfo': LOCAL,
+  'client|id': LOCAL,
   'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO and ID)'),
-  command: LOCAL, 'command|count': LOCAL, 'command|info': LOCAL, 'command|docs': LOCAL, 'command|list': LOCAL,
-  'command|getkeys': LOCAL, 'command|getkeysandflags': LOCAL,
-  'command|*': refuse('is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS and GETKEYSANDFLAGS)'),
+  command: LOCAL,
+  'command|count': LOCAL,
+  'command|info': LOCAL,
+  'command|docs': LOCAL,
+  'command|list': LOCAL,
+  'command|getkeys': LOCAL,
+  'command|getkeysandflags': LOCAL,
+  'command|*': refuse(
+    'is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS and GETKEYSANDFLAGS)',
+  ),
 
   // Sent unchanged to every shard; replies merged.
   info: allShards('info'),
@@ -313,20 +396,28 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   xread: {
     dispatch: 'keyed',
     options: {
-      start: 1, stopAt: 'streams', rules: { count: [1], block: [1, 'refuse'] },
+      start: 1,
+      stopAt: 'streams',
+      rules: { count: [1], block: [1, 'refuse'] },
       refuse: 'with BLOCK is not supported: it would stall a backend connection shared with other clients',
     },
   },
   xreadgroup: {
     dispatch: 'keyed',
     options: {
-      start: 1, stopAt: 'streams', rules: { group: [2], count: [1], block: [1, 'refuse'], noack: [0] },
+      start: 1,
+      stopAt: 'streams',
+      rules: { group: [2], count: [1], block: [1, 'refuse'], noack: [0] },
       refuse: 'with BLOCK is not supported: it would stall a backend connection shared with other clients',
     },
   },
   copy: {
     dispatch: 'keyed',
-    options: { start: 3, rules: { db: [1, 'refuse'], replace: [0] }, refuse: 'with DB is not supported: keymux serves database 0 only' },
+    options: {
+      start: 3,
+      rules: { db: [1, 'refuse'], replace: [0] },
+      refuse: 'with DB is not supported: keymux serves database 0 only',
+    },
   },
   'memory|usage': { dispatch: 'keyed' },
 
@@ -365,9 +456,15 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   lastsave: refuse(PERSISTENCE),
   script: refuse('is not supported: load scripts on each shard directly (EVAL and EVALSHA with keys are routed)'),
   function: refuse('is not supported: load functions on each shard directly (FCALL with keys is routed)'),
-  subscribe: refuse(PUBSUB), psubscribe: refuse(PUBSUB), ssubscribe: refuse(PUBSUB),
-  unsubscribe: refuse(PUBSUB), punsubscribe: refuse(PUBSUB), sunsubscribe: refuse(PUBSUB),
-  publish: refuse(PUBSUB), spublish: refuse(PUBSUB), pubsub: refuse(PUBSUB),
+  subscribe: refuse(PUBSUB),
+  psubscribe: refuse(PUBSUB),
+  ssubscribe: refuse(PUBSUB),
+  unsubscribe: refuse(PUBSUB),
+  punsubscribe: refuse(PUBSUB),
+  sunsubscribe: refuse(PUBSUB),
+  publish: refuse(PUBSUB),
+  spublish: refuse(PUBSUB),
+  pubsub: refuse(PUBSUB),
   acl: refuse('is not supported: configure ACLs on each shard directly'),
   latency: refuse(PER_SHARD),
   slowlog: refuse(PER_SHARD),
@@ -386,7 +483,17 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
  */
 export const EXTRA_ROWS: readonly BuiltinRow[] = [
   // Redis 7.2; clients (node-redis, redis-py) send it on connect.
-  ['client|setinfo', -4, 'noscript loading stale', 0, 0, 0, '@slow @connection', 'request_policy:all_nodes response_policy:all_succeeded', []],
+  [
+    'client|setinfo',
+    -4,
+    'noscript loading stale',
+    0,
+    0,
+    0,
+    '@slow @connection',
+    'request_policy:all_nodes response_policy:all_succeeded',
+    [],
+  ],
 ];
 
 /** Generic rules for commands without an override, in order. */
@@ -493,7 +600,10 @@ export function resolveSubcommand(spec: CommandSpec, args: Buffer[]): CommandSpe
 
 /** Redis's reply to an unknown subcommand: "-ERR unknown subcommand 'x'. Try OBJECT HELP." (error path). */
 export function subcommandErrorReply(container: CommandSpec, args: Buffer[]): Buffer {
-  const sub = (args[1] ?? Buffer.alloc(0)).subarray(0, 128).toString('latin1').replace(/[^\x20-\x7e]/g, ' ');
+  const sub = (args[1] ?? Buffer.alloc(0))
+    .subarray(0, 128)
+    .toString('latin1')
+    .replace(/[^\x20-\x7e]/g, ' ');
   return Buffer.from(`-ERR unknown subcommand '${sub}'. Try ${container.name.toUpperCase()} HELP.\r\n`);
 }
 
@@ -513,7 +623,11 @@ function compileOptions(name: string, o: NonNullable<CommandOverride['options']>
   return {
     start: o.start,
     stopAt: o.stopAt ?? null,
-    rules: Object.entries(o.rules).map(([keyword, [args, action]]): OptionRule => ({ keyword, args, action: action ?? 'skip' })),
+    rules: Object.entries(o.rules).map(([keyword, [args, action]]): OptionRule => ({
+      keyword,
+      args,
+      action: action ?? 'skip',
+    })),
     refuseReply: errorReply(name, o.refuse),
   };
 }
@@ -527,25 +641,49 @@ function overrideFor(name: string, container: string | null): CommandOverride | 
   return parent?.dispatch === 'refused' ? parent : undefined;
 }
 
-function decide(row: RawCommandRow, keySpecs: readonly KeySpec[], container: string | null, isContainer: boolean,
-  deny: ReadonlySet<string>): Decision {
+function decide(
+  row: RawCommandRow,
+  keySpecs: readonly KeySpec[],
+  container: string | null,
+  isContainer: boolean,
+  deny: ReadonlySet<string>,
+): Decision {
   const name = row.name;
   const plain = (): KeyFinder => compileKeyFinder(keySpecs, null);
-  const refused = (why: string): Decision => ({ dispatch: 'refused', merge: null, shape: null,
-    refuseReason: errorReply(name, why), options: null, finder: plain() });
+  const refused = (why: string): Decision => ({
+    dispatch: 'refused',
+    merge: null,
+    shape: null,
+    refuseReason: errorReply(name, why),
+    options: null,
+    finder: plain(),
+  });
   if (deny.has(name) || (container !== null && deny.has(container))) return refused(DENIED);
   const o = overrideFor(name, container);
   let options: OptionScan | null = null;
   if (o !== undefined) {
     if (o.dispatch === 'refused') return refused(o.why ?? 'is not supported');
     if (o.dispatch === 'local' || o.dispatch === 'all-shards') {
-      return { dispatch: o.dispatch, merge: o.merge ?? null, shape: null, refuseReason: null, options: null, finder: plain() };
+      return {
+        dispatch: o.dispatch,
+        merge: o.merge ?? null,
+        shape: null,
+        refuseReason: null,
+        options: null,
+        finder: plain(),
+      };
     }
     if (o.options) options = compileOptions(name, o.options);
   } else if (isContainer) {
     // Reached only when no subcommand is given: Redis's arity error.
-    return { dispatch: 'refused', merge: null, shape: null, options: null, finder: plain(),
-      refuseReason: Buffer.from(`-ERR wrong number of arguments for '${name}' command\r\n`) };
+    return {
+      dispatch: 'refused',
+      merge: null,
+      shape: null,
+      options: null,
+      finder: plain(),
+      refuseReason: Buffer.from(`-ERR wrong number of arguments for '${name}' command\r\n`),
+    };
   } else {
     if (row.flags.includes('blocking')) return refused(BLOCKING);
     if (row.flags.includes('pubsub')) return refused(PUBSUB);
@@ -555,7 +693,14 @@ function decide(row: RawCommandRow, keySpecs: readonly KeySpec[], container: str
   if (!finder.mayHaveKeys) return refused(NO_KEY);
   if (finder.error !== 0) return refused(UNKNOWN_KEYS);
   if (o !== undefined && o.dispatch === 'fanout') {
-    return { dispatch: 'fanout', merge: o.merge ?? null, shape: o.shape ?? 'keys', refuseReason: null, options, finder };
+    return {
+      dispatch: 'fanout',
+      merge: o.merge ?? null,
+      shape: o.shape ?? 'keys',
+      refuseReason: null,
+      options,
+      finder,
+    };
   }
   return { dispatch: 'keyed', merge: null, shape: null, refuseReason: null, options, finder };
 }
@@ -564,11 +709,17 @@ function toKeySpec(k: RawKeySpec): KeySpec {
   return { begin: k.begin, find: k.find, flags: k.flags.map((f) => f.toLowerCase()) };
 }
 
-function buildSpec(row: RawCommandRow, container: string | null, subs: RawCommandRow[] | null,
-  deny: ReadonlySet<string>): CommandSpec {
+function buildSpec(
+  row: RawCommandRow,
+  container: string | null,
+  subs: RawCommandRow[] | null,
+  deny: ReadonlySet<string>,
+): CommandSpec {
   const keySpecs = row.keySpecs.map(toKeySpec);
-  const subcommands = subs === null ? null
-    : new Map(subs.map((s) => [s.name.slice(row.name.length + 1), buildSpec(s, row.name, null, deny)] as const));
+  const subcommands =
+    subs === null
+      ? null
+      : new Map(subs.map((s) => [s.name.slice(row.name.length + 1), buildSpec(s, row.name, null, deny)] as const));
   const d = decide(row, keySpecs, container, subs !== null, deny);
   const spec: CommandSpec = {
     name: row.name,
@@ -627,11 +778,17 @@ export class CommandTable {
     const subsOf = new Map<string, RawCommandRow[]>();
     for (const r of sortRows([...all.values()])) {
       const bar = r.name.indexOf('|');
-      if (bar < 0) { top.push(r); continue; }
+      if (bar < 0) {
+        top.push(r);
+        continue;
+      }
       const c = r.name.slice(0, bar);
       if (!all.has(c)) throw new Error(`command table: subcommand '${r.name}' has no container row '${c}'`);
       let list = subsOf.get(c);
-      if (!list) { list = []; subsOf.set(c, list); }
+      if (!list) {
+        list = [];
+        subsOf.set(c, list);
+      }
       list.push(r);
     }
     const deny = new Set(opts.deny.map((d) => d.toLowerCase()));

@@ -9,8 +9,16 @@
 import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import {
-  LineCounter, parseDocument, isAlias, isMap, isScalar, isSeq, visit,
-  type Document, type Node, type YAMLError,
+  LineCounter,
+  parseDocument,
+  isAlias,
+  isMap,
+  isScalar,
+  isSeq,
+  visit,
+  type Document,
+  type Node,
+  type YAMLError,
 } from 'yaml';
 import { validateConfig, type ConfigPath, type ConfigResult, type KeymuxConfig, type Locate } from './schema.js';
 
@@ -70,7 +78,9 @@ export function parseConfigText(text: string, source: string): ConfigResult {
     Alias(_, alias) {
       if (alias.resolve(doc) === undefined) {
         const line = alias.range ? lineAt(alias.range[0]) : 1;
-        aliasErrors.push(`${source}:${line}: invalid YAML: alias *${alias.source} has no anchor &${alias.source} before it`);
+        aliasErrors.push(
+          `${source}:${line}: invalid YAML: alias *${alias.source} has no anchor &${alias.source} before it`,
+        );
       }
     },
   });

@@ -16,10 +16,23 @@ import { isIP, isIPv6 } from 'node:net';
 export type Mode = 'slots' | 'ring' | 'cluster';
 
 export type HashName =
-  | 'one_at_a_time' | 'md5' | 'crc16' | 'crc32' | 'crc32a' | 'fnv1_64' | 'fnv1a_64'
-  | 'fnv1_32' | 'fnv1a_32' | 'hsieh' | 'murmur' | 'jenkins';
+  | 'one_at_a_time'
+  | 'md5'
+  | 'crc16'
+  | 'crc32'
+  | 'crc32a'
+  | 'fnv1_64'
+  | 'fnv1a_64'
+  | 'fnv1_32'
+  | 'fnv1a_32'
+  | 'hsieh'
+  | 'murmur'
+  | 'jenkins';
 
-export interface HostPort { host: string; port: number }
+export interface HostPort {
+  host: string;
+  port: number;
+}
 
 export interface ShardConfig {
   /** The shard's name: as given, or "host:port" when the YAML gives none. */
@@ -36,7 +49,10 @@ export interface ShardConfig {
   weight: number;
 }
 
-export interface UserConfig { name: string; password: string }
+export interface UserConfig {
+  name: string;
+  password: string;
+}
 
 /** Where cluster mode sends read-only commands: masters only, replicas only, or replicas with masters as fallback. */
 export type ReadFrom = 'master' | 'replica' | 'prefer-replica';
@@ -45,16 +61,16 @@ export type ReadFrom = 'master' | 'replica' | 'prefer-replica';
 export interface ClusterConfig {
   /** Nodes asked for the layout (CLUSTER SHARDS / SLOTS), in order, until one answers. At least one, unique. */
   seeds: Array<{ address: string; host: string; port: number }>;
-  readFrom: ReadFrom;             // default 'master'
+  readFrom: ReadFrom; // default 'master'
   /** Periodic layout refresh; MOVED and errors also trigger one. default 5000, >= 100 */
   refreshIntervalMs: number;
   /** MOVED/ASK followed per request before the client gets an error. default 5 */
   maxRedirections: number;
   /** TRYAGAIN / CLUSTERDOWN / LOADING: retries with exponential backoff base * 2^n, capped at maxDelayMs. */
   retry: {
-    attempts: number;             // default 5 (0 = the error goes to the client at once)
-    baseDelayMs: number;          // default 20
-    maxDelayMs: number;           // default 500, >= baseDelayMs
+    attempts: number; // default 5 (0 = the error goes to the client at once)
+    baseDelayMs: number; // default 20
+    maxDelayMs: number; // default 500, >= baseDelayMs
   };
 }
 
@@ -71,27 +87,27 @@ export interface KeymuxConfig {
   /** cluster mode: the cluster section; null in other modes (where `shards` is empty instead). */
   cluster: ClusterConfig | null;
   backend: {
-    connections: number;          // default 1, 1..64
-    connectTimeoutMs: number;     // default 1000
-    timeoutMs: number;            // default 2000 (0 = none)
+    connections: number; // default 1, 1..64
+    connectTimeoutMs: number; // default 1000
+    timeoutMs: number; // default 2000 (0 = none)
     password: string | null;
     username: string | null;
   };
   clients: {
-    max: number;                  // default 10000
-    idleTimeoutS: number;         // default 0 (never)
+    max: number; // default 10000
+    idleTimeoutS: number; // default 0 (never)
     password: string | null;
     users: UserConfig[];
     /** Requests in flight per client before keymux stops reading it (backpressure). default 1024 */
     maxInflight: number;
   };
   limits: {
-    maxBulkBytes: number;         // default 536870912
-    maxArgs: number;              // default 1048576
-    maxInlineBytes: number;       // default 65536
+    maxBulkBytes: number; // default 536870912
+    maxArgs: number; // default 1048576
+    maxInlineBytes: number; // default 65536
   };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };
-  commands: { deny: string[] };   // lowercase command names
+  commands: { deny: string[] }; // lowercase command names
   metrics: MetricsConfig;
   /** Moving keys when a reload changes their owner (slots and ring modes). */
   migration: { enabled: boolean; stateFile: string | null };
@@ -104,16 +120,16 @@ export interface MetricsConfig {
   /** false: no per-command, hit/miss, hot-key or slow-log tracking (shard and proxy counters stay). default true */
   enabled: boolean;
   hotKeys: {
-    enabled: boolean;             // default true
-    k: number;                    // default 20: keys reported (and the most /metrics series)
-    windowS: number;              // default 60: sliding window in seconds
-    sampleRate: number;           // default 0.0625: fraction of key lookups counted, (0, 1]
-    export: HotKeyExport;         // default 'key'; 'hash': a hash of the key instead of the key
+    enabled: boolean; // default true
+    k: number; // default 20: keys reported (and the most /metrics series)
+    windowS: number; // default 60: sliding window in seconds
+    sampleRate: number; // default 0.0625: fraction of key lookups counted, (0, 1]
+    export: HotKeyExport; // default 'key'; 'hash': a hash of the key instead of the key
   };
   slowlog: {
-    thresholdMs: number;          // default 10 (decimals allowed; 0 = every command)
-    maxEntries: number;           // default 128 (0 = off)
-    logKeys: boolean;             // default false
+    thresholdMs: number; // default 10 (decimals allowed; 0 = every command)
+    maxEntries: number; // default 128 (0 = off)
+    logKeys: boolean; // default false
   };
 }
 
@@ -131,21 +147,36 @@ export type ConfigPath = ReadonlyArray<string | number>;
 export type Locate = (path: ConfigPath) => number | null;
 
 /** Either a valid, frozen config or every error found (each one line). Test with `if (r.errors)`. */
-export type ConfigResult =
-  | { config: KeymuxConfig; errors?: undefined }
-  | { errors: string[]; config?: undefined };
+export type ConfigResult = { config: KeymuxConfig; errors?: undefined } | { errors: string[]; config?: undefined };
 
 export const SLOT_COUNT = 16384;
 export const MODES: readonly Mode[] = Object.freeze(['slots', 'ring', 'cluster'] as Mode[]);
 export const READ_FROM: readonly ReadFrom[] = Object.freeze(['master', 'replica', 'prefer-replica'] as ReadFrom[]);
 export const HASH_NAMES: readonly HashName[] = Object.freeze([
-  'one_at_a_time', 'md5', 'crc16', 'crc32', 'crc32a', 'fnv1_64', 'fnv1a_64',
-  'fnv1_32', 'fnv1a_32', 'hsieh', 'murmur', 'jenkins',
+  'one_at_a_time',
+  'md5',
+  'crc16',
+  'crc32',
+  'crc32a',
+  'fnv1_64',
+  'fnv1a_64',
+  'fnv1_32',
+  'fnv1a_32',
+  'hsieh',
+  'murmur',
+  'jenkins',
 ] as HashName[]);
 export const DISTRIBUTIONS: readonly ['ketama'] = Object.freeze(['ketama'] as const);
 export const HOT_KEY_EXPORTS: readonly HotKeyExport[] = Object.freeze(['key', 'hash'] as HotKeyExport[]);
-export const LOG_LEVELS: readonly LogLevel[] = Object.freeze(
-  ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as LogLevel[]);
+export const LOG_LEVELS: readonly LogLevel[] = Object.freeze([
+  'trace',
+  'debug',
+  'info',
+  'warn',
+  'error',
+  'fatal',
+  'silent',
+] as LogLevel[]);
 
 /** Largest delay Node's setTimeout accepts (2^31 - 1 ms); larger values fire at once. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -190,7 +221,9 @@ export const DEFAULTS = deepFreeze({
   weight: 1,
   ring: { hash: 'fnv1a_64' as HashName, distribution: 'ketama' as const },
   cluster: {
-    readFrom: 'master' as ReadFrom, refreshIntervalMs: 5000, maxRedirections: 5,
+    readFrom: 'master' as ReadFrom,
+    refreshIntervalMs: 5000,
+    maxRedirections: 5,
     retry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 500 },
   },
   backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
@@ -227,8 +260,23 @@ const MODE_RULES: Readonly<Record<Mode, ModeRule>> = {
 
 /** Every key the YAML may use, per mapping (snake_case). `root` is the top level. */
 export const KNOWN_KEYS = deepFreeze({
-  root: ['listen', 'admin', 'mode', 'hash_tag', 'shards', 'ring', 'cluster', 'backend', 'clients', 'limits', 'log',
-    'commands', 'metrics', 'migration', 'drain'],
+  root: [
+    'listen',
+    'admin',
+    'mode',
+    'hash_tag',
+    'shards',
+    'ring',
+    'cluster',
+    'backend',
+    'clients',
+    'limits',
+    'log',
+    'commands',
+    'metrics',
+    'migration',
+    'drain',
+  ],
   shard: ['name', 'address', 'slots', 'weight'],
   ring: ['hash', 'distribution'],
   cluster: ['seeds', 'read_from', 'refresh_interval_ms', 'max_redirections', 'retry'],
@@ -323,13 +371,22 @@ export function deepFreeze<T>(value: T): T {
 // ---------------------------------------------------------------------------------------------------------------
 // Error collection
 
-interface Issue { line: number | null; seq: number; text: string }
+interface Issue {
+  line: number | null;
+  seq: number;
+  text: string;
+}
 
 class Checker {
   private readonly issues: Issue[] = [];
-  constructor(private readonly locate: Locate, private readonly source: string) {}
+  constructor(
+    private readonly locate: Locate,
+    private readonly source: string,
+  ) {}
 
-  get failed(): boolean { return this.issues.length > 0; }
+  get failed(): boolean {
+    return this.issues.length > 0;
+  }
 
   /** Line of the path, or of its nearest ancestor that is written in the document. */
   line(path: ConfigPath): number | null {
@@ -354,9 +411,7 @@ class Checker {
   }
 
   messages(): string[] {
-    return [...this.issues]
-      .sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || a.seq - b.seq)
-      .map((i) => i.text);
+    return [...this.issues].sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || a.seq - b.seq).map((i) => i.text);
   }
 }
 
@@ -413,22 +468,33 @@ export function suggest(word: string, candidates: readonly string[]): string | n
   let bestDistance = 3;
   for (const c of candidates) {
     const d = editDistance(lower, c);
-    if (d < bestDistance && d < lower.length) { best = c; bestDistance = d; }
+    if (d < bestDistance && d < lower.length) {
+      best = c;
+      bestDistance = d;
+    }
   }
   if (best !== null || lower.length < 3) return best;
   let bestGap = Infinity;
   for (const c of candidates) {
     if (c.startsWith(lower) || lower.startsWith(c)) {
       const gap = Math.abs(c.length - lower.length);
-      if (gap < bestGap) { best = c; bestGap = gap; }
+      if (gap < bestGap) {
+        best = c;
+        bestGap = gap;
+      }
     }
   }
   return best;
 }
 
 /** Reports keys of `obj` that are unknown, or known but not allowed in the current mode. */
-function checkKeys(cx: Checker, obj: Obj, path: ConfigPath, known: readonly string[],
-  modeOnly?: { kind: 'sections' | 'shardKeys'; mode: Mode | null }): void {
+function checkKeys(
+  cx: Checker,
+  obj: Obj,
+  path: ConfigPath,
+  known: readonly string[],
+  modeOnly?: { kind: 'sections' | 'shardKeys'; mode: Mode | null },
+): void {
   for (const key of Object.keys(obj)) {
     if (known.includes(key)) {
       if (!modeOnly) continue;
@@ -439,9 +505,10 @@ function checkKeys(cx: Checker, obj: Obj, path: ConfigPath, known: readonly stri
       continue;
     }
     const near = suggest(key, known);
-    cx.error([...path, key], near !== null
-      ? `unknown key (did you mean "${near}"?)`
-      : `unknown key; expected one of: ${known.join(', ')}`);
+    cx.error(
+      [...path, key],
+      near !== null ? `unknown key (did you mean "${near}"?)` : `unknown key; expected one of: ${known.join(', ')}`,
+    );
   }
 }
 
@@ -457,7 +524,14 @@ function section(cx: Checker, parent: Obj, key: string, path: ConfigPath, known:
   return v;
 }
 
-function int(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number, range: readonly [number, number]): number {
+function int(
+  cx: Checker,
+  obj: Obj,
+  key: string,
+  path: ConfigPath,
+  def: number,
+  range: readonly [number, number],
+): number {
   const v = obj[key];
   if (v === undefined) return def;
   const [min, max] = range;
@@ -473,8 +547,14 @@ function int(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number, 
 }
 
 /** A number (decimals allowed) within `range`; the third element 'exclusive-min' excludes the minimum. */
-function num(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number,
-  range: readonly [number, number] | readonly [number, number, 'exclusive-min']): number {
+function num(
+  cx: Checker,
+  obj: Obj,
+  key: string,
+  path: ConfigPath,
+  def: number,
+  range: readonly [number, number] | readonly [number, number, 'exclusive-min'],
+): number {
   const v = obj[key];
   if (v === undefined) return def;
   const [min, max] = range;
@@ -484,9 +564,12 @@ function num(cx: Checker, obj: Obj, key: string, path: ConfigPath, def: number,
     return def;
   }
   if (exclusive ? v <= min || v > max : v < min || v > max) {
-    cx.error([...path, key], exclusive
-      ? `must be greater than ${min} and at most ${max}, got ${v}`
-      : `must be between ${min} and ${max}, got ${v}`);
+    cx.error(
+      [...path, key],
+      exclusive
+        ? `must be greater than ${min} and at most ${max}, got ${v}`
+        : `must be between ${min} and ${max}, got ${v}`,
+    );
     return def;
   }
   return v;
@@ -535,8 +618,14 @@ function requiredString(cx: Checker, obj: Obj, key: string, path: ConfigPath): s
   return v;
 }
 
-function oneOf<T extends string>(cx: Checker, obj: Obj, key: string, path: ConfigPath,
-  values: readonly T[], def: T | null): T | null {
+function oneOf<T extends string>(
+  cx: Checker,
+  obj: Obj,
+  key: string,
+  path: ConfigPath,
+  values: readonly T[],
+  def: T | null,
+): T | null {
   const v = obj[key];
   if (v === undefined) {
     if (def === null) cx.error([...path, key], `required (one of: ${values.join(', ')})`);
@@ -548,8 +637,11 @@ function oneOf<T extends string>(cx: Checker, obj: Obj, key: string, path: Confi
   }
   if ((values as readonly string[]).includes(v)) return v as T;
   const near = suggest(v, values);
-  cx.error([...path, key], `expected one of: ${values.join(', ')}; got ${JSON.stringify(v)}` +
-    (near !== null ? ` (did you mean "${near}"?)` : ''));
+  cx.error(
+    [...path, key],
+    `expected one of: ${values.join(', ')}; got ${JSON.stringify(v)}` +
+      (near !== null ? ` (did you mean "${near}"?)` : ''),
+  );
   return def;
 }
 
@@ -560,8 +652,11 @@ function hostPort(cx: Checker, obj: Obj, key: string, path: ConfigPath, minPort:
     return null;
   }
   if (typeof v !== 'string') {
-    cx.error([...path, key], `expected "host:port" (a string), got ${describe(v)}` +
-      (typeof v === 'number' ? `; write e.g. "127.0.0.1:${v}"` : ''));
+    cx.error(
+      [...path, key],
+      `expected "host:port" (a string), got ${describe(v)}` +
+        (typeof v === 'number' ? `; write e.g. "127.0.0.1:${v}"` : ''),
+    );
     return null;
   }
   const parsed = parseHostPort(v, minPort);
@@ -606,8 +701,10 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
   const hashTag = parseHashTag(cx, doc);
   // cluster mode has no shards (a `shards` key there was reported by checkKeys); with an unknown mode, a document
   // that has a cluster section and no shards is not also told that shards are required.
-  const shards = mode === 'cluster' || (mode === null && doc.shards === undefined && doc.cluster !== undefined)
-    ? [] : parseShards(cx, doc, mode, listen);
+  const shards =
+    mode === 'cluster' || (mode === null && doc.shards === undefined && doc.cluster !== undefined)
+      ? []
+      : parseShards(cx, doc, mode, listen);
   const cluster = parseCluster(cx, doc, mode, listen);
 
   // A section the mode does not allow was reported by checkKeys; its content is not checked further.
@@ -622,8 +719,14 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
   const bp = ['backend'];
   const backend = {
     connections: int(cx, b, 'connections', bp, DEFAULTS.backend.connections, INT_RANGES['backend.connections']),
-    connectTimeoutMs: int(cx, b, 'connect_timeout_ms', bp, DEFAULTS.backend.connectTimeoutMs,
-      INT_RANGES['backend.connect_timeout_ms']),
+    connectTimeoutMs: int(
+      cx,
+      b,
+      'connect_timeout_ms',
+      bp,
+      DEFAULTS.backend.connectTimeoutMs,
+      INT_RANGES['backend.connect_timeout_ms'],
+    ),
     timeoutMs: int(cx, b, 'timeout_ms', bp, DEFAULTS.backend.timeoutMs, INT_RANGES['backend.timeout_ms']),
     password: optionalString(cx, b, 'password', bp),
     username: optionalString(cx, b, 'username', bp),
@@ -647,8 +750,14 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
   const limits = {
     maxBulkBytes: int(cx, l, 'max_bulk_bytes', lp, DEFAULTS.limits.maxBulkBytes, INT_RANGES['limits.max_bulk_bytes']),
     maxArgs: int(cx, l, 'max_args', lp, DEFAULTS.limits.maxArgs, INT_RANGES['limits.max_args']),
-    maxInlineBytes: int(cx, l, 'max_inline_bytes', lp, DEFAULTS.limits.maxInlineBytes,
-      INT_RANGES['limits.max_inline_bytes']),
+    maxInlineBytes: int(
+      cx,
+      l,
+      'max_inline_bytes',
+      lp,
+      DEFAULTS.limits.maxInlineBytes,
+      INT_RANGES['limits.max_inline_bytes'],
+    ),
   };
 
   const lg = section(cx, doc, 'log', [], KNOWN_KEYS.log);
@@ -666,8 +775,22 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
 
   if (mode === null || listen === null || shards === null || cx.failed) return null;
   return {
-    source, listen, admin, mode, hashTag, shards: shards.map((s) => s.config),
-    ring, cluster, backend, clients, limits, log, commands, metrics, migration, drain,
+    source,
+    listen,
+    admin,
+    mode,
+    hashTag,
+    shards: shards.map((s) => s.config),
+    ring,
+    cluster,
+    backend,
+    clients,
+    limits,
+    log,
+    commands,
+    metrics,
+    migration,
+    drain,
   };
 }
 
@@ -718,7 +841,12 @@ function parseHashTag(cx: Checker, doc: Obj): string | null {
 // ---------------------------------------------------------------------------------------------------------------
 // Shards
 
-interface ParsedRange { from: number; to: number; text: string; path: ConfigPath }
+interface ParsedRange {
+  from: number;
+  to: number;
+  text: string;
+  path: ConfigPath;
+}
 
 interface ParsedShard {
   config: ShardConfig;
@@ -764,12 +892,16 @@ function parseShards(cx: Checker, doc: Obj, mode: Mode | null, listen: HostPort 
     const named = item.name !== undefined;
     if (named) name = requiredString(cx, item, 'name', path);
     // A key the mode does not allow was reported by checkKeys; its value is not checked further.
-    const allowed = (key: string): boolean => item[key] !== undefined && (rule === null || rule.shardKeys.includes(key));
+    const allowed = (key: string): boolean =>
+      item[key] !== undefined && (rule === null || rule.shardKeys.includes(key));
     const ranges = allowed('slots') ? parseSlotList(cx, item.slots, [...path, 'slots']) : null;
     const weight = allowed('weight')
       ? int(cx, item, 'weight', path, DEFAULTS.weight, INT_RANGES['shards[].weight'])
       : DEFAULTS.weight;
-    if (hp === null || (named && name === null)) { complete = false; return; }
+    if (hp === null || (named && name === null)) {
+      complete = false;
+      return;
+    }
 
     const address = formatHostPort(hp);
     if (listen && sameAddress(hp, listen)) {
@@ -778,18 +910,22 @@ function parseShards(cx: Checker, doc: Obj, mode: Mode | null, listen: HostPort 
     const addressKey = `${hp.host.toLowerCase()}:${hp.port}`;
     const firstAddr = byAddress.get(addressKey);
     if (firstAddr) {
-      cx.error([...path, 'address'],
-        `duplicate address ${address}, already used by ${formatPath(firstAddr)}${cx.atLine([...firstAddr, 'address'])}`);
+      cx.error(
+        [...path, 'address'],
+        `duplicate address ${address}, already used by ${formatPath(firstAddr)}${cx.atLine([...firstAddr, 'address'])}`,
+      );
     } else {
       byAddress.set(addressKey, path);
     }
     const effectiveName = name ?? address;
     const firstName = byName.get(effectiveName);
     if (firstName) {
-      cx.error([...path, named ? 'name' : 'address'],
+      cx.error(
+        [...path, named ? 'name' : 'address'],
         `duplicate shard name ${JSON.stringify(effectiveName)}` +
-        (named ? '' : ' (a shard without a name is named by its address)') +
-        `, already used by ${formatPath(firstName)}${cx.atLine([...firstName, 'name'])}`);
+          (named ? '' : ' (a shard without a name is named by its address)') +
+          `, already used by ${formatPath(firstName)}${cx.atLine([...firstName, 'name'])}`,
+      );
     } else {
       byName.set(effectiveName, path);
     }
@@ -849,9 +985,12 @@ function parseSlotList(cx: Checker, v: unknown, path: ConfigPath): ParsedRange[]
     const what = single ? `slot ${text}` : `range ${text}`;
     const bad = [from, to].find((n) => n < 0 || n >= SLOT_COUNT);
     if (bad !== undefined) {
-      cx.error(p, single
-        ? `slot ${bad} is out of range (0..${SLOT_COUNT - 1})`
-        : `${what}: slot ${bad} is out of range (0..${SLOT_COUNT - 1})`);
+      cx.error(
+        p,
+        single
+          ? `slot ${bad} is out of range (0..${SLOT_COUNT - 1})`
+          : `${what}: slot ${bad} is out of range (0..${SLOT_COUNT - 1})`,
+      );
       ok = false;
       return;
     }
@@ -892,7 +1031,9 @@ function checkSlotCoverage(cx: Checker, shards: readonly ParsedShard[], shardsPa
   if (shards.some((s) => s.ranges === null)) return;
   const owner = new Int32Array(SLOT_COUNT).fill(-1);
   const all: Array<{ shard: number; range: ParsedRange }> = [];
-  shards.forEach((s, si) => { for (const range of s.ranges ?? []) all.push({ shard: si, range }); });
+  shards.forEach((s, si) => {
+    for (const range of s.ranges ?? []) all.push({ shard: si, range });
+  });
   all.forEach(({ shard, range }, ri) => {
     const hit = new Set<number>();
     for (let slot = range.from; slot <= range.to; slot++) {
@@ -903,9 +1044,12 @@ function checkSlotCoverage(cx: Checker, shards: readonly ParsedShard[], shardsPa
     const what = describeRange(range);
     for (const o of [...hit].sort((a, b) => a - b)) {
       const other = all[o]!;
-      cx.error(range.path, other.shard === shard
-        ? `${what} overlaps ${describeRange(other.range)} of the same shard`
-        : `${what} overlaps shard ${JSON.stringify(shards[other.shard]!.config.name)} (${other.range.text})`);
+      cx.error(
+        range.path,
+        other.shard === shard
+          ? `${what} overlaps ${describeRange(other.range)} of the same shard`
+          : `${what} overlaps shard ${JSON.stringify(shards[other.shard]!.config.name)} (${other.range.text})`,
+      );
     }
   });
   const gaps: Array<[number, number]> = [];
@@ -916,9 +1060,10 @@ function checkSlotCoverage(cx: Checker, shards: readonly ParsedShard[], shardsPa
     gaps.push([from, slot]);
   }
   for (const [from, to] of gaps.slice(0, MAX_GAP_ERRORS)) {
-    cx.error(shardsPath, from === to
-      ? `slot ${from} is not assigned to any shard`
-      : `slots ${from}-${to} are not assigned to any shard`);
+    cx.error(
+      shardsPath,
+      from === to ? `slot ${from} is not assigned to any shard` : `slots ${from}-${to} are not assigned to any shard`,
+    );
   }
   if (gaps.length > MAX_GAP_ERRORS) {
     const rest = gaps.slice(MAX_GAP_ERRORS);
@@ -951,10 +1096,15 @@ function parseCluster(cx: Checker, doc: Obj, mode: Mode | null, listen: HostPort
   const c = section(cx, doc, 'cluster', [], KNOWN_KEYS.cluster);
   const seeds = parseSeeds(cx, c, listen);
   const readFrom = oneOf(cx, c, 'read_from', p, READ_FROM, D.readFrom)!;
-  const refreshIntervalMs = int(cx, c, 'refresh_interval_ms', p, D.refreshIntervalMs,
-    INT_RANGES['cluster.refresh_interval_ms']);
-  const maxRedirections = int(cx, c, 'max_redirections', p, D.maxRedirections,
-    INT_RANGES['cluster.max_redirections']);
+  const refreshIntervalMs = int(
+    cx,
+    c,
+    'refresh_interval_ms',
+    p,
+    D.refreshIntervalMs,
+    INT_RANGES['cluster.refresh_interval_ms'],
+  );
+  const maxRedirections = int(cx, c, 'max_redirections', p, D.maxRedirections, INT_RANGES['cluster.max_redirections']);
   const r = section(cx, c, 'retry', p, KNOWN_KEYS.cluster_retry);
   const rp = ['cluster', 'retry'];
   const retry = {
@@ -963,8 +1113,10 @@ function parseCluster(cx: Checker, doc: Obj, mode: Mode | null, listen: HostPort
     maxDelayMs: int(cx, r, 'max_delay_ms', rp, D.retry.maxDelayMs, INT_RANGES['cluster.retry.max_delay_ms']),
   };
   if (retry.maxDelayMs < retry.baseDelayMs) {
-    cx.error([...rp, r.max_delay_ms !== undefined ? 'max_delay_ms' : 'base_delay_ms'],
-      `max_delay_ms (${retry.maxDelayMs}) must not be less than base_delay_ms (${retry.baseDelayMs})`);
+    cx.error(
+      [...rp, r.max_delay_ms !== undefined ? 'max_delay_ms' : 'base_delay_ms'],
+      `max_delay_ms (${retry.maxDelayMs}) must not be less than base_delay_ms (${retry.baseDelayMs})`,
+    );
   }
   if (seeds === null) return null;
   return { seeds, readFrom, refreshIntervalMs, maxRedirections, retry };
@@ -979,8 +1131,10 @@ function parseSeeds(cx: Checker, c: Obj, listen: HostPort | null): ClusterConfig
     return null;
   }
   if (!Array.isArray(v)) {
-    cx.error(path, `expected a list of "host:port" addresses, got ${describe(v)}` +
-      (typeof v === 'string' ? `; write [${v}]` : ''));
+    cx.error(
+      path,
+      `expected a list of "host:port" addresses, got ${describe(v)}` + (typeof v === 'string' ? `; write [${v}]` : ''),
+    );
     return null;
   }
   if (v.length === 0) {
@@ -993,8 +1147,11 @@ function parseSeeds(cx: Checker, c: Obj, listen: HostPort | null): ClusterConfig
   v.forEach((item: unknown, i) => {
     const p = [...path, i];
     if (typeof item !== 'string') {
-      cx.error(p, `expected "host:port" (a string), got ${describe(item)}` +
-        (typeof item === 'number' ? `; write e.g. "127.0.0.1:${item}"` : ''));
+      cx.error(
+        p,
+        `expected "host:port" (a string), got ${describe(item)}` +
+          (typeof item === 'number' ? `; write e.g. "127.0.0.1:${item}"` : ''),
+      );
       ok = false;
       return;
     }
@@ -1048,8 +1205,11 @@ function parseUsers(cx: Checker, clients: Obj): UserConfig[] {
     if (name === null) return;
     const first = seen.get(name);
     if (first) {
-      cx.error([...p, 'name'], `duplicate user ${JSON.stringify(name)}, already defined by ${formatPath(first)}` +
-        cx.atLine([...first, 'name']));
+      cx.error(
+        [...p, 'name'],
+        `duplicate user ${JSON.stringify(name)}, already defined by ${formatPath(first)}` +
+          cx.atLine([...first, 'name']),
+      );
       return;
     }
     seen.set(name, p);

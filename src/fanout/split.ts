@@ -16,8 +16,11 @@ import { CRLF, arrayHeader, bulkHeader } from '../resp/writer.js';
  * ... Returns the group of the first key when all keys share it (groups null), or -1 and the groups
  * (group -> key ordinals, in first-seen order) otherwise.
  */
-export function groupKeys(req: Request, shape: FanoutShape, router: Router):
-  { single: number; groups: Map<number, number[]> | null } {
+export function groupKeys(
+  req: Request,
+  shape: FanoutShape,
+  router: Router,
+): { single: number; groups: Map<number, number[]> | null } {
   const args = req.args;
   const stride = shape === 'key-value' ? 2 : 1;
   const keyCount = (args.length - 1) / stride;
@@ -39,8 +42,13 @@ export function groupKeys(req: Request, shape: FanoutShape, router: Router):
 }
 
 /** Builds the fragments for the groups; sets req.fragments and req.remaining (before anything is sent). */
-export function buildFragments(req: Request, shape: FanoutShape, groups: Map<number, number[]>, router: Router,
-  merge: MergeFn): Fragment[] {
+export function buildFragments(
+  req: Request,
+  shape: FanoutShape,
+  groups: Map<number, number[]>,
+  router: Router,
+  merge: MergeFn,
+): Fragment[] {
   const args = req.args;
   const name = args[0];
   const stride = shape === 'key-value' ? 2 : 1;

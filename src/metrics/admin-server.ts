@@ -111,8 +111,12 @@ export class AdminServer {
   }
 }
 
-export function sendText(res: http.ServerResponse, status: number, body: string,
-  contentType = 'text/plain; charset=utf-8'): void {
+export function sendText(
+  res: http.ServerResponse,
+  status: number,
+  body: string,
+  contentType = 'text/plain; charset=utf-8',
+): void {
   res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }

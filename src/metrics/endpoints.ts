@@ -38,9 +38,13 @@ export function shardsReport(src: MetricsSource): unknown {
   const topo = src.topology;
   const pool = (p: ShardPool, role: 'master' | 'replica'): Record<string, unknown> => {
     const conns = p.connections;
-    const state = conns.some((c) => c.state === 'ready') ? 'ready'
-      : conns.some((c) => c.state === 'handshake' || c.state === 'connecting') ? 'connecting'
-        : conns.every((c) => c.state === 'closed') ? 'closed' : 'down';
+    const state = conns.some((c) => c.state === 'ready')
+      ? 'ready'
+      : conns.some((c) => c.state === 'handshake' || c.state === 'connecting')
+        ? 'connecting'
+        : conns.every((c) => c.state === 'closed')
+          ? 'closed'
+          : 'down';
     const st = p.stats;
     return {
       role,
@@ -87,7 +91,13 @@ export function hotKeysReport(src: MetricsSource): unknown {
     sample_rate: cfg.sampleRate,
     export: cfg.export,
     samples,
-    keys: rows.map((r, i) => ({ rank: i + 1, key: r.key, shard: r.shard, requests: Math.round(r.count), rate: round(r.rate, 3) })),
+    keys: rows.map((r, i) => ({
+      rank: i + 1,
+      key: r.key,
+      shard: r.shard,
+      requests: Math.round(r.count),
+      rate: round(r.rate, 3),
+    })),
   };
 }
 

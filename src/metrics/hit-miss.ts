@@ -36,44 +36,68 @@ export interface HitMissRule {
   readonly doc: string;
 }
 
-export const HIT_MISS_RULES: readonly HitMissRule[] = Object.freeze([
-  {
-    rule: RULE_NIL, name: 'nil',
-    commands: ['get', 'getex', 'getdel', 'hget', 'lindex', 'zscore', 'zrank', 'zrevrank'],
-    doc: 'nil reply = miss; any value = hit',
-  },
-  {
-    rule: RULE_NIL_OR_EMPTY, name: 'nil-or-empty',
-    commands: ['srandmember', 'hrandfield', 'lpos'],
-    doc: 'nil or empty array (the COUNT forms) = miss; anything else = hit',
-  },
-  {
-    rule: RULE_ELEMENTS_NIL, name: 'per-element nil',
-    commands: ['mget', 'hmget', 'zmscore'],
-    doc: 'one lookup per requested key / field / member: nil element = miss, value = hit; a split MGET is counted per fragment on the shard that answered it',
-  },
-  {
-    rule: RULE_ELEMENTS_BOOL, name: 'per-element 0/1',
-    commands: ['smismember'],
-    doc: 'one lookup per member: 1 = hit, 0 = miss',
-  },
-  {
-    rule: RULE_COUNT, name: 'count',
-    commands: ['exists'],
-    doc: 'one lookup per key: reply n for k keys = n hits and k - n misses (per fragment when split across shards)',
-  },
-  {
-    rule: RULE_BOOL, name: '0/1',
-    commands: ['sismember', 'hexists'],
-    doc: ':1 = hit, :0 = miss',
-  },
-  {
-    rule: RULE_EMPTY, name: 'empty',
-    commands: ['hgetall', 'hkeys', 'hvals', 'smembers', 'lrange', 'zrange', 'zrangebyscore', 'zrevrange',
-      'zrevrangebyscore', 'zrangebylex', 'zrevrangebylex', 'xrange', 'xrevrange', 'getrange', 'substr'],
-    doc: 'empty reply (empty array or empty string: what a missing key reads as) = miss; anything else = hit',
-  },
-].map((r) => Object.freeze({ ...r, commands: Object.freeze(r.commands) })));
+export const HIT_MISS_RULES: readonly HitMissRule[] = Object.freeze(
+  [
+    {
+      rule: RULE_NIL,
+      name: 'nil',
+      commands: ['get', 'getex', 'getdel', 'hget', 'lindex', 'zscore', 'zrank', 'zrevrank'],
+      doc: 'nil reply = miss; any value = hit',
+    },
+    {
+      rule: RULE_NIL_OR_EMPTY,
+      name: 'nil-or-empty',
+      commands: ['srandmember', 'hrandfield', 'lpos'],
+      doc: 'nil or empty array (the COUNT forms) = miss; anything else = hit',
+    },
+    {
+      rule: RULE_ELEMENTS_NIL,
+      name: 'per-element nil',
+      commands: ['mget', 'hmget', 'zmscore'],
+      doc: 'one lookup per requested key / field / member: nil element = miss, value = hit; a split MGET is counted per fragment on the shard that answered it',
+    },
+    {
+      rule: RULE_ELEMENTS_BOOL,
+      name: 'per-element 0/1',
+      commands: ['smismember'],
+      doc: 'one lookup per member: 1 = hit, 0 = miss',
+    },
+    {
+      rule: RULE_COUNT,
+      name: 'count',
+      commands: ['exists'],
+      doc: 'one lookup per key: reply n for k keys = n hits and k - n misses (per fragment when split across shards)',
+    },
+    {
+      rule: RULE_BOOL,
+      name: '0/1',
+      commands: ['sismember', 'hexists'],
+      doc: ':1 = hit, :0 = miss',
+    },
+    {
+      rule: RULE_EMPTY,
+      name: 'empty',
+      commands: [
+        'hgetall',
+        'hkeys',
+        'hvals',
+        'smembers',
+        'lrange',
+        'zrange',
+        'zrangebyscore',
+        'zrevrange',
+        'zrevrangebyscore',
+        'zrangebylex',
+        'zrevrangebylex',
+        'xrange',
+        'xrevrange',
+        'getrange',
+        'substr',
+      ],
+      doc: 'empty reply (empty array or empty string: what a missing key reads as) = miss; anything else = hit',
+    },
+  ].map((r) => Object.freeze({ ...r, commands: Object.freeze(r.commands) })),
+);
 
 const BY_COMMAND: ReadonlyMap<string, number> = (() => {
   const m = new Map<string, number>();
@@ -166,9 +190,19 @@ function countElements(rule: number, frame: Buffer, stats: ShardStats): void {
   for (let i = 0; i < n; i++) {
     const t = frame[pos];
     if (rule === RULE_ELEMENTS_NIL) {
-      if (t === DOLLAR && frame[pos + 1] === MINUS) { misses++; pos += 5; continue; } // $-1\r\n
-      if (t === UNDERSCORE) { misses++; pos += 3; continue; } // _\r\n
-      if (t === MINUS || t === BANG) { /* an error element: neither */ } else hits++;
+      if (t === DOLLAR && frame[pos + 1] === MINUS) {
+        misses++;
+        pos += 5;
+        continue;
+      } // $-1\r\n
+      if (t === UNDERSCORE) {
+        misses++;
+        pos += 3;
+        continue;
+      } // _\r\n
+      if (t === MINUS || t === BANG) {
+        /* an error element: neither */
+      } else hits++;
     } else if (t === COLON) {
       if (frame[pos + 1] === ONE) hits++;
       else if (frame[pos + 1] === ZERO) misses++;

@@ -196,7 +196,9 @@ export class HotKeys {
       }
     }
     const seconds = Math.max((now - oldest) / 1000, 0.001);
-    const sorted = [...merged.values()].sort((a, b) => b.count - a.count || Buffer.compare(a.key, b.key)).slice(0, this.k);
+    const sorted = [...merged.values()]
+      .sort((a, b) => b.count - a.count || Buffer.compare(a.key, b.key))
+      .slice(0, this.k);
     const scale = 1 / this.sampleRate;
     return {
       seconds,
@@ -256,9 +258,8 @@ const MAX_KEY_TEXT = 200;
 export function keyText(key: Buffer, mode: KeyExport): string {
   if (mode === 'hash') return keyHash(key);
   const utf8 = key.toString('utf8');
-  let text = !utf8.includes('\ufffd') && !/[\u0000-\u001f\u007f]/.test(utf8) && !utf8.includes('\\')
-    ? utf8
-    : escapeBytes(key);
+  let text =
+    !utf8.includes('\ufffd') && !/[\u0000-\u001f\u007f]/.test(utf8) && !utf8.includes('\\') ? utf8 : escapeBytes(key);
   if (text.length > MAX_KEY_TEXT) text = `${text.slice(0, MAX_KEY_TEXT)}…#${keyHash(key)}`;
   return text;
 }
@@ -270,7 +271,10 @@ export function keyHash(key: Buffer): string {
 function escapeBytes(key: Buffer): string {
   let out = '';
   for (const byte of key) {
-    out += byte >= 0x20 && byte < 0x7f && byte !== 0x5c ? String.fromCharCode(byte) : `\\x${byte.toString(16).padStart(2, '0')}`;
+    out +=
+      byte >= 0x20 && byte < 0x7f && byte !== 0x5c
+        ? String.fromCharCode(byte)
+        : `\\x${byte.toString(16).padStart(2, '0')}`;
   }
   return out;
 }

@@ -64,7 +64,13 @@ export type MetricDef = ScalarDef | HistogramDef;
 
 const NO_LABELS: Labels = Object.freeze({});
 /** The connection states a shard's connections are counted in (always all of them, so series are stable). */
-const STATE_INDEX: Readonly<Record<ConnectionState, number>> = { connecting: 0, handshake: 1, ready: 2, down: 3, closed: 4 };
+const STATE_INDEX: Readonly<Record<ConnectionState, number>> = {
+  connecting: 0,
+  handshake: 1,
+  ready: 2,
+  down: 3,
+  closed: 4,
+};
 const CONNECTION_STATES = Object.keys(STATE_INDEX) as ConnectionState[];
 
 /** Every shard the proxy has had (counters outlive a reload that removes a shard, so they never go back). */
@@ -86,7 +92,9 @@ function currentPools(src: MetricsSource): Array<{ pool: ShardPool; stats: Shard
 
 /** The current hot keys with their display text (deduplicated) and the shard that owns them now. */
 export function hotKeyRows(src: MetricsSource): {
-  seconds: number; samples: number; rows: Array<{ key: string; shard: string; count: number; rate: number }>;
+  seconds: number;
+  samples: number;
+  rows: Array<{ key: string; shard: string; count: number; rate: number }>;
 } {
   const hk = src.observer.hotKeys;
   if (hk === null) return { seconds: 0, samples: 0, rows: [] };
@@ -104,101 +112,240 @@ export function hotKeyRows(src: MetricsSource): {
   return { seconds: snap.seconds, samples: snap.samples, rows };
 }
 
-const counter = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef =>
-  ({ name, help, type: 'counter', labels, read });
-const gauge = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef =>
-  ({ name, help, type: 'gauge', labels, read });
-const histogram = (name: string, help: string, labels: readonly string[], read: HistogramDef['read']): HistogramDef =>
-  ({ name, help, type: 'histogram', labels, read });
+const counter = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef => ({
+  name,
+  help,
+  type: 'counter',
+  labels,
+  read,
+});
+const gauge = (name: string, help: string, labels: readonly string[], read: ScalarDef['read']): ScalarDef => ({
+  name,
+  help,
+  type: 'gauge',
+  labels,
+  read,
+});
+const histogram = (
+  name: string,
+  help: string,
+  labels: readonly string[],
+  read: HistogramDef['read'],
+): HistogramDef => ({ name, help, type: 'histogram', labels, read });
 
 /** The one list. Names are keymux_*; docs/observability.md documents each. */
 export const METRICS: readonly MetricDef[] = Object.freeze([
   // ---- proxy-wide -------------------------------------------------------------------------------------------
-  gauge('keymux_info', 'keymux build and mode (value 1).', ['version', 'mode'],
-    (s, emit) => emit({ version: s.version, mode: s.topology.config.mode }, 1)),
-  gauge('keymux_ready', '1 when keymux is ready for traffic (the /readyz answer), else 0.', [],
-    (s, emit) => emit(NO_LABELS, s.readiness().ok ? 1 : 0)),
-  gauge('keymux_client_connections', 'Client connections open now.', [],
-    (s, emit) => emit(NO_LABELS, s.clientCount())),
-  counter('keymux_client_connections_total', 'Client connections accepted.', [],
-    (s, emit) => emit(NO_LABELS, s.stats.clientsAccepted)),
-  counter('keymux_client_connections_rejected_total', 'Client connections refused because clients.max was reached.', [],
-    (s, emit) => emit(NO_LABELS, s.stats.clientsRejected)),
-  counter('keymux_client_received_bytes_total', 'Bytes read from clients.', [],
-    (s, emit) => emit(NO_LABELS, s.stats.bytesIn)),
-  counter('keymux_client_sent_bytes_total', 'Bytes written to clients.', [],
-    (s, emit) => emit(NO_LABELS, s.stats.bytesOut)),
-  counter('keymux_protocol_errors_total', 'Client connections closed for sending bytes that are not valid RESP.', [],
-    (s, emit) => emit(NO_LABELS, s.stats.protocolErrors)),
-  counter('keymux_redirections_total', 'MOVED and ASK redirections absorbed (Redis Cluster mode; 0 otherwise).', ['type'],
+  gauge('keymux_info', 'keymux build and mode (value 1).', ['version', 'mode'], (s, emit) =>
+    emit({ version: s.version, mode: s.topology.config.mode }, 1),
+  ),
+  gauge('keymux_ready', '1 when keymux is ready for traffic (the /readyz answer), else 0.', [], (s, emit) =>
+    emit(NO_LABELS, s.readiness().ok ? 1 : 0),
+  ),
+  gauge('keymux_client_connections', 'Client connections open now.', [], (s, emit) => emit(NO_LABELS, s.clientCount())),
+  counter('keymux_client_connections_total', 'Client connections accepted.', [], (s, emit) =>
+    emit(NO_LABELS, s.stats.clientsAccepted),
+  ),
+  counter(
+    'keymux_client_connections_rejected_total',
+    'Client connections refused because clients.max was reached.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.clientsRejected),
+  ),
+  counter('keymux_client_received_bytes_total', 'Bytes read from clients.', [], (s, emit) =>
+    emit(NO_LABELS, s.stats.bytesIn),
+  ),
+  counter('keymux_client_sent_bytes_total', 'Bytes written to clients.', [], (s, emit) =>
+    emit(NO_LABELS, s.stats.bytesOut),
+  ),
+  counter(
+    'keymux_protocol_errors_total',
+    'Client connections closed for sending bytes that are not valid RESP.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.protocolErrors),
+  ),
+  counter(
+    'keymux_redirections_total',
+    'MOVED and ASK redirections absorbed (Redis Cluster mode; 0 otherwise).',
+    ['type'],
     (s, emit) => {
       emit(REDIRECT_MOVED, s.stats.moved);
       emit(REDIRECT_ASK, s.stats.ask);
-    }),
-  counter('keymux_invalid_redirections_total', 'MOVED/ASK replies refused as malformed or out of range (Redis Cluster mode).', [],
-    (s, emit) => emit(NO_LABELS, s.stats.invalidRedirects)),
-  counter('keymux_retries_total', 'Requests retried with backoff after TRYAGAIN, CLUSTERDOWN or an unreachable node (Redis Cluster mode).', [],
-    (s, emit) => emit(NO_LABELS, s.stats.retries)),
-  counter('keymux_config_reloads_total', 'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).', ['result'],
+    },
+  ),
+  counter(
+    'keymux_invalid_redirections_total',
+    'MOVED/ASK replies refused as malformed or out of range (Redis Cluster mode).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.invalidRedirects),
+  ),
+  counter(
+    'keymux_retries_total',
+    'Requests retried with backoff after TRYAGAIN, CLUSTERDOWN or an unreachable node (Redis Cluster mode).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.retries),
+  ),
+  counter(
+    'keymux_config_reloads_total',
+    'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).',
+    ['result'],
     (s, emit) => {
       emit(RELOAD_OK, s.stats.reloadsOk);
       emit(RELOAD_FAILED, s.stats.reloadsFailed);
-    }),
-  gauge('keymux_config_version', 'Version of the running topology (1 at start, +1 per applied reload).', [],
-    (s, emit) => emit(NO_LABELS, s.topology.version)),
-  gauge('keymux_migrations_active', 'Key migrations in progress after a reload changed key owners.', [],
-    (s, emit) => emit(NO_LABELS, (s.migrationProgress?.() ?? []).filter((m) => m.state === 'fencing' || m.state === 'running').length)),
-  gauge('keymux_migration_keys_moved', 'Keys moved to their new shard by the migrations in progress (or the last one).', [],
-    (s, emit) => emit(NO_LABELS, currentMigrations(s).reduce((n, m) => n + m.keysMoved, 0))),
-  gauge('keymux_migration_keys_left', 'Keys on old owners not yet examined by the migrations in progress (0 when none runs).', [],
-    (s, emit) => emit(NO_LABELS, currentMigrations(s).reduce((n, m) => n + m.keysLeft, 0))),
+    },
+  ),
+  gauge(
+    'keymux_config_version',
+    'Version of the running topology (1 at start, +1 per applied reload).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.topology.version),
+  ),
+  gauge('keymux_migrations_active', 'Key migrations in progress after a reload changed key owners.', [], (s, emit) =>
+    emit(
+      NO_LABELS,
+      (s.migrationProgress?.() ?? []).filter((m) => m.state === 'fencing' || m.state === 'running').length,
+    ),
+  ),
+  gauge(
+    'keymux_migration_keys_moved',
+    'Keys moved to their new shard by the migrations in progress (or the last one).',
+    [],
+    (s, emit) =>
+      emit(
+        NO_LABELS,
+        currentMigrations(s).reduce((n, m) => n + m.keysMoved, 0),
+      ),
+  ),
+  gauge(
+    'keymux_migration_keys_left',
+    'Keys on old owners not yet examined by the migrations in progress (0 when none runs).',
+    [],
+    (s, emit) =>
+      emit(
+        NO_LABELS,
+        currentMigrations(s).reduce((n, m) => n + m.keysLeft, 0),
+      ),
+  ),
 
   // ---- per command (client side) ----------------------------------------------------------------------------
-  counter('keymux_commands_total', 'Commands answered to clients, by command (lowercase; subcommands as "container|sub").', ['command'],
-    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.count); }),
-  counter('keymux_command_errors_total', 'Commands answered with an error reply, by command.', ['command'],
-    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.errors); }),
-  counter('keymux_slow_commands_total', 'Commands at or above the slow-log threshold (metrics.slowlog.threshold_ms), by command.', ['command'],
-    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.slow); }),
-  histogram('keymux_command_duration_seconds', 'Client-observed latency: command parsed to reply written, by command.', ['command'],
-    (s, emit) => { for (const c of s.topology.stats.commands.values()) emit(c.labels, c.latency); }),
+  counter(
+    'keymux_commands_total',
+    'Commands answered to clients, by command (lowercase; subcommands as "container|sub").',
+    ['command'],
+    (s, emit) => {
+      for (const c of s.topology.stats.commands.values()) emit(c.labels, c.count);
+    },
+  ),
+  counter(
+    'keymux_command_errors_total',
+    'Commands answered with an error reply, by command.',
+    ['command'],
+    (s, emit) => {
+      for (const c of s.topology.stats.commands.values()) emit(c.labels, c.errors);
+    },
+  ),
+  counter(
+    'keymux_slow_commands_total',
+    'Commands at or above the slow-log threshold (metrics.slowlog.threshold_ms), by command.',
+    ['command'],
+    (s, emit) => {
+      for (const c of s.topology.stats.commands.values()) emit(c.labels, c.slow);
+    },
+  ),
+  histogram(
+    'keymux_command_duration_seconds',
+    'Client-observed latency: command parsed to reply written, by command.',
+    ['command'],
+    (s, emit) => {
+      for (const c of s.topology.stats.commands.values()) emit(c.labels, c.latency);
+    },
+  ),
 
   // ---- per shard (backend side) -----------------------------------------------------------------------------
-  gauge('keymux_shard_info', 'Each shard of the running topology (value 1): address and role (master; replica in cluster mode).',
+  gauge(
+    'keymux_shard_info',
+    'Each shard of the running topology (value 1): address and role (master; replica in cluster mode).',
     ['shard', 'address', 'role'],
-    (s, emit) => { for (const { pool, stats, role } of currentPools(s)) emit({ shard: stats.name, address: pool.shard.address, role }, 1); }),
-  counter('keymux_shard_hits_total', 'Cache hits: read lookups that found a value, per shard (rules: docs/observability.md).', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.hits); }),
-  counter('keymux_shard_misses_total', 'Cache misses: read lookups that found nothing, per shard.', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.misses); }),
-  counter('keymux_shard_commands_total', 'Replies received from the shard (fragments of split commands count one each).', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.commands); }),
-  counter('keymux_shard_errors_total', 'Error replies from the shard.', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.errors); }),
-  counter('keymux_shard_timeouts_total', 'Connections to the shard dropped because a reply took longer than backend.timeout_ms.', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.timeouts); }),
-  counter('keymux_shard_reconnects_total', 'Reconnection attempts to the shard.', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.reconnects); }),
-  histogram('keymux_shard_duration_seconds', 'Backend latency: request written to the shard to its reply, per shard.', ['shard'],
-    (s, emit) => { for (const st of allShardStats(s)) emit(st.labels, st.latency); }),
-  gauge('keymux_shard_connections', 'Connections to the shard, by state (connecting, handshake, ready, down, closed).', ['shard', 'state'],
+    (s, emit) => {
+      for (const { pool, stats, role } of currentPools(s))
+        emit({ shard: stats.name, address: pool.shard.address, role }, 1);
+    },
+  ),
+  counter(
+    'keymux_shard_hits_total',
+    'Cache hits: read lookups that found a value, per shard (rules: docs/observability.md).',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.hits);
+    },
+  ),
+  counter(
+    'keymux_shard_misses_total',
+    'Cache misses: read lookups that found nothing, per shard.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.misses);
+    },
+  ),
+  counter(
+    'keymux_shard_commands_total',
+    'Replies received from the shard (fragments of split commands count one each).',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.commands);
+    },
+  ),
+  counter('keymux_shard_errors_total', 'Error replies from the shard.', ['shard'], (s, emit) => {
+    for (const st of allShardStats(s)) emit(st.labels, st.errors);
+  }),
+  counter(
+    'keymux_shard_timeouts_total',
+    'Connections to the shard dropped because a reply took longer than backend.timeout_ms.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.timeouts);
+    },
+  ),
+  counter('keymux_shard_reconnects_total', 'Reconnection attempts to the shard.', ['shard'], (s, emit) => {
+    for (const st of allShardStats(s)) emit(st.labels, st.reconnects);
+  }),
+  histogram(
+    'keymux_shard_duration_seconds',
+    'Backend latency: request written to the shard to its reply, per shard.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.latency);
+    },
+  ),
+  gauge(
+    'keymux_shard_connections',
+    'Connections to the shard, by state (connecting, handshake, ready, down, closed).',
+    ['shard', 'state'],
     (s, emit) => {
       for (const { pool, stats } of currentPools(s)) {
         const counts = [0, 0, 0, 0, 0];
         for (const c of pool.connections) counts[STATE_INDEX[c.state]]++;
         for (let i = 0; i < CONNECTION_STATES.length; i++) emit(stateLabels(stats, CONNECTION_STATES[i]), counts[i]);
       }
-    }),
-  gauge('keymux_shard_up', '1 when at least one connection to the shard is ready, else 0.', ['shard'],
-    (s, emit) => { for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.healthy ? 1 : 0); }),
-  gauge('keymux_shard_inflight', 'Requests sent to the shard and not answered yet.', ['shard'],
-    (s, emit) => { for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.inflight); }),
+    },
+  ),
+  gauge('keymux_shard_up', '1 when at least one connection to the shard is ready, else 0.', ['shard'], (s, emit) => {
+    for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.healthy ? 1 : 0);
+  }),
+  gauge('keymux_shard_inflight', 'Requests sent to the shard and not answered yet.', ['shard'], (s, emit) => {
+    for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.inflight);
+  }),
 
   // ---- hot keys -------------------------------------------------------------------------------------------------
-  gauge('keymux_hot_key_requests_per_second',
+  gauge(
+    'keymux_hot_key_requests_per_second',
     'Estimated requests per second of the current top-K keys over the hot-key window (at most metrics.hot_keys.k series; ' +
-    'the key label is the key, or a hash of it with export: hash).', ['key', 'shard'],
-    (s, emit) => { for (const r of hotKeyRows(s).rows) emit({ key: r.key, shard: r.shard }, r.rate); }),
+      'the key label is the key, or a hash of it with export: hash).',
+    ['key', 'shard'],
+    (s, emit) => {
+      for (const r of hotKeyRows(s).rows) emit({ key: r.key, shard: r.shard }, r.rate);
+    },
+  ),
 ] as MetricDef[]);
 
 const REDIRECT_MOVED: Labels = Object.freeze({ type: 'moved' });
@@ -225,7 +372,12 @@ const LE_LABELS: readonly Labels[] = Object.freeze([
   Object.freeze({ le: '+Inf' }),
 ]);
 
-interface Sample { metricName: string; labels: Labels; sharedLabels?: Labels; value: number }
+interface Sample {
+  metricName: string;
+  labels: Labels;
+  sharedLabels?: Labels;
+  value: number;
+}
 
 /**
  * A prom-client Histogram whose values are the data path's bucket arrays: it answers prom-client's two read
@@ -236,7 +388,13 @@ class PublishedHistogram extends PromHistogram<string> {
   private readonly src: MetricsSource;
 
   constructor(def: HistogramDef, src: MetricsSource, registry: Registry) {
-    super({ name: def.name, help: def.help, labelNames: [...def.labels], buckets: [...LATENCY_BUCKETS], registers: [registry] });
+    super({
+      name: def.name,
+      help: def.help,
+      labelNames: [...def.labels],
+      buckets: [...LATENCY_BUCKETS],
+      registers: [registry],
+    });
     this.def = def;
     this.src = src;
   }
@@ -250,22 +408,51 @@ class PublishedHistogram extends PromHistogram<string> {
       let acc = 0;
       for (let i = 0; i < LE_LABELS.length; i++) {
         acc += h.counts[i];
-        out.push(splay ? { metricName: bucketName, labels: { ...labels, ...LE_LABELS[i] }, value: acc }
-          : { metricName: bucketName, labels: LE_LABELS[i], sharedLabels: labels, value: acc });
+        out.push(
+          splay
+            ? { metricName: bucketName, labels: { ...labels, ...LE_LABELS[i] }, value: acc }
+            : { metricName: bucketName, labels: LE_LABELS[i], sharedLabels: labels, value: acc },
+        );
       }
-      out.push(splay ? { metricName: sumName, labels, value: h.sum } : { metricName: sumName, labels: NO_LABELS, sharedLabels: labels, value: h.sum });
-      out.push(splay ? { metricName: countName, labels, value: h.count } : { metricName: countName, labels: NO_LABELS, sharedLabels: labels, value: h.count });
+      out.push(
+        splay
+          ? { metricName: sumName, labels, value: h.sum }
+          : { metricName: sumName, labels: NO_LABELS, sharedLabels: labels, value: h.sum },
+      );
+      out.push(
+        splay
+          ? { metricName: countName, labels, value: h.count }
+          : { metricName: countName, labels: NO_LABELS, sharedLabels: labels, value: h.count },
+      );
     });
     return out;
   }
 
-  async getForPromString(): Promise<{ name: string; help: string; type: 'histogram'; values: Sample[]; aggregator: 'sum' }> {
-    return { name: this.def.name, help: this.def.help, type: 'histogram', values: this.samples(false), aggregator: 'sum' };
+  async getForPromString(): Promise<{
+    name: string;
+    help: string;
+    type: 'histogram';
+    values: Sample[];
+    aggregator: 'sum';
+  }> {
+    return {
+      name: this.def.name,
+      help: this.def.help,
+      type: 'histogram',
+      values: this.samples(false),
+      aggregator: 'sum',
+    };
   }
 
   // prom-client's own type for get() is generic over its label values; ours are plain strings.
   override async get(): Promise<never> {
-    return { name: this.def.name, help: this.def.help, type: 'histogram', values: this.samples(true), aggregator: 'sum' } as never;
+    return {
+      name: this.def.name,
+      help: this.def.help,
+      type: 'histogram',
+      values: this.samples(true),
+      aggregator: 'sum',
+    } as never;
   }
 }
 
@@ -287,7 +474,10 @@ export class Metrics {
       } else if (def.type === 'counter') {
         const read = def.read;
         new Counter({
-          name: def.name, help: def.help, labelNames: [...def.labels], registers: [registry],
+          name: def.name,
+          help: def.help,
+          labelNames: [...def.labels],
+          registers: [registry],
           collect() {
             this.reset();
             read(src, (labels, value) => this.inc(labels as Record<string, string>, value));
@@ -296,7 +486,10 @@ export class Metrics {
       } else {
         const read = def.read;
         new Gauge({
-          name: def.name, help: def.help, labelNames: [...def.labels], registers: [registry],
+          name: def.name,
+          help: def.help,
+          labelNames: [...def.labels],
+          registers: [registry],
           collect() {
             this.reset();
             read(src, (labels, value) => this.set(labels as Record<string, string>, value));

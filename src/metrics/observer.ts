@@ -59,7 +59,8 @@ export class Observer {
     this.enabled = config.enabled;
     this.slowlog.configure(config.slowlog);
     const wanted = config.enabled && hk.enabled;
-    const same = this.hotKeys !== null && prev.k === hk.k && prev.windowS === hk.windowS && prev.sampleRate === hk.sampleRate;
+    const same =
+      this.hotKeys !== null && prev.k === hk.k && prev.windowS === hk.windowS && prev.sampleRate === hk.sampleRate;
     if (!wanted || !same) {
       this.hotKeys?.close();
       this.hotKeys = wanted ? new HotKeys({ k: hk.k, windowS: hk.windowS, sampleRate: hk.sampleRate }) : null;
@@ -110,7 +111,7 @@ export class Observer {
     x ^= x >>> 17;
     x ^= x << 5;
     this.rng = x;
-    if ((x >>> 0) < this.sampleThreshold) hk.record(key);
+    if (x >>> 0 < this.sampleThreshold) hk.record(key);
   }
 
   close(): void {

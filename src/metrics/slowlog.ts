@@ -53,9 +53,15 @@ export class SlowLog {
     this.configure(options);
   }
 
-  get thresholdMs(): number { return this.options.thresholdMs; }
-  get maxEntries(): number { return this.options.maxEntries; }
-  get logKeys(): boolean { return this.options.logKeys; }
+  get thresholdMs(): number {
+    return this.options.thresholdMs;
+  }
+  get maxEntries(): number {
+    return this.options.maxEntries;
+  }
+  get logKeys(): boolean {
+    return this.options.logKeys;
+  }
 
   /** Applies new options; keeps the newest entries that still fit. */
   configure(options: SlowLogOptions): void {
@@ -71,7 +77,8 @@ export class SlowLog {
   record(req: Request, command: string, seconds: number): void {
     const shards: string[] = [];
     if (req.fragments !== null) {
-      for (const f of req.fragments) if (f.shardStats !== null && !shards.includes(f.shardStats.name)) shards.push(f.shardStats.name);
+      for (const f of req.fragments)
+        if (f.shardStats !== null && !shards.includes(f.shardStats.name)) shards.push(f.shardStats.name);
     } else if (req.shardStats !== null) {
       shards.push(req.shardStats.name);
     }

@@ -164,7 +164,13 @@ export class Migration implements KeyLocator {
   private readonly onDone: (m: Migration) => void;
   private closed = false;
 
-  constructor(from: KeyLocator, sources: string[], to: Topology, options: MigrationOptions, onDone: (m: Migration) => void) {
+  constructor(
+    from: KeyLocator,
+    sources: string[],
+    to: Topology,
+    options: MigrationOptions,
+    onDone: (m: Migration) => void,
+  ) {
     this.id = nextId++;
     this.from = from;
     this.to = to;
@@ -181,8 +187,13 @@ export class Migration implements KeyLocator {
 
   progress(): MigrationProgress {
     return {
-      id: this.id, state: this.state, sources: this.sources, keysScanned: this.keysScanned, keysMoved: this.keysMoved,
-      keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned), startedAt: this.startedAt,
+      id: this.id,
+      state: this.state,
+      sources: this.sources,
+      keysScanned: this.keysScanned,
+      keysMoved: this.keysMoved,
+      keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned),
+      startedAt: this.startedAt,
       errors: this.errors,
     };
   }
@@ -251,7 +262,10 @@ export class Migration implements KeyLocator {
   /** Starts: fence (markers on the old owners' connections), then the background scan. */
   start(oldTopology: Topology): void {
     this.writeState();
-    const conns = oldTopology.allPools().flatMap((p) => p.connections).filter((c) => c.state !== 'closed');
+    const conns = oldTopology
+      .allPools()
+      .flatMap((p) => p.connections)
+      .filter((c) => c.state !== 'closed');
     // Migrations this one supersedes must have no MIGRATE in flight: a key they are moving right now would
     // otherwise be looked for where it no longer is.
     const predecessors: Migration[] = [];
@@ -323,9 +337,20 @@ export class Migration implements KeyLocator {
     let c = this.conns.get(address);
     if (c === undefined || c.state === 'closed') {
       const sep = address.lastIndexOf(':');
-      const options = { ...backendOptions(this.to.config, false), timeoutMs: Math.max(10_000, this.to.config.backend.timeoutMs) };
-      c = new BackendConnection({ name: `migration:${address}`, address, host: address.slice(0, sep).replace(/^\[|\]$/g, ''),
-        port: Number(address.slice(sep + 1)) }, options, this.log);
+      const options = {
+        ...backendOptions(this.to.config, false),
+        timeoutMs: Math.max(10_000, this.to.config.backend.timeoutMs),
+      };
+      c = new BackendConnection(
+        {
+          name: `migration:${address}`,
+          address,
+          host: address.slice(0, sep).replace(/^\[|\]$/g, ''),
+          port: Number(address.slice(sep + 1)),
+        },
+        options,
+        this.log,
+      );
       c.connect();
       this.conns.set(address, c);
     }
@@ -336,7 +361,14 @@ export class Migration implements KeyLocator {
     const sep = target.lastIndexOf(':');
     const host = target.slice(0, sep).replace(/^\[|\]$/g, '');
     const b = this.to.config.backend;
-    const args: Array<string | Buffer> = ['MIGRATE', host, target.slice(sep + 1), '', '0', String(Math.max(5000, b.timeoutMs))];
+    const args: Array<string | Buffer> = [
+      'MIGRATE',
+      host,
+      target.slice(sep + 1),
+      '',
+      '0',
+      String(Math.max(5000, b.timeoutMs)),
+    ];
     if (b.password !== null) {
       if (b.username !== null) args.push('AUTH2', b.username, b.password);
       else args.push('AUTH', b.password);
@@ -348,95 +380,116 @@ export class Migration implements KeyLocator {
   /** MIGRATEs `keys` from source to target (through the scheduler); settles their in-flight waiters. */
   private migrate(source: string, target: string, keys: Buffer[], after?: () => void): void {
     const frame = this.migrateFrame(target, keys);
-    scheduler.submit({ source, target, frame, done: (reply) => {
-      const ok = !isErrorFrame(reply);
-      if (ok) {
-        // +OK (moved) or +NOKEY (none of them existed any more): either way they are not on the source now.
-        if (reply.toString('latin1', 0, 3) === '+OK') this.keysMoved += keys.length;
-        for (const k of keys) this.moved.add(k.toString('latin1'));
-      } else {
-        this.errors++;
-        this.log.warn({ source, target, keys: keys.length, error: errorText(reply) }, 'MIGRATE failed');
-      }
-      for (const k of keys) {
-        const name = k.toString('latin1');
-        const waiters = this.inFlight.get(name);
-        this.inFlight.delete(name);
-        if (waiters !== undefined) for (const w of waiters) w(ok);
-      }
-      after?.();
-      if (this.inFlight.size === 0 && this.idleWaiters.length > 0) {
-        const idle = this.idleWaiters;
-        this.idleWaiters = [];
-        for (const cb of idle) cb();
-      }
-    } }, after === undefined, (job, done) => {
-      if (this.closed) done(ERR_CLOSED);
-      else this.conn(job.source).send(new CallbackOp(job.frame, done), job.frame);
-    });
+    scheduler.submit(
+      {
+        source,
+        target,
+        frame,
+        done: (reply) => {
+          const ok = !isErrorFrame(reply);
+          if (ok) {
+            // +OK (moved) or +NOKEY (none of them existed any more): either way they are not on the source now.
+            if (reply.toString('latin1', 0, 3) === '+OK') this.keysMoved += keys.length;
+            for (const k of keys) this.moved.add(k.toString('latin1'));
+          } else {
+            this.errors++;
+            this.log.warn({ source, target, keys: keys.length, error: errorText(reply) }, 'MIGRATE failed');
+          }
+          for (const k of keys) {
+            const name = k.toString('latin1');
+            const waiters = this.inFlight.get(name);
+            this.inFlight.delete(name);
+            if (waiters !== undefined) for (const w of waiters) w(ok);
+          }
+          after?.();
+          if (this.inFlight.size === 0 && this.idleWaiters.length > 0) {
+            const idle = this.idleWaiters;
+            this.idleWaiters = [];
+            for (const cb of idle) cb();
+          }
+        },
+      },
+      after === undefined,
+      (job, done) => {
+        if (this.closed) done(ERR_CLOSED);
+        else this.conn(job.source).send(new CallbackOp(job.frame, done), job.frame);
+      },
+    );
   }
 
   private scanAll(): void {
     this.scansLeft = this.sources.length;
-    if (this.scansLeft === 0) { this.finish(); return; }
+    if (this.scansLeft === 0) {
+      this.finish();
+      return;
+    }
     for (const source of this.sources) {
-      this.conn(source).send(new CallbackOp(commandFrame(['DBSIZE']), (reply) => {
-        const m = /^:(\d+)/.exec(reply.toString('latin1', 0, 24));
-        if (m !== null) this.totalAtStart += Number(m[1]);
-        this.scanStep(source, '0');
-      }), commandFrame(['DBSIZE']));
+      this.conn(source).send(
+        new CallbackOp(commandFrame(['DBSIZE']), (reply) => {
+          const m = /^:(\d+)/.exec(reply.toString('latin1', 0, 24));
+          if (m !== null) this.totalAtStart += Number(m[1]);
+          this.scanStep(source, '0');
+        }),
+        commandFrame(['DBSIZE']),
+      );
     }
   }
 
   private scanStep(source: string, cursor: string): void {
     if (this.state !== 'running' || this.closed) return;
     const frame = commandFrame(['SCAN', cursor, 'COUNT', SCAN_COUNT]);
-    this.conn(source).send(new CallbackOp(frame, (reply) => {
-      if (this.state !== 'running') return; // superseded or closed meanwhile: the successor takes it from here
-      const parts = readArrayElements(reply);
-      const next = parts === null ? null : readBulk(parts[0]);
-      const keys = parts === null ? null : readArrayElements(parts[1]);
-      if (next === null || keys === null) {
-        this.errors++;
-        this.log.warn({ source, reply: reply.toString('latin1', 0, 200) }, 'SCAN failed; retrying');
-        setTimeout(() => this.scanStep(source, cursor), 200);
-        return;
-      }
-      this.keysScanned += keys.length;
-      const byTarget = new Map<string, Buffer[]>();
-      for (const raw of keys) {
-        const key = readBulk(raw);
-        if (key === null) continue;
-        const k = Buffer.from(key);
-        // The key is physically on `source`: it moves if its new owner is elsewhere.
-        const target = this.newOwner(k);
-        if (target === source) continue;
-        const name = k.toString('latin1');
-        if (this.moved.has(name) || this.inFlight.has(name)) continue;
-        this.inFlight.set(name, []);
-        const list = byTarget.get(target);
-        if (list === undefined) byTarget.set(target, [k]);
-        else list.push(k);
-      }
-      let batches = 0;
-      const continueScan = () => {
-        if (--batches > 0) return;
-        this.logProgress();
-        const nextCursor = (next as Buffer).toString('latin1');
-        if (nextCursor === '0') {
-          if (--this.scansLeft === 0) this.finish();
-        } else {
-          this.scanStep(source, nextCursor);
+    this.conn(source).send(
+      new CallbackOp(frame, (reply) => {
+        if (this.state !== 'running') return; // superseded or closed meanwhile: the successor takes it from here
+        const parts = readArrayElements(reply);
+        const next = parts === null ? null : readBulk(parts[0]);
+        const keys = parts === null ? null : readArrayElements(parts[1]);
+        if (next === null || keys === null) {
+          this.errors++;
+          this.log.warn({ source, reply: reply.toString('latin1', 0, 200) }, 'SCAN failed; retrying');
+          setTimeout(() => this.scanStep(source, cursor), 200);
+          return;
         }
-      };
-      for (const [target, list] of byTarget) {
-        for (let i = 0; i < list.length; i += BATCH_KEYS) {
-          batches++;
-          this.migrate(source, target, list.slice(i, i + BATCH_KEYS), continueScan);
+        this.keysScanned += keys.length;
+        const byTarget = new Map<string, Buffer[]>();
+        for (const raw of keys) {
+          const key = readBulk(raw);
+          if (key === null) continue;
+          const k = Buffer.from(key);
+          // The key is physically on `source`: it moves if its new owner is elsewhere.
+          const target = this.newOwner(k);
+          if (target === source) continue;
+          const name = k.toString('latin1');
+          if (this.moved.has(name) || this.inFlight.has(name)) continue;
+          this.inFlight.set(name, []);
+          const list = byTarget.get(target);
+          if (list === undefined) byTarget.set(target, [k]);
+          else list.push(k);
         }
-      }
-      if (batches === 0) { batches = 1; continueScan(); }
-    }), frame);
+        let batches = 0;
+        const continueScan = () => {
+          if (--batches > 0) return;
+          this.logProgress();
+          const nextCursor = (next as Buffer).toString('latin1');
+          if (nextCursor === '0') {
+            if (--this.scansLeft === 0) this.finish();
+          } else {
+            this.scanStep(source, nextCursor);
+          }
+        };
+        for (const [target, list] of byTarget) {
+          for (let i = 0; i < list.length; i += BATCH_KEYS) {
+            batches++;
+            this.migrate(source, target, list.slice(i, i + BATCH_KEYS), continueScan);
+          }
+        }
+        if (batches === 0) {
+          batches = 1;
+          continueScan();
+        }
+      }),
+      frame,
+    );
   }
 
   private logProgress(): void {
@@ -444,8 +497,15 @@ export class Migration implements KeyLocator {
     if (now - this.lastLog < PROGRESS_LOG_MS) return;
     this.lastLog = now;
     const seconds = Math.max(1, (Date.now() - this.startedAt) / 1000);
-    this.log.info({ keysScanned: this.keysScanned, keysMoved: this.keysMoved, keysLeft: this.progress().keysLeft,
-      movedPerSecond: Math.round(this.keysMoved / seconds) }, 'migration progress');
+    this.log.info(
+      {
+        keysScanned: this.keysScanned,
+        keysMoved: this.keysMoved,
+        keysLeft: this.progress().keysLeft,
+        movedPerSecond: Math.round(this.keysMoved / seconds),
+      },
+      'migration progress',
+    );
   }
 
   private finish(): void {
@@ -462,8 +522,14 @@ export class Migration implements KeyLocator {
     // Migrations this one took over are complete too: every key is where this one put it.
     for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
     this.removeState();
-    this.log.info({ keysScanned: this.keysScanned, keysMoved: this.keysMoved,
-      seconds: Math.round((Date.now() - this.startedAt) / 100) / 10 }, 'migration finished');
+    this.log.info(
+      {
+        keysScanned: this.keysScanned,
+        keysMoved: this.keysMoved,
+        seconds: Math.round((Date.now() - this.startedAt) / 100) / 10,
+      },
+      'migration finished',
+    );
     for (const c of this.conns.values()) c.closeWhenIdle();
     this.onDone(this);
   }
@@ -478,6 +544,10 @@ export class Migration implements KeyLocator {
 
   private removeState(): void {
     if (this.options.stateFile === null) return;
-    try { fs.unlinkSync(this.options.stateFile); } catch { /* already gone */ }
+    try {
+      fs.unlinkSync(this.options.stateFile);
+    } catch {
+      /* already gone */
+    }
   }
 }

@@ -21,7 +21,7 @@ function lineEnd(buf: Buffer, from: number): number {
 export const OK_FRAME = Buffer.from('+OK\r\n');
 
 export function isErrorFrame(frame: Buffer): boolean {
-  return frame[0] === 45 /* - */ || frame[0] === 33 /* ! */;
+  return frame[0] === 45 /* - */ || frame[0] === 33; /* ! */
 }
 
 export function isOkFrame(frame: Buffer): boolean {
@@ -76,14 +76,18 @@ export function elementEnd(buf: Buffer, pos: number): number {
     if (eol < 0) return -1;
     let next = eol + 2;
     switch (type) {
-      case 36: case 61: case 33: {
+      case 36:
+      case 61:
+      case 33: {
         const n = parseLength(buf, pos + 1, eol);
         if (n === -2) return -1;
         if (n >= 0) next += n + 2;
         pending--;
         break;
       }
-      case 42: case 126: case 62: {
+      case 42:
+      case 126:
+      case 62: {
         const n = parseLength(buf, pos + 1, eol);
         if (n === -2) return -1;
         pending += n > 0 ? n - 1 : -1;

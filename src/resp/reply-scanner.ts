@@ -37,7 +37,14 @@ for (const c of '$=!') KIND[c.charCodeAt(0)] = BULK;
 for (const c of '*~>') KIND[c.charCodeAt(0)] = AGGREGATE;
 KIND[37 /* % */] = MAP;
 KIND[124 /* | */] = ATTRIBUTE;
-const LENGTH_ERROR = ['', '', 'invalid bulk length', 'invalid multibulk length', 'invalid map length', 'invalid attribute length'];
+const LENGTH_ERROR = [
+  '',
+  '',
+  'invalid bulk length',
+  'invalid multibulk length',
+  'invalid map length',
+  'invalid attribute length',
+];
 
 export class ReplyScanner {
   private readonly sink: ReplySink;
@@ -161,7 +168,8 @@ export class ReplyScanner {
           pending += n > 0 ? n - 1 : -1;
         } else if (kind === MAP) {
           pending += n > 0 ? 2 * n - 1 : -1;
-        } else { // attribute: its pairs, then the value it annotates (which `pending` already counts)
+        } else {
+          // attribute: its pairs, then the value it annotates (which `pending` already counts)
           pending += 2 * n;
         }
       }
@@ -191,7 +199,9 @@ export class ReplyScanner {
     const tail = this.len - start;
     // Reserve for the announced bulk only up to MAX_RESERVE: a length is a promise, not bytes; beyond that the
     // accumulator grows by doubling as the bytes actually arrive.
-    const acc = Buffer.allocUnsafe(Math.min(MAX_FRAME, Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - start, MAX_RESERVE))));
+    const acc = Buffer.allocUnsafe(
+      Math.min(MAX_FRAME, Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - start, MAX_RESERVE))),
+    );
     this.buf.copy(acc, 0, start, this.len);
     this.buf = acc;
     this.len = tail;

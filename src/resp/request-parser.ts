@@ -181,7 +181,9 @@ export class RequestParser {
   private keepTail(): void {
     const tail = this.len - this.cmdStart;
     if (this.accumulating && this.cmdStart === 0) return; // accumulator holds only this command: keep growing it
-    const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - this.cmdStart, MAX_RESERVE)));
+    const acc = Buffer.allocUnsafe(
+      Math.max(MIN_ACCUMULATOR, tail * 2, Math.min(this.need - this.cmdStart, MAX_RESERVE)),
+    );
     this.buf.copy(acc, 0, this.cmdStart, this.len);
     const shift = this.cmdStart;
     this.buf = acc;
@@ -207,7 +209,10 @@ export class RequestParser {
     let value = 0;
     let digits = 0;
     let leadingZero = false;
-    if (i < limit && buf[i] === 45 /* - */) { negative = true; i++; }
+    if (i < limit && buf[i] === 45 /* - */) {
+      negative = true;
+      i++;
+    }
     for (; i < limit; i++) {
       const c = buf[i];
       if (c >= 48 && c <= 57) {
@@ -218,16 +223,26 @@ export class RequestParser {
       }
       if (c === CR) {
         if (i + 1 >= this.len) return null;
-        if (buf[i + 1] !== LF || digits === 0 || (leadingZero && (digits > 1 || negative))
-          || value > Number.MAX_SAFE_INTEGER) break;
+        if (
+          buf[i + 1] !== LF ||
+          digits === 0 ||
+          (leadingZero && (digits > 1 || negative)) ||
+          value > Number.MAX_SAFE_INTEGER
+        )
+          break;
         this.pos = i + 2;
         return negative ? -value : value;
       }
       break;
     }
     if (i >= this.len && i < start + MAX_HEADER_LINE) return null; // header still arriving
-    this.fail(protocolError(i >= start + MAX_HEADER_LINE
-      ? `too big ${what === 'multibulk' ? 'mbulk' : 'bulk'} count string` : `invalid ${what} length`));
+    this.fail(
+      protocolError(
+        i >= start + MAX_HEADER_LINE
+          ? `too big ${what === 'multibulk' ? 'mbulk' : 'bulk'} count string`
+          : `invalid ${what} length`,
+      ),
+    );
     return undefined;
   }
 
@@ -238,10 +253,13 @@ export class RequestParser {
       const argc = this.readHeaderInt('multibulk');
       if (argc === null || argc === undefined) return false;
       if (argc > this.limits.maxArgs || argc > 1024 * 1024 * 1024) {
-        this.fail(protocolError(`invalid multibulk length (${argc} arguments exceed limits.max_args ${this.limits.maxArgs})`));
+        this.fail(
+          protocolError(`invalid multibulk length (${argc} arguments exceed limits.max_args ${this.limits.maxArgs})`),
+        );
         return false;
       }
-      if (argc <= 0) { // Redis ignores "*0" and "*-1"
+      if (argc <= 0) {
+        // Redis ignores "*0" and "*-1"
         this.cmdStart = this.pos;
         return true;
       }
@@ -252,14 +270,21 @@ export class RequestParser {
       if (this.bulkLen < 0) {
         if (this.pos >= this.len) return false;
         if (buf[this.pos] !== DOLLAR) {
-          this.fail(protocolError(`expected '$', got '${String.fromCharCode(buf[this.pos]).replace(/[^\x20-\x7e]/, '?')}'`));
+          this.fail(
+            protocolError(`expected '$', got '${String.fromCharCode(buf[this.pos]).replace(/[^\x20-\x7e]/, '?')}'`),
+          );
           return false;
         }
         const n = this.readHeaderInt('bulk');
         if (n === null || n === undefined) return false;
         if (n < 0 || n > this.limits.maxBulkBytes) {
-          this.fail(protocolError(n < 0 ? 'invalid bulk length'
-            : `invalid bulk length (${n} bytes exceed limits.max_bulk_bytes ${this.limits.maxBulkBytes})`));
+          this.fail(
+            protocolError(
+              n < 0
+                ? 'invalid bulk length'
+                : `invalid bulk length (${n} bytes exceed limits.max_bulk_bytes ${this.limits.maxBulkBytes})`,
+            ),
+          );
           return false;
         }
         if (this.pos + n + 2 - this.cmdStart > MAX_FRAME) {
@@ -410,8 +435,10 @@ export function splitInline(line: Buffer): Buffer[] | null {
       } else if (inSq) {
         if (i >= n) return null;
         const c = line[i];
-        if (c === 92 && i + 1 < n && line[i + 1] === 39) { i++; bytes.push(39); }
-        else if (c === 39) {
+        if (c === 92 && i + 1 < n && line[i + 1] === 39) {
+          i++;
+          bytes.push(39);
+        } else if (c === 39) {
           if (i + 1 < n && !isSpace(line[i + 1])) return null;
           done = true;
         } else bytes.push(c);

@@ -6,13 +6,23 @@
  */
 
 /** Result holder reused by callers that want both ends without allocating. */
-export interface TagRange { start: number; end: number }
+export interface TagRange {
+  start: number;
+  end: number;
+}
 
 /**
  * Narrows key = buf[start, end) to its hash tag in place (writes out.start/out.end).
  * `open` and `close` are byte values (e.g. 0x7b '{' and 0x7d '}'); open < 0 disables tags.
  */
-export function hashTagRange(buf: Buffer, start: number, end: number, open: number, close: number, out: TagRange): void {
+export function hashTagRange(
+  buf: Buffer,
+  start: number,
+  end: number,
+  open: number,
+  close: number,
+  out: TagRange,
+): void {
   out.start = start;
   out.end = end;
   if (open < 0) return;

@@ -40,21 +40,20 @@ export function oneAtATime(buf: Buffer, start: number, end: number): number {
 
 // -------------------------------------------------------------------------------------------------------- md5
 
-const MD5_K = Int32Array.from([ // RFC 1321 T[i] = floor(abs(sin(i + 1)) * 2^32)
-  0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501,
-  0x698098d8, 0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821,
-  0xf61e2562, 0xc040b340, 0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8,
-  0x21e1cde6, 0xc33707d6, 0xf4d50d87, 0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a,
-  0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c, 0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70,
-  0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039, 0xe6db99e5, 0x1fa27cf8, 0xc4ac5665,
-  0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92, 0xffeff47d, 0x85845dd1,
-  0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb, 0xeb86d391,
+const MD5_K = Int32Array.from([
+  // RFC 1321 T[i] = floor(abs(sin(i + 1)) * 2^32)
+  0xd76aa478, 0xe8c7b756, 0x242070db, 0xc1bdceee, 0xf57c0faf, 0x4787c62a, 0xa8304613, 0xfd469501, 0x698098d8,
+  0x8b44f7af, 0xffff5bb1, 0x895cd7be, 0x6b901122, 0xfd987193, 0xa679438e, 0x49b40821, 0xf61e2562, 0xc040b340,
+  0x265e5a51, 0xe9b6c7aa, 0xd62f105d, 0x02441453, 0xd8a1e681, 0xe7d3fbc8, 0x21e1cde6, 0xc33707d6, 0xf4d50d87,
+  0x455a14ed, 0xa9e3e905, 0xfcefa3f8, 0x676f02d9, 0x8d2a4c8a, 0xfffa3942, 0x8771f681, 0x6d9d6122, 0xfde5380c,
+  0xa4beea44, 0x4bdecfa9, 0xf6bb4b60, 0xbebfbc70, 0x289b7ec6, 0xeaa127fa, 0xd4ef3085, 0x04881d05, 0xd9d4d039,
+  0xe6db99e5, 0x1fa27cf8, 0xc4ac5665, 0xf4292244, 0x432aff97, 0xab9423a7, 0xfc93a039, 0x655b59c3, 0x8f0ccc92,
+  0xffeff47d, 0x85845dd1, 0x6fa87e4f, 0xfe2ce6e0, 0xa3014314, 0x4e0811a1, 0xf7537e82, 0xbd3af235, 0x2ad7d2bb,
+  0xeb86d391,
 ]);
 const MD5_S = Uint8Array.from([
-  7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
-  5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20,
-  4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
-  6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
+  7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 5, 9, 14, 20, 4,
+  11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21,
 ]);
 const md5Words = new Int32Array(16);
 const md5Tail = Buffer.alloc(128);
@@ -65,16 +64,30 @@ function md5Block(src: Uint8Array, off: number): void {
   for (let j = 0; j < 16; j++, off += 4) {
     w[j] = src[off] | (src[off + 1] << 8) | (src[off + 2] << 16) | (src[off + 3] << 24);
   }
-  let a = md5State[0], b = md5State[1], c = md5State[2], d = md5State[3];
+  let a = md5State[0],
+    b = md5State[1],
+    c = md5State[2],
+    d = md5State[3];
   for (let i = 0; i < 64; i++) {
     let f: number, g: number;
-    if (i < 16) { f = d ^ (b & (c ^ d)); g = i; }
-    else if (i < 32) { f = c ^ (d & (b ^ c)); g = (5 * i + 1) & 15; }
-    else if (i < 48) { f = b ^ c ^ d; g = (3 * i + 5) & 15; }
-    else { f = c ^ (b | ~d); g = (7 * i) & 15; }
+    if (i < 16) {
+      f = d ^ (b & (c ^ d));
+      g = i;
+    } else if (i < 32) {
+      f = c ^ (d & (b ^ c));
+      g = (5 * i + 1) & 15;
+    } else if (i < 48) {
+      f = b ^ c ^ d;
+      g = (3 * i + 5) & 15;
+    } else {
+      f = c ^ (b | ~d);
+      g = (7 * i) & 15;
+    }
     const t = (a + f + MD5_K[i] + w[g]) | 0;
     const s = MD5_S[i];
-    a = d; d = c; c = b;
+    a = d;
+    d = c;
+    c = b;
     b = (b + ((t << s) | (t >>> (32 - s)))) | 0;
   }
   md5State[0] = (md5State[0] + a) | 0;
@@ -85,7 +98,10 @@ function md5Block(src: Uint8Array, off: number): void {
 
 /** MD5 of buf[start, end); the digest is left in md5State as four little-endian words. */
 function md5Run(buf: Uint8Array, start: number, end: number): void {
-  md5State[0] = 0x67452301; md5State[1] = 0xefcdab89 | 0; md5State[2] = 0x98badcfe | 0; md5State[3] = 0x10325476;
+  md5State[0] = 0x67452301;
+  md5State[1] = 0xefcdab89 | 0;
+  md5State[2] = 0x98badcfe | 0;
+  md5State[3] = 0x10325476;
   const len = end - start;
   let p = start;
   for (; end - p >= 64; p += 64) md5Block(buf, p);
@@ -98,8 +114,14 @@ function md5Run(buf: Uint8Array, start: number, end: number): void {
   tail.fill(0, rest + 1, lenAt);
   const lo = (len << 3) >>> 0; // bit length, low word (len mod 2^29, shifted)
   const hi = Math.floor(len / 0x20000000); // bit length, high word
-  tail[lenAt] = lo; tail[lenAt + 1] = lo >>> 8; tail[lenAt + 2] = lo >>> 16; tail[lenAt + 3] = lo >>> 24;
-  tail[lenAt + 4] = hi; tail[lenAt + 5] = hi >>> 8; tail[lenAt + 6] = hi >>> 16; tail[lenAt + 7] = hi >>> 24;
+  tail[lenAt] = lo;
+  tail[lenAt + 1] = lo >>> 8;
+  tail[lenAt + 2] = lo >>> 16;
+  tail[lenAt + 3] = lo >>> 24;
+  tail[lenAt + 4] = hi;
+  tail[lenAt + 5] = hi >>> 8;
+  tail[lenAt + 6] = hi >>> 16;
+  tail[lenAt + 7] = hi >>> 24;
   md5Block(tail, 0);
   if (blocks === 2) md5Block(tail, 64);
 }
@@ -116,7 +138,10 @@ export function md5(buf: Buffer, start: number, end: number): number {
  */
 export function md5Words4(buf: Uint8Array, start: number, end: number, out: Uint32Array): void {
   md5Run(buf, start, end);
-  out[0] = md5State[0]; out[1] = md5State[1]; out[2] = md5State[2]; out[3] = md5State[3];
+  out[0] = md5State[0];
+  out[1] = md5State[1];
+  out[2] = md5State[2];
+  out[3] = md5State[3];
 }
 
 // ------------------------------------------------------------------------------------------------------ crc16
@@ -254,7 +279,8 @@ export function murmur(buf: Buffer, start: number, end: number): number {
     p += 4;
     len -= 4;
   }
-  if (len > 0) { // C: switch (len) { case 3: ... case 2: ... case 1: ... } falling through
+  if (len > 0) {
+    // C: switch (len) { case 3: ... case 2: ... case 1: ... } falling through
     if (len === 3) h ^= buf[p + 2] << 16;
     if (len >= 2) h ^= buf[p + 1] << 8;
     h ^= buf[p];
@@ -284,12 +310,24 @@ export function lookup3(buf: Buffer, start: number, end: number, initval: number
     b = (b + (buf[p + 4] | (buf[p + 5] << 8) | (buf[p + 6] << 16) | (buf[p + 7] << 24))) | 0;
     c = (c + (buf[p + 8] | (buf[p + 9] << 8) | (buf[p + 10] << 16) | (buf[p + 11] << 24))) | 0;
     // mix(a, b, c)
-    a = (a - c) | 0; a ^= rot(c, 4); c = (c + b) | 0;
-    b = (b - a) | 0; b ^= rot(a, 6); a = (a + c) | 0;
-    c = (c - b) | 0; c ^= rot(b, 8); b = (b + a) | 0;
-    a = (a - c) | 0; a ^= rot(c, 16); c = (c + b) | 0;
-    b = (b - a) | 0; b ^= rot(a, 19); a = (a + c) | 0;
-    c = (c - b) | 0; c ^= rot(b, 4); b = (b + a) | 0;
+    a = (a - c) | 0;
+    a ^= rot(c, 4);
+    c = (c + b) | 0;
+    b = (b - a) | 0;
+    b ^= rot(a, 6);
+    a = (a + c) | 0;
+    c = (c - b) | 0;
+    c ^= rot(b, 8);
+    b = (b + a) | 0;
+    a = (a - c) | 0;
+    a ^= rot(c, 16);
+    c = (c + b) | 0;
+    b = (b - a) | 0;
+    b ^= rot(a, 19);
+    a = (a + c) | 0;
+    c = (c - b) | 0;
+    c ^= rot(b, 4);
+    b = (b + a) | 0;
     len -= 12;
     p += 12;
   }
@@ -303,13 +341,20 @@ export function lookup3(buf: Buffer, start: number, end: number, initval: number
     else c = (c + v) | 0;
   }
   // final(a, b, c)
-  c ^= b; c = (c - rot(b, 14)) | 0;
-  a ^= c; a = (a - rot(c, 11)) | 0;
-  b ^= a; b = (b - rot(a, 25)) | 0;
-  c ^= b; c = (c - rot(b, 16)) | 0;
-  a ^= c; a = (a - rot(c, 4)) | 0;
-  b ^= a; b = (b - rot(a, 14)) | 0;
-  c ^= b; c = (c - rot(b, 24)) | 0;
+  c ^= b;
+  c = (c - rot(b, 14)) | 0;
+  a ^= c;
+  a = (a - rot(c, 11)) | 0;
+  b ^= a;
+  b = (b - rot(a, 25)) | 0;
+  c ^= b;
+  c = (c - rot(b, 16)) | 0;
+  a ^= c;
+  a = (a - rot(c, 4)) | 0;
+  b ^= a;
+  b = (b - rot(a, 14)) | 0;
+  c ^= b;
+  c = (c - rot(b, 24)) | 0;
   return c >>> 0;
 }
 

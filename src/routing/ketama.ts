@@ -74,7 +74,8 @@ export class KetamaContinuum {
     const names = servers.map((s) => Buffer.from(s.key, 'utf8'));
     let totalWeight = 0;
     for (const s of servers) {
-      if (!Number.isInteger(s.weight) || s.weight <= 0) throw new Error(`ketama: server "${s.key}" has weight ${s.weight}; it must be a positive integer`);
+      if (!Number.isInteger(s.weight) || s.weight <= 0)
+        throw new Error(`ketama: server "${s.key}" has weight ${s.weight}; it must be a positive integer`);
       totalWeight += s.weight;
     }
     const order = servers.map((_, i) => i).sort((x, y) => compareNames(names[x], names[y]));
@@ -101,7 +102,7 @@ export class KetamaContinuum {
         }
       }
     }
-    const idx = values.map((_, i) => i).sort((a, b) => (values[a] - values[b]) || (a - b));
+    const idx = values.map((_, i) => i).sort((a, b) => values[a] - values[b] || a - b);
     this.size = idx.length;
     this.points = new Uint32Array(this.size);
     this.owners = new Uint16Array(this.size);
@@ -168,7 +169,10 @@ export class RingRouter {
     const hasher = HASHERS[hash];
     if (hasher === undefined) throw new Error(`ring: unknown hash "${hash}"`);
     this.hasher = hasher;
-    this.continuum = new KetamaContinuum(shards.map((s) => ({ key: ketamaKey(s), weight: s.weight })), hasher);
+    this.continuum = new KetamaContinuum(
+      shards.map((s) => ({ key: ketamaKey(s), weight: s.weight })),
+      hasher,
+    );
     [this.open, this.close] = parseHashTag(hashTag);
     this.single = shards.length === 1;
   }
@@ -186,7 +190,10 @@ export class RingRouter {
         const close = this.close;
         let c = o + 1;
         while (c < end && buf[c] !== close) c++;
-        if (c < end && c > o + 1) { s = o + 1; e = c; }
+        if (c < end && c > o + 1) {
+          s = o + 1;
+          e = c;
+        }
       }
     }
     return this.continuum.ownerOf(e > s ? this.hasher(buf, s, e) : 0);

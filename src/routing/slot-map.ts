@@ -35,7 +35,10 @@ export class SlotMap {
     for (let s = 0; s <= SLOT_COUNT; s++) {
       const mine = s < SLOT_COUNT && this.owners[s] === shard;
       if (mine && start < 0) start = s;
-      if (!mine && start >= 0) { out.push([start, s - 1]); start = -1; }
+      if (!mine && start >= 0) {
+        out.push([start, s - 1]);
+        start = -1;
+      }
     }
     return out;
   }

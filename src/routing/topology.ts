@@ -65,8 +65,14 @@ export class Topology {
    */
   migration: Migration | null = null;
 
-  constructor(config: KeymuxConfig, table: CommandTable, version: number, previous: Topology | null,
-    stats?: StatsRegistry, cluster?: ClusterPlan) {
+  constructor(
+    config: KeymuxConfig,
+    table: CommandTable,
+    version: number,
+    previous: Topology | null,
+    stats?: StatsRegistry,
+    cluster?: ClusterPlan,
+  ) {
     this.config = config;
     this.table = table;
     this.version = version;
@@ -76,15 +82,26 @@ export class Topology {
       this.router = new SlotRouter(map, '{}', true);
       this.readFrom = cluster.readFrom;
       this.onUnserved = cluster.onUnserved;
-      this.shards = Object.freeze(cluster.masters.map((m, index) => Object.freeze({
-        index,
-        config: Object.freeze({ name: m.address, named: false, address: m.address, host: m.host, port: m.port,
-          slots: map.rangesOf(index), weight: 1 }),
-        name: m.address,
-        address: m.address,
-        pool: cluster.masterPools[index],
-        replicas: Object.freeze([...(cluster.replicaPools[index] ?? [])]),
-      })));
+      this.shards = Object.freeze(
+        cluster.masters.map((m, index) =>
+          Object.freeze({
+            index,
+            config: Object.freeze({
+              name: m.address,
+              named: false,
+              address: m.address,
+              host: m.host,
+              port: m.port,
+              slots: map.rangesOf(index),
+              weight: 1,
+            }),
+            name: m.address,
+            address: m.address,
+            pool: cluster.masterPools[index],
+            replicas: Object.freeze([...(cluster.replicaPools[index] ?? [])]),
+          }),
+        ),
+      );
       return;
     }
     this.router = buildRouter(config);
@@ -93,17 +110,24 @@ export class Topology {
     const log = childLogger('backend');
     const reusable = new Map<string, ShardPool>();
     if (previous !== null) for (const s of previous.shards) reusable.set(poolKey(s.config, previous.config), s.pool);
-    this.shards = Object.freeze(config.shards.map((shard, index) => {
-      const key = poolKey(shard, config);
-      let pool = reusable.get(key);
-      if (pool === undefined) {
-        pool = new ShardPool(shard, config.backend.connections, backendOptions(config, false), log,
-          this.stats.shard(shard.name, shard.address));
-      } else {
-        reusable.delete(key);
-      }
-      return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool, replicas: [] });
-    }));
+    this.shards = Object.freeze(
+      config.shards.map((shard, index) => {
+        const key = poolKey(shard, config);
+        let pool = reusable.get(key);
+        if (pool === undefined) {
+          pool = new ShardPool(
+            shard,
+            config.backend.connections,
+            backendOptions(config, false),
+            log,
+            this.stats.shard(shard.name, shard.address),
+          );
+        } else {
+          reusable.delete(key);
+        }
+        return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool, replicas: [] });
+      }),
+    );
   }
 
   /**
@@ -151,13 +175,21 @@ export class Topology {
   routingSignature(): string {
     const c = this.config;
     if (c.mode === 'ring') {
-      return JSON.stringify(['ring', c.ring.hash, c.hashTag, c.shards.map((s) => [s.named ? s.name : '', s.address, s.weight])]);
+      return JSON.stringify([
+        'ring',
+        c.ring.hash,
+        c.hashTag,
+        c.shards.map((s) => [s.named ? s.name : '', s.address, s.weight]),
+      ]);
     }
     const owners = (this.router as SlotRouter).map.owners;
     const parts: string[] = [c.hashTag ?? ''];
     let prev = -1;
     for (let slot = 0; slot < owners.length; slot++) {
-      if (owners[slot] !== prev) { prev = owners[slot]; parts.push(`${slot}=${this.shards[prev]?.address ?? '-'}`); }
+      if (owners[slot] !== prev) {
+        prev = owners[slot];
+        parts.push(`${slot}=${this.shards[prev]?.address ?? '-'}`);
+      }
     }
     return parts.join(',');
   }
@@ -165,10 +197,24 @@ export class Topology {
 
 export function backendOptions(config: KeymuxConfig, readOnly: boolean): BackendOptions {
   const b = config.backend;
-  return { connectTimeoutMs: b.connectTimeoutMs, timeoutMs: b.timeoutMs, password: b.password, username: b.username, readOnly };
+  return {
+    connectTimeoutMs: b.connectTimeoutMs,
+    timeoutMs: b.timeoutMs,
+    password: b.password,
+    username: b.username,
+    readOnly,
+  };
 }
 
 function poolKey(shard: ShardConfig, config: KeymuxConfig): string {
   const b = config.backend;
-  return JSON.stringify([shard.name, shard.address, b.connections, b.connectTimeoutMs, b.timeoutMs, b.password, b.username]);
+  return JSON.stringify([
+    shard.name,
+    shard.address,
+    b.connections,
+    b.connectTimeoutMs,
+    b.timeoutMs,
+    b.password,
+    b.username,
+  ]);
 }

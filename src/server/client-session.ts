@@ -20,7 +20,16 @@ import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
 import { LOCAL_HANDLERS } from '../commands/local.js';
-import { ERR_CROSSSLOT, ERR_MIGRATION_FAILED, ERR_NOAUTH, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import {
+  ERR_CROSSSLOT,
+  ERR_MIGRATION_FAILED,
+  ERR_NOAUTH,
+  ERR_NO_KEY,
+  ERR_SLOT_NOT_SERVED,
+  unknownCommand,
+  unknownSubcommand,
+  wrongArity,
+} from '../errors.js';
 import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
 import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
 import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
@@ -114,9 +123,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     socket.on('close', this.onClose);
     // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
     socket.on('end', this.closeWhenDone);
-    socket.on('error', () => { /* 'close' follows; nothing to add */ });
+    socket.on('error', () => {
+      /* 'close' follows; nothing to add */
+    });
     if (clients.idleTimeoutS > 0) {
-      socket.setTimeout(clients.idleTimeoutS * 1000, () => { if (this.inflight.length === 0) socket.destroy(); });
+      socket.setTimeout(clients.idleTimeoutS * 1000, () => {
+        if (this.inflight.length === 0) socket.destroy();
+      });
     }
   }
 
@@ -204,11 +217,19 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     }
     req.spec = spec;
     switch (spec.dispatch) {
-      case 'keyed': return this.forwardKeyed(req, spec, topo);
-      case 'fanout': return this.forwardFanout(req, spec, topo);
-      case 'all-shards': return this.broadcast(req, spec, topo);
+      case 'keyed':
+        return this.forwardKeyed(req, spec, topo);
+      case 'fanout':
+        return this.forwardFanout(req, spec, topo);
+      case 'all-shards':
+        return this.broadcast(req, spec, topo);
       case 'local': {
-        if (!this.authenticated && !spec.name.startsWith('auth') && !spec.name.startsWith('hello') && spec.name !== 'quit') {
+        if (
+          !this.authenticated &&
+          !spec.name.startsWith('auth') &&
+          !spec.name.startsWith('hello') &&
+          spec.name !== 'quit'
+        ) {
           req.deliver(ERR_NOAUTH);
           return;
         }

@@ -24,8 +24,20 @@ export interface ProxyStats {
 }
 
 export function newProxyStats(): ProxyStats {
-  return { bytesIn: 0, bytesOut: 0, protocolErrors: 0, clientsAccepted: 0, clientsRejected: 0, commands: 0,
-    moved: 0, ask: 0, retries: 0, invalidRedirects: 0, reloadsOk: 0, reloadsFailed: 0 };
+  return {
+    bytesIn: 0,
+    bytesOut: 0,
+    protocolErrors: 0,
+    clientsAccepted: 0,
+    clientsRejected: 0,
+    commands: 0,
+    moved: 0,
+    ask: 0,
+    retries: 0,
+    invalidRedirects: 0,
+    reloadsOk: 0,
+    reloadsFailed: 0,
+  };
 }
 
 export interface SessionLike {

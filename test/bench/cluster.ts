@@ -31,7 +31,11 @@ import type { ChildProcess } from 'node:child_process';
 import { startCluster, type RedisCluster } from '../support/cluster.js';
 import { redisCommands } from '../support/redis.js';
 
-export interface BenchResult { rps: number; p50: number; p99: number }
+export interface BenchResult {
+  rps: number;
+  p50: number;
+  p99: number;
+}
 export type BenchCell = { ok: BenchResult } | { error: string };
 
 export interface ClusterBenchContext {
@@ -83,16 +87,32 @@ const TICK_S = 0.25;
 type TargetName = 'direct' | 'keymux';
 const LABEL: Record<TargetName, string> = { direct: 'cluster-direct', keymux: 'keymux' };
 
-interface Target { name: TargetName; port: number; keyspace: number; extra: string[] }
-interface Row { name: string; base: number; args: string[]; reads?: boolean; keymuxOnly?: boolean }
+interface Target {
+  name: TargetName;
+  port: number;
+  keyspace: number;
+  extra: string[];
+}
+interface Row {
+  name: string;
+  base: number;
+  args: string[];
+  reads?: boolean;
+  keymuxOnly?: boolean;
+}
 
 const ROWS: Row[] = [
   { name: 'SET, pipeline 1', base: 200_000, args: ['-t', 'set', '-P', '1'] },
   { name: 'GET, pipeline 1', base: 200_000, args: ['-t', 'get', '-P', '1'], reads: true },
   { name: 'SET, pipeline 16', base: 2_000_000, args: ['-t', 'set', '-P', '16'] },
   { name: 'GET, pipeline 16', base: 2_000_000, args: ['-t', 'get', '-P', '16'], reads: true },
-  { name: `MGET ${MGET_KEYS} keys in ${MGET_KEYS} slots, pipeline 1`, base: 100_000,
-    args: ['mget', ...Array<string>(MGET_KEYS).fill('key:__rand_int__')], reads: true, keymuxOnly: true },
+  {
+    name: `MGET ${MGET_KEYS} keys in ${MGET_KEYS} slots, pipeline 1`,
+    base: 100_000,
+    args: ['mget', ...Array<string>(MGET_KEYS).fill('key:__rand_int__')],
+    reads: true,
+    keymuxOnly: true,
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -132,7 +152,10 @@ function slotTags(): string[] {
   let found = 0;
   const offer = (s: string): void => {
     const slot = crc16(s) % SLOTS;
-    if (tags[slot] === undefined) { tags[slot] = s; found++; }
+    if (tags[slot] === undefined) {
+      tags[slot] = s;
+      found++;
+    }
   };
   for (const a of alphabet) offer(a);
   for (const a of alphabet) for (const b of alphabet) offer(a + b);
@@ -165,15 +188,22 @@ async function setAll(port: number, keys: string[], value: string, what: string)
   const batch = 5000;
   for (let start = 0; start < keys.length; start += batch) {
     const part = keys.slice(start, start + batch);
-    const replies = await redisCommands(port, part.map((k) => ['SET', k, value]), { timeoutMs: 60_000 });
+    const replies = await redisCommands(
+      port,
+      part.map((k) => ['SET', k, value]),
+      { timeoutMs: 60_000 },
+    );
     const bad = replies.findIndex((r) => r !== 'OK');
     if (bad >= 0) throw new Error(`preload through ${what}: SET ${part[bad]} answered ${show(replies[bad])}`);
   }
 }
 
 async function keyspaceStats(ports: number[]): Promise<{ hits: number; misses: number }> {
-  const infos = await Promise.all(ports.map(async (p) => String((await redisCommands(p, [['INFO', 'stats']], { timeoutMs: 5000 }))[0])));
-  const field = (text: string, name: string): number => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+  const infos = await Promise.all(
+    ports.map(async (p) => String((await redisCommands(p, [['INFO', 'stats']], { timeoutMs: 5000 }))[0])),
+  );
+  const field = (text: string, name: string): number =>
+    Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
   return {
     hits: infos.reduce((a, t) => a + field(t, 'keyspace_hits'), 0),
     misses: infos.reduce((a, t) => a + field(t, 'keyspace_misses'), 0),
@@ -184,7 +214,7 @@ async function keyspaceStats(ports: number[]): Promise<{ hits: number; misses: n
  * when the cluster or keymux cannot be set up. */
 export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown: string; failures: string[] }> {
   const rounds = ctx.rounds;
-  const counts = ROWS.map((r) => Math.max(1000, Math.round(r.base * ctx.scale / rounds)));
+  const counts = ROWS.map((r) => Math.max(1000, Math.round((r.base * ctx.scale) / rounds)));
   const directSeconds = Math.max(2 * TICK_S, DIRECT_RUN_S * ctx.scale);
   const value = 'v'.repeat(ctx.valueSize);
   let cluster: RedisCluster | undefined;
@@ -197,7 +227,9 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
     cluster = await startCluster({ masters: MASTERS, replicasPerMaster: 0, nodeTimeoutMs: NODE_TIMEOUT_MS });
     disown = ctx.own(cluster);
     const masters = cluster.masters();
-    ctx.log(`bench: cluster of ${masters.length} masters on ${masters.map((m) => m.port).join(', ')} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    ctx.log(
+      `bench: cluster of ${masters.length} masters on ${masters.map((m) => m.port).join(', ')} in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+    );
 
     const owner = new Array<number>(SLOTS);
     for (const [id, ranges] of await cluster.slotRanges()) {
@@ -221,26 +253,41 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       for (let i = 0; i < PER_SLOT; i++) perMaster.get(owner[slot])!.push(directKey(tags[slot], i));
     }
     await Promise.all([...perMaster].map(([port, keys]) => setAll(port, keys, value, `cluster node ${HOST}:${port}`)));
-    ctx.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys (${SLOTS} slot tags × ${PER_SLOT}) straight to the masters in ${((Date.now() - t1) / 1000).toFixed(1)}s`);
+    ctx.log(
+      `bench: preloaded ${fmtInt(KEYSPACE)} keys (${SLOTS} slot tags × ${PER_SLOT}) straight to the masters in ${((Date.now() - t1) / 1000).toFixed(1)}s`,
+    );
     t1 = Date.now();
-    await setAll(keymux.port, Array.from({ length: KEYSPACE }, (_, i) => keymuxKey(i)), value, 'keymux');
+    await setAll(
+      keymux.port,
+      Array.from({ length: KEYSPACE }, (_, i) => keymuxKey(i)),
+      value,
+      'keymux',
+    );
     ctx.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys through keymux in ${((Date.now() - t1) / 1000).toFixed(1)}s`);
     const sizes = await Promise.all(masterPorts.map(async (p) => Number((await redisCommands(p, [['DBSIZE']]))[0])));
     const total = sizes.reduce((a, b) => a + b, 0);
-    if (total !== 2 * KEYSPACE) throw new Error(`after the preloads the masters hold ${total} keys (${sizes.join(', ')}), expected ${2 * KEYSPACE}`);
+    if (total !== 2 * KEYSPACE)
+      throw new Error(
+        `after the preloads the masters hold ${total} keys (${sizes.join(', ')}), expected ${2 * KEYSPACE}`,
+      );
 
     // Reads through keymux return what was stored; the MGET of the row spans slots a node alone cannot serve.
     const picked: string[] = [];
     const slotsSeen = new Set<number>();
     for (let i = 0; picked.length < MGET_KEYS; i++) {
       const k = keymuxKey((i * 9973) % KEYSPACE);
-      if (!slotsSeen.has(keySlot(k))) { slotsSeen.add(keySlot(k)); picked.push(k); }
+      if (!slotsSeen.has(keySlot(k))) {
+        slotsSeen.add(keySlot(k));
+        picked.push(k);
+      }
     }
     const mastersSpanned = new Set(picked.map((k) => owner[keySlot(k)])).size;
     const [viaKeymux] = await redisCommands(keymux.port, [['MGET', ...picked]], { timeoutMs: 5000 });
     const [viaNode] = await redisCommands(masterPorts[0], [['MGET', ...picked]], { timeoutMs: 5000 });
-    const mgetOk = Array.isArray(viaKeymux) && viaKeymux.length === MGET_KEYS
-      && viaKeymux.every((v) => typeof v === 'string' && v.length === ctx.valueSize);
+    const mgetOk =
+      Array.isArray(viaKeymux) &&
+      viaKeymux.length === MGET_KEYS &&
+      viaKeymux.every((v) => typeof v === 'string' && v.length === ctx.valueSize);
     if (!mgetOk) throw new Error(`MGET of ${MGET_KEYS} preloaded keys through keymux answered ${show(viaKeymux)}`);
     if (!(viaNode instanceof Error && viaNode.message.startsWith('CROSSSLOT'))) {
       throw new Error(`a cluster node answered the cross-slot MGET with ${show(viaNode)}, expected a CROSSSLOT error`);
@@ -249,10 +296,18 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
     const [direct] = await redisCommands(owner[12_345], [['GET', probe]], { timeoutMs: 5000 });
     if (direct !== value) throw new Error(`GET ${probe} on its master answered ${show(direct)}`);
 
-    notes.push(`setup: a Redis Cluster of ${MASTERS} masters, no replicas (\`redis-cli --cluster create\`, cluster-node-timeout ${NODE_TIMEOUT_MS / 1000}s), created in ${((cluster.timings[0]?.ms ?? 0) / 1000).toFixed(1)}s; keymux in \`mode: cluster\` with the ${MASTERS} nodes as seeds and otherwise default settings (read_from master, one connection per node, metrics on)`);
-    notes.push(`load: cluster-direct is \`redis-benchmark --cluster\` (it reads the slot map and connects to each master itself; ${MASTERS} threads, one per master, its default); keymux is a plain redis-benchmark (1 thread) against keymux's port; both ${ctx.clients} clients, ${ctx.valueSize}-byte values`);
-    notes.push(`keys: \`--cluster\` sends \`key:{TAG}:NNN\` with a slot tag drawn per request batch, so with -r ${PER_SLOT} its key space is ${fmtInt(SLOTS)} tags × ${PER_SLOT} = ${fmtInt(KEYSPACE)} keys, all preloaded straight to their masters; keymux's is \`key:NNN\` with -r ${fmtInt(KEYSPACE)}, preloaded through keymux`);
-    notes.push(`MGET: ${MGET_KEYS} random keys per request, in ${MGET_KEYS} different slots in 99.7% of requests and in several always; a check MGET of ${MGET_KEYS} preloaded keys in ${MGET_KEYS} slots on ${mastersSpanned} masters gets "${viaNode.message.split(' ').slice(0, 6).join(' ')}…" from a cluster node and all ${MGET_KEYS} values from keymux`);
+    notes.push(
+      `setup: a Redis Cluster of ${MASTERS} masters, no replicas (\`redis-cli --cluster create\`, cluster-node-timeout ${NODE_TIMEOUT_MS / 1000}s), created in ${((cluster.timings[0]?.ms ?? 0) / 1000).toFixed(1)}s; keymux in \`mode: cluster\` with the ${MASTERS} nodes as seeds and otherwise default settings (read_from master, one connection per node, metrics on)`,
+    );
+    notes.push(
+      `load: cluster-direct is \`redis-benchmark --cluster\` (it reads the slot map and connects to each master itself; ${MASTERS} threads, one per master, its default); keymux is a plain redis-benchmark (1 thread) against keymux's port; both ${ctx.clients} clients, ${ctx.valueSize}-byte values`,
+    );
+    notes.push(
+      `keys: \`--cluster\` sends \`key:{TAG}:NNN\` with a slot tag drawn per request batch, so with -r ${PER_SLOT} its key space is ${fmtInt(SLOTS)} tags × ${PER_SLOT} = ${fmtInt(KEYSPACE)} keys, all preloaded straight to their masters; keymux's is \`key:NNN\` with -r ${fmtInt(KEYSPACE)}, preloaded through keymux`,
+    );
+    notes.push(
+      `MGET: ${MGET_KEYS} random keys per request, in ${MGET_KEYS} different slots in 99.7% of requests and in several always; a check MGET of ${MGET_KEYS} preloaded keys in ${MGET_KEYS} slots on ${mastersSpanned} masters gets "${viaNode.message.split(' ').slice(0, 6).join(' ')}…" from a cluster node and all ${MGET_KEYS} values from keymux`,
+    );
 
     // Rows, in interleaved rounds.
     const targets: Target[] = [
@@ -266,7 +321,9 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       const row = ROWS[i];
       const rowTargets = row.keymuxOnly ? targets.filter((t) => t.name === 'keymux') : targets;
       const samples = new Map<TargetName, BenchResult[]>(rowTargets.map((t) => [t.name, []]));
-      const reads = new Map<TargetName, { hits: number; misses: number }>(rowTargets.map((t) => [t.name, { hits: 0, misses: 0 }]));
+      const reads = new Map<TargetName, { hits: number; misses: number }>(
+        rowTargets.map((t) => [t.name, { hits: 0, misses: 0 }]),
+      );
       const cells = new Map<TargetName, BenchCell>();
       results.push(cells);
       const n = new Map<TargetName, number>(rowTargets.map((t) => [t.name, counts[i]]));
@@ -277,8 +334,10 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
         if ('error' in sized) cells.set('direct', sized);
         else {
           n.set('direct', sized.n);
-          ctx.log(`bench: cluster ${row.name.padEnd(33)} cluster-direct runs sized to ${fmtInt(sized.n)} requests ` +
-            `(~${directSeconds.toFixed(1)}s at the ${fmtInt(sized.rps)} rps of a sizing run)`);
+          ctx.log(
+            `bench: cluster ${row.name.padEnd(33)} cluster-direct runs sized to ${fmtInt(sized.n)} requests ` +
+              `(~${directSeconds.toFixed(1)}s at the ${fmtInt(sized.rps)} rps of a sizing run)`,
+          );
         }
       }
       for (let round = 0; round < rounds; round++) {
@@ -288,7 +347,9 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
           if (ctx.stopping()) return { markdown: '', failures };
           let cell: BenchCell;
           if (!alive(keymux.child)) {
-            cell = { error: `keymux is no longer running (exit ${keymux.child.exitCode ?? keymux.child.signalCode})${tail(keymux.log)}` };
+            cell = {
+              error: `keymux is no longer running (exit ${keymux.child.exitCode ?? keymux.child.signalCode})${tail(keymux.log)}`,
+            };
           } else {
             const before = row.reads ? await keyspaceStats(masterPorts) : undefined;
             cell = await ctx.redisBenchmark(t.port, n.get(t.name)!, t.keyspace, [...t.extra, ...row.args]);
@@ -301,9 +362,13 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
           }
           if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
           else cells.set(t.name, cell);
-          const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-            : `FAILED: ${cell.error}`;
-          ctx.log(`bench: cluster ${row.name.padEnd(33)} round ${round + 1}/${rounds} ${LABEL[t.name].padEnd(14)} ${shown}`);
+          const shown =
+            'ok' in cell
+              ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
+              : `FAILED: ${cell.error}`;
+          ctx.log(
+            `bench: cluster ${row.name.padEnd(33)} round ${round + 1}/${rounds} ${LABEL[t.name].padEnd(14)} ${shown}`,
+          );
         }
       }
       const rates = new Map<TargetName, number>();
@@ -311,14 +376,22 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       for (const t of rowTargets) {
         const got = samples.get(t.name)!;
         if (!cells.has(t.name)) {
-          cells.set(t.name, { ok: { rps: median(got.map((r) => r.rps)), p50: median(got.map((r) => r.p50)), p99: median(got.map((r) => r.p99)) } });
+          cells.set(t.name, {
+            ok: {
+              rps: median(got.map((r) => r.rps)),
+              p50: median(got.map((r) => r.p50)),
+              p99: median(got.map((r) => r.p99)),
+            },
+          });
         }
         const r = reads.get(t.name)!;
         if (row.reads && r.hits + r.misses > 0) {
           const rate = r.hits / (r.hits + r.misses);
           rates.set(t.name, rate);
           if (rate < MIN_HIT_RATE) {
-            failures.push(`cluster / ${row.name} / ${LABEL[t.name]}: only ${pct(rate)} of ${fmtInt(r.hits + r.misses)} reads found a preloaded value`);
+            failures.push(
+              `cluster / ${row.name} / ${LABEL[t.name]}: only ${pct(rate)} of ${fmtInt(r.hits + r.misses)} reads found a preloaded value`,
+            );
           }
         }
       }
@@ -335,19 +408,32 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
     });
     if (directTimes.length > 0) {
       const shortest = Math.min(...directTimes);
-      notes.push(`run length: \`--cluster\` always runs threaded, and a threaded redis-benchmark ends a run on its next ` +
-        `250 ms progress tick rather than at the last reply, so its time is rounded up; cluster-direct's runs are ` +
-        `therefore sized (by a sizing run per row) to last ~${directSeconds.toFixed(1)}s: they took ` +
-        `${shortest.toFixed(2)}–${Math.max(...directTimes).toFixed(2)}s, so the rounding understates its rps by at ` +
-        `most ${pct(TICK_S / shortest)} (half that on average). keymux's single-threaded runs end at the last reply ` +
-        'and keep the ring rows\' request counts');
+      notes.push(
+        `run length: \`--cluster\` always runs threaded, and a threaded redis-benchmark ends a run on its next ` +
+          `250 ms progress tick rather than at the last reply, so its time is rounded up; cluster-direct's runs are ` +
+          `therefore sized (by a sizing run per row) to last ~${directSeconds.toFixed(1)}s: they took ` +
+          `${shortest.toFixed(2)}–${Math.max(...directTimes).toFixed(2)}s, so the rounding understates its rps by at ` +
+          `most ${pct(TICK_S / shortest)} (half that on average). keymux's single-threaded runs end at the last reply ` +
+          "and keep the ring rows' request counts",
+      );
     }
 
-    const head = ['row', `requests per round × ${rounds} (direct / keymux)`, 'cluster-direct rps', 'cluster-direct p50 / p99 ms', 'keymux rps', 'keymux p50 / p99 ms',
-      'keymux/cluster-direct rps', 'reads that hit (direct / keymux)'];
+    const head = [
+      'row',
+      `requests per round × ${rounds} (direct / keymux)`,
+      'cluster-direct rps',
+      'cluster-direct p50 / p99 ms',
+      'keymux rps',
+      'keymux p50 / p99 ms',
+      'keymux/cluster-direct rps',
+      'reads that hit (direct / keymux)',
+    ];
     const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, j) => (j < 2 ? ' --- ' : ' ---: ')).join('|')}|`];
     ROWS.forEach((row, i) => {
-      const reqs = (t: TargetName): string => { const v = requests[i].get(t); return v === undefined ? 'n/a' : fmtInt(v); };
+      const reqs = (t: TargetName): string => {
+        const v = requests[i].get(t);
+        return v === undefined ? 'n/a' : fmtInt(v);
+      };
       const cells = [row.name, `${reqs('direct')} / ${reqs('keymux')}`];
       for (const t of ['direct', 'keymux'] as const) {
         const c = results[i].get(t);
@@ -357,7 +443,11 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       }
       const d = results[i].get('direct');
       const k = results[i].get('keymux');
-      cells.push(d !== undefined && k !== undefined && 'ok' in d && 'ok' in k && d.ok.rps > 0 ? `${(k.ok.rps / d.ok.rps).toFixed(2)}×` : 'n/a');
+      cells.push(
+        d !== undefined && k !== undefined && 'ok' in d && 'ok' in k && d.ok.rps > 0
+          ? `${(k.ok.rps / d.ok.rps).toFixed(2)}×`
+          : 'n/a',
+      );
       const rate = (t: TargetName): string => {
         if (!row.reads) return '—';
         const v = hitRates[i].get(t);
@@ -374,29 +464,39 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       '',
       ...lines,
       '',
-      'keymux/cluster-direct is keymux\'s rps divided by the cluster\'s own on the same row: the share of a ' +
-        'cluster-aware client\'s throughput keymux keeps while making the cluster look like one plain Redis (the ' +
+      "keymux/cluster-direct is keymux's rps divided by the cluster's own on the same row: the share of a " +
+        "cluster-aware client's throughput keymux keeps while making the cluster look like one plain Redis (the " +
         'extra hop, slot lookup, and on MGET the split per slot and reassembly). The MGET row has no direct cell ' +
         'because a cluster refuses cross-slot MGET. "reads that hit" is the share of GET/MGET key lookups that found ' +
-        'a preloaded value, from the masters\' INFO keyspace_hits / keyspace_misses around each run.',
+        "a preloaded value, from the masters' INFO keyspace_hits / keyspace_misses around each run.",
     ].join('\n');
     return { markdown, failures };
   } finally {
     if (keymux !== undefined) await ctx.stopProcess(keymux.child);
-    if (cluster !== undefined) { await cluster.stop(); disown(); }
+    if (cluster !== undefined) {
+      await cluster.stop();
+      disown();
+    }
   }
 }
 
 /** Finds how many requests make one cluster-direct run last about `seconds`: runs the row with `count` requests,
  * then, while a run is too short to measure its rate well (its time is rounded up to a 250 ms tick), again with
  * more; the rate of the last run sets the size. */
-async function sizeDirectRuns(ctx: ClusterBenchContext, t: Target, row: Row, count: number, seconds: number): Promise<{ n: number; rps: number } | { error: string }> {
+async function sizeDirectRuns(
+  ctx: ClusterBenchContext,
+  t: Target,
+  row: Row,
+  count: number,
+  seconds: number,
+): Promise<{ n: number; rps: number } | { error: string }> {
   const enough = Math.max(2 * TICK_S, seconds / 3);
   let n = count;
   for (let step = 0; ; step++) {
     const c = await ctx.redisBenchmark(t.port, n, t.keyspace, [...t.extra, ...row.args]);
     if ('error' in c) return { error: `sizing run: ${c.error}` };
-    if (n / c.ok.rps >= enough || step === 2) return { n: Math.max(count, Math.round(c.ok.rps * seconds)), rps: c.ok.rps };
+    if (n / c.ok.rps >= enough || step === 2)
+      return { n: Math.max(count, Math.round(c.ok.rps * seconds)), rps: c.ok.rps };
     n = Math.round(c.ok.rps * enough * 2);
   }
 }

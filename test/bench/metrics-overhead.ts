@@ -74,7 +74,13 @@ const ROWS: Array<{ name: string; args: string[]; share: number }> = [
   { name: 'MGET 10 keys, pipeline 1', args: ['mget', ...Array<string>(10).fill('key:__rand_int__')], share: 0.5 },
 ];
 
-interface Instance { name: 'off' | 'on'; port: number; adminPort: number; child: ChildProcess; log: string }
+interface Instance {
+  name: 'off' | 'on';
+  port: number;
+  adminPort: number;
+  child: ChildProcess;
+  log: string;
+}
 
 const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
 
@@ -82,7 +88,9 @@ async function stop(c: ChildProcess): Promise<void> {
   if (!alive(c) || c.pid === undefined) return;
   const exited = new Promise<void>((r) => c.once('exit', () => r()));
   c.kill('SIGTERM');
-  const t = setTimeout(() => { if (alive(c)) c.kill('SIGKILL'); }, 5000);
+  const t = setTimeout(() => {
+    if (alive(c)) c.kill('SIGKILL');
+  }, 5000);
   await exited;
   clearTimeout(t);
 }
@@ -101,26 +109,33 @@ function pinned(cpu: number, cmd: string, args: string[]): [string, string[]] {
   return HAVE_TASKSET ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
 }
 
-async function startInstance(name: 'off' | 'on', shards: string[], workDir: string,
-  track?: (child: ChildProcess) => void): Promise<Instance> {
+async function startInstance(
+  name: 'off' | 'on',
+  shards: string[],
+  workDir: string,
+  track?: (child: ChildProcess) => void,
+): Promise<Instance> {
   const bin = path.join(REPO, 'bin/keymux.js');
   if (!fs.existsSync(path.join(REPO, 'dist/main.js'))) throw new Error('keymux is not built: run npm run build');
   const port = await freePort();
   const adminPort = await freePort();
   const conf = path.join(workDir, `keymux-metrics-${name}.yaml`);
   const log = path.join(workDir, `keymux-metrics-${name}.log`);
-  fs.writeFileSync(conf, [
-    `listen: ${HOST}:${port}`,
-    `admin: ${HOST}:${adminPort}`,
-    'mode: ring',
-    'hash_tag: "{}"',
-    'ring: { hash: fnv1a_64 }',
-    'shards:',
-    ...shards.map((a) => `  - { address: ${a}, weight: 1 }`),
-    'log: { level: warn }',
-    name === 'off' ? 'metrics: { enabled: false }' : 'metrics: { enabled: true, hot_keys: { enabled: true } }',
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    conf,
+    [
+      `listen: ${HOST}:${port}`,
+      `admin: ${HOST}:${adminPort}`,
+      'mode: ring',
+      'hash_tag: "{}"',
+      'ring: { hash: fnv1a_64 }',
+      'shards:',
+      ...shards.map((a) => `  - { address: ${a}, weight: 1 }`),
+      'log: { level: warn }',
+      name === 'off' ? 'metrics: { enabled: false }' : 'metrics: { enabled: true, hot_keys: { enabled: true } }',
+      '',
+    ].join('\n'),
+  );
   const fd = fs.openSync(log, 'a');
   const [cmd, argv] = pinned(PROXY_CPU, process.execPath, [bin, '--config', conf]);
   const child = spawn(cmd, argv, { cwd: REPO, stdio: ['ignore', fd, fd] });
@@ -133,8 +148,13 @@ async function startInstance(name: 'off' | 'on', shards: string[], workDir: stri
     try {
       const [r] = await redisCommands(port, [['PING']], { timeoutMs: 1000 });
       if (String(r) === 'PONG') break;
-    } catch { /* not listening yet */ }
-    if (Date.now() > deadline) { await stop(child); throw new Error(`keymux (${name}) did not answer PING; see ${log}`); }
+    } catch {
+      /* not listening yet */
+    }
+    if (Date.now() > deadline) {
+      await stop(child);
+      throw new Error(`keymux (${name}) did not answer PING; see ${log}`);
+    }
     await new Promise((r) => setTimeout(r, 100)); // polling a port has no event to await
   }
   return { name, port, adminPort, child, log };
@@ -161,9 +181,28 @@ async function measured(inst: Instance, args: string[], n: number, o: OverheadOp
   return { ...r, cpuUs: (cpu * 1e6) / n };
 }
 
-function redisBenchmark(port: number, args: string[], n: number, o: OverheadOptions): Promise<Omit<BenchResult, 'cpuUs'>> {
-  const all = ['-h', HOST, '-p', String(port), '-c', String(o.clients), '-n', String(n), '-r', String(o.keyspace),
-    '-d', String(o.valueSize), '--csv', ...args];
+function redisBenchmark(
+  port: number,
+  args: string[],
+  n: number,
+  o: OverheadOptions,
+): Promise<Omit<BenchResult, 'cpuUs'>> {
+  const all = [
+    '-h',
+    HOST,
+    '-p',
+    String(port),
+    '-c',
+    String(o.clients),
+    '-n',
+    String(n),
+    '-r',
+    String(o.keyspace),
+    '-d',
+    String(o.valueSize),
+    '--csv',
+    ...args,
+  ];
   const limitMs = Math.min(o.timeoutMs ?? 180_000, (o.deadline ?? Infinity) - Date.now());
   if (limitMs <= 0) return Promise.reject(new Error('out of time (deadline passed)'));
   return new Promise((resolve, reject) => {
@@ -172,16 +211,36 @@ function redisBenchmark(port: number, args: string[], n: number, o: OverheadOpti
     o.track?.(child);
     let out = '';
     let timedOut = false;
-    const timer = setTimeout(() => { timedOut = true; void stop(child); }, limitMs);
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
-    child.on('error', (e) => { clearTimeout(timer); reject(e); });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void stop(child);
+    }, limitMs);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
-      if (timedOut) { reject(new Error(`redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s (time bound: BENCH_TIMEOUT_S or the section's deadline)`)); return; }
+      if (timedOut) {
+        reject(
+          new Error(
+            `redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s (time bound: BENCH_TIMEOUT_S or the section's deadline)`,
+          ),
+        );
+        return;
+      }
       const lines = out.split('\n').filter((l) => l.startsWith('"'));
       const h = lines.findIndex((l) => l.startsWith('"test"'));
-      if (code !== 0 || h < 0 || lines[h + 1] === undefined) { reject(new Error(`redis-benchmark failed (${code}): ${out.slice(0, 300)}`)); return; }
+      if (code !== 0 || h < 0 || lines[h + 1] === undefined) {
+        reject(new Error(`redis-benchmark failed (${code}): ${out.slice(0, 300)}`));
+        return;
+      }
       const cols = [...lines[h].matchAll(/"([^"]*)"/g)].map((m) => m[1]);
       const vals = [...lines[h + 1].matchAll(/"([^"]*)"/g)].map((m) => m[1]);
       const get = (c: string): number => Number(vals[cols.indexOf(c)]);
@@ -213,7 +272,9 @@ export async function benchMetricsOverhead(o: OverheadOptions): Promise<{ rows: 
           const r = await request(`http://${HOST}:${on.adminPort}/metrics`);
           await r.body.text();
           scrapes++;
-        } catch { /* counted by its absence */ }
+        } catch {
+          /* counted by its absence */
+        }
         await new Promise((r) => setTimeout(r, 1000)); // a Prometheus-like scrape interval
       }
     })();
@@ -227,15 +288,27 @@ export async function benchMetricsOverhead(o: OverheadOptions): Promise<{ rows: 
           if (!alive(inst.child)) throw new Error(`keymux (${inst.name}) exited; see ${inst.log}`);
           const r = await measured(inst, row.args, n, o);
           samples[inst.name].push(r);
-          log(`bench: metrics ${inst.name.padEnd(3)} ${row.name.padEnd(26)} round ${round + 1}/${o.rounds} ` +
-            `${Math.round(r.rps)} rps, ${r.cpuUs.toFixed(2)} µs CPU per request`);
+          log(
+            `bench: metrics ${inst.name.padEnd(3)} ${row.name.padEnd(26)} round ${round + 1}/${o.rounds} ` +
+              `${Math.round(r.rps)} rps, ${r.cpuUs.toFixed(2)} µs CPU per request`,
+          );
         }
       }
-      const cell = (xs: BenchResult[]): BenchResult => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)),
-        p99: median(xs.map((x) => x.p99)), cpuUs: median(xs.map((x) => x.cpuUs)) });
+      const cell = (xs: BenchResult[]): BenchResult => ({
+        rps: median(xs.map((x) => x.rps)),
+        p50: median(xs.map((x) => x.p50)),
+        p99: median(xs.map((x) => x.p99)),
+        cpuUs: median(xs.map((x) => x.cpuUs)),
+      });
       const off = cell(samples.off);
       const onCell = cell(samples.on);
-      rows.push({ name: row.name, off, on: onCell, cost: 1 - onCell.rps / off.rps, cpuCost: onCell.cpuUs / off.cpuUs - 1 });
+      rows.push({
+        name: row.name,
+        off,
+        on: onCell,
+        cost: 1 - onCell.rps / off.rps,
+        cpuCost: onCell.cpuUs / off.cpuUs - 1,
+      });
     }
     const fmt = (v: number): string => Math.round(v).toLocaleString('en-US');
     const pct = (v: number): string => (Number.isNaN(v) ? 'n/a' : `${(v * 100).toFixed(1)}%`);
@@ -243,9 +316,12 @@ export async function benchMetricsOverhead(o: OverheadOptions): Promise<{ rows: 
       '| metrics and hot keys on vs off | metrics off rps | metrics on rps | off p50 / p99 ms | on p50 / p99 ms | rps cost | ' +
         'off / on CPU µs per request | CPU cost |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...rows.map((r) => `| ${r.name} | ${fmt(r.off.rps)} | ${fmt(r.on.rps)} | ${r.off.p50.toFixed(3)} / ${r.off.p99.toFixed(3)} | ` +
-        `${r.on.p50.toFixed(3)} / ${r.on.p99.toFixed(3)} | ${pct(r.cost)} | ${r.off.cpuUs.toFixed(2)} / ${r.on.cpuUs.toFixed(2)} | ` +
-        `${pct(r.cpuCost)} |`),
+      ...rows.map(
+        (r) =>
+          `| ${r.name} | ${fmt(r.off.rps)} | ${fmt(r.on.rps)} | ${r.off.p50.toFixed(3)} / ${r.off.p99.toFixed(3)} | ` +
+          `${r.on.p50.toFixed(3)} / ${r.on.p99.toFixed(3)} | ${pct(r.cost)} | ${r.off.cpuUs.toFixed(2)} / ${r.on.cpuUs.toFixed(2)} | ` +
+          `${pct(r.cpuCost)} |`,
+      ),
       '',
       `"on" is keymux's defaults (per-command and per-shard counters and latency histograms, hit/miss, hot keys ` +
         `sampling 1 key in 16, slow log) with /metrics scraped every second (${scrapes} scrapes); "off" is ` +
@@ -272,17 +348,27 @@ async function main(): Promise<void> {
   let preloader: Instance | null = null;
   try {
     for (let i = 0; i < 4; i++) shards.push(await startRedis());
-    preloader = await startInstance('off', shards.map((s) => s.address), workDir);
+    preloader = await startInstance(
+      'off',
+      shards.map((s) => s.address),
+      workDir,
+    );
     for (let start = 0; start < keyspace; start += 5000) {
       const cmds: string[][] = [];
-      for (let i = start; i < start + 5000; i++) cmds.push(['SET', `key:${String(i).padStart(12, '0')}`, 'v'.repeat(16)]);
+      for (let i = start; i < start + 5000; i++)
+        cmds.push(['SET', `key:${String(i).padStart(12, '0')}`, 'v'.repeat(16)]);
       await redisCommands(preloader.port, cmds, { timeoutMs: 60_000 });
     }
     await stop(preloader.child);
     preloader = null;
     const { markdown } = await benchMetricsOverhead({
-      shards: shards.map((s) => s.address), workDir, requests: Math.round(200_000 * scale / rounds), rounds,
-      clients: 50, keyspace, valueSize: 16,
+      shards: shards.map((s) => s.address),
+      workDir,
+      requests: Math.round((200_000 * scale) / rounds),
+      rounds,
+      clients: 50,
+      keyspace,
+      valueSize: 16,
     });
     console.log(`\n${markdown}`);
   } finally {
@@ -294,5 +380,8 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  main().catch((err: unknown) => { console.error(`bench: FAILED: ${(err as Error).message}`); process.exit(1); });
+  main().catch((err: unknown) => {
+    console.error(`bench: FAILED: ${(err as Error).message}`);
+    process.exit(1);
+  });
 }

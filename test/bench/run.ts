@@ -47,14 +47,33 @@ const SECTION_TITLE: Record<SectionName, string> = {
 
 type TargetName = 'direct' | 'twemproxy' | 'keymux';
 const ALL_TARGETS: TargetName[] = ['direct', 'twemproxy', 'keymux'];
-const ALIASES: Record<string, TargetName> = { direct: 'direct', redis: 'direct', twemproxy: 'twemproxy',
-  nutcracker: 'twemproxy', keymux: 'keymux' };
+const ALIASES: Record<string, TargetName> = {
+  direct: 'direct',
+  redis: 'direct',
+  twemproxy: 'twemproxy',
+  nutcracker: 'twemproxy',
+  keymux: 'keymux',
+};
 
-interface Target { name: TargetName; port: number; child?: ChildProcess; log?: string; redis?: RedisProcess }
-interface Row { name: string; base: number; args: string[]; mget?: boolean }
+interface Target {
+  name: TargetName;
+  port: number;
+  child?: ChildProcess;
+  log?: string;
+  redis?: RedisProcess;
+}
+interface Row {
+  name: string;
+  base: number;
+  args: string[];
+  mget?: boolean;
+}
 type Result = BenchResult;
 type Cell = BenchCell;
-interface SectionOutcome { markdown: string; failures: string[] }
+interface SectionOutcome {
+  markdown: string;
+  failures: string[];
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Process ownership: everything started here is tracked and stopped by PID.
@@ -79,8 +98,18 @@ function alive(child: ChildProcess): boolean {
 async function stopChild(child: ChildProcess): Promise<void> {
   if (!alive(child) || child.pid === undefined) return;
   const exited = new Promise<void>((res) => child.once('exit', () => res()));
-  try { process.kill(child.pid, 'SIGTERM'); } catch { return; }
-  const timer = setTimeout(() => { try { if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ } }, 3000);
+  try {
+    process.kill(child.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      if (child.pid !== undefined) process.kill(child.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }, 3000);
   await exited;
   clearTimeout(timer);
 }
@@ -106,9 +135,19 @@ async function haltIfStopping(): Promise<void> {
 }
 
 process.on('exit', () => {
-  for (const c of children) { try { if (c.pid !== undefined) process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const c of children) {
+    try {
+      if (c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
 });
-for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]] as const) {
+for (const [sig, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+  ['SIGHUP', 129],
+] as const) {
   process.on(sig, () => {
     if (shuttingDown) return;
     shuttingDown = true;
@@ -135,16 +174,32 @@ function usage(): string {
                    240, times BENCH_SCALE when that is above 1)`;
 }
 
-function parseList<T extends string>(flag: string, list: string | undefined, known: readonly T[],
-  aliases: Record<string, T>): T[] {
-  if (list === undefined || list === '') { console.error(`bench: ${flag} needs a list\n${usage()}`); process.exit(2); }
+function parseList<T extends string>(
+  flag: string,
+  list: string | undefined,
+  known: readonly T[],
+  aliases: Record<string, T>,
+): T[] {
+  if (list === undefined || list === '') {
+    console.error(`bench: ${flag} needs a list\n${usage()}`);
+    process.exit(2);
+  }
   const picked = new Set<T>();
-  for (const t of list.split(',').map((s) => s.trim().toLowerCase()).filter(Boolean)) {
+  for (const t of list
+    .split(',')
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean)) {
     const name = aliases[t];
-    if (name === undefined) { console.error(`bench: unknown ${flag.slice(2, -1)} '${t}' (known: ${known.join(', ')})`); process.exit(2); }
+    if (name === undefined) {
+      console.error(`bench: unknown ${flag.slice(2, -1)} '${t}' (known: ${known.join(', ')})`);
+      process.exit(2);
+    }
     picked.add(name);
   }
-  if (picked.size === 0) { console.error(`bench: ${flag} needs at least one name\n${usage()}`); process.exit(2); }
+  if (picked.size === 0) {
+    console.error(`bench: ${flag} needs at least one name\n${usage()}`);
+    process.exit(2);
+  }
   return known.filter((t) => picked.has(t));
 }
 
@@ -154,12 +209,20 @@ function parseArgs(argv: string[]): { targets: TargetName[]; sections: SectionNa
   const sectionAliases = Object.fromEntries(ALL_SECTIONS.map((s) => [s, s])) as Record<string, SectionName>;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--help' || a === '-h') { console.log(usage()); process.exit(0); }
+    if (a === '--help' || a === '-h') {
+      console.log(usage());
+      process.exit(0);
+    }
     if (a === '--targets') targets = parseList('--targets', argv[++i], ALL_TARGETS, ALIASES);
-    else if (a.startsWith('--targets=')) targets = parseList('--targets', a.slice('--targets='.length), ALL_TARGETS, ALIASES);
+    else if (a.startsWith('--targets='))
+      targets = parseList('--targets', a.slice('--targets='.length), ALL_TARGETS, ALIASES);
     else if (a === '--sections') sections = parseList('--sections', argv[++i], ALL_SECTIONS, sectionAliases);
-    else if (a.startsWith('--sections=')) sections = parseList('--sections', a.slice('--sections='.length), ALL_SECTIONS, sectionAliases);
-    else { console.error(`bench: unknown argument '${a}'\n${usage()}`); process.exit(2); }
+    else if (a.startsWith('--sections='))
+      sections = parseList('--sections', a.slice('--sections='.length), ALL_SECTIONS, sectionAliases);
+    else {
+      console.error(`bench: unknown argument '${a}'\n${usage()}`);
+      process.exit(2);
+    }
   }
   return { targets, sections };
 }
@@ -168,7 +231,10 @@ function envNumber(name: string, dflt: number): number {
   const raw = process.env[name];
   if (raw === undefined || raw === '') return dflt;
   const v = Number(raw);
-  if (!Number.isFinite(v) || v <= 0) { console.error(`bench: ${name} must be a positive number, got '${raw}'`); process.exit(2); }
+  if (!Number.isFinite(v) || v <= 0) {
+    console.error(`bench: ${name} must be a positive number, got '${raw}'`);
+    process.exit(2);
+  }
   return v;
 }
 
@@ -178,27 +244,44 @@ const ROWS: Row[] = [
   { name: 'GET, pipeline 1', base: 200_000, args: ['-t', 'get', '-P', '1'] },
   { name: 'SET, pipeline 16', base: 2_000_000, args: ['-t', 'set', '-P', '16'] },
   { name: 'GET, pipeline 16', base: 2_000_000, args: ['-t', 'get', '-P', '16'] },
-  { name: `MGET ${MGET_KEYS} keys, pipeline 1`, base: 100_000, args: ['mget', ...Array<string>(MGET_KEYS).fill(randKey)], mget: true },
+  {
+    name: `MGET ${MGET_KEYS} keys, pipeline 1`,
+    base: 100_000,
+    args: ['mget', ...Array<string>(MGET_KEYS).fill(randKey)],
+    mget: true,
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
 // Starting targets.
 
-async function waitPing(name: string, port: number, child?: ChildProcess, log?: string, timeoutMs = 15_000): Promise<void> {
+async function waitPing(
+  name: string,
+  port: number,
+  child?: ChildProcess,
+  log?: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
   while (Date.now() < deadline) {
     if (child !== undefined && !alive(child)) {
-      throw new Error(`${name} exited during start-up (${child.exitCode !== null ? `exit code ${child.exitCode}` : `signal ${child.signalCode}`})${logTail(log)}`);
+      throw new Error(
+        `${name} exited during start-up (${child.exitCode !== null ? `exit code ${child.exitCode}` : `signal ${child.signalCode}`})${logTail(log)}`,
+      );
     }
     try {
       const [r] = await redisCommands(port, [['PING']], { timeoutMs: 1000 });
       if (String(r) === 'PONG') return;
       last = `PING answered ${r instanceof Error ? `error '${r.message}'` : JSON.stringify(r)}`;
-    } catch (err) { last = (err as Error).message; }
+    } catch (err) {
+      last = (err as Error).message;
+    }
     await new Promise((res) => setTimeout(res, 100)); // polling a port has no event to await
   }
-  throw new Error(`${name} did not answer PING on ${HOST}:${port} within ${timeoutMs / 1000}s (${last})${logTail(log)}`);
+  throw new Error(
+    `${name} did not answer PING on ${HOST}:${port} within ${timeoutMs / 1000}s (${last})${logTail(log)}`,
+  );
 }
 
 function logTail(log?: string): string {
@@ -212,34 +295,48 @@ async function startTwemproxy(shards: RedisProcess[]): Promise<Target> {
   const statsPort = await freePort();
   const conf = path.join(tmpDir, 'nutcracker.yml');
   const log = path.join(tmpDir, 'nutcracker.log');
-  fs.writeFileSync(conf, [
-    'bench:',
-    `  listen: ${HOST}:${port}`,
-    '  hash: fnv1a_64',
-    '  distribution: ketama',
-    '  hash_tag: "{}"',
-    '  redis: true',
-    '  server_connections: 1',
-    '  auto_eject_hosts: false',
-    '  servers:',
-    ...shards.map((s) => `    - ${s.address}:1`),
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    conf,
+    [
+      'bench:',
+      `  listen: ${HOST}:${port}`,
+      '  hash: fnv1a_64',
+      '  distribution: ketama',
+      '  hash_tag: "{}"',
+      '  redis: true',
+      '  server_connections: 1',
+      '  auto_eject_hosts: false',
+      '  servers:',
+      ...shards.map((s) => `    - ${s.address}:1`),
+      '',
+    ].join('\n'),
+  );
   const test = spawnSync('nutcracker', ['-t', '-c', conf], { encoding: 'utf8' });
   if (test.status !== 0) throw new Error(`nutcracker rejected its config ${conf}: ${test.stderr}${test.stdout}`);
-  const child = track(spawn('nutcracker', ['-c', conf, '-o', log, '-s', String(statsPort), '-a', HOST],
-    { stdio: 'ignore' }));
+  const child = track(
+    spawn('nutcracker', ['-c', conf, '-o', log, '-s', String(statsPort), '-a', HOST], { stdio: 'ignore' }),
+  );
   child.on('error', () => undefined); // reported as "exited during start-up" by waitPing
-  try { await waitPing('twemproxy (nutcracker)', port, child, log); } catch (err) { await stopChild(child); throw err; }
+  try {
+    await waitPing('twemproxy (nutcracker)', port, child, log);
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
   return { name: 'twemproxy', port, child, log };
 }
 
 /** Writes `listen: 127.0.0.1:<free port>` plus `yaml` to NAME.yaml in the work dir, spawns the built CLI
  * (`node bin/keymux.js --config FILE`, logging to NAME.log) and waits until it answers PING. */
-async function startKeymuxProcess(name: string, yaml: string[]): Promise<{ port: number; child: ChildProcess; log: string }> {
+async function startKeymuxProcess(
+  name: string,
+  yaml: string[],
+): Promise<{ port: number; child: ChildProcess; log: string }> {
   const bin = path.join(REPO, 'bin/keymux.js');
   if (!fs.existsSync(bin) || !fs.existsSync(path.join(REPO, 'dist/main.js'))) {
-    throw new Error(`keymux is not built (${bin}, dist/): run npm run build, or bench only --sections ring --targets direct,twemproxy`);
+    throw new Error(
+      `keymux is not built (${bin}, dist/): run npm run build, or bench only --sections ring --targets direct,twemproxy`,
+    );
   }
   const port = await freePort();
   const conf = path.join(tmpDir, `${name}.yaml`);
@@ -249,7 +346,12 @@ async function startKeymuxProcess(name: string, yaml: string[]): Promise<{ port:
   const child = track(spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] }));
   fs.closeSync(fd);
   child.on('error', () => undefined);
-  try { await waitPing(name, port, child, log); } catch (err) { await stopChild(child); throw err; }
+  try {
+    await waitPing(name, port, child, log);
+  } catch (err) {
+    await stopChild(child);
+    throw err;
+  }
   return { port, child, log };
 }
 
@@ -282,24 +384,32 @@ async function preload(t: Target): Promise<void> {
     const bad = replies.findIndex((r) => r !== 'OK');
     if (bad >= 0) {
       const r = replies[bad];
-      throw new Error(`${t.name}: preload SET ${keyName(start + bad)} answered ${r instanceof Error ? `error '${r.message}'` : JSON.stringify(r)}`);
+      throw new Error(
+        `${t.name}: preload SET ${keyName(start + bad)} answered ${r instanceof Error ? `error '${r.message}'` : JSON.stringify(r)}`,
+      );
     }
   }
 }
 
 /** Checks that GET and MGET through the target return the preloaded values; returns a reason when not. */
 async function checkReads(t: Target, mget: boolean): Promise<string | undefined> {
-  const keys = Array.from({ length: MGET_KEYS }, (_, i) => keyName(i * 9973 % KEYSPACE));
+  const keys = Array.from({ length: MGET_KEYS }, (_, i) => keyName((i * 9973) % KEYSPACE));
   const cmd = mget ? ['MGET', ...keys] : ['GET', keys[1]];
   let r: unknown;
-  try { [r] = await redisCommands(t.port, [cmd], { timeoutMs: 5000 }); } catch (err) { return `${cmd[0]} check failed: ${(err as Error).message}`; }
+  try {
+    [r] = await redisCommands(t.port, [cmd], { timeoutMs: 5000 });
+  } catch (err) {
+    return `${cmd[0]} check failed: ${(err as Error).message}`;
+  }
   // The SET rows overwrite values with redis-benchmark's own bytes, so only the shape and size are checked.
   const isValue = (v: unknown): boolean => typeof v === 'string' && v.length === VALUE_SIZE;
   const ok = mget ? Array.isArray(r) && r.length === MGET_KEYS && r.every(isValue) : isValue(r);
   if (ok) return undefined;
   const got = r instanceof Error ? `error '${r.message}'` : JSON.stringify(r);
-  return `${cmd[0]} ${cmd.length - 1 > 1 ? `of ${cmd.length - 1} preloaded keys` : cmd[1]} answered ${got}, ` +
-    `expected ${mget ? `${MGET_KEYS} values` : 'a value'} of ${VALUE_SIZE} bytes`;
+  return (
+    `${cmd[0]} ${cmd.length - 1 > 1 ? `of ${cmd.length - 1} preloaded keys` : cmd[1]} answered ${got}, ` +
+    `expected ${mget ? `${MGET_KEYS} values` : 'a value'} of ${VALUE_SIZE} bytes`
+  );
 }
 
 async function dbsizes(shards: RedisProcess[]): Promise<number[]> {
@@ -318,38 +428,79 @@ let sectionDeadline = Infinity;
 function redisBenchmark(port: number, n: number, keyspace: number, extra: string[]): Promise<Cell> {
   if (shuttingDown) return new Promise(() => undefined); // the signal handler is stopping everything and exits
   const limitMs = Math.min(timeoutS * 1000, sectionDeadline - Date.now());
-  if (limitMs <= 0) return Promise.resolve({ error: 'not run: the section is over its time budget (BENCH_SECTION_TIMEOUT_S)' });
-  const args = ['-h', HOST, '-p', String(port), '-c', String(CLIENTS), '-n', String(n), '-r', String(keyspace),
-    '-d', String(VALUE_SIZE), '--csv', ...extra];
+  if (limitMs <= 0)
+    return Promise.resolve({ error: 'not run: the section is over its time budget (BENCH_SECTION_TIMEOUT_S)' });
+  const args = [
+    '-h',
+    HOST,
+    '-p',
+    String(port),
+    '-c',
+    String(CLIENTS),
+    '-n',
+    String(n),
+    '-r',
+    String(keyspace),
+    '-d',
+    String(VALUE_SIZE),
+    '--csv',
+    ...extra,
+  ];
   return new Promise((resolve) => {
     const child = track(spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     let err = '';
     let timedOut = false;
-    child.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-    const timer = setTimeout(() => { timedOut = true; void stopChild(child); }, limitMs);
-    child.on('error', (e) => { clearTimeout(timer); resolve({ error: `redis-benchmark failed to start: ${e.message}` }); });
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      void stopChild(child);
+    }, limitMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      resolve({ error: `redis-benchmark failed to start: ${e.message}` });
+    });
     child.on('close', (code) => {
       clearTimeout(timer);
       if (shuttingDown) return; // stopped by Ctrl-C: no result to report
-      const detail = (err + out).split('\n').map((l) => l.trim())
-        .filter((l) => l !== '' && !l.startsWith('"') && !l.includes('Could not fetch server CONFIG')).slice(0, 3).join(' | ');
+      const detail = (err + out)
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l !== '' && !l.startsWith('"') && !l.includes('Could not fetch server CONFIG'))
+        .slice(0, 3)
+        .join(' | ');
       if (timedOut) {
-        const why = limitMs < timeoutS * 1000 ? 'the section\'s time budget (BENCH_SECTION_TIMEOUT_S)' : 'BENCH_TIMEOUT_S';
-        resolve({ error: `redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s by ${why}${detail ? `: ${detail}` : ''}` });
+        const why =
+          limitMs < timeoutS * 1000 ? "the section's time budget (BENCH_SECTION_TIMEOUT_S)" : 'BENCH_TIMEOUT_S';
+        resolve({
+          error: `redis-benchmark stopped after ${(limitMs / 1000).toFixed(1)}s by ${why}${detail ? `: ${detail}` : ''}`,
+        });
         return;
       }
-      if (code !== 0) { resolve({ error: `redis-benchmark exited ${code}${detail ? `: ${detail}` : ''}` }); return; }
+      if (code !== 0) {
+        resolve({ error: `redis-benchmark exited ${code}${detail ? `: ${detail}` : ''}` });
+        return;
+      }
       const lines = out.split('\n').filter((l) => l.startsWith('"'));
       const header = lines.findIndex((l) => l.startsWith('"test"'));
       const data = header >= 0 ? lines[header + 1] : undefined;
-      if (data === undefined) { resolve({ error: `no CSV result from redis-benchmark${detail ? `: ${detail}` : ''}` }); return; }
+      if (data === undefined) {
+        resolve({ error: `no CSV result from redis-benchmark${detail ? `: ${detail}` : ''}` });
+        return;
+      }
       const cols = [...lines[header].matchAll(/"([^"]*)"/g)].map((m) => m[1]);
       const vals = [...data.matchAll(/"([^"]*)"/g)].map((m) => m[1]);
       const get = (c: string): number => Number(vals[cols.indexOf(c)]);
       const res = { rps: get('rps'), p50: get('p50_latency_ms'), p99: get('p99_latency_ms') };
-      if (![res.rps, res.p50, res.p99].every(Number.isFinite)) { resolve({ error: `unparsable CSV: ${data}` }); return; }
+      if (![res.rps, res.p50, res.p99].every(Number.isFinite)) {
+        resolve({ error: `unparsable CSV: ${data}` });
+        return;
+      }
       resolve({ ok: res });
     });
   });
@@ -371,7 +522,10 @@ function gitRev(): string {
   return r.stdout.trim() + (dirty.stdout?.trim() ? ' + uncommitted changes' : '');
 }
 
-const oneLine = (s: string): string => { const l = s.split('\n')[0]; return l.length > 300 ? `${l.slice(0, 300)}…` : l; };
+const oneLine = (s: string): string => {
+  const l = s.split('\n')[0];
+  return l.length > 300 ? `${l.slice(0, 300)}…` : l;
+};
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -393,7 +547,8 @@ function table(targets: TargetName[], results: Map<string, Cell>[], counts: numb
   const ratios: Array<[TargetName, TargetName]> = [];
   if (targets.includes('keymux') && targets.includes('twemproxy')) ratios.push(['keymux', 'twemproxy']);
   if (targets.includes('keymux') && targets.includes('direct')) ratios.push(['keymux', 'direct']);
-  if (!targets.includes('keymux') && targets.includes('twemproxy') && targets.includes('direct')) ratios.push(['twemproxy', 'direct']);
+  if (!targets.includes('keymux') && targets.includes('twemproxy') && targets.includes('direct'))
+    ratios.push(['twemproxy', 'direct']);
   for (const [a, b] of ratios) head.push(`${a}/${b} rps`);
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? ' --- ' : ' ---: ')).join('|')}|`];
   ROWS.forEach((row, i) => {
@@ -419,20 +574,25 @@ let shardsPreloaded = false;
 
 async function ensureShards(): Promise<RedisProcess[]> {
   if (shards.length === 0) {
-    for (let i = 0; i < SHARDS; i++) { const r = await startRedis(); redises.push(r); shards.push(r); }
+    for (let i = 0; i < SHARDS; i++) {
+      const r = await startRedis();
+      redises.push(r);
+      shards.push(r);
+    }
     console.log(`bench: ${SHARDS} shards on ${shards.map((s) => s.port).join(', ')}`);
   }
   return shards;
 }
 
 async function ringSection(targetNames: TargetName[], scale: number, rounds: number): Promise<SectionOutcome> {
-  const counts = ROWS.map((r) => Math.max(1000, Math.round(r.base * scale / rounds))); // requests per round
+  const counts = ROWS.map((r) => Math.max(1000, Math.round((r.base * scale) / rounds))); // requests per round
   if (targetNames.includes('twemproxy') || targetNames.includes('keymux')) await ensureShards();
   const targets: Target[] = [];
   try {
     for (const name of targetNames) {
       if (name === 'direct') {
-        const r = await startRedis(); redises.push(r);
+        const r = await startRedis();
+        redises.push(r);
         targets.push({ name, port: r.port, child: r.process, redis: r });
       } else if (name === 'twemproxy') targets.push(await startTwemproxy(shards));
       else targets.push(await startKeymux(shards));
@@ -445,10 +605,16 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
     let afterTwemproxy: number[] | undefined;
     for (const t of [...targets].sort((a, b) => ALL_TARGETS.indexOf(a.name) - ALL_TARGETS.indexOf(b.name))) {
       const t0 = Date.now();
-      try { await preload(t); } catch (err) {
-        throw new Error(`preloading through ${t.name} failed: ${(err as Error).message}${logTail(t.log)}`);
+      try {
+        await preload(t);
+      } catch (err) {
+        throw new Error(`preloading through ${t.name} failed: ${(err as Error).message}${logTail(t.log)}`, {
+          cause: err,
+        });
       }
-      console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys through ${t.name} in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+      console.log(
+        `bench: preloaded ${fmtInt(KEYSPACE)} keys through ${t.name} in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+      );
       const bad = await checkReads(t, false);
       if (bad !== undefined) throw new Error(`${t.name} does not read back what it stored: ${bad}${logTail(t.log)}`);
       if (t.name !== 'direct') shardsPreloaded = true;
@@ -479,22 +645,32 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
           if (cells.has(t.name)) continue; // already failed
           let cell: Cell;
           if (t.child !== undefined && !alive(t.child)) {
-            cell = { error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}` };
+            cell = {
+              error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}`,
+            };
           } else {
             const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
             cell = bad !== undefined ? { error: bad } : await redisBenchmark(t.port, counts[i], KEYSPACE, row.args);
           }
           if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
           else cells.set(t.name, cell);
-          const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-            : `FAILED: ${cell.error}`;
+          const shown =
+            'ok' in cell
+              ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
+              : `FAILED: ${cell.error}`;
           console.log(`bench: ring ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`);
         }
       }
       for (const t of targets) {
         const got = samples.get(t.name)!;
         if (!cells.has(t.name)) {
-          cells.set(t.name, { ok: { rps: median(got.map((r) => r.rps)), p50: median(got.map((r) => r.p50)), p99: median(got.map((r) => r.p99)) } });
+          cells.set(t.name, {
+            ok: {
+              rps: median(got.map((r) => r.rps)),
+              p50: median(got.map((r) => r.p50)),
+              p99: median(got.map((r) => r.p99)),
+            },
+          });
         }
       }
     }
@@ -504,7 +680,8 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
       for (const [t, c] of results[i]) if ('error' in c) failures.push(`ring / ${row.name} / ${t}: ${c.error}`);
     });
     for (const t of targets) {
-      if (t.child !== undefined && !alive(t.child)) failures.push(`ring: ${t.name} exited during the run${logTail(t.log)}`);
+      if (t.child !== undefined && !alive(t.child))
+        failures.push(`ring: ${t.name} exited during the run${logTail(t.log)}`);
     }
 
     const markdown = [
@@ -518,7 +695,7 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
       table(targetNames, results, counts, rounds),
       '',
       'rps is requests per second as redis-benchmark counts them (one MGET is one request); p50 / p99 are its ' +
-        'latency percentiles in milliseconds. A ratio is the first target\'s rps divided by the second\'s on the ' +
+        "latency percentiles in milliseconds. A ratio is the first target's rps divided by the second's on the " +
         'same row: 1.00× is parity, below 1 is slower. All processes share the same CPUs, so absolute numbers ' +
         'depend on the machine; compare ratios from one run.',
     ].join('\n');
@@ -534,9 +711,18 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
 
 function clusterSection(scale: number, rounds: number): Promise<SectionOutcome> {
   return benchCluster({
-    workDir: tmpDir, scale, rounds, clients: CLIENTS, valueSize: VALUE_SIZE,
+    workDir: tmpDir,
+    scale,
+    rounds,
+    clients: CLIENTS,
+    valueSize: VALUE_SIZE,
     log: (line) => console.log(line),
-    own: (resource) => { owned.add(resource); return () => { owned.delete(resource); }; },
+    own: (resource) => {
+      owned.add(resource);
+      return () => {
+        owned.delete(resource);
+      };
+    },
     startKeymux: startKeymuxProcess,
     stopProcess: stopChild,
     redisBenchmark,
@@ -551,25 +737,41 @@ async function metricsSection(scale: number, rounds: number): Promise<SectionOut
   if (!shardsPreloaded) {
     const t0 = Date.now();
     const k = await startKeymux(shardList, 'keymux-preload');
-    try { await preload(k); } finally { await stopChild(k.child!); }
+    try {
+      await preload(k);
+    } finally {
+      await stopChild(k.child!);
+    }
     shardsPreloaded = true;
-    console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys into the shards in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    console.log(
+      `bench: preloaded ${fmtInt(KEYSPACE)} keys into the shards in ${((Date.now() - t0) / 1000).toFixed(1)}s`,
+    );
   }
   const { rows, markdown } = await benchMetricsOverhead({
-    shards: shardList.map((s) => s.address), workDir: tmpDir, requests: Math.round(200_000 * scale / rounds), rounds,
-    clients: CLIENTS, keyspace: KEYSPACE, valueSize: VALUE_SIZE,
+    shards: shardList.map((s) => s.address),
+    workDir: tmpDir,
+    requests: Math.round((200_000 * scale) / rounds),
+    rounds,
+    clients: CLIENTS,
+    keyspace: KEYSPACE,
+    valueSize: VALUE_SIZE,
     log: (line) => console.log(line),
-    track: (child) => { track(child); },
+    track: (child) => {
+      track(child);
+    },
     timeoutMs: timeoutS * 1000,
     deadline: sectionDeadline,
   });
   const pctOf = (v: number): string => `${(v * 100).toFixed(1)}%`;
   const over = rows.filter((r) => r.cost > METRICS_BUDGET);
   const cpuOver = rows.filter((r) => r.cpuCost > METRICS_BUDGET);
-  const budget = over.length === 0
-    ? `within the ${pctOf(METRICS_BUDGET)} budget on every row (largest rps cost ${pctOf(Math.max(...rows.map((r) => r.cost)))})`
-    : `over the ${pctOf(METRICS_BUDGET)} budget on ${over.map((r) => `${r.name} (${pctOf(r.cost)})`).join(', ')}` +
-      (cpuOver.length === 0 ? '; CPU per request stays within it on every row, so the rps gap is likely noise — rerun to confirm' : '');
+  const budget =
+    over.length === 0
+      ? `within the ${pctOf(METRICS_BUDGET)} budget on every row (largest rps cost ${pctOf(Math.max(...rows.map((r) => r.cost)))})`
+      : `over the ${pctOf(METRICS_BUDGET)} budget on ${over.map((r) => `${r.name} (${pctOf(r.cost)})`).join(', ')}` +
+        (cpuOver.length === 0
+          ? '; CPU per request stays within it on every row, so the rps gap is likely noise — rerun to confirm'
+          : '');
   console.log(`bench: metrics cost ${budget}`);
   return {
     markdown: [
@@ -600,9 +802,11 @@ async function main(): Promise<number> {
   // test/support/redis.ts makes each redis-server's directory in os.tmpdir(), which reads TMPDIR.
   process.env.TMPDIR = tmpDir;
   const started = Date.now();
-  console.log(`bench: sections ${sections.join(', ')}` +
-    `${sections.includes('ring') ? `; ring targets ${targetNames.join(', ')}` : ''}; scale ${scale}; rounds ${rounds}; ` +
-    `section budget ${sectionBudgetS}s; load average ${load}; work dir ${tmpDir}`);
+  console.log(
+    `bench: sections ${sections.join(', ')}` +
+      `${sections.includes('ring') ? `; ring targets ${targetNames.join(', ')}` : ''}; scale ${scale}; rounds ${rounds}; ` +
+      `section budget ${sectionBudgetS}s; load average ${load}; work dir ${tmpDir}`,
+  );
 
   const parts: string[] = [];
   const failures: string[] = [];
@@ -620,12 +824,18 @@ async function main(): Promise<number> {
       await haltIfStopping();
       const msg = err instanceof Error ? err.message : String(err);
       console.error(`bench: section ${section} FAILED: ${msg}`);
-      out = { markdown: `## ${SECTION_TITLE[section]}\n\nNot measured: ${oneLine(msg)}`, failures: [`${section}: ${msg}`] };
+      out = {
+        markdown: `## ${SECTION_TITLE[section]}\n\nNot measured: ${oneLine(msg)}`,
+        failures: [`${section}: ${msg}`],
+      };
     }
     await haltIfStopping();
     sectionDeadline = Infinity;
     const took = (Date.now() - t0) / 1000;
-    if (took > sectionBudgetS) out.failures.push(`${section}: took ${took.toFixed(1)}s, over its budget of ${sectionBudgetS}s (BENCH_SECTION_TIMEOUT_S)`);
+    if (took > sectionBudgetS)
+      out.failures.push(
+        `${section}: took ${took.toFixed(1)}s, over its budget of ${sectionBudgetS}s (BENCH_SECTION_TIMEOUT_S)`,
+      );
     durations.push(`${section} ${took.toFixed(0)}s`);
     parts.push(out.markdown);
     failures.push(...out.failures);
@@ -659,7 +869,14 @@ async function main(): Promise<number> {
 }
 
 main().then(
-  async (code) => { if (!shuttingDown) { shuttingDown = true; await cleanup(code !== 0); if (code !== 0) console.error(`bench: logs kept in ${tmpDir}`); process.exit(code); } },
+  async (code) => {
+    if (!shuttingDown) {
+      shuttingDown = true;
+      await cleanup(code !== 0);
+      if (code !== 0) console.error(`bench: logs kept in ${tmpDir}`);
+      process.exit(code);
+    }
+  },
   async (err: unknown) => {
     if (shuttingDown) return;
     shuttingDown = true;

@@ -10,19 +10,27 @@ import { ReplyScanner } from '../../src/resp/reply-scanner.js';
 
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void; returnBuffers?: boolean;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnBuffers?: boolean;
 }) => { execute(b: Buffer): void };
 
 function stream(kind: string, count: number): Buffer {
   const one = (i: number): string => {
     switch (kind) {
-      case 'bulk 16B': return `$16\r\n${String(i).padStart(16, '0')}\r\n`;
-      case 'bulk 1KB': return `$1024\r\n${'x'.repeat(1024)}\r\n`;
-      case '+OK': return '+OK\r\n';
-      case 'integer': return `:${i}\r\n`;
-      default: { // MGET of 10
+      case 'bulk 16B':
+        return `$16\r\n${String(i).padStart(16, '0')}\r\n`;
+      case 'bulk 1KB':
+        return `$1024\r\n${'x'.repeat(1024)}\r\n`;
+      case '+OK':
+        return '+OK\r\n';
+      case 'integer':
+        return `:${i}\r\n`;
+      default: {
+        // MGET of 10
         let s = '*10\r\n';
-        for (let j = 0; j < 10; j++) s += j % 3 === 0 ? '$-1\r\n' : `$16\r\n${String(i * 10 + j).padStart(16, '0')}\r\n`;
+        for (let j = 0; j < 10; j++)
+          s += j % 3 === 0 ? '$-1\r\n' : `$16\r\n${String(i * 10 + j).padStart(16, '0')}\r\n`;
         return s;
       }
     }
@@ -54,17 +62,34 @@ for (const kind of kinds) {
   const data = chunks(stream(kind, count));
   const scan = time(() => {
     let n = 0;
-    const s = new ReplyScanner({ onReply: () => { n++; }, onReplyProtocolError: (d) => { throw new Error(d); } });
+    const s = new ReplyScanner({
+      onReply: () => {
+        n++;
+      },
+      onReplyProtocolError: (d) => {
+        throw new Error(d);
+      },
+    });
     for (const c of data) s.feed(c);
     return n;
   });
   const parse = time(() => {
     let n = 0;
-    const p = new RedisParser({ returnBuffers: true, returnReply: () => { n++; }, returnError: () => { n++; } });
+    const p = new RedisParser({
+      returnBuffers: true,
+      returnReply: () => {
+        n++;
+      },
+      returnError: () => {
+        n++;
+      },
+    });
     for (const c of data) p.execute(c);
     return n;
   });
   const a = scan.replies / scan.seconds;
   const b = parse.replies / parse.seconds;
-  console.log(`| ${kind} | ${Math.round(a).toLocaleString('en')} | ${Math.round(b).toLocaleString('en')} | ${(a / b).toFixed(2)}× |`);
+  console.log(
+    `| ${kind} | ${Math.round(a).toLocaleString('en')} | ${Math.round(b).toLocaleString('en')} | ${(a / b).toFixed(2)}× |`,
+  );
 }

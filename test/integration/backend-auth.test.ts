@@ -44,12 +44,20 @@ describe('backend authentication', () => {
     const kB = keyOn(proxy, 1, 'pw');
     expect(await client.mset(kA, 'va', kB, 'vb')).toBe('OK');
     expect(await client.mget(kA, kB)).toEqual(['va', 'vb']);
-    const [, onA] = await redisCommands(a.port, [['AUTH', 's3cret'], ['GET', kA]]);
+    const [, onA] = await redisCommands(a.port, [
+      ['AUTH', 's3cret'],
+      ['GET', kA],
+    ]);
     expect(onA).toBe('va');
 
     await a.stop();
     await a.restart();
-    await waitFor(async () => (await client.set(kA, 'again').catch(() => 'err')) === 'OK', 'shard a served after restart', 8000, 20);
+    await waitFor(
+      async () => (await client.set(kA, 'again').catch(() => 'err')) === 'OK',
+      'shard a served after restart',
+      8000,
+      20,
+    );
     expect(await client.get(kA)).toBe('again');
   });
 
@@ -62,8 +70,14 @@ describe('backend authentication', () => {
     const client = ioredis(proxy.port);
     expect(await client.set('acl:k', 'v')).toBe('OK');
     expect(await client.get('acl:k')).toBe('v');
-    const [, list] = await redisCommands(a.port, [['AUTH', 'u', 'p'], ['CLIENT', 'LIST']]);
-    const others = String(list).trim().split('\n').filter((l) => !/ cmd=client\|list /.test(l));
+    const [, list] = await redisCommands(a.port, [
+      ['AUTH', 'u', 'p'],
+      ['CLIENT', 'LIST'],
+    ]);
+    const others = String(list)
+      .trim()
+      .split('\n')
+      .filter((l) => !/ cmd=client\|list /.test(l));
     expect(others.length).toBeGreaterThan(0);
     for (const line of others) expect(line).toMatch(/ user=u /);
   });
@@ -76,8 +90,12 @@ describe('backend authentication', () => {
     const kA = keyOn(proxy, 0, 'wrongpw');
     const kB = keyOn(proxy, 1, 'wrongpw');
     const res = await client.pipeline().set(kA, '1').set(kB, '2').get(kB).exec();
-    expect(res?.[0][0]?.message).toMatch(new RegExp(`^ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${a.port}\\) (is unavailable: )?` +
-      'refused the handshake: WRONGPASS invalid username-password pair or user is disabled\\.$'));
+    expect(res?.[0][0]?.message).toMatch(
+      new RegExp(
+        `^ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${a.port}\\) (is unavailable: )?` +
+          'refused the handshake: WRONGPASS invalid username-password pair or user is disabled\\.$',
+      ),
+    );
     expect(res?.[1]).toEqual([null, 'OK']);
     expect(res?.[2]).toEqual([null, '2']);
     expect(proxy.topology.shards[0].pool.healthy).toBe(false);
@@ -87,7 +105,10 @@ describe('backend authentication', () => {
     cleanups.push(() => raw.close());
     raw.write(`*1\r\n$4\r\nPING\r\n*2\r\n$3\r\nGET\r\n$${kB.length}\r\n${kB}\r\n`);
     await raw.untilText('+PONG\r\n$1\r\n2\r\n');
-    const [, unchanged] = await redisCommands(a.port, [['AUTH', 'right'], ['EXISTS', kA]]);
+    const [, unchanged] = await redisCommands(a.port, [
+      ['AUTH', 'right'],
+      ['EXISTS', kA],
+    ]);
     expect(unchanged).toBe(0);
   });
 
@@ -96,12 +117,20 @@ describe('backend authentication', () => {
     await redisCommand(a.port, 'ACL', 'SETUSER', 'u', 'on', '>p', '~*', '+@all');
     await redisCommand(a.port, 'ACL', 'SETUSER', 'default', 'off');
     const wrongUser = await keymux(slotsConfig([a.port], { backend: { username: 'u', password: 'nope' } }));
-    const err = await ioredis(wrongUser.port).get('acl:k').catch((e: Error) => e.message);
-    expect(err).toMatch(new RegExp(`^ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${a.port}\\) (is unavailable: )?refused the handshake: WRONGPASS`));
+    const err = await ioredis(wrongUser.port)
+      .get('acl:k')
+      .catch((e: Error) => e.message);
+    expect(err).toMatch(
+      new RegExp(
+        `^ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${a.port}\\) (is unavailable: )?refused the handshake: WRONGPASS`,
+      ),
+    );
 
     // No backend password at all: the server's own NOAUTH error passes through unchanged.
     const none = await keymux(slotsConfig([a.port]));
-    const noauth = await ioredis(none.port).get('acl:k').catch((e: Error) => e.message);
+    const noauth = await ioredis(none.port)
+      .get('acl:k')
+      .catch((e: Error) => e.message);
     expect(noauth).toMatch(/^NOAUTH Authentication required\.?$/);
   });
 
@@ -113,8 +142,10 @@ describe('backend authentication', () => {
     });
     cleanups.push(() => f.close());
     const b = await redis({ password: 'pw' });
-    const proxy = await startKeymux(slotsConfig([f.port, b.port], { backend: { password: 'pw', connect_timeout_ms: 300 } }),
-      { builtinCommandTable: true });
+    const proxy = await startKeymux(
+      slotsConfig([f.port, b.port], { backend: { password: 'pw', connect_timeout_ms: 300 } }),
+      { builtinCommandTable: true },
+    );
     cleanups.push(() => proxy.close());
     const kA = keyOn(proxy, 0, 'hs');
     const kB = keyOn(proxy, 1, 'hs');
@@ -124,14 +155,23 @@ describe('backend authentication', () => {
     const client = ioredis(proxy.port);
     const t0 = performance.now();
     const res = await client.pipeline().get(kA).set(kB, 'vb').exec();
-    expect(res?.[0][0]?.message).toMatch(new RegExp(`^ERR keymux: shard 'a' \\(${f.address.replace(/\./g, '\\.')}\\) ` +
-      '(is unavailable: )?did not answer the connection within 300 ms$'));
+    expect(res?.[0][0]?.message).toMatch(
+      new RegExp(
+        `^ERR keymux: shard 'a' \\(${f.address.replace(/\./g, '\\.')}\\) ` +
+          '(is unavailable: )?did not answer the connection within 300 ms$',
+      ),
+    );
     expect(res?.[1]).toEqual([null, 'OK']);
     expect(performance.now() - t0).toBeLessThan(2000);
     // Nothing but the handshake was ever sent on a connection whose handshake did not complete.
     expect(f.commands.every((c) => c[0] === 'AUTH')).toBe(true);
 
     answerAuth = true;
-    await waitFor(async () => (await client.get(kA).catch(() => null)) === `value-of-${kA}`, 'shard a served once it answers', 8000, 20);
+    await waitFor(
+      async () => (await client.get(kA).catch(() => null)) === `value-of-${kA}`,
+      'shard a served once it answers',
+      8000,
+      20,
+    );
   });
 });

@@ -17,7 +17,8 @@ import type { Proxy } from '../../src/proxy.js';
 const run = promisify(execFile);
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
 }) => { execute(b: Buffer): void };
 
 let backends: RedisProcess[] = [];
@@ -26,7 +27,12 @@ const raws: RawClient[] = [];
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis()]);
-  proxy = await startKeymux(slotsConfig(backends.map((b) => b.port), { limits: { max_bulk_bytes: 1024, max_args: 10 } }));
+  proxy = await startKeymux(
+    slotsConfig(
+      backends.map((b) => b.port),
+      { limits: { max_bulk_bytes: 1024, max_args: 10 } },
+    ),
+  );
 });
 
 afterAll(async () => {
@@ -61,11 +67,36 @@ function owner(key: string): RedisProcess {
 
 describe('malformed RESP', () => {
   const cases: Array<{ name: string; bytes: string; reply: string; redisAgrees: boolean }> = [
-    { name: 'non-numeric multibulk length', bytes: '*abc\r\n', reply: '-ERR Protocol error: invalid multibulk length\r\n', redisAgrees: true },
-    { name: 'an element that is not a bulk', bytes: '*1\r\n+x\r\n', reply: "-ERR Protocol error: expected '$', got '+'\r\n", redisAgrees: true },
-    { name: 'a negative bulk length', bytes: '*1\r\n$-5\r\n', reply: '-ERR Protocol error: invalid bulk length\r\n', redisAgrees: true },
-    { name: 'an inline command with unbalanced quotes', bytes: 'SET "a b\r\n', reply: '-ERR Protocol error: unbalanced quotes in request\r\n', redisAgrees: true },
-    { name: 'bulk data without its CRLF', bytes: '*1\r\n$3\r\nfooXY', reply: '-ERR Protocol error: bulk data does not end with CRLF\r\n', redisAgrees: false },
+    {
+      name: 'non-numeric multibulk length',
+      bytes: '*abc\r\n',
+      reply: '-ERR Protocol error: invalid multibulk length\r\n',
+      redisAgrees: true,
+    },
+    {
+      name: 'an element that is not a bulk',
+      bytes: '*1\r\n+x\r\n',
+      reply: "-ERR Protocol error: expected '$', got '+'\r\n",
+      redisAgrees: true,
+    },
+    {
+      name: 'a negative bulk length',
+      bytes: '*1\r\n$-5\r\n',
+      reply: '-ERR Protocol error: invalid bulk length\r\n',
+      redisAgrees: true,
+    },
+    {
+      name: 'an inline command with unbalanced quotes',
+      bytes: 'SET "a b\r\n',
+      reply: '-ERR Protocol error: unbalanced quotes in request\r\n',
+      redisAgrees: true,
+    },
+    {
+      name: 'bulk data without its CRLF',
+      bytes: '*1\r\n$3\r\nfooXY',
+      reply: '-ERR Protocol error: bulk data does not end with CRLF\r\n',
+      redisAgrees: false,
+    },
   ];
 
   for (const c of cases) {
@@ -96,7 +127,8 @@ describe('malformed RESP', () => {
 
   it('a multibulk split byte by byte still parses; garbage after a protocol error is never executed', async () => {
     const c = await raw();
-    const bytes = cmd('SET', 'malformed:split', 'ok') + '*2\r\n$3\r\nSET\r\n$x\r\n' + cmd('SET', 'malformed:after-error', 'bad');
+    const bytes =
+      cmd('SET', 'malformed:split', 'ok') + '*2\r\n$3\r\nSET\r\n$x\r\n' + cmd('SET', 'malformed:after-error', 'bad');
     for (const b of Buffer.from(bytes)) c.write(Buffer.from([b]));
     expect(await c.untilClosed()).toBe('+OK\r\n-ERR Protocol error: invalid bulk length\r\n');
     expect(await redisCommand(owner('malformed:split').port, 'GET', 'malformed:split')).toBe('ok');
@@ -110,17 +142,21 @@ describe('limits', () => {
     const c = await raw();
     c.write(`*3\r\n$3\r\nSET\r\n$${key.length}\r\n${key}\r\n$2000\r\n${'x'.repeat(2000)}\r\n`);
     expect(await c.untilClosed()).toBe(
-      '-ERR Protocol error: invalid bulk length (2000 bytes exceed limits.max_bulk_bytes 1024)\r\n');
+      '-ERR Protocol error: invalid bulk length (2000 bytes exceed limits.max_bulk_bytes 1024)\r\n',
+    );
     expect(await redisCommand(owner(key).port, 'EXISTS', key)).toBe(0);
     // At the limit is fine.
-    expect(await exchange(proxy.port, cmd('SET', key, 'y'.repeat(1024)) + cmd('STRLEN', key), 2)).toBe('+OK\r\n:1024\r\n');
+    expect(await exchange(proxy.port, cmd('SET', key, 'y'.repeat(1024)) + cmd('STRLEN', key), 2)).toBe(
+      '+OK\r\n:1024\r\n',
+    );
   });
 
   it('more arguments than limits.max_args: Redis-style error, then close', async () => {
     const c = await raw();
     c.write(cmd('MGET', ...Array.from({ length: 10 }, (_, i) => `limits:arg${i}`))); // 11 arguments
     expect(await c.untilClosed()).toBe(
-      '-ERR Protocol error: invalid multibulk length (11 arguments exceed limits.max_args 10)\r\n');
+      '-ERR Protocol error: invalid multibulk length (11 arguments exceed limits.max_args 10)\r\n',
+    );
     // Exactly 10 arguments are served.
     const nine = Array.from({ length: 9 }, (_, i) => `limits:arg${i}`);
     expect(await exchange(proxy.port, cmd('MGET', ...nine))).toBe(`*9\r\n${'$-1\r\n'.repeat(9)}`);
@@ -140,7 +176,11 @@ describe('commands keymux does not run', () => {
   });
 
   it('wrong number of arguments: the Redis error, and the connection stays open', async () => {
-    for (const [name, bytes] of [['get', cmd('GET')], ['get', cmd('GET', 'a', 'b')], ['set', cmd('SET', 'a')]]) {
+    for (const [name, bytes] of [
+      ['get', cmd('GET')],
+      ['get', cmd('GET', 'a', 'b')],
+      ['set', cmd('SET', 'a')],
+    ]) {
       const expected = `-ERR wrong number of arguments for '${name}' command\r\n`;
       expect(await exchange(backends[0].port, bytes)).toBe(expected);
       expect(await exchange(proxy.port, bytes + cmd('PING'), 2)).toBe(`${expected}+PONG\r\n`);
@@ -149,8 +189,15 @@ describe('commands keymux does not run', () => {
 
   it('refused commands get -ERR keymux: ... and the connection stays usable', async () => {
     const refused = [
-      ['MONITOR'], ['CONFIG', 'GET', 'maxmemory'], ['KEYS', '*'], ['MULTI'], ['EXEC'], ['SUBSCRIBE', 'ch'],
-      ['BLPOP', 'refused:list', '0'], ['SCAN', '0'], ['SCRIPT', 'FLUSH'],
+      ['MONITOR'],
+      ['CONFIG', 'GET', 'maxmemory'],
+      ['KEYS', '*'],
+      ['MULTI'],
+      ['EXEC'],
+      ['SUBSCRIBE', 'ch'],
+      ['BLPOP', 'refused:list', '0'],
+      ['SCAN', '0'],
+      ['SCRIPT', 'FLUSH'],
     ];
     const c = await raw();
     c.write(refused.map((a) => cmd(...a)).join('') + cmd('SET', 'refused:k', 'v') + cmd('GET', 'refused:k'));
@@ -158,7 +205,9 @@ describe('commands keymux does not run', () => {
     const replies = parseReplies(c.data);
     refused.forEach((args, i) => {
       expect(replies[i], args.join(' ')).toBeInstanceOf(Error);
-      expect((replies[i] as Error).message, args.join(' ')).toMatch(new RegExp(`^ERR keymux: command '${args[0].toLowerCase()}(\\|\\w+)?' `));
+      expect((replies[i] as Error).message, args.join(' ')).toMatch(
+        new RegExp(`^ERR keymux: command '${args[0].toLowerCase()}(\\|\\w+)?' `),
+      );
     });
     expect(replies.slice(-2)).toEqual(['OK', 'v']);
     expect(c.closed).toBe(false);
@@ -167,11 +216,17 @@ describe('commands keymux does not run', () => {
   });
 
   it('commands.deny refuses FLUSHALL with a clear error and the data stays', async () => {
-    const denying = await startKeymux(slotsConfig(backends.map((b) => b.port), { commands: { deny: ['FLUSHALL'] } }));
+    const denying = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { commands: { deny: ['FLUSHALL'] } },
+      ),
+    );
     try {
       await redisCommand(owner('deny:k').port, 'SET', 'deny:k', 'kept');
       expect(await exchange(denying.port, cmd('FLUSHALL') + cmd('GET', 'deny:k'), 2)).toBe(
-        "-ERR keymux: command 'flushall' is disabled by configuration\r\n$4\r\nkept\r\n");
+        "-ERR keymux: command 'flushall' is disabled by configuration\r\n$4\r\nkept\r\n",
+      );
       const { stdout } = await run('redis-cli', ['-p', String(denying.port), 'FLUSHALL']);
       expect(stdout.trim()).toBe("ERR keymux: command 'flushall' is disabled by configuration");
       expect(await redisCommand(owner('deny:k').port, 'GET', 'deny:k')).toBe('kept');
@@ -200,9 +255,16 @@ describe('cross-shard commands that cannot be split', () => {
     // Same shard through a hash tag: served, and the effect is on the tag's shard.
     const t = (k: string) => `{xs-tag}${k}`;
     const home = owner(t(''));
-    const replies = await exchange(proxy.port, cmd('SET', t('a'), 'v') + cmd('RENAME', t('a'), t('b')) +
-      cmd('SADD', t('s1'), 'x') + cmd('SADD', t('s2'), 'y') + cmd('SUNIONSTORE', t('u'), t('s1'), t('s2')) +
-      cmd('MSETNX', t('m1'), '1', t('m2'), '2'), 6);
+    const replies = await exchange(
+      proxy.port,
+      cmd('SET', t('a'), 'v') +
+        cmd('RENAME', t('a'), t('b')) +
+        cmd('SADD', t('s1'), 'x') +
+        cmd('SADD', t('s2'), 'y') +
+        cmd('SUNIONSTORE', t('u'), t('s1'), t('s2')) +
+        cmd('MSETNX', t('m1'), '1', t('m2'), '2'),
+      6,
+    );
     expect(replies).toBe('+OK\r\n+OK\r\n:1\r\n:1\r\n:2\r\n:1\r\n');
     expect(await redisCommand(home.port, 'GET', t('b'))).toBe('v');
     expect(await redisCommand(home.port, 'SCARD', t('u'))).toBe(2);
@@ -213,27 +275,51 @@ describe('cross-shard commands that cannot be split', () => {
 describe('client authentication', () => {
   let authed: Proxy;
   beforeAll(async () => {
-    authed = await startKeymux(slotsConfig(backends.map((b) => b.port),
-      { clients: { password: 'pw', users: [{ name: 'alice', password: 'apw' }] } }));
+    authed = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { clients: { password: 'pw', users: [{ name: 'alice', password: 'apw' }] } },
+      ),
+    );
   });
-  afterAll(async () => { await authed?.close(); });
+  afterAll(async () => {
+    await authed?.close();
+  });
 
   it('NOAUTH before AUTH, WRONGPASS for a wrong password, OK for the right one', async () => {
     const c = await raw(authed.port);
-    c.write(cmd('SET', 'auth:k', 'v') + cmd('PING') + cmd('AUTH', 'nope') + cmd('AUTH', 'alice', 'pw') +
-      cmd('GET', 'auth:k') + cmd('AUTH', 'pw') + cmd('SET', 'auth:k', 'v') + cmd('GET', 'auth:k'));
+    c.write(
+      cmd('SET', 'auth:k', 'v') +
+        cmd('PING') +
+        cmd('AUTH', 'nope') +
+        cmd('AUTH', 'alice', 'pw') +
+        cmd('GET', 'auth:k') +
+        cmd('AUTH', 'pw') +
+        cmd('SET', 'auth:k', 'v') +
+        cmd('GET', 'auth:k'),
+    );
     await c.until((d) => replyCount(d) === 8);
-    expect(c.data.toString('latin1')).toBe([
-      '-NOAUTH Authentication required.', '-NOAUTH Authentication required.',
-      '-WRONGPASS invalid username-password pair or user is disabled.',
-      '-WRONGPASS invalid username-password pair or user is disabled.',
-      '-NOAUTH Authentication required.', '+OK', '+OK', '$1', 'v', '',
-    ].join('\r\n'));
+    expect(c.data.toString('latin1')).toBe(
+      [
+        '-NOAUTH Authentication required.',
+        '-NOAUTH Authentication required.',
+        '-WRONGPASS invalid username-password pair or user is disabled.',
+        '-WRONGPASS invalid username-password pair or user is disabled.',
+        '-NOAUTH Authentication required.',
+        '+OK',
+        '+OK',
+        '$1',
+        'v',
+        '',
+      ].join('\r\n'),
+    );
     expect(await redisCommand(owner('auth:k').port, 'GET', 'auth:k')).toBe('v');
   });
 
   it('AUTH user pass for a configured user; HELLO 3 is NOPROTO; HELLO 2 AUTH user pass works', async () => {
-    expect(await exchange(authed.port, cmd('AUTH', 'alice', 'apw') + cmd('GET', 'auth:k'), 2)).toBe('+OK\r\n$1\r\nv\r\n');
+    expect(await exchange(authed.port, cmd('AUTH', 'alice', 'apw') + cmd('GET', 'auth:k'), 2)).toBe(
+      '+OK\r\n$1\r\nv\r\n',
+    );
     const hello3 = await exchange(authed.port, cmd('HELLO', '3', 'AUTH', 'alice', 'apw') + cmd('GET', 'auth:k'), 2);
     expect(hello3).toMatch(/^-NOPROTO [^\r\n]*\r\n-NOAUTH Authentication required\.\r\n$/);
 
@@ -246,7 +332,8 @@ describe('client authentication', () => {
     expect(fields.get('proto')).toBe(2);
     expect(value).toBe('v');
     expect(await exchange(authed.port, cmd('HELLO', '2', 'AUTH', 'alice', 'wrong'))).toBe(
-      '-WRONGPASS invalid username-password pair or user is disabled.\r\n');
+      '-WRONGPASS invalid username-password pair or user is disabled.\r\n',
+    );
   });
 
   it('redis-cli: without -a it gets NOAUTH, with -a it is served', async () => {
@@ -255,7 +342,17 @@ describe('client authentication', () => {
     expect(noauth.stdout.trim()).toBe('NOAUTH Authentication required.');
     const ok = await run('redis-cli', ['-p', port, '--no-auth-warning', '-a', 'pw', 'GET', 'auth:k']);
     expect(ok.stdout.trim()).toBe('v');
-    const user = await run('redis-cli', ['-p', port, '--no-auth-warning', '--user', 'alice', '--pass', 'apw', 'GET', 'auth:k']);
+    const user = await run('redis-cli', [
+      '-p',
+      port,
+      '--no-auth-warning',
+      '--user',
+      'alice',
+      '--pass',
+      'apw',
+      'GET',
+      'auth:k',
+    ]);
     expect(user.stdout.trim()).toBe('v');
   });
 });
@@ -266,30 +363,43 @@ describe('connection lifecycle', () => {
     c.write(cmd('SET', 'quit:before', '1') + cmd('QUIT') + cmd('SET', 'quit:after', '1') + cmd('GET', 'quit:before'));
     expect(await c.untilClosed()).toBe('+OK\r\n+OK\r\n');
     // Read through keymux too: it uses the same backend connection, so an already-sent SET would be seen.
-    expect(await exchange(proxy.port, cmd('EXISTS', 'quit:before') + cmd('EXISTS', 'quit:after'), 2)).toBe(':1\r\n:0\r\n');
+    expect(await exchange(proxy.port, cmd('EXISTS', 'quit:before') + cmd('EXISTS', 'quit:after'), 2)).toBe(
+      ':1\r\n:0\r\n',
+    );
     expect(await redisCommand(owner('quit:after').port, 'EXISTS', 'quit:after')).toBe(0);
   });
 
   it('a client that half-closes after its commands still gets every reply, then keymux closes', async () => {
     await redisCommand(owner('halfclose:k').port, 'SET', 'halfclose:k', 'v');
-    const payload = cmd('PING') + cmd('GET', 'halfclose:k') + cmd('MGET', 'halfclose:k', 'halfclose:other') + 'GET halfclose:k\r\n';
+    const payload =
+      cmd('PING') + cmd('GET', 'halfclose:k') + cmd('MGET', 'halfclose:k', 'halfclose:other') + 'GET halfclose:k\r\n';
     const expected = '+PONG\r\n$1\r\nv\r\n*2\r\n$1\r\nv\r\n$-1\r\n$1\r\nv\r\n';
     for (const port of [backends[0].port, proxy.port]) {
       if (port === backends[0].port) await redisCommand(port, 'SET', 'halfclose:k', 'v');
       const received = await new Promise<string>((resolve, reject) => {
         let data = '';
         const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => s.end(payload)); // write, then FIN
-        s.on('data', (d: Buffer) => { data += d.toString('latin1'); });
+        s.on('data', (d: Buffer) => {
+          data += d.toString('latin1');
+        });
         s.on('error', reject);
         s.on('close', () => resolve(data));
-        setTimeout(() => { s.destroy(); reject(new Error(`not closed; received ${JSON.stringify(data)}`)); }, 5000).unref();
+        setTimeout(() => {
+          s.destroy();
+          reject(new Error(`not closed; received ${JSON.stringify(data)}`));
+        }, 5000).unref();
       });
       expect(received, port === proxy.port ? 'keymux' : 'redis').toBe(expected);
     }
   });
 
   it('clients.max: a connection over the limit gets the Redis error and is closed; a freed slot is reusable', async () => {
-    const limited = await startKeymux(slotsConfig(backends.map((b) => b.port), { clients: { max: 2 } }));
+    const limited = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { clients: { max: 2 } },
+      ),
+    );
     try {
       const c1 = await raw(limited.port);
       const c2 = await raw(limited.port);
@@ -315,7 +425,12 @@ describe('connection lifecycle', () => {
 describe('a client that pipelines without reading', () => {
   it('keymux stops reading it (bounded memory), then every reply arrives, in order and correct', async () => {
     const maxInflight = 64;
-    const bp = await startKeymux(slotsConfig(backends.map((b) => b.port), { clients: { max_inflight: maxInflight } }));
+    const bp = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { clients: { max_inflight: maxInflight } },
+      ),
+    );
     const sock = new net.Socket();
     try {
       // 100 keys with 1000-byte values that encode the key: 50,000 GETs ask for ~50 MB of replies.
@@ -324,11 +439,18 @@ describe('a client that pipelines without reading', () => {
       await exchange(bp.port, keys.map((k) => cmd('SET', k, valueOf(k))).join(''), keys.length);
       const N = 50_000;
       const requests = Buffer.from(Array.from({ length: N }, (_, i) => cmd('GET', keys[i % keys.length])).join(''));
-      const perCommand = requests.length / N;
 
-      await new Promise<void>((res, rej) => { sock.once('error', rej); sock.connect(bp.port, '127.0.0.1', () => res()); });
+      await new Promise<void>((res, rej) => {
+        sock.once('error', rej);
+        sock.connect(bp.port, '127.0.0.1', () => res());
+      });
       await waitFor(() => bp.clientCount() === 1, 'keymux to accept the client');
-      type SessionView = { pendingRequests: number; socket: net.Socket; onCommand(...a: unknown[]): void; flush(): void };
+      type SessionView = {
+        pendingRequests: number;
+        socket: net.Socket;
+        onCommand(...a: unknown[]): void;
+        flush(): void;
+      };
       const session = [...(bp as unknown as { listener: { sessions: Set<SessionView> } }).listener.sessions][0];
       // Watch the session from inside: after every command it takes in and every flush it does, record how many
       // requests it holds and how many reply bytes wait in its socket's user-space buffer.
@@ -340,8 +462,14 @@ describe('a client that pipelines without reading', () => {
       };
       const onCommand = session.onCommand.bind(session);
       const flush = session.flush.bind(session);
-      session.onCommand = (...a: unknown[]) => { onCommand(...a); observe(); };
-      session.flush = () => { flush(); observe(); };
+      session.onCommand = (...a: unknown[]) => {
+        onCommand(...a);
+        observe();
+      };
+      session.flush = () => {
+        flush();
+        observe();
+      };
 
       sock.pause(); // not reading replies
       sock.write(requests);
@@ -351,12 +479,17 @@ describe('a client that pipelines without reading', () => {
       let last = -1;
       let stableFor = 0;
       // Wait until keymux has stopped taking bytes in (no event says "paused": poll the counter until it settles).
-      await waitFor(() => {
-        const now = bp.stats.bytesIn;
-        stableFor = now === last ? stableFor + 1 : 0;
-        last = now;
-        return stableFor >= 10;
-      }, 'keymux to stop reading the client', 10_000, 20);
+      await waitFor(
+        () => {
+          const now = bp.stats.bytesIn;
+          stableFor = now === last ? stableFor + 1 : 0;
+          last = now;
+          return stableFor >= 10;
+        },
+        'keymux to stop reading the client',
+        10_000,
+        20,
+      );
       expect(bp.stats.bytesIn).toBeLessThan(requests.length / 2); // it stopped reading well before the end
       expect(maxPending).toBeGreaterThanOrEqual(maxInflight); // the client did get ahead of keymux...
       expect(maxPending).toBeLessThanOrEqual(bound); // ...but never past clients.max_inflight

@@ -15,7 +15,8 @@ let dir: string;
 let backend: RedisProcess;
 
 beforeAll(async () => {
-  if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
+  if (!fs.existsSync(path.resolve('dist/main.js')))
+    throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-cli-'));
   backend = await startRedis();
 });
@@ -34,8 +35,14 @@ describe('keymux --check', () => {
 
   it('rejects a bad config with file, line and reason, exit code 1', async () => {
     const file = path.join(dir, 'bad.yaml');
-    fs.writeFileSync(file, 'mode: slots\nshards:\n  - name: a\n    address: 127.0.0.1:7001\n    slots: [0-100]\n  - name: a\n    address: 127.0.0.1:7002\n    slots: [50-16383]\n');
-    const err = await run('node', [BIN, '--config', file, '--check']).then(() => null, (e) => e as { code: number; stderr: string });
+    fs.writeFileSync(
+      file,
+      'mode: slots\nshards:\n  - name: a\n    address: 127.0.0.1:7001\n    slots: [0-100]\n  - name: a\n    address: 127.0.0.1:7002\n    slots: [50-16383]\n',
+    );
+    const err = await run('node', [BIN, '--config', file, '--check']).then(
+      () => null,
+      (e) => e as { code: number; stderr: string },
+    );
     expect(err?.code).toBe(1);
     expect(err?.stderr).toContain(`${file}:6: shards[1].name: duplicate shard name "a"`);
     expect(err?.stderr).toMatch(/overlaps shard "a"/);
@@ -46,24 +53,36 @@ describe('keymux --config', () => {
   it('serves clients, reloads on SIGHUP, and drains on SIGTERM with exit code 0', async () => {
     const port = await freePort();
     const file = path.join(dir, 'ring.yaml');
-    fs.writeFileSync(file, `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\n`);
+    fs.writeFileSync(
+      file,
+      `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\n`,
+    );
     // --no-watch: only the SIGHUP below may reload.
     const child = spawn('node', [BIN, '--config', file, '--no-watch'], { stdio: ['ignore', 'pipe', 'pipe'] });
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     let up = false;
     for (let i = 0; i < 200 && !up; i++) {
-      up = await redisCommand(port, 'PING').then(() => true, () => false);
+      up = await redisCommand(port, 'PING').then(
+        () => true,
+        () => false,
+      );
       if (!up) await new Promise((r) => setTimeout(r, 25)); // no event tells us the port is open; poll, bounded
     }
     expect(up).toBe(true);
     expect(await redisCommand(port, 'SET', 'cli:x', '1')).toBe('OK');
     expect(await redisCommand(backend.port, 'GET', 'cli:x')).toBe('1');
     // SIGHUP re-reads the file: the deny list changes without a restart.
-    fs.writeFileSync(file, `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\ncommands: { deny: [get] }\n`);
+    fs.writeFileSync(
+      file,
+      `listen: 127.0.0.1:${port}\nmode: ring\nshards:\n  - address: ${backend.address}\nlog: { level: warn }\ncommands: { deny: [get] }\n`,
+    );
     child.kill('SIGHUP');
     let denied = false;
     for (let i = 0; i < 200 && !denied; i++) {
-      denied = await redisCommand(port, 'GET', 'cli:x').then(() => false, (e: Error) => /disabled by configuration/.test(e.message));
+      denied = await redisCommand(port, 'GET', 'cli:x').then(
+        () => false,
+        (e: Error) => /disabled by configuration/.test(e.message),
+      );
       if (!denied) await new Promise((r) => setTimeout(r, 25)); // the reload is asynchronous and has no event here
     }
     expect(denied).toBe(true);

@@ -69,13 +69,18 @@ describe('redis-cli', () => {
     const child = execFile('redis-cli', ['-p', String(proxy.port), '--pipe']);
     const out = new Promise<string>((resolve, reject) => {
       let text = '';
-      child.stdout?.on('data', (d) => { text += d; });
-      child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`redis-cli --pipe exited ${code}: ${text}`))));
+      child.stdout?.on('data', (d) => {
+        text += d;
+      });
+      child.on('exit', (code) =>
+        code === 0 ? resolve(text) : reject(new Error(`redis-cli --pipe exited ${code}: ${text}`)),
+      );
     });
     child.stdin?.end(`${lines.join('\r\n')}\r\n`);
     expect(await out).toMatch(/errors: 0, replies: 5000/);
     let misplaced = 0;
-    for (let i = 0; i < 5000; i += 97) if (await redisCommand(owner(`pipe:${i}`).port, 'GET', `pipe:${i}`) !== `v${i}`) misplaced++;
+    for (let i = 0; i < 5000; i += 97)
+      if ((await redisCommand(owner(`pipe:${i}`).port, 'GET', `pipe:${i}`)) !== `v${i}`) misplaced++;
     expect(misplaced).toBe(0);
   });
 });

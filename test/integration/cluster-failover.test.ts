@@ -31,8 +31,16 @@ afterAll(async () => {
 
 describe('failover behind keymux', () => {
   it('serves again after a master is killed and its replica promoted; errors only in a bounded window', async () => {
-    work = new ClusterWorkload({ port: proxy.port, clients: 8, keysPerClient: 400, groups: 20, batch: 16,
-      commandTimeoutMs: 4000, maxRunMs: 60_000, seed: 3 });
+    work = new ClusterWorkload({
+      port: proxy.port,
+      clients: 8,
+      keysPerClient: 400,
+      groups: 20,
+      batch: 16,
+      commandTimeoutMs: 4000,
+      maxRunMs: 60_000,
+      seed: 3,
+    });
     await work.start();
     work.run();
     await work.cleanBatches(10, 10_000);
@@ -60,11 +68,14 @@ describe('failover behind keymux', () => {
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     }
     const { moved, ask, retries, invalidRedirects } = proxy.stats;
-    console.log(`failover: ${victim.address} killed, ${newMaster.address} promoted after ${failoverMs} ms ` +
-      `(harness saw it ${tPromoted - tKill} ms after the kill); keymux clean again ${tRecovered - tKill} ms after the kill; ` +
-      `${errors.length} errors between +${first - tKill} ms and +${last - tKill} ms; ${work.ok} checked replies; ` +
-      `MOVED ${moved}, ASK ${ask}, retries ${retries}, invalid ${invalidRedirects}; errors: ${
-        JSON.stringify([...kinds])}`);
+    console.log(
+      `failover: ${victim.address} killed, ${newMaster.address} promoted after ${failoverMs} ms ` +
+        `(harness saw it ${tPromoted - tKill} ms after the kill); keymux clean again ${tRecovered - tKill} ms after the kill; ` +
+        `${errors.length} errors between +${first - tKill} ms and +${last - tKill} ms; ${work.ok} checked replies; ` +
+        `MOVED ${moved}, ASK ${ask}, retries ${retries}, invalid ${invalidRedirects}; errors: ${JSON.stringify([
+          ...kinds,
+        ])}`,
+    );
 
     // No wrong value, ever; no hang (a timed-out command would show as an error below).
     expect(work.mismatches.slice(0, 10)).toEqual([]);

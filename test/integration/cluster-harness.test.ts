@@ -11,7 +11,11 @@ import { startCluster, type RedisCluster } from '../support/cluster.js';
 import { startRedis, redisCommand, redisCommands, encodeCommand, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
 import {
-  discoverCluster, masterForSlot, viewNodes, ClusterDiscoveryError, type ClusterView,
+  discoverCluster,
+  masterForSlot,
+  viewNodes,
+  ClusterDiscoveryError,
+  type ClusterView,
 } from '../../src/backend/cluster-discovery.js';
 import { parseRedirect } from '../../src/backend/redirect.js';
 import { keySlot } from '../../src/routing/crc16.js';
@@ -20,7 +24,10 @@ let cluster: RedisCluster;
 let plain: RedisProcess;
 
 beforeAll(async () => {
-  [cluster, plain] = await Promise.all([startCluster({ masters: 3, replicasPerMaster: 1, nodeTimeoutMs: 1000 }), startRedis()]);
+  [cluster, plain] = await Promise.all([
+    startCluster({ masters: 3, replicasPerMaster: 1, nodeTimeoutMs: 1000 }),
+    startRedis(),
+  ]);
 });
 
 afterAll(async () => {
@@ -41,7 +48,10 @@ function rawReply(port: number, args: string[]): Promise<Buffer> {
     sock.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
       const end = buf.indexOf('\r\n');
-      if (end !== -1) { sock.destroy(); resolve(buf.subarray(0, end + 2)); }
+      if (end !== -1) {
+        sock.destroy();
+        resolve(buf.subarray(0, end + 2));
+      }
     });
     sock.on('error', reject);
     sock.write(encodeCommand(args));
@@ -88,7 +98,12 @@ describe('discoverCluster', () => {
     expect(view.slotOwner.every((o) => o < 3)).toBe(true);
     expect(view.skipped).toEqual([]);
     // The same nodes, ids and roles as the harness knows.
-    expect(view.masters.map((m) => m.id).sort()).toEqual(cluster.masters().map((m) => m.id).sort());
+    expect(view.masters.map((m) => m.id).sort()).toEqual(
+      cluster
+        .masters()
+        .map((m) => m.id)
+        .sort(),
+    );
     view.masters.forEach((m, i) => {
       expect(m.address).toBe(cluster.node(m.id).address);
       expect(view.replicasOf[i]!.map((r) => r.id)).toEqual(cluster.replicasOf(m.id).map((r) => r.id));
@@ -108,7 +123,11 @@ describe('discoverCluster', () => {
     expect(view.seed).toBe(cluster.seeds()[1]);
 
     let caught: unknown;
-    try { await discoverCluster([dead, plain.address, 'not a seed'], { timeoutMs: 1000 }); } catch (err) { caught = err; }
+    try {
+      await discoverCluster([dead, plain.address, 'not a seed'], { timeoutMs: 1000 });
+    } catch (err) {
+      caught = err;
+    }
     expect(caught).toBeInstanceOf(ClusterDiscoveryError);
     const e = caught as ClusterDiscoveryError;
     expect(e.failures.map((f) => f.seed)).toEqual([dead, plain.address, 'not a seed']);
@@ -120,8 +139,9 @@ describe('discoverCluster', () => {
   });
 
   it('sends AUTH when a password is given, and reports the refusal', async () => {
-    await expect(discoverCluster([cluster.seeds()[0]!], { password: 'nope', timeoutMs: 1000 }))
-      .rejects.toThrow(/AUTH|password/);
+    await expect(discoverCluster([cluster.seeds()[0]!], { password: 'nope', timeoutMs: 1000 })).rejects.toThrow(
+      /AUTH|password/,
+    );
   });
 
   it('falls back to CLUSTER SLOTS when a node does not know CLUSTER SHARDS (Redis < 7)', async () => {
@@ -167,7 +187,12 @@ describe('redirections from a real node', () => {
     const moved = await rawReply(other.port, ['GET', key]);
     expect(moved.toString()).toBe(`-MOVED ${slot} ${owner.address}\r\n`);
     expect(parseRedirect(moved)).toEqual({
-      kind: 'moved', slot, host: '127.0.0.1', port: owner.port, address: owner.address, sameHost: false,
+      kind: 'moved',
+      slot,
+      host: '127.0.0.1',
+      port: owner.port,
+      address: owner.address,
+      sameHost: false,
     });
 
     // ASK: the owner migrates the slot; a key it does not have is asked for on the target.
@@ -177,7 +202,12 @@ describe('redirections from a real node', () => {
       const ask = await rawReply(owner.port, ['GET', key]);
       expect(ask.toString()).toBe(`-ASK ${slot} ${other.address}\r\n`);
       expect(parseRedirect(ask)).toEqual({
-        kind: 'ask', slot, host: '127.0.0.1', port: other.port, address: other.address, sameHost: false,
+        kind: 'ask',
+        slot,
+        host: '127.0.0.1',
+        port: other.port,
+        address: other.address,
+        sameHost: false,
       });
       // ASKING then the command on the target is served there (nil: the key does not exist yet).
       const [asking, value] = await redisCommands(other.port, [['ASKING'], ['GET', key]]);
@@ -231,7 +261,9 @@ describe('resharding', () => {
     }
     expect(masterForSlot(after, 0)!.id).toBe(to.id);
     // The harness agrees.
-    expect((await cluster.slotRanges()).get(to.id)).toEqual(after.slotRanges[after.masters.findIndex((m) => m.id === to.id)]);
+    expect((await cluster.slotRanges()).get(to.id)).toEqual(
+      after.slotRanges[after.masters.findIndex((m) => m.id === to.id)],
+    );
   });
 });
 
@@ -282,7 +314,9 @@ describe('topology changes', () => {
     expect(victim.role).toBe('replica');
     expect(victim.masterId).toBe(replica.id);
     const healed = await discoverCluster([victim.address]);
-    expect(healed.replicasOf[healed.masters.findIndex((m) => m.id === replica.id)]!.map((r) => r.id)).toEqual([victim.id]);
+    expect(healed.replicasOf[healed.masters.findIndex((m) => m.id === replica.id)]!.map((r) => r.id)).toEqual([
+      victim.id,
+    ]);
     expect(healed.skipped).toEqual([]);
   });
 });

@@ -28,7 +28,11 @@ afterEach(async () => {
   while (cleanups.length > 0) await cleanups.pop()!();
 });
 
-interface FakeShard { node: FakeBackend; id: string; ranges: Array<[number, number]> }
+interface FakeShard {
+  node: FakeBackend;
+  id: string;
+  ranges: Array<[number, number]>;
+}
 
 /** A CLUSTER SHARDS reply (RESP2: flat key/value arrays) with one master per shard. */
 function shardsReply(shards: FakeShard[]): string {
@@ -36,7 +40,8 @@ function shardsReply(shards: FakeShard[]): string {
   let out = `*${shards.length}\r\n`;
   for (const s of shards) {
     out += `*4\r\n${str('slots')}*${s.ranges.length * 2}\r\n${s.ranges.map(([a, z]) => `:${a}\r\n:${z}\r\n`).join('')}`;
-    out += `${str('nodes')}*1\r\n*14\r\n${str('id')}${str(s.id)}${str('port')}:${s.node.port}\r\n${str('ip')}${str('127.0.0.1')}` +
+    out +=
+      `${str('nodes')}*1\r\n*14\r\n${str('id')}${str(s.id)}${str('port')}:${s.node.port}\r\n${str('ip')}${str('127.0.0.1')}` +
       `${str('endpoint')}${str('127.0.0.1')}${str('role')}${str('master')}${str('replication-offset')}:1\r\n` +
       `${str('health')}${str('online')}`;
   }
@@ -56,7 +61,11 @@ async function fakeNode(layout: () => FakeShard[], data: (cmd: string[]) => stri
     if (answer !== null) return answer;
     if (name === 'GET') return bulk(`value-of-${cmd[1]}`);
     if (name === 'SET') return '+OK\r\n';
-    if (name === 'MGET') return `*${cmd.length - 1}\r\n${cmd.slice(1).map((k) => bulk(`value-of-${k}`)).join('')}`;
+    if (name === 'MGET')
+      return `*${cmd.length - 1}\r\n${cmd
+        .slice(1)
+        .map((k) => bulk(`value-of-${k}`))
+        .join('')}`;
     return `-ERR fake node: unexpected ${name}\r\n`;
   };
   const node = await FakeBackend.start(script);
@@ -72,14 +81,21 @@ async function keymux(config: Record<string, unknown>): Promise<Proxy> {
 
 function client(port: number): Redis {
   // No ready check (its INFO would fan out to the fakes); a client-side timeout turns a hang into a failure.
-  const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, enableReadyCheck: false, commandTimeout: 5000 });
+  const c = new Redis({
+    port,
+    host: '127.0.0.1',
+    maxRetriesPerRequest: 0,
+    enableReadyCheck: false,
+    commandTimeout: 5000,
+  });
   cleanups.push(() => c.disconnect());
   return c;
 }
 
 /** Data commands (not CLUSTER/AUTH/...) a fake received, as "GET key" strings. */
 function dataCommands(node: FakeBackend): string[] {
-  return node.commands.filter((c) => !['CLUSTER', 'AUTH', 'READONLY', 'PING', 'COMMAND', 'INFO'].includes(c[0]!.toUpperCase()))
+  return node.commands
+    .filter((c) => !['CLUSTER', 'AUTH', 'READONLY', 'PING', 'COMMAND', 'INFO'].includes(c[0]!.toUpperCase()))
     .map(commandText);
 }
 
@@ -105,10 +121,13 @@ describe('malformed and out-of-range redirections', () => {
       'bad:slot-text': '-MOVED abc 127.0.0.1:PORT\r\n',
       'bad:long': `-MOVED 1234 ${'a'.repeat(400)}:7000\r\n`,
     };
-    const node = await fakeNode(() => [{ node, id: nodeId(1), ranges: [[0, 16383]] }], (cmd) => {
-      const answer = cmd[1] !== undefined ? bad[cmd[1]] : undefined;
-      return answer === undefined ? null : answer.replace('PORT', String(port));
-    });
+    const node = await fakeNode(
+      () => [{ node, id: nodeId(1), ranges: [[0, 16383]] }],
+      (cmd) => {
+        const answer = cmd[1] !== undefined ? bad[cmd[1]] : undefined;
+        return answer === undefined ? null : answer.replace('PORT', String(port));
+      },
+    );
     port = node.port;
     const proxy = await keymux({ cluster: { seeds: [node.address] } });
     expect(proxy.topology.shards.map((s) => s.address)).toEqual([node.address]);
@@ -119,16 +138,21 @@ describe('malformed and out-of-range redirections', () => {
     const p = c.pipeline();
     const expected: Array<{ key: string; bad: boolean }> = [];
     for (const k of badKeys) {
-      p.get(`good:${k}`); expected.push({ key: `good:${k}`, bad: false });
-      p.get(k); expected.push({ key: k, bad: true });
+      p.get(`good:${k}`);
+      expected.push({ key: `good:${k}`, bad: false });
+      p.get(k);
+      expected.push({ key: k, bad: true });
     }
-    p.set('good:set', 'v'); expected.push({ key: 'good:set', bad: false });
+    p.set('good:set', 'v');
+    expected.push({ key: 'good:set', bad: false });
     const results = (await p.exec())!;
     results.forEach(([err, rep], i) => {
       const e = expected[i]!;
       if (e.bad) {
         expect(rep ?? null).toBeNull();
-        expect(err?.message).toMatch(new RegExp(`^ERR keymux: node ${node.address} sent an invalid cluster redirection \\(.+\\)$`));
+        expect(err?.message).toMatch(
+          new RegExp(`^ERR keymux: node ${node.address} sent an invalid cluster redirection \\(.+\\)$`),
+        );
         expect(err?.message).not.toMatch(/^(MOVED|ASK)/);
       } else if (e.key === 'good:set') {
         expect(err).toBeNull();
@@ -138,13 +162,18 @@ describe('malformed and out-of-range redirections', () => {
         expect(rep).toBe(`value-of-${e.key}`);
       }
     });
-    const reasons = results.filter(([err]) => err !== null).map(([err]) => err!.message.replace(/^.*?invalid cluster redirection \((.*)\)$/, '$1'));
+    const reasons = results
+      .filter(([err]) => err !== null)
+      .map(([err]) => err!.message.replace(/^.*?invalid cluster redirection \((.*)\)$/, '$1'));
     console.log(`invalid redirections, as the client sees them: ${JSON.stringify(reasons)}`);
     expect(reasons.find((r) => r.includes('99999'))).toMatch(/out of range/);
     expect(reasons.find((r) => r.includes('missing port'))).toBeDefined();
 
     // An MGET across slots with one bad key: the whole MGET gets the error (never a partial answer).
-    const mgetErr = await c.mget('good:a', 'bad:slot', 'good:b').then(() => 'resolved', (e: Error) => e.message);
+    const mgetErr = await c.mget('good:a', 'bad:slot', 'good:b').then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    );
     expect(mgetErr).toMatch(/^ERR keymux: node .* sent an invalid cluster redirection/);
 
     // Every command reached the node exactly once: nothing was re-sent or sent anywhere else.
@@ -167,12 +196,23 @@ describe('malformed and out-of-range redirections', () => {
 
 describe('redirection loops', () => {
   it('a MOVED loop between two nodes ends with a clear -ERR after max_redirections', async () => {
-    const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: [[0, 8191]] }, { node: b, id: nodeId(2), ranges: [[8192, 16383]] }];
-    const loop = (to: () => FakeBackend) => (cmd: string[]): string | null =>
-      (cmd[1]?.startsWith('loop:') ? `-MOVED ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${to().port}\r\n` : null);
+    const layout = (): FakeShard[] => [
+      { node: a, id: nodeId(1), ranges: [[0, 8191]] },
+      { node: b, id: nodeId(2), ranges: [[8192, 16383]] },
+    ];
+    const loop =
+      (to: () => FakeBackend) =>
+      (cmd: string[]): string | null =>
+        cmd[1]?.startsWith('loop:') ? `-MOVED ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${to().port}\r\n` : null;
     let a: FakeBackend, b: FakeBackend;
-    a = await fakeNode(layout, loop(() => b));
-    b = await fakeNode(layout, loop(() => a));
+    a = await fakeNode(
+      layout,
+      loop(() => b),
+    );
+    b = await fakeNode(
+      layout,
+      loop(() => a),
+    );
     const proxy = await keymux({ cluster: { seeds: [a.address], max_redirections: 3 } });
     expect(proxy.topology.shards.length).toBe(2);
     const c = client(proxy.port);
@@ -183,7 +223,9 @@ describe('redirection loops', () => {
     p.set('loop:2', 'x');
     p.get('plain:2');
     const [r1, r2, r3, r4] = (await p.exec())!;
-    expect(r1![0]?.message).toMatch(/^ERR keymux: too many cluster redirections \(3\); last: MOVED \d+ 127\.0\.0\.1:\d+$/);
+    expect(r1![0]?.message).toMatch(
+      /^ERR keymux: too many cluster redirections \(3\); last: MOVED \d+ 127\.0\.0\.1:\d+$/,
+    );
     expect(r2).toEqual([null, 'value-of-plain:1']);
     expect(r3![0]?.message).toMatch(/^ERR keymux: too many cluster redirections \(3\)/);
     expect(r4).toEqual([null, 'value-of-plain:2']);
@@ -196,16 +238,29 @@ describe('redirection loops', () => {
   });
 
   it('an ASK loop between two nodes ends with a clear -ERR after max_redirections', async () => {
-    const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: [[0, 8191]] }, { node: b, id: nodeId(2), ranges: [[8192, 16383]] }];
-    const loop = (to: () => FakeBackend) => (cmd: string[]): string | null =>
-      (cmd[1]?.startsWith('ask:') ? `-ASK ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${to().port}\r\n` : null);
+    const layout = (): FakeShard[] => [
+      { node: a, id: nodeId(1), ranges: [[0, 8191]] },
+      { node: b, id: nodeId(2), ranges: [[8192, 16383]] },
+    ];
+    const loop =
+      (to: () => FakeBackend) =>
+      (cmd: string[]): string | null =>
+        cmd[1]?.startsWith('ask:') ? `-ASK ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${to().port}\r\n` : null;
     let a: FakeBackend, b: FakeBackend;
-    a = await fakeNode(layout, loop(() => b));
-    b = await fakeNode(layout, loop(() => a));
+    a = await fakeNode(
+      layout,
+      loop(() => b),
+    );
+    b = await fakeNode(
+      layout,
+      loop(() => a),
+    );
     const proxy = await keymux({ cluster: { seeds: [a.address], max_redirections: 2 } });
     const c = client(proxy.port);
     const [r1, r2] = (await c.pipeline().get('ask:1').get('plain:1').exec())!;
-    expect(r1![0]?.message).toMatch(/^ERR keymux: too many cluster redirections \(2\); last: ASK \d+ 127\.0\.0\.1:\d+$/);
+    expect(r1![0]?.message).toMatch(
+      /^ERR keymux: too many cluster redirections \(2\); last: ASK \d+ 127\.0\.0\.1:\d+$/,
+    );
     expect(r2).toEqual([null, 'value-of-plain:1']);
     const all = [...a.commands, ...b.commands].map(commandText);
     expect(all.filter((s) => s === 'GET ask:1').length).toBe(3);
@@ -216,11 +271,15 @@ describe('redirection loops', () => {
 });
 
 describe('a node that never finishes the handshake', () => {
-  it('commands queued on its unfinished connection are retried on the slot\'s new owner', async () => {
+  it("commands queued on its unfinished connection are retried on the slot's new owner", async () => {
     let moved = false;
-    const layout = (): FakeShard[] => (moved
-      ? [{ node: a, id: nodeId(1), ranges: [[0, 16383]] }]
-      : [{ node: a, id: nodeId(1), ranges: [[0, 8191]] }, { node: stuck, id: nodeId(2), ranges: [[8192, 16383]] }]);
+    const layout = (): FakeShard[] =>
+      moved
+        ? [{ node: a, id: nodeId(1), ranges: [[0, 16383]] }]
+        : [
+            { node: a, id: nodeId(1), ranges: [[0, 8191]] },
+            { node: stuck, id: nodeId(2), ranges: [[8192, 16383]] },
+          ];
     let a: FakeBackend, stuck: FakeBackend;
     a = await fakeNode(layout, () => null);
     // Accepts, reads, never answers anything (so keymux's AUTH stays unanswered).
@@ -235,7 +294,9 @@ describe('a node that never finishes the handshake', () => {
     // The cluster moves the slots away (keymux does not know yet), and keymux is mid-handshake with the stuck node.
     moved = true;
     await waitFor(() => stuckPool.connections[0]!.state === 'handshake', 'a connection in its handshake', 5000, 2);
-    const keys = Array.from({ length: 2000 }, (_, i) => `hs:${i}`).filter((k) => keySlot(Buffer.from(k)) >= 8192).slice(0, 20);
+    const keys = Array.from({ length: 2000 }, (_, i) => `hs:${i}`)
+      .filter((k) => keySlot(Buffer.from(k)) >= 8192)
+      .slice(0, 20);
     const c = client(proxy.port);
     const p = c.pipeline();
     for (const k of keys) p.get(k);
@@ -258,11 +319,14 @@ describe('retries and redirections', () => {
       if (!cmd[1]?.startsWith('t:')) return null;
       const n = (tries.get(cmd[1]) ?? 0) + 1;
       tries.set(cmd[1], n);
-      return n <= 3 ? '-TRYAGAIN Multiple keys request during rehashing of slot\r\n'
+      return n <= 3
+        ? '-TRYAGAIN Multiple keys request during rehashing of slot\r\n'
         : `-MOVED ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${b.port}\r\n`;
     });
     b = await fakeNode(layout, () => null);
-    const proxy = await keymux({ cluster: { seeds: [a.address], max_redirections: 1, retry: { attempts: 3, base_delay_ms: 5 } } });
+    const proxy = await keymux({
+      cluster: { seeds: [a.address], max_redirections: 1, retry: { attempts: 3, base_delay_ms: 5 } },
+    });
     const c = client(proxy.port);
     const [r1, r2] = (await c.pipeline().get('t:1').get('plain').exec())!;
     expect(r1).toEqual([null, 'value-of-t:1']);
@@ -276,8 +340,12 @@ describe('retries and redirections', () => {
     let covered = false;
     const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: covered ? [[0, 16383]] : [[0, 8191]] }];
     const a: FakeBackend = await fakeNode(layout, () => null);
-    const proxy = await keymux({ cluster: { seeds: [a.address], refresh_interval_ms: 60_000, retry: { attempts: 8, base_delay_ms: 20 } } });
-    const high = Array.from({ length: 100 }, (_, i) => `u:${i}`).filter((k) => keySlot(Buffer.from(k)) > 8191).slice(0, 3);
+    const proxy = await keymux({
+      cluster: { seeds: [a.address], refresh_interval_ms: 60_000, retry: { attempts: 8, base_delay_ms: 20 } },
+    });
+    const high = Array.from({ length: 100 }, (_, i) => `u:${i}`)
+      .filter((k) => keySlot(Buffer.from(k)) > 8191)
+      .slice(0, 3);
     const c = client(proxy.port);
     // The reply is on its way back once the slot is covered: keymux retries (and rediscovers) meanwhile.
     const pending = c.pipeline().get(high[0]!).mget(high[1]!, 'u:low', high[2]!).get('u:low').exec();
@@ -290,12 +358,20 @@ describe('retries and redirections', () => {
   });
 
   it('a slot that stays unserved gets -CLUSTERDOWN once the retries are spent, without holding other keys', async () => {
-    const a: FakeBackend = await fakeNode(() => [{ node: a, id: nodeId(1), ranges: [[0, 8191]] }], () => null);
-    const proxy = await keymux({ cluster: { seeds: [a.address], retry: { attempts: 3, base_delay_ms: 10, max_delay_ms: 20 } } });
+    const a: FakeBackend = await fakeNode(
+      () => [{ node: a, id: nodeId(1), ranges: [[0, 8191]] }],
+      () => null,
+    );
+    const proxy = await keymux({
+      cluster: { seeds: [a.address], retry: { attempts: 3, base_delay_ms: 10, max_delay_ms: 20 } },
+    });
     const high = Array.from({ length: 100 }, (_, i) => `s:${i}`).find((k) => keySlot(Buffer.from(k)) > 8191)!;
     const c = client(proxy.port);
     const t0 = Date.now();
-    const err = await c.get(high).then(() => 'resolved', (e: Error) => e.message);
+    const err = await c.get(high).then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    );
     expect(err).toBe('CLUSTERDOWN Hash slot not served');
     expect(Date.now() - t0).toBeLessThan(2000);
     expect(proxy.stats.retries).toBe(3);

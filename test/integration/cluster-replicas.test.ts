@@ -32,7 +32,10 @@ afterAll(async () => {
 });
 
 async function keymuxWith(readFrom: string): Promise<{ proxy: Proxy; client: Redis }> {
-  const proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), read_from: readFrom } });
+  const proxy = await startKeymux({
+    mode: 'cluster',
+    cluster: { seeds: cluster.seeds().slice(0, 2), read_from: readFrom },
+  });
   proxies.push(proxy);
   const client = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0, commandTimeout: 5000 });
   await client.connect();
@@ -61,8 +64,15 @@ async function replicated(): Promise<void> {
   for (const m of cluster.masters()) {
     const offset = /^master_repl_offset:(\d+)/m.exec(String(await redisCommand(m.port, 'INFO', 'replication')))![1];
     for (const r of cluster.replicasOf(m.id)) {
-      await waitFor(async () => Number(/^slave_repl_offset:(\d+)/m.exec(String(await redisCommand(r.port, 'INFO', 'replication')))?.[1] ?? -1)
-        >= Number(offset), `replica ${r.address} to catch up`, 10_000, 20);
+      await waitFor(
+        async () =>
+          Number(
+            /^slave_repl_offset:(\d+)/m.exec(String(await redisCommand(r.port, 'INFO', 'replication')))?.[1] ?? -1,
+          ) >= Number(offset),
+        `replica ${r.address} to catch up`,
+        10_000,
+        20,
+      );
     }
   }
 }
@@ -77,13 +87,19 @@ describe('replica reads', () => {
 
     const p = client.pipeline();
     for (const k of KEYS) p.set(k, `v:${k}`);
-    for (const [err, rep] of (await p.exec())!) { expect(err).toBeNull(); expect(rep).toBe('OK'); }
+    for (const [err, rep] of (await p.exec())!) {
+      expect(err).toBeNull();
+      expect(rep).toBe('OK');
+    }
     await replicated();
 
     const g = client.pipeline();
     for (const k of KEYS) g.get(k);
     const got = (await g.exec())!;
-    got.forEach(([err, rep], i) => { expect(err).toBeNull(); expect(rep).toBe(`v:${KEYS[i]}`); });
+    got.forEach(([err, rep], i) => {
+      expect(err).toBeNull();
+      expect(rep).toBe(`v:${KEYS[i]}`);
+    });
     // An MGET across slots: one MGET per slot, each on the replica of the slot's master.
     expect(await client.mget(...KEYS.slice(0, 50))).toEqual(KEYS.slice(0, 50).map((k) => `v:${k}`));
 
@@ -96,8 +112,11 @@ describe('replica reads', () => {
     const masterSets = await Promise.all(masters.map((m) => calls(m, 'set')));
     const replicaSets = await Promise.all(replicas.map((r) => calls(r, 'set')));
     const replicaRefused = await Promise.all(replicas.map((r) => readonlyErrors(r)));
-    console.log(`read_from replica: GET calls masters ${masterGets} replicas ${replicaGets}; MGET calls masters ${
-      masterMgets} replicas ${replicaMgets}; SET calls masters ${masterSets} replicas ${replicaSets}; READONLY refusals on replicas ${replicaRefused}`);
+    console.log(
+      `read_from replica: GET calls masters ${masterGets} replicas ${replicaGets}; MGET calls masters ${
+        masterMgets
+      } replicas ${replicaMgets}; SET calls masters ${masterSets} replicas ${replicaSets}; READONLY refusals on replicas ${replicaRefused}`,
+    );
 
     // Each master got the SETs of its own keys; its replica got the GETs of those same keys.
     const ownerPort = await slotOwnerPorts(cluster);
@@ -133,15 +152,20 @@ describe('replica reads', () => {
     const g = client.pipeline();
     for (const k of KEYS) g.get(k);
     const got = (await g.exec())!;
-    got.forEach(([err, rep], i) => { expect(err).toBeNull(); expect(rep).toBe(`v:${KEYS[i]}`); });
+    got.forEach(([err, rep], i) => {
+      expect(err).toBeNull();
+      expect(rep).toBe(`v:${KEYS[i]}`);
+    });
 
     const ownerPort = await slotOwnerPorts(cluster);
     const onVictim = KEYS.filter((k) => ownerPort(keySlot(Buffer.from(k))) === victimMaster!.port).length;
     const victimGets = await calls(victimMaster!, 'get');
     const otherGets = await Promise.all(others.map((m) => calls(m, 'get')));
     const otherReplicaGets = await Promise.all(others.map((m) => calls(cluster.replicasOf(m.id)[0]!, 'get')));
-    console.log(`prefer-replica with ${deadReplica!.address} down: GET calls on its master ${victimGets} (of ${onVictim} keys); ` +
-      `other masters ${otherGets}; their replicas ${otherReplicaGets}`);
+    console.log(
+      `prefer-replica with ${deadReplica!.address} down: GET calls on its master ${victimGets} (of ${onVictim} keys); ` +
+        `other masters ${otherGets}; their replicas ${otherReplicaGets}`,
+    );
     expect(victimGets).toBe(onVictim);
     expect(otherGets).toEqual([0, 0]);
     expect(otherReplicaGets.reduce((a, b) => a + b, 0)).toBe(KEYS.length - onVictim);

@@ -42,8 +42,11 @@ afterAll(async () => {
  * SETSLOT NODE everywhere) but in two steps: `whilePartial` runs once the first key has moved, `whileEmpty` once
  * the others have too (the slot still migrating: the source answers ASK for every key of it).
  */
-async function migrateSlotInTwoSteps(slot: number, whilePartial: () => Promise<void>, whileEmpty: () => Promise<void>):
-  Promise<{ slot: number; keys: number; ms: number }> {
+async function migrateSlotInTwoSteps(
+  slot: number,
+  whilePartial: () => Promise<void>,
+  whileEmpty: () => Promise<void>,
+): Promise<{ slot: number; keys: number; ms: number }> {
   const ranges = await cluster.slotRanges();
   const fromId = [...ranges].find(([, rs]) => rs.some(([a, z]) => a <= slot && slot <= z))![0];
   const from = cluster.node(fromId);
@@ -55,7 +58,7 @@ async function migrateSlotInTwoSteps(slot: number, whilePartial: () => Promise<v
   // retry budget (5 attempts, about 600 ms by default) would rightly surface TRYAGAIN to the clients.
   let keys = 0;
   for (const count of [1, 10_000]) {
-    const next = await redisCommand(from.port, 'CLUSTER', 'GETKEYSINSLOT', slot, count) as string[];
+    const next = (await redisCommand(from.port, 'CLUSTER', 'GETKEYSINSLOT', slot, count)) as string[];
     if (next.length > 0) await redisCommand(from.port, 'MIGRATE', to.host, to.port, '', 0, 5000, 'KEYS', ...next);
     keys += next.length;
     if (count === 1) await whilePartial();
@@ -72,8 +75,15 @@ async function migrateSlotInTwoSteps(slot: number, whilePartial: () => Promise<v
 
 describe('live resharding behind keymux', () => {
   it('moves 4,500 slots, adds a master and rebalances under a checked workload with no client-visible error', async () => {
-    work = new ClusterWorkload({ port: proxy.port, clients: 8, keysPerClient: 500, groups: 40, batch: 16, maxRunMs: 100_000,
-      hotGroup: true });
+    work = new ClusterWorkload({
+      port: proxy.port,
+      clients: 8,
+      keysPerClient: 500,
+      groups: 40,
+      batch: 16,
+      maxRunMs: 100_000,
+      hotGroup: true,
+    });
     await work.start();
     work.run();
     const t0 = Date.now();
@@ -81,13 +91,22 @@ describe('live resharding behind keymux', () => {
     // First, the slot every client's hot group lives in moves in two steps, as a slow migration of a big slot
     // would: while the group is split between the nodes, its MGET/MSET get TRYAGAIN (keymux retries them), and
     // once every key has moved, the source answers ASK. Each step ends as soon as keymux has met it.
-    const hot = await migrateSlotInTwoSteps(keySlot(Buffer.from('{hot}')), async () => {
-      const before = proxy.stats.retries;
-      await waitFor(() => proxy.stats.retries > before, 'a TRYAGAIN retry while the hot slot is half moved', 5000, 2);
-    }, async () => {
-      const before = proxy.stats.ask;
-      await waitFor(() => proxy.stats.ask > before, 'an ASK while the hot slot is still migrating, its keys all moved', 5000, 2);
-    });
+    const hot = await migrateSlotInTwoSteps(
+      keySlot(Buffer.from('{hot}')),
+      async () => {
+        const before = proxy.stats.retries;
+        await waitFor(() => proxy.stats.retries > before, 'a TRYAGAIN retry while the hot slot is half moved', 5000, 2);
+      },
+      async () => {
+        const before = proxy.stats.ask;
+        await waitFor(
+          () => proxy.stats.ask > before,
+          'an ASK while the hot slot is still migrating, its keys all moved',
+          5000,
+          2,
+        );
+      },
+    );
     const afterHot = { moved: proxy.stats.moved, ask: proxy.stats.ask, retries: proxy.stats.retries };
 
     // Reshard around the three masters: 1,500 slots each time, 4,500 in all.
@@ -107,11 +126,16 @@ describe('live resharding behind keymux', () => {
     const elapsed = Date.now() - t0;
 
     const { moved, ask, retries, invalidRedirects } = proxy.stats;
-    console.log(`hot slot ${hot.slot}: ${hot.keys} keys moved in two steps in ${hot.ms} ms; keymux absorbed MOVED ${
-      afterHot.moved}, ASK ${afterHot.ask}, retries ${afterHot.retries} up to then`);
-    console.log(`resharding: ${work.batches} batches, ${work.ok} checked replies in ${elapsed} ms; ` +
-      `keymux absorbed MOVED ${moved}, ASK ${ask}, retries ${retries}, invalid redirects ${invalidRedirects}; ` +
-      `timings: ${cluster.timings.map((t) => `${t.op} ${t.ms} ms`).join(', ')}`);
+    console.log(
+      `hot slot ${hot.slot}: ${hot.keys} keys moved in two steps in ${hot.ms} ms; keymux absorbed MOVED ${
+        afterHot.moved
+      }, ASK ${afterHot.ask}, retries ${afterHot.retries} up to then`,
+    );
+    console.log(
+      `resharding: ${work.batches} batches, ${work.ok} checked replies in ${elapsed} ms; ` +
+        `keymux absorbed MOVED ${moved}, ASK ${ask}, retries ${retries}, invalid redirects ${invalidRedirects}; ` +
+        `timings: ${cluster.timings.map((t) => `${t.op} ${t.ms} ms`).join(', ')}`,
+    );
 
     expect(work.errors.slice(0, 10)).toEqual([]);
     expect(work.mismatches.slice(0, 10)).toEqual([]);
@@ -123,7 +147,12 @@ describe('live resharding behind keymux', () => {
 
     // keymux has picked up the new master on its own (MOVED-triggered and periodic rediscovery, no restart).
     await waitFor(() => proxy.topology.shards.length === 4, 'keymux to see four masters', 5000, 20);
-    expect(proxy.topology.shards.map((s) => s.address).sort()).toEqual(cluster.masters().map((m) => m.address).sort());
+    expect(proxy.topology.shards.map((s) => s.address).sort()).toEqual(
+      cluster
+        .masters()
+        .map((m) => m.address)
+        .sort(),
+    );
 
     const result = await work.verify(await slotOwnerPorts(cluster));
     expect(result.problems.slice(0, 10)).toEqual([]);

@@ -19,7 +19,10 @@ beforeAll(async () => {
   cluster = await startCluster();
   // Periodic rediscovery far apart: the MOVED test must see keymux learn the move from MOVED, not from a refresh
   // that happened to run while redis-cli was resharding.
-  proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 600_000 } });
+  proxy = await startKeymux({
+    mode: 'cluster',
+    cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 600_000 },
+  });
   c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
   await c.connect();
 }, 120_000);
@@ -68,12 +71,28 @@ describe('cluster mode', () => {
 
   it('picks up an added node and drops a removed one from its pools, without a restart', async () => {
     // A reload shortens the periodic rediscovery (5 s by default) so the test need not wait for it.
-    expect(proxy.reload(configFrom({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 300 } }))).toBeNull();
+    expect(
+      proxy.reload(
+        configFrom({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 300 } }),
+      ),
+    ).toBeNull();
     const added = await cluster.addMaster();
-    await waitFor(() => proxy.topology.shards.some((sh) => sh.address === added.address), 'keymux to discover the new master', 20_000, 50);
+    await waitFor(
+      () => proxy.topology.shards.some((sh) => sh.address === added.address),
+      'keymux to discover the new master',
+      20_000,
+      50,
+    );
     const pool = proxy.topology.shards.find((sh) => sh.address === added.address)!.pool;
-    await promisify(execFile)('redis-cli', ['--cluster', 'del-node', cluster.seeds()[0], added.id], { timeout: 30_000 });
-    await waitFor(() => !proxy.topology.shards.some((sh) => sh.address === added.address), 'keymux to drop the removed node', 20_000, 50);
+    await promisify(execFile)('redis-cli', ['--cluster', 'del-node', cluster.seeds()[0], added.id], {
+      timeout: 30_000,
+    });
+    await waitFor(
+      () => !proxy.topology.shards.some((sh) => sh.address === added.address),
+      'keymux to drop the removed node',
+      20_000,
+      50,
+    );
     await waitFor(() => pool.connections.every((conn) => conn.state === 'closed'), 'its pool to close', 20_000, 50);
     expect(await c.set('after-removal', '1')).toBe('OK');
     expect(await c.get('after-removal')).toBe('1');

@@ -12,7 +12,12 @@ let proxy: Proxy;
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
-  proxy = await startKeymux(slotsConfig(backends.map((b) => b.port), { backend: { connections: 2 } }));
+  proxy = await startKeymux(
+    slotsConfig(
+      backends.map((b) => b.port),
+      { backend: { connections: 2 } },
+    ),
+  );
 });
 
 afterAll(async () => {
@@ -28,12 +33,25 @@ async function runClient(id: number): Promise<number> {
   for (let i = 0; i < 1000; i++) {
     const key = `cc:${id}:${i % 50}`;
     switch (i % 5) {
-      case 0: pipe.set(key, `${id}:${i}`); expected.push('OK'); break;
-      case 1: pipe.get(`cc:${id}:${(i - 1) % 50}`); expected.push(`${id}:${i - 1}`); break;
-      case 2: pipe.incr(`cc:${id}:counter`); expected.push(Math.floor(i / 5) + 1); break;
-      case 3: pipe.mget(`cc:${id}:${(i - 3) % 50}`, `cc:${id}:counter`, `cc:${id}:missing`);
-        expected.push([`${id}:${i - 3}`, String(Math.floor(i / 5) + 1), null]); break;
-      default: pipe.echo(`${id}/${i}`); expected.push(`${id}/${i}`);
+      case 0:
+        pipe.set(key, `${id}:${i}`);
+        expected.push('OK');
+        break;
+      case 1:
+        pipe.get(`cc:${id}:${(i - 1) % 50}`);
+        expected.push(`${id}:${i - 1}`);
+        break;
+      case 2:
+        pipe.incr(`cc:${id}:counter`);
+        expected.push(Math.floor(i / 5) + 1);
+        break;
+      case 3:
+        pipe.mget(`cc:${id}:${(i - 3) % 50}`, `cc:${id}:counter`, `cc:${id}:missing`);
+        expected.push([`${id}:${i - 3}`, String(Math.floor(i / 5) + 1), null]);
+        break;
+      default:
+        pipe.echo(`${id}/${i}`);
+        expected.push(`${id}/${i}`);
     }
   }
   const results = await pipe.exec();

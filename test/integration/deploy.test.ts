@@ -62,11 +62,14 @@ function readDocs(file: string): unknown[] {
 }
 
 function listYaml(dir: string): string[] {
-  return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) return listYaml(p);
-    return /\.ya?ml$/.test(e.name) ? [p] : [];
-  }).sort();
+  return fs
+    .readdirSync(dir, { withFileTypes: true })
+    .flatMap((e) => {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) return listYaml(p);
+      return /\.ya?ml$/.test(e.name) ? [p] : [];
+    })
+    .sort();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -78,8 +81,13 @@ const KUSTOMIZATION_FIELDS = new Set(['apiVersion', 'kind', 'resources', 'patche
 
 /** Strategic-merge keys of the lists deploy/ patches (from the Kubernetes API's patchMergeKey). */
 const MERGE_KEYS: Record<string, string> = {
-  containers: 'name', initContainers: 'name', volumes: 'name', env: 'name', volumeMounts: 'mountPath',
-  ports: 'containerPort', imagePullSecrets: 'name',
+  containers: 'name',
+  initContainers: 'name',
+  volumes: 'name',
+  env: 'name',
+  volumeMounts: 'mountPath',
+  ports: 'containerPort',
+  imagePullSecrets: 'name',
 };
 
 function strategicMerge(base: unknown, patch: unknown, field = ''): unknown {
@@ -112,7 +120,10 @@ function strategicMerge(base: unknown, patch: unknown, field = ''): unknown {
 
 function jsonPatch(target: Obj, ops: Obj[], where: string): void {
   for (const op of ops) {
-    const parts = String(op.path).split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const parts = String(op.path)
+      .split('/')
+      .slice(1)
+      .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
     const last = parts.pop();
     if (last === undefined) throw new Error(`${where}: JSON patch path ${op.path} is not supported here`);
     let parent: any = target;
@@ -122,7 +133,8 @@ function jsonPatch(target: Obj, ops: Obj[], where: string): void {
     }
     if (op.op === 'replace' || op.op === 'add') {
       if (op.op === 'replace' && !(last in parent)) throw new Error(`${where}: cannot replace missing ${op.path}`);
-      if (Array.isArray(parent) && op.op === 'add') parent.splice(last === '-' ? parent.length : Number(last), 0, clone(op.value));
+      if (Array.isArray(parent) && op.op === 'add')
+        parent.splice(last === '-' ? parent.length : Number(last), 0, clone(op.value));
       else parent[Array.isArray(parent) ? Number(last) : last] = clone(op.value);
     } else if (op.op === 'remove') {
       if (!(last in parent)) throw new Error(`${where}: cannot remove missing ${op.path}`);
@@ -144,7 +156,9 @@ function render(dir: string): Obj[] {
   const k = readDocs(kfile)[0] as Obj;
   for (const field of Object.keys(k)) {
     if (!KUSTOMIZATION_FIELDS.has(field)) {
-      throw new Error(`${rel(kfile)}: "${field}" is not supported by the renderer in test/integration/deploy.test.ts; extend it`);
+      throw new Error(
+        `${rel(kfile)}: "${field}" is not supported by the renderer in test/integration/deploy.test.ts; extend it`,
+      );
     }
   }
   let objects: Obj[] = [];
@@ -158,10 +172,12 @@ function render(dir: string): Obj[] {
     const text = entry.path !== undefined ? fs.readFileSync(path.resolve(dir, entry.path), 'utf8') : entry.patch;
     if (typeof text !== 'string') throw new Error(`${where}: needs "path" or "patch"`);
     const patch = YAML.parse(text) as unknown;
-    const target = (entry.target ?? (isObj(patch) ? { kind: patch.kind, name: patch.metadata?.name } : undefined)) as Obj | undefined;
+    const target = (entry.target ?? (isObj(patch) ? { kind: patch.kind, name: patch.metadata?.name } : undefined)) as
+      Obj | undefined;
     if (!target) throw new Error(`${where}: a JSON 6902 patch needs a target`);
     const hits = objects.filter((o) => o.kind === target.kind && o.metadata?.name === target.name);
-    if (hits.length !== 1) throw new Error(`${where}: target ${target.kind}/${target.name} matches ${hits.length} objects`);
+    if (hits.length !== 1)
+      throw new Error(`${where}: target ${target.kind}/${target.name} matches ${hits.length} objects`);
     const hit = hits[0]!;
     if (Array.isArray(patch)) {
       jsonPatch(hit, patch as Obj[], where);
@@ -189,9 +205,13 @@ function kubectlRender(dir: string): Obj[] | null {
     out = execFileSync('kubectl', ['kustomize', dir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new Error(`kubectl kustomize ${rel(dir)} failed: ${(err as { stderr?: string }).stderr ?? err}`);
+    throw new Error(`kubectl kustomize ${rel(dir)} failed: ${(err as { stderr?: string }).stderr ?? err}`, {
+      cause: err,
+    });
   }
-  return YAML.parseAllDocuments(out).map((d) => d.toJS() as Obj).filter(isObj);
+  return YAML.parseAllDocuments(out)
+    .map((d) => d.toJS() as Obj)
+    .filter(isObj);
 }
 
 /** Objects keyed "Kind/name", with list order made canonical where Kubernetes treats lists as keyed sets. */
@@ -211,7 +231,10 @@ function byKey(objects: Obj[]): Record<string, Obj> {
 // ---------------------------------------------------------------------------------------------------------------
 // What a rendered kustomization says about keymux.
 
-interface HostPortValue { host: string; port: number }
+interface HostPortValue {
+  host: string;
+  port: number;
+}
 interface ResolvedConfig {
   listen: HostPortValue;
   admin: HostPortValue | null;
@@ -232,7 +255,7 @@ interface Rendered {
 const distUrl = (p: string): string => pathToFileURL(path.join(ROOT, 'dist', p)).href;
 
 async function parseKeymuxConfig(text: string, source: string): Promise<ResolvedConfig> {
-  const { parseConfigText } = await import(distUrl('config/load.js')) as {
+  const { parseConfigText } = (await import(distUrl('config/load.js'))) as {
     parseConfigText(t: string, s: string): { config?: ResolvedConfig; errors?: string[] };
   };
   const result = parseConfigText(text, source);
@@ -256,22 +279,34 @@ async function inspect(dir: string): Promise<Rendered> {
   const keymux = findKeymux(pod);
   const configFile = configPathOf(keymux);
   // The mount that holds the config file: a directory above it or (wrongly, tested below) the file by subPath.
-  const mount = (keymux.volumeMounts as Obj[] | undefined ?? []).find((m) =>
-    configFile.startsWith(`${String(m.mountPath).replace(/\/$/, '')}/`) || (m.mountPath === configFile && m.subPath));
+  const mount = ((keymux.volumeMounts as Obj[] | undefined) ?? []).find(
+    (m) =>
+      configFile.startsWith(`${String(m.mountPath).replace(/\/$/, '')}/`) || (m.mountPath === configFile && m.subPath),
+  );
   if (!mount) throw new Error(`${rel(dir)}: no volumeMount of the keymux container holds ${configFile}`);
-  const volume = (pod.volumes as Obj[] | undefined ?? []).find((v) => v.name === mount.name);
+  const volume = ((pod.volumes as Obj[] | undefined) ?? []).find((v) => v.name === mount.name);
   const cmName = volume?.configMap?.name as string | undefined;
   if (!cmName) throw new Error(`${rel(dir)}: volume ${mount.name} is not a ConfigMap volume`);
   const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === cmName);
   if (!configMap) throw new Error(`${rel(dir)}: ConfigMap ${cmName} is not among the rendered objects`);
-  const configKey = mount.mountPath === configFile ? String(mount.subPath) : path.posix.relative(String(mount.mountPath), configFile);
+  const configKey =
+    mount.mountPath === configFile ? String(mount.subPath) : path.posix.relative(String(mount.mountPath), configFile);
   const configText = configMap.data?.[configKey] as string | undefined;
   if (typeof configText !== 'string') throw new Error(`${rel(dir)}: ConfigMap ${cmName} has no key ${configKey}`);
   // A config keymux rejects is reported by the `keymux --check` test; the tests that need its values fail too.
   const source = `${rel(dir)} ConfigMap ${cmName} ${configKey}`;
-  const parsed = await parseKeymuxConfig(configText, source).then((c) => ({ c, err: null }), (err: Error) => ({ c: null, err }));
+  const parsed = await parseKeymuxConfig(configText, source).then(
+    (c) => ({ c, err: null }),
+    (err: Error) => ({ c: null, err }),
+  );
   return {
-    objects, deployment, pod, keymux, configMap, configKey, configText,
+    objects,
+    deployment,
+    pod,
+    keymux,
+    configMap,
+    configKey,
+    configText,
     get config(): ResolvedConfig {
       if (parsed.c === null) throw new Error(`the embedded keymux config is invalid: ${parsed.err!.message}`);
       return parsed.c;
@@ -280,8 +315,16 @@ async function inspect(dir: string): Promise<Rendered> {
 }
 
 /** The Dockerfile, parsed: instructions with continuation lines joined and comments dropped, split by stage. */
-interface Instruction { line: number; op: string; args: string }
-interface Stage { from: string; name: string | null; instructions: Instruction[] }
+interface Instruction {
+  line: number;
+  op: string;
+  args: string;
+}
+interface Stage {
+  from: string;
+  name: string | null;
+  instructions: Instruction[];
+}
 
 function parseDockerfile(file: string): Stage[] {
   const lines = fs.readFileSync(file, 'utf8').split('\n');
@@ -350,8 +393,12 @@ function preStopSeconds(container: Obj): number {
   const cmd = pre.exec?.command as string[] | undefined;
   if (!cmd) throw new Error(`container ${container.name}: preStop is neither exec nor sleep`);
   if (cmd[0] === 'sleep' && cmd.length === 2 && /^\d+$/.test(cmd[1]!)) return Number(cmd[1]);
-  const m = cmd[0] === 'node' && cmd[1] === '-e' ? /^setTimeout\(\s*\(\)\s*=>\s*\{\s*\}\s*,\s*(\d+)\s*\)$/.exec(cmd[2] ?? '') : null;
-  if (!m || cmd.length !== 3) throw new Error(`container ${container.name}: cannot tell how long preStop ${JSON.stringify(cmd)} sleeps`);
+  const m =
+    cmd[0] === 'node' && cmd[1] === '-e'
+      ? /^setTimeout\(\s*\(\)\s*=>\s*\{\s*\}\s*,\s*(\d+)\s*\)$/.exec(cmd[2] ?? '')
+      : null;
+  if (!m || cmd.length !== 3)
+    throw new Error(`container ${container.name}: cannot tell how long preStop ${JSON.stringify(cmd)} sleeps`);
   return Number(m[1]) / 1000;
 }
 
@@ -365,8 +412,10 @@ function drainGraceSeconds(config: ResolvedConfig): number {
   const main = fs.readFileSync(path.join(ROOT, 'src/main.ts'), 'utf8');
   const m = /\bDRAIN_GRACE_MS\s*=\s*([\d_]+)\s*;/.exec(main);
   if (!m) {
-    throw new Error('cannot find keymux\'s drain grace: the resolved config has no drain.graceS and src/main.ts no ' +
-      '`DRAIN_GRACE_MS = N`; update drainGraceSeconds() in test/integration/deploy.test.ts');
+    throw new Error(
+      "cannot find keymux's drain grace: the resolved config has no drain.graceS and src/main.ts no " +
+        '`DRAIN_GRACE_MS = N`; update drainGraceSeconds() in test/integration/deploy.test.ts',
+    );
   }
   return Number(m[1]!.replace(/_/g, '')) / 1000;
 }
@@ -400,7 +449,9 @@ describe('deploy/Dockerfile', () => {
     const builder = stages[0]!;
     const runs = ops(builder, 'RUN').map((i) => i.args);
     expect(runs.some((r) => /\bnpm ci\b/.test(r) && !/--omit=dev|--production/.test(r))).toBe(true);
-    expect(runs.some((r) => /\bnpm run build\b/.test(r) || (/\bnpm ci\b/.test(r) && !/--ignore-scripts/.test(r)))).toBe(true);
+    expect(runs.some((r) => /\bnpm run build\b/.test(r) || (/\bnpm ci\b/.test(r) && !/--ignore-scripts/.test(r)))).toBe(
+      true,
+    );
   });
 
   it('installs only production dependencies in the runtime stage, and builds nothing there', () => {
@@ -439,23 +490,32 @@ describe('deploy/Dockerfile', () => {
   });
 
   it('exposes the client and admin ports and starts keymux with the mounted config', () => {
-    const exposed = ops(runtime, 'EXPOSE').flatMap((i) => i.args.split(/\s+/)).map((p) => p.replace(/\/tcp$/, ''));
+    const exposed = ops(runtime, 'EXPOSE')
+      .flatMap((i) => i.args.split(/\s+/))
+      .map((p) => p.replace(/\/tcp$/, ''));
     expect(exposed).toEqual(expect.arrayContaining(['6380', '9121']));
     expect(execForm(ops(runtime, 'ENTRYPOINT').pop())).toEqual(['node', 'bin/keymux.js']);
     expect(imageCmd()).toEqual(['--config', '/etc/keymux/keymux.yaml']);
   });
 
   it('needs at run time only packages listed in "dependencies" (the image has no dev dependencies)', () => {
-    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { dependencies: Record<string, string> };
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+      dependencies: Record<string, string>;
+    };
     const deps = new Set(Object.keys(pkg.dependencies));
     const missing = new Set<string>();
     const walk = (dir: string): void => {
       for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
         const p = path.join(dir, e.name);
-        if (e.isDirectory()) { walk(p); continue; }
+        if (e.isDirectory()) {
+          walk(p);
+          continue;
+        }
         if (!e.name.endsWith('.js')) continue;
         const text = fs.readFileSync(p, 'utf8');
-        const specs = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*)['"]([^'"]+)['"]/g)].map((m) => m[1]!);
+        const specs = [...text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|\brequire\s*\(\s*)['"]([^'"]+)['"]/g)].map(
+          (m) => m[1]!,
+        );
         for (const s of specs) {
           if (s.startsWith('.') || s.startsWith('/') || s.startsWith('node:')) continue;
           const name = s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]!;
@@ -468,11 +528,28 @@ describe('deploy/Dockerfile', () => {
   });
 
   it('Dockerfile.dockerignore keeps everything the Dockerfile copies, and leaves out node_modules, dist and .git', () => {
-    const patterns = fs.readFileSync(path.join(DEPLOY, 'Dockerfile.dockerignore'), 'utf8').split('\n')
-      .map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
-    const toRegex = (glob: string): RegExp => new RegExp(`^${glob.replace(/\/+$/, '').split('**').map((part) =>
-      part.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')).join('.*')}$`);
-    const rules = patterns.map((p) => ({ include: p.startsWith('!'), re: toRegex(p.replace(/^!/, '').replace(/^\//, '')) }));
+    const patterns = fs
+      .readFileSync(path.join(DEPLOY, 'Dockerfile.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !l.startsWith('#'));
+    const toRegex = (glob: string): RegExp =>
+      new RegExp(
+        `^${glob
+          .replace(/\/+$/, '')
+          .split('**')
+          .map((part) =>
+            part
+              .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+              .replace(/\*/g, '[^/]*')
+              .replace(/\?/g, '[^/]'),
+          )
+          .join('.*')}$`,
+      );
+    const rules = patterns.map((p) => ({
+      include: p.startsWith('!'),
+      re: toRegex(p.replace(/^!/, '').replace(/^\//, '')),
+    }));
     // Docker: the last rule matching the path or one of its parent directories decides.
     const excluded = (file: string): boolean => {
       const prefixes = file.split('/').map((_, i, parts) => parts.slice(0, i + 1).join('/'));
@@ -480,8 +557,14 @@ describe('deploy/Dockerfile', () => {
       for (const r of rules) if (prefixes.some((p) => r.re.test(p))) out = !r.include;
       return out;
     };
-    const sources = stages.flatMap((s) => s.instructions.filter((i) => i.op === 'COPY' && !/--from=/.test(i.args)))
-      .flatMap((i) => i.args.split(/\s+/).filter((a) => !a.startsWith('--')).slice(0, -1));
+    const sources = stages
+      .flatMap((s) => s.instructions.filter((i) => i.op === 'COPY' && !/--from=/.test(i.args)))
+      .flatMap((i) =>
+        i.args
+          .split(/\s+/)
+          .filter((a) => !a.startsWith('--'))
+          .slice(0, -1),
+      );
     expect(sources.length).toBeGreaterThan(0);
     for (const src of sources) {
       expect(fs.existsSync(path.join(ROOT, src)), `${src} exists in the repository`).toBe(true);
@@ -492,7 +575,13 @@ describe('deploy/Dockerfile', () => {
         }
       }
     }
-    for (const out of ['node_modules/yaml/package.json', 'dist/main.js', '.git/HEAD', 'test/unit/config.test.ts', 'deploy/Dockerfile']) {
+    for (const out of [
+      'node_modules/yaml/package.json',
+      'dist/main.js',
+      '.git/HEAD',
+      'test/unit/config.test.ts',
+      'deploy/Dockerfile',
+    ]) {
       expect(excluded(out), `${out} is left out of the build context`).toBe(true);
     }
   });
@@ -524,10 +613,12 @@ describe('deploy/kustomize manifests', () => {
       for (const r of (k.resources ?? []) as string[]) {
         const p = path.resolve(dir, r);
         expect(fs.existsSync(p), `${rel(kfile)}: resource ${r}`).toBe(true);
-        if (fs.statSync(p).isDirectory()) expect(fs.existsSync(path.join(p, 'kustomization.yaml')), `${r}/kustomization.yaml`).toBe(true);
+        if (fs.statSync(p).isDirectory())
+          expect(fs.existsSync(path.join(p, 'kustomization.yaml')), `${r}/kustomization.yaml`).toBe(true);
       }
       for (const p of (k.patches ?? []) as Obj[]) {
-        if (p.path !== undefined) expect(fs.existsSync(path.resolve(dir, p.path)), `${rel(kfile)}: patch ${p.path}`).toBe(true);
+        if (p.path !== undefined)
+          expect(fs.existsSync(path.resolve(dir, p.path)), `${rel(kfile)}: patch ${p.path}`).toBe(true);
       }
     }
   });
@@ -546,18 +637,24 @@ describe('deploy/kustomize manifests', () => {
   });
 });
 
-for (const [label, dir] of [['base (sidecar)', BASE], ['overlays/shared', SHARED]] as const) {
+for (const [label, dir] of [
+  ['base (sidecar)', BASE],
+  ['overlays/shared', SHARED],
+] as const) {
   describe(`deploy/kustomize/${label}`, () => {
     let r: Rendered;
-    beforeAll(async () => { r = await inspect(dir); });
+    beforeAll(async () => {
+      r = await inspect(dir);
+    });
 
     it('embeds a keymux config that passes the real `keymux --check`', async () => {
       const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-deploy-'));
       try {
         const file = path.join(tmp, r.configKey);
         fs.writeFileSync(file, r.configText);
-        const result = await run(process.execPath, [BIN, '--config', file, '--check'], { cwd: ROOT })
-          .catch((e: { code: number; stdout: string; stderr: string }) => e);
+        const result = await run(process.execPath, [BIN, '--config', file, '--check'], { cwd: ROOT }).catch(
+          (e: { code: number; stdout: string; stderr: string }) => e,
+        );
         expect(result.stderr, 'keymux --check found problems').toBe('');
         expect(result.stdout).toContain('configuration is valid');
       } finally {
@@ -583,7 +680,10 @@ for (const [label, dir] of [['base (sidecar)', BASE], ['overlays/shared', SHARED
       expect(admin, 'the embedded config has an admin address').not.toBeNull();
       // The kubelet connects to the pod IP: an admin server on loopback would fail every probe.
       expect(isLoopback(admin!.host), `admin ${admin!.host} is reachable from the pod IP`).toBe(false);
-      const probes: Array<[string, string]> = [['livenessProbe', '/healthz'], ['readinessProbe', '/readyz']];
+      const probes: Array<[string, string]> = [
+        ['livenessProbe', '/healthz'],
+        ['readinessProbe', '/readyz'],
+      ];
       if (r.keymux.startupProbe) probes.push(['startupProbe', '/healthz']);
       for (const [probe, want] of probes) {
         const get = r.keymux[probe]?.httpGet as Obj | undefined;
@@ -631,8 +731,10 @@ for (const [label, dir] of [['base (sidecar)', BASE], ['overlays/shared', SHARED
       const drain = drainGraceSeconds(r.config);
       expect(preStop, 'keymux preStop sleeps so the endpoint removal propagates').toBeGreaterThanOrEqual(3);
       expect(drain).toBeGreaterThan(0);
-      expect(grace, `terminationGracePeriodSeconds ${grace} > preStop ${preStop} s + drain grace ${drain} s`)
-        .toBeGreaterThan(preStop + drain);
+      expect(
+        grace,
+        `terminationGracePeriodSeconds ${grace} > preStop ${preStop} s + drain grace ${drain} s`,
+      ).toBeGreaterThan(preStop + drain);
       // Every other container must be gone before the kubelet's deadline as well.
       for (const c of r.pod.containers as Obj[]) expect(preStopSeconds(c)).toBeLessThan(grace);
     });
@@ -645,7 +747,9 @@ for (const [label, dir] of [['base (sidecar)', BASE], ['overlays/shared', SHARED
 
 describe('deploy/kustomize/base: keymux as a sidecar', () => {
   let r: Rendered;
-  beforeAll(async () => { r = await inspect(BASE); });
+  beforeAll(async () => {
+    r = await inspect(BASE);
+  });
 
   it('listens on 127.0.0.1:6380, where the application container points its Redis client', () => {
     expect(r.config.listen).toEqual({ host: '127.0.0.1', port: 6380 });
@@ -656,7 +760,7 @@ describe('deploy/kustomize/base: keymux as a sidecar', () => {
     expect(env.some((v) => v.includes('127.0.0.1:6380'))).toBe(true);
   });
 
-  it('keeps keymux up while the application shuts down (its preStop outlasts the app\'s)', () => {
+  it("keeps keymux up while the application shuts down (its preStop outlasts the app's)", () => {
     const app = (r.pod.containers as Obj[]).filter((c) => c.name !== 'keymux');
     for (const c of app) expect(preStopSeconds(r.keymux)).toBeGreaterThan(preStopSeconds(c));
   });
@@ -670,7 +774,9 @@ describe('deploy/kustomize/base: keymux as a sidecar', () => {
 
 describe('deploy/kustomize/overlays/shared: keymux as a shared Service', () => {
   let r: Rendered;
-  beforeAll(async () => { r = await inspect(SHARED); });
+  beforeAll(async () => {
+    r = await inspect(SHARED);
+  });
 
   it('is a Deployment of keymux alone, 2 replicas, listening on every interface', () => {
     expect(r.deployment.metadata.name).toBe('keymux');
@@ -701,7 +807,8 @@ describe('deploy/kustomize/overlays/shared: keymux as a shared Service', () => {
     const pdb = pdbs[0]!;
     expect(pdb.apiVersion).toBe('policy/v1');
     const labels = r.deployment.spec.template.metadata.labels as Obj;
-    for (const [k, v] of Object.entries(pdb.spec.selector.matchLabels as Obj)) expect(labels[k], `selector ${k}`).toBe(v);
+    for (const [k, v] of Object.entries(pdb.spec.selector.matchLabels as Obj))
+      expect(labels[k], `selector ${k}`).toBe(v);
     if (pdb.spec.minAvailable !== undefined) expect(pdb.spec.minAvailable).toBeLessThan(r.deployment.spec.replicas);
     else expect(pdb.spec.maxUnavailable).toBeGreaterThan(0);
   });

@@ -16,9 +16,15 @@ describe('drain', () => {
       }
       return '+OK\r\n';
     });
-    const proxy = await startKeymux({
-      admin: '127.0.0.1:0', mode: 'ring', shards: [{ address: backend.address }], log: { level: 'silent' },
-    }, { builtinCommandTable: true });
+    const proxy = await startKeymux(
+      {
+        admin: '127.0.0.1:0',
+        mode: 'ring',
+        shards: [{ address: backend.address }],
+        log: { level: 'silent' },
+      },
+      { builtinCommandTable: true },
+    );
     const ready = async () => (await request(`http://127.0.0.1:${proxy.adminPort}/readyz`)).statusCode;
     await waitFor(async () => (await ready()) === 200, 'readyz 200');
 
@@ -32,11 +38,18 @@ describe('drain', () => {
     expect(proxy.readiness().ok).toBe(false);
     expect(proxy.readiness().reason).toBe('draining');
     // New connections are refused once the listener has stopped.
-    await waitFor(() => new Promise<boolean>((res) => {
-      const s = net.connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); res(false); });
-      s.once('error', () => res(true));
-    }), 'the listener to refuse connections');
+    await waitFor(
+      () =>
+        new Promise<boolean>((res) => {
+          const s = net.connect(port, '127.0.0.1');
+          s.once('connect', () => {
+            s.destroy();
+            res(false);
+          });
+          s.once('error', () => res(true));
+        }),
+      'the listener to refuse connections',
+    );
     // The idle client is closed; the busy one still waits for its reply.
     expect(await idle.untilClosed()).toBe('');
     expect(busy.closed).toBe(false);

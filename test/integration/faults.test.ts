@@ -10,7 +10,16 @@ import { Redis } from 'ioredis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { startKeymux, slotsConfig, RawClient } from '../support/keymux.js';
 import { freePort } from '../support/ports.js';
-import { FakeBackend, type FakeConnection, bulk, keyOn, parseReplies, replyCount, waitFor, type Script } from '../support/fake-backend.js';
+import {
+  FakeBackend,
+  type FakeConnection,
+  bulk,
+  keyOn,
+  parseReplies,
+  replyCount,
+  waitFor,
+  type Script,
+} from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 // Everything a test starts is registered here and stopped after it, whatever happened.
@@ -88,7 +97,12 @@ describe('a shard that is down', () => {
 
     // The shard comes up on its port: keymux reconnects (with backoff) without a restart, on the same client.
     await redis({ port: downPort });
-    await waitFor(async () => (await client.set(kA, 'va').catch(() => 'err')) === 'OK', 'shard a to be served', 8000, 20);
+    await waitFor(
+      async () => (await client.set(kA, 'va').catch(() => 'err')) === 'OK',
+      'shard a to be served',
+      8000,
+      20,
+    );
     expect(await redisCommand(downPort, 'GET', kA)).toBe('va');
     expect(await client.mget(kA, kB)).toEqual(['va', 'vb']);
     expect(proxy.topology.shards[0].pool.connections[0].reconnects).toBeGreaterThan(0);
@@ -121,7 +135,12 @@ describe('a shard that is down', () => {
     expect(res?.[4][0]?.message).toMatch(down);
 
     await a.restart();
-    await waitFor(async () => (await client.set(kA, 'again').catch(() => 'err')) === 'OK', 'shard a to be served again', 8000, 20);
+    await waitFor(
+      async () => (await client.set(kA, 'again').catch(() => 'err')) === 'OK',
+      'shard a to be served again',
+      8000,
+      20,
+    );
     expect(await redisCommand(a.port, 'GET', kA)).toBe('again');
     await client.set(kB, 'vb');
     expect(await client.mget(kA, kB)).toEqual(['again', 'vb']);
@@ -134,7 +153,10 @@ describe('a backend that never answers (operation timeout)', () => {
     const f = await fake((c, conn) => {
       if (c[0].toUpperCase() !== 'GET') return '-ERR fake backend: unexpected command\r\n';
       const key = c[1];
-      if (key.startsWith('stall')) { stalled.push({ conn, key }); return null; }
+      if (key.startsWith('stall')) {
+        stalled.push({ conn, key });
+        return null;
+      }
       // Answer the stalled requests late, on their own (old) connection, before answering this one. Were the old
       // connection still in use, the late reply would be read as the reply to this command.
       for (const s of stalled.splice(0)) s.conn.write(bulk(`value-of-${s.key}`));
@@ -174,8 +196,14 @@ describe('a backend that never answers (operation timeout)', () => {
     c1.write(cmd('GET', fresh) + cmd('GET', kB) + cmd('GET', fresh));
     await c1.until((d) => replyCount(d) === 3);
     expect(parseReplies(c1.data)).toEqual([`value-of-${fresh}`, 'vb', `value-of-${fresh}`]);
-    expect(f.connections[1].commands).toEqual([['GET', fresh], ['GET', fresh]]);
-    expect(f.connections[0].commands).toEqual([['GET', s1], ['GET', s2]]);
+    expect(f.connections[1].commands).toEqual([
+      ['GET', fresh],
+      ['GET', fresh],
+    ]);
+    expect(f.connections[0].commands).toEqual([
+      ['GET', s1],
+      ['GET', s2],
+    ]);
   });
 });
 
@@ -190,7 +218,8 @@ describe('a backend that misbehaves', () => {
 
     const res = await client.pipeline().get(kA).set(kB, 'vb').get(kB).exec();
     expect(res?.[0][0]?.message).toBe(
-      `ERR keymux: shard 'a' (${f.address}) sent bytes that are not RESP (unexpected byte 0x74 at the start of a reply)`);
+      `ERR keymux: shard 'a' (${f.address}) sent bytes that are not RESP (unexpected byte 0x74 at the start of a reply)`,
+    );
     expect(res?.[1]).toEqual([null, 'OK']);
     expect(res?.[2]).toEqual([null, 'vb']);
 
@@ -225,7 +254,9 @@ describe('a backend that misbehaves', () => {
     const kA = keyOn(proxy, 0, 'closer');
     const kB = keyOn(proxy, 1, 'closer');
     const res = await client.pipeline().get(kA).set(kB, '1').exec();
-    expect(res?.[0][0]?.message).toMatch(shardErr('a', f.address, '(closed the connection|connection error ECONNRESET)'));
+    expect(res?.[0][0]?.message).toMatch(
+      shardErr('a', f.address, '(closed the connection|connection error ECONNRESET)'),
+    );
     expect(res?.[1]).toEqual([null, 'OK']);
     await waitFor(async () => (await client.get(kA).catch(() => null)) === `value-of-${kA}`, 'shard a served again');
   });
@@ -253,21 +284,31 @@ describe('no reply reaches the wrong client', () => {
       while (running) {
         const picks = [0, 1, 2, 3, 4].map((j) => keys[(i * 7 + j * 31 + w) % keys.length]);
         i++;
-        const res = (await c.pipeline().get(picks[0]).get(picks[1]).mget(picks[2], picks[3], picks[4]).get(picks[4]).exec()) ?? [];
-        const expected: Array<string | string[]> = [`value:${picks[0]}`, `value:${picks[1]}`,
-          [`value:${picks[2]}`, `value:${picks[3]}`, `value:${picks[4]}`], `value:${picks[4]}`];
+        const res =
+          (await c.pipeline().get(picks[0]).get(picks[1]).mget(picks[2], picks[3], picks[4]).get(picks[4]).exec()) ??
+          [];
+        const expected: Array<string | string[]> = [
+          `value:${picks[0]}`,
+          `value:${picks[1]}`,
+          [`value:${picks[2]}`, `value:${picks[3]}`, `value:${picks[4]}`],
+          `value:${picks[4]}`,
+        ];
         const involved = [[picks[0]], [picks[1]], [picks[2], picks[3], picks[4]], [picks[4]]];
         res.forEach(([err, value], n) => {
           const onShardA = involved[n].some((k) => onA.has(k));
           if (err) {
             // Only shard a fails, and the error names it.
-            if (!onShardA || !/^ERR keymux: shard 'a' /.test(err.message)) stats.mismatches.push(`error ${err.message} for ${involved[n]}`);
+            if (!onShardA || !/^ERR keymux: shard 'a' /.test(err.message))
+              stats.mismatches.push(`error ${err.message} for ${involved[n]}`);
             stats.errors++;
           } else if (JSON.stringify(value) !== JSON.stringify(expected[n])) {
             stats.mismatches.push(`${JSON.stringify(value)} for ${JSON.stringify(expected[n])}`);
           } else {
             stats.ok++;
-            if (onShardA) { stats.okA++; if (restarted) stats.okAAfterRestart++; }
+            if (onShardA) {
+              stats.okA++;
+              if (restarted) stats.okAAfterRestart++;
+            }
           }
         });
       }
@@ -284,8 +325,14 @@ describe('no reply reaches the wrong client', () => {
     } finally {
       running = false;
       // A worker stuck on a reply that never comes is itself a failure: disconnecting rejects what it waits for.
-      const settled = await Promise.race([Promise.all(workers).then(() => true), new Promise((r) => setTimeout(r, 3000, false))]);
-      if (!settled) { for (const c of clients) c.disconnect(); await Promise.allSettled(workers); }
+      const settled = await Promise.race([
+        Promise.all(workers).then(() => true),
+        new Promise((r) => setTimeout(r, 3000, false)),
+      ]);
+      if (!settled) {
+        for (const c of clients) c.disconnect();
+        await Promise.allSettled(workers);
+      }
       expect(settled, 'every worker finished its last pipeline').toBe(true);
     }
     expect(stats.mismatches).toEqual([]);

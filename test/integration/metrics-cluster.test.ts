@@ -21,7 +21,9 @@ beforeAll(async () => {
   cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });
   proxy = await startKeymux({
     // No periodic refresh: the test's own reshard must reach keymux as a MOVED, not as a rediscovery.
-    mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 3_600_000 }, admin: '127.0.0.1:0',
+    mode: 'cluster',
+    cluster: { seeds: cluster.seeds().slice(0, 2), refresh_interval_ms: 3_600_000 },
+    admin: '127.0.0.1:0',
     metrics: { hot_keys: { sample_rate: 1, k: 5 } },
   });
   admin = proxy.adminPort!;
@@ -39,11 +41,16 @@ const shardOf = (key: string): string => proxy.topology.shards[proxy.topology.ro
 
 function hitMiss(before: Sample[], after: Sample[], shards: string[]): Record<string, [number, number]> {
   const v = (s: Sample[], name: string, shard: string): number =>
-    (samplesOf(s, name, { shard }).length === 0 ? 0 : valueOf(s, name, { shard }));
-  return Object.fromEntries(shards.map((shard) => [shard, [
-    v(after, 'keymux_shard_hits_total', shard) - v(before, 'keymux_shard_hits_total', shard),
-    v(after, 'keymux_shard_misses_total', shard) - v(before, 'keymux_shard_misses_total', shard),
-  ]]));
+    samplesOf(s, name, { shard }).length === 0 ? 0 : valueOf(s, name, { shard });
+  return Object.fromEntries(
+    shards.map((shard) => [
+      shard,
+      [
+        v(after, 'keymux_shard_hits_total', shard) - v(before, 'keymux_shard_hits_total', shard),
+        v(after, 'keymux_shard_misses_total', shard) - v(before, 'keymux_shard_misses_total', shard),
+      ],
+    ]),
+  );
 }
 
 describe('metrics in cluster mode', () => {
@@ -71,7 +78,10 @@ describe('metrics in cluster mode', () => {
     const r = await getJson(admin, '/shards');
     expect(r.mode).toBe('cluster');
     expect(r.shards.length).toBe(3);
-    const masters = cluster.masters().map((m) => m.address).sort();
+    const masters = cluster
+      .masters()
+      .map((m) => m.address)
+      .sort();
     expect(r.shards.map((s: { address: string }) => s.address).sort()).toEqual(masters);
     for (const s of r.shards) {
       expect(s.role).toBe('master');
@@ -80,9 +90,23 @@ describe('metrics in cluster mode', () => {
       expect(s.replicas[0].role).toBe('replica');
     }
     const info = samplesOf(await scrape(admin), 'keymux_shard_info');
-    expect(info.filter((x) => x.labels.role === 'master').map((x) => x.labels.address).sort()).toEqual(masters);
-    expect(info.filter((x) => x.labels.role === 'replica').map((x) => x.labels.address).sort())
-      .toEqual(cluster.replicas().map((n) => n.address).sort());
+    expect(
+      info
+        .filter((x) => x.labels.role === 'master')
+        .map((x) => x.labels.address)
+        .sort(),
+    ).toEqual(masters);
+    expect(
+      info
+        .filter((x) => x.labels.role === 'replica')
+        .map((x) => x.labels.address)
+        .sort(),
+    ).toEqual(
+      cluster
+        .replicas()
+        .map((n) => n.address)
+        .sort(),
+    );
   });
 
   it('counts a MOVED absorbed after a slot moves to another master', async () => {
@@ -99,7 +123,9 @@ describe('metrics in cluster mode', () => {
     const before = await scrape(admin);
     expect(await client.get(key)).toBe('v');
     const after = await scrape(admin);
-    const moved = valueOf(after, 'keymux_redirections_total', { type: 'moved' }) - valueOf(before, 'keymux_redirections_total', { type: 'moved' });
+    const moved =
+      valueOf(after, 'keymux_redirections_total', { type: 'moved' }) -
+      valueOf(before, 'keymux_redirections_total', { type: 'moved' });
     expect(moved).toBe(1);
     expect(valueOf(after, 'keymux_redirections_total', { type: 'moved' })).toBe(proxy.stats.moved);
     expect(valueOf(after, 'keymux_redirections_total', { type: 'ask' })).toBe(proxy.stats.ask);

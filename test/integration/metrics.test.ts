@@ -24,10 +24,13 @@ let admin: number;
 const SHARDS = ['a', 'b', 'c'];
 
 function config(metrics: ConfigObject = {}): ConfigObject {
-  return slotsConfig(backends.map((b) => b.port), {
-    admin: '127.0.0.1:0',
-    metrics: { hot_keys: { k: K, sample_rate: 1 }, slowlog: { threshold_ms: 3_600_000 }, ...metrics },
-  });
+  return slotsConfig(
+    backends.map((b) => b.port),
+    {
+      admin: '127.0.0.1:0',
+      metrics: { hot_keys: { k: K, sample_rate: 1 }, slowlog: { threshold_ms: 3_600_000 }, ...metrics },
+    },
+  );
 }
 
 function reload(metrics: ConfigObject): void {
@@ -81,7 +84,9 @@ describe('per-shard hit/miss', () => {
     const pool = Array.from({ length: 30 }, (_, i) => `hm:mget:${i}`);
     const stored = pool.filter((_, i) => i % 3 !== 0);
     await client.mset(...present.flatMap((k) => [k, 'v']), ...stored.flatMap((k) => [k, 'v']));
-    const mgets = Array.from({ length: 50 }, (_, j) => Array.from({ length: 10 }, (_, t) => pool[(j * 7 + t * 3) % 30]));
+    const mgets = Array.from({ length: 50 }, (_, j) =>
+      Array.from({ length: 10 }, (_, t) => pool[(j * 7 + t * 3) % 30]),
+    );
     const want: Record<string, [number, number]> = { a: [700, 300], b: [0, 0], c: [0, 0] };
     const fragments: Record<string, number> = { a: 0, b: 0, c: 0 };
     for (const keys of mgets) {
@@ -103,13 +108,15 @@ describe('per-shard hit/miss', () => {
     expect(delta(before, after, 'keymux_commands_total', { command: 'get' })).toBe(1000);
     expect(delta(before, after, 'keymux_commands_total', { command: 'mget' })).toBe(50);
     for (const shard of SHARDS) {
-      expect(delta(before, after, 'keymux_shard_commands_total', { shard }), shard).toBe(fragments[shard] + (shard === 'a' ? 1000 : 0));
+      expect(delta(before, after, 'keymux_shard_commands_total', { shard }), shard).toBe(
+        fragments[shard] + (shard === 'a' ? 1000 : 0),
+      );
     }
     expect(delta(before, after, 'keymux_command_duration_seconds_count', { command: 'get' })).toBe(1000);
     expect(delta(before, after, 'keymux_shard_duration_seconds_count', { shard: 'a' })).toBe(1000 + fragments.a);
   });
 
-  it('applies the rule of every read command on a live server, on the key\'s shard', async () => {
+  it("applies the rule of every read command on a live server, on the key's shard", async () => {
     const t = '{rules}';
     await client.call('HSET', `${t}h`, 'f', 'v', 'g', 'w');
     await client.call('SADD', `${t}s`, 'm', 'n');
@@ -121,32 +128,60 @@ describe('per-shard hit/miss', () => {
     await client.call('XADD', `${t}x`, '*', 'f', 'v');
     const n = `${t}none`;
     const cases: Array<[string[], number, number]> = [
-      [['GET', `${t}str`], 1, 0], [['GET', n], 0, 1],
-      [['GETEX', `${t}gx`, 'PX', '100000'], 1, 0], [['GETEX', n], 0, 1],
-      [['GETDEL', `${t}gd`], 1, 0], [['GETDEL', `${t}gd`], 0, 1],
-      [['GETRANGE', `${t}str`, '0', '-1'], 1, 0], [['GETRANGE', n, '0', '-1'], 0, 1],
-      [['HGET', `${t}h`, 'f'], 1, 0], [['HGET', `${t}h`, 'nope'], 0, 1], [['HGET', n, 'f'], 0, 1],
-      [['HMGET', `${t}h`, 'f', 'nope', 'g'], 2, 1], [['HMGET', n, 'f', 'g'], 0, 2],
-      [['HEXISTS', `${t}h`, 'f'], 1, 0], [['HEXISTS', `${t}h`, 'nope'], 0, 1],
-      [['HGETALL', `${t}h`], 1, 0], [['HGETALL', n], 0, 1],
-      [['HKEYS', `${t}h`], 1, 0], [['HVALS', n], 0, 1],
-      [['HRANDFIELD', `${t}h`], 1, 0], [['HRANDFIELD', n], 0, 1], [['HRANDFIELD', n, '2'], 0, 1],
-      [['SISMEMBER', `${t}s`, 'm'], 1, 0], [['SISMEMBER', `${t}s`, 'q'], 0, 1],
+      [['GET', `${t}str`], 1, 0],
+      [['GET', n], 0, 1],
+      [['GETEX', `${t}gx`, 'PX', '100000'], 1, 0],
+      [['GETEX', n], 0, 1],
+      [['GETDEL', `${t}gd`], 1, 0],
+      [['GETDEL', `${t}gd`], 0, 1],
+      [['GETRANGE', `${t}str`, '0', '-1'], 1, 0],
+      [['GETRANGE', n, '0', '-1'], 0, 1],
+      [['HGET', `${t}h`, 'f'], 1, 0],
+      [['HGET', `${t}h`, 'nope'], 0, 1],
+      [['HGET', n, 'f'], 0, 1],
+      [['HMGET', `${t}h`, 'f', 'nope', 'g'], 2, 1],
+      [['HMGET', n, 'f', 'g'], 0, 2],
+      [['HEXISTS', `${t}h`, 'f'], 1, 0],
+      [['HEXISTS', `${t}h`, 'nope'], 0, 1],
+      [['HGETALL', `${t}h`], 1, 0],
+      [['HGETALL', n], 0, 1],
+      [['HKEYS', `${t}h`], 1, 0],
+      [['HVALS', n], 0, 1],
+      [['HRANDFIELD', `${t}h`], 1, 0],
+      [['HRANDFIELD', n], 0, 1],
+      [['HRANDFIELD', n, '2'], 0, 1],
+      [['SISMEMBER', `${t}s`, 'm'], 1, 0],
+      [['SISMEMBER', `${t}s`, 'q'], 0, 1],
       [['SMISMEMBER', `${t}s`, 'm', 'q', 'n'], 2, 1],
-      [['SMEMBERS', `${t}s`], 1, 0], [['SMEMBERS', n], 0, 1],
-      [['SRANDMEMBER', `${t}s`], 1, 0], [['SRANDMEMBER', n], 0, 1], [['SRANDMEMBER', `${t}s`, '5'], 1, 0], [['SRANDMEMBER', n, '5'], 0, 1],
-      [['LRANGE', `${t}l`, '0', '-1'], 1, 0], [['LRANGE', n, '0', '-1'], 0, 1],
-      [['LINDEX', `${t}l`, '1'], 1, 0], [['LINDEX', `${t}l`, '9'], 0, 1],
-      [['LPOS', `${t}l`, 'x'], 1, 0], [['LPOS', `${t}l`, 'q'], 0, 1], [['LPOS', `${t}l`, 'q', 'COUNT', '0'], 0, 1],
-      [['ZSCORE', `${t}z`, 'm'], 1, 0], [['ZSCORE', `${t}z`, 'q'], 0, 1],
-      [['ZRANK', `${t}z`, 'm'], 1, 0], [['ZREVRANK', `${t}z`, 'q'], 0, 1],
+      [['SMEMBERS', `${t}s`], 1, 0],
+      [['SMEMBERS', n], 0, 1],
+      [['SRANDMEMBER', `${t}s`], 1, 0],
+      [['SRANDMEMBER', n], 0, 1],
+      [['SRANDMEMBER', `${t}s`, '5'], 1, 0],
+      [['SRANDMEMBER', n, '5'], 0, 1],
+      [['LRANGE', `${t}l`, '0', '-1'], 1, 0],
+      [['LRANGE', n, '0', '-1'], 0, 1],
+      [['LINDEX', `${t}l`, '1'], 1, 0],
+      [['LINDEX', `${t}l`, '9'], 0, 1],
+      [['LPOS', `${t}l`, 'x'], 1, 0],
+      [['LPOS', `${t}l`, 'q'], 0, 1],
+      [['LPOS', `${t}l`, 'q', 'COUNT', '0'], 0, 1],
+      [['ZSCORE', `${t}z`, 'm'], 1, 0],
+      [['ZSCORE', `${t}z`, 'q'], 0, 1],
+      [['ZRANK', `${t}z`, 'm'], 1, 0],
+      [['ZREVRANK', `${t}z`, 'q'], 0, 1],
       [['ZMSCORE', `${t}z`, 'm', 'q'], 1, 1],
-      [['ZRANGE', `${t}z`, '0', '-1'], 1, 0], [['ZRANGEBYSCORE', n, '-inf', '+inf'], 0, 1],
-      [['ZREVRANGE', `${t}z`, '0', '-1'], 1, 0], [['ZRANGEBYLEX', n, '-', '+'], 0, 1],
-      [['XRANGE', `${t}x`, '-', '+'], 1, 0], [['XREVRANGE', n, '+', '-'], 0, 1],
+      [['ZRANGE', `${t}z`, '0', '-1'], 1, 0],
+      [['ZRANGEBYSCORE', n, '-inf', '+inf'], 0, 1],
+      [['ZREVRANGE', `${t}z`, '0', '-1'], 1, 0],
+      [['ZRANGEBYLEX', n, '-', '+'], 0, 1],
+      [['XRANGE', `${t}x`, '-', '+'], 1, 0],
+      [['XREVRANGE', n, '+', '-'], 0, 1],
       [['EXISTS', `${t}str`, n, `${t}h`], 2, 1],
       [['HGET', `${t}s`, 'f'], 0, 0], // WRONGTYPE: an error is neither
-      [['SET', `${t}w`, 'v'], 0, 0], [['LLEN', `${t}l`], 0, 0], [['DEL', n], 0, 0],
+      [['SET', `${t}w`, 'v'], 0, 0],
+      [['LLEN', `${t}l`], 0, 0],
+      [['DEL', n], 0, 0],
     ];
     const shard = shardOf(t);
     for (const [cmd, hits, misses] of cases) {
@@ -171,7 +206,12 @@ describe('per-shard hit/miss', () => {
 
 describe('ring mode', () => {
   it('counts hits and misses per ring member exactly, and /shards shows weights', async () => {
-    const ring = await startKeymux(ringConfig(backends.map((b) => b.port), { admin: '127.0.0.1:0' }));
+    const ring = await startKeymux(
+      ringConfig(
+        backends.map((b) => b.port),
+        { admin: '127.0.0.1:0' },
+      ),
+    );
     const rc = new Redis({ port: ring.port, host: '127.0.0.1', lazyConnect: true });
     try {
       await rc.connect();
@@ -188,15 +228,23 @@ describe('ring mode', () => {
       p.mget(...keys);
       await p.exec();
       const after = await scrape(ring.adminPort!);
-      const got = Object.fromEntries(names.map((shard) => [shard, [
-        valueOf(after, 'keymux_shard_hits_total', { shard }) - valueOf(before, 'keymux_shard_hits_total', { shard }),
-        valueOf(after, 'keymux_shard_misses_total', { shard }) - valueOf(before, 'keymux_shard_misses_total', { shard }),
-      ]]));
+      const got = Object.fromEntries(
+        names.map((shard) => [
+          shard,
+          [
+            valueOf(after, 'keymux_shard_hits_total', { shard }) -
+              valueOf(before, 'keymux_shard_hits_total', { shard }),
+            valueOf(after, 'keymux_shard_misses_total', { shard }) -
+              valueOf(before, 'keymux_shard_misses_total', { shard }),
+          ],
+        ]),
+      );
       expect(got).toEqual(want);
       const shards = await getJson(ring.adminPort!, '/shards');
       expect(shards.mode).toBe('ring');
-      expect(shards.shards.map((s: { name: string; weight: number; slots: null }) => [s.name, s.weight, s.slots]))
-        .toEqual(names.map((n) => [n, 1, null]));
+      expect(
+        shards.shards.map((s: { name: string; weight: number; slots: null }) => [s.name, s.weight, s.slots]),
+      ).toEqual(names.map((n) => [n, 1, null]));
     } finally {
       rc.disconnect();
       await ring.close();
@@ -226,12 +274,20 @@ describe('admin endpoints', () => {
   it('/shards lists each shard with address, role, slots and connection state', async () => {
     const r = await getJson(admin, '/shards');
     expect(r.mode).toBe('slots');
-    expect(r.shards.map((s: { name: string; address: string; role: string; state: string; weight: null }) =>
-      [s.name, s.address, s.role, s.state, s.weight])).toEqual(
-      backends.map((b, i) => [SHARDS[i], b.address, 'master', 'ready', null]));
+    expect(
+      r.shards.map((s: { name: string; address: string; role: string; state: string; weight: null }) => [
+        s.name,
+        s.address,
+        s.role,
+        s.state,
+        s.weight,
+      ]),
+    ).toEqual(backends.map((b, i) => [SHARDS[i], b.address, 'master', 'ready', null]));
     expect(r.shards[0].slots).toEqual(['0-5460']);
     expect(r.shards[2].slots).toEqual(['10922-16383']);
-    expect(r.shards[0].connections).toEqual([{ state: 'ready', inflight: 0, reconnects: 0, timeouts: 0, last_error: null }]);
+    expect(r.shards[0].connections).toEqual([
+      { state: 'ready', inflight: 0, reconnects: 0, timeouts: 0, last_error: null },
+    ]);
     expect(r.shards[0].inflight).toBe(0);
   });
 
@@ -242,7 +298,10 @@ describe('admin endpoints', () => {
     for (let start = 0; start < total; start += 5000) {
       const p = client.pipeline();
       for (let i = start; i < start + 5000; i++) {
-        if (i % 10 < 3) { p.get(hot); hotCount++; } else p.get(`user:${(i * 7919) % 10_000}`);
+        if (i % 10 < 3) {
+          p.get(hot);
+          hotCount++;
+        } else p.get(`user:${(i * 7919) % 10_000}`);
       }
       await p.exec();
     }
@@ -292,7 +351,9 @@ describe('admin endpoints', () => {
     r = await getJson(admin, '/slowlog');
     expect(r.entries.length).toBe(5);
     expect(r.entries[0].keys).toEqual(['slow:more:7']);
-    expect(r.entries.map((e: { id: number }) => e.id)).toEqual([...r.entries.map((e: { id: number }) => e.id)].sort((x, y) => y - x));
+    expect(r.entries.map((e: { id: number }) => e.id)).toEqual(
+      [...r.entries.map((e: { id: number }) => e.id)].sort((x, y) => y - x),
+    );
     expect((await httpGet(admin, '/slowlog', 'DELETE')).status).toBe(200);
     expect((await getJson(admin, '/slowlog')).entries).toEqual([]);
     reload({});
@@ -304,7 +365,11 @@ describe('admin endpoints', () => {
     await client.get('off:1');
     const after = await scrape(admin);
     expect(delta(before, after, 'keymux_commands_total', { command: 'get' })).toBe(0);
-    expect(Object.values(hitMissDelta(before, after)).flat().every((n) => n === 0)).toBe(true);
+    expect(
+      Object.values(hitMissDelta(before, after))
+        .flat()
+        .every((n) => n === 0),
+    ).toBe(true);
     expect(delta(before, after, 'keymux_shard_commands_total', { shard: shardOf('off:1') })).toBe(1);
     expect((await getJson(admin, '/hotkeys')).enabled).toBe(false);
     expect(samplesOf(after, 'keymux_hot_key_requests_per_second')).toEqual([]);
@@ -315,8 +380,12 @@ describe('admin endpoints', () => {
 
 describe('the Grafana dashboard', () => {
   const dash = JSON.parse(readFileSync('dashboards/keymux.json', 'utf8'));
-  const panels: Array<{ type: string; title: string; datasource?: { uid: string }; targets?: Array<{ expr: string; datasource: { uid: string } }> }> =
-    dash.panels;
+  const panels: Array<{
+    type: string;
+    title: string;
+    datasource?: { uid: string };
+    targets?: Array<{ expr: string; datasource: { uid: string } }>;
+  }> = dash.panels;
 
   it('takes its datasource from a variable', () => {
     const ds = dash.templating.list.find((v: { type: string }) => v.type === 'datasource');
@@ -329,9 +398,21 @@ describe('the Grafana dashboard', () => {
 
   it('has the panels the issue asks for', () => {
     const titles = panels.map((p) => p.title.toLowerCase());
-    for (const want of ['hit ratio per shard', 'ops/s per command', 'ops/s per shard', 'p50 / p99 per command', 'p50 / p99 per shard',
-      'errors', 'redirections', 'hot keys', 'connections']) {
-      expect(titles.some((t) => t.includes(want)), want).toBe(true);
+    for (const want of [
+      'hit ratio per shard',
+      'ops/s per command',
+      'ops/s per shard',
+      'p50 / p99 per command',
+      'p50 / p99 per shard',
+      'errors',
+      'redirections',
+      'hot keys',
+      'connections',
+    ]) {
+      expect(
+        titles.some((t) => t.includes(want)),
+        want,
+      ).toBe(true);
     }
     expect(panels.find((p) => p.type !== 'row' && p.title.toLowerCase().startsWith('hot keys'))?.type).toBe('table');
   });
@@ -343,7 +424,9 @@ describe('the Grafana dashboard', () => {
     const live = new Set((await scrape(admin)).map((s) => s.name));
     const exprs = [
       ...panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
-      ...dash.templating.list.filter((v: { type: string }) => v.type === 'query').map((v: { query: { query: string } }) => v.query.query),
+      ...dash.templating.list
+        .filter((v: { type: string }) => v.type === 'query')
+        .map((v: { query: { query: string } }) => v.query.query),
     ];
     expect(exprs.length).toBeGreaterThan(20);
     const names = new Set(exprs.flatMap(promqlMetricNames));

@@ -58,24 +58,29 @@ async function workload(port: number, model: Map<string, string>, clients: numbe
       const pipe = c.pipeline();
       const expected: unknown[] = [];
       for (let j = 0; j < 40; j++) {
-        const idx = (Math.floor(Math.random() * keys.length / clients) * clients + id) % keys.length;
+        const idx = (Math.floor((Math.random() * keys.length) / clients) * clients + id) % keys.length;
         const key = keys[idx];
         if (j % 3 === 0) {
           const v = `w:${id}:${n}:${j}`;
-          pipe.set(key, v, 'KEEPTTL'); expected.push('OK');
+          pipe.set(key, v, 'KEEPTTL');
+          expected.push('OK');
           model.set(key, v);
-          pipe.get(key); expected.push(v);
+          pipe.get(key);
+          expected.push(v);
         } else {
-          pipe.get(key); expected.push(model.get(key));
+          pipe.get(key);
+          expected.push(model.get(key));
           const other = keys[(idx + clients) % keys.length];
-          pipe.mget(key, other); expected.push([model.get(key), model.get(other)]);
+          pipe.mget(key, other);
+          expected.push([model.get(key), model.get(other)]);
         }
       }
       const res = await pipe.exec();
       res?.forEach(([err, v], i) => {
         ops++;
         if (err) problems.push(`client ${id}: ${err.message}`);
-        else if (JSON.stringify(v) !== JSON.stringify(expected[i])) problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
+        else if (JSON.stringify(v) !== JSON.stringify(expected[i]))
+          problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
       });
       n++;
     }
@@ -89,22 +94,28 @@ async function workload(port: number, model: Map<string, string>, clients: numbe
 async function verifyPlacement(proxy: Proxy, model: Map<string, string>) {
   const keys = [...model.keys()];
   const topo = proxy.topology;
-  const replies = await Promise.all(backends.map((b) => redisCommands(b.port, [['MGET', ...keys]], { timeoutMs: 60_000 })));
+  const replies = await Promise.all(
+    backends.map((b) => redisCommands(b.port, [['MGET', ...keys]], { timeoutMs: 60_000 })),
+  );
   let misplaced = 0;
   let wrongValue = 0;
   keys.forEach((key, i) => {
     const owner = topo.shards[topo.router.shardFor(Buffer.from(key))].address;
     backends.forEach((b, s) => {
       const v = (replies[s][0] as Array<string | null>)[i];
-      if (b.address === owner) { if (v !== model.get(key)) wrongValue++; } else if (v !== null) misplaced++;
+      if (b.address === owner) {
+        if (v !== model.get(key)) wrongValue++;
+      } else if (v !== null) misplaced++;
     });
   });
   expect({ misplaced, wrongValue }).toEqual({ misplaced: 0, wrongValue: 0 });
   const ttlKeys = keys.filter((_, i) => i % 10 === 0).slice(0, 2000);
-  const ttls = await Promise.all(ttlKeys.map(async (key) => {
-    const owner = backends.find((b) => b.address === topo.shards[topo.router.shardFor(Buffer.from(key))].address)!;
-    return (await redisCommands(owner.port, [['PTTL', key]]))[0] as number;
-  }));
+  const ttls = await Promise.all(
+    ttlKeys.map(async (key) => {
+      const owner = backends.find((b) => b.address === topo.shards[topo.router.shardFor(Buffer.from(key))].address)!;
+      return (await redisCommands(owner.port, [['PTTL', key]]))[0] as number;
+    }),
+  );
   expect(ttls.filter((t) => t <= 0 || t > 100_000_000).length).toBe(0);
 }
 
@@ -113,16 +124,33 @@ describe('migration on reload', () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
     const file = path.join(dir, 'slots.yaml');
     const [a, b, c] = backends;
-    write(file, { mode: 'slots', admin: '127.0.0.1:0', shards: [
-      { name: 'a', address: a.address, slots: ['0-5460'] }, { name: 'b', address: b.address, slots: ['5461-10922'] },
-      { name: 'c', address: c.address, slots: ['10923-16383'] }] });
+    write(file, {
+      mode: 'slots',
+      admin: '127.0.0.1:0',
+      shards: [
+        { name: 'a', address: a.address, slots: ['0-5460'] },
+        { name: 'b', address: b.address, slots: ['5461-10922'] },
+        { name: 'c', address: c.address, slots: ['10923-16383'] },
+      ],
+    });
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const model = await load(proxy.port, 100_000);
     let reloaded = false;
-    const load$ = workload(proxy.port, model, 8, () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'));
-    write(file, { mode: 'slots', admin: '127.0.0.1:0', shards: [
-      { name: 'a', address: a.address, slots: ['0-2730'] }, { name: 'b', address: b.address, slots: ['2731-8191'] },
-      { name: 'c', address: c.address, slots: ['8192-16383'] }] });
+    const load$ = workload(
+      proxy.port,
+      model,
+      8,
+      () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'),
+    );
+    write(file, {
+      mode: 'slots',
+      admin: '127.0.0.1:0',
+      shards: [
+        { name: 'a', address: a.address, slots: ['0-2730'] },
+        { name: 'b', address: b.address, slots: ['2731-8191'] },
+        { name: 'c', address: c.address, slots: ['8192-16383'] },
+      ],
+    });
     expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
     reloaded = true;
     const { problems, ops } = await load$;
@@ -133,7 +161,9 @@ describe('migration on reload', () => {
     expect(m.keysMoved).toBeGreaterThan(25_000);
     // Progress is visible: /shards lists the migration, /metrics has its counts.
     const { request } = await import('undici');
-    const shards = await (await request(`http://127.0.0.1:${proxy.adminPort}/shards`)).body.json() as { migrations: Array<{ state: string; keysMoved: number }> };
+    const shards = (await (await request(`http://127.0.0.1:${proxy.adminPort}/shards`)).body.json()) as {
+      migrations: Array<{ state: string; keysMoved: number }>;
+    };
     expect(shards.migrations.map((x) => [x.state, x.keysMoved])).toEqual([['done', m.keysMoved]]);
     const metrics = await (await request(`http://127.0.0.1:${proxy.adminPort}/metrics`)).body.text();
     expect(metrics).toContain(`keymux_migration_keys_moved ${m.keysMoved}`);
@@ -146,13 +176,21 @@ describe('migration on reload', () => {
   it('ring mode: adding a member under load, and a second reload while the first migration runs', async () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
     const file = path.join(dir, 'ring.yaml');
-    const ring = (n: number, weights: number[] = [1, 1, 1, 1]) => ({ mode: 'ring', ring: { hash: 'fnv1a_64' },
-      shards: backends.slice(0, n).map((b, i) => ({ address: b.address, weight: weights[i] })) });
+    const ring = (n: number, weights: number[] = [1, 1, 1, 1]) => ({
+      mode: 'ring',
+      ring: { hash: 'fnv1a_64' },
+      shards: backends.slice(0, n).map((b, i) => ({ address: b.address, weight: weights[i] })),
+    });
     write(file, ring(3));
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const model = await load(proxy.port, 40_000);
     let reloaded = false;
-    const load$ = workload(proxy.port, model, 6, () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'));
+    const load$ = workload(
+      proxy.port,
+      model,
+      6,
+      () => reloaded && proxy.migrationProgress().every((m) => m.state === 'done'),
+    );
     write(file, ring(4));
     expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
     // A further reload while the first migration is still moving keys: weights change again.
@@ -176,13 +214,25 @@ describe('migration across a restart', () => {
     const stateFile = path.join(dir, 'migration-state.json');
     const [a, b, c] = backends;
     const migration = { state_file: stateFile };
-    write(file, { mode: 'slots', migration, shards: [
-      { name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-16383'] }] });
+    write(file, {
+      mode: 'slots',
+      migration,
+      shards: [
+        { name: 'a', address: a.address, slots: ['0-8191'] },
+        { name: 'b', address: b.address, slots: ['8192-16383'] },
+      ],
+    });
     const first = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const model = await load(first.port, 30_000);
-    write(file, { mode: 'slots', migration, shards: [
-      { name: 'a', address: a.address, slots: ['0-4095'] }, { name: 'b', address: b.address, slots: ['4096-12287'] },
-      { name: 'c', address: c.address, slots: ['12288-16383'] }] });
+    write(file, {
+      mode: 'slots',
+      migration,
+      shards: [
+        { name: 'a', address: a.address, slots: ['0-4095'] },
+        { name: 'b', address: b.address, slots: ['4096-12287'] },
+        { name: 'c', address: c.address, slots: ['12288-16383'] },
+      ],
+    });
     expect((await first.reloadFromFile('test')).errors).toEqual([]);
     await first.close(); // keymux goes away while the migration runs
     expect(fs.existsSync(stateFile)).toBe(true);
@@ -190,8 +240,9 @@ describe('migration across a restart', () => {
     expect(movedBefore).toBeLessThan(7_000); // most of c's share has not arrived yet
 
     const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
-    const { problems } = await workload(second.port, model, 4,
-      () => second.migrationProgress().every((m) => m.state === 'done'));
+    const { problems } = await workload(second.port, model, 4, () =>
+      second.migrationProgress().every((m) => m.state === 'done'),
+    );
     expect(problems.slice(0, 5)).toEqual([]);
     await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
     await verifyPlacement(second, model);

@@ -20,7 +20,10 @@ import { freePort } from '../support/ports.js';
 import { httpGet } from '../support/metrics.js';
 import type { Proxy } from '../../src/proxy.js';
 
-interface PromVector { metric: Record<string, string>; value: [number, string] }
+interface PromVector {
+  metric: Record<string, string>;
+  value: [number, string];
+}
 
 let backends: RedisProcess[] = [];
 let proxy: Proxy;
@@ -39,7 +42,9 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
       const v = await check();
       if (v !== undefined) return v;
       last = 'not yet';
-    } catch (err) { last = (err as Error).message; }
+    } catch (err) {
+      last = (err as Error).message;
+    }
     if (prom !== null && (prom.exitCode !== null || prom.signalCode !== null)) {
       throw new Error(`prometheus exited while waiting for ${what}:\n${promLog}`);
     }
@@ -50,7 +55,11 @@ async function until<T>(what: string, check: () => Promise<T | undefined>, timeo
 
 async function query(expr: string): Promise<PromVector[]> {
   const res = await request(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`);
-  const body = await res.body.json() as { status: string; error?: string; data: { resultType: string; result: PromVector[] } };
+  const body = (await res.body.json()) as {
+    status: string;
+    error?: string;
+    data: { resultType: string; result: PromVector[] };
+  };
   if (body.status !== 'success') throw new Error(`query ${expr}: ${body.error}`);
   return body.data.result;
 }
@@ -61,26 +70,41 @@ const byShard = (v: PromVector[]): Record<string, number> =>
 async function startPrometheus(adminPort: number): Promise<void> {
   promDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-prometheus-'));
   const conf = path.join(promDir, 'prometheus.yml');
-  fs.writeFileSync(conf, [
-    'global:',
-    '  scrape_interval: 1s',
-    '  scrape_timeout: 1s',
-    '  evaluation_interval: 1s',
-    'scrape_configs:',
-    '  - job_name: keymux',
-    '    static_configs:',
-    `      - targets: ["127.0.0.1:${adminPort}"]`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    conf,
+    [
+      'global:',
+      '  scrape_interval: 1s',
+      '  scrape_timeout: 1s',
+      '  evaluation_interval: 1s',
+      'scrape_configs:',
+      '  - job_name: keymux',
+      '    static_configs:',
+      `      - targets: ["127.0.0.1:${adminPort}"]`,
+      '',
+    ].join('\n'),
+  );
   for (let attempt = 0; ; attempt++) {
     promPort = await freePort();
     promLog = '';
-    const child = spawn('prometheus', [`--config.file=${conf}`, `--web.listen-address=127.0.0.1:${promPort}`,
-      `--storage.tsdb.path=${path.join(promDir, `data-${attempt}`)}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child.stderr!.on('data', (d: Buffer) => { promLog += d.toString(); });
+    const child = spawn(
+      'prometheus',
+      [
+        `--config.file=${conf}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+        `--storage.tsdb.path=${path.join(promDir, `data-${attempt}`)}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    child.stderr!.on('data', (d: Buffer) => {
+      promLog += d.toString();
+    });
     prom = child;
     try {
-      await until('prometheus to be ready', async () => ((await httpGet(promPort, '/-/ready')).status === 200 ? true : undefined));
+      await until('prometheus to be ready', async () =>
+        (await httpGet(promPort, '/-/ready')).status === 200 ? true : undefined,
+      );
       return;
     } catch (err) {
       await stopPrometheus();
@@ -102,9 +126,15 @@ async function stopPrometheus(): Promise<void> {
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis()]);
-  proxy = await startKeymux(slotsConfig(backends.map((b) => b.port), {
-    admin: '127.0.0.1:0', metrics: { hot_keys: { sample_rate: 1, k: 5 } },
-  }));
+  proxy = await startKeymux(
+    slotsConfig(
+      backends.map((b) => b.port),
+      {
+        admin: '127.0.0.1:0',
+        metrics: { hot_keys: { sample_rate: 1, k: 5 } },
+      },
+    ),
+  );
   client = new Redis({ port: proxy.port, host: '127.0.0.1', lazyConnect: true });
   await client.connect();
   await startPrometheus(proxy.adminPort!);
@@ -147,8 +177,11 @@ describe('Prometheus scraping keymux', () => {
       const got = byShard(await query('sum by (shard) (keymux_shard_hits_total + keymux_shard_misses_total)'));
       return got.a === 1000 && got.b === 400 ? got : undefined;
     });
-    const ratio = byShard(await query(
-      'sum by (shard) (keymux_shard_hits_total) / (sum by (shard) (keymux_shard_hits_total) + sum by (shard) (keymux_shard_misses_total))'));
+    const ratio = byShard(
+      await query(
+        'sum by (shard) (keymux_shard_hits_total) / (sum by (shard) (keymux_shard_hits_total) + sum by (shard) (keymux_shard_misses_total))',
+      ),
+    );
     expect(ratio).toEqual({ a: 0.7, b: 0.25 });
 
     const dash = JSON.parse(fs.readFileSync('dashboards/keymux.json', 'utf8'));
@@ -160,7 +193,9 @@ describe('Prometheus scraping keymux', () => {
 
   it('evaluates every expression of the dashboard, each returning data', async () => {
     const dash = JSON.parse(fs.readFileSync('dashboards/keymux.json', 'utf8'));
-    const exprs: string[] = dash.panels.flatMap((x: { targets?: Array<{ expr: string }> }) => (x.targets ?? []).map((t) => t.expr));
+    const exprs: string[] = dash.panels.flatMap((x: { targets?: Array<{ expr: string }> }) =>
+      (x.targets ?? []).map((t) => t.expr),
+    );
     for (const e of exprs) {
       const result = await query(substitute(e));
       expect(result.length, e).toBeGreaterThan(0);
@@ -173,7 +208,11 @@ describe('Prometheus scraping keymux', () => {
     // Exit 3 is lint advice only; prom-client's default gauges nodejs_active_*_total draw it. Never about keymux.
     expect([0, 3], all.stdout + all.stderr).toContain(all.status);
     expect(all.stdout + all.stderr).not.toMatch(/keymux_|error/i);
-    const ours = text.split('\n').filter((l) => /^(# (HELP|TYPE) )?keymux_/.test(l)).join('\n') + '\n';
+    const ours =
+      text
+        .split('\n')
+        .filter((l) => /^(# (HELP|TYPE) )?keymux_/.test(l))
+        .join('\n') + '\n';
     const strict = spawnSync('promtool', ['check', 'metrics'], { input: ours, encoding: 'utf8' });
     expect(strict.stdout + strict.stderr).toBe('');
     expect(strict.status).toBe(0);

@@ -26,9 +26,15 @@ function configText(step: number): string {
   const [a, b, c] = backends;
   const withC = step % 4 === 1;
   const shards = withC
-    ? [{ name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-12287'] },
-      { name: 'c', address: c.address, slots: ['12288-16383'] }]
-    : [{ name: 'a', address: a.address, slots: ['0-8191'] }, { name: 'b', address: b.address, slots: ['8192-16383'] }];
+    ? [
+        { name: 'a', address: a.address, slots: ['0-8191'] },
+        { name: 'b', address: b.address, slots: ['8192-12287'] },
+        { name: 'c', address: c.address, slots: ['12288-16383'] },
+      ]
+    : [
+        { name: 'a', address: a.address, slots: ['0-8191'] },
+        { name: 'b', address: b.address, slots: ['8192-16383'] },
+      ];
   return stringify({
     listen: '127.0.0.1:0',
     mode: 'slots',
@@ -53,8 +59,7 @@ afterAll(async () => {
 describe('reload under load', () => {
   it('50 reloads while 20 clients pipeline: zero errors, every reply matches its request', async () => {
     fs.writeFileSync(file, configText(0));
-    const proxy = await Proxy.start(loadConfigFile(file),
-      { configPath: file, watchConfig: false });
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     let stop = false;
     let checked = 0;
     const problems: string[] = [];
@@ -68,15 +73,19 @@ describe('reload under load', () => {
         for (let i = 0; i < 50; i++) {
           const key = `{${TAGS[id]}}:${i % 10}`;
           const value = `${id}:${round}:${i}`;
-          pipe.set(key, value); expected.push('OK');
-          pipe.get(key); expected.push(value);
-          pipe.mget(key, `{${TAGS[id]}}:none`); expected.push([value, null]);
+          pipe.set(key, value);
+          expected.push('OK');
+          pipe.get(key);
+          expected.push(value);
+          pipe.mget(key, `{${TAGS[id]}}:none`);
+          expected.push([value, null]);
         }
         const res = await pipe.exec();
         res?.forEach(([err, v], i) => {
           checked++;
           if (err !== null) problems.push(`client ${id}: ${err.message}`);
-          else if (JSON.stringify(v) !== JSON.stringify(expected[i])) problems.push(`client ${id}: ${JSON.stringify(v)} != ${JSON.stringify(expected[i])}`);
+          else if (JSON.stringify(v) !== JSON.stringify(expected[i]))
+            problems.push(`client ${id}: ${JSON.stringify(v)} != ${JSON.stringify(expected[i])}`);
         });
         round++;
       }
@@ -130,7 +139,11 @@ describe('reload rules', () => {
     const c = new Redis({ port: proxy.port, lazyConnect: true });
     await c.connect();
     let key = '';
-    for (let i = 0; ; i++) if (keySlot(Buffer.from(`w${i}`)) >= 12288) { key = `w${i}`; break; }
+    for (let i = 0; ; i++)
+      if (keySlot(Buffer.from(`w${i}`)) >= 12288) {
+        key = `w${i}`;
+        break;
+      }
     await c.set(key, 'on-c');
     expect(await redisCommand(backends[2].port, 'GET', key)).toBe('on-c');
     c.disconnect();
@@ -141,10 +154,18 @@ describe('reload rules', () => {
 describe('admin endpoints for configuration', () => {
   it('POST /reload applies the file or answers 400 with its errors; GET /config masks secrets', async () => {
     const { request } = await import('undici');
-    fs.writeFileSync(file, configText(0).replace('log:', 'admin: 127.0.0.1:0\nclients: { password: topsecret }\nlog:').replace(/clients:\n  max_inflight: \d+\n/, ''));
+    fs.writeFileSync(
+      file,
+      configText(0)
+        .replace('log:', 'admin: 127.0.0.1:0\nclients: { password: topsecret }\nlog:')
+        .replace(/clients:\n {2}max_inflight: \d+\n/, ''),
+    );
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const base = `http://127.0.0.1:${proxy.adminPort}`;
-    const cfg = await (await request(`${base}/config`)).body.json() as { version: number; config: { clients: { password: string } } };
+    const cfg = (await (await request(`${base}/config`)).body.json()) as {
+      version: number;
+      config: { clients: { password: string } };
+    };
     expect(cfg.version).toBe(1);
     expect(cfg.config.clients.password).toBe('********');
     expect(JSON.stringify(cfg)).not.toContain('topsecret');
@@ -156,7 +177,7 @@ describe('admin endpoints for configuration', () => {
     fs.writeFileSync(file, 'mode: slots\nshards: 5\n');
     const bad = await request(`${base}/reload`, { method: 'POST' });
     expect(bad.statusCode).toBe(400);
-    const body = await bad.body.json() as { ok: boolean; errors: string[] };
+    const body = (await bad.body.json()) as { ok: boolean; errors: string[] };
     expect(body.ok).toBe(false);
     expect(body.errors[0]).toMatch(new RegExp(`^${file}:2: shards: expected a list`));
     expect(proxy.topology.version).toBe(2);

@@ -16,8 +16,20 @@ import { startKeymux } from '../support/keymux.js';
 const WEIGHTS = [1, 2, 1, 3];
 // Config order differs from twemproxy's name order (shorter first, then bytewise): c, alpha, shard-b, shard-delta.
 const NAMES = ['shard-delta', 'alpha', 'shard-b', 'c'];
-const ALL_HASHES: HashName[] = ['fnv1a_64', 'md5', 'murmur', 'one_at_a_time', 'crc16', 'crc32', 'crc32a',
-  'fnv1_64', 'fnv1_32', 'fnv1a_32', 'hsieh', 'jenkins'];
+const ALL_HASHES: HashName[] = [
+  'fnv1a_64',
+  'md5',
+  'murmur',
+  'one_at_a_time',
+  'crc16',
+  'crc32',
+  'crc32a',
+  'fnv1_64',
+  'fnv1_32',
+  'fnv1a_32',
+  'hsieh',
+  'jenkins',
+];
 
 /** Deterministic PRNG (mulberry32) so a failure can be reproduced. */
 function rng(seed: number): () => number {
@@ -54,8 +66,13 @@ function baseKeys(): Buffer[] {
 
 function shardsFor(redis: RedisProcess[], named: boolean, names = NAMES, weights = WEIGHTS): ShardConfig[] {
   return redis.map((r, i) => ({
-    name: named ? names[i] : r.address, named, address: r.address, host: r.host, port: r.port,
-    slots: null, weight: weights[i],
+    name: named ? names[i] : r.address,
+    named,
+    address: r.address,
+    host: r.host,
+    port: r.port,
+    slots: null,
+    weight: weights[i],
   }));
 }
 
@@ -71,14 +88,25 @@ function edgeKeys(router: RingRouter, hash: HashName, want: number): Buffer[] {
   for (let i = 0; i < 2_000_000 && (above < want || below < want); i++) {
     const k = Buffer.from(`edge:${hash}:${i}`);
     const v = h(k, 0, k.length);
-    if (v > hi && above < want) { out.push(k); above++; } else if (v <= lo && below < want) { out.push(k); below++; }
+    if (v > hi && above < want) {
+      out.push(k);
+      above++;
+    } else if (v <= lo && below < want) {
+      out.push(k);
+      below++;
+    }
   }
   return out;
 }
 
 function dedupe(keys: Buffer[]): Buffer[] {
   const seen = new Set<string>();
-  return keys.filter((k) => { const s = k.toString('latin1'); if (seen.has(s)) return false; seen.add(s); return true; });
+  return keys.filter((k) => {
+    const s = k.toString('latin1');
+    if (seen.has(s)) return false;
+    seen.add(s);
+    return true;
+  });
 }
 
 /**
@@ -92,7 +120,9 @@ async function placeAndLocate(redis: RedisProcess[], nutcrackerPort: number, key
   const failed = replies.map((r, i) => [r, i] as const).filter(([r]) => r !== 'OK');
   expect(failed.slice(0, 5), 'every SET through nutcracker answers OK').toEqual([]);
   const where = new Array<number>(keys.length).fill(-1);
-  const values = await Promise.all(redis.map((r) => redisCommands(r.port, [['MGET', ...keys]], { buffers: true, timeoutMs: 20_000 })));
+  const values = await Promise.all(
+    redis.map((r) => redisCommands(r.port, [['MGET', ...keys]], { buffers: true, timeoutMs: 20_000 })),
+  );
   values.forEach(([reply], shard) => {
     const arr = reply as Array<Buffer | null>;
     arr.forEach((v, i) => {
@@ -106,21 +136,41 @@ async function placeAndLocate(redis: RedisProcess[], nutcrackerPort: number, key
 }
 
 /** Writes every key through a keymux in ring mode over the same servers; returns where each key lives. */
-async function placeViaKeymux(redis: RedisProcess[], shards: ShardConfig[], hash: HashName, named: boolean, keys: Buffer[]): Promise<number[]> {
+async function placeViaKeymux(
+  redis: RedisProcess[],
+  shards: ShardConfig[],
+  hash: HashName,
+  named: boolean,
+  keys: Buffer[],
+): Promise<number[]> {
   await Promise.all(redis.map((r) => redisCommands(r.port, [['FLUSHALL']])));
   const proxy = await startKeymux({
-    mode: 'ring', hash_tag: '{}', ring: { hash },
-    shards: shards.map((s) => (named ? { name: s.name, address: s.address, weight: s.weight } : { address: s.address, weight: s.weight })),
+    mode: 'ring',
+    hash_tag: '{}',
+    ring: { hash },
+    shards: shards.map((s) =>
+      named ? { name: s.name, address: s.address, weight: s.weight } : { address: s.address, weight: s.weight },
+    ),
   });
   try {
-    const replies = await redisCommands(proxy.port, keys.map((k, i) => ['SET', k, String(i)]), { timeoutMs: 20_000 });
+    const replies = await redisCommands(
+      proxy.port,
+      keys.map((k, i) => ['SET', k, String(i)]),
+      { timeoutMs: 20_000 },
+    );
     expect(replies.filter((r) => r !== 'OK').slice(0, 5), 'every SET through keymux answers OK').toEqual([]);
   } finally {
     await proxy.close();
   }
   const where = new Array<number>(keys.length).fill(-1);
-  const values = await Promise.all(redis.map((r) => redisCommands(r.port, [['MGET', ...keys]], { buffers: true, timeoutMs: 20_000 })));
-  values.forEach(([reply], shard) => (reply as Array<Buffer | null>).forEach((v, i) => { if (v !== null) where[i] = shard; }));
+  const values = await Promise.all(
+    redis.map((r) => redisCommands(r.port, [['MGET', ...keys]], { buffers: true, timeoutMs: 20_000 })),
+  );
+  values.forEach(([reply], shard) =>
+    (reply as Array<Buffer | null>).forEach((v, i) => {
+      if (v !== null) where[i] = shard;
+    }),
+  );
   return where;
 }
 
@@ -143,8 +193,14 @@ describe('RingRouter agrees with a real nutcracker 0.5.0', () => {
         const all = dedupe([...keys, ...edgeKeys(router, hash, 10)]);
         expect(all.length).toBeGreaterThanOrEqual(10_000);
         const nc = await startNutcracker({
-          hash, hashTag: '{}',
-          servers: shards.map((s) => ({ host: s.host, port: s.port, weight: s.weight, name: named ? s.name : undefined })),
+          hash,
+          hashTag: '{}',
+          servers: shards.map((s) => ({
+            host: s.host,
+            port: s.port,
+            weight: s.weight,
+            name: named ? s.name : undefined,
+          })),
         });
         try {
           const where = await placeAndLocate(redis.slice(0, 4), nc.port, all);
@@ -153,7 +209,8 @@ describe('RingRouter agrees with a real nutcracker 0.5.0', () => {
           for (let i = 0; i < all.length; i++) {
             const want = router.shardFor(all[i], 0, all[i].length);
             if (where[i] >= 0) perShard[where[i]]++;
-            if (where[i] !== want) mismatches.push(`${all[i].toString('hex') || '(empty)'}: nutcracker ${where[i]}, keymux ${want}`);
+            if (where[i] !== want)
+              mismatches.push(`${all[i].toString('hex') || '(empty)'}: nutcracker ${where[i]}, keymux ${want}`);
           }
           expect(mismatches.slice(0, 10), `${mismatches.length} of ${all.length} keys differ`).toEqual([]);
           // Not vacuous: every key was found, and every backend got some. Except crc32: libmemcached's crc32 is
@@ -183,12 +240,15 @@ describe('RingRouter agrees with a real nutcracker 0.5.0', () => {
     const router = new RingRouter(shards, 'fnv1a_64', '{}');
     expect(router.continuum.size).toBe(28 * 3 + 352 * 2);
     const nc = await startNutcracker({
-      hash: 'fnv1a_64', hashTag: '{}',
+      hash: 'fnv1a_64',
+      hashTag: '{}',
       servers: shards.map((s) => ({ host: s.host, port: s.port, weight: s.weight, name: s.name })),
     });
     try {
       const where = await placeAndLocate(redis, nc.port, keys);
-      const mismatches = keys.map((k, i) => [k, i] as const).filter(([k, i]) => router.shardFor(k, 0, k.length) !== where[i]);
+      const mismatches = keys
+        .map((k, i) => [k, i] as const)
+        .filter(([k, i]) => router.shardFor(k, 0, k.length) !== where[i]);
       expect(mismatches.length, 'keys routed differently from nutcracker').toBe(0);
     } finally {
       await nc.stop();
@@ -212,7 +272,10 @@ describe('RingRouter agrees with a real nutcracker 0.5.0', () => {
         const other = seen.get(v);
         // Want names of different lengths where the shorter is bytewise greater ("tie-84" vs "tie-666"), so
         // twemproxy's order (length first), plain bytewise order and config order all give different answers.
-        if (other !== undefined && other.length < name.length && other > name) { pair = [other, name, v]; break; }
+        if (other !== undefined && other.length < name.length && other > name) {
+          pair = [other, name, v];
+          break;
+        }
       }
       for (const v of mine) seen.set(v, name);
     }
@@ -237,7 +300,8 @@ describe('RingRouter agrees with a real nutcracker 0.5.0', () => {
     expect(tieKeys.length).toBe(25);
     for (const k of tieKeys) expect(router.shardFor(k, 0, k.length)).toBe(1); // names[1] = shorter
     const nc = await startNutcracker({
-      hash: 'md5', hashTag: null,
+      hash: 'md5',
+      hashTag: null,
       servers: shards.map((s) => ({ host: s.host, port: s.port, weight: 1, name: s.name })),
     });
     try {

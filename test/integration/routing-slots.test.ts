@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
-import { startKeymux, slotsConfig, configFrom } from '../support/keymux.js';
+import { startKeymux, configFrom } from '../support/keymux.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import { SlotRouter } from '../../src/routing/router.js';
 import { SlotMap } from '../../src/routing/slot-map.js';
@@ -14,7 +14,10 @@ let clusterNode: RedisProcess;
 
 function prng(seed: number): () => number {
   let s = seed >>> 0;
-  return () => { s = (s * 1664525 + 1013904223) >>> 0; return s / 2 ** 32; };
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
 }
 
 function randomKeys(count: number, seed: number): Buffer[] {
@@ -39,18 +42,28 @@ function randomKeys(count: number, seed: number): Buffer[] {
 beforeAll(async () => {
   clusterNode = await startRedis({ args: ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf'] });
 });
-afterAll(async () => { await clusterNode?.stop(); });
+afterAll(async () => {
+  await clusterNode?.stop();
+});
 
 describe('slot routing', () => {
   it('matches CLUSTER KEYSLOT for 10,000 random keys', async () => {
     const keys = randomKeys(10_000, 42);
-    const replies = await redisCommands(clusterNode.port, keys.map((k) => ['CLUSTER', 'KEYSLOT', k]), { timeoutMs: 30000 });
+    const replies = await redisCommands(
+      clusterNode.port,
+      keys.map((k) => ['CLUSTER', 'KEYSLOT', k]),
+      { timeoutMs: 30000 },
+    );
     let mismatches = 0;
-    keys.forEach((k, i) => { if (keySlot(k) !== replies[i]) mismatches++; });
+    keys.forEach((k, i) => {
+      if (keySlot(k) !== replies[i]) mismatches++;
+    });
     expect(mismatches).toBe(0);
     // The router with the config's hash tag agrees too.
     const router = new SlotRouter(new SlotMap([[[0, 16383]]]), '{}');
-    keys.forEach((k, i) => { if (router.slotFor(k) !== replies[i]) mismatches++; });
+    keys.forEach((k, i) => {
+      if (router.slotFor(k) !== replies[i]) mismatches++;
+    });
     expect(mismatches).toBe(0);
   });
 
@@ -101,11 +114,20 @@ describe('keys land on the shard that owns their slot', () => {
     const pipe = client.pipeline();
     for (const k of keys) pipe.set(k, k);
     await pipe.exec();
-    const onBackend = await Promise.all(backends.map((b) => redisCommands(b.port, keys.map((k) => ['EXISTS', k]))));
+    const onBackend = await Promise.all(
+      backends.map((b) =>
+        redisCommands(
+          b.port,
+          keys.map((k) => ['EXISTS', k]),
+        ),
+      ),
+    );
     let wrong = 0;
     keys.forEach((k, i) => {
       const owner = map.ownerOf(keySlot(Buffer.from(k)));
-      backends.forEach((_, s) => { if ((onBackend[s][i] === 1) !== (s === owner)) wrong++; });
+      backends.forEach((_, s) => {
+        if ((onBackend[s][i] === 1) !== (s === owner)) wrong++;
+      });
     });
     expect(wrong).toBe(0);
   });

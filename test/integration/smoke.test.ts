@@ -27,7 +27,9 @@ describe('smoke', () => {
     expect(await client.get('smoke:a')).toBe('1');
     expect(await client.mget('smoke:a', 'smoke:b', 'smoke:c', 'smoke:a')).toEqual(['1', null, null, '1']);
     expect(await client.mset('smoke:x', 'X', 'smoke:y', 'Y', 'smoke:z', 'Z')).toBe('OK');
-    const found = await Promise.all(backends.map((b) => redisCommand(b.port, 'EXISTS', 'smoke:x', 'smoke:y', 'smoke:z')));
+    const found = await Promise.all(
+      backends.map((b) => redisCommand(b.port, 'EXISTS', 'smoke:x', 'smoke:y', 'smoke:z')),
+    );
     expect(found.reduce((a: number, b) => a + (b as number), 0)).toBe(3);
     expect(await client.del('smoke:x', 'smoke:y', 'smoke:z', 'smoke:nope')).toBe(3);
   });

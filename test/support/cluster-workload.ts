@@ -43,24 +43,40 @@ export interface WorkloadOptions {
   hotGroup?: boolean;
 }
 
-export interface WorkloadError { t: number; client: number; command: string; message: string }
-export interface Mismatch { client: number; command: string; expected: string; got: string }
+export interface WorkloadError {
+  t: number;
+  client: number;
+  command: string;
+  message: string;
+}
+export interface Mismatch {
+  client: number;
+  command: string;
+  expected: string;
+  got: string;
+}
 
 type Value = string | null;
 
 class Rng {
   private s: number;
-  constructor(seed: number) { this.s = seed >>> 0 || 1; }
+  constructor(seed: number) {
+    this.s = seed >>> 0 || 1;
+  }
   next(): number {
     // xorshift32
     let x = this.s;
-    x ^= x << 13; x >>>= 0;
+    x ^= x << 13;
+    x >>>= 0;
     x ^= x >>> 17;
-    x ^= x << 5; x >>>= 0;
+    x ^= x << 5;
+    x >>>= 0;
     this.s = x;
     return x / 0x1_0000_0000;
   }
-  int(n: number): number { return Math.floor(this.next() * n); }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
 }
 
 const show = (v: unknown): string => (v instanceof Error ? `error ${v.message}` : JSON.stringify(v));
@@ -77,8 +93,12 @@ class Model {
     const p = this.possible.get(key)!;
     return p.size === 1 ? [...p][0] : undefined;
   }
-  set(key: string, v: Value): void { this.possible.set(key, new Set([v])); }
-  maybe(key: string, v: Value): void { this.possible.get(key)!.add(v); }
+  set(key: string, v: Value): void {
+    this.possible.set(key, new Set([v]));
+  }
+  maybe(key: string, v: Value): void {
+    this.possible.get(key)!.add(v);
+  }
   /** A read saw `v`: true when it was possible (the key is then certain). */
   observe(key: string, v: Value): boolean {
     const p = this.possible.get(key)!;
@@ -86,7 +106,9 @@ class Model {
     if (p.size > 1) this.set(key, v);
     return true;
   }
-  expected(key: string): string { return [...this.possible.get(key)!].map((v) => JSON.stringify(v)).join(' | '); }
+  expected(key: string): string {
+    return [...this.possible.get(key)!].map((v) => JSON.stringify(v)).join(' | ');
+  }
 }
 
 interface Op {
@@ -115,8 +137,15 @@ export class ClusterWorkload {
 
   constructor(opts: WorkloadOptions) {
     this.opts = {
-      clients: 8, keysPerClient: 400, groups: 20, batch: 16, commandTimeoutMs: 5000, maxRunMs: 120_000, seed: 1,
-      hotGroup: false, ...opts,
+      clients: 8,
+      keysPerClient: 400,
+      groups: 20,
+      batch: 16,
+      commandTimeoutMs: 5000,
+      maxRunMs: 120_000,
+      seed: 1,
+      hotGroup: false,
+      ...opts,
     };
   }
 
@@ -125,8 +154,14 @@ export class ClusterWorkload {
     const o = this.opts;
     for (let c = 0; c < o.clients; c++) {
       const r = new Redis({
-        port: o.port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, enableOfflineQueue: false,
-        commandTimeout: o.commandTimeoutMs, retryStrategy: () => null, autoResendUnfulfilledCommands: false,
+        port: o.port,
+        host: '127.0.0.1',
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        enableOfflineQueue: false,
+        commandTimeout: o.commandTimeoutMs,
+        retryStrategy: () => null,
+        autoResendUnfulfilledCommands: false,
         reconnectOnError: () => false,
       });
       r.on('error', () => undefined);
@@ -142,9 +177,16 @@ export class ClusterWorkload {
       const rng = new Rng(o.seed * 1000 + c);
       const msetArgs: string[] = [];
       for (const k of [...m.keys, ...m.groups.flat(), ...m.hot]) {
-        if (rng.next() < 0.66) { const v = `init:${k}`; msetArgs.push(k, v); m.set(k, v); } else m.set(k, null);
+        if (rng.next() < 0.66) {
+          const v = `init:${k}`;
+          msetArgs.push(k, v);
+          m.set(k, v);
+        } else m.set(k, null);
       }
-      for (const k of m.counters) { msetArgs.push(k, '0'); m.set(k, '0'); }
+      for (const k of m.counters) {
+        msetArgs.push(k, '0');
+        m.set(k, '0');
+      }
       // Clean slate for this client's keys (a rerun on the same cluster), then one MSET across every slot.
       const all = [...m.keys, ...m.counters, ...m.groups.flat(), ...m.hot];
       for (let i = 0; i < all.length; i += 500) await r.del(...all.slice(i, i + 500));
@@ -178,7 +220,8 @@ export class ClusterWorkload {
     const start = [...this.clean];
     const behind = (): number[] => this.clean.map((_, c) => c).filter((c) => this.clean[c]! - start[c]! < n);
     while (behind().length > 0) {
-      if (Date.now() > deadline) throw new Error(`clients ${behind().join(', ')} did not complete ${n} clean batches within ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(`clients ${behind().join(', ')} did not complete ${n} clean batches within ${timeoutMs} ms`);
       if (!this.running) throw new Error('workload stopped');
       await new Promise((r) => setTimeout(r, 20)); // batches finish on the clients' own schedule: poll the counts
     }
@@ -210,7 +253,8 @@ export class ClusterWorkload {
         }
         this.ok++;
         const bad = op.check(reply);
-        if (bad !== null) this.mismatches.push({ client: c, command: op.cmd.slice(0, 6).join(' '), expected: bad, got: show(reply) });
+        if (bad !== null)
+          this.mismatches.push({ client: c, command: op.cmd.slice(0, 6).join(' '), expected: bad, got: show(reply) });
       }
       this.batches++;
       if (clean) this.clean[c]!++;
@@ -222,7 +266,10 @@ export class ClusterWorkload {
     const pick = (list: string[]): string | null => {
       for (let tries = 0; tries < 8; tries++) {
         const k = list[rng.int(list.length)]!;
-        if (!used.has(k)) { used.add(k); return k; }
+        if (!used.has(k)) {
+          used.add(k);
+          return k;
+        }
       }
       return null;
     };
@@ -230,19 +277,31 @@ export class ClusterWorkload {
     for (let n = 0; n < this.opts.batch; n++) {
       const roll = rng.next();
       if (roll < 0.25) {
-        const k = pick(m.keys); if (k === null) continue;
+        const k = pick(m.keys);
+        if (k === null) continue;
         const v = `v${c}.${++this.seq}`;
         ops.push({
           cmd: ['SET', k, v],
-          check: (rep) => { m.set(k, v); return rep === 'OK' ? null : '"OK"'; },
+          check: (rep) => {
+            m.set(k, v);
+            return rep === 'OK' ? null : '"OK"';
+          },
           failed: () => m.maybe(k, v),
         });
       } else if (roll < 0.5) {
-        const k = pick(m.keys); if (k === null) continue;
-        ops.push({ cmd: ['GET', k], check: (rep) => (m.observe(k, rep as Value) ? null : m.expected(k)), failed: () => undefined });
+        const k = pick(m.keys);
+        if (k === null) continue;
+        ops.push({
+          cmd: ['GET', k],
+          check: (rep) => (m.observe(k, rep as Value) ? null : m.expected(k)),
+          failed: () => undefined,
+        });
       } else if (roll < 0.65) {
         const keys: string[] = [];
-        for (let i = 0; i < 6; i++) { const k = pick(m.keys); if (k !== null) keys.push(k); }
+        for (let i = 0; i < 6; i++) {
+          const k = pick(m.keys);
+          if (k !== null) keys.push(k);
+        }
         if (keys.length === 0) continue;
         ops.push({
           cmd: ['MGET', ...keys],
@@ -272,31 +331,45 @@ export class ClusterWorkload {
           const vs = g.map(() => `g${c}.${++this.seq}`);
           ops.push({
             cmd: ['MSET', ...g.flatMap((k, i) => [k, vs[i]!])],
-            check: (rep) => { g.forEach((k, i) => m.set(k, vs[i]!)); return rep === 'OK' ? null : '"OK"'; },
+            check: (rep) => {
+              g.forEach((k, i) => m.set(k, vs[i]!));
+              return rep === 'OK' ? null : '"OK"';
+            },
             failed: () => g.forEach((k, i) => m.maybe(k, vs[i]!)),
           });
         }
       } else if (roll < 0.8) {
         const keys: string[] = [];
         const count = 1 + rng.int(3);
-        for (let i = 0; i < count; i++) { const k = pick(m.keys); if (k !== null) keys.push(k); }
+        for (let i = 0; i < count; i++) {
+          const k = pick(m.keys);
+          if (k !== null) keys.push(k);
+        }
         if (keys.length === 0) continue;
         ops.push({
           cmd: ['DEL', ...keys],
           check: (rep) => {
-            let min = 0; let max = 0;
+            let min = 0;
+            let max = 0;
             for (const k of keys) {
               const p = m.possible.get(k)!;
               if (!p.has(null)) min++;
               if ([...p].some((v) => v !== null)) max++;
             }
             for (const k of keys) m.set(k, null);
-            return typeof rep === 'number' && rep >= min && rep <= max ? null : min === max ? String(min) : `${min}..${max}`;
+            return typeof rep === 'number' && rep >= min && rep <= max
+              ? null
+              : min === max
+                ? String(min)
+                : `${min}..${max}`;
           },
-          failed: () => { for (const k of keys) m.maybe(k, null); },
+          failed: () => {
+            for (const k of keys) m.maybe(k, null);
+          },
         });
       } else {
-        const k = pick(m.counters); if (k === null) continue;
+        const k = pick(m.counters);
+        if (k === null) continue;
         ops.push({
           cmd: ['INCR', k],
           check: (rep) => {
@@ -305,7 +378,9 @@ export class ClusterWorkload {
             if (ok) m.set(k, String(rep));
             return ok ? null : p.map((v) => String(Number(v) + 1)).join(' | ');
           },
-          failed: () => { for (const v of [...m.possible.get(k)!]) m.maybe(k, String(Number(v) + 1)); },
+          failed: () => {
+            for (const v of [...m.possible.get(k)!]) m.maybe(k, String(Number(v) + 1));
+          },
         });
       }
     }
@@ -318,7 +393,9 @@ export class ClusterWorkload {
    * possible values. Returns the problems found (empty when fine)
    * and how many keys were checked.
    */
-  async verify(ownerPort: (slot: number) => number): Promise<{ checked: number; uncertain: number; problems: string[] }> {
+  async verify(
+    ownerPort: (slot: number) => number,
+  ): Promise<{ checked: number; uncertain: number; problems: string[] }> {
     const problems: string[] = [];
     let checked = 0;
     let uncertain = 0;
@@ -332,13 +409,14 @@ export class ClusterWorkload {
         keys.forEach((k, j) => {
           checked++;
           if (m.certain(k) === undefined) uncertain++;
-          if (!m.possible.get(k)!.has(got[j] ?? null)) problems.push(`via keymux ${k}: expected ${m.expected(k)}, got ${show(got[j])}`);
+          if (!m.possible.get(k)!.has(got[j] ?? null))
+            problems.push(`via keymux ${k}: expected ${m.expected(k)}, got ${show(got[j])}`);
         });
       }
       for (const k of all) {
         const port = ownerPort(keySlot(Buffer.from(k)));
         let list = byPort.get(port);
-        if (list === undefined) byPort.set(port, list = []);
+        if (list === undefined) byPort.set(port, (list = []));
         list.push(k);
       }
     }
@@ -346,10 +424,17 @@ export class ClusterWorkload {
     for (const [port, keys] of byPort) {
       for (let i = 0; i < keys.length; i += 500) {
         const part = keys.slice(i, i + 500);
-        const replies = await redisCommands(port, part.map((k) => ['GET', k]));
+        const replies = await redisCommands(
+          port,
+          part.map((k) => ['GET', k]),
+        );
         part.forEach((k, j) => {
           const rep = replies[j];
-          if (!modelOf(k).possible.get(k)!.has((rep ?? null) as Value)) {
+          if (
+            !modelOf(k)
+              .possible.get(k)!
+              .has((rep ?? null) as Value)
+          ) {
             problems.push(`on node :${port} ${k}: expected ${modelOf(k).expected(k)}, got ${show(rep)}`);
           }
         });
@@ -361,7 +446,8 @@ export class ClusterWorkload {
 
 /** A slot -> master port lookup from the cluster's current CLUSTER SLOTS (via the harness). */
 export async function slotOwnerPorts(cluster: {
-  slotRanges(): Promise<Map<string, Array<[number, number]>>>; node(id: string): { port: number };
+  slotRanges(): Promise<Map<string, Array<[number, number]>>>;
+  node(id: string): { port: number };
 }): Promise<(slot: number) => number> {
   const owner = new Int32Array(16384).fill(-1);
   for (const [id, ranges] of await cluster.slotRanges()) {

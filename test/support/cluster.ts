@@ -54,7 +54,10 @@ export interface ClusterOpOptions {
   timeoutMs?: number;
 }
 
-export interface Timing { op: string; ms: number }
+export interface Timing {
+  op: string;
+  ms: number;
+}
 
 export interface RedisCluster {
   /** Every node started, in start order (killed nodes included, with alive false). */
@@ -108,22 +111,42 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
   if (mastersWanted < 3) throw new Error('redis-cli --cluster create needs at least 3 masters');
   const t0 = Date.now();
   const nodeArgs = [
-    '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-    '--cluster-node-timeout', String(nodeTimeoutMs), '--appendonly', 'no', '--save', '',
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    'nodes.conf',
+    '--cluster-node-timeout',
+    String(nodeTimeoutMs),
+    '--appendonly',
+    'no',
+    '--save',
+    '',
     // A killed master is always failed over, however long its replica was (not) in touch.
-    '--cluster-replica-validity-factor', '0',
+    '--cluster-replica-validity-factor',
+    '0',
     // Replicas sync at once instead of waiting 5 s for more replicas to share a diskless transfer.
-    '--repl-diskless-sync-delay', '0',
+    '--repl-diskless-sync-delay',
+    '0',
     // CLUSTER SHARDS reports a replica with replication offset 0 as "loading"; the master's replication PING
     // moves the offset, so a fresh cluster's replicas turn "online" within a second instead of ten.
-    '--repl-ping-replica-period', '1',
+    '--repl-ping-replica-period',
+    '1',
     ...(opts.args ?? []),
   ];
   const cluster = new Cluster(nodeArgs, nodeTimeoutMs);
   try {
     await Promise.all(Array.from({ length: mastersWanted * (1 + replicasPerMaster) }, () => cluster.startNode()));
-    await cluster.redisCli(['--cluster', 'create', ...cluster.nodes.map((n) => n.address),
-      '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'], timeoutMs);
+    await cluster.redisCli(
+      [
+        '--cluster',
+        'create',
+        ...cluster.nodes.map((n) => n.address),
+        '--cluster-replicas',
+        String(replicasPerMaster),
+        '--cluster-yes',
+      ],
+      timeoutMs,
+    );
     await cluster.waitStable(Math.max(1000, timeoutMs - (Date.now() - t0)));
     const masters = cluster.masters().length;
     if (masters !== mastersWanted) throw new Error(`expected ${mastersWanted} masters after create, got ${masters}`);
@@ -148,12 +171,23 @@ class Cluster implements RedisCluster {
   private readonly killedReplicas = new Map<string, string[]>();
   private stopped = false;
 
-  constructor(private readonly nodeArgs: string[], readonly nodeTimeoutMs: number) {}
+  constructor(
+    private readonly nodeArgs: string[],
+    readonly nodeTimeoutMs: number,
+  ) {}
 
-  masters(): ClusterNode[] { return this.nodes.filter((n) => n.alive && n.role === 'master'); }
-  replicas(): ClusterNode[] { return this.nodes.filter((n) => n.alive && n.role === 'replica'); }
-  replicasOf(masterId: string): ClusterNode[] { return this.replicas().filter((n) => n.masterId === masterId); }
-  seeds(): string[] { return this.nodes.filter((n) => n.alive).map((n) => n.address); }
+  masters(): ClusterNode[] {
+    return this.nodes.filter((n) => n.alive && n.role === 'master');
+  }
+  replicas(): ClusterNode[] {
+    return this.nodes.filter((n) => n.alive && n.role === 'replica');
+  }
+  replicasOf(masterId: string): ClusterNode[] {
+    return this.replicas().filter((n) => n.masterId === masterId);
+  }
+  seeds(): string[] {
+    return this.nodes.filter((n) => n.alive).map((n) => n.address);
+  }
 
   node(idOrPort: string | number): ClusterNode {
     const n = this.nodes.find((x) => x.id === idOrPort || x.port === idOrPort);
@@ -161,7 +195,9 @@ class Cluster implements RedisCluster {
     return n;
   }
 
-  private live(): ClusterNode[] { return this.nodes.filter((n) => n.alive); }
+  private live(): ClusterNode[] {
+    return this.nodes.filter((n) => n.alive);
+  }
 
   /** Starts one cluster-enabled redis-server whose port and bus port are both free; retries on a lost race. */
   async startNode(): Promise<ClusterNode> {
@@ -171,11 +207,21 @@ class Cluster implements RedisCluster {
       let redis: RedisProcess;
       try {
         redis = await startRedis({ port, args: this.nodeArgs });
-      } catch (err) { lastErr = err; continue; }
+      } catch (err) {
+        lastErr = err;
+        continue;
+      }
       const id = String(await redisCommand(port, 'CLUSTER', 'MYID'));
       const node: ClusterNode = {
-        id, host: redis.host, port, address: redis.address, pid: redis.pid, role: 'master', masterId: null,
-        alive: true, redis,
+        id,
+        host: redis.host,
+        port,
+        address: redis.address,
+        pid: redis.pid,
+        role: 'master',
+        masterId: null,
+        alive: true,
+        redis,
       };
       this.nodes.push(node);
       return node;
@@ -199,10 +245,22 @@ class Cluster implements RedisCluster {
     this.node(toNodeId);
     await this.waitStable();
     const t0 = Date.now();
-    await this.redisCli(['--cluster', 'reshard', from.address, '--cluster-from', fromNodeId, '--cluster-to', toNodeId,
-      '--cluster-slots', String(slotCount), '--cluster-yes',
-      ...(opts.pipeline !== undefined ? ['--cluster-pipeline', String(opts.pipeline)] : [])],
-    opts.timeoutMs ?? 60_000 + slotCount * 25);
+    await this.redisCli(
+      [
+        '--cluster',
+        'reshard',
+        from.address,
+        '--cluster-from',
+        fromNodeId,
+        '--cluster-to',
+        toNodeId,
+        '--cluster-slots',
+        String(slotCount),
+        '--cluster-yes',
+        ...(opts.pipeline !== undefined ? ['--cluster-pipeline', String(opts.pipeline)] : []),
+      ],
+      opts.timeoutMs ?? 60_000 + slotCount * 25,
+    );
     await this.waitStable();
     return this.record(`reshard ${slotCount} slots`, t0);
   }
@@ -233,7 +291,7 @@ class Cluster implements RedisCluster {
     await waitFor(`node ${node.address} known to the cluster`, 30_000, async () => {
       for (const n of this.live()) {
         const known = parseClusterNodes(String(await redisCommand(n.port, 'CLUSTER', 'NODES'))).map((l) => l.id);
-        const missing = n === node ? ids.filter((id) => !known.includes(id)) : (known.includes(node.id) ? [] : [node.id]);
+        const missing = n === node ? ids.filter((id) => !known.includes(id)) : known.includes(node.id) ? [] : [node.id];
         if (missing.length > 0) return `${n.address} does not know ${missing.join(', ')}`;
       }
       return true;
@@ -246,9 +304,17 @@ class Cluster implements RedisCluster {
   async rebalance(opts: ClusterOpOptions = {}): Promise<Timing> {
     await this.waitStable();
     const t0 = Date.now();
-    await this.redisCli(['--cluster', 'rebalance', this.masters()[0]!.address, '--cluster-use-empty-masters',
-      '--cluster-yes', ...(opts.pipeline !== undefined ? ['--cluster-pipeline', String(opts.pipeline)] : [])],
-    opts.timeoutMs ?? 180_000);
+    await this.redisCli(
+      [
+        '--cluster',
+        'rebalance',
+        this.masters()[0]!.address,
+        '--cluster-use-empty-masters',
+        '--cluster-yes',
+        ...(opts.pipeline !== undefined ? ['--cluster-pipeline', String(opts.pipeline)] : []),
+      ],
+      opts.timeoutMs ?? 180_000,
+    );
     await this.waitStable();
     return this.record('rebalance', t0);
   }
@@ -257,7 +323,10 @@ class Cluster implements RedisCluster {
     const node = this.node(nodeId);
     if (!node.alive || node.role !== 'master') throw new Error(`${node.address} is not a live master`);
     this.killedSlots.set(nodeId, (await this.slotRanges()).get(nodeId) ?? []);
-    this.killedReplicas.set(nodeId, this.replicasOf(nodeId).map((r) => r.id));
+    this.killedReplicas.set(
+      nodeId,
+      this.replicasOf(nodeId).map((r) => r.id),
+    );
     await this.killNode(nodeId);
   }
 
@@ -268,7 +337,10 @@ class Cluster implements RedisCluster {
     await node.redis.stop('SIGKILL');
   }
 
-  async waitForFailover(oldMasterId: string, timeoutMs = Math.max(30_000, this.nodeTimeoutMs * 30)): Promise<{ newMaster: ClusterNode; ms: number }> {
+  async waitForFailover(
+    oldMasterId: string,
+    timeoutMs = Math.max(30_000, this.nodeTimeoutMs * 30),
+  ): Promise<{ newMaster: ClusterNode; ms: number }> {
     const slots = this.killedSlots.get(oldMasterId);
     const candidates = this.killedReplicas.get(oldMasterId);
     if (!slots || !candidates) throw new Error(`${oldMasterId} was not killed with killMaster()`);
@@ -276,17 +348,23 @@ class Cluster implements RedisCluster {
     if (candidates.length === 0) throw new Error(`${oldMasterId} had no replica to promote`);
     const t0 = Date.now();
     let newMasterId = '';
-    await waitFor(`failover of ${oldMasterId}`, timeoutMs, async () => {
-      const owners = new Map<number, string>();
-      for (const e of await this.clusterSlots(this.anyLive())) for (const [a] of slots) if (e.from <= a && a <= e.to) owners.set(a, e.master);
-      const owner = owners.get(slots[0]![0]);
-      if (owner === undefined || owner === oldMasterId || !candidates.includes(owner)) {
-        return `slot ${slots[0]![0]} is owned by ${owner ?? 'nobody'}`;
-      }
-      if ([...owners.values()].some((o) => o !== owner)) return 'the old slots are split between owners';
-      newMasterId = owner;
-      return (await this.stableProblem()) ?? true;
-    }, 100);
+    await waitFor(
+      `failover of ${oldMasterId}`,
+      timeoutMs,
+      async () => {
+        const owners = new Map<number, string>();
+        for (const e of await this.clusterSlots(this.anyLive()))
+          for (const [a] of slots) if (e.from <= a && a <= e.to) owners.set(a, e.master);
+        const owner = owners.get(slots[0]![0]);
+        if (owner === undefined || owner === oldMasterId || !candidates.includes(owner)) {
+          return `slot ${slots[0]![0]} is owned by ${owner ?? 'nobody'}`;
+        }
+        if ([...owners.values()].some((o) => o !== owner)) return 'the old slots are split between owners';
+        newMasterId = owner;
+        return (await this.stableProblem()) ?? true;
+      },
+      100,
+    );
     await this.refreshRoles();
     const ms = Date.now() - t0;
     this.timings.push({ op: 'failover', ms });
@@ -315,14 +393,27 @@ class Cluster implements RedisCluster {
     let referenceNode = '';
     const liveIds = new Set(this.live().map((n) => n.id));
     for (const n of this.live()) {
-      const [info, nodes, slots, repl, shards] = await redisCommands(n.port, [['CLUSTER', 'INFO'], ['CLUSTER', 'NODES'],
-        ['CLUSTER', 'SLOTS'], ['INFO', 'replication'], ['CLUSTER', 'SHARDS']], { timeoutMs: 2000 });
+      const [info, nodes, slots, repl, shards] = await redisCommands(
+        n.port,
+        [
+          ['CLUSTER', 'INFO'],
+          ['CLUSTER', 'NODES'],
+          ['CLUSTER', 'SLOTS'],
+          ['INFO', 'replication'],
+          ['CLUSTER', 'SHARDS'],
+        ],
+        { timeoutMs: 2000 },
+      );
       if (!/^cluster_state:ok\r?$/m.test(String(info))) return `${n.address}: cluster_state is not ok`;
       const self = parseClusterNodes(String(nodes)).find((l) => l.flags.includes('myself'));
       if (!self) return `${n.address}: no "myself" line in CLUSTER NODES`;
-      if (self.slots.some((s) => s.startsWith('['))) return `${n.address}: slots open for migration: ${self.slots.filter((s) => s.startsWith('[')).join(' ')}`;
+      if (self.slots.some((s) => s.startsWith('[')))
+        return `${n.address}: slots open for migration: ${self.slots.filter((s) => s.startsWith('[')).join(' ')}`;
       const view = normaliseSlots(slots);
-      if (reference === null) { reference = view; referenceNode = n.address; } else if (view !== reference) {
+      if (reference === null) {
+        reference = view;
+        referenceNode = n.address;
+      } else if (view !== reference) {
         return `${n.address} and ${referenceNode} disagree on CLUSTER SLOTS`;
       }
       if (/^role:slave\r?$/m.test(String(repl)) && !/^master_link_status:up\r?$/m.test(String(repl))) {
@@ -365,35 +456,56 @@ class Cluster implements RedisCluster {
   /** Runs redis-cli with a timeout; resolves with its output, rejects with the tail of it on failure. */
   redisCli(args: string[], timeoutMs: number): Promise<string> {
     return new Promise((resolve, reject) => {
-      execFile('redis-cli', args, { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 },
+      execFile(
+        'redis-cli',
+        args,
+        { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 },
         (err, stdout, stderr) => {
           // redis-cli --cluster reports some failures ("[ERR] ...") with exit status 0.
           const failed = err !== null || /^\[ERR\]/m.test(stdout);
-          if (!failed) { resolve(stdout); return; }
+          if (!failed) {
+            resolve(stdout);
+            return;
+          }
           const tail = `${stdout}\n${stderr}`.trim().split('\n').slice(-15).join('\n');
-          const why = err && (err as { killed?: boolean }).killed ? `timed out after ${timeoutMs} ms` : (err?.message.split('\n')[0] ?? '[ERR] in output');
+          const why =
+            err && (err as { killed?: boolean }).killed
+              ? `timed out after ${timeoutMs} ms`
+              : (err?.message.split('\n')[0] ?? '[ERR] in output');
           reject(new Error(`redis-cli ${args.slice(0, 3).join(' ')} failed: ${why}\n${tail}`));
-        });
+        },
+      );
     });
   }
 
   logTails(): string {
-    return this.nodes.map((n) => {
-      try {
-        const log = fs.readFileSync(path.join(n.redis.dir, 'redis.log'), 'utf8').trim().split('\n').slice(-5).join('\n');
-        return `\n--- ${n.address} redis.log\n${log}`;
-      } catch { return ''; }
-    }).join('');
+    return this.nodes
+      .map((n) => {
+        try {
+          const log = fs
+            .readFileSync(path.join(n.redis.dir, 'redis.log'), 'utf8')
+            .trim()
+            .split('\n')
+            .slice(-5)
+            .join('\n');
+          return `\n--- ${n.address} redis.log\n${log}`;
+        } catch {
+          return '';
+        }
+      })
+      .join('');
   }
 
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    await Promise.all(this.nodes.map(async (n) => {
-      n.alive = false;
-      await n.redis.stop('SIGKILL').catch(() => undefined);
-      fs.rmSync(n.redis.dir, { recursive: true, force: true });
-    }));
+    await Promise.all(
+      this.nodes.map(async (n) => {
+        n.alive = false;
+        await n.redis.stop('SIGKILL').catch(() => undefined);
+        fs.rmSync(n.redis.dir, { recursive: true, force: true });
+      }),
+    );
   }
 }
 
@@ -406,7 +518,7 @@ async function pickClusterPort(): Promise<number> {
   for (let i = 0; i < 500; i++) {
     const port = PORT_MIN + Math.floor(Math.random() * (PORT_MAX - PORT_MIN));
     if (reserved.has(port) || reserved.has(port + BUS_OFFSET)) continue;
-    if (await canBind(port) && await canBind(port + BUS_OFFSET)) {
+    if ((await canBind(port)) && (await canBind(port + BUS_OFFSET))) {
       if (reserved.has(port) || reserved.has(port + BUS_OFFSET)) continue; // taken while we checked
       reserved.add(port);
       reserved.add(port + BUS_OFFSET);
@@ -429,7 +541,12 @@ function canBind(port: number): Promise<boolean> {
  * Polls `probe` until it returns true, at most `timeoutMs`; a string return says what is still wrong and ends up
  * in the timeout error, as does a thrown error (a node that does not answer yet is not a failure).
  */
-async function waitFor(what: string, timeoutMs: number, probe: () => Promise<true | string>, intervalMs = 50): Promise<void> {
+async function waitFor(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<true | string>,
+  intervalMs = 50,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'not checked';
   for (;;) {
@@ -445,33 +562,54 @@ async function waitFor(what: string, timeoutMs: number, probe: () => Promise<tru
   }
 }
 
-export interface ClusterNodesLine { id: string; address: string; flags: string[]; master: string; slots: string[] }
+export interface ClusterNodesLine {
+  id: string;
+  address: string;
+  flags: string[];
+  master: string;
+  slots: string[];
+}
 
 /** Parses CLUSTER NODES text. */
 export function parseClusterNodes(text: string): ClusterNodesLine[] {
-  return text.split('\n').filter((l) => l.trim() !== '').map((l) => {
-    const f = l.trim().split(' ');
-    return { id: f[0]!, address: f[1]!.split('@')[0]!, flags: f[2]!.split(','), master: f[3]!, slots: f.slice(8) };
-  });
+  return text
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => {
+      const f = l.trim().split(' ');
+      return { id: f[0]!, address: f[1]!.split('@')[0]!, flags: f[2]!.split(','), master: f[3]!, slots: f.slice(8) };
+    });
 }
 
 /** Every node's id and health in a CLUSTER SHARDS reply (RESP2: flat key/value arrays). */
 function shardsHealth(reply: unknown): Array<{ id: string; health: string }> {
   if (!Array.isArray(reply)) throw new Error(`CLUSTER SHARDS: expected an array, got ${String(reply)}`);
   const field = (flat: unknown[], key: string): unknown => flat[flat.indexOf(key) + 1];
-  return reply.flatMap((shard: unknown[]) => (field(shard, 'nodes') as unknown[][])
-    .map((node) => ({ id: String(field(node, 'id')), health: String(field(node, 'health')) })));
+  return reply.flatMap((shard: unknown[]) =>
+    (field(shard, 'nodes') as unknown[][]).map((node) => ({
+      id: String(field(node, 'id')),
+      health: String(field(node, 'health')),
+    })),
+  );
 }
 
-interface SlotsEntry { from: number; to: number; master: string; replicas: string[] }
+interface SlotsEntry {
+  from: number;
+  to: number;
+  master: string;
+  replicas: string[];
+}
 
 function slotsEntries(reply: unknown): SlotsEntry[] {
   if (!Array.isArray(reply)) throw new Error(`CLUSTER SLOTS: expected an array, got ${String(reply)}`);
-  return reply.map((e: unknown[]) => ({
-    from: Number(e[0]), to: Number(e[1]),
-    master: String((e[2] as unknown[])[2]),
-    replicas: (e.slice(3) as unknown[][]).map((r) => String(r[2])).sort(),
-  })).sort((a, b) => a.from - b.from);
+  return reply
+    .map((e: unknown[]) => ({
+      from: Number(e[0]),
+      to: Number(e[1]),
+      master: String((e[2] as unknown[])[2]),
+      replicas: (e.slice(3) as unknown[][]).map((r) => String(r[2])).sort(),
+    }))
+    .sort((a, b) => a.from - b.from);
 }
 
 /** CLUSTER SLOTS as one comparable string; also checks that the ranges cover every slot once. */

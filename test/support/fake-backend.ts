@@ -12,7 +12,9 @@ import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void; returnFatalError?: (e: Error) => void;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnFatalError?: (e: Error) => void;
 }) => { execute(b: Buffer): void };
 
 /** What the script answers to one command: bytes to write, null to stay silent, 'close' to end the socket. */
@@ -56,7 +58,8 @@ export class FakeConnection {
 /** Parses one multibulk command at the start of buf; null when incomplete. Throws on anything else. */
 function parseMultibulk(buf: Buffer): { args: string[]; end: number } | null {
   if (buf.length === 0) return null;
-  if (buf[0] !== 0x2a) throw new Error(`fake backend: expected a multibulk command, got ${JSON.stringify(buf.toString('latin1'))}`);
+  if (buf[0] !== 0x2a)
+    throw new Error(`fake backend: expected a multibulk command, got ${JSON.stringify(buf.toString('latin1'))}`);
   let eol = buf.indexOf('\r\n', 0);
   if (eol < 0) return null;
   const argc = Number(buf.toString('latin1', 1, eol));
@@ -114,7 +117,10 @@ export class FakeBackend extends EventEmitter {
     const conn = new FakeConnection(this.connections.length, sock);
     this.connections.push(conn);
     sock.on('error', () => undefined);
-    sock.on('close', () => { conn.closed = true; this.emit('change'); });
+    sock.on('close', () => {
+      conn.closed = true;
+      this.emit('change');
+    });
     sock.on('data', (chunk: Buffer) => {
       for (const cmd of conn.feed(chunk)) {
         conn.commands.push(cmd);
@@ -132,7 +138,10 @@ export class FakeBackend extends EventEmitter {
   async until(pred: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
     if (pred()) return;
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => { this.off('change', check); reject(new Error(`fake backend: timed out waiting for ${what}`)); }, timeoutMs);
+      const timer = setTimeout(() => {
+        this.off('change', check);
+        reject(new Error(`fake backend: timed out waiting for ${what}`));
+      }, timeoutMs);
       const check = () => {
         if (!pred()) return;
         clearTimeout(timer);
@@ -160,7 +169,9 @@ export function parseReplies(bytes: Buffer | string): unknown[] {
   const parser = new RedisParser({
     returnReply: (r) => out.push(r),
     returnError: (e) => out.push(e),
-    returnFatalError: (e) => { throw e; },
+    returnFatalError: (e) => {
+      throw e;
+    },
   });
   parser.execute(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes, 'latin1'));
   return out;
@@ -169,13 +180,25 @@ export function parseReplies(bytes: Buffer | string): unknown[] {
 /** Counts complete top-level RESP replies in bytes (for awaiting N replies on a RawClient). */
 export function replyCount(bytes: Buffer): number {
   let n = 0;
-  const parser = new RedisParser({ returnReply: () => { n++; }, returnError: () => { n++; } });
+  const parser = new RedisParser({
+    returnReply: () => {
+      n++;
+    },
+    returnError: () => {
+      n++;
+    },
+  });
   parser.execute(bytes);
   return n;
 }
 
 /** Polls `pred` until it holds (bounded): for conditions that have no event to await. */
-export async function waitFor(pred: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000, stepMs = 10): Promise<void> {
+export async function waitFor(
+  pred: () => boolean | Promise<boolean>,
+  what: string,
+  timeoutMs = 5000,
+  stepMs = 10,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await pred()) return;
@@ -185,7 +208,11 @@ export async function waitFor(pred: () => boolean | Promise<boolean>, what: stri
 }
 
 /** A key (prefix + counter) that the proxy's current router sends to shard `shard`. */
-export function keyOn(proxy: { topology: { router: { shardFor(key: Buffer): number } } }, shard: number, prefix: string): string {
+export function keyOn(
+  proxy: { topology: { router: { shardFor(key: Buffer): number } } },
+  shard: number,
+  prefix: string,
+): string {
   for (let i = 0; i < 100_000; i++) {
     const key = `${prefix}:${i}`;
     if (proxy.topology.router.shardFor(Buffer.from(key)) === shard) return key;

@@ -37,7 +37,12 @@ export function slotsConfig(ports: number[], extra: ConfigObject = {}): ConfigOb
 }
 
 export function ringConfig(ports: number[], extra: ConfigObject = {}): ConfigObject {
-  return { mode: 'ring', ring: { hash: 'fnv1a_64' }, shards: ports.map((port) => ({ address: `127.0.0.1:${port}` })), ...extra };
+  return {
+    mode: 'ring',
+    ring: { hash: 'fnv1a_64' },
+    shards: ports.map((port) => ({ address: `127.0.0.1:${port}` })),
+    ...extra,
+  };
 }
 
 export async function startKeymux(obj: ConfigObject, options: StartOptions = {}): Promise<Proxy> {
@@ -53,8 +58,14 @@ export class RawClient {
 
   private constructor(socket: net.Socket) {
     this.socket = socket;
-    socket.on('data', (d) => { this.data = Buffer.concat([this.data, d]); this.wake(); });
-    socket.on('close', () => { this.closed = true; this.wake(); });
+    socket.on('data', (d) => {
+      this.data = Buffer.concat([this.data, d]);
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
     socket.on('error', () => undefined);
   }
 
@@ -78,7 +89,10 @@ export class RawClient {
       if (left <= 0) throw new Error(`timeout; received ${JSON.stringify(this.data.toString('latin1'))}`);
       await new Promise<void>((res) => {
         const t = setTimeout(res, left);
-        this.waiters.push(() => { clearTimeout(t); res(); });
+        this.waiters.push(() => {
+          clearTimeout(t);
+          res();
+        });
       });
     }
     return this.data;
@@ -91,7 +105,9 @@ export class RawClient {
   }
 
   async untilClosed(timeoutMs = 10000): Promise<string> {
-    await this.until(() => this.closed, timeoutMs).catch((e) => { if (!this.closed) throw e; });
+    await this.until(() => this.closed, timeoutMs).catch((e) => {
+      if (!this.closed) throw e;
+    });
     return this.data.toString('latin1');
   }
 

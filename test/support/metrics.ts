@@ -11,13 +11,16 @@ export interface Sample {
   value: number;
 }
 
-export async function httpGet(port: number, path: string, method = 'GET'):
-  Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+export async function httpGet(
+  port: number,
+  path: string,
+  method = 'GET',
+): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const res = await request(`http://127.0.0.1:${port}${path}`, { method: method as 'GET' });
   return { status: res.statusCode, headers: res.headers, body: await res.body.text() };
 }
 
-export async function getJson<T = any>(port: number, path: string): Promise<T> { // eslint-disable-line @typescript-eslint/no-explicit-any
+export async function getJson<T = any>(port: number, path: string): Promise<T> {
   const r = await httpGet(port, path);
   if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
   return JSON.parse(r.body) as T;
@@ -80,8 +83,20 @@ export function valueOf(samples: Sample[], name: string, labels: Record<string, 
 }
 
 const PROMQL_WORDS = new Set([
-  'by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'offset', 'bool', 'and', 'or', 'unless', 'atan2',
-  'inf', 'nan',
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'offset',
+  'bool',
+  'and',
+  'or',
+  'unless',
+  'atan2',
+  'inf',
+  'nan',
 ]);
 
 /**

@@ -42,7 +42,15 @@ export interface NutcrackerProcess {
 const BINARY = fs.existsSync('/usr/sbin/nutcracker') ? '/usr/sbin/nutcracker' : 'nutcracker';
 
 const live = new Set<ChildProcess>();
-process.on('exit', () => { for (const c of live) { try { c.kill('SIGKILL'); } catch { /* gone */ } } });
+process.on('exit', () => {
+  for (const c of live) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
 
 export function nutcrackerConfig(port: number, opts: StartNutcrackerOptions): string {
   const lines = [
@@ -80,14 +88,31 @@ async function startOnce(port: number, statsPort: number, opts: StartNutcrackerO
   const logFile = path.join(dir, 'nutcracker.log');
   const configText = nutcrackerConfig(port, opts);
   fs.writeFileSync(conf, configText);
-  const child = spawn(BINARY, ['-c', conf, '-o', logFile, '-s', String(statsPort), '-a', '127.0.0.1',
-    '-p', path.join(dir, 'nutcracker.pid')], { stdio: 'ignore' });
+  const child = spawn(
+    BINARY,
+    ['-c', conf, '-o', logFile, '-s', String(statsPort), '-a', '127.0.0.1', '-p', path.join(dir, 'nutcracker.pid')],
+    { stdio: 'ignore' },
+  );
   live.add(child);
   let exited = false;
-  child.once('exit', () => { exited = true; live.delete(child); });
-  const readLog = (): string => { try { return fs.readFileSync(logFile, 'utf8'); } catch { return ''; } };
+  child.once('exit', () => {
+    exited = true;
+    live.delete(child);
+  });
+  const readLog = (): string => {
+    try {
+      return fs.readFileSync(logFile, 'utf8');
+    } catch {
+      return '';
+    }
+  };
   const n: NutcrackerProcess = {
-    host: '127.0.0.1', port, statsPort, pid: child.pid ?? -1, dir, configText,
+    host: '127.0.0.1',
+    port,
+    statsPort,
+    pid: child.pid ?? -1,
+    dir,
+    configText,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         const done = new Promise<void>((res) => child.once('exit', () => res()));
@@ -116,7 +141,13 @@ async function startOnce(port: number, statsPort: number, opts: StartNutcrackerO
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => { s.destroy(); resolve(true); });
-    s.once('error', () => { s.destroy(); resolve(false); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => {
+      s.destroy();
+      resolve(false);
+    });
   });
 }

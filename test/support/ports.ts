@@ -11,7 +11,11 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
     srv.on('error', reject);
     srv.listen(0, host, () => {
       const addr = srv.address();
-      if (addr === null || typeof addr === 'string') { srv.close(); reject(new Error('no port')); return; }
+      if (addr === null || typeof addr === 'string') {
+        srv.close();
+        reject(new Error('no port'));
+        return;
+      }
       const port = addr.port;
       srv.close(() => resolve(port));
     });

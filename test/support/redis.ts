@@ -14,7 +14,9 @@ import { freePort } from './ports.js';
 const require = createRequire(import.meta.url);
 // redis-parser is the reference RESP decoder; tests use it to read real replies.
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void; returnBuffers?: boolean;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnBuffers?: boolean;
 }) => { execute(b: Buffer): void };
 
 export interface RedisProcess {
@@ -37,11 +39,19 @@ export interface StartRedisOptions {
 }
 
 const live = new Set<RedisProcess>();
-process.on('exit', () => { for (const r of live) { try { process.kill(r.pid, 'SIGKILL'); } catch { /* gone */ } } });
+process.on('exit', () => {
+  for (const r of live) {
+    try {
+      process.kill(r.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+});
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisProcess> {
   for (let attempt = 0; ; attempt++) {
-    const port = opts.port ?? await freePort();
+    const port = opts.port ?? (await freePort());
     try {
       return await startOn(port, opts);
     } catch (err) {
@@ -52,16 +62,42 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
 
 async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProcess> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-redis-${port}-`));
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-    '--dir', dir, '--daemonize', 'no', '--protected-mode', 'no', '--loglevel', 'warning',
-    '--logfile', path.join(dir, 'redis.log'), ...(opts.password ? ['--requirepass', opts.password] : []),
-    ...(opts.args ?? [])];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    '--daemonize',
+    'no',
+    '--protected-mode',
+    'no',
+    '--loglevel',
+    'warning',
+    '--logfile',
+    path.join(dir, 'redis.log'),
+    ...(opts.password ? ['--requirepass', opts.password] : []),
+    ...(opts.args ?? []),
+  ];
   const spawnIt = (): ChildProcess => spawn('redis-server', args, { stdio: 'ignore' });
   let child = spawnIt();
   const r: RedisProcess = {
-    host: '127.0.0.1', port, pid: child.pid ?? -1, dir, address: `127.0.0.1:${port}`, process: child,
+    host: '127.0.0.1',
+    port,
+    pid: child.pid ?? -1,
+    dir,
+    address: `127.0.0.1:${port}`,
+    process: child,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
-      if (r.process.exitCode !== null || r.process.signalCode !== null) { live.delete(r); return; }
+      if (r.process.exitCode !== null || r.process.signalCode !== null) {
+        live.delete(r);
+        return;
+      }
       const exited = new Promise<void>((res) => r.process.once('exit', () => res()));
       r.process.kill(signal);
       await exited;
@@ -69,7 +105,8 @@ async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProc
     },
     async restart() {
       child = spawnIt();
-      r.process = child; r.pid = child.pid ?? -1;
+      r.process = child;
+      r.pid = child.pid ?? -1;
       live.add(r);
       await waitReady(port, child, opts.password);
     },
@@ -86,34 +123,66 @@ async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProc
 
 async function waitReady(port: number, child: ChildProcess, password?: string): Promise<void> {
   let exited = false;
-  child.once('exit', () => { exited = true; });
+  child.once('exit', () => {
+    exited = true;
+  });
   for (let i = 0; i < 200; i++) {
     if (exited) throw new Error(`redis-server on ${port} exited at start`);
     try {
       const args = password ? [['AUTH', password], ['PING']] : [['PING']];
       const replies = await redisCommands(port, args);
       if (String(replies[replies.length - 1]) === 'PONG') return;
-    } catch { /* not up yet */ }
+    } catch {
+      /* not up yet */
+    }
     await new Promise((res) => setTimeout(res, 25)); // polling a port has no event to await
   }
   throw new Error(`redis-server on ${port} did not become ready`);
 }
 
 /** Sends commands on a fresh connection and resolves with their replies (errors as Error values). */
-export function redisCommands(port: number, commands: Array<Array<string | Buffer | number>>,
-  opts: { host?: string; buffers?: boolean; timeoutMs?: number } = {}): Promise<unknown[]> {
+export function redisCommands(
+  port: number,
+  commands: Array<Array<string | Buffer | number>>,
+  opts: { host?: string; buffers?: boolean; timeoutMs?: number } = {},
+): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const replies: unknown[] = [];
     const sock = net.connect(port, opts.host ?? '127.0.0.1');
-    const timer = setTimeout(() => { sock.destroy(); reject(new Error(`timeout talking to ${port}`)); }, opts.timeoutMs ?? 10000);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`timeout talking to ${port}`));
+    }, opts.timeoutMs ?? 10000);
     const parser = new RedisParser({
       returnBuffers: opts.buffers ?? false,
-      returnReply: (rep) => { replies.push(rep); if (replies.length === commands.length) { clearTimeout(timer); sock.end(); resolve(replies); } },
-      returnError: (e) => { replies.push(e); if (replies.length === commands.length) { clearTimeout(timer); sock.end(); resolve(replies); } },
+      returnReply: (rep) => {
+        replies.push(rep);
+        if (replies.length === commands.length) {
+          clearTimeout(timer);
+          sock.end();
+          resolve(replies);
+        }
+      },
+      returnError: (e) => {
+        replies.push(e);
+        if (replies.length === commands.length) {
+          clearTimeout(timer);
+          sock.end();
+          resolve(replies);
+        }
+      },
     });
     sock.on('data', (d) => parser.execute(d));
-    sock.on('error', (e) => { clearTimeout(timer); reject(e); });
-    sock.on('close', () => { if (replies.length < commands.length) { clearTimeout(timer); reject(new Error(`connection to ${port} closed`)); } });
+    sock.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    sock.on('close', () => {
+      if (replies.length < commands.length) {
+        clearTimeout(timer);
+        reject(new Error(`connection to ${port} closed`));
+      }
+    });
     sock.write(Buffer.concat(commands.map(encodeCommand)));
   });
 }

@@ -90,9 +90,31 @@ export function randomPayload(rng: Rng, opts: { large?: boolean } = {}): Buffer 
   return salted(rng, rng.int(1, 64));
 }
 
-const WORDS = ['GET', 'SET', 'mget', 'key', 'k:{user1}:a', 'value', 'OK', '0', '-1', '12345', 'hello world', '*3', '$5'];
-const SALT = [Buffer.from('\r\n'), Buffer.from('\r'), Buffer.from('\n'), Buffer.from('*2\r\n'), Buffer.from('$-1\r\n'),
-  Buffer.from('+OK\r\n'), Buffer.from([0]), Buffer.from([0xff, 0xfe])];
+const WORDS = [
+  'GET',
+  'SET',
+  'mget',
+  'key',
+  'k:{user1}:a',
+  'value',
+  'OK',
+  '0',
+  '-1',
+  '12345',
+  'hello world',
+  '*3',
+  '$5',
+];
+const SALT = [
+  Buffer.from('\r\n'),
+  Buffer.from('\r'),
+  Buffer.from('\n'),
+  Buffer.from('*2\r\n'),
+  Buffer.from('$-1\r\n'),
+  Buffer.from('+OK\r\n'),
+  Buffer.from([0]),
+  Buffer.from([0xff, 0xfe]),
+];
 
 function salted(rng: Rng, n: number): Buffer {
   const out = rng.bytes(n);
@@ -144,28 +166,42 @@ const BARE = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:{}_
 /** One inline word: its rendering on the line and the argument it stands for. */
 function randomInlineWord(rng: Rng): { text: Buffer; value: Buffer } {
   const style = rng.int(0, 9);
-  if (style < 4) { // bare
+  if (style < 4) {
+    // bare
     const n = rng.int(1, 12);
     let s = '';
     for (let i = 0; i < n; i++) s += BARE[rng.int(0, BARE.length - 1)];
     return { text: Buffer.from(s, 'latin1'), value: Buffer.from(s, 'latin1') };
   }
-  if (style < 8) { // "double quoted" with every escape
+  if (style < 8) {
+    // "double quoted" with every escape
     const text: number[] = [34];
     const value: number[] = [];
     const n = rng.int(0, 16);
     for (let i = 0; i < n; i++) {
       const k = rng.int(0, 9);
-      if (k === 0) { // \xHH, mixed case
+      if (k === 0) {
+        // \xHH, mixed case
         const b = rng.int(0, 255);
         const hex = b.toString(16).padStart(2, '0');
         text.push(92, 120, ...Buffer.from(rng.chance(0.5) ? hex : hex.toUpperCase(), 'latin1'));
         value.push(b);
       } else if (k === 1) {
-        const [e, v] = rng.pick([[110, 10], [114, 13], [116, 9], [98, 8], [97, 7], [92, 92], [34, 34], [39, 39], [122, 122]]);
+        const [e, v] = rng.pick([
+          [110, 10],
+          [114, 13],
+          [116, 9],
+          [98, 8],
+          [97, 7],
+          [92, 92],
+          [34, 34],
+          [39, 39],
+          [122, 122],
+        ]);
         text.push(92, e);
         value.push(v);
-      } else if (k === 2) { // space inside quotes
+      } else if (k === 2) {
+        // space inside quotes
         text.push(32);
         value.push(32);
       } else {
@@ -182,8 +218,16 @@ function randomInlineWord(rng: Rng): { text: Buffer; value: Buffer } {
   const value: number[] = [];
   const n = rng.int(0, 12);
   for (let i = 0; i < n; i++) {
-    if (rng.chance(0.15)) { text.push(92, 39); value.push(39); continue; }
-    if (rng.chance(0.1)) { text.push(32, 34); value.push(32, 34); continue; }
+    if (rng.chance(0.15)) {
+      text.push(92, 39);
+      value.push(39);
+      continue;
+    }
+    if (rng.chance(0.1)) {
+      text.push(32, 34);
+      value.push(32, 34);
+      continue;
+    }
     const c = rawQuotedByte(rng, 39);
     text.push(c);
     value.push(c);
@@ -249,27 +293,51 @@ export function encodeReply(r: Reply): Buffer {
 
 function encodeInto(r: Reply, out: Buffer[]): void {
   switch (r.t) {
-    case 'simple': out.push(line('+', r.v)); return;
-    case 'error': out.push(line('-', r.v)); return;
-    case 'int': out.push(line(':', r.v)); return;
+    case 'simple':
+      out.push(line('+', r.v));
+      return;
+    case 'error':
+      out.push(line('-', r.v));
+      return;
+    case 'int':
+      out.push(line(':', r.v));
+      return;
     case 'bulk':
       if (r.v === null) out.push(line('$', -1));
       else out.push(line('$', r.v.length), r.v, CRLF);
       return;
     case 'array':
-      if (r.v === null) { out.push(line('*', -1)); return; }
+      if (r.v === null) {
+        out.push(line('*', -1));
+        return;
+      }
       out.push(line('*', r.v.length));
       for (const e of r.v) encodeInto(e, out);
       return;
-    case 'null': out.push(line('_', '')); return;
-    case 'double': out.push(line(',', r.v)); return;
-    case 'bool': out.push(line('#', r.v ? 't' : 'f')); return;
-    case 'bignum': out.push(line('(', r.v)); return;
-    case 'verbatim': out.push(line('=', r.v.length + 4), Buffer.from(`${r.format}:`), r.v, CRLF); return;
-    case 'bloberror': out.push(line('!', r.v.length), r.v, CRLF); return;
+    case 'null':
+      out.push(line('_', ''));
+      return;
+    case 'double':
+      out.push(line(',', r.v));
+      return;
+    case 'bool':
+      out.push(line('#', r.v ? 't' : 'f'));
+      return;
+    case 'bignum':
+      out.push(line('(', r.v));
+      return;
+    case 'verbatim':
+      out.push(line('=', r.v.length + 4), Buffer.from(`${r.format}:`), r.v, CRLF);
+      return;
+    case 'bloberror':
+      out.push(line('!', r.v.length), r.v, CRLF);
+      return;
     case 'map':
       out.push(line('%', r.v.length));
-      for (const [k, v] of r.v) { encodeInto(k, out); encodeInto(v, out); }
+      for (const [k, v] of r.v) {
+        encodeInto(k, out);
+        encodeInto(v, out);
+      }
       return;
     case 'set':
       out.push(line('~', r.v.length));
@@ -277,7 +345,10 @@ function encodeInto(r: Reply, out: Buffer[]): void {
       return;
     case 'attr':
       out.push(line('|', r.attrs.length));
-      for (const [k, v] of r.attrs) { encodeInto(k, out); encodeInto(v, out); }
+      for (const [k, v] of r.attrs) {
+        encodeInto(k, out);
+        encodeInto(v, out);
+      }
       encodeInto(r.value, out);
       return;
     case 'push':
@@ -296,10 +367,26 @@ export interface ReplyOptions {
 }
 
 const SIMPLE = ['OK', 'PONG', 'QUEUED', '', 'hello world', 'string with: colon'];
-const ERRORS = ['ERR unknown command', 'WRONGTYPE Operation against a key holding the wrong kind of value',
-  'MOVED 3999 127.0.0.1:6381', 'ASK 3999 127.0.0.1:6381', 'ERR', 'NOAUTH Authentication required.'];
-const INTS = [0n, 1n, -1n, 42n, -42n, 9007199254740991n, -9007199254740991n, 9223372036854775807n,
-  -9223372036854775808n, 1000000n];
+const ERRORS = [
+  'ERR unknown command',
+  'WRONGTYPE Operation against a key holding the wrong kind of value',
+  'MOVED 3999 127.0.0.1:6381',
+  'ASK 3999 127.0.0.1:6381',
+  'ERR',
+  'NOAUTH Authentication required.',
+];
+const INTS = [
+  0n,
+  1n,
+  -1n,
+  42n,
+  -42n,
+  9007199254740991n,
+  -9007199254740991n,
+  9223372036854775807n,
+  -9223372036854775808n,
+  1000000n,
+];
 const DOUBLES = ['3.14', '-0.5', '0', 'inf', '-inf', 'nan', '1.5e300', '-2e-10', '10'];
 const BIGNUMS = ['3492890328409238509324850943850943825024385', '-12345678901234567890123', '0'];
 
@@ -310,36 +397,55 @@ export function randomReply(rng: Rng, opts: ReplyOptions = {}, depth = 0): Reply
   // Aggregates get rarer as we go down, so trees stay small but still reach the maximum depth now and then.
   const aggregateChance = depth >= maxDepth ? 0 : depth === 0 ? 0.45 : 0.6 / (1 + depth * 0.3);
   if (rng.chance(aggregateChance)) {
-    const kinds = resp3 ? ['array', 'array', 'map', 'set', 'attr', depth === 0 ? 'push' : 'array', 'nilarray'] : ['array', 'array', 'array', 'nilarray'];
+    const kinds = resp3
+      ? ['array', 'array', 'map', 'set', 'attr', depth === 0 ? 'push' : 'array', 'nilarray']
+      : ['array', 'array', 'array', 'nilarray'];
     const kind = rng.pick(kinds);
     const n = rng.chance(0.1) ? 0 : rng.chance(0.05) ? rng.int(20, 60) : rng.int(1, 4);
     const children = (): Reply[] => Array.from({ length: n }, () => randomReply(rng, opts, depth + 1));
-    const pairs = (): Array<[Reply, Reply]> => Array.from({ length: n }, () =>
-      [randomReply(rng, opts, depth + 1), randomReply(rng, opts, depth + 1)]);
+    const pairs = (): Array<[Reply, Reply]> =>
+      Array.from({ length: n }, () => [randomReply(rng, opts, depth + 1), randomReply(rng, opts, depth + 1)]);
     switch (kind) {
-      case 'nilarray': return { t: 'array', v: null };
-      case 'map': return { t: 'map', v: pairs() };
-      case 'set': return { t: 'set', v: children() };
-      case 'push': return { t: 'push', v: children() };
-      case 'attr': return { t: 'attr', attrs: pairs().slice(0, 2), value: randomReply(rng, opts, depth + 1) };
-      default: return { t: 'array', v: children() };
+      case 'nilarray':
+        return { t: 'array', v: null };
+      case 'map':
+        return { t: 'map', v: pairs() };
+      case 'set':
+        return { t: 'set', v: children() };
+      case 'push':
+        return { t: 'push', v: children() };
+      case 'attr':
+        return { t: 'attr', attrs: pairs().slice(0, 2), value: randomReply(rng, opts, depth + 1) };
+      default:
+        return { t: 'array', v: children() };
     }
   }
   const kinds = resp3
     ? ['simple', 'error', 'int', 'bulk', 'bulk', 'nilbulk', 'null', 'double', 'bool', 'bignum', 'verbatim', 'bloberror']
     : ['simple', 'error', 'int', 'bulk', 'bulk', 'nilbulk'];
   switch (rng.pick(kinds)) {
-    case 'simple': return { t: 'simple', v: rng.pick(SIMPLE) };
-    case 'error': return { t: 'error', v: rng.pick(ERRORS) };
-    case 'int': return { t: 'int', v: rng.chance(0.5) ? rng.pick(INTS) : BigInt(rng.int(-1e9, 1e9)) };
-    case 'nilbulk': return { t: 'bulk', v: null };
-    case 'null': return { t: 'null' };
-    case 'double': return { t: 'double', v: rng.pick(DOUBLES) };
-    case 'bool': return { t: 'bool', v: rng.chance(0.5) };
-    case 'bignum': return { t: 'bignum', v: rng.pick(BIGNUMS) };
-    case 'verbatim': return { t: 'verbatim', format: rng.pick(['txt', 'mkd']), v: randomPayload(rng, opts) };
-    case 'bloberror': return { t: 'bloberror', v: Buffer.concat([Buffer.from('SYNTAX '), randomPayload(rng)]) };
-    default: return { t: 'bulk', v: randomPayload(rng, opts) };
+    case 'simple':
+      return { t: 'simple', v: rng.pick(SIMPLE) };
+    case 'error':
+      return { t: 'error', v: rng.pick(ERRORS) };
+    case 'int':
+      return { t: 'int', v: rng.chance(0.5) ? rng.pick(INTS) : BigInt(rng.int(-1e9, 1e9)) };
+    case 'nilbulk':
+      return { t: 'bulk', v: null };
+    case 'null':
+      return { t: 'null' };
+    case 'double':
+      return { t: 'double', v: rng.pick(DOUBLES) };
+    case 'bool':
+      return { t: 'bool', v: rng.chance(0.5) };
+    case 'bignum':
+      return { t: 'bignum', v: rng.pick(BIGNUMS) };
+    case 'verbatim':
+      return { t: 'verbatim', format: rng.pick(['txt', 'mkd']), v: randomPayload(rng, opts) };
+    case 'bloberror':
+      return { t: 'bloberror', v: Buffer.concat([Buffer.from('SYNTAX '), randomPayload(rng)]) };
+    default:
+      return { t: 'bulk', v: randomPayload(rng, opts) };
   }
 }
 
@@ -428,7 +534,9 @@ export function oracleDecode(data: Buffer): Plain[] {
   const p = new RedisParser({
     returnReply: (r) => out.push(normalise(r)),
     returnError: (e) => out.push(normalise(e)),
-    returnFatalError: (e) => { fatal = e; },
+    returnFatalError: (e) => {
+      fatal = e;
+    },
     returnBuffers: true,
     stringNumbers: true,
   });
@@ -440,11 +548,17 @@ export function oracleDecode(data: Buffer): Plain[] {
 /** What redis-parser should produce for a RESP2 reply tree (a check on the generator itself). */
 export function plainOf(r: Reply): Plain {
   switch (r.t) {
-    case 'simple': return { hex: Buffer.from(r.v, 'latin1').toString('hex') };
-    case 'error': return { error: r.v };
-    case 'int': return String(r.v);
-    case 'bulk': return r.v === null ? null : { hex: r.v.toString('hex') };
-    case 'array': return r.v === null ? null : r.v.map(plainOf);
-    default: throw new Error(`${r.t} is not RESP2`);
+    case 'simple':
+      return { hex: Buffer.from(r.v, 'latin1').toString('hex') };
+    case 'error':
+      return { error: r.v };
+    case 'int':
+      return String(r.v);
+    case 'bulk':
+      return r.v === null ? null : { hex: r.v.toString('hex') };
+    case 'array':
+      return r.v === null ? null : r.v.map(plainOf);
+    default:
+      throw new Error(`${r.t} is not RESP2`);
   }
 }

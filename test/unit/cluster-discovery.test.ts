@@ -15,7 +15,13 @@
  */
 import { describe, it, expect } from 'vitest';
 import {
-  parseClusterShards, parseClusterSlots, masterForSlot, viewNodes, ClusterDiscoveryError, UNASSIGNED, SLOT_COUNT,
+  parseClusterShards,
+  parseClusterSlots,
+  masterForSlot,
+  viewNodes,
+  ClusterDiscoveryError,
+  UNASSIGNED,
+  SLOT_COUNT,
   type ClusterView,
 } from '../../src/backend/cluster-discovery.js';
 
@@ -23,47 +29,263 @@ import {
 // Recorded replies
 /** Another run, seconds after create: replicas at offset 0 are "loading". */
 const LOADING_SHARDS = [
-  ['slots', [0, 5460], 'nodes', [
-    ['id', '7084c4b948ff492b0ec962da3e924206dc1cc3e2', 'port', 19314, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-    ['id', '95a40cc5adc3b9c93f73113e7710d370b5af2966', 'port', 21635, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 0, 'health', 'loading'],
-  ]],
-  ['slots', [5461, 10922], 'nodes', [
-    ['id', '3c094395fed80ddb5234912d51cfb091f10fbe2f', 'port', 21679, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-    ['id', '8050ba6e83ce6367ff56a511bd42aaed3659e16b', 'port', 22086, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 0, 'health', 'loading'],
-  ]],
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', 'a2aa5aa13e866e8d1951968fee894c99b0b2baea', 'port', 16915, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-    ['id', '4a19fc3b8ddeda412b339397d6a5651542df6e82', 'port', 19693, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 0, 'health', 'loading'],
-  ]],
+  [
+    'slots',
+    [0, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        '7084c4b948ff492b0ec962da3e924206dc1cc3e2',
+        'port',
+        19314,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '95a40cc5adc3b9c93f73113e7710d370b5af2966',
+        'port',
+        21635,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        0,
+        'health',
+        'loading',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        '3c094395fed80ddb5234912d51cfb091f10fbe2f',
+        'port',
+        21679,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '8050ba6e83ce6367ff56a511bd42aaed3659e16b',
+        'port',
+        22086,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        0,
+        'health',
+        'loading',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        'a2aa5aa13e866e8d1951968fee894c99b0b2baea',
+        'port',
+        16915,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '4a19fc3b8ddeda412b339397d6a5651542df6e82',
+        'port',
+        19693,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        0,
+        'health',
+        'loading',
+      ],
+    ],
+  ],
 ];
 
 /** Fresh cluster, cluster-preferred-endpoint-type ip (the default). */
 const FRESH_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 14, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 14, 'health', 'online'],
-  ]],
-  ['slots', [5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 14, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 14, 'health', 'online'],
-  ]],
-  ['slots', [0, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 14, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 14, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        14,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** The same cluster, CLUSTER SLOTS. */
 const FRESH_SLOTS = [
-  [0, 5460,
+  [
+    0,
+    5460,
     ['127.0.0.1', 21928, 'a6fd287f67541c1e060787994475781579408004', []],
     ['127.0.0.1', 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', []],
   ],
-  [5461, 10922,
+  [
+    5461,
+    10922,
     ['127.0.0.1', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', []],
     ['127.0.0.1', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', []],
   ],
-  [10923, 16383,
+  [
+    10923,
+    16383,
     ['127.0.0.1', 21410, '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', []],
     ['127.0.0.1', 18945, '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', []],
   ],
@@ -71,38 +293,171 @@ const FRESH_SLOTS = [
 
 /** After `--cluster reshard` of 100 slots from A to B and `--cluster add-node` of D (empty). */
 const RESHARD_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 42, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 42, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [0, 99, 5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 42, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 42, 'health', 'online'],
-  ]],
-  ['slots', [100, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 42, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 42, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 99, 5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [100, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        42,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** The same, CLUSTER SLOTS (D has no slots, so it is not listed). */
 const RESHARD_SLOTS = [
-  [0, 99,
+  [
+    0,
+    99,
     ['127.0.0.1', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', []],
     ['127.0.0.1', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', []],
   ],
-  [100, 5460,
+  [
+    100,
+    5460,
     ['127.0.0.1', 21928, 'a6fd287f67541c1e060787994475781579408004', []],
     ['127.0.0.1', 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', []],
   ],
-  [5461, 10922,
+  [
+    5461,
+    10922,
     ['127.0.0.1', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', []],
     ['127.0.0.1', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', []],
   ],
-  [10923, 16383,
+  [
+    10923,
+    16383,
     ['127.0.0.1', 21410, '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', []],
     ['127.0.0.1', 18945, '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', []],
   ],
@@ -110,57 +465,343 @@ const RESHARD_SLOTS = [
 
 /** Every node with cluster-announce-hostname node-<port>.example; endpoint type still ip. */
 const HOST_IP_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-21410.example', 'role', 'master', 'replication-offset', 56, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-18945.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-13657.example', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [0, 99, 5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-13813.example', 'role', 'master', 'replication-offset', 56, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-13224.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
-  ['slots', [100, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-21928.example', 'role', 'master', 'replication-offset', 70, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'hostname', 'node-20353.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-21410.example',
+        'role',
+        'master',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-18945.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-13657.example',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 99, 5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-13813.example',
+        'role',
+        'master',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-13224.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [100, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-21928.example',
+        'role',
+        'master',
+        'replication-offset',
+        70,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'hostname',
+        'node-20353.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** cluster-preferred-endpoint-type hostname on the node asked. */
 const HOSTNAME_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', 'node-21410.example', 'hostname', 'node-21410.example', 'role', 'master', 'replication-offset', 56, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', 'node-18945.example', 'hostname', 'node-18945.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', 'node-13657.example', 'hostname', 'node-13657.example', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [0, 99, 5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', 'node-13813.example', 'hostname', 'node-13813.example', 'role', 'master', 'replication-offset', 56, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', 'node-13224.example', 'hostname', 'node-13224.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
-  ['slots', [100, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', 'node-21928.example', 'hostname', 'node-21928.example', 'role', 'master', 'replication-offset', 70, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', 'node-20353.example', 'hostname', 'node-20353.example', 'role', 'replica', 'replication-offset', 56, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-21410.example',
+        'hostname',
+        'node-21410.example',
+        'role',
+        'master',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-18945.example',
+        'hostname',
+        'node-18945.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-13657.example',
+        'hostname',
+        'node-13657.example',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 99, 5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-13813.example',
+        'hostname',
+        'node-13813.example',
+        'role',
+        'master',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-13224.example',
+        'hostname',
+        'node-13224.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [100, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-21928.example',
+        'hostname',
+        'node-21928.example',
+        'role',
+        'master',
+        'replication-offset',
+        70,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-20353.example',
+        'hostname',
+        'node-20353.example',
+        'role',
+        'replica',
+        'replication-offset',
+        56,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** The same, CLUSTER SLOTS: hostname first, ip in the metadata. */
 const HOSTNAME_SLOTS = [
-  [0, 99,
+  [
+    0,
+    99,
     ['node-13813.example', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', ['ip', '127.0.0.1']],
     ['node-13224.example', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', ['ip', '127.0.0.1']],
   ],
-  [100, 5460,
+  [
+    100,
+    5460,
     ['node-21928.example', 21928, 'a6fd287f67541c1e060787994475781579408004', ['ip', '127.0.0.1']],
     ['node-20353.example', 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', ['ip', '127.0.0.1']],
   ],
-  [5461, 10922,
+  [
+    5461,
+    10922,
     ['node-13813.example', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', ['ip', '127.0.0.1']],
     ['node-13224.example', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', ['ip', '127.0.0.1']],
   ],
-  [10923, 16383,
+  [
+    10923,
+    16383,
     ['node-21410.example', 21410, '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', ['ip', '127.0.0.1']],
     ['node-18945.example', 18945, '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', ['ip', '127.0.0.1']],
   ],
@@ -168,57 +809,339 @@ const HOSTNAME_SLOTS = [
 
 /** Endpoint type hostname, D's hostname removed: its endpoint is "?". */
 const HOSTNAME_MISSING_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', 'node-21410.example', 'hostname', 'node-21410.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', 'node-18945.example', 'hostname', 'node-18945.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', '?', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [0, 99, 5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', 'node-13813.example', 'hostname', 'node-13813.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', 'node-13224.example', 'hostname', 'node-13224.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
-  ['slots', [100, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', 'node-21928.example', 'hostname', 'node-21928.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', 'node-20353.example', 'hostname', 'node-20353.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-21410.example',
+        'hostname',
+        'node-21410.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-18945.example',
+        'hostname',
+        'node-18945.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '?',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 99, 5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-13813.example',
+        'hostname',
+        'node-13813.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-13224.example',
+        'hostname',
+        'node-13224.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [100, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-21928.example',
+        'hostname',
+        'node-21928.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        'node-20353.example',
+        'hostname',
+        'node-20353.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** cluster-preferred-endpoint-type unknown-endpoint: endpoint "". */
 const UNKNOWN_SHARDS = [
-  ['slots', [10923, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-21410.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-18945.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', '', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [0, 99, 5461, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-13813.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-13224.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
-  ['slots', [100, 5460], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-21928.example', 'role', 'master', 'replication-offset', 84, 'health', 'online'],
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', '', 'hostname', 'node-20353.example', 'role', 'replica', 'replication-offset', 84, 'health', 'online'],
-  ]],
+  [
+    'slots',
+    [10923, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-21410.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-18945.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 99, 5461, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-13813.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-13224.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [100, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-21928.example',
+        'role',
+        'master',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '',
+        'hostname',
+        'node-20353.example',
+        'role',
+        'replica',
+        'replication-offset',
+        84,
+        'health',
+        'online',
+      ],
+    ],
+  ],
 ];
 
 /** The same, CLUSTER SLOTS: null hosts. */
 const UNKNOWN_SLOTS = [
-  [0, 99,
+  [
+    0,
+    99,
     [null, 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', ['ip', '127.0.0.1', 'hostname', 'node-13813.example']],
     [null, 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', ['ip', '127.0.0.1', 'hostname', 'node-13224.example']],
   ],
-  [100, 5460,
+  [
+    100,
+    5460,
     [null, 21928, 'a6fd287f67541c1e060787994475781579408004', ['ip', '127.0.0.1', 'hostname', 'node-21928.example']],
     [null, 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', ['ip', '127.0.0.1', 'hostname', 'node-20353.example']],
   ],
-  [5461, 10922,
+  [
+    5461,
+    10922,
     [null, 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', ['ip', '127.0.0.1', 'hostname', 'node-13813.example']],
     [null, 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', ['ip', '127.0.0.1', 'hostname', 'node-13224.example']],
   ],
-  [10923, 16383,
+  [
+    10923,
+    16383,
     [null, 21410, '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', ['ip', '127.0.0.1', 'hostname', 'node-21410.example']],
     [null, 18945, '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', ['ip', '127.0.0.1', 'hostname', 'node-18945.example']],
   ],
@@ -226,44 +1149,170 @@ const UNKNOWN_SLOTS = [
 
 /** After rebalance (D filled), kill -9 of A and the promotion of A': A is listed with health "fail". */
 const FAILOVER_SHARDS = [
-  ['slots', [6827, 10922], 'nodes', [
-    ['id', 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', 'port', 13813, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 168, 'health', 'online'],
-    ['id', '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', 'port', 13224, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 154, 'health', 'online'],
-  ]],
-  ['slots', [1365, 5460], 'nodes', [
-    ['id', 'b842bef97a4a2073cb8d725cb05071bf90595add', 'port', 20353, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 126, 'health', 'online'],
-  ]],
-  ['slots', [12288, 16383], 'nodes', [
-    ['id', '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', 'port', 21410, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 154, 'health', 'online'],
-    ['id', '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', 'port', 18945, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'replica', 'replication-offset', 168, 'health', 'online'],
-  ]],
-  ['slots', [0, 1364, 5461, 6826, 10923, 12287], 'nodes', [
-    ['id', 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', 'port', 13657, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 0, 'health', 'online'],
-  ]],
-  ['slots', [], 'nodes', [
-    ['id', 'a6fd287f67541c1e060787994475781579408004', 'port', 21928, 'ip', '127.0.0.1', 'endpoint', '127.0.0.1', 'role', 'master', 'replication-offset', 126, 'health', 'fail'],
-  ]],
+  [
+    'slots',
+    [6827, 10922],
+    'nodes',
+    [
+      [
+        'id',
+        'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+        'port',
+        13813,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        168,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+        'port',
+        13224,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        154,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [1365, 5460],
+    'nodes',
+    [
+      [
+        'id',
+        'b842bef97a4a2073cb8d725cb05071bf90595add',
+        'port',
+        20353,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        126,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [12288, 16383],
+    'nodes',
+    [
+      [
+        'id',
+        '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+        'port',
+        21410,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        154,
+        'health',
+        'online',
+      ],
+      [
+        'id',
+        '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+        'port',
+        18945,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'replica',
+        'replication-offset',
+        168,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [0, 1364, 5461, 6826, 10923, 12287],
+    'nodes',
+    [
+      [
+        'id',
+        'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
+        'port',
+        13657,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        0,
+        'health',
+        'online',
+      ],
+    ],
+  ],
+  [
+    'slots',
+    [],
+    'nodes',
+    [
+      [
+        'id',
+        'a6fd287f67541c1e060787994475781579408004',
+        'port',
+        21928,
+        'ip',
+        '127.0.0.1',
+        'endpoint',
+        '127.0.0.1',
+        'role',
+        'master',
+        'replication-offset',
+        126,
+        'health',
+        'fail',
+      ],
+    ],
+  ],
 ];
 
 /** The same, CLUSTER SLOTS. */
 const FAILOVER_SLOTS = [
-  [0, 1364,
-    ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []],
-  ],
-  [1365, 5460,
-    ['127.0.0.1', 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', []],
-  ],
-  [5461, 6826,
-    ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []],
-  ],
-  [6827, 10922,
+  [0, 1364, ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []]],
+  [1365, 5460, ['127.0.0.1', 20353, 'b842bef97a4a2073cb8d725cb05071bf90595add', []]],
+  [5461, 6826, ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []]],
+  [
+    6827,
+    10922,
     ['127.0.0.1', 13813, 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', []],
     ['127.0.0.1', 13224, '5bf45a9d30fbd03dfb47626a11166932bca5b2c5', []],
   ],
-  [10923, 12287,
-    ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []],
-  ],
-  [12288, 16383,
+  [10923, 12287, ['127.0.0.1', 13657, 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b', []]],
+  [
+    12288,
+    16383,
     ['127.0.0.1', 21410, '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', []],
     ['127.0.0.1', 18945, '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050', []],
   ],
@@ -273,22 +1322,30 @@ const FAILOVER_SLOTS = [
 
 const SEED = { host: '127.0.0.1', port: 21928 };
 const ID = {
-  A: 'a6fd287f67541c1e060787994475781579408004', A2: 'b842bef97a4a2073cb8d725cb05071bf90595add',
-  B: 'b05e65625f2918ebf40418bc169b59ae9ce3cc49', B2: '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
-  C: '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e', C2: '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
+  A: 'a6fd287f67541c1e060787994475781579408004',
+  A2: 'b842bef97a4a2073cb8d725cb05071bf90595add',
+  B: 'b05e65625f2918ebf40418bc169b59ae9ce3cc49',
+  B2: '5bf45a9d30fbd03dfb47626a11166932bca5b2c5',
+  C: '07ee6df5903adecd6e19d1b519c51f4cd5f04b1e',
+  C2: '49df49ba6f6e3ecb5eac8efb7711351b0e4ce050',
   D: 'fc65b36d59b4e886e0dd218528c99192aa1d1d4b',
 };
 
 /** A compact picture of a view: per master "port [ranges] replicas-ports". */
 function layout(v: ClusterView): string[] {
-  return v.masters.map((m, i) => `${m.address} ${v.slotRanges[i]!.map(([a, z]) => `${a}-${z}`).join(',')} ` +
-    `[${v.replicasOf[i]!.map((r) => r.address).join(',')}]`);
+  return v.masters.map(
+    (m, i) =>
+      `${m.address} ${v.slotRanges[i]!.map(([a, z]) => `${a}-${z}`).join(',')} ` +
+      `[${v.replicasOf[i]!.map((r) => r.address).join(',')}]`,
+  );
 }
 
 /** Checks that slotOwner agrees with slotRanges and counts assigned slots. */
 function checkOwnerTable(v: ClusterView): void {
   const expected = new Uint16Array(SLOT_COUNT).fill(UNASSIGNED);
-  v.slotRanges.forEach((ranges, i) => { for (const [a, z] of ranges) expected.fill(i, a, z + 1); });
+  v.slotRanges.forEach((ranges, i) => {
+    for (const [a, z] of ranges) expected.fill(i, a, z + 1);
+  });
   expect(Buffer.from(v.slotOwner.buffer).equals(Buffer.from(expected.buffer))).toBe(true);
   expect(v.assignedSlots).toBe(expected.filter((o) => o !== UNASSIGNED).length);
 }
@@ -304,14 +1361,30 @@ describe('CLUSTER SHARDS', () => {
       '127.0.0.1:21410 10923-16383 [127.0.0.1:18945]',
     ]);
     expect(v.masters[0]).toEqual({
-      id: ID.A, host: '127.0.0.1', port: 21928, address: '127.0.0.1:21928', role: 'master', health: 'online',
+      id: ID.A,
+      host: '127.0.0.1',
+      port: 21928,
+      address: '127.0.0.1:21928',
+      role: 'master',
+      health: 'online',
     });
     expect(v.replicasOf[0]![0]).toEqual({
-      id: ID.A2, host: '127.0.0.1', port: 20353, address: '127.0.0.1:20353', role: 'replica', health: 'online',
+      id: ID.A2,
+      host: '127.0.0.1',
+      port: 20353,
+      address: '127.0.0.1:20353',
+      role: 'replica',
+      health: 'online',
     });
     expect(v.assignedSlots).toBe(16384);
-    expect([v.slotOwner[0], v.slotOwner[5460], v.slotOwner[5461], v.slotOwner[10922], v.slotOwner[10923], v.slotOwner[16383]])
-      .toEqual([0, 0, 1, 1, 2, 2]);
+    expect([
+      v.slotOwner[0],
+      v.slotOwner[5460],
+      v.slotOwner[5461],
+      v.slotOwner[10922],
+      v.slotOwner[10923],
+      v.slotOwner[16383],
+    ]).toEqual([0, 0, 1, 1, 2, 2]);
     expect(v.slotOwner).toBeInstanceOf(Uint16Array);
     expect(v.slotOwner.length).toBe(16384);
     expect(v.skipped).toEqual([]);
@@ -323,8 +1396,18 @@ describe('CLUSTER SHARDS', () => {
 
   it('returns a frozen view', () => {
     const v = parseClusterShards(FRESH_SHARDS, SEED);
-    for (const o of [v, v.masters, v.masters[0], v.replicasOf, v.replicasOf[0], v.replicasOf[0]![0], v.slotRanges,
-      v.slotRanges[0], v.slotRanges[0]![0], v.skipped]) {
+    for (const o of [
+      v,
+      v.masters,
+      v.masters[0],
+      v.replicasOf,
+      v.replicasOf[0],
+      v.replicasOf[0]![0],
+      v.slotRanges,
+      v.slotRanges[0],
+      v.slotRanges[0]![0],
+      v.skipped,
+    ]) {
       expect(Object.isFrozen(o)).toBe(true);
     }
   });
@@ -334,7 +1417,9 @@ describe('CLUSTER SHARDS', () => {
     expect(v.masters.map((m) => m.port)).toEqual([19314, 21679, 16915]);
     expect(v.replicasOf).toEqual([[], [], []]);
     expect(v.skipped.map((n) => [n.port, n.role, n.health])).toEqual([
-      [21635, 'replica', 'loading'], [22086, 'replica', 'loading'], [19693, 'replica', 'loading'],
+      [21635, 'replica', 'loading'],
+      [22086, 'replica', 'loading'],
+      [19693, 'replica', 'loading'],
     ]);
     expect(v.assignedSlots).toBe(16384);
   });
@@ -362,9 +1447,16 @@ describe('CLUSTER SHARDS', () => {
       '127.0.0.1:21410 12288-16383 [127.0.0.1:18945]',
     ]);
     expect(v.masters[1]!.id).toBe(ID.A2);
-    expect(v.skipped).toEqual([{
-      id: ID.A, host: '127.0.0.1', port: 21928, address: '127.0.0.1:21928', role: 'master', health: 'fail',
-    }]);
+    expect(v.skipped).toEqual([
+      {
+        id: ID.A,
+        host: '127.0.0.1',
+        port: 21928,
+        address: '127.0.0.1:21928',
+        role: 'master',
+        health: 'fail',
+      },
+    ]);
     expect(v.assignedSlots).toBe(16384);
     checkOwnerTable(v);
   });
@@ -383,7 +1475,10 @@ describe('CLUSTER SHARDS', () => {
     expect(v.assignedSlots).toBe(16384 - 5461);
     expect(v.slotOwner[0]).toBe(UNASSIGNED);
     expect(masterForSlot(v, 0)).toBeNull();
-    expect(v.skipped.map((n) => [n.id, n.health])).toEqual([[ID.A, 'fail'], [ID.A2, 'online']]);
+    expect(v.skipped.map((n) => [n.id, n.health])).toEqual([
+      [ID.A, 'fail'],
+      [ID.A2, 'online'],
+    ]);
     // "failed", as documented for later versions, is treated the same.
     nodes[0]![13] = 'failed';
     expect(parseClusterShards(reply, SEED).assignedSlots).toBe(16384 - 5461);
@@ -414,8 +1509,11 @@ describe('CLUSTER SHARDS', () => {
 
     it('uses the seed\'s host when the endpoint is unknown ("")', () => {
       const v = parseClusterShards(UNKNOWN_SHARDS, { host: '10.9.8.7', port: 21928 });
-      expect(viewNodes(v).map((n) => n.address).sort()).toEqual(
-        [13224, 13657, 13813, 18945, 20353, 21410, 21928].map((p) => `10.9.8.7:${p}`));
+      expect(
+        viewNodes(v)
+          .map((n) => n.address)
+          .sort(),
+      ).toEqual([13224, 13657, 13813, 18945, 20353, 21410, 21928].map((p) => `10.9.8.7:${p}`));
       const v6 = parseClusterShards(UNKNOWN_SHARDS, { host: '::1', port: 21928 });
       expect(v6.masters[0]).toMatchObject({ host: '::1', address: '[::1]:13813' });
       expect(v6.seed).toBe('[::1]:21928');
@@ -427,8 +1525,12 @@ describe('CLUSTER SHARDS', () => {
       const m = new Map<string, unknown>();
       for (let i = 0; i < shard.length; i += 2) m.set(shard[i] as string, shard[i + 1]);
       m.set('slots', (m.get('slots') as number[]).map(String));
-      m.set('nodes', (m.get('nodes') as unknown[][]).map((n) => Object.fromEntries(
-        Array.from({ length: n.length / 2 }, (_, i) => [n[2 * i], n[2 * i + 1]]))));
+      m.set(
+        'nodes',
+        (m.get('nodes') as unknown[][]).map((n) =>
+          Object.fromEntries(Array.from({ length: n.length / 2 }, (_, i) => [n[2 * i], n[2 * i + 1]])),
+        ),
+      );
       return m;
     });
     const v = parseClusterShards(asMaps, SEED);
@@ -448,36 +1550,109 @@ describe('CLUSTER SHARDS', () => {
     };
     const node = (r: unknown[][], s: number, n: number): unknown[] => (r[s]![3] as unknown[][])[n]!;
     expect(bad(() => 'OK')).toBe('CLUSTER SHARDS: expected an array of shards, got "OK"');
-    expect(bad(() => new Error('ERR nope'))).toBe('CLUSTER SHARDS: expected an array of shards, got the error "ERR nope"');
-    expect(bad((r) => { r[0] = 'x' as never; })).toBe('CLUSTER SHARDS: shard 0: expected key/value pairs, got "x"');
-    expect(bad((r) => { r[0]!.pop(); })).toBe('CLUSTER SHARDS: shard 0: expected key/value pairs, got 3 elements');
-    expect(bad((r) => { r[0]![3] = null; })).toBe('CLUSTER SHARDS: shard 0: expected "nodes" to be an array, got null');
-    expect(bad((r) => { r[0]![1] = 5; })).toBe('CLUSTER SHARDS: shard 0: expected "slots" to be an array, got number 5');
-    expect(bad((r) => { r[0]![1] = [1, 2, 3]; })).toBe('CLUSTER SHARDS: shard 0: "slots" has an odd number of bounds (3)');
-    expect(bad((r) => { r[0]![1] = [10923, 16384]; }))
-      .toBe('CLUSTER SHARDS: shard 0 slots[1]: expected a slot 0..16383, got number 16384');
-    expect(bad((r) => { r[0]![1] = [-1, 5]; })).toBe('CLUSTER SHARDS: shard 0 slots[0]: expected a slot 0..16383, got number -1');
-    expect(bad((r) => { r[0]![1] = ['1e3', 5]; })).toBe('CLUSTER SHARDS: shard 0 slots[0]: expected a slot 0..16383, got "1e3"');
-    expect(bad((r) => { r[0]![1] = [20, 10]; })).toBe('CLUSTER SHARDS: shard 0: range 20-10 is reversed');
-    expect(bad((r) => { r[0]![1] = [0, 10]; })).toBe(
-      'CLUSTER SHARDS: shard 2: slot 0 claimed by both 127.0.0.1:21410 and 127.0.0.1:21928');
-    expect(bad((r) => { node(r, 0, 0)[3] = 0; })).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got number 0');
-    expect(bad((r) => { node(r, 0, 0)[3] = 65536; })).toBe(
-      'CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got number 65536');
-    expect(bad((r) => { node(r, 0, 0).splice(2, 2); })).toBe(
-      'CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got nothing (TLS-only nodes are not supported)');
-    expect(bad((r) => { node(r, 0, 0)[1] = ''; })).toBe('CLUSTER SHARDS: shard 0 node 0: expected a non-empty "id", got ""');
-    expect(bad((r) => { node(r, 0, 1)[9] = 'slave'; })).toBe('CLUSTER SHARDS: shard 0 node 1: unknown role "slave"');
-    expect(bad((r) => { node(r, 0, 1)[9] = 'master'; })).toBe(
-      'CLUSTER SHARDS: shard 0: 2 healthy masters (127.0.0.1:21410, 127.0.0.1:18945)');
-    expect(bad((r) => { node(r, 0, 0)[7] = 'bad host'; })).toBe(
-      'CLUSTER SHARDS: shard 0 node 0: "bad host" is not a valid host name or IP address');
-    expect(bad((r) => { node(r, 0, 0)[7] = '-x'; })).toBe(
-      'CLUSTER SHARDS: shard 0 node 0: "-x" is not a valid host name or IP address');
-    expect(bad((r) => { node(r, 0, 0)[1] = ID.B; })).toBe(
-      'CLUSTER SHARDS: shard 1: master b05e65625f2918ebf40418bc169b59ae9ce3cc49 listed at two addresses');
-    expect(bad((r) => { node(r, 0, 1)[3] = 13813; })).toBe(
-      `CLUSTER SHARDS: shard 1: nodes ${ID.C2} and ${ID.B} share the address 127.0.0.1:13813`);
+    expect(bad(() => new Error('ERR nope'))).toBe(
+      'CLUSTER SHARDS: expected an array of shards, got the error "ERR nope"',
+    );
+    expect(
+      bad((r) => {
+        r[0] = 'x' as never;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: expected key/value pairs, got "x"');
+    expect(
+      bad((r) => {
+        r[0]!.pop();
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: expected key/value pairs, got 3 elements');
+    expect(
+      bad((r) => {
+        r[0]![3] = null;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: expected "nodes" to be an array, got null');
+    expect(
+      bad((r) => {
+        r[0]![1] = 5;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: expected "slots" to be an array, got number 5');
+    expect(
+      bad((r) => {
+        r[0]![1] = [1, 2, 3];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: "slots" has an odd number of bounds (3)');
+    expect(
+      bad((r) => {
+        r[0]![1] = [10923, 16384];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 slots[1]: expected a slot 0..16383, got number 16384');
+    expect(
+      bad((r) => {
+        r[0]![1] = [-1, 5];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 slots[0]: expected a slot 0..16383, got number -1');
+    expect(
+      bad((r) => {
+        r[0]![1] = ['1e3', 5];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 slots[0]: expected a slot 0..16383, got "1e3"');
+    expect(
+      bad((r) => {
+        r[0]![1] = [20, 10];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: range 20-10 is reversed');
+    expect(
+      bad((r) => {
+        r[0]![1] = [0, 10];
+      }),
+    ).toBe('CLUSTER SHARDS: shard 2: slot 0 claimed by both 127.0.0.1:21410 and 127.0.0.1:21928');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[3] = 0;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got number 0');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[3] = 65536;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got number 65536');
+    expect(
+      bad((r) => {
+        node(r, 0, 0).splice(2, 2);
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got nothing (TLS-only nodes are not supported)');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[1] = '';
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a non-empty "id", got ""');
+    expect(
+      bad((r) => {
+        node(r, 0, 1)[9] = 'slave';
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 1: unknown role "slave"');
+    expect(
+      bad((r) => {
+        node(r, 0, 1)[9] = 'master';
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0: 2 healthy masters (127.0.0.1:21410, 127.0.0.1:18945)');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[7] = 'bad host';
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: "bad host" is not a valid host name or IP address');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[7] = '-x';
+      }),
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: "-x" is not a valid host name or IP address');
+    expect(
+      bad((r) => {
+        node(r, 0, 0)[1] = ID.B;
+      }),
+    ).toBe('CLUSTER SHARDS: shard 1: master b05e65625f2918ebf40418bc169b59ae9ce3cc49 listed at two addresses');
+    expect(
+      bad((r) => {
+        node(r, 0, 1)[3] = 13813;
+      }),
+    ).toBe(`CLUSTER SHARDS: shard 1: nodes ${ID.C2} and ${ID.B} share the address 127.0.0.1:13813`);
   });
 });
 
@@ -493,7 +1668,7 @@ describe('CLUSTER SLOTS', () => {
     checkOwnerTable(slots);
   });
 
-  it('merges a master\'s several ranges and lists its replicas once', () => {
+  it("merges a master's several ranges and lists its replicas once", () => {
     const v = parseClusterSlots(RESHARD_SLOTS, SEED);
     expect(layout(v)).toEqual([
       '127.0.0.1:13813 0-99,5461-10922 [127.0.0.1:13224]',
@@ -501,7 +1676,9 @@ describe('CLUSTER SLOTS', () => {
       '127.0.0.1:21410 10923-16383 [127.0.0.1:18945]',
     ]);
     // The empty master D is not in SLOTS; the slot table is the same as from SHARDS.
-    expect(Buffer.from(v.slotOwner.buffer).equals(Buffer.from(parseClusterShards(RESHARD_SHARDS, SEED).slotOwner.buffer))).toBe(true);
+    expect(
+      Buffer.from(v.slotOwner.buffer).equals(Buffer.from(parseClusterShards(RESHARD_SHARDS, SEED).slotOwner.buffer)),
+    ).toBe(true);
   });
 
   it('reads the layout after a failover', () => {
@@ -512,43 +1689,64 @@ describe('CLUSTER SLOTS', () => {
 
   it('uses hostnames, the metadata ip for "?", and the seed host for null', () => {
     expect(parseClusterSlots(HOSTNAME_SLOTS, SEED).masters.map((m) => m.address)).toEqual([
-      'node-13813.example:13813', 'node-21928.example:21928', 'node-21410.example:21410',
+      'node-13813.example:13813',
+      'node-21928.example:21928',
+      'node-21410.example:21410',
     ]);
     const unknown = parseClusterSlots(UNKNOWN_SLOTS, { host: 'seed.example', port: 1 });
     expect(viewNodes(unknown).map((n) => n.host)).toEqual(Array(6).fill('seed.example'));
     const question = clone(HOSTNAME_SLOTS);
     (question[1]![2] as unknown[])[0] = '?';
     expect(parseClusterSlots(question, SEED).masters.map((m) => m.address)).toEqual([
-      'node-13813.example:13813', '127.0.0.1:21928', 'node-21410.example:21410',
+      'node-13813.example:13813',
+      '127.0.0.1:21928',
+      'node-21410.example:21410',
     ]);
     // A master whose address differs between its ranges is a contradiction, not a guess.
     (question[0]![2] as unknown[])[0] = '?';
     expect(() => parseClusterSlots(question, SEED)).toThrow(
-      `CLUSTER SLOTS: entry 2: master ${ID.B} listed at two addresses`);
+      `CLUSTER SLOTS: entry 2: master ${ID.B} listed at two addresses`,
+    );
   });
 
   it('accepts old replies without ids or metadata (the address names the node)', () => {
     const v = parseClusterSlots([[0, 16383, ['10.0.0.1', 7000], ['10.0.0.2', 7000]]], SEED);
-    expect(v.masters).toEqual([{ id: '10.0.0.1:7000', host: '10.0.0.1', port: 7000, address: '10.0.0.1:7000', role: 'master', health: null }]);
+    expect(v.masters).toEqual([
+      { id: '10.0.0.1:7000', host: '10.0.0.1', port: 7000, address: '10.0.0.1:7000', role: 'master', health: null },
+    ]);
     expect(v.replicasOf[0]!.map((r) => r.id)).toEqual(['10.0.0.2:7000']);
   });
 
   it('rejects malformed replies', () => {
     const bad = (reply: unknown): string => {
-      try { parseClusterSlots(reply, SEED); } catch (err) { return (err as Error).message; }
+      try {
+        parseClusterSlots(reply, SEED);
+      } catch (err) {
+        return (err as Error).message;
+      }
       return 'no error';
     };
     expect(bad(null)).toBe('CLUSTER SLOTS: expected an array of slot ranges, got null');
-    expect(bad([[0, 16383]])).toBe('CLUSTER SLOTS: entry 0: expected [start, end, master, ...replicas], got an array of 2');
-    expect(bad([[0, 16384, ['h', 1, 'x']]])).toBe('CLUSTER SLOTS: entry 0 end: expected a slot 0..16383, got number 16384');
+    expect(bad([[0, 16383]])).toBe(
+      'CLUSTER SLOTS: entry 0: expected [start, end, master, ...replicas], got an array of 2',
+    );
+    expect(bad([[0, 16384, ['h', 1, 'x']]])).toBe(
+      'CLUSTER SLOTS: entry 0 end: expected a slot 0..16383, got number 16384',
+    );
     expect(bad([[5, 1, ['h', 1, 'x']]])).toBe('CLUSTER SLOTS: entry 0: range 5-1 is reversed');
     expect(bad([[0, 1, ['h']]])).toBe('CLUSTER SLOTS: entry 0 master: expected [host, port, id], got an array of 1');
     expect(bad([[0, 1, [7, 1, 'x']]])).toBe('CLUSTER SLOTS: entry 0 master: expected a host, got number 7');
     expect(bad([[0, 1, ['h', '0', 'x']]])).toBe('CLUSTER SLOTS: entry 0 master: expected a port 1..65535, got "0"');
     expect(bad([[0, 1, ['h', 1, 5]]])).toBe('CLUSTER SLOTS: entry 0 master: expected a node id, got number 5');
     expect(bad([[0, 1, ['h', 1, 'x'], ['h\n', 2, 'y']]])).toBe(
-      'CLUSTER SLOTS: entry 0 replica 0: "h\\n" is not a valid host name or IP address');
-    expect(bad([[0, 10, ['h', 1, 'x']], [5, 20, ['h', 2, 'y']]])).toBe('CLUSTER SLOTS: entry 1: slot 5 claimed by both h:1 and h:2');
+      'CLUSTER SLOTS: entry 0 replica 0: "h\\n" is not a valid host name or IP address',
+    );
+    expect(
+      bad([
+        [0, 10, ['h', 1, 'x']],
+        [5, 20, ['h', 2, 'y']],
+      ]),
+    ).toBe('CLUSTER SLOTS: entry 1: slot 5 claimed by both h:1 and h:2');
   });
 });
 
@@ -560,11 +1758,15 @@ describe('signature and helpers', () => {
     expect(parseClusterShards(shuffled, { host: '10.0.0.1', port: 1 }).signature).toBe(base.signature);
     expect(parseClusterShards(RESHARD_SHARDS, SEED).signature).not.toBe(base.signature);
     expect(parseClusterShards(FAILOVER_SHARDS, SEED).signature).not.toBe(base.signature);
-    expect(parseClusterShards(LOADING_SHARDS, SEED).signature).not.toBe(parseClusterShards(FRESH_SHARDS, SEED).signature);
+    expect(parseClusterShards(LOADING_SHARDS, SEED).signature).not.toBe(
+      parseClusterShards(FRESH_SHARDS, SEED).signature,
+    );
     const moved = clone(FRESH_SHARDS);
     (moved[0]![3] as unknown[][])[1]![3] = 18946; // C's replica on another port
     expect(parseClusterShards(moved, SEED).signature).not.toBe(base.signature);
-    expect(parseClusterShards(HOSTNAME_SHARDS, SEED).signature).not.toBe(parseClusterShards(HOST_IP_SHARDS, SEED).signature);
+    expect(parseClusterShards(HOSTNAME_SHARDS, SEED).signature).not.toBe(
+      parseClusterShards(HOST_IP_SHARDS, SEED).signature,
+    );
   });
 
   it('masterForSlot and viewNodes', () => {
@@ -573,7 +1775,12 @@ describe('signature and helpers', () => {
     expect(masterForSlot(v, 16383)!.port).toBe(21410);
     expect(masterForSlot(v, 16384)).toBeNull();
     expect(viewNodes(v).map((n) => `${n.role} ${n.port}`)).toEqual([
-      'master 21928', 'master 13813', 'master 21410', 'replica 20353', 'replica 13224', 'replica 18945',
+      'master 21928',
+      'master 13813',
+      'master 21410',
+      'replica 20353',
+      'replica 13224',
+      'replica 18945',
     ]);
   });
 
@@ -583,8 +1790,10 @@ describe('signature and helpers', () => {
       { seed: 'h:2', error: 'CLUSTER SHARDS: ERR This instance has cluster support disabled' },
     ]);
     expect(e.code).toBe('ERR_KEYMUX_CLUSTER_DISCOVERY');
-    expect(e.message).toBe('cluster discovery: no seed gave a usable slot map: 127.0.0.1:1 (connect ECONNREFUSED 127.0.0.1:1); ' +
-      'h:2 (CLUSTER SHARDS: ERR This instance has cluster support disabled)');
+    expect(e.message).toBe(
+      'cluster discovery: no seed gave a usable slot map: 127.0.0.1:1 (connect ECONNREFUSED 127.0.0.1:1); ' +
+        'h:2 (CLUSTER SHARDS: ERR This instance has cluster support disabled)',
+    );
     expect(new ClusterDiscoveryError([]).message).toBe('cluster discovery: no seeds given');
     expect(Object.isFrozen(e.failures)).toBe(true);
   });

@@ -5,13 +5,28 @@
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
-  builtinRows, COMMAND_OVERRIDES, CommandTable, formatKeySpec, parseKeySpec, resolveSubcommand,
-  specsFromCommandReply, subcommandErrorReply, type RawCommandRow,
+  builtinRows,
+  COMMAND_OVERRIDES,
+  CommandTable,
+  formatKeySpec,
+  parseKeySpec,
+  resolveSubcommand,
+  specsFromCommandReply,
+  subcommandErrorReply,
+  type RawCommandRow,
 } from '../../src/commands/table.js';
 import {
-  findKeyIndexes, keysErrorReply, parseInteger, KEYS_ERROR_ARITY, KEYS_ERROR_NO_KEYS,
-  KEYS_ERROR_NUMKEYS_NEGATIVE, KEYS_ERROR_NUMKEYS_NOT_INTEGER, KEYS_ERROR_NUMKEYS_TOO_LARGE,
-  KEYS_ERROR_OPTION_REFUSED, KEYS_ERROR_SYNTAX, KEYS_ERROR_UNKNOWN_SPEC,
+  findKeyIndexes,
+  keysErrorReply,
+  parseInteger,
+  KEYS_ERROR_ARITY,
+  KEYS_ERROR_NO_KEYS,
+  KEYS_ERROR_NUMKEYS_NEGATIVE,
+  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
+  KEYS_ERROR_NUMKEYS_TOO_LARGE,
+  KEYS_ERROR_OPTION_REFUSED,
+  KEYS_ERROR_SYNTAX,
+  KEYS_ERROR_UNKNOWN_SPEC,
 } from '../../src/commands/keys.js';
 import type { CommandSpec } from '../../src/commands/spec.js';
 
@@ -33,7 +48,9 @@ function spec(name: string, t = table): CommandSpec {
 const reason = (s: CommandSpec): string | undefined => s.refuseReason?.toString();
 
 describe('lookup', () => {
-  afterEach(() => { vi.restoreAllMocks(); });
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
 
   it('matches the name bytes case-insensitively at any offset', () => {
     const buf = Buffer.from('*2\r\n$3\r\ngEt\r\n$1\r\nk\r\n');
@@ -100,11 +117,13 @@ describe('subcommands', () => {
     expect(spec('command').dispatch).toBe('local'); // bare COMMAND is valid
   });
 
-  it('returns undefined for an unknown subcommand, with Redis\'s error reply', () => {
+  it("returns undefined for an unknown subcommand, with Redis's error reply", () => {
     const object = spec('object');
     const a = args('object', 'nosuch\r\nx', 'k');
     expect(resolveSubcommand(object, a)).toBeUndefined();
-    expect(subcommandErrorReply(object, a).toString()).toBe("-ERR unknown subcommand 'nosuch  x'. Try OBJECT HELP.\r\n");
+    expect(subcommandErrorReply(object, a).toString()).toBe(
+      "-ERR unknown subcommand 'nosuch  x'. Try OBJECT HELP.\r\n",
+    );
   });
 
   it('builds an index lazily for hand-built container specs', () => {
@@ -117,9 +136,25 @@ describe('subcommands', () => {
 
 describe('overrides', () => {
   it('answers connection and introspection commands locally', () => {
-    for (const n of ['ping', 'echo', 'quit', 'select', 'auth', 'hello', 'command', 'command|count', 'command|info',
-      'command|docs', 'command|list', 'command|getkeys', 'command|getkeysandflags', 'client|setname',
-      'client|getname', 'client|setinfo', 'client|id']) {
+    for (const n of [
+      'ping',
+      'echo',
+      'quit',
+      'select',
+      'auth',
+      'hello',
+      'command',
+      'command|count',
+      'command|info',
+      'command|docs',
+      'command|list',
+      'command|getkeys',
+      'command|getkeysandflags',
+      'client|setname',
+      'client|getname',
+      'client|setinfo',
+      'client|id',
+    ]) {
       expect(spec(n).dispatch, n).toBe('local');
       expect(spec(n).refuseReason).toBeNull();
     }
@@ -131,7 +166,9 @@ describe('overrides', () => {
   });
 
   it('refuses the other CLIENT and COMMAND subcommands', () => {
-    expect(reason(spec('client|kill'))).toBe("-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO and ID)\r\n");
+    expect(reason(spec('client|kill'))).toBe(
+      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO and ID)\r\n",
+    );
     expect(spec('client|list').dispatch).toBe('refused');
     expect(spec('command|help').dispatch).toBe('refused');
   });
@@ -154,30 +191,94 @@ describe('overrides', () => {
   it('refuses with a clear message naming the command and why', () => {
     expect(reason(spec('keys'))).toBe("-ERR keymux: command 'keys' is not supported by keymux yet\r\n");
     expect(reason(spec('scan'))).toBe("-ERR keymux: command 'scan' is not supported by keymux yet\r\n");
-    expect(reason(spec('multi'))).toBe("-ERR keymux: command 'multi' is not supported: keymux does not support transactions\r\n");
+    expect(reason(spec('multi'))).toBe(
+      "-ERR keymux: command 'multi' is not supported: keymux does not support transactions\r\n",
+    );
     expect(reason(spec('watch'))).toContain('transactions'); // WATCH has keys, but is refused by policy
-    expect(reason(spec('blpop'))).toBe("-ERR keymux: command 'blpop' is not supported: it blocks, which would stall a backend connection shared with other clients\r\n");
+    expect(reason(spec('blpop'))).toBe(
+      "-ERR keymux: command 'blpop' is not supported: it blocks, which would stall a backend connection shared with other clients\r\n",
+    );
     expect(reason(spec('time'))).toBe("-ERR keymux: command 'time' has no key to route by\r\n");
     expect(reason(spec('randomkey'))).toBe("-ERR keymux: command 'randomkey' has no key to route by\r\n");
-    expect(reason(spec('spublish'))).toBe("-ERR keymux: command 'spublish' is not supported by keymux yet (pub/sub)\r\n");
-    expect(reason(spec('config|get'))).toBe("-ERR keymux: command 'config|get' is not supported: configure each shard directly\r\n");
+    expect(reason(spec('spublish'))).toBe(
+      "-ERR keymux: command 'spublish' is not supported by keymux yet (pub/sub)\r\n",
+    );
+    expect(reason(spec('config|get'))).toBe(
+      "-ERR keymux: command 'config|get' is not supported: configure each shard directly\r\n",
+    );
     expect(reason(spec('migrate'))).toContain('does not move keys');
     expect(reason(spec('move'))).toContain('database 0');
     expect(reason(spec('script|load'))).toContain('load scripts on each shard');
     expect(reason(spec('memory|doctor'))).toContain('each shard');
     expect(reason(spec('object|help'))).toBe("-ERR keymux: command 'object|help' has no key to route by\r\n");
-    for (const n of ['config', 'shutdown', 'debug', 'monitor', 'replicaof', 'slaveof', 'cluster', 'cluster|slots',
-      'readonly', 'readwrite', 'asking', 'exec', 'discard', 'unwatch', 'wait', 'sync', 'psync', 'failover', 'swapdb',
-      'save', 'bgsave', 'bgrewriteaof', 'lastsave', 'function|load', 'subscribe', 'psubscribe', 'ssubscribe',
-      'unsubscribe', 'publish', 'pubsub|channels', 'acl|whoami', 'latency|latest', 'slowlog|get', 'module|list',
-      'role', 'lolwut', 'reset', 'brpop', 'blmove', 'bzpopmin', 'bzmpop', 'blmpop', 'brpoplpush']) {
+    for (const n of [
+      'config',
+      'shutdown',
+      'debug',
+      'monitor',
+      'replicaof',
+      'slaveof',
+      'cluster',
+      'cluster|slots',
+      'readonly',
+      'readwrite',
+      'asking',
+      'exec',
+      'discard',
+      'unwatch',
+      'wait',
+      'sync',
+      'psync',
+      'failover',
+      'swapdb',
+      'save',
+      'bgsave',
+      'bgrewriteaof',
+      'lastsave',
+      'function|load',
+      'subscribe',
+      'psubscribe',
+      'ssubscribe',
+      'unsubscribe',
+      'publish',
+      'pubsub|channels',
+      'acl|whoami',
+      'latency|latest',
+      'slowlog|get',
+      'module|list',
+      'role',
+      'lolwut',
+      'reset',
+      'brpop',
+      'blmove',
+      'bzpopmin',
+      'bzmpop',
+      'blmpop',
+      'brpoplpush',
+    ]) {
       expect(spec(n).dispatch, n).toBe('refused');
     }
   });
 
   it('routes keyed subcommands and keyed scripting', () => {
-    for (const n of ['memory|usage', 'object|encoding', 'object|freq', 'xinfo|stream', 'xgroup|create', 'eval',
-      'evalsha', 'fcall', 'fcall_ro', 'eval_ro', 'get', 'set', 'zunionstore', 'georadius', 'lmpop', 'sintercard']) {
+    for (const n of [
+      'memory|usage',
+      'object|encoding',
+      'object|freq',
+      'xinfo|stream',
+      'xgroup|create',
+      'eval',
+      'evalsha',
+      'fcall',
+      'fcall_ro',
+      'eval_ro',
+      'get',
+      'set',
+      'zunionstore',
+      'georadius',
+      'lmpop',
+      'sintercard',
+    ]) {
       expect(spec(n).dispatch, n).toBe('keyed');
     }
   });
@@ -187,23 +288,29 @@ describe('overrides', () => {
       expect(spec(n).dispatch, n).toBe('keyed');
       expect(spec(n).options, n).toBeTruthy();
     }
-    expect(spec('xread').options?.refuseReply.toString()).toBe("-ERR keymux: command 'xread' with BLOCK is not supported: it would stall a backend connection shared with other clients\r\n");
+    expect(spec('xread').options?.refuseReply.toString()).toBe(
+      "-ERR keymux: command 'xread' with BLOCK is not supported: it would stall a backend connection shared with other clients\r\n",
+    );
   });
 
   it('generic rules hold over the whole table', () => {
     for (const s of all(table)) {
       if (s.dispatch === 'refused') {
-        expect(s.refuseReason?.toString(), s.name).toMatch(/^-ERR (keymux: command '[^']+' |wrong number of arguments for )[^\r\n]+\r\n$/);
+        expect(s.refuseReason?.toString(), s.name).toMatch(
+          /^-ERR (keymux: command '[^']+' |wrong number of arguments for )[^\r\n]+\r\n$/,
+        );
       } else {
         expect(s.refuseReason, s.name).toBeNull();
       }
-      if (s.flags.includes('blocking') && s.name !== 'xread' && s.name !== 'xreadgroup') expect(s.dispatch, s.name).toBe('refused');
+      if (s.flags.includes('blocking') && s.name !== 'xread' && s.name !== 'xreadgroup')
+        expect(s.dispatch, s.name).toBe('refused');
       if (s.flags.includes('pubsub')) expect(s.dispatch, s.name).toBe('refused');
       if (s.dispatch === 'keyed' || s.dispatch === 'fanout') {
         expect(s.keyFinder?.mayHaveKeys, s.name).toBe(true);
         expect(s.keyFinder?.error, s.name).toBe(0);
       }
-      if (s.keySpecs.length === 0 && s.subcommands === null) expect(['local', 'all-shards', 'refused'], s.name).toContain(s.dispatch);
+      if (s.keySpecs.length === 0 && s.subcommands === null)
+        expect(['local', 'all-shards', 'refused'], s.name).toContain(s.dispatch);
       expect(s.readonly).toBe(s.flags.includes('readonly'));
       expect(s.write).toBe(s.flags.includes('write'));
       expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
@@ -239,41 +346,100 @@ describe('deny list', () => {
 
 describe('rows', () => {
   const row = (name: string, keySpecs: unknown[] = [], extra: Partial<Record<string, unknown>> = {}): unknown[] => [
-    name, extra.arity ?? -2, extra.flags ?? ['write'], 1, 1, 1, ['@write'], [], keySpecs, extra.subs ?? []];
-  const ks = (begin: unknown[], find: unknown[], flags = ['RW']): unknown[] => ['flags', flags, 'begin_search', begin, 'find_keys', find];
+    name,
+    extra.arity ?? -2,
+    extra.flags ?? ['write'],
+    1,
+    1,
+    1,
+    ['@write'],
+    [],
+    keySpecs,
+    extra.subs ?? [],
+  ];
+  const ks = (begin: unknown[], find: unknown[], flags = ['RW']): unknown[] => [
+    'flags',
+    flags,
+    'begin_search',
+    begin,
+    'find_keys',
+    find,
+  ];
 
   it('adding a command means adding a row', () => {
     const rows = specsFromCommandReply([
       row('ping', [], { arity: -1, flags: ['fast'] }),
-      row('json.set', [ks(['type', 'index', 'spec', ['index', 1]], ['type', 'range', 'spec', ['lastkey', 0, 'keystep', 1, 'limit', 0]])], { arity: -4 }),
+      row(
+        'json.set',
+        [
+          ks(
+            ['type', 'index', 'spec', ['index', 1]],
+            ['type', 'range', 'spec', ['lastkey', 0, 'keystep', 1, 'limit', 0]],
+          ),
+        ],
+        { arity: -4 },
+      ),
     ]);
     const t = CommandTable.fromRows(rows, { deny: [] });
     const s = spec('json.set', t);
     expect(s.dispatch).toBe('keyed');
     const out: number[] = [];
-    expect(findKeyIndexes(s, ['JSON.SET', 'doc', '$', '1'].map((a) => Buffer.from(a)), out)).toBe(1);
+    expect(
+      findKeyIndexes(
+        s,
+        ['JSON.SET', 'doc', '$', '1'].map((a) => Buffer.from(a)),
+        out,
+      ),
+    ).toBe(1);
     expect(out[0]).toBe(1);
   });
 
   it('parses RESP3-style maps, Buffers and older servers without key specs', () => {
     const rows = specsFromCommandReply([
-      [Buffer.from('GET'), 2, ['readonly', 'fast'], 1, 1, 1, ['@read'], [],
-        [new Map<string, unknown>([['flags', ['RO']], ['begin_search', { type: 'index', spec: { index: 1 } }],
-          ['find_keys', { type: 'range', spec: { lastkey: 0, keystep: 1, limit: 0 } }]])], []],
+      [
+        Buffer.from('GET'),
+        2,
+        ['readonly', 'fast'],
+        1,
+        1,
+        1,
+        ['@read'],
+        [],
+        [
+          new Map<string, unknown>([
+            ['flags', ['RO']],
+            ['begin_search', { type: 'index', spec: { index: 1 } }],
+            ['find_keys', { type: 'range', spec: { lastkey: 0, keystep: 1, limit: 0 } }],
+          ]),
+        ],
+        [],
+      ],
       ['mset', -3, ['write'], 1, -1, 2], // Redis 6 shape
       ['zunionstore', -4, ['write', 'movablekeys'], 0, 0, 0],
     ]);
     expect(rows.map((r) => r.name)).toEqual(['get', 'mset', 'zunionstore']);
-    expect(rows[0].keySpecs[0]).toEqual({ notes: null, flags: ['RO'], begin: { kind: 'index', pos: 1 }, find: { kind: 'range', lastKey: 0, step: 1, limit: 0 } });
+    expect(rows[0].keySpecs[0]).toEqual({
+      notes: null,
+      flags: ['RO'],
+      begin: { kind: 'index', pos: 1 },
+      find: { kind: 'range', lastKey: 0, step: 1, limit: 0 },
+    });
     expect(rows[1].keySpecs[0].find).toEqual({ kind: 'range', lastKey: -1, step: 2, limit: 0 });
-    const t = CommandTable.fromRows([...rows, ...builtinRows().filter((r) => r.name === 'client' || r.name.startsWith('client|'))], { deny: [] });
+    const t = CommandTable.fromRows(
+      [...rows, ...builtinRows().filter((r) => r.name === 'client' || r.name.startsWith('client|'))],
+      { deny: [] },
+    );
     expect(spec('mset', t).dispatch).toBe('fanout');
-    expect(reason(spec('zunionstore', t))).toBe("-ERR keymux: command 'zunionstore' has key positions keymux cannot determine (refusing rather than guessing)\r\n");
+    expect(reason(spec('zunionstore', t))).toBe(
+      "-ERR keymux: command 'zunionstore' has key positions keymux cannot determine (refusing rather than guessing)\r\n",
+    );
   });
 
   it('rejects malformed replies and orphan subcommands', () => {
     expect(() => specsFromCommandReply([['get', 'two', [], 1, 1, 1]])).toThrow(/arity is not an integer/);
-    expect(() => specsFromCommandReply([row('object', [], { subs: [row('client|x')] })])).toThrow(/not named after its container/);
+    expect(() => specsFromCommandReply([row('object', [], { subs: [row('client|x')] })])).toThrow(
+      /not named after its container/,
+    );
     const orphan: RawCommandRow = { ...builtinRows()[0], name: 'nosuch|sub' };
     expect(() => CommandTable.fromRows([orphan], { deny: [] })).toThrow(/no container row 'nosuch'/);
   });
@@ -333,19 +499,35 @@ describe('findKeyIndexes vectors', () => {
     const s: CommandSpec = { ...spec('zunionstore') };
     delete (s as { keyFinder?: unknown }).keyFinder;
     const out: number[] = [];
-    expect(findKeyIndexes(s, 'ZUNIONSTORE d 2 a b'.split(' ').map((a) => Buffer.from(a)), out)).toBe(3);
+    expect(
+      findKeyIndexes(
+        s,
+        'ZUNIONSTORE d 2 a b'.split(' ').map((a) => Buffer.from(a)),
+        out,
+      ),
+    ).toBe(3);
     expect(out).toEqual([1, 3, 4]);
   });
 
   it('key specs with negative index and backward keyword searches', () => {
     const s: CommandSpec = {
-      ...spec('get'), arity: -2,
+      ...spec('get'),
+      arity: -2,
       keySpecs: [
         { begin: { kind: 'index', pos: -1 }, find: { kind: 'range', lastKey: 0, step: 1, limit: 0 }, flags: ['ro'] },
-        { begin: { kind: 'keyword', keyword: 'KEYS', startFrom: -2 }, find: { kind: 'range', lastKey: -2, step: 1, limit: 0 }, flags: ['rw'] },
-        { begin: { kind: 'index', pos: 1 }, find: { kind: 'range', lastKey: 0, step: 1, limit: 0 }, flags: ['not_key'] },
+        {
+          begin: { kind: 'keyword', keyword: 'KEYS', startFrom: -2 },
+          find: { kind: 'range', lastKey: -2, step: 1, limit: 0 },
+          flags: ['rw'],
+        },
+        {
+          begin: { kind: 'index', pos: 1 },
+          find: { kind: 'range', lastKey: 0, step: 1, limit: 0 },
+          flags: ['not_key'],
+        },
       ],
-      keyFinder: undefined, options: null,
+      keyFinder: undefined,
+      options: null,
     };
     delete (s as { keyFinder?: unknown }).keyFinder;
     const out: number[] = [];
@@ -356,13 +538,23 @@ describe('findKeyIndexes vectors', () => {
 
   it('error replies are Redis-like and name the command', () => {
     const get = spec('get');
-    expect(keysErrorReply(KEYS_ERROR_ARITY, get).toString()).toBe("-ERR wrong number of arguments for 'get' command\r\n");
-    expect(keysErrorReply(KEYS_ERROR_NO_KEYS, spec('eval')).toString()).toBe("-ERR keymux: command 'eval' has no key to route by\r\n");
-    expect(keysErrorReply(KEYS_ERROR_NUMKEYS_TOO_LARGE).toString()).toBe("-ERR Number of keys can't be greater than number of args\r\n");
+    expect(keysErrorReply(KEYS_ERROR_ARITY, get).toString()).toBe(
+      "-ERR wrong number of arguments for 'get' command\r\n",
+    );
+    expect(keysErrorReply(KEYS_ERROR_NO_KEYS, spec('eval')).toString()).toBe(
+      "-ERR keymux: command 'eval' has no key to route by\r\n",
+    );
+    expect(keysErrorReply(KEYS_ERROR_NUMKEYS_TOO_LARGE).toString()).toBe(
+      "-ERR Number of keys can't be greater than number of args\r\n",
+    );
     expect(keysErrorReply(KEYS_ERROR_NUMKEYS_NEGATIVE).toString()).toBe("-ERR Number of keys can't be negative\r\n");
-    expect(keysErrorReply(KEYS_ERROR_NUMKEYS_NOT_INTEGER).toString()).toBe('-ERR value is not an integer or out of range\r\n');
+    expect(keysErrorReply(KEYS_ERROR_NUMKEYS_NOT_INTEGER).toString()).toBe(
+      '-ERR value is not an integer or out of range\r\n',
+    );
     expect(keysErrorReply(KEYS_ERROR_SYNTAX).toString()).toBe('-ERR syntax error\r\n');
-    expect(keysErrorReply(KEYS_ERROR_OPTION_REFUSED, spec('sort')).toString()).toBe("-ERR keymux: command 'sort' with BY or GET is not supported: their patterns name keys keymux cannot route\r\n");
+    expect(keysErrorReply(KEYS_ERROR_OPTION_REFUSED, spec('sort')).toString()).toBe(
+      "-ERR keymux: command 'sort' with BY or GET is not supported: their patterns name keys keymux cannot route\r\n",
+    );
     expect(keysErrorReply(KEYS_ERROR_ARITY, get)).toBe(keysErrorReply(KEYS_ERROR_ARITY, get)); // built once
     expect(keysErrorReply(-999).toString()).toMatch(/^-ERR .*\r\n$/);
   });
@@ -372,7 +564,19 @@ describe('findKeyIndexes vectors', () => {
     expect(p('0')).toBe(0);
     expect(p('12')).toBe(12);
     expect(p('-3')).toBe(-3);
-    for (const bad of ['', '-', '01', '-0', '+1', ' 1', '1 ', '1a', '1.0', '99999999999999999999', '123456789012345678901']) {
+    for (const bad of [
+      '',
+      '-',
+      '01',
+      '-0',
+      '+1',
+      ' 1',
+      '1 ',
+      '1a',
+      '1.0',
+      '99999999999999999999',
+      '123456789012345678901',
+    ]) {
       expect(p(bad), bad).toBeNaN();
     }
   });

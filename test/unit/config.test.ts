@@ -11,8 +11,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfigText, loadConfigFile, readConfigFile, ConfigError } from '../../src/config/load.js';
 import {
-  validateConfig, formatPath, parseHostPort, suggest, deepFreeze,
-  DEFAULTS, KNOWN_KEYS, HASH_NAMES, LOG_LEVELS, MODES, INT_RANGES, NUMBER_RANGES, SLOT_COUNT, HOT_KEY_EXPORTS,
+  validateConfig,
+  formatPath,
+  parseHostPort,
+  suggest,
+  deepFreeze,
+  DEFAULTS,
+  KNOWN_KEYS,
+  HASH_NAMES,
+  LOG_LEVELS,
+  MODES,
+  INT_RANGES,
+  NUMBER_RANGES,
+  SLOT_COUNT,
+  HOT_KEY_EXPORTS,
   READ_FROM,
   type KeymuxConfig,
 } from '../../src/config/schema.js';
@@ -51,14 +63,8 @@ const SHARDS = [
 const slots = (...extra: string[]): string => y('mode: slots', 'shards:', ...SHARDS, ...extra);
 
 /** A valid ring-mode document (lines 1..5) followed by `extra` lines (starting at line 6). */
-const ring = (...extra: string[]): string => y(
-  'mode: ring',
-  'shards:',
-  '  - address: 127.0.0.1:7001',
-  '  - name: b',
-  '    address: 127.0.0.1:7002',
-  ...extra,
-);
+const ring = (...extra: string[]): string =>
+  y('mode: ring', 'shards:', '  - address: 127.0.0.1:7001', '  - name: b', '    address: 127.0.0.1:7002', ...extra);
 
 describe('valid configurations', () => {
   it('applies every default to a minimal slots config', () => {
@@ -70,9 +76,33 @@ describe('valid configurations', () => {
       mode: 'slots',
       hashTag: '{}',
       shards: [
-        { name: 'a', named: true, address: '127.0.0.1:7001', host: '127.0.0.1', port: 7001, slots: [[0, 5460]], weight: 1 },
-        { name: 'b', named: true, address: '127.0.0.1:7002', host: '127.0.0.1', port: 7002, slots: [[5461, 10922]], weight: 1 },
-        { name: 'c', named: true, address: '127.0.0.1:7003', host: '127.0.0.1', port: 7003, slots: [[10923, 16383]], weight: 1 },
+        {
+          name: 'a',
+          named: true,
+          address: '127.0.0.1:7001',
+          host: '127.0.0.1',
+          port: 7001,
+          slots: [[0, 5460]],
+          weight: 1,
+        },
+        {
+          name: 'b',
+          named: true,
+          address: '127.0.0.1:7002',
+          host: '127.0.0.1',
+          port: 7002,
+          slots: [[5461, 10922]],
+          weight: 1,
+        },
+        {
+          name: 'c',
+          named: true,
+          address: '127.0.0.1:7003',
+          host: '127.0.0.1',
+          port: 7003,
+          slots: [[10923, 16383]],
+          weight: 1,
+        },
       ],
       ring: { hash: 'fnv1a_64', distribution: 'ketama' },
       cluster: null,
@@ -92,7 +122,9 @@ describe('valid configurations', () => {
   });
 
   it('reads the migration and drain sections', () => {
-    const c = configOf(slots('migration: { enabled: false, state_file: /var/lib/keymux/migration.json }', 'drain: { grace_s: 25 }'));
+    const c = configOf(
+      slots('migration: { enabled: false, state_file: /var/lib/keymux/migration.json }', 'drain: { grace_s: 25 }'),
+    );
     expect(c.migration).toEqual({ enabled: false, stateFile: '/var/lib/keymux/migration.json' });
     expect(c.drain).toEqual({ graceS: 25 });
     expect(errorsOf(slots('drain: { grace_s: -1, grace: 3 }'))).toEqual([
@@ -102,28 +134,42 @@ describe('valid configurations', () => {
   });
 
   it('reads every option, converting snake_case to camelCase', () => {
-    const c = configOf(slots(
-      'listen: "[::1]:6390"',
-      'admin: 0.0.0.0:0',
-      'hash_tag: "<>"',
-      'backend: { connections: 4, connect_timeout_ms: 0, timeout_ms: 0, password: s3cret, username: proxy }',
-      'clients:',
-      '  max: 1',
-      '  idle_timeout_s: 60',
-      '  password: pw',
-      '  users: [{ name: app, password: "123" }, { name: ops, password: x }]',
-      '  max_inflight: 1',
-      'limits: { max_bulk_bytes: 4294967296, max_args: 3, max_inline_bytes: 1 }',
-      'log: { level: silent }',
-      'commands: { deny: [KEYS, FlushAll, keys, " debug "] }',
-    ));
+    const c = configOf(
+      slots(
+        'listen: "[::1]:6390"',
+        'admin: 0.0.0.0:0',
+        'hash_tag: "<>"',
+        'backend: { connections: 4, connect_timeout_ms: 0, timeout_ms: 0, password: s3cret, username: proxy }',
+        'clients:',
+        '  max: 1',
+        '  idle_timeout_s: 60',
+        '  password: pw',
+        '  users: [{ name: app, password: "123" }, { name: ops, password: x }]',
+        '  max_inflight: 1',
+        'limits: { max_bulk_bytes: 4294967296, max_args: 3, max_inline_bytes: 1 }',
+        'log: { level: silent }',
+        'commands: { deny: [KEYS, FlushAll, keys, " debug "] }',
+      ),
+    );
     expect(c.listen).toEqual({ host: '::1', port: 6390 });
     expect(c.admin).toEqual({ host: '0.0.0.0', port: 0 });
     expect(c.hashTag).toBe('<>');
-    expect(c.backend).toEqual({ connections: 4, connectTimeoutMs: 0, timeoutMs: 0, password: 's3cret', username: 'proxy' });
+    expect(c.backend).toEqual({
+      connections: 4,
+      connectTimeoutMs: 0,
+      timeoutMs: 0,
+      password: 's3cret',
+      username: 'proxy',
+    });
     expect(c.clients).toEqual({
-      max: 1, idleTimeoutS: 60, password: 'pw', maxInflight: 1,
-      users: [{ name: 'app', password: '123' }, { name: 'ops', password: 'x' }],
+      max: 1,
+      idleTimeoutS: 60,
+      password: 'pw',
+      maxInflight: 1,
+      users: [
+        { name: 'app', password: '123' },
+        { name: 'ops', password: 'x' },
+      ],
     });
     expect(c.limits).toEqual({ maxBulkBytes: 2 ** 32, maxArgs: 3, maxInlineBytes: 1 });
     expect(c.log.level).toBe('silent');
@@ -131,33 +177,45 @@ describe('valid configurations', () => {
   });
 
   it('reads ring mode: weights, hash, unnamed shards named by their address', () => {
-    const c = configOf(y(
-      'mode: ring',
-      'ring: { hash: md5 }',
-      'shards:',
-      '  - address: 10.0.0.1:6379',
-      '    weight: 3',
-      '  - name: b',
-      '    address: "[fe80::1]:6379"',
-    ));
+    const c = configOf(
+      y(
+        'mode: ring',
+        'ring: { hash: md5 }',
+        'shards:',
+        '  - address: 10.0.0.1:6379',
+        '    weight: 3',
+        '  - name: b',
+        '    address: "[fe80::1]:6379"',
+      ),
+    );
     expect(c.ring).toEqual({ hash: 'md5', distribution: 'ketama' });
     expect(c.shards).toEqual([
-      { name: '10.0.0.1:6379', named: false, address: '10.0.0.1:6379', host: '10.0.0.1', port: 6379, slots: null, weight: 3 },
+      {
+        name: '10.0.0.1:6379',
+        named: false,
+        address: '10.0.0.1:6379',
+        host: '10.0.0.1',
+        port: 6379,
+        slots: null,
+        weight: 3,
+      },
       { name: 'b', named: true, address: '[fe80::1]:6379', host: 'fe80::1', port: 6379, slots: null, weight: 1 },
     ]);
   });
 
   it('accepts slots as integers, "A-B" and "N" strings, sorts them and merges adjacent ranges', () => {
-    const c = configOf(y(
-      'mode: slots',
-      'shards:',
-      '  - address: h1:1',
-      '    slots: [100-5460, 0 - 98, "99"]',
-      '  - address: h2:1',
-      '    slots:',
-      '      - 16383',
-      '      - 5461-16382',
-    ));
+    const c = configOf(
+      y(
+        'mode: slots',
+        'shards:',
+        '  - address: h1:1',
+        '    slots: [100-5460, 0 - 98, "99"]',
+        '  - address: h2:1',
+        '    slots:',
+        '      - 16383',
+        '      - 5461-16382',
+      ),
+    );
     expect(c.shards[0]!.slots).toEqual([[0, 5460]]);
     expect(c.shards[1]!.slots).toEqual([[5461, 16383]]);
   });
@@ -169,7 +227,9 @@ describe('valid configurations', () => {
   });
 
   it('treats empty sections as all defaults', () => {
-    const c = configOf(slots('backend:', 'clients:', '  users:', 'limits: null', 'log: {}', 'commands:', '  deny:', 'admin:'));
+    const c = configOf(
+      slots('backend:', 'clients:', '  users:', 'limits: null', 'log: {}', 'commands:', '  deny:', 'admin:'),
+    );
     expect(c.backend).toEqual(DEFAULTS.backend);
     expect(c.clients.users).toEqual([]);
     expect(c.limits).toEqual(DEFAULTS.limits);
@@ -178,25 +238,40 @@ describe('valid configurations', () => {
   });
 
   it('follows YAML anchors and aliases', () => {
-    const c = configOf(y(
-      'mode: slots',
-      'shards:',
-      '  - address: h1:1',
-      '    slots: &all [0-16383]',
-      'backend: &b { connections: 2 }',
-    ));
+    const c = configOf(
+      y('mode: slots', 'shards:', '  - address: h1:1', '    slots: &all [0-16383]', 'backend: &b { connections: 2 }'),
+    );
     expect(c.shards[0]!.slots).toEqual([[0, 16383]]);
     expect(c.backend.connections).toBe(2);
   });
 
   it('returns a deeply frozen snapshot', () => {
     const c = configOf(slots('clients: { users: [{ name: a, password: b }] }', 'commands: { deny: [keys] }'));
-    for (const o of [c, c.listen, c.shards, c.shards[0], c.shards[0]!.slots, c.shards[0]!.slots![0], c.ring, c.backend,
-      c.clients, c.clients.users, c.clients.users[0], c.limits, c.log, c.commands, c.commands.deny]) {
+    for (const o of [
+      c,
+      c.listen,
+      c.shards,
+      c.shards[0],
+      c.shards[0]!.slots,
+      c.shards[0]!.slots![0],
+      c.ring,
+      c.backend,
+      c.clients,
+      c.clients.users,
+      c.clients.users[0],
+      c.limits,
+      c.log,
+      c.commands,
+      c.commands.deny,
+    ]) {
       expect(Object.isFrozen(o)).toBe(true);
     }
-    expect(() => { (c as { mode: string }).mode = 'ring'; }).toThrow(TypeError);
-    expect(() => { c.shards[0]!.slots!.push([1, 2]); }).toThrow(TypeError);
+    expect(() => {
+      (c as { mode: string }).mode = 'ring';
+    }).toThrow(TypeError);
+    expect(() => {
+      c.shards[0]!.slots!.push([1, 2]);
+    }).toThrow(TypeError);
     expect(Object.isFrozen(DEFAULTS.backend)).toBe(true);
   });
 });
@@ -251,7 +326,9 @@ describe('YAML syntax errors carry their line', () => {
 
 describe('document shape', () => {
   it('rejects an empty document', () => {
-    const expected = ['config/test.yaml: the configuration is empty; expected a mapping with at least "mode" and "shards"'];
+    const expected = [
+      'config/test.yaml: the configuration is empty; expected a mapping with at least "mode" and "shards"',
+    ];
     expect(errorsOf('')).toEqual(expected);
     expect(errorsOf('# only a comment\n')).toEqual(expected);
   });
@@ -308,21 +385,25 @@ describe('document shape', () => {
   });
 
   it('reports ALL errors at once, in line order', () => {
-    expect(errorsOf(y(
-      'listen: 6380',
-      'mode: slots',
-      'hash_tag: "{"',
-      'shards:',
-      '  - name: a',
-      '    address: 127.0.0.1:7001',
-      '    slots: [0-16383]',
-      '    weight: 2',
-      'backend:',
-      '  conections: 2',
-      '  timeout_ms: -1',
-      'clients: { max: 0 }',
-      'log: { level: warning }',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'listen: 6380',
+          'mode: slots',
+          'hash_tag: "{"',
+          'shards:',
+          '  - name: a',
+          '    address: 127.0.0.1:7001',
+          '    slots: [0-16383]',
+          '    weight: 2',
+          'backend:',
+          '  conections: 2',
+          '  timeout_ms: -1',
+          'clients: { max: 0 }',
+          'log: { level: warning }',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:1: listen: expected "host:port" (a string), got an integer (6380); write e.g. "127.0.0.1:6380"',
       'config/test.yaml:3: hash_tag: expected two printable ASCII characters like "{}", got "{"',
       'config/test.yaml:8: shards[0].weight: only allowed when mode is ring (mode is slots)',
@@ -337,10 +418,7 @@ describe('document shape', () => {
 
 describe('listen and admin', () => {
   it('rejects malformed addresses', () => {
-    expect(errorsOf(slots(
-      'listen: localhost',
-      'admin: ":9121"',
-    ))).toEqual([
+    expect(errorsOf(slots('listen: localhost', 'admin: ":9121"'))).toEqual([
       'config/test.yaml:12: listen: expected "host:port", got "localhost" (missing ":port")',
       'config/test.yaml:13: admin: missing host in ":9121" (e.g. "127.0.0.1:6380")',
     ]);
@@ -393,7 +471,9 @@ describe('shards', () => {
     expect(errorsOf(y('mode: slots', 'shards: 127.0.0.1:7001'))).toEqual([
       'config/test.yaml:2: shards: expected a list of shards, got a string ("127.0.0.1:7001")',
     ]);
-    expect(errorsOf(y('mode: slots', 'shards: []'))).toEqual(['config/test.yaml:2: shards: must list at least one shard']);
+    expect(errorsOf(y('mode: slots', 'shards: []'))).toEqual([
+      'config/test.yaml:2: shards: must list at least one shard',
+    ]);
     expect(errorsOf(y('mode: ring', 'shards:', '  - 127.0.0.1:7001', '  - address: 127.0.0.1:7002'))).toEqual([
       'config/test.yaml:3: shards[0]: expected a mapping with "address", got a string ("127.0.0.1:7001")',
     ]);
@@ -414,14 +494,18 @@ describe('shards', () => {
   });
 
   it('rejects bad addresses, including port 0', () => {
-    expect(errorsOf(y(
-      'mode: ring',
-      'shards:',
-      '  - address: 127.0.0.1:0',
-      '  - address: 7001',
-      '  - address: "[::1]"',
-      '  - address: 10.0.0.1:99999',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'mode: ring',
+          'shards:',
+          '  - address: 127.0.0.1:0',
+          '  - address: 7001',
+          '  - address: "[::1]"',
+          '  - address: 10.0.0.1:99999',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:3: shards[0].address: port 0 is out of range (1..65535)',
       'config/test.yaml:4: shards[1].address: expected "host:port" (a string), got an integer (7001); write e.g. "127.0.0.1:7001"',
       'config/test.yaml:5: shards[2].address: expected "host:port", got "[::1]" (missing ":port")',
@@ -436,29 +520,37 @@ describe('shards', () => {
   });
 
   it('rejects duplicate names and addresses, naming both lines', () => {
-    expect(errorsOf(y(
-      'mode: ring',
-      'shards:',
-      '  - name: a',
-      '    address: 127.0.0.1:7001',
-      '  - name: b',
-      '    address: LOCALHOST:7002',
-      '  - name: a',
-      '    address: localhost:7002',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'mode: ring',
+          'shards:',
+          '  - name: a',
+          '    address: 127.0.0.1:7001',
+          '  - name: b',
+          '    address: LOCALHOST:7002',
+          '  - name: a',
+          '    address: localhost:7002',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:7: shards[2].name: duplicate shard name "a", already used by shards[0] at line 3',
       'config/test.yaml:8: shards[2].address: duplicate address localhost:7002, already used by shards[1] at line 6',
     ]);
   });
 
-  it('rejects an unnamed shard whose address is another shard\'s name', () => {
-    expect(errorsOf(y(
-      'mode: ring',
-      'shards:',
-      '  - name: 127.0.0.1:7002',
-      '    address: 127.0.0.1:7001',
-      '  - address: 127.0.0.1:7002',
-    ))).toEqual([
+  it("rejects an unnamed shard whose address is another shard's name", () => {
+    expect(
+      errorsOf(
+        y(
+          'mode: ring',
+          'shards:',
+          '  - name: 127.0.0.1:7002',
+          '    address: 127.0.0.1:7001',
+          '  - address: 127.0.0.1:7002',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:5: shards[1].address: duplicate shard name "127.0.0.1:7002" (a shard without a name is named ' +
         'by its address), already used by shards[0] at line 3',
     ]);
@@ -491,37 +583,42 @@ describe('shards', () => {
 
 describe('slots mode', () => {
   it('requires slots on every shard', () => {
-    expect(errorsOf(y('mode: slots', 'shards:', '  - address: h:1', '    slots: [0-16383]', '  - address: h:2'))).toEqual([
-      'config/test.yaml:5: shards[1].slots: required when mode is slots',
-    ]);
+    expect(
+      errorsOf(y('mode: slots', 'shards:', '  - address: h:1', '    slots: [0-16383]', '  - address: h:2')),
+    ).toEqual(['config/test.yaml:5: shards[1].slots: required when mode is slots']);
   });
 
   it('rejects slots that are not a non-empty list', () => {
     expect(errorsOf(y('mode: slots', 'shards:', '  - address: h:1', '    slots: 0-16383'))).toEqual([
       'config/test.yaml:4: shards[0].slots: expected a list of slots and ranges like [0-5460], got a string ("0-16383")',
     ]);
-    expect(errorsOf(y('mode: slots', 'shards:', '  - address: h:1', '    slots: [0-16383]', '  - address: h:2',
-      '    slots: []'))).toEqual([
-      'config/test.yaml:6: shards[1].slots: must list at least one slot or range',
-    ]);
+    expect(
+      errorsOf(
+        y('mode: slots', 'shards:', '  - address: h:1', '    slots: [0-16383]', '  - address: h:2', '    slots: []'),
+      ),
+    ).toEqual(['config/test.yaml:6: shards[1].slots: must list at least one slot or range']);
   });
 
   it('rejects malformed, out-of-range and reversed items, one error per item, without coverage noise', () => {
-    expect(errorsOf(y(
-      'mode: slots',
-      'shards:',
-      '  - address: h:1',
-      '    slots:',
-      '      - 0-100',
-      '      - abc',
-      '      - 16384',
-      '      - 200-16384',
-      '      - 300-250',
-      '      - 1.5',
-      '      - -1',
-      '      - "5-"',
-      '      - [1, 2]',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'mode: slots',
+          'shards:',
+          '  - address: h:1',
+          '    slots:',
+          '      - 0-100',
+          '      - abc',
+          '      - 16384',
+          '      - 200-16384',
+          '      - 300-250',
+          '      - 1.5',
+          '      - -1',
+          '      - "5-"',
+          '      - [1, 2]',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:6: shards[0].slots[1]: expected a slot number or a range "A-B" (0..16383), got a string ("abc")',
       'config/test.yaml:7: shards[0].slots[2]: slot 16384 is out of range (0..16383)',
       'config/test.yaml:8: shards[0].slots[3]: range 200-16384: slot 16384 is out of range (0..16383)',
@@ -534,34 +631,40 @@ describe('slots mode', () => {
   });
 
   it('reports overlaps between shards, naming both shards and the earlier range', () => {
-    expect(errorsOf(y(
-      'mode: slots',
-      'shards:',
-      '  - name: a',
-      '    address: h:1',
-      '    slots: [0-5460]',
-      '  - name: b',
-      '    address: h:2',
-      '    slots: [5000-6000, 6001-16383]',
-    ))).toEqual([
-      'config/test.yaml:8: shards[1].slots[0]: range 5000-6000 overlaps shard "a" (0-5460)',
-    ]);
+    expect(
+      errorsOf(
+        y(
+          'mode: slots',
+          'shards:',
+          '  - name: a',
+          '    address: h:1',
+          '    slots: [0-5460]',
+          '  - name: b',
+          '    address: h:2',
+          '    slots: [5000-6000, 6001-16383]',
+        ),
+      ),
+    ).toEqual(['config/test.yaml:8: shards[1].slots[0]: range 5000-6000 overlaps shard "a" (0-5460)']);
   });
 
   it('reports one overlap per earlier range hit, single slots and overlaps within one shard', () => {
-    expect(errorsOf(y(
-      'mode: slots',
-      'shards:',
-      '  - name: a',
-      '    address: h:1',
-      '    slots: [0-99, 200-299, 1000-16383]',
-      '  - address: h:2',
-      '    slots:',
-      '      - 100-999',
-      '      - 50-250',
-      '      - 1000',
-      '      - 900-950',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'mode: slots',
+          'shards:',
+          '  - name: a',
+          '    address: h:1',
+          '    slots: [0-99, 200-299, 1000-16383]',
+          '  - address: h:2',
+          '    slots:',
+          '      - 100-999',
+          '      - 50-250',
+          '      - 1000',
+          '      - 900-950',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:8: shards[1].slots[0]: range 100-999 overlaps shard "a" (200-299)',
       'config/test.yaml:9: shards[1].slots[1]: range 50-250 overlaps shard "a" (0-99)',
       'config/test.yaml:9: shards[1].slots[1]: range 50-250 overlaps shard "a" (200-299)',
@@ -572,13 +675,11 @@ describe('slots mode', () => {
   });
 
   it('reports slots assigned to no shard, as ranges and single slots', () => {
-    expect(errorsOf(y(
-      'mode: slots',
-      'shards:',
-      '  - name: a',
-      '    address: h:1',
-      '    slots: [0-5460, 5471-9999, 10001-16382]',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y('mode: slots', 'shards:', '  - name: a', '    address: h:1', '    slots: [0-5460, 5471-9999, 10001-16382]'),
+      ),
+    ).toEqual([
       'config/test.yaml:2: shards: slots 5461-5470 are not assigned to any shard',
       'config/test.yaml:2: shards: slot 10000 is not assigned to any shard',
       'config/test.yaml:2: shards: slot 16383 is not assigned to any shard',
@@ -603,8 +704,19 @@ describe('slots mode', () => {
 
 describe('ring mode', () => {
   it('validates weights', () => {
-    expect(errorsOf(ring('    weight: 0', '  - address: h:3', '    weight: 1.5', '  - address: h:4', '    weight: "2"',
-      '  - address: h:5', '    weight: 1000001'))).toEqual([
+    expect(
+      errorsOf(
+        ring(
+          '    weight: 0',
+          '  - address: h:3',
+          '    weight: 1.5',
+          '  - address: h:4',
+          '    weight: "2"',
+          '  - address: h:5',
+          '    weight: 1000001',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:6: shards[1].weight: must be between 1 and 1000000, got 0',
       'config/test.yaml:8: shards[2].weight: expected an integer, got a number (1.5)',
       'config/test.yaml:10: shards[3].weight: expected an integer, got a string ("2")',
@@ -636,7 +748,9 @@ describe('ring mode', () => {
 
 describe('cluster mode', () => {
   const CLUSTER_DEFAULTS = {
-    readFrom: 'master', refreshIntervalMs: 5000, maxRedirections: 5,
+    readFrom: 'master',
+    refreshIntervalMs: 5000,
+    maxRedirections: 5,
     retry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 500 },
   };
   /** A valid cluster-mode document (lines 1..3) followed by `extra` lines (starting at line 4). */
@@ -661,30 +775,38 @@ describe('cluster mode', () => {
   });
 
   it('reads every option, converting snake_case to camelCase', () => {
-    const c = configOf(y(
-      'mode: cluster',
-      'cluster:',
-      '  seeds:',
-      '    - 10.0.0.1:7000',
-      '    - " 10.0.0.2:7000 "',
-      '  read_from: prefer-replica',
-      '  refresh_interval_ms: 100',
-      '  max_redirections: 100',
-      '  retry: { attempts: 0, base_delay_ms: 60000, max_delay_ms: 60000 }',
-      'backend: { password: pw }',
-    ));
+    const c = configOf(
+      y(
+        'mode: cluster',
+        'cluster:',
+        '  seeds:',
+        '    - 10.0.0.1:7000',
+        '    - " 10.0.0.2:7000 "',
+        '  read_from: prefer-replica',
+        '  refresh_interval_ms: 100',
+        '  max_redirections: 100',
+        '  retry: { attempts: 0, base_delay_ms: 60000, max_delay_ms: 60000 }',
+        'backend: { password: pw }',
+      ),
+    );
     expect(c.cluster).toEqual({
       seeds: [
         { address: '10.0.0.1:7000', host: '10.0.0.1', port: 7000 },
         { address: '10.0.0.2:7000', host: '10.0.0.2', port: 7000 },
       ],
-      readFrom: 'prefer-replica', refreshIntervalMs: 100, maxRedirections: 100,
+      readFrom: 'prefer-replica',
+      refreshIntervalMs: 100,
+      maxRedirections: 100,
       retry: { attempts: 0, baseDelayMs: 60000, maxDelayMs: 60000 },
     });
     expect(c.backend.password).toBe('pw');
     expect(configOf(cluster('  read_from: replica')).cluster!.readFrom).toBe('replica');
     expect(configOf(cluster('  retry:')).cluster!.retry).toEqual(CLUSTER_DEFAULTS.retry);
-    expect(configOf(cluster('  retry: { max_delay_ms: 20 }')).cluster!.retry).toEqual({ attempts: 8, baseDelayMs: 20, maxDelayMs: 20 });
+    expect(configOf(cluster('  retry: { max_delay_ms: 20 }')).cluster!.retry).toEqual({
+      attempts: 8,
+      baseDelayMs: 20,
+      maxDelayMs: 20,
+    });
   });
 
   it('requires the cluster section', () => {
@@ -703,11 +825,7 @@ describe('cluster mode', () => {
   });
 
   it('refuses shards and ring in cluster mode', () => {
-    expect(errorsOf(cluster(
-      'shards:',
-      '  - address: 127.0.0.1:7001',
-      'ring: { hash: md5 }',
-    ))).toEqual([
+    expect(errorsOf(cluster('shards:', '  - address: 127.0.0.1:7001', 'ring: { hash: md5 }'))).toEqual([
       'config/test.yaml:4: shards: only allowed when mode is slots or ring (mode is cluster)',
       'config/test.yaml:6: ring: only allowed when mode is ring (mode is cluster)',
     ]);
@@ -756,21 +874,25 @@ describe('cluster mode', () => {
   });
 
   it('checks every seed: form, port, uniqueness, not keymux itself', () => {
-    expect(errorsOf(y(
-      'mode: cluster',
-      'listen: 127.0.0.1:6380',
-      'cluster:',
-      '  seeds:',
-      '    - 7000',
-      '    - 127.0.0.1',
-      '    - ::1:7000',
-      '    - 127.0.0.1:0',
-      '    - 127.0.0.1:7000',
-      '    - 127.0.0.1:7000',
-      '    - 127.0.0.1:6380',
-      '    - { address: 127.0.0.1:7001 }',
-      '    - "[localhost]:7002"',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        y(
+          'mode: cluster',
+          'listen: 127.0.0.1:6380',
+          'cluster:',
+          '  seeds:',
+          '    - 7000',
+          '    - 127.0.0.1',
+          '    - ::1:7000',
+          '    - 127.0.0.1:0',
+          '    - 127.0.0.1:7000',
+          '    - 127.0.0.1:7000',
+          '    - 127.0.0.1:6380',
+          '    - { address: 127.0.0.1:7001 }',
+          '    - "[localhost]:7002"',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:5: cluster.seeds[0]: expected "host:port" (a string), got an integer (7000); write e.g. "127.0.0.1:7000"',
       'config/test.yaml:6: cluster.seeds[1]: expected "host:port", got "127.0.0.1" (missing ":port")',
       'config/test.yaml:7: cluster.seeds[2]: IPv6 addresses must be in brackets, e.g. "[::1]:6380", got "::1:7000"',
@@ -783,16 +905,20 @@ describe('cluster mode', () => {
   });
 
   it('checks read_from, intervals, redirections and the retry section', () => {
-    expect(errorsOf(cluster(
-      '  read_from: replicas',
-      '  refresh_interval_ms: 99',
-      '  max_redirections: 0',
-      '  retry:',
-      '    attempts: -1',
-      '    base_delay_ms: 0',
-      '    max_delay_ms: 60001',
-      '    jitter: true',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        cluster(
+          '  read_from: replicas',
+          '  refresh_interval_ms: 99',
+          '  max_redirections: 0',
+          '  retry:',
+          '    attempts: -1',
+          '    base_delay_ms: 0',
+          '    max_delay_ms: 60001',
+          '    jitter: true',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:4: cluster.read_from: expected one of: master, replica, prefer-replica; got "replicas" ' +
         '(did you mean "replica"?)',
       'config/test.yaml:5: cluster.refresh_interval_ms: must be between 100 and 2147483647, got 99',
@@ -819,7 +945,9 @@ describe('cluster mode', () => {
   });
 
   it('rejects unknown cluster keys with suggestions', () => {
-    expect(errorsOf(y('mode: cluster', 'cluster:', '  seed: [127.0.0.1:7000]', '  readFrom: replica', '  nodes: []'))).toEqual([
+    expect(
+      errorsOf(y('mode: cluster', 'cluster:', '  seed: [127.0.0.1:7000]', '  readFrom: replica', '  nodes: []')),
+    ).toEqual([
       'config/test.yaml:2: cluster.seeds: required: a list of cluster nodes to discover the cluster from, e.g. [127.0.0.1:7000]',
       'config/test.yaml:3: cluster.seed: unknown key (did you mean "seeds"?)',
       'config/test.yaml:4: cluster.readFrom: unknown key (did you mean "read_from"?)',
@@ -837,7 +965,13 @@ describe('cluster mode', () => {
   });
 
   it('config/keymux.schema.json describes the cluster section', () => {
-    type S = { properties?: Record<string, S>; enum?: unknown[]; default?: unknown; required?: string[]; [k: string]: unknown };
+    type S = {
+      properties?: Record<string, S>;
+      enum?: unknown[];
+      default?: unknown;
+      required?: string[];
+      [k: string]: unknown;
+    };
     const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as S;
     const cs = schema.properties!.cluster!;
     expect(Object.keys(cs.properties!)).toEqual([...KNOWN_KEYS.cluster]);
@@ -845,9 +979,14 @@ describe('cluster mode', () => {
     expect(cs.required).toEqual(['seeds']);
     expect(cs.properties!.read_from!.enum).toEqual([...READ_FROM]);
     const camel = (k: string): string => k.replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase());
-    const declared = Object.fromEntries(KNOWN_KEYS.cluster.filter((k) => k !== 'seeds' && k !== 'retry')
-      .map((k) => [camel(k), cs.properties![k]!.default]));
-    const retry = Object.fromEntries(KNOWN_KEYS.cluster_retry.map((k) => [camel(k), cs.properties!.retry!.properties![k]!.default]));
+    const declared = Object.fromEntries(
+      KNOWN_KEYS.cluster
+        .filter((k) => k !== 'seeds' && k !== 'retry')
+        .map((k) => [camel(k), cs.properties![k]!.default]),
+    );
+    const retry = Object.fromEntries(
+      KNOWN_KEYS.cluster_retry.map((k) => [camel(k), cs.properties!.retry!.properties![k]!.default]),
+    );
     expect({ ...declared, retry }).toEqual(DEFAULTS.cluster);
     expect(schema.required).toEqual(['mode']);
   });
@@ -855,12 +994,9 @@ describe('cluster mode', () => {
 
 describe('backend', () => {
   it('checks integer types and ranges', () => {
-    expect(errorsOf(slots(
-      'backend:',
-      '  connections: 65',
-      '  connect_timeout_ms: 1.5',
-      '  timeout_ms: "2000"',
-    ))).toEqual([
+    expect(
+      errorsOf(slots('backend:', '  connections: 65', '  connect_timeout_ms: 1.5', '  timeout_ms: "2000"')),
+    ).toEqual([
       'config/test.yaml:13: backend.connections: must be between 1 and 64, got 65',
       'config/test.yaml:14: backend.connect_timeout_ms: expected an integer, got a number (1.5)',
       'config/test.yaml:15: backend.timeout_ms: expected an integer, got a string ("2000")',
@@ -908,17 +1044,21 @@ describe('clients', () => {
   });
 
   it('requires name and password on every user', () => {
-    expect(errorsOf(slots(
-      'clients:',
-      '  password: ""',
-      '  users:',
-      '    - name: app',
-      '    - password: x',
-      '    - name: ""',
-      '      password: 123',
-      '    - ops',
-      '    - { name: b, password: c, role: admin }',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        slots(
+          'clients:',
+          '  password: ""',
+          '  users:',
+          '    - name: app',
+          '    - password: x',
+          '    - name: ""',
+          '      password: 123',
+          '    - ops',
+          '    - { name: b, password: c, role: admin }',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:13: clients.password: must not be empty (use null, or leave it out, for none)',
       'config/test.yaml:15: clients.users[0].password: required',
       'config/test.yaml:16: clients.users[1].name: required',
@@ -930,14 +1070,11 @@ describe('clients', () => {
   });
 
   it('rejects duplicate users, naming both lines, and a users value that is not a list', () => {
-    expect(errorsOf(slots(
-      'clients:',
-      '  users:',
-      '    - name: app',
-      '      password: a',
-      '    - name: app',
-      '      password: b',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        slots('clients:', '  users:', '    - name: app', '      password: a', '    - name: app', '      password: b'),
+      ),
+    ).toEqual([
       'config/test.yaml:16: clients.users[1].name: duplicate user "app", already defined by clients.users[0] at line 14',
     ]);
     expect(errorsOf(slots('clients: { users: { app: pw } }'))).toEqual([
@@ -948,7 +1085,9 @@ describe('clients', () => {
 
 describe('limits, log and commands', () => {
   it('checks limits', () => {
-    expect(errorsOf(slots('limits:', '  max_bulk_bytes: 4294967297', '  max_args: 0', '  max_inline_bytes: "64k"'))).toEqual([
+    expect(
+      errorsOf(slots('limits:', '  max_bulk_bytes: 4294967297', '  max_args: 0', '  max_inline_bytes: "64k"')),
+    ).toEqual([
       'config/test.yaml:13: limits.max_bulk_bytes: must be between 1 and 4294967296, got 4294967297',
       'config/test.yaml:14: limits.max_args: must be between 1 and 2147483647, got 0',
       'config/test.yaml:15: limits.max_inline_bytes: expected an integer, got a string ("64k")',
@@ -967,7 +1106,9 @@ describe('limits, log and commands', () => {
   });
 
   it('checks denied command names', () => {
-    expect(errorsOf(slots('commands:', '  deny:', '    - KEYS', '    - 42', '    - ""', '    - CONFIG SET', '  allow: []'))).toEqual([
+    expect(
+      errorsOf(slots('commands:', '  deny:', '    - KEYS', '    - 42', '    - ""', '    - CONFIG SET', '  allow: []')),
+    ).toEqual([
       'config/test.yaml:15: commands.deny[1]: expected a command name, got an integer (42)',
       'config/test.yaml:16: commands.deny[2]: command name must not be empty',
       'config/test.yaml:17: commands.deny[3]: command name "CONFIG SET" must not contain spaces',
@@ -981,15 +1122,17 @@ describe('limits, log and commands', () => {
 
 describe('metrics', () => {
   it('reads every metrics option', () => {
-    const c = configOf(slots(
-      'metrics:',
-      '  enabled: false',
-      '  hot_keys: { enabled: false, k: 5, window_s: 30, sample_rate: 1, export: hash }',
-      '  slowlog:',
-      '    threshold_ms: 0.25',
-      '    max_entries: 0',
-      '    log_keys: true',
-    ));
+    const c = configOf(
+      slots(
+        'metrics:',
+        '  enabled: false',
+        '  hot_keys: { enabled: false, k: 5, window_s: 30, sample_rate: 1, export: hash }',
+        '  slowlog:',
+        '    threshold_ms: 0.25',
+        '    max_entries: 0',
+        '    log_keys: true',
+      ),
+    );
     expect(c.metrics).toEqual({
       enabled: false,
       hotKeys: { enabled: false, k: 5, windowS: 30, sampleRate: 1, export: 'hash' },
@@ -1003,22 +1146,26 @@ describe('metrics', () => {
   });
 
   it('checks types, ranges and keys, with lines', () => {
-    expect(errorsOf(slots(
-      'metrics:',
-      '  enabled: yes',
-      '  hot_keys:',
-      '    k: 0',
-      '    window_s: 5',
-      '    sample_rate: 0',
-      '    export: sha256',
-      '    top: 10',
-      '  slowlog:',
-      '    threshold_ms: -1',
-      '    max_entries: 1.5',
-      '    log_keys: 1',
-      '    thresholdMs: 3',
-      '  hotkeys: {}',
-    ))).toEqual([
+    expect(
+      errorsOf(
+        slots(
+          'metrics:',
+          '  enabled: yes',
+          '  hot_keys:',
+          '    k: 0',
+          '    window_s: 5',
+          '    sample_rate: 0',
+          '    export: sha256',
+          '    top: 10',
+          '  slowlog:',
+          '    threshold_ms: -1',
+          '    max_entries: 1.5',
+          '    log_keys: 1',
+          '    thresholdMs: 3',
+          '  hotkeys: {}',
+        ),
+      ),
+    ).toEqual([
       'config/test.yaml:13: metrics.enabled: expected true or false, got a string ("yes")',
       'config/test.yaml:15: metrics.hot_keys.k: must be between 1 and 1000, got 0',
       'config/test.yaml:16: metrics.hot_keys.window_s: must be between 6 and 86400, got 5',
@@ -1043,8 +1190,11 @@ describe('metrics', () => {
 
 describe('validateConfig without a source text', () => {
   it('reports errors without line numbers when the locator knows none', () => {
-    const r = validateConfig({ mode: 'ring', shards: [{ address: 'h:1', slots: [1] }], backend: { connections: 0 } },
-      () => null, '<inline>');
+    const r = validateConfig(
+      { mode: 'ring', shards: [{ address: 'h:1', slots: [1] }], backend: { connections: 0 } },
+      () => null,
+      '<inline>',
+    );
     expect(r.errors).toEqual([
       '<inline>: shards[0].slots: only allowed when mode is slots (mode is ring)',
       '<inline>: backend.connections: must be between 1 and 64, got 0',
@@ -1054,8 +1204,15 @@ describe('validateConfig without a source text', () => {
   it('builds a config from plain objects', () => {
     const r = validateConfig({ mode: 'ring', shards: [{ address: 'h:1' }] }, () => null, '<inline>');
     expect(r.config?.source).toBe('<inline>');
-    expect(r.config?.shards[0]).toEqual(
-      { name: 'h:1', named: false, address: 'h:1', host: 'h', port: 1, slots: null, weight: 1 });
+    expect(r.config?.shards[0]).toEqual({
+      name: 'h:1',
+      named: false,
+      address: 'h:1',
+      host: 'h',
+      port: 1,
+      slots: null,
+      weight: 1,
+    });
   });
 
   it('rejects objects that are not plain mappings', () => {
@@ -1111,7 +1268,11 @@ describe('files', () => {
     const path = join(dir, 'bad.yaml');
     writeFileSync(path, slots('backend: { connections: 0 }', 'log: { level: loud }'));
     let caught: unknown;
-    try { loadConfigFile(path); } catch (err) { caught = err; }
+    try {
+      loadConfigFile(path);
+    } catch (err) {
+      caught = err;
+    }
     expect(caught).toBeInstanceOf(ConfigError);
     const e = caught as ConfigError;
     expect(e.code).toBe('ERR_KEYMUX_CONFIG');
@@ -1164,9 +1325,19 @@ describe('files', () => {
 });
 
 describe('config/keymux.schema.json agrees with the validator', () => {
-  type JsonSchema = { properties?: Record<string, JsonSchema>; items?: JsonSchema; enum?: unknown[];
-    minimum?: number; maximum?: number; default?: unknown; $ref?: string; [k: string]: unknown };
-  const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as JsonSchema & { $defs: Record<string, JsonSchema> };
+  type JsonSchema = {
+    properties?: Record<string, JsonSchema>;
+    items?: JsonSchema;
+    enum?: unknown[];
+    minimum?: number;
+    maximum?: number;
+    default?: unknown;
+    $ref?: string;
+    [k: string]: unknown;
+  };
+  const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as JsonSchema & {
+    $defs: Record<string, JsonSchema>;
+  };
   const props = schema.properties!;
   const keys = (s: JsonSchema | undefined): string[] => Object.keys(s?.properties ?? {});
 
@@ -1216,15 +1387,20 @@ describe('config/keymux.schema.json agrees with the validator', () => {
     for (const [name, range] of Object.entries(NUMBER_RANGES)) {
       const prop = propAt(name);
       const exclusive = range.length === 3;
-      expect([prop.type, exclusive ? prop.exclusiveMinimum : prop.minimum, prop.maximum], name)
-        .toEqual(['number', range[0], range[1]]);
+      expect([prop.type, exclusive ? prop.exclusiveMinimum : prop.minimum, prop.maximum], name).toEqual([
+        'number',
+        range[0],
+        range[1],
+      ]);
     }
     const m = props.metrics!.properties!;
     expect(m.enabled!.default).toBe(DEFAULTS.metrics.enabled);
-    expect(Object.fromEntries(KNOWN_KEYS.hot_keys.map((k) => [camel(k), m.hot_keys!.properties![k]!.default])))
-      .toEqual(DEFAULTS.metrics.hotKeys);
-    expect(Object.fromEntries(KNOWN_KEYS.slowlog.map((k) => [camel(k), m.slowlog!.properties![k]!.default])))
-      .toEqual(DEFAULTS.metrics.slowlog);
+    expect(Object.fromEntries(KNOWN_KEYS.hot_keys.map((k) => [camel(k), m.hot_keys!.properties![k]!.default]))).toEqual(
+      DEFAULTS.metrics.hotKeys,
+    );
+    expect(Object.fromEntries(KNOWN_KEYS.slowlog.map((k) => [camel(k), m.slowlog!.properties![k]!.default]))).toEqual(
+      DEFAULTS.metrics.slowlog,
+    );
     for (const sectionName of ['backend', 'clients', 'limits', 'log'] as const) {
       const defaults = DEFAULTS[sectionName] as Record<string, unknown>;
       for (const key of KNOWN_KEYS[sectionName]) {

@@ -13,8 +13,20 @@ import type { HashName, ShardConfig } from '../../src/config/schema.js';
 import { HASHERS, lookup3, md5Words4 } from '../../src/routing/hashers.js';
 import { hashTagged, KetamaContinuum, ketamaKey, ketamaPointCount, RingRouter } from '../../src/routing/ketama.js';
 
-const NAMES: HashName[] = ['one_at_a_time', 'md5', 'crc16', 'crc32', 'crc32a', 'fnv1_64', 'fnv1a_64', 'fnv1_32',
-  'fnv1a_32', 'hsieh', 'murmur', 'jenkins'];
+const NAMES: HashName[] = [
+  'one_at_a_time',
+  'md5',
+  'crc16',
+  'crc32',
+  'crc32a',
+  'fnv1_64',
+  'fnv1a_64',
+  'fnv1_32',
+  'fnv1a_32',
+  'hsieh',
+  'murmur',
+  'jenkins',
+];
 
 function h(name: HashName, input: string | Buffer): number {
   const b = typeof input === 'string' ? Buffer.from(input) : input;
@@ -40,43 +52,87 @@ describe('twemproxy hash functions', () => {
   // [input hex, [one_at_a_time, md5, crc16, crc32, crc32a, fnv1_64, fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur,
   // jenkins]] from the C definitions (char signed, as on x86-64).
   const TABLE: Array<[string, number[]]> = [
-  ['', // empty
-    [0, 3649838548, 0, 0, 0, 2216829733,
-     2216829733, 2166136261, 2166136261, 0, 0, 3735928572]],
-  ['61', // "a"
-    [3392050242, 3111502092, 31879, 26807, 3904355907, 2248259518,
-     2248273036, 84696446, 3826002220, 2472816263, 1262581116, 3768813200]],
-  ['68656c6c6f20776f726c64', // "hello world"
-    [1045060183, 3141252702, 4060494820, 3402, 222957957, 2979073647,
-     37540583, 1418570095, 3582672807, 1333368947, 1578702139, 355681275]],
-  [
-    '54686520717569636b2062726f776e20666f78206a756d7073206f76657220746865206c617a7920646f67', // "The quick brown fox jumps over the lazy dog"
-    [1369346549, 2642219166, 581169352, 16719, 1095738169, 2112060110,
-     3890508048, 3922226286, 76545936, 471461527, 818385189, 314054204]],
-  ['757365723a313030303a70726f66696c65', // "user:1000:profile"
-    [522545543, 2585628903, 2691867350, 471, 30907001, 1037178972,
-     1426878874, 2253373212, 66513402, 1203955876, 78543240, 886310305]],
-  ['80', // one high byte
-    [3273477671, 2128427405, 37256, 16314, 1069182125, 2046707807,
-     2046684255, 4210270879, 83079839, 3606367026, 2421514821, 2976898632]],
-  ['ff7f80', // 3-byte tail, high third byte (hsieh sign extension)
-    [4209098539, 1200018802, 512509580, 1222, 80088038, 1813152045,
-     1912875833, 833818253, 2648649113, 3192312286, 1363412201, 1649582330]],
-  ['e974e9', // "été" in latin1
-    [2356222837, 812560496, 1821677114, 19447, 3422016531, 1808966059,
-     3039305723, 947716075, 4217837435, 977899829, 4151717119, 532907563]],
-  ['00ff00ff00ff00ff00ff00ff00', // NULs and 0xff, 13 bytes (jenkins: one mix + 1-byte tail)
-    [3256463142, 2552974869, 3843807322, 22404, 1468315226, 3369507479,
-     2911460583, 3406584471, 3762896999, 1795682295, 60607018, 263595098]],
-  ['c3a9c3a8c3aa', // "éèê" in UTF-8
-    [997557953, 910622809, 2093390122, 16078, 1053733653, 2464140183,
-     3079502163, 1240845015, 1175587411, 885785547, 170397640, 1015904690]],
-  ['61'.repeat(56), // 56 bytes: md5 needs a second padding block
-    [4024347470, 3347713083, 1130153982, 31097, 2037976375, 1841827373,
-     2437901373, 1952853837, 467530077, 1395216433, 3699261076, 1612518451]],
-  ['fe'.repeat(64), // 64 bytes: one full md5 block, then padding
-    [4167995750, 3543193825, 2952312006, 28961, 1898024483, 1190987813,
-     1190987813, 3755895493, 3755895493, 312760384, 3911298497, 2572714811]],
+    [
+      '', // empty
+      [0, 3649838548, 0, 0, 0, 2216829733, 2216829733, 2166136261, 2166136261, 0, 0, 3735928572],
+    ],
+    [
+      '61', // "a"
+      [
+        3392050242, 3111502092, 31879, 26807, 3904355907, 2248259518, 2248273036, 84696446, 3826002220, 2472816263,
+        1262581116, 3768813200,
+      ],
+    ],
+    [
+      '68656c6c6f20776f726c64', // "hello world"
+      [
+        1045060183, 3141252702, 4060494820, 3402, 222957957, 2979073647, 37540583, 1418570095, 3582672807, 1333368947,
+        1578702139, 355681275,
+      ],
+    ],
+    [
+      '54686520717569636b2062726f776e20666f78206a756d7073206f76657220746865206c617a7920646f67', // "The quick brown fox jumps over the lazy dog"
+      [
+        1369346549, 2642219166, 581169352, 16719, 1095738169, 2112060110, 3890508048, 3922226286, 76545936, 471461527,
+        818385189, 314054204,
+      ],
+    ],
+    [
+      '757365723a313030303a70726f66696c65', // "user:1000:profile"
+      [
+        522545543, 2585628903, 2691867350, 471, 30907001, 1037178972, 1426878874, 2253373212, 66513402, 1203955876,
+        78543240, 886310305,
+      ],
+    ],
+    [
+      '80', // one high byte
+      [
+        3273477671, 2128427405, 37256, 16314, 1069182125, 2046707807, 2046684255, 4210270879, 83079839, 3606367026,
+        2421514821, 2976898632,
+      ],
+    ],
+    [
+      'ff7f80', // 3-byte tail, high third byte (hsieh sign extension)
+      [
+        4209098539, 1200018802, 512509580, 1222, 80088038, 1813152045, 1912875833, 833818253, 2648649113, 3192312286,
+        1363412201, 1649582330,
+      ],
+    ],
+    [
+      'e974e9', // "été" in latin1
+      [
+        2356222837, 812560496, 1821677114, 19447, 3422016531, 1808966059, 3039305723, 947716075, 4217837435, 977899829,
+        4151717119, 532907563,
+      ],
+    ],
+    [
+      '00ff00ff00ff00ff00ff00ff00', // NULs and 0xff, 13 bytes (jenkins: one mix + 1-byte tail)
+      [
+        3256463142, 2552974869, 3843807322, 22404, 1468315226, 3369507479, 2911460583, 3406584471, 3762896999,
+        1795682295, 60607018, 263595098,
+      ],
+    ],
+    [
+      'c3a9c3a8c3aa', // "éèê" in UTF-8
+      [
+        997557953, 910622809, 2093390122, 16078, 1053733653, 2464140183, 3079502163, 1240845015, 1175587411, 885785547,
+        170397640, 1015904690,
+      ],
+    ],
+    [
+      '61'.repeat(56), // 56 bytes: md5 needs a second padding block
+      [
+        4024347470, 3347713083, 1130153982, 31097, 2037976375, 1841827373, 2437901373, 1952853837, 467530077,
+        1395216433, 3699261076, 1612518451,
+      ],
+    ],
+    [
+      'fe'.repeat(64), // 64 bytes: one full md5 block, then padding
+      [
+        4167995750, 3543193825, 2952312006, 28961, 1898024483, 1190987813, 1190987813, 3755895493, 3755895493,
+        312760384, 3911298497, 2572714811,
+      ],
+    ],
   ];
 
   it.each(TABLE)('match the C definitions for input %s', (hex, want) => {
@@ -87,7 +143,14 @@ describe('twemproxy hash functions', () => {
   it('hash exactly buf[start, end) of a larger buffer, never the bytes around it', () => {
     const rand = crypto.randomBytes(300);
     for (const n of NAMES) {
-      for (const [s, e] of [[0, 0], [7, 8], [13, 16], [1, 66], [100, 300], [5, 133]]) {
+      for (const [s, e] of [
+        [0, 0],
+        [7, 8],
+        [13, 16],
+        [1, 66],
+        [100, 300],
+        [5, 133],
+      ]) {
         const copy = Buffer.from(rand.subarray(s, e));
         expect(HASHERS[n](rand, s, e), `${n} [${s}, ${e})`).toBe(HASHERS[n](copy, 0, copy.length));
       }
@@ -133,7 +196,7 @@ describe('twemproxy hash functions', () => {
     }
   });
 
-  it('crc16: low 16 bits are CRC-16/XMODEM, upper bits keep 0.5.0\'s unmasked accumulator', () => {
+  it("crc16: low 16 bits are CRC-16/XMODEM, upper bits keep 0.5.0's unmasked accumulator", () => {
     expect(h('crc16', '123456789') & 0xffff).toBe(0x31c3);
     expect(h('crc16', '123456789')).toBeGreaterThan(0xffff);
   });
@@ -172,7 +235,7 @@ describe('twemproxy hash functions', () => {
     expect(h('one_at_a_time', 'The quick brown fox jumps over the lazy dog')).toBe(0x519e91f5);
   });
 
-  it('jenkins is lookup3 hashlittle with initval 13 (Bob Jenkins\' published vectors for 0 and 1)', () => {
+  it("jenkins is lookup3 hashlittle with initval 13 (Bob Jenkins' published vectors for 0 and 1)", () => {
     const b = Buffer.from('Four score and seven years ago');
     expect(lookup3(b, 0, b.length, 0)).toBe(0x17770551);
     expect(lookup3(b, 0, b.length, 1)).toBe(0xcd628161);
@@ -182,7 +245,15 @@ describe('twemproxy hash functions', () => {
 });
 
 function shard(host: string, port: number, weight = 1, name?: string): ShardConfig {
-  return { name: name ?? `${host}:${port}`, named: name !== undefined, address: `${host}:${port}`, host, port, slots: null, weight };
+  return {
+    name: name ?? `${host}:${port}`,
+    named: name !== undefined,
+    address: `${host}:${port}`,
+    host,
+    port,
+    slots: null,
+    weight,
+  };
 }
 
 describe('ketama continuum', () => {
@@ -199,13 +270,20 @@ describe('ketama continuum', () => {
     // 1/25 * 40 * 5 is 8 in exact arithmetic but 7.9999... in single precision: 28 points, not 32.
     expect([1, 11, 1, 11, 1].map((w) => ketamaPointCount(w, 25, 5))).toEqual([28, 352, 28, 352, 28]);
     // Vectors from ketama_update compiled with gcc: weights -> points.
-    expect([5, 5, 2, 1, 4, 2, 3, 1, 4, 1].map((w) => ketamaPointCount(w, 28, 10))).toEqual([284, 284, 112, 56, 228, 112, 168, 56, 228, 56]);
+    expect([5, 5, 2, 1, 4, 2, 3, 1, 4, 1].map((w) => ketamaPointCount(w, 28, 10))).toEqual([
+      284, 284, 112, 56, 228, 112, 168, 56, 228, 56,
+    ]);
     expect([32, 27].map((w) => ketamaPointCount(w, 59, 2))).toEqual([172, 144]);
     expect([69721, 92179].map((w) => ketamaPointCount(w, 161900, 2))).toEqual([136, 180]);
   });
 
   it('builds sorted points, each server owning its point count', () => {
-    const servers = [{ key: 'a:1', weight: 1 }, { key: 'b:2', weight: 2 }, { key: 'c:3', weight: 1 }, { key: 'd:4', weight: 3 }];
+    const servers = [
+      { key: 'a:1', weight: 1 },
+      { key: 'b:2', weight: 2 },
+      { key: 'c:3', weight: 1 },
+      { key: 'd:4', weight: 3 },
+    ];
     const c = new KetamaContinuum(servers, HASHERS.md5);
     expect(c.size).toBe(88 + 180 + 88 + 272);
     for (let i = 1; i < c.size; i++) expect(c.points[i - 1] <= c.points[i]).toBe(true);
@@ -223,7 +301,14 @@ describe('ketama continuum', () => {
   });
 
   it('dispatches to the first point >= hash and wraps past the last point', () => {
-    const c = new KetamaContinuum([{ key: 'x', weight: 1 }, { key: 'y', weight: 1 }, { key: 'z', weight: 2 }], HASHERS.md5);
+    const c = new KetamaContinuum(
+      [
+        { key: 'x', weight: 1 },
+        { key: 'y', weight: 1 },
+        { key: 'z', weight: 2 },
+      ],
+      HASHERS.md5,
+    );
     const p = c.points;
     const last = c.size - 1;
     expect(c.ownerOf(0)).toBe(c.owners[0]);
@@ -240,8 +325,22 @@ describe('ketama continuum', () => {
   });
 
   it('does not depend on the order servers are listed in', () => {
-    const a = new KetamaContinuum([{ key: 'p', weight: 1 }, { key: 'q', weight: 3 }, { key: 'rr', weight: 2 }], HASHERS.md5);
-    const b = new KetamaContinuum([{ key: 'rr', weight: 2 }, { key: 'p', weight: 1 }, { key: 'q', weight: 3 }], HASHERS.md5);
+    const a = new KetamaContinuum(
+      [
+        { key: 'p', weight: 1 },
+        { key: 'q', weight: 3 },
+        { key: 'rr', weight: 2 },
+      ],
+      HASHERS.md5,
+    );
+    const b = new KetamaContinuum(
+      [
+        { key: 'rr', weight: 2 },
+        { key: 'p', weight: 1 },
+        { key: 'q', weight: 3 },
+      ],
+      HASHERS.md5,
+    );
     const keyOfA = ['p', 'q', 'rr'];
     const keyOfB = ['rr', 'p', 'q'];
     expect(Array.from(a.points)).toEqual(Array.from(b.points));
@@ -250,7 +349,10 @@ describe('ketama continuum', () => {
 
   it('gives an equal point value to the server first in twemproxy name order (length, then bytes)', () => {
     // "tie-84" and "tie-666" share a point (found by search; also checked against nutcracker in integration).
-    const servers = [{ key: 'tie-666', weight: 1 }, { key: 'tie-84', weight: 1 }];
+    const servers = [
+      { key: 'tie-666', weight: 1 },
+      { key: 'tie-84', weight: 1 },
+    ];
     const c = new KetamaContinuum(servers, HASHERS.md5);
     const v = 765867936;
     const at = c.points.indexOf(v);
@@ -270,7 +372,16 @@ describe('ketama continuum', () => {
   });
 
   it('refuses duplicate names and non-positive weights', () => {
-    expect(() => new KetamaContinuum([{ key: 'a', weight: 1 }, { key: 'a', weight: 2 }], HASHERS.md5)).toThrow(/same name/);
+    expect(
+      () =>
+        new KetamaContinuum(
+          [
+            { key: 'a', weight: 1 },
+            { key: 'a', weight: 2 },
+          ],
+          HASHERS.md5,
+        ),
+    ).toThrow(/same name/);
     expect(() => new KetamaContinuum([{ key: 'a', weight: 0 }], HASHERS.md5)).toThrow(/weight/);
   });
 });
@@ -297,7 +408,10 @@ describe('hash tags (twemproxy hash_tag)', () => {
     const shards = [shard('10.0.0.1', 7000, 1), shard('10.0.0.2', 7000, 2), shard('10.0.0.3', 7000, 1)];
     const r = new RingRouter(shards, 'fnv1a_64', '{}');
     const c = r.continuum;
-    const key = (s: string): number => { const b = Buffer.from(s); return r.shardFor(b, 0, b.length); };
+    const key = (s: string): number => {
+      const b = Buffer.from(s);
+      return r.shardFor(b, 0, b.length);
+    };
     for (let i = 0; i < 200; i++) {
       expect(key(`{user${i}}:a`)).toBe(key(`user${i}`));
       expect(key(`x{user${i}}:b:{c}`)).toBe(key(`user${i}`));

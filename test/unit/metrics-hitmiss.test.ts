@@ -9,8 +9,17 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import {
-  countHitMiss, hitMissRule, HIT_MISS_RULES, RULE_BOOL, RULE_COUNT, RULE_ELEMENTS_BOOL, RULE_ELEMENTS_NIL, RULE_EMPTY,
-  RULE_NIL, RULE_NIL_OR_EMPTY, RULE_NONE,
+  countHitMiss,
+  hitMissRule,
+  HIT_MISS_RULES,
+  RULE_BOOL,
+  RULE_COUNT,
+  RULE_ELEMENTS_BOOL,
+  RULE_ELEMENTS_NIL,
+  RULE_EMPTY,
+  RULE_NIL,
+  RULE_NIL_OR_EMPTY,
+  RULE_NONE,
 } from '../../src/metrics/hit-miss.js';
 import { ShardStats } from '../../src/metrics/stats.js';
 import { CommandTable } from '../../src/commands/table.js';
@@ -18,7 +27,9 @@ import { Rng } from '../support/resp-gen.js';
 
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
-  returnReply: (r: unknown) => void; returnError: (e: Error) => void; returnBuffers?: boolean;
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnBuffers?: boolean;
 }) => { execute(b: Buffer): void };
 
 /** Applies a rule to a frame on a fresh shard and returns [hits, misses]. */
@@ -51,7 +62,8 @@ describe('rules on reply frames', () => {
     expect(count(RULE_EMPTY, '*2\r\n$1\r\nf\r\n$1\r\nv\r\n')).toEqual([1, 0]);
     expect(count(RULE_EMPTY, '$3\r\nabc\r\n')).toEqual([1, 0]);
     expect(count(RULE_EMPTY, '*10\r\n')).toEqual([1, 0]); // "*10" is not "*0"
-    for (const f of ['*0\r\n', '$0\r\n\r\n', '%0\r\n', '~0\r\n', '*-1\r\n']) expect(count(RULE_EMPTY, f), f).toEqual([0, 1]);
+    for (const f of ['*0\r\n', '$0\r\n\r\n', '%0\r\n', '~0\r\n', '*-1\r\n'])
+      expect(count(RULE_EMPTY, f), f).toEqual([0, 1]);
   });
 
   it('0/1: :1 is a hit, :0 a miss, anything else neither', () => {
@@ -83,7 +95,10 @@ describe('rules on reply frames', () => {
   it('errors are neither hits nor misses, for every rule', () => {
     for (const r of HIT_MISS_RULES) {
       expect(count(r.rule, '-ERR wrong\r\n', 3), r.name).toEqual([0, 0]);
-      expect(count(r.rule, '-WRONGTYPE Operation against a key holding the wrong kind of value\r\n', 3), r.name).toEqual([0, 0]);
+      expect(
+        count(r.rule, '-WRONGTYPE Operation against a key holding the wrong kind of value\r\n', 3),
+        r.name,
+      ).toEqual([0, 0]);
       expect(count(r.rule, '!5\r\nerror\r\n', 3), r.name).toEqual([0, 0]);
     }
   });
@@ -94,7 +109,10 @@ describe('rules on reply frames', () => {
       const n = rng.u32() % 20;
       const parts: Buffer[] = [Buffer.from(`*${n}\r\n`)];
       for (let i = 0; i < n; i++) {
-        if (rng.u32() % 3 === 0) { parts.push(Buffer.from('$-1\r\n')); continue; }
+        if (rng.u32() % 3 === 0) {
+          parts.push(Buffer.from('$-1\r\n'));
+          continue;
+        }
         const len = rng.u32() % 12;
         const v = Buffer.alloc(len);
         for (let j = 0; j < len; j++) v[j] = [36, 45, 49, 13, 10, 42, 95, 97][rng.u32() % 8];
@@ -102,10 +120,20 @@ describe('rules on reply frames', () => {
       }
       const frame = Buffer.concat(parts);
       let decoded: unknown[] = [];
-      new RedisParser({ returnBuffers: true, returnReply: (r) => { decoded = r as unknown[]; }, returnError: () => undefined })
-        .execute(frame);
-      const expected: [number, number] = [decoded.filter((v) => v !== null).length, decoded.filter((v) => v === null).length];
-      expect(count(RULE_ELEMENTS_NIL, frame), `round ${round}: ${JSON.stringify(frame.toString('latin1'))}`).toEqual(expected);
+      new RedisParser({
+        returnBuffers: true,
+        returnReply: (r) => {
+          decoded = r as unknown[];
+        },
+        returnError: () => undefined,
+      }).execute(frame);
+      const expected: [number, number] = [
+        decoded.filter((v) => v !== null).length,
+        decoded.filter((v) => v === null).length,
+      ];
+      expect(count(RULE_ELEMENTS_NIL, frame), `round ${round}: ${JSON.stringify(frame.toString('latin1'))}`).toEqual(
+        expected,
+      );
     }
   });
 });
@@ -121,7 +149,8 @@ describe('the rule table', () => {
     expect(hitMissRule('smismember')).toBe(RULE_ELEMENTS_BOOL);
     expect(hitMissRule('sismember')).toBe(RULE_BOOL);
     expect(hitMissRule('srandmember')).toBe(RULE_NIL_OR_EMPTY);
-    for (const name of ['set', 'del', 'lpop', 'llen', 'scan', 'ping', 'unknown']) expect(hitMissRule(name), name).toBe(RULE_NONE);
+    for (const name of ['set', 'del', 'lpop', 'llen', 'scan', 'ping', 'unknown'])
+      expect(hitMissRule(name), name).toBe(RULE_NONE);
   });
 
   it('names only commands the table routes to shards', () => {

@@ -29,7 +29,11 @@ describe('HotKeys', () => {
     for (let i = 0; i < 5; i++) hk.record(b('delta'));
     c.now += 10_000;
     const top = hk.top();
-    expect(top.keys.map((k) => [k.key.toString(), k.count])).toEqual([['alpha', 30], ['beta', 20], ['gamma', 10]]);
+    expect(top.keys.map((k) => [k.key.toString(), k.count])).toEqual([
+      ['alpha', 30],
+      ['beta', 20],
+      ['gamma', 10],
+    ]);
     expect(top.samples).toBe(65);
     expect(top.seconds).toBe(10);
     expect(top.keys[0].rate).toBe(3);
@@ -40,7 +44,10 @@ describe('HotKeys', () => {
     const hk = new HotKeys({ k: 10, windowS: 60, sampleRate: 1, clock: fakeClock().clock });
     let hot = 0;
     for (let i = 0; i < 20_000; i++) {
-      if (i % 10 < 3) { hk.record(b('user:hot')); hot++; } else hk.record(b(`user:${rng.u32() % 10_000}`));
+      if (i % 10 < 3) {
+        hk.record(b('user:hot'));
+        hot++;
+      } else hk.record(b(`user:${rng.u32() % 10_000}`));
     }
     const top = hk.top();
     expect(top.keys.length).toBe(10);
@@ -94,7 +101,10 @@ describe('HotKeys', () => {
 });
 
 describe('Observer sampling', () => {
-  const config = (sampleRate: number): MetricsConfig => ({ ...DEFAULTS.metrics, hotKeys: { ...DEFAULTS.metrics.hotKeys, sampleRate } });
+  const config = (sampleRate: number): MetricsConfig => ({
+    ...DEFAULTS.metrics,
+    hotKeys: { ...DEFAULTS.metrics.hotKeys, sampleRate },
+  });
 
   it('at the default rate, finds the 30% key and estimates its count within 10%', () => {
     const obs = new Observer(new StatsRegistry(), config(DEFAULTS.metrics.hotKeys.sampleRate));
@@ -105,7 +115,10 @@ describe('Observer sampling', () => {
     obs.close();
     expect(top.keys[0].key.toString()).toBe('hot');
     expect(Math.abs(top.keys[0].count - 0.3 * total) / (0.3 * total)).toBeLessThan(0.1);
-    expect(Math.abs(top.samples - total * DEFAULTS.metrics.hotKeys.sampleRate) / (total * DEFAULTS.metrics.hotKeys.sampleRate)).toBeLessThan(0.05);
+    expect(
+      Math.abs(top.samples - total * DEFAULTS.metrics.hotKeys.sampleRate) /
+        (total * DEFAULTS.metrics.hotKeys.sampleRate),
+    ).toBeLessThan(0.05);
   });
 
   it('with sample_rate 1 records every key, and with hot keys or metrics off records none', () => {
@@ -113,7 +126,10 @@ describe('Observer sampling', () => {
     for (let i = 0; i < 1000; i++) all.onKeyRouted(b('k'));
     expect(all.hotKeys!.top().samples).toBe(1000);
     all.close();
-    const off = new Observer(new StatsRegistry(), { ...DEFAULTS.metrics, hotKeys: { ...DEFAULTS.metrics.hotKeys, enabled: false } });
+    const off = new Observer(new StatsRegistry(), {
+      ...DEFAULTS.metrics,
+      hotKeys: { ...DEFAULTS.metrics.hotKeys, enabled: false },
+    });
     expect(off.hotKeys).toBeNull();
     off.onKeyRouted(b('k'));
     const disabled = new Observer(new StatsRegistry(), { ...DEFAULTS.metrics, enabled: false });

@@ -31,9 +31,16 @@ function source(metrics: Record<string, unknown> = {}): MetricsSource & { close(
   const topology = new Topology(config, CommandTable.builtin(), 1, null);
   const observer = new Observer(topology.stats, config.metrics);
   return {
-    topology, observer, stats: newProxyStats(), version: '9.9.9',
-    clientCount: () => 5, readiness: () => ({ ok: false, reason: 'test' }),
-    close: () => { observer.close(); topology.close(); },
+    topology,
+    observer,
+    stats: newProxyStats(),
+    version: '9.9.9',
+    clientCount: () => 5,
+    readiness: () => ({ ok: false, reason: 'test' }),
+    close: () => {
+      observer.close();
+      topology.close();
+    },
   };
 }
 
@@ -55,13 +62,28 @@ describe('the metric list', () => {
   it('declares what the issue asks for', () => {
     const names = new Set(METRICS.map((m) => m.name));
     for (const n of [
-      'keymux_shard_hits_total', 'keymux_shard_misses_total', 'keymux_shard_commands_total', 'keymux_shard_errors_total',
-      'keymux_shard_duration_seconds', 'keymux_shard_connections', 'keymux_shard_reconnects_total', 'keymux_shard_inflight',
-      'keymux_commands_total', 'keymux_command_duration_seconds', 'keymux_client_connections',
-      'keymux_client_connections_total', 'keymux_client_connections_rejected_total', 'keymux_client_received_bytes_total',
-      'keymux_client_sent_bytes_total', 'keymux_redirections_total', 'keymux_retries_total', 'keymux_protocol_errors_total',
-      'keymux_config_reloads_total', 'keymux_hot_key_requests_per_second',
-    ]) expect(names.has(n), n).toBe(true);
+      'keymux_shard_hits_total',
+      'keymux_shard_misses_total',
+      'keymux_shard_commands_total',
+      'keymux_shard_errors_total',
+      'keymux_shard_duration_seconds',
+      'keymux_shard_connections',
+      'keymux_shard_reconnects_total',
+      'keymux_shard_inflight',
+      'keymux_commands_total',
+      'keymux_command_duration_seconds',
+      'keymux_client_connections',
+      'keymux_client_connections_total',
+      'keymux_client_connections_rejected_total',
+      'keymux_client_received_bytes_total',
+      'keymux_client_sent_bytes_total',
+      'keymux_redirections_total',
+      'keymux_retries_total',
+      'keymux_protocol_errors_total',
+      'keymux_config_reloads_total',
+      'keymux_hot_key_requests_per_second',
+    ])
+      expect(names.has(n), n).toBe(true);
   });
 });
 
@@ -105,8 +127,11 @@ describe('publishing', () => {
     const h = src.topology.stats.command('hget').latency;
     for (const v of [0.00004, 0.0003, 0.0003, 2, 10]) h.observe(v);
     const s = parseExposition(await metrics.text());
-    const bucket = (le: string): number => valueOf(s, 'keymux_command_duration_seconds_bucket', { command: 'hget', le });
-    expect(samplesOf(s, 'keymux_command_duration_seconds_bucket', { command: 'hget' }).length).toBe(LATENCY_BUCKETS.length + 1);
+    const bucket = (le: string): number =>
+      valueOf(s, 'keymux_command_duration_seconds_bucket', { command: 'hget', le });
+    expect(samplesOf(s, 'keymux_command_duration_seconds_bucket', { command: 'hget' }).length).toBe(
+      LATENCY_BUCKETS.length + 1,
+    );
     expect(bucket('0.00005')).toBe(1);
     expect(bucket('0.0002')).toBe(1);
     expect(bucket('0.0005')).toBe(3);
@@ -117,21 +142,33 @@ describe('publishing', () => {
     expect(valueOf(s, 'keymux_command_duration_seconds_sum', { command: 'hget' })).toBeCloseTo(12.00064, 9);
     const json = await metrics.registry.getMetricsAsJSON();
     const hist = json.find((m) => m.name === 'keymux_command_duration_seconds')!;
-    expect(hist.values).toContainEqual(expect.objectContaining({
-      metricName: 'keymux_command_duration_seconds_bucket', labels: { command: 'hget', le: '+Inf' }, value: 5 }));
+    expect(hist.values).toContainEqual(
+      expect.objectContaining({
+        metricName: 'keymux_command_duration_seconds_bucket',
+        labels: { command: 'hget', le: '+Inf' },
+        value: 5,
+      }),
+    );
   });
 
   it('publishes every connection state of every shard', async () => {
     const s = parseExposition(await metrics.text());
     for (const shard of ['a', 'b']) {
-      expect(samplesOf(s, 'keymux_shard_connections', { shard }).map((x) => x.labels.state).sort())
-        .toEqual(['closed', 'connecting', 'down', 'handshake', 'ready']);
+      expect(
+        samplesOf(s, 'keymux_shard_connections', { shard })
+          .map((x) => x.labels.state)
+          .sort(),
+      ).toEqual(['closed', 'connecting', 'down', 'handshake', 'ready']);
       expect(valueOf(s, 'keymux_shard_connections', { shard, state: 'down' })).toBe(2); // built, never connected
       expect(valueOf(s, 'keymux_shard_up', { shard })).toBe(0);
       expect(valueOf(s, 'keymux_shard_inflight', { shard })).toBe(0);
     }
     expect(valueOf(s, 'keymux_shard_info', { shard: 'b' })).toBe(1);
-    expect(samplesOf(s, 'keymux_shard_info', { shard: 'b' })[0].labels).toEqual({ shard: 'b', address: '127.0.0.1:2', role: 'master' });
+    expect(samplesOf(s, 'keymux_shard_info', { shard: 'b' })[0].labels).toEqual({
+      shard: 'b',
+      address: '127.0.0.1:2',
+      role: 'master',
+    });
   });
 
   it('publishes at most K hot keys, with their owning shard and escaped keys', async () => {
@@ -157,7 +194,9 @@ describe('publishing', () => {
     const hm = new Metrics(hsrc, { processMetrics: false });
     hsrc.observer.onKeyRouted(Buffer.from('user:42'));
     const s = parseExposition(await hm.text());
-    expect(samplesOf(s, 'keymux_hot_key_requests_per_second').map((x) => x.labels.key)).toEqual([keyHash(Buffer.from('user:42'))]);
+    expect(samplesOf(s, 'keymux_hot_key_requests_per_second').map((x) => x.labels.key)).toEqual([
+      keyHash(Buffer.from('user:42')),
+    ]);
     expect(s.some((x) => x.name.startsWith('process_'))).toBe(false);
     hsrc.close();
   });
@@ -169,10 +208,15 @@ describe('admin server routes', () => {
   afterAll(() => admin.close());
 
   it('answers built-in and added routes; 404, 405 with Allow, HEAD and 500', async () => {
-    admin.addRoute('GET', '/json', (_req, res, url) => sendJson(res, 200, { q: url.searchParams.get('q') }))
+    admin
+      .addRoute('GET', '/json', (_req, res, url) => sendJson(res, 200, { q: url.searchParams.get('q') }))
       .addRoute('post', '/json', (_req, res) => sendJson(res, 201, { posted: true }))
-      .addRoute('GET', '/boom', () => { throw new Error('kaput'); })
-      .addRoute('GET', '/async-boom', async () => { throw new Error('later'); });
+      .addRoute('GET', '/boom', () => {
+        throw new Error('kaput');
+      })
+      .addRoute('GET', '/async-boom', async () => {
+        throw new Error('later');
+      });
     const errors: string[] = [];
     admin.setErrorHandler((err, method, path) => errors.push(`${method} ${path}: ${(err as Error).message}`));
     port = (await admin.listen('127.0.0.1', 0)).port;
@@ -203,8 +247,16 @@ describe('admin server routes', () => {
       expect(m.status).toBe(200);
       expect(m.headers['content-type']).toBe('text/plain; version=0.0.4; charset=utf-8');
       const shards = JSON.parse((await httpGet(p, '/shards')).body);
-      expect(shards.shards.map((s: { name: string; slots: string[]; connections: unknown[] }) => [s.name, s.slots, s.connections.length]))
-        .toEqual([['a', ['0-8191'], 2], ['b', ['8192-16383'], 2]]);
+      expect(
+        shards.shards.map((s: { name: string; slots: string[]; connections: unknown[] }) => [
+          s.name,
+          s.slots,
+          s.connections.length,
+        ]),
+      ).toEqual([
+        ['a', ['0-8191'], 2],
+        ['b', ['8192-16383'], 2],
+      ]);
       expect(JSON.parse((await httpGet(p, '/hotkeys')).body)).toMatchObject({ enabled: true, k: 3, keys: [] });
       expect(JSON.parse((await httpGet(p, '/slowlog')).body)).toMatchObject({ threshold_ms: 10, entries: [] });
       expect((await httpGet(p, '/slowlog?limit=-1')).status).toBe(400);

@@ -17,7 +17,12 @@ const table = CommandTable.builtin();
 const owner: RequestOwner = { id: 1, onRequestDone: () => undefined };
 
 /** A request for `args` that started `ageMs` ago, answered with `reply`, sent to `shard`. */
-function request(args: string[], ageMs: number, reply = '+OK\r\n', shard: ShardStats | null = new ShardStats('a', 'h:1')): Request {
+function request(
+  args: string[],
+  ageMs: number,
+  reply = '+OK\r\n',
+  shard: ShardStats | null = new ShardStats('a', 'h:1'),
+): Request {
   const bufs = args.map((a) => Buffer.from(a));
   const req = new Request(owner, Buffer.alloc(0), bufs, performance.now() - ageMs);
   req.spec = table.get(args[0].toLowerCase()) ?? null;
@@ -26,8 +31,11 @@ function request(args: string[], ageMs: number, reply = '+OK\r\n', shard: ShardS
   return req;
 }
 
-const config = (slowlog: Partial<MetricsConfig['slowlog']>): MetricsConfig =>
-  ({ ...DEFAULTS.metrics, hotKeys: { ...DEFAULTS.metrics.hotKeys, enabled: false }, slowlog: { ...DEFAULTS.metrics.slowlog, ...slowlog } });
+const config = (slowlog: Partial<MetricsConfig['slowlog']>): MetricsConfig => ({
+  ...DEFAULTS.metrics,
+  hotKeys: { ...DEFAULTS.metrics.hotKeys, enabled: false },
+  slowlog: { ...DEFAULTS.metrics.slowlog, ...slowlog },
+});
 
 describe('SlowLog', () => {
   it('records name, shards, latency, time and argument count; no keys unless asked; never values', () => {

@@ -6,8 +6,17 @@
  */
 import { describe, it, expect } from 'vitest';
 import {
-  parseRedirect, isRedirect, withHost, formatAddress, isTryAgain, isClusterDown, isLoading, isMasterDown,
-  retryableError, MAX_REDIRECT_LINE, type Redirect,
+  parseRedirect,
+  isRedirect,
+  withHost,
+  formatAddress,
+  isTryAgain,
+  isClusterDown,
+  isLoading,
+  isMasterDown,
+  retryableError,
+  MAX_REDIRECT_LINE,
+  type Redirect,
 } from '../../src/backend/redirect.js';
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
@@ -17,10 +26,20 @@ const invalid = (of: 'moved' | 'ask', reason: string): Redirect => ({ kind: 'inv
 describe('parseRedirect: valid targets', () => {
   it('reads MOVED and ASK with an IPv4 target', () => {
     expect(parse('-MOVED 3999 127.0.0.1:6381\r\n')).toEqual({
-      kind: 'moved', slot: 3999, host: '127.0.0.1', port: 6381, address: '127.0.0.1:6381', sameHost: false,
+      kind: 'moved',
+      slot: 3999,
+      host: '127.0.0.1',
+      port: 6381,
+      address: '127.0.0.1:6381',
+      sameHost: false,
     });
     expect(parse('-ASK 3999 127.0.0.1:6381\r\n')).toEqual({
-      kind: 'ask', slot: 3999, host: '127.0.0.1', port: 6381, address: '127.0.0.1:6381', sameHost: false,
+      kind: 'ask',
+      slot: 3999,
+      host: '127.0.0.1',
+      port: 6381,
+      address: '127.0.0.1:6381',
+      sameHost: false,
     });
   });
 
@@ -31,8 +50,12 @@ describe('parseRedirect: valid targets', () => {
 
   it('reads host names (announced with cluster-announce-hostname)', () => {
     expect(parse('-MOVED 12 redis-0.redis.default.svc.cluster.local:6379\r\n')).toEqual({
-      kind: 'moved', slot: 12, host: 'redis-0.redis.default.svc.cluster.local', port: 6379,
-      address: 'redis-0.redis.default.svc.cluster.local:6379', sameHost: false,
+      kind: 'moved',
+      slot: 12,
+      host: 'redis-0.redis.default.svc.cluster.local',
+      port: 6379,
+      address: 'redis-0.redis.default.svc.cluster.local:6379',
+      sameHost: false,
     });
     expect(parse('-ASK 1 node_a:7000\r\n')).toMatchObject({ host: 'node_a', address: 'node_a:7000' });
     expect(parse('-ASK 1 example.com.:7000\r\n')).toMatchObject({ host: 'example.com.' });
@@ -40,13 +63,30 @@ describe('parseRedirect: valid targets', () => {
 
   it('reads IPv6 targets bare, as Redis writes them, and in brackets', () => {
     expect(parse('-MOVED 3999 ::1:6381\r\n')).toEqual({
-      kind: 'moved', slot: 3999, host: '::1', port: 6381, address: '[::1]:6381', sameHost: false,
+      kind: 'moved',
+      slot: 3999,
+      host: '::1',
+      port: 6381,
+      address: '[::1]:6381',
+      sameHost: false,
     });
     expect(parse('-MOVED 3999 [::1]:6381\r\n')).toEqual({
-      kind: 'moved', slot: 3999, host: '::1', port: 6381, address: '[::1]:6381', sameHost: false,
+      kind: 'moved',
+      slot: 3999,
+      host: '::1',
+      port: 6381,
+      address: '[::1]:6381',
+      sameHost: false,
     });
-    expect(parse('-ASK 7 2001:db8::7:7000\r\n')).toMatchObject({ host: '2001:db8::7', port: 7000, address: '[2001:db8::7]:7000' });
-    expect(parse('-ASK 7 fe80::1%eth0:7000\r\n')).toMatchObject({ host: 'fe80::1%eth0', address: '[fe80::1%eth0]:7000' });
+    expect(parse('-ASK 7 2001:db8::7:7000\r\n')).toMatchObject({
+      host: '2001:db8::7',
+      port: 7000,
+      address: '[2001:db8::7]:7000',
+    });
+    expect(parse('-ASK 7 fe80::1%eth0:7000\r\n')).toMatchObject({
+      host: 'fe80::1%eth0',
+      address: '[fe80::1%eth0]:7000',
+    });
     expect(parse('-ASK 7 ::ffff:10.0.0.1:7000\r\n')).toMatchObject({ host: '::ffff:10.0.0.1', port: 7000 });
   });
 
@@ -56,7 +96,12 @@ describe('parseRedirect: valid targets', () => {
     expect(parse('-ASK 5 :7000\r\n')).toMatchObject({ kind: 'ask', sameHost: true, address: ':7000' });
     if (r === null || r.kind === 'invalid') throw new Error('expected a target');
     expect(withHost(r, '10.1.2.3')).toEqual({
-      kind: 'moved', slot: 3999, host: '10.1.2.3', port: 6381, address: '10.1.2.3:6381', sameHost: false,
+      kind: 'moved',
+      slot: 3999,
+      host: '10.1.2.3',
+      port: 6381,
+      address: '10.1.2.3:6381',
+      sameHost: false,
     });
     expect(withHost(r, '::1').address).toBe('[::1]:6381');
     const plain = parse('-MOVED 1 h:2\r\n');
@@ -81,8 +126,20 @@ describe('parseRedirect: valid targets', () => {
 
 describe('parseRedirect: not a redirection', () => {
   it('returns null for other replies and other errors', () => {
-    for (const s of ['+OK\r\n', ':1\r\n', '$5\r\nMOVED\r\n', '*1\r\n-MOVED 1 h:2\r\n', '-ERR MOVED 1 h:2\r\n',
-      '-ASKING\r\n', '-MOVEDX 1 h:2\r\n', '-moved 1 h:2\r\n', '-TRYAGAIN x\r\n', '', '-', '-MOVE']) {
+    for (const s of [
+      '+OK\r\n',
+      ':1\r\n',
+      '$5\r\nMOVED\r\n',
+      '*1\r\n-MOVED 1 h:2\r\n',
+      '-ERR MOVED 1 h:2\r\n',
+      '-ASKING\r\n',
+      '-MOVEDX 1 h:2\r\n',
+      '-moved 1 h:2\r\n',
+      '-TRYAGAIN x\r\n',
+      '',
+      '-',
+      '-MOVE',
+    ]) {
       expect(parse(s), JSON.stringify(s)).toBeNull();
       expect(isRedirect(b(s)), JSON.stringify(s)).toBe(false);
     }
@@ -108,8 +165,9 @@ describe('parseRedirect: invalid redirections', () => {
   it('reports slots that are not numbers or out of range', () => {
     expect(parse('-MOVED 16384 127.0.0.1:6381\r\n')).toEqual(invalid('moved', 'slot 16384 is out of range (0..16383)'));
     expect(parse('-ASK 99999 127.0.0.1:6381\r\n')).toEqual(invalid('ask', 'slot 99999 is out of range (0..16383)'));
-    expect(parse('-MOVED 123456789012345678901234567890 h:1\r\n'))
-      .toEqual(invalid('moved', 'slot 123456789012345678901234567890 is out of range (0..16383)'));
+    expect(parse('-MOVED 123456789012345678901234567890 h:1\r\n')).toEqual(
+      invalid('moved', 'slot 123456789012345678901234567890 is out of range (0..16383)'),
+    );
     expect(parse('-MOVED -1 127.0.0.1:6381\r\n')).toEqual(invalid('moved', 'slot "-1" is not a number'));
     expect(parse('-MOVED 12a 127.0.0.1:6381\r\n')).toEqual(invalid('moved', 'slot "12a" is not a number'));
     expect(parse('-MOVED 1.5 127.0.0.1:6381\r\n')).toEqual(invalid('moved', 'slot "1.5" is not a number'));
@@ -128,26 +186,43 @@ describe('parseRedirect: invalid redirections', () => {
 
   it('reports hosts that are neither names nor addresses', () => {
     expect(parse('-MOVED 1 [::1:6381\r\n')).toEqual(invalid('moved', 'host "[::1" is not a valid IPv6 address'));
-    expect(parse('-MOVED 1 [127.0.0.1]:6381\r\n')).toEqual(invalid('moved', 'host "[127.0.0.1]" is not a valid IPv6 address'));
+    expect(parse('-MOVED 1 [127.0.0.1]:6381\r\n')).toEqual(
+      invalid('moved', 'host "[127.0.0.1]" is not a valid IPv6 address'),
+    );
     expect(parse('-MOVED 1 []:6381\r\n')).toEqual(invalid('moved', 'host "[]" is not a valid IPv6 address'));
     expect(parse('-MOVED 1 :::1:6381\r\n')).toEqual(invalid('moved', 'host ":::1" is not a valid IPv6 address'));
     expect(parse('-MOVED 1 a:b:6381\r\n')).toEqual(invalid('moved', 'host "a:b" is not a valid IPv6 address'));
-    expect(parse('-MOVED 1 -bad:6381\r\n')).toEqual(invalid('moved', 'host "-bad" is not a valid host name or IP address'));
-    expect(parse('-MOVED 1 bad-:6381\r\n')).toEqual(invalid('moved', 'host "bad-" is not a valid host name or IP address'));
-    expect(parse('-MOVED 1 h/x:6381\r\n')).toEqual(invalid('moved', 'host "h/x" is not a valid host name or IP address'));
-    expect(parse('-MOVED 1 h\x00:6381\r\n')).toEqual(invalid('moved', 'host "h\\u0000" is not a valid host name or IP address'));
-    expect(parse('-MOVED 1 h\xe9:6381\r\n')).toEqual(invalid('moved', 'host "h\u00e9" is not a valid host name or IP address'));
+    expect(parse('-MOVED 1 -bad:6381\r\n')).toEqual(
+      invalid('moved', 'host "-bad" is not a valid host name or IP address'),
+    );
+    expect(parse('-MOVED 1 bad-:6381\r\n')).toEqual(
+      invalid('moved', 'host "bad-" is not a valid host name or IP address'),
+    );
+    expect(parse('-MOVED 1 h/x:6381\r\n')).toEqual(
+      invalid('moved', 'host "h/x" is not a valid host name or IP address'),
+    );
+    expect(parse('-MOVED 1 h\x00:6381\r\n')).toEqual(
+      invalid('moved', 'host "h\\u0000" is not a valid host name or IP address'),
+    );
+    expect(parse('-MOVED 1 h\xe9:6381\r\n')).toEqual(
+      invalid('moved', 'host "h\u00e9" is not a valid host name or IP address'),
+    );
     const long = 'a'.repeat(256);
-    expect(parse(`-MOVED 1 ${long}:6381\r\n`)).toEqual(invalid('moved', `host "${long}" is not a valid host name or IP address`));
+    expect(parse(`-MOVED 1 ${long}:6381\r\n`)).toEqual(
+      invalid('moved', `host "${long}" is not a valid host name or IP address`),
+    );
   });
 
   it('reports extra text after the address', () => {
-    expect(parse('-MOVED 1 127.0.0.1:6381 extra\r\n'))
-      .toEqual(invalid('moved', 'unexpected text after the address in "127.0.0.1:6381 extra"'));
-    expect(parse('-MOVED 1 127.0.0.1:6381 \r\n'))
-      .toEqual(invalid('moved', 'unexpected text after the address in "127.0.0.1:6381 "'));
-    expect(parse('-MOVED 1 127.0.0.1:6381\t\r\n'))
-      .toEqual(invalid('moved', 'unexpected text after the address in "127.0.0.1:6381\\t"'));
+    expect(parse('-MOVED 1 127.0.0.1:6381 extra\r\n')).toEqual(
+      invalid('moved', 'unexpected text after the address in "127.0.0.1:6381 extra"'),
+    );
+    expect(parse('-MOVED 1 127.0.0.1:6381 \r\n')).toEqual(
+      invalid('moved', 'unexpected text after the address in "127.0.0.1:6381 "'),
+    );
+    expect(parse('-MOVED 1 127.0.0.1:6381\t\r\n')).toEqual(
+      invalid('moved', 'unexpected text after the address in "127.0.0.1:6381\\t"'),
+    );
   });
 
   it('refuses a first line longer than MAX_REDIRECT_LINE without decoding it', () => {
@@ -161,7 +236,10 @@ describe('parseRedirect: invalid redirections', () => {
 
   it('never throws, whatever the bytes', () => {
     let seed = 7;
-    const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed % n; };
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed % n;
+    };
     const alphabet = b('-MOVEDASK 0123456789:[]abc.\r\n\x00\xff');
     for (let i = 0; i < 5000; i++) {
       const prefix = ['-MOVED ', '-ASK ', '-MOVED', ''][rnd(4)]!;
@@ -206,11 +284,20 @@ describe('retryable cluster errors', () => {
   it('accepts the bare codes and refuses look-alikes', () => {
     expect(isTryAgain(b('-TRYAGAIN\r\n'))).toBe(true);
     expect(isTryAgain(b('-TRYAGAIN'))).toBe(true);
-    for (const s of ['-TRYAGAINX\r\n', '+TRYAGAIN\r\n', '-ERR TRYAGAIN\r\n', '-tryagain x\r\n', '-TRYAGAI', '', '$8\r\nTRYAGAIN\r\n']) {
+    for (const s of [
+      '-TRYAGAINX\r\n',
+      '+TRYAGAIN\r\n',
+      '-ERR TRYAGAIN\r\n',
+      '-tryagain x\r\n',
+      '-TRYAGAI',
+      '',
+      '$8\r\nTRYAGAIN\r\n',
+    ]) {
       expect(isTryAgain(b(s)), s).toBe(false);
       expect(retryableError(b(s)), s).toBeNull();
     }
-    for (const s of ['-CLUSTERDOWNX\r\n', '-CLUSTER DOWN\r\n', '-ERR CLUSTERDOWN\r\n']) expect(isClusterDown(b(s)), s).toBe(false);
+    for (const s of ['-CLUSTERDOWNX\r\n', '-CLUSTER DOWN\r\n', '-ERR CLUSTERDOWN\r\n'])
+      expect(isClusterDown(b(s)), s).toBe(false);
     expect(isLoading(b('-LOADINGS\r\n'))).toBe(false);
     expect(isMasterDown(b('-MASTERDOWNX\r\n'))).toBe(false);
   });

@@ -5,7 +5,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  elementEnd, errorText, isErrorFrame, isOkFrame, OK_FRAME, readArrayElements, readBulk, readInteger,
+  elementEnd,
+  errorText,
+  isErrorFrame,
+  isOkFrame,
+  OK_FRAME,
+  readArrayElements,
+  readBulk,
+  readInteger,
 } from '../../src/resp/reply-reader.js';
 import { deepReply, encodeReply, randomReply, Rng, seeds, type Reply } from '../support/resp-gen.js';
 
@@ -41,7 +48,9 @@ describe('readArrayElements', () => {
   it.each(seeds(30, 400))('seed %i: elements of random nested arrays are raw frame views', (seed) => {
     const rng = new Rng(seed);
     for (let k = 0; k < 30; k++) {
-      const children = Array.from({ length: rng.int(0, 12) }, () => randomReply(rng, { resp3: seed % 2 === 0, maxDepth: 10 }));
+      const children = Array.from({ length: rng.int(0, 12) }, () =>
+        randomReply(rng, { resp3: seed % 2 === 0, maxDepth: 10 }),
+      );
       const reply: Reply & { t: 'array' } = { t: 'array', v: children };
       checkArray(reply, encodeReply(reply), `seed ${seed} #${k}`);
     }
@@ -65,12 +74,27 @@ describe('readArrayElements', () => {
 
   it('MGET-like replies: bulks with CR LF inside, empty bulks, nulls', () => {
     const frame = b('*4\r\n$4\r\n\r\n\r\n\r\n$0\r\n\r\n$-1\r\n$3\r\n*1\r\r\n');
-    expect(readArrayElements(frame)?.map(String)).toEqual(['$4\r\n\r\n\r\n\r\n', '$0\r\n\r\n', '$-1\r\n', '$3\r\n*1\r\r\n']);
+    expect(readArrayElements(frame)?.map(String)).toEqual([
+      '$4\r\n\r\n\r\n\r\n',
+      '$0\r\n\r\n',
+      '$-1\r\n',
+      '$3\r\n*1\r\r\n',
+    ]);
   });
 
   it('RESP3 elements: maps, sets, attributes, nulls, doubles, verbatim', () => {
-    const parts = ['%1\r\n+k\r\n:1\r\n', '~2\r\n#t\r\n#f\r\n', '|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n', '_\r\n', ',1.5\r\n',
-      '=7\r\ntxt:abc\r\n', '(123456789012345678901234567890\r\n', '!3\r\nERR\r\n', '*-1\r\n', '*0\r\n'];
+    const parts = [
+      '%1\r\n+k\r\n:1\r\n',
+      '~2\r\n#t\r\n#f\r\n',
+      '|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n',
+      '_\r\n',
+      ',1.5\r\n',
+      '=7\r\ntxt:abc\r\n',
+      '(123456789012345678901234567890\r\n',
+      '!3\r\nERR\r\n',
+      '*-1\r\n',
+      '*0\r\n',
+    ];
     const frame = b(`*${parts.length}\r\n${parts.join('')}`);
     expect(readArrayElements(frame)?.map((e) => e.toString('latin1'))).toEqual(parts);
   });
@@ -102,8 +126,10 @@ describe('elementEnd', () => {
       expect(elementEnd(padded, 4)).toBe(4 + frame.length);
       expect(elementEnd(frame, 0)).toBe(frame.length);
       // Every cut point of small frames; a sample of them for big ones.
-      const cuts = frame.length <= 2000 ? Array.from({ length: frame.length }, (_, i) => i)
-        : Array.from({ length: 2000 }, () => rng.int(0, frame.length - 1));
+      const cuts =
+        frame.length <= 2000
+          ? Array.from({ length: frame.length }, (_, i) => i)
+          : Array.from({ length: 2000 }, () => rng.int(0, frame.length - 1));
       const wrong = cuts.filter((cut) => elementEnd(frame.subarray(0, cut), 0) !== -1);
       expect(wrong, `seed ${seed} #${k}: cuts where a truncated frame looked complete`).toEqual([]);
     }
@@ -138,8 +164,25 @@ describe('readInteger', () => {
   });
 
   it('refuses non-integer frames and malformed integer lines', () => {
-    for (const s of ['+1\r\n', '$1\r\n1\r\n', '-ERR\r\n', ',1.5\r\n', '(12\r\n', '*1\r\n:1\r\n', ':\r\n', ':-\r\n',
-      ': 1\r\n', ':1 \r\n', ':+5\r\n', ':1e3\r\n', ':0x10\r\n', ':1.0\r\n', ':Infinity\r\n', ':12', '']) {
+    for (const s of [
+      '+1\r\n',
+      '$1\r\n1\r\n',
+      '-ERR\r\n',
+      ',1.5\r\n',
+      '(12\r\n',
+      '*1\r\n:1\r\n',
+      ':\r\n',
+      ':-\r\n',
+      ': 1\r\n',
+      ':1 \r\n',
+      ':+5\r\n',
+      ':1e3\r\n',
+      ':0x10\r\n',
+      ':1.0\r\n',
+      ':Infinity\r\n',
+      ':12',
+      '',
+    ]) {
       expect(int(s), JSON.stringify(s)).toBeNull();
     }
   });

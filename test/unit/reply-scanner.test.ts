@@ -7,8 +7,21 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseLength, ReplyScanner } from '../../src/resp/reply-scanner.js';
 import {
-  byteByByte, deepReply, encodeReply, fixedChunks, normalise, oracleDecode, plainOf, randomReply, randomSplits,
-  RedisParser, Rng, seeds, whole, type Plain, type Reply,
+  byteByByte,
+  deepReply,
+  encodeReply,
+  fixedChunks,
+  normalise,
+  oracleDecode,
+  plainOf,
+  randomReply,
+  randomSplits,
+  RedisParser,
+  Rng,
+  seeds,
+  whole,
+  type Plain,
+  type Reply,
 } from '../support/resp-gen.js';
 
 function run(chunks: Buffer[], keepCopies = true) {
@@ -46,7 +59,8 @@ function expectFrames(r: ReturnType<typeof run>, encoded: Buffer[], label: strin
   expect(r.frames.length, `${label}: number of frames`).toBe(encoded.length);
   const show = (x: Buffer) => JSON.stringify(x.toString('latin1').slice(0, 300));
   for (let i = 0; i < encoded.length; i++) {
-    if (!r.frames[i].equals(encoded[i])) expect.fail(`${label}: frame ${i} is ${show(r.frames[i])}, expected ${show(encoded[i])}`);
+    if (!r.frames[i].equals(encoded[i]))
+      expect.fail(`${label}: frame ${i} is ${show(r.frames[i])}, expected ${show(encoded[i])}`);
     // Frames already delivered must not be overwritten by later input.
     if (!r.frames[i].equals(r.copies[i])) expect.fail(`${label}: frame ${i} changed after delivery`);
   }
@@ -55,7 +69,9 @@ function expectFrames(r: ReturnType<typeof run>, encoded: Buffer[], label: strin
 /** Decodes one frame alone with redis-parser: it must hold exactly one complete reply. */
 function oracleDecodeOne(frame: Buffer): Plain {
   const out = oracleDecode(frame);
-  expect(out, `frame ${JSON.stringify(frame.toString('latin1').slice(0, 200))} must decode to one reply`).toHaveLength(1);
+  expect(out, `frame ${JSON.stringify(frame.toString('latin1').slice(0, 200))} must decode to one reply`).toHaveLength(
+    1,
+  );
   return out[0];
 }
 
@@ -64,7 +80,9 @@ const b = (s: string) => Buffer.from(s, 'latin1');
 describe('ReplyScanner: random RESP3 streams', () => {
   it.each(seeds(40, 100))('seed %i: frames are exactly the encoded replies, however the stream is cut', (seed) => {
     const rng = new Rng(seed);
-    const replies = Array.from({ length: rng.int(1, 40) }, () => randomReply(rng, { resp3: true, large: seed % 5 === 0 }));
+    const replies = Array.from({ length: rng.int(1, 40) }, () =>
+      randomReply(rng, { resp3: true, large: seed % 5 === 0 }),
+    );
     const encoded = replies.map(encodeReply);
     const data = Buffer.concat(encoded);
     for (const [how, chunks] of feedings(rng, data)) expectFrames(run(chunks), encoded, `seed ${seed} ${how}`);
@@ -87,26 +105,57 @@ describe('ReplyScanner: random RESP3 streams', () => {
 
   it('every RESP3 type, one by one', () => {
     const samples = [
-      '+OK\r\n', '-ERR bad\r\n', ':-12\r\n', '$3\r\nfoo\r\n', '$0\r\n\r\n', '$-1\r\n', '*-1\r\n', '*0\r\n',
-      '_\r\n', ',3.14\r\n', ',-inf\r\n', ',nan\r\n', '#t\r\n', '#f\r\n', '(3492890328409238509324850943850943825024385\r\n',
-      '=15\r\ntxt:Some string\r\n', '!21\r\nSYNTAX invalid syntax\r\n', '%2\r\n+a\r\n:1\r\n+b\r\n:2\r\n', '%0\r\n',
-      '~3\r\n+a\r\n+b\r\n+c\r\n', '~0\r\n', '>3\r\n+message\r\n+chan\r\n$3\r\nmsg\r\n',
+      '+OK\r\n',
+      '-ERR bad\r\n',
+      ':-12\r\n',
+      '$3\r\nfoo\r\n',
+      '$0\r\n\r\n',
+      '$-1\r\n',
+      '*-1\r\n',
+      '*0\r\n',
+      '_\r\n',
+      ',3.14\r\n',
+      ',-inf\r\n',
+      ',nan\r\n',
+      '#t\r\n',
+      '#f\r\n',
+      '(3492890328409238509324850943850943825024385\r\n',
+      '=15\r\ntxt:Some string\r\n',
+      '!21\r\nSYNTAX invalid syntax\r\n',
+      '%2\r\n+a\r\n:1\r\n+b\r\n:2\r\n',
+      '%0\r\n',
+      '~3\r\n+a\r\n+b\r\n+c\r\n',
+      '~0\r\n',
+      '>3\r\n+message\r\n+chan\r\n$3\r\nmsg\r\n',
       '|1\r\n+key-popularity\r\n%2\r\n$1\r\na\r\n,0.1923\r\n$1\r\nb\r\n,0.0012\r\n*2\r\n:2039123\r\n:9543892\r\n',
-      '|0\r\n+OK\r\n', '*2\r\n|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n_\r\n', '*3\r\n$-1\r\n*-1\r\n_\r\n',
+      '|0\r\n+OK\r\n',
+      '*2\r\n|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n_\r\n',
+      '*3\r\n$-1\r\n*-1\r\n_\r\n',
     ];
     const data = b(samples.join(''));
     for (const [how, chunks] of feedings(new Rng(1), data)) {
       const r = run(chunks);
       expect(r.errors, how).toEqual([]);
-      expect(r.frames.map((f) => f.toString('latin1')), how).toEqual(samples);
+      expect(
+        r.frames.map((f) => f.toString('latin1')),
+        how,
+      ).toEqual(samples);
     }
   });
 
   it('bulks holding CR LF and RESP-looking bytes', () => {
-    const samples = ['$6\r\n\r\n\r\n\r\n\r\n', '$5\r\n+OK\r\n\r\n', '*2\r\n$4\r\n*1\r\n\r\n$2\r\n\r\r\r\n', '=8\r\ntxt:\r\n\r\n\r\n'];
+    const samples = [
+      '$6\r\n\r\n\r\n\r\n\r\n',
+      '$5\r\n+OK\r\n\r\n',
+      '*2\r\n$4\r\n*1\r\n\r\n$2\r\n\r\r\r\n',
+      '=8\r\ntxt:\r\n\r\n\r\n',
+    ];
     const data = b(samples.join(''));
     for (const [how, chunks] of feedings(new Rng(2), data)) {
-      expect(run(chunks).frames.map((f) => f.toString('latin1')), how).toEqual(samples);
+      expect(
+        run(chunks).frames.map((f) => f.toString('latin1')),
+        how,
+      ).toEqual(samples);
     }
   });
 
@@ -126,7 +175,9 @@ describe('ReplyScanner: random RESP3 streams', () => {
 describe('ReplyScanner: agrees with redis-parser on RESP2', () => {
   it.each(seeds(40, 300))('seed %i', (seed) => {
     const rng = new Rng(seed);
-    const replies: Reply[] = Array.from({ length: rng.int(1, 50) }, () => randomReply(rng, { resp3: false, large: seed % 5 === 0 }));
+    const replies: Reply[] = Array.from({ length: rng.int(1, 50) }, () =>
+      randomReply(rng, { resp3: false, large: seed % 5 === 0 }),
+    );
     const data = Buffer.concat(replies.map(encodeReply));
     const oracle = oracleDecode(data);
     // The generator and the oracle agree on what the stream means.
@@ -186,7 +237,8 @@ describe('ReplyScanner: large replies', () => {
   it('a 16 MB array of a million small elements in 64 KB chunks: O(log n) allocations, linear copying', () => {
     const n = 1_000_000;
     const parts: string[] = [`*${n}\r\n`];
-    for (let i = 0; i < n; i++) parts.push(i % 3 === 0 ? `:${i}\r\n` : i % 3 === 1 ? `$3\r\nv${i % 10}x\r\n` : `+s${i}\r\n`);
+    for (let i = 0; i < n; i++)
+      parts.push(i % 3 === 0 ? `:${i}\r\n` : i % 3 === 1 ? `$3\r\nv${i % 10}x\r\n` : `+s${i}\r\n`);
     const data = b(parts.join(''));
     const m = measure(fixedChunks(data, 64 * 1024));
     expect(m.errors).toEqual([]);
@@ -244,7 +296,10 @@ describe('ReplyScanner: malformed input', () => {
     for (const [how, chunks] of feedings(new Rng(17), input)) {
       const r = run(chunks);
       expect(r.errors, how).toEqual([detail]);
-      expect(r.frames.map((f) => f.toString('latin1')), how).toEqual(['+OK\r\n', '*2\r\n:1\r\n$1\r\nx\r\n']);
+      expect(
+        r.frames.map((f) => f.toString('latin1')),
+        how,
+      ).toEqual(['+OK\r\n', '*2\r\n:1\r\n$1\r\nx\r\n']);
       expect(r.scanner.broken, how).toBe(true);
       r.scanner.feed(after);
       r.scanner.feed(Buffer.from(after));
@@ -278,7 +333,9 @@ describe('ReplyScanner: reset', () => {
 
   it('reset() mid-frame, at every cut point of a random stream', () => {
     const rng = new Rng(31);
-    const data = Buffer.concat(Array.from({ length: 5 }, () => encodeReply(randomReply(rng, { resp3: true, maxDepth: 3 }))));
+    const data = Buffer.concat(
+      Array.from({ length: 5 }, () => encodeReply(randomReply(rng, { resp3: true, maxDepth: 3 }))),
+    );
     const fresh = Buffer.concat([b('+fresh\r\n'), b('*2\r\n:1\r\n:2\r\n')]);
     for (let cut = 0; cut <= data.length; cut++) {
       const r = run([Buffer.from(data.subarray(0, cut))]);

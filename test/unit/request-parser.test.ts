@@ -7,8 +7,19 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { encodeMultibulk, RequestParser, splitInline, type RequestLimits } from '../../src/resp/request-parser.js';
 import {
-  byteByByte, encodeCommand, fixedChunks, normalise, oracleDecode, randomCommand, randomInline, randomMultibulk,
-  randomSplits, Rng, seeds, whole, type GenCommand,
+  byteByByte,
+  encodeCommand,
+  fixedChunks,
+  normalise,
+  oracleDecode,
+  randomCommand,
+  randomInline,
+  randomMultibulk,
+  randomSplits,
+  Rng,
+  seeds,
+  whole,
+  type GenCommand,
 } from '../support/resp-gen.js';
 
 const LIMITS: RequestLimits = { maxBulkBytes: 512 * 1024 * 1024, maxArgs: 1024 * 1024, maxInlineBytes: 64 * 1024 };
@@ -28,9 +39,11 @@ function run(chunks: Buffer[], limits: RequestLimits = LIMITS, keepCopies = true
   const parser = new RequestParser(limits, {
     onCommand(frame, args) {
       events.push('command');
-      commands.push(keepCopies
-        ? { frame, args, frameCopy: Buffer.from(frame), argsCopy: args.map((a) => Buffer.from(a)) }
-        : { frame, args, frameCopy: frame, argsCopy: args });
+      commands.push(
+        keepCopies
+          ? { frame, args, frameCopy: Buffer.from(frame), argsCopy: args.map((a) => Buffer.from(a)) }
+          : { frame, args, frameCopy: frame, argsCopy: args },
+      );
     },
     onProtocolError(reply) {
       events.push('error');
@@ -43,7 +56,13 @@ function run(chunks: Buffer[], limits: RequestLimits = LIMITS, keepCopies = true
 
 /** Checks the parser's output against what the generator says the commands are (plain loops: thousands of them). */
 function expectCommands(seen: Seen[], expected: GenCommand[], label: string): void {
-  expect(firstMismatch(seen, expected.filter((c) => c.frame !== null)), label).toBeNull();
+  expect(
+    firstMismatch(
+      seen,
+      expected.filter((c) => c.frame !== null),
+    ),
+    label,
+  ).toBeNull();
 }
 
 function firstMismatch(seen: Seen[], wanted: GenCommand[]): string | null {
@@ -52,7 +71,8 @@ function firstMismatch(seen: Seen[], wanted: GenCommand[]): string | null {
   for (let i = 0; i < wanted.length; i++) {
     const s = seen[i];
     const w = wanted[i];
-    if (!s.frame.equals(w.frame as Buffer)) return `command ${i}: frame ${show(s.frame)}, expected ${show(w.frame as Buffer)}`;
+    if (!s.frame.equals(w.frame as Buffer))
+      return `command ${i}: frame ${show(s.frame)}, expected ${show(w.frame as Buffer)}`;
     // Views must not have been overwritten by later input.
     if (!s.frame.equals(s.frameCopy)) return `command ${i}: frame view changed after delivery`;
     if (s.args.length !== w.args.length) return `command ${i}: ${s.args.length} args, expected ${w.args.length}`;
@@ -61,8 +81,12 @@ function firstMismatch(seen: Seen[], wanted: GenCommand[]): string | null {
       if (!a.equals(w.args[j])) return `command ${i} arg ${j}: ${show(a)}, expected ${show(w.args[j])}`;
       if (!a.equals(s.argsCopy[j])) return `command ${i} arg ${j}: view changed after delivery`;
       // A view into the frame's memory, not a copy.
-      if (a.buffer !== s.frame.buffer || a.byteOffset < s.frame.byteOffset
-        || a.byteOffset + a.length > s.frame.byteOffset + s.frame.length) return `command ${i} arg ${j}: not a view into the frame`;
+      if (
+        a.buffer !== s.frame.buffer ||
+        a.byteOffset < s.frame.byteOffset ||
+        a.byteOffset + a.length > s.frame.byteOffset + s.frame.length
+      )
+        return `command ${i} arg ${j}: not a view into the frame`;
     }
   }
   return null;
@@ -168,7 +192,10 @@ describe('RequestParser: multibulk details', () => {
     for (const [how, chunks] of feedings(rng, input)) {
       const r = run(chunks);
       expect(r.errors, how).toEqual([]);
-      expect(r.commands.map((c) => strs(c.args)), how).toEqual([['PING'], ['PONG']]);
+      expect(
+        r.commands.map((c) => strs(c.args)),
+        how,
+      ).toEqual([['PING'], ['PONG']]);
       expect(r.commands[0].frame.toString(), how).toBe('*1\r\n$4\r\nPING\r\n');
     }
   });
@@ -231,7 +258,10 @@ describe('RequestParser: inline commands', () => {
     for (const [how, chunks] of feedings(new Rng(5), input)) {
       const r = run(chunks);
       expect(r.errors, how).toEqual([]);
-      expect(r.commands.map((c) => strs(c.args)), how).toEqual([['PING'], ['ECHO', 'x']]);
+      expect(
+        r.commands.map((c) => strs(c.args)),
+        how,
+      ).toEqual([['PING'], ['ECHO', 'x']]);
     }
   });
 
@@ -239,7 +269,10 @@ describe('RequestParser: inline commands', () => {
     const input = b('PING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\nECHO "a b"\n*1\r\n$4\r\nQUIT\r\n');
     for (const [how, chunks] of feedings(new Rng(6), input)) {
       const r = run(chunks);
-      expect(r.commands.map((c) => strs(c.args)), how).toEqual([['PING'], ['ECHO', 'hi'], ['ECHO', 'a b'], ['QUIT']]);
+      expect(
+        r.commands.map((c) => strs(c.args)),
+        how,
+      ).toEqual([['PING'], ['ECHO', 'hi'], ['ECHO', 'a b'], ['QUIT']]);
     }
   });
 
@@ -261,7 +294,10 @@ describe('RequestParser: inline commands', () => {
       for (const [how, chunks] of feedings(new Rng(8), input)) {
         const r = run(chunks, limits);
         expect(r.errors, `${JSON.stringify(eol)} ${how}`).toEqual([]);
-        expect(r.commands.map((c) => strs(c.args)), how).toEqual([['ECHO', '01234567890'], ['PING']]);
+        expect(
+          r.commands.map((c) => strs(c.args)),
+          how,
+        ).toEqual([['ECHO', '01234567890'], ['PING']]);
       }
     }
   });
@@ -321,7 +357,10 @@ describe('RequestParser: protocol errors', () => {
     for (const [how, chunks] of feedings(new Rng(13), input)) {
       const r = run(chunks, limits);
       expect(r.errors, how).toEqual([message]);
-      expect(r.commands.map((c) => strs(c.args)), how).toEqual([['PING'], ['ECHO', 'hi']]);
+      expect(
+        r.commands.map((c) => strs(c.args)),
+        how,
+      ).toEqual([['PING'], ['ECHO', 'hi']]);
       expect(r.parser.broken, how).toBe(true);
       // Nothing is delivered after the error, however much more arrives.
       r.parser.feed(after);
