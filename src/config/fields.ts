@@ -187,15 +187,28 @@ const ADDRESS_PATTERN = '^\\s*(\\[[0-9A-Fa-f:.]+(%[^\\]]+)?\\]|[A-Za-z0-9_.-]+):
 
 const rangeIssue = (code: string): boolean => code === 'too_small' || code === 'too_big';
 
+/**
+ * An integer; `error` words every issue. Not z.int(): its "not an integer" issue aborts explicitly, which would
+ * also stop every rule above it (a duplicate shard name would go unreported because a timeout was 1.5).
+ */
+export function integer(error: (iss: { code: string; input?: unknown }) => string) {
+  return z
+    .number({ error })
+    .check((payload) => {
+      if (!Number.isInteger(payload.value)) {
+        payload.issues.push({ code: 'invalid_type', expected: 'int', input: payload.value });
+      }
+    })
+    .meta({ type: 'integer' });
+}
+
 /** An integer in [min, max]. */
 export function int(min: number, max: number) {
-  return z
-    .int({
-      error: (iss) =>
-        rangeIssue(iss.code)
-          ? `must be between ${min} and ${max}, got ${String(iss.input)}`
-          : `expected an integer, got ${describeValue(iss.input)}`,
-    })
+  return integer((iss) =>
+    rangeIssue(iss.code)
+      ? `must be between ${min} and ${max}, got ${String(iss.input)}`
+      : `expected an integer, got ${describeValue(iss.input)}`,
+  )
     .min(min)
     .max(max);
 }
@@ -232,11 +245,15 @@ export function oneOf<const T extends readonly [string, ...string[]]>(values: T)
 
 /** A non-empty string or null (absent = null): secrets, user names, file names. */
 export function optionalText() {
-  return z
-    .string({ error: (iss) => `expected a string or null, got ${describeValue(iss.input)}${quoteHint(iss.input)}` })
-    .min(1, { error: 'must not be empty (use null, or leave it out, for none)' })
-    .nullable()
-    .prefault(null);
+  return (
+    z
+      .string({ error: (iss) => `expected a string or null, got ${describeValue(iss.input)}${quoteHint(iss.input)}` })
+      // Not .min(1): zod runs length checks on anything with a length, even a list that already failed as a string.
+      .refine((s) => s !== '', { error: 'must not be empty (use null, or leave it out, for none)' })
+      .meta({ minLength: 1 })
+      .nullable()
+      .prefault(null)
+  );
 }
 
 /** A required string with something other than spaces in it: names, passwords. */
@@ -388,9 +405,13 @@ interface ListOptions<T> {
 
 export function list<I extends z.ZodType>(item: I, options: ListOptions<z.output<I>>) {
   const base = z.array(item, {
-    error: (iss) => ((iss.code as string) === 'too_small' ? options.nonEmpty! : options.expected(iss.input)),
+    error: (iss) => options.expected(iss.input),
   });
-  let schema = options.nonEmpty !== undefined ? base.min(1) : base;
+  // A refinement, not .min(1), which zod would also run on a string that failed as a list ("" has a length).
+  let schema =
+    options.nonEmpty !== undefined
+      ? base.refine((v) => v.length > 0, { error: options.nonEmpty }).meta({ minItems: 1 })
+      : base;
   if (options.rule) schema = schema.check(rule(options.rule));
   return schema;
 }

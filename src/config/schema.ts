@@ -30,6 +30,7 @@ import {
   formatHostPort,
   formatIssues,
   int,
+  integer,
   isObj,
   list,
   mapping,
@@ -331,7 +332,7 @@ function slotItem() {
       ? `slot ${String(iss.input)} is out of range (0..${max})`
       : `expected a slot number or a range "A-B" (0..${max}), got ${describeValue(iss.input)}`;
   return z
-    .union([z.int({ error }).min(0).max(max), z.string({ error }).regex(SLOT_TEXT, { error })], { error })
+    .union([integer(error).min(0).max(max), z.string({ error }).regex(SLOT_TEXT, { error })], { error })
     .transform((v, ctx): SlotRange => {
       if (typeof v === 'number') return { from: v, to: v, text: `${v}` };
       const m = SLOT_TEXT.exec(v)!;
