@@ -11,15 +11,19 @@
  * returns a config when there are none. The wording comes from the builders in fields.ts (int, address, section,
  * list...), not from zod.
  *
- * How to add an option or a section: add one line to configShape() with a builder from fields.ts, e.g.
- * `grace_s: int(0, 3600).default(10).describe('Seconds in-flight requests may take to finish.')`, or a whole
- * `name: section({ ...options })` (a section must be valid when absent: give every option a .default() or make it
- * optionalText()). That is all: KeymuxConfig gets `name` with camelCased keys, DEFAULTS gets its defaults, and the
- * validator its checks; then run `npm run gen:schema` and commit config/keymux.schema.json. A check of several
- * values together (uniqueness, max >= base) is a `rule` in the section's options, next to its keys (see
- * `backend` and `cluster.retry`); a JSON Schema approximation of it for editors can go in `jsonSchema` beside it.
- * Mapping keys become camelCase everywhere in the result, so user-chosen names belong in lists, not as keys. A
- * section or shard key only some modes allow is also named in MODE_RULES.
+ * How to add an option or a section: declare it once, in configShape() below, with the builders of fields.ts
+ * (int, num, bool, oneOf, text, optionalText, address, section, mapping, list, orEmpty), e.g.
+ *   drain: section({ grace_s: int(0, 3600).default(10).describe('Seconds in-flight requests may finish in.') }),
+ * A section nests the same way (backend: section({ ..., tls: section({ ... }) })) and must be valid when absent:
+ * every option has a .default(), or is optionalText() (null when absent), orEmpty(list(...)) ([] when absent).
+ * That is all: KeymuxConfig gets the section with camelCased keys (grace_s -> drain.graceS), DEFAULTS its
+ * defaults, the validator its checks and wording; then run `npm run gen:schema` and commit
+ * config/keymux.schema.json (a test fails until you do). A check of several values together (uniqueness,
+ * max >= base, "needs password") is a `rule` in the section's options, beside its keys (see `backend` and
+ * `cluster.retry`), with, if JSON Schema can approximate it, `jsonSchema` keywords for editors. A new kind of
+ * value gets a builder in fields.ts that words its own errors (a test feeds every option wrong values and fails
+ * on zod's wording). A section or shard key that only some modes allow is also named in MODE_RULES. Keys become
+ * camelCase everywhere in the result, so names chosen by users go in lists ([{ name: ... }]), never as keys.
  */
 
 import { z } from 'zod';
@@ -151,13 +155,10 @@ const SHARDS_REQUIRED = 'required: a list of shards, e.g. [{ address: "127.0.0.1
 
 /** Every top-level key, in the order editors and "expected one of" list them. */
 function configShape(mode: Mode | null) {
-  const ring = section(
-    {
-      hash: oneOf(HASH_NAMES).default('fnv1a_64').describe('Key hash function (twemproxy names).'),
-      distribution: oneOf(DISTRIBUTIONS).default('ketama').describe('Point placement on the ring.'),
-    },
-    {},
-  );
+  const ring = section({
+    hash: oneOf(HASH_NAMES).default('fnv1a_64').describe('Key hash function (twemproxy names).'),
+    distribution: oneOf(DISTRIBUTIONS).default('ketama').describe('Point placement on the ring.'),
+  });
   const cluster = clusterMapping();
   const shards = shardList(mode);
   return {
@@ -772,74 +773,84 @@ function walkJsonSchema(node: Json, visit: (path: string, node: Json) => void, p
   for (const branch of (node.anyOf as Json[] | undefined) ?? []) walkJsonSchema(branch, visit, path);
 }
 
-const JSON_SCHEMA = configJsonSchema();
+/**
+ * An object computed on first use. The derived constants below are for tests and tools; building them costs as
+ * much as loading the module (the JSON Schema, two whole validations), so a keymux that never reads them never
+ * pays for it.
+ */
+function lazy<T extends object>(compute: () => T): T {
+  let value: T | undefined;
+  const get = (): T => (value ??= compute());
+  return new Proxy({} as T, {
+    get: (_, key) => Reflect.get(get(), key) as unknown,
+    has: (_, key) => Reflect.has(get(), key),
+    // Read-only, as the frozen value it stands for.
+    set: () => false,
+    defineProperty: () => false,
+    deleteProperty: () => false,
+    ownKeys: () => Reflect.ownKeys(get()),
+    getOwnPropertyDescriptor: (_, key) => {
+      const d = Reflect.getOwnPropertyDescriptor(get(), key);
+      return d && { ...d, configurable: true };
+    },
+  });
+}
+
+const jsonSchema = lazy(configJsonSchema);
 
 /** The keys of every mapping, by path: '' is the top level, 'shards[]' a shard, 'cluster.retry'... */
-export const KEYS_BY_PATH: Readonly<Record<string, readonly string[]>> = (() => {
+export const KEYS_BY_PATH: Readonly<Record<string, readonly string[]>> = lazy(() => {
   const out: Record<string, string[]> = {};
-  walkJsonSchema(JSON_SCHEMA, (path, node) => (out[path] = Object.keys(node.properties as Json)));
+  walkJsonSchema(jsonSchema, (path, node) => (out[path] = Object.keys(node.properties as Json)));
   return deepFreeze(out);
-})();
+});
+
+const KNOWN_KEY_NAMES = {
+  root: '',
+  shard: 'shards[]',
+  ring: 'ring',
+  cluster: 'cluster',
+  cluster_retry: 'cluster.retry',
+  backend: 'backend',
+  clients: 'clients',
+  user: 'clients.users[]',
+  limits: 'limits',
+  log: 'log',
+  commands: 'commands',
+  metrics: 'metrics',
+  hot_keys: 'metrics.hot_keys',
+  slowlog: 'metrics.slowlog',
+  migration: 'migration',
+  drain: 'drain',
+} as const;
 
 /** Every key the YAML may use, per mapping (snake_case), under the names the tests have always used. */
-export const KNOWN_KEYS = deepFreeze(
-  Object.fromEntries(
-    Object.entries({
-      root: '',
-      shard: 'shards[]',
-      ring: 'ring',
-      cluster: 'cluster',
-      cluster_retry: 'cluster.retry',
-      backend: 'backend',
-      clients: 'clients',
-      user: 'clients.users[]',
-      limits: 'limits',
-      log: 'log',
-      commands: 'commands',
-      metrics: 'metrics',
-      hot_keys: 'metrics.hot_keys',
-      slowlog: 'metrics.slowlog',
-      migration: 'migration',
-      drain: 'drain',
-    }).map(([name, path]) => [name, KEYS_BY_PATH[path]!]),
-  ) as Record<
-    | 'root'
-    | 'shard'
-    | 'ring'
-    | 'cluster'
-    | 'cluster_retry'
-    | 'backend'
-    | 'clients'
-    | 'user'
-    | 'limits'
-    | 'log'
-    | 'commands'
-    | 'metrics'
-    | 'hot_keys'
-    | 'slowlog'
-    | 'migration'
-    | 'drain',
-    readonly string[]
-  >,
+export const KNOWN_KEYS: Readonly<Record<keyof typeof KNOWN_KEY_NAMES, readonly string[]>> = lazy(() =>
+  deepFreeze(
+    Object.fromEntries(Object.entries(KNOWN_KEY_NAMES).map(([name, path]) => [name, KEYS_BY_PATH[path]!])) as Record<
+      keyof typeof KNOWN_KEY_NAMES,
+      readonly string[]
+    >,
+  ),
 );
 
 /** Inclusive bounds of every integer option, by path ("backend.connections", "shards[].weight"). */
-export const INT_RANGES: Readonly<Record<string, readonly [number, number]>> = (() => {
+export const INT_RANGES: Readonly<Record<string, readonly [number, number]>> = lazy(() => {
   const out: Record<string, readonly [number, number]> = {};
-  walkJsonSchema(JSON_SCHEMA, (path, node) => {
+  walkJsonSchema(jsonSchema, (path, node) => {
     for (const [key, p] of Object.entries(node.properties as Record<string, Json>)) {
       if (p.type === 'integer') out[path === '' ? key : `${path}.${key}`] = [p.minimum as number, p.maximum as number];
     }
   });
   return deepFreeze(out);
-})();
+});
 
 /** Bounds of every non-integer number option; [min, max, 'exclusive-min'] excludes min. */
 export const NUMBER_RANGES: Readonly<
   Record<string, readonly [number, number] | readonly [number, number, 'exclusive-min']>
-> = (() => {
+> = lazy(() => {
   const out: Record<string, readonly [number, number] | readonly [number, number, 'exclusive-min']> = {};
-  walkJsonSchema(JSON_SCHEMA, (path, node) => {
+  walkJsonSchema(jsonSchema, (path, node) => {
     for (const [key, p] of Object.entries(node.properties as Record<string, Json>)) {
       if (p.type !== 'number') continue;
       const name = path === '' ? key : `${path}.${key}`;
@@ -850,13 +861,13 @@ export const NUMBER_RANGES: Readonly<
     }
   });
   return deepFreeze(out);
-})();
+});
 
 /**
  * Defaults for everything optional, as the resolved (camelCase) values: what the declaration makes of a minimal
  * document, plus `weight` (a shard's) and `cluster` (without seeds). Frozen.
  */
-export const DEFAULTS = (() => {
+export const DEFAULTS = lazy(() => {
   const inline = (doc: unknown): KeymuxConfig => {
     const r = validateConfig(doc, () => null, '<defaults>');
     if (r.errors) throw new Error(`keymux: the config schema's defaults are invalid:\n${r.errors.join('\n')}`);
@@ -868,10 +879,7 @@ export const DEFAULTS = (() => {
     shards,
     cluster: _cluster,
     ...sections
-  } = inline({
-    mode: 'ring',
-    shards: [{ address: 'defaults:1' }],
-  });
+  } = inline({ mode: 'ring', shards: [{ address: 'defaults:1' }] });
   const { seeds: _seeds, ...cluster } = inline({ mode: 'cluster', cluster: { seeds: ['defaults:1'] } }).cluster!;
   return deepFreeze({ ...sections, weight: shards[0]!.weight, cluster });
-})();
+});
