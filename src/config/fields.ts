@@ -56,9 +56,16 @@ function quoteHint(v: unknown): string {
 }
 
 /**
+ * A `__proto__` key (YAML allows it) under another name while validating: zod skips a key of that name instead
+ * of calling it unknown, and assigning it to a plain object would replace the object's prototype.
+ */
+const PROTO_KEY = '\u0000__proto__';
+
+/**
  * A copy of a document in which every value that is not plain data (a Map, a Date, a class instance: only
  * possible when validateConfig is called with a hand-built value) is a symbol naming it, so that it fails the
- * type check of whatever schema meets it, as YAML never produces one. Shared (aliased) values stay shared.
+ * type check of whatever schema meets it, as YAML never produces one; and a `__proto__` key is PROTO_KEY.
+ * Shared (aliased) values stay shared.
  */
 export function plainData(v: unknown, seen = new Map<object, unknown>()): unknown {
   if (v === null || typeof v !== 'object') return v;
@@ -73,7 +80,7 @@ export function plainData(v: unknown, seen = new Map<object, unknown>()): unknow
   if (!isObj(v)) return Symbol(describeValue(v));
   const out: Obj = {};
   seen.set(v, out);
-  for (const [k, item] of Object.entries(v)) out[k] = plainData(item, seen);
+  for (const [k, item] of Object.entries(v)) out[k === '__proto__' ? PROTO_KEY : k] = plainData(item, seen);
   return out;
 }
 
@@ -467,7 +474,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], doc: unknown, 
   };
   const ordered: Located[] = [];
   for (const issue of issues) {
-    let path: ConfigPath = issue.path as ConfigPath;
+    let path: ConfigPath = (issue.path as ConfigPath).map((p) => (p === PROTO_KEY ? '__proto__' : p));
     let message = issue.message;
     const params = paramsOf(issue);
     let unknownIn: ConfigPath | null = null;

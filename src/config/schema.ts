@@ -668,7 +668,7 @@ export function validateConfig(doc: unknown, locate: Locate, source: string): Co
   if (!isObj(data)) return rootError(`expected a mapping at the top level, got ${describeValue(data)}`);
   const mode = MODE.safeParse(data.mode);
   const result = mappingFor(mode.success ? mode.data : null).safeParse(data, { reportInput: true });
-  if (!result.success) return { errors: formatIssues(result.error.issues, data, locate, source) };
+  if (!result.success) return { errors: formatIssues(result.error.issues, doc, locate, source) };
   return { config: deepFreeze(resolve(result.data, source)) };
 }
 

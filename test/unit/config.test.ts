@@ -377,6 +377,19 @@ describe('document shape', () => {
     ]);
   });
 
+  it('rejects __proto__ keys as unknown, wherever they are, without touching any prototype', () => {
+    expect(
+      errorsOf(ring('    __proto__: 2', 'backend:', '  __proto__: { connections: 9 }', '__proto__: { polluted: 1 }')),
+    ).toEqual([
+      'config/test.yaml:6: shards[1].__proto__: unknown key; expected one of: name, address, slots, weight',
+      'config/test.yaml:8: backend.__proto__: unknown key; expected one of: connections, connect_timeout_ms, ' +
+        'timeout_ms, password, username',
+      'config/test.yaml:9: __proto__: unknown key; expected one of: listen, admin, mode, hash_tag, shards, ring, ' +
+        'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
+    ]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
   it('rejects sections of the wrong type', () => {
     expect(errorsOf(slots('backend: 5', 'clients: [a]', 'limits: "x"', 'log: true', 'commands: [keys]'))).toEqual([
       'config/test.yaml:12: backend: expected a mapping, got an integer (5)',
