@@ -462,7 +462,7 @@ interface Located {
 /**
  * Turns zod issues into `file:line: path: message` lines, sorted by line. Within a line, issues keep zod's
  * order (document order, declaration order within a mapping), except that a mapping's unknown keys come before
- * its other problems. `doc` is the validated document (for `orIfAbsent`), `locate` gives lines.
+ * its other problems. `doc` is the document as given (for `orIfAbsent`), `locate` gives lines.
  */
 export function formatIssues(issues: readonly z.core.$ZodIssue[], doc: unknown, locate: Locate, source: string) {
   const line = (path: ConfigPath): number | null => {
@@ -513,7 +513,7 @@ export function formatIssues(issues: readonly z.core.$ZodIssue[], doc: unknown, 
 function valueAt(doc: unknown, path: ConfigPath): unknown {
   let node = doc;
   for (const part of path) {
-    if (node === null || typeof node !== 'object') return undefined;
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, part)) return undefined;
     node = (node as Record<string | number, unknown>)[part];
   }
   return node;
