@@ -1,7 +1,9 @@
 /**
  * Configuration loading and validation: every rule of src/config/schema.ts and every YAML failure of
  * src/config/load.ts, each checked against the exact error lines (file:line: path: message), plus the example
- * files under config/ and the JSON schema's agreement with the validator's keys, enums, ranges and defaults.
+ * files under config/ and config/keymux.schema.json: generated from the same declaration (the committed file must
+ * be what `npm run gen:schema` writes), checked with a real JSON Schema validator (ajv) to accept what keymux
+ * accepts and reject what it rejects wherever JSON Schema can say it, with the same bounds, keys and defaults.
  * YAML is written as arrays of lines so that line numbers can be read straight off the test.
  */
 
@@ -9,23 +11,24 @@ import { describe, it, expect } from 'vitest';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import YAML from 'yaml';
 import { parseConfigText, loadConfigFile, readConfigFile, ConfigError } from '../../src/config/load.js';
 import {
   validateConfig,
+  configJsonSchema,
   formatPath,
   parseHostPort,
   suggest,
   deepFreeze,
   DEFAULTS,
   KNOWN_KEYS,
+  KEYS_BY_PATH,
   HASH_NAMES,
   LOG_LEVELS,
-  MODES,
   INT_RANGES,
   NUMBER_RANGES,
-  SLOT_COUNT,
-  HOT_KEY_EXPORTS,
-  READ_FROM,
+  type ConfigPath,
   type KeymuxConfig,
 } from '../../src/config/schema.js';
 
@@ -374,6 +377,19 @@ describe('document shape', () => {
     ]);
   });
 
+  it('rejects __proto__ keys as unknown, wherever they are, without touching any prototype', () => {
+    expect(
+      errorsOf(ring('    __proto__: 2', 'backend:', '  __proto__: { connections: 9 }', '__proto__: { polluted: 1 }')),
+    ).toEqual([
+      'config/test.yaml:6: shards[1].__proto__: unknown key; expected one of: name, address, slots, weight',
+      'config/test.yaml:8: backend.__proto__: unknown key; expected one of: connections, connect_timeout_ms, ' +
+        'timeout_ms, password, username',
+      'config/test.yaml:9: __proto__: unknown key; expected one of: listen, admin, mode, hash_tag, shards, ring, ' +
+        'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
+    ]);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
   it('rejects sections of the wrong type', () => {
     expect(errorsOf(slots('backend: 5', 'clients: [a]', 'limits: "x"', 'log: true', 'commands: [keys]'))).toEqual([
       'config/test.yaml:12: backend: expected a mapping, got an integer (5)',
@@ -381,6 +397,34 @@ describe('document shape', () => {
       'config/test.yaml:14: limits: expected a mapping, got a string ("x")',
       'config/test.yaml:15: log: expected a mapping, got a boolean (true)',
       'config/test.yaml:16: commands: expected a mapping, got a list',
+    ]);
+  });
+
+  it('reports cross-field errors together with any other error, wherever it is', () => {
+    // An integer that is not one (1.5) must not silence the rules that compare several values.
+    expect(
+      errorsOf(
+        y(
+          'mode: slots',
+          'listen: 127.0.0.1:7001',
+          'shards:',
+          '  - name: a',
+          '    address: 127.0.0.1:7001',
+          '    slots: [0-100]',
+          '  - name: a',
+          '    address: 127.0.0.1:7002',
+          '    slots: [50-16383]',
+          'backend: { timeout_ms: 1.5, username: u }',
+          'metrics: { hot_keys: { k: 2.5 } }',
+        ),
+      ),
+    ).toEqual([
+      'config/test.yaml:5: shards[0].address: same as listen (127.0.0.1:7001); keymux would forward to itself',
+      'config/test.yaml:7: shards[1].name: duplicate shard name "a", already used by shards[0] at line 4',
+      'config/test.yaml:9: shards[1].slots[0]: range 50-16383 overlaps shard "a" (0-100)',
+      'config/test.yaml:10: backend.timeout_ms: expected an integer, got a number (1.5)',
+      'config/test.yaml:10: backend.username: requires backend.password (Redis ACL AUTH needs both)',
+      'config/test.yaml:11: metrics.hot_keys.k: expected an integer, got a number (2.5)',
     ]);
   });
 
@@ -963,33 +1007,6 @@ describe('cluster mode', () => {
     expect(c.cluster!.seeds.map((s) => s.address)).toEqual(['10.0.0.21:7000', '10.0.0.22:7000', '10.0.0.23:7000']);
     expect({ ...c.cluster!, seeds: undefined }).toEqual({ ...DEFAULTS.cluster, seeds: undefined });
   });
-
-  it('config/keymux.schema.json describes the cluster section', () => {
-    type S = {
-      properties?: Record<string, S>;
-      enum?: unknown[];
-      default?: unknown;
-      required?: string[];
-      [k: string]: unknown;
-    };
-    const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as S;
-    const cs = schema.properties!.cluster!;
-    expect(Object.keys(cs.properties!)).toEqual([...KNOWN_KEYS.cluster]);
-    expect(Object.keys(cs.properties!.retry!.properties!)).toEqual([...KNOWN_KEYS.cluster_retry]);
-    expect(cs.required).toEqual(['seeds']);
-    expect(cs.properties!.read_from!.enum).toEqual([...READ_FROM]);
-    const camel = (k: string): string => k.replace(/_([a-z])/g, (_, ch: string) => ch.toUpperCase());
-    const declared = Object.fromEntries(
-      KNOWN_KEYS.cluster
-        .filter((k) => k !== 'seeds' && k !== 'retry')
-        .map((k) => [camel(k), cs.properties![k]!.default]),
-    );
-    const retry = Object.fromEntries(
-      KNOWN_KEYS.cluster_retry.map((k) => [camel(k), cs.properties!.retry!.properties![k]!.default]),
-    );
-    expect({ ...declared, retry }).toEqual(DEFAULTS.cluster);
-    expect(schema.required).toEqual(['mode']);
-  });
 });
 
 describe('backend', () => {
@@ -1324,92 +1341,220 @@ describe('files', () => {
   });
 });
 
-describe('config/keymux.schema.json agrees with the validator', () => {
-  type JsonSchema = {
-    properties?: Record<string, JsonSchema>;
-    items?: JsonSchema;
-    enum?: unknown[];
-    minimum?: number;
-    maximum?: number;
-    default?: unknown;
-    $ref?: string;
-    [k: string]: unknown;
-  };
-  const schema = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as JsonSchema & {
-    $defs: Record<string, JsonSchema>;
-  };
-  const props = schema.properties!;
-  const keys = (s: JsonSchema | undefined): string[] => Object.keys(s?.properties ?? {});
+describe('config/keymux.schema.json, generated from the declaration for editors', () => {
+  type Json = Record<string, unknown>;
+  const committed = JSON.parse(readFileSync('config/keymux.schema.json', 'utf8')) as Json;
+  const ajv = new Ajv2020({ allErrors: true });
+  const editorAccepts = ajv.compile(committed);
+  const keymuxAccepts = (doc: unknown): boolean => validateConfig(doc, () => null, '<t>').errors === undefined;
 
-  it('is draft 2020-12', () => {
-    expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
-  });
-
-  it('has exactly the top-level keys the validator knows', () => {
-    expect(keys(schema)).toEqual([...KNOWN_KEYS.root]);
-  });
-
-  it('has exactly the keys of every section', () => {
-    expect(keys(props.ring)).toEqual([...KNOWN_KEYS.ring]);
-    expect(keys(props.backend)).toEqual([...KNOWN_KEYS.backend]);
-    expect(keys(props.clients)).toEqual([...KNOWN_KEYS.clients]);
-    expect(keys(props.clients!.properties!.users!.items)).toEqual([...KNOWN_KEYS.user]);
-    expect(keys(props.limits)).toEqual([...KNOWN_KEYS.limits]);
-    expect(keys(props.log)).toEqual([...KNOWN_KEYS.log]);
-    expect(keys(props.commands)).toEqual([...KNOWN_KEYS.commands]);
-    expect(keys(schema.$defs.shard)).toEqual([...KNOWN_KEYS.shard]);
-    expect(keys(props.metrics)).toEqual([...KNOWN_KEYS.metrics]);
-    expect(keys(props.metrics!.properties!.hot_keys)).toEqual([...KNOWN_KEYS.hot_keys]);
-    expect(keys(props.metrics!.properties!.slowlog)).toEqual([...KNOWN_KEYS.slowlog]);
-  });
-
-  it('has the same enums', () => {
-    expect(props.mode!.enum).toEqual([...MODES]);
-    expect(props.ring!.properties!.hash!.enum).toEqual([...HASH_NAMES]);
-    expect(props.log!.properties!.level!.enum).toEqual([...LOG_LEVELS]);
-    expect(props.metrics!.properties!.hot_keys!.properties!.export!.enum).toEqual([...HOT_KEY_EXPORTS]);
-    expect(schema.$defs.slot!.maximum).toBe(SLOT_COUNT - 1);
-  });
-
-  it('has the same integer ranges and defaults', () => {
-    const camel = (k: string): string => k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-    // "section.key", "section.sub.key" or "shards[].key" -> the schema property it names.
-    const propAt = (name: string): JsonSchema => {
-      const [first, ...rest] = name.split('.');
-      let node: JsonSchema = first === 'shards[]' ? schema.$defs.shard! : props[first!]!;
-      for (const part of rest) node = node.properties![part]!;
-      return node;
-    };
-    for (const [name, [min, max]] of Object.entries(INT_RANGES)) {
-      const prop = propAt(name);
-      expect([prop.type, prop.minimum, prop.maximum], name).toEqual(['integer', min, max]);
+  /** Every property of every mapping in the schema, by path ("backend.connections", "shards[].weight"). */
+  const properties = (node: Json, path = '', out: Array<[string, Json]> = []): Array<[string, Json]> => {
+    for (const [key, child] of Object.entries((node.properties ?? {}) as Record<string, Json>)) {
+      const childPath = path === '' ? key : `${path}.${key}`;
+      out.push([childPath, child]);
+      properties(child, childPath, out);
     }
-    for (const [name, range] of Object.entries(NUMBER_RANGES)) {
-      const prop = propAt(name);
+    if (node.items) properties(node.items as Json, `${path}[]`, out);
+    for (const branch of (node.anyOf ?? []) as Json[]) properties(branch, path, out);
+    return out;
+  };
+
+  /** A valid document of the mode the path belongs to, with the value at `path` set (parents created). */
+  const withValue = (path: string, value: unknown): Json => {
+    const doc: Json = path.startsWith('cluster')
+      ? { mode: 'cluster', cluster: { seeds: ['127.0.0.1:7000'], retry: { base_delay_ms: 1, max_delay_ms: 60_000 } } }
+      : path.startsWith('ring') || path === 'shards[].weight'
+        ? { mode: 'ring', shards: [{ address: '127.0.0.1:7001' }] }
+        : { mode: 'slots', shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }] };
+    const parts = path.split('.');
+    let node = doc;
+    parts.forEach((part, i) => {
+      const key = part.replace('[]', '');
+      if (i === parts.length - 1) node[key] = value;
+      else if (part.endsWith('[]')) node = ((node[key] ??= [{ ...LIST_ITEM[key] }]) as Json[])[0]!;
+      else node = (node[key] = isPlainObject(node[key]) ? node[key] : {}) as Json;
+    });
+    return doc;
+  };
+  /** A valid item for a list the base documents do not have. */
+  const LIST_ITEM: Record<string, Json> = { users: { name: 'u', password: 'p' } };
+  /** "clients.users[].name" -> ['clients', 'users', 0, 'name'] */
+  const toPath = (path: string): ConfigPath =>
+    path === '' ? [] : path.split('.').flatMap((p) => (p.endsWith('[]') ? [p.slice(0, -2), 0] : [p]));
+  const isPlainObject = (v: unknown): v is Json => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+  it('is exactly what `npm run gen:schema` writes from the declaration (run it after changing the schema)', () => {
+    expect(committed).toEqual(configJsonSchema());
+    expect(committed.$schema).toBe('https://json-schema.org/draft/2020-12/schema');
+    expect(committed.required).toEqual(['mode']);
+  });
+
+  it('accepts every example config, each of which points editors at it on its first line', () => {
+    const files = readdirSync('config').filter((f) => /\.ya?ml$/.test(f));
+    expect(files.length).toBeGreaterThanOrEqual(4);
+    for (const f of files) {
+      const text = readFileSync(join('config', f), 'utf8');
+      expect(text.split('\n')[0], f).toBe('# yaml-language-server: $schema=./keymux.schema.json');
+      expect(editorAccepts(YAML.parse(text)), `${f}: ${ajv.errorsText(editorAccepts.errors)}`).toBe(true);
+    }
+  });
+
+  it('accepts the valid documents keymux accepts', () => {
+    for (const text of [
+      slots(),
+      ring('ring: { hash: md5, distribution: ketama }', 'hash_tag: ""', 'admin: null'),
+      y('mode: cluster', 'cluster:', '  seeds: [127.0.0.1:7000, "[::1]:7001"]', '  retry:'),
+      slots('backend:', 'clients:', '  users:', 'limits: null', 'log: {}', 'commands:', '  deny:', 'admin:'),
+      slots('clients: { password: pw, users: [{ name: app, password: "123" }] }', 'commands: { deny: [" debug "] }'),
+      slots('metrics: { hot_keys: { sample_rate: 1, export: hash }, slowlog: { threshold_ms: 0.25 } }'),
+      slots('migration: { enabled: false, state_file: /var/lib/keymux/m.json }', 'drain: { grace_s: 0 }'),
+    ]) {
+      const doc = YAML.parse(text) as unknown;
+      expect(keymuxAccepts(doc), text).toBe(true);
+      expect(editorAccepts(doc), `${text}${ajv.errorsText(editorAccepts.errors)}`).toBe(true);
+    }
+  });
+
+  it('rejects what keymux rejects wherever JSON Schema can say it', () => {
+    for (const text of [
+      y('listen: 127.0.0.1:6380'), // no mode
+      y('mode: slot', 'shards: [{ address: "h:1" }]'),
+      y('mode: slots'), // no shards
+      y('mode: slots', 'shards: []'),
+      y('mode: slots', 'shards:', '  - address: h:1'), // no slots
+      y('mode: slots', 'shards:', '  - address: h:1', '    slots: [0-16383]', '    weight: 2'),
+      y('mode: slots', 'shards:', '  - address: h:1', '    slots: [16384]'),
+      y('mode: slots', 'shards:', '  - address: h:1', '    slots: [abc]'),
+      y('mode: slots', 'shards:', '  - address: h:1', '    slots: 0-16383'),
+      ring('    slots: [0-16383]'),
+      ring('    wieght: 2'),
+      ring('  - address: 7001'),
+      ring('  - name: ""', '    address: h:3'),
+      slots('ring: { hash: md5 }'),
+      slots('cluster: { seeds: [127.0.0.1:7000] }'),
+      y('mode: cluster'),
+      y('mode: cluster', 'cluster:'),
+      y('mode: cluster', 'cluster:', '  seeds: []'),
+      y('mode: cluster', 'cluster:', '  seeds: [127.0.0.1:7000, 127.0.0.1:7000]'),
+      y('mode: cluster', 'cluster: { seeds: [127.0.0.1:7000] }', 'shards: [{ address: "h:1" }]'),
+      y('mode: cluster', 'cluster: { seeds: [127.0.0.1:7000], read_from: replicas }'),
+      y('mode: cluster', 'cluster: { seeds: [127.0.0.1:7000], retry: { jitter: true } }'),
+      slots('admn: 127.0.0.1:9121'),
+      slots('listen: localhost'),
+      slots('admin: "[localhost]:9121"'),
+      slots('hash_tag: "{{}"'),
+      slots('hash_tag: {}'),
+      slots('backend: 5'),
+      slots('backend:', '  conections: 2'),
+      slots('backend: { connections: 65 }'),
+      slots('backend: { timeout_ms: "2000" }'),
+      slots('backend: { password: "" }'),
+      slots('backend: { username: proxy }'),
+      slots('clients: { max: 0 }'),
+      slots('clients: { users: [{ name: app }] }'),
+      slots('clients: { users: { app: pw } }'),
+      slots('limits: { max_bulk_bytes: 4294967297 }'),
+      slots('log: { level: warning }'),
+      slots('commands: { deny: ["CONFIG SET"] }'),
+      slots('metrics: { enabled: yes }'),
+      slots('metrics: { hot_keys: { sample_rate: 0 } }'),
+      slots('metrics: { slowlog: { max_entries: 1.5 } }'),
+      slots('drain: { grace_s: -1 }'),
+    ]) {
+      const doc = YAML.parse(text) as unknown;
+      expect(keymuxAccepts(doc), text).toBe(false);
+      expect(editorAccepts(doc), text).toBe(false);
+    }
+  });
+
+  it('leaves to keymux what JSON Schema cannot say (coverage, uniqueness, address details, cross-field rules)', () => {
+    const shard = (name: string, address: string, slotList: string): string[] => [
+      `  - name: ${name}`,
+      `    address: ${address}`,
+      `    slots: [${slotList}]`,
+    ];
+    for (const text of [
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '0-100'), ...shard('b', 'h:2', '50-16383')), // overlap
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '0-100')), // gap
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '300-250, 0-16383')), // reversed
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '0-16384')), // out of range inside a range
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '0-100'), ...shard('a', 'h:2', '101-16383')),
+      y('mode: slots', 'shards:', ...shard('a', 'h:1', '0-100'), ...shard('b', 'H:1', '101-16383')),
+      ring('listen: 127.0.0.1:7002'),
+      slots('listen: 127.0.0.1:6380', 'admin: 127.0.0.1:6380'),
+      slots('listen: 127.0.0.1:99999'),
+      slots('backend: { username: proxy, password: null }'),
+      slots('clients: { users: [{ name: a, password: x }, { name: a, password: y }] }'),
+      y('mode: cluster', 'cluster: { seeds: [127.0.0.1:7000], retry: { base_delay_ms: 100, max_delay_ms: 50 } }'),
+    ]) {
+      const doc = YAML.parse(text) as unknown;
+      expect(keymuxAccepts(doc), text).toBe(false);
+      expect(editorAccepts(doc), text).toBe(true);
+    }
+  });
+
+  it('has the bounds keymux enforces for every number option', () => {
+    const ranges = { ...INT_RANGES, ...NUMBER_RANGES };
+    expect(Object.keys(INT_RANGES)).toEqual(expect.arrayContaining(['backend.connections', 'shards[].weight']));
+    expect(NUMBER_RANGES['metrics.hot_keys.sample_rate']).toEqual([0, 1, 'exclusive-min']);
+    for (const [path, range] of Object.entries(ranges)) {
+      const [min, max] = range;
+      const step = path in INT_RANGES ? 1 : 0.5;
       const exclusive = range.length === 3;
-      expect([prop.type, exclusive ? prop.exclusiveMinimum : prop.minimum, prop.maximum], name).toEqual([
-        'number',
-        range[0],
-        range[1],
-      ]);
-    }
-    const m = props.metrics!.properties!;
-    expect(m.enabled!.default).toBe(DEFAULTS.metrics.enabled);
-    expect(Object.fromEntries(KNOWN_KEYS.hot_keys.map((k) => [camel(k), m.hot_keys!.properties![k]!.default]))).toEqual(
-      DEFAULTS.metrics.hotKeys,
-    );
-    expect(Object.fromEntries(KNOWN_KEYS.slowlog.map((k) => [camel(k), m.slowlog!.properties![k]!.default]))).toEqual(
-      DEFAULTS.metrics.slowlog,
-    );
-    for (const sectionName of ['backend', 'clients', 'limits', 'log'] as const) {
-      const defaults = DEFAULTS[sectionName] as Record<string, unknown>;
-      for (const key of KNOWN_KEYS[sectionName]) {
-        const prop = props[sectionName]!.properties![key]!;
-        const declared = prop.default ?? (prop.$ref ? schema.$defs[prop.$ref.split('/').pop()!]!.default : undefined);
-        expect(declared, `${sectionName}.${key}`).toEqual(defaults[camel(key)]);
+      const cases: Array<[number, boolean]> = [
+        [max, true],
+        [max + step, false],
+        [exclusive ? min : min - step, false],
+        [exclusive ? (min + max) / 2 : min, true],
+      ];
+      if (step === 1) cases.push([min + 0.5, false]);
+      for (const [value, valid] of cases) {
+        const doc = withValue(path, value);
+        expect(keymuxAccepts(doc), `${path}: ${value}`).toBe(valid);
+        expect(editorAccepts(doc), `${path}: ${value} (JSON Schema)`).toBe(valid);
       }
     }
-    expect(props.hash_tag!.default).toBe(DEFAULTS.hashTag);
-    expect(props.ring!.properties!.hash!.default).toBe(DEFAULTS.ring.hash);
+  });
+
+  it('shows the defaults keymux applies: writing a default changes nothing', () => {
+    const withDefaults = properties(committed).filter(([, node]) => 'default' in node);
+    expect(withDefaults.map(([path]) => path)).toEqual(
+      expect.arrayContaining(['listen', 'admin', 'hash_tag', 'backend.connections', 'cluster.retry.max_delay_ms']),
+    );
+    for (const [path, node] of withDefaults) {
+      const written = validateConfig(withValue(path, node.default), () => null, '<t>');
+      const omitted = validateConfig(withValue(path, undefined), () => null, '<t>');
+      expect(written.errors, path).toBeUndefined();
+      expect(written.config, path).toEqual(omitted.config);
+    }
+  });
+
+  it('knows exactly the keys keymux knows, and keymux words every wrong value itself', () => {
+    for (const [path, keys] of Object.entries(KEYS_BY_PATH)) {
+      for (const key of keys) {
+        const doc = withValue(path === '' ? key : `${path}.${key}`, 'nonsense value');
+        const errors = validateConfig(doc, () => null, '<t>').errors ?? [];
+        for (const e of errors) {
+          expect(e, path).toMatch(/^<t>: \S+: /);
+          // zod's own wording ("Invalid input: expected number, received string") never reaches the reader.
+          expect(e, path).not.toMatch(/Invalid (input|option|string|element)|Too (small|big)|Unrecognized|nonoptional/);
+        }
+      }
+      const unknownPath = path === '' ? 'zzz_unknown' : `${path}.zzz_unknown`;
+      expect(validateConfig(withValue(unknownPath, 1), () => null, '<t>').errors, path).toEqual([
+        `<t>: ${formatPath(toPath(unknownPath))}: unknown key; expected one of: ${keys.join(', ')}`,
+      ]);
+      expect(editorAccepts(withValue(unknownPath, 1)), path).toBe(false);
+    }
+    for (const value of [true, 2.5, -1, [], [1], { a: 1 }, null, '']) {
+      for (const [path] of properties(committed)) {
+        for (const e of validateConfig(withValue(path, value), () => null, '<t>').errors ?? []) {
+          expect(e, `${path}: ${JSON.stringify(value)}`).not.toMatch(
+            /Invalid (input|option|string|element)|Too (small|big)|Unrecognized|nonoptional/,
+          );
+        }
+      }
+    }
   });
 });
