@@ -26,10 +26,15 @@ export interface BackendOp {
   deliver(frame: Buffer): void;
 }
 
-/** Where a routed unit is: not sent yet, at a backend (sent, unanswered), or waiting to be re-sent. */
+/**
+ * Where a routed unit is: not sent yet, at a backend (sent, unanswered), waiting to be re-sent after a retryable
+ * error (it was not executed), or waiting to be re-sent after a redirection (MOVED/ASK: not executed either, and
+ * nothing of the same slot can have run where it was sent, since that node does not hold the slot's keys).
+ */
 export const UNIT_NEW = 0;
 export const UNIT_AT_BACKEND = 1;
-export const UNIT_WAITING = 2;
+export const UNIT_RETRYING = 2;
+export const UNIT_REDIRECTED = 3;
 
 /** A client's work as a backend sees it: a Request routed whole, or one Fragment of a split command. */
 export interface RoutedUnit extends BackendOp {
@@ -39,7 +44,7 @@ export interface RoutedUnit extends BackendOp {
   group: number;
   /** It carries two or more keys: in cluster mode the only kind of command a node answers -TRYAGAIN. */
   multiKey: boolean;
-  /** UNIT_NEW, UNIT_AT_BACKEND or UNIT_WAITING. */
+  /** UNIT_NEW, UNIT_AT_BACKEND, UNIT_RETRYING or UNIT_REDIRECTED. */
   state: number;
   /** Counted by an ordering fence of its session while at a backend (server/order-fence.ts). */
   fenced: boolean;

@@ -13,6 +13,8 @@
  *   a multi-key unit (see below), so at most one unit that a node can answer -TRYAGAIN is ever in flight.
  * - If a unit of the slot was executed by a node while an earlier one of the same client waited for its retry, the
  *   earlier one can no longer take effect in order: it gets an error (it was not applied), never a reordered result.
+ *   A unit redirected with MOVED or ASK is exempt: the node that redirected it does not hold its keys, so nothing
+ *   that ran there since can have touched them.
  *
  * Multi-key units (two or more keys of one slot) are the only commands a node answers -TRYAGAIN (their keys are
  * split between the migrating and the importing node); a TRYAGAIN retry is exact only if nothing later of the same
@@ -27,7 +29,8 @@ import { performance } from 'node:perf_hooks';
 import {
   UNIT_AT_BACKEND,
   UNIT_NEW,
-  UNIT_WAITING,
+  UNIT_REDIRECTED,
+  UNIT_RETRYING,
   type Request,
   type Resender,
   type RoutedUnit,
@@ -99,7 +102,7 @@ export class OrderFences {
   /** `unit` must be sent again after `delayMs` (it was not executed). */
   retry(unit: RoutedUnit, delayMs: number): void {
     const fence = this.bySlot.get(unit.group) ?? this.open(unit);
-    this.takeBack(fence, unit);
+    this.takeBack(fence, unit, UNIT_RETRYING);
     const due = performance.now() + delayMs;
     if (due > fence.notBefore) fence.notBefore = due;
     this.release(fence);
@@ -109,7 +112,7 @@ export class OrderFences {
   hold(unit: RoutedUnit): boolean {
     const fence = this.bySlot.get(unit.group);
     if (fence === undefined) return false;
-    this.takeBack(fence, unit);
+    this.takeBack(fence, unit, UNIT_REDIRECTED);
     this.release(fence);
     return true;
   }
@@ -149,12 +152,12 @@ export class OrderFences {
   }
 
   /** Puts a unit that came back from a node into the queue at its place in client order. */
-  private takeBack(fence: SlotFence, unit: RoutedUnit): void {
+  private takeBack(fence: SlotFence, unit: RoutedUnit, state: number): void {
     if (unit.fenced) {
       unit.fenced = false;
       fence.tracked--;
     }
-    unit.state = UNIT_WAITING;
+    unit.state = state;
     const queue = fence.queue;
     let i = queue.length;
     while (i > 0 && queue[i - 1].seq > unit.seq) i--;
@@ -194,8 +197,10 @@ export class OrderFences {
     const queue = fence.queue;
     while (queue.length > 0 && performance.now() >= fence.notBefore) {
       const unit = queue.shift() as RoutedUnit;
-      if (unit.state === UNIT_WAITING && unit.seq < fence.executedMax) {
-        // A later command of this client for this slot already ran: re-sending this one would reorder them.
+      if (unit.state === UNIT_RETRYING && unit.seq < fence.executedMax) {
+        // A later command of this client for this slot already ran where this one was refused: re-sending this one
+        // would reorder them. (A redirected unit is exempt: the node that redirected it does not hold its keys, so
+        // nothing that ran there touched them.)
         unit.state = UNIT_NEW;
         unit.deliver(ERR_RETRY_OUT_OF_ORDER);
         continue;
