@@ -90,21 +90,38 @@ class Rng {
 class KeyState {
   possible: Set<Value> = new Set([null]);
   readonly history: Value[] = [null];
+  /**
+   * In a loss window (a failover of the key's master): acknowledged writes may have been lost, so the key may hold
+   * any value it held before; a value the client has not written yet is still a wrong answer.
+   */
+  lenient = false;
+  /** Reads that returned an older value than the last acknowledged one (writes lost by a failover). */
+  rolledBack = 0;
   certain(): boolean {
     return this.possible.size === 1;
   }
+  private record(v: Value): void {
+    if (this.history[this.history.length - 1] !== v) this.history.push(v);
+  }
   set(v: Value, acked: boolean): void {
-    if (acked) {
+    if (this.lenient) {
+      if (acked) this.record(v);
+      this.possible = new Set(this.history);
+      if (!acked) this.possible.add(v);
+    } else if (acked) {
       this.possible = new Set([v]);
-      if (this.history[this.history.length - 1] !== v) this.history.push(v);
+      this.record(v);
     } else {
       this.possible.add(v);
     }
   }
   observe(v: Value): boolean {
     if (!this.possible.has(v)) return false;
+    const last = this.history[this.history.length - 1];
+    if (v !== last && this.history.includes(v)) this.rolledBack++;
+    if (this.lenient) return true;
     this.possible = new Set([v]);
-    if (this.history[this.history.length - 1] !== v) this.history.push(v);
+    this.record(v);
     return true;
   }
   allowed(): string {
@@ -429,6 +446,19 @@ export class OrderWorkload {
     while (this.running && this.commands < target) await new Promise<void>((res) => this.waiters.push(res));
   }
 
+  /** Resolves once `n` batches in a row (across clients) completed without a client error; throws after timeoutMs. */
+  async cleanBatches(n: number, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const errors = this.errors.length;
+      const target = this.batches + n;
+      while (this.running && this.batches < target) await new Promise<void>((res) => this.waiters.push(res));
+      if (!this.running) throw new Error(`the workload stopped: ${this.errors[this.errors.length - 1]?.message}`);
+      if (this.errors.length === errors) return;
+      if (Date.now() > deadline) throw new Error(`no ${n} clean batches within ${timeoutMs} ms`);
+    }
+  }
+
   async stop(): Promise<void> {
     this.running = false;
     await Promise.all(this.loops);
@@ -441,19 +471,40 @@ export class OrderWorkload {
   }
 
   /**
-   * After a failover: acknowledged writes to keys `onLostNode(key)` says lived on the failed master may have been
-   * lost by asynchronous replication, so those keys may hold any value they held before, until read again.
+   * A failover of a master begins: acknowledged writes to keys `onLostNode(key)` says lived on it may be lost by
+   * asynchronous replication, so until `endLossWindow` those keys may hold any value they held before (never one
+   * the client has not written yet). Returns how many keys are concerned.
    */
-  allowLoss(onLostNode: (key: Buffer) => boolean): number {
+  startLossWindow(onLostNode: (key: Buffer) => boolean): number {
     let n = 0;
     for (const c of this.clients) {
       for (const k of c.keys) {
         if (!onLostNode(k)) continue;
         const s = c.st(k);
+        s.lenient = true;
         for (const v of s.history) s.possible.add(v);
         n++;
       }
     }
+    return n;
+  }
+
+  /** The failover is over: the next read of each key settles it, and the model is exact again. */
+  endLossWindow(): void {
+    for (const c of this.clients) {
+      for (const k of c.keys) {
+        const s = c.st(k);
+        if (!s.lenient) continue;
+        s.lenient = false;
+        s.possible = new Set(s.history);
+      }
+    }
+  }
+
+  /** Reads that returned an older value than the last acknowledged write (lost by a failover). */
+  get rolledBack(): number {
+    let n = 0;
+    for (const c of this.clients) for (const k of c.keys) n += c.st(k).rolledBack;
     return n;
   }
 
