@@ -17,7 +17,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { FakeClusterNode, nodeId, type FakeShardLayout } from '../support/fake-cluster.js';
-import { startKeymux } from '../support/keymux.js';
+import { configFrom, startKeymux } from '../support/keymux.js';
 import { waitFor } from '../support/fake-backend.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import type { Proxy } from '../../src/proxy.js';
@@ -271,5 +271,31 @@ describe('read_from: replica with the replica down', () => {
       }
       expect(await c.set('w', '1')).toBe('OK'); // writes go to the master either way
     }
+  });
+});
+
+describe('a reload that changes backend connection settings in cluster mode', () => {
+  it('rebuilds every node pool with the new settings; the old connections close once idle', async () => {
+    const a = await oneNode();
+    a.data.set('k', 'v');
+    const proxy = await keymux([a], { refresh_interval_ms: 60_000 });
+    const c = client(proxy.port);
+    expect(await c.get('k')).toBe('v');
+    const before = proxy.topology.shards[0]!.pool;
+    expect(before.connections.length).toBe(1);
+    expect(before.options.timeoutMs).toBe(2000);
+    const config = configFrom({
+      mode: 'cluster',
+      cluster: { seeds: [a.address], refresh_interval_ms: 60_000 },
+      backend: { connections: 3, timeout_ms: 7000 },
+    });
+    expect(proxy.reload(config)).toBeNull();
+    const after = proxy.topology.shards[0]!.pool;
+    expect(after).not.toBe(before);
+    expect(after.connections.length).toBe(3);
+    expect(after.options.timeoutMs).toBe(7000);
+    expect(await c.get('k')).toBe('v');
+    await waitFor(() => before.connections.every((x) => x.state === 'closed'), 'the old pool to close', 5000);
+    await a.backend.until(() => a.backend.connections.filter((x) => !x.closed).length >= 3, 'three new connections');
   });
 });
