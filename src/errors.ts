@@ -28,6 +28,15 @@ export const ERR_SLOT_NOT_SERVED = errorReply('CLUSTERDOWN Hash slot not served'
 export const ERR_MIGRATION_FAILED = errorReply(
   'TRYAGAIN keymux: the key is being moved to its new shard and the move failed; retry',
 );
+export const ERR_RETRY_OUT_OF_ORDER = errorReply(
+  'TRYAGAIN keymux: a later command of this connection for the same slot already ran, so this one could not be ' +
+    'retried in order; it was not applied',
+);
+export const ERR_EXECABORT = errorReply('EXECABORT Transaction discarded because of previous errors.');
+export const ERR_NESTED_MULTI = errorReply('ERR MULTI calls can not be nested');
+export const ERR_REFUSED_TX = errorReply(
+  'ERR keymux: not run: it follows a MULTI that keymux refused (EXEC will abort the transaction, DISCARD ends it)',
+);
 export const ERR_FANOUT_UNEXPECTED = errorReply(
   'ERR keymux: unexpected reply from a shard while merging a multi-key command',
 );
@@ -54,6 +63,13 @@ export function printable(b: Buffer): string {
     .toString('latin1')
     .replace(/[\x00-\x1f\x7f]/g, '?');
   return b.length > 128 ? `${s}...` : s;
+}
+
+/** read_from: replica, and every replica of the shard is down. */
+export function noReplicaReachable(shardName: string): Buffer {
+  return errorReply(
+    `ERR keymux: no replica of shard '${shardName}' is reachable (read_from: replica never reads from the master)`,
+  );
 }
 
 /** A shard could not be used: names the shard so an operator knows where to look. */

@@ -23,12 +23,10 @@ import { parseRedirect, retryableError, formatAddress } from './redirect.js';
 import { Topology, backendOptions, type ClusterPlan } from '../routing/topology.js';
 import { SlotRouter } from '../routing/router.js';
 import type { CommandTable } from '../commands/table.js';
-import { Request, type BackendOp } from '../core/request.js';
+import { Request, type BackendOp, type Resender, type RoutedUnit } from '../core/request.js';
 import { Fragment } from '../core/fragment.js';
-import { findKeyIndexes } from '../commands/keys.js';
 import { commandFrame } from '../resp/writer.js';
-import { errorReply, ERR_SLOT_NOT_SERVED } from '../errors.js';
-import { keySlot } from '../routing/crc16.js';
+import { errorReply, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../errors.js';
 import type { ProxyStats } from '../server/context.js';
 import { childLogger, type Logger } from '../log.js';
 
@@ -68,7 +66,7 @@ class AskingOp implements BackendOp {
   }
 }
 
-export class ClusterController implements RedirectHandler {
+export class ClusterController implements RedirectHandler, Resender {
   private readonly host: ClusterHost;
   private config: KeymuxConfig;
   private readonly log: Logger;
@@ -99,15 +97,21 @@ export class ClusterController implements RedirectHandler {
   }
 
   /**
-   * A reload changed the config: the current view is reinstalled at once with the new command table and
-   * settings; pools keep their connections (new connection settings apply to pools created from now on).
+   * A reload changed the config: the current view is reinstalled at once with the new command table and settings.
+   * When the backend connection settings changed (connections, timeouts, credentials...), every node gets new pools
+   * built with them; the old pools finish what was sent on them and close once idle (sessions do not route a
+   * client's next command until its earlier ones are answered when the snapshot changes, so order holds).
    */
   updateConfig(config: KeymuxConfig, table: CommandTable): void {
+    const backendChanged = JSON.stringify(config.backend) !== JSON.stringify(this.config.backend);
     this.config = config;
+    const retired = backendChanged ? [...this.pools.values()] : [];
+    if (backendChanged) this.pools.clear();
     if (this.view !== null) {
       const router = this.host.topology.router;
       this.install(Uint16Array.from(router instanceof SlotRouter ? router.map.owners : this.view.slotOwner), table);
     }
+    for (const pool of retired) pool.closeWhenIdle();
     this.schedulePeriodic();
     this.refreshSoon();
   }
@@ -154,19 +158,33 @@ export class ClusterController implements RedirectHandler {
     }
     op.redirects++;
     const address = redirect.sameHost ? formatAddress(from.shard.host, redirect.port) : redirect.address;
+    const asking = redirect.kind === 'ask';
+    if (asking) {
+      stats.ask++;
+    } else {
+      stats.moved++;
+      this.recordMove(redirect.slot, address);
+    }
+    const unit = routedUnit(op);
+    if (unit !== null) {
+      unit.redirectTo = address;
+      unit.asking = asking;
+      // Behind an ordering fence of its client for this slot, it is re-sent from there, in client order.
+      if (unit.owner.holdRedirect(unit)) return true;
+      unit.redirectTo = null;
+      unit.asking = false;
+    }
+    this.sendTo(op, address, asking);
+    return true;
+  }
+
+  /** Sends `op` to the node at `address` (created on first use), after ASKING for an -ASK redirection. */
+  private sendTo(op: BackendOp, address: string, asking: boolean): void {
     const pool = this.pool(address, false);
     attribute(op, pool);
     const target = pool.pick(op.sessionId);
-    if (redirect.kind === 'moved') {
-      stats.moved++;
-      this.recordMove(redirect.slot, address);
-      target.send(op, op.frame);
-    } else {
-      stats.ask++;
-      target.send(new AskingOp(op.sessionId), ASKING_FRAME);
-      target.send(op, op.frame);
-    }
-    return true;
+    if (asking) target.send(new AskingOp(op.sessionId), ASKING_FRAME);
+    target.send(op, op.frame);
   }
 
   interceptUnavailable(op: BackendOp, from: BackendConnection): boolean {
@@ -184,34 +202,77 @@ export class ClusterController implements RedirectHandler {
    */
   readonly retryUnserved = (op: BackendOp): boolean => this.retryLater(op, ERR_SLOT_NOT_SERVED);
 
-  /** Re-sends `op` to its slot's owner after a backoff; false (caller delivers `lastError`) when out of attempts. */
+  /**
+   * Re-sends `op` after a backoff (its client's session holds it so that nothing later of that client for its slot
+   * overtakes it: server/order-fence.ts); false (the caller delivers `lastError`) when out of attempts.
+   */
   private retryLater(op: BackendOp, lastError: Buffer): boolean {
     const retry = this.settings.retry;
     const retries = retriesOf(op);
     if (retries >= retry.attempts || this.closed) return false;
     const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** retries);
     op.redirects += 1 << REDIRECT_BITS;
-    this.host.stats.retries++;
+    const stats = this.host.stats;
+    stats.retries++;
+    if (retryableError(lastError) === 'tryagain') stats.tryagain++;
     this.refreshSoon();
-    setTimeout(() => this.resend(op, lastError), delay);
+    const unit = routedUnit(op);
+    if (unit === null) return false; // only client units are retried (control ops are not sent through pools)
+    unit.lastError = lastError;
+    unit.redirectTo = null;
+    unit.asking = false;
+    unit.owner.retryInOrder(unit, delay);
     return true;
   }
 
-  private resend(op: BackendOp, lastError: Buffer): void {
-    const topo = this.host.topology;
-    const slot = slotOfOp(op);
-    const shard =
-      slot >= 0
-        ? topo.shards[topo.router.shardOfGroup(slot)]
-        : op instanceof Fragment
-          ? topo.shards[op.shard]
-          : undefined;
-    if (shard === undefined) {
-      if (!this.retryLater(op, lastError)) op.deliver(lastError);
+  /**
+   * Sends a unit again (called by the session's ordering fence when its turn comes): to the node a redirection
+   * named, to the node a broadcast piece is meant for, or else to the owner of its slot now (a replica of it for a
+   * read under read_from replica). When its slot has no owner now, it is retried later, or gets its last error.
+   */
+  resend(unit: RoutedUnit): void {
+    const lastError = unit.lastError ?? ERR_SLOT_NOT_SERVED;
+    if (this.closed) {
+      unit.deliver(lastError);
       return;
     }
-    attribute(op, shard.pool);
-    shard.pool.pick(op.sessionId).send(op, op.frame);
+    const to = unit.redirectTo;
+    if (to !== null) {
+      const asking = unit.asking;
+      unit.redirectTo = null;
+      unit.asking = false;
+      this.sendTo(unit, to, asking);
+      return;
+    }
+    const topo = this.host.topology;
+    let pool: ShardPool | undefined;
+    if (unit.group >= 0) {
+      const shard = topo.shards[topo.router.shardOfGroup(unit.group)];
+      if (shard !== undefined) {
+        const chosen = unit.reads ? topo.readPool(shard, unit.sessionId) : shard.pool;
+        if (chosen === null) {
+          unit.deliver(noReplicaReachable(shard.name));
+          return;
+        }
+        pool = chosen;
+      }
+    } else if (unit instanceof Fragment && unit.node !== null) {
+      // A broadcast piece goes back to the node it was meant for, if that node is still a master.
+      const node = unit.node;
+      pool = topo.shards.find((s) => s.address === node)?.pool;
+      if (pool === undefined) {
+        unit.deliver(
+          errorReply(`ERR keymux: node ${node} is no longer a master of the cluster; the command was not run there`),
+        );
+        return;
+      }
+    }
+    if (pool === undefined) {
+      if (!this.retryLater(unit, lastError)) unit.deliver(lastError);
+      return;
+    }
+    attribute(unit, pool);
+    pool.pick(unit.sessionId).send(unit, unit.frame);
   }
 
   // ---- topology ------------------------------------------------------------------------------------------
@@ -301,6 +362,7 @@ export class ClusterController implements RedirectHandler {
       replicaPools: view.replicasOf.map((rs) => rs.map((r) => this.pool(r.address, true))),
       readFrom: this.settings.readFrom,
       onUnserved: this.retryUnserved,
+      resender: this,
     };
     const previous = this.host.topology;
     const next = new Topology(this.config, table, this.host.nextTopologyVersion(), previous, previous.stats, plan);
@@ -345,19 +407,9 @@ export class ClusterController implements RedirectHandler {
   }
 }
 
-const scratchKeys: number[] = [];
-
-/** The slot an op's keys hash to, or -1 when it has none (broadcast fragments, local ops). */
-function slotOfOp(op: BackendOp): number {
-  if (op instanceof Request && op.spec !== null) {
-    const n = findKeyIndexes(op.spec, op.args, scratchKeys);
-    return n > 0 ? keySlot(op.args[scratchKeys[0]]) : -1;
-  }
-  if (op instanceof Fragment && op.keyOrdinals.length > 0) {
-    const stride = op.parent.spec?.fanoutShape === 'key-value' ? 2 : 1;
-    return keySlot(op.parent.args[1 + op.keyOrdinals[0] * stride]);
-  }
-  return -1;
+/** The client unit behind a backend op (a Request or a Fragment), or null for control ops. */
+function routedUnit(op: BackendOp): RoutedUnit | null {
+  return op instanceof Request || op instanceof Fragment ? op : null;
 }
 
 /** Hits, misses and latency of a re-sent op count on the node that finally answers it. */

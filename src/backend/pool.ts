@@ -36,6 +36,11 @@ export class ShardPool {
     return this.connections.some((c) => c.state === 'ready');
   }
 
+  /** A connection is up or on its way up (not down after a failure, not closed): worth sending to. */
+  get usable(): boolean {
+    return this.connections.some((c) => c.state === 'ready' || c.state === 'connecting' || c.state === 'handshake');
+  }
+
   get inflight(): number {
     let n = 0;
     for (const c of this.connections) n += c.inflight;

@@ -3,6 +3,11 @@
  * with a slot for its reply: whoever answers it (a backend connection, the fan-out merger, a local handler)
  * calls `deliver(frame)`, and the owning session writes completed requests out in arrival order. No Promise and
  * no closure per request. A fan-out request owns its fragments and a countdown of those still outstanding.
+ *
+ * A request routed whole, and each fragment of a split one, is a RoutedUnit: it also carries the little state
+ * cluster mode needs to keep one client's commands in order across retries and redirections (its sequence
+ * number in the session, its slot, whether it is at a backend, waiting to be re-sent, or held by an ordering
+ * fence: see server/order-fence.ts). Outside cluster mode those fields are set once and never read.
  */
 import type { CommandSpec } from '../commands/spec.js';
 import type { Fragment } from './fragment.js';
@@ -21,13 +26,65 @@ export interface BackendOp {
   deliver(frame: Buffer): void;
 }
 
-/** The session side of a request: told when a request has its reply. */
+/**
+ * Where a routed unit is: not sent yet, at a backend (sent, unanswered), waiting to be re-sent after a retryable
+ * error (it was not executed), or waiting to be re-sent after a redirection (MOVED/ASK: not executed either, and
+ * nothing of the same slot can have run where it was sent, since that node does not hold the slot's keys).
+ */
+export const UNIT_NEW = 0;
+export const UNIT_AT_BACKEND = 1;
+export const UNIT_RETRYING = 2;
+export const UNIT_REDIRECTED = 3;
+
+/** A client's work as a backend sees it: a Request routed whole, or one Fragment of a split command. */
+export interface RoutedUnit extends BackendOp {
+  /** The client command's sequence number in its session (a fragment has its parent's). */
+  readonly seq: number;
+  /** The router group the unit was routed to (cluster mode: its slot); -1 when not routed by key (broadcast). */
+  group: number;
+  /** It carries two or more keys: in cluster mode the only kind of command a node answers -TRYAGAIN. */
+  multiKey: boolean;
+  /** UNIT_NEW, UNIT_AT_BACKEND, UNIT_RETRYING or UNIT_REDIRECTED. */
+  state: number;
+  /** Counted by an ordering fence of its session while at a backend (server/order-fence.ts). */
+  fenced: boolean;
+  /** Cluster mode: the node a MOVED or ASK named, for the re-send (null: route by slot when re-sent). */
+  redirectTo: string | null;
+  /** Cluster mode: the re-send to `redirectTo` follows an -ASK (ASKING goes first). */
+  asking: boolean;
+  /** Cluster mode: the error the client gets if the unit cannot be re-sent after all. */
+  lastError: Buffer | null;
+  /** The command only reads (may be served by a replica). */
+  readonly reads: boolean;
+  /** It has its reply. */
+  readonly answered: boolean;
+  readonly owner: RequestOwner;
+}
+
+/** Cluster mode: sends a unit again, to the node it was redirected to or to its slot's owner at that time. */
+export interface Resender {
+  resend(unit: RoutedUnit): void;
+}
+
+/** The session side of a request: told when a request has its reply, and (cluster mode) asked to order re-sends. */
 export interface RequestOwner {
   readonly id: number;
   onRequestDone(req: Request): void;
+  /** A unit counted by an ordering fence was answered. */
+  onFencedUnitDone(unit: RoutedUnit): void;
+  /**
+   * Cluster mode: `unit` must be sent again after `delayMs` (TRYAGAIN, CLUSTERDOWN, a node down...). The session
+   * re-sends it no earlier, and not before, nor after, the wrong ones of the client's other units for its slot.
+   */
+  retryInOrder(unit: RoutedUnit, delayMs: number): void;
+  /**
+   * Cluster mode: `unit` was redirected (MOVED/ASK). True when the session holds it behind an ordering fence of
+   * its slot (it is re-sent from there, in order); false when it may be re-sent at once.
+   */
+  holdRedirect(unit: RoutedUnit): boolean;
 }
 
-export class Request implements BackendOp {
+export class Request implements RoutedUnit {
   owner: RequestOwner;
   /** The client's frame bytes (forwarded unchanged for single-shard commands). */
   frame: Buffer;
@@ -50,8 +107,16 @@ export class Request implements BackendOp {
   /** Opaque context for merges that need it (INFO, DBSIZE): set by the dispatcher. */
   mergeContext: unknown;
   redirects: number;
+  readonly seq: number;
+  group: number;
+  multiKey: boolean;
+  state: number;
+  fenced: boolean;
+  redirectTo: string | null;
+  asking: boolean;
+  lastError: Buffer | null;
 
-  constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number) {
+  constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number, seq: number) {
     this.owner = owner;
     this.frame = frame;
     this.args = args;
@@ -67,16 +132,33 @@ export class Request implements BackendOp {
     this.remaining = 0;
     this.mergeContext = null;
     this.redirects = 0;
+    this.seq = seq;
+    this.group = -1;
+    this.multiKey = false;
+    this.state = UNIT_NEW;
+    this.fenced = false;
+    this.redirectTo = null;
+    this.asking = false;
+    this.lastError = null;
   }
 
   get sessionId(): number {
     return this.owner.id;
   }
 
+  get reads(): boolean {
+    return this.spec !== null && this.spec.readonly;
+  }
+
+  get answered(): boolean {
+    return this.done;
+  }
+
   deliver(frame: Buffer): void {
     if (this.done) return; // a late answer after a timeout or reset is dropped, never misdelivered
     this.reply = frame;
     this.done = true;
+    if (this.fenced) this.owner.onFencedUnitDone(this);
     this.owner.onRequestDone(this);
   }
 }

@@ -61,7 +61,7 @@ export function buildFragments(
         parts.push(bulkHeader(a.length), a, CRLF);
       }
     }
-    fragments.push(new Fragment(req, router.shardOfGroup(group), ordinals, Buffer.concat(parts), merge));
+    fragments.push(new Fragment(req, router.shardOfGroup(group), ordinals, Buffer.concat(parts), merge, group));
   }
   req.fragments = fragments;
   req.remaining = fragments.length;
@@ -71,7 +71,7 @@ export function buildFragments(
 /** One fragment per shard, each carrying `frame` unchanged (FLUSHALL, DBSIZE, INFO keyspace...). */
 export function broadcastFragments(req: Request, shardCount: number, frame: Buffer, merge: MergeFn): Fragment[] {
   const fragments: Fragment[] = [];
-  for (let shard = 0; shard < shardCount; shard++) fragments.push(new Fragment(req, shard, [], frame, merge));
+  for (let shard = 0; shard < shardCount; shard++) fragments.push(new Fragment(req, shard, [], frame, merge, -1));
   req.fragments = fragments;
   req.remaining = fragments.length;
   return fragments;

@@ -186,6 +186,12 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => emit(NO_LABELS, s.stats.retries),
   ),
   counter(
+    'keymux_tryagain_total',
+    'Retries after -TRYAGAIN: a multi-key command met a slot being migrated (Redis Cluster mode).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.tryagain),
+  ),
+  counter(
     'keymux_config_reloads_total',
     'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).',
     ['result'],

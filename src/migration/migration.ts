@@ -10,7 +10,9 @@
  * - in the background, each old owner is SCANned and every key whose owner changed is MIGRATEd in batches;
  * - nothing starts until every request sent to the old owners before the swap has been answered (a PING marker
  *   on each of their connections), so no late write can land on an old owner after its key moved.
- * A key is never on two shards at once and never read from the wrong one: no read misses, no write is lost.
+ * A key is never on two shards at once and never read from the wrong one: no read misses, no write is lost. A copy
+ * of a moving key that is already on its new owner (a leftover of an earlier topology, or of a direct write to the
+ * shard) is overwritten with the current value (MIGRATE ... REPLACE), never kept in its place.
  *
  * Migrations chain: a reload during a migration starts a new one whose "where is the key now" asks the previous
  * one, so a migration survives further reloads. For restarts, the old topology is written to a state file (when
@@ -368,6 +370,10 @@ export class Migration implements KeyLocator {
       '',
       '0',
       String(Math.max(5000, b.timeoutMs)),
+      // The source's copy is the key's current value (keymux routed every write there); a copy already on the
+      // target is a leftover (an earlier topology sent the key there, or someone wrote to the shard directly), so
+      // it is replaced: without REPLACE, MIGRATE fails with BUSYKEY and the key would stay on its old owner.
+      'REPLACE',
     ];
     if (b.password !== null) {
       if (b.username !== null) args.push('AUTH2', b.username, b.password);

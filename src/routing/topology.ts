@@ -10,7 +10,7 @@
 import type { KeymuxConfig, ShardConfig } from '../config/schema.js';
 import { ShardPool } from '../backend/pool.js';
 import type { BackendOptions } from '../backend/backend-connection.js';
-import type { BackendOp } from '../core/request.js';
+import type { BackendOp, Resender } from '../core/request.js';
 import type { CommandTable } from '../commands/table.js';
 import { buildRouter, SlotRouter, type Router } from './router.js';
 import { SlotMap } from './slot-map.js';
@@ -40,6 +40,8 @@ export interface ClusterPlan {
   readonly readFrom: ReadFrom;
   /** Takes over an op whose slot has no master in this view (retry later); false when it gives up. */
   readonly onUnserved: UnservedHandler;
+  /** Re-sends units that sessions held back to keep a client's commands in order (the cluster controller). */
+  readonly resender: Resender;
 }
 
 /** Cluster mode: what a session does with a request (or fragment) whose slot no master serves in this snapshot. */
@@ -59,6 +61,8 @@ export class Topology {
    * backoff and a refresh, as for -CLUSTERDOWN); null otherwise, and the op gets "-CLUSTERDOWN Hash slot not served".
    */
   readonly onUnserved: UnservedHandler | null;
+  /** Cluster mode: re-sends units held by a session's ordering fence (server/order-fence.ts); null otherwise. */
+  readonly resender: Resender | null;
   /**
    * Keys moving because this snapshot changed their owner (set once, by the proxy, before the snapshot is
    * installed; the Migration itself is the mutable part). null when no migration started with this snapshot.
@@ -82,6 +86,7 @@ export class Topology {
       this.router = new SlotRouter(map, '{}', true);
       this.readFrom = cluster.readFrom;
       this.onUnserved = cluster.onUnserved;
+      this.resender = cluster.resender;
       this.shards = Object.freeze(
         cluster.masters.map((m, index) =>
           Object.freeze({
@@ -107,6 +112,7 @@ export class Topology {
     this.router = buildRouter(config);
     this.readFrom = 'master';
     this.onUnserved = null;
+    this.resender = null;
     const log = childLogger('backend');
     const reusable = new Map<string, ShardPool>();
     if (previous !== null) for (const s of previous.shards) reusable.set(poolKey(s.config, previous.config), s.pool);
@@ -131,19 +137,19 @@ export class Topology {
   }
 
   /**
-   * The pool a read-only command for `shard` goes to: a replica (chosen by session, skipping unreachable ones)
-   * under read_from replica / prefer-replica, else the master. prefer-replica falls back to the master when no
-   * replica is reachable; replica does not (the command gets the replica's error).
+   * The pool a read-only command for `shard` goes to: under read_from replica / prefer-replica, one of its replicas
+   * (chosen by session, skipping those that are down), else the master. prefer-replica falls back to the master when
+   * no replica is usable; replica does not: null (the caller answers a clear error, never silently the master).
    */
-  readPool(shard: ShardRuntime, sessionId: number): ShardPool {
+  readPool(shard: ShardRuntime, sessionId: number): ShardPool | null {
     const replicas = shard.replicas;
     const n = replicas.length;
     if (this.readFrom === 'master' || n === 0) return shard.pool;
     for (let i = 0; i < n; i++) {
       const p = replicas[(sessionId + i) % n];
-      if (p.healthy) return p;
+      if (p.usable) return p;
     }
-    return this.readFrom === 'prefer-replica' ? shard.pool : replicas[sessionId % n];
+    return this.readFrom === 'prefer-replica' ? shard.pool : null;
   }
 
   /** Every pool of this snapshot (masters and replicas). */

@@ -13,35 +13,30 @@
 import type net from 'node:net';
 import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
-import { Request, type RequestOwner } from '../core/request.js';
+import { Request, UNIT_AT_BACKEND, type RequestOwner, type RoutedUnit } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
-import { findKeyIndexes, keysErrorReply } from '../commands/keys.js';
-import { LOCAL_HANDLERS } from '../commands/local.js';
 import {
-  ERR_CROSSSLOT,
+  ERR_EXECABORT,
   ERR_MIGRATION_FAILED,
+  ERR_NESTED_MULTI,
   ERR_NOAUTH,
-  ERR_NO_KEY,
-  ERR_SLOT_NOT_SERVED,
+  ERR_REFUSED_TX,
   unknownCommand,
   unknownSubcommand,
   wrongArity,
 } from '../errors.js';
-import { broadcastFragments, buildFragments, groupKeys } from '../fanout/split.js';
-import { mergeAllOk, mergeMget, mergeSum } from '../fanout/merge.js';
-import { mergeInfo, INFO_KEYSPACE_FRAME } from '../commands/info.js';
-import type { Fragment, MergeFn } from '../core/fragment.js';
-import type { FanoutShape, MergeKind } from '../commands/spec.js';
+import { OK } from '../resp/writer.js';
 import type { ProxyContext } from './context.js';
-import type { Topology, UnservedHandler } from '../routing/topology.js';
+import type { Topology } from '../routing/topology.js';
 import type { Migration } from '../migration/migration.js';
+import type { ShardPool } from '../backend/pool.js';
+import { DISPATCH, type DispatchSession } from './dispatch/index.js';
+import { OrderFences } from './order-fence.js';
 
-const MERGES: Record<MergeKind, MergeFn> = { mget: mergeMget, sum: mergeSum, 'all-ok': mergeAllOk, info: mergeInfo };
-
-export class ClientSession implements RequestSink, RequestOwner, Flushable {
+export class ClientSession implements RequestSink, RequestOwner, Flushable, DispatchSession {
   readonly id: number;
   readonly socket: net.Socket;
   readonly remote: string;
@@ -55,7 +50,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   libName: Buffer | null;
   libVersion: Buffer | null;
 
-  private readonly ctx: ProxyContext;
+  readonly ctx: ProxyContext;
   private readonly parser: RequestParser;
   private readonly inflight: RingQueue<Request>;
   /**
@@ -69,9 +64,28 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private routedWith: Topology | null;
   private readonly held: RingQueue<Request>;
   private releasing: boolean;
-  /** Requests waiting for their keys to be migrated; later requests wait behind them (client order). */
-  private migrating: number;
-  private readonly keyIndexes: number[];
+  /**
+   * Requests that later requests of this client wait behind (client order): requests waiting for their keys to be
+   * migrated, and a write sent to every node in cluster mode (`exclusive`).
+   */
+  private blockers: number;
+  /**
+   * Cluster mode: a write sent to every node (FLUSHALL, FLUSHDB, SCRIPT FLUSH...) runs alone: it leaves only once
+   * the client's earlier commands are answered, and later ones wait for it, so a retried piece of it can neither
+   * overtake nor be overtaken. `exclusiveParked` while it waits for the earlier ones.
+   */
+  private exclusive: Request | null;
+  private exclusiveParked: boolean;
+  readonly keyIndexes: number[];
+  /** Sequence number of the next command (client order, for the ordering fences). */
+  private nextSeq: number;
+  /** Cluster mode: per-slot ordering fences, created on the first retry, redirection or multi-key command. */
+  private fences: OrderFences | null;
+  /**
+   * A MULTI was refused: everything up to its EXEC or DISCARD is refused too (as Redis does after a queuing
+   * error), so no command meant to run atomically runs on its own.
+   */
+  private inRefusedMulti: boolean;
   private readonly maxInflight: number;
   private out: Buffer[];
   private outBytes: number;
@@ -102,8 +116,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     this.routedWith = null;
     this.held = new RingQueue<Request>(4);
     this.releasing = false;
-    this.migrating = 0;
+    this.blockers = 0;
+    this.exclusive = null;
+    this.exclusiveParked = false;
     this.keyIndexes = [];
+    this.nextSeq = 0;
+    this.fences = null;
+    this.inRefusedMulti = false;
     this.maxInflight = clients.maxInflight;
     this.out = [];
     this.outBytes = 0;
@@ -146,11 +165,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
 
   onCommand(frame: Buffer, args: Buffer[]): void {
     if (this.closing) return; // after QUIT or an error that ends the stream, later commands are not run
-    const req = new Request(this, frame, args, turnNow());
+    const req = new Request(this, frame, args, turnNow(), this.nextSeq++);
     this.inflight.push(req);
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
     const topo = this.ctx.topology;
-    if (this.held.length > 0 || this.migrating > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
+    if (this.held.length > 0 || this.blockers > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
       this.held.push(req);
       return;
     }
@@ -163,7 +182,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
   private releaseHeld(): void {
     if (this.releasing) return;
     this.releasing = true;
-    while (this.held.length > 0 && this.migrating === 0) {
+    while (this.held.length > 0 && this.blockers === 0) {
       const topo = this.ctx.topology;
       if (topo !== this.routedWith && this.outstanding > 0) break;
       this.routedWith = topo;
@@ -175,7 +194,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
 
   onProtocolError(reply: Buffer): void {
     this.ctx.stats.protocolErrors++;
-    const req = new Request(this, reply, [], turnNow());
+    const req = new Request(this, reply, [], turnNow(), this.nextSeq++);
     req.closeAfter = true;
     this.inflight.push(req);
     this.outstanding++;
@@ -190,6 +209,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
     const args = req.args;
     const nameArg = args[0];
     let spec = topo.table.lookup(nameArg, 0, nameArg.length);
+    if (this.inRefusedMulti) {
+      this.insideRefusedMulti(req, spec);
+      return;
+    }
     if (spec === undefined) {
       req.deliver(unknownCommand(nameArg, args));
       return;
@@ -216,168 +239,90 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       }
     }
     req.spec = spec;
-    switch (spec.dispatch) {
-      case 'keyed':
-        return this.forwardKeyed(req, spec, topo);
-      case 'fanout':
-        return this.forwardFanout(req, spec, topo);
-      case 'all-shards':
-        return this.broadcast(req, spec, topo);
-      case 'local': {
-        if (
-          !this.authenticated &&
-          !spec.name.startsWith('auth') &&
-          !spec.name.startsWith('hello') &&
-          spec.name !== 'quit'
-        ) {
-          req.deliver(ERR_NOAUTH);
-          return;
-        }
-        const handler = LOCAL_HANDLERS[spec.name];
-        if (handler === undefined) {
-          req.deliver(unknownCommand(nameArg, args));
-          return;
-        }
-        handler(this, req, this.ctx);
+    if (spec.dispatch === 'refused' && spec.name === 'multi') this.inRefusedMulti = true;
+    if (spec.dispatch === 'all-shards' && spec.write && topo.resender !== null) {
+      this.exclusive = req;
+      this.blockers++;
+      if (this.outstanding > 1) {
+        this.exclusiveParked = true; // dispatched by onRequestDone once the client's earlier commands are answered
         return;
       }
-      case 'refused':
-      default:
-        req.deliver(spec.refuseReason as Buffer);
+    }
+    DISPATCH[spec.dispatch](this, req, spec, topo);
+  }
+
+  /** After a refused MULTI: EXEC aborts, DISCARD ends it, anything else is refused (nothing runs on its own). */
+  private insideRefusedMulti(req: Request, spec: CommandSpec | undefined): void {
+    const name = spec?.name;
+    if (name === 'exec') {
+      this.inRefusedMulti = false;
+      req.deliver(ERR_EXECABORT);
+    } else if (name === 'discard') {
+      this.inRefusedMulti = false;
+      req.deliver(OK);
+    } else if (name === 'multi') {
+      req.deliver(ERR_NESTED_MULTI);
+    } else if (name === 'quit') {
+      DISPATCH.local(this, req, spec as CommandSpec, this.ctx.topology);
+    } else {
+      req.deliver(ERR_REFUSED_TX);
     }
   }
 
-  private forwardKeyed(req: Request, spec: CommandSpec, topo: Topology): void {
-    const idx = this.keyIndexes;
-    const n = findKeyIndexes(spec, req.args, idx);
-    if (n <= 0) {
-      req.deliver(n === 0 ? ERR_NO_KEY : keysErrorReply(n));
-      return;
+  /** Sends a routed unit, behind the client's ordering fence for its slot when cluster mode needs one. */
+  sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void {
+    if (topo.resender !== null && (this.fences !== null || unit.multiKey)) {
+      const fences = (this.fences ??= new OrderFences(this.inflight, topo.resender));
+      if (fences.admit(unit)) return;
     }
-    const router = topo.router;
-    const args = req.args;
-    // All keys must share a group: a shard for YAML slot maps and rings, a slot on a Redis Cluster.
-    const group = router.groupFor(args[idx[0]]);
-    for (let i = 1; i < n; i++) {
-      if (router.groupFor(args[idx[i]]) !== group) {
-        req.deliver(ERR_CROSSSLOT);
-        return;
-      }
-    }
-    const shard = topo.shards[router.shardOfGroup(group)];
-    if (shard === undefined) {
-      // Cluster mode: no master for this slot right now (failover): the controller retries it with backoff.
-      if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
-      return;
-    }
-    const migration = topo.migration;
-    if (migration !== null && migration.active && this.holdForMigration(req, migration, idx, n)) return;
-    req.shard = shard.index;
-    const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
-    req.shardStats = pool.stats ?? null;
-    this.ctx.onKeyRouted(args[idx[0]]);
-    pool.pick(this.id).send(req, req.frame);
+    unit.state = UNIT_AT_BACKEND;
+    pool.pick(this.id).send(unit, unit.frame);
   }
 
-  private forwardFanout(req: Request, spec: CommandSpec, topo: Topology): void {
-    const shape = spec.fanoutShape ?? 'keys';
-    if (shape === 'key-value' && (req.args.length - 1) % 2 !== 0) {
-      req.deliver(wrongArity(spec.name));
+  onFencedUnitDone(unit: RoutedUnit): void {
+    this.fences?.done(unit);
+  }
+
+  retryInOrder(unit: RoutedUnit, delayMs: number): void {
+    const resender = this.ctx.topology.resender;
+    if (resender === null) {
+      unit.deliver(unit.lastError ?? ERR_MIGRATION_FAILED); // not reached: only cluster mode retries
       return;
     }
-    const router = topo.router;
-    const migration = topo.migration;
-    if (migration !== null && migration.active) {
-      const idx = this.keyIndexes;
-      idx.length = 0;
-      for (let i = 1; i < req.args.length; i += shape === 'key-value' ? 2 : 1) idx.push(i);
-      if (this.holdForMigration(req, migration, idx, idx.length)) return;
-    }
-    const { single, groups } = groupKeys(req, shape, router);
-    if (groups === null) {
-      // Every key in one group: forward the client's own bytes, no split and no merge.
-      const shard = topo.shards[router.shardOfGroup(single)];
-      if (shard === undefined) {
-        if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
-        return;
-      }
-      req.shard = shard.index;
-      const pool = spec.readonly ? topo.readPool(shard, this.id) : shard.pool;
-      req.shardStats = pool.stats ?? null;
-      this.routedKeys(req, shape);
-      pool.pick(this.id).send(req, req.frame);
-      return;
-    }
-    const fragments = buildFragments(req, shape, groups, router, MERGES[spec.merge ?? 'mget']);
-    if (topo.onUnserved === null) {
-      for (const f of fragments) {
-        if (topo.shards[f.shard] === undefined) {
-          req.deliver(ERR_SLOT_NOT_SERVED);
-          return;
-        }
-      }
-    }
-    this.routedKeys(req, shape);
-    this.sendFragments(fragments, topo, spec.readonly);
+    (this.fences ??= new OrderFences(this.inflight, resender)).retry(unit, delayMs);
+  }
+
+  holdRedirect(unit: RoutedUnit): boolean {
+    return this.fences !== null && this.fences.hold(unit);
   }
 
   /**
    * During a migration: if any key of `req` is still on its old owner, moves those keys first and routes the
    * request again afterwards (slow path, only for keys in motion). Returns true when it took the request.
    */
-  private holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean {
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean {
     let keys: Buffer[] | null = null;
     for (let i = 0; i < n; i++) {
       const key = req.args[idx[i]];
       if (migration.needsMove(key)) (keys ??= []).push(key);
     }
     if (keys === null) return false;
-    this.migrating++;
+    this.blockers++;
     migration.moveThen(keys, (ok) => {
-      this.migrating--;
+      this.blockers--;
       if (ok) this.dispatch(req);
       else req.deliver(ERR_MIGRATION_FAILED);
-      if (this.migrating === 0 && this.held.length > 0) this.releaseHeld();
+      if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
     });
     return true;
-  }
-
-  private broadcast(req: Request, spec: CommandSpec, topo: Topology): void {
-    const merge = spec.merge ?? 'all-ok';
-    let frame = req.frame;
-    if (merge === 'info') {
-      req.mergeContext = { args: req.args, topology: topo, ctx: this.ctx, session: this };
-      frame = INFO_KEYSPACE_FRAME;
-    }
-    const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
-    this.sendFragments(fragments, topo, false);
-  }
-
-  private sendFragments(fragments: Fragment[], topo: Topology, read: boolean): void {
-    for (const f of fragments) {
-      const shard = topo.shards[f.shard];
-      if (shard === undefined) {
-        // Cluster mode only (other modes refuse such a request before sending any fragment): retried later.
-        if (!(topo.onUnserved as UnservedHandler)(f)) f.deliver(ERR_SLOT_NOT_SERVED);
-        continue;
-      }
-      const pool = read ? topo.readPool(shard, this.id) : shard.pool;
-      f.shardStats = pool.stats ?? null;
-      pool.pick(this.id).send(f, f.frame);
-    }
-  }
-
-  /** Reports every key of a fan-out command to hot-key tracking. */
-  private routedKeys(req: Request, shape: FanoutShape): void {
-    const args = req.args;
-    const stride = shape === 'key-value' ? 2 : 1;
-    for (let i = 1; i < args.length; i += stride) this.ctx.onKeyRouted(args[i]);
   }
 
   // ---- output ---------------------------------------------------------------------------------------------
 
   onRequestDone(req: Request): void {
-    if (--this.outstanding === 0 && this.held.length > 0) this.releaseHeld();
+    this.outstanding--;
+    if (this.exclusive !== null) this.exclusiveStep(req);
+    if (this.held.length > 0 && this.blockers === 0) this.releaseHeld();
     if (this.closed || this.inflight.peek() !== req) return; // replies leave in order: wait for the head
     const q = this.inflight;
     let head = q.peek();
@@ -394,6 +339,20 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable {
       head = q.peek();
     }
     scheduleFlush(this); // reading resumes there, once it is known whether the socket takes these replies
+  }
+
+  /** Cluster mode: the exclusive write is answered (later commands may go), or is now alone (it may go). */
+  private exclusiveStep(done: Request): void {
+    const ex = this.exclusive as Request;
+    if (done === ex) {
+      this.exclusive = null;
+      this.blockers--;
+    } else if (this.exclusiveParked && this.outstanding === 1) {
+      this.exclusiveParked = false;
+      const topo = this.ctx.topology;
+      this.routedWith = topo;
+      DISPATCH[(ex.spec as CommandSpec).dispatch](this, ex, ex.spec as CommandSpec, topo);
+    }
   }
 
   flush(): void {

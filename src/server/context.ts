@@ -17,6 +17,8 @@ export interface ProxyStats {
   moved: number;
   ask: number;
   retries: number;
+  /** Cluster mode: retries that answered -TRYAGAIN (a multi-key command in a slot being migrated). */
+  tryagain: number;
   invalidRedirects: number;
   /** Config reloads applied and rejected. */
   reloadsOk: number;
@@ -34,6 +36,7 @@ export function newProxyStats(): ProxyStats {
     moved: 0,
     ask: 0,
     retries: 0,
+    tryagain: 0,
     invalidRedirects: 0,
     reloadsOk: 0,
     reloadsFailed: 0,

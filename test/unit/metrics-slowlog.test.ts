@@ -14,7 +14,13 @@ import { CommandTable } from '../../src/commands/table.js';
 import { DEFAULTS, type MetricsConfig } from '../../src/config/schema.js';
 
 const table = CommandTable.builtin();
-const owner: RequestOwner = { id: 1, onRequestDone: () => undefined };
+const owner: RequestOwner = {
+  id: 1,
+  onRequestDone: () => undefined,
+  onFencedUnitDone: () => undefined,
+  retryInOrder: () => undefined,
+  holdRedirect: () => false,
+};
 
 /** A request for `args` that started `ageMs` ago, answered with `reply`, sent to `shard`. */
 function request(
@@ -24,7 +30,7 @@ function request(
   shard: ShardStats | null = new ShardStats('a', 'h:1'),
 ): Request {
   const bufs = args.map((a) => Buffer.from(a));
-  const req = new Request(owner, Buffer.alloc(0), bufs, performance.now() - ageMs);
+  const req = new Request(owner, Buffer.alloc(0), bufs, performance.now() - ageMs, 0);
   req.spec = table.get(args[0].toLowerCase()) ?? null;
   req.shardStats = shard;
   req.reply = Buffer.from(reply);
@@ -64,7 +70,7 @@ describe('SlowLog', () => {
     const sa = new ShardStats('a', 'h:1');
     const sb = new ShardStats('b', 'h:2');
     req.fragments = [sa, sb, sa].map((st, i) => {
-      const f = new Fragment(req, i, [i], Buffer.alloc(0), () => Buffer.alloc(0));
+      const f = new Fragment(req, i, [i], Buffer.alloc(0), () => Buffer.alloc(0), i);
       f.shardStats = st;
       return f;
     });

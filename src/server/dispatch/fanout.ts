@@ -1,0 +1,89 @@
+/**
+ * Fan-out dispatch: a multi-key command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) is split into one sub-command per
+ * group (shard, or slot on a Redis Cluster), each carrying its keys in the client's order, and the replies are merged
+ * back (fanout/merge.ts). When every key lands in one group the client's own bytes go there, unsplit.
+ * `sendFragments` is shared with broadcast dispatch.
+ */
+import { ERR_SLOT_NOT_SERVED, noReplicaReachable, wrongArity } from '../../errors.js';
+import { buildFragments, groupKeys } from '../../fanout/split.js';
+import { MERGES } from './merges.js';
+import type { Fragment } from '../../core/fragment.js';
+import type { Request } from '../../core/request.js';
+import type { FanoutShape } from '../../commands/spec.js';
+import type { Topology, UnservedHandler } from '../../routing/topology.js';
+import type { DispatchHandler, DispatchSession } from './types.js';
+
+export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
+  const shape = spec.fanoutShape ?? 'keys';
+  if (shape === 'key-value' && (req.args.length - 1) % 2 !== 0) {
+    req.deliver(wrongArity(spec.name));
+    return;
+  }
+  const router = topo.router;
+  const migration = topo.migration;
+  if (migration !== null && migration.active) {
+    const idx = session.keyIndexes;
+    idx.length = 0;
+    for (let i = 1; i < req.args.length; i += shape === 'key-value' ? 2 : 1) idx.push(i);
+    if (session.holdForMigration(req, migration, idx, idx.length)) return;
+  }
+  const { single, groups } = groupKeys(req, shape, router);
+  if (groups === null) {
+    // Every key in one group: forward the client's own bytes, no split and no merge.
+    req.group = single;
+    req.multiKey = req.args.length > (shape === 'key-value' ? 3 : 2);
+    const shard = topo.shards[router.shardOfGroup(single)];
+    if (shard === undefined) {
+      if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
+      return;
+    }
+    req.shard = shard.index;
+    const pool = spec.readonly ? topo.readPool(shard, session.id) : shard.pool;
+    if (pool === null) {
+      req.deliver(noReplicaReachable(shard.name));
+      return;
+    }
+    req.shardStats = pool.stats ?? null;
+    routedKeys(session, req, shape);
+    session.sendUnit(req, pool, topo);
+    return;
+  }
+  const fragments = buildFragments(req, shape, groups, router, MERGES[spec.merge ?? 'mget']);
+  if (topo.onUnserved === null) {
+    for (const f of fragments) {
+      if (topo.shards[f.shard] === undefined) {
+        req.deliver(ERR_SLOT_NOT_SERVED);
+        return;
+      }
+    }
+  }
+  routedKeys(session, req, shape);
+  sendFragments(session, fragments, topo, spec.readonly);
+};
+
+/** Sends each fragment to its shard (a replica's pool for reads under read_from), through the ordering fences. */
+export function sendFragments(session: DispatchSession, fragments: Fragment[], topo: Topology, read: boolean): void {
+  for (const f of fragments) {
+    const shard = topo.shards[f.shard];
+    if (shard === undefined) {
+      // Cluster mode only (other modes refuse such a request before sending any fragment): retried later.
+      if (!(topo.onUnserved as UnservedHandler)(f)) f.deliver(ERR_SLOT_NOT_SERVED);
+      continue;
+    }
+    const pool = read ? topo.readPool(shard, session.id) : shard.pool;
+    if (pool === null) {
+      f.deliver(noReplicaReachable(shard.name));
+      continue;
+    }
+    f.shardStats = pool.stats ?? null;
+    if (f.group < 0) f.node = shard.address; // a broadcast piece is retried on this node, whatever the topology then
+    session.sendUnit(f, pool, topo);
+  }
+}
+
+/** Reports every key of a fan-out command to hot-key tracking. */
+function routedKeys(session: DispatchSession, req: Request, shape: FanoutShape): void {
+  const args = req.args;
+  const stride = shape === 'key-value' ? 2 : 1;
+  for (let i = 1; i < args.length; i += stride) session.ctx.onKeyRouted(args[i]);
+}

@@ -1,0 +1,45 @@
+/**
+ * Keyed dispatch: every key of the command must route to one group (a shard in slots and ring modes, a slot on a
+ * Redis Cluster; else -CROSSSLOT); the client's own bytes go to that shard, unchanged. Read-only commands may go
+ * to a replica (read_from). The fast path: one key lookup, one routing decision, one send.
+ */
+import { findKeyIndexes, keysErrorReply } from '../../commands/keys.js';
+import { ERR_CROSSSLOT, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
+import type { DispatchHandler } from './types.js';
+
+export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  if (n <= 0) {
+    req.deliver(n === 0 ? ERR_NO_KEY : keysErrorReply(n));
+    return;
+  }
+  const router = topo.router;
+  const args = req.args;
+  const group = router.groupFor(args[idx[0]]);
+  for (let i = 1; i < n; i++) {
+    if (router.groupFor(args[idx[i]]) !== group) {
+      req.deliver(ERR_CROSSSLOT);
+      return;
+    }
+  }
+  req.group = group;
+  req.multiKey = n > 1;
+  const shard = topo.shards[router.shardOfGroup(group)];
+  if (shard === undefined) {
+    // Cluster mode: no master for this slot right now (failover): the controller retries it with backoff.
+    if (topo.onUnserved === null || !topo.onUnserved(req)) req.deliver(ERR_SLOT_NOT_SERVED);
+    return;
+  }
+  const migration = topo.migration;
+  if (migration !== null && migration.active && session.holdForMigration(req, migration, idx, n)) return;
+  req.shard = shard.index;
+  const pool = spec.readonly ? topo.readPool(shard, session.id) : shard.pool;
+  if (pool === null) {
+    req.deliver(noReplicaReachable(shard.name));
+    return;
+  }
+  req.shardStats = pool.stats ?? null;
+  session.ctx.onKeyRouted(args[idx[0]]);
+  session.sendUnit(req, pool, topo);
+};

@@ -1,0 +1,30 @@
+/**
+ * Local dispatch: commands keymux answers itself (PING, ECHO, AUTH, HELLO, CLIENT ..., COMMAND ...; handlers in
+ * commands/local.ts). Before authentication only AUTH, HELLO and QUIT are answered; refused dispatch answers with the
+ * command's pre-encoded refusal.
+ */
+import { LOCAL_HANDLERS } from '../../commands/local.js';
+import { ERR_NOAUTH, unknownCommand } from '../../errors.js';
+import type { DispatchHandler } from './types.js';
+
+export const dispatchLocal: DispatchHandler = (session, req, spec) => {
+  if (
+    !session.authenticated &&
+    !spec.name.startsWith('auth') &&
+    !spec.name.startsWith('hello') &&
+    spec.name !== 'quit'
+  ) {
+    req.deliver(ERR_NOAUTH);
+    return;
+  }
+  const handler = LOCAL_HANDLERS[spec.name];
+  if (handler === undefined) {
+    req.deliver(unknownCommand(req.args[0], req.args));
+    return;
+  }
+  handler(session, req, session.ctx);
+};
+
+export const dispatchRefused: DispatchHandler = (_session, req, spec) => {
+  req.deliver(spec.refuseReason as Buffer);
+};

@@ -1,0 +1,28 @@
+/**
+ * The contract between a client session and the handlers of its dispatch kinds (keyed, fan-out, broadcast, local,
+ * refused, and the kinds later issues add). A handler gets the request, its resolved spec and the topology snapshot
+ * read once for it, and answers it or sends it on; it may use only what DispatchSession exposes, so adding a kind
+ * adds a file here, not branches in the session.
+ */
+import type { Request, RoutedUnit } from '../../core/request.js';
+import type { CommandSpec } from '../../commands/spec.js';
+import type { Topology } from '../../routing/topology.js';
+import type { ShardPool } from '../../backend/pool.js';
+import type { Migration } from '../../migration/migration.js';
+import type { LocalSession } from '../../commands/local.js';
+import type { ProxyContext } from '../context.js';
+
+export interface DispatchSession extends LocalSession {
+  readonly ctx: ProxyContext;
+  /** Scratch array for key indexes (reused by every handler; valid until the next call). */
+  readonly keyIndexes: number[];
+  /**
+   * During a migration: if any key of `req` (at args[idx[0..n)]) is still on its old owner, moves it first and
+   * dispatches `req` again afterwards, holding the client's later requests meanwhile. True when it took `req`.
+   */
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean;
+  /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
+  sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
+}
+
+export type DispatchHandler = (session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology) => void;
