@@ -68,7 +68,12 @@ async function runCase(before: Record<string, unknown>, after: Record<string, un
       write(file, after);
       expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
       const commandsAtReload = work.commands;
-      await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration to end', 120_000, 20);
+      await waitFor(
+        () => proxy.migrationProgress().every((m) => m.state === 'done'),
+        'the migration to end',
+        120_000,
+        20,
+      );
       const duringMigration = work.commands - commandsAtReload;
       await work.runCommands(20_000);
       await work.stop();
@@ -115,18 +120,44 @@ describe('migration on reload, checked for order', () => {
         const s = proxy.topology.router.slotFor(Buffer.from(k));
         if (s >= 2731 && s <= 5460) keys.push(k);
       }
-      expect(await redisCommands(proxy.port, keys.map((k) => ['SET', k, `current:${k}`]))).toEqual(keys.map(() => 'OK'));
-      await redisCommands(backends[1]!.port, keys.map((k) => ['SET', k, `stale:${k}`]));
+      expect(
+        await redisCommands(
+          proxy.port,
+          keys.map((k) => ['SET', k, `current:${k}`]),
+        ),
+      ).toEqual(keys.map(() => 'OK'));
+      await redisCommands(
+        backends[1]!.port,
+        keys.map((k) => ['SET', k, `stale:${k}`]),
+      );
       write(file, slots('0-2730', '2731-8191', '8192-16383'));
       expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
       // Read half of them at once (each is moved on demand), the rest move in the background.
-      const first = await redisCommands(proxy.port, keys.slice(0, 100).map((k) => ['GET', k]));
+      const first = await redisCommands(
+        proxy.port,
+        keys.slice(0, 100).map((k) => ['GET', k]),
+      );
       expect(first).toEqual(keys.slice(0, 100).map((k) => `current:${k}`));
-      await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration to end', 60_000, 20);
+      await waitFor(
+        () => proxy.migrationProgress().every((m) => m.state === 'done'),
+        'the migration to end',
+        60_000,
+        20,
+      );
       expect(proxy.migrationProgress()[0]!.errors).toBe(0);
-      expect(await redisCommands(proxy.port, keys.map((k) => ['GET', k]))).toEqual(keys.map((k) => `current:${k}`));
+      expect(
+        await redisCommands(
+          proxy.port,
+          keys.map((k) => ['GET', k]),
+        ),
+      ).toEqual(keys.map((k) => `current:${k}`));
       expect(await redisCommand(backends[0]!.port, 'DBSIZE')).toBe(0);
-      expect(await redisCommands(backends[1]!.port, keys.map((k) => ['GET', k]))).toEqual(keys.map((k) => `current:${k}`));
+      expect(
+        await redisCommands(
+          backends[1]!.port,
+          keys.map((k) => ['GET', k]),
+        ),
+      ).toEqual(keys.map((k) => `current:${k}`));
     } finally {
       await proxy.close();
     }
