@@ -133,6 +133,13 @@ function slotCount(s: ShardConfig): number {
   return n;
 }
 
+/** "0-5460" or "0-3640,14563-16383" (up to 3 ranges), else "5461 slots in 7 ranges". */
+function slotsText(s: ShardConfig): string {
+  const ranges = s.slots ?? [];
+  if (ranges.length <= 3) return ranges.map(([a, b]) => rangeText(a, b)).join(',') || 'none';
+  return `${slotCount(s)} slots in ${ranges.length} ranges`;
+}
+
 function diffShards(current: KeymuxConfig, next: KeymuxConfig, plan: TopologyPlan): void {
   const before = new Map(current.shards.map((s) => [s.name, s]));
   const after = new Map(next.shards.map((s) => [s.name, s]));
@@ -147,7 +154,7 @@ function diffShards(current: KeymuxConfig, next: KeymuxConfig, plan: TopologyPla
     if (next.mode === 'ring' && old.weight !== s.weight) changes.push(`weight ${old.weight} -> ${s.weight}`);
     if (next.mode === 'ring' && old.named !== s.named) changes.push(s.named ? 'now named' : 'no longer named');
     if (next.mode === 'slots' && JSON.stringify(old.slots) !== JSON.stringify(s.slots))
-      changes.push(`slots ${slotCount(old)} -> ${slotCount(s)}`);
+      changes.push(`slots ${slotsText(old)} -> ${slotsText(s)}`);
     if (changes.length > 0) plan.changed.push({ ...ref(s), changes });
   }
   for (const s of current.shards) if (!after.has(s.name)) plan.removed.push(ref(s));
