@@ -34,9 +34,9 @@ export function createRootLogger(format: LogFormat, level: string, destination?:
     sync: true,
     colorize: destination === undefined ? process.stdout.isTTY === true : false,
     translateTime: 'SYS:HH:MM:ss.l',
-    ignore: 'pid,hostname,app',
+    ignore: 'pid,hostname,app,component',
+    singleLine: true,
     messageFormat: '{if component}[{component}] {end}{msg}',
-    hideObject: false,
   });
   return pino(options, stream);
 }

@@ -112,14 +112,24 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     const graceMs = proxy.topology.config.drain.graceS * 1000;
-    log.info({ signal, graceMs }, 'draining');
+    // Logging must not stand between a signal and the drain: when stdout is gone (a closed pipe, a terminal that
+    // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
+    quietly(() => log.info({ signal, graceMs }, 'draining'));
     void proxy.drain(graceMs).then(() => {
-      log.info('stopped');
+      quietly(() => log.info('stopped'));
       process.exit(0);
     });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+function quietly(write: () => void): void {
+  try {
+    write();
+  } catch {
+    /* stdout is gone; nobody is reading the log */
+  }
 }
 
 main().catch((err) => {
