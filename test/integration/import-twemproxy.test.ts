@@ -124,7 +124,7 @@ const SCENARIOS: Scenario[] = [
       'auto_eject_hosts: true',
       'server_retry_timeout: 2000',
       'server_failure_limit: 3',
-      'timeout: 2000',
+      'timeout: 30000', // nutcracker's own reply timeout: generous, so a loaded machine cannot fail it
       'backlog: 1024',
       'preconnect: true',
       'redis: true',
@@ -215,6 +215,9 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
         expect(config.shards.map((s) => s.weight)).toEqual(serverLines.map((l) => Number(/:(\d+)(?: |$)/.exec(l)![1])));
         const proxy = await Proxy.start(config, { builtinCommandTable: true });
         proxyHolder.proxy = proxy;
+        for (let i = 0; i < 400 && !proxy.topology.shards.every((s) => s.pool.healthy); i++) {
+          await new Promise((r) => setTimeout(r, 25)); // start-up connects asynchronously; nothing to await
+        }
 
         const viaTwemproxy = keys(`tw${n}`, 10_000);
         const viaKeymux = keys(`km${n}`, 10_000);

@@ -40,7 +40,14 @@ type Obj = Record<string, unknown>;
 
 function writeConfig(name: string, body: Obj): string {
   const file = path.join(dir, name);
-  fs.writeFileSync(file, stringify({ listen: '127.0.0.1:0', admin: '127.0.0.1:0', log: { level: 'silent' }, ...body }));
+  // A generous shard timeout: loading and migrating on a busy shared machine must not time out.
+  const defaults = {
+    listen: '127.0.0.1:0',
+    admin: '127.0.0.1:0',
+    log: { level: 'silent' },
+    backend: { timeout_ms: 30000 },
+  };
+  fs.writeFileSync(file, stringify({ ...defaults, ...body }));
   return file;
 }
 
@@ -107,8 +114,19 @@ async function load(port: number): Promise<void> {
     seed = (seed * 1103515245 + 12345) & 0x7fffffff;
     cmds.push(['SET', `plan:${i % 7 === 0 ? `{grp${i % 101}}` : ''}key:${i}`, 'v'.repeat(20 + (seed % 580))]);
   }
-  const replies = await redisCommands(port, cmds, { timeoutMs: 60_000 });
-  expect(replies.filter((r) => r !== 'OK')).toEqual([]);
+  // In batches: keymux runs in this process, and one huge pipeline would hold its event loop for long.
+  for (let i = 0; i < cmds.length; i += 2000) {
+    const replies = await redisCommands(port, cmds.slice(i, i + 2000), { timeoutMs: 60_000 });
+    expect(replies.filter((r) => r !== 'OK')).toEqual([]);
+  }
+}
+
+/** Resolves once every shard of the proxy has a ready connection (start-up connects asynchronously). */
+async function shardsReady(proxy: Proxy): Promise<void> {
+  for (let i = 0; i < 400 && !proxy.topology.shards.every((s) => s.pool.healthy); i++) {
+    await new Promise((r) => setTimeout(r, 25)); // connection readiness has no event on the proxy's surface
+  }
+  expect(proxy.topology.shards.every((s) => s.pool.healthy)).toBe(true);
 }
 
 async function waitMigrationDone(admin: string, after: number): Promise<Obj> {
@@ -223,6 +241,7 @@ describe('keymux plan matches what the reload then moves', () => {
       });
       try {
         const admin = `http://127.0.0.1:${proxy.adminPort}`;
+        await shardsReady(proxy);
         await load(proxy.port);
         const before = await placement();
         const next = writeConfig(`keymux-${n}-next.yaml`, change.after);
