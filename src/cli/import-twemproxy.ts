@@ -585,8 +585,10 @@ async function verify(config: KeymuxConfig, perServer: number, io: Io): Promise<
       io.err(`  on ${m.from.address}, routed to ${m.to.address}: about ${count(m.keys)}\n`);
     return false;
   }
+  const whole = estimate.shards.every((s) => s.exact);
   io.err(
-    `verify: ${count(sampled)} sampled keys on ${shards.length} servers, every one on the server keymux routes it to\n`,
+    `verify: ${count(sampled)} sampled keys on ${shards.length} servers${whole ? ' (every key of every server)' : ''}, ` +
+      'every one on the server keymux routes it to\n',
   );
   return true;
 }
