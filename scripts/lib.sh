@@ -30,6 +30,20 @@ ensure_binaries() {
       apt-get update -qq
       _apt_updated=1
     fi
+    # A package none of the configured apt sources offers would make apt-get fail with a vague message: name it.
+    local unavailable=()
+    for pkg in "${missing[@]}"; do
+      if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [^(]'; then unavailable+=("$pkg"); fi
+    done
+    if [ ${#unavailable[@]} -gt 0 ]; then
+      echo "keymux: no apt source here offers ${unavailable[*]}." >&2
+      case " ${unavailable[*]} " in *" kubectl "*)
+        echo "keymux: kubectl is not in Debian's own archive (its kubernetes-client 1.20 is too old for the kustomizations" >&2
+        echo "keymux: in deploy/); add the Kubernetes apt repository (see kubernetes.io, \"Install kubectl on Linux\")" >&2
+        echo "keymux: and run this command again." >&2 ;;
+      esac
+      exit 1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Debian starts a redis-server service on port 6379 after installing it; keymux never uses it.
   else

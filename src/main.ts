@@ -1,32 +1,60 @@
 /**
- * keymux command line: `keymux --config FILE [--check]`. Loads and validates the config (a bad config is printed
- * with file and line for every problem, and keymux exits non-zero), starts the Proxy, and wires signals:
- * SIGHUP re-reads the config file (so do changes to the file, watched by the proxy; a bad file is logged and the
- * running config stays), SIGTERM/SIGINT drain
- * (stop accepting, finish in-flight requests within a grace period, exit 0).
+ * keymux command line: `keymux --config FILE [--check]` runs the proxy; `keymux SUBCOMMAND ...` runs one of the
+ * operator tools in src/cli/ (import-twemproxy, plan, top), each in a file of its own that returns an exit code.
+ * Running the proxy: loads and validates the config (a bad config is printed with file and line for every
+ * problem, and keymux exits non-zero), starts the Proxy, and wires signals: SIGHUP re-reads the config file (so
+ * do changes to the file, watched by the proxy; a bad file is logged and the running config stays), SIGTERM/SIGINT
+ * drain (stop accepting, finish in-flight requests within a grace period, exit 0).
  */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config/load.js';
 import { Proxy } from './proxy.js';
-import { rootLogger, setLogLevel } from './log.js';
+import { LOG_FORMATS, rootLogger, setLogFormat, setLogLevel, type LogFormat } from './log.js';
 
-const USAGE = `usage: keymux --config FILE [--check]
+const USAGE = `usage: keymux --config FILE [--check] [--no-watch] [--log-format json|pretty]
+       keymux import-twemproxy NUTCRACKER.YML [--pool NAME] > keymux.yaml
+       keymux plan --config NEW.YAML [--against http://ADMIN | --current OLD.YAML] [--json]
+       keymux top [--admin ADDRESS] [--once]
 
   -c, --config FILE   YAML configuration (see config/*.yaml and README.md)
       --check         validate the configuration and exit (0 = valid)
       --no-watch      do not reload when the config file changes (SIGHUP and POST /reload still do)
-  -h, --help          this help
+      --log-format F  json (one JSON object per line) or pretty (human-readable); default: pretty when stdout is
+                      a terminal, json otherwise (also KEYMUX_LOG_FORMAT)
+  -h, --help          this help (keymux SUBCOMMAND --help for a subcommand's)
   -v, --version       print the version
 `;
 
+/** Subcommands: name -> module in src/cli/ exporting `run(argv): Promise<number>` (the exit code). */
+const SUBCOMMANDS: Record<string, () => Promise<{ run(argv: string[]): Promise<number> }>> = {
+  'import-twemproxy': () => import('./cli/import-twemproxy.js'),
+  plan: () => import('./cli/plan.js'),
+  top: () => import('./cli/top.js'),
+};
+
 async function main(): Promise<void> {
-  let values: { config?: string; check?: boolean; help?: boolean; version?: boolean; 'no-watch'?: boolean };
+  const sub = process.argv[2];
+  if (sub !== undefined && Object.hasOwn(SUBCOMMANDS, sub)) {
+    const { run } = await SUBCOMMANDS[sub]!();
+    // Exit as soon as the tool is done (stdout and stderr writes are synchronous on Linux for files, pipes and
+    // terminals), rather than waiting for idle keep-alive sockets of its HTTP client to close.
+    process.exit(await run(process.argv.slice(3)));
+  }
+  let values: {
+    config?: string;
+    check?: boolean;
+    help?: boolean;
+    version?: boolean;
+    'no-watch'?: boolean;
+    'log-format'?: string;
+  };
   try {
     ({ values } = parseArgs({
       options: {
         config: { type: 'string', short: 'c' },
         check: { type: 'boolean' },
         'no-watch': { type: 'boolean' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -44,6 +72,14 @@ async function main(): Promise<void> {
     const { createRequire } = await import('node:module');
     process.stdout.write(`${(createRequire(import.meta.url)('../package.json') as { version: string }).version}\n`);
     return;
+  }
+  const logFormat = values['log-format'];
+  if (logFormat !== undefined) {
+    if (!LOG_FORMATS.includes(logFormat as LogFormat)) {
+      process.stderr.write(`keymux: --log-format must be json or pretty, got ${JSON.stringify(logFormat)}\n`);
+      process.exit(2);
+    }
+    setLogFormat(logFormat as LogFormat);
   }
   if (values.config === undefined) {
     process.stderr.write(`keymux: --config FILE is required\n${USAGE}`);
@@ -76,14 +112,24 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     const graceMs = proxy.topology.config.drain.graceS * 1000;
-    log.info({ signal, graceMs }, 'draining');
+    // Logging must not stand between a signal and the drain: when stdout is gone (a closed pipe, a terminal that
+    // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
+    quietly(() => log.info({ signal, graceMs }, 'draining'));
     void proxy.drain(graceMs).then(() => {
-      log.info('stopped');
+      quietly(() => log.info('stopped'));
       process.exit(0);
     });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+}
+
+function quietly(write: () => void): void {
+  try {
+    write();
+  } catch {
+    /* stdout is gone; nobody is reading the log */
+  }
 }
 
 main().catch((err) => {

@@ -134,6 +134,11 @@ export class Proxy implements ProxyContext {
     return this.admin?.port ?? null;
   }
 
+  /** The config file reloads read, or null (started from a config object). */
+  get configFile(): string | null {
+    return this.configPath;
+  }
+
   clientCount(): number {
     return this.listener.sessions.size;
   }

@@ -3,16 +3,34 @@
  * SIGHUP and the file watch: a bad file is rejected with its file:line errors and the running config stays), and
  * `GET /config` shows the active config, with every password masked, and its version (it grows by one for each
  * applied reload or rediscovered cluster topology).
+ *
+ * `POST /reload?dry_run=1` applies nothing: it compares the running topology with the config file (or with the
+ * YAML in the request body, as `keymux plan --against` sends it; `source=NAME` names it in errors) and answers
+ * the plan (routing/plan.ts) with live estimates of the keys and bytes that would move (migration/estimate.ts;
+ * `sample=N` keys per shard, `time_ms=T` budget, `sample=0` for none). An invalid config gets 400 with the
+ * same `file:line` errors as `keymux --check`.
  */
+import type http from 'node:http';
 import type { AdminServer } from '../metrics/admin-server.js';
 import { sendJson } from '../metrics/admin-server.js';
 import type { KeymuxConfig } from './schema.js';
 import type { ReloadResult } from '../proxy.js';
+import { parseConfigText, readConfigFile } from './load.js';
+import type { MigrationProgress } from '../migration/migration.js';
+import { DEFAULT_SAMPLE_KEYS, DEFAULT_SAMPLE_TIME_MS, planReport } from '../migration/estimate.js';
 
 export interface ConfigHost {
   readonly topology: { readonly config: KeymuxConfig; readonly version: number };
   reloadFromFile(trigger: string): Promise<ReloadResult>;
+  /** The file reloads read (null when keymux was started from a config object). */
+  readonly configFile?: string | null;
+  migrationProgress?(): MigrationProgress[];
 }
+
+/** Largest config a dry run accepts in a request body. */
+const MAX_BODY_BYTES = 4 * 1024 * 1024;
+const MAX_SAMPLE_KEYS = 100_000;
+const MAX_SAMPLE_TIME_MS = 60_000;
 
 const MASK = '********';
 
@@ -28,7 +46,12 @@ export function maskSecrets(value: unknown): unknown {
 }
 
 export function addConfigRoutes(admin: AdminServer, host: ConfigHost): void {
-  admin.addRoute('POST', '/reload', async (_req, res) => {
+  admin.addRoute('POST', '/reload', async (req, res, url) => {
+    const dryRun = url.searchParams.get('dry_run');
+    if (dryRun !== null && dryRun !== '0' && dryRun !== 'false') {
+      await dryRunReload(host, req, res, url);
+      return;
+    }
     const result = await host.reloadFromFile('admin');
     sendJson(res, result.ok ? 200 : 400, result);
   });
@@ -36,4 +59,65 @@ export function addConfigRoutes(admin: AdminServer, host: ConfigHost): void {
     const topo = host.topology;
     sendJson(res, 200, { version: topo.version, source: topo.config.source, config: maskSecrets(topo.config) });
   });
+}
+
+function intParam(url: URL, name: string, fallback: number, max: number): number | string {
+  const raw = url.searchParams.get(name);
+  if (raw === null) return fallback;
+  const n = Number(raw);
+  if (raw === '' || !Number.isInteger(n) || n < 0 || n > max)
+    return `${name} must be an integer 0..${max}, got ${JSON.stringify(raw)}`;
+  return n;
+}
+
+async function readBody(req: http.IncomingMessage): Promise<string | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) return null;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function dryRunReload(
+  host: ConfigHost,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  url: URL,
+): Promise<void> {
+  const keys = intParam(url, 'sample', DEFAULT_SAMPLE_KEYS, MAX_SAMPLE_KEYS);
+  const timeMs = intParam(url, 'time_ms', DEFAULT_SAMPLE_TIME_MS, MAX_SAMPLE_TIME_MS);
+  for (const v of [keys, timeMs]) {
+    if (typeof v === 'string') {
+      sendJson(res, 400, { ok: false, errors: [v] });
+      return;
+    }
+  }
+  const body = await readBody(req);
+  if (body === null) {
+    sendJson(res, 413, { ok: false, errors: [`the config in the request body is over ${MAX_BODY_BYTES} bytes`] });
+    return;
+  }
+  let result;
+  if (body.trim() !== '') {
+    result = parseConfigText(body, url.searchParams.get('source') ?? '<request body>');
+  } else if (host.configFile !== undefined && host.configFile !== null) {
+    result = await readConfigFile(host.configFile);
+  } else {
+    sendJson(res, 400, {
+      ok: false,
+      errors: ['keymux was started without a config file: send the new config as the request body'],
+    });
+    return;
+  }
+  if (result.errors !== undefined) {
+    sendJson(res, 400, { ok: false, errors: result.errors });
+    return;
+  }
+  const sample =
+    (keys as number) > 0 && (timeMs as number) > 0 ? { keysPerShard: keys as number, timeMs: timeMs as number } : null;
+  const report = await planReport(host.topology.config, result.config, sample, host.migrationProgress?.() ?? []);
+  sendJson(res, 200, { ok: true, dry_run: true, version: host.topology.version, ...report });
 }

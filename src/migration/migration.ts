@@ -74,6 +74,8 @@ export interface MigrationProgress {
   keysMoved: number;
   keysLeft: number;
   startedAt: number;
+  /** When it finished (done), or null while it runs or once superseded: the keys/s `keymux plan` quotes. */
+  finishedAt: number | null;
   errors: number;
 }
 
@@ -145,6 +147,7 @@ export class Migration implements KeyLocator {
   keysMoved = 0;
   errors = 0;
   readonly startedAt = Date.now();
+  finishedAt: number | null = null;
 
   private readonly from: KeyLocator;
   private readonly log: Logger;
@@ -196,6 +199,7 @@ export class Migration implements KeyLocator {
       keysMoved: this.keysMoved,
       keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned),
       startedAt: this.startedAt,
+      finishedAt: this.finishedAt,
       errors: this.errors,
     };
   }
@@ -524,6 +528,7 @@ export class Migration implements KeyLocator {
       return;
     }
     this.state = 'done';
+    this.finishedAt = Date.now();
     this.moved = new Set();
     // Migrations this one took over are complete too: every key is where this one put it.
     for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();

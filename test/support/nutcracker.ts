@@ -25,6 +25,8 @@ export interface StartNutcrackerOptions {
   hashTag?: string | null;
   distribution?: 'ketama' | 'modula' | 'random';
   servers: NutcrackerServer[];
+  /** A whole nutcracker.yml of the test's own instead of the generated one (it must listen on `port`). */
+  config?: (port: number) => string;
 }
 
 export interface NutcrackerProcess {
@@ -86,7 +88,7 @@ async function startOnce(port: number, statsPort: number, opts: StartNutcrackerO
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-nutcracker-${port}-`));
   const conf = path.join(dir, 'nutcracker.yml');
   const logFile = path.join(dir, 'nutcracker.log');
-  const configText = nutcrackerConfig(port, opts);
+  const configText = opts.config?.(port) ?? nutcrackerConfig(port, opts);
   fs.writeFileSync(conf, configText);
   const child = spawn(
     BINARY,
