@@ -92,6 +92,8 @@ export interface KeymuxConfig {
     timeoutMs: number; // default 2000 (0 = none)
     password: string | null;
     username: string | null;
+    /** Operations one connection holds (waiting + unsent) before the clients sending to it are paused. default 8192 */
+    maxPending: number;
   };
   clients: {
     max: number; // default 10000
@@ -100,6 +102,8 @@ export interface KeymuxConfig {
     users: UserConfig[];
     /** Requests in flight per client before keymux stops reading it (backpressure). default 1024 */
     maxInflight: number;
+    /** Reply bytes buffered for a client (not yet taken by it) before it is disconnected; 0 = no limit. default 64 MiB */
+    maxOutputBytes: number;
   };
   limits: {
     maxBulkBytes: number; // default 536870912
@@ -186,9 +190,11 @@ export const INT_RANGES = Object.freeze({
   'backend.connections': [1, 64],
   'backend.connect_timeout_ms': [0, MAX_TIMER_MS],
   'backend.timeout_ms': [0, MAX_TIMER_MS],
+  'backend.max_pending': [1, 100_000_000],
   'clients.max': [1, 1_000_000],
   'clients.idle_timeout_s': [0, Math.floor(MAX_TIMER_MS / 1000)],
   'clients.max_inflight': [1, 1_000_000],
+  'clients.max_output_bytes': [0, 2 ** 40],
   'limits.max_bulk_bytes': [1, 2 ** 32],
   'limits.max_args': [1, MAX_TIMER_MS],
   'limits.max_inline_bytes': [1, 2 ** 32],
@@ -226,8 +232,22 @@ export const DEFAULTS = deepFreeze({
     maxRedirections: 5,
     retry: { attempts: 8, baseDelayMs: 20, maxDelayMs: 500 },
   },
-  backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
-  clients: { max: 10_000, idleTimeoutS: 0, password: null, users: [] as UserConfig[], maxInflight: 1024 },
+  backend: {
+    connections: 1,
+    connectTimeoutMs: 1000,
+    timeoutMs: 2000,
+    password: null,
+    username: null,
+    maxPending: 8192,
+  },
+  clients: {
+    max: 10_000,
+    idleTimeoutS: 0,
+    password: null,
+    users: [] as UserConfig[],
+    maxInflight: 1024,
+    maxOutputBytes: 64 * 1024 * 1024,
+  },
   limits: { maxBulkBytes: 536_870_912, maxArgs: 1_048_576, maxInlineBytes: 65_536 },
   log: { level: 'info' as LogLevel },
   commands: { deny: [] as string[] },
@@ -281,8 +301,8 @@ export const KNOWN_KEYS = deepFreeze({
   ring: ['hash', 'distribution'],
   cluster: ['seeds', 'read_from', 'refresh_interval_ms', 'max_redirections', 'retry'],
   cluster_retry: ['attempts', 'base_delay_ms', 'max_delay_ms'],
-  backend: ['connections', 'connect_timeout_ms', 'timeout_ms', 'password', 'username'],
-  clients: ['max', 'idle_timeout_s', 'password', 'users', 'max_inflight'],
+  backend: ['connections', 'connect_timeout_ms', 'timeout_ms', 'password', 'username', 'max_pending'],
+  clients: ['max', 'idle_timeout_s', 'password', 'users', 'max_inflight', 'max_output_bytes'],
   user: ['name', 'password'],
   limits: ['max_bulk_bytes', 'max_args', 'max_inline_bytes'],
   log: ['level'],
@@ -730,6 +750,7 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
     timeoutMs: int(cx, b, 'timeout_ms', bp, DEFAULTS.backend.timeoutMs, INT_RANGES['backend.timeout_ms']),
     password: optionalString(cx, b, 'password', bp),
     username: optionalString(cx, b, 'username', bp),
+    maxPending: int(cx, b, 'max_pending', bp, DEFAULTS.backend.maxPending, INT_RANGES['backend.max_pending']),
   };
   if (backend.username !== null && (b.password === undefined || b.password === null)) {
     cx.error(['backend', 'username'], 'requires backend.password (Redis ACL AUTH needs both)');
@@ -743,6 +764,14 @@ function buildConfig(cx: Checker, doc: unknown, source: string): KeymuxConfig | 
     password: optionalString(cx, c, 'password', cp),
     users: parseUsers(cx, c),
     maxInflight: int(cx, c, 'max_inflight', cp, DEFAULTS.clients.maxInflight, INT_RANGES['clients.max_inflight']),
+    maxOutputBytes: int(
+      cx,
+      c,
+      'max_output_bytes',
+      cp,
+      DEFAULTS.clients.maxOutputBytes,
+      INT_RANGES['clients.max_output_bytes'],
+    ),
   };
 
   const l = section(cx, doc, 'limits', [], KNOWN_KEYS.limits);

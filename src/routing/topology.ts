@@ -203,6 +203,7 @@ export function backendOptions(config: KeymuxConfig, readOnly: boolean): Backend
     password: b.password,
     username: b.username,
     readOnly,
+    maxPending: b.maxPending,
   };
 }
 
@@ -216,5 +217,6 @@ function poolKey(shard: ShardConfig, config: KeymuxConfig): string {
     b.timeoutMs,
     b.password,
     b.username,
+    b.maxPending,
   ]);
 }

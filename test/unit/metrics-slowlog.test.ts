@@ -14,7 +14,12 @@ import { CommandTable } from '../../src/commands/table.js';
 import { DEFAULTS, type MetricsConfig } from '../../src/config/schema.js';
 
 const table = CommandTable.builtin();
-const owner: RequestOwner = { id: 1, onRequestDone: () => undefined };
+const owner: RequestOwner = {
+  id: 1,
+  onRequestDone: () => undefined,
+  backendFull: () => undefined,
+  backendDrained: () => undefined,
+};
 
 /** A request for `args` that started `ageMs` ago, answered with `reply`, sent to `shard`. */
 function request(
