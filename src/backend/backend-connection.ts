@@ -278,13 +278,14 @@ export class BackendConnection implements ReplySink, Flushable {
   close(): void {
     if (this.state === 'closed') return;
     this.failWaiting(shardError(this.shard.name, this.shard.address, 'connection closed by keymux'));
-    if (this.blockedSenders.size > 0) this.releaseSenders();
     this.state = 'closed';
     this.stopTimers();
     if (this.socket !== null) {
       this.socket.destroy();
       this.socket = null;
     }
+    // Last: a resumed session may send again at once, and must find this connection closed.
+    if (this.blockedSenders.size > 0) this.releaseSenders();
   }
 
   /** Retires the connection: it closes as soon as no operation is waiting (used when a reload drops a shard). */
@@ -407,7 +408,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.handshakePending = 0;
     this.stopTimers();
     this.failWaiting(reply);
-    if (this.blockedSenders.size > 0) this.releaseSenders();
+    if (this.blockedSenders.size > 0) this.releaseSenders(); // they find the connection down: answered at once
     (wasReady ? this.log.warn : this.log.debug).call(
       this.log,
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },

@@ -443,14 +443,18 @@ describe('the 200 x 2,000 burst', () => {
         const bad = results.filter((r) => r !== null);
         if (bad.length > 0) failures.push(`run ${run}: ${bad.length} clients wrong; first: ${bad[0]}`);
       }
-      if (process.env.KEYMUX_BURST_REPORT === '1')
-        console.log(
-          `burst: ${BURST_RUNS} runs, ${failures.length} failed; ms per run: ${times.map(Math.round).join(' ')}`,
-        );
       expect(failures).toEqual([]);
       const s = await scrape(km.adminPort);
       for (const shard of ['a', 'b', 'c']) expect(valueOf(s, 'keymux_shard_timeouts_total', { shard })).toBe(0);
-      await expectHealthy(c);
+      const report = await c.stop();
+      if (process.env.KEYMUX_BURST_REPORT === '1')
+        console.log(
+          `burst: ${BURST_RUNS} runs, ${failures.length} failed; ms per run: ${times.map(Math.round).join(' ')}; ` +
+            `canary: ${report.batches} batches, ${report.commands} commands, round trip ms p50 ` +
+            `${report.latencyMs.p50.toFixed(1)} p99 ${report.latencyMs.p99.toFixed(1)} max ${report.latencyMs.max.toFixed(1)}`,
+        );
+      expect(report.errors).toEqual([]);
+      expect(report.batches).toBeGreaterThan(1);
     },
     60_000 + BURST_RUNS * 60_000,
   );
