@@ -30,6 +30,14 @@ import { startCanary, type Canary } from '../support/canary.js';
 import { scrape, valueOf } from '../support/metrics.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import type { Proxy } from '../../src/proxy.js';
+import { setRootLogger } from '../../src/log.js';
+import { pino } from 'pino';
+
+// keymux's warnings in this file are kept, to check the output-limit log line and its rate limit.
+const logLines: Array<Record<string, unknown>> = [];
+setRootLogger(pino({ level: 'warn' }, { write: (line: string) => void logLines.push(JSON.parse(line)) }));
+const outputLimitLines = () =>
+  logLines.filter((l) => String(l.msg).startsWith('client disconnected: replies it has not read'));
 
 const cleanups: Array<() => unknown> = [];
 afterEach(async () => {
@@ -158,7 +166,7 @@ const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 describe('a busy shard is not a dead shard', () => {
   it('pipelined GETs of a 4 MiB value while keymux is busy: every value exact, no timeout, the canary unaffected', async () => {
     const shards = await Promise.all([redis(), redis(), redis()]);
-    // The shard sends nothing until it has built the replies of the whole batch it read (128 MiB here: up to a
+    // The shard sends nothing until it has built the replies of the whole batch it read (64 MiB here: up to a
     // second on a loaded machine), so the timeout must exceed that; 3 s does.
     const proxy = await keymux(
       slotsConfig(
@@ -171,13 +179,13 @@ describe('a busy shard is not a dead shard', () => {
     expect(await redisCommand(shards[1].port, 'SET', big, value)).toBe('OK');
     const c = await canary(proxy, [0, 1, 2]);
 
-    // keymux (in this process) is kept busy on the path that reads shard b: 1.5 ms of CPU per 32 KiB read. So the
-    // 128 MiB take about 6 s to cross, twice the timeout, with bytes arriving all along; the client reads at full
+    // keymux (in this process) is kept busy on the path that reads shard b: 3 ms of CPU per 32 KiB read. So the
+    // 64 MiB take about 6 s to cross, twice the timeout, with bytes arriving all along; the client reads at full
     // speed. Under the old rule (the age of the oldest request queued) this timed out.
     const conn = proxy.topology.shards[1].pool.connections[0] as unknown as { socket: net.Socket };
-    conn.socket.prependListener('data', (d: Buffer) => busy((1.5 * d.length) / 32768));
+    conn.socket.prependListener('data', (d: Buffer) => busy((3 * d.length) / 32768));
     const get = cmd('GET', big);
-    const result = await exactStream(proxy.port, Buffer.concat(Array(32).fill(get)), bulkBytes(value), 32);
+    const result = await exactStream(proxy.port, Buffer.concat(Array(16).fill(get)), bulkBytes(value), 16);
     expect(result).toBeNull();
     await c.batchesAfter(2);
     await expectHealthy(c);
@@ -339,6 +347,10 @@ describe('a client that does not read costs only itself', () => {
     const s = await scrape(proxy.adminPort as number);
     expect(valueOf(s, 'keymux_client_output_limit_disconnects_total')).toBe(1);
     expect(valueOf(s, 'keymux_shard_timeouts_total', { shard: 'b' })).toBe(0);
+    const [line, ...more] = outputLimitLines();
+    expect(more).toEqual([]);
+    expect(line).toMatchObject({ component: 'clients', limit: 64 * MiB, notLoggedSinceLast: 0 });
+    expect(line.pendingBytes).toBeGreaterThan(64 * MiB);
   });
 
   it('100 non-reading clients: each is disconnected at its own bound, the canary is unaffected', async () => {
@@ -358,8 +370,11 @@ describe('a client that does not read costs only itself', () => {
 
     // 800 replies of 10 KiB each (8 MiB): more than the 1 MiB bound plus what the kernel buffers for a socket.
     const request = (i: number) => Buffer.concat(Array.from({ length: 800 }, (_, j) => cmd('GET', keys[(i + j) % 3])));
+    const linesBefore = outputLimitLines().length;
     await Promise.all(Array.from({ length: 100 }, (_, i) => nonReader(proxy.port, request(i))));
     await waitFor(() => proxy.stats.outputLimitDisconnects === 100, 'every non-reader to be disconnected', 60_000);
+    // Logged at most once per 10 s: within the 60 s allowed above, at most 7 lines for the 100 disconnects.
+    expect(outputLimitLines().length - linesBefore).toBeLessThanOrEqual(7);
     await waitFor(
       () => proxy.topology.shards.every((s) => s.pool.inflight <= 1),
       'the dropped clients’ requests to finish',
