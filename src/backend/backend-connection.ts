@@ -4,8 +4,16 @@
  *   the next to be answered), and the raw-frame ReplyScanner that finds where each reply ends;
  * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
  * - the handshake (AUTH with password or ACL user, READONLY when asked) run before any client command is sent;
- * - one timer, used as the connect timeout while connecting and as the operation timeout while ready (it checks
- *   the age of the oldest waiting operation; there is never a timer per request);
+ * - one timer, used as the connect timeout while connecting and as the operation timeout while ready; there is
+ *   never a timer per request. The shard is late only when it makes no progress for `timeoutMs`: counted from
+ *   when the oldest unanswered request was written to the socket (not from when it was queued in keymux; frames
+ *   waiting for the connection or for 'drain' do not count) or from the last reply bytes that arrived (or the
+ *   last 'drain', the shard taking our bytes), whichever is later. A shard streaming a large reply, or working
+ *   through a deep pipeline, is busy, not dead. Before declaring it late, the timer lets one I/O poll run, so
+ *   reply bytes that waited in the kernel while keymux itself was busy (a long turn, a GC pause) still count;
+ * - a bound on what it holds (`maxPending` operations, waiting and unsent): a client session whose request finds
+ *   it full is paused (it stops reading its socket) and registered here, and every registered session is resumed
+ *   once the queue drains to half the bound: full queues push back instead of growing or timing out;
  * - failure handling: on loss, timeout or a reply stream that is not RESP, every waiting operation is answered
  *   with an error naming the shard (never retried: a write may have been applied; in cluster mode, ops whose
  *   bytes were never written go to the redirect handler instead), the socket is destroyed so no
@@ -16,7 +24,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { shardError } from '../errors.js';
 import { RingQueue } from '../core/ring-queue.js';
-import type { BackendOp } from '../core/request.js';
+import { Request, type BackendOp, type RequestOwner } from '../core/request.js';
+import { Fragment } from '../core/fragment.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { turnNow } from '../core/clock.js';
 import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
@@ -34,8 +43,13 @@ export interface ShardIdentity {
 
 export interface BackendOptions {
   connectTimeoutMs: number;
-  /** Operation timeout; 0 disables it. */
+  /** Operation timeout: no progress for this long fails what waits; 0 disables it. */
   timeoutMs: number;
+  /**
+   * Operations (waiting for a reply or not yet written) past which sessions sending here are paused until the
+   * queue drains to half of it; 0 or absent: unbounded (control-plane connections).
+   */
+  maxPending?: number;
   password: string | null;
   username: string | null;
   /** Send READONLY after connecting (cluster replicas). */
@@ -89,6 +103,17 @@ export class BackendConnection implements ReplySink, Flushable {
   private readonly redirects: RedirectHandler | null;
   /** The socket's write buffer is full: wait for 'drain' before writing more. */
   private writeBlocked: boolean;
+  /** When the shard last showed progress: reply bytes arrived, or the socket drained (turn clock). */
+  private progressAt: number;
+  /** Counts those progress events; the late check compares it across one I/O poll. */
+  private progressSeq: number;
+  /** A late-looking timer is waiting for the next I/O poll (confirmLate); progressSeq as it was then. */
+  private lateCheckPending: boolean;
+  private lateSeq: number;
+  private readonly maxPending: number;
+  private readonly lowWater: number;
+  /** Sessions paused because this connection was full, resumed when it drains to `lowWater`. */
+  private readonly blockedSenders: Set<RequestOwner>;
 
   constructor(shard: ShardIdentity, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
@@ -125,7 +150,15 @@ export class BackendConnection implements ReplySink, Flushable {
     this.handshakeFrames = frames;
     this.redirects = options.redirectHandler ?? null;
     this.writeBlocked = false;
+    this.progressAt = 0;
+    this.progressSeq = 0;
+    this.lateCheckPending = false;
+    this.lateSeq = 0;
+    this.maxPending = options.maxPending !== undefined && options.maxPending > 0 ? options.maxPending : 0;
+    this.lowWater = this.maxPending >> 1;
+    this.blockedSenders = new Set<RequestOwner>();
     this.onTimer = this.onTimer.bind(this);
+    this.confirmLate = this.confirmLate.bind(this);
   }
 
   /** The error reply new operations get while the node is down. */
@@ -150,6 +183,7 @@ export class BackendConnection implements ReplySink, Flushable {
     const sock = net.connect({ host: this.shard.host, port: this.shard.port });
     this.socket = sock;
     this.writeBlocked = false;
+    this.progressAt = 0;
     this.scanner.reset();
     sock.setNoDelay(true);
     sock.setKeepAlive(true, 30_000);
@@ -157,11 +191,16 @@ export class BackendConnection implements ReplySink, Flushable {
       if (this.socket === sock) this.onConnected();
     });
     sock.on('data', (chunk: Buffer) => {
-      if (this.socket === sock) this.scanner.feed(chunk);
+      if (this.socket !== sock) return;
+      this.progressAt = turnNow();
+      this.progressSeq++;
+      this.scanner.feed(chunk);
     });
     sock.on('drain', () => {
       if (this.socket !== sock) return;
       this.writeBlocked = false;
+      this.progressAt = turnNow();
+      this.progressSeq++;
       if (this.out.length > 0) scheduleFlush(this);
     });
     sock.on('error', (err: Error) => {
@@ -175,7 +214,8 @@ export class BackendConnection implements ReplySink, Flushable {
 
   /**
    * Queues `frame` and its operation. The op is answered exactly once: by the reply, or by an error on failure.
-   * While the shard is down the error comes synchronously.
+   * While the shard is down the error comes synchronously. The op is always taken; if it fills the connection,
+   * the session that sent it is paused until the connection drains (see `maxPending`).
    */
   send(op: BackendOp, frame: Buffer): void {
     const state = this.state;
@@ -184,25 +224,27 @@ export class BackendConnection implements ReplySink, Flushable {
       op.deliver(this.downReply);
       return;
     }
-    op.sentAt = turnNow();
     this.waiting.push(op);
     this.out.push(frame);
     this.outBytes += frame.length;
-    if (state === 'ready') {
-      if (!this.timerArmed && this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
-      scheduleFlush(this);
-    }
+    if (state === 'ready') scheduleFlush(this);
+    if (this.maxPending > 0 && this.waiting.length >= this.maxPending) this.pushBack(op);
   }
 
   flush(): void {
     const sock = this.socket;
     // While the socket pushes back (the shard reads slower than we write), frames wait here for 'drain': they are
-    // bounded by the clients' in-flight limits, and batching them later costs fewer writes.
+    // bounded by maxPending, and batching them later costs fewer writes.
     if (this.state !== 'ready' || sock === null || this.out.length === 0 || this.writeBlocked) return;
+    // The ops of these frames (the last out.length waiting, one frame each) are written now: their time starts.
+    const waiting = this.waiting;
+    const now = performance.now();
+    for (let i = waiting.length - this.out.length; i < waiting.length; i++) (waiting.at(i) as BackendOp).sentAt = now;
     const ok = writeBatch(sock, this.out, this.outBytes);
     this.out = [];
     this.outBytes = 0;
     if (!ok) this.writeBlocked = true;
+    if (!this.timerArmed && !this.lateCheckPending && this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
   }
 
   onReply(frame: Buffer): void {
@@ -224,6 +266,7 @@ export class BackendConnection implements ReplySink, Flushable {
     stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
     if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this))
       op.deliver(frame);
+    if (this.blockedSenders.size > 0 && this.waiting.length <= this.lowWater) this.releaseSenders();
     if (this.retiring && this.waiting.length === 0) this.close();
   }
 
@@ -241,6 +284,8 @@ export class BackendConnection implements ReplySink, Flushable {
       this.socket.destroy();
       this.socket = null;
     }
+    // Last: a resumed session may send again at once, and must find this connection closed.
+    if (this.blockedSenders.size > 0) this.releaseSenders();
   }
 
   /** Retires the connection: it closes as soon as no operation is waiting (used when a reload drops a shard). */
@@ -271,16 +316,12 @@ export class BackendConnection implements ReplySink, Flushable {
     this.state = 'ready';
     this.backoffMs = MIN_BACKOFF_MS;
     this.log.info({ shard: this.shard.name, address: this.shard.address }, 'backend connected');
+    // The connect timer is done; the operation timer starts with the first write (operations queued while
+    // connecting get their full timeout from the moment they are written).
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
     this.timerArmed = false;
-    if (this.waiting.length > 0) {
-      // Operations queued while connecting now get their full timeout from this moment.
-      const now = performance.now();
-      for (let i = 0; i < this.waiting.length; i++) (this.waiting.at(i) as BackendOp).sentAt = now;
-      if (this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
-      scheduleFlush(this);
-    } else if (this.timer !== null) {
-      clearTimeout(this.timer);
-    }
+    if (this.waiting.length > 0) scheduleFlush(this);
   }
 
   private armTimer(ms: number): void {
@@ -295,17 +336,61 @@ export class BackendConnection implements ReplySink, Flushable {
       this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
       return;
     }
-    if (this.state !== 'ready' || this.options.timeoutMs <= 0) return;
-    const head = this.waiting.peek();
-    if (head === undefined) return;
-    const age = performance.now() - head.sentAt;
-    if (age >= this.options.timeoutMs) {
-      this.timeouts++;
-      this.stats.timeouts++;
-      this.fail(`timed out: no reply within ${this.options.timeoutMs} ms`);
+    this.checkProgress(false);
+  }
+
+  /**
+   * The operation timeout: re-arms for what is left when the shard made progress since the oldest unanswered
+   * request was written; when it has not, lets this turn's I/O poll run first (confirmLate) and only then fails.
+   * Nothing written and unanswered: the timer stays off until the next write.
+   */
+  private checkProgress(confirmed: boolean): void {
+    const timeoutMs = this.options.timeoutMs;
+    if (this.state !== 'ready' || timeoutMs <= 0) return;
+    if (this.waiting.length === this.out.length) return; // nothing written is waiting for a reply
+    const head = this.waiting.peek() as BackendOp;
+    const idle = performance.now() - Math.max(head.sentAt, this.progressAt);
+    if (idle < timeoutMs) {
+      this.armTimer(timeoutMs - idle);
       return;
     }
-    this.armTimer(this.options.timeoutMs - age);
+    if (!confirmed) {
+      this.lateCheckPending = true;
+      this.lateSeq = this.progressSeq;
+      setImmediate(this.confirmLate);
+      return;
+    }
+    this.timeouts++;
+    this.stats.timeouts++;
+    this.fail(`timed out: no reply within ${timeoutMs} ms`);
+  }
+
+  /** Runs after the I/O poll that followed a late-looking timer: late only if no byte came in that poll either. */
+  private confirmLate(): void {
+    if (!this.lateCheckPending) return; // the connection failed or closed meanwhile
+    this.lateCheckPending = false;
+    if (this.progressSeq === this.lateSeq) {
+      this.checkProgress(true);
+      return;
+    }
+    // Bytes came in that poll (read in this very event-loop iteration): the shard is making progress now.
+    this.progressAt = performance.now();
+    this.checkProgress(false);
+  }
+
+  /** `op` filled the connection: its session stops reading until the connection drains (once per session). */
+  private pushBack(op: BackendOp): void {
+    const sender = op instanceof Request ? op.owner : op instanceof Fragment ? op.parent.owner : null;
+    if (sender === null || this.blockedSenders.has(sender)) return;
+    this.blockedSenders.add(sender);
+    this.stats.pushbacks++;
+    sender.backendFull();
+  }
+
+  private releaseSenders(): void {
+    const senders = [...this.blockedSenders];
+    this.blockedSenders.clear();
+    for (const s of senders) s.backendDrained();
   }
 
   /** Tears the connection down, answers every waiting operation with the error, and schedules a reconnect. */
@@ -323,6 +408,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.handshakePending = 0;
     this.stopTimers();
     this.failWaiting(reply);
+    if (this.blockedSenders.size > 0) this.releaseSenders(); // they find the connection down: answered at once
     (wasReady ? this.log.warn : this.log.debug).call(
       this.log,
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
@@ -366,6 +452,7 @@ export class BackendConnection implements ReplySink, Flushable {
       this.timer = null;
     }
     this.timerArmed = false;
+    this.lateCheckPending = false;
     if (this.state === 'closed' && this.reconnectTimer !== null) {
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = null;

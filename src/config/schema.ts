@@ -191,6 +191,9 @@ function configShape(mode: Mode | null) {
         timeout_ms: int(0, MAX_TIMER_MS).default(2000).describe('Per-request reply timeout in milliseconds; 0 = none.'),
         password: optionalText().describe('AUTH password for the shards; null = none.'),
         username: optionalText().describe('ACL user name for the shards; requires password.'),
+        max_pending: int(1, 100_000_000)
+          .default(8192)
+          .describe('Operations one connection holds (waiting + unsent) before the clients sending to it are paused.'),
       },
       {
         rule: (b, cx) => {
@@ -211,6 +214,9 @@ function configShape(mode: Mode | null) {
       max_inflight: int(1, 1_000_000)
         .default(1024)
         .describe('Commands in flight per client before keymux stops reading it.'),
+      max_output_bytes: int(0, 2 ** 40)
+        .default(64 * 1024 * 1024)
+        .describe('Reply bytes buffered for a client that has not read them before it is disconnected; 0 = no limit.'),
     }).describe('Client connections to keymux.'),
     limits: section({
       max_bulk_bytes: int(1, 2 ** 32)

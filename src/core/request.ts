@@ -15,7 +15,7 @@ import type { ShardStats } from '../metrics/stats.js';
 
 /** What a backend connection queues and answers: a Request, a Fragment, or a control-plane operation. */
 export interface BackendOp {
-  /** When the op was handed to a connection (performance.now()), for the connection's timeout check. */
+  /** When the op's frame was written to the socket (performance.now()), for the timeout check and shard latency. */
   sentAt: number;
   /** The bytes sent for this op (re-sent as they are after a cluster redirection). */
   readonly frame: Buffer;
@@ -82,6 +82,10 @@ export interface RequestOwner {
    * its slot (it is re-sent from there, in order); false when it may be re-sent at once.
    */
   holdRedirect(unit: RoutedUnit): boolean;
+  /** A backend connection this owner sent to holds its bound of operations: stop sending until backendDrained(). */
+  backendFull(): void;
+  /** That connection drained (called once per backendFull()). */
+  backendDrained(): void;
 }
 
 export class Request implements RoutedUnit {

@@ -152,6 +152,12 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     [],
     (s, emit) => emit(NO_LABELS, s.stats.clientsRejected),
   ),
+  counter(
+    'keymux_client_output_limit_disconnects_total',
+    'Clients disconnected because replies they had not read passed clients.max_output_bytes.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.outputLimitDisconnects),
+  ),
   counter('keymux_client_received_bytes_total', 'Bytes read from clients.', [], (s, emit) =>
     emit(NO_LABELS, s.stats.bytesIn),
   ),
@@ -306,10 +312,18 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
   }),
   counter(
     'keymux_shard_timeouts_total',
-    'Connections to the shard dropped because a reply took longer than backend.timeout_ms.',
+    'Connections to the shard dropped because it made no progress (no reply bytes) for backend.timeout_ms.',
     ['shard'],
     (s, emit) => {
       for (const st of allShardStats(s)) emit(st.labels, st.timeouts);
+    },
+  ),
+  counter(
+    'keymux_shard_pushbacks_total',
+    'Clients paused (their sockets not read) because a connection to the shard held backend.max_pending operations.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.pushbacks);
     },
   ),
   counter('keymux_shard_reconnects_total', 'Reconnection attempts to the shard.', ['shard'], (s, emit) => {

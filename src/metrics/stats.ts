@@ -53,6 +53,8 @@ export class ShardStats {
   misses: number;
   reconnects: number;
   timeouts: number;
+  /** Client sessions paused because a connection to the shard held backend.max_pending operations. */
+  pushbacks: number;
   readonly latency: Histogram;
   /** Prometheus labels, built once. */
   readonly labels: Readonly<{ shard: string }>;
@@ -66,6 +68,7 @@ export class ShardStats {
     this.misses = 0;
     this.reconnects = 0;
     this.timeouts = 0;
+    this.pushbacks = 0;
     this.latency = new Histogram();
     this.labels = Object.freeze({ shard: name });
   }

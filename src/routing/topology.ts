@@ -209,6 +209,7 @@ export function backendOptions(config: KeymuxConfig, readOnly: boolean): Backend
     password: b.password,
     username: b.username,
     readOnly,
+    maxPending: b.maxPending,
   };
 }
 
@@ -222,5 +223,6 @@ function poolKey(shard: ShardConfig, config: KeymuxConfig): string {
     b.timeoutMs,
     b.password,
     b.username,
+    b.maxPending,
   ]);
 }

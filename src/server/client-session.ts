@@ -6,11 +6,18 @@
  *   (the client's exact bytes), split per shard and merged, broadcast to all shards, or refused;
  * - per-client state: authentication, name, and closing (QUIT or a protocol error ends the stream after the
  *   replies before it have been written);
- * - backpressure: past `clients.maxInflight` requests, or while the client is not reading its replies, the
- *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound.
+ * - backpressure: past `clients.maxInflight` requests, while the client is not reading its replies, or while a
+ *   backend connection it sent to is full (backend.max_pending; the connection resumes it once drained), the
+ *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound;
+ * - the output bound: replies the client has not taken (pending here plus the socket's buffer) past
+ *   `clients.maxOutputBytes` disconnect it (counted, logged at most every few seconds), as Redis's
+ *   client-output-buffer-limit does, so a client that does not read costs only itself while the shared backend
+ *   connections keep being read for everyone;
+ * - closing: every socket it ends is destroyed once the last bytes are written (socket-close.ts).
  * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
  */
 import type net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
 import { Request, UNIT_AT_BACKEND, type RequestOwner, type RoutedUnit } from '../core/request.js';
@@ -35,6 +42,28 @@ import type { Migration } from '../migration/migration.js';
 import type { ShardPool } from '../backend/pool.js';
 import { DISPATCH, type DispatchSession } from './dispatch/index.js';
 import { OrderFences } from './order-fence.js';
+import { childLogger, type Logger } from '../log.js';
+import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
+
+/** Output-limit disconnects are logged at most once per this period (with the number left unlogged). */
+const OUTPUT_LIMIT_LOG_EVERY_MS = 10_000;
+let outputLimitLog: Logger | null = null;
+let outputLimitLoggedAt = Number.NEGATIVE_INFINITY;
+let outputLimitUnlogged = 0;
+
+function logOutputLimit(session: ClientSession, pendingBytes: number, limit: number): void {
+  const now = performance.now();
+  if (now - outputLimitLoggedAt < OUTPUT_LIMIT_LOG_EVERY_MS) {
+    outputLimitUnlogged++;
+    return;
+  }
+  outputLimitLoggedAt = now;
+  (outputLimitLog ??= childLogger('clients')).warn(
+    { client: session.remote, id: session.id, pendingBytes, limit, notLoggedSinceLast: outputLimitUnlogged },
+    'client disconnected: replies it has not read exceed clients.max_output_bytes',
+  );
+  outputLimitUnlogged = 0;
+}
 
 export class ClientSession implements RequestSink, RequestOwner, Flushable, DispatchSession {
   readonly id: number;
@@ -87,6 +116,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
    */
   private inRefusedMulti: boolean;
   private readonly maxInflight: number;
+  /** clients.max_output_bytes (0: no limit). */
+  private readonly maxOutputBytes: number;
+  /** Backend connections this session found full and waits for (it reads nothing meanwhile). */
+  private backendWaits: number;
   private out: Buffer[];
   private outBytes: number;
   private readPaused: boolean;
@@ -124,6 +157,8 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.fences = null;
     this.inRefusedMulti = false;
     this.maxInflight = clients.maxInflight;
+    this.maxOutputBytes = clients.maxOutputBytes;
+    this.backendWaits = 0;
     this.out = [];
     this.outBytes = 0;
     this.readPaused = false;
@@ -164,7 +199,9 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   }
 
   onCommand(frame: Buffer, args: Buffer[]): void {
-    if (this.closing) return; // after QUIT or an error that ends the stream, later commands are not run
+    // After QUIT or an error that ends the stream, later commands are not run; nor, once the client is gone, are
+    // commands still buffered in the parser.
+    if (this.closing || this.closed) return;
     const req = new Request(this, frame, args, turnNow(), this.nextSeq++);
     this.inflight.push(req);
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
@@ -360,6 +397,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const sock = this.socket;
     const out = this.out;
     if (out.length > 0) {
+      // What the client has not taken yet, counting this batch. A client that took everything so far may still
+      // get one reply larger than the bound (it is reading); otherwise it is cut once the bound is passed.
+      const untaken = sock.writableLength;
+      if (this.maxOutputBytes > 0 && untaken + this.outBytes > this.maxOutputBytes && (untaken > 0 || out.length > 1)) {
+        this.disconnectForOutput(untaken + this.outBytes);
+        return;
+      }
       this.ctx.stats.bytesOut += this.outBytes;
       const ok = writeBatch(sock, out, this.outBytes);
       this.out = [];
@@ -370,22 +414,59 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
         this.pauseReading();
       }
     }
-    if (this.readPaused && !this.writeBlocked && this.inflight.length < this.maxInflight >> 1) {
-      // Decided after the write, not when replies complete: resuming before knowing whether the client takes
-      // them would read (and answer) one more batch from a client that has stopped reading.
-      this.resumeReading();
-    }
+    // Decided after the write, not when replies complete: resuming before knowing whether the client takes
+    // them would read (and answer) one more batch from a client that has stopped reading.
+    this.maybeResume();
     if (this.endAfterWrite || (this.closing && this.inflight.length === 0)) {
       // QUIT / protocol error / drain: everything up to it has been written; nothing after it is answered.
+      // The socket is destroyed once that is written (or the client stops taking it): never left half-open.
       this.closed = true;
-      sock.end();
+      sock.off('data', this.onData);
+      endThenDestroy(sock, CLOSE_LINGER_MS);
       this.ctx.sessionClosed(this);
     }
   }
 
   private onDrain(): void {
     this.writeBlocked = false;
-    if (this.readPaused && this.inflight.length < this.maxInflight >> 1) this.resumeReading();
+    this.maybeResume();
+  }
+
+  /** Reads again once nothing holds it back: the socket takes replies, few requests in flight, no full backend. */
+  private maybeResume(): void {
+    if (
+      this.readPaused &&
+      !this.writeBlocked &&
+      this.backendWaits === 0 &&
+      !this.closed &&
+      this.inflight.length < this.maxInflight >> 1
+    )
+      this.resumeReading();
+  }
+
+  /** A backend connection this session sent to is full: read nothing more until it drains. */
+  backendFull(): void {
+    this.backendWaits++;
+    this.pauseReading();
+  }
+
+  backendDrained(): void {
+    this.backendWaits--;
+    this.maybeResume();
+  }
+
+  /**
+   * The client has not taken `pendingBytes` of replies, more than clients.max_output_bytes: it is disconnected
+   * at once (what is buffered for it is dropped). Its requests already sent still complete and are dropped.
+   */
+  private disconnectForOutput(pendingBytes: number): void {
+    this.ctx.stats.outputLimitDisconnects++;
+    logOutputLimit(this, pendingBytes, this.maxOutputBytes);
+    this.closed = true;
+    this.out = [];
+    this.outBytes = 0;
+    this.socket.destroy();
+    this.ctx.sessionClosed(this);
   }
 
   /** Stops reading: the socket (no more bytes) and the parser (no more commands from bytes already read). */

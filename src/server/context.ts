@@ -12,6 +12,8 @@ export interface ProxyStats {
   protocolErrors: number;
   clientsAccepted: number;
   clientsRejected: number;
+  /** Clients disconnected because replies they did not read passed clients.max_output_bytes. */
+  outputLimitDisconnects: number;
   commands: number;
   /** Cluster mode: MOVED and ASK redirections absorbed, retries (TRYAGAIN, CLUSTERDOWN, node down), bad redirects. */
   moved: number;
@@ -32,6 +34,7 @@ export function newProxyStats(): ProxyStats {
     protocolErrors: 0,
     clientsAccepted: 0,
     clientsRejected: 0,
+    outputLimitDisconnects: 0,
     commands: 0,
     moved: 0,
     ask: 0,

@@ -1,12 +1,15 @@
 /**
  * Listener: the one client-facing TCP port. Accepts connections, enforces `clients.max` (a client over the limit
- * gets "-ERR max number of clients reached" and is closed, as Redis does), and hands each socket to a new
- * ClientSession. Stopping the listener (drain) refuses new connections and leaves existing sessions running.
+ * gets "-ERR max number of clients reached" and is closed, as Redis does: its socket is destroyed once the error
+ * is written, or soon after if the client does not take it, so refused clients cannot pile up file descriptors),
+ * and hands each socket to a new ClientSession. Stopping the listener (drain) refuses new connections and leaves
+ * existing sessions running.
  */
 import net from 'node:net';
 import { ClientSession } from './client-session.js';
 import type { ProxyContext } from './context.js';
 import { ERR_MAX_CLIENTS } from '../errors.js';
+import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
 
 export class Listener {
   readonly sessions = new Set<ClientSession>();
@@ -54,7 +57,7 @@ export class Listener {
     if (this.sessions.size >= max) {
       this.ctx.stats.clientsRejected++;
       sock.on('error', () => undefined);
-      sock.end(ERR_MAX_CLIENTS);
+      endThenDestroy(sock, CLOSE_LINGER_MS, ERR_MAX_CLIENTS);
       return;
     }
     this.ctx.stats.clientsAccepted++;

@@ -1,15 +1,21 @@
 /**
  * keymux for tests: builds a config (YAML text through the real loader, so tests exercise validation too) and
  * starts a Proxy in this process on a free port (listen port 0), or spawns the real CLI for tests of the binary.
- * Also opens raw client sockets that collect reply bytes, for exact-byte assertions.
+ * Also opens raw client sockets that collect reply bytes, for exact-byte assertions, and spawns the real binary
+ * (spawnKeymux) for what must be watched from outside the process, such as its open file descriptors.
  */
 import net from 'node:net';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
 import { Proxy, type StartOptions } from '../../src/proxy.js';
 import { pino } from 'pino';
 import { setRootLogger } from '../../src/log.js';
+import { freePort } from './ports.js';
 
 setRootLogger(pino({ level: process.env.KEYMUX_TEST_LOG ?? 'silent' }));
 
@@ -120,4 +126,62 @@ export class RawClient {
     this.waiters = [];
     for (const f of w) f();
   }
+}
+
+/** keymux run as its own process (the real binary, dist/), for what must be observed from outside: its fds. */
+export interface SpawnedKeymux {
+  pid: number;
+  port: number;
+  adminPort: number;
+  /** File descriptors the process holds now (/proc/PID/fd). */
+  fdCount(): number;
+  stop(): Promise<void>;
+}
+
+/** Spawns `node bin/keymux.js` on a config (listen and admin on free ports); resolves once it answers PING. */
+export async function spawnKeymux(obj: ConfigObject): Promise<SpawnedKeymux> {
+  if (!fs.existsSync(path.resolve('dist/main.js')))
+    throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-spawned-'));
+  const file = path.join(dir, 'keymux.yaml');
+  fs.writeFileSync(
+    file,
+    stringify({ log: { level: 'warn' }, ...obj, listen: `127.0.0.1:${port}`, admin: `127.0.0.1:${adminPort}` }),
+  );
+  const child = spawn(process.execPath, [path.resolve('bin/keymux.js'), '--config', file, '--no-watch'], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const exited = new Promise<void>((res) => child.once('exit', () => res()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`keymux exited at start (code ${child.exitCode})`);
+    const up = await pingOnce(port);
+    if (up) break;
+    if (i >= 400) {
+      await stop();
+      throw new Error('spawned keymux did not answer PING');
+    }
+    await new Promise((r) => setTimeout(r, 25)); // no event tells us the port is open; poll, bounded
+  }
+  const pid = child.pid as number;
+  return { pid, port, adminPort, fdCount: () => fs.readdirSync(`/proc/${pid}/fd`).length, stop };
+}
+
+function pingOnce(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('error', () => resolve(false));
+    s.once('connect', () => s.write('*1\r\n$4\r\nPING\r\n'));
+    s.once('data', (d) => {
+      s.destroy();
+      resolve(d.toString('latin1') === '+PONG\r\n');
+    });
+  });
 }

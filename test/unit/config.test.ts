@@ -109,8 +109,22 @@ describe('valid configurations', () => {
       ],
       ring: { hash: 'fnv1a_64', distribution: 'ketama' },
       cluster: null,
-      backend: { connections: 1, connectTimeoutMs: 1000, timeoutMs: 2000, password: null, username: null },
-      clients: { max: 10000, idleTimeoutS: 0, password: null, users: [], maxInflight: 1024 },
+      backend: {
+        connections: 1,
+        connectTimeoutMs: 1000,
+        timeoutMs: 2000,
+        password: null,
+        username: null,
+        maxPending: 8192,
+      },
+      clients: {
+        max: 10000,
+        idleTimeoutS: 0,
+        password: null,
+        users: [],
+        maxInflight: 1024,
+        maxOutputBytes: 67108864,
+      },
       limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536 },
       log: { level: 'info' },
       commands: { deny: [] },
@@ -142,13 +156,14 @@ describe('valid configurations', () => {
         'listen: "[::1]:6390"',
         'admin: 0.0.0.0:0',
         'hash_tag: "<>"',
-        'backend: { connections: 4, connect_timeout_ms: 0, timeout_ms: 0, password: s3cret, username: proxy }',
+        'backend: { connections: 4, connect_timeout_ms: 0, timeout_ms: 0, password: s3cret, username: proxy, max_pending: 7 }',
         'clients:',
         '  max: 1',
         '  idle_timeout_s: 60',
         '  password: pw',
         '  users: [{ name: app, password: "123" }, { name: ops, password: x }]',
         '  max_inflight: 1',
+        '  max_output_bytes: 0',
         'limits: { max_bulk_bytes: 4294967296, max_args: 3, max_inline_bytes: 1 }',
         'log: { level: silent }',
         'commands: { deny: [KEYS, FlushAll, keys, " debug "] }',
@@ -163,12 +178,14 @@ describe('valid configurations', () => {
       timeoutMs: 0,
       password: 's3cret',
       username: 'proxy',
+      maxPending: 7,
     });
     expect(c.clients).toEqual({
       max: 1,
       idleTimeoutS: 60,
       password: 'pw',
       maxInflight: 1,
+      maxOutputBytes: 0,
       users: [
         { name: 'app', password: '123' },
         { name: 'ops', password: 'x' },
@@ -382,10 +399,8 @@ describe('document shape', () => {
       errorsOf(ring('    __proto__: 2', 'backend:', '  __proto__: { connections: 9 }', '__proto__: { polluted: 1 }')),
     ).toEqual([
       'config/test.yaml:6: shards[1].__proto__: unknown key; expected one of: name, address, slots, weight',
-      'config/test.yaml:8: backend.__proto__: unknown key; expected one of: connections, connect_timeout_ms, ' +
-        'timeout_ms, password, username',
-      'config/test.yaml:9: __proto__: unknown key; expected one of: listen, admin, mode, hash_tag, shards, ring, ' +
-        'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
+      `config/test.yaml:8: backend.__proto__: unknown key; expected one of: ${KNOWN_KEYS.backend.join(', ')}`,
+      `config/test.yaml:9: __proto__: unknown key; expected one of: ${KNOWN_KEYS.root.join(', ')}`,
     ]);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
@@ -1046,17 +1061,25 @@ describe('backend', () => {
       'config/test.yaml:13: backend.connectTimeoutMs: unknown key (did you mean "connect_timeout_ms"?)',
       'config/test.yaml:14: backend.timeout: unknown key (did you mean "timeout_ms"?)',
       'config/test.yaml:15: backend.pool: unknown key; expected one of: connections, connect_timeout_ms, timeout_ms, ' +
-        'password, username',
+        'password, username, max_pending',
     ]);
   });
 });
 
 describe('clients', () => {
   it('checks integer ranges', () => {
-    expect(errorsOf(slots('clients:', '  max: 1000001', '  idle_timeout_s: -1', '  max_inflight: 0'))).toEqual([
+    expect(
+      errorsOf(
+        slots('clients:', '  max: 1000001', '  idle_timeout_s: -1', '  max_inflight: 0', '  max_output_bytes: -1'),
+      ),
+    ).toEqual([
       'config/test.yaml:13: clients.max: must be between 1 and 1000000, got 1000001',
       'config/test.yaml:14: clients.idle_timeout_s: must be between 0 and 2147483, got -1',
       'config/test.yaml:15: clients.max_inflight: must be between 1 and 1000000, got 0',
+      'config/test.yaml:16: clients.max_output_bytes: must be between 0 and 1099511627776, got -1',
+    ]);
+    expect(errorsOf(slots('backend: { max_pending: 0 }'))).toEqual([
+      'config/test.yaml:12: backend.max_pending: must be between 1 and 100000000, got 0',
     ]);
   });
 

@@ -20,6 +20,8 @@ const owner: RequestOwner = {
   onFencedUnitDone: () => undefined,
   retryInOrder: () => undefined,
   holdRedirect: () => false,
+  backendFull: () => undefined,
+  backendDrained: () => undefined,
 };
 
 /** A request for `args` that started `ageMs` ago, answered with `reply`, sent to `shard`. */
