@@ -337,7 +337,12 @@ export class BackendConnection implements ReplySink, Flushable {
   private onTimer(): void {
     this.timerArmed = false;
     if (this.state === 'connecting' || this.state === 'handshake') {
-      this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
+      const tls = this.state === 'connecting' && this.options.tls?.enabled === true;
+      this.fail(
+        tls
+          ? `did not complete the TLS handshake within ${this.options.connectTimeoutMs} ms (is it a TLS port?)`
+          : `did not answer the connection within ${this.options.connectTimeoutMs} ms`,
+      );
       return;
     }
     this.checkProgress(false);

@@ -53,10 +53,8 @@ export class Listener {
       { ...options, noDelay: true, allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       (sock) => this.accept(sock),
     );
-    server.on('tlsClientError', (err, sock) => {
-      sock.destroy();
-      this.onTlsRefused(err, sock);
-    });
+    // Node ends the socket itself (after sending the TLS alert that tells the client why).
+    server.on('tlsClientError', (err, sock) => this.onTlsRefused(err, sock));
     this.tlsServer = server;
     return listenOn(server, host, port);
   }

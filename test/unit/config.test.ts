@@ -88,7 +88,7 @@ describe('valid configurations', () => {
       source: SRC,
       listen: { host: '127.0.0.1', port: 6380 },
       admin: null,
-      tls: { enabled: false, listen: null, ...SERVER_TLS_OFF },
+      tls: { ...SERVER_TLS_OFF, listen: null },
       mode: 'slots',
       hashTag: '{}',
       shards: [
