@@ -219,7 +219,7 @@ export function redisCommands(
       },
     });
     sock.on('data', (d) => parser.execute(d));
-    sock.on('error', (e) => {
+    sock.on('error', (e: Error) => {
       clearTimeout(timer);
       reject(e);
     });
