@@ -34,6 +34,11 @@ export function isTlsError(err: Error): boolean {
 /** A socket error as a reason for logs and client errors; TLS failures say so, with OpenSSL's words. */
 export function describeConnectError(err: Error): string {
   const code = (err as NodeJS.ErrnoException).code;
-  if (isTlsError(err)) return `TLS handshake failed: ${err.message}${code !== undefined ? ` (${code})` : ''}`;
+  if (isTlsError(err)) {
+    // OpenSSL's errors carry a short `reason` ("tlsv13 alert certificate required") beside a long message.
+    const reason = (err as { reason?: unknown }).reason;
+    const text = code?.startsWith('ERR_SSL_') && typeof reason === 'string' && reason !== '' ? reason : err.message;
+    return `TLS handshake failed: ${text}${code !== undefined ? ` (${code})` : ''}`;
+  }
   return code !== undefined ? `connection error ${code}` : `connection error: ${err.message}`;
 }
