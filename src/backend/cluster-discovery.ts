@@ -212,7 +212,7 @@ function shardNode(value: unknown, where: string, seedHost: string, tls: boolean
   const tlsPort = f.get('tls-port');
   if (!tls && !f.has('port') && tlsPort !== undefined) {
     throw new Error(
-      `${where}: the node listens for TLS only (tls-port ${describe(tlsPort)}): set backend.tls.enabled to reach it`,
+      `${where}: the node listens for TLS only (tls-port ${String(tlsPort)}): set backend.tls.enabled to reach it`,
     );
   }
   const port = portNumber(tls && tlsPort !== undefined ? tlsPort : f.get('port'), where);
