@@ -42,6 +42,11 @@ export interface StartOptions {
   configPath?: string;
   /** Watch configPath's directory and reload on change (default true when configPath is given). */
   watchConfig?: boolean;
+  /**
+   * Watch the files the config names (certificates, keys, CAs, admin token, password files) and re-read them on
+   * change (default: as watchConfig, i.e. true unless --no-watch).
+   */
+  watchSecrets?: boolean;
 }
 
 export interface ReloadResult {
@@ -153,14 +158,14 @@ export class Proxy implements ProxyContext {
       addConfigRoutes(proxy.admin, proxy);
       await proxy.admin.listen(config.admin.host, config.admin.port);
     }
-    proxy.watchSecrets = options.watchConfig !== false;
+    proxy.watchSecrets = options.watchSecrets ?? options.watchConfig !== false;
     proxy.watchSecretFiles(material.files);
     proxy.log.info(
       {
         listen: addr === null ? null : `${addr.address}:${addr.port}`,
-        tls: tlsAddr === null ? null : `${tlsAddr.address}:${tlsAddr.port}`,
+        ...(tlsAddr !== null ? { tls: `${tlsAddr.address}:${tlsAddr.port}` } : {}),
         admin: proxy.admin?.port ?? null,
-        adminToken: material.adminToken !== null,
+        ...(material.adminToken !== null ? { adminToken: true } : {}),
         mode: config.mode,
         shards: config.shards.length,
         commandTable: proxy.commandTableSource,
