@@ -191,7 +191,8 @@ export class Proxy implements ProxyContext {
     const s = this.security;
     if (s.clientTls !== null) out.push({ port: 'client', expiresAt: s.clientTls.expiresAt });
     if (s.adminTls !== null) out.push({ port: 'admin', expiresAt: s.adminTls.expiresAt });
-    if (s.backendTls !== null && s.backendTls.expiresAt !== null) out.push({ port: 'backend', expiresAt: s.backendTls.expiresAt });
+    if (s.backendTls !== null && s.backendTls.expiresAt !== null)
+      out.push({ port: 'backend', expiresAt: s.backendTls.expiresAt });
     return out;
   }
 
