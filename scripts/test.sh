@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole keymux test suite: installs what it needs (npm dependencies; redis-server, redis-cli,
-# nutcracker, prometheus, kubectl (deploy test: `kubectl kustomize`) and tmux (keymux top, read off a real
-# terminal) via apt-get when running as root), type-checks, lints and builds, then runs vitest (unit tests and
+# nutcracker, prometheus, kubectl (deploy test: `kubectl kustomize`), tmux (keymux top, read off a real
+# terminal) and openssl (the TLS tests make their certificates with it) via apt-get when running as root),
+# type-checks, lints and builds, then runs vitest (unit tests and
 # integration tests against real redis-server / nutcracker processes started on free loopback ports).
 # Ends with a line "N passed, M failed". Extra arguments go to vitest (e.g. a file filter).
 set -uo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker \
-  prometheus:prometheus promtool:prometheus kubectl:kubectl tmux:tmux
+  prometheus:prometheus promtool:prometheus kubectl:kubectl tmux:tmux openssl:openssl
 ensure_node_modules
 npm run --silent build || { echo "keymux: the TypeScript build failed"; echo "0 passed, 1 failed"; exit 1; }
 # Static checks first: types of src/ and test/, ESLint (type-aware) and Prettier. A failure counts as one failed

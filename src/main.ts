@@ -14,7 +14,7 @@ import { LOG_FORMATS, rootLogger, setLogFormat, setLogLevel, type LogFormat } fr
 const USAGE = `usage: keymux --config FILE [--check] [--no-watch] [--log-format json|pretty]
        keymux import-twemproxy NUTCRACKER.YML [--pool NAME] > keymux.yaml
        keymux plan --config NEW.YAML [--against http://ADMIN | --current OLD.YAML] [--json]
-       keymux top [--admin ADDRESS] [--once]
+       keymux top [--admin ADDRESS] [--token-file FILE] [--once]
 
   -c, --config FILE   YAML configuration (see config/*.yaml and README.md)
       --check         validate the configuration and exit (0 = valid)
@@ -105,7 +105,16 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.log.level);
   const log = rootLogger();
-  const proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
+  let proxy: Proxy;
+  try {
+    proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
+  } catch (err) {
+    // A certificate, key, CA, token or password file the config names is missing or bad.
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`keymux: cannot start (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
+    for (const e of err.errors) process.stderr.write(`  ${e}\n`);
+    process.exit(1);
+  }
   process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
   let stopping = false;
   const stop = (signal: string) => {

@@ -26,6 +26,11 @@ import { StatsRegistry } from './metrics/stats.js';
 import fs from 'node:fs';
 import { Metrics } from './metrics/metrics.js';
 import { addObservabilityRoutes } from './metrics/endpoints.js';
+import { ConfigError } from './config/load.js';
+import { loadSecurity, type SecurityMaterial } from './security/material.js';
+import { FileSetWatcher, installBackendTls } from './security/tls.js';
+import { RefusalLog } from './metrics/admin-server.js';
+import { restartOnlyChange } from './routing/plan.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -37,6 +42,11 @@ export interface StartOptions {
   configPath?: string;
   /** Watch configPath's directory and reload on change (default true when configPath is given). */
   watchConfig?: boolean;
+  /**
+   * Watch the files the config names (certificates, keys, CAs, admin token, password files) and re-read them on
+   * change (default: as watchConfig, i.e. true unless --no-watch).
+   */
+  watchSecrets?: boolean;
 }
 
 export interface ReloadResult {
@@ -68,8 +78,20 @@ export class Proxy implements ProxyContext {
   private reloadChain: Promise<unknown> = Promise.resolve();
   private readonly migrations: Migration[] = [];
   private readonly migrationsDone: MigrationProgress[] = [];
+  /** What the running config names in files: TLS contexts, the admin token, passwords (security/material.ts). */
+  private security: SecurityMaterial;
+  /** Watches those files (certificate rotation, a Kubernetes Secret update); null when there are none. */
+  private secretsWatcher: FileSetWatcher | null = null;
+  private watchSecrets = true;
+  private readonly adminRefusals = new RefusalLog(10_000);
 
-  private constructor(config: KeymuxConfig, table: CommandTable, rows: ReturnType<typeof builtinRows>) {
+  private constructor(
+    config: KeymuxConfig,
+    table: CommandTable,
+    rows: ReturnType<typeof builtinRows>,
+    security: SecurityMaterial,
+  ) {
+    this.security = security;
     this.commandRows = rows;
     this.stats = newProxyStats();
     this.startedAt = Date.now();
@@ -85,9 +107,19 @@ export class Proxy implements ProxyContext {
     this.cluster = null;
   }
 
-  static async start(config: KeymuxConfig, options: StartOptions = {}): Promise<Proxy> {
+  /**
+   * Starts keymux on `config`. Every file it names (certificates, keys, CAs, the admin token, password files) is
+   * read and checked first: a bad one throws a ConfigError listing each problem, and nothing is started.
+   */
+  static async start(validated: KeymuxConfig, options: StartOptions = {}): Promise<Proxy> {
+    const loaded = loadSecurity(validated);
+    if (loaded.errors !== undefined) throw new ConfigError(loaded.errors);
+    const material = loaded.material;
+    const config = material.config;
+    if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
     const rows = builtinRows();
-    const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows);
+    const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows, material);
+    proxy.warnInsecure(config);
     proxy.topology.connect();
     if (options.builtinCommandTable !== true) await proxy.learnFromShards();
     if (config.mode === 'cluster') {
@@ -102,9 +134,23 @@ export class Proxy implements ProxyContext {
         proxy.watcher.start();
       }
     }
-    const addr = await proxy.listener.listen(config.listen.host, config.listen.port);
+    const addr = config.listen !== null ? await proxy.listener.listen(config.listen.host, config.listen.port) : null;
+    const tlsAddr =
+      config.tls.enabled && config.tls.listen !== null && material.clientTls !== null
+        ? await proxy.listener.listenTls(config.tls.listen.host, config.tls.listen.port, material.clientTls.options)
+        : null;
     if (config.admin !== null) {
-      proxy.admin = new AdminServer({ ready: () => proxy.readiness() });
+      proxy.admin = new AdminServer(
+        { ready: () => proxy.readiness() },
+        {
+          tls: material.adminTls?.options ?? null,
+          access: {
+            token: () => proxy.security.adminToken,
+            publicMetrics: () => proxy.topology.config.admin?.publicMetrics ?? true,
+            refused: (reason, req) => proxy.adminRefused(reason, req.method, req.url, req.socket.remoteAddress),
+          },
+        },
+      );
       proxy.admin.setErrorHandler((err, method, path) =>
         proxy.log.error({ err, method, path }, 'admin request failed'),
       );
@@ -112,10 +158,14 @@ export class Proxy implements ProxyContext {
       addConfigRoutes(proxy.admin, proxy);
       await proxy.admin.listen(config.admin.host, config.admin.port);
     }
+    proxy.watchSecrets = options.watchSecrets ?? options.watchConfig !== false;
+    proxy.watchSecretFiles(material.files);
     proxy.log.info(
       {
-        listen: `${addr.address}:${addr.port}`,
+        listen: addr === null ? null : `${addr.address}:${addr.port}`,
+        ...(tlsAddr !== null ? { tls: `${tlsAddr.address}:${tlsAddr.port}` } : {}),
         admin: proxy.admin?.port ?? null,
+        ...(material.adminToken !== null ? { adminToken: true } : {}),
         mode: config.mode,
         shards: config.shards.length,
         commandTable: proxy.commandTableSource,
@@ -125,9 +175,25 @@ export class Proxy implements ProxyContext {
     return proxy;
   }
 
-  /** The port clients connect to (useful when the config says port 0). */
+  /** The plain port clients connect to (useful when the config says port 0); the TLS port when there is none. */
   get port(): number {
-    return this.listener.address.port;
+    return (this.listener.address ?? this.listener.tlsAddress)!.port;
+  }
+
+  /** The TLS port (tls.listen), or null without client TLS. */
+  get tlsPort(): number | null {
+    return this.listener.tlsAddress?.port ?? null;
+  }
+
+  /** When each certificate keymux presents expires (ms since the epoch), for keymux_tls_certificate_expiry_seconds. */
+  certificateExpiry(): Array<{ port: 'client' | 'admin' | 'backend'; expiresAt: number }> {
+    const out: Array<{ port: 'client' | 'admin' | 'backend'; expiresAt: number }> = [];
+    const s = this.security;
+    if (s.clientTls !== null) out.push({ port: 'client', expiresAt: s.clientTls.expiresAt });
+    if (s.adminTls !== null) out.push({ port: 'admin', expiresAt: s.adminTls.expiresAt });
+    if (s.backendTls !== null && s.backendTls.expiresAt !== null)
+      out.push({ port: 'backend', expiresAt: s.backendTls.expiresAt });
+    return out;
   }
 
   get adminPort(): number | null {
@@ -177,9 +243,9 @@ export class Proxy implements ProxyContext {
         this.log.error({ trigger, errors: result.errors }, 'config reload rejected; the running config stays');
         return { ok: false, errors: result.errors, version: this.topology.version };
       }
-      const refused = this.reload(result.config);
+      const refused = this.applyConfig(result.config, trigger);
       this.watcher?.markCurrent();
-      if (refused !== null) return { ok: false, errors: [refused], version: this.topology.version };
+      if (refused !== null) return { ok: false, errors: refused, version: this.topology.version };
       this.log.info({ trigger, version: this.topology.version }, 'config reloaded');
       return { ok: true, errors: [], version: this.topology.version };
     };
@@ -194,13 +260,33 @@ export class Proxy implements ProxyContext {
    * Returns null, or why the config was refused (the running config stays).
    */
   reload(config: KeymuxConfig): string | null {
+    const errors = this.applyConfig(config, 'reload');
+    return errors === null ? null : errors.join('\n');
+  }
+
+  /**
+   * reload(), with the errors as lines. The files the config names (certificates, token, passwords) are read and
+   * checked before anything changes: a bad one rejects the reload like a bad config.
+   */
+  private applyConfig(validated: KeymuxConfig, trigger: string): string[] | null {
     const previous = this.topology;
-    const restartOnly = restartOnlyChange(previous.config, config);
+    const restartOnly = restartOnlyChange(previous.config, validated);
     if (restartOnly !== null) {
       this.stats.reloadsFailed++;
       this.log.error({ change: restartOnly }, 'config reload rejected: this change needs a restart');
-      return `${config.source}: ${restartOnly} cannot change without a restart`;
+      return [`${validated.source}: ${restartOnly} cannot change without a restart`];
     }
+    const loaded = loadSecurity(validated);
+    if (loaded.errors !== undefined) {
+      this.stats.reloadsFailed++;
+      this.log.error(
+        { trigger, errors: loaded.errors },
+        'config reload rejected: a certificate, key, CA, token or password file is bad; the running config stays',
+      );
+      return loaded.errors;
+    }
+    this.applySecurity(loaded.material);
+    const config = loaded.material.config;
     setLogLevel(config.log.level);
     const table =
       previous.config.commands.deny.join() === config.commands.deny.join()
@@ -220,6 +306,86 @@ export class Proxy implements ProxyContext {
     this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     return null;
+  }
+
+  /** Makes `material` the live security material: new handshakes use its certificates, the admin its token. */
+  private applySecurity(material: SecurityMaterial): void {
+    this.security = material;
+    const config = material.config;
+    if (material.clientTls !== null) this.listener.setSecureContext(material.clientTls.options);
+    if (material.adminTls !== null) this.admin?.setSecureContext(material.adminTls.options);
+    if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
+    this.warnInsecure(config);
+    this.watchSecretFiles(material.files);
+  }
+
+  /**
+   * One of the files the running config names changed (a rotated certificate, a Kubernetes Secret update): reads
+   * them all again. Good files take effect for new connections (connected clients and shards keep theirs); a
+   * changed password file applies the config again with the new password; a bad file is logged and counted as a
+   * failed reload, and the running material stays.
+   */
+  private refreshSecurity(trigger: string): Promise<void> {
+    const run = (): void => {
+      const current = this.topology.config;
+      const loaded = loadSecurity(current);
+      if (loaded.errors !== undefined) {
+        this.stats.reloadsFailed++;
+        this.log.error(
+          { trigger, errors: loaded.errors },
+          'new certificate, key, CA, token or password file rejected; the running ones stay',
+        );
+        return;
+      }
+      const next = loaded.material.config;
+      if (next.clients.password !== current.clients.password || next.backend.password !== current.backend.password) {
+        const refused = this.applyConfig(current, trigger);
+        if (refused === null) this.log.info({ trigger, version: this.topology.version }, 'secret files re-read');
+        return;
+      }
+      this.applySecurity(loaded.material);
+      this.stats.reloadsOk++;
+      this.log.info({ trigger, files: loaded.material.files.length }, 'TLS and secret files re-read');
+    };
+    const next = this.reloadChain.then(run, run);
+    this.reloadChain = next;
+    return next;
+  }
+
+  /** (Re)starts the watch on `files` when the set changed; otherwise records their current contents. */
+  private watchSecretFiles(files: readonly string[]): void {
+    if (!this.watchSecrets || this.draining) return;
+    const same =
+      this.secretsWatcher !== null && this.secretsWatcher.files.join('\n') === [...new Set(files)].sort().join('\n');
+    if (same) {
+      this.secretsWatcher!.markCurrent();
+      return;
+    }
+    this.secretsWatcher?.stop();
+    this.secretsWatcher = null;
+    if (files.length === 0) return;
+    this.secretsWatcher = new FileSetWatcher(files, () => void this.refreshSecurity('file change'));
+    this.secretsWatcher.start();
+  }
+
+  private warnInsecure(config: KeymuxConfig): void {
+    if (config.backend.tls.enabled && !config.backend.tls.verify) {
+      this.log.warn(
+        'backend.tls.verify is false: connections to the shards are encrypted but the shards are not authenticated',
+      );
+    }
+  }
+
+  /** A refused admin request: counted; logged at most every 10 s, with the number refused since the last line. */
+  private adminRefused(
+    reason: string,
+    method: string | undefined,
+    url: string | undefined,
+    remote: string | undefined,
+  ) {
+    this.stats.adminRefused++;
+    const n = this.adminRefusals.note();
+    if (n > 0) this.log.warn({ reason, method, path: url, remote, refused: n }, 'admin request refused');
   }
 
   /**
@@ -309,6 +475,7 @@ export class Proxy implements ProxyContext {
   async close(): Promise<void> {
     this.draining = true;
     this.watcher?.stop();
+    this.secretsWatcher?.stop();
     await this.listener.stopAccepting();
     for (const s of [...this.listener.sessions]) s.destroy();
     this.cluster?.close();
@@ -331,6 +498,7 @@ export class Proxy implements ProxyContext {
             password: config.backend.password,
             username: config.backend.username,
             timeoutMs: config.backend.connectTimeoutMs,
+            tls: config.backend.tls,
           },
           [['COMMAND'], ['INFO', 'server']],
         );
@@ -351,14 +519,6 @@ export class Proxy implements ProxyContext {
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
   }
-}
-
-/** Settings a running proxy cannot change in place (the listener and admin sockets, the mode). */
-function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string | null {
-  if (from.listen.host !== to.listen.host || from.listen.port !== to.listen.port) return 'listen';
-  if (JSON.stringify(from.admin) !== JSON.stringify(to.admin)) return 'admin';
-  if (from.mode !== to.mode) return 'mode';
-  return null;
 }
 
 /** The migration settings (config section `migration`). */

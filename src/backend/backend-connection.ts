@@ -20,8 +20,10 @@
  *   late reply can reach a later request, and reconnection starts with exponential backoff. While down, new
  *   operations are answered at once with the last error, so other shards keep serving.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { connectBackend, describeConnectError } from './connect.js';
+import type { BackendTlsSettings } from '../security/tls.js';
 import { shardError } from '../errors.js';
 import { RingQueue } from '../core/ring-queue.js';
 import { Request, type BackendOp, type RequestOwner } from '../core/request.js';
@@ -56,6 +58,8 @@ export interface BackendOptions {
   readOnly: boolean;
   /** Cluster mode only. */
   redirectHandler?: RedirectHandler | null;
+  /** backend.tls: connect over TLS when enabled (connect.ts); absent or null: plain TCP. */
+  tls?: BackendTlsSettings | null;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
@@ -180,14 +184,14 @@ export class BackendConnection implements ReplySink, Flushable {
       this.reconnectTimer = null;
     }
     this.state = 'connecting';
-    const sock = net.connect({ host: this.shard.host, port: this.shard.port });
+    const { socket: sock, readyEvent } = connectBackend(this.shard.host, this.shard.port, this.options.tls ?? null);
     this.socket = sock;
     this.writeBlocked = false;
     this.progressAt = 0;
     this.scanner.reset();
     sock.setNoDelay(true);
     sock.setKeepAlive(true, 30_000);
-    sock.on('connect', () => {
+    sock.on(readyEvent, () => {
       if (this.socket === sock) this.onConnected();
     });
     sock.on('data', (chunk: Buffer) => {
@@ -204,7 +208,7 @@ export class BackendConnection implements ReplySink, Flushable {
       if (this.out.length > 0) scheduleFlush(this);
     });
     sock.on('error', (err: Error) => {
-      if (this.socket === sock) this.fail(describeSocketError(err));
+      if (this.socket === sock) this.fail(describeConnectError(err));
     });
     sock.on('close', () => {
       if (this.socket === sock) this.fail('closed the connection');
@@ -333,7 +337,12 @@ export class BackendConnection implements ReplySink, Flushable {
   private onTimer(): void {
     this.timerArmed = false;
     if (this.state === 'connecting' || this.state === 'handshake') {
-      this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
+      const tls = this.state === 'connecting' && this.options.tls?.enabled === true;
+      this.fail(
+        tls
+          ? `did not complete the TLS handshake within ${this.options.connectTimeoutMs} ms (is it a TLS port?)`
+          : `did not answer the connection within ${this.options.connectTimeoutMs} ms`,
+      );
       return;
     }
     this.checkProgress(false);
@@ -397,6 +406,9 @@ export class BackendConnection implements ReplySink, Flushable {
   private fail(reason: string): void {
     if (this.state === 'closed' || this.state === 'down') return;
     const wasReady = this.state === 'ready';
+    // A refused TLS handshake is a configuration problem, not a shard still starting: worth a warning (once, not
+    // at every reconnection attempt).
+    const loud = wasReady || (reason.startsWith('TLS') && reason !== this.lastError);
     this.lastError = reason;
     const reply = shardError(this.shard.name, this.shard.address, reason);
     this.downReply = shardError(this.shard.name, this.shard.address, `is unavailable: ${reason}`);
@@ -409,7 +421,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.stopTimers();
     this.failWaiting(reply);
     if (this.blockedSenders.size > 0) this.releaseSenders(); // they find the connection down: answered at once
-    (wasReady ? this.log.warn : this.log.debug).call(
+    (loud ? this.log.warn : this.log.debug).call(
       this.log,
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
       'backend connection failed',
@@ -458,9 +470,4 @@ export class BackendConnection implements ReplySink, Flushable {
       this.reconnectTimer = null;
     }
   }
-}
-
-function describeSocketError(err: Error): string {
-  const code = (err as NodeJS.ErrnoException).code;
-  return code !== undefined ? `connection error ${code}` : `connection error: ${err.message}`;
 }

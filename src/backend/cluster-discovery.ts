@@ -33,6 +33,7 @@ import { createHash } from 'node:crypto';
 import { isIPv6 } from 'node:net';
 import { controlCommands } from './control.js';
 import { parseHostPort } from '../config/schema.js';
+import type { BackendTlsSettings } from '../security/tls.js';
 
 export const SLOT_COUNT = 16384;
 /** slotOwner value of a slot no master serves. */
@@ -76,6 +77,8 @@ export interface DiscoverOptions {
   username?: string | null;
   /** Per seed and command. Default 2000. */
   timeoutMs?: number;
+  /** backend.tls: seeds are asked over TLS, and nodes are reached on their `tls-port` when SHARDS gives one. */
+  tls?: BackendTlsSettings | null;
 }
 
 /** Thrown by discoverCluster when no seed gives a usable layout; `failures` holds one entry per seed. */
@@ -119,11 +122,12 @@ async function discoverFrom(seed: string, opts: DiscoverOptions): Promise<Cluste
     password: opts.password ?? null,
     username: opts.username ?? null,
     timeoutMs: opts.timeoutMs ?? 2000,
+    tls: opts.tls ?? null,
   };
   const [shards] = await controlCommands(target, [['CLUSTER', 'SHARDS']]);
   let view: ClusterView;
   if (!(shards instanceof Error)) {
-    view = parseClusterShards(shards, hp);
+    view = parseClusterShards(shards, hp, { tls: opts.tls?.enabled === true });
   } else if (/unknown (sub)?command/i.test(shards.message)) {
     const [slots] = await controlCommands(target, [['CLUSTER', 'SLOTS']]);
     if (slots instanceof Error) throw new Error(`CLUSTER SLOTS: ${slots.message}`);
@@ -144,8 +148,12 @@ export interface ReplySource {
   port: number;
 }
 
-/** Builds a view from a decoded CLUSTER SHARDS reply (RESP2 flat key/value arrays; Maps and objects work too). */
-export function parseClusterShards(reply: unknown, from: ReplySource): ClusterView {
+/**
+ * Builds a view from a decoded CLUSTER SHARDS reply (RESP2 flat key/value arrays; Maps and objects work too).
+ * With `tls`, each node is reached on the `tls-port` it reports (Redis reports one with tls-cluster on), else on
+ * its `port`; without, a node that reports only a `tls-port` is an error that says to turn backend.tls on.
+ */
+export function parseClusterShards(reply: unknown, from: ReplySource, opts: { tls?: boolean } = {}): ClusterView {
   if (!Array.isArray(reply)) throw new Error(`CLUSTER SHARDS: expected an array of shards, got ${describe(reply)}`);
   const b = new ViewBuilder(from, 'shards');
   reply.forEach((shardValue, si) => {
@@ -155,7 +163,7 @@ export function parseClusterShards(reply: unknown, from: ReplySource): ClusterVi
     const nodesValue = shard.get('nodes');
     if (!Array.isArray(nodesValue))
       throw new Error(`${where}: expected "nodes" to be an array, got ${describe(nodesValue)}`);
-    const nodes = nodesValue.map((n, ni) => shardNode(n, `${where} node ${ni}`, from.host));
+    const nodes = nodesValue.map((n, ni) => shardNode(n, `${where} node ${ni}`, from.host, opts.tls === true));
     const masters = nodes.filter((n) => n.role === 'master');
     const usable = masters.filter((n) => healthy(n.health));
     if (usable.length > 1)
@@ -198,10 +206,16 @@ function healthy(health: string | null): boolean {
 }
 
 /** One node of a SHARDS reply. */
-function shardNode(value: unknown, where: string, seedHost: string): NodeInfo {
+function shardNode(value: unknown, where: string, seedHost: string, tls: boolean): NodeInfo {
   const f = fields(value, where);
   const id = stringField(f, 'id', where);
-  const port = portNumber(f.get('port'), where);
+  const tlsPort = f.get('tls-port');
+  if (!tls && !f.has('port') && tlsPort !== undefined) {
+    throw new Error(
+      `${where}: the node listens for TLS only (tls-port ${String(tlsPort)}): set backend.tls.enabled to reach it`,
+    );
+  }
+  const port = portNumber(tls && tlsPort !== undefined ? tlsPort : f.get('port'), where);
   const roleText = stringField(f, 'role', where);
   if (roleText !== 'master' && roleText !== 'replica')
     throw new Error(`${where}: unknown role ${JSON.stringify(roleText)}`);
@@ -270,10 +284,7 @@ function slotNumber(v: unknown, where: string): number {
 function portNumber(v: unknown, where: string): number {
   const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{1,5}$/.test(v) ? Number(v) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > 65535) {
-    throw new Error(
-      `${where}: expected a port 1..65535, got ${describe(v)}` +
-        (v === undefined ? ' (TLS-only nodes are not supported)' : ''),
-    );
+    throw new Error(`${where}: expected a port 1..65535, got ${describe(v)}`);
   }
   return n;
 }

@@ -308,6 +308,7 @@ export class ClusterController implements RedirectHandler, Resender {
         password: b.password,
         username: b.username,
         timeoutMs: b.connectTimeoutMs,
+        tls: b.tls,
       });
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'cluster discovery failed; keeping the current view');

@@ -3,9 +3,10 @@
  * replies with redis-parser (the reference decoder) into values. Used for discovery (COMMAND, INFO server),
  * never on the data path. Bounded by a timeout; always closes its socket.
  */
-import net from 'node:net';
 import { createRequire } from 'node:module';
 import { commandFrame } from '../resp/writer.js';
+import { connectBackend, describeConnectError, isTlsError } from './connect.js';
+import type { BackendTlsSettings } from '../security/tls.js';
 
 const require = createRequire(import.meta.url);
 const RedisParser = require('redis-parser') as new (opts: {
@@ -21,6 +22,8 @@ export interface ControlTarget {
   password: string | null;
   username: string | null;
   timeoutMs: number;
+  /** backend.tls (null or disabled: plain TCP). */
+  tls?: BackendTlsSettings | null;
 }
 
 /** Sends `commands` (after AUTH when configured); resolves with their replies (Error values for error replies). */
@@ -34,7 +37,8 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
           ]
         : commands;
     const replies: unknown[] = [];
-    const sock = net.connect({ host: target.host, port: target.port });
+    // Commands written before a TLS handshake ends wait in the socket until it is done.
+    const { socket: sock } = connectBackend(target.host, target.port, target.tls ?? null);
     let settled = false;
     const finish = (err: Error | null) => {
       if (settled) return;
@@ -62,7 +66,7 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
     };
     const parser = new RedisParser({ returnReply: onValue, returnError: onValue, returnFatalError: (e) => finish(e) });
     sock.on('data', (d: Buffer) => parser.execute(d));
-    sock.on('error', (e) => finish(e));
+    sock.on('error', (e) => finish(isTlsError(e) ? new Error(describeConnectError(e)) : e));
     sock.on('close', () => finish(new Error(`connection to ${target.host}:${target.port} closed`)));
     sock.write(Buffer.concat(all.map((c) => commandFrame(c))));
   });

@@ -68,6 +68,33 @@ export class Progress {
   }
 }
 
+/**
+ * The admin token a tool sends (keymux's `admin.token_file`): read from `--token-file FILE`, else the file named
+ * by KEYMUX_ADMIN_TOKEN_FILE, else KEYMUX_ADMIN_TOKEN itself; null when none is given. Never a command-line value
+ * (other users of the machine can read a process's arguments). Throws with a message for a file it cannot read.
+ */
+export function adminToken(tokenFile: string | undefined, env: NodeJS.ProcessEnv = process.env): string | null {
+  const file = tokenFile ?? env.KEYMUX_ADMIN_TOKEN_FILE;
+  if (file !== undefined && file !== '') {
+    try {
+      return readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`cannot read the admin token file ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const token = env.KEYMUX_ADMIN_TOKEN?.trim();
+  return token !== undefined && token !== '' ? token : null;
+}
+
+/** HTTP headers carrying the admin token (none without one). */
+export function authHeaders(token: string | null): Record<string, string> {
+  return token === null ? {} : { authorization: `Bearer ${token}` };
+}
+
+/** What to say when the admin server refused a request for want of the (right) token. */
+export const TOKEN_HINT =
+  'the admin server needs its token: give --token-file FILE (or set KEYMUX_ADMIN_TOKEN_FILE or KEYMUX_ADMIN_TOKEN)';
+
 /** "127.0.0.1:9121", ":9121" or "http://host:9121/" -> "http://host:9121". */
 export function adminUrl(address: string): string {
   let a = address.trim().replace(/\/+$/, '');

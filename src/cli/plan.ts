@@ -14,7 +14,10 @@ import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { planReport, DEFAULT_SAMPLE_KEYS, DEFAULT_SAMPLE_TIME_MS, type PlanReport } from '../migration/estimate.js';
 import {
+  adminToken,
   adminUrl,
+  authHeaders,
+  TOKEN_HINT,
   bytes,
   count,
   percent,
@@ -40,6 +43,8 @@ the migration would move and how long it would take.
       --sample N        keys sampled per shard (default ${DEFAULT_SAMPLE_KEYS}; 0 = no sampling)
       --time-ms T       time budget for sampling in ms (default ${DEFAULT_SAMPLE_TIME_MS})
       --no-sample       do not ask the shards (positions only)
+      --token-file FILE with --against: the admin token (admin.token_file); also KEYMUX_ADMIN_TOKEN_FILE or
+                        KEYMUX_ADMIN_TOKEN
   -h, --help            this help
 `;
 
@@ -52,6 +57,7 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
     sample?: string;
     'time-ms'?: string;
     'no-sample'?: boolean;
+    'token-file'?: string;
     help?: boolean;
   };
   try {
@@ -65,6 +71,7 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
         sample: { type: 'string' },
         'time-ms': { type: 'string' },
         'no-sample': { type: 'boolean' },
+        'token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -105,6 +112,13 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
   const progress = new Progress(io);
   let report: PlanReport;
   if (values.against !== undefined) {
+    let token: string | null;
+    try {
+      token = adminToken(values['token-file']);
+    } catch (err) {
+      io.err(`keymux plan: ${(err as Error).message}\n`);
+      return 2;
+    }
     const url = new URL(`${adminUrl(values.against)}/reload`);
     url.searchParams.set('dry_run', '1');
     url.searchParams.set('sample', String(sampleKeys));
@@ -116,10 +130,18 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
       const res = await request(url, {
         method: 'POST',
         body: next.text,
-        headers: { 'content-type': 'application/yaml' },
+        headers: { 'content-type': 'application/yaml', ...authHeaders(token) },
         headersTimeout: timeMs + 30_000,
         bodyTimeout: timeMs + 30_000,
       });
+      if (res.statusCode === 401 || res.statusCode === 403 || res.statusCode === 415) {
+        const text = (await res.body.text()).trim();
+        progress.done();
+        io.err(
+          `keymux plan: ${url.host} answered ${res.statusCode}: ${text}${res.statusCode === 401 ? `\n${TOKEN_HINT}` : ''}\n`,
+        );
+        return 2;
+      }
       const body = (await res.body.json()) as { ok?: boolean; errors?: string[] } & PlanReport;
       if (res.statusCode !== 200 || body.ok !== true) {
         progress.done();

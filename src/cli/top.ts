@@ -1,5 +1,5 @@
 /**
- * `keymux top [--admin ADDRESS] [--once]`: a live view of a running keymux, like top or `redis-cli --stat`,
+ * `keymux top [--admin ADDRESS] [--token-file FILE] [--once]`: a live view of a running keymux, like top or `redis-cli --stat`,
  * built only on its admin endpoints (GET /shards, /metrics, /hotkeys, fetched with undici). Every second it
  * shows, per shard: state, ops/s, hit ratio and p99 latency over the last interval, requests in flight and
  * errors/s; the clients connected and total ops/s; the hottest keys; and the migrations in progress with a
@@ -12,14 +12,17 @@
  */
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
-import { adminUrl, count, processIo, type Io } from './common.js';
+import { adminToken, adminUrl, authHeaders, count, processIo, TOKEN_HINT, type Io } from './common.js';
 
-const USAGE = `usage: keymux top [--admin ADDRESS] [--once] [--interval MS]
+const USAGE = `usage: keymux top [--admin ADDRESS] [--token-file FILE] [--once] [--interval MS]
 
 A live view of a running keymux from its admin endpoints: shards (state, ops/s, hit ratio, p99, in flight,
 errors), clients, hot keys and migrations. q or Ctrl-C quits.
 
-  -a, --admin ADDRESS   keymux's admin address (default http://127.0.0.1:9121, or KEYMUX_ADMIN)
+  -a, --admin ADDRESS   keymux's admin address (default http://127.0.0.1:9121, or KEYMUX_ADMIN); https://...
+                        for an admin port with TLS (a private CA: NODE_EXTRA_CA_CERTS=ca.pem)
+      --token-file FILE the admin token (admin.token_file), also KEYMUX_ADMIN_TOKEN_FILE or KEYMUX_ADMIN_TOKEN;
+                        without it, hot keys are shown hashed
       --once            print one plain frame and exit (for scripts)
       --interval MS     refresh interval (default 1000)
   -h, --help            this help
@@ -99,11 +102,16 @@ export function parsePrometheus(text: string): Metric[] {
   return out;
 }
 
-export async function fetchSnapshot(base: string, timeoutMs = 5000): Promise<Snapshot> {
+export async function fetchSnapshot(base: string, timeoutMs = 5000, token: string | null = null): Promise<Snapshot> {
   const get = async (path: string): Promise<string> => {
-    const res = await request(`${base}${path}`, { headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    const res = await request(`${base}${path}`, {
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      headers: authHeaders(token),
+    });
     const body = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`GET ${path} answered ${res.statusCode}`);
+    if (res.statusCode === 401) throw new Error(`GET ${path} answered 401: ${TOKEN_HINT}`);
+    if (res.statusCode !== 200) throw new Error(`GET ${path} answered ${res.statusCode}: ${body.trim()}`);
     return body;
   };
   const [shards, hotkeys, metrics] = await Promise.all([get('/shards'), get('/hotkeys'), get('/metrics')]);
@@ -271,12 +279,13 @@ export function renderFrame(
 // ---------------------------------------------------------------------------------------------------------------
 
 export async function run(argv: string[], io: Io = processIo): Promise<number> {
-  let values: { admin?: string; once?: boolean; interval?: string; help?: boolean };
+  let values: { admin?: string; once?: boolean; interval?: string; help?: boolean; 'token-file'?: string };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         admin: { type: 'string', short: 'a' },
+        'token-file': { type: 'string' },
         once: { type: 'boolean' },
         interval: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -292,6 +301,14 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
     return 0;
   }
   const base = adminUrl(values.admin ?? process.env.KEYMUX_ADMIN ?? '127.0.0.1:9121');
+  let token: string | null;
+  try {
+    token = adminToken(values['token-file']);
+  } catch (err) {
+    io.err(`keymux top: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const fetchNow = (): Promise<Snapshot> => fetchSnapshot(base, 5000, token);
   const interval = Number(values.interval ?? 1000);
   if (!Number.isInteger(interval) || interval < 100) {
     io.err('keymux top: --interval must be an integer >= 100 (milliseconds)\n');
@@ -300,9 +317,9 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
   const wait = (msDelay: number): Promise<void> => new Promise((r) => setTimeout(r, msDelay));
   if (values.once) {
     try {
-      const first = await fetchSnapshot(base);
+      const first = await fetchNow();
       await wait(interval); // rates need two fetches
-      const second = await fetchSnapshot(base);
+      const second = await fetchNow();
       io.out(`${renderFrame(base, second, first, 120, 1000).join('\n')}\n`);
       return 0;
     } catch (err) {
@@ -311,15 +328,21 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
     }
   }
   const tty = process.stdout.isTTY === true;
-  return tty ? interactive(base, interval) : plainLoop(base, interval, io, wait);
+  return tty ? interactive(base, interval, fetchNow) : plainLoop(base, interval, io, wait, fetchNow);
 }
 
 /** Not a terminal: one plain frame per interval until killed. */
-async function plainLoop(base: string, interval: number, io: Io, wait: (ms: number) => Promise<void>): Promise<number> {
+async function plainLoop(
+  base: string,
+  interval: number,
+  io: Io,
+  wait: (ms: number) => Promise<void>,
+  fetchNow: () => Promise<Snapshot>,
+): Promise<number> {
   let before: Snapshot | null = null;
   for (;;) {
     try {
-      const now = await fetchSnapshot(base);
+      const now = await fetchNow();
       if (before !== null) io.out(`${renderFrame(base, now, before, 120, 1000).join('\n')}\n\n`);
       before = now;
     } catch (err) {
@@ -330,7 +353,7 @@ async function plainLoop(base: string, interval: number, io: Io, wait: (ms: numb
 }
 
 /** Full screen: the alternate screen buffer, redrawn in place every interval; q or Ctrl-C quits. */
-function interactive(base: string, interval: number): Promise<number> {
+function interactive(base: string, interval: number, fetchNow: () => Promise<Snapshot>): Promise<number> {
   const out = process.stdout;
   const stdin = process.stdin;
   return new Promise((resolve) => {
@@ -347,7 +370,7 @@ function interactive(base: string, interval: number): Promise<number> {
     };
     const tick = async (): Promise<void> => {
       try {
-        const now = await fetchSnapshot(base);
+        const now = await fetchNow();
         if (before !== null) last = renderFrame(base, now, before, out.columns ?? 120, (out.rows ?? 40) - 1);
         before = now;
       } catch (err) {

@@ -66,7 +66,7 @@ export function mergeInfo(parent: Request): Buffer {
             'redis_mode:standalone',
             `os:${process.platform}`,
             `process_id:${process.pid}`,
-            `tcp_port:${config.listen.port}`,
+            `tcp_port:${config.listen?.port ?? config.tls.listen?.port ?? 0}`,
             `uptime_in_seconds:${Math.floor((Date.now() - ctx.startedAt) / 1000)}`,
           ].join('\r\n'),
         );

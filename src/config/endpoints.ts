@@ -2,7 +2,9 @@
  * Admin endpoints for configuration: `POST /reload` re-reads the config file and applies it (the same path as
  * SIGHUP and the file watch: a bad file is rejected with its file:line errors and the running config stays), and
  * `GET /config` shows the active config, with every password masked, and its version (it grows by one for each
- * applied reload or rediscovered cluster topology).
+ * applied reload or rediscovered cluster topology). File paths (the config's own, certificates, token, state
+ * file) and shard and seed addresses are shown only to a caller that showed the admin token; anyone else sees
+ * them masked. Both need the token when one is configured (admin-server.ts).
  *
  * `POST /reload?dry_run=1` applies nothing: it compares the running topology with the config file (or with the
  * YAML in the request body, as `keymux plan --against` sends it; `source=NAME` names it in errors) and answers
@@ -33,6 +35,8 @@ const MAX_SAMPLE_KEYS = 100_000;
 const MAX_SAMPLE_TIME_MS = 60_000;
 
 const MASK = '********';
+/** What /config shows in place of a path or an address to a caller without the admin token. */
+export const HIDDEN = '(hidden: needs the admin token)';
 
 /** A deep copy of `value` in which every `password` that is set reads as a mask. */
 export function maskSecrets(value: unknown): unknown {
@@ -55,11 +59,43 @@ export function addConfigRoutes(admin: AdminServer, host: ConfigHost): void {
     const result = await host.reloadFromFile('admin');
     sendJson(res, result.ok ? 200 : 400, result);
   });
-  admin.addRoute('GET', '/config', (_req, res) => {
+  admin.addRoute('GET', '/config', (_req, res, _url, caller) => {
     const topo = host.topology;
-    sendJson(res, 200, { version: topo.version, source: topo.config.source, config: maskSecrets(topo.config) });
+    const config = maskSecrets(topo.config);
+    sendJson(res, 200, {
+      version: topo.version,
+      source: caller.authorized ? topo.config.source : HIDDEN,
+      config: caller.authorized ? config : maskLocations(config),
+    });
   });
 }
+
+/**
+ * A copy of a (secret-masked) config for a caller without the admin token: every file path (`source`, and every
+ * `...File` key that is set) and every shard and seed address reads as HIDDEN.
+ */
+export function maskLocations(value: unknown, key = ''): unknown {
+  if (Array.isArray(value)) {
+    const where = key === 'shards' || key === 'seeds';
+    return value.map((v) => (where && isRecord(v) ? hideAddress(v) : maskLocations(v)));
+  }
+  if (!isRecord(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    out[k] = (k === 'source' || /File$/.test(k)) && v !== null ? HIDDEN : maskLocations(v, k);
+  }
+  return out;
+}
+
+function hideAddress(v: Record<string, unknown>): Record<string, unknown> {
+  const out = maskLocations(v) as Record<string, unknown>;
+  for (const k of ['address', 'host', 'port']) if (k in out) out[k] = HIDDEN;
+  // A shard without a name of its own is named by its address.
+  if (out.named === false && 'name' in out) out.name = HIDDEN;
+  return out;
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 function intParam(url: URL, name: string, fallback: number, max: number): number | string {
   const raw = url.searchParams.get(name);

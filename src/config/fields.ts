@@ -431,6 +431,30 @@ export function orEmpty<T>(schema: z.ZodType<T[]>) {
     .prefault([]);
 }
 
+/**
+ * A value written either as a mapping (`mapped`) or in a short form (`short`, anything that is not a mapping,
+ * usually a "host:port" string), e.g. `admin: 127.0.0.1:9121` or `admin: { address: ..., token_file: ... }`; null
+ * reads as null. Validation picks the form by what was written and reports that form's own issues at their own
+ * paths, worded by its own builders (a z.union would fold them into one "invalid union" issue); editors see an
+ * anyOf of both forms and null.
+ */
+export function shortOrMapping<S extends z.ZodType, M extends z.ZodType>(short: S, mapped: M) {
+  const schema = z.unknown().transform((v, ctx): z.output<S> | z.output<M> | null => {
+    if (v === null) return null;
+    const r = (isObj(v) ? mapped : short).safeParse(v, { reportInput: true });
+    if (r.success) return r.data as z.output<S> | z.output<M>;
+    for (const issue of r.error.issues) ctx.issues.push(issue as unknown as (typeof ctx.issues)[number]);
+    return z.NEVER;
+  });
+  // Read only when the JSON Schema is generated (config/keymux.schema.json), never when validating.
+  const json = (s: z.ZodType): Record<string, unknown> => {
+    const { $schema: _, ...rest } = z.toJSONSchema(s, { io: 'input', target: 'draft-2020-12' });
+    return rest;
+  };
+  schema._zod.toJSONSchema = () => ({ anyOf: [json(short), json(mapped), { type: 'null' }] });
+  return schema;
+}
+
 /** A key the current mode does not allow: an error when written; reads as `outside` (e.g. [] or null). */
 export function notInMode<T>(modes: readonly string[], mode: string, outside: T): z.ZodType<T> {
   return z

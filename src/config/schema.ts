@@ -46,7 +46,9 @@ import {
   plainData,
   sameAddress,
   section,
+  shortOrMapping,
   text,
+  type HostPort,
   type Locate,
   type Rule,
   type RuleContext,
@@ -78,6 +80,7 @@ export const HASH_NAMES = Object.freeze([
 export const DISTRIBUTIONS = Object.freeze(['ketama'] as const);
 export const HOT_KEY_EXPORTS = Object.freeze(['key', 'hash'] as const);
 export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const);
+export const TLS_VERSIONS = Object.freeze(['TLSv1.2', 'TLSv1.3'] as const);
 
 export type Mode = (typeof MODES)[number];
 export type HashName = (typeof HASH_NAMES)[number];
@@ -85,6 +88,7 @@ export type HashName = (typeof HASH_NAMES)[number];
 export type ReadFrom = (typeof READ_FROM)[number];
 export type HotKeyExport = (typeof HOT_KEY_EXPORTS)[number];
 export type LogLevel = (typeof LOG_LEVELS)[number];
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
 
 /** Largest delay Node's setTimeout accepts (2^31 - 1 ms); larger values fire at once. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -163,12 +167,36 @@ function configShape(mode: Mode | null) {
   const shards = shardList(mode);
   return {
     listen: address(0)
-      .prefault('127.0.0.1:6380')
-      .describe('Where clients connect, "host:port" ([v6]:port for IPv6; port 0 = any free port).'),
-    admin: address(0)
       .nullable()
+      .prefault('127.0.0.1:6380')
+      .describe(
+        'Where clients connect in plain text, "host:port" ([v6]:port for IPv6; port 0 = any free port); null = no ' +
+          'plain-text port (then tls.enabled must be true).',
+      ),
+    admin: shortOrMapping(address(0), adminMapping())
+      .transform(adminSetting)
       .prefault(null)
-      .describe('HTTP admin server address (/metrics, /healthz, /readyz, /shards, /hotkeys, /slowlog); null = none.'),
+      .describe(
+        'HTTP admin server (/metrics, /healthz, /readyz, /shards, /hotkeys, /slowlog, /config, /reload): ' +
+          '"host:port", or a mapping with address, token_file, public_metrics and tls; null = none.',
+      ),
+    tls: section(
+      {
+        enabled: bool().default(false).describe('Accept TLS clients on tls.listen (keymux terminates TLS).'),
+        listen: address(0)
+          .nullable()
+          .prefault(null)
+          .describe('Where TLS clients connect, "host:port"; required when enabled.'),
+        ...serverTlsFields('clients'),
+      },
+      {
+        rule: (t, cx) => {
+          requireWhenEnabled(t, cx);
+          if (t.enabled && t.listen === null && cx.ok(['listen']))
+            cx.error(['listen'], 'required when enabled is true (e.g. "127.0.0.1:6390")');
+        },
+      },
+    ).describe('TLS for clients: keymux terminates TLS on its own port (beside or instead of listen).'),
     mode: oneOf(MODES).describe(
       'How keys map to shards: slots (Redis Cluster hash slots over the listed shards), ring (ketama), or cluster ' +
         '(a real Redis Cluster, discovered from its seeds; no shards).',
@@ -190,34 +218,70 @@ function configShape(mode: Mode | null) {
         connect_timeout_ms: int(0, MAX_TIMER_MS).default(1000).describe('Connect timeout in milliseconds.'),
         timeout_ms: int(0, MAX_TIMER_MS).default(2000).describe('Per-request reply timeout in milliseconds; 0 = none.'),
         password: optionalText().describe('AUTH password for the shards; null = none.'),
-        username: optionalText().describe('ACL user name for the shards; requires password.'),
+        password_file: optionalText().describe(
+          'File holding the AUTH password for the shards (e.g. a mounted Secret), instead of password; re-read on ' +
+            'reload and when the file changes.',
+        ),
+        username: optionalText().describe('ACL user name for the shards; requires password or password_file.'),
         max_pending: int(1, 100_000_000)
           .default(8192)
           .describe('Operations one connection holds (waiting + unsent) before the clients sending to it are paused.'),
+        tls: section(
+          {
+            enabled: bool().default(false).describe('Connect to the shards over TLS (never falls back to plain text).'),
+            ca_file: optionalText().describe(
+              "PEM CA certificates the shards' certificates must chain to; null = the system's CAs.",
+            ),
+            cert_file: optionalText().describe(
+              'PEM client certificate for shards that ask for one (tls-auth-clients); with key_file.',
+            ),
+            key_file: optionalText().describe('PEM private key of cert_file.'),
+            servername: optionalText().describe(
+              "Name sent as SNI and checked against the shards' certificates; null = each shard's host.",
+            ),
+            verify: bool()
+              .default(true)
+              .describe("Check the shards' certificates (chain and name); false encrypts without authenticating."),
+            min_version: oneOf(TLS_VERSIONS).default('TLSv1.2').describe('Oldest TLS version used.'),
+          },
+          { rule: (t, cx) => bothOrNeither(t, cx) },
+        ).describe('TLS to the shards (and, in cluster mode, to every node discovered).'),
       },
       {
         rule: (b, cx) => {
-          if (cx.ok(['username']) && b.username !== null && b.password === null) {
-            cx.error(['username'], 'requires backend.password (Redis ACL AUTH needs both)');
+          if (cx.ok(['username']) && b.username !== null && b.password === null && b.password_file === null) {
+            cx.error(['username'], 'requires backend.password or backend.password_file (Redis ACL AUTH needs both)');
           }
+          onlyOne(b, cx, 'password', 'password_file');
         },
-        jsonSchema: { dependentRequired: { username: ['password'] } },
+        jsonSchema: {
+          dependentSchemas: { username: { anyOf: [{ required: ['password'] }, { required: ['password_file'] }] } },
+        },
       },
     ).describe('Connections from keymux to each shard.'),
-    clients: section({
-      max: int(1, 1_000_000).default(10_000).describe('Most clients connected at once.'),
-      idle_timeout_s: int(0, Math.floor(MAX_TIMER_MS / 1000))
-        .default(0)
-        .describe('Close clients idle this many seconds; 0 = never.'),
-      password: optionalText().describe('Password clients must AUTH with; null = none.'),
-      users: userList().describe('ACL-style users: AUTH name password.'),
-      max_inflight: int(1, 1_000_000)
-        .default(1024)
-        .describe('Commands in flight per client before keymux stops reading it.'),
-      max_output_bytes: int(0, 2 ** 40)
-        .default(64 * 1024 * 1024)
-        .describe('Reply bytes buffered for a client that has not read them before it is disconnected; 0 = no limit.'),
-    }).describe('Client connections to keymux.'),
+    clients: section(
+      {
+        max: int(1, 1_000_000).default(10_000).describe('Most clients connected at once.'),
+        idle_timeout_s: int(0, Math.floor(MAX_TIMER_MS / 1000))
+          .default(0)
+          .describe('Close clients idle this many seconds; 0 = never.'),
+        password: optionalText().describe('Password clients must AUTH with; null = none.'),
+        password_file: optionalText().describe(
+          'File holding the password clients must AUTH with (e.g. a mounted Secret), instead of password; re-read ' +
+            'on reload and when the file changes.',
+        ),
+        users: userList().describe('ACL-style users: AUTH name password.'),
+        max_inflight: int(1, 1_000_000)
+          .default(1024)
+          .describe('Commands in flight per client before keymux stops reading it.'),
+        max_output_bytes: int(0, 2 ** 40)
+          .default(64 * 1024 * 1024)
+          .describe(
+            'Reply bytes buffered for a client that has not read them before it is disconnected; 0 = no limit.',
+          ),
+      },
+      { rule: (c, cx) => onlyOne(c, cx, 'password', 'password_file') },
+    ).describe('Client connections to keymux.'),
     limits: section({
       max_bulk_bytes: int(1, 2 ** 32)
         .default(536_870_912)
@@ -276,6 +340,16 @@ function configMapping(mode: Mode | null) {
       const listen = cx.ok(['listen']) ? doc.listen : null;
       if (listen && doc.admin && cx.ok(['admin']) && sameAddress(doc.admin, listen)) {
         cx.error(['admin'], `same address as listen (${formatHostPort(listen)})`);
+      }
+      const tlsListen = cx.ok(['tls']) && doc.tls.enabled ? doc.tls.listen : null;
+      if (tlsListen && listen && sameAddress(tlsListen, listen)) {
+        cx.error(['tls', 'listen'], `same address as listen (${formatHostPort(listen)})`);
+      }
+      if (tlsListen && doc.admin && cx.ok(['admin']) && sameAddress(doc.admin, tlsListen)) {
+        cx.error(['admin'], `same address as tls.listen (${formatHostPort(tlsListen)})`);
+      }
+      if (cx.ok(['listen']) && doc.listen === null && cx.ok(['tls']) && !doc.tls.enabled) {
+        cx.error(['listen'], 'null (no plain-text port) needs tls.enabled: true, or clients could not connect at all');
       }
       if (listen && Array.isArray(doc.shards)) {
         doc.shards.forEach((shard, i) => {
@@ -557,6 +631,82 @@ function clusterMapping() {
   );
 }
 
+/** What a TLS server of keymux's presents and asks for (the client port and the admin port). */
+function serverTlsFields(who: string) {
+  return {
+    cert_file: optionalText().describe(
+      'PEM certificate (chain) keymux presents; required when enabled. Re-read on reload and when the file changes.',
+    ),
+    key_file: optionalText().describe('PEM private key of cert_file; required when enabled.'),
+    ca_file: optionalText().describe(
+      `PEM CA certificates: set = ${who} must present a certificate signed by one of them (mutual TLS); null = ` +
+        'no client certificate asked for.',
+    ),
+    min_version: oneOf(TLS_VERSIONS).default('TLSv1.2').describe('Oldest TLS version accepted.'),
+  };
+}
+
+/** A TLS server section that is enabled needs its certificate and key. */
+function requireWhenEnabled(
+  t: { enabled: boolean; cert_file: string | null; key_file: string | null },
+  cx: RuleContext,
+) {
+  if (!t.enabled) return;
+  for (const key of ['cert_file', 'key_file'] as const) {
+    if (t[key] === null && cx.ok([key])) {
+      cx.error([key], 'required when enabled is true (a PEM file)');
+    }
+  }
+}
+
+/** A client certificate comes with its key. */
+function bothOrNeither(t: { cert_file: string | null; key_file: string | null }, cx: RuleContext): void {
+  if (!cx.ok(['cert_file']) || !cx.ok(['key_file']) || (t.cert_file === null) === (t.key_file === null)) return;
+  const [missing, given] = t.cert_file === null ? ['cert_file', 'key_file'] : ['key_file', 'cert_file'];
+  cx.error([missing], `required with ${given} (a client certificate needs its key, and the other way round)`);
+}
+
+/** Two ways of giving one value (a secret inline or in a file): at most one of them. */
+function onlyOne<K extends string>(v: Record<K, unknown>, cx: RuleContext, a: K, b: K): void {
+  if (cx.ok([a]) && cx.ok([b]) && v[a] !== null && v[b] !== null) cx.error([b], `give ${a} or ${b}, not both`);
+}
+
+/** The admin server written as a mapping (the short form is just its address). */
+function adminMapping() {
+  return mapping(
+    {
+      address: address(0)
+        .prefault('127.0.0.1:9121')
+        .describe('Where the admin server listens, "host:port" (port 0 = any free port). Default 127.0.0.1:9121.'),
+      token_file: optionalText().describe(
+        'File holding a bearer token (16 characters or more): every endpoint but /healthz, /readyz and (see ' +
+          'public_metrics) /metrics then needs "Authorization: Bearer TOKEN". Re-read on reload and when it changes.',
+      ),
+      public_metrics: bool()
+        .default(true)
+        .describe('With a token_file: /metrics answers without the token (for Prometheus); false = it needs it.'),
+      tls: section(
+        {
+          enabled: bool().default(false).describe('Serve the admin endpoints over HTTPS.'),
+          ...serverTlsFields('callers'),
+        },
+        { rule: requireWhenEnabled },
+      ).describe('HTTPS for the admin server.'),
+    },
+    { what: 'a mapping with "address"' },
+  );
+}
+
+type AdminDoc = z.output<ReturnType<typeof adminMapping>>;
+
+/** `admin:` as keymux uses it: the address's host and port with the rest of the mapping (defaults for the short form). */
+function adminSetting(v: HostPort | AdminDoc | null): (HostPort & Omit<AdminDoc, 'address'>) | null {
+  if (v === null) return null;
+  if (!('address' in v)) return { ...adminSetting(adminMapping().parse({}))!, host: v.host, port: v.port };
+  const { address: at, ...rest } = v;
+  return { host: at.host, port: at.port, ...rest };
+}
+
 function userList() {
   const user = mapping({ name: text(), password: text() }, { what: 'a mapping with "name" and "password"' });
   return orEmpty(
@@ -818,6 +968,10 @@ const KNOWN_KEY_NAMES = {
   cluster: 'cluster',
   cluster_retry: 'cluster.retry',
   backend: 'backend',
+  backend_tls: 'backend.tls',
+  tls: 'tls',
+  admin: 'admin',
+  admin_tls: 'admin.tls',
   clients: 'clients',
   user: 'clients.users[]',
   limits: 'limits',

@@ -4,32 +4,45 @@
  * function of the proxy's state (shardsReport, hotKeysReport, slowlogReport) so tests and other tools can call
  * them directly. Control plane only; the reports read plain numbers and never block the data path for long (the
  * hot-key merge is over at most BUCKETS * capacity candidates).
+ *
+ * Key names (which often hold e-mail addresses or session ids) are shown only to a caller that showed the admin
+ * token: anyone else gets /hotkeys with every key hashed (the first 16 hex digits of its SHA-256, as
+ * `export: hash` writes them) and /slowlog without keys. /metrics follows metrics.hot_keys.export alone (it is
+ * often public, for Prometheus: use `export: hash` then).
  */
-import type { AdminServer } from './admin-server.js';
+import type { AdminServer, Caller } from './admin-server.js';
 import { sendJson, sendText } from './admin-server.js';
 import { hotKeyRows, type Metrics, type MetricsSource } from './metrics.js';
 import type { ShardPool } from '../backend/pool.js';
 
 export function addObservabilityRoutes(admin: AdminServer, src: MetricsSource, metrics: Metrics): void {
-  admin.addRoute('GET', '/metrics', async (_req, res) => {
-    sendText(res, 200, await metrics.text(), metrics.contentType);
-  });
+  admin.addRoute(
+    'GET',
+    '/metrics',
+    async (_req, res) => {
+      sendText(res, 200, await metrics.text(), metrics.contentType);
+    },
+    'metrics',
+  );
   admin.addRoute('GET', '/shards', (_req, res) => sendJson(res, 200, shardsReport(src)));
-  admin.addRoute('GET', '/hotkeys', (_req, res) => sendJson(res, 200, hotKeysReport(src)));
-  admin.addRoute('GET', '/slowlog', (_req, res, url) => {
+  admin.addRoute('GET', '/hotkeys', (_req, res, _url, caller) => sendJson(res, 200, hotKeysReport(src, caller)));
+  admin.addRoute('GET', '/slowlog', (_req, res, url, caller) => {
     const raw = url.searchParams.get('limit');
     const limit = raw === null ? Infinity : Number(raw);
     if (raw !== null && (raw === '' || !Number.isInteger(limit) || limit < 0)) {
       sendJson(res, 400, { error: `limit must be a non-negative integer, got ${JSON.stringify(raw)}` });
       return;
     }
-    sendJson(res, 200, slowlogReport(src, limit));
+    sendJson(res, 200, slowlogReport(src, limit, caller));
   });
   admin.addRoute('DELETE', '/slowlog', (_req, res) => {
     src.observer.slowlog.reset();
     sendJson(res, 200, { ok: true });
   });
 }
+
+/** A caller that showed the admin token (the reports' default, for tools that call them directly). */
+const TRUSTED: Caller = { authorized: true };
 
 const round = (v: number, digits: number): number => Number(v.toFixed(digits));
 
@@ -79,17 +92,18 @@ export function shardsReport(src: MetricsSource): unknown {
 }
 
 /** GET /hotkeys: the current top-K keys, hottest first, with estimated requests, rate and owning shard. */
-export function hotKeysReport(src: MetricsSource): unknown {
+export function hotKeysReport(src: MetricsSource, caller: Caller = TRUSTED): unknown {
   const cfg = src.observer.config.hotKeys;
   const enabled = src.observer.hotKeys !== null;
-  const { seconds, samples, rows } = hotKeyRows(src);
+  const shown = caller.authorized ? cfg.export : 'hash';
+  const { seconds, samples, rows } = hotKeyRows(src, shown);
   return {
     enabled,
     k: cfg.k,
     window_s: cfg.windowS,
     covered_s: round(seconds, 3),
     sample_rate: cfg.sampleRate,
-    export: cfg.export,
+    export: shown,
     samples,
     keys: rows.map((r, i) => ({
       rank: i + 1,
@@ -102,12 +116,13 @@ export function hotKeysReport(src: MetricsSource): unknown {
 }
 
 /** GET /slowlog: recent commands at or above the threshold, newest first. */
-export function slowlogReport(src: MetricsSource, limit = Infinity): unknown {
+export function slowlogReport(src: MetricsSource, limit = Infinity, caller: Caller = TRUSTED): unknown {
   const log = src.observer.slowlog;
   return {
     threshold_ms: log.thresholdMs,
     max_entries: log.maxEntries,
     log_keys: log.logKeys,
+    ...(log.logKeys && !caller.authorized ? { keys_hidden: 'key names are shown only with the admin token' } : {}),
     entries: log.entries(limit).map((e) => ({
       id: e.id,
       time: new Date(e.time).toISOString(),
@@ -115,7 +130,7 @@ export function slowlogReport(src: MetricsSource, limit = Infinity): unknown {
       shards: e.shards,
       latency_ms: round(e.latencyMs, 3),
       args: e.args,
-      ...(e.keys !== null ? { keys: e.keys } : {}),
+      ...(e.keys !== null && caller.authorized ? { keys: e.keys } : {}),
     })),
   };
 }

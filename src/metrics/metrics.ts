@@ -38,6 +38,8 @@ export interface MetricsSource {
   readiness(): { ok: boolean; reason: string };
   /** Key migrations after reloads (slots and ring modes), newest last. */
   migrationProgress?(): MigrationProgress[];
+  /** When each certificate keymux presents expires (ms since the epoch). */
+  certificateExpiry?(): Array<{ port: 'client' | 'admin' | 'backend'; expiresAt: number }>;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -91,14 +93,16 @@ function currentPools(src: MetricsSource): Array<{ pool: ShardPool; stats: Shard
 }
 
 /** The current hot keys with their display text (deduplicated) and the shard that owns them now. */
-export function hotKeyRows(src: MetricsSource): {
+export function hotKeyRows(
+  src: MetricsSource,
+  mode = src.observer.config.hotKeys.export,
+): {
   seconds: number;
   samples: number;
   rows: Array<{ key: string; shard: string; count: number; rate: number }>;
 } {
   const hk = src.observer.hotKeys;
   if (hk === null) return { seconds: 0, samples: 0, rows: [] };
-  const mode = src.observer.config.hotKeys.export;
   const topo = src.topology;
   const snap = hk.top();
   const seen = new Set<string>();
@@ -204,6 +208,26 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => {
       emit(RELOAD_OK, s.stats.reloadsOk);
       emit(RELOAD_FAILED, s.stats.reloadsFailed);
+    },
+  ),
+  counter(
+    'keymux_client_tls_handshake_failures_total',
+    'TLS handshakes with clients that failed (no or wrong client certificate, not TLS, too slow).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.tlsHandshakeFailures),
+  ),
+  counter(
+    'keymux_admin_refused_total',
+    'Admin requests refused: no or wrong token, a web page (Origin, form or text body), or a DNS name without a token.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.adminRefused),
+  ),
+  gauge(
+    'keymux_tls_certificate_expiry_seconds',
+    'When a certificate keymux presents expires (Unix time), by port: client (tls), admin (admin.tls), backend.',
+    ['port'],
+    (s, emit) => {
+      for (const c of s.certificateExpiry?.() ?? []) emit(CERT_PORT[c.port], Math.floor(c.expiresAt / 1000));
     },
   ),
   gauge(
@@ -370,6 +394,11 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
 
 const REDIRECT_MOVED: Labels = Object.freeze({ type: 'moved' });
 const REDIRECT_ASK: Labels = Object.freeze({ type: 'ask' });
+const CERT_PORT: Readonly<Record<'client' | 'admin' | 'backend', Labels>> = {
+  client: Object.freeze({ port: 'client' }),
+  admin: Object.freeze({ port: 'admin' }),
+  backend: Object.freeze({ port: 'backend' }),
+};
 const RELOAD_OK: Labels = Object.freeze({ result: 'ok' });
 const RELOAD_FAILED: Labels = Object.freeze({ result: 'failed' });
 

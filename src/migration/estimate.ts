@@ -17,11 +17,13 @@
  * from start to end, scanning included) or, when none has been measured, DEFAULT_KEYS_PER_SECOND, and the
  * report says which.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import type { KeymuxConfig } from '../config/schema.js';
 import { commandFrame } from '../resp/writer.js';
+import { connectBackend, describeConnectError, isTlsError } from '../backend/connect.js';
+import type { BackendTlsSettings } from '../security/tls.js';
 import { buildRouter } from '../routing/router.js';
 import { planTopology, type ShardRef, type TopologyPlan } from '../routing/plan.js';
 import type { MigrationProgress } from './migration.js';
@@ -96,6 +98,8 @@ export interface ShardAccess {
   password: string | null;
   username: string | null;
   connectTimeoutMs: number;
+  /** backend.tls: sampled over TLS when enabled. */
+  tls: BackendTlsSettings | null;
 }
 
 export function accessOf(config: KeymuxConfig): ShardAccess {
@@ -103,6 +107,7 @@ export function accessOf(config: KeymuxConfig): ShardAccess {
     password: config.backend.password,
     username: config.backend.username,
     connectTimeoutMs: Math.max(1000, config.backend.connectTimeoutMs),
+    tls: config.backend.tls,
   };
 }
 
@@ -313,7 +318,7 @@ class SampleConnection {
   }
 
   async open(timeoutMs: number): Promise<void> {
-    const sock = net.connect({ host: this.host, port: this.port });
+    const { socket: sock, readyEvent } = connectBackend(this.host, this.port, this.access.tls);
     this.sock = sock;
     const parser = new RedisParser({
       returnBuffers: true,
@@ -332,13 +337,13 @@ class SampleConnection {
         () => reject(new Error(`cannot connect to ${this.host}:${this.port} in ${timeoutMs} ms`)),
         timeoutMs,
       );
-      sock.once('connect', () => {
+      sock.once(readyEvent, () => {
         clearTimeout(timer);
         resolve();
       });
       sock.once('error', (e) => {
         clearTimeout(timer);
-        reject(e);
+        reject(isTlsError(e) ? new Error(describeConnectError(e)) : e);
       });
     });
     if (this.access.password !== null) {

@@ -99,16 +99,27 @@ export function planTopology(current: KeymuxConfig, next: KeymuxConfig): Topolog
   return plan;
 }
 
+/**
+ * Settings a running keymux cannot change in place (Proxy.reload refuses them; the plan says so): the sockets it
+ * listens on (listen, tls.listen, the admin address, whether TLS or mutual TLS is on for either port) and the
+ * mode. Certificates, CAs, the TLS version floor and the admin token may change (re-read on reload).
+ */
+export function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string | null {
+  const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b);
+  const serverTls = (t: { enabled: boolean; caFile: string | null } | undefined) =>
+    t === undefined ? null : [t.enabled, t.enabled && t.caFile !== null];
+  if (!same(from.listen, to.listen)) return 'listen';
+  if (!same(serverTls(from.tls), serverTls(to.tls)) || (to.tls.enabled && !same(from.tls.listen, to.tls.listen)))
+    return 'tls.enabled, tls.listen or mutual TLS (tls.ca_file set or not)';
+  const admin = (a: KeymuxConfig['admin']) => (a === null ? null : [a.host, a.port, serverTls(a.tls)]);
+  if (!same(admin(from.admin), admin(to.admin))) return 'admin (its address, or TLS on it)';
+  if (from.mode !== to.mode) return 'mode';
+  return null;
+}
+
 /** The same rule as Proxy.reload: these settings need a restart. */
 function restartOnly(from: KeymuxConfig, to: KeymuxConfig): string | null {
-  const what =
-    from.listen.host !== to.listen.host || from.listen.port !== to.listen.port
-      ? 'listen'
-      : JSON.stringify(from.admin) !== JSON.stringify(to.admin)
-        ? 'admin'
-        : from.mode !== to.mode
-          ? 'mode'
-          : null;
+  const what = restartOnlyChange(from, to);
   return what === null ? null : `${to.source}: ${what} cannot change without a restart`;
 }
 

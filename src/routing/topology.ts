@@ -210,6 +210,7 @@ export function backendOptions(config: KeymuxConfig, readOnly: boolean): Backend
     username: b.username,
     readOnly,
     maxPending: b.maxPending,
+    tls: b.tls,
   };
 }
 
@@ -224,5 +225,6 @@ function poolKey(shard: ShardConfig, config: KeymuxConfig): string {
     b.password,
     b.username,
     b.maxPending,
+    b.tls,
   ]);
 }

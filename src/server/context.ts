@@ -25,6 +25,10 @@ export interface ProxyStats {
   /** Config reloads applied and rejected. */
   reloadsOk: number;
   reloadsFailed: number;
+  /** TLS handshakes with clients that failed (no or wrong client certificate, not TLS, timeout). */
+  tlsHandshakeFailures: number;
+  /** Admin requests refused: no or wrong token, or a cross-origin / browser-style request. */
+  adminRefused: number;
 }
 
 export function newProxyStats(): ProxyStats {
@@ -43,6 +47,8 @@ export function newProxyStats(): ProxyStats {
     invalidRedirects: 0,
     reloadsOk: 0,
     reloadsFailed: 0,
+    tlsHandshakeFailures: 0,
+    adminRefused: 0,
   };
 }
 

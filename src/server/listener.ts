@@ -1,51 +1,106 @@
 /**
- * Listener: the one client-facing TCP port. Accepts connections, enforces `clients.max` (a client over the limit
- * gets "-ERR max number of clients reached" and is closed, as Redis does: its socket is destroyed once the error
- * is written, or soon after if the client does not take it, so refused clients cannot pile up file descriptors),
- * and hands each socket to a new ClientSession. Stopping the listener (drain) refuses new connections and leaves
- * existing sessions running.
+ * Listener: the client-facing ports: the plain TCP port (`listen`) and, with `tls.enabled`, the TLS port
+ * (`tls.listen`, keymux terminates TLS; with `tls.ca_file` clients must present a certificate signed by it). Both
+ * hand their sockets to the same accept: `clients.max` counts clients of both ports (a client over the limit gets
+ * "-ERR max number of clients reached" and is closed, as Redis does: its socket is destroyed once the error is
+ * written, or soon after if the client does not take it, so refused clients cannot pile up file descriptors), and
+ * each socket becomes a ClientSession, which cannot tell a TLS socket from a plain one. A TLS client is handed
+ * over once its handshake is done; a handshake that fails (no client certificate, one from another CA, not TLS at
+ * all) is counted and never reaches a session. New certificates replace the old ones for new handshakes without
+ * touching connected clients (setSecureContext). Stopping the listener (drain) refuses new connections on both
+ * ports and leaves existing sessions running.
  */
 import net from 'node:net';
+import tls from 'node:tls';
+import { performance } from 'node:perf_hooks';
 import { ClientSession } from './client-session.js';
 import type { ProxyContext } from './context.js';
 import { ERR_MAX_CLIENTS } from '../errors.js';
 import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
+import { contextPart, type ServerTlsOptions } from '../security/tls.js';
+import { childLogger, type Logger } from '../log.js';
+
+/** A TLS client that has not finished its handshake by then is dropped (Node's default is 120 s). */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** At most one log line per this many ms about refused TLS handshakes (with the count since the last one). */
+const TLS_LOG_INTERVAL_MS = 10_000;
 
 export class Listener {
   readonly sessions = new Set<ClientSession>();
   private readonly server: net.Server;
+  private tlsServer: tls.Server | null = null;
   private readonly ctx: ProxyContext;
+  private readonly log: Logger;
   private nextId = 1;
+  private tlsFailuresUnlogged = 0;
+  private tlsLoggedAt = -Infinity;
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
+    this.log = childLogger('listener');
     // allowHalfOpen: a client that half-closes after its last command still gets its replies (the session ends
     // its side once they are written); without it Node ends the socket at once and backend replies are lost.
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
   }
 
   listen(host: string, port: number): Promise<net.AddressInfo> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen({ host, port, backlog: 1024 }, () => {
-        this.server.off('error', reject);
-        resolve(this.server.address() as net.AddressInfo);
-      });
-    });
+    return listenOn(this.server, host, port);
   }
 
-  get address(): net.AddressInfo {
-    return this.server.address() as net.AddressInfo;
+  /** Opens the TLS port; `options` are the certificate, key, CA and version floor (security/tls.ts). */
+  listenTls(host: string, port: number, options: ServerTlsOptions): Promise<net.AddressInfo> {
+    const server = tls.createServer(
+      { ...options, noDelay: true, allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
+      (sock) => this.accept(sock),
+    );
+    // Node ends the socket itself (after sending the TLS alert that tells the client why).
+    server.on('tlsClientError', (err, sock) => this.onTlsRefused(err, sock));
+    this.tlsServer = server;
+    return listenOn(server, host, port);
+  }
+
+  /** New certificates (or CA) for handshakes from now on; connected clients keep theirs. */
+  setSecureContext(options: ServerTlsOptions): void {
+    this.tlsServer?.setSecureContext(contextPart(options));
+  }
+
+  /** The plain port's address (null when there is none: listen is null). */
+  get address(): net.AddressInfo | null {
+    return this.server.listening ? (this.server.address() as net.AddressInfo) : null;
+  }
+
+  /** The TLS port's address (null without TLS). */
+  get tlsAddress(): net.AddressInfo | null {
+    return this.tlsServer?.listening === true ? (this.tlsServer.address() as net.AddressInfo) : null;
   }
 
   /**
-   * Stops accepting; resolves as soon as the listening socket is closed (existing sessions keep running).
+   * Stops accepting; resolves as soon as the listening sockets are closed (existing sessions keep running).
    * server.close()'s own callback is not awaited: it fires only once every open connection has ended, so awaiting
    * it would make drain and close wait for clients to leave on their own.
    */
   stopAccepting(): Promise<void> {
     if (this.server.listening) this.server.close();
+    if (this.tlsServer?.listening === true) this.tlsServer.close();
     return Promise.resolve();
+  }
+
+  private onTlsRefused(err: Error, sock: tls.TLSSocket): void {
+    this.ctx.stats.tlsHandshakeFailures++;
+    this.tlsFailuresUnlogged++;
+    const now = performance.now();
+    if (now - this.tlsLoggedAt < TLS_LOG_INTERVAL_MS) return;
+    this.log.warn(
+      {
+        remote: `${sock.remoteAddress ?? '?'}:${sock.remotePort ?? '?'}`,
+        reason: err.message,
+        code: (err as NodeJS.ErrnoException).code,
+        refused: this.tlsFailuresUnlogged,
+      },
+      'TLS handshake with a client failed (count since the last such line in "refused")',
+    );
+    this.tlsLoggedAt = now;
+    this.tlsFailuresUnlogged = 0;
   }
 
   remove(session: { id: number }): void {
@@ -63,4 +118,14 @@ export class Listener {
     this.ctx.stats.clientsAccepted++;
     this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx));
   }
+}
+
+function listenOn(server: net.Server, host: string, port: number): Promise<net.AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port, backlog: 1024 }, () => {
+      server.off('error', reject);
+      resolve(server.address() as net.AddressInfo);
+    });
+  });
 }

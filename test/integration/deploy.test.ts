@@ -4,8 +4,11 @@
 // scripts/test.sh); the rendered keymux container is then checked against the config embedded in its ConfigMap, which must pass
 // the real `keymux --check`: probe paths and ports, the Prometheus annotations, the config mounted as a
 // directory, non-root with a read-only root filesystem, and a termination grace period longer than keymux's
-// preStop sleep plus its drain grace. The Dockerfile is parsed line by line: a multi-stage build on
-// node:20-slim, a non-root USER, only production dependencies in the runtime stage.
+// preStop sleep plus its drain grace; and its security: the admin port (on the pod IP, for the probes and
+// Prometheus) has a token from a Secret, /metrics shows hot keys only hashed, clients need a password from the
+// same Secret (also given to the app), both mounted without subPath so rotation reaches keymux, and no secret value
+// is shipped. The Dockerfile is parsed line by line: a multi-stage build on node:20-slim, a non-root USER, only
+// production dependencies in the runtime stage.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -104,7 +107,9 @@ interface HostPortValue {
 }
 interface ResolvedConfig {
   listen: HostPortValue;
-  admin: HostPortValue | null;
+  admin: (HostPortValue & { tokenFile?: string | null; publicMetrics?: boolean }) | null;
+  clients: { password: string | null; passwordFile?: string | null };
+  metrics: { hotKeys: { export: string } };
   drain?: { graceS?: number; graceMs?: number };
 }
 
@@ -605,6 +610,50 @@ for (const [label, dir] of [
       ).toBeGreaterThan(preStop + drain);
       // Every other container must be gone before the kubelet's deadline as well.
       for (const c of r.pod.containers as Obj[]) expect(preStopSeconds(c)).toBeLessThan(grace);
+    });
+
+    /** The Secret volume mounted (without subPath) at the directory that holds `file`, or a failure message. */
+    const secretHolding = (file: string): { secretName: string; mountPath: string } => {
+      const mount = ((r.keymux.volumeMounts as Obj[] | undefined) ?? []).find((m) =>
+        file.startsWith(`${String(m.mountPath).replace(/\/$/, '')}/`),
+      );
+      expect(mount, `a volumeMount of the keymux container holds ${file}`).toBeDefined();
+      expect(mount!.subPath, `${file}: mounted without subPath (rotation must reach keymux)`).toBeUndefined();
+      const volume = ((r.pod.volumes as Obj[] | undefined) ?? []).find((v) => v.name === mount!.name);
+      expect(volume?.secret?.secretName, `${file} comes from a Secret, not a ConfigMap`).toBeDefined();
+      return { secretName: String(volume!.secret.secretName), mountPath: String(mount!.mountPath) };
+    };
+
+    it('protects the admin port: a token from a Secret for all but the probes and /metrics, which shows no key names', () => {
+      const admin = r.config.admin!;
+      // The admin port is reachable from the pod network (probes, Prometheus): it must have a token.
+      expect(admin.tokenFile, 'admin.token_file').toEqual(expect.any(String));
+      secretHolding(admin.tokenFile!);
+      // /metrics answers without the token: hot keys may only appear there as hashes.
+      if (admin.publicMetrics !== false) expect(r.config.metrics.hotKeys.export).toBe('hash');
+    });
+
+    it('requires a client password from the same Secret (never inline in the ConfigMap)', () => {
+      expect(r.config.clients.password, 'no clients.password in a ConfigMap').toBeNull();
+      expect(r.config.clients.passwordFile, 'clients.password_file').toEqual(expect.any(String));
+      const { secretName } = secretHolding(r.config.clients.passwordFile!);
+      expect(secretHolding(r.config.admin!.tokenFile!).secretName).toBe(secretName);
+      // The applications in the pod (the sidecar's app) get the same password from the same Secret key.
+      for (const c of (r.pod.containers as Obj[]).filter((x) => x.name !== 'keymux')) {
+        const env = ((c.env ?? []) as Obj[]).find((e) => e.name === 'REDIS_PASSWORD');
+        expect(env?.valueFrom?.secretKeyRef, `${c.name}: REDIS_PASSWORD from the Secret`).toEqual({
+          name: secretName,
+          key: path.posix.basename(r.config.clients.passwordFile!),
+        });
+      }
+    });
+
+    it('ships no secret values: the Secret is made by the operator, as the README says', () => {
+      expect(r.objects.filter((o) => o.kind === 'Secret')).toEqual([]);
+      expect(JSON.stringify(r.objects)).not.toMatch(/password:\s*\S/);
+      const readme = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+      const secretName = secretHolding(r.config.clients.passwordFile!).secretName;
+      expect(readme).toContain(`kubectl create secret generic ${secretName}`);
     });
 
     it('uses the kustomize image name "keymux" for the keymux container', () => {

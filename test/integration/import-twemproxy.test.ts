@@ -262,7 +262,7 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
     expect(r.code).toBe(0);
     const c = parseConfigText(r.stdout, 'import').config!;
     expect(c.listen).toEqual({ host: '0.0.0.0', port: 22121 });
-    expect(c.admin).toEqual({ host: '127.0.0.1', port: 9121 });
+    expect(c.admin).toMatchObject({ host: '127.0.0.1', port: 9121, tokenFile: null });
     expect(c.hashTag).toBeNull(); // twemproxy hashes the whole key without hash_tag; keymux's default is "{}"
     expect(c.ring.hash).toBe('fnv1a_64');
     expect(c.shards.map((s) => [s.name, s.named, s.address, s.weight])).toEqual([

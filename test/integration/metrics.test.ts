@@ -8,7 +8,9 @@
  * dashboard queries exists in a live scrape. Counts are taken as differences between two scrapes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import fs, { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedis, type RedisProcess } from '../support/redis.js';
 import { configFrom, RawClient, ringConfig, slotsConfig, startKeymux, type ConfigObject } from '../support/keymux.js';
@@ -23,11 +25,17 @@ let client: Redis;
 let admin: number;
 const SHARDS = ['a', 'b', 'c'];
 
+/** The admin token: /hotkeys and /slowlog show key names only to its holder. */
+const TOKEN = 'metrics-test-token-0123456789';
+const AUTH = { authorization: `Bearer ${TOKEN}` };
+const TOKEN_FILE = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-metrics-')), 'token');
+fs.writeFileSync(TOKEN_FILE, TOKEN);
+
 function config(metrics: ConfigObject = {}): ConfigObject {
   return slotsConfig(
     backends.map((b) => b.port),
     {
-      admin: '127.0.0.1:0',
+      admin: { address: '127.0.0.1:0', token_file: TOKEN_FILE },
       metrics: { hot_keys: { k: K, sample_rate: 1 }, slowlog: { threshold_ms: 3_600_000 }, ...metrics },
     },
   );
@@ -272,7 +280,7 @@ describe('client-side counters', () => {
 
 describe('admin endpoints', () => {
   it('/shards lists each shard with address, role, slots and connection state', async () => {
-    const r = await getJson(admin, '/shards');
+    const r = await getJson(admin, '/shards', AUTH);
     expect(r.mode).toBe('slots');
     expect(
       r.shards.map((s: { name: string; address: string; role: string; state: string; weight: null }) => [
@@ -305,7 +313,7 @@ describe('admin endpoints', () => {
       }
       await p.exec();
     }
-    const r = await getJson(admin, '/hotkeys');
+    const r = await getJson(admin, '/hotkeys', AUTH);
     expect(r).toMatchObject({ enabled: true, k: K, sample_rate: 1, export: 'key' });
     expect(r.keys.length).toBeLessThanOrEqual(K);
     expect(r.keys[0]).toMatchObject({ rank: 1, key: hot, shard: shardOf(hot) });
@@ -320,7 +328,7 @@ describe('admin endpoints', () => {
     expect(top.labels).toEqual({ key: hot, shard: shardOf(hot) });
 
     reload({ hot_keys: { k: K, sample_rate: 1, export: 'hash' } }); // same k, window, rate: the counts stay
-    const hashed = await getJson(admin, '/hotkeys');
+    const hashed = await getJson(admin, '/hotkeys', AUTH);
     expect(hashed.export).toBe('hash');
     expect(hashed.keys[0].key).toBe(keyHash(Buffer.from(hot)));
     expect(JSON.stringify(hashed)).not.toContain('user:');
@@ -334,7 +342,7 @@ describe('admin endpoints', () => {
     reload({ slowlog: { threshold_ms: 0, max_entries: 5, log_keys: false } });
     const before = await scrape(admin);
     await client.get('slow:1');
-    let r = await getJson(admin, '/slowlog');
+    let r = await getJson(admin, '/slowlog', AUTH);
     expect(r).toMatchObject({ threshold_ms: 0, max_entries: 5, log_keys: false });
     expect(r.entries[0]).toMatchObject({ command: 'get', shards: [shardOf('slow:1')], args: 1 });
     expect(r.entries[0].keys).toBeUndefined();
@@ -345,17 +353,17 @@ describe('admin endpoints', () => {
     reload({ slowlog: { threshold_ms: 0, max_entries: 5, log_keys: true } });
     const keys = [...keysOn('a', 'slow:', 1), ...keysOn('c', 'slow:', 1)];
     await client.mget(...keys);
-    r = await getJson(admin, '/slowlog?limit=1');
+    r = await getJson(admin, '/slowlog?limit=1', AUTH);
     expect(r.entries).toEqual([expect.objectContaining({ command: 'mget', shards: ['a', 'c'], keys, args: 2 })]);
     for (let i = 0; i < 8; i++) await client.get(`slow:more:${i}`);
-    r = await getJson(admin, '/slowlog');
+    r = await getJson(admin, '/slowlog', AUTH);
     expect(r.entries.length).toBe(5);
     expect(r.entries[0].keys).toEqual(['slow:more:7']);
     expect(r.entries.map((e: { id: number }) => e.id)).toEqual(
       [...r.entries.map((e: { id: number }) => e.id)].sort((x, y) => y - x),
     );
-    expect((await httpGet(admin, '/slowlog', 'DELETE')).status).toBe(200);
-    expect((await getJson(admin, '/slowlog')).entries).toEqual([]);
+    expect((await httpGet(admin, '/slowlog', 'DELETE', AUTH)).status).toBe(200);
+    expect((await getJson(admin, '/slowlog', AUTH)).entries).toEqual([]);
     reload({});
   });
 
@@ -371,10 +379,10 @@ describe('admin endpoints', () => {
         .every((n) => n === 0),
     ).toBe(true);
     expect(delta(before, after, 'keymux_shard_commands_total', { shard: shardOf('off:1') })).toBe(1);
-    expect((await getJson(admin, '/hotkeys')).enabled).toBe(false);
+    expect((await getJson(admin, '/hotkeys', AUTH)).enabled).toBe(false);
     expect(samplesOf(after, 'keymux_hot_key_requests_per_second')).toEqual([]);
     reload({});
-    expect((await getJson(admin, '/hotkeys')).enabled).toBe(true);
+    expect((await getJson(admin, '/hotkeys', AUTH)).enabled).toBe(true);
   });
 });
 

@@ -29,11 +29,14 @@ let redis: RedisProcess[] = [];
 let proxy: Proxy;
 let admin: string;
 let configFile: string;
+/** The admin token (top shows hot key names only to its holder). */
+const TOKEN = 'top-test-admin-token-0123456789';
+let tokenFile: string;
 
 function configText(shards: number): string {
   return stringify({
     listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
+    admin: { address: '127.0.0.1:0', token_file: tokenFile },
     mode: 'ring',
     ring: { hash: 'fnv1a_64' },
     shards: redis.slice(0, shards).map((r, i) => ({ name: `shard-${'abc'[i]}`, address: r.address })),
@@ -118,6 +121,8 @@ beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-top-'));
   redis = await Promise.all([0, 1, 2].map(() => startRedis()));
   configFile = path.join(dir, 'keymux.yaml');
+  tokenFile = path.join(dir, 'admin-token');
+  fs.writeFileSync(tokenFile, `${TOKEN}\n`);
   fs.writeFileSync(configFile, configText(2));
   proxy = await Proxy.start(parseConfigText(fs.readFileSync(configFile, 'utf8'), configFile).config!, {
     configPath: configFile,
@@ -145,7 +150,17 @@ describe('keymux top under tmux', () => {
       );
     }
     try {
-      await tmux.start([process.execPath, BIN, 'top', '--admin', admin, '--interval', '300']);
+      await tmux.start([
+        process.execPath,
+        BIN,
+        'top',
+        '--admin',
+        admin,
+        '--token-file',
+        tokenFile,
+        '--interval',
+        '300',
+      ]);
       const screen = await tmux.until(
         (s) => /shard-a .*ready\s+[\d,]+/.test(s) && /hot:key/.test(s) && /\d+\.\d%/.test(s),
         'both shards with traffic and the hot key',
@@ -172,7 +187,10 @@ describe('keymux top under tmux', () => {
       // A third shard joins while its redis-server pauses writes: the migration stalls part-way and top shows it.
       await redisCommands(redis[2].port, [['CLIENT', 'PAUSE', '60000', 'WRITE']]);
       fs.writeFileSync(configFile, configText(3));
-      const res = await request(`${admin}/reload`, { method: 'POST' });
+      const res = await request(`${admin}/reload`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
       expect(res.statusCode).toBe(200);
       await res.body.dump();
       const running = await tmux.until(
@@ -205,7 +223,9 @@ describe('keymux top under tmux', () => {
   it('--once prints one plain frame for scripts', async () => {
     const load = traffic(proxy.port);
     try {
-      const { stdout } = await exec(process.execPath, [BIN, 'top', '--once', '--admin', admin, '--interval', '300']);
+      const { stdout } = await exec(process.execPath, [BIN, 'top', '--once', '--admin', admin, '--interval', '300'], {
+        env: { ...process.env, KEYMUX_ADMIN_TOKEN: TOKEN },
+      });
       expect(stdout).not.toMatch(/\x1b/); // no escape codes
       expect(stdout).toContain(`keymux top - ${admin}`);
       expect(stdout).toMatch(/^shard-a\s+\S+\s+ready\s+[\d,]+/m);

@@ -18,7 +18,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { startRedis, redisCommand, redisCommands, type RedisProcess } from './redis.js';
+import { startRedis, redisCommand, redisCommands, type RedisProcess, type RedisTls } from './redis.js';
 
 export type ClusterRole = 'master' | 'replica';
 
@@ -46,6 +46,11 @@ export interface StartClusterOptions {
   args?: string[];
   /** Bound on creation (start, create, stabilise). Default 60000. */
   timeoutMs?: number;
+  /**
+   * TLS only: every node listens for TLS on its port (`--port 0`), with `tls-cluster` (the bus, MIGRATE) and
+   * `tls-replication` on; redis-cli and the harness's own commands use TLS with `client`.
+   */
+  tls?: RedisTls & { client: { cert: string; key: string } };
 }
 
 export interface ClusterOpOptions {
@@ -133,7 +138,8 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Redi
     '1',
     ...(opts.args ?? []),
   ];
-  const cluster = new Cluster(nodeArgs, nodeTimeoutMs);
+  if (opts.tls !== undefined) nodeArgs.push('--tls-cluster', 'yes', '--tls-replication', 'yes');
+  const cluster = new Cluster(nodeArgs, nodeTimeoutMs, opts.tls);
   try {
     await Promise.all(Array.from({ length: mastersWanted * (1 + replicasPerMaster) }, () => cluster.startNode()));
     await cluster.redisCli(
@@ -174,6 +180,7 @@ class Cluster implements RedisCluster {
   constructor(
     private readonly nodeArgs: string[],
     readonly nodeTimeoutMs: number,
+    private readonly tls?: StartClusterOptions['tls'],
   ) {}
 
   masters(): ClusterNode[] {
@@ -206,7 +213,7 @@ class Cluster implements RedisCluster {
       const port = await pickClusterPort();
       let redis: RedisProcess;
       try {
-        redis = await startRedis({ port, args: this.nodeArgs });
+        redis = await startRedis({ port, args: this.nodeArgs, tls: this.tls });
       } catch (err) {
         lastErr = err;
         continue;
@@ -456,9 +463,13 @@ class Cluster implements RedisCluster {
   /** Runs redis-cli with a timeout; resolves with its output, rejects with the tail of it on failure. */
   redisCli(args: string[], timeoutMs: number): Promise<string> {
     return new Promise((resolve, reject) => {
+      const tlsArgs =
+        this.tls === undefined
+          ? []
+          : ['--tls', '--cacert', this.tls.ca, '--cert', this.tls.client.cert, '--key', this.tls.client.key];
       execFile(
         'redis-cli',
-        args,
+        [...tlsArgs, ...args],
         { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 * 1024 * 1024 },
         (err, stdout, stderr) => {
           // redis-cli --cluster reports some failures ("[ERR] ...") with exit status 0.

@@ -15,13 +15,15 @@ export async function httpGet(
   port: number,
   path: string,
   method = 'GET',
+  headers: Record<string, string> = {},
 ): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
-  const res = await request(`http://127.0.0.1:${port}${path}`, { method: method as 'GET' });
+  const res = await request(`http://127.0.0.1:${port}${path}`, { method: method as 'GET', headers });
   return { status: res.statusCode, headers: res.headers, body: await res.body.text() };
 }
 
-export async function getJson<T = any>(port: number, path: string): Promise<T> {
-  const r = await httpGet(port, path);
+/** GETs JSON; `headers` e.g. { authorization: 'Bearer TOKEN' } for a keymux with admin.token_file. */
+export async function getJson<T = any>(port: number, path: string, headers: Record<string, string> = {}): Promise<T> {
+  const r = await httpGet(port, path, 'GET', headers);
   if (r.status !== 200) throw new Error(`GET ${path}: ${r.status} ${r.body}`);
   return JSON.parse(r.body) as T;
 }

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
+import tls from 'node:tls';
 import { createRequire } from 'node:module';
 import { freePort } from './ports.js';
 
@@ -36,6 +37,52 @@ export interface StartRedisOptions {
   args?: string[];
   port?: number;
   password?: string;
+  /**
+   * TLS only: `--port 0 --tls-port PORT` with these files (PEM paths); clients must present a certificate signed
+   * by `ca` unless authClients is false. redisCommands() then talks TLS to this port (with `client`).
+   */
+  tls?: RedisTls;
+}
+
+export interface RedisTls {
+  cert: string;
+  key: string;
+  ca: string;
+  /** tls-auth-clients (default true). */
+  authClients?: boolean;
+  /** The certificate this harness presents to the server (required when authClients is on). */
+  client?: { cert: string; key: string };
+}
+
+/** Ports that speak TLS only, with the options the harness connects with (redisCommands looks them up). */
+const tlsPorts = new Map<number, tls.ConnectionOptions>();
+
+/** Makes redisCommands() use TLS towards `port` (e.g. a TLS port a test started itself). */
+export function useTlsFor(port: number, options: tls.ConnectionOptions): void {
+  tlsPorts.set(port, options);
+}
+
+function tlsArgs(port: number, t: RedisTls): string[] {
+  tlsPorts.set(port, {
+    // The harness checks the chain, not the name: tests give servers certificates for other names on purpose.
+    checkServerIdentity: () => undefined,
+    ca: fs.readFileSync(t.ca),
+    ...(t.client !== undefined ? { cert: fs.readFileSync(t.client.cert), key: fs.readFileSync(t.client.key) } : {}),
+  });
+  return [
+    '--port',
+    '0',
+    '--tls-port',
+    String(port),
+    '--tls-cert-file',
+    t.cert,
+    '--tls-key-file',
+    t.key,
+    '--tls-ca-cert-file',
+    t.ca,
+    '--tls-auth-clients',
+    t.authClients === false ? 'no' : 'yes',
+  ];
 }
 
 const live = new Set<RedisProcess>();
@@ -63,8 +110,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
 async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProcess> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-redis-${port}-`));
   const args = [
-    '--port',
-    String(port),
+    ...(opts.tls !== undefined ? tlsArgs(port, opts.tls) : ['--port', String(port)]),
     '--bind',
     '127.0.0.1',
     '--save',
@@ -148,7 +194,9 @@ export function redisCommands(
 ): Promise<unknown[]> {
   return new Promise((resolve, reject) => {
     const replies: unknown[] = [];
-    const sock = net.connect(port, opts.host ?? '127.0.0.1');
+    const host = opts.host ?? '127.0.0.1';
+    const secure = tlsPorts.get(port);
+    const sock = secure !== undefined ? tls.connect({ ...secure, host, port }) : net.connect(port, host);
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new Error(`timeout talking to ${port}`));
@@ -173,7 +221,7 @@ export function redisCommands(
       },
     });
     sock.on('data', (d) => parser.execute(d));
-    sock.on('error', (e) => {
+    sock.on('error', (e: Error) => {
       clearTimeout(timer);
       reject(e);
     });

@@ -1537,6 +1537,35 @@ describe('CLUSTER SHARDS', () => {
     expect(layout(v)).toEqual(layout(parseClusterShards(FRESH_SHARDS, SEED)));
   });
 
+  it('reaches nodes on their tls-port with backend TLS on, and says to turn it on for TLS-only nodes', () => {
+    // Redis with tls-cluster reports `tls-port`, and `port` only when it also has a plain port (port 0: none).
+    const withTls = (keepPlain: boolean): unknown[][] => {
+      const r = clone(FRESH_SHARDS);
+      for (const shard of r) {
+        for (const n of shard[3] as unknown[][]) {
+          const i = n.indexOf('port');
+          const port = n[i + 1] as number;
+          n.push('tls-port', port + 1);
+          if (!keepPlain) n.splice(i, 2);
+        }
+      }
+      return r;
+    };
+    const plainPorts = layout(parseClusterShards(FRESH_SHARDS, SEED));
+    const bump = (l: string[]): string[] => l.map((x) => x.replace(/:(\d+)/g, (_, p: string) => `:${Number(p) + 1}`));
+    // Both ports reported: TLS takes the tls-port, plain text the port.
+    expect(layout(parseClusterShards(withTls(true), SEED, { tls: true }))).toEqual(bump(plainPorts));
+    expect(layout(parseClusterShards(withTls(true), SEED))).toEqual(plainPorts);
+    // TLS only.
+    expect(layout(parseClusterShards(withTls(false), SEED, { tls: true }))).toEqual(bump(plainPorts));
+    expect(() => parseClusterShards(withTls(false), SEED)).toThrow(
+      'CLUSTER SHARDS: shard 0 node 0: the node listens for TLS only (tls-port 21411): set backend.tls.enabled to reach it',
+    );
+    // TLS on, but the node reports only a plain port (no tls-cluster): that port is used (and a TLS handshake
+    // with it will fail loudly, never fall back to plain text).
+    expect(layout(parseClusterShards(FRESH_SHARDS, SEED, { tls: true }))).toEqual(plainPorts);
+  });
+
   it('rejects malformed replies with the place and the problem', () => {
     const bad = (mutate: (r: unknown[][]) => unknown, base: unknown[][] = FRESH_SHARDS): string => {
       const r = clone(base);
@@ -1617,7 +1646,7 @@ describe('CLUSTER SHARDS', () => {
       bad((r) => {
         node(r, 0, 0).splice(2, 2);
       }),
-    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got nothing (TLS-only nodes are not supported)');
+    ).toBe('CLUSTER SHARDS: shard 0 node 0: expected a port 1..65535, got nothing');
     expect(
       bad((r) => {
         node(r, 0, 0)[1] = '';

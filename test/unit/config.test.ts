@@ -49,6 +49,18 @@ function configOf(text: string): KeymuxConfig {
   return r.config!;
 }
 
+/** TLS sections as the defaults leave them. */
+const SERVER_TLS_OFF = { enabled: false, certFile: null, keyFile: null, caFile: null, minVersion: 'TLSv1.2' };
+const BACKEND_TLS_OFF = {
+  enabled: false,
+  caFile: null,
+  certFile: null,
+  keyFile: null,
+  servername: null,
+  verify: true,
+  minVersion: 'TLSv1.2',
+};
+
 /** Three shards a/b/c covering all slots; lines 3..11 when preceded by `mode` and `shards:` lines. */
 const SHARDS = [
   '  - name: a',
@@ -76,6 +88,7 @@ describe('valid configurations', () => {
       source: SRC,
       listen: { host: '127.0.0.1', port: 6380 },
       admin: null,
+      tls: { ...SERVER_TLS_OFF, listen: null },
       mode: 'slots',
       hashTag: '{}',
       shards: [
@@ -114,13 +127,16 @@ describe('valid configurations', () => {
         connectTimeoutMs: 1000,
         timeoutMs: 2000,
         password: null,
+        passwordFile: null,
         username: null,
         maxPending: 8192,
+        tls: BACKEND_TLS_OFF,
       },
       clients: {
         max: 10000,
         idleTimeoutS: 0,
         password: null,
+        passwordFile: null,
         users: [],
         maxInflight: 1024,
         maxOutputBytes: 67108864,
@@ -170,20 +186,23 @@ describe('valid configurations', () => {
       ),
     );
     expect(c.listen).toEqual({ host: '::1', port: 6390 });
-    expect(c.admin).toEqual({ host: '0.0.0.0', port: 0 });
+    expect(c.admin).toEqual({ host: '0.0.0.0', port: 0, tokenFile: null, publicMetrics: true, tls: SERVER_TLS_OFF });
     expect(c.hashTag).toBe('<>');
     expect(c.backend).toEqual({
       connections: 4,
       connectTimeoutMs: 0,
       timeoutMs: 0,
       password: 's3cret',
+      passwordFile: null,
       username: 'proxy',
       maxPending: 7,
+      tls: BACKEND_TLS_OFF,
     });
     expect(c.clients).toEqual({
       max: 1,
       idleTimeoutS: 60,
       password: 'pw',
+      passwordFile: null,
       maxInflight: 1,
       maxOutputBytes: 0,
       users: [
@@ -389,7 +408,7 @@ describe('document shape', () => {
       'config/test.yaml:12: admn: unknown key (did you mean "admin"?)',
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
-      'config/test.yaml:15: color: unknown key; expected one of: listen, admin, mode, hash_tag, shards, ring, ' +
+      'config/test.yaml:15: color: unknown key; expected one of: listen, admin, tls, mode, hash_tag, shards, ring, ' +
         'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
     ]);
   });
@@ -438,7 +457,7 @@ describe('document shape', () => {
       'config/test.yaml:7: shards[1].name: duplicate shard name "a", already used by shards[0] at line 4',
       'config/test.yaml:9: shards[1].slots[0]: range 50-16383 overlaps shard "a" (0-100)',
       'config/test.yaml:10: backend.timeout_ms: expected an integer, got a number (1.5)',
-      'config/test.yaml:10: backend.username: requires backend.password (Redis ACL AUTH needs both)',
+      'config/test.yaml:10: backend.username: requires backend.password or backend.password_file (Redis ACL AUTH needs both)',
       'config/test.yaml:11: metrics.hot_keys.k: expected an integer, got a number (2.5)',
     ]);
   });
@@ -493,7 +512,7 @@ describe('listen and admin', () => {
       'config/test.yaml:12: listen: "bad host" is not a valid host name or IP address',
     ]);
     expect(errorsOf(slots('listen: null'))).toEqual([
-      'config/test.yaml:12: listen: expected "host:port" (a string), got null',
+      'config/test.yaml:12: listen: null (no plain-text port) needs tls.enabled: true, or clients could not connect at all',
     ]);
   });
 
@@ -501,7 +520,10 @@ describe('listen and admin', () => {
     expect(errorsOf(slots('listen: 127.0.0.1:6380', 'admin: 127.0.0.1:6380'))).toEqual([
       'config/test.yaml:13: admin: same address as listen (127.0.0.1:6380)',
     ]);
-    expect(configOf(slots('listen: 127.0.0.1:0', 'admin: 127.0.0.1:0')).admin).toEqual({ host: '127.0.0.1', port: 0 });
+    expect(configOf(slots('listen: 127.0.0.1:0', 'admin: 127.0.0.1:0')).admin).toMatchObject({
+      host: '127.0.0.1',
+      port: 0,
+    });
   });
 });
 
@@ -1042,10 +1064,10 @@ describe('backend', () => {
 
   it('requires password with username, and non-empty strings for secrets', () => {
     expect(errorsOf(slots('backend:', '  username: proxy'))).toEqual([
-      'config/test.yaml:13: backend.username: requires backend.password (Redis ACL AUTH needs both)',
+      'config/test.yaml:13: backend.username: requires backend.password or backend.password_file (Redis ACL AUTH needs both)',
     ]);
     expect(errorsOf(slots('backend:', '  username: proxy', '  password: null'))).toEqual([
-      'config/test.yaml:13: backend.username: requires backend.password (Redis ACL AUTH needs both)',
+      'config/test.yaml:13: backend.username: requires backend.password or backend.password_file (Redis ACL AUTH needs both)',
     ]);
     expect(errorsOf(slots('backend:', '  password: ""', '  username: 12345'))).toEqual([
       'config/test.yaml:13: backend.password: must not be empty (use null, or leave it out, for none)',
@@ -1061,7 +1083,7 @@ describe('backend', () => {
       'config/test.yaml:13: backend.connectTimeoutMs: unknown key (did you mean "connect_timeout_ms"?)',
       'config/test.yaml:14: backend.timeout: unknown key (did you mean "timeout_ms"?)',
       'config/test.yaml:15: backend.pool: unknown key; expected one of: connections, connect_timeout_ms, timeout_ms, ' +
-        'password, username, max_pending',
+        'password, password_file, username, max_pending, tls',
     ]);
   });
 });
@@ -1347,7 +1369,7 @@ describe('files', () => {
   it('config/default.yaml is the local demo', () => {
     const c = loadConfigFile('config/default.yaml');
     expect(c.listen).toEqual({ host: '127.0.0.1', port: 6380 });
-    expect(c.admin).toEqual({ host: '127.0.0.1', port: 9121 });
+    expect(c.admin).toMatchObject({ host: '127.0.0.1', port: 9121, tokenFile: null });
     expect(c.mode).toBe('slots');
     expect(c.shards.map((s) => [s.name, s.address, s.slots])).toEqual([
       ['a', '127.0.0.1:7001', [[0, 5460]]],

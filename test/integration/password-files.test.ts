@@ -1,0 +1,112 @@
+/**
+ * Passwords kept in files (`clients.password_file`, `backend.password_file`), as a Kubernetes Secret volume
+ * provides them: read at start, and re-read when the file changes. A rotated client password is required from
+ * the next AUTH on (a connection that authenticated before keeps going, as with Redis's requirepass); a rotated
+ * shard password is used by every connection keymux opens from then on; an empty file is refused like a bad
+ * config and the running passwords stay.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
+import { slotsConfig, startKeymux } from '../support/keymux.js';
+import { secretVolume } from '../support/tls.js';
+import { waitFor } from '../support/fake-backend.js';
+import type { Proxy } from '../../src/proxy.js';
+
+let dir: string;
+let shard: RedisProcess;
+let proxy: Proxy;
+let clientSecret: ReturnType<typeof secretVolume>;
+let shardSecret: ReturnType<typeof secretVolume>;
+
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-secrets-'));
+  shard = await startRedis({ password: 'shard-secret-1' });
+  clientSecret = secretVolume(dir, { password: 'client-secret-1\n' });
+  shardSecret = secretVolume(dir, { password: 'shard-secret-1\n' });
+  proxy = await startKeymux(
+    slotsConfig([shard.port], {
+      clients: { password_file: clientSecret.path('password') },
+      backend: { password_file: shardSecret.path('password') },
+    }),
+  );
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await shard.stop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const connect = (password?: string): Redis =>
+  new Redis({ port: proxy.port, maxRetriesPerRequest: 0, retryStrategy: () => null, password });
+
+describe('password files', () => {
+  it('takes the client and shard passwords from their files (without the line break)', async () => {
+    const c = connect('client-secret-1');
+    expect(await c.set('pf:k', '1')).toBe('OK');
+    c.disconnect();
+    const anonymous = connect();
+    anonymous.on('error', () => undefined); // its ready check is refused too
+    await expect(anonymous.get('pf:k')).rejects.toThrow(/NOAUTH/);
+    anonymous.disconnect();
+  });
+
+  it('requires the rotated client password from the next AUTH on; a connected client keeps going', async () => {
+    const before = connect('client-secret-1');
+    const id = await before.client('ID');
+    clientSecret.update({ password: 'client-secret-2\n' });
+    await waitFor(
+      async () => {
+        const c = connect('client-secret-2');
+        c.on('error', () => undefined);
+        const ok = await c.ping().then(
+          () => true,
+          () => false,
+        );
+        c.disconnect();
+        return ok;
+      },
+      'the new client password to be accepted',
+      10_000,
+      50,
+    );
+    const old = connect('client-secret-1');
+    old.on('error', () => undefined);
+    await expect(old.ping()).rejects.toThrow(/WRONGPASS|invalid/);
+    old.disconnect();
+    expect(await before.client('ID')).toBe(id);
+    expect(await before.get('pf:k')).toBe('1');
+    before.disconnect();
+  });
+
+  it('uses the rotated shard password for every connection it opens from then on', async () => {
+    const okBefore = proxy.stats.reloadsOk;
+    await redisCommands(shard.port, [
+      ['AUTH', 'shard-secret-1'],
+      ['CONFIG', 'SET', 'requirepass', 'shard-secret-2'],
+    ]);
+    shardSecret.update({ password: 'shard-secret-2' });
+    await waitFor(() => proxy.stats.reloadsOk > okBefore, 'the new shard password to be read', 10_000, 20);
+    // Drop every connection the shard has: keymux must come back with the new password.
+    await redisCommands(shard.port, [
+      ['AUTH', 'shard-secret-2'],
+      ['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes'],
+    ]);
+    const c = connect('client-secret-2');
+    await waitFor(async () => (await c.get('pf:k').catch(() => null)) === '1', 'a command to succeed', 10_000, 50);
+    c.disconnect();
+  });
+
+  it('refuses an empty password file and keeps the running passwords', async () => {
+    const failedBefore = proxy.stats.reloadsFailed;
+    clientSecret.update({ password: '' });
+    await waitFor(() => proxy.stats.reloadsFailed > failedBefore, 'the empty file to be refused', 10_000, 20);
+    const c = connect('client-secret-2');
+    expect(await c.get('pf:k')).toBe('1');
+    c.disconnect();
+  });
+});
