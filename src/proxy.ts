@@ -31,6 +31,7 @@ import { loadSecurity, type SecurityMaterial } from './security/material.js';
 import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
+import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -55,7 +56,7 @@ export interface ReloadResult {
   version: number;
 }
 
-export class Proxy implements ProxyContext {
+export class Proxy implements ProxyContext, PubSubHost {
   topology: Topology;
   readonly stats: ProxyStats;
   readonly startedAt: number;
@@ -69,6 +70,8 @@ export class Proxy implements ProxyContext {
   readonly observer: Observer;
   /** Cluster mode only: discovery, redirections, node pools. */
   cluster: ClusterController | null;
+  /** Pub/sub: client subscriptions multiplexed over one subscriber connection per node. */
+  readonly pubsub: PubSubHub;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -105,6 +108,7 @@ export class Proxy implements ProxyContext {
     this.listener = new Listener(this);
     this.admin = null;
     this.cluster = null;
+    this.pubsub = new PubSubHub(this);
   }
 
   /**
@@ -222,6 +226,10 @@ export class Proxy implements ProxyContext {
     this.observer.onKeyRouted(key);
   }
 
+  clusterHint(): void {
+    this.cluster?.refreshSoon();
+  }
+
   readiness(): { ok: boolean; reason: string } {
     if (this.draining) return { ok: false, reason: 'draining' };
     const up = this.topology.shards.filter((s) => s.pool.healthy).length;
@@ -302,6 +310,7 @@ export class Proxy implements ProxyContext {
     next.connect();
     const migration = this.startMigration(previous, next);
     this.topology = next;
+    this.pubsub.onTopology(next);
     migration?.start(previous);
     this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
@@ -446,6 +455,7 @@ export class Proxy implements ProxyContext {
     const next = new Topology(current.config, current.table, ++this.versionCounter, current);
     const migration = this.startMigration(old, next);
     this.topology = next;
+    this.pubsub.onTopology(next);
     this.log.info({ stateFile: settings.stateFile }, 'resuming an interrupted migration');
     migration?.start(old);
   }
@@ -454,6 +464,7 @@ export class Proxy implements ProxyContext {
   installTopology(next: Topology): void {
     next.connect();
     this.topology = next;
+    this.pubsub.onTopology(next);
   }
 
   nextTopologyVersion(): number {
@@ -479,6 +490,7 @@ export class Proxy implements ProxyContext {
     await this.listener.stopAccepting();
     for (const s of [...this.listener.sessions]) s.destroy();
     this.cluster?.close();
+    this.pubsub.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
     this.observer.close();

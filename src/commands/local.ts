@@ -1,5 +1,5 @@
 /**
- * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, SELECT 0, AUTH, HELLO 2, CLIENT
+ * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO 2, CLIENT
  * SETNAME/GETNAME/SETINFO/ID and COMMAND (COUNT, INFO, DOCS, LIST, GETKEYS). One handler per command name in a
  * table (data, not a switch); each answers synchronously with req.deliver(). Authentication checks the
  * client credentials from the config (`clients.password` for the default user, `clients.users` for ACL-style
@@ -46,6 +46,10 @@ export interface LocalSession {
   libName: Buffer | null;
   libVersion: Buffer | null;
   stopReading(): void;
+  /** CLIENT REPLY: REPLY_ON, REPLY_OFF or REPLY_SKIP_NEXT (the session silences replies accordingly). */
+  replyMode: number;
+  /** RESET: the connection's state back to a new connection's (subscriptions, name, authentication...). */
+  reset(): void;
 }
 
 export type LocalHandler = (session: LocalSession, req: Request, ctx: ProxyContext) => void;
@@ -87,6 +91,37 @@ const echo: LocalHandler = (_s, req) => req.deliver(bulkReply(req.args[1]));
 const quit: LocalHandler = (s, req) => {
   req.closeAfter = true;
   s.stopReading();
+  req.deliver(OK);
+};
+
+const RESET_REPLY = simpleReply('RESET');
+
+const reset: LocalHandler = (s, req) => {
+  s.reset();
+  req.silent = false; // RESET turns CLIENT REPLY back on, for its own reply too
+  req.deliver(RESET_REPLY);
+};
+
+/** CLIENT REPLY modes (LocalSession.replyMode). */
+export const REPLY_ON = 0;
+export const REPLY_OFF = 1;
+export const REPLY_SKIP_NEXT = 2;
+
+/** CLIENT REPLY ON|OFF|SKIP: OFF and SKIP are not answered (Redis adds no reply for them). */
+const clientReply: LocalHandler = (s, req) => {
+  const mode = lower(req.args[2]);
+  if (mode === 'on') {
+    s.replyMode = REPLY_ON;
+    req.silent = false;
+    return req.deliver(OK);
+  }
+  if (mode === 'off') s.replyMode = REPLY_OFF;
+  else if (mode === 'skip') {
+    if (s.replyMode !== REPLY_OFF) s.replyMode = REPLY_SKIP_NEXT;
+  } else {
+    return req.deliver(ERR_SYNTAX);
+  }
+  req.silent = true;
   req.deliver(OK);
 };
 
@@ -273,12 +308,14 @@ export const LOCAL_HANDLERS: Record<string, LocalHandler> = {
   ping,
   echo,
   quit,
+  reset,
   select,
   auth,
   hello,
   'client|setname': clientSetname,
   'client|getname': clientGetname,
   'client|id': clientId,
+  'client|reply': clientReply,
   'client|setinfo': clientSetinfo,
   command,
   'command|count': commandCount,

@@ -31,8 +31,9 @@ export interface KeySpec {
  * - fanout: multi-key command split into one sub-command per shard, reply merged by `merge`.
  * - all-shards: sent unchanged to every shard, replies merged by `merge` (FLUSHALL, DBSIZE, INFO...).
  * - refused: answered with `refuseReason` (an encoded error reply).
+ * - pubsub: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PUBLISH, SPUBLISH, PUBSUB ... (server/dispatch/pubsub.ts).
  */
-export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused';
+export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub';
 
 /**
  * How the replies of a split or broadcast command are combined.

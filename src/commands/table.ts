@@ -328,6 +328,7 @@ const fanout = (merge: MergeKind, shape: FanoutShape): CommandOverride => ({ dis
 const PER_SHARD = 'is not supported: run it on each shard directly';
 const TRANSACTIONS = 'is not supported: keymux does not support transactions';
 const PUBSUB = 'is not supported by keymux yet (pub/sub)';
+const PUBSUB_KIND: CommandOverride = { dispatch: 'pubsub' };
 const DB0 = 'is not supported: keymux serves database 0 only';
 const CLUSTER_CLIENT = 'is not supported: keymux is not a cluster node';
 const REPLICATION = 'is not supported: replication is set up on each shard directly';
@@ -346,11 +347,13 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   select: LOCAL,
   auth: LOCAL,
   hello: LOCAL,
+  reset: LOCAL,
   'client|setname': LOCAL,
   'client|getname': LOCAL,
   'client|setinfo': LOCAL,
   'client|id': LOCAL,
-  'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO and ID)'),
+  'client|reply': LOCAL,
+  'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID and REPLY)'),
   command: LOCAL,
   'command|count': LOCAL,
   'command|info': LOCAL,
@@ -421,8 +424,18 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   },
   'memory|usage': { dispatch: 'keyed' },
 
+  // Pub/sub (server/dispatch/pubsub.ts).
+  subscribe: PUBSUB_KIND,
+  psubscribe: PUBSUB_KIND,
+  ssubscribe: PUBSUB_KIND,
+  unsubscribe: PUBSUB_KIND,
+  punsubscribe: PUBSUB_KIND,
+  sunsubscribe: PUBSUB_KIND,
+  publish: PUBSUB_KIND,
+  spublish: PUBSUB_KIND,
+  'pubsub|*': PUBSUB_KIND,
+
   // Refused.
-  reset: refuse('is not supported by keymux yet'),
   config: refuse('is not supported: configure each shard directly'),
   shutdown: refuse(PER_SHARD),
   debug: refuse(PER_SHARD),
@@ -456,15 +469,6 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   lastsave: refuse(PERSISTENCE),
   script: refuse('is not supported: load scripts on each shard directly (EVAL and EVALSHA with keys are routed)'),
   function: refuse('is not supported: load functions on each shard directly (FCALL with keys is routed)'),
-  subscribe: refuse(PUBSUB),
-  psubscribe: refuse(PUBSUB),
-  ssubscribe: refuse(PUBSUB),
-  unsubscribe: refuse(PUBSUB),
-  punsubscribe: refuse(PUBSUB),
-  sunsubscribe: refuse(PUBSUB),
-  publish: refuse(PUBSUB),
-  spublish: refuse(PUBSUB),
-  pubsub: refuse(PUBSUB),
   acl: refuse('is not supported: configure ACLs on each shard directly'),
   latency: refuse(PER_SHARD),
   slowlog: refuse(PER_SHARD),
@@ -663,7 +667,7 @@ function decide(
   let options: OptionScan | null = null;
   if (o !== undefined) {
     if (o.dispatch === 'refused') return refused(o.why ?? 'is not supported');
-    if (o.dispatch === 'local' || o.dispatch === 'all-shards') {
+    if (o.dispatch === 'local' || o.dispatch === 'all-shards' || o.dispatch === 'pubsub') {
       return {
         dispatch: o.dispatch,
         merge: o.merge ?? null,

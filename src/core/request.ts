@@ -100,6 +100,8 @@ export class Request implements RoutedUnit {
   done: boolean;
   /** Close the client connection after this reply is written (QUIT, protocol error). */
   closeAfter: boolean;
+  /** The reply is not written (CLIENT REPLY OFF / SKIP); the request still runs and completes in order. */
+  silent: boolean;
   startedAt: number;
   sentAt: number;
   /** Index of the shard the request went to (-1: local, fan-out, or not routed). */
@@ -128,6 +130,7 @@ export class Request implements RoutedUnit {
     this.reply = null;
     this.done = false;
     this.closeAfter = false;
+    this.silent = false;
     this.startedAt = startedAt;
     this.sentAt = 0;
     this.shard = -1;

@@ -20,6 +20,8 @@ import type { Observer } from './observer.js';
 import { LATENCY_BUCKETS, type Histogram, type ShardStats } from './stats.js';
 import { keyText } from './hotkeys.js';
 import type { MigrationProgress } from '../migration/migration.js';
+import type { PubSubHub } from '../pubsub/hub.js';
+import { KIND_NAMES } from '../pubsub/frames.js';
 
 /** Migrations still moving keys, or else the last one (so a finished migration's totals stay visible). */
 function currentMigrations(src: MetricsSource): MigrationProgress[] {
@@ -40,6 +42,8 @@ export interface MetricsSource {
   migrationProgress?(): MigrationProgress[];
   /** When each certificate keymux presents expires (ms since the epoch). */
   certificateExpiry?(): Array<{ port: 'client' | 'admin' | 'backend'; expiresAt: number }>;
+  /** Pub/sub: subscriptions, messages, subscriber connections. */
+  readonly pubsub?: PubSubHub;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -390,7 +394,80 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
       for (const r of hotKeyRows(s).rows) emit({ key: r.key, shard: r.shard }, r.rate);
     },
   ),
+
+  // ---- pub/sub ----------------------------------------------------------------------------------------------
+  gauge(
+    'keymux_pubsub_subscriptions',
+    'Client subscriptions now, by kind (channel, pattern, shard channel): what clients asked for.',
+    ['kind'],
+    (s, emit) => {
+      const counts = s.pubsub?.stats.clientSubscriptions;
+      for (let k = 0; k < 3; k++) emit(PUBSUB_KIND_LABELS[k], counts?.[k] ?? 0);
+    },
+  ),
+  gauge(
+    'keymux_pubsub_backend_subscriptions',
+    'Distinct names keymux subscribes to on the backends now, by kind (one backend subscription serves every client).',
+    ['kind'],
+    (s, emit) => {
+      const entries = s.pubsub?.gauges().entries;
+      for (let k = 0; k < 3; k++) emit(PUBSUB_KIND_LABELS[k], entries?.[k] ?? 0);
+    },
+  ),
+  gauge(
+    'keymux_pubsub_connections',
+    'Shared subscriber connections to backend nodes, by state (ready, or not ready: connecting or down).',
+    ['state'],
+    (s, emit) => {
+      const g = s.pubsub?.gauges();
+      emit(PUBSUB_READY, g?.connectionsReady ?? 0);
+      emit(PUBSUB_NOT_READY, g === undefined ? 0 : g.connections - g.connectionsReady);
+    },
+  ),
+  counter(
+    'keymux_pubsub_messages_received_total',
+    'Messages received from backends, by kind (channel: message, pattern: pmessage, shard: smessage).',
+    ['kind'],
+    (s, emit) => {
+      const m = s.pubsub?.stats.messages;
+      for (let k = 0; k < 3; k++) emit(PUBSUB_KIND_LABELS[k], m?.[k] ?? 0);
+    },
+  ),
+  counter(
+    'keymux_pubsub_messages_delivered_total',
+    'Messages queued to clients (one per subscribed client reached).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.pubsub?.stats.delivered ?? 0),
+  ),
+  counter(
+    'keymux_pubsub_resubscriptions_total',
+    'Subscriptions made again on a backend after its subscriber connection came back.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.pubsub?.stats.resubscribes ?? 0),
+  ),
+  counter(
+    'keymux_pubsub_moves_total',
+    'Subscriptions placed on another node after a reload, a cluster topology change or a redirection.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.pubsub?.stats.moves ?? 0),
+  ),
+  counter(
+    'keymux_pubsub_refused_total',
+    'Subscriptions a backend refused (the waiting clients got its error; clients subscribed through it were disconnected).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.pubsub?.stats.refused ?? 0),
+  ),
+  counter(
+    'keymux_pubsub_publishes_gated_total',
+    'PUBLISH / SPUBLISH that waited for keymux own subscription on their node to be (re)made.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.pubsub?.stats.gated ?? 0),
+  ),
 ] as MetricDef[]);
+
+const PUBSUB_KIND_LABELS: readonly Labels[] = KIND_NAMES.map((kind) => Object.freeze({ kind }));
+const PUBSUB_READY: Labels = Object.freeze({ state: 'ready' });
+const PUBSUB_NOT_READY: Labels = Object.freeze({ state: 'not_ready' });
 
 const REDIRECT_MOVED: Labels = Object.freeze({ type: 'moved' });
 const REDIRECT_ASK: Labels = Object.freeze({ type: 'ask' });

@@ -13,7 +13,12 @@
  *   `clients.maxOutputBytes` disconnect it (counted, logged at most every few seconds), as Redis's
  *   client-output-buffer-limit does, so a client that does not read costs only itself while the shared backend
  *   connections keep being read for everyone;
- * - closing: every socket it ends is destroyed once the last bytes are written (socket-close.ts).
+ * - pub/sub delivery: messages (src/pubsub/) are written out of band, whole frames encoded for the client's
+ *   protocol, between replies; one reaches the client only after the confirmation of its subscription has been
+ *   queued (PubSubClient holds it until then: `writtenSeq` says which reply was queued last); RESP2 subscribed
+ *   mode accepts only what Redis accepts there (dispatch/pubsub.ts subscribedModeReply);
+ * - closing: every socket it ends is destroyed once the last bytes are written (socket-close.ts); its
+ *   subscriptions are dropped at once.
  * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
  */
 import type net from 'node:net';
@@ -36,6 +41,7 @@ import {
   wrongArity,
 } from '../errors.js';
 import { OK } from '../resp/writer.js';
+import { REPLY_ON, REPLY_SKIP_NEXT } from '../commands/local.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
 import type { Migration } from '../migration/migration.js';
@@ -44,6 +50,20 @@ import { DISPATCH, type DispatchSession } from './dispatch/index.js';
 import { OrderFences } from './order-fence.js';
 import { childLogger, type Logger } from '../log.js';
 import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
+import { PubSubClient, type PubSubSession } from '../pubsub/client.js';
+import type { Entry } from '../pubsub/hub.js';
+import { forProtocol } from '../pubsub/frames.js';
+import { subscribedModeReply } from './dispatch/pubsub.js';
+
+/** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
+const PUSHED_CONFIRMATIONS = new Set([
+  'subscribe',
+  'psubscribe',
+  'ssubscribe',
+  'unsubscribe',
+  'punsubscribe',
+  'sunsubscribe',
+]);
 
 /** Output-limit disconnects are logged at most once per this period (with the number left unlogged). */
 const OUTPUT_LIMIT_LOG_EVERY_MS = 10_000;
@@ -65,7 +85,7 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
   outputLimitUnlogged = 0;
 }
 
-export class ClientSession implements RequestSink, RequestOwner, Flushable, DispatchSession {
+export class ClientSession implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession {
   readonly id: number;
   readonly socket: net.Socket;
   readonly remote: string;
@@ -78,6 +98,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   user: string | null;
   libName: Buffer | null;
   libVersion: Buffer | null;
+  /** CLIENT REPLY mode (local.ts REPLY_ON / REPLY_OFF / REPLY_SKIP_NEXT). */
+  replyMode: number;
+  /** RESP version the client speaks (HELLO): 2 until RESP3 is served. */
+  protocol: number;
+  /** Pub/sub subscriptions (null until the first SUBSCRIBE-type command). */
+  pubsub: PubSubClient<Entry> | null;
+  /** Sequence number of the last request whose reply was queued for writing (pub/sub messages wait behind it). */
+  writtenSeq: number;
 
   readonly ctx: ProxyContext;
   private readonly parser: RequestParser;
@@ -142,6 +170,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.user = this.authenticated ? 'default' : null;
     this.libName = null;
     this.libVersion = null;
+    this.replyMode = REPLY_ON;
+    this.protocol = 2;
+    this.pubsub = null;
+    this.writtenSeq = -1;
     this.ctx = ctx;
     this.parser = new RequestParser(ctx.topology.config.limits, this);
     this.inflight = new RingQueue<Request>(16);
@@ -182,7 +214,8 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     });
     if (clients.idleTimeoutS > 0) {
       socket.setTimeout(clients.idleTimeoutS * 1000, () => {
-        if (this.inflight.length === 0) socket.destroy();
+        // As in Redis, a subscribed client is not idle: it waits for messages.
+        if (this.inflight.length === 0 && (this.pubsub === null || this.pubsub.total === 0)) socket.destroy();
       });
     }
   }
@@ -246,6 +279,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const args = req.args;
     const nameArg = args[0];
     let spec = topo.table.lookup(nameArg, 0, nameArg.length);
+    if (this.replyMode !== REPLY_ON) this.applyReplyMode(req, spec);
     if (this.inRefusedMulti) {
       this.insideRefusedMulti(req, spec);
       return;
@@ -276,6 +310,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       }
     }
     req.spec = spec;
+    const pubsub = this.pubsub;
+    if (pubsub !== null && pubsub.total > 0 && this.protocol === 2) {
+      const reply = subscribedModeReply(spec, req);
+      if (reply !== null) {
+        req.deliver(reply);
+        return;
+      }
+    }
     if (spec.dispatch === 'refused' && spec.name === 'multi') this.inRefusedMulti = true;
     if (spec.dispatch === 'all-shards' && spec.write && topo.resender !== null) {
       this.exclusive = req;
@@ -286,6 +328,15 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       }
     }
     DISPATCH[spec.dispatch](this, req, spec, topo);
+  }
+
+  /**
+   * CLIENT REPLY OFF / SKIP: this request's reply is not written (it still runs, in order). Subscription
+   * confirmations are pushed regardless, as Redis pushes them (and messages, which are not replies).
+   */
+  private applyReplyMode(req: Request, spec: CommandSpec | undefined): void {
+    if (spec === undefined || !PUSHED_CONFIRMATIONS.has(spec.name)) req.silent = true;
+    if (this.replyMode === REPLY_SKIP_NEXT) this.replyMode = REPLY_ON;
   }
 
   /** After a refused MULTI: EXEC aborts, DISCARD ends it, anything else is refused (nothing runs on its own). */
@@ -354,6 +405,79 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     return true;
   }
 
+  /** `req` waits (the publish gate); later requests of this client are held behind it until resumeParked. */
+  park(_req: Request): void {
+    this.blockers++;
+  }
+
+  resumeParked(req: Request): void {
+    this.blockers--;
+    this.dispatch(req);
+    if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
+  }
+
+  // ---- pub/sub ----------------------------------------------------------------------------------------------
+
+  pubsubClient(): PubSubClient<Entry> {
+    return (this.pubsub ??= new PubSubClient<Entry>(this));
+  }
+
+  /** A message, out of band: queued after what is queued now, encoded for the client's protocol. */
+  writeMessage(frame: Buffer): boolean {
+    // After QUIT (or while draining) nothing more is delivered, as Redis stops adding output after QUIT.
+    if (this.closed || this.closing) return false;
+    const bytes = forProtocol(frame, this.protocol);
+    this.out.push(bytes);
+    this.outBytes += bytes.length;
+    scheduleFlush(this);
+    return true;
+  }
+
+  overOutputBound(heldBytes: number): boolean {
+    if (this.closed) return true;
+    const max = this.maxOutputBytes;
+    if (max <= 0) return false;
+    const pending = this.socket.writableLength + this.outBytes + heldBytes;
+    if (pending <= max) return false;
+    this.disconnectForOutput(pending);
+    return true;
+  }
+
+  /** Ends the connection at once (the client is told by the close). */
+  kill(reason: string): void {
+    if (this.closed) return;
+    (outputLimitLog ??= childLogger('clients')).warn(
+      { client: this.remote, id: this.id, reason },
+      'client disconnected',
+    );
+    this.closed = true;
+    this.out = [];
+    this.outBytes = 0;
+    this.leavePubSub();
+    this.socket.destroy();
+    this.ctx.sessionClosed(this);
+  }
+
+  /** RESET: back to a new connection's state (Redis clearClientConnectionState, for what keymux keeps). */
+  reset(): void {
+    if (this.pubsub !== null) this.ctx.pubsub.clientGone(this.pubsub);
+    this.name = null;
+    const clients = this.ctx.topology.config.clients;
+    this.authenticated = clients.password === null && clients.users.length === 0;
+    this.user = this.authenticated ? 'default' : null;
+    this.inRefusedMulti = false;
+    this.replyMode = REPLY_ON;
+    this.protocol = 2;
+  }
+
+  /** The client is gone: its subscriptions and the messages waiting for it are dropped. */
+  private leavePubSub(): void {
+    const pubsub = this.pubsub;
+    if (pubsub === null) return;
+    this.ctx.pubsub.clientGone(pubsub);
+    pubsub.dropHeld();
+  }
+
   // ---- output ---------------------------------------------------------------------------------------------
 
   onRequestDone(req: Request): void {
@@ -365,9 +489,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     let head = q.peek();
     while (head !== undefined && head.done) {
       q.shift();
-      const reply = head.reply as Buffer;
-      this.out.push(reply);
-      this.outBytes += reply.length;
+      if (!head.silent) {
+        const reply = head.reply as Buffer;
+        this.out.push(reply);
+        this.outBytes += reply.length;
+      }
+      this.writtenSeq = head.seq;
+      if (this.pubsub !== null && this.pubsub.holding) this.pubsub.release(head.seq);
       this.ctx.onReplied(head);
       if (head.closeAfter) {
         this.endAfterWrite = true;
@@ -422,6 +550,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       // The socket is destroyed once that is written (or the client stops taking it): never left half-open.
       this.closed = true;
       sock.off('data', this.onData);
+      this.leavePubSub();
       endThenDestroy(sock, CLOSE_LINGER_MS);
       this.ctx.sessionClosed(this);
     }
@@ -465,6 +594,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.closed = true;
     this.out = [];
     this.outBytes = 0;
+    this.leavePubSub();
     this.socket.destroy();
     this.ctx.sessionClosed(this);
   }
@@ -485,6 +615,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   }
 
   private onClose(): void {
+    this.leavePubSub();
     if (!this.closed) {
       this.closed = true;
       this.ctx.sessionClosed(this);
@@ -505,6 +636,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   /** Closes immediately. */
   destroy(): void {
     this.closed = true;
+    this.leavePubSub();
     this.socket.destroy();
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { Request } from '../core/request.js';
 import type { Topology } from '../routing/topology.js';
+import type { PubSubHub } from '../pubsub/hub.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -64,6 +65,8 @@ export interface ProxyContext {
   readonly version: string;
   /** redis_version reported by the backends (for INFO/HELLO), "unknown" until seen. */
   readonly backendVersion: string;
+  /** Pub/sub: every client subscription, multiplexed over shared subscriber connections. */
+  readonly pubsub: PubSubHub;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

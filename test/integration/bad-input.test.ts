@@ -193,7 +193,6 @@ describe('commands keymux does not run', () => {
       ['CONFIG', 'GET', 'maxmemory'],
       ['KEYS', '*'],
       ['WATCH', 'refused:w'], // a refused MULTI has its own test (refused-multi.test.ts): it refuses what follows
-      ['SUBSCRIBE', 'ch'],
       ['BLPOP', 'refused:list', '0'],
       ['SCAN', '0'],
       ['SCRIPT', 'FLUSH'],

@@ -109,6 +109,33 @@ describe('keymux to TLS-only shards', () => {
       await proxy.close();
     }
   });
+
+  it('pub/sub: the shared subscriber connections reach TLS shards too (messages on every shard)', async () => {
+    const proxy = await startKeymux(
+      slotsConfig(
+        shards.map((s) => s.port),
+        { backend: backendTls() },
+      ),
+    );
+    const sub = client(proxy);
+    const pub = client(proxy);
+    try {
+      const channels = Array.from({ length: 12 }, (_, i) => `bt:chan:${i}`);
+      const got: string[] = [];
+      sub.on('message', (channel: string, message: string) => got.push(`${channel}=${message}`));
+      expect(await sub.subscribe(...channels)).toBe(channels.length);
+      // Every shard holds some of the channels' subscriptions, each over a TLS subscriber connection.
+      const counts = await Promise.all(shards.map((s) => redisCommand(s.port, 'PUBSUB', 'NUMSUB', ...channels)));
+      expect(counts.every((c) => Array.isArray(c) && c.some((v, i) => i % 2 === 1 && Number(v) > 0))).toBe(true);
+      for (const ch of channels) expect(await pub.publish(ch, `m-${ch}`)).toBe(1);
+      await waitFor(() => got.length === channels.length, 'every message delivered');
+      expect(got.sort()).toEqual(channels.map((ch) => `${ch}=m-${ch}`).sort());
+    } finally {
+      sub.disconnect();
+      pub.disconnect();
+      await proxy.close();
+    }
+  });
 });
 
 describe('refusals: a clear error naming the shard, never plain text', () => {

@@ -167,7 +167,7 @@ describe('overrides', () => {
 
   it('refuses the other CLIENT and COMMAND subcommands', () => {
     expect(reason(spec('client|kill'))).toBe(
-      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO and ID)\r\n",
+      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID and REPLY)\r\n",
     );
     expect(spec('client|list').dispatch).toBe('refused');
     expect(spec('command|help').dispatch).toBe('refused');
@@ -200,9 +200,6 @@ describe('overrides', () => {
     );
     expect(reason(spec('time'))).toBe("-ERR keymux: command 'time' has no key to route by\r\n");
     expect(reason(spec('randomkey'))).toBe("-ERR keymux: command 'randomkey' has no key to route by\r\n");
-    expect(reason(spec('spublish'))).toBe(
-      "-ERR keymux: command 'spublish' is not supported by keymux yet (pub/sub)\r\n",
-    );
     expect(reason(spec('config|get'))).toBe(
       "-ERR keymux: command 'config|get' is not supported: configure each shard directly\r\n",
     );
@@ -236,19 +233,12 @@ describe('overrides', () => {
       'bgrewriteaof',
       'lastsave',
       'function|load',
-      'subscribe',
-      'psubscribe',
-      'ssubscribe',
-      'unsubscribe',
-      'publish',
-      'pubsub|channels',
       'acl|whoami',
       'latency|latest',
       'slowlog|get',
       'module|list',
       'role',
       'lolwut',
-      'reset',
       'brpop',
       'blmove',
       'bzpopmin',
@@ -258,6 +248,29 @@ describe('overrides', () => {
     ]) {
       expect(spec(n).dispatch, n).toBe('refused');
     }
+  });
+
+  it('serves pub/sub commands with the pubsub kind, RESET and CLIENT REPLY locally', () => {
+    for (const n of [
+      'subscribe',
+      'psubscribe',
+      'ssubscribe',
+      'unsubscribe',
+      'punsubscribe',
+      'sunsubscribe',
+      'publish',
+      'spublish',
+      'pubsub|channels',
+      'pubsub|numsub',
+      'pubsub|numpat',
+      'pubsub|shardchannels',
+      'pubsub|shardnumsub',
+      'pubsub|help',
+    ]) {
+      expect(spec(n).dispatch, n).toBe('pubsub');
+    }
+    expect(spec('reset').dispatch).toBe('local');
+    expect(spec('client|reply').dispatch).toBe('local');
   });
 
   it('routes keyed subcommands and keyed scripting', () => {
@@ -304,13 +317,13 @@ describe('overrides', () => {
       }
       if (s.flags.includes('blocking') && s.name !== 'xread' && s.name !== 'xreadgroup')
         expect(s.dispatch, s.name).toBe('refused');
-      if (s.flags.includes('pubsub')) expect(s.dispatch, s.name).toBe('refused');
+      if (s.flags.includes('pubsub')) expect(['pubsub', 'refused'], s.name).toContain(s.dispatch);
       if (s.dispatch === 'keyed' || s.dispatch === 'fanout') {
         expect(s.keyFinder?.mayHaveKeys, s.name).toBe(true);
         expect(s.keyFinder?.error, s.name).toBe(0);
       }
       if (s.keySpecs.length === 0 && s.subcommands === null)
-        expect(['local', 'all-shards', 'refused'], s.name).toContain(s.dispatch);
+        expect(['local', 'all-shards', 'refused', 'pubsub'], s.name).toContain(s.dispatch);
       expect(s.readonly).toBe(s.flags.includes('readonly'));
       expect(s.write).toBe(s.flags.includes('write'));
       expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);

@@ -6,6 +6,7 @@ import { dispatchBroadcast } from './broadcast.js';
 import { dispatchFanout } from './fanout.js';
 import { dispatchKeyed } from './keyed.js';
 import { dispatchLocal, dispatchRefused } from './local.js';
+import { dispatchPubSub } from './pubsub.js';
 import type { DispatchHandler } from './types.js';
 
 export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
@@ -14,6 +15,7 @@ export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
   'all-shards': dispatchBroadcast,
   local: dispatchLocal,
   refused: dispatchRefused,
+  pubsub: dispatchPubSub,
 };
 
 export type { DispatchHandler, DispatchSession } from './types.js';

@@ -1,6 +1,6 @@
 /**
  * Local dispatch: commands keymux answers itself (PING, ECHO, AUTH, HELLO, CLIENT ..., COMMAND ...; handlers in
- * commands/local.ts). Before authentication only AUTH, HELLO and QUIT are answered; refused dispatch answers with the
+ * commands/local.ts). Before authentication only AUTH, HELLO, QUIT and RESET are answered; refused dispatch answers with the
  * command's pre-encoded refusal.
  */
 import { LOCAL_HANDLERS } from '../../commands/local.js';
@@ -12,7 +12,8 @@ export const dispatchLocal: DispatchHandler = (session, req, spec) => {
     !session.authenticated &&
     !spec.name.startsWith('auth') &&
     !spec.name.startsWith('hello') &&
-    spec.name !== 'quit'
+    spec.name !== 'quit' &&
+    spec.name !== 'reset'
   ) {
     req.deliver(ERR_NOAUTH);
     return;

@@ -11,6 +11,8 @@ import type { ShardPool } from '../../backend/pool.js';
 import type { Migration } from '../../migration/migration.js';
 import type { LocalSession } from '../../commands/local.js';
 import type { ProxyContext } from '../context.js';
+import type { PubSubClient } from '../../pubsub/client.js';
+import type { Entry } from '../../pubsub/hub.js';
 
 export interface DispatchSession extends LocalSession {
   readonly ctx: ProxyContext;
@@ -23,6 +25,18 @@ export interface DispatchSession extends LocalSession {
   holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean;
   /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
+  /** The RESP version the client speaks (2 until it switches with HELLO). */
+  readonly protocol: number;
+  /** The client's pub/sub state (null until it first subscribes). */
+  readonly pubsub: PubSubClient<Entry> | null;
+  /** The client's pub/sub state, created on first use. */
+  pubsubClient(): PubSubClient<Entry>;
+  /**
+   * `req` must wait (e.g. at the pub/sub publish gate): the client's later requests are held behind it until
+   * `resumeParked(req)`, which dispatches it again.
+   */
+  park(req: Request): void;
+  resumeParked(req: Request): void;
 }
 
 export type DispatchHandler = (session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology) => void;
