@@ -208,7 +208,7 @@ export class BackendConnection implements ReplySink, Flushable {
       if (this.out.length > 0) scheduleFlush(this);
     });
     sock.on('error', (err: Error) => {
-      if (this.socket === sock) this.fail(describeConnectError(err));
+      if (this.socket === sock) this.fail(describeConnectError(err, this.options.tls ?? null));
     });
     sock.on('close', () => {
       if (this.socket === sock) this.fail('closed the connection');

@@ -31,9 +31,26 @@ export function isTlsError(err: Error): boolean {
   return code !== undefined ? TLS_CODE.test(code) : /SSL|TLS|certificate/i.test(err.message);
 }
 
-/** A socket error as a reason for logs and client errors; TLS failures say so, with OpenSSL's words. */
-export function describeConnectError(err: Error): string {
+/**
+ * A socket error as a reason for logs and client errors; TLS failures say so, with OpenSSL's words. `tlsSettings`
+ * (the connection's backend.tls) lets a reset be explained: under TLS 1.3 a shard that requires client certificates
+ * refuses one only after the client's side of the handshake is done, and whether keymux reads that alert or only
+ * sees the connection reset depends on timing, so a reset on a TLS connection without a client certificate says
+ * what is the likely cause.
+ */
+export function describeConnectError(err: Error, tlsSettings: BackendTlsSettings | null = null): string {
   const code = (err as NodeJS.ErrnoException).code;
+  if (
+    (code === 'ECONNRESET' || code === 'EPIPE') &&
+    tlsSettings !== null &&
+    tlsSettings.enabled &&
+    tlsSettings.certFile === null
+  ) {
+    return (
+      `TLS connection reset by the shard (${code}); a shard that requires client certificates (tls-auth-clients) ` +
+      'does this when backend.tls has no cert_file/key_file'
+    );
+  }
   if (isTlsError(err)) {
     // OpenSSL's errors carry a short `reason` ("tlsv13 alert certificate required") beside a long message.
     const reason = (err as { reason?: unknown }).reason;

@@ -172,8 +172,10 @@ describe('refusals: a clear error naming the shard, never plain text', () => {
   it('no client certificate for a shard that requires one', async () => {
     const err = await errorFor(shards[0]!.port, { tls: { enabled: true, ca_file: pki.ca.cert } });
     expect(err).toMatch(new RegExp(`^ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${shards[0]!.port}\\) is unavailable: `));
+    // TLS 1.3: the shard refuses after keymux's side of the handshake is done; keymux reads its alert, or (on a
+    // busy machine, when the shard's close overtakes it) only the reset, which it then explains.
     expect(err).toMatch(
-      /TLS handshake failed: tlsv13 alert certificate required \(ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED\)$/,
+      /(TLS handshake failed: tlsv13 alert certificate required \(ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED\)|TLS connection reset by the shard \(ECONNRESET\); a shard that requires client certificates \(tls-auth-clients\) does this when backend\.tls has no cert_file\/key_file)$/,
     );
   });
 

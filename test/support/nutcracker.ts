@@ -64,7 +64,9 @@ export function nutcrackerConfig(port: number, opts: StartNutcrackerOptions): st
     '  redis: true',
     '  auto_eject_hosts: false',
     '  preconnect: false',
-    '  timeout: 5000',
+    // Generous: these tests pipeline thousands of commands through one nutcracker connection on a shared, busy
+    // machine, and nutcracker answers "Connection timed out" for a request older than this.
+    '  timeout: 30000',
     '  servers:',
     ...opts.servers.map((s) => `    - ${s.host}:${s.port}:${s.weight}${s.name ? ` ${s.name}` : ''}`),
   ];
