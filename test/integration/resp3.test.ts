@@ -19,6 +19,7 @@ import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake
 import { startCluster, type RedisCluster } from '../support/cluster.js';
 import { ReplyScanner } from '../../src/resp/reply-scanner.js';
 import { keySlot } from '../../src/routing/crc16.js';
+import { shardsReport } from '../../src/metrics/endpoints.js';
 import type { Proxy } from '../../src/proxy.js';
 
 const run = promisify(execFile);
@@ -400,6 +401,9 @@ describe('RESP3 in slots mode (real redis-servers)', () => {
     const conns = () => fresh.topology.shards.map((s) => s.pool.allConnections());
     // Only the RESP2 connections exist.
     for (const list of conns()) expect(list.map((c) => c.protocol)).toEqual(list.map(() => 2));
+    type ShardRow = { connections: unknown[]; resp3_connections: Array<{ state: string }> };
+    const report = () => (shardsReport(fresh) as { shards: ShardRow[] }).shards;
+    expect(report().map((s) => s.resp3_connections)).toEqual([[], [], []]);
     const before = conns().map((l) => l.length);
     const r3 = await nodeRedis3(fresh.port);
     expect(await r3.mGet(keys)).toEqual(['1', '2', '3']);
@@ -408,7 +412,11 @@ describe('RESP3 in slots mode (real redis-servers)', () => {
       expect(after[i].length).toBe(before[i] * 2);
       expect(after[i].filter((c) => c.protocol === 3).every((c) => c.state === 'ready')).toBe(true);
     }
-    // Every backend sees HELLO 3 only on keymux's RESP3 connections: count HELLO-3 clients per server.
+    for (const row of report()) {
+      expect(row.resp3_connections.length).toBe(row.connections.length);
+      expect(row.resp3_connections.every((c) => c.state === 'ready')).toBe(true);
+    }
+    // Each backend now has RESP3 clients: keymux's twins (the scripted-backend test checks HELLO goes nowhere else).
     for (const b of backends) {
       const list = String(await redisCommand(b.port, 'CLIENT', 'LIST'));
       expect(list).toMatch(/resp=3/);
