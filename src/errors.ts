@@ -16,7 +16,7 @@ export const ERR_WRONGPASS = errorReply('WRONGPASS invalid username-password pai
 export const ERR_AUTH_NOT_CONFIGURED = errorReply(
   'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
 );
-export const ERR_NOPROTO = errorReply('NOPROTO unsupported protocol version: keymux speaks RESP2 only (HELLO 2)');
+export const ERR_NOPROTO = errorReply('NOPROTO unsupported protocol version');
 export const ERR_SELECT_DB = errorReply(
   'ERR keymux: only database 0 is available (SELECT 0); a sharded keyspace has no other databases',
 );

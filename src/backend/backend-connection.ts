@@ -3,7 +3,12 @@
  * - the FIFO of operations waiting for replies (a RingQueue; replies arrive in send order, so the head is always
  *   the next to be answered), and the raw-frame ReplyScanner that finds where each reply ends;
  * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
- * - the handshake (AUTH with password or ACL user, READONLY when asked) run before any client command is sent;
+ * - the handshake (AUTH with password or ACL user, HELLO 3 on a RESP3 connection, READONLY when asked) run before
+ *   any client command is sent;
+ * - the protocol it speaks (`protocol`, 2 unless the options say 3: a shard pool's RESP3 twin, pool.ts): replies
+ *   pass through as bytes either way. A push frame ('>', out of band) is never a reply: keymux enables nothing
+ *   that pushes on a shared connection (no CLIENT TRACKING, no SUBSCRIBE), so one that arrives anyway is dropped
+ *   and logged, never delivered to the request at the head of the queue;
  * - one timer, used as the connect timeout while connecting and as the operation timeout while ready; there is
  *   never a timer per request. The shard is late only when it makes no progress for `timeoutMs`: counted from
  *   when the oldest unanswered request was written to the socket (not from when it was queued in keymux; frames
@@ -31,7 +36,7 @@ import { Fragment } from '../core/fragment.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { turnNow } from '../core/clock.js';
 import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
-import { errorText, isErrorFrame } from '../resp/reply-reader.js';
+import { errorText, isErrorFrame, isPushFrame } from '../resp/reply-reader.js';
 import { commandFrame } from '../resp/writer.js';
 import type { Logger } from '../log.js';
 import { ShardStats } from '../metrics/stats.js';
@@ -60,6 +65,8 @@ export interface BackendOptions {
   redirectHandler?: RedirectHandler | null;
   /** backend.tls: connect over TLS when enabled (connect.ts); absent or null: plain TCP. */
   tls?: BackendTlsSettings | null;
+  /** RESP version to speak: 3 sends HELLO 3 in the handshake (a pool's RESP3 twin); absent: 2. */
+  protocol?: 2 | 3;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
@@ -76,6 +83,8 @@ export interface RedirectHandler {
 
 const MIN_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
+/** Dropped push frames are logged at most once per this period per connection (with the count since). */
+const PUSH_LOG_EVERY_MS = 10_000;
 
 export class BackendConnection implements ReplySink, Flushable {
   readonly shard: ShardIdentity;
@@ -88,6 +97,10 @@ export class BackendConnection implements ReplySink, Flushable {
   reconnects: number;
   timeouts: number;
   lastError: string;
+  /** Push frames received on this shared connection and dropped (none are expected: see the file comment). */
+  pushesDropped: number;
+  /** RESP version the connection speaks (2, or 3 for a pool's RESP3 twin). */
+  readonly protocol: 2 | 3;
 
   private readonly options: BackendOptions;
   private readonly log: Logger;
@@ -118,6 +131,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private readonly lowWater: number;
   /** Sessions paused because this connection was full, resumed when it drains to `lowWater`. */
   private readonly blockedSenders: Set<RequestOwner>;
+  private pushLoggedAt: number;
+  private pushesUnlogged: number;
 
   constructor(shard: ShardIdentity, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
@@ -128,6 +143,8 @@ export class BackendConnection implements ReplySink, Flushable {
     this.reconnects = 0;
     this.timeouts = 0;
     this.lastError = 'not connected yet';
+    this.pushesDropped = 0;
+    this.protocol = options.protocol ?? 2;
     this.options = options;
     this.log = log;
     this.scanner = new ReplyScanner(this);
@@ -150,6 +167,7 @@ export class BackendConnection implements ReplySink, Flushable {
         ),
       );
     }
+    if (this.protocol === 3) frames.push(commandFrame(['HELLO', '3']));
     if (options.readOnly) frames.push(commandFrame(['READONLY']));
     this.handshakeFrames = frames;
     this.redirects = options.redirectHandler ?? null;
@@ -161,6 +179,8 @@ export class BackendConnection implements ReplySink, Flushable {
     this.maxPending = options.maxPending !== undefined && options.maxPending > 0 ? options.maxPending : 0;
     this.lowWater = this.maxPending >> 1;
     this.blockedSenders = new Set<RequestOwner>();
+    this.pushLoggedAt = Number.NEGATIVE_INFINITY;
+    this.pushesUnlogged = 0;
     this.onTimer = this.onTimer.bind(this);
     this.confirmLate = this.confirmLate.bind(this);
   }
@@ -252,6 +272,11 @@ export class BackendConnection implements ReplySink, Flushable {
   }
 
   onReply(frame: Buffer): void {
+    const type = frame[0];
+    if (type === 62 /* > */ || (type === 124 /* | */ && isPushFrame(frame))) {
+      this.dropPush(frame);
+      return;
+    }
     if (this.handshakePending > 0) {
       this.onHandshakeReply(frame);
       return;
@@ -272,6 +297,27 @@ export class BackendConnection implements ReplySink, Flushable {
       op.deliver(frame);
     if (this.blockedSenders.size > 0 && this.waiting.length <= this.lowWater) this.releaseSenders();
     if (this.retiring && this.waiting.length === 0) this.close();
+  }
+
+  /** A push frame (out of band) on a shared connection: not a reply to anything waiting here; dropped, logged. */
+  private dropPush(frame: Buffer): void {
+    this.pushesDropped++;
+    const now = performance.now();
+    if (now - this.pushLoggedAt < PUSH_LOG_EVERY_MS) {
+      this.pushesUnlogged++;
+      return;
+    }
+    this.pushLoggedAt = now;
+    this.log.warn(
+      {
+        shard: this.shard.name,
+        address: this.shard.address,
+        push: frame.toString('latin1', 0, Math.min(frame.length, 80)),
+        notLoggedSinceLast: this.pushesUnlogged,
+      },
+      'backend sent a push frame on a shared connection; dropped (keymux enables no pushes there)',
+    );
+    this.pushesUnlogged = 0;
   }
 
   onReplyProtocolError(detail: string): void {

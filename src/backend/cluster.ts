@@ -180,7 +180,7 @@ export class ClusterController implements RedirectHandler, Resender {
 
   /** Sends `op` to the node at `address` (created on first use), after ASKING for an -ASK redirection. */
   private sendTo(op: BackendOp, address: string, asking: boolean): void {
-    const pool = this.pool(address, false);
+    const pool = this.pool(address, false).forProtocol(protocolOf(op));
     attribute(op, pool);
     const target = pool.pick(op.sessionId);
     if (asking) target.send(new AskingOp(op.sessionId), ASKING_FRAME);
@@ -271,6 +271,7 @@ export class ClusterController implements RedirectHandler, Resender {
       if (!this.retryLater(unit, lastError)) unit.deliver(lastError);
       return;
     }
+    pool = pool.forProtocol(unit.protocol);
     attribute(unit, pool);
     pool.pick(unit.sessionId).send(unit, unit.frame);
   }
@@ -411,6 +412,11 @@ export class ClusterController implements RedirectHandler, Resender {
 /** The client unit behind a backend op (a Request or a Fragment), or null for control ops. */
 function routedUnit(op: BackendOp): RoutedUnit | null {
   return op instanceof Request || op instanceof Fragment ? op : null;
+}
+
+/** The RESP version an op's replies must be in: its client's when it was routed (control ops: 2). */
+function protocolOf(op: BackendOp): number {
+  return op instanceof Request || op instanceof Fragment ? op.protocol : 2;
 }
 
 /** Hits, misses and latency of a re-sent op count on the node that finally answers it. */

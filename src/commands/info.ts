@@ -3,7 +3,9 @@
  * a Keymux section (mode, every shard's state) and a Keyspace section aggregated over all shards (keys and
  * expires summed per db, avg_ttl weighted by expires). keymux sends "INFO keyspace" to every shard and builds
  * the text here. A shard that does not answer is shown as down rather than failing INFO, so client libraries
- * that run INFO on connect (ioredis's ready check) still connect while one shard is out.
+ * that run INFO on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
+ * in RESP2 and a verbatim string (`=len`, `txt:` format) in RESP3, as Redis writes it; a RESP3 client's shards
+ * answer "INFO keyspace" in that form too, and readBulk reads both (the `txt:` prefix is on no db line).
  */
 import type { Request } from '../core/request.js';
 import type { Fragment } from '../core/fragment.js';
@@ -102,5 +104,12 @@ export function mergeInfo(parent: Request): Buffer {
         break; // unknown sections are empty, as in Redis
     }
   }
-  return bulkReply(sections.length > 0 ? `${sections.join('\r\n\r\n')}\r\n` : '');
+  const text = sections.length > 0 ? `${sections.join('\r\n\r\n')}\r\n` : '';
+  return parent.protocol === 3 ? verbatimReply(text) : bulkReply(text);
+}
+
+/** A RESP3 verbatim string of plain text: `=<len>\r\ntxt:<text>\r\n`. */
+export function verbatimReply(text: string): Buffer {
+  const body = Buffer.from(`txt:${text}`, 'utf8');
+  return Buffer.concat([Buffer.from(`=${body.length}\r\n`, 'latin1'), body, Buffer.from('\r\n', 'latin1')]);
 }

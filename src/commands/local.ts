@@ -1,9 +1,13 @@
 /**
- * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO 2, CLIENT
+ * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO [2|3], CLIENT
  * SETNAME/GETNAME/SETINFO/ID and COMMAND (COUNT, INFO, DOCS, LIST, GETKEYS). One handler per command name in a
  * table (data, not a switch); each answers synchronously with req.deliver(). Authentication checks the
  * client credentials from the config (`clients.password` for the default user, `clients.users` for ACL-style
  * AUTH user pass) and compares them in constant time.
+ *
+ * Replies are in the client's protocol, byte for byte as Redis 7 writes them: HELLO's reply is a map in RESP3, a
+ * flat array in RESP2; a null is `_` in RESP3 and `$-1` in RESP2; COMMAND's flag lists are sets in RESP3 and
+ * COMMAND DOCS a map. HELLO 3 switches the client to RESP3, HELLO 2 and RESET back (session.switchProtocol).
  */
 import crypto from 'node:crypto';
 import type { Request } from '../core/request.js';
@@ -50,9 +54,37 @@ export interface LocalSession {
   replyMode: number;
   /** RESET: the connection's state back to a new connection's (subscriptions, name, authentication...). */
   reset(): void;
+  /** RESP version the client speaks: 2, or 3 after HELLO 3. */
+  readonly protocol: number;
+  /** HELLO 2|3: the client speaks `protocol` from its next command on. */
+  switchProtocol(protocol: number): void;
 }
 
 export type LocalHandler = (session: LocalSession, req: Request, ctx: ProxyContext) => void;
+
+const NULL3 = Buffer.from('_\r\n', 'latin1');
+const EMPTY_MAP = Buffer.from('%0\r\n', 'latin1');
+const EMPTY_SET = Buffer.from('~0\r\n', 'latin1');
+
+/** The null reply in `protocol`: `$-1` (RESP2) or `_` (RESP3). */
+export function nullReply(protocol: number): Buffer {
+  return protocol === 3 ? NULL3 : NIL_BULK;
+}
+
+/** A map of already-encoded keys and values (alternating): `%n` in RESP3, a flat `*2n` array in RESP2. */
+export function mapReply(pairs: Buffer[], protocol: number): Buffer {
+  return protocol === 3
+    ? Buffer.concat([Buffer.from(`%${pairs.length >> 1}\r\n`, 'latin1'), ...pairs])
+    : arrayReply(pairs);
+}
+
+/** A set of already-encoded elements: `~n` in RESP3, an array in RESP2. */
+function setReply(elements: Buffer[], protocol: number): Buffer {
+  if (protocol !== 3) return arrayReply(elements);
+  return elements.length === 0
+    ? EMPTY_SET
+    : Buffer.concat([Buffer.from(`~${elements.length}\r\n`, 'latin1'), ...elements]);
+}
 
 function lower(b: Buffer): string {
   return b.toString('latin1').toLowerCase();
@@ -144,13 +176,13 @@ const auth: LocalHandler = (s, req, ctx) => {
 };
 
 function helloReply(s: LocalSession, ctx: ProxyContext): Buffer {
-  const fields: Buffer[] = [
+  const pairs: Buffer[] = [
     bulkReply('server'),
     bulkReply('redis'),
     bulkReply('version'),
     bulkReply(ctx.backendVersion),
     bulkReply('proto'),
-    integerReply(2),
+    integerReply(s.protocol),
     bulkReply('id'),
     integerReply(s.id),
     bulkReply('mode'),
@@ -160,16 +192,29 @@ function helloReply(s: LocalSession, ctx: ProxyContext): Buffer {
     bulkReply('modules'),
     EMPTY_ARRAY,
   ];
-  return arrayReply(fields);
+  return mapReply(pairs, s.protocol);
+}
+
+/** Major version of the backends' Redis (from INFO at start), or null when not known. */
+function backendMajor(ctx: ProxyContext): number | null {
+  const m = /^(\d+)\./.exec(ctx.backendVersion);
+  return m === null ? null : Number(m[1]);
 }
 
 const hello: LocalHandler = (s, req, ctx) => {
   const a = req.args;
   let i = 1;
+  /** The protocol asked for; 0: HELLO without a version keeps the current one. */
+  let protocol = 0;
   if (a.length > 1) {
     const ver = a[1].toString('latin1');
-    if (!/^\d+$/.test(ver)) return req.deliver(errorReply('ERR Protocol version is not an integer or out of range'));
-    if (ver !== '2') return req.deliver(ERR_NOPROTO);
+    if (!/^-?\d{1,18}$/.test(ver))
+      return req.deliver(errorReply('ERR Protocol version is not an integer or out of range'));
+    if (ver !== '2' && ver !== '3') return req.deliver(ERR_NOPROTO);
+    protocol = Number(ver);
+    // RESP3 replies come from the backends themselves (HELLO 3 on keymux's RESP3 connections): Redis 6 or later.
+    const major = backendMajor(ctx);
+    if (protocol === 3 && major !== null && major < 6) return req.deliver(noResp3Backends(ctx.backendVersion));
     i = 2;
   }
   let newName: Buffer | null = null;
@@ -196,8 +241,15 @@ const hello: LocalHandler = (s, req, ctx) => {
   }
   if (!s.authenticated) return req.deliver(ERR_NOAUTH);
   if (newName !== null) s.name = newName.length === 0 ? null : Buffer.from(newName);
+  if (protocol !== 0) s.switchProtocol(protocol);
   req.deliver(helloReply(s, ctx));
 };
+
+function noResp3Backends(version: string): Buffer {
+  return errorReply(
+    `NOPROTO unsupported protocol version: keymux's backends run Redis ${version}, which has no RESP3; use HELLO 2`,
+  );
+}
 
 const ERR_CLIENT_NAME = errorReply('ERR Client names cannot contain spaces, newlines or special characters.');
 
@@ -213,7 +265,8 @@ const clientSetname: LocalHandler = (s, req) => {
   req.deliver(OK);
 };
 
-const clientGetname: LocalHandler = (s, req) => req.deliver(s.name === null ? NIL_BULK : bulkReply(s.name));
+const clientGetname: LocalHandler = (s, req) =>
+  req.deliver(s.name === null ? nullReply(s.protocol) : bulkReply(s.name));
 
 const clientId: LocalHandler = (s, req) => req.deliver(integerReply(s.id));
 
@@ -228,50 +281,59 @@ const clientSetinfo: LocalHandler = (s, req) => {
 
 // ---- COMMAND ----------------------------------------------------------------------------------------------
 
-const commandReplyCache = new WeakMap<CommandTable, Buffer>();
+/** COMMAND's whole reply, per table, in RESP2 [0] and RESP3 [1]. */
+const commandReplyCache = new WeakMap<CommandTable, [Buffer | null, Buffer | null]>();
 
-function encodeSpec(spec: CommandSpec): Buffer {
+/**
+ * One command's entry as Redis 7 writes it: name, arity, flags, first key, last key, step, then ACL categories,
+ * tips, key specs and subcommands (keymux lists none of those). Flags and the lists are sets in RESP3.
+ */
+function encodeSpec(spec: CommandSpec, protocol: number): Buffer {
   const flags = spec.flags.map((f) => simpleReply(f));
+  const empty = protocol === 3 ? EMPTY_SET : EMPTY_ARRAY;
   return arrayReply([
     bulkReply(spec.name),
     integerReply(spec.arity),
-    arrayReply(flags),
+    setReply(flags, protocol),
     integerReply(spec.firstKey),
     integerReply(spec.lastKey),
     integerReply(spec.step),
-    EMPTY_ARRAY,
-    EMPTY_ARRAY,
-    EMPTY_ARRAY,
-    EMPTY_ARRAY,
+    empty,
+    empty,
+    empty,
+    empty,
   ]);
 }
 
-const command: LocalHandler = (_s, req, ctx) => {
+const command: LocalHandler = (s, req, ctx) => {
   const table = ctx.topology.table;
   let cached = commandReplyCache.get(table);
-  if (cached === undefined) {
+  if (cached === undefined) commandReplyCache.set(table, (cached = [null, null]));
+  const which = s.protocol === 3 ? 1 : 0;
+  let reply = cached[which];
+  if (reply === null) {
     const names = table.names().filter((n) => !n.includes('|'));
-    cached = arrayReply(names.map((n) => encodeSpec(table.get(n) as CommandSpec)));
-    commandReplyCache.set(table, cached);
+    reply = cached[which] = arrayReply(names.map((n) => encodeSpec(table.get(n) as CommandSpec, s.protocol)));
   }
-  req.deliver(cached);
+  req.deliver(reply);
 };
 
 const commandCount: LocalHandler = (_s, req, ctx) =>
   req.deliver(integerReply(ctx.topology.table.names().filter((n) => !n.includes('|')).length));
 
-const commandInfo: LocalHandler = (_s, req, ctx) => {
+const commandInfo: LocalHandler = (s, req, ctx) => {
   const table = ctx.topology.table;
   const out: Buffer[] = [];
   for (let i = 2; i < req.args.length; i++) {
     const spec = table.get(lower(req.args[i]));
-    out.push(spec === undefined ? NIL_BULK : encodeSpec(spec));
+    out.push(spec === undefined ? nullReply(s.protocol) : encodeSpec(spec, s.protocol));
   }
   req.deliver(arrayReply(out));
 };
 
-// keymux has no command documentation to offer; an empty reply makes clients (redis-cli) use their own help.
-const commandDocs: LocalHandler = (_s, req) => req.deliver(EMPTY_ARRAY);
+// keymux has no command documentation to offer; an empty reply (an empty map) makes clients (redis-cli) use
+// their own help.
+const commandDocs: LocalHandler = (s, req) => req.deliver(s.protocol === 3 ? EMPTY_MAP : EMPTY_ARRAY);
 
 const commandList: LocalHandler = (_s, req, ctx) =>
   req.deliver(

@@ -326,6 +326,9 @@ const allShards = (merge: MergeKind): CommandOverride => ({ dispatch: 'all-shard
 const fanout = (merge: MergeKind, shape: FanoutShape): CommandOverride => ({ dispatch: 'fanout', merge, shape });
 
 const PER_SHARD = 'is not supported: run it on each shard directly';
+const TRACKING =
+  'is not supported: client-side caching needs invalidations from shared backend connections routed to each ' +
+  'client, which keymux does not do yet; read without tracking (RESP3 and its other features work)';
 const TRANSACTIONS = 'is not supported: keymux does not support transactions';
 const PUBSUB = 'is not supported by keymux yet (pub/sub)';
 const PUBSUB_KIND: CommandOverride = { dispatch: 'pubsub' };
@@ -353,6 +356,12 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'client|setinfo': LOCAL,
   'client|id': LOCAL,
   'client|reply': LOCAL,
+  // Client-side caching: invalidations arrive on the connection that read the key, a backend connection keymux
+  // shares between clients, and would have to be routed back to each reader: that is the near cache's design.
+  'client|tracking': refuse(TRACKING),
+  'client|trackinginfo': refuse(TRACKING),
+  'client|caching': refuse(TRACKING),
+  'client|getredir': refuse(TRACKING),
   'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID and REPLY)'),
   command: LOCAL,
   'command|count': LOCAL,

@@ -73,6 +73,10 @@ export class Fragment implements RoutedUnit {
     return this.reply !== null;
   }
 
+  get protocol(): number {
+    return this.parent.protocol;
+  }
+
   deliver(frame: Buffer): void {
     if (this.reply !== null) return;
     this.reply = frame;

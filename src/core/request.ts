@@ -56,6 +56,11 @@ export interface RoutedUnit extends BackendOp {
   lastError: Buffer | null;
   /** The command only reads (may be served by a replica). */
   readonly reads: boolean;
+  /**
+   * The RESP version the client spoke when the unit was routed: it picks the pool's RESP2 connections or its
+   * RESP3 twin (backend/pool.ts), and a re-send after a redirection keeps it even if the client switched since.
+   */
+  readonly protocol: number;
   /** It has its reply. */
   readonly answered: boolean;
   readonly owner: RequestOwner;
@@ -121,6 +126,8 @@ export class Request implements RoutedUnit {
   redirectTo: string | null;
   asking: boolean;
   lastError: Buffer | null;
+  /** RESP version of the client when routed (set by the session at dispatch; see RoutedUnit). */
+  protocol: number;
 
   constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number, seq: number) {
     this.owner = owner;
@@ -147,6 +154,7 @@ export class Request implements RoutedUnit {
     this.redirectTo = null;
     this.asking = false;
     this.lastError = null;
+    this.protocol = 2;
   }
 
   get sessionId(): number {

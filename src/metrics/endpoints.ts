@@ -14,6 +14,7 @@ import type { AdminServer, Caller } from './admin-server.js';
 import { sendJson, sendText } from './admin-server.js';
 import { hotKeyRows, type Metrics, type MetricsSource } from './metrics.js';
 import type { ShardPool } from '../backend/pool.js';
+import type { BackendConnection } from '../backend/backend-connection.js';
 
 export function addObservabilityRoutes(admin: AdminServer, src: MetricsSource, metrics: Metrics): void {
   admin.addRoute(
@@ -46,6 +47,16 @@ const TRUSTED: Caller = { authorized: true };
 
 const round = (v: number, digits: number): number => Number(v.toFixed(digits));
 
+function connectionReport(c: BackendConnection): Record<string, unknown> {
+  return {
+    state: c.state,
+    inflight: c.inflight,
+    reconnects: c.reconnects,
+    timeouts: c.timeouts,
+    last_error: c.state === 'ready' ? null : c.lastError,
+  };
+}
+
 /** GET /shards: every shard of the running topology, its address, role, slots or weight and connections. */
 export function shardsReport(src: MetricsSource): unknown {
   const topo = src.topology;
@@ -63,13 +74,9 @@ export function shardsReport(src: MetricsSource): unknown {
       role,
       state,
       inflight: p.inflight,
-      connections: conns.map((c) => ({
-        state: c.state,
-        inflight: c.inflight,
-        reconnects: c.reconnects,
-        timeouts: c.timeouts,
-        last_error: c.state === 'ready' ? null : c.lastError,
-      })),
+      connections: conns.map(connectionReport),
+      // RESP3 clients' connections (the pool's RESP3 twin, backend/pool.ts); empty until a RESP3 client came.
+      resp3_connections: p.allConnections().slice(conns.length).map(connectionReport),
       commands: st?.commands ?? 0,
       errors: st?.errors ?? 0,
       hits: st?.hits ?? 0,

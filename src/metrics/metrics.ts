@@ -372,7 +372,7 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => {
       for (const { pool, stats } of currentPools(s)) {
         const counts = [0, 0, 0, 0, 0];
-        for (const c of pool.connections) counts[STATE_INDEX[c.state]]++;
+        for (const c of pool.allConnections()) counts[STATE_INDEX[c.state]]++;
         for (let i = 0; i < CONNECTION_STATES.length; i++) emit(stateLabels(stats, CONNECTION_STATES[i]), counts[i]);
       }
     },

@@ -270,7 +270,7 @@ export class Migration implements KeyLocator {
     this.writeState();
     const conns = oldTopology
       .allPools()
-      .flatMap((p) => p.connections)
+      .flatMap((p) => p.allConnections())
       .filter((c) => c.state !== 'closed');
     // Migrations this one supersedes must have no MIGRATE in flight: a key they are moving right now would
     // otherwise be looked for where it no longer is.

@@ -5,8 +5,8 @@
  * message / pmessage / smessage pushes, pong), which finds the verb and the channel and pattern bytes without
  * decoding anything else.
  *
- * Protocol: every frame a client gets here is built for the client's protocol at delivery time. RESP2 (today)
- * uses an array header; a RESP3 client gets the same elements under a push header ('>'), so a message forwarded
+ * Protocol: every frame a client gets here is built for the client's protocol at delivery time. RESP2 uses an
+ * array header; a RESP3 client gets the same elements under a push header ('>'), so a message forwarded
  * from a backend (which always speaks RESP2 to keymux's subscriber connections) needs only its first byte
  * changed (`forProtocol`).
  */

@@ -25,7 +25,14 @@ export function isErrorFrame(frame: Buffer): boolean {
 }
 
 export function isOkFrame(frame: Buffer): boolean {
+  if (frame[0] === 124) return readAfterAttributes(frame, isOkFrame) === true;
   return frame.length === 5 && frame[0] === 43 && frame[1] === 79 && frame[2] === 75;
+}
+
+/** `read` applied to the value behind a frame's attributes (null when malformed). */
+function readAfterAttributes<T>(frame: Buffer, read: (value: Buffer) => T): T | null {
+  const value = afterAttributes(frame);
+  return value === null || value === frame ? null : read(value);
 }
 
 /**
@@ -33,7 +40,7 @@ export function isOkFrame(frame: Buffer): boolean {
  * "", " 1", "0x10" or "1e3"), and for integers beyond the safe range, which a sum could not carry exactly.
  */
 export function readInteger(frame: Buffer): number | null {
-  if (frame[0] !== 58 /* : */) return null;
+  if (frame[0] !== 58 /* : */) return frame[0] === 124 ? readAfterAttributes(frame, readInteger) : null;
   const eol = lineEnd(frame, 1);
   if (eol < 0) return null;
   let i = 1;
@@ -52,11 +59,41 @@ export function readInteger(frame: Buffer): number | null {
 
 /** The body of a "$n" bulk frame (null for the nil bulk or a non-bulk frame). */
 export function readBulk(frame: Buffer): Buffer | null {
-  if (frame[0] !== 36 /* $ */ && frame[0] !== 61 /* = */) return null;
+  if (frame[0] !== 36 /* $ */ && frame[0] !== 61 /* = */)
+    return frame[0] === 124 ? readAfterAttributes(frame, readBulk) : null;
   const eol = lineEnd(frame, 1);
   const n = parseLength(frame, 1, eol);
   if (n < 0) return null;
   return frame.subarray(eol + 2, eol + 2 + n);
+}
+
+/**
+ * The value of a frame without the RESP3 attributes ('|' pairs annotating the value after them) in front of it: the
+ * frame itself when it has none; null when malformed. Merges read values: an attribute (Redis 7 sends none
+ * unasked) is metadata about the value, not part of it.
+ */
+export function afterAttributes(frame: Buffer): Buffer | null {
+  let pos = 0;
+  while (frame[pos] === 124 /* | */) {
+    const eol = lineEnd(frame, pos + 1);
+    const n = eol < 0 ? -2 : parseLength(frame, pos + 1, eol);
+    if (n < 0) return null;
+    pos = eol + 2;
+    for (let i = 0; i < 2 * n; i++) {
+      pos = elementEnd(frame, pos);
+      if (pos < 0) return null;
+    }
+  }
+  return pos === 0 ? frame : frame.subarray(pos);
+}
+
+/**
+ * A push frame ('>'), possibly behind attributes: out of band in RESP3, never the reply to a command. Only called
+ * for frames starting with '>' or '|' (the latter is rare).
+ */
+export function isPushFrame(frame: Buffer): boolean {
+  const value = frame[0] === 62 ? frame : afterAttributes(frame);
+  return value !== null && value[0] === 62; /* > */
 }
 
 /** The text of an error frame, without the leading '-' and trailing CRLF. */
@@ -115,7 +152,7 @@ export function elementEnd(buf: Buffer, pos: number): number {
 
 /** The elements of a top-level array frame as raw frame views; null if not an array (or a nil array). */
 export function readArrayElements(frame: Buffer): Buffer[] | null {
-  if (frame[0] !== 42 /* * */) return null;
+  if (frame[0] !== 42 /* * */) return frame[0] === 124 ? readAfterAttributes(frame, readArrayElements) : null;
   const eol = lineEnd(frame, 1);
   const n = parseLength(frame, 1, eol);
   if (n < 0) return null;

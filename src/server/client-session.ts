@@ -4,8 +4,9 @@
  *   request order, whichever shard answers first; only the session writes to its socket;
  * - dispatch: the command table decides whether a command is answered here, forwarded to the shard of its keys
  *   (the client's exact bytes), split per shard and merged, broadcast to all shards, or refused;
- * - per-client state: authentication, name, and closing (QUIT or a protocol error ends the stream after the
- *   replies before it have been written);
+ * - per-client state: authentication, name, protocol (RESP2, or RESP3 after HELLO 3: its commands then use the
+ *   pools' RESP3 twins, and a switch waits for the earlier commands, see switchProtocol), and closing (QUIT or a
+ *   protocol error ends the stream after the replies before it have been written);
  * - backpressure: past `clients.maxInflight` requests, while the client is not reading its replies, or while a
  *   backend connection it sent to is full (backend.max_pending; the connection resumes it once drained), the
  *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound;
@@ -100,7 +101,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   libVersion: Buffer | null;
   /** CLIENT REPLY mode (local.ts REPLY_ON / REPLY_OFF / REPLY_SKIP_NEXT). */
   replyMode: number;
-  /** RESP version the client speaks (HELLO): 2 until RESP3 is served. */
+  /** RESP version the client speaks: 2, or 3 after HELLO 3 (switchProtocol). */
   protocol: number;
   /** Pub/sub subscriptions (null until the first SUBSCRIBE-type command). */
   pubsub: PubSubClient<Entry> | null;
@@ -310,6 +311,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       }
     }
     req.spec = spec;
+    req.protocol = this.protocol;
     const pubsub = this.pubsub;
     if (pubsub !== null && pubsub.total > 0 && this.protocol === 2) {
       const reply = subscribedModeReply(spec, req);
@@ -364,7 +366,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       if (fences.admit(unit)) return;
     }
     unit.state = UNIT_AT_BACKEND;
-    pool.pick(this.id).send(unit, unit.frame);
+    (this.protocol === 2 ? pool : pool.resp3()).pick(this.id).send(unit, unit.frame);
   }
 
   onFencedUnitDone(unit: RoutedUnit): void {
@@ -467,7 +469,18 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.user = this.authenticated ? 'default' : null;
     this.inRefusedMulti = false;
     this.replyMode = REPLY_ON;
-    this.protocol = 2;
+    this.switchProtocol(2);
+  }
+
+  /**
+   * HELLO 2|3, RESET: the client speaks `protocol` from its next command on. Those commands go to the pools'
+   * connections of that protocol, a different socket per shard than the earlier ones: so, as after a topology
+   * swap, the next command is routed only once every earlier one is answered, and none overtakes them.
+   */
+  switchProtocol(protocol: number): void {
+    if (protocol === this.protocol) return;
+    this.protocol = protocol;
+    this.routedWith = null;
   }
 
   /** The client is gone: its subscriptions and the messages waiting for it are dropped. */

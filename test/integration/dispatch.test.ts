@@ -171,7 +171,7 @@ describe('local commands', () => {
     expect(await r.call('COMMAND', 'GETKEYS', 'MSET', 'a', '1', 'b', '2')).toEqual(['a', 'b']);
     const hello = (await r.call('HELLO', '2')) as unknown[];
     expect(hello.slice(0, 2)).toEqual(['server', 'redis']);
-    await expect(r.call('HELLO', '3')).rejects.toThrow(/^NOPROTO/);
+    await expect(r.call('HELLO', '4')).rejects.toThrow(/^NOPROTO/);
   });
 
   it('QUIT answers +OK and closes', async () => {

@@ -5,10 +5,12 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  afterAttributes,
   elementEnd,
   errorText,
   isErrorFrame,
   isOkFrame,
+  isPushFrame,
   OK_FRAME,
   readArrayElements,
   readBulk,
@@ -246,5 +248,38 @@ describe('errors and OK', () => {
     expect(isOkFrame(b('$2\r\nOK\r\n'))).toBe(false);
     expect(isOkFrame(b('+ok\r\n'))).toBe(false);
     expect(isOkFrame(b('+QUEUED\r\n'))).toBe(false);
+  });
+});
+
+describe('attributes and pushes (RESP3)', () => {
+  it('afterAttributes: the value behind one or more attributes; the frame itself without; null when malformed', () => {
+    const plain = b(':5\r\n');
+    expect(afterAttributes(plain)).toBe(plain);
+    expect(afterAttributes(b('|1\r\n+ttl\r\n:3\r\n:5\r\n'))?.toString()).toBe(':5\r\n');
+    expect(afterAttributes(b('|1\r\n+a\r\n%1\r\n+b\r\n*1\r\n:1\r\n|1\r\n+c\r\n#t\r\n$1\r\nv\r\n'))?.toString()).toBe(
+      '$1\r\nv\r\n',
+    );
+    expect(afterAttributes(b('|0\r\n+OK\r\n'))?.toString()).toBe('+OK\r\n');
+    expect(afterAttributes(b('|x\r\n+OK\r\n'))).toBeNull();
+    expect(afterAttributes(b('|-1\r\n+OK\r\n'))).toBeNull();
+    expect(afterAttributes(b('|2\r\n+a\r\n:1\r\n'))).toBeNull(); // truncated
+  });
+
+  it('readers see through attributes: integer, bulk, array elements, +OK', () => {
+    expect(readInteger(b('|1\r\n+note\r\n:1\r\n:42\r\n'))).toBe(42);
+    expect(readBulk(b('|1\r\n+note\r\n:1\r\n=8\r\ntxt:abcd\r\n'))?.toString()).toBe('txt:abcd');
+    expect(readArrayElements(b('|1\r\n+n\r\n:1\r\n*2\r\n_\r\n,1.5\r\n'))?.map(String)).toEqual(['_\r\n', ',1.5\r\n']);
+    expect(isOkFrame(b('|1\r\n+n\r\n:1\r\n+OK\r\n'))).toBe(true);
+    expect(isOkFrame(b('|1\r\n+n\r\n:1\r\n+NO\r\n'))).toBe(false);
+    expect(readInteger(b('|1\r\n+n\r\n:1\r\n$1\r\n1\r\n'))).toBeNull();
+    expect(readInteger(b('|1\r\n+n\r\n'))).toBeNull(); // malformed: no value
+  });
+
+  it('isPushFrame: a push, alone or behind attributes; nothing else', () => {
+    expect(isPushFrame(b('>2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nx\r\n'))).toBe(true);
+    expect(isPushFrame(b('|1\r\n+a\r\n:1\r\n>1\r\n+x\r\n'))).toBe(true);
+    expect(isPushFrame(b('|1\r\n+a\r\n:1\r\n*1\r\n+x\r\n'))).toBe(false);
+    expect(isPushFrame(b('|1\r\n+a\r\n>1\r\n+x\r\n'))).toBe(false); // the push is the attribute's value, not the frame
+    expect(isPushFrame(b('|z\r\n'))).toBe(false);
   });
 });

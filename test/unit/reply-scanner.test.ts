@@ -143,6 +143,34 @@ describe('ReplyScanner: random RESP3 streams', () => {
     }
   });
 
+  it('every RESP3 type, cut in two at every byte', () => {
+    const samples = [
+      '_\r\n',
+      ',-1.5e-3\r\n',
+      '#f\r\n',
+      '(-3492890328409238509324850943850943825024385\r\n',
+      '=10\r\nmkd:**hi**\r\n',
+      '!9\r\nERR \r\nbad\r\n',
+      '%2\r\n$1\r\nk\r\n_\r\n,1\r\n#t\r\n',
+      '~2\r\n(1\r\n=5\r\ntxt:x\r\n',
+      '>3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\n\r\n\r\n',
+      '|2\r\n+a\r\n:1\r\n+b\r\n|1\r\n+c\r\n_\r\n#t\r\n%1\r\n+k\r\n~1\r\n>1\r\n_\r\n',
+      '|1\r\n+a\r\n:1\r\n>2\r\n+invalidate\r\n*1\r\n$1\r\nk\r\n',
+      '*3\r\n%0\r\n~0\r\n>0\r\n',
+    ];
+    for (const sample of samples) {
+      const data = b(sample + '+next\r\n');
+      for (let cut = 1; cut < data.length; cut++) {
+        const r = run([data.subarray(0, cut), data.subarray(cut)]);
+        expect(r.errors, `${JSON.stringify(sample)} cut at ${cut}`).toEqual([]);
+        expect(
+          r.frames.map((f) => f.toString('latin1')),
+          `${JSON.stringify(sample)} cut at ${cut}`,
+        ).toEqual([sample, '+next\r\n']);
+      }
+    }
+  });
+
   it('bulks holding CR LF and RESP-looking bytes', () => {
     const samples = [
       '$6\r\n\r\n\r\n\r\n\r\n',
