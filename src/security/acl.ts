@@ -504,15 +504,43 @@ function keysAllowed(user: AclUser, spec: CommandSpec, args: Buffer[], idx: numb
   }
   for (const part of keyParts(spec)) {
     const n = findKeyIndexes(part.spec, args, idx);
-    for (let i = 0; i < n; i++) if (!keyMatches(user, args[idx[i]], part.need)) return false;
+    const need = part.variable ? variableNeed(spec.name, args, part.need) : part.need;
+    for (let i = 0; i < n; i++) if (!keyMatches(user, args[idx[i]], need)) return false;
   }
   return true;
+}
+
+function argIs(arg: Buffer, lower: string): boolean {
+  return arg.length === lower.length && arg.toString('latin1').toLowerCase() === lower;
+}
+
+/**
+ * The permission a key spec flagged variable_flags needs for this invocation, as Redis's setGetKeys and
+ * bitfieldGetKeys decide it: SET writes only (reads too with GET); BITFIELD with only GET (and OVERFLOW) reads.
+ */
+function variableNeed(name: string, args: Buffer[], declared: number): number {
+  if (name === 'set') {
+    for (let i = 3; i < args.length; i++) if (argIs(args[i], 'get')) return KEY_READ | KEY_WRITE;
+    return KEY_WRITE;
+  }
+  if (name === 'bitfield') {
+    for (let i = 2; i < args.length; i++) {
+      const left = args.length - i - 1;
+      if (argIs(args[i], 'get') && left >= 2) i += 2;
+      else if (argIs(args[i], 'overflow') && left >= 1) i += 1;
+      else return KEY_READ | KEY_WRITE;
+    }
+    return KEY_READ;
+  }
+  return declared;
 }
 
 /** One key spec of a command as a spec of its own, with the permission its keys need (Redis ACLSelectorCheckKey). */
 interface KeyPart {
   readonly spec: CommandSpec;
   readonly need: number;
+  /** variable_flags: the invocation decides (variableNeed). */
+  readonly variable: boolean;
 }
 
 const keyPartCache = new WeakMap<CommandSpec, KeyPart[]>();
@@ -534,12 +562,17 @@ function keyParts(spec: CommandSpec): KeyPart[] {
     parts.push({
       spec: { ...spec, keySpecs: [ks], options: null, keyFinder: compileKeyFinder([ks], null) },
       need: needOf(ks.flags),
+      variable: ks.flags.includes('variable_flags'),
     });
   }
   const options = spec.options;
   if (options !== null && options !== undefined && options.rules.some((r) => r.action === 'key')) {
     // Keys named by an option (SORT ... STORE dst) are written.
-    parts.push({ spec: { ...spec, keySpecs: [], keyFinder: compileKeyFinder([], options) }, need: KEY_WRITE });
+    parts.push({
+      spec: { ...spec, keySpecs: [], keyFinder: compileKeyFinder([], options) },
+      need: KEY_WRITE,
+      variable: false,
+    });
   }
   keyPartCache.set(spec, parts);
   return parts;
