@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 import { createRequire } from 'node:module';
 import type { KeymuxConfig } from './config/schema.js';
 import { Topology } from './routing/topology.js';
-import { CommandTable, specsFromCommandReply, builtinRows } from './commands/table.js';
+import { CommandTable, specsFromCommandReply, builtinRows, type CommandTableOptions } from './commands/table.js';
 import { controlCommands } from './backend/control.js';
 import { Listener } from './server/listener.js';
 import { AdminServer } from './metrics/admin-server.js';
@@ -32,6 +32,7 @@ import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
 import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
+import { AuthGuard } from './security/auth-guard.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -56,6 +57,11 @@ export interface ReloadResult {
   version: number;
 }
 
+/** How the command table is built from a config: the deny list and the scripts policy. */
+function tableOptions(config: KeymuxConfig): CommandTableOptions {
+  return { deny: config.commands.deny, scripts: config.commands.scripts };
+}
+
 export class Proxy implements ProxyContext, PubSubHost {
   topology: Topology;
   readonly stats: ProxyStats;
@@ -72,6 +78,8 @@ export class Proxy implements ProxyContext, PubSubHost {
   cluster: ClusterController | null;
   /** Pub/sub: client subscriptions multiplexed over one subscriber connection per node. */
   readonly pubsub: PubSubHub;
+  /** Failed AUTHs: counted per client address, replies slowed, connections closed (security/auth-guard.ts). */
+  readonly authGuard: AuthGuard;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -109,6 +117,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     this.admin = null;
     this.cluster = null;
     this.pubsub = new PubSubHub(this);
+    this.authGuard = new AuthGuard();
   }
 
   /**
@@ -122,7 +131,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     const config = material.config;
     if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
     const rows = builtinRows();
-    const proxy = new Proxy(config, CommandTable.fromRows(rows, { deny: config.commands.deny }), rows, material);
+    const proxy = new Proxy(config, CommandTable.fromRows(rows, tableOptions(config)), rows, material);
     proxy.warnInsecure(config);
     proxy.topology.connect();
     if (options.builtinCommandTable !== true) await proxy.learnFromShards();
@@ -297,9 +306,10 @@ export class Proxy implements ProxyContext, PubSubHost {
     const config = loaded.material.config;
     setLogLevel(config.log.level);
     const table =
-      previous.config.commands.deny.join() === config.commands.deny.join()
+      previous.config.commands.deny.join() === config.commands.deny.join() &&
+      previous.config.commands.scripts === config.commands.scripts
         ? previous.table
-        : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
+        : CommandTable.fromRows(this.commandRows, tableOptions(config));
     this.stats.reloadsOk++;
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
@@ -517,7 +527,7 @@ export class Proxy implements ProxyContext, PubSubHost {
         if (typeof info === 'string') this.backendVersion = /redis_version:([^\r\n]+)/.exec(info)?.[1] ?? 'unknown';
         if (!Array.isArray(commands)) continue;
         const rows = specsFromCommandReply(commands);
-        const table = CommandTable.fromRows(rows, { deny: config.commands.deny });
+        const table = CommandTable.fromRows(rows, tableOptions(config));
         this.commandRows = rows;
         this.topology = new Topology(config, table, this.versionCounter, this.topology);
         this.commandTableSource = 'live';

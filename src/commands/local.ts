@@ -1,16 +1,17 @@
 /**
  * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO [2|3], CLIENT
- * SETNAME/GETNAME/SETINFO/ID and COMMAND (COUNT, INFO, DOCS, LIST, GETKEYS). One handler per command name in a
- * table (data, not a switch); each answers synchronously with req.deliver(). Authentication checks the
- * client credentials from the config (`clients.password` for the default user, `clients.users` for ACL-style
- * AUTH user pass) and compares them in constant time.
+ * SETNAME/GETNAME/SETINFO/ID, COMMAND (COUNT, INFO, DOCS, LIST, GETKEYS) and ACL WHOAMI / CAT. One handler per
+ * command name in a table (data, not a switch); each answers synchronously with req.deliver(), except a failed
+ * AUTH, whose reply the session may delay (security/auth-guard.ts). Authentication asks the topology's
+ * AccessControl (security/acl.ts: `clients.password` for the default user, `clients.users` for AUTH user pass,
+ * passwords compared as SHA-256 digests in constant time).
  *
  * Replies are in the client's protocol, byte for byte as Redis 7 writes them: HELLO's reply is a map in RESP3, a
  * flat array in RESP2; a null is `_` in RESP3 and `$-1` in RESP2; COMMAND's flag lists are sets in RESP3 and
  * COMMAND DOCS a map. HELLO 3 switches the client to RESP3, HELLO 2 and RESET back (session.switchProtocol).
  */
-import crypto from 'node:crypto';
 import type { Request } from '../core/request.js';
+import { ACL_CATEGORIES, AUTH_NONE_CONFIGURED, type AccessControl, type AclUser } from '../security/acl.js';
 import type { ProxyContext } from '../server/context.js';
 import type { CommandSpec } from './spec.js';
 import type { CommandTable } from './table.js';
@@ -23,7 +24,6 @@ import {
   ERR_SELECT_DB,
   ERR_SELECT_INVALID,
   ERR_SYNTAX,
-  ERR_WRONGPASS,
   errorReply,
   unknownCommand,
   unknownSubcommand,
@@ -58,6 +58,10 @@ export interface LocalSession {
   readonly protocol: number;
   /** HELLO 2|3: the client speaks `protocol` from its next command on. */
   switchProtocol(protocol: number): void;
+  /** AUTH or HELLO AUTH succeeded: the connection is `user`'s from now on. */
+  signIn(user: AclUser, acl: AccessControl): void;
+  /** AUTH or HELLO AUTH failed: answers `req` with WRONGPASS, perhaps later, perhaps closing (AuthGuard). */
+  authFailed(req: Request, user: Buffer | null): void;
 }
 
 export type LocalHandler = (session: LocalSession, req: Request, ctx: ProxyContext) => void;
@@ -88,28 +92,6 @@ function setReply(elements: Buffer[], protocol: number): Buffer {
 
 function lower(b: Buffer): string {
   return b.toString('latin1').toLowerCase();
-}
-
-function safeEqual(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && crypto.timingSafeEqual(x, y);
-}
-
-/** Checks credentials; user null means the default user. */
-function checkCredentials(
-  ctx: ProxyContext,
-  user: string | null,
-  password: string,
-): 'ok' | 'wrong' | 'none-configured' {
-  const clients = ctx.topology.config.clients;
-  if (clients.password === null && clients.users.length === 0) return 'none-configured';
-  if (user === null || user === 'default') {
-    if (clients.password !== null && safeEqual(password, clients.password)) return 'ok';
-    if (user === null) return 'wrong';
-  }
-  for (const u of clients.users) if (u.name === user && safeEqual(password, u.password)) return 'ok';
-  return 'wrong';
 }
 
 const ping: LocalHandler = (_s, req) => {
@@ -166,12 +148,12 @@ const select: LocalHandler = (_s, req) => {
 const auth: LocalHandler = (s, req, ctx) => {
   const a = req.args;
   if (a.length > 3) return req.deliver(ERR_SYNTAX);
-  const user = a.length === 3 ? a[1].toString('utf8') : null;
-  const result = checkCredentials(ctx, user, a[a.length - 1].toString('utf8'));
-  if (result === 'none-configured') return req.deliver(a.length === 2 ? ERR_AUTH_NOT_CONFIGURED : ERR_WRONGPASS);
-  if (result === 'wrong') return req.deliver(ERR_WRONGPASS);
-  s.authenticated = true;
-  s.user = user ?? 'default';
+  const user = a.length === 3 ? a[1] : null;
+  const acl = ctx.topology.acl;
+  const result = acl.authenticate(user, a[a.length - 1]);
+  if (result === AUTH_NONE_CONFIGURED) return req.deliver(ERR_AUTH_NOT_CONFIGURED);
+  if (typeof result === 'number') return s.authFailed(req, user);
+  s.signIn(result, acl);
   req.deliver(OK);
 };
 
@@ -218,15 +200,13 @@ const hello: LocalHandler = (s, req, ctx) => {
     i = 2;
   }
   let newName: Buffer | null = null;
-  let authed = false;
-  let user: string | null = null;
+  let user: AclUser | null = null;
   for (; i < a.length; i++) {
     const opt = lower(a[i]);
     if (opt === 'auth' && i + 2 < a.length) {
-      user = a[i + 1].toString('utf8');
-      const result = checkCredentials(ctx, user, a[i + 2].toString('utf8'));
-      if (result !== 'ok') return req.deliver(ERR_WRONGPASS);
-      authed = true;
+      const result = ctx.topology.acl.authenticate(a[i + 1], a[i + 2]);
+      if (typeof result === 'number') return s.authFailed(req, a[i + 1]);
+      user = result;
       i += 2;
     } else if (opt === 'setname' && i + 1 < a.length) {
       newName = a[++i];
@@ -235,10 +215,7 @@ const hello: LocalHandler = (s, req, ctx) => {
       return req.deliver(errorReply(`ERR Syntax error in HELLO option '${a[i].toString('latin1')}'`));
     }
   }
-  if (authed) {
-    s.authenticated = true;
-    s.user = user;
-  }
+  if (user !== null) s.signIn(user, ctx.topology.acl);
   if (!s.authenticated) return req.deliver(ERR_NOAUTH);
   if (newName !== null) s.name = newName.length === 0 ? null : Buffer.from(newName);
   if (protocol !== 0) s.switchProtocol(protocol);
@@ -366,6 +343,35 @@ const commandGetkeys: LocalHandler = (_s, req, ctx) => {
   req.deliver(Buffer.concat(parts));
 };
 
+// ---- ACL (keymux's users are in its config: only WHOAMI and CAT are answered) -----------------------------------
+
+const aclWhoami: LocalHandler = (s, req) => req.deliver(bulkReply(s.user ?? 'default'));
+
+/** ACL CAT: the categories; ACL CAT category: the commands (and subcommands) in it, from the command table. */
+const aclCat: LocalHandler = (_s, req, ctx) => {
+  const a = req.args;
+  if (a.length > 3) {
+    return req.deliver(errorReply("ERR unknown subcommand or wrong number of arguments for 'cat'. Try ACL HELP."));
+  }
+  if (a.length === 2) return req.deliver(arrayReply(ACL_CATEGORIES.map((c) => bulkReply(c))));
+  const category = lower(a[2]);
+  if (!ACL_CATEGORIES.includes(category)) {
+    return req.deliver(errorReply(`ERR Unknown category '${a[2].subarray(0, 128).toString('latin1')}'`));
+  }
+  const table = ctx.topology.table;
+  const cat = `@${category}`;
+  const out: Buffer[] = [];
+  for (const name of table.names()) {
+    const spec = table.get(name) as CommandSpec;
+    if (spec.aclCategories?.includes(cat) === true) out.push(bulkReply(spec.name));
+    if (spec.subcommands !== null) {
+      for (const sub of spec.subcommands.values())
+        if (sub.aclCategories?.includes(cat) === true) out.push(bulkReply(sub.name));
+    }
+  }
+  req.deliver(arrayReply(out));
+};
+
 export const LOCAL_HANDLERS: Record<string, LocalHandler> = {
   ping,
   echo,
@@ -386,4 +392,6 @@ export const LOCAL_HANDLERS: Record<string, LocalHandler> = {
   'command|list': commandList,
   'command|getkeys': commandGetkeys,
   'command|getkeysandflags': commandGetkeys,
+  'acl|whoami': aclWhoami,
+  'acl|cat': aclCat,
 };

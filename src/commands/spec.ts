@@ -82,6 +82,11 @@ export interface CommandSpec {
    * Absent on hand-built specs; findKeyIndexes compiles and caches one on first use.
    */
   readonly keyFinder?: KeyFinder;
+  /**
+   * keymux extension: the ACL categories the server reports for the command ("@read", "@dangerous"...), for
+   * permission rules (src/security/acl.ts). Absent on hand-built specs (no category then).
+   */
+  readonly aclCategories?: readonly string[];
 }
 
 /** keymux extension: one option of a command's syntax (keyword lowercase, number of arguments after it). */

@@ -370,6 +370,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'command|list': LOCAL,
   'command|getkeys': LOCAL,
   'command|getkeysandflags': LOCAL,
+  'acl|whoami': LOCAL,
+  'acl|cat': LOCAL,
   'command|*': refuse(
     'is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS and GETKEYSANDFLAGS)',
   ),
@@ -478,7 +480,9 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   lastsave: refuse(PERSISTENCE),
   script: refuse('is not supported: load scripts on each shard directly (EVAL and EVALSHA with keys are routed)'),
   function: refuse('is not supported: load functions on each shard directly (FCALL with keys is routed)'),
-  acl: refuse('is not supported: configure ACLs on each shard directly'),
+  acl: refuse(
+    "is not supported: keymux's users and their rules are in its config (clients.users); of ACL it answers WHOAMI and CAT",
+  ),
   latency: refuse(PER_SHARD),
   slowlog: refuse(PER_SHARD),
   memory: refuse(PER_SHARD),
@@ -514,6 +518,17 @@ const BLOCKING = 'is not supported: it blocks, which would stall a backend conne
 const NO_KEY = 'has no key to route by';
 const UNKNOWN_KEYS = 'has key positions keymux cannot determine (refusing rather than guessing)';
 const DENIED = 'is disabled by configuration';
+const SCRIPTS_DENIED = 'is disabled by configuration (commands.scripts: deny): a script can touch any key of its shard';
+/** What commands.scripts: deny refuses: the @scripting category, and the SCRIPT and FUNCTION containers. */
+const SCRIPT_CONTAINERS = new Set(['script', 'function']);
+
+function isScripting(row: RawCommandRow, container: string | null): boolean {
+  return (
+    row.aclCategories.includes('@scripting') ||
+    SCRIPT_CONTAINERS.has(row.name) ||
+    (container !== null && SCRIPT_CONTAINERS.has(container))
+  );
+}
 
 function errorReply(name: string, why: string): Buffer {
   const text = `-ERR keymux: command '${name}' ${why}\r\n`;
@@ -660,6 +675,7 @@ function decide(
   container: string | null,
   isContainer: boolean,
   deny: ReadonlySet<string>,
+  denyScripts: boolean,
 ): Decision {
   const name = row.name;
   const plain = (): KeyFinder => compileKeyFinder(keySpecs, null);
@@ -672,6 +688,7 @@ function decide(
     finder: plain(),
   });
   if (deny.has(name) || (container !== null && deny.has(container))) return refused(DENIED);
+  if (denyScripts && isScripting(row, container)) return refused(SCRIPTS_DENIED);
   const o = overrideFor(name, container);
   let options: OptionScan | null = null;
   if (o !== undefined) {
@@ -727,13 +744,18 @@ function buildSpec(
   container: string | null,
   subs: RawCommandRow[] | null,
   deny: ReadonlySet<string>,
+  denyScripts: boolean,
 ): CommandSpec {
   const keySpecs = row.keySpecs.map(toKeySpec);
   const subcommands =
     subs === null
       ? null
-      : new Map(subs.map((s) => [s.name.slice(row.name.length + 1), buildSpec(s, row.name, null, deny)] as const));
-  const d = decide(row, keySpecs, container, subs !== null, deny);
+      : new Map(
+          subs.map(
+            (s) => [s.name.slice(row.name.length + 1), buildSpec(s, row.name, null, deny, denyScripts)] as const,
+          ),
+        );
+  const d = decide(row, keySpecs, container, subs !== null, deny, denyScripts);
   const spec: CommandSpec = {
     name: row.name,
     arity: row.arity,
@@ -751,6 +773,7 @@ function buildSpec(
     write: row.flags.includes('write'),
     options: d.options,
     keyFinder: d.finder,
+    aclCategories: row.aclCategories,
   };
   if (subcommands !== null) subIndexes.set(spec, new ByteNameIndex([...subcommands]));
   return spec;
@@ -759,6 +782,8 @@ function buildSpec(
 export interface CommandTableOptions {
   /** Lowercase command names ("config") or subcommands ("client|kill") to refuse as disabled by configuration. */
   deny: string[];
+  /** commands.scripts: 'deny' refuses EVAL, EVALSHA, FCALL (and _RO), SCRIPT and FUNCTION; default 'allow'. */
+  scripts?: 'allow' | 'deny';
 }
 
 export class CommandTable {
@@ -805,7 +830,8 @@ export class CommandTable {
       list.push(r);
     }
     const deny = new Set(opts.deny.map((d) => d.toLowerCase()));
-    const specs = top.map((r) => buildSpec(r, null, subsOf.get(r.name) ?? null, deny));
+    const denyScripts = opts.scripts === 'deny';
+    const specs = top.map((r) => buildSpec(r, null, subsOf.get(r.name) ?? null, deny, denyScripts));
     return new CommandTable(specs, [...deny].filter((d) => !all.has(d)).sort());
   }
 

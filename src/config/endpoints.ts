@@ -38,12 +38,20 @@ const MASK = '********';
 /** What /config shows in place of a path or an address to a caller without the admin token. */
 export const HIDDEN = '(hidden: needs the admin token)';
 
-/** A deep copy of `value` in which every `password` that is set reads as a mask. */
+/**
+ * A deep copy of `value` in which every `password` that is set, every item of `passwords`, and the passwords and
+ * password hashes inside a user's ACL `rules` (">secret", "#hash") read as a mask.
+ */
 export function maskSecrets(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(maskSecrets);
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = k === 'password' && v !== null ? MASK : maskSecrets(v);
+    for (const [k, v] of Object.entries(value)) {
+      if (k === 'password' && v !== null) out[k] = MASK;
+      else if (k === 'passwords' && Array.isArray(v)) out[k] = v.map(() => MASK);
+      else if (k === 'rules' && typeof v === 'string') out[k] = v.replace(/(^|\s)([<>#!])\S*/g, `$1$2${MASK}`);
+      else out[k] = maskSecrets(v);
+    }
     return out;
   }
   return value;

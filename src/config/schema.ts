@@ -27,6 +27,7 @@
  */
 
 import { z } from 'zod';
+import { parseAclRules } from '../security/acl.js';
 import {
   address,
   bool,
@@ -270,7 +271,24 @@ function configShape(mode: Mode | null) {
           'File holding the password clients must AUTH with (e.g. a mounted Secret), instead of password; re-read ' +
             'on reload and when the file changes.',
         ),
-        users: userList().describe('ACL-style users: AUTH name password.'),
+        users: userList().describe(
+          'Users with their passwords and permissions (Redis ACL rules): AUTH name password. A user named ' +
+            '"default" is the one of AUTH password (and, with nopass, of connections that never AUTH).',
+        ),
+        auth_failures: section({
+          delay_after: int(0, 1_000_000)
+            .default(3)
+            .describe('Failed AUTHs from one client address answered at once; later ones wait (see delay_ms).'),
+          delay_ms: int(0, 60_000)
+            .default(100)
+            .describe('The reply to the first failed AUTH past delay_after waits this long, doubling for each next.'),
+          max_delay_ms: int(0, 600_000).default(5_000).describe('The longest a failed AUTH reply waits.'),
+          close_after: int(0, 1_000_000)
+            .default(10)
+            .describe('Close a connection after this many failed AUTHs on it; 0 = never.'),
+        }).describe(
+          'Slowing down password guessing: failures are counted per client address (forgotten after a quiet minute).',
+        ),
         max_inflight: int(1, 1_000_000)
           .default(1024)
           .describe('Commands in flight per client before keymux stops reading it.'),
@@ -280,7 +298,19 @@ function configShape(mode: Mode | null) {
             'Reply bytes buffered for a client that has not read them before it is disconnected; 0 = no limit.',
           ),
       },
-      { rule: (c, cx) => onlyOne(c, cx, 'password', 'password_file') },
+      {
+        rule: (c, cx) => {
+          onlyOne(c, cx, 'password', 'password_file');
+          if (!cx.ok(['users']) || (c.password === null && c.password_file === null)) return;
+          const i = c.users.findIndex((u) => u.name === 'default');
+          if (i >= 0) {
+            cx.error(
+              ['users', i, 'name'],
+              'the default user is already defined by clients.password(_file); give its password in one place',
+            );
+          }
+        },
+      },
     ).describe('Client connections to keymux.'),
     limits: section({
       max_bulk_bytes: int(1, 2 ** 32)
@@ -292,9 +322,15 @@ function configShape(mode: Mode | null) {
         .describe('Longest inline command in bytes.'),
     }).describe('Limits on client input.'),
     log: section({ level: oneOf(LOG_LEVELS).default('info').describe('Log level.') }).describe('Logging.'),
-    commands: section({ deny: denyList().describe('Commands refused by keymux (case-insensitive).') }).describe(
-      'Command policy.',
-    ),
+    commands: section({
+      deny: denyList().describe('Commands refused by keymux (case-insensitive).'),
+      scripts: oneOf(['allow', 'deny'] as const)
+        .default('allow')
+        .describe(
+          'deny: refuse EVAL, EVALSHA, FCALL (and their _RO forms), SCRIPT and FUNCTION. A script can touch any key ' +
+            'of its shard, so only trusted users should run them (per user: -@scripting).',
+        ),
+    }).describe('Command policy.'),
     metrics: section({
       enabled: bool()
         .default(true)
@@ -708,7 +744,45 @@ function adminSetting(v: HostPort | AdminDoc | null): (HostPort & Omit<AdminDoc,
 }
 
 function userList() {
-  const user = mapping({ name: text(), password: text() }, { what: 'a mapping with "name" and "password"' });
+  const user = mapping(
+    {
+      name: text().describe('The user name clients AUTH with (AUTH name password, HELLO 2 AUTH name password).'),
+      password: optionalText().describe("The user's password."),
+      passwords: orEmpty(
+        list(text(), { expected: (v) => `expected a list of passwords, got ${describeValue(v)}` }),
+      ).describe('Several passwords, each accepted (rotation: add the new one, move the clients, drop the old one).'),
+      nopass: bool().default(false).describe('Any password is accepted (as Redis nopass).'),
+      rules: optionalText().describe(
+        'Redis ACL rules, e.g. "+@all -@dangerous ~app:* &news:*" (the subset keymux enforces: README, Users and ' +
+          'permissions); null = every command, key and channel.',
+      ),
+      operator: bool()
+        .default(false)
+        .describe('May use the operator forms keymux offers (commands.config_broadcast) when users are configured.'),
+    },
+    {
+      what: 'a mapping with "name" and "password"',
+      jsonSchema: {
+        anyOf: [
+          { required: ['password'] },
+          { required: ['passwords'] },
+          { required: ['nopass'] },
+          { required: ['rules'] },
+        ],
+      },
+      rule: (u, cx) => {
+        const parsed = u.rules !== null && cx.ok(['rules']) ? parseAclRules(u.rules) : null;
+        for (const e of parsed?.errors ?? []) cx.error(['rules'], e);
+        if (!cx.ok(['password']) || !cx.ok(['passwords']) || !cx.ok(['nopass'])) return;
+        const inRules = parsed?.ops.some((o) => o.op === 'nopass' || (o.op === 'password' && o.add)) ?? false;
+        const given = u.password !== null || u.passwords.length > 0;
+        if (u.nopass && given) cx.error(['nopass'], 'nopass: true takes no password; remove password(s)');
+        else if (!u.nopass && !given && !inRules) {
+          cx.error(['password'], 'required (or passwords: [...], or nopass: true)');
+        }
+      },
+    },
+  );
   return orEmpty(
     list(user, {
       expected: (v) => `expected a list of { name, password }, got ${describeValue(v)}`,

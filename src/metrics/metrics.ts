@@ -22,6 +22,7 @@ import { keyText } from './hotkeys.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import type { PubSubHub } from '../pubsub/hub.js';
 import { KIND_NAMES } from '../pubsub/frames.js';
+import type { AuthGuard } from '../security/auth-guard.js';
 
 /** Migrations still moving keys, or else the last one (so a finished migration's totals stay visible). */
 function currentMigrations(src: MetricsSource): MigrationProgress[] {
@@ -44,6 +45,8 @@ export interface MetricsSource {
   certificateExpiry?(): Array<{ port: 'client' | 'admin' | 'backend'; expiresAt: number }>;
   /** Pub/sub: subscriptions, messages, subscriber connections. */
   readonly pubsub?: PubSubHub;
+  /** Failed AUTHs (security/auth-guard.ts). */
+  readonly authGuard?: AuthGuard;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -219,6 +222,18 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     'TLS handshakes with clients that failed (no or wrong client certificate, not TLS, too slow).',
     [],
     (s, emit) => emit(NO_LABELS, s.stats.tlsHandshakeFailures),
+  ),
+  counter(
+    'keymux_auth_failures_total',
+    'Failed AUTH and HELLO AUTH attempts (wrong user name or password, or a disabled user).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.authGuard?.failures ?? 0),
+  ),
+  counter(
+    'keymux_auth_failure_disconnects_total',
+    'Client connections closed for failing AUTH clients.auth_failures.close_after times.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.authGuard?.disconnects ?? 0),
   ),
   counter(
     'keymux_admin_refused_total',

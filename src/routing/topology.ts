@@ -17,6 +17,7 @@ import { SlotMap } from './slot-map.js';
 import { childLogger } from '../log.js';
 import { StatsRegistry } from '../metrics/stats.js';
 import type { Migration } from '../migration/migration.js';
+import { AccessControl, type UserDefinition } from '../security/acl.js';
 
 export interface ShardRuntime {
   readonly index: number;
@@ -47,11 +48,35 @@ export interface ClusterPlan {
 /** Cluster mode: what a session does with a request (or fragment) whose slot no master serves in this snapshot. */
 export type UnservedHandler = (op: BackendOp) => boolean;
 
+/** The users clients.users defines, as the ACL compiler takes them. */
+export function userDefinitions(config: KeymuxConfig): UserDefinition[] {
+  return config.clients.users.map((u) => ({
+    name: u.name,
+    passwords: u.password === null ? u.passwords : [u.password, ...u.passwords],
+    nopass: u.nopass,
+    rules: u.rules,
+    operator: u.operator,
+  }));
+}
+
+function accessControlFor(config: KeymuxConfig, table: CommandTable): AccessControl {
+  return new AccessControl(userDefinitions(config), config.clients.password, table);
+}
+
+function sameUsers(a: KeymuxConfig, b: KeymuxConfig): boolean {
+  return (
+    a.clients === b.clients ||
+    (a.clients.password === b.clients.password && JSON.stringify(a.clients.users) === JSON.stringify(b.clients.users))
+  );
+}
+
 export class Topology {
   readonly config: KeymuxConfig;
   readonly shards: readonly ShardRuntime[];
   readonly router: Router;
   readonly table: CommandTable;
+  /** The users of this config compiled against this table (reused from the previous snapshot when neither changed). */
+  readonly acl: AccessControl;
   readonly version: number;
   /** Counters by shard and command, shared by every snapshot of one proxy. */
   readonly stats: StatsRegistry;
@@ -79,6 +104,10 @@ export class Topology {
   ) {
     this.config = config;
     this.table = table;
+    this.acl =
+      previous !== null && previous.table === table && sameUsers(previous.config, config)
+        ? previous.acl
+        : accessControlFor(config, table);
     this.version = version;
     this.stats = stats ?? previous?.stats ?? new StatsRegistry();
     if (cluster !== undefined) {

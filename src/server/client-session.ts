@@ -7,6 +7,10 @@
  * - per-client state: authentication, name, protocol (RESP2, or RESP3 after HELLO 3: its commands then use the
  *   pools' RESP3 twins, and a switch waits for the earlier commands, see switchProtocol), and closing (QUIT or a
  *   protocol error ends the stream after the replies before it have been written);
+ * - permissions: the user's rules (security/acl.ts) are checked on every command once it is resolved and before
+ *   it is answered, forwarded or queued, whatever its dispatch kind; a config without limits costs one test;
+ *   a failed AUTH is answered as the AuthGuard says (its reply delayed while later commands wait, or the
+ *   connection closed);
  * - backpressure: past `clients.maxInflight` requests, while the client is not reading its replies, or while a
  *   backend connection it sent to is full (backend.max_pending; the connection resumes it once drained), the
  *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound;
@@ -37,6 +41,8 @@ import {
   ERR_NESTED_MULTI,
   ERR_NOAUTH,
   ERR_REFUSED_TX,
+  ERR_WRONGPASS,
+  errorReply,
   unknownCommand,
   unknownSubcommand,
   wrongArity,
@@ -55,6 +61,7 @@ import { PubSubClient, type PubSubSession } from '../pubsub/client.js';
 import type { Entry } from '../pubsub/hub.js';
 import { forProtocol } from '../pubsub/frames.js';
 import { subscribedModeReply } from './dispatch/pubsub.js';
+import { checkPermission, type AccessControl, type AclUser } from '../security/acl.js';
 
 /** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
 const PUSHED_CONFIRMATIONS = new Set([
@@ -97,6 +104,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   authenticated: boolean;
   /** User the client authenticated as ("default" for a bare password). */
   user: string | null;
+  /** That user's compiled rules, from `aclFrom` (found again by name when a reload compiles new ones). */
+  private aclUser: AclUser | null;
+  private aclFrom: AccessControl | null;
+  /** Failed AUTHs on this connection (AuthGuard closes it past clients.auth_failures.close_after). */
+  private authFailures: number;
   libName: Buffer | null;
   libVersion: Buffer | null;
   /** CLIENT REPLY mode (local.ts REPLY_ON / REPLY_OFF / REPLY_SKIP_NEXT). */
@@ -167,8 +179,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.flushScheduled = false;
     this.name = null;
     const clients = ctx.topology.config.clients;
-    this.authenticated = clients.password === null && clients.users.length === 0;
-    this.user = this.authenticated ? 'default' : null;
+    const acl = ctx.topology.acl;
+    this.authenticated = acl.connectUser !== null;
+    this.user = acl.connectUser?.name ?? null;
+    this.aclUser = acl.connectUser;
+    this.aclFrom = acl;
+    this.authFailures = 0;
     this.libName = null;
     this.libVersion = null;
     this.replyMode = REPLY_ON;
@@ -312,6 +328,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     }
     req.spec = spec;
     req.protocol = this.protocol;
+    const acl = topo.acl;
+    if (this.authenticated && (acl.restricted || acl !== this.aclFrom)) {
+      const denied = this.permissionDenied(req, spec, acl);
+      if (denied !== null) {
+        req.deliver(denied);
+        return;
+      }
+    }
     const pubsub = this.pubsub;
     if (pubsub !== null && pubsub.total > 0 && this.protocol === 2) {
       const reply = subscribedModeReply(spec, req);
@@ -330,6 +354,77 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       }
     }
     DISPATCH[spec.dispatch](this, req, spec, topo);
+  }
+
+  /**
+   * The user's permissions for this command (security/acl.ts): null when allowed, else the reply (NOPERM...).
+   * After a reload the user is found again by name: a changed password keeps the connection (as Redis keeps
+   * authenticated clients); a user the reload removed is answered with an error and disconnected.
+   */
+  private permissionDenied(req: Request, spec: CommandSpec, acl: AccessControl): Buffer | null {
+    if (this.aclFrom !== acl) {
+      this.aclFrom = acl;
+      this.aclUser = acl.users.get(this.user ?? 'default') ?? null;
+    }
+    const user = this.aclUser;
+    if (user === null) {
+      req.closeAfter = true;
+      this.stopReading();
+      return errorReply(
+        `ERR keymux: user '${(this.user ?? '').slice(0, 64)}' no longer exists (a config reload removed it); ` +
+          'connect again and AUTH',
+      );
+    }
+    return user.unrestricted ? null : checkPermission(user, spec, req.args, this.keyIndexes);
+  }
+
+  /** May use the operator forms the config grants (commands.config_broadcast): a user marked operator. */
+  get operator(): boolean {
+    if (!this.authenticated) return false;
+    const acl = this.ctx.topology.acl;
+    if (this.aclFrom !== acl) {
+      this.aclFrom = acl;
+      this.aclUser = acl.users.get(this.user ?? 'default') ?? null;
+    }
+    return this.aclUser !== null && this.aclUser.operator;
+  }
+
+  signIn(user: AclUser, acl: AccessControl): void {
+    this.authenticated = true;
+    this.user = user.name;
+    this.aclUser = user;
+    this.aclFrom = acl;
+  }
+
+  /**
+   * A failed AUTH: counted and logged by the AuthGuard, which says how long the WRONGPASS waits (the client's
+   * later commands wait behind it: a pipeline of guesses is checked one delay at a time) and whether the
+   * connection closes after it.
+   */
+  authFailed(req: Request, user: Buffer | null): void {
+    this.authFailures++;
+    const verdict = this.ctx.authGuard.onFailure(
+      this.ctx.topology.config.clients.authFailures,
+      this.socket.remoteAddress ?? '',
+      this.authFailures,
+      user === null ? null : user.subarray(0, 64).toString('utf8'),
+      this.remote,
+    );
+    if (verdict.close) {
+      req.closeAfter = true;
+      this.stopReading();
+    }
+    if (verdict.delayMs === 0) {
+      req.deliver(ERR_WRONGPASS);
+      return;
+    }
+    this.blockers++;
+    const timer = setTimeout(() => {
+      this.blockers--;
+      req.deliver(ERR_WRONGPASS);
+      if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
+    }, verdict.delayMs);
+    timer.unref();
   }
 
   /**
@@ -464,9 +559,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   reset(): void {
     if (this.pubsub !== null) this.ctx.pubsub.clientGone(this.pubsub);
     this.name = null;
-    const clients = this.ctx.topology.config.clients;
-    this.authenticated = clients.password === null && clients.users.length === 0;
-    this.user = this.authenticated ? 'default' : null;
+    const acl = this.ctx.topology.acl;
+    this.authenticated = acl.connectUser !== null;
+    this.user = acl.connectUser?.name ?? null;
+    this.aclUser = acl.connectUser;
+    this.aclFrom = acl;
     this.inRefusedMulti = false;
     this.replyMode = REPLY_ON;
     this.switchProtocol(2);

@@ -6,6 +6,7 @@
 import type { Request } from '../core/request.js';
 import type { Topology } from '../routing/topology.js';
 import type { PubSubHub } from '../pubsub/hub.js';
+import type { AuthGuard } from '../security/auth-guard.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -67,6 +68,8 @@ export interface ProxyContext {
   readonly backendVersion: string;
   /** Pub/sub: every client subscription, multiplexed over shared subscriber connections. */
   readonly pubsub: PubSubHub;
+  /** Failed AUTHs: how long each reply waits and when a connection is closed. */
+  readonly authGuard: AuthGuard;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

@@ -233,7 +233,7 @@ describe('overrides', () => {
       'bgrewriteaof',
       'lastsave',
       'function|load',
-      'acl|whoami',
+      'acl|setuser',
       'latency|latest',
       'slowlog|get',
       'module|list',

@@ -138,12 +138,13 @@ describe('valid configurations', () => {
         password: null,
         passwordFile: null,
         users: [],
+        authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
         maxInflight: 1024,
         maxOutputBytes: 67108864,
       },
       limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536 },
       log: { level: 'info' },
-      commands: { deny: [] },
+      commands: { deny: [], scripts: 'allow' },
       metrics: {
         enabled: true,
         hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key' },
@@ -205,9 +206,10 @@ describe('valid configurations', () => {
       passwordFile: null,
       maxInflight: 1,
       maxOutputBytes: 0,
+      authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
       users: [
-        { name: 'app', password: '123' },
-        { name: 'ops', password: 'x' },
+        { name: 'app', password: '123', passwords: [], nopass: false, rules: null, operator: false },
+        { name: 'ops', password: 'x', passwords: [], nopass: false, rules: null, operator: false },
       ],
     });
     expect(c.limits).toEqual({ maxBulkBytes: 2 ** 32, maxArgs: 3, maxInlineBytes: 1 });
@@ -1122,12 +1124,60 @@ describe('clients', () => {
       ),
     ).toEqual([
       'config/test.yaml:13: clients.password: must not be empty (use null, or leave it out, for none)',
-      'config/test.yaml:15: clients.users[0].password: required',
+      'config/test.yaml:15: clients.users[0].password: required (or passwords: [...], or nopass: true)',
       'config/test.yaml:16: clients.users[1].name: required',
       'config/test.yaml:17: clients.users[2].name: must not be empty',
-      'config/test.yaml:18: clients.users[2].password: expected a string, got an integer (123); quote it to make it a string',
+      'config/test.yaml:18: clients.users[2].password: expected a string or null, got an integer (123); quote it to make it a string',
       'config/test.yaml:19: clients.users[3]: expected a mapping with "name" and "password", got a string ("ops")',
-      'config/test.yaml:20: clients.users[4].role: unknown key; expected one of: name, password',
+      'config/test.yaml:20: clients.users[4].role: unknown key (did you mean "rules"?)',
+    ]);
+  });
+
+  it('reads users with several passwords, nopass, ACL rules and the operator flag, and words rule errors as Redis', () => {
+    const c = configOf(
+      slots(
+        'clients:',
+        '  users:',
+        '    - { name: app, passwords: [a, b], rules: "+@all -@dangerous ~app:* &news:*" }',
+        '    - { name: default, nopass: true, rules: "+ping ~nothing" }',
+        '    - { name: ops, password: x, operator: true }',
+        '    - { name: hashed, rules: "on #5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 allkeys" }',
+      ),
+    );
+    expect(c.clients.users.map((u) => [u.name, u.password, u.passwords, u.nopass, u.rules, u.operator])).toEqual([
+      ['app', null, ['a', 'b'], false, '+@all -@dangerous ~app:* &news:*', false],
+      ['default', null, [], true, '+ping ~nothing', false],
+      ['ops', 'x', [], false, null, true],
+      [
+        'hashed',
+        null,
+        [],
+        false,
+        'on #5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 allkeys',
+        false,
+      ],
+    ]);
+    expect(
+      errorsOf(
+        slots(
+          'clients:',
+          '  password: pw',
+          '  users:',
+          '    - { name: a, password: x, rules: "+nosuch +@nosuch foo %X~k allkeys ~more (+get) +select|0" }',
+          '    - { name: b, password: x, nopass: true }',
+          '    - { name: default, password: y }',
+        ),
+      ),
+    ).toEqual([
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '+nosuch': Unknown command or category name in ACL",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '+@nosuch': Unknown command or category name in ACL",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier 'foo': Syntax error",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '%X~k': Syntax error",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '~more': Adding a pattern after the * pattern (or the 'allkeys' flag) is not valid and does not have any effect. Try 'resetkeys' to start with an empty list of patterns",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '(+get)': keymux does not support selectors",
+      "config/test.yaml:15: clients.users[0].rules: Error in ACL SETUSER modifier '+select|0': keymux does not support allowing a command's first argument (e.g. +select|0)",
+      'config/test.yaml:16: clients.users[1].nopass: nopass: true takes no password; remove password(s)',
+      'config/test.yaml:17: clients.users[2].name: the default user is already defined by clients.password(_file); give its password in one place',
     ]);
   });
 
@@ -1174,7 +1224,7 @@ describe('limits, log and commands', () => {
       'config/test.yaml:15: commands.deny[1]: expected a command name, got an integer (42)',
       'config/test.yaml:16: commands.deny[2]: command name must not be empty',
       'config/test.yaml:17: commands.deny[3]: command name "CONFIG SET" must not contain spaces',
-      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny',
+      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny, scripts',
     ]);
     expect(errorsOf(slots('commands: { deny: KEYS }'))).toEqual([
       'config/test.yaml:12: commands.deny: expected a list of command names, got a string ("KEYS")',
@@ -1423,7 +1473,7 @@ describe('config/keymux.schema.json, generated from the declaration for editors'
     return doc;
   };
   /** A valid item for a list the base documents do not have. */
-  const LIST_ITEM: Record<string, Json> = { users: { name: 'u', password: 'p' } };
+  const LIST_ITEM: Record<string, Json> = { users: { name: 'u', password: 'p', passwords: ['q'] } };
   /** "clients.users[].name" -> ['clients', 'users', 0, 'name'] */
   const toPath = (path: string): ConfigPath =>
     path === '' ? [] : path.split('.').flatMap((p) => (p.endsWith('[]') ? [p.slice(0, -2), 0] : [p]));

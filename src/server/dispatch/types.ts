@@ -25,6 +25,11 @@ export interface DispatchSession extends LocalSession {
   holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean;
   /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
+  /**
+   * The client's user may use operator forms the config grants (commands.config_broadcast): true for a user
+   * marked `operator: true`, or, when clients.users is empty, for any authenticated client.
+   */
+  readonly operator: boolean;
   /** The RESP version the client speaks (2 until it switches with HELLO). */
   readonly protocol: number;
   /** The client's pub/sub state (null until it first subscribes). */
