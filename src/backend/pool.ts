@@ -13,11 +13,20 @@ export class ShardPool {
   readonly options: BackendOptions;
 
   readonly stats: ShardStats | undefined;
+  /**
+   * A replica fit to serve reads (backend/replica-checks.ts: not loading, not syncing, link to its primary up,
+   * lag within the bound); always true for primaries and cluster replicas. Read by Topology.readPool.
+   */
+  readable: boolean;
+  /** Why the replica is not readable, or 'ok' (for /shards). */
+  readableReason: string;
 
   constructor(shard: ShardIdentity, size: number, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
     this.options = options;
     this.stats = stats;
+    this.readable = true;
+    this.readableReason = 'ok';
     this.connections = [];
     for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log, stats));
   }

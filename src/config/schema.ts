@@ -224,7 +224,7 @@ function configShape(mode: Mode | null) {
       'Slots and ring modes: the Redis Sentinels that name the primaries of shards written with sentinel_master ' +
         '(required when a shard has one).',
     ),
-    read_from: modal(mode, 'sections', 'read_from', readFrom, 'master', readFrom).describe(
+    read_from: modal(mode, 'sections', 'read_from', readFrom, 'master' as ReadFrom, readFrom).describe(
       'Slots and ring modes: where read-only commands go: master, replica (never the primary; a clear error ' +
         'when no replica is usable) or prefer-replica (the primary when none is). A shard may override it. ' +
         'Writes always go to the primary.',
