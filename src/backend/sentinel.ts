@@ -136,6 +136,22 @@ export async function resolveSentinelView(config: KeymuxConfig, known?: Sentinel
   return view;
 }
 
+/**
+ * `config` with each sentinel_master shard's address, host and port set to its primary in `view` (shards of masters
+ * not in `view` keep their "sentinel:<name>" placeholder). For plans: keys live where the primary is, so a shard
+ * switched between `address` and `sentinel_master` at the same primary moves nothing.
+ */
+export function configWithPrimaries(config: KeymuxConfig, view: SentinelView): KeymuxConfig {
+  if (!config.shards.some((s) => s.sentinelMaster)) return config;
+  return {
+    ...config,
+    shards: config.shards.map((s) => {
+      const seen = s.sentinelMaster ? view.get(s.sentinelMaster) : undefined;
+      return seen === undefined ? s : { ...s, ...seen.primary };
+    }),
+  };
+}
+
 function endpoint(host: string, port: number): Endpoint {
   return { address: formatHostPort({ host, port }), host, port };
 }

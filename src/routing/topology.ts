@@ -14,6 +14,7 @@ import type { BackendOp, Resender } from '../core/request.js';
 import type { CommandTable } from '../commands/table.js';
 import { buildRouter, SlotRouter, type Router } from './router.js';
 import { SlotMap } from './slot-map.js';
+import { ketamaKey } from './ketama.js';
 import { childLogger } from '../log.js';
 import { StatsRegistry } from '../metrics/stats.js';
 import type { Migration } from '../migration/migration.js';
@@ -285,8 +286,9 @@ export class Topology {
         'ring',
         c.ring.hash,
         c.hashTag,
-        // Runtime shards: a sentinel shard's current primary (what holds its keys), not its config placeholder.
-        this.shards.map((s) => [s.config.named ? s.name : '', s.address, s.config.weight]),
+        // What the ring hashes (ketamaKey: the name, or "host:port" for an unnamed shard) and where the keys are
+        // (runtime shards: a sentinel shard's current primary, not its config placeholder).
+        this.shards.map((s) => [ketamaKey(s.config), s.address, s.config.weight]),
       ]);
     }
     const owners = (this.router as SlotRouter).map.owners;
