@@ -388,9 +388,9 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     'Primary changes keymux followed for Sentinel-managed shards (the sentinels named a new primary).',
     ['shard'],
     (s, emit) => {
-      for (const sh of s.topology.shards) {
-        if (sh.sentinelMaster !== null) emit({ shard: sh.name }, s.sentinel?.failovers.get(sh.name) ?? 0);
-      }
+      // Every shard of slots and ring modes (0 for a fixed address); cluster mode follows failovers on its own.
+      if (s.topology.config.mode === 'cluster') return;
+      for (const sh of s.topology.shards) emit({ shard: sh.name }, s.sentinel?.failovers.get(sh.name) ?? 0);
     },
   ),
   gauge(
