@@ -348,8 +348,13 @@ export class SentinelController implements RedirectHandler {
         }
         for (const m of this.troubled) {
           const s = this.host.topology.shards.find((x) => x.sentinelMaster === m);
-          if (s === undefined || s.pool.healthy) this.troubled.delete(m);
-          else void this.check(m);
+          if (s === undefined || s.pool.healthy) {
+            this.troubled.delete(m);
+            continue;
+          }
+          void this.check(m);
+          // Requests are waiting: try the primary now rather than after the connection's backoff (up to 2 s).
+          if (this.heldCount(s.name) > 0) s.pool.connect();
         }
       }, FAST_CHECK_MS);
       this.fast.unref();
