@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-ensure_binaries redis-server:redis-server redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker \
+ensure_binaries redis-server:redis-server redis-sentinel:redis-sentinel redis-cli:redis-tools redis-benchmark:redis-tools nutcracker:nutcracker \
   prometheus:prometheus promtool:prometheus kubectl:kubectl tmux:tmux openssl:openssl
 ensure_node_modules
 npm run --silent build || { echo "keymux: the TypeScript build failed"; echo "0 passed, 1 failed"; exit 1; }

@@ -33,6 +33,10 @@ import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
 import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
 import { AuthGuard } from './security/auth-guard.js';
+import { SentinelController, resolveSentinelView, sentinelMasters, type SentinelHost } from './backend/sentinel.js';
+import { ReplicaChecks } from './backend/replica-checks.js';
+import { HotReadSet } from './metrics/hot-reads.js';
+import type { SentinelView } from './routing/topology.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -62,7 +66,7 @@ function tableOptions(config: KeymuxConfig): CommandTableOptions {
   return { deny: config.commands.deny, scripts: config.commands.scripts };
 }
 
-export class Proxy implements ProxyContext, PubSubHost {
+export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   topology: Topology;
   readonly stats: ProxyStats;
   readonly startedAt: number;
@@ -80,6 +84,12 @@ export class Proxy implements ProxyContext, PubSubHost {
   readonly pubsub: PubSubHub;
   /** Failed AUTHs: counted per client address, replies slowed, connections closed (security/auth-guard.ts). */
   readonly authGuard: AuthGuard;
+  /** Sentinel-managed shards: discovery and failovers (null while the config has no sentinel section). */
+  sentinel: SentinelController | null;
+  /** Which replicas may serve reads (slots and ring modes). */
+  private readonly replicaChecks: ReplicaChecks;
+  /** hot_keys.read_from_replicas: the current top-K as a set the read path can ask. */
+  private readonly hotReads: HotReadSet;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -101,6 +111,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     table: CommandTable,
     rows: ReturnType<typeof builtinRows>,
     security: SecurityMaterial,
+    sentinelView: SentinelView,
   ) {
     this.security = security;
     this.commandRows = rows;
@@ -111,8 +122,16 @@ export class Proxy implements ProxyContext, PubSubHost {
     this.draining = false;
     this.log = childLogger('proxy');
     this.versionCounter = 1;
-    this.topology = new Topology(config, table, this.versionCounter, null);
-    this.observer = new Observer(this.topology.stats, config.metrics);
+    const stats = new StatsRegistry();
+    this.observer = new Observer(stats, config.metrics);
+    this.hotReads = new HotReadSet(this.observer);
+    this.sentinel = config.sentinel !== null ? new SentinelController(this, config.sentinel) : null;
+    this.topology = new Topology(config, table, this.versionCounter, null, stats, undefined, {
+      sentinelView,
+      sentinelHandler: this.sentinel,
+      hotKeys: this.hotReads.test,
+    });
+    this.replicaChecks = new ReplicaChecks(this);
     this.listener = new Listener(this);
     this.admin = null;
     this.cluster = null;
@@ -131,9 +150,17 @@ export class Proxy implements ProxyContext, PubSubHost {
     const config = material.config;
     if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
     const rows = builtinRows();
-    const proxy = new Proxy(config, CommandTable.fromRows(rows, tableOptions(config)), rows, material);
+    let sentinelView: SentinelView;
+    try {
+      sentinelView = await resolveSentinelView(config);
+    } catch (err) {
+      throw new ConfigError((err as Error).message.split('\n').map((line) => `${config.source}: sentinel: ${line}`));
+    }
+    const table = CommandTable.fromRows(rows, tableOptions(config));
+    const proxy = new Proxy(config, table, rows, material, sentinelView);
     proxy.warnInsecure(config);
     proxy.topology.connect();
+    proxy.startHighAvailability(config);
     if (options.builtinCommandTable !== true) await proxy.learnFromShards();
     if (config.mode === 'cluster') {
       proxy.cluster = new ClusterController(proxy, config);
@@ -260,7 +287,14 @@ export class Proxy implements ProxyContext, PubSubHost {
         this.log.error({ trigger, errors: result.errors }, 'config reload rejected; the running config stays');
         return { ok: false, errors: result.errors, version: this.topology.version };
       }
-      const refused = this.applyConfig(result.config, trigger);
+      const prepared = await this.prepareSentinels(result.config);
+      if (typeof prepared === 'string') {
+        this.stats.reloadsFailed++;
+        this.log.error({ trigger, error: prepared }, 'config reload rejected; the running config stays');
+        this.watcher?.markCurrent();
+        return { ok: false, errors: [prepared], version: this.topology.version };
+      }
+      const refused = this.applyConfig(result.config, trigger, prepared);
       this.watcher?.markCurrent();
       if (refused !== null) return { ok: false, errors: refused, version: this.topology.version };
       this.log.info({ trigger, version: this.topology.version }, 'config reloaded');
@@ -282,11 +316,72 @@ export class Proxy implements ProxyContext, PubSubHost {
   }
 
   /**
+   * reload() for a config whose sentinel_master shards may not be known yet: asks the sentinels first (as a
+   * reload from the file does). Returns null, or why the config was refused.
+   */
+  async reloadAsync(config: KeymuxConfig): Promise<string | null> {
+    const run = async (): Promise<string | null> => {
+      const prepared = await this.prepareSentinels(config);
+      if (typeof prepared === 'string') return prepared;
+      const errors = this.applyConfig(config, 'reload', prepared);
+      return errors === null ? null : errors.join('\n');
+    };
+    const next = this.reloadChain.then(run, run);
+    this.reloadChain = next;
+    return next;
+  }
+
+  /**
+   * Before a reload: the sentinels' view for every sentinel_master of `config` (masters already followed keep
+   * their current view; new ones are asked now). A string: why the reload must be refused.
+   */
+  private async prepareSentinels(config: KeymuxConfig): Promise<SentinelView | string> {
+    if (sentinelMasters(config).length === 0) return new Map();
+    try {
+      return await resolveSentinelView(config, this.topology.sentinelView);
+    } catch (err) {
+      return `${config.source}: sentinel: ${(err as Error).message}`;
+    }
+  }
+
+  /** Starts following the sentinels (when configured), the replica checks and hot-key reads. */
+  private startHighAvailability(config: KeymuxConfig): void {
+    this.sentinel?.start();
+    this.replicaChecks.configure(config);
+    this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
+  }
+
+  /** Sentinel: the sentinels named another primary (or other replicas) for a shard: a snapshot with them. */
+  installSentinelView(view: SentinelView, reason: string): void {
+    const previous = this.topology;
+    const next = new Topology(previous.config, previous.table, ++this.versionCounter, previous, undefined, undefined, {
+      sentinelView: view,
+    });
+    // A failover moves no key: the shard's keys are on its new primary (replicated); nothing to migrate.
+    next.migration = previous.migration;
+    next.connect();
+    this.topology = next;
+    this.pubsub.onTopology(next);
+    for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
+    this.replicaChecks.configure(next.config);
+    this.log.info({ version: next.version, reason }, 'sentinel view installed');
+  }
+
+  /**
    * reload(), with the errors as lines. The files the config names (certificates, token, passwords) are read and
    * checked before anything changes: a bad one rejects the reload like a bad config.
    */
-  private applyConfig(validated: KeymuxConfig, trigger: string): string[] | null {
+  private applyConfig(validated: KeymuxConfig, trigger: string, sentinelView?: SentinelView): string[] | null {
     const previous = this.topology;
+    const view = sentinelView ?? previous.sentinelView;
+    const unresolved = sentinelMasters(validated).filter((m) => !view.has(m));
+    if (unresolved.length > 0) {
+      this.stats.reloadsFailed++;
+      return [
+        `${validated.source}: sentinel: no primary known yet for ${unresolved.join(', ')}: reload from the file ` +
+          '(SIGHUP, POST /reload) so keymux asks the sentinels first',
+      ];
+    }
     const restartOnly = restartOnlyChange(previous.config, validated);
     if (restartOnly !== null) {
       this.stats.reloadsFailed++;
@@ -316,7 +411,11 @@ export class Proxy implements ProxyContext, PubSubHost {
       this.observer.configure(config.metrics);
       return null;
     }
-    const next = new Topology(config, table, ++this.versionCounter, previous);
+    this.updateSentinel(config);
+    const next = new Topology(config, table, ++this.versionCounter, previous, undefined, undefined, {
+      sentinelView: view,
+      sentinelHandler: this.sentinel,
+    });
     next.connect();
     const migration = this.startMigration(previous, next);
     this.topology = next;
@@ -324,7 +423,22 @@ export class Proxy implements ProxyContext, PubSubHost {
     migration?.start(previous);
     this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
+    this.replicaChecks.configure(config);
+    this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
     return null;
+  }
+
+  /** A reload: starts, re-targets or stops following the sentinels as the config's sentinel section says. */
+  private updateSentinel(config: KeymuxConfig): void {
+    if (config.sentinel === null) {
+      this.sentinel?.close();
+      this.sentinel = null;
+    } else if (this.sentinel === null) {
+      this.sentinel = new SentinelController(this, config.sentinel);
+      this.sentinel.start();
+    } else {
+      this.sentinel.updateSettings(config.sentinel);
+    }
   }
 
   /** Makes `material` the live security material: new handshakes use its certificates, the admin its token. */
@@ -461,6 +575,8 @@ export class Proxy implements ProxyContext, PubSubHost {
       0,
       null,
       new StatsRegistry(),
+      undefined,
+      { sentinelView: current.sentinelView },
     );
     const next = new Topology(current.config, current.table, ++this.versionCounter, current);
     const migration = this.startMigration(old, next);
@@ -500,6 +616,9 @@ export class Proxy implements ProxyContext, PubSubHost {
     await this.listener.stopAccepting();
     for (const s of [...this.listener.sessions]) s.destroy();
     this.cluster?.close();
+    this.sentinel?.close();
+    this.replicaChecks.close();
+    this.hotReads.close();
     this.pubsub.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
@@ -510,7 +629,8 @@ export class Proxy implements ProxyContext, PubSubHost {
   /** Asks the first shard that answers for COMMAND and INFO server; falls back to the built-in table. */
   private async learnFromShards(): Promise<void> {
     const config = this.topology.config;
-    const candidates = config.cluster !== null ? config.cluster.seeds : config.shards;
+    // Runtime shards: a sentinel shard's current primary (its config has no address).
+    const candidates = config.cluster !== null ? config.cluster.seeds : this.topology.shards.map((s) => s.config);
     for (const shard of candidates) {
       try {
         const [commands, info] = await controlCommands(

@@ -3,8 +3,9 @@
  * - the FIFO of operations waiting for replies (a RingQueue; replies arrive in send order, so the head is always
  *   the next to be answered), and the raw-frame ReplyScanner that finds where each reply ends;
  * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
- * - the handshake (AUTH with password or ACL user, HELLO 3 on a RESP3 connection, READONLY when asked) run before
- *   any client command is sent;
+ * - the handshake (AUTH with password or ACL user, HELLO 3 on a RESP3 connection, READONLY when asked, ROLE when
+ *   the node must be a primary: a Sentinel-managed shard's primary that answers "slave" — an old primary come
+ *   back — fails the handshake, so no write is ever sent to it) run before any client command is sent;
  * - the protocol it speaks (`protocol`, 2 unless the options say 3: a shard pool's RESP3 twin, pool.ts): replies
  *   pass through as bytes either way. A push frame ('>', out of band) is never a reply: keymux enables nothing
  *   that pushes on a shared connection (no CLIENT TRACKING, no SUBSCRIBE), so one that arrives anyway is dropped
@@ -61,6 +62,8 @@ export interface BackendOptions {
   username: string | null;
   /** Send READONLY after connecting (cluster replicas). */
   readOnly: boolean;
+  /** Ask ROLE after connecting and refuse a node that is not a primary (Sentinel-managed shards). */
+  expectPrimary?: boolean;
   /** Cluster mode only. */
   redirectHandler?: RedirectHandler | null;
   /** backend.tls: connect over TLS when enabled (connect.ts); absent or null: plain TCP. */
@@ -79,6 +82,10 @@ export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'c
 export interface RedirectHandler {
   interceptReply(op: BackendOp, frame: Buffer, from: BackendConnection): boolean;
   interceptUnavailable(op: BackendOp, from: BackendConnection): boolean;
+  /** The connection is ready again: ops the handler holds for it go first (Sentinel shards' failover wait). */
+  connectionReady?(from: BackendConnection): void;
+  /** The connection failed (Sentinel shards: a hint to ask the sentinels now). */
+  connectionFailed?(from: BackendConnection, reason: string): void;
 }
 
 const MIN_BACKOFF_MS = 50;
@@ -117,6 +124,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private downReply: Buffer;
   private retiring: boolean;
   private readonly handshakeFrames: Buffer[];
+  /** The last handshake frame is ROLE and the node must say "master". */
+  private readonly checkRole: boolean;
   private readonly redirects: RedirectHandler | null;
   /** The socket's write buffer is full: wait for 'drain' before writing more. */
   private writeBlocked: boolean;
@@ -169,6 +178,9 @@ export class BackendConnection implements ReplySink, Flushable {
     }
     if (this.protocol === 3) frames.push(commandFrame(['HELLO', '3']));
     if (options.readOnly) frames.push(commandFrame(['READONLY']));
+    // Last, so that its reply is the last of the handshake (onHandshakeReply checks it there).
+    this.checkRole = options.expectPrimary === true;
+    if (this.checkRole) frames.push(commandFrame(['ROLE']));
     this.handshakeFrames = frames;
     this.redirects = options.redirectHandler ?? null;
     this.writeBlocked = false;
@@ -359,7 +371,14 @@ export class BackendConnection implements ReplySink, Flushable {
       this.fail(`refused the handshake: ${errorText(frame)}`);
       return;
     }
-    if (--this.handshakePending === 0) this.becomeReady();
+    if (--this.handshakePending === 0) {
+      const role = this.checkRole ? roleOf(frame) : 'master';
+      if (role !== 'master') {
+        this.fail(`is not a primary (ROLE says ${role}): not used for writes`);
+        return;
+      }
+      this.becomeReady();
+    }
   }
 
   private becomeReady(): void {
@@ -371,6 +390,8 @@ export class BackendConnection implements ReplySink, Flushable {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     this.timerArmed = false;
+    // Ops held while the node was down go first, before any new request can reach this connection.
+    this.redirects?.connectionReady?.(this);
     if (this.waiting.length > 0) scheduleFlush(this);
   }
 
@@ -467,6 +488,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.stopTimers();
     this.failWaiting(reply);
     if (this.blockedSenders.size > 0) this.releaseSenders(); // they find the connection down: answered at once
+    this.redirects?.connectionFailed?.(this, reason);
     (loud ? this.log.warn : this.log.debug).call(
       this.log,
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
@@ -516,4 +538,11 @@ export class BackendConnection implements ReplySink, Flushable {
       this.reconnectTimer = null;
     }
   }
+}
+
+/** The role in a ROLE reply ("master", "slave", "sentinel"), read from its first element; "unknown" otherwise. */
+function roleOf(frame: Buffer): string {
+  // *N\r\n$L\r\n<role>\r\n...: a handshake reply, read once per connection (not the data path).
+  const m = /^\*\d+\r\n\$\d+\r\n([a-z]+)\r\n/.exec(frame.subarray(0, 40).toString('latin1'));
+  return m === null ? 'unknown' : m[1];
 }

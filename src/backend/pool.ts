@@ -24,6 +24,13 @@ export class ShardPool {
   private twin: ShardPool | null;
   /** close() or closeWhenIdle() was called: a twin made afterwards follows suit. */
   private ending: 'open' | 'retiring' | 'closed';
+  /**
+   * A replica fit to serve reads (backend/replica-checks.ts: not loading, not syncing, link to its primary up,
+   * lag within the bound); always true for primaries and cluster replicas. Read by Topology.readPool.
+   */
+  readable: boolean;
+  /** Why the replica is not readable, or 'ok' (for /shards). */
+  readableReason: string;
 
   constructor(shard: ShardIdentity, size: number, options: BackendOptions, log: Logger, stats?: ShardStats) {
     this.shard = shard;
@@ -32,6 +39,8 @@ export class ShardPool {
     this.log = log;
     this.twin = null;
     this.ending = 'open';
+    this.readable = true;
+    this.readableReason = 'ok';
     this.connections = [];
     for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log, stats));
   }

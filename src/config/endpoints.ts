@@ -20,9 +20,11 @@ import type { ReloadResult } from '../proxy.js';
 import { parseConfigText, readConfigFile } from './load.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import { DEFAULT_SAMPLE_KEYS, DEFAULT_SAMPLE_TIME_MS, planReport } from '../migration/estimate.js';
+import { configWithPrimaries, resolveSentinelView } from '../backend/sentinel.js';
+import type { SentinelView } from '../routing/topology.js';
 
 export interface ConfigHost {
-  readonly topology: { readonly config: KeymuxConfig; readonly version: number };
+  readonly topology: { readonly config: KeymuxConfig; readonly version: number; readonly sentinelView?: SentinelView };
   reloadFromFile(trigger: string): Promise<ReloadResult>;
   /** The file reloads read (null when keymux was started from a config object). */
   readonly configFile?: string | null;
@@ -162,6 +164,14 @@ async function dryRunReload(
   }
   const sample =
     (keys as number) > 0 && (timeMs as number) > 0 ? { keysPerShard: keys as number, timeMs: timeMs as number } : null;
-  const report = await planReport(host.topology.config, result.config, sample, host.migrationProgress?.() ?? []);
+  // Sentinel shards are planned at their primaries (the running ones; new masters are asked for theirs).
+  const running: SentinelView = host.topology.sentinelView ?? new Map();
+  const view = await resolveSentinelView(result.config, running).catch(() => running);
+  const report = await planReport(
+    configWithPrimaries(host.topology.config, running),
+    configWithPrimaries(result.config, view),
+    sample,
+    host.migrationProgress?.() ?? [],
+  );
   sendJson(res, 200, { ok: true, dry_run: true, version: host.topology.version, ...report });
 }

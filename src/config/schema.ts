@@ -112,13 +112,18 @@ interface ModeRule {
 
 const MODE_RULES: Readonly<Record<Mode, ModeRule>> = {
   slots: {
-    sections: ['shards'],
+    sections: ['shards', 'sentinel', 'read_from', 'replica_checks'],
     requiredSections: ['shards'],
     shardKeys: ['slots'],
     requiredShardKeys: ['slots'],
     checkShards: (shards, cx) => checkSlotCoverage(shards, cx),
   },
-  ring: { sections: ['shards', 'ring'], requiredSections: ['shards'], shardKeys: ['weight'], requiredShardKeys: [] },
+  ring: {
+    sections: ['shards', 'ring', 'sentinel', 'read_from', 'replica_checks'],
+    requiredSections: ['shards'],
+    shardKeys: ['weight'],
+    requiredShardKeys: [],
+  },
   // The cluster says who owns what: no shards; the `cluster` section says where to ask.
   cluster: { sections: ['cluster'], requiredSections: ['cluster'], shardKeys: [], requiredShardKeys: [] },
 };
@@ -165,6 +170,9 @@ function configShape(mode: Mode | null) {
     distribution: oneOf(DISTRIBUTIONS).default('ketama').describe('Point placement on the ring.'),
   });
   const cluster = clusterMapping();
+  const sentinel = sentinelMapping();
+  const readFrom = oneOf(READ_FROM).default('master');
+  const replicaChecks = replicaChecksSection();
   const shards = shardList(mode);
   return {
     listen: address(0)
@@ -212,6 +220,26 @@ function configShape(mode: Mode | null) {
     ),
     cluster: modal(mode, 'sections', 'cluster', cluster, null, cluster.nullish()).describe(
       'Cluster mode only (required there): how to find and follow the Redis Cluster.',
+    ),
+    sentinel: modal(mode, 'sections', 'sentinel', sentinel, null, sentinel.nullish()).describe(
+      'Slots and ring modes: the Redis Sentinels that name the primaries of shards written with sentinel_master ' +
+        '(required when a shard has one).',
+    ),
+    read_from: modal(mode, 'sections', 'read_from', readFrom, 'master' as ReadFrom, readFrom).describe(
+      'Slots and ring modes: where read-only commands go: master, replica (never the primary; a clear error ' +
+        'when no replica is usable) or prefer-replica (the primary when none is). A shard may override it. ' +
+        'Writes always go to the primary.',
+    ),
+    replica_checks: modal(
+      mode,
+      'sections',
+      'replica_checks',
+      replicaChecks,
+      replicaChecks.parse(undefined),
+      replicaChecks,
+    ).describe(
+      'Slots and ring modes: how keymux decides a replica may serve reads (INFO replication and persistence ' +
+        'of each replica, and of its primary, polled).',
     ),
     backend: section(
       {
@@ -345,6 +373,12 @@ function configShape(mode: Mode | null) {
         export: oneOf(HOT_KEY_EXPORTS)
           .default('key')
           .describe('Show the key itself, or the first 16 hex digits of its SHA-256.'),
+        read_from_replicas: bool()
+          .default(false)
+          .describe(
+            "Slots and ring modes: reads of keys in the current top-K go to their shard's replicas even under " +
+              'read_from: master (the primary when no replica is usable).',
+          ),
       }).describe('Streaming top-K of the most requested keys over a sliding window.'),
       slowlog: section({
         threshold_ms: num(0, 3_600_000)
@@ -390,7 +424,7 @@ function configMapping(mode: Mode | null) {
       if (listen && Array.isArray(doc.shards)) {
         doc.shards.forEach((shard, i) => {
           const path = ['shards', i, 'address'];
-          if (cx.ok(path) && sameAddress(shard.address, listen)) {
+          if (cx.ok(path) && shard.address !== undefined && sameAddress(shard.address, listen)) {
             cx.error(path, `same as listen (${formatHostPort(listen)}); keymux would forward to itself`);
           }
         });
@@ -400,6 +434,17 @@ function configMapping(mode: Mode | null) {
           const path = ['cluster', 'seeds', i];
           if (cx.ok(path) && sameAddress(seed, listen)) {
             cx.error(path, `same as listen (${formatHostPort(listen)}); keymux would discover itself`);
+          }
+        });
+      }
+      // sentinel_master shards need sentinels to ask.
+      if (Array.isArray(doc.shards) && (doc.sentinel === null || doc.sentinel === undefined) && cx.ok(['sentinel'])) {
+        doc.shards.forEach((shard, i) => {
+          if (shard.sentinel_master !== undefined && cx.ok(['shards', i, 'sentinel_master'])) {
+            cx.error(
+              ['shards', i, 'sentinel_master'],
+              'needs a top-level sentinel section (sentinel: { sentinels: [host:port, ...] })',
+            );
           }
         });
       }
@@ -487,15 +532,117 @@ function shardMapping(mode: Mode | null) {
   const weight = int(1, 1_000_000).default(1).describe('Ring mode: share of the ring.');
   return mapping(
     {
-      name: text().optional().describe('Unique name; defaults to the address.'),
-      address: address(1).describe('host:port of the redis-server (port 1..65535).'),
+      name: text()
+        .optional()
+        .describe('Unique name; defaults to the address (or to sentinel_master). Ring mode hashes it when given.'),
+      address: address(1)
+        .optional()
+        .describe('host:port of the redis-server (port 1..65535); or sentinel_master instead.'),
+      sentinel_master: text()
+        .optional()
+        .describe(
+          'Slots and ring modes: the master name the sentinels (top-level sentinel section) know this shard by, ' +
+            'instead of address: keymux follows its failovers.',
+        ),
+      replicas: orEmpty(
+        list(address(1), {
+          expected: (v) => `expected a list of "host:port" addresses, got ${describeValue(v)}`,
+        }),
+      ).describe('Static replicas of an address shard (read_from may send reads there); sentinel shards learn theirs.'),
+      read_from: oneOf(READ_FROM)
+        .optional()
+        .describe("This shard's read_from (master, replica, prefer-replica); default: the top-level read_from."),
       slots: modal(mode, 'shardKeys', 'slots', slotList(), null, slotList().optional()).describe(
         'Slots mode: "A-B" ranges (inclusive) and single slots, 0..16383.',
       ),
       weight: modal(mode, 'shardKeys', 'weight', weight, 1, weight),
     },
-    { what: 'a mapping with "address"' },
+    {
+      what: 'a mapping with "address"',
+      rule: (shard, cx) => {
+        if (!cx.ok(['address']) || !cx.ok(['sentinel_master'])) return;
+        if (shard.address === undefined && shard.sentinel_master === undefined) {
+          cx.error(['address'], 'required (e.g. "127.0.0.1:7001"), or sentinel_master with a sentinel section');
+        } else if (shard.address !== undefined && shard.sentinel_master !== undefined) {
+          cx.error(['sentinel_master'], 'give address or sentinel_master, not both');
+        } else if (shard.sentinel_master !== undefined && shard.replicas.length > 0 && cx.ok(['replicas'])) {
+          cx.error(['replicas'], 'a sentinel_master shard learns its replicas from the sentinels; leave replicas out');
+        }
+      },
+      jsonSchema: { oneOf: [{ required: ['address'] }, { required: ['sentinel_master'] }] },
+    },
   );
+}
+
+/** The Redis Sentinels asked for the primaries of sentinel_master shards. */
+function sentinelMapping() {
+  return mapping(
+    {
+      sentinels: list(address(1), {
+        expected: (v) =>
+          v === undefined || v === null
+            ? 'required: the sentinels to ask, e.g. [127.0.0.1:26379, 127.0.0.1:26380, 127.0.0.1:26381]'
+            : `expected a list of "host:port" addresses, got ${describeValue(v)}` +
+              (typeof v === 'string' ? `; write [${v}]` : ''),
+        nonEmpty: 'must list at least one sentinel',
+        rule: (list, cx) => {
+          const seen = new Map<string, number>();
+          list.forEach((hp, i) => {
+            if (!cx.ok([i])) return;
+            const key = `${hp.host.toLowerCase()}:${hp.port}`;
+            const first = seen.get(key);
+            if (first === undefined) seen.set(key, i);
+            else cx.clash([i], [first], (f) => `duplicate sentinel ${formatHostPort(hp)}, already listed as ${f}`);
+          });
+        },
+      })
+        .transform((list) => list.map((hp) => ({ address: formatHostPort(hp), host: hp.host, port: hp.port })))
+        .meta({ uniqueItems: true })
+        .describe('Sentinels, asked in order until one answers; keymux also listens to the events of each. Unique.'),
+      password: optionalText().describe('AUTH password for the sentinels themselves (requirepass); null = none.'),
+      username: optionalText().describe('ACL user name for the sentinels; requires password.'),
+      refresh_interval_ms: int(100, MAX_TIMER_MS)
+        .default(5000)
+        .describe(
+          'Safety-net check of every primary and replica list in milliseconds (events are the fast path; while ' +
+            'a shard is unreachable keymux asks every 250 ms).',
+        ),
+      failover_wait_ms: int(0, 600_000)
+        .default(5000)
+        .describe(
+          'How long a request to a shard whose primary is unreachable waits for the sentinels to name a primary ' +
+            'before it gets an error; 0 = errors at once. Requests already written to the old primary are never ' +
+            're-sent.',
+        ),
+      timeout_ms: int(1, MAX_TIMER_MS).default(1000).describe('Reply timeout of one sentinel query in milliseconds.'),
+    },
+    {
+      what: 'a mapping with "sentinels"',
+      rule: (s, cx) => {
+        if (cx.ok(['username']) && s.username !== null && s.password === null) {
+          cx.error(['username'], 'requires sentinel.password (Redis ACL AUTH needs both)');
+        }
+      },
+      jsonSchema: { dependentRequired: { username: ['password'] } },
+    },
+  );
+}
+
+/** How replicas are judged fit to serve reads. */
+function replicaChecksSection() {
+  return section({
+    interval_ms: int(100, MAX_TIMER_MS)
+      .default(1000)
+      .describe('How often each replica (and its primary) is asked INFO replication / persistence, in milliseconds.'),
+    max_lag_bytes: int(0, 2 ** 50)
+      .nullable()
+      .prefault(1_048_576)
+      .describe(
+        "Largest replication lag (the primary's master_repl_offset minus the replica's offset) a replica may " +
+          'have and still serve reads; null = no bound. Replicas that are loading, syncing or whose link to ' +
+          'the primary is down never serve reads.',
+      ),
+  });
 }
 
 /** A shard as validated (snake_case, `slots` as written); resolve() makes it a ShardConfig. */
@@ -516,32 +663,50 @@ function shardList(mode: Mode | null) {
 /** Names and addresses are unique; a shard without a name is named by its address. */
 function checkUniqueShards(shards: ShardDoc[], cx: RuleContext): void {
   const byName = new Map<string, number>();
-  const byAddress = new Map<string, number>();
+  const byAddress = new Map<string, [number, string | number]>();
+  const byMaster = new Map<string, number>();
+  const claim = (i: number, at: string | number, hp: HostPort): void => {
+    const path = typeof at === 'string' ? [i, at] : [i, 'replicas', at];
+    const key = `${hp.host.toLowerCase()}:${hp.port}`;
+    const first = byAddress.get(key);
+    if (first === undefined) {
+      byAddress.set(key, [i, at]);
+      return;
+    }
+    const firstPath = typeof first[1] === 'string' ? [first[0]] : [first[0], 'replicas', first[1]];
+    cx.clash(
+      path,
+      firstPath,
+      (f) => `duplicate address ${formatHostPort(hp)}, already used by ${f}`,
+      typeof first[1] === 'string' ? 'address' : undefined,
+    );
+  };
   shards.forEach((shard, i) => {
-    if (!cx.ok([i, 'address']) || !cx.ok([i, 'name'])) return;
-    const addressText = formatHostPort(shard.address);
-    const addressKey = `${shard.address.host.toLowerCase()}:${shard.address.port}`;
-    const firstAddress = byAddress.get(addressKey);
-    if (firstAddress !== undefined) {
-      cx.clash(
-        [i, 'address'],
-        [firstAddress],
-        (first) => `duplicate address ${addressText}, already used by ${first}`,
-        'address',
-      );
-    } else {
-      byAddress.set(addressKey, i);
+    if (!cx.ok([i, 'address']) || !cx.ok([i, 'name']) || !cx.ok([i, 'sentinel_master'])) return;
+    if (shard.address !== undefined) claim(i, 'address', shard.address);
+    if (cx.ok([i, 'replicas'])) shard.replicas.forEach((hp, r) => claim(i, r, hp));
+    const master = shard.sentinel_master;
+    if (master !== undefined) {
+      const first = byMaster.get(master);
+      if (first === undefined) byMaster.set(master, i);
+      else
+        cx.clash(
+          [i, 'sentinel_master'],
+          [first],
+          (f) => `duplicate sentinel_master ${JSON.stringify(master)}, already used by ${f}`,
+          'sentinel_master',
+        );
     }
     const named = shard.name !== undefined;
-    const name = shard.name ?? addressText;
+    const name = shardName(shard);
     const firstName = byName.get(name);
     if (firstName !== undefined) {
       cx.clash(
-        [i, named ? 'name' : 'address'],
+        [i, named ? 'name' : shard.address !== undefined ? 'address' : 'sentinel_master'],
         [firstName],
         (first) =>
           `duplicate shard name ${JSON.stringify(name)}` +
-          (named ? '' : ' (a shard without a name is named by its address)') +
+          (named ? '' : ' (a shard without a name is named by its address or sentinel_master)') +
           `, already used by ${first}`,
         'name',
       );
@@ -549,6 +714,11 @@ function checkUniqueShards(shards: ShardDoc[], cx: RuleContext): void {
       byName.set(name, i);
     }
   });
+}
+
+/** A shard's name: as given, else its address, else its sentinel master name. */
+function shardName(s: ShardDoc): string {
+  return s.name ?? (s.address !== undefined ? formatHostPort(s.address) : (s.sentinel_master ?? ''));
 }
 
 /** Most gaps listed one per line before the rest are summarised. */
@@ -560,8 +730,10 @@ const MAX_GAP_ERRORS = 10;
  * address, name or slots are wrong was reported already; coverage would only add noise, so it is not checked.
  */
 function checkSlotCoverage(shards: ShardDoc[], cx: RuleContext): void {
-  if (!shards.every((s, i) => cx.ok([i, 'address']) && cx.ok([i, 'name']) && cx.ok([i, 'slots']) && s.slots)) return;
-  const nameOf = (s: ShardDoc): string => s.name ?? formatHostPort(s.address);
+  const fine = (s: ShardDoc, i: number): boolean =>
+    cx.ok([i, 'address']) && cx.ok([i, 'name']) && cx.ok([i, 'sentinel_master']) && cx.ok([i, 'slots']) && !!s.slots;
+  if (!shards.every(fine)) return;
+  const nameOf = shardName;
   const describeRange = (r: SlotRange): string => (r.text.includes('-') ? `range ${r.text}` : `slot ${r.text}`);
   const owner = new Int32Array(SLOT_COUNT).fill(-1);
   const all: Array<{ shard: number; item: number; range: SlotRange }> = [];
@@ -839,7 +1011,10 @@ export interface ShardConfig {
   name: string;
   /** True when the YAML gave a name (ketama then hashes the name, as twemproxy does). */
   named: boolean;
-  /** "host:port" exactly as written (normalised: no spaces). */
+  /**
+   * "host:port" exactly as written (normalised: no spaces). A sentinel_master shard has no fixed address: here
+   * "sentinel:<master name>" with host "" and port 0; the running topology puts its current primary in its place.
+   */
   address: string;
   host: string;
   port: number;
@@ -847,10 +1022,32 @@ export interface ShardConfig {
   slots: Array<[number, number]> | null;
   /** ring mode: weight (default 1); slots mode: 1. */
   weight: number;
+  /** The master name the sentinels know this shard by; null for a shard with a fixed address. */
+  // The three below are absent in configs built by hand (tests, tools): absent = null / none.
+  sentinelMaster?: string | null;
+  /** Static replicas (address shards); a sentinel shard's replicas are discovered. */
+  replicas?: Endpoint[];
+  /** This shard's read_from; null = the top-level read_from. */
+  readFrom?: ReadFrom | null;
+}
+
+/** A node keymux connects to, as "host:port" and its parts. */
+export interface Endpoint {
+  address: string;
+  host: string;
+  port: number;
+}
+
+/** The address a sentinel_master shard has in its config (never connected to): "sentinel:<name>". */
+export function sentinelPlaceholder(master: string): string {
+  return `sentinel:${master}`;
 }
 
 /** cluster mode: how to find and follow a Redis Cluster (seeds, read_from, refresh, redirections, retry). */
 export type ClusterConfig = Camelized<NonNullable<ConfigDoc['cluster']>>;
+
+/** The sentinels that name sentinel_master shards' primaries, and how keymux follows them. */
+export type SentinelConfig = Camelized<NonNullable<ConfigDoc['sentinel']>>;
 
 export type KeymuxConfig = Flat<
   {
@@ -860,7 +1057,9 @@ export type KeymuxConfig = Flat<
     shards: ShardConfig[];
     /** cluster mode: the cluster section; null in other modes. */
     cluster: ClusterConfig | null;
-  } & Camelized<Omit<ConfigDoc, 'shards' | 'cluster'>>
+    /** The sentinels of sentinel_master shards; null when the config has none. */
+    sentinel: SentinelConfig | null;
+  } & Camelized<Omit<ConfigDoc, 'shards' | 'cluster' | 'sentinel'>>
 >;
 
 /** What keymux tracks on the data path for /metrics, /hotkeys and /slowlog (src/metrics/). */
@@ -904,20 +1103,26 @@ export function validateConfig(doc: unknown, locate: Locate, source: string): Co
 
 /** The validated document as a KeymuxConfig: camelCase keys, shards with their names, addresses and merged slots. */
 function resolve(doc: ConfigDoc, source: string): KeymuxConfig {
-  const { shards, cluster, ...rest } = doc;
+  const { shards, cluster, sentinel, ...rest } = doc;
   return {
     source,
     ...(camelize(rest) as Camelized<typeof rest>),
-    shards: shards.map((s) => {
-      const address = formatHostPort(s.address);
+    sentinel: sentinel ? (camelize(sentinel) as SentinelConfig) : null,
+    shards: shards.map((s): ShardConfig => {
+      const master = s.sentinel_master ?? null;
+      const address = s.address !== undefined ? formatHostPort(s.address) : sentinelPlaceholder(master!);
       return {
-        name: s.name ?? address,
-        named: s.name !== undefined,
+        name: s.name ?? (s.address !== undefined ? address : master!),
+        // A sentinel shard is always known by its name (the ring hashes it, not the primary of the moment).
+        named: s.name !== undefined || master !== null,
         address,
-        host: s.address.host,
-        port: s.address.port,
+        host: s.address?.host ?? '',
+        port: s.address?.port ?? 0,
         slots: s.slots ? mergeRanges(s.slots) : null,
         weight: s.weight,
+        sentinelMaster: master,
+        replicas: s.replicas.map((hp) => ({ address: formatHostPort(hp), host: hp.host, port: hp.port })),
+        readFrom: s.read_from ?? null,
       };
     }),
     cluster: cluster ? (camelize(cluster) as ClusterConfig) : null,
@@ -1038,6 +1243,8 @@ export const KEYS_BY_PATH: Readonly<Record<string, readonly string[]>> = lazy(()
 const KNOWN_KEY_NAMES = {
   root: '',
   shard: 'shards[]',
+  sentinel: 'sentinel',
+  replica_checks: 'replica_checks',
   ring: 'ring',
   cluster: 'cluster',
   cluster_retry: 'cluster.retry',

@@ -92,7 +92,21 @@ export function shardsReport(src: MetricsSource): unknown {
       slots: s.config.slots === null ? null : s.config.slots.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)),
       weight: topo.config.mode === 'ring' ? s.config.weight : null,
       ...pool(s.pool, 'master'),
-      replicas: (s.replicas ?? []).map((r) => ({ address: r.shard.address, ...pool(r, 'replica') })),
+      read_from: s.readFrom,
+      ...(s.sentinelMaster !== null
+        ? {
+            sentinel_master: s.sentinelMaster,
+            failovers: src.sentinel?.failovers.get(s.name) ?? 0,
+            last_failover: src.sentinel?.lastFailover.get(s.name) ?? null,
+            held: src.sentinel?.heldCount(s.name) ?? 0,
+          }
+        : {}),
+      replicas: (s.replicas ?? []).map((r) => ({
+        address: r.shard.address,
+        ...pool(r, 'replica'),
+        readable: r.readable,
+        readable_reason: r.readableReason,
+      })),
     })),
     migrations: src.migrationProgress?.() ?? [],
   };

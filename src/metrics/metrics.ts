@@ -20,6 +20,7 @@ import type { Observer } from './observer.js';
 import { LATENCY_BUCKETS, type Histogram, type ShardStats } from './stats.js';
 import { keyText } from './hotkeys.js';
 import type { MigrationProgress } from '../migration/migration.js';
+import type { SentinelController } from '../backend/sentinel.js';
 import type { PubSubHub } from '../pubsub/hub.js';
 import { KIND_NAMES } from '../pubsub/frames.js';
 import type { AuthGuard } from '../security/auth-guard.js';
@@ -47,6 +48,8 @@ export interface MetricsSource {
   readonly pubsub?: PubSubHub;
   /** Failed AUTHs (security/auth-guard.ts). */
   readonly authGuard?: AuthGuard;
+  /** Sentinel-managed shards: failovers seen and requests held during one (null without sentinel shards). */
+  readonly sentinel?: SentinelController | null;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -395,6 +398,30 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
   gauge('keymux_shard_up', '1 when at least one connection to the shard is ready, else 0.', ['shard'], (s, emit) => {
     for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.healthy ? 1 : 0);
   }),
+  counter(
+    'keymux_failovers_total',
+    'Primary changes keymux followed for Sentinel-managed shards (the sentinels named a new primary).',
+    ['shard'],
+    (s, emit) => {
+      // Every shard of slots and ring modes (0 for a fixed address); cluster mode follows failovers on its own.
+      if (s.topology.config.mode === 'cluster') return;
+      for (const sh of s.topology.shards) emit({ shard: sh.name }, s.sentinel?.failovers.get(sh.name) ?? 0);
+    },
+  ),
+  gauge(
+    'keymux_shard_role',
+    'Nodes of each shard by role (primary, replica): 1 when the node serves its role now (a primary with a ready ' +
+      'connection; a replica that is reachable and fit for reads: in sync, not loading, within the lag bound), else 0.',
+    ['shard', 'address', 'role'],
+    (s, emit) => {
+      for (const sh of s.topology.shards) {
+        emit({ shard: sh.name, address: sh.address, role: 'primary' }, sh.pool.healthy ? 1 : 0);
+        for (const r of sh.replicas) {
+          emit({ shard: sh.name, address: r.shard.address, role: 'replica' }, r.healthy && r.readable ? 1 : 0);
+        }
+      }
+    },
+  ),
   gauge('keymux_shard_inflight', 'Requests sent to the shard and not answered yet.', ['shard'], (s, emit) => {
     for (const { pool, stats } of currentPools(s)) emit(stats.labels, pool.inflight);
   }),

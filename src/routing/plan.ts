@@ -162,6 +162,8 @@ function diffShards(current: KeymuxConfig, next: KeymuxConfig, plan: TopologyPla
     }
     const changes: string[] = [];
     if (old.address !== s.address) changes.push(`address ${old.address} -> ${s.address}`);
+    const [was, now] = [old.sentinelMaster ?? null, s.sentinelMaster ?? null];
+    if (was !== now) changes.push(now !== null ? `now sentinel_master ${now}` : `no longer sentinel_master ${was}`);
     if (next.mode === 'ring' && old.weight !== s.weight) changes.push(`weight ${old.weight} -> ${s.weight}`);
     if (next.mode === 'ring' && old.named !== s.named) changes.push(s.named ? 'now named' : 'no longer named');
     if (next.mode === 'slots' && JSON.stringify(old.slots) !== JSON.stringify(s.slots))

@@ -7,13 +7,14 @@
  * address and connection settings are unchanged are carried over from the previous snapshot, so a reload does not
  * drop their connections.
  */
-import type { KeymuxConfig, ShardConfig } from '../config/schema.js';
+import type { Endpoint, KeymuxConfig, ShardConfig } from '../config/schema.js';
 import { ShardPool } from '../backend/pool.js';
-import type { BackendOptions } from '../backend/backend-connection.js';
+import type { BackendOptions, RedirectHandler } from '../backend/backend-connection.js';
 import type { BackendOp, Resender } from '../core/request.js';
 import type { CommandTable } from '../commands/table.js';
 import { buildRouter, SlotRouter, type Router } from './router.js';
 import { SlotMap } from './slot-map.js';
+import { ketamaKey } from './ketama.js';
 import { childLogger } from '../log.js';
 import { StatsRegistry } from '../metrics/stats.js';
 import type { Migration } from '../migration/migration.js';
@@ -25,11 +26,37 @@ export interface ShardRuntime {
   readonly name: string;
   readonly address: string;
   readonly pool: ShardPool;
-  /** Cluster mode: pools of this master's replicas (READONLY connections); empty otherwise. */
+  /**
+   * Pools of this shard's replicas: cluster mode, the master's replicas (READONLY connections); slots and ring
+   * modes, the static `replicas` of the shard or those the sentinels name.
+   */
   readonly replicas: readonly ShardPool[];
+  /** Where this shard's read-only commands go (its own read_from, else the top-level one). */
+  readonly readFrom: ReadFrom;
+  /** The sentinels' master name when the sentinels name this shard's primary; null for a fixed address. */
+  readonly sentinelMaster: string | null;
 }
 
 export type ReadFrom = 'master' | 'replica' | 'prefer-replica';
+
+/** What the sentinels say of one master: its primary now and its replicas fit to be asked. */
+export interface SentinelMasterView {
+  readonly primary: Endpoint;
+  readonly replicas: readonly Endpoint[];
+}
+
+/** The sentinels' view of every sentinel_master shard, by master name (backend/sentinel.ts keeps it current). */
+export type SentinelView = ReadonlyMap<string, SentinelMasterView>;
+
+/** What a snapshot takes beyond its config; each absent field is carried over from the previous snapshot. */
+export interface TopologyExtras {
+  sentinelView?: SentinelView;
+  sentinelHandler?: RedirectHandler | null;
+  hotKeys?: HotKeyTest | null;
+}
+
+/** Called for each key of a read: true when reads of it should go to replicas (hot_keys.read_from_replicas). */
+export type HotKeyTest = (key: Buffer) => boolean;
 
 /** What cluster discovery hands to a topology: the slot owners and a pool per master and replica. */
 export interface ClusterPlan {
@@ -93,6 +120,15 @@ export class Topology {
    * installed; the Migration itself is the mutable part). null when no migration started with this snapshot.
    */
   migration: Migration | null = null;
+  /** Slots and ring modes: where sentinel_master shards' primaries and replicas are now (empty without any). */
+  readonly sentinelView: SentinelView;
+  /**
+   * hot_keys.read_from_replicas: reads of keys this says are hot go to replicas even under read_from: master;
+   * null when off or when no shard has replicas (then a read to a master shard costs nothing more).
+   */
+  readonly hotKeyReads: HotKeyTest | null;
+  /** Follows sentinel shards' failovers: the redirect handler of their primary pools (null without any). */
+  readonly sentinelHandler: RedirectHandler | null;
 
   constructor(
     config: KeymuxConfig,
@@ -101,6 +137,7 @@ export class Topology {
     previous: Topology | null,
     stats?: StatsRegistry,
     cluster?: ClusterPlan,
+    extras: TopologyExtras = {},
   ) {
     this.config = config;
     this.table = table;
@@ -110,7 +147,11 @@ export class Topology {
         : accessControlFor(config, table);
     this.version = version;
     this.stats = stats ?? previous?.stats ?? new StatsRegistry();
+    this.sentinelView = extras.sentinelView ?? previous?.sentinelView ?? new Map<string, SentinelMasterView>();
+    this.sentinelHandler =
+      extras.sentinelHandler !== undefined ? extras.sentinelHandler : (previous?.sentinelHandler ?? null);
     if (cluster !== undefined) {
+      this.hotKeyReads = null;
       const map = SlotMap.fromOwners(cluster.slotOwner);
       this.router = new SlotRouter(map, '{}', true);
       this.readFrom = cluster.readFrom;
@@ -133,36 +174,89 @@ export class Topology {
             address: m.address,
             pool: cluster.masterPools[index],
             replicas: Object.freeze([...(cluster.replicaPools[index] ?? [])]),
+            readFrom: cluster.readFrom,
+            sentinelMaster: null,
           }),
         ),
       );
       return;
     }
     this.router = buildRouter(config);
-    this.readFrom = 'master';
+    this.readFrom = config.readFrom;
     this.onUnserved = null;
     this.resender = null;
     const log = childLogger('backend');
     const reusable = new Map<string, ShardPool>();
-    if (previous !== null) for (const s of previous.shards) reusable.set(poolKey(s.config, previous.config), s.pool);
+    if (previous !== null) {
+      for (const s of previous.shards) {
+        reusable.set(poolKey(s.config, previous.config), s.pool);
+        for (const r of s.replicas) reusable.set(replicaPoolKey(s.name, r.shard.address, previous.config), r);
+      }
+    }
+    const take = (key: string, make: () => ShardPool): ShardPool => {
+      const pool = reusable.get(key);
+      if (pool === undefined) return make();
+      reusable.delete(key);
+      return pool;
+    };
+    const view = this.sentinelView;
     this.shards = Object.freeze(
-      config.shards.map((shard, index) => {
-        const key = poolKey(shard, config);
-        let pool = reusable.get(key);
-        if (pool === undefined) {
-          pool = new ShardPool(
-            shard,
-            config.backend.connections,
-            backendOptions(config, false),
-            log,
-            this.stats.shard(shard.name, shard.address),
-          );
-        } else {
-          reusable.delete(key);
+      config.shards.map((declared, index) => {
+        const master = declared.sentinelMaster ?? null;
+        const seen = master !== null ? view.get(master) : undefined;
+        if (master !== null && seen === undefined) {
+          throw new Error(`keymux: shard ${declared.name}: the sentinels named no primary for ${master} yet`);
         }
-        return Object.freeze({ index, config: shard, name: shard.name, address: shard.address, pool, replicas: [] });
+        // A sentinel shard runs on its primary of the moment; its config keeps its name (the ring's identity).
+        const shard: ShardConfig =
+          seen === undefined ? declared : Object.freeze({ ...declared, ...seen.primary, replicas: [] });
+        const sentinelOptions = master !== null ? { expectPrimary: true, redirectHandler: this.sentinelHandler } : {};
+        const pool = take(
+          poolKey(shard, config),
+          () =>
+            new ShardPool(
+              shard,
+              config.backend.connections,
+              { ...backendOptions(config, false), ...sentinelOptions },
+              log,
+              this.stats.shard(shard.name, shard.address),
+            ),
+        );
+        const replicaEndpoints = seen?.replicas ?? declared.replicas ?? [];
+        const replicas = replicaEndpoints.map((r) =>
+          take(replicaPoolKey(shard.name, r.address, config), () => {
+            const p = new ShardPool(
+              { name: shard.name, address: r.address, host: r.host, port: r.port },
+              config.backend.connections,
+              backendOptions(config, false),
+              log,
+              this.stats.shard(`${shard.name}/${r.address}`, r.address),
+            );
+            // Serves reads once backend/replica-checks.ts has seen it fit (not loading, in sync, not lagging).
+            p.readable = false;
+            p.readableReason = 'not checked yet';
+            return p;
+          }),
+        );
+        return Object.freeze({
+          index,
+          config: shard,
+          name: shard.name,
+          address: shard.address,
+          pool,
+          replicas: Object.freeze(replicas),
+          readFrom: declared.readFrom ?? config.readFrom,
+          sentinelMaster: master,
+        });
       }),
     );
+    const anyReplicas = this.shards.some((s) => s.replicas.length > 0);
+    this.hotKeyReads =
+      config.metrics.hotKeys.readFromReplicas && anyReplicas
+        ? extras.hotKeys !== undefined
+          ? extras.hotKeys
+          : (previous?.hotKeyReads ?? null)
+        : null;
   }
 
   /**
@@ -170,15 +264,22 @@ export class Topology {
    * (chosen by session, skipping those that are down), else the master. prefer-replica falls back to the master when
    * no replica is usable; replica does not: null (the caller answers a clear error, never silently the master).
    */
-  readPool(shard: ShardRuntime, sessionId: number): ShardPool | null {
+  readPool(shard: ShardRuntime, sessionId: number, key?: Buffer): ShardPool | null {
     const replicas = shard.replicas;
     const n = replicas.length;
-    if (this.readFrom === 'master' || n === 0) return shard.pool;
+    if (n === 0) return shard.pool;
+    let readFrom = shard.readFrom;
+    if (readFrom === 'master') {
+      // Hot keys, second cure: their reads spread over the replicas, the primary still serving when none can.
+      const hot = this.hotKeyReads;
+      if (hot === null || key === undefined || !hot(key)) return shard.pool;
+      readFrom = 'prefer-replica';
+    }
     for (let i = 0; i < n; i++) {
       const p = replicas[(sessionId + i) % n];
-      if (p.usable) return p;
+      if (p.usable && p.readable) return p;
     }
-    return this.readFrom === 'prefer-replica' ? shard.pool : null;
+    return readFrom === 'prefer-replica' ? shard.pool : null;
   }
 
   /** Every pool of this snapshot (masters and replicas). */
@@ -214,7 +315,9 @@ export class Topology {
         'ring',
         c.ring.hash,
         c.hashTag,
-        c.shards.map((s) => [s.named ? s.name : '', s.address, s.weight]),
+        // What the ring hashes (ketamaKey: the name, or "host:port" for an unnamed shard) and where the keys are
+        // (runtime shards: a sentinel shard's current primary, not its config placeholder).
+        this.shards.map((s) => [ketamaKey(s.config), s.address, s.config.weight]),
       ]);
     }
     const owners = (this.router as SlotRouter).map.owners;
@@ -243,11 +346,17 @@ export function backendOptions(config: KeymuxConfig, readOnly: boolean): Backend
   };
 }
 
+/** A replica's pool is carried over while its shard, address and connection settings stay the same. */
+function replicaPoolKey(shard: string, address: string, config: KeymuxConfig): string {
+  return `replica|${shard}|${poolKey({ name: shard, address } as ShardConfig, config)}`;
+}
+
 function poolKey(shard: ShardConfig, config: KeymuxConfig): string {
   const b = config.backend;
   return JSON.stringify([
     shard.name,
     shard.address,
+    shard.sentinelMaster ?? null,
     b.connections,
     b.connectTimeoutMs,
     b.timeoutMs,

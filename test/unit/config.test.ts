@@ -61,6 +61,9 @@ const BACKEND_TLS_OFF = {
   minVersion: 'TLSv1.2',
 };
 
+/** What a shard with a fixed address and no replicas resolves to beyond its address, slots and weight. */
+const PLAIN_SHARD = { sentinelMaster: null, replicas: [], readFrom: null };
+
 /** Three shards a/b/c covering all slots; lines 3..11 when preceded by `mode` and `shards:` lines. */
 const SHARDS = [
   '  - name: a',
@@ -100,6 +103,7 @@ describe('valid configurations', () => {
           port: 7001,
           slots: [[0, 5460]],
           weight: 1,
+          ...PLAIN_SHARD,
         },
         {
           name: 'b',
@@ -109,6 +113,7 @@ describe('valid configurations', () => {
           port: 7002,
           slots: [[5461, 10922]],
           weight: 1,
+          ...PLAIN_SHARD,
         },
         {
           name: 'c',
@@ -118,10 +123,14 @@ describe('valid configurations', () => {
           port: 7003,
           slots: [[10923, 16383]],
           weight: 1,
+          ...PLAIN_SHARD,
         },
       ],
       ring: { hash: 'fnv1a_64', distribution: 'ketama' },
       cluster: null,
+      sentinel: null,
+      readFrom: 'master',
+      replicaChecks: { intervalMs: 1000, maxLagBytes: 1_048_576 },
       backend: {
         connections: 1,
         connectTimeoutMs: 1000,
@@ -147,7 +156,7 @@ describe('valid configurations', () => {
       commands: { deny: [], scripts: 'allow' },
       metrics: {
         enabled: true,
-        hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key' },
+        hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key', readFromReplicas: false },
         slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
       },
       migration: { enabled: true, stateFile: null },
@@ -239,8 +248,18 @@ describe('valid configurations', () => {
         port: 6379,
         slots: null,
         weight: 3,
+        ...PLAIN_SHARD,
       },
-      { name: 'b', named: true, address: '[fe80::1]:6379', host: 'fe80::1', port: 6379, slots: null, weight: 1 },
+      {
+        name: 'b',
+        named: true,
+        address: '[fe80::1]:6379',
+        host: 'fe80::1',
+        port: 6379,
+        slots: null,
+        weight: 1,
+        ...PLAIN_SHARD,
+      },
     ]);
   });
 
@@ -411,7 +430,7 @@ describe('document shape', () => {
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
       'config/test.yaml:15: color: unknown key; expected one of: listen, admin, tls, mode, hash_tag, shards, ring, ' +
-        'cluster, backend, clients, limits, log, commands, metrics, migration, drain',
+        'cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, migration, drain',
     ]);
   });
 
@@ -419,7 +438,7 @@ describe('document shape', () => {
     expect(
       errorsOf(ring('    __proto__: 2', 'backend:', '  __proto__: { connections: 9 }', '__proto__: { polluted: 1 }')),
     ).toEqual([
-      'config/test.yaml:6: shards[1].__proto__: unknown key; expected one of: name, address, slots, weight',
+      'config/test.yaml:6: shards[1].__proto__: unknown key; expected one of: name, address, sentinel_master, replicas, read_from, slots, weight',
       `config/test.yaml:8: backend.__proto__: unknown key; expected one of: ${KNOWN_KEYS.backend.join(', ')}`,
       `config/test.yaml:9: __proto__: unknown key; expected one of: ${KNOWN_KEYS.root.join(', ')}`,
     ]);
@@ -566,13 +585,13 @@ describe('shards', () => {
     expect(errorsOf(ring('    adress: 127.0.0.1:7003', '    wieght: 2', '    role: primary'))).toEqual([
       'config/test.yaml:6: shards[1].adress: unknown key (did you mean "address"?)',
       'config/test.yaml:7: shards[1].wieght: unknown key (did you mean "weight"?)',
-      'config/test.yaml:8: shards[1].role: unknown key; expected one of: name, address, slots, weight',
+      'config/test.yaml:8: shards[1].role: unknown key; expected one of: name, address, sentinel_master, replicas, read_from, slots, weight',
     ]);
   });
 
   it('requires an address, reporting it at the shard', () => {
     expect(errorsOf(ring('  - name: c'))).toEqual([
-      'config/test.yaml:6: shards[2].address: required (e.g. "127.0.0.1:7001")',
+      'config/test.yaml:6: shards[2].address: required (e.g. "127.0.0.1:7001"), or sentinel_master with a sentinel section',
     ]);
   });
 
@@ -635,7 +654,7 @@ describe('shards', () => {
       ),
     ).toEqual([
       'config/test.yaml:5: shards[1].address: duplicate shard name "127.0.0.1:7002" (a shard without a name is named ' +
-        'by its address), already used by shards[0] at line 3',
+        'by its address or sentinel_master), already used by shards[0] at line 3',
     ]);
   });
 
@@ -1247,7 +1266,7 @@ describe('metrics', () => {
     );
     expect(c.metrics).toEqual({
       enabled: false,
-      hotKeys: { enabled: false, k: 5, windowS: 30, sampleRate: 1, export: 'hash' },
+      hotKeys: { enabled: false, k: 5, windowS: 30, sampleRate: 1, export: 'hash', readFromReplicas: false },
       slowlog: { thresholdMs: 0.25, maxEntries: 0, logKeys: true },
     });
   });
@@ -1283,7 +1302,7 @@ describe('metrics', () => {
       'config/test.yaml:16: metrics.hot_keys.window_s: must be between 6 and 86400, got 5',
       'config/test.yaml:17: metrics.hot_keys.sample_rate: must be greater than 0 and at most 1, got 0',
       'config/test.yaml:18: metrics.hot_keys.export: expected one of: key, hash; got "sha256"',
-      'config/test.yaml:19: metrics.hot_keys.top: unknown key; expected one of: enabled, k, window_s, sample_rate, export',
+      'config/test.yaml:19: metrics.hot_keys.top: unknown key; expected one of: enabled, k, window_s, sample_rate, export, read_from_replicas',
       'config/test.yaml:21: metrics.slowlog.threshold_ms: must be between 0 and 3600000, got -1',
       'config/test.yaml:22: metrics.slowlog.max_entries: expected an integer, got a number (1.5)',
       'config/test.yaml:23: metrics.slowlog.log_keys: expected true or false, got an integer (1)',
@@ -1324,6 +1343,7 @@ describe('validateConfig without a source text', () => {
       port: 1,
       slots: null,
       weight: 1,
+      ...PLAIN_SHARD,
     });
   });
 
@@ -1461,7 +1481,13 @@ describe('config/keymux.schema.json, generated from the declaration for editors'
       ? { mode: 'cluster', cluster: { seeds: ['127.0.0.1:7000'], retry: { base_delay_ms: 1, max_delay_ms: 60_000 } } }
       : path.startsWith('ring') || path === 'shards[].weight'
         ? { mode: 'ring', shards: [{ address: '127.0.0.1:7001' }] }
-        : { mode: 'slots', shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }] };
+        : path.startsWith('sentinel')
+          ? {
+              mode: 'slots',
+              sentinel: { sentinels: ['127.0.0.1:26379'] },
+              shards: [{ sentinel_master: 'a', slots: ['0-16383'] }],
+            }
+          : { mode: 'slots', shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }] };
     const parts = path.split('.');
     let node = doc;
     parts.forEach((part, i) => {

@@ -8,6 +8,8 @@ import { LOCAL_HANDLERS, type LocalSession } from '../../src/commands/local.js';
 import { Request, type RequestOwner } from '../../src/core/request.js';
 import { CommandTable, builtinRows } from '../../src/commands/table.js';
 import type { ProxyContext } from '../../src/server/context.js';
+import { AccessControl, type AclUser } from '../../src/security/acl.js';
+import { ERR_WRONGPASS } from '../../src/errors.js';
 
 class FakeSession implements LocalSession {
   readonly id = 7;
@@ -27,6 +29,13 @@ class FakeSession implements LocalSession {
     this.switches.push(protocol);
     this.protocol = protocol;
   }
+  signIn(user: AclUser): void {
+    this.authenticated = true;
+    this.user = user.name;
+  }
+  authFailed(req: Request): void {
+    req.deliver(ERR_WRONGPASS);
+  }
 }
 
 const table = CommandTable.fromRows(builtinRows(), { deny: [] });
@@ -34,7 +43,7 @@ const table = CommandTable.fromRows(builtinRows(), { deny: [] });
 function ctx(backendVersion = '7.0.15', password: string | null = null): ProxyContext {
   return {
     backendVersion,
-    topology: { table, config: { clients: { password, users: [] } } },
+    topology: { table, acl: new AccessControl([], password, table), config: { clients: { password, users: [] } } },
   } as unknown as ProxyContext;
 }
 

@@ -38,7 +38,7 @@ export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
       return;
     }
     req.shard = shard.index;
-    const pool = spec.readonly ? topo.readPool(shard, session.id) : shard.pool;
+    const pool = spec.readonly ? topo.readPool(shard, session.id, req.args[1]) : shard.pool;
     if (pool === null) {
       req.deliver(noReplicaReachable(shard.name));
       return;

@@ -34,7 +34,7 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const migration = topo.migration;
   if (migration !== null && migration.active && session.holdForMigration(req, migration, idx, n)) return;
   req.shard = shard.index;
-  const pool = spec.readonly ? topo.readPool(shard, session.id) : shard.pool;
+  const pool = spec.readonly ? topo.readPool(shard, session.id, args[idx[0]]) : shard.pool;
   if (pool === null) {
     req.deliver(noReplicaReachable(shard.name));
     return;

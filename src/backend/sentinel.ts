@@ -1,0 +1,535 @@
+/**
+ * Sentinel-managed shards (slots and ring modes): where each `sentinel_master` shard's primary and replicas are,
+ * and following them through failovers without a restart.
+ *
+ * - Discovery: SENTINEL GET-MASTER-ADDR-BY-NAME and SENTINEL REPLICAS, asking each sentinel in order until one
+ *   answers (a replica that is down, disconnected or whose link to its primary is not ok is left out). Start-up
+ *   and reloads wait for an answer for every master (a master no sentinel knows is a config error).
+ * - Following: one subscriber connection per sentinel, on +switch-master (applied at once: the message names the
+ *   new primary) and the events that change a master's replicas or health (+sdown/-sdown, +odown, +slave,
+ *   +convert-to-slave, +role-change...: a check of that master). A periodic check of every master is the safety
+ *   net; while a shard's primary is unreachable its master is checked every 250 ms.
+ * - A change is installed as a new Topology snapshot (SentinelHost.installSentinelView): the shard's pools move to
+ *   the new primary (pools of other shards are carried over), client connections stay.
+ * - The switch, seen from requests (this is the shards' RedirectHandler): a request whose bytes reach a primary
+ *   connection that is down was never written, so it is held (in order, per shard) for at most
+ *   sentinel.failover_wait_ms and sent to the shard's primary as soon as there is one again (the new one, or the
+ *   old one back); past the bound it gets "-ERR keymux: ..." saying why. A request already written to the old
+ *   primary is never re-sent (it gets the connection's error: it may have been applied). The handshake's ROLE check
+ *   (backend-connection.ts) keeps writes off a node that is no longer a primary.
+ * Control plane only: nothing here runs per request unless the shard's primary is unreachable.
+ */
+import net from 'node:net';
+import { createRequire } from 'node:module';
+import type { Endpoint, KeymuxConfig, SentinelConfig } from '../config/schema.js';
+import { formatHostPort } from '../config/fields.js';
+import { controlCommands } from './control.js';
+import type { BackendConnection, RedirectHandler } from './backend-connection.js';
+import type { BackendOp } from '../core/request.js';
+import { Request } from '../core/request.js';
+import { Fragment } from '../core/fragment.js';
+import { commandFrame } from '../resp/writer.js';
+import type { SentinelMasterView, SentinelView, Topology } from '../routing/topology.js';
+import { childLogger, type Logger } from '../log.js';
+
+const require = createRequire(import.meta.url);
+const RedisParser = require('redis-parser') as new (opts: {
+  returnReply: (r: unknown) => void;
+  returnError: (e: Error) => void;
+  returnFatalError?: (e: Error) => void;
+}) => { execute(b: Buffer): void; reset(): void };
+
+/** What the controller needs of the proxy. */
+export interface SentinelHost {
+  readonly topology: Topology;
+  /** Builds and installs a snapshot of the running config with `view` (pools move; nothing else changes). */
+  installSentinelView(view: SentinelView, reason: string): void;
+}
+
+/** Events after which a master is checked again (its primary, replicas or their health may have changed). */
+const WATCHED = [
+  '+switch-master',
+  '+sdown',
+  '-sdown',
+  '+odown',
+  '-odown',
+  '+slave',
+  '+convert-to-slave',
+  '+role-change',
+  '+reboot',
+  '+slave-reconf-done',
+  '+fix-slave-config',
+  '-failover-abort-no-good-slave',
+  '+failover-end',
+];
+
+const FAST_CHECK_MS = 250;
+const HOLD_TICK_MS = 50;
+
+/** The masters of a config (sentinel_master names). */
+export function sentinelMasters(config: KeymuxConfig): string[] {
+  const out: string[] = [];
+  for (const s of config.shards) if (s.sentinelMaster) out.push(s.sentinelMaster);
+  return out;
+}
+
+/**
+ * Asks the sentinels for `master`: its primary and usable replicas. Tries each sentinel in order; throws when none
+ * names a primary (the message says what each answered).
+ */
+export async function askSentinels(settings: SentinelConfig, master: string): Promise<SentinelMasterView> {
+  const problems: string[] = [];
+  for (const s of settings.sentinels) {
+    try {
+      const [addr, replicas] = await controlCommands(
+        {
+          host: s.host,
+          port: s.port,
+          password: settings.password,
+          username: settings.username,
+          timeoutMs: settings.timeoutMs,
+        },
+        [
+          ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master],
+          ['SENTINEL', 'REPLICAS', master],
+        ],
+      );
+      if (addr instanceof Error) {
+        problems.push(`${s.address}: ${addr.message}`);
+        continue;
+      }
+      if (!Array.isArray(addr) || addr.length < 2) {
+        problems.push(`${s.address}: does not know a master named ${JSON.stringify(master)}`);
+        continue;
+      }
+      const primary = endpoint(String(addr[0]), Number(addr[1]));
+      return { primary, replicas: usableReplicas(replicas, primary) };
+    } catch (err) {
+      problems.push(`${s.address}: ${(err as Error).message}`);
+    }
+  }
+  throw new Error(`no sentinel named a primary for ${JSON.stringify(master)} (${problems.join('; ')})`);
+}
+
+/** Asks for every master of `config`; throws with one line per master no sentinel named. */
+export async function resolveSentinelView(config: KeymuxConfig, known?: SentinelView): Promise<SentinelView> {
+  const view = new Map<string, SentinelMasterView>();
+  const settings = config.sentinel;
+  const masters = sentinelMasters(config);
+  if (masters.length === 0 || settings === null) return view;
+  const errors: string[] = [];
+  await Promise.all(
+    masters.map(async (m) => {
+      const have = known?.get(m);
+      if (have !== undefined) {
+        view.set(m, have);
+        return;
+      }
+      try {
+        view.set(m, await askSentinels(settings, m));
+      } catch (err) {
+        errors.push((err as Error).message);
+      }
+    }),
+  );
+  if (errors.length > 0) throw new Error(errors.join('\n'));
+  return view;
+}
+
+/**
+ * `config` with each sentinel_master shard's address, host and port set to its primary in `view` (shards of masters
+ * not in `view` keep their "sentinel:<name>" placeholder). For plans: keys live where the primary is, so a shard
+ * switched between `address` and `sentinel_master` at the same primary moves nothing.
+ */
+export function configWithPrimaries(config: KeymuxConfig, view: SentinelView): KeymuxConfig {
+  if (!config.shards.some((s) => s.sentinelMaster)) return config;
+  return {
+    ...config,
+    shards: config.shards.map((s) => {
+      const seen = s.sentinelMaster ? view.get(s.sentinelMaster) : undefined;
+      return seen === undefined ? s : { ...s, ...seen.primary };
+    }),
+  };
+}
+
+function endpoint(host: string, port: number): Endpoint {
+  return { address: formatHostPort({ host, port }), host, port };
+}
+
+/** SENTINEL REPLICAS' answer: replicas that are up, connected and linked to their primary. */
+function usableReplicas(reply: unknown, primary: Endpoint): Endpoint[] {
+  if (!Array.isArray(reply)) return [];
+  const out: Endpoint[] = [];
+  for (const entry of reply) {
+    if (!Array.isArray(entry)) continue;
+    const f = new Map<string, string>();
+    for (let i = 0; i + 1 < entry.length; i += 2) f.set(String(entry[i]), String(entry[i + 1]));
+    const flags = (f.get('flags') ?? '').split(',');
+    if (flags.some((x) => x === 's_down' || x === 'o_down' || x === 'disconnected')) continue;
+    if ((f.get('master-link-status') ?? 'ok') !== 'ok') continue;
+    const ip = f.get('ip');
+    const port = Number(f.get('port'));
+    if (ip === undefined || !Number.isInteger(port)) continue;
+    const e = endpoint(ip, port);
+    if (e.address !== primary.address) out.push(e);
+  }
+  return out.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+}
+
+function sameView(a: SentinelMasterView | undefined, b: SentinelMasterView): boolean {
+  return (
+    a !== undefined &&
+    a.primary.address === b.primary.address &&
+    a.replicas.length === b.replicas.length &&
+    a.replicas.every((r, i) => r.address === b.replicas[i].address)
+  );
+}
+
+/** An op held while its shard has no reachable primary. */
+interface Held {
+  op: BackendOp;
+  /** performance-free wall clock is enough here: the bound is seconds, checked every HOLD_TICK_MS. */
+  deadline: number;
+}
+
+export class SentinelController implements RedirectHandler {
+  /** Failovers seen per shard name (primary address changes), for keymux_failovers_total. */
+  readonly failovers = new Map<string, number>();
+  /** When each shard last changed primary (ms since the epoch), for /shards. */
+  readonly lastFailover = new Map<string, { at: number; from: string; to: string }>();
+  private settings: SentinelConfig;
+  private readonly host: SentinelHost;
+  private readonly log: Logger;
+  private watchers: SentinelWatcher[] = [];
+  private periodic: NodeJS.Timeout | null = null;
+  private fast: NodeJS.Timeout | null = null;
+  private holdTimer: NodeJS.Timeout | null = null;
+  /** Ops held per shard name, oldest first. */
+  private readonly held = new Map<string, Held[]>();
+  /** First time each op was held (an op held again after a failed re-send keeps its first deadline). */
+  private readonly firstHeld = new WeakMap<BackendOp, number>();
+  /** Masters whose primary is unreachable now (checked every FAST_CHECK_MS until it is back). */
+  private readonly troubled = new Set<string>();
+  private readonly checking = new Set<string>();
+  private closed = false;
+
+  constructor(host: SentinelHost, settings: SentinelConfig) {
+    this.host = host;
+    this.settings = settings;
+    this.log = childLogger('sentinel');
+  }
+
+  /** Subscribes to every sentinel's events and starts the periodic check. */
+  start(): void {
+    this.watchers = this.settings.sentinels.map(
+      (s) => new SentinelWatcher(s, this.settings, this.log, (channel, text) => this.onEvent(channel, text)),
+    );
+    for (const w of this.watchers) w.start();
+    this.schedulePeriodic();
+  }
+
+  /** A reload: new sentinels or settings (the masters themselves come with the topology). */
+  updateSettings(settings: SentinelConfig): void {
+    const same = JSON.stringify(settings) === JSON.stringify(this.settings);
+    this.settings = settings;
+    if (same || this.closed) return;
+    for (const w of this.watchers) w.close();
+    this.start();
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const w of this.watchers) w.close();
+    this.watchers = [];
+    if (this.periodic !== null) clearInterval(this.periodic);
+    if (this.fast !== null) clearInterval(this.fast);
+    if (this.holdTimer !== null) clearInterval(this.holdTimer);
+    this.periodic = this.fast = this.holdTimer = null;
+    for (const [shard, list] of this.held) {
+      for (const h of list) h.op.deliver(this.waitError(shard, 'keymux is shutting down'));
+    }
+    this.held.clear();
+  }
+
+  /** Ops held now, per shard (for /shards and tests). */
+  heldCount(shard: string): number {
+    return this.held.get(shard)?.length ?? 0;
+  }
+
+  /** Asks the sentinels about `master` now (coalesced: one question per master at a time). */
+  check(master: string): Promise<void> {
+    if (this.checking.has(master) || this.closed) return Promise.resolve();
+    this.checking.add(master);
+    return askSentinels(this.settings, master)
+      .then(
+        (seen) => this.apply(master, seen, 'check'),
+        (err: Error) => this.log.warn({ master, err: err.message }, 'sentinel check failed'),
+      )
+      .finally(() => this.checking.delete(master));
+  }
+
+  /** Checks every master of the running config. */
+  checkAll(): Promise<void> {
+    return Promise.all(sentinelMasters(this.host.topology.config).map((m) => this.check(m))).then(() => undefined);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // RedirectHandler: the primary pools of sentinel shards
+
+  interceptReply(_op: BackendOp, frame: Buffer, from: BackendConnection): boolean {
+    // A primary demoted under an open connection answers writes with -READONLY (not applied): ask the sentinels.
+    if (frame.length > 9 && frame.subarray(1, 9).toString('latin1') === 'READONLY') this.hint(from);
+    return false;
+  }
+
+  interceptUnavailable(op: BackendOp, from: BackendConnection): boolean {
+    const wait = this.settings.failoverWaitMs;
+    if (wait <= 0 || this.closed || !(op instanceof Request || op instanceof Fragment)) return false;
+    const shard = from.shard.name;
+    const now = Date.now();
+    const first = this.firstHeld.get(op) ?? now;
+    if (now - first >= wait) {
+      op.deliver(this.waitError(shard, `no reachable primary within sentinel.failover_wait_ms (${wait} ms)`));
+      return true;
+    }
+    this.firstHeld.set(op, first);
+    let list = this.held.get(shard);
+    if (list === undefined) this.held.set(shard, (list = []));
+    list.push({ op, deadline: first + wait });
+    // The connection it came to was retired (a newer snapshot has another pool for the shard): when that pool is
+    // up, everything held goes there now, in order.
+    const current = this.currentShard(shard);
+    const target = current?.pool.pick(op.sessionId);
+    if (target !== undefined && target !== from && target.state !== 'down' && target.state !== 'closed') {
+      this.release(shard);
+      return true;
+    }
+    this.hint(from);
+    if (this.holdTimer === null) {
+      this.holdTimer = setInterval(() => this.expireHeld(), HOLD_TICK_MS);
+      this.holdTimer.unref();
+    }
+    return true;
+  }
+
+  connectionReady(from: BackendConnection): void {
+    const shard = from.shard.name;
+    const current = this.currentShard(shard);
+    if (current === undefined || !current.pool.connections.includes(from)) return;
+    if (current.sentinelMaster !== null) this.troubled.delete(current.sentinelMaster);
+    this.release(shard);
+  }
+
+  connectionFailed(from: BackendConnection): void {
+    this.hint(from);
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+
+  private currentShard(name: string) {
+    return this.host.topology.shards.find((s) => s.name === name);
+  }
+
+  /** The shard of `from` may have a new primary: check its master now and keep checking until it is back. */
+  private hint(from: BackendConnection): void {
+    const shard = this.currentShard(from.shard.name);
+    const master = shard?.sentinelMaster ?? null;
+    if (master === null || this.closed) return;
+    if (!this.troubled.has(master)) {
+      this.troubled.add(master);
+      void this.check(master);
+    }
+    if (this.fast === null) {
+      this.fast = setInterval(() => {
+        if (this.troubled.size === 0) {
+          clearInterval(this.fast!);
+          this.fast = null;
+          return;
+        }
+        for (const m of this.troubled) {
+          const s = this.host.topology.shards.find((x) => x.sentinelMaster === m);
+          if (s === undefined || s.pool.healthy) {
+            this.troubled.delete(m);
+            continue;
+          }
+          void this.check(m);
+          // Requests are waiting: try the primary now rather than after the connection's backoff (up to 2 s).
+          if (this.heldCount(s.name) > 0) s.pool.connect();
+        }
+      }, FAST_CHECK_MS);
+      this.fast.unref();
+    }
+  }
+
+  /** Installs what the sentinels say of `master` when it differs from the running view. */
+  private apply(master: string, seen: SentinelMasterView, why: string): void {
+    if (this.closed) return;
+    const topo = this.host.topology;
+    const shard = topo.shards.find((s) => s.sentinelMaster === master);
+    if (shard === undefined) return; // not in the running config (any more)
+    const before = topo.sentinelView.get(master);
+    if (sameView(before, seen)) return;
+    const view = new Map(topo.sentinelView);
+    view.set(master, seen);
+    const switched = before !== undefined && before.primary.address !== seen.primary.address;
+    if (switched) {
+      this.failovers.set(shard.name, (this.failovers.get(shard.name) ?? 0) + 1);
+      this.lastFailover.set(shard.name, { at: Date.now(), from: before.primary.address, to: seen.primary.address });
+      this.log.warn(
+        { shard: shard.name, master, from: before.primary.address, to: seen.primary.address, why },
+        'shard primary changed: moving its pools to the new primary',
+      );
+    } else {
+      this.log.info(
+        { shard: shard.name, master, replicas: seen.replicas.map((r) => r.address), why },
+        'shard replicas changed',
+      );
+    }
+    this.host.installSentinelView(view, switched ? 'failover' : 'replicas');
+    // Held ops go to the new primary's connections first (queued there until they are ready).
+    if (switched) this.release(shard.name);
+  }
+
+  /**
+   * Sends the ops held for `shard` to its current primary pool, in the order they were held; ops whose connection
+   * there is down stay held (a client's ops all use one connection, so its order is kept either way).
+   */
+  private release(shard: string): void {
+    const list = this.held.get(shard);
+    if (list === undefined || list.length === 0) return;
+    this.held.delete(shard);
+    const current = this.currentShard(shard);
+    const keep: Held[] = [];
+    for (const h of list) {
+      if (current === undefined) {
+        h.op.deliver(this.waitError(shard, 'the shard is no longer configured'));
+        continue;
+      }
+      const conn = current.pool.pick(h.op.sessionId);
+      if (conn.state === 'down' || conn.state === 'closed') keep.push(h);
+      else conn.send(h.op, h.op.frame);
+    }
+    if (keep.length > 0) this.held.set(shard, keep);
+  }
+
+  private expireHeld(): void {
+    const now = Date.now();
+    for (const shard of [...this.held.keys()]) {
+      // Safety net: the shard's primary is up (a ready event may have come while these were on their way here).
+      if (this.currentShard(shard)?.pool.healthy === true) this.release(shard);
+    }
+    for (const [shard, list] of this.held) {
+      let n = 0;
+      while (n < list.length && list[n].deadline <= now) n++;
+      if (n === 0) continue;
+      const expired = list.splice(0, n);
+      if (list.length === 0) this.held.delete(shard);
+      const wait = this.settings.failoverWaitMs;
+      for (const h of expired) {
+        h.op.deliver(this.waitError(shard, `no reachable primary within sentinel.failover_wait_ms (${wait} ms)`));
+      }
+    }
+    if (this.held.size === 0 && this.holdTimer !== null) {
+      clearInterval(this.holdTimer);
+      this.holdTimer = null;
+    }
+  }
+
+  private waitError(shard: string, why: string): Buffer {
+    const s = this.currentShard(shard);
+    const master = s?.sentinelMaster ?? '?';
+    return Buffer.from(
+      `-ERR keymux: shard ${shard} (sentinel master ${master}): ${why}; the command was not sent, retry it\r\n`,
+    );
+  }
+
+  private onEvent(channel: string, text: string): void {
+    if (this.closed) return;
+    const parts = text.split(' ');
+    if (channel === '+switch-master') {
+      // <master> <old ip> <old port> <new ip> <new port>: apply at once, then learn the replicas.
+      const [master, , , ip, port] = parts;
+      const topo = this.host.topology;
+      const before = topo.sentinelView.get(master);
+      if (before !== undefined && ip !== undefined && Number.isInteger(Number(port))) {
+        const primary = endpoint(ip, Number(port));
+        const replicas = before.replicas.filter((r) => r.address !== primary.address);
+        this.apply(master, { primary, replicas }, '+switch-master');
+      }
+      void this.check(master);
+      return;
+    }
+    // <instance type> <name> <ip> <port> [@ <master name> <master ip> <master port>]
+    const at = parts.indexOf('@');
+    const master = at >= 0 ? parts[at + 1] : parts[0] === 'master' ? parts[1] : undefined;
+    if (master !== undefined && this.host.topology.sentinelView.has(master)) void this.check(master);
+  }
+
+  private schedulePeriodic(): void {
+    if (this.periodic !== null) clearInterval(this.periodic);
+    this.periodic = setInterval(() => void this.checkAll(), this.settings.refreshIntervalMs);
+    this.periodic.unref();
+  }
+}
+
+/** One subscriber connection to one sentinel: its events, reconnecting with backoff. */
+class SentinelWatcher {
+  private socket: net.Socket | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private backoffMs = 100;
+  private closed = false;
+
+  constructor(
+    private readonly at: Endpoint,
+    private readonly settings: SentinelConfig,
+    private readonly log: Logger,
+    private readonly onMessage: (channel: string, text: string) => void,
+  ) {}
+
+  start(): void {
+    if (this.closed) return;
+    const sock = net.connect({ host: this.at.host, port: this.at.port });
+    this.socket = sock;
+    sock.setNoDelay(true);
+    sock.setKeepAlive(true, 10_000);
+    const parser = new RedisParser({
+      returnReply: (r) => this.onReply(r),
+      returnError: (e) => this.log.warn({ sentinel: this.at.address, err: e.message }, 'sentinel refused'),
+      returnFatalError: () => sock.destroy(),
+    });
+    sock.on('connect', () => {
+      this.backoffMs = 100;
+      const frames: Buffer[] = [];
+      const { password, username } = this.settings;
+      if (password !== null)
+        frames.push(commandFrame(username !== null ? ['AUTH', username, password] : ['AUTH', password]));
+      frames.push(commandFrame(['SUBSCRIBE', ...WATCHED]));
+      sock.write(Buffer.concat(frames));
+    });
+    sock.on('data', (d: Buffer) => parser.execute(d));
+    sock.on('error', () => {}); // 'close' follows
+    sock.on('close', () => {
+      if (this.socket !== sock) return;
+      this.socket = null;
+      if (this.closed) return;
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.start();
+      }, this.backoffMs);
+      this.timer.unref();
+      this.backoffMs = Math.min(2000, this.backoffMs * 2);
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.socket?.destroy();
+    this.socket = null;
+  }
+
+  private onReply(r: unknown): void {
+    if (!Array.isArray(r) || r.length !== 3 || String(r[0]) !== 'message') return;
+    this.onMessage(String(r[1]), String(r[2]));
+  }
+}
