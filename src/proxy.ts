@@ -314,6 +314,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
+      this.accessChanged(previous);
       return null;
     }
     const next = new Topology(config, table, ++this.versionCounter, previous);
@@ -321,10 +322,18 @@ export class Proxy implements ProxyContext, PubSubHost {
     const migration = this.startMigration(previous, next);
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.accessChanged(previous);
     migration?.start(previous);
     this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     return null;
+  }
+
+  /** After a reload: when users or rules changed, each session checks its subscriptions against its new rules. */
+  private accessChanged(previous: Topology): void {
+    const acl = this.topology.acl;
+    if (acl === previous.acl) return;
+    for (const session of this.listener.sessions) session.onAccessChanged(acl);
   }
 
   /** Makes `material` the live security material: new handshakes use its certificates, the admin its token. */

@@ -593,3 +593,13 @@ function channelsAllowed(user: AclUser, kind: number, args: Buffer[]): boolean {
   }
   return true;
 }
+
+/**
+ * May `user` hold this subscription (kind 0 channel, 1 pattern, 2 shard channel; pubsub/frames.ts)? Asked after
+ * a reload for subscriptions made under older rules.
+ */
+export function subscriptionAllowed(user: AclUser, kind: number, name: Buffer): boolean {
+  if (user.allChannels) return true;
+  for (const p of user.channelPatterns) if (kind === 1 ? p.equals(name) : globMatch(p, name)) return true;
+  return false;
+}
