@@ -409,6 +409,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
+      this.accessChanged(previous);
       return null;
     }
     this.updateSentinel(config);
@@ -420,6 +421,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     const migration = this.startMigration(previous, next);
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.accessChanged(previous);
     migration?.start(previous);
     this.observer.configure(config.metrics);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
@@ -439,6 +441,13 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     } else {
       this.sentinel.updateSettings(config.sentinel);
     }
+  }
+
+  /** After a reload: when users or rules changed, each session checks its subscriptions against its new rules. */
+  private accessChanged(previous: Topology): void {
+    const acl = this.topology.acl;
+    if (acl === previous.acl) return;
+    for (const session of this.listener.sessions) session.onAccessChanged(acl);
   }
 
   /** Makes `material` the live security material: new handshakes use its certificates, the admin its token. */

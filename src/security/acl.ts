@@ -251,7 +251,7 @@ export class AclUser {
     let allChannels = false;
     let channels: Buffer[] = [];
     const ops = def.rules === null ? ALL : parseAclRules(def.rules).ops;
-    const everySpec = specsOf(table);
+    const everySpec = def.rules === null ? [] : specsOf(table);
     for (const o of ops) {
       switch (o.op) {
         case 'on':
@@ -287,7 +287,8 @@ export class AclUser {
           break;
         case 'allcommands':
           allCommands = true;
-          for (const s of everySpec) commands.add(s.name);
+          // The names matter only if a later rule takes some away; a user without rules has none.
+          if (def.rules !== null) for (const s of everySpec) commands.add(s.name);
           break;
         case 'nocommands':
           allCommands = false;
@@ -592,4 +593,14 @@ function channelsAllowed(user: AclUser, kind: number, args: Buffer[]): boolean {
     if (!ok) return false;
   }
   return true;
+}
+
+/**
+ * May `user` hold this subscription (kind 0 channel, 1 pattern, 2 shard channel; pubsub/frames.ts)? Asked after
+ * a reload for subscriptions made under older rules.
+ */
+export function subscriptionAllowed(user: AclUser, kind: number, name: Buffer): boolean {
+  if (user.allChannels) return true;
+  for (const p of user.channelPatterns) if (kind === 1 ? p.equals(name) : globMatch(p, name)) return true;
+  return false;
 }

@@ -61,7 +61,7 @@ import { PubSubClient, type PubSubSession } from '../pubsub/client.js';
 import type { Entry } from '../pubsub/hub.js';
 import { forProtocol } from '../pubsub/frames.js';
 import { subscribedModeReply } from './dispatch/pubsub.js';
-import { checkPermission, type AccessControl, type AclUser } from '../security/acl.js';
+import { checkPermission, subscriptionAllowed, type AccessControl, type AclUser } from '../security/acl.js';
 
 /** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
 const PUSHED_CONFIRMATIONS = new Set([
@@ -376,6 +376,31 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       );
     }
     return user.unrestricted ? null : checkPermission(user, spec, req.args, this.keyIndexes);
+  }
+
+  /**
+   * A reload compiled new users (the proxy calls this on every session): a subscribed client whose user is gone,
+   * or whose rules no longer allow one of its subscriptions, is disconnected, as Redis disconnects it. Other
+   * clients learn their new rules at their next command.
+   */
+  onAccessChanged(acl: AccessControl): void {
+    const pubsub = this.pubsub;
+    if (!this.authenticated || this.closed || pubsub === null || pubsub.total === 0) return;
+    const user = acl.users.get(this.user ?? 'default') ?? null;
+    this.aclFrom = acl;
+    this.aclUser = user;
+    if (user === null) {
+      this.kill('its user was removed by a config reload');
+      return;
+    }
+    for (let kind = 0; kind < 3; kind++) {
+      for (const entry of pubsub.subs[kind].values()) {
+        if (!subscriptionAllowed(user, kind, entry.name)) {
+          this.kill('its user may no longer hold one of its subscriptions (config reload)');
+          return;
+        }
+      }
+    }
   }
 
   /** May use the operator forms the config grants (commands.config_broadcast): a user marked operator. */

@@ -295,6 +295,32 @@ describe('clients with a user name', () => {
     }
   });
 
+  it('a reload that takes a channel away disconnects the clients subscribed to it, and only them', async () => {
+    const both = await raw();
+    const newsOnly = await raw();
+    both.write(cmd('AUTH', 'chan', 'cpw') + cmd('SUBSCRIBE', 'news:1', 'sports:1'));
+    newsOnly.write(cmd('AUTH', 'chan', 'cpw') + cmd('SUBSCRIBE', 'news:1'));
+    await both.until((d) => replyCount(d) === 3);
+    await newsOnly.until((d) => replyCount(d) === 2);
+    const users = (baseConfig().clients as { users: Array<Record<string, unknown>> }).users.map((u) =>
+      u.name === 'chan' ? { ...u, rules: '+@all allkeys &news:*' } : u,
+    );
+    expect(proxy.reload(configFrom(baseConfig({ clients: { users } })))).toBeNull();
+    try {
+      await both.untilClosed();
+      expect(both.closed).toBe(true);
+      const [, receivers] = await redisCommands(proxy.port, [
+        ['AUTH', 'any', 'x'],
+        ['PUBLISH', 'news:1', 'still here'],
+      ]);
+      expect(receivers).toBe(1);
+      await newsOnly.untilText('still here');
+      expect(newsOnly.closed).toBe(false);
+    } finally {
+      expect(proxy.reload(configFrom(baseConfig()))).toBeNull();
+    }
+  });
+
   it('nopass accepts any password; an off user is refused; AUTH with an unknown user is WRONGPASS', async () => {
     const r = await redisCommands(proxy.port, [
       ['AUTH', 'disabled', 'dpw'],
@@ -394,7 +420,11 @@ describe('scripts', () => {
       ]);
       expect(r[6]).toBeNull();
       // Allowed by default (today's behaviour): EVAL with a key is routed.
-      expect(await redisCommand(proxy.port, 'AUTH', 'any', 'x')).toBe('OK');
+      const [, one] = await redisCommands(proxy.port, [
+        ['AUTH', 'any', 'x'],
+        ['EVAL', 'return 1', '1', 'k'],
+      ]);
+      expect(one).toBe(1);
     } finally {
       await denying.close();
     }
