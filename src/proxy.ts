@@ -32,6 +32,9 @@ import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
 import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
+import { SessionPools, type SessionSettings } from './session/session-pool.js';
+import { errorReply } from './errors.js';
+import type { ShardPool } from './backend/pool.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -72,6 +75,8 @@ export class Proxy implements ProxyContext, PubSubHost {
   cluster: ClusterController | null;
   /** Pub/sub: client subscriptions multiplexed over one subscriber connection per node. */
   readonly pubsub: PubSubHub;
+  /** Session connections leased per node (transactions, WATCH, blocking commands). */
+  readonly sessions: SessionPools;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -109,6 +114,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     this.admin = null;
     this.cluster = null;
     this.pubsub = new PubSubHub(this);
+    this.sessions = new SessionPools(sessionSettings(config));
   }
 
   /**
@@ -230,6 +236,10 @@ export class Proxy implements ProxyContext, PubSubHost {
     this.cluster?.refreshSoon();
   }
 
+  nodePool(address: string): ShardPool | null {
+    return this.cluster === null ? null : this.cluster.pool(address, false);
+  }
+
   readiness(): { ok: boolean; reason: string } {
     if (this.draining) return { ok: false, reason: 'draining' };
     const up = this.topology.shards.filter((s) => s.pool.healthy).length;
@@ -301,6 +311,7 @@ export class Proxy implements ProxyContext, PubSubHost {
         ? previous.table
         : CommandTable.fromRows(this.commandRows, { deny: config.commands.deny });
     this.stats.reloadsOk++;
+    this.sessions.settings = sessionSettings(config);
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
@@ -475,6 +486,9 @@ export class Proxy implements ProxyContext, PubSubHost {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     await this.listener.stopAccepting();
+    // Blocked clients get their command's timeout reply (nil) from the shard itself (CLIENT UNBLOCK), so an item
+    // popped at that very moment still reaches its client; then they close like the others.
+    this.sessions.drain(ERR_DRAIN_BLOCKED);
     for (const s of this.listener.sessions) s.closeWhenDone();
     const deadline = performance.now() + graceMs;
     while (this.listener.sessions.size > 0 && performance.now() < deadline) {
@@ -491,6 +505,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     for (const s of [...this.listener.sessions]) s.destroy();
     this.cluster?.close();
     this.pubsub.close();
+    this.sessions.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
     this.observer.close();
@@ -531,6 +546,14 @@ export class Proxy implements ProxyContext, PubSubHost {
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
   }
+}
+
+/** A blocked client keymux could not unblock on its shard during drain. */
+const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
+
+/** backend.session_connections. */
+function sessionSettings(config: KeymuxConfig): SessionSettings {
+  return config.backend.sessionConnections;
 }
 
 /** The migration settings (config section `migration`). */

@@ -60,6 +60,11 @@ export interface BackendOptions {
   redirectHandler?: RedirectHandler | null;
   /** backend.tls: connect over TLS when enabled (connect.ts); absent or null: plain TCP. */
   tls?: BackendTlsSettings | null;
+  /**
+   * false: a failure closes the connection for good instead of reconnecting (session connections, src/session/:
+   * their state, a WATCH or a block, dies with the socket, so a fresh socket under the same object would lie).
+   */
+  reconnect?: boolean;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
@@ -426,7 +431,7 @@ export class BackendConnection implements ReplySink, Flushable {
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
       'backend connection failed',
     );
-    if (this.retiring) {
+    if (this.retiring || this.options.reconnect === false) {
       this.state = 'closed';
       return;
     }

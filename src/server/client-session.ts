@@ -30,17 +30,7 @@ import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
-import {
-  ERR_EXECABORT,
-  ERR_MIGRATION_FAILED,
-  ERR_NESTED_MULTI,
-  ERR_NOAUTH,
-  ERR_REFUSED_TX,
-  unknownCommand,
-  unknownSubcommand,
-  wrongArity,
-} from '../errors.js';
-import { OK } from '../resp/writer.js';
+import { ERR_MIGRATION_FAILED, ERR_NOAUTH, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
 import { REPLY_ON, REPLY_SKIP_NEXT } from '../commands/local.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
@@ -54,6 +44,8 @@ import { PubSubClient, type PubSubSession } from '../pubsub/client.js';
 import type { Entry } from '../pubsub/hub.js';
 import { forProtocol } from '../pubsub/frames.js';
 import { subscribedModeReply } from './dispatch/pubsub.js';
+import { NOT_QUEUED, queueInTransaction } from './dispatch/session.js';
+import { SessionState } from '../session/client-state.js';
 
 /** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
 const PUSHED_CONFIRMATIONS = new Set([
@@ -139,10 +131,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   /** Cluster mode: per-slot ordering fences, created on the first retry, redirection or multi-key command. */
   private fences: OrderFences | null;
   /**
-   * A MULTI was refused: everything up to its EXEC or DISCARD is refused too (as Redis does after a queuing
-   * error), so no command meant to run atomically runs on its own.
+   * Transaction, WATCH and blocked-command state (src/session/client-state.ts); null until the first MULTI,
+   * WATCH or blocking command. While a MULTI is open every command is queued there (dispatch/session.ts).
    */
-  private inRefusedMulti: boolean;
+  txn: SessionState | null;
   private readonly maxInflight: number;
   /** clients.max_output_bytes (0: no limit). */
   private readonly maxOutputBytes: number;
@@ -187,7 +179,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.keyIndexes = [];
     this.nextSeq = 0;
     this.fences = null;
-    this.inRefusedMulti = false;
+    this.txn = null;
     this.maxInflight = clients.maxInflight;
     this.maxOutputBytes = clients.maxOutputBytes;
     this.backendWaits = 0;
@@ -280,32 +272,28 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const nameArg = args[0];
     let spec = topo.table.lookup(nameArg, 0, nameArg.length);
     if (this.replyMode !== REPLY_ON) this.applyReplyMode(req, spec);
-    if (this.inRefusedMulti) {
-      this.insideRefusedMulti(req, spec);
-      return;
-    }
     if (spec === undefined) {
-      req.deliver(unknownCommand(nameArg, args));
+      this.reject(req, unknownCommand(nameArg, args));
       return;
     }
     if (!this.authenticated && spec.dispatch !== 'local') {
-      req.deliver(ERR_NOAUTH);
+      this.reject(req, ERR_NOAUTH);
       return;
     }
     const argc = args.length;
     if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
-      req.deliver(wrongArity(spec.name));
+      this.reject(req, wrongArity(spec.name));
       return;
     }
     if (spec.subcommands !== null && argc > 1) {
       const sub = resolveSubcommand(spec, args);
       if (sub === undefined) {
-        req.deliver(unknownSubcommand(spec.name, args[1]));
+        this.reject(req, unknownSubcommand(spec.name, args[1]));
         return;
       }
       spec = sub;
       if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
-        req.deliver(wrongArity(spec.name));
+        this.reject(req, wrongArity(spec.name));
         return;
       }
     }
@@ -318,7 +306,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
         return;
       }
     }
-    if (spec.dispatch === 'refused' && spec.name === 'multi') this.inRefusedMulti = true;
+    const txn = this.txn;
+    if (txn !== null && txn.inMulti && !NOT_QUEUED.has(spec.name)) {
+      queueInTransaction(this, txn, req, spec, topo);
+      return;
+    }
     if (spec.dispatch === 'all-shards' && spec.write && topo.resender !== null) {
       this.exclusive = req;
       this.blockers++;
@@ -330,6 +322,28 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     DISPATCH[spec.dispatch](this, req, spec, topo);
   }
 
+  /** An error before dispatch; inside MULTI it also aborts the transaction (EXEC answers EXECABORT), as in Redis. */
+  private reject(req: Request, reply: Buffer): void {
+    const txn = this.txn;
+    if (txn !== null && txn.inMulti) txn.dirty = true;
+    req.deliver(reply);
+  }
+
+  sessionState(): SessionState {
+    return (this.txn ??= new SessionState(this.ctx.sessions, this.id));
+  }
+
+  runAlone(req: Request): boolean {
+    if (this.exclusive === req) return true; // dispatched again after the earlier ones were answered
+    this.exclusive = req;
+    this.blockers++;
+    if (this.outstanding > 1) {
+      this.exclusiveParked = true;
+      return false;
+    }
+    return true;
+  }
+
   /**
    * CLIENT REPLY OFF / SKIP: this request's reply is not written (it still runs, in order). Subscription
    * confirmations are pushed regardless, as Redis pushes them (and messages, which are not replies).
@@ -337,24 +351,6 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   private applyReplyMode(req: Request, spec: CommandSpec | undefined): void {
     if (spec === undefined || !PUSHED_CONFIRMATIONS.has(spec.name)) req.silent = true;
     if (this.replyMode === REPLY_SKIP_NEXT) this.replyMode = REPLY_ON;
-  }
-
-  /** After a refused MULTI: EXEC aborts, DISCARD ends it, anything else is refused (nothing runs on its own). */
-  private insideRefusedMulti(req: Request, spec: CommandSpec | undefined): void {
-    const name = spec?.name;
-    if (name === 'exec') {
-      this.inRefusedMulti = false;
-      req.deliver(ERR_EXECABORT);
-    } else if (name === 'discard') {
-      this.inRefusedMulti = false;
-      req.deliver(OK);
-    } else if (name === 'multi') {
-      req.deliver(ERR_NESTED_MULTI);
-    } else if (name === 'quit') {
-      DISPATCH.local(this, req, spec as CommandSpec, this.ctx.topology);
-    } else {
-      req.deliver(ERR_REFUSED_TX);
-    }
   }
 
   /** Sends a routed unit, behind the client's ordering fence for its slot when cluster mode needs one. */
@@ -465,13 +461,17 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const clients = this.ctx.topology.config.clients;
     this.authenticated = clients.password === null && clients.users.length === 0;
     this.user = this.authenticated ? 'default' : null;
-    this.inRefusedMulti = false;
+    this.txn?.reset();
     this.replyMode = REPLY_ON;
     this.protocol = 2;
   }
 
-  /** The client is gone: its subscriptions and the messages waiting for it are dropped. */
+  /**
+   * The client is gone: its subscriptions and the messages waiting for it are dropped; a session connection with
+   * a command of it in flight is closed (never reused), its WATCH connection given back.
+   */
   private leavePubSub(): void {
+    if (this.txn !== null) this.txn.clientGone();
     const pubsub = this.pubsub;
     if (pubsub === null) return;
     this.ctx.pubsub.clientGone(pubsub);

@@ -13,6 +13,7 @@ import type { LocalSession } from '../../commands/local.js';
 import type { ProxyContext } from '../context.js';
 import type { PubSubClient } from '../../pubsub/client.js';
 import type { Entry } from '../../pubsub/hub.js';
+import type { SessionState } from '../../session/client-state.js';
 
 export interface DispatchSession extends LocalSession {
   readonly ctx: ProxyContext;
@@ -37,6 +38,16 @@ export interface DispatchSession extends LocalSession {
    */
   park(req: Request): void;
   resumeParked(req: Request): void;
+  /** Transaction / WATCH / blocked-command state (null until the client first needs it). */
+  readonly txn: SessionState | null;
+  /** That state, created on first use. */
+  sessionState(): SessionState;
+  /**
+   * `req` must run alone in its client's order (it goes over a connection of its own): true when it may go now
+   * (nothing earlier of the client is outstanding); false when it was parked, and the session dispatches it again
+   * once the earlier ones are answered. Later requests wait until it is answered either way.
+   */
+  runAlone(req: Request): boolean;
 }
 
 export type DispatchHandler = (session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology) => void;
