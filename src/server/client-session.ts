@@ -195,12 +195,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
     this.closeWhenDone = this.closeWhenDone.bind(this);
+    this.onEnd = this.onEnd.bind(this);
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
     // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
-    socket.on('end', this.closeWhenDone);
+    // A blocked client is gone, though (Redis frees it): see onEnd.
+    socket.on('end', this.onEnd);
     socket.on('error', () => {
       /* 'close' follows; nothing to add */
     });
@@ -620,6 +622,24 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       this.closed = true;
       this.ctx.sessionClosed(this);
     }
+  }
+
+  /**
+   * The client ended its side. Normally its commands are answered first; but a blocked command may never be
+   * answered, and if it were, after the client left, it could pop an item nobody receives: the client is gone
+   * now, and its session connection closed (src/session/).
+   */
+  private onEnd(): void {
+    if (this.txn === null || !this.txn.blocking || this.closed) {
+      this.closeWhenDone();
+      return;
+    }
+    this.closed = true;
+    this.out = [];
+    this.outBytes = 0;
+    this.leavePubSub();
+    this.socket.destroy();
+    this.ctx.sessionClosed(this);
   }
 
   /** Accepts no further commands; the socket ends once the replies before this point are written (QUIT). */

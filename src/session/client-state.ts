@@ -43,6 +43,8 @@ export class SessionState {
   watchGroup: number;
   /** A lease with a command of this client in flight. */
   busy: Lease | null;
+  /** That command is a blocking one (the client is blocked). */
+  blocking: boolean;
   private readonly pools: SessionPools;
   private readonly clientId: number;
 
@@ -56,6 +58,7 @@ export class SessionState {
     this.watchLease = null;
     this.watchGroup = -1;
     this.busy = null;
+    this.blocking = false;
     this.pools = pools;
     this.clientId = clientId;
   }
@@ -109,6 +112,7 @@ export class SessionState {
     this.pools.blocked.delete(this.clientId);
     const busy = this.busy;
     this.busy = null;
+    this.blocking = false;
     if (busy !== null) busy.destroy();
     if (this.watchLease === busy) this.watchLease = null;
     this.endWatch();

@@ -381,6 +381,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   if (lease === null) return;
   const state = session.sessionState();
   state.busy = lease;
+  state.blocking = true;
   const call = new LeasedCall(session, state, req, lease, true);
   session.ctx.sessions.blocked.set(session.id, call);
   lease.send(call);
@@ -426,6 +427,7 @@ class LeasedCall implements BackendOp, BlockedCall {
     const state = this.state;
     if (state.busy === lease) state.busy = null;
     if (this.releaseAfter) {
+      state.blocking = false;
       this.session.ctx.sessions.blocked.delete(this.session.id);
       lease.release();
     }
@@ -475,6 +477,7 @@ class LeasedCall implements BackendOp, BlockedCall {
     const state = this.state;
     if (state.busy === this.lease) state.busy = null;
     if (this.releaseAfter) {
+      state.blocking = false;
       this.session.ctx.sessions.blocked.delete(this.session.id);
       this.lease.release();
     } else {
@@ -491,6 +494,7 @@ class LeasedCall implements BackendOp, BlockedCall {
     this.abortReply = reply;
     this.session.ctx.sessions.blocked.delete(this.session.id);
     if (this.state.busy === this.lease) this.state.busy = null;
+    this.state.blocking = false;
     this.lease.destroy(); // the pending reply comes back as an error, and `reply` is delivered instead
   }
 }
