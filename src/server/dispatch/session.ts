@@ -213,6 +213,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   const remote = state.remoteCount;
   const queued = state.take();
   let lease = state.watchLease;
+  const watched = lease !== null;
   if (dirty) {
     state.endWatch();
     req.deliver(ERR_EXECABORT);
@@ -245,35 +246,52 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     lease = got;
   }
   state.busy = lease;
-  new TransactionRun(session, state, req, lease, queued).send();
+  new TransactionRun(session, state, req, lease, queued, watched).send();
 }
 
-/** The MULTI ... EXEC batch of one transaction on its lease; its replies are read as they come. */
+/**
+ * The MULTI ... EXEC batch of one transaction on its lease; its replies are read as they come. Cluster mode: when
+ * the shard answers a queued command with MOVED (the slot has a new owner), it aborted the transaction (EXECABORT,
+ * nothing applied); without WATCH the batch is sent again to the new owner (bounded), with WATCH the client is told
+ * (its watch was on the old owner).
+ */
 class TransactionRun {
   private readonly session: DispatchSession;
   private readonly state: SessionState;
   private readonly req: Request;
-  private readonly lease: Lease;
+  private lease: Lease;
   private readonly queued: QueuedCommand[];
+  private readonly watched: boolean;
   /** A queued command was answered with a redirection (cluster mode): the slot is elsewhere now. */
   private moved: RedirectTarget | null;
+  private redirects: number;
 
-  constructor(session: DispatchSession, state: SessionState, req: Request, lease: Lease, queued: QueuedCommand[]) {
+  constructor(
+    session: DispatchSession,
+    state: SessionState,
+    req: Request,
+    lease: Lease,
+    queued: QueuedCommand[],
+    watched: boolean,
+  ) {
     this.session = session;
     this.state = state;
     this.req = req;
     this.lease = lease;
     this.queued = queued;
+    this.watched = watched;
     this.moved = null;
+    this.redirects = 0;
   }
 
   send(): void {
     const lease = this.lease;
+    this.moved = null;
     lease.send(new SideOp(MULTI_FRAME));
     const onQueued = (frame: Buffer): void => {
       if (this.moved === null && frame[0] === 45 /* - */) {
         const r = parseRedirect(frame);
-        if (r !== null && r.kind !== 'invalid') this.moved = r;
+        if (r !== null && r.kind !== 'invalid') this.moved = withHost(r, hostOf(lease.pool.address));
       }
     };
     for (const q of this.queued) if (!q.local) lease.send(new SideOp(q.frame, onQueued));
@@ -282,23 +300,48 @@ class TransactionRun {
 
   private done(frame: Buffer): void {
     const state = this.state;
-    if (state.busy === this.lease) state.busy = null;
     const lease = this.lease;
-    if (lease.leased) lease.release();
+    if (!lease.leased) {
+      this.req.deliver(frame); // the client left: closed with it
+      return;
+    }
+    const m = this.moved;
+    if (m !== null && m.kind === 'moved' && !this.watched && this.redirects < MAX_REDIRECTS) {
+      const ctx = this.session.ctx;
+      ctx.stats.moved++;
+      ctx.clusterHint();
+      const pool = ctx.nodePool(m.address);
+      const next = pool === null ? null : ctx.sessions.lease(pool, this.session.protocol);
+      if (next instanceof Lease) {
+        if (state.busy === lease) state.busy = next;
+        lease.release();
+        this.lease = next;
+        this.redirects++;
+        this.send();
+        return;
+      }
+    }
+    if (state.busy === lease) state.busy = null;
+    lease.release();
     let reply = frame;
-    if (this.moved !== null) {
+    if (m !== null) {
       // Cluster mode: the transaction's slot moved while it was queued; the shard aborted it (EXECABORT).
       this.session.ctx.clusterHint();
-      const m = this.moved;
       reply = errorReply(
-        `EXECABORT keymux: the transaction was not applied: slot ${m.slot} ${m.kind === 'moved' ? 'moved' : 'is migrating'} ` +
-          `to ${m.address} while it was queued; retry it`,
+        `EXECABORT keymux: the transaction was not applied: slot ${m.slot} ` +
+          `${m.kind === 'moved' ? 'moved' : 'is migrating'} to ${m.address}` +
+          `${this.watched ? ' (its WATCH was on the former owner)' : ''}; retry it`,
       );
     } else if (frame[0] === 42 /* * */) {
       reply = execReply(this.session, this.queued, frame);
     }
     this.req.deliver(reply);
   }
+}
+
+/** The host part of "host:port" ("[v6]:port" -> "v6"). */
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
 }
 
 /**
@@ -447,11 +490,11 @@ class LeasedCall implements BackendOp, BlockedCall {
       );
       return true;
     }
-    const target = withHost(
-      r,
-      this.lease.pool.address.slice(0, this.lease.pool.address.lastIndexOf(':')).replace(/^\[|\]$/g, ''),
-    );
-    if (r.kind === 'moved') ctx.clusterHint();
+    const target = withHost(r, hostOf(this.lease.pool.address));
+    if (r.kind === 'moved') {
+      ctx.stats.moved++;
+      ctx.clusterHint();
+    } else ctx.stats.ask++;
     const pool = ctx.nodePool(target.address);
     if (pool === null) return false;
     const got = ctx.sessions.lease(pool, this.session.protocol);
