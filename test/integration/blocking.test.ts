@@ -13,6 +13,7 @@ import { createClient } from 'redis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
 import { parseReplies, replyCount } from '../support/fake-backend.js';
+import { scrape, valueOf } from '../support/metrics.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let shards: RedisProcess[];
@@ -183,7 +184,7 @@ describe('session pool limits and drain', () => {
     small = await startKeymux(
       slotsConfig(
         shards.map((s) => s.port),
-        { backend: { session_connections: { max: 2, max_idle: 1 } } },
+        { backend: { session_connections: { max: 2, max_idle: 1 } }, admin: '127.0.0.1:0' },
       ),
     );
   });
@@ -199,6 +200,9 @@ describe('session pool limits and drain', () => {
     const pa = a.blpop(k, 0);
     const pb = b.blpop(k, 0);
     await waitUntil(() => small.sessions.leasedTotal === 2);
+    const shard = small.sessions.gauges()[0].shard;
+    let samples = await scrape(small.adminPort!);
+    expect(valueOf(samples, 'keymux_session_connections', { shard, state: 'leased' })).toBe(2);
     await expect(c.blpop(k, 0)).rejects.toThrow(
       /^ERR keymux: no session connection free for shard '[ab]' .*all 2 \(backend.session_connections.max\)/,
     );
@@ -212,8 +216,11 @@ describe('session pool limits and drain', () => {
     expect(await c.rpush(k, '1', '2')).toBe(2);
     expect((await Promise.all([pa, pb])).map((r) => r?.[1]).sort()).toEqual(['1', '2']);
     expect(small.sessions.leasedTotal).toBe(0);
-    // Idle connections above max_idle are closed.
-    expect(small.sessions.gauges().map((g) => g.idle)).toEqual([1]);
+    // Given back once answered; idle connections above max_idle are closed.
+    samples = await scrape(small.adminPort!);
+    expect(valueOf(samples, 'keymux_session_connections', { shard, state: 'leased' })).toBe(0);
+    expect(valueOf(samples, 'keymux_session_connections', { shard, state: 'idle' })).toBe(1);
+    expect(valueOf(samples, 'keymux_session_connections_exhausted_total', {})).toBe(2);
     for (const r of [a, b, c]) r.disconnect();
   });
 
