@@ -386,8 +386,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
    * During a migration: if any key of `req` is still on its old owner, moves those keys first and routes the
    * request again afterwards (slow path, only for keys in motion). Returns true when it took the request.
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean {
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, given?: Buffer[]): boolean {
     let keys: Buffer[] | null = null;
+    if (given !== undefined) {
+      for (const key of given) if (migration.needsMove(key)) (keys ??= []).push(key);
+    }
     for (let i = 0; i < n; i++) {
       const key = req.args[idx[i]];
       if (migration.needsMove(key)) (keys ??= []).push(key);

@@ -207,6 +207,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     req.deliver(ERR_EXEC_WITHOUT_MULTI);
     return;
   }
+  if (!state.dirty && state.remoteCount > 0 && heldForMigration(session, req, null, topo, state.queued)) return;
   if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
   const dirty = state.dirty;
   const group = state.group;
@@ -401,6 +402,7 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
     req.deliver(ERR_WATCH_OTHER_SHARD);
     return;
   }
+  if (heldForMigration(session, req, spec, topo, null)) return;
   if (!session.runAlone(req)) return;
   let lease = state.watchLease;
   if (lease === null || !lease.usable) {
@@ -419,6 +421,7 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
 function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
   const group = groupOfKeys(session, req, spec, topo);
   if (group < 0) return;
+  if (heldForMigration(session, req, spec, topo, null)) return;
   if (!session.runAlone(req)) return;
   const lease = leaseFor(session, req, topo, group);
   if (lease === null) return;
@@ -599,6 +602,33 @@ function groupOfKeys(session: DispatchSession, req: Request, spec: CommandSpec, 
     }
   }
   return group;
+}
+
+/**
+ * During a key migration (slots/ring reload): keys of the command (or of the queued commands, for EXEC) still on
+ * their old shard are moved first, and the request is dispatched again afterwards, as keyed commands are.
+ */
+function heldForMigration(
+  session: DispatchSession,
+  req: Request,
+  spec: CommandSpec | null,
+  topo: Topology,
+  queued: QueuedCommand[] | null,
+): boolean {
+  const migration = topo.migration;
+  if (migration === null || !migration.active) return false;
+  const idx = session.keyIndexes;
+  if (queued !== null) {
+    const keys: Buffer[] = [];
+    for (const q of queued) {
+      if (q.local) continue;
+      const n = findKeyIndexes(q.spec, q.args, idx);
+      for (let i = 0; i < n; i++) keys.push(q.args[idx[i]]);
+    }
+    return session.holdForMigration(req, migration, idx, 0, keys);
+  }
+  const n = findKeyIndexes(spec as CommandSpec, req.args, idx);
+  return n > 0 && session.holdForMigration(req, migration, idx, n);
 }
 
 /** The master pool of a group's shard now, or null when no master serves it (cluster failover). */

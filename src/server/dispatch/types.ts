@@ -22,8 +22,9 @@ export interface DispatchSession extends LocalSession {
   /**
    * During a migration: if any key of `req` (at args[idx[0..n)]) is still on its old owner, moves it first and
    * dispatches `req` again afterwards, holding the client's later requests meanwhile. True when it took `req`.
+   * `keys`, when given, are the keys to check instead (EXEC: the keys of the queued commands).
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean;
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, keys?: Buffer[]): boolean;
   /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
   /** The RESP version the client speaks (2 until it switches with HELLO). */
