@@ -10,6 +10,8 @@ import { Redis } from 'ioredis';
 import { startRedis, type RedisProcess } from '../support/redis.js';
 import { slotsConfig, startKeymux } from '../support/keymux.js';
 import type { Proxy } from '../../src/proxy.js';
+import { Lease, SideOp } from '../../src/session/session-pool.js';
+import { commandFrame } from '../../src/resp/writer.js';
 
 async function waitUntil(pred: () => boolean | Promise<boolean>, timeoutMs = 10000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -38,6 +40,21 @@ describe('session connections and faults', () => {
       [null, '1'],
     ]);
     r.disconnect();
+  });
+
+  it('a lease for a RESP3 client speaks RESP3 on the shard (HELLO 3), and a RESP2 one RESP2 again', async () => {
+    const pool = proxy.topology.shards[0].pool;
+    const ask = (lease: Lease, args: string[]): Promise<string> =>
+      new Promise((resolve) => lease.send(new SideOp(commandFrame(args), (f) => resolve(f.toString('latin1')))));
+    const r3 = proxy.sessions.lease(pool, 3) as Lease;
+    expect(r3).toBeInstanceOf(Lease);
+    await ask(r3, ['HSET', 'f:h', 'k', 'v']);
+    expect(await ask(r3, ['HGETALL', 'f:h'])).toBe('%1\r\n$1\r\nk\r\n$1\r\nv\r\n'); // a RESP3 map
+    r3.release();
+    const r2 = proxy.sessions.lease(pool, 2) as Lease;
+    expect(r2).toBe(r3); // the idle connection is reused, switched back
+    expect(await ask(r2, ['HGETALL', 'f:h'])).toBe('*2\r\n$1\r\nk\r\n$1\r\nv\r\n');
+    r2.release();
   });
 
   it('a shard that dies under a blocked client: the client gets an error naming the shard; blocking works again after', async () => {
