@@ -191,6 +191,10 @@ describe('MULTI / EXEC', () => {
     expect(text[10]).toBe('QUEUED');
     expect(text[11]).toBe('-EXECABORT Transaction discarded because of previous errors.');
     expect(await onShards(`{${tagA}}:q2`)).toBeNull();
+    // Commands Redis never allows in a transaction get Redis's refusal, before keymux's own.
+    const save = await exchange(c, cmd('MULTI') + cmd('SAVE') + cmd('EXEC'), 3);
+    expect((save[1] as Error).message).toBe('ERR Command not allowed inside a transaction');
+    expect((save[2] as Error).message).toMatch(/^EXECABORT/);
     c.close();
   });
 

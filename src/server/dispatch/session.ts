@@ -51,6 +51,7 @@ export const QUEUED = Buffer.from('+QUEUED\r\n');
 const ERR_EXEC_WITHOUT_MULTI = errorReply('ERR EXEC without MULTI');
 const ERR_DISCARD_WITHOUT_MULTI = errorReply('ERR DISCARD without MULTI');
 const ERR_WATCH_IN_MULTI = errorReply('ERR WATCH inside MULTI is not allowed');
+const ERR_NOT_IN_MULTI = errorReply('ERR Command not allowed inside a transaction');
 const ERR_TX_OTHER_SHARD = errorReply(
   "CROSSSLOT Keys in request don't hash to the same slot (keymux: a transaction runs on one shard, in cluster mode " +
     'one slot: the shard of its WATCHed keys or of its first keyed command; use {hash tags})',
@@ -133,6 +134,10 @@ export function queueInTransaction(
   };
   if (state.refused) {
     refuse(ERR_REFUSED_TX);
+    return;
+  }
+  if (spec.flags.includes('no_multi')) {
+    refuse(ERR_NOT_IN_MULTI); // SAVE, SHUTDOWN...: Redis's own refusal comes first
     return;
   }
   switch (spec.dispatch) {
