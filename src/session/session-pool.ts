@@ -220,6 +220,8 @@ export class SessionPool {
 
 /** A client's blocked command, as drain and CLIENT UNBLOCK see it. */
 export interface BlockedCall {
+  /** When the command was written to its connection (0: not yet, e.g. the connection is still connecting). */
+  readonly sentAt: number;
   /** CLIENT UNBLOCK on the node (its reply: Redis's timeout reply, or an -UNBLOCKED error); false when impossible. */
   unblock(mode: 'timeout' | 'error', onReply?: ((frame: Buffer) => void) | null): boolean;
   /** Ends the call with `reply` and closes its connection (used when it cannot be unblocked). */
@@ -289,6 +291,13 @@ export class SessionPools {
       leased: p.leasedCount,
       idle: p.idleCount,
     }));
+  }
+
+  /** Clients blocked now: their blocking command has been written to the shard (INFO blocked_clients). */
+  blockedCount(): number {
+    let n = 0;
+    for (const call of this.blocked.values()) if (call.sentAt > 0) n++;
+    return n;
   }
 
   /** Connections leased now, over every node. */

@@ -61,11 +61,14 @@ describe('blocking commands', () => {
     const k = `{${tagA}}:q1`;
     const popped = blocker.blpop(k, 0);
     await waitUntil(async () => (await blockedOn(shardOfTag(tagA))) === 1);
+    // INFO through keymux counts its blocked clients, as one Redis server does (Redis's own tests wait on it).
+    await waitUntil(async () => /blocked_clients:1\r\n/.test(await other.info('clients')));
     // The shared connections are not stalled by the blocked one.
     expect(await other.set(`{${tagA}}:free`, '1')).toBe('OK');
     expect(await other.get(`{${tagA}}:free`)).toBe('1');
     await other.lpush(k, 'job-1');
     expect(await popped).toEqual([k, 'job-1']);
+    expect(await other.info('clients')).toMatch(/blocked_clients:0\r\n/);
     // The lease came back: reused by the next blocking call.
     expect(proxy.sessions.leasedTotal).toBe(0);
     blocker.disconnect();
