@@ -99,4 +99,19 @@ describe('session connections and faults', () => {
     expect(await r.multi().set('f:w', 'ok').exec()).toEqual([[null, 'OK']]);
     r.disconnect();
   });
+
+  it('idle session connections are closed after backend.session_connections.idle_timeout_s', async () => {
+    const p = await startKeymux(
+      slotsConfig([shard.port], { backend: { password: 'pw', session_connections: { idle_timeout_s: 1 } } }),
+    );
+    const r = new Redis(p.port, '127.0.0.1');
+    expect(await r.multi().incr('f:idle').exec()).toEqual([[null, 1]]);
+    expect(p.sessions.gauges()[0].idle).toBe(1);
+    await waitUntil(() => p.sessions.gauges()[0].idle === 0);
+    // A new transaction opens a new one.
+    expect(await r.multi().incr('f:idle').exec()).toEqual([[null, 2]]);
+    expect(p.sessions.created).toBe(2);
+    r.disconnect();
+    await p.close();
+  });
 });
