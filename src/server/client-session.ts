@@ -30,7 +30,14 @@ import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
-import { ERR_MIGRATION_FAILED, ERR_NOAUTH, unknownCommand, unknownSubcommand, wrongArity } from '../errors.js';
+import {
+  ERR_CLIENT_GONE,
+  ERR_MIGRATION_FAILED,
+  ERR_NOAUTH,
+  unknownCommand,
+  unknownSubcommand,
+  wrongArity,
+} from '../errors.js';
 import { REPLY_ON, REPLY_SKIP_NEXT } from '../commands/local.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
@@ -336,6 +343,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   }
 
   runAlone(req: Request): boolean {
+    if (this.closed) {
+      // The client left while this waited its turn: nothing may be leased for it (a BLPOP sent now would pop an
+      // item nobody receives). Its reply is dropped anyway.
+      req.deliver(ERR_CLIENT_GONE);
+      return false;
+    }
     if (this.exclusive === req) return true; // dispatched again after the earlier ones were answered
     this.exclusive = req;
     this.blockers++;

@@ -157,6 +157,18 @@ describe('blocking commands', () => {
     r.disconnect();
   });
 
+  it('a client killed with a second blocking command waiting behind the first: neither runs after it left', async () => {
+    const c = await RawClient.connect(proxy.port);
+    const shard = shardOfTag(tagA);
+    c.write(cmd('BLPOP', `{${tagA}}:w1`, '0') + cmd('BLPOP', `{${tagA}}:w2`, '0'));
+    await waitUntil(async () => (await blockedOn(shard)) === 1);
+    c.close();
+    await waitUntil(async () => (await blockedOn(shard)) === 0 && proxy.sessions.leasedTotal === 0);
+    expect(await redisCommand(shard.port, 'RPUSH', `{${tagA}}:w2`, 'kept')).toBe(1);
+    expect(await redisCommand(shard.port, 'LRANGE', `{${tagA}}:w2`, '0', '-1')).toEqual(['kept']);
+    expect(await blockedOn(shard)).toBe(0);
+  });
+
   it('CLIENT UNBLOCK with the keymux CLIENT ID of a blocked client answers it as on Redis', async () => {
     const blocked = new Redis(proxy.port, '127.0.0.1');
     const admin = new Redis(proxy.port, '127.0.0.1');
