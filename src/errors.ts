@@ -37,6 +37,7 @@ export const ERR_NESTED_MULTI = errorReply('ERR MULTI calls can not be nested');
 export const ERR_REFUSED_TX = errorReply(
   'ERR keymux: not run: it follows a MULTI that keymux refused (EXEC will abort the transaction, DISCARD ends it)',
 );
+export const ERR_CLIENT_GONE = errorReply('ERR keymux: not run: the client disconnected');
 export const ERR_FANOUT_UNEXPECTED = errorReply(
   'ERR keymux: unexpected reply from a shard while merging a multi-key command',
 );

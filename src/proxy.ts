@@ -37,6 +37,9 @@ import { SentinelController, resolveSentinelView, sentinelMasters, type Sentinel
 import { ReplicaChecks } from './backend/replica-checks.js';
 import { HotReadSet } from './metrics/hot-reads.js';
 import type { SentinelView } from './routing/topology.js';
+import { SessionPools, type SessionSettings } from './session/session-pool.js';
+import { errorReply } from './errors.js';
+import type { ShardPool } from './backend/pool.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -90,6 +93,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   private readonly replicaChecks: ReplicaChecks;
   /** hot_keys.read_from_replicas: the current top-K as a set the read path can ask. */
   private readonly hotReads: HotReadSet;
+  /** Session connections leased per node (transactions, WATCH, blocking commands). */
+  readonly sessions: SessionPools;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -137,6 +142,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.cluster = null;
     this.pubsub = new PubSubHub(this);
     this.authGuard = new AuthGuard();
+    this.sessions = new SessionPools(sessionSettings(config));
   }
 
   /**
@@ -264,6 +270,10 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
   clusterHint(): void {
     this.cluster?.refreshSoon();
+  }
+
+  nodePool(address: string): ShardPool | null {
+    return this.cluster === null ? null : this.cluster.pool(address, false);
   }
 
   readiness(): { ok: boolean; reason: string } {
@@ -406,6 +416,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         ? previous.table
         : CommandTable.fromRows(this.commandRows, tableOptions(config));
     this.stats.reloadsOk++;
+    this.sessions.settings = sessionSettings(config);
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
@@ -610,6 +621,9 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   async drain(graceMs: number): Promise<void> {
     this.draining = true;
     await this.listener.stopAccepting();
+    // Blocked clients get their command's timeout reply (nil) from the shard itself (CLIENT UNBLOCK), so an item
+    // popped at that very moment still reaches its client; then they close like the others.
+    this.sessions.drain(ERR_DRAIN_BLOCKED);
     for (const s of this.listener.sessions) s.closeWhenDone();
     const deadline = performance.now() + graceMs;
     while (this.listener.sessions.size > 0 && performance.now() < deadline) {
@@ -629,6 +643,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.replicaChecks.close();
     this.hotReads.close();
     this.pubsub.close();
+    this.sessions.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
     this.observer.close();
@@ -670,6 +685,14 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     }
     this.log.warn('no shard answered COMMAND at start-up: using the built-in command table');
   }
+}
+
+/** A blocked client keymux could not unblock on its shard during drain. */
+const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
+
+/** backend.session_connections. */
+function sessionSettings(config: KeymuxConfig): SessionSettings {
+  return config.backend.sessionConnections;
 }
 
 /** The migration settings (config section `migration`). */

@@ -70,6 +70,11 @@ export interface BackendOptions {
   tls?: BackendTlsSettings | null;
   /** RESP version to speak: 3 sends HELLO 3 in the handshake (a pool's RESP3 twin); absent: 2. */
   protocol?: 2 | 3;
+  /**
+   * false: a failure closes the connection for good instead of reconnecting (session connections, src/session/:
+   * their state, a WATCH or a block, dies with the socket, so a fresh socket under the same object would lie).
+   */
+  reconnect?: boolean;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
@@ -494,7 +499,7 @@ export class BackendConnection implements ReplySink, Flushable {
       { shard: this.shard.name, address: this.shard.address, reason, retryInMs: this.backoffMs },
       'backend connection failed',
     );
-    if (this.retiring) {
+    if (this.retiring || this.options.reconnect === false) {
       this.state = 'closed';
       return;
     }

@@ -75,7 +75,13 @@ export function mergeInfo(parent: Request): Buffer {
         break;
       case 'clients':
         sections.push(
-          ['# Clients', `connected_clients:${ctx.clientCount()}`, `maxclients:${config.clients.max}`].join('\r\n'),
+          [
+            '# Clients',
+            `connected_clients:${ctx.clientCount()}`,
+            `maxclients:${config.clients.max}`,
+            // keymux's own clients blocked in a blocking command sent to its shard (as one Redis server counts them).
+            `blocked_clients:${ctx.sessions.blockedCount()}`,
+          ].join('\r\n'),
         );
         break;
       case 'keymux':

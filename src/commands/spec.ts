@@ -32,8 +32,10 @@ export interface KeySpec {
  * - all-shards: sent unchanged to every shard, replies merged by `merge` (FLUSHALL, DBSIZE, INFO...).
  * - refused: answered with `refuseReason` (an encoded error reply).
  * - pubsub: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PUBLISH, SPUBLISH, PUBSUB ... (server/dispatch/pubsub.ts).
+ * - session: needs a backend connection of its own for a while: MULTI/EXEC/DISCARD/WATCH/UNWATCH, blocking
+ *   commands, CLIENT UNBLOCK (server/dispatch/session.ts, src/session/).
  */
-export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub';
+export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub' | 'session';
 
 /**
  * How the replies of a split or broadcast command are combined.

@@ -4,7 +4,7 @@
  * keymux's policy merged over it from one data object, COMMAND_OVERRIDES: what keymux answers itself, what it
  * splits or broadcasts and how replies merge, and what it refuses and why. Rules, in order: the configured deny
  * list; an override for the exact name, then "container|*", then a refusing override of the container; then
- * generic rules (blocking -> refused, pub/sub -> refused, keys that cannot be determined -> refused, no keys ->
+ * generic rules (blocking -> session, pub/sub -> refused, keys that cannot be determined -> refused, no keys ->
  * refused); else keyed. Adding a command means adding a row; changing policy means editing COMMAND_OVERRIDES.
  * Invariants: a built table is immutable; lookup() matches the raw name bytes case-insensitively without
  * creating a string; unknown commands are not in the table (the caller writes the unknown-command error).
@@ -329,9 +329,9 @@ const PER_SHARD = 'is not supported: run it on each shard directly';
 const TRACKING =
   'is not supported: client-side caching needs invalidations from shared backend connections routed to each ' +
   'client, which keymux does not do yet; read without tracking (RESP3 and its other features work)';
-const TRANSACTIONS = 'is not supported: keymux does not support transactions';
 const PUBSUB = 'is not supported by keymux yet (pub/sub)';
 const PUBSUB_KIND: CommandOverride = { dispatch: 'pubsub' };
+const SESSION: CommandOverride = { dispatch: 'session' };
 const DB0 = 'is not supported: keymux serves database 0 only';
 const CLUSTER_CLIENT = 'is not supported: keymux is not a cluster node';
 const REPLICATION = 'is not supported: replication is set up on each shard directly';
@@ -362,7 +362,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'client|trackinginfo': refuse(TRACKING),
   'client|caching': refuse(TRACKING),
   'client|getredir': refuse(TRACKING),
-  'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID and REPLY)'),
+  'client|unblock': SESSION,
+  'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY and UNBLOCK)'),
   command: LOCAL,
   'command|count': LOCAL,
   'command|info': LOCAL,
@@ -375,6 +376,13 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'command|*': refuse(
     'is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS and GETKEYSANDFLAGS)',
   ),
+
+  // On a connection of their own (server/dispatch/session.ts); so is every command flagged 'blocking'.
+  multi: SESSION,
+  exec: SESSION,
+  discard: SESSION,
+  watch: SESSION,
+  unwatch: SESSION,
 
   // Sent unchanged to every shard; replies merged.
   info: allShards('info'),
@@ -407,22 +415,23 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
       refuse: 'with BY or GET is not supported: their patterns name keys keymux cannot route',
     },
   },
+  // With BLOCK on a leased connection (server/dispatch/session.ts); without, keyed.
   xread: {
-    dispatch: 'keyed',
+    dispatch: 'session',
     options: {
       start: 1,
       stopAt: 'streams',
-      rules: { count: [1], block: [1, 'refuse'] },
-      refuse: 'with BLOCK is not supported: it would stall a backend connection shared with other clients',
+      rules: { count: [1], block: [1] },
+      refuse: 'has an option keymux does not support',
     },
   },
   xreadgroup: {
-    dispatch: 'keyed',
+    dispatch: 'session',
     options: {
       start: 1,
       stopAt: 'streams',
-      rules: { group: [2], count: [1], block: [1, 'refuse'], noack: [0] },
-      refuse: 'with BLOCK is not supported: it would stall a backend connection shared with other clients',
+      rules: { group: [2], count: [1], block: [1], noack: [0] },
+      refuse: 'has an option keymux does not support',
     },
   },
   copy: {
@@ -466,11 +475,6 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   keys: refuse('is not supported by keymux yet'),
   scan: refuse('is not supported by keymux yet'),
   randomkey: refuse('has no key to route by'),
-  multi: refuse(TRANSACTIONS),
-  exec: refuse(TRANSACTIONS),
-  discard: refuse(TRANSACTIONS),
-  watch: refuse(TRANSACTIONS),
-  unwatch: refuse(TRANSACTIONS),
   migrate: refuse('is not supported: keymux does not move keys between shards'),
   move: refuse(DB0),
   swapdb: refuse(DB0),
@@ -514,7 +518,6 @@ export const EXTRA_ROWS: readonly BuiltinRow[] = [
 ];
 
 /** Generic rules for commands without an override, in order. */
-const BLOCKING = 'is not supported: it blocks, which would stall a backend connection shared with other clients';
 const NO_KEY = 'has no key to route by';
 const UNKNOWN_KEYS = 'has key positions keymux cannot determine (refusing rather than guessing)';
 const DENIED = 'is disabled by configuration';
@@ -687,6 +690,14 @@ function decide(
     options: null,
     finder: plain(),
   });
+  const session = (finder: KeyFinder, options: OptionScan | null): Decision => ({
+    dispatch: 'session',
+    merge: null,
+    shape: null,
+    refuseReason: null,
+    options,
+    finder,
+  });
   if (deny.has(name) || (container !== null && deny.has(container))) return refused(DENIED);
   if (denyScripts && isScripting(row, container)) return refused(SCRIPTS_DENIED);
   const o = overrideFor(name, container);
@@ -704,6 +715,7 @@ function decide(
       };
     }
     if (o.options) options = compileOptions(name, o.options);
+    if (o.dispatch === 'session') return session(compileKeyFinder(keySpecs, options), options);
   } else if (isContainer) {
     // Reached only when no subcommand is given: Redis's arity error.
     return {
@@ -715,7 +727,12 @@ function decide(
       refuseReason: Buffer.from(`-ERR wrong number of arguments for '${name}' command\r\n`),
     };
   } else {
-    if (row.flags.includes('blocking')) return refused(BLOCKING);
+    if (row.flags.includes('blocking')) {
+      const finder = compileKeyFinder(keySpecs, null);
+      if (!finder.mayHaveKeys) return refused(NO_KEY);
+      if (finder.error !== 0) return refused(UNKNOWN_KEYS);
+      return session(finder, null);
+    }
     if (row.flags.includes('pubsub')) return refused(PUBSUB);
   }
   // keyed or fanout: the keys must be findable.

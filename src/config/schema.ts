@@ -255,6 +255,18 @@ function configShape(mode: Mode | null) {
         max_pending: int(1, 100_000_000)
           .default(8192)
           .describe('Operations one connection holds (waiting + unsent) before the clients sending to it are paused.'),
+        session_connections: section({
+          max: int(1, 1_000_000)
+            .default(1024)
+            .describe(
+              'Connections per shard (cluster: per master) that clients lease for transactions, WATCH and blocking ' +
+                'commands, leased and idle together; past it such a command gets an error.',
+            ),
+          max_idle: int(0, 1_000_000).default(64).describe('Idle session connections kept per shard for reuse.'),
+          idle_timeout_s: int(0, 86_400)
+            .default(60)
+            .describe('An idle session connection is closed after this many seconds; 0 = kept (up to max_idle).'),
+        }).describe('Dedicated connections leased by clients for MULTI/EXEC, WATCH and blocking commands.'),
         tls: section(
           {
             enabled: bool().default(false).describe('Connect to the shards over TLS (never falls back to plain text).'),
@@ -1250,6 +1262,7 @@ const KNOWN_KEY_NAMES = {
   cluster_retry: 'cluster.retry',
   backend: 'backend',
   backend_tls: 'backend.tls',
+  backend_session_connections: 'backend.session_connections',
   tls: 'tls',
   admin: 'admin',
   admin_tls: 'admin.tls',

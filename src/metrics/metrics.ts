@@ -22,6 +22,7 @@ import { keyText } from './hotkeys.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import type { SentinelController } from '../backend/sentinel.js';
 import type { PubSubHub } from '../pubsub/hub.js';
+import type { SessionPools } from '../session/session-pool.js';
 import { KIND_NAMES } from '../pubsub/frames.js';
 import type { AuthGuard } from '../security/auth-guard.js';
 
@@ -50,6 +51,8 @@ export interface MetricsSource {
   readonly authGuard?: AuthGuard;
   /** Sentinel-managed shards: failovers seen and requests held during one (null without sentinel shards). */
   readonly sentinel?: SentinelController | null;
+  /** Session connections (transactions, WATCH, blocking commands). */
+  readonly sessions?: SessionPools;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -435,6 +438,33 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     (s, emit) => {
       for (const r of hotKeyRows(s).rows) emit({ key: r.key, shard: r.shard }, r.rate);
     },
+  ),
+
+  // ---- session connections ----------------------------------------------------------------------------------
+  gauge(
+    'keymux_session_connections',
+    'Session connections per shard (cluster: per master) by state: leased (a transaction, WATCH or blocked ' +
+      'command holds it) or idle (kept for reuse); bounded by backend.session_connections.max.',
+    ['shard', 'state'],
+    (s, emit) => {
+      for (const g of s.sessions?.gauges() ?? []) {
+        emit({ shard: g.shard, state: 'leased' }, g.leased);
+        emit({ shard: g.shard, state: 'idle' }, g.idle);
+      }
+    },
+  ),
+  counter(
+    'keymux_session_connections_exhausted_total',
+    'Transactions, WATCHes and blocking commands refused because their shard had backend.session_connections.max ' +
+      'connections leased.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.sessions?.exhausted ?? 0),
+  ),
+  counter(
+    'keymux_session_connections_opened_total',
+    'Session connections opened (an idle one is reused first).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.sessions?.created ?? 0),
   ),
 
   // ---- pub/sub ----------------------------------------------------------------------------------------------

@@ -36,18 +36,15 @@ import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import {
-  ERR_EXECABORT,
+  ERR_CLIENT_GONE,
   ERR_MIGRATION_FAILED,
-  ERR_NESTED_MULTI,
   ERR_NOAUTH,
-  ERR_REFUSED_TX,
   ERR_WRONGPASS,
   errorReply,
   unknownCommand,
   unknownSubcommand,
   wrongArity,
 } from '../errors.js';
-import { OK } from '../resp/writer.js';
 import { REPLY_ON, REPLY_SKIP_NEXT } from '../commands/local.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
@@ -62,6 +59,8 @@ import type { Entry } from '../pubsub/hub.js';
 import { forProtocol } from '../pubsub/frames.js';
 import { subscribedModeReply } from './dispatch/pubsub.js';
 import { checkPermission, subscriptionAllowed, type AccessControl, type AclUser } from '../security/acl.js';
+import { NOT_QUEUED, queueInTransaction } from './dispatch/session.js';
+import { SessionState } from '../session/client-state.js';
 
 /** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
 const PUSHED_CONFIRMATIONS = new Set([
@@ -152,10 +151,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   /** Cluster mode: per-slot ordering fences, created on the first retry, redirection or multi-key command. */
   private fences: OrderFences | null;
   /**
-   * A MULTI was refused: everything up to its EXEC or DISCARD is refused too (as Redis does after a queuing
-   * error), so no command meant to run atomically runs on its own.
+   * Transaction, WATCH and blocked-command state (src/session/client-state.ts); null until the first MULTI,
+   * WATCH or blocking command. While a MULTI is open every command is queued there (dispatch/session.ts).
    */
-  private inRefusedMulti: boolean;
+  txn: SessionState | null;
   private readonly maxInflight: number;
   /** clients.max_output_bytes (0: no limit). */
   private readonly maxOutputBytes: number;
@@ -204,7 +203,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.keyIndexes = [];
     this.nextSeq = 0;
     this.fences = null;
-    this.inRefusedMulti = false;
+    this.txn = null;
     this.maxInflight = clients.maxInflight;
     this.maxOutputBytes = clients.maxOutputBytes;
     this.backendWaits = 0;
@@ -220,12 +219,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
     this.closeWhenDone = this.closeWhenDone.bind(this);
+    this.onEnd = this.onEnd.bind(this);
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
     // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
-    socket.on('end', this.closeWhenDone);
+    // A blocked client is gone, though (Redis frees it): see onEnd.
+    socket.on('end', this.onEnd);
     socket.on('error', () => {
       /* 'close' follows; nothing to add */
     });
@@ -297,32 +298,28 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const nameArg = args[0];
     let spec = topo.table.lookup(nameArg, 0, nameArg.length);
     if (this.replyMode !== REPLY_ON) this.applyReplyMode(req, spec);
-    if (this.inRefusedMulti) {
-      this.insideRefusedMulti(req, spec);
-      return;
-    }
     if (spec === undefined) {
-      req.deliver(unknownCommand(nameArg, args));
+      this.reject(req, unknownCommand(nameArg, args));
       return;
     }
     if (!this.authenticated && spec.dispatch !== 'local') {
-      req.deliver(ERR_NOAUTH);
+      this.reject(req, ERR_NOAUTH);
       return;
     }
     const argc = args.length;
     if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
-      req.deliver(wrongArity(spec.name));
+      this.reject(req, wrongArity(spec.name));
       return;
     }
     if (spec.subcommands !== null && argc > 1) {
       const sub = resolveSubcommand(spec, args);
       if (sub === undefined) {
-        req.deliver(unknownSubcommand(spec.name, args[1]));
+        this.reject(req, unknownSubcommand(spec.name, args[1]));
         return;
       }
       spec = sub;
       if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
-        req.deliver(wrongArity(spec.name));
+        this.reject(req, wrongArity(spec.name));
         return;
       }
     }
@@ -332,7 +329,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     if (this.authenticated && (acl.restricted || acl !== this.aclFrom)) {
       const denied = this.permissionDenied(req, spec, acl);
       if (denied !== null) {
-        req.deliver(denied);
+        this.reject(req, denied); // inside MULTI, a NOPERM aborts the transaction, as in Redis
         return;
       }
     }
@@ -344,7 +341,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
         return;
       }
     }
-    if (spec.dispatch === 'refused' && spec.name === 'multi') this.inRefusedMulti = true;
+    const txn = this.txn;
+    if (txn !== null && txn.inMulti && !NOT_QUEUED.has(spec.name)) {
+      queueInTransaction(this, txn, req, spec, topo);
+      return;
+    }
     if (spec.dispatch === 'all-shards' && spec.write && topo.resender !== null) {
       this.exclusive = req;
       this.blockers++;
@@ -354,6 +355,34 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       }
     }
     DISPATCH[spec.dispatch](this, req, spec, topo);
+  }
+
+  /** An error before dispatch; inside MULTI it also aborts the transaction (EXEC answers EXECABORT), as in Redis. */
+  private reject(req: Request, reply: Buffer): void {
+    const txn = this.txn;
+    if (txn !== null && txn.inMulti) txn.dirty = true;
+    req.deliver(reply);
+  }
+
+  sessionState(): SessionState {
+    return (this.txn ??= new SessionState(this.ctx.sessions, this.id));
+  }
+
+  runAlone(req: Request): boolean {
+    if (this.closed) {
+      // The client left while this waited its turn: nothing may be leased for it (a BLPOP sent now would pop an
+      // item nobody receives). Its reply is dropped anyway.
+      req.deliver(ERR_CLIENT_GONE);
+      return false;
+    }
+    if (this.exclusive === req) return true; // dispatched again after the earlier ones were answered
+    this.exclusive = req;
+    this.blockers++;
+    if (this.outstanding > 1) {
+      this.exclusiveParked = true;
+      return false;
+    }
+    return true;
   }
 
   /**
@@ -461,24 +490,6 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     if (this.replyMode === REPLY_SKIP_NEXT) this.replyMode = REPLY_ON;
   }
 
-  /** After a refused MULTI: EXEC aborts, DISCARD ends it, anything else is refused (nothing runs on its own). */
-  private insideRefusedMulti(req: Request, spec: CommandSpec | undefined): void {
-    const name = spec?.name;
-    if (name === 'exec') {
-      this.inRefusedMulti = false;
-      req.deliver(ERR_EXECABORT);
-    } else if (name === 'discard') {
-      this.inRefusedMulti = false;
-      req.deliver(OK);
-    } else if (name === 'multi') {
-      req.deliver(ERR_NESTED_MULTI);
-    } else if (name === 'quit') {
-      DISPATCH.local(this, req, spec as CommandSpec, this.ctx.topology);
-    } else {
-      req.deliver(ERR_REFUSED_TX);
-    }
-  }
-
   /** Sends a routed unit, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void {
     if (topo.resender !== null && (this.fences !== null || unit.multiKey)) {
@@ -510,8 +521,11 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
    * During a migration: if any key of `req` is still on its old owner, moves those keys first and routes the
    * request again afterwards (slow path, only for keys in motion). Returns true when it took the request.
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean {
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, given?: Buffer[]): boolean {
     let keys: Buffer[] | null = null;
+    if (given !== undefined) {
+      for (const key of given) if (migration.needsMove(key)) (keys ??= []).push(key);
+    }
     for (let i = 0; i < n; i++) {
       const key = req.args[idx[i]];
       if (migration.needsMove(key)) (keys ??= []).push(key);
@@ -589,7 +603,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.user = acl.connectUser?.name ?? null;
     this.aclUser = acl.connectUser;
     this.aclFrom = acl;
-    this.inRefusedMulti = false;
+    this.txn?.reset();
     this.replyMode = REPLY_ON;
     this.switchProtocol(2);
   }
@@ -605,8 +619,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.routedWith = null;
   }
 
-  /** The client is gone: its subscriptions and the messages waiting for it are dropped. */
+  /**
+   * The client is gone: its subscriptions and the messages waiting for it are dropped; a session connection with
+   * a command of it in flight is closed (never reused), its WATCH connection given back.
+   */
   private leavePubSub(): void {
+    if (this.txn !== null) this.txn.clientGone();
     const pubsub = this.pubsub;
     if (pubsub === null) return;
     this.ctx.pubsub.clientGone(pubsub);
@@ -755,6 +773,24 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       this.closed = true;
       this.ctx.sessionClosed(this);
     }
+  }
+
+  /**
+   * The client ended its side. Normally its commands are answered first; but a blocked command may never be
+   * answered, and if it were, after the client left, it could pop an item nobody receives: the client is gone
+   * now, and its session connection closed (src/session/).
+   */
+  private onEnd(): void {
+    if (this.txn === null || !this.txn.blocking || this.closed) {
+      this.closeWhenDone();
+      return;
+    }
+    this.closed = true;
+    this.out = [];
+    this.outBytes = 0;
+    this.leavePubSub();
+    this.socket.destroy();
+    this.ctx.sessionClosed(this);
   }
 
   /** Accepts no further commands; the socket ends once the replies before this point are written (QUIT). */

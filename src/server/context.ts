@@ -7,6 +7,8 @@ import type { Request } from '../core/request.js';
 import type { Topology } from '../routing/topology.js';
 import type { PubSubHub } from '../pubsub/hub.js';
 import type { AuthGuard } from '../security/auth-guard.js';
+import type { SessionPools } from '../session/session-pool.js';
+import type { ShardPool } from '../backend/pool.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -70,6 +72,12 @@ export interface ProxyContext {
   readonly pubsub: PubSubHub;
   /** Failed AUTHs: how long each reply waits and when a connection is closed. */
   readonly authGuard: AuthGuard;
+  /** Session connections (transactions, WATCH, blocking commands), leased per node. */
+  readonly sessions: SessionPools;
+  /** Cluster mode: a sign that slots moved (a MOVED seen on a session connection): rediscover soon. */
+  clusterHint(): void;
+  /** Cluster mode: the shared pool of a master named by a redirection (created on first use); null otherwise. */
+  nodePool(address: string): ShardPool | null;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

@@ -179,6 +179,23 @@ describe('clients with a user name', () => {
     );
   });
 
+  it('a NOPERM inside MULTI aborts the transaction (EXECABORT, nothing applied), as on Redis', async () => {
+    const batch: string[][] = [
+      ['AUTH', 'app', 's3cret'],
+      ['MULTI'],
+      ['SET', 'app:tx', 'applied'],
+      ['GET', 'other:tx'],
+      ['EXEC'],
+      ['GET', 'app:tx'],
+    ];
+    const text = (replies: unknown[]): string[] =>
+      replies.map((r) => (r instanceof Error ? `-${r.message.split(' ')[0]}` : JSON.stringify(r)));
+    const viaKeymux = text(await redisCommands(proxy.port, batch));
+    const viaRedis = text(await redisCommands(oracle.port, batch));
+    expect(viaKeymux).toEqual(['"OK"', '"OK"', '"QUEUED"', '-NOPERM', '-EXECABORT', 'null']);
+    expect(viaKeymux).toEqual(viaRedis);
+  });
+
   it('redis-cli --user --pass: the NOPERM text, and the value when allowed', async () => {
     const cli = (...args: string[]): Promise<string> =>
       run('redis-cli', [
@@ -372,8 +389,11 @@ describe('server administration stays refused, for every user and in every form'
       const lines = c.data.toString('latin1').split('\r\n').slice(0, 15);
       expect(lines[0]).toBe('+OK');
       expect(lines[14]).toBe('+PONG');
-      // Every administration command got an error (a keymux refusal, or NOPERM for a user without it).
-      for (const l of lines.slice(1, 14)) expect(l).toMatch(/^-(ERR keymux|NOPERM|EXECABORT|ERR)/);
+      // Every administration command got an error (a keymux refusal, or NOPERM for a user without it); MULTI itself
+      // is accepted, the refused CONFIG inside it aborts the transaction.
+      expect(lines[11]).toBe('+OK');
+      for (const l of [...lines.slice(1, 11), lines[12]]) expect(l).toMatch(/^-(ERR keymux|NOPERM|ERR)/);
+      expect(lines[13]).toMatch(/^-EXECABORT/);
     }
     const after = await Promise.all(shards.map((s) => redisCommand(s.port, 'CONFIG', 'GET', 'maxmemory')));
     expect(after).toEqual(before);

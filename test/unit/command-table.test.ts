@@ -167,7 +167,7 @@ describe('overrides', () => {
 
   it('refuses the other CLIENT and COMMAND subcommands', () => {
     expect(reason(spec('client|kill'))).toBe(
-      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID and REPLY)\r\n",
+      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY and UNBLOCK)\r\n",
     );
     expect(spec('client|list').dispatch).toBe('refused');
     expect(spec('command|help').dispatch).toBe('refused');
@@ -191,13 +191,9 @@ describe('overrides', () => {
   it('refuses with a clear message naming the command and why', () => {
     expect(reason(spec('keys'))).toBe("-ERR keymux: command 'keys' is not supported by keymux yet\r\n");
     expect(reason(spec('scan'))).toBe("-ERR keymux: command 'scan' is not supported by keymux yet\r\n");
-    expect(reason(spec('multi'))).toBe(
-      "-ERR keymux: command 'multi' is not supported: keymux does not support transactions\r\n",
-    );
-    expect(reason(spec('watch'))).toContain('transactions'); // WATCH has keys, but is refused by policy
-    expect(reason(spec('blpop'))).toBe(
-      "-ERR keymux: command 'blpop' is not supported: it blocks, which would stall a backend connection shared with other clients\r\n",
-    );
+    // Transactions and blocking commands have a dispatch kind of their own (issue 10).
+    for (const n of ['multi', 'exec', 'discard', 'watch', 'unwatch', 'blpop', 'bzmpop', 'blmove', 'client|unblock'])
+      expect((n.includes('|') ? spec('client').subcommands?.get('unblock') : spec(n))?.dispatch, n).toBe('session');
     expect(reason(spec('time'))).toBe("-ERR keymux: command 'time' has no key to route by\r\n");
     expect(reason(spec('randomkey'))).toBe("-ERR keymux: command 'randomkey' has no key to route by\r\n");
     expect(reason(spec('config|get'))).toBe(
@@ -220,9 +216,6 @@ describe('overrides', () => {
       'readonly',
       'readwrite',
       'asking',
-      'exec',
-      'discard',
-      'unwatch',
       'wait',
       'sync',
       'psync',
@@ -239,12 +232,6 @@ describe('overrides', () => {
       'module|list',
       'role',
       'lolwut',
-      'brpop',
-      'blmove',
-      'bzpopmin',
-      'bzmpop',
-      'blmpop',
-      'brpoplpush',
     ]) {
       expect(spec(n).dispatch, n).toBe('refused');
     }
@@ -296,14 +283,11 @@ describe('overrides', () => {
     }
   });
 
-  it('keeps XREAD, XREADGROUP, SORT, COPY keyed with run-time option checks', () => {
+  it('keeps SORT, COPY keyed and XREAD, XREADGROUP session (BLOCK leases a connection) with run-time option checks', () => {
     for (const n of ['xread', 'xreadgroup', 'sort', 'sort_ro', 'copy']) {
-      expect(spec(n).dispatch, n).toBe('keyed');
+      expect(spec(n).dispatch, n).toBe(n.startsWith('xread') ? 'session' : 'keyed');
       expect(spec(n).options, n).toBeTruthy();
     }
-    expect(spec('xread').options?.refuseReply.toString()).toBe(
-      "-ERR keymux: command 'xread' with BLOCK is not supported: it would stall a backend connection shared with other clients\r\n",
-    );
   });
 
   it('generic rules hold over the whole table', () => {
@@ -315,15 +299,14 @@ describe('overrides', () => {
       } else {
         expect(s.refuseReason, s.name).toBeNull();
       }
-      if (s.flags.includes('blocking') && s.name !== 'xread' && s.name !== 'xreadgroup')
-        expect(s.dispatch, s.name).toBe('refused');
+      if (s.flags.includes('blocking')) expect(s.dispatch, s.name).toBe('session');
       if (s.flags.includes('pubsub')) expect(['pubsub', 'refused'], s.name).toContain(s.dispatch);
       if (s.dispatch === 'keyed' || s.dispatch === 'fanout') {
         expect(s.keyFinder?.mayHaveKeys, s.name).toBe(true);
         expect(s.keyFinder?.error, s.name).toBe(0);
       }
       if (s.keySpecs.length === 0 && s.subcommands === null)
-        expect(['local', 'all-shards', 'refused', 'pubsub'], s.name).toContain(s.dispatch);
+        expect(['local', 'all-shards', 'refused', 'pubsub', 'session'], s.name).toContain(s.dispatch);
       expect(s.readonly).toBe(s.flags.includes('readonly'));
       expect(s.write).toBe(s.flags.includes('write'));
       expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
@@ -484,7 +467,7 @@ describe('findKeyIndexes vectors', () => {
     ['EVAL s 0 x', KEYS_ERROR_NO_KEYS],
     ['XREAD COUNT 1 STREAMS a b 0 0', [4, 5]],
     ['XREAD STREAMS a 0', [2]],
-    ['XREAD BLOCK 0 STREAMS a 0', KEYS_ERROR_OPTION_REFUSED],
+    ['XREAD BLOCK 0 STREAMS a 0', [4]],
     ['XREAD FOO 1 STREAMS a 0', KEYS_ERROR_SYNTAX],
     ['XREAD COUNT 1', KEYS_ERROR_ARITY],
     ['XREADGROUP GROUP g c STREAMS a >', [5]],

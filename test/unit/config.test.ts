@@ -139,6 +139,7 @@ describe('valid configurations', () => {
         passwordFile: null,
         username: null,
         maxPending: 8192,
+        sessionConnections: { max: 1024, maxIdle: 64, idleTimeoutS: 60 },
         tls: BACKEND_TLS_OFF,
       },
       clients: {
@@ -206,6 +207,7 @@ describe('valid configurations', () => {
       passwordFile: null,
       username: 'proxy',
       maxPending: 7,
+      sessionConnections: { max: 1024, maxIdle: 64, idleTimeoutS: 60 },
       tls: BACKEND_TLS_OFF,
     });
     expect(c.clients).toEqual({
@@ -1104,7 +1106,7 @@ describe('backend', () => {
       'config/test.yaml:13: backend.connectTimeoutMs: unknown key (did you mean "connect_timeout_ms"?)',
       'config/test.yaml:14: backend.timeout: unknown key (did you mean "timeout_ms"?)',
       'config/test.yaml:15: backend.pool: unknown key; expected one of: connections, connect_timeout_ms, timeout_ms, ' +
-        'password, password_file, username, max_pending, tls',
+        'password, password_file, username, max_pending, session_connections, tls',
     ]);
   });
 });

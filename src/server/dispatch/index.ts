@@ -7,6 +7,7 @@ import { dispatchFanout } from './fanout.js';
 import { dispatchKeyed } from './keyed.js';
 import { dispatchLocal, dispatchRefused } from './local.js';
 import { dispatchPubSub } from './pubsub.js';
+import { dispatchSession } from './session.js';
 import type { DispatchHandler } from './types.js';
 
 export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
@@ -16,6 +17,7 @@ export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
   local: dispatchLocal,
   refused: dispatchRefused,
   pubsub: dispatchPubSub,
+  session: dispatchSession,
 };
 
 export type { DispatchHandler, DispatchSession } from './types.js';

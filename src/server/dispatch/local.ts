@@ -4,7 +4,7 @@
  * command's pre-encoded refusal.
  */
 import { LOCAL_HANDLERS } from '../../commands/local.js';
-import { ERR_NOAUTH, unknownCommand } from '../../errors.js';
+import { ERR_NESTED_MULTI, ERR_NOAUTH, unknownCommand } from '../../errors.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchLocal: DispatchHandler = (session, req, spec) => {
@@ -26,6 +26,15 @@ export const dispatchLocal: DispatchHandler = (session, req, spec) => {
   handler(session, req, session.ctx);
 };
 
-export const dispatchRefused: DispatchHandler = (_session, req, spec) => {
+export const dispatchRefused: DispatchHandler = (session, req, spec) => {
+  // A refused MULTI (commands.deny) refuses what depends on it, up to EXEC or DISCARD (server/dispatch/session.ts).
+  if (spec.name === 'multi') {
+    const state = session.sessionState();
+    if (state.inMulti) {
+      req.deliver(ERR_NESTED_MULTI);
+      return;
+    }
+    state.beginRefused();
+  }
   req.deliver(spec.refuseReason as Buffer);
 };

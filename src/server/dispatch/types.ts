@@ -13,6 +13,7 @@ import type { LocalSession } from '../../commands/local.js';
 import type { ProxyContext } from '../context.js';
 import type { PubSubClient } from '../../pubsub/client.js';
 import type { Entry } from '../../pubsub/hub.js';
+import type { SessionState } from '../../session/client-state.js';
 
 export interface DispatchSession extends LocalSession {
   readonly ctx: ProxyContext;
@@ -21,8 +22,9 @@ export interface DispatchSession extends LocalSession {
   /**
    * During a migration: if any key of `req` (at args[idx[0..n)]) is still on its old owner, moves it first and
    * dispatches `req` again afterwards, holding the client's later requests meanwhile. True when it took `req`.
+   * `keys`, when given, are the keys to check instead (EXEC: the keys of the queued commands).
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number): boolean;
+  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, keys?: Buffer[]): boolean;
   /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
   /**
@@ -42,6 +44,16 @@ export interface DispatchSession extends LocalSession {
    */
   park(req: Request): void;
   resumeParked(req: Request): void;
+  /** Transaction / WATCH / blocked-command state (null until the client first needs it). */
+  readonly txn: SessionState | null;
+  /** That state, created on first use. */
+  sessionState(): SessionState;
+  /**
+   * `req` must run alone in its client's order (it goes over a connection of its own): true when it may go now
+   * (nothing earlier of the client is outstanding); false when it was parked, and the session dispatches it again
+   * once the earlier ones are answered. Later requests wait until it is answered either way.
+   */
+  runAlone(req: Request): boolean;
 }
 
 export type DispatchHandler = (session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology) => void;

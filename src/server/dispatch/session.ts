@@ -1,0 +1,658 @@
+/**
+ * Session dispatch: commands that need a backend connection of their own for a while (src/session/): MULTI,
+ * EXEC, DISCARD, WATCH, UNWATCH, the blocking commands (BLPOP, BRPOP, BLMOVE, BRPOPLPUSH, BLMPOP, BZPOPMIN,
+ * BZPOPMAX, BZMPOP, XREAD/XREADGROUP with BLOCK) and CLIENT UNBLOCK; plus queueing while a MULTI is open
+ * (queueInTransaction, called by the session for every command between MULTI and EXEC).
+ *
+ * Design: a transaction is buffered here, not at a shard. MULTI is answered +OK, every command after it is
+ * checked (known, arity, keys on the transaction's shard; cluster mode: its slot) and answered +QUEUED, or refused
+ * with Redis's or keymux's error, which marks the transaction so EXEC answers EXECABORT, as Redis does. At EXEC,
+ * keymux leases a session connection to the transaction's shard (or uses the one holding the client's WATCH) and
+ * sends MULTI, the queued commands and EXEC in one write; the shard's EXEC reply (array, nil when a WATCHed key
+ * changed, or EXECABORT) is the client's, with the replies of commands keymux answers itself (PING, ECHO,
+ * CLIENT ...) put in their places. Why buffer rather than lease at MULTI: a transaction's shard is only known at
+ * its first keyed command, a client may queue commands keymux must refuse (cross-shard keys, FLUSHALL) before
+ * any reaches a shard, and a buffered transaction holds a connection for one round trip instead of for as long
+ * as the client takes to queue it (a client that sends MULTI and stalls costs nothing). The price is that Redis's
+ * own queue-time errors (e.g. ACL) surface as EXECABORT at EXEC, not at the command; nothing is ever applied.
+ *
+ * WATCH leases a connection at once (the watch must be on the shard before the client reads the values it
+ * watches) and keeps it until EXEC, DISCARD, UNWATCH, RESET or the client leaves. WATCH, EXEC and blocking
+ * commands run alone in their client's order (DispatchSession.runAlone): they leave once the client's earlier
+ * commands are answered, and later ones wait for them, since they go over a different connection than the
+ * client's other commands; a blocked client is blocked, as on Redis. In cluster mode a MOVED/ASK answering a
+ * blocking command or a WATCH is followed (the command is sent again on a lease to the named node); one answering
+ * a queued command of a transaction aborts it (nothing is applied), topology is refreshed, and the client is told
+ * to retry.
+ */
+import { equalsLower, findKeyIndexes, keysErrorReply, parseInteger } from '../../commands/keys.js';
+import { LOCAL_HANDLERS } from '../../commands/local.js';
+import type { CommandSpec } from '../../commands/spec.js';
+import { Request, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
+import { parseRedirect, withHost, type RedirectTarget } from '../../backend/redirect.js';
+import type { ShardPool } from '../../backend/pool.js';
+import {
+  ERR_CROSSSLOT,
+  ERR_EXECABORT,
+  ERR_NESTED_MULTI,
+  ERR_REFUSED_TX,
+  ERR_SLOT_NOT_SERVED,
+  errorReply,
+} from '../../errors.js';
+import { readArrayElements } from '../../resp/reply-reader.js';
+import { OK, arrayHeader, commandFrame, integerReply } from '../../resp/writer.js';
+import type { Topology } from '../../routing/topology.js';
+import type { SessionState, QueuedCommand } from '../../session/client-state.js';
+import { Lease, SideOp, type BlockedCall } from '../../session/session-pool.js';
+import { dispatchKeyed } from './keyed.js';
+import type { DispatchHandler, DispatchSession } from './types.js';
+
+export const QUEUED = Buffer.from('+QUEUED\r\n');
+const ERR_EXEC_WITHOUT_MULTI = errorReply('ERR EXEC without MULTI');
+const ERR_DISCARD_WITHOUT_MULTI = errorReply('ERR DISCARD without MULTI');
+const ERR_WATCH_IN_MULTI = errorReply('ERR WATCH inside MULTI is not allowed');
+const ERR_NOT_IN_MULTI = errorReply('ERR Command not allowed inside a transaction');
+const ERR_TX_OTHER_SHARD = errorReply(
+  "CROSSSLOT Keys in request don't hash to the same slot (keymux: a transaction runs on one shard, in cluster mode " +
+    'one slot: the shard of its WATCHed keys or of its first keyed command; use {hash tags})',
+);
+const ERR_WATCH_OTHER_SHARD = errorReply(
+  "CROSSSLOT Keys in request don't hash to the same slot (keymux: every WATCHed key must be on the shard of the " +
+    'keys already watched, in cluster mode their slot; use {hash tags})',
+);
+const ERR_WATCH_LOST = errorReply(
+  "ERR keymux: the connection holding this client's WATCH was lost; the transaction was not run (WATCH again and retry)",
+);
+const ERR_TOO_MANY_REDIRECTS = errorReply('ERR keymux: too many cluster redirections for this command');
+const MULTI_FRAME = commandFrame(['MULTI']);
+const EXEC_FRAME = commandFrame(['EXEC']);
+const ASKING_FRAME = commandFrame(['ASKING']);
+const STREAMS = Buffer.from('streams');
+const BLOCK = Buffer.from('block');
+const ZERO = integerReply(0);
+/** MOVED/ASK hops a blocking command or WATCH follows before the client gets an error. */
+const MAX_REDIRECTS = 5;
+
+/** Commands that are not queued between MULTI and EXEC (as in Redis: they act at once). */
+export const NOT_QUEUED: ReadonlySet<string> = new Set(['exec', 'discard', 'multi', 'watch', 'quit', 'reset']);
+
+export const dispatchSession: DispatchHandler = (session, req, spec, topo) => {
+  switch (spec.name) {
+    case 'multi':
+      multi(session, req);
+      return;
+    case 'exec':
+      exec(session, req, topo);
+      return;
+    case 'discard':
+      discard(session, req);
+      return;
+    case 'watch':
+      watch(session, req, spec, topo);
+      return;
+    case 'unwatch':
+      session.txn?.endWatch();
+      req.deliver(OK);
+      return;
+    case 'client|unblock':
+      clientUnblock(session, req);
+      return;
+    case 'xread':
+    case 'xreadgroup':
+      if (!hasBlockOption(req.args)) {
+        dispatchKeyed(session, req, spec, topo);
+        return;
+      }
+      break;
+  }
+  block(session, req, spec, topo);
+};
+
+// ---- MULTI / queueing / EXEC / DISCARD ------------------------------------------------------------------------
+
+function multi(session: DispatchSession, req: Request): void {
+  const state = session.sessionState();
+  if (state.inMulti) {
+    req.deliver(ERR_NESTED_MULTI); // Redis does not flag the transaction for this one
+    return;
+  }
+  state.begin();
+  req.deliver(OK);
+}
+
+/** A command between MULTI and EXEC: checked and answered +QUEUED, or refused (the transaction is then aborted). */
+export function queueInTransaction(
+  session: DispatchSession,
+  state: SessionState,
+  req: Request,
+  spec: CommandSpec,
+  topo: Topology,
+): void {
+  const refuse = (reply: Buffer): void => {
+    state.dirty = true;
+    req.deliver(reply);
+  };
+  if (state.refused) {
+    refuse(ERR_REFUSED_TX);
+    return;
+  }
+  if (spec.flags.includes('no_multi')) {
+    refuse(ERR_NOT_IN_MULTI); // SAVE, SHUTDOWN...: Redis's own refusal comes first
+    return;
+  }
+  switch (spec.dispatch) {
+    case 'local':
+      state.queued.push({ frame: req.frame, args: req.args, spec, local: true, fixed: null });
+      req.deliver(QUEUED);
+      return;
+    case 'refused':
+      refuse(spec.refuseReason as Buffer);
+      return;
+    case 'keyed':
+    case 'fanout':
+    case 'session':
+      break;
+    default:
+      refuse(
+        errorReply(
+          `ERR keymux: command '${spec.name}' cannot be queued in a transaction: it does not run on one shard ` +
+            '(a transaction runs on the shard of its keys)',
+        ),
+      );
+      return;
+  }
+  if (spec.name === 'unwatch') {
+    // Redis queues it; inside MULTI it has no effect a client can see (EXEC unwatches anyway).
+    state.queued.push({ frame: req.frame, args: req.args, spec, local: true, fixed: OK });
+    req.deliver(QUEUED);
+    return;
+  }
+  if (spec.name === 'client|unblock') {
+    refuse(errorReply("ERR keymux: command 'client|unblock' cannot be queued in a transaction"));
+    return;
+  }
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  if (n <= 0) {
+    refuse(keysErrorReply(n, spec));
+    return;
+  }
+  const router = topo.router;
+  const group = router.groupFor(req.args[idx[0]]);
+  for (let i = 1; i < n; i++) {
+    if (router.groupFor(req.args[idx[i]]) !== group) {
+      refuse(ERR_CROSSSLOT);
+      return;
+    }
+  }
+  if (state.group === -1) state.group = group;
+  else if (state.group !== group) {
+    refuse(ERR_TX_OTHER_SHARD);
+    return;
+  }
+  state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null });
+  state.remoteCount++;
+  req.deliver(QUEUED);
+}
+
+function discard(session: DispatchSession, req: Request): void {
+  const state = session.txn;
+  if (state === null || !state.inMulti) {
+    req.deliver(ERR_DISCARD_WITHOUT_MULTI);
+    return;
+  }
+  state.take();
+  state.endWatch(); // DISCARD unwatches, as in Redis
+  req.deliver(OK);
+}
+
+function exec(session: DispatchSession, req: Request, topo: Topology): void {
+  const state = session.txn;
+  if (state === null || !state.inMulti) {
+    req.deliver(ERR_EXEC_WITHOUT_MULTI);
+    return;
+  }
+  if (!state.dirty && state.remoteCount > 0 && heldForMigration(session, req, null, topo, state.queued)) return;
+  if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
+  const dirty = state.dirty;
+  const group = state.group;
+  const remote = state.remoteCount;
+  const queued = state.take();
+  let lease = state.watchLease;
+  const watched = lease !== null;
+  if (dirty) {
+    state.endWatch();
+    req.deliver(ERR_EXECABORT);
+    return;
+  }
+  if (remote === 0 && lease === null) {
+    req.deliver(execReply(session, queued, null));
+    return;
+  }
+  state.watchLease = null;
+  state.watchGroup = -1;
+  if (lease !== null) {
+    if (!lease.usable) {
+      lease.release();
+      req.deliver(ERR_WATCH_LOST);
+      return;
+    }
+    lease.watching = false; // EXEC unwatches
+  } else {
+    const pool = poolOfGroup(topo, group);
+    if (pool === null) {
+      req.deliver(ERR_SLOT_NOT_SERVED);
+      return;
+    }
+    const got = session.ctx.sessions.lease(pool, session.protocol);
+    if (!(got instanceof Lease)) {
+      req.deliver(got);
+      return;
+    }
+    lease = got;
+  }
+  state.busy = lease;
+  new TransactionRun(session, state, req, lease, queued, watched).send();
+}
+
+/**
+ * The MULTI ... EXEC batch of one transaction on its lease; its replies are read as they come. Cluster mode: when
+ * the shard answers a queued command with MOVED (the slot has a new owner), it aborted the transaction (EXECABORT,
+ * nothing applied); without WATCH the batch is sent again to the new owner (bounded), with WATCH the client is told
+ * (its watch was on the old owner).
+ */
+class TransactionRun {
+  private readonly session: DispatchSession;
+  private readonly state: SessionState;
+  private readonly req: Request;
+  private lease: Lease;
+  private readonly queued: QueuedCommand[];
+  private readonly watched: boolean;
+  /** A queued command was answered with a redirection (cluster mode): the slot is elsewhere now. */
+  private moved: RedirectTarget | null;
+  private redirects: number;
+
+  constructor(
+    session: DispatchSession,
+    state: SessionState,
+    req: Request,
+    lease: Lease,
+    queued: QueuedCommand[],
+    watched: boolean,
+  ) {
+    this.session = session;
+    this.state = state;
+    this.req = req;
+    this.lease = lease;
+    this.queued = queued;
+    this.watched = watched;
+    this.moved = null;
+    this.redirects = 0;
+  }
+
+  send(): void {
+    const lease = this.lease;
+    this.moved = null;
+    lease.send(new SideOp(MULTI_FRAME));
+    const onQueued = (frame: Buffer): void => {
+      if (this.moved === null && frame[0] === 45 /* - */) {
+        const r = parseRedirect(frame);
+        if (r !== null && r.kind !== 'invalid') this.moved = withHost(r, hostOf(lease.pool.address));
+      }
+    };
+    for (const q of this.queued) if (!q.local) lease.send(new SideOp(q.frame, onQueued));
+    lease.send(new SideOp(EXEC_FRAME, (frame) => this.done(frame)));
+  }
+
+  private done(frame: Buffer): void {
+    const state = this.state;
+    const lease = this.lease;
+    if (!lease.leased) {
+      this.req.deliver(frame); // the client left: closed with it
+      return;
+    }
+    const m = this.moved;
+    if (m !== null && m.kind === 'moved' && !this.watched && this.redirects < MAX_REDIRECTS) {
+      const ctx = this.session.ctx;
+      ctx.stats.moved++;
+      ctx.clusterHint();
+      const pool = ctx.nodePool(m.address);
+      const next = pool === null ? null : ctx.sessions.lease(pool, this.session.protocol);
+      if (next instanceof Lease) {
+        if (state.busy === lease) state.busy = next;
+        lease.release();
+        this.lease = next;
+        this.redirects++;
+        this.send();
+        return;
+      }
+    }
+    if (state.busy === lease) state.busy = null;
+    lease.release();
+    let reply = frame;
+    if (m !== null) {
+      // Cluster mode: the transaction's slot moved while it was queued; the shard aborted it (EXECABORT).
+      this.session.ctx.clusterHint();
+      reply = errorReply(
+        `EXECABORT keymux: the transaction was not applied: slot ${m.slot} ` +
+          `${m.kind === 'moved' ? 'moved' : 'is migrating'} to ${m.address}` +
+          `${this.watched ? ' (its WATCH was on the former owner)' : ''}; retry it`,
+      );
+    } else if (frame[0] === 42 /* * */) {
+      reply = execReply(this.session, this.queued, frame);
+    }
+    this.req.deliver(reply);
+  }
+}
+
+/** The host part of "host:port" ("[v6]:port" -> "v6"). */
+function hostOf(address: string): string {
+  return address.slice(0, address.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+}
+
+/**
+ * The client's EXEC reply: the shard's array (`shardReply`, one element per remote command) with the replies of
+ * commands keymux answers itself in their places; null shardReply: every command is local.
+ */
+function execReply(session: DispatchSession, queued: QueuedCommand[], shardReply: Buffer | null): Buffer {
+  let hasLocal = false;
+  for (const q of queued) if (q.local) hasLocal = true;
+  if (!hasLocal && shardReply !== null) return shardReply;
+  const remote = shardReply === null ? [] : readArrayElements(shardReply);
+  if (remote === null) return shardReply as Buffer;
+  const parts: Buffer[] = [arrayHeader(queued.length)];
+  let r = 0;
+  for (const q of queued) {
+    if (!q.local) {
+      parts.push(remote[r++] ?? Buffer.from('$-1\r\n'));
+      continue;
+    }
+    parts.push(q.fixed ?? runLocal(session, q));
+  }
+  return Buffer.concat(parts);
+}
+
+/** A local command's reply, run now (at EXEC) through its handler. */
+function runLocal(session: DispatchSession, q: QueuedCommand): Buffer {
+  const handler = LOCAL_HANDLERS[q.spec.name];
+  if (handler === undefined) return errorReply(`ERR keymux: command '${q.spec.name}' is not available here`);
+  const sub = new Request(CAPTURE, q.frame, q.args, 0, -1);
+  sub.spec = q.spec;
+  handler(session, sub, session.ctx);
+  return sub.reply ?? errorReply(`ERR keymux: command '${q.spec.name}' gave no reply inside a transaction`);
+}
+
+/** The owner of a local command run inside EXEC: its reply is read from the request, nothing else happens. */
+const CAPTURE: RequestOwner = {
+  id: -1,
+  onRequestDone: () => undefined,
+  onFencedUnitDone: () => undefined,
+  retryInOrder: (unit: RoutedUnit) => unit.deliver(errorReply('ERR keymux: not retried')),
+  holdRedirect: () => false,
+  backendFull: () => undefined,
+  backendDrained: () => undefined,
+};
+
+// ---- WATCH and blocking commands: one command on a lease --------------------------------------------------------
+
+function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
+  const state = session.sessionState();
+  if (state.inMulti) {
+    req.deliver(ERR_WATCH_IN_MULTI); // not flagged, as in Redis
+    return;
+  }
+  const group = groupOfKeys(session, req, spec, topo);
+  if (group < 0) return;
+  if (state.watchLease !== null && state.watchGroup !== group) {
+    req.deliver(ERR_WATCH_OTHER_SHARD);
+    return;
+  }
+  if (heldForMigration(session, req, spec, topo, null)) return;
+  if (!session.runAlone(req)) return;
+  let lease = state.watchLease;
+  if (lease === null || !lease.usable) {
+    if (lease !== null) state.endWatch();
+    const got = leaseFor(session, req, topo, group);
+    if (got === null) return;
+    lease = got;
+    state.watchLease = lease;
+    state.watchGroup = group;
+  }
+  lease.watching = true;
+  state.busy = lease;
+  lease.send(new LeasedCall(session, state, req, lease, false));
+}
+
+function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
+  const group = groupOfKeys(session, req, spec, topo);
+  if (group < 0) return;
+  if (heldForMigration(session, req, spec, topo, null)) return;
+  if (!session.runAlone(req)) return;
+  const lease = leaseFor(session, req, topo, group);
+  if (lease === null) return;
+  const state = session.sessionState();
+  state.busy = lease;
+  state.blocking = true;
+  const call = new LeasedCall(session, state, req, lease, true);
+  session.ctx.sessions.blocked.set(session.id, call);
+  lease.send(call);
+}
+
+/**
+ * One command on a lease: a blocking command (the lease is given back with its reply) or a WATCH (the lease
+ * stays the client's). Cluster mode: a MOVED/ASK reply is followed on a lease to the named node.
+ */
+class LeasedCall implements BackendOp, BlockedCall {
+  sentAt: number;
+  redirects: number;
+  readonly sessionId: number;
+  readonly frame: Buffer;
+  private readonly session: DispatchSession;
+  private readonly state: SessionState;
+  private readonly req: Request;
+  private lease: Lease;
+  private readonly releaseAfter: boolean;
+  private abortReply: Buffer | null;
+
+  constructor(session: DispatchSession, state: SessionState, req: Request, lease: Lease, releaseAfter: boolean) {
+    this.sentAt = 0;
+    this.redirects = 0;
+    this.sessionId = session.id;
+    this.frame = req.frame;
+    this.session = session;
+    this.state = state;
+    this.req = req;
+    this.lease = lease;
+    this.releaseAfter = releaseAfter;
+    this.abortReply = null;
+  }
+
+  deliver(frame: Buffer): void {
+    const lease = this.lease;
+    if (!lease.leased) {
+      // Destroyed: its client left, or drain ended it.
+      this.req.deliver(this.abortReply ?? frame);
+      return;
+    }
+    if (frame[0] === 45 /* - */ && this.follow(frame)) return;
+    const state = this.state;
+    if (state.busy === lease) state.busy = null;
+    if (this.releaseAfter) {
+      state.blocking = false;
+      this.session.ctx.sessions.blocked.delete(this.session.id);
+      lease.release();
+    }
+    this.req.deliver(frame);
+  }
+
+  /** Cluster mode: MOVED/ASK -> the same command on a lease to the named node. True when it took over. */
+  private follow(frame: Buffer): boolean {
+    const r = parseRedirect(frame);
+    if (r === null) return false;
+    const ctx = this.session.ctx;
+    if (r.kind === 'invalid' || this.redirects >= MAX_REDIRECTS) {
+      this.finishWith(
+        r.kind === 'invalid'
+          ? errorReply(`ERR keymux: invalid redirection from the cluster (${r.reason})`)
+          : ERR_TOO_MANY_REDIRECTS,
+      );
+      return true;
+    }
+    const target = withHost(r, hostOf(this.lease.pool.address));
+    if (r.kind === 'moved') {
+      ctx.stats.moved++;
+      ctx.clusterHint();
+    } else ctx.stats.ask++;
+    const pool = ctx.nodePool(target.address);
+    if (pool === null) return false;
+    const got = ctx.sessions.lease(pool, this.session.protocol);
+    if (!(got instanceof Lease)) {
+      this.finishWith(got);
+      return true;
+    }
+    const old = this.lease;
+    const state = this.state;
+    if (state.watchLease === old) state.watchLease = got;
+    if (state.busy === old) state.busy = got;
+    got.watching = old.watching;
+    old.watching = false;
+    old.release();
+    this.lease = got;
+    this.redirects++;
+    if (target.kind === 'ask') got.send(new SideOp(ASKING_FRAME));
+    got.send(this);
+    return true;
+  }
+
+  private finishWith(reply: Buffer): void {
+    const state = this.state;
+    if (state.busy === this.lease) state.busy = null;
+    if (this.releaseAfter) {
+      state.blocking = false;
+      this.session.ctx.sessions.blocked.delete(this.session.id);
+      this.lease.release();
+    } else {
+      state.endWatch();
+    }
+    this.req.deliver(reply);
+  }
+
+  unblock(mode: 'timeout' | 'error', onReply: ((frame: Buffer) => void) | null = null): boolean {
+    return this.lease.leased && this.lease.unblock(mode, onReply);
+  }
+
+  abort(reply: Buffer): void {
+    this.abortReply = reply;
+    this.session.ctx.sessions.blocked.delete(this.session.id);
+    if (this.state.busy === this.lease) this.state.busy = null;
+    this.state.blocking = false;
+    this.lease.destroy(); // the pending reply comes back as an error, and `reply` is delivered instead
+  }
+}
+
+// ---- CLIENT UNBLOCK ----------------------------------------------------------------------------------------------
+
+const TIMEOUT = Buffer.from('timeout');
+const ERROR = Buffer.from('error');
+
+/** CLIENT UNBLOCK <id> [TIMEOUT|ERROR]: ids are keymux's (CLIENT ID); the blocked call is unblocked on its node. */
+function clientUnblock(session: DispatchSession, req: Request): void {
+  const args = req.args;
+  if (args.length > 4) {
+    req.deliver(errorReply('ERR syntax error'));
+    return;
+  }
+  const id = parseInteger(args[2]);
+  if (Number.isNaN(id)) {
+    req.deliver(errorReply('ERR value is not an integer or out of range'));
+    return;
+  }
+  let mode: 'timeout' | 'error' = 'timeout';
+  if (args.length === 4) {
+    if (equalsLower(args[3], ERROR)) mode = 'error';
+    else if (!equalsLower(args[3], TIMEOUT)) {
+      req.deliver(errorReply('ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR'));
+      return;
+    }
+  }
+  const call = session.ctx.sessions.blocked.get(id);
+  if (call === undefined || !call.unblock(mode, (frame) => req.deliver(frame))) req.deliver(ZERO);
+}
+
+// ---- helpers -------------------------------------------------------------------------------------------------------
+
+/** XREAD / XREADGROUP: BLOCK among the options before STREAMS. */
+function hasBlockOption(args: Buffer[]): boolean {
+  for (let i = 1; i < args.length; i++) {
+    if (equalsLower(args[i], STREAMS)) return false;
+    if (equalsLower(args[i], BLOCK)) return true;
+  }
+  return false;
+}
+
+/** The one router group of the command's keys; -1 after answering the request with the error. */
+function groupOfKeys(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): number {
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  if (n <= 0) {
+    req.deliver(keysErrorReply(n, spec));
+    return -1;
+  }
+  const router = topo.router;
+  const group = router.groupFor(req.args[idx[0]]);
+  for (let i = 1; i < n; i++) {
+    if (router.groupFor(req.args[idx[i]]) !== group) {
+      req.deliver(ERR_CROSSSLOT);
+      return -1;
+    }
+  }
+  return group;
+}
+
+/**
+ * During a key migration (slots/ring reload): keys of the command (or of the queued commands, for EXEC) still on
+ * their old shard are moved first, and the request is dispatched again afterwards, as keyed commands are.
+ */
+function heldForMigration(
+  session: DispatchSession,
+  req: Request,
+  spec: CommandSpec | null,
+  topo: Topology,
+  queued: QueuedCommand[] | null,
+): boolean {
+  const migration = topo.migration;
+  if (migration === null || !migration.active) return false;
+  const idx = session.keyIndexes;
+  if (queued !== null) {
+    const keys: Buffer[] = [];
+    for (const q of queued) {
+      if (q.local) continue;
+      const n = findKeyIndexes(q.spec, q.args, idx);
+      for (let i = 0; i < n; i++) keys.push(q.args[idx[i]]);
+    }
+    return session.holdForMigration(req, migration, idx, 0, keys);
+  }
+  const n = findKeyIndexes(spec as CommandSpec, req.args, idx);
+  return n > 0 && session.holdForMigration(req, migration, idx, n);
+}
+
+/** The master pool of a group's shard now, or null when no master serves it (cluster failover). */
+function poolOfGroup(topo: Topology, group: number): ShardPool | null {
+  const shard = topo.shards[topo.router.shardOfGroup(group)];
+  return shard === undefined ? null : shard.pool;
+}
+
+/** A lease on the group's shard, or null after answering the request with why not. */
+function leaseFor(session: DispatchSession, req: Request, topo: Topology, group: number): Lease | null {
+  const pool = poolOfGroup(topo, group);
+  if (pool === null) {
+    req.deliver(ERR_SLOT_NOT_SERVED);
+    return null;
+  }
+  const got = session.ctx.sessions.lease(pool, session.protocol);
+  if (!(got instanceof Lease)) {
+    req.deliver(got);
+    return null;
+  }
+  return got;
+}

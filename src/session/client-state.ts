@@ -1,0 +1,120 @@
+/**
+ * SessionState: one client's connection-bound state that keymux keeps for it (created on its first MULTI, WATCH
+ * or blocking command; null for every other client): the transaction being queued (MULTI ... EXEC), the lease
+ * holding its WATCHes, and the lease with a command in flight (an EXEC batch, a blocked command, a WATCH).
+ * Invariants:
+ * - a transaction is bound to one router group (shard in slots/ring mode, slot in cluster mode): the group of
+ *   its WATCHed keys, else of its first keyed command; -1 until known;
+ * - `busy` is set exactly while a command of this client is at a leased connection; if the client leaves then,
+ *   that connection is destroyed, never reused (whatever it was doing belongs to a client that is gone);
+ * - the WATCH lease is given back (with UNWATCH) on EXEC, DISCARD, UNWATCH, RESET, or when the client leaves.
+ */
+import type { CommandSpec } from '../commands/spec.js';
+import type { Lease, SessionPools } from './session-pool.js';
+
+/** One command queued between MULTI and EXEC. */
+export interface QueuedCommand {
+  readonly frame: Buffer;
+  readonly args: Buffer[];
+  readonly spec: CommandSpec;
+  /** Answered by keymux at EXEC time (PING, ECHO, CLIENT ...), in its place in the EXEC array. */
+  readonly local: boolean;
+  /** A reply fixed at queue time (UNWATCH inside MULTI: +OK), or null. */
+  readonly fixed: Buffer | null;
+}
+
+export class SessionState {
+  /** MULTI was answered and EXEC/DISCARD has not come yet. */
+  inMulti: boolean;
+  /** A command was refused while queuing: EXEC answers EXECABORT. */
+  dirty: boolean;
+  /**
+   * The MULTI itself was refused (commands.deny): every command up to EXEC or DISCARD is refused too, so nothing
+   * meant to run atomically runs on its own; EXEC answers EXECABORT.
+   */
+  refused: boolean;
+  /** The transaction's router group (-1: none yet). */
+  group: number;
+  queued: QueuedCommand[];
+  /** Queued commands that go to the shard (the rest are answered locally). */
+  remoteCount: number;
+  /** The lease holding this client's WATCHes, and the group of the watched keys. */
+  watchLease: Lease | null;
+  watchGroup: number;
+  /** A lease with a command of this client in flight. */
+  busy: Lease | null;
+  /** That command is a blocking one (the client is blocked). */
+  blocking: boolean;
+  private readonly pools: SessionPools;
+  private readonly clientId: number;
+
+  constructor(pools: SessionPools, clientId: number) {
+    this.inMulti = false;
+    this.dirty = false;
+    this.refused = false;
+    this.group = -1;
+    this.queued = [];
+    this.remoteCount = 0;
+    this.watchLease = null;
+    this.watchGroup = -1;
+    this.busy = null;
+    this.blocking = false;
+    this.pools = pools;
+    this.clientId = clientId;
+  }
+
+  /** Starts queuing (MULTI). The transaction is bound to the watched keys' group, if any. */
+  begin(): void {
+    this.inMulti = true;
+    this.dirty = false;
+    this.refused = false;
+    this.group = this.watchGroup;
+    this.queued = [];
+    this.remoteCount = 0;
+  }
+
+  /** A refused MULTI: refuse what follows up to EXEC/DISCARD, then abort (see `refused`). */
+  beginRefused(): void {
+    this.begin();
+    this.dirty = true;
+    this.refused = true;
+  }
+
+  /** Ends queuing (EXEC, DISCARD) and returns what was queued. */
+  take(): QueuedCommand[] {
+    const q = this.queued;
+    this.inMulti = false;
+    this.dirty = false;
+    this.refused = false;
+    this.group = -1;
+    this.queued = [];
+    this.remoteCount = 0;
+    return q;
+  }
+
+  /** Gives back the WATCH lease (UNWATCH is sent on it first: see Lease.release). */
+  endWatch(): void {
+    const lease = this.watchLease;
+    this.watchLease = null;
+    this.watchGroup = -1;
+    if (lease !== null && lease !== this.busy) lease.release();
+  }
+
+  /** RESET: no transaction, no WATCH (nothing is in flight: RESET waits behind a busy command). */
+  reset(): void {
+    this.take();
+    this.endWatch();
+  }
+
+  /** The client left: a connection with something in flight is closed; the WATCH lease is given back. */
+  clientGone(): void {
+    this.take();
+    this.pools.blocked.delete(this.clientId);
+    const busy = this.busy;
+    this.busy = null;
+    this.blocking = false;
+    if (busy !== null) busy.destroy();
+    if (this.watchLease === busy) this.watchLease = null;
+    this.endWatch();
+  }
+}

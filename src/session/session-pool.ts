@@ -1,0 +1,335 @@
+/**
+ * Session connections: backend connections a client leases for a while, because the state it builds lives on
+ * the connection (a WATCH, a transaction, a blocked BLPOP) and must not be shared with the pipelined per-shard
+ * connections of backend/pool.ts. It owns
+ * - one SessionPool per node address (a shard in slots and ring modes, a master in cluster mode), bounded by
+ *   `backend.session_connections.max` leased + idle connections; past it a lease is refused with a clear error
+ *   (the client's command gets it; nothing waits for a free connection, which could deadlock clients that hold
+ *   one and wait for each other);
+ * - idle reuse: a released connection goes back to its pool's idle stack (most recently used first) and is
+ *   closed once idle for `idle_timeout_s` or when more than `max_idle` are idle; a connection that failed, or
+ *   whose client left while something was in flight on it, is closed, never reused (a BLPOP completing after
+ *   its client left would pop an item nobody receives);
+ * - the connection's protocol: a lease asks for the client's RESP version and HELLO 2|3 is sent on the
+ *   connection when it differs, before the client's first command;
+ * - the backend CLIENT ID of each connection (asked once, right after the handshake), so a blocked command can be
+ *   cancelled with CLIENT UNBLOCK over the node's shared connection: drain answers blocked clients that way (they
+ *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it;
+ * - the blocked-call registry (keymux client id -> its blocked call) for drain and CLIENT UNBLOCK.
+ * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts), with no operation timeout
+ * (a block may last forever: timeout 0), no reconnection (its state dies with the socket) and no redirect
+ * handler (the session handler follows MOVED itself).
+ */
+import { BackendConnection, type BackendOptions, type ShardIdentity } from '../backend/backend-connection.js';
+import type { ShardPool } from '../backend/pool.js';
+import type { BackendOp } from '../core/request.js';
+import { errorReply } from '../errors.js';
+import { childLogger, type Logger } from '../log.js';
+import { readInteger } from '../resp/reply-reader.js';
+import { commandFrame } from '../resp/writer.js';
+
+export interface SessionSettings {
+  /** Leased + idle connections per node. */
+  readonly max: number;
+  /** Idle connections kept per node. */
+  readonly maxIdle: number;
+  /** An idle connection is closed after this many seconds (0: kept while under maxIdle). */
+  readonly idleTimeoutS: number;
+}
+
+/** An operation whose reply only keymux reads (HELLO, CLIENT ID, UNWATCH, ASKING, CLIENT UNBLOCK). */
+export class SideOp implements BackendOp {
+  sentAt: number;
+  redirects: number;
+  readonly sessionId: number;
+  readonly frame: Buffer;
+  private readonly onReply: ((frame: Buffer) => void) | null;
+
+  constructor(frame: Buffer, onReply: ((frame: Buffer) => void) | null = null) {
+    this.sentAt = 0;
+    this.redirects = 0;
+    this.sessionId = 0;
+    this.frame = frame;
+    this.onReply = onReply;
+  }
+
+  deliver(frame: Buffer): void {
+    if (this.onReply !== null) this.onReply(frame);
+  }
+}
+
+const CLIENT_ID = commandFrame(['CLIENT', 'ID']);
+const HELLO_2 = commandFrame(['HELLO', '2']);
+const HELLO_3 = commandFrame(['HELLO', '3']);
+const UNWATCH = commandFrame(['UNWATCH']);
+
+/** One leased (or idle) connection. */
+export class Lease {
+  readonly pool: SessionPool;
+  readonly conn: BackendConnection;
+  /** RESP version the connection speaks now. */
+  protocol: number;
+  /** The connection's CLIENT ID on the node (-1 until known). */
+  backendId: number;
+  leased: boolean;
+  /** The client may have left WATCH state on it: UNWATCH before it is reused. */
+  watching: boolean;
+  idleSince: number;
+  /** The node's shared pool at lease time (CLIENT UNBLOCK is sent through it). */
+  via: ShardPool | null;
+
+  constructor(pool: SessionPool, conn: BackendConnection) {
+    this.pool = pool;
+    this.conn = conn;
+    this.protocol = 2;
+    this.backendId = -1;
+    this.leased = false;
+    this.watching = false;
+    this.idleSince = 0;
+    this.via = null;
+  }
+
+  /** Usable: connected, or on its way (a failure closes a session connection for good). */
+  get usable(): boolean {
+    const s = this.conn.state;
+    return s === 'ready' || s === 'connecting' || s === 'handshake';
+  }
+
+  send(op: BackendOp): void {
+    this.conn.send(op, op.frame);
+  }
+
+  /** Gives the connection back: reused if nothing is in flight on it and it works, else closed. */
+  release(): void {
+    if (!this.leased) return;
+    this.leased = false;
+    this.pool.released(this);
+  }
+
+  /** Closes the connection (its client left mid-command): never reused. */
+  destroy(): void {
+    const wasLeased = this.leased;
+    this.leased = false;
+    this.conn.close();
+    if (wasLeased) this.pool.dropped();
+  }
+
+  /** Cancels a blocked command with CLIENT UNBLOCK over the node's shared connection; false when it cannot. */
+  unblock(mode: 'timeout' | 'error', onReply: ((frame: Buffer) => void) | null = null): boolean {
+    if (this.backendId < 0 || this.via === null || !this.via.usable) return false;
+    const frame = commandFrame(['CLIENT', 'UNBLOCK', String(this.backendId), mode.toUpperCase()]);
+    this.via.pick(0).send(new SideOp(frame, onReply), frame);
+    return true;
+  }
+}
+
+/** The session connections of one node. */
+export class SessionPool {
+  readonly name: string;
+  readonly address: string;
+  /** Connections leased now. */
+  leasedCount: number;
+  private readonly identity: ShardIdentity;
+  private readonly idle: Lease[];
+  private readonly owner: SessionPools;
+
+  constructor(owner: SessionPools, identity: ShardIdentity) {
+    this.owner = owner;
+    this.identity = identity;
+    this.name = identity.name;
+    this.address = identity.address;
+    this.leasedCount = 0;
+    this.idle = [];
+  }
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  /** A connection for a client speaking `protocol`, or the error reply when the pool is exhausted. */
+  lease(shared: ShardPool, protocol: number): Lease | Buffer {
+    let lease: Lease | undefined;
+    while ((lease = this.idle.pop()) !== undefined && !lease.usable) lease.conn.close();
+    if (lease === undefined) {
+      const max = this.owner.settings.max;
+      if (this.leasedCount >= max) {
+        this.owner.exhausted++;
+        return errorReply(
+          `ERR keymux: no session connection free for shard '${this.name}' (${this.address}): all ` +
+            `${max} (backend.session_connections.max) are held by transactions, WATCH or blocking commands; ` +
+            'retry later or raise the limit',
+        );
+      }
+      const conn = new BackendConnection(this.identity, this.owner.optionsFor(shared), this.owner.log);
+      lease = new Lease(this, conn);
+      const created = lease;
+      conn.connect();
+      created.send(
+        new SideOp(CLIENT_ID, (frame) => {
+          const id = readInteger(frame);
+          if (id !== null) created.backendId = id;
+        }),
+      );
+      this.owner.created++;
+    }
+    if (lease.protocol !== protocol) {
+      lease.send(new SideOp(protocol === 3 ? HELLO_3 : HELLO_2));
+      lease.protocol = protocol;
+    }
+    lease.leased = true;
+    lease.via = shared;
+    this.leasedCount++;
+    return lease;
+  }
+
+  released(lease: Lease): void {
+    this.leasedCount--;
+    if (!lease.usable) {
+      lease.conn.close();
+      return;
+    }
+    if (lease.watching) {
+      // Replies on a connection come in order: the UNWATCH is answered before the next client's first command.
+      lease.send(new SideOp(UNWATCH));
+      lease.watching = false;
+    }
+    lease.via = null;
+    lease.idleSince = Date.now();
+    this.idle.push(lease);
+    const maxIdle = this.owner.settings.maxIdle;
+    while (this.idle.length > maxIdle) (this.idle.shift() as Lease).conn.close();
+    this.owner.armSweep();
+  }
+
+  dropped(): void {
+    this.leasedCount--;
+  }
+
+  /** Closes idle connections older than `cutoff` (ms since the epoch); returns how many stay idle. */
+  sweep(cutoff: number): number {
+    const idle = this.idle;
+    while (idle.length > 0 && (idle[0].idleSince <= cutoff || !idle[0].usable)) (idle.shift() as Lease).conn.close();
+    return idle.length;
+  }
+
+  close(): void {
+    for (const l of this.idle) l.conn.close();
+    this.idle.length = 0;
+  }
+}
+
+/** A client's blocked command, as drain and CLIENT UNBLOCK see it. */
+export interface BlockedCall {
+  /** When the command was written to its connection (0: not yet, e.g. the connection is still connecting). */
+  readonly sentAt: number;
+  /** CLIENT UNBLOCK on the node (its reply: Redis's timeout reply, or an -UNBLOCKED error); false when impossible. */
+  unblock(mode: 'timeout' | 'error', onReply?: ((frame: Buffer) => void) | null): boolean;
+  /** Ends the call with `reply` and closes its connection (used when it cannot be unblocked). */
+  abort(reply: Buffer): void;
+}
+
+/** Every node's session pool, and the calls blocked on them. */
+export class SessionPools {
+  settings: SessionSettings;
+  readonly log: Logger;
+  /** Blocked calls by keymux client id. */
+  readonly blocked: Map<number, BlockedCall>;
+  /** Connections opened, and leases refused because a pool was full (counters, for metrics). */
+  created: number;
+  exhausted: number;
+  private readonly pools: Map<string, SessionPool>;
+  private readonly optionsCache: WeakMap<BackendOptions, BackendOptions>;
+  private sweepTimer: NodeJS.Timeout | null;
+
+  constructor(settings: SessionSettings) {
+    this.settings = settings;
+    // Session connections come and go with clients: their connects are not worth an info line each.
+    this.log = childLogger('session');
+    this.log.level = 'warn';
+    this.blocked = new Map();
+    this.created = 0;
+    this.exhausted = 0;
+    this.pools = new Map();
+    this.optionsCache = new WeakMap();
+    this.sweepTimer = null;
+    this.sweep = this.sweep.bind(this);
+  }
+
+  /** A session connection to the node of `shared` (the shard's or master's shared pool) for `protocol`. */
+  lease(shared: ShardPool, protocol: number): Lease | Buffer {
+    const address = shared.shard.address;
+    let pool = this.pools.get(address);
+    if (pool === undefined) {
+      pool = new SessionPool(this, shared.shard);
+      this.pools.set(address, pool);
+    }
+    return pool.lease(shared, protocol);
+  }
+
+  /** The shared pool's settings (AUTH, TLS, connect timeout) for a session connection. */
+  optionsFor(shared: ShardPool): BackendOptions {
+    let o = this.optionsCache.get(shared.options);
+    if (o === undefined) {
+      o = {
+        ...shared.options,
+        timeoutMs: 0,
+        maxPending: 0,
+        readOnly: false,
+        redirectHandler: null,
+        reconnect: false,
+      };
+      this.optionsCache.set(shared.options, o);
+    }
+    return o;
+  }
+
+  /** Per node: connections leased and idle (for metrics and tests). */
+  gauges(): Array<{ shard: string; address: string; leased: number; idle: number }> {
+    return [...this.pools.values()].map((p) => ({
+      shard: p.name,
+      address: p.address,
+      leased: p.leasedCount,
+      idle: p.idleCount,
+    }));
+  }
+
+  /** Clients blocked now: their blocking command has been written to the shard (INFO blocked_clients). */
+  blockedCount(): number {
+    let n = 0;
+    for (const call of this.blocked.values()) if (call.sentAt > 0) n++;
+    return n;
+  }
+
+  /** Connections leased now, over every node. */
+  get leasedTotal(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.leasedCount;
+    return n;
+  }
+
+  /** Drain: every blocked call is unblocked on its node (the client gets nil, as on a timeout) or ended. */
+  drain(reply: Buffer): void {
+    for (const call of [...this.blocked.values()]) if (!call.unblock('timeout')) call.abort(reply);
+  }
+
+  armSweep(): void {
+    if (this.sweepTimer !== null || this.settings.idleTimeoutS <= 0) return;
+    this.sweepTimer = setTimeout(this.sweep, Math.min(this.settings.idleTimeoutS * 1000, 5_000));
+    this.sweepTimer.unref();
+  }
+
+  private sweep(): void {
+    this.sweepTimer = null;
+    const cutoff = Date.now() - this.settings.idleTimeoutS * 1000;
+    let left = 0;
+    for (const p of this.pools.values()) left += p.sweep(cutoff);
+    if (left > 0) this.armSweep();
+  }
+
+  close(): void {
+    if (this.sweepTimer !== null) clearTimeout(this.sweepTimer);
+    this.sweepTimer = null;
+    for (const call of [...this.blocked.values()]) call.abort(errorReply('ERR keymux: shutting down'));
+    for (const p of this.pools.values()) p.close();
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Session connections under faults (issue 10), real redis-servers in slots mode: a shard that dies while a client
+ * is blocked answers that client with an error naming the shard (the dead connection is never reused: a session
+ * connection does not reconnect under the client, since its state died with it), and blocking works again once
+ * the shard is back; a WATCH whose connection was lost makes EXEC fail clearly instead of running unwatched; a
+ * backend with a password (AUTH on session connections as on the shared ones).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { startRedis, type RedisProcess } from '../support/redis.js';
+import { slotsConfig, startKeymux } from '../support/keymux.js';
+import type { Proxy } from '../../src/proxy.js';
+import { Lease, SideOp } from '../../src/session/session-pool.js';
+import { commandFrame } from '../../src/resp/writer.js';
+
+async function waitUntil(pred: () => boolean | Promise<boolean>, timeoutMs = 10000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20)); // no event for this; poll with a deadline
+  }
+}
+
+describe('session connections and faults', () => {
+  let shard: RedisProcess;
+  let proxy: Proxy;
+  beforeAll(async () => {
+    shard = await startRedis({ password: 'pw' });
+    proxy = await startKeymux(slotsConfig([shard.port], { backend: { password: 'pw' } }));
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await shard?.stop();
+  });
+
+  it('session connections authenticate like the shared ones', async () => {
+    const r = new Redis(proxy.port, '127.0.0.1');
+    expect(await r.multi().set('f:a', '1').get('f:a').exec()).toEqual([
+      [null, 'OK'],
+      [null, '1'],
+    ]);
+    r.disconnect();
+  });
+
+  it('a lease for a RESP3 client speaks RESP3 on the shard (HELLO 3), and a RESP2 one RESP2 again', async () => {
+    const pool = proxy.topology.shards[0].pool;
+    const ask = (lease: Lease, args: string[]): Promise<string> =>
+      new Promise((resolve) => lease.send(new SideOp(commandFrame(args), (f) => resolve(f.toString('latin1')))));
+    const r3 = proxy.sessions.lease(pool, 3) as Lease;
+    expect(r3).toBeInstanceOf(Lease);
+    await ask(r3, ['HSET', 'f:h', 'k', 'v']);
+    expect(await ask(r3, ['HGETALL', 'f:h'])).toBe('%1\r\n$1\r\nk\r\n$1\r\nv\r\n'); // a RESP3 map
+    r3.release();
+    const r2 = proxy.sessions.lease(pool, 2) as Lease;
+    expect(r2).toBe(r3); // the idle connection is reused, switched back
+    expect(await ask(r2, ['HGETALL', 'f:h'])).toBe('*2\r\n$1\r\nk\r\n$1\r\nv\r\n');
+    r2.release();
+  });
+
+  it('a shard that dies under a blocked client: the client gets an error naming the shard; blocking works again after', async () => {
+    const r = new Redis(proxy.port, '127.0.0.1', { maxRetriesPerRequest: 0 });
+    const popped = r.blpop('f:q', 0);
+    const info = async (): Promise<number> => {
+      const c = new Redis(shard.port, '127.0.0.1', { password: 'pw' });
+      try {
+        return Number(/blocked_clients:(\d+)/.exec(await c.info('clients'))?.[1] ?? -1);
+      } finally {
+        c.disconnect();
+      }
+    };
+    await waitUntil(async () => (await info()) === 1);
+    await shard.stop('SIGKILL');
+    await expect(popped).rejects.toThrow(/^ERR keymux: shard 'a' \(127\.0\.0\.1:\d+\) closed the connection/);
+    expect(proxy.sessions.leasedTotal).toBe(0);
+    await shard.restart();
+    await waitUntil(() => proxy.topology.shards[0].pool.healthy);
+    const again = r.blpop('f:q', 0);
+    await waitUntil(async () => (await info()) === 1);
+    const pusher = new Redis(proxy.port, '127.0.0.1');
+    await pusher.rpush('f:q', 'after-restart');
+    expect(await again).toEqual(['f:q', 'after-restart']);
+    r.disconnect();
+    pusher.disconnect();
+  });
+
+  it('a WATCH whose connection was lost: EXEC fails clearly and applies nothing', async () => {
+    const r = new Redis(proxy.port, '127.0.0.1');
+    await r.watch('f:w');
+    await shard.stop('SIGKILL');
+    await shard.restart();
+    await waitUntil(() => proxy.topology.shards[0].pool.healthy);
+    await expect(r.multi().set('f:w', 'unwatched').exec()).rejects.toThrow(
+      /^ERR keymux: the connection holding this client's WATCH was lost/,
+    );
+    expect(await r.get('f:w')).toBeNull();
+    expect(proxy.sessions.leasedTotal).toBe(0);
+    // A new WATCH works.
+    await r.watch('f:w');
+    expect(await r.multi().set('f:w', 'ok').exec()).toEqual([[null, 'OK']]);
+    r.disconnect();
+  });
+
+  it('idle session connections are closed after backend.session_connections.idle_timeout_s', async () => {
+    const p = await startKeymux(
+      slotsConfig([shard.port], { backend: { password: 'pw', session_connections: { idle_timeout_s: 1 } } }),
+    );
+    const r = new Redis(p.port, '127.0.0.1');
+    expect(await r.multi().incr('f:idle').exec()).toEqual([[null, 1]]);
+    expect(p.sessions.gauges()[0].idle).toBe(1);
+    await waitUntil(() => p.sessions.gauges()[0].idle === 0);
+    // A new transaction opens a new one.
+    expect(await r.multi().incr('f:idle').exec()).toEqual([[null, 2]]);
+    expect(p.sessions.created).toBe(2);
+    r.disconnect();
+    await p.close();
+  });
+});
