@@ -213,6 +213,10 @@ export class Proxy implements ProxyContext, PubSubHost {
     return this.listener.sessions.size;
   }
 
+  clientBufferedBytes(): number {
+    return this.listener.limits.bufferedBytes;
+  }
+
   sessionClosed(session: SessionLike): void {
     this.listener.remove(session);
   }
