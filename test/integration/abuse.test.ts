@@ -342,6 +342,51 @@ describe('deep pipelines and huge requests', () => {
     expect(report.batches).toBeGreaterThan(1);
   }, 60_000);
 
+  it('a sliced fan-out is not overtaken by the commands after it, and a failed shard fails it whole', async () => {
+    const proxy = await keymux({ backend: { timeout_ms: 20_000 } });
+    const keys = Array.from({ length: 5000 }, (_, i) => `order:${i}`);
+    const k = keys[4321];
+    const s = await connect(proxy.port);
+    let reply = readExactly(s, 5);
+    s.write(cmd('SET', k, 'old'));
+    expect((await reply).toString()).toBe('+OK\r\n');
+    // MGET of 5,000 keys (sliced), then SET and GET of one of them, pipelined: the MGET sees the old value.
+    const nils = (n: number) => '$-1\r\n'.repeat(n);
+    const mget = `*5000\r\n${nils(4321)}$3\r\nold\r\n${nils(5000 - 4322)}`;
+    const want = `${mget}+OK\r\n$3\r\nnew\r\n:1\r\n:0\r\n`;
+    reply = readExactly(s, want.length);
+    s.write(
+      Buffer.concat([
+        cmdOf(['MGET', ...keys]),
+        cmd('SET', k, 'new'),
+        cmd('GET', k),
+        cmdOf(['DEL', ...keys]),
+        cmd('EXISTS', k),
+      ]),
+    );
+    expect((await reply).toString('latin1')).toBe(want);
+    // A shard that stops answering fails the whole command with its error, never a partial reply.
+    const extra = await startRedis();
+    cleanups.push(() => extra.stop('SIGKILL'));
+    const ports = [shards[0].port, shards[1].port, extra.port];
+    const p2 = await startKeymux(slotsConfig(ports, { backend: { timeout_ms: 300 } }), { builtinCommandTable: true });
+    cleanups.push(() => p2.close());
+    process.kill(extra.pid, 'SIGSTOP');
+    cleanups.push(() => process.kill(extra.pid, 'SIGCONT'));
+    const s2 = await connect(p2.port);
+    const got = new Promise<string>((resolve) => {
+      let text = '';
+      s2.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        if (text.endsWith('\r\n')) resolve(text);
+      });
+    });
+    s2.write(cmdOf(['MGET', ...keys]));
+    expect(await got).toMatch(/^-ERR keymux: shard 'c' .* timed out: no reply within 300 ms\r\n$/);
+    s.destroy();
+    s2.destroy();
+  }, 60_000);
+
   it('a client reading slowly gets every reply of a deep pipeline, in order', async () => {
     const proxy = await keymux({});
     const c = await canary(proxy);
