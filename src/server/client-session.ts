@@ -92,6 +92,9 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
 /** The client is closed for leaving a command unfinished (the error names the setting). */
 const discard = (): void => undefined;
 
+/** Past this many bytes held for one unfinished command, the session reads one chunk per event-loop turn. */
+const YIELD_ABOVE_BYTES = 1024 * 1024;
+
 function partialTimeoutError(timeoutS: number): Buffer {
   return Buffer.from(
     `-ERR keymux: command not completed within ${timeoutS} s (clients.partial_command_timeout_s); closing the connection\r\n`,
@@ -176,6 +179,8 @@ export class ClientSession
   private backendWaits: number;
   /** Sliced fan-outs still sending (reading waits for them). */
   private readHolds: number;
+  /** Reading is paused until the next turn (a huge command is arriving: endYield resumes it). */
+  private yielding: boolean;
   private out: Buffer[];
   private outBytes: number;
   private readPaused: boolean;
@@ -226,6 +231,7 @@ export class ClientSession
     this.maxOutputBytes = clients.maxOutputBytes;
     this.backendWaits = 0;
     this.readHolds = 0;
+    this.yielding = false;
     this.out = [];
     this.outBytes = 0;
     this.readPaused = false;
@@ -238,6 +244,7 @@ export class ClientSession
     this.onDrain = this.onDrain.bind(this);
     this.onClose = this.onClose.bind(this);
     this.closeWhenDone = this.closeWhenDone.bind(this);
+    this.endYield = this.endYield.bind(this);
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
@@ -273,6 +280,13 @@ export class ClientSession
     if (this.closed) return;
     const parser = this.parser;
     const held = parser.heldBytes;
+    // A huge command arriving: one socket chunk of it per event-loop turn, so that its parsing (libuv reads up to
+    // 32 chunks per wake-up) does not keep other clients' commands waiting.
+    if (held > YIELD_ABOVE_BYTES && !this.yielding) {
+      this.yielding = true;
+      this.socket.pause();
+      setImmediate(this.endYield);
+    }
     if (held !== this.heldIn) {
       this.heldIn = held;
       this.limits.setHeld(this, held + this.heldOut);
@@ -288,6 +302,11 @@ export class ClientSession
       this.partialSince = -1;
       this.limits.trackPartial(this);
     }
+  }
+
+  private endYield(): void {
+    this.yielding = false;
+    if (!this.readPaused && !this.closed) this.socket.resume();
   }
 
   measureHeld(): number {
