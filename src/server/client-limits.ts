@@ -181,6 +181,8 @@ export class ClientLimits {
     const now = performance.now();
     for (const s of this.partial) {
       if (s.partialSince < 0 || !s.stillPartial()) {
+        // Its command completed (or it closed): a later unfinished one starts its own clock.
+        s.partialSince = -1;
         this.partial.delete(s);
         continue;
       }

@@ -293,10 +293,10 @@ export class ClientSession
     }
     if (parser.partial) {
       if (this.partialSince < 0 || this.partialSeq !== this.nextSeq) {
-        const first = this.partialSince < 0;
+        // A new unfinished command (the first, or one after a command completed): its clock starts now.
         this.partialSince = performance.now();
         this.partialSeq = this.nextSeq;
-        if (first) this.limits.trackPartial(this);
+        this.limits.trackPartial(this);
       }
     } else if (this.partialSince >= 0) {
       this.partialSince = -1;
