@@ -23,6 +23,9 @@ export const ERR_SELECT_DB = errorReply(
 export const ERR_SELECT_INVALID = errorReply('ERR value is not an integer or out of range');
 export const ERR_SYNTAX = errorReply('ERR syntax error');
 export const ERR_MAX_CLIENTS = errorReply('ERR max number of clients reached');
+export const ERR_CONNECTION_RATE = errorReply(
+  'ERR keymux: too many new connections per second (clients.max_new_connections_per_s); retry with backoff',
+);
 export const ERR_NO_KEY = errorReply('ERR keymux: this command has no key to route by');
 export const ERR_SLOT_NOT_SERVED = errorReply('CLUSTERDOWN Hash slot not served');
 export const ERR_MIGRATION_FAILED = errorReply(

@@ -255,6 +255,10 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     return this.listener.sessions.size;
   }
 
+  clientBufferedBytes(): number {
+    return this.listener.limits.bufferedBytes;
+  }
+
   sessionClosed(session: SessionLike): void {
     this.listener.remove(session);
   }

@@ -337,6 +337,18 @@ function configShape(mode: Mode | null) {
           .describe(
             'Reply bytes buffered for a client that has not read them before it is disconnected; 0 = no limit.',
           ),
+        partial_command_timeout_s: int(0, Math.floor(MAX_TIMER_MS / 1000))
+          .default(30)
+          .describe(
+            'Close a client that has sent part of a command and not completed it within this many seconds ' +
+              '(slowloris); 0 = never.',
+          ),
+        max_new_connections_per_s: int(0, 10_000_000)
+          .default(0)
+          .describe(
+            'New client connections accepted per second (a token bucket holding one second of them); the ' +
+              'others are refused and closed at once; 0 = no limit.',
+          ),
       },
       {
         rule: (c, cx) => {
@@ -360,6 +372,13 @@ function configShape(mode: Mode | null) {
       max_inline_bytes: int(1, 2 ** 32)
         .default(65_536)
         .describe('Longest inline command in bytes.'),
+      max_buffered_bytes: int(0, 2 ** 44)
+        .default(1024 * 1024 * 1024)
+        .describe(
+          'Bytes held for all clients together: unfinished commands being received and replies not yet taken by ' +
+            'their clients. Past it the clients holding the most are disconnected until the total is back under ' +
+            'it (as Redis maxmemory-clients); 0 = no limit.',
+        ),
     }).describe('Limits on client input.'),
     log: section({ level: oneOf(LOG_LEVELS).default('info').describe('Log level.') }).describe('Logging.'),
     commands: section({

@@ -93,12 +93,35 @@ export interface RequestOwner {
   backendDrained(): void;
 }
 
+/** Argument `i` of `req`, made from the frame when its view was not made (a command of many arguments). */
+export function argAt(req: Request, i: number): Buffer {
+  const a = req.args[i];
+  if (a !== undefined) return a;
+  const o = req.argOffsets as Uint32Array;
+  return req.frame.subarray(o[2 * i], o[2 * i + 1]);
+}
+
+/** Makes every argument view of `req` (before code that reads req.args directly). */
+export function materializeArgs(req: Request): void {
+  const o = req.argOffsets;
+  if (o === null) return;
+  const args = req.args;
+  const frame = req.frame;
+  for (let i = 0; i < args.length; i++) if (args[i] === undefined) args[i] = frame.subarray(o[2 * i], o[2 * i + 1]);
+  req.argOffsets = null;
+}
+
 export class Request implements RoutedUnit {
   owner: RequestOwner;
   /** The client's frame bytes (forwarded unchanged for single-shard commands). */
   frame: Buffer;
-  /** Argument views into `frame`; args[0] is the command name. */
+  /**
+   * Argument views into `frame`; args[0] is the command name. A command of thousands of arguments has only its
+   * first views made (the rest are holes) until materializeArgs(); argAt() reads any argument either way.
+   */
   args: Buffer[];
+  /** For such a command: every argument's [start, end) in `frame`; null once all views exist. */
+  argOffsets: Uint32Array | null;
   spec: CommandSpec | null;
   /** The reply frame once known. */
   reply: Buffer | null;
@@ -133,6 +156,7 @@ export class Request implements RoutedUnit {
     this.owner = owner;
     this.frame = frame;
     this.args = args;
+    this.argOffsets = null;
     this.spec = null;
     this.reply = null;
     this.done = false;

@@ -5,7 +5,7 @@
  * forwards the client's own bytes instead (no split, no merge).
  * Broadcast commands (FLUSHALL, DBSIZE...) get one identical fragment per shard.
  */
-import type { Request } from '../core/request.js';
+import { argAt, type Request } from '../core/request.js';
 import { Fragment, type MergeFn } from '../core/fragment.js';
 import type { FanoutShape } from '../commands/spec.js';
 import type { Router } from '../routing/router.js';
@@ -39,6 +39,15 @@ export function groupKeys(
     else list.push(i);
   }
   return { single: -1, groups };
+}
+
+/** True when the keys of `req` fall in more than one group (stops at the first key that differs). */
+export function spansGroups(req: Request, shape: FanoutShape, router: Router): boolean {
+  const n = req.args.length;
+  const stride = shape === 'key-value' ? 2 : 1;
+  const first = router.groupFor(argAt(req, 1));
+  for (let i = 1 + stride; i < n; i += stride) if (router.groupFor(argAt(req, i)) !== first) return true;
+  return false;
 }
 
 /** Builds the fragments for the groups; sets req.fragments and req.remaining (before anything is sent). */

@@ -40,6 +40,8 @@ export interface MetricsSource {
   readonly observer: Observer;
   readonly version: string;
   clientCount(): number;
+  /** Bytes held for clients now (unfinished commands, unsent replies), as limits.max_buffered_bytes counts them. */
+  clientBufferedBytes(): number;
   readiness(): { ok: boolean; reason: string };
   /** Key migrations after reloads (slots and ring modes), newest last. */
   migrationProgress?(): MigrationProgress[];
@@ -174,6 +176,30 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     'Clients disconnected because replies they had not read passed clients.max_output_bytes.',
     [],
     (s, emit) => emit(NO_LABELS, s.stats.outputLimitDisconnects),
+  ),
+  counter(
+    'keymux_client_partial_command_timeouts_total',
+    'Clients closed for leaving a command unfinished past clients.partial_command_timeout_s (slowloris).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.partialCommandTimeouts),
+  ),
+  counter(
+    'keymux_client_connections_rate_limited_total',
+    'Client connections refused because clients.max_new_connections_per_s was reached.',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.connectionRateRefused),
+  ),
+  counter(
+    'keymux_client_buffer_evictions_total',
+    'Clients disconnected because the bytes held for all clients passed limits.max_buffered_bytes (largest first).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.stats.bufferEvictions),
+  ),
+  gauge(
+    'keymux_client_buffered_bytes',
+    'Bytes held for clients now: unfinished commands and replies not yet taken (bounded by limits.max_buffered_bytes).',
+    [],
+    (s, emit) => emit(NO_LABELS, s.clientBufferedBytes()),
   ),
   counter('keymux_client_received_bytes_total', 'Bytes read from clients.', [], (s, emit) =>
     emit(NO_LABELS, s.stats.bytesIn),

@@ -15,8 +15,14 @@
 import { constants as bufferConstants } from 'node:buffer';
 
 export interface RequestSink {
-  /** One complete command: frame = exact multibulk bytes; args[0] = command name. Views stay valid forever. */
-  onCommand(frame: Buffer, args: Buffer[]): void;
+  /**
+   * One complete command: frame = exact multibulk bytes; args[0] = command name. Views stay valid forever. For a
+   * command of more than LAZY_ARGS_ABOVE arguments only the first EAGER_ARGS views are made (args has its full
+   * length, later entries are holes) and `lazy` holds every argument's [start, end) offsets in the frame: a
+   * million views cost a million objects and seconds of garbage collection; core/request.ts argAt makes them on
+   * demand and materializeArgs all at once.
+   */
+  onCommand(frame: Buffer, args: Buffer[], lazy: Uint32Array | null): void;
   /** The stream is malformed; `reply` is an encoded -ERR line. No further commands will be delivered. */
   onProtocolError(reply: Buffer): void;
 }
@@ -36,6 +42,12 @@ const MAX_HEADER_LINE = 64;
 const MIN_ACCUMULATOR = 4096;
 /** Most memory reserved ahead of the bytes that fill it, when a bulk length announces a large body. */
 const MAX_RESERVE = 1024 * 1024;
+/** Commands with more arguments than this get lazily made argument views (RequestSink.onCommand). */
+export const LAZY_ARGS_ABOVE = 4096;
+/** The arguments made eagerly for such a command (name, subcommand, first keys: what the slow log shows). */
+export const EAGER_ARGS = 64;
+/** A command spanning chunks with more arguments than this is accumulated a chunk at a time, not a line. */
+const WHOLE_CHUNKS_ABOVE_ARGS = 64;
 /** Largest command we can hold: one Buffer. */
 const MAX_FRAME = bufferConstants.MAX_LENGTH;
 
@@ -84,6 +96,30 @@ export class RequestParser {
     return this.accumulating ? this.len - this.cmdStart : 0;
   }
 
+  /** Bytes of memory the parser holds for unparsed input (its accumulator), 0 when it holds none. */
+  get heldBytes(): number {
+    return this.accumulating ? this.buf.length : 0;
+  }
+
+  /** It holds input it has not parsed yet (an unfinished command, or commands held while paused). */
+  get holding(): boolean {
+    return this.accumulating;
+  }
+
+  /** The client is in the middle of a command: bytes of it arrived, the rest has not (not paused, not failed). */
+  get partial(): boolean {
+    return this.accumulating && !this.stopped && !this.failed;
+  }
+
+  /** Stops parsing for good and drops what is held (the session is closing); no error is reported. */
+  abandon(): void {
+    this.failed = true;
+    this.accumulating = false;
+    this.buf = EMPTY;
+    this.len = 0;
+    this.argOffsets.length = 0;
+  }
+
   feed(chunk: Buffer): void {
     if (this.failed || chunk.length === 0) return;
     let rest = chunk;
@@ -91,7 +127,14 @@ export class RequestParser {
     // whose length is known, else one line at a time). Commands end at such a boundary, so once it is complete
     // parsing continues in the chunk itself: a split command costs copying that command, not what follows.
     while (this.accumulating && !this.stopped) {
-      const take = this.need > this.len ? Math.min(rest.length, this.need - this.len) : lineLength(rest);
+      // A command of many arguments takes whole chunks instead (line by line would cost a copy, a view and a
+      // parse call per argument: seconds for a million keys); what follows it is then parsed in the accumulator.
+      const take =
+        this.need > this.len
+          ? Math.min(rest.length, this.need - this.len)
+          : this.argc > WHOLE_CHUNKS_ABOVE_ARGS
+            ? rest.length
+            : lineLength(rest);
       this.append(rest.subarray(0, take));
       if (this.failed) return;
       rest = rest.subarray(take);
@@ -307,13 +350,23 @@ export class RequestParser {
       this.bulkLen = -1;
     }
     const offsets = this.argOffsets;
-    const args = new Array<Buffer>(this.argc);
-    for (let i = 0; i < this.argc; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+    const argc = this.argc;
+    const args = new Array<Buffer>(argc);
+    let lazy: Uint32Array | null = null;
+    if (argc <= LAZY_ARGS_ABOVE) {
+      for (let i = 0; i < argc; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+    } else {
+      for (let i = 0; i < EAGER_ARGS; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+      // Offsets from the frame's start: a frame is at most one Buffer (< 2^32 bytes), so they fit 32 bits.
+      lazy = new Uint32Array(2 * argc);
+      const base = this.cmdStart;
+      for (let j = 0; j < 2 * argc; j++) lazy[j] = offsets[j] - base;
+    }
     const frame = buf.subarray(this.cmdStart, this.pos);
     this.argc = -1;
     this.need = 0;
     this.cmdStart = this.pos;
-    this.sink.onCommand(frame, args);
+    this.sink.onCommand(frame, args, lazy);
     return true;
   }
 
@@ -356,7 +409,7 @@ export class RequestParser {
       args[i] = frame.subarray(p, p + words[i].length);
       p += words[i].length + 2;
     }
-    this.sink.onCommand(frame, args);
+    this.sink.onCommand(frame, args, null);
     return true;
   }
 

@@ -23,14 +23,17 @@
  *   queued (PubSubClient holds it until then: `writtenSeq` says which reply was queued last); RESP2 subscribed
  *   mode accepts only what Redis accepts there (dispatch/pubsub.ts subscribedModeReply);
  * - closing: every socket it ends is destroyed once the last bytes are written (socket-close.ts); its
- *   subscriptions are dropped at once.
+ *   subscriptions are dropped at once;
+ * - limits across clients (client-limits.ts): off the fast path, when a command spans socket chunks or its socket
+ *   holds unsent replies, it reports the bytes it holds (limits.max_buffered_bytes may evict it, largest holders
+ *   first) and when its current unfinished command started (clients.partial_command_timeout_s closes it).
  * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
  */
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
-import { Request, UNIT_AT_BACKEND, type RequestOwner, type RoutedUnit } from '../core/request.js';
+import { Request, UNIT_AT_BACKEND, materializeArgs, type RequestOwner, type RoutedUnit } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import type { CommandSpec } from '../commands/spec.js';
@@ -61,6 +64,7 @@ import { subscribedModeReply } from './dispatch/pubsub.js';
 import { checkPermission, subscriptionAllowed, type AccessControl, type AclUser } from '../security/acl.js';
 import { NOT_QUEUED, queueInTransaction } from './dispatch/session.js';
 import { SessionState } from '../session/client-state.js';
+import type { ClientLimits, LimitedSession } from './client-limits.js';
 
 /** Commands whose replies are pub/sub confirmations: pushed even under CLIENT REPLY OFF (Redis CLIENT_PUSHING). */
 const PUSHED_CONFIRMATIONS = new Set([
@@ -92,7 +96,22 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
   outputLimitUnlogged = 0;
 }
 
-export class ClientSession implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession {
+/** The client is closed for leaving a command unfinished (the error names the setting). */
+const discard = (): void => undefined;
+
+/** Past this many bytes held for one unfinished command, the session reads one chunk per event-loop turn. */
+const YIELD_ABOVE_BYTES = 1024 * 1024;
+
+function partialTimeoutError(timeoutS: number): Buffer {
+  return Buffer.from(
+    `-ERR keymux: command not completed within ${timeoutS} s (clients.partial_command_timeout_s); closing the connection\r\n`,
+    'latin1',
+  );
+}
+
+export class ClientSession
+  implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession, LimitedSession
+{
   readonly id: number;
   readonly socket: net.Socket;
   readonly remote: string;
@@ -118,9 +137,19 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   pubsub: PubSubClient<Entry> | null;
   /** Sequence number of the last request whose reply was queued for writing (pub/sub messages wait behind it). */
   writtenSeq: number;
+  /** Bytes reported to the limits as held for this client (parser accumulator + socket's unsent replies). */
+  heldBytes: number;
+  /** When the unfinished command the parser holds started (performance.now()), -1 when there is none. */
+  partialSince: number;
 
   readonly ctx: ProxyContext;
   private readonly parser: RequestParser;
+  private readonly limits: ClientLimits;
+  /** nextSeq when partialSince was set: a command completed since means a new unfinished one. */
+  private partialSeq: number;
+  /** Reported input and output parts of heldBytes. */
+  private heldIn: number;
+  private heldOut: number;
   private readonly inflight: RingQueue<Request>;
   /**
    * Topology fence: requests dispatched and not yet answered, the snapshot they were routed with, and requests
@@ -160,6 +189,10 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   private readonly maxOutputBytes: number;
   /** Backend connections this session found full and waits for (it reads nothing meanwhile). */
   private backendWaits: number;
+  /** Sliced fan-outs still sending (reading waits for them). */
+  private readHolds: number;
+  /** Reading is paused until the next turn (a huge command is arriving: endYield resumes it). */
+  private yielding: boolean;
   private out: Buffer[];
   private outBytes: number;
   private readPaused: boolean;
@@ -170,7 +203,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   private endAfterWrite: boolean;
   private closed: boolean;
 
-  constructor(id: number, socket: net.Socket, ctx: ProxyContext) {
+  constructor(id: number, socket: net.Socket, ctx: ProxyContext, limits: ClientLimits) {
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -190,8 +223,14 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.protocol = 2;
     this.pubsub = null;
     this.writtenSeq = -1;
+    this.heldBytes = 0;
+    this.partialSince = -1;
     this.ctx = ctx;
     this.parser = new RequestParser(ctx.topology.config.limits, this);
+    this.limits = limits;
+    this.partialSeq = 0;
+    this.heldIn = 0;
+    this.heldOut = 0;
     this.inflight = new RingQueue<Request>(16);
     this.outstanding = 0;
     this.routedWith = null;
@@ -207,6 +246,8 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.maxInflight = clients.maxInflight;
     this.maxOutputBytes = clients.maxOutputBytes;
     this.backendWaits = 0;
+    this.readHolds = 0;
+    this.yielding = false;
     this.out = [];
     this.outBytes = 0;
     this.readPaused = false;
@@ -220,6 +261,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     this.onClose = this.onClose.bind(this);
     this.closeWhenDone = this.closeWhenDone.bind(this);
     this.onEnd = this.onEnd.bind(this);
+    this.endYield = this.endYield.bind(this);
     socket.setNoDelay(true);
     socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
@@ -247,13 +289,86 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   private onData(chunk: Buffer): void {
     this.ctx.stats.bytesIn += chunk.length;
     this.parser.feed(chunk);
+    // Off the fast path: only a command split across chunks (or one that just finished being) gets here.
+    if (this.parser.holding || this.heldIn !== 0) this.afterHeldInput();
   }
 
-  onCommand(frame: Buffer, args: Buffer[]): void {
+  /** Reports the parser's held bytes and when the unfinished command started (client-limits.ts). */
+  private afterHeldInput(): void {
+    if (this.closed) return;
+    const parser = this.parser;
+    const held = parser.heldBytes;
+    // A huge command arriving: one socket chunk of it per event-loop turn, so that its parsing (libuv reads up to
+    // 32 chunks per wake-up) does not keep other clients' commands waiting.
+    if (held > YIELD_ABOVE_BYTES && !this.yielding) {
+      this.yielding = true;
+      this.socket.pause();
+      setImmediate(this.endYield);
+    }
+    if (held !== this.heldIn) {
+      this.heldIn = held;
+      this.limits.setHeld(this, held + this.heldOut);
+    }
+    if (parser.partial) {
+      if (this.partialSince < 0 || this.partialSeq !== this.nextSeq) {
+        // A new unfinished command (the first, or one after a command completed): its clock starts now.
+        this.partialSince = performance.now();
+        this.partialSeq = this.nextSeq;
+        this.limits.trackPartial(this);
+      }
+    } else if (this.partialSince >= 0) {
+      this.partialSince = -1;
+      this.limits.trackPartial(this);
+    }
+  }
+
+  private endYield(): void {
+    this.yielding = false;
+    if (!this.readPaused && !this.closed) this.socket.resume();
+  }
+
+  measureHeld(): number {
+    if (this.closed) return 0;
+    this.heldIn = this.parser.heldBytes;
+    this.heldOut = this.socket.writableLength;
+    return this.heldIn + this.heldOut;
+  }
+
+  stillPartial(): boolean {
+    return !this.closed && !this.closing && this.parser.partial && this.partialSeq === this.nextSeq;
+  }
+
+  /**
+   * Slowloris: the client left a command unfinished too long. Nothing more it sends is parsed; the replies before
+   * this point are written, then an error saying why, then the connection ends (as after a protocol error).
+   */
+  closeForPartialTimeout(timeoutS: number): void {
+    if (this.closed || this.closing) return;
+    this.socket.off('data', this.onData);
+    this.socket.on('data', discard);
+    this.parser.abandon();
+    this.heldIn = 0;
+    this.limits.setHeld(this, this.heldOut);
+    const reply = partialTimeoutError(timeoutS);
+    const req = new Request(this, reply, [], turnNow(), this.nextSeq++);
+    req.closeAfter = true;
+    this.inflight.push(req);
+    this.outstanding++;
+    this.closing = true;
+    req.deliver(reply);
+  }
+
+  /** limits.max_buffered_bytes: this client holds the most; it is disconnected at once. */
+  evictForMemory(): void {
+    this.closeNow();
+  }
+
+  onCommand(frame: Buffer, args: Buffer[], lazy: Uint32Array | null): void {
     // After QUIT or an error that ends the stream, later commands are not run; nor, once the client is gone, are
     // commands still buffered in the parser.
     if (this.closing || this.closed) return;
     const req = new Request(this, frame, args, turnNow(), this.nextSeq++);
+    if (lazy !== null) req.argOffsets = lazy;
     this.inflight.push(req);
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
     const topo = this.ctx.topology;
@@ -297,6 +412,17 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     const args = req.args;
     const nameArg = args[0];
     let spec = topo.table.lookup(nameArg, 0, nameArg.length);
+    // A command of thousands of arguments: only a fan-out reads them lazily (in slices); others get every view, and
+    // so does a fan-out whose keys a user's rules check or a transaction queues (both read req.args).
+    if (
+      req.argOffsets !== null &&
+      (spec === undefined ||
+        spec.dispatch !== 'fanout' ||
+        topo.acl.restricted ||
+        topo.acl !== this.aclFrom ||
+        this.txn?.inMulti === true)
+    )
+      materializeArgs(req);
     if (this.replyMode !== REPLY_ON) this.applyReplyMode(req, spec);
     if (spec === undefined) {
       this.reject(req, unknownCommand(nameArg, args));
@@ -552,6 +678,24 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
   }
 
+  /**
+   * A sliced fan-out is still sending: later requests are held, and nothing more is read or parsed meanwhile (held
+   * requests could not be routed anyway, and a pipeline of several huge commands would otherwise hold all their
+   * parsed arguments at once).
+   */
+  holdLater(): void {
+    this.blockers++;
+    this.readHolds++;
+    this.pauseReading();
+  }
+
+  releaseLater(): void {
+    this.blockers--;
+    this.readHolds--;
+    if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
+    this.maybeResume();
+  }
+
   // ---- pub/sub ----------------------------------------------------------------------------------------------
 
   pubsubClient(): PubSubClient<Entry> {
@@ -586,6 +730,12 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       { client: this.remote, id: this.id, reason },
       'client disconnected',
     );
+    this.closeNow();
+  }
+
+  /** Ends the connection at once: what is buffered for the client is dropped; requests sent still complete. */
+  private closeNow(): void {
+    if (this.closed) return;
     this.closed = true;
     this.out = [];
     this.outBytes = 0;
@@ -694,6 +844,9 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
         this.writeBlocked = true;
         this.pauseReading();
       }
+      // Replies its socket still holds count towards limits.max_buffered_bytes (a property read per flush).
+      const unsent = sock.writableLength;
+      if (unsent !== this.heldOut) this.reportOutput(unsent);
     }
     // Decided after the write, not when replies complete: resuming before knowing whether the client takes
     // them would read (and answer) one more batch from a client that has stopped reading.
@@ -709,7 +862,13 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
     }
   }
 
+  private reportOutput(unsent: number): void {
+    this.heldOut = unsent;
+    this.limits.setHeld(this, this.heldIn + unsent);
+  }
+
   private onDrain(): void {
+    if (this.heldOut !== 0 && !this.closed) this.reportOutput(this.socket.writableLength);
     this.writeBlocked = false;
     this.maybeResume();
   }
@@ -720,6 +879,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
       this.readPaused &&
       !this.writeBlocked &&
       this.backendWaits === 0 &&
+      this.readHolds === 0 &&
       !this.closed &&
       this.inflight.length < this.maxInflight >> 1
     )
@@ -744,12 +904,7 @@ export class ClientSession implements RequestSink, RequestOwner, Flushable, Disp
   private disconnectForOutput(pendingBytes: number): void {
     this.ctx.stats.outputLimitDisconnects++;
     logOutputLimit(this, pendingBytes, this.maxOutputBytes);
-    this.closed = true;
-    this.out = [];
-    this.outBytes = 0;
-    this.leavePubSub();
-    this.socket.destroy();
-    this.ctx.sessionClosed(this);
+    this.closeNow();
   }
 
   /** Stops reading: the socket (no more bytes) and the parser (no more commands from bytes already read). */

@@ -18,6 +18,12 @@ export interface ProxyStats {
   clientsRejected: number;
   /** Clients disconnected because replies they did not read passed clients.max_output_bytes. */
   outputLimitDisconnects: number;
+  /** Clients closed for holding an unfinished command past clients.partial_command_timeout_s (slowloris). */
+  partialCommandTimeouts: number;
+  /** Connections refused because clients.max_new_connections_per_s was reached. */
+  connectionRateRefused: number;
+  /** Clients disconnected to bring the bytes held for all clients back under limits.max_buffered_bytes. */
+  bufferEvictions: number;
   commands: number;
   /** Cluster mode: MOVED and ASK redirections absorbed, retries (TRYAGAIN, CLUSTERDOWN, node down), bad redirects. */
   moved: number;
@@ -43,6 +49,9 @@ export function newProxyStats(): ProxyStats {
     clientsAccepted: 0,
     clientsRejected: 0,
     outputLimitDisconnects: 0,
+    partialCommandTimeouts: 0,
+    connectionRateRefused: 0,
+    bufferEvictions: 0,
     commands: 0,
     moved: 0,
     ask: 0,

@@ -8,14 +8,17 @@
  * over once its handshake is done; a handshake that fails (no client certificate, one from another CA, not TLS at
  * all) is counted and never reaches a session. New certificates replace the old ones for new handshakes without
  * touching connected clients (setSecureContext). Stopping the listener (drain) refuses new connections on both
- * ports and leaves existing sessions running.
+ * ports and leaves existing sessions running. The limits across clients (client-limits.ts) live here: a
+ * connection past `clients.max_new_connections_per_s` is refused before it becomes a session (on the TLS port
+ * before its handshake), and a session's held bytes and unfinished command stop counting when it is removed.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { ClientSession } from './client-session.js';
 import type { ProxyContext } from './context.js';
-import { ERR_MAX_CLIENTS } from '../errors.js';
+import { ERR_CONNECTION_RATE, ERR_MAX_CLIENTS } from '../errors.js';
+import { ClientLimits } from './client-limits.js';
 import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
 import { contextPart, type ServerTlsOptions } from '../security/tls.js';
 import { childLogger, type Logger } from '../log.js';
@@ -27,6 +30,7 @@ const TLS_LOG_INTERVAL_MS = 10_000;
 
 export class Listener {
   readonly sessions = new Set<ClientSession>();
+  readonly limits: ClientLimits;
   private readonly server: net.Server;
   private tlsServer: tls.Server | null = null;
   private readonly ctx: ProxyContext;
@@ -38,6 +42,7 @@ export class Listener {
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
     this.log = childLogger('listener');
+    this.limits = new ClientLimits(ctx);
     // allowHalfOpen: a client that half-closes after its last command still gets its replies (the session ends
     // its side once they are written); without it Node ends the socket at once and backend replies are lost.
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
@@ -51,8 +56,15 @@ export class Listener {
   listenTls(host: string, port: number, options: ServerTlsOptions): Promise<net.AddressInfo> {
     const server = tls.createServer(
       { ...options, noDelay: true, allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
-      (sock) => this.accept(sock),
+      (sock) => this.accept(sock, true),
     );
+    // Over the connection rate: refused before any handshake work (no TLS error can be sent in plain text).
+    server.prependListener('connection', (raw: net.Socket) => {
+      if (!this.limits.admitConnection(raw.remoteAddress)) {
+        raw.on('error', () => undefined);
+        raw.destroy();
+      }
+    });
     // Node ends the socket itself (after sending the TLS alert that tells the client why).
     server.on('tlsClientError', (err, sock) => this.onTlsRefused(err, sock));
     this.tlsServer = server;
@@ -82,6 +94,7 @@ export class Listener {
   stopAccepting(): Promise<void> {
     if (this.server.listening) this.server.close();
     if (this.tlsServer?.listening === true) this.tlsServer.close();
+    this.limits.stop();
     return Promise.resolve();
   }
 
@@ -105,9 +118,16 @@ export class Listener {
 
   remove(session: { id: number }): void {
     this.sessions.delete(session as ClientSession);
+    this.limits.forget(session as ClientSession);
   }
 
-  private accept(sock: net.Socket): void {
+  /** A new client socket; `admitted`: the TLS port already checked the connection rate. */
+  private accept(sock: net.Socket, admitted = false): void {
+    if (!admitted && !this.limits.admitConnection(sock.remoteAddress)) {
+      sock.on('error', () => undefined);
+      endThenDestroy(sock, CLOSE_LINGER_MS, ERR_CONNECTION_RATE);
+      return;
+    }
     const max = this.ctx.topology.config.clients.max;
     if (this.sessions.size >= max) {
       this.ctx.stats.clientsRejected++;
@@ -116,7 +136,7 @@ export class Listener {
       return;
     }
     this.ctx.stats.clientsAccepted++;
-    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx));
+    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits));
   }
 }
 

@@ -151,8 +151,10 @@ describe('valid configurations', () => {
         authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
         maxInflight: 1024,
         maxOutputBytes: 67108864,
+        partialCommandTimeoutS: 30,
+        maxNewConnectionsPerS: 0,
       },
-      limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536 },
+      limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536, maxBufferedBytes: 1073741824 },
       log: { level: 'info' },
       commands: { deny: [], scripts: 'allow' },
       metrics: {
@@ -191,7 +193,9 @@ describe('valid configurations', () => {
         '  users: [{ name: app, password: "123" }, { name: ops, password: x }]',
         '  max_inflight: 1',
         '  max_output_bytes: 0',
-        'limits: { max_bulk_bytes: 4294967296, max_args: 3, max_inline_bytes: 1 }',
+        '  partial_command_timeout_s: 0',
+        '  max_new_connections_per_s: 500',
+        'limits: { max_bulk_bytes: 4294967296, max_args: 3, max_inline_bytes: 1, max_buffered_bytes: 0 }',
         'log: { level: silent }',
         'commands: { deny: [KEYS, FlushAll, keys, " debug "] }',
       ),
@@ -218,12 +222,14 @@ describe('valid configurations', () => {
       maxInflight: 1,
       maxOutputBytes: 0,
       authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
+      partialCommandTimeoutS: 0,
+      maxNewConnectionsPerS: 500,
       users: [
         { name: 'app', password: '123', passwords: [], nopass: false, rules: null, operator: false },
         { name: 'ops', password: 'x', passwords: [], nopass: false, rules: null, operator: false },
       ],
     });
-    expect(c.limits).toEqual({ maxBulkBytes: 2 ** 32, maxArgs: 3, maxInlineBytes: 1 });
+    expect(c.limits).toEqual({ maxBulkBytes: 2 ** 32, maxArgs: 3, maxInlineBytes: 1, maxBufferedBytes: 0 });
     expect(c.log.level).toBe('silent');
     expect(c.commands.deny).toEqual(['keys', 'flushall', 'debug']);
   });

@@ -36,6 +36,7 @@ function source(metrics: Record<string, unknown> = {}): MetricsSource & { close(
     stats: newProxyStats(),
     version: '9.9.9',
     clientCount: () => 5,
+    clientBufferedBytes: () => 0,
     readiness: () => ({ ok: false, reason: 'test' }),
     close: () => {
       observer.close();

@@ -2,13 +2,16 @@
  * Fan-out dispatch: a multi-key command (MGET, MSET, DEL, UNLINK, EXISTS, TOUCH) is split into one sub-command per
  * group (shard, or slot on a Redis Cluster), each carrying its keys in the client's order, and the replies are merged
  * back (fanout/merge.ts). When every key lands in one group the client's own bytes go there, unsplit.
- * `sendFragments` is shared with broadcast dispatch.
+ * `sendFragments` is shared with broadcast dispatch. A fan-out of more than SLICE_ABOVE_KEYS keys (slots and ring
+ * modes, no migration running) goes out in slices that let other clients through (fanout/sliced.ts); the common
+ * small fan-out pays one comparison for it.
  */
 import { ERR_SLOT_NOT_SERVED, noReplicaReachable, wrongArity } from '../../errors.js';
-import { buildFragments, groupKeys } from '../../fanout/split.js';
+import { buildFragments, groupKeys, spansGroups } from '../../fanout/split.js';
+import { SLICE_ABOVE_KEYS, SlicedFanout } from '../../fanout/sliced.js';
 import { MERGES } from './merges.js';
 import type { Fragment } from '../../core/fragment.js';
-import type { Request } from '../../core/request.js';
+import { materializeArgs, type Request } from '../../core/request.js';
 import type { FanoutShape } from '../../commands/spec.js';
 import type { Topology, UnservedHandler } from '../../routing/topology.js';
 import type { DispatchHandler, DispatchSession } from './types.js';
@@ -21,6 +24,20 @@ export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
   }
   const router = topo.router;
   const migration = topo.migration;
+  // A large fan-out over several shards goes in slices; one whose keys all share a shard (a hash tag) keeps the
+  // one-go path below: forwarded whole, it stays one atomic command on that shard, as the client meant.
+  if (
+    req.args.length - 1 > SLICE_ABOVE_KEYS * (shape === 'key-value' ? 2 : 1) &&
+    topo.resender === null &&
+    (migration === null || !migration.active) &&
+    spansGroups(req, shape, router)
+  ) {
+    const read = spec.readonly;
+    const merge = MERGES[spec.merge ?? 'mget'];
+    new SlicedFanout(session, req, spec, topo, shape, merge, (f) => sendFragments(session, f, topo, read)).start();
+    return;
+  }
+  materializeArgs(req);
   if (migration !== null && migration.active) {
     const idx = session.keyIndexes;
     idx.length = 0;

@@ -4,7 +4,7 @@
  * read once for it, and answers it or sends it on; it may use only what DispatchSession exposes, so adding a kind
  * adds a file here, not branches in the session.
  */
-import type { Request, RoutedUnit } from '../../core/request.js';
+import type { Request, RequestOwner, RoutedUnit } from '../../core/request.js';
 import type { CommandSpec } from '../../commands/spec.js';
 import type { Topology } from '../../routing/topology.js';
 import type { ShardPool } from '../../backend/pool.js';
@@ -15,7 +15,7 @@ import type { PubSubClient } from '../../pubsub/client.js';
 import type { Entry } from '../../pubsub/hub.js';
 import type { SessionState } from '../../session/client-state.js';
 
-export interface DispatchSession extends LocalSession {
+export interface DispatchSession extends LocalSession, RequestOwner {
   readonly ctx: ProxyContext;
   /** Scratch array for key indexes (reused by every handler; valid until the next call). */
   readonly keyIndexes: number[];
@@ -54,6 +54,9 @@ export interface DispatchSession extends LocalSession {
    * once the earlier ones are answered. Later requests wait until it is answered either way.
    */
   runAlone(req: Request): boolean;
+  /** Holds the client's later requests (not routed) until releaseLater(): a sliced fan-out still sending. */
+  holdLater(): void;
+  releaseLater(): void;
 }
 
 export type DispatchHandler = (session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology) => void;

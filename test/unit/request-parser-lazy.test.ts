@@ -1,0 +1,72 @@
+/**
+ * The request parser's lazily made argument views: a command of more than LAZY_ARGS_ABOVE arguments is delivered
+ * with its first EAGER_ARGS views made, the full argument count, and the offsets of every argument in its frame;
+ * argAt() and materializeArgs() (core/request.ts) read the same bytes a view would, whatever the chunking.
+ */
+import { describe, expect, it } from 'vitest';
+import { EAGER_ARGS, LAZY_ARGS_ABOVE, RequestParser, type RequestSink } from '../../src/resp/request-parser.js';
+import { Request, argAt, materializeArgs } from '../../src/core/request.js';
+
+function frameOf(args: string[]): Buffer {
+  return Buffer.from(`*${args.length}\r\n${args.map((a) => `$${a.length}\r\n${a}\r\n`).join('')}`, 'latin1');
+}
+
+interface Got {
+  frame: Buffer;
+  args: Buffer[];
+  lazy: Uint32Array | null;
+}
+
+function parse(bytes: Buffer, chunk: number): Got[] {
+  const got: Got[] = [];
+  const sink: RequestSink = {
+    onCommand: (frame, args, lazy) => got.push({ frame, args, lazy }),
+    onProtocolError: (reply) => {
+      throw new Error(reply.toString());
+    },
+  };
+  const p = new RequestParser({ maxArgs: 1 << 20, maxBulkBytes: 1 << 20, maxInlineBytes: 1 << 16 }, sink);
+  for (let i = 0; i < bytes.length; i += chunk) p.feed(bytes.subarray(i, i + chunk));
+  return got;
+}
+
+const owner = {
+  id: 1,
+  onRequestDone: () => undefined,
+  onFencedUnitDone: () => undefined,
+  retryInOrder: () => undefined,
+  holdRedirect: () => false,
+  backendFull: () => undefined,
+  backendDrained: () => undefined,
+};
+
+describe('lazily made argument views', () => {
+  const small = ['GET', 'k'];
+  const big = ['MGET', ...Array.from({ length: LAZY_ARGS_ABOVE + 10 }, (_, i) => `key:${i}:${'x'.repeat(i % 7)}`)];
+  const bytes = Buffer.concat([frameOf(small), frameOf(big), frameOf(small)]);
+
+  it.each([bytes.length, 65_536, 4096, 1000, 7])('chunks of %i bytes: same arguments as eager views', (chunk) => {
+    const got = parse(bytes, chunk);
+    expect(got.map((g) => g.args.length)).toEqual([2, big.length, 2]);
+    expect(got[0].lazy).toBeNull();
+    expect(got[2].lazy).toBeNull();
+    const g = got[1];
+    expect(g.lazy).not.toBeNull();
+    expect(g.frame.equals(frameOf(big))).toBe(true);
+    for (let i = 0; i < EAGER_ARGS; i++) expect(g.args[i].toString('latin1')).toBe(big[i]);
+    expect(g.args[EAGER_ARGS]).toBeUndefined();
+    const req = new Request(owner, g.frame, g.args, 0, 0);
+    req.argOffsets = g.lazy;
+    for (let i = 0; i < big.length; i += 97) expect(argAt(req, i).toString('latin1')).toBe(big[i]);
+    materializeArgs(req);
+    expect(req.argOffsets).toBeNull();
+    expect(req.args.map((a) => a.toString('latin1'))).toEqual(big);
+  });
+
+  it('a command of exactly LAZY_ARGS_ABOVE arguments gets every view', () => {
+    const args = ['DEL', ...Array.from({ length: LAZY_ARGS_ABOVE - 1 }, (_, i) => `k${i}`)];
+    const [g] = parse(frameOf(args), 333);
+    expect(g.lazy).toBeNull();
+    expect(g.args.map((a) => a.toString())).toEqual(args);
+  });
+});
