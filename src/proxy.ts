@@ -32,6 +32,7 @@ import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
 import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
+import { NearCache } from './nearcache/near-cache.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -72,6 +73,8 @@ export class Proxy implements ProxyContext, PubSubHost {
   cluster: ClusterController | null;
   /** Pub/sub: client subscriptions multiplexed over one subscriber connection per node. */
   readonly pubsub: PubSubHub;
+  /** Near cache and request coalescing (src/nearcache/); null when near_cache turns both off. */
+  nearCache: NearCache | null;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -109,6 +112,24 @@ export class Proxy implements ProxyContext, PubSubHost {
     this.admin = null;
     this.cluster = null;
     this.pubsub = new PubSubHub(this);
+    this.nearCache = null;
+    this.configureNearCache(config);
+  }
+
+  /** Creates, reconfigures or closes the near cache for `config` (start-up and reload). */
+  private configureNearCache(config: KeymuxConfig): void {
+    const nc = config.nearCache;
+    if (!nc.enabled && !nc.coalesce) {
+      this.nearCache?.close();
+      this.nearCache = null;
+      return;
+    }
+    if (this.nearCache === null) {
+      this.nearCache = new NearCache(nc, () => this.observer.hotKeys, childLogger('nearcache'));
+      this.nearCache.onTopology(this.topology);
+    } else {
+      this.nearCache.configure(nc);
+    }
   }
 
   /**
@@ -304,6 +325,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     if (this.cluster !== null) {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
+      this.configureNearCache(config);
       return null;
     }
     const next = new Topology(config, table, ++this.versionCounter, previous);
@@ -311,8 +333,10 @@ export class Proxy implements ProxyContext, PubSubHost {
     const migration = this.startMigration(previous, next);
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.nearCache?.onTopology(next);
     migration?.start(previous);
     this.observer.configure(config.metrics);
+    this.configureNearCache(config);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     return null;
   }
@@ -456,6 +480,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     const migration = this.startMigration(old, next);
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.nearCache?.onTopology(next);
     this.log.info({ stateFile: settings.stateFile }, 'resuming an interrupted migration');
     migration?.start(old);
   }
@@ -465,6 +490,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     next.connect();
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.nearCache?.onTopology(next);
   }
 
   nextTopologyVersion(): number {
@@ -491,6 +517,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     for (const s of [...this.listener.sessions]) s.destroy();
     this.cluster?.close();
     this.pubsub.close();
+    this.nearCache?.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
     this.observer.close();
@@ -520,6 +547,7 @@ export class Proxy implements ProxyContext, PubSubHost {
         const table = CommandTable.fromRows(rows, { deny: config.commands.deny });
         this.commandRows = rows;
         this.topology = new Topology(config, table, this.versionCounter, this.topology);
+        this.nearCache?.onTopology(this.topology);
         this.commandTableSource = 'live';
         return;
       } catch (err) {

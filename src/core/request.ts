@@ -61,6 +61,15 @@ export interface RoutedUnit extends BackendOp {
   readonly owner: RequestOwner;
 }
 
+/**
+ * Sees a request's reply before its session does: the near cache (src/nearcache/) fills itself from a read's reply
+ * and answers the reads coalesced behind it, and ends a write's hold on its keys. One shared object or one per
+ * read in flight, never a closure; null on every request the near cache does not take.
+ */
+export interface ReplyTap {
+  onReply(req: Request, frame: Buffer): void;
+}
+
 /** Cluster mode: sends a unit again, to the node it was redirected to or to its slot's owner at that time. */
 export interface Resender {
   resend(unit: RoutedUnit): void;
@@ -121,6 +130,8 @@ export class Request implements RoutedUnit {
   redirectTo: string | null;
   asking: boolean;
   lastError: Buffer | null;
+  /** The near cache's hook on this request's reply (null: none). */
+  tap: ReplyTap | null;
 
   constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number, seq: number) {
     this.owner = owner;
@@ -147,6 +158,7 @@ export class Request implements RoutedUnit {
     this.redirectTo = null;
     this.asking = false;
     this.lastError = null;
+    this.tap = null;
   }
 
   get sessionId(): number {
@@ -165,6 +177,7 @@ export class Request implements RoutedUnit {
     if (this.done) return; // a late answer after a timeout or reset is dropped, never misdelivered
     this.reply = frame;
     this.done = true;
+    if (this.tap !== null) this.tap.onReply(this, frame);
     if (this.fenced) this.owner.onFencedUnitDone(this);
     this.owner.onRequestDone(this);
   }

@@ -6,6 +6,7 @@
 import type { Request } from '../core/request.js';
 import type { Topology } from '../routing/topology.js';
 import type { PubSubHub } from '../pubsub/hub.js';
+import type { NearCache } from '../nearcache/near-cache.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -67,6 +68,8 @@ export interface ProxyContext {
   readonly backendVersion: string;
   /** Pub/sub: every client subscription, multiplexed over shared subscriber connections. */
   readonly pubsub: PubSubHub;
+  /** Near cache and request coalescing (src/nearcache/); null when both are off. */
+  readonly nearCache: NearCache | null;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */
