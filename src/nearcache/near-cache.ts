@@ -191,7 +191,10 @@ export class NearCache implements TrackerSink {
   epoch: number;
   /** Writes to every shard in flight. */
   globalWrites: number;
-  /** Test hook: called for every key an invalidation channel reports (null in production). */
+  /**
+   * Test hook: called for every key an invalidation channel reports, and with null when a shard's entries were all
+   * dropped (its channel was lost, or it flushed). Null in production.
+   */
   onInvalidation: ((address: string, key: Buffer | null) => void) | null;
 
   private roles: Map<string, number>;
@@ -423,6 +426,7 @@ export class NearCache implements TrackerSink {
     if (this.trackers[tracker.index] !== tracker) return;
     this.store.dropShard(tracker.index);
     this.spoilShard(tracker.index);
+    this.onInvalidation?.(tracker.address, null);
   }
 
   // ---- introspection ---------------------------------------------------------------------------------------
