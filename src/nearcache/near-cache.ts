@@ -152,6 +152,11 @@ class Flight implements ReplyTap, BackendOp {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** Flights kept per key hash at most (different reads of one key: HGET of many fields...). */
+const MAX_FLIGHTS_PER_KEY = 8;
+
+/** openFlight's answer when a key has too many flights in flight already. */
+const BUSY = 1;
 
 /** A write in flight through keymux: its keys are held (no coalescing, no cache fill) until it is answered. */
 class WriteHold implements ReplyTap {
@@ -324,8 +329,14 @@ export class NearCache implements TrackerSink {
       return;
     }
     if (this.coalescing) {
-      const f = this.openFlight(hash, key, req.frame);
+      const f = this.openFlight(hash, req.frame);
       if (f !== null) {
+        if (f === BUSY || f.leader.owner === req.owner) {
+          // A client's own identical reads are not merged (its pipeline reaches the shard as it sent it), and a
+          // key with many different reads in flight gets no more flights.
+          session.sendUnit(req, pool, topo);
+          return;
+        }
         (f.followers ??= []).push(req);
         if (st !== null) st.coalesced++;
         return;
@@ -507,9 +518,14 @@ export class NearCache implements TrackerSink {
     f.linked = true;
   }
 
-  private openFlight(hash: number, key: Buffer, frame: Buffer): Flight | null {
+  /** The open flight of exactly these command bytes; BUSY when the key has MAX_FLIGHTS_PER_KEY others in flight. */
+  private openFlight(hash: number, frame: Buffer): Flight | typeof BUSY | null {
     let f = this.flights.get(hash) ?? null;
-    while (f !== null && !(f.open && f.leader.frame.equals(frame))) f = f.next;
+    let n = 0;
+    while (f !== null && !(f.open && f.leader.frame.equals(frame))) {
+      f = f.next;
+      if (++n >= MAX_FLIGHTS_PER_KEY) return BUSY;
+    }
     return f;
   }
 
