@@ -43,6 +43,21 @@ import { InvalidationTracker, type TrackerOptions, type TrackerSink } from './in
 
 export type NearCacheSettings = KeymuxConfig['nearCache'];
 
+/** Opens the invalidation channel of one shard (tests pass a scripted one). */
+export type OpenChannel = (
+  address: string,
+  index: number,
+  options: TrackerOptions,
+  sink: TrackerSink,
+  log: Logger,
+) => InvalidationTracker;
+
+const openTracker: OpenChannel = (address, index, options, sink, log) => {
+  const t = new InvalidationTracker(address, index, options, sink, log);
+  t.connect();
+  return t;
+};
+
 /** MGET: served from GET entries, never filled or coalesced as a whole. */
 export const ROLE_MGET = 5;
 
@@ -215,9 +230,15 @@ export class NearCache implements TrackerSink {
   private hot: Set<number>;
   private hotTimer: NodeJS.Timeout | null;
   private readonly log: Logger;
+  private readonly openChannel: OpenChannel;
   private closed: boolean;
 
-  constructor(settings: NearCacheSettings, hotKeys: () => HotKeys | null, log: Logger) {
+  constructor(
+    settings: NearCacheSettings,
+    hotKeys: () => HotKeys | null,
+    log: Logger,
+    openChannel: OpenChannel = openTracker,
+  ) {
     this.settings = settings;
     this.caching = settings.enabled;
     this.coalescing = settings.coalesce;
@@ -236,6 +257,7 @@ export class NearCache implements TrackerSink {
     this.hot = new Set();
     this.hotTimer = null;
     this.log = log;
+    this.openChannel = openChannel;
     this.closed = false;
     this.configureHot();
   }
@@ -287,9 +309,8 @@ export class NearCache implements TrackerSink {
     for (const [address, index] of wanted) {
       let t = this.trackersByAddress.get(address);
       if (t === undefined) {
-        t = new InvalidationTracker(address, index, trackerOptions(topo, address), this, this.log);
+        t = this.openChannel(address, index, trackerOptions(topo, address), this, this.log);
         this.trackersByAddress.set(address, t);
-        t.connect();
       }
       t.index = index;
       list[index] = t;
