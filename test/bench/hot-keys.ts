@@ -51,6 +51,8 @@ export interface HotKeysOptions {
 }
 
 interface Run {
+  /** keymux's CPU µs per request (NaN for the direct row). */
+  cpuUs: number;
   rps: number;
   p50: number;
   p99: number;
@@ -66,6 +68,17 @@ interface KeymuxInstance {
   port: number;
   child: ChildProcess;
   log: string;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc/PID/stat; NaN when unavailable. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ
+  } catch {
+    return NaN;
+  }
 }
 
 const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
@@ -178,8 +191,9 @@ async function getCalls(port: number): Promise<number> {
 }
 
 /** The four-process Zipf-like read run against `port`; `counted` are the redis-servers whose GET calls count. */
-async function zipfRun(port: number, counted: RedisProcess[], o: HotKeysOptions): Promise<Run> {
+async function zipfRun(port: number, counted: RedisProcess[], o: HotKeysOptions, pid?: number): Promise<Run> {
   await Promise.all(counted.map((s) => redisCommands(s.port, [['CONFIG', 'RESETSTAT']])));
+  const cpu0 = pid === undefined ? NaN : cpuSeconds(pid);
   const t0 = performance.now();
   const results = await Promise.all(
     GROUPS.map((r) =>
@@ -196,6 +210,7 @@ async function zipfRun(port: number, counted: RedisProcess[], o: HotKeysOptions)
   const total = o.requests * GROUPS.length;
   const sorted = results.map((x) => x.p50).sort((a, b) => a - b);
   return {
+    cpuUs: ((cpuSeconds(pid) - cpu0) * 1e6) / total,
     rps: total / seconds,
     p50: (sorted[1] + sorted[2]) / 2,
     p99: Math.max(...results.map((x) => x.p99)),
@@ -227,7 +242,7 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
   const started: ChildProcess[] = [];
   const lone: RedisProcess = await startRedis();
   o.track?.(lone.process);
-  const rows: Array<{ name: string; port: number; counted: RedisProcess[] }> = [];
+  const rows: Array<{ name: string; port: number; counted: RedisProcess[]; pid?: number }> = [];
   const instances: KeymuxInstance[] = [];
   try {
     const off = await startKeymux('cache-off', [], o);
@@ -244,9 +259,9 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
     await preload(lone.port);
     rows.push(
       { name: 'redis-server, direct (one process, all keys)', port: lone.port, counted: [lone] },
-      { name: 'keymux, near cache off (coalescing on)', port: off.port, counted: o.shards },
-      { name: 'keymux, near cache on, admit: hot (k 300)', port: hot.port, counted: o.shards },
-      { name: 'keymux, near cache on, admit: all', port: all.port, counted: o.shards },
+      { name: 'keymux, near cache off (coalescing on)', port: off.port, counted: o.shards, pid: off.child.pid },
+      { name: 'keymux, near cache on, admit: hot (k 300)', port: hot.port, counted: o.shards, pid: hot.child.pid },
+      { name: 'keymux, near cache on, admit: all', port: all.port, counted: o.shards, pid: all.child.pid },
     );
     // Warm-up: hot-key tracking needs a window of traffic before keys are admitted; caches fill.
     for (const r of rows.slice(2))
@@ -257,7 +272,7 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
     for (let round = 0; round < o.rounds; round++) {
       for (let i = 0; i < rows.length; i++) {
         const r = rows[(i + round) % rows.length];
-        const run = await zipfRun(r.port, r.counted, o);
+        const run = await zipfRun(r.port, r.counted, o, r.pid);
         runs.get(r.name)!.push(run);
         log(
           `bench: hot keys round ${round + 1}/${o.rounds} ${r.name}: ${Math.round(run.rps)} rps, ` +
@@ -272,8 +287,8 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
     const offLoad = hotLoad(offRuns);
     const directRps = median(runs.get(rows[0].name)!.map((x) => x.rps));
     const table = [
-      '| target | rps | p50 ms | p99 ms | reads that reached a shard | hot shard GET/s | hot shard load vs cache off | rps vs direct |',
-      '|---|---:|---:|---:|---:|---:|---:|---:|',
+      '| target | rps | p50 ms | p99 ms | reads that reached a shard | hot shard GET/s | hot shard load vs cache off | rps vs direct | keymux CPU µs/req |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rows.map((r) => {
         const rs = runs.get(r.name)!;
         const rps = median(rs.map((x) => x.rps));
@@ -283,7 +298,7 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
           `| ${r.name} | ${Math.round(rps)} | ${median(rs.map((x) => x.p50)).toFixed(3)} | ` +
           `${median(rs.map((x) => x.p99)).toFixed(3)} | ${(median(rs.map((x) => x.reached)) * 100).toFixed(2)}% | ` +
           `${isKeymux ? Math.round(load) : '-'} | ${isKeymux ? `${(offLoad / Math.max(load, 1e-9)).toFixed(1)}× less` : '-'} | ` +
-          `${(rps / directRps).toFixed(2)}× |`
+          `${(rps / directRps).toFixed(2)}× | ${isKeymux ? median(rs.map((x) => x.cpuUs)).toFixed(2) : '-'} |`
         );
       }),
     ];
@@ -295,28 +310,38 @@ export async function benchHotKeys(o: HotKeysOptions): Promise<{ markdown: strin
       ['SET, pipeline 16', ['-t', 'set', '-P', '16']],
     ] as const;
     const costRows: string[] = [
-      '| row | coalescing off rps | coalescing on (default) rps | on / off |',
-      '|---|---:|---:|---:|',
+      '| row | coalescing off rps | coalescing on (default) rps | on / off rps | off CPU µs/req | on CPU µs/req | on / off CPU |',
+      '|---|---:|---:|---:|---:|---:|---:|',
     ];
     for (const [name, args] of cost) {
       const offR: number[] = [];
       const onR: number[] = [];
+      const offC: number[] = [];
+      const onC: number[] = [];
       for (let round = 0; round < o.rounds; round++) {
         const order = round % 2 === 0 ? [noCoalesce, off] : [off, noCoalesce];
         for (const k of order) {
           const n = (args as readonly string[]).includes('16') ? o.requests * 4 : o.requests;
+          const cpu0 = cpuSeconds(k.child.pid);
           const res = await redisBenchmark(
             k.port,
             ['-c', String(o.clients * 4), '-n', String(n), '-r', '100000', '-d', '16', ...args],
             o,
           );
           (k === off ? onR : offR).push(res.rps);
+          (k === off ? onC : offC).push(((cpuSeconds(k.child.pid) - cpu0) * 1e6) / n);
         }
       }
       const a = median(offR);
       const b = median(onR);
-      log(`bench: coalescing cost ${name}: off ${Math.round(a)} rps, on ${Math.round(b)} rps`);
-      costRows.push(`| ${name} | ${Math.round(a)} | ${Math.round(b)} | ${(b / a).toFixed(3)} |`);
+      const ca = median(offC);
+      const cb = median(onC);
+      log(
+        `bench: coalescing cost ${name}: off ${Math.round(a)} rps ${ca.toFixed(2)} µs, on ${Math.round(b)} rps ${cb.toFixed(2)} µs`,
+      );
+      costRows.push(
+        `| ${name} | ${Math.round(a)} | ${Math.round(b)} | ${(b / a).toFixed(3)} | ${ca.toFixed(2)} | ${cb.toFixed(2)} | ${(cb / ca).toFixed(3)} |`,
+      );
     }
     return {
       markdown: [
