@@ -132,6 +132,8 @@ export class Request implements RoutedUnit {
   lastError: Buffer | null;
   /** The near cache's hook on this request's reply (null: none). */
   tap: ReplyTap | null;
+  /** A number the tap keeps with the request (the near cache: a write's hold slot), -1 when unused. */
+  tapIndex: number;
 
   constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number, seq: number) {
     this.owner = owner;
@@ -159,6 +161,7 @@ export class Request implements RoutedUnit {
     this.asking = false;
     this.lastError = null;
     this.tap = null;
+    this.tapIndex = -1;
   }
 
   get sessionId(): number {

@@ -15,7 +15,7 @@
  *
  * Correctness:
  * - Own writes: a write through keymux (keyed, fan-out or to every shard) drops its keys from the store and spoils
- *   their flights before it is sent, and holds them (`pendingWrites`) until it is answered: reads of a held key
+ *   their flights before it is sent, and holds them (`holds`) until it is answered: reads of a held key
  *   neither join a flight nor become one that fills the cache, since they may run on the shard before the write.
  *   A read sent after the write's reply runs after the write. So a client always reads its own writes.
  * - Others' writes: the shard's invalidation message drops the key and spoils its flights. A flight is the epoch
@@ -81,19 +81,16 @@ export interface ReadSender {
 }
 
 /**
- * A read in flight: the request sent (the leader), the identical reads waiting for its reply (followers), and
- * what the cache will do with the reply. Also the PTTL probe sent right behind it when the reply may be cached.
+ * A read in flight whose reply may fill the cache: the request sent (the leader), the cache role to fill, and the
+ * epoch it was sent under. Also the PTTL probe sent right behind it on the same connection.
  */
 class Flight implements ReplyTap, BackendOp {
   readonly owner: NearCache;
   readonly hash: number;
   readonly key: Buffer;
   readonly leader: Request;
-  followers: Request[] | null;
   /** Same-hash chain of flights. */
   next: Flight | null;
-  /** Followers may still join (until the reply, or until the key is written). */
-  open: boolean;
   /** In the flights map. */
   linked: boolean;
   /** Cache role to fill (0: none, or spoiled). */
@@ -124,9 +121,7 @@ class Flight implements ReplyTap, BackendOp {
     this.hash = hash;
     this.key = key;
     this.leader = leader;
-    this.followers = null;
     this.next = null;
-    this.open = true;
     this.linked = false;
     this.fill = fill;
     this.field = field;
@@ -142,12 +137,7 @@ class Flight implements ReplyTap, BackendOp {
 
   /** The leader's reply: answer the followers, then cache it (now, or once the PTTL is in). */
   onReply(req: Request, frame: Buffer): void {
-    this.open = false;
-    const followers = this.followers;
-    if (followers !== null) {
-      this.followers = null;
-      for (let i = 0; i < followers.length; i++) followers[i].deliver(frame);
-    }
+    this.owner.answerFollowers(req, frame);
     if (this.fill !== 0 && (frame[0] === 45 /* - */ || req.redirects !== 0)) this.fill = 0;
     if (this.fill === 0) {
       this.owner.unlink(this);
@@ -167,24 +157,70 @@ class Flight implements ReplyTap, BackendOp {
 }
 
 const EMPTY = Buffer.alloc(0);
-/** Flights kept per key hash at most (different reads of one key: HGET of many fields...). */
-const MAX_FLIGHTS_PER_KEY = 8;
 
-/** openFlight's answer when a key has too many flights in flight already. */
-const BUSY = 1;
+/**
+ * Coalescing costs the ordinary read path two array reads and a short hash, no Map and no allocation: the leader
+ * of each key is the last read sent for it, in a fixed table indexed by quickHash (a newer leader of a colliding
+ * key just replaces it); writes in flight are counted in a fixed table of hold slots (a collision only holds
+ * another key back for the length of a write). Followers, rare, live in a Map by leader.
+ */
+const LEADER_SLOTS = 4096;
+const LEADER_MASK = LEADER_SLOTS - 1;
+const HOLD_SLOTS = 65536;
+const HOLD_MASK = HOLD_SLOTS - 1;
 
-/** A write in flight through keymux: its keys are held (no coalescing, no cache fill) until it is answered. */
+/** A short hash for the coalescing tables: the length, the last 8 bytes and the first 4 (O(1) in the key size). */
+export function quickHash(key: Buffer): number {
+  const n = key.length;
+  let h = Math.imul(n, 0x9e3779b1) | 0;
+  const stop = n > 8 ? n - 8 : 0;
+  for (let i = n - 1; i >= stop; i--) h = Math.imul(h ^ key[i], 0x01000193);
+  if (n > 8) {
+    const m = n > 12 ? 4 : n - 8;
+    for (let i = 0; i < m; i++) h = Math.imul(h ^ key[i], 0x01000193);
+  }
+  return (h ^ (h >>> 15)) | 0;
+}
+
+/** A write of one key in flight through keymux: its hold slot (req.tapIndex) is released with its reply. */
+class SingleHold implements ReplyTap {
+  readonly owner: NearCache;
+
+  constructor(owner: NearCache) {
+    this.owner = owner;
+  }
+
+  onReply(req: Request): void {
+    this.owner.holds[req.tapIndex]--;
+  }
+}
+
+/** A write of several keys in flight: their hold slots are released with its reply. */
 class WriteHold implements ReplyTap {
   readonly owner: NearCache;
-  readonly hashes: number[];
+  readonly slots: number[];
 
-  constructor(owner: NearCache, hashes: number[]) {
+  constructor(owner: NearCache, slots: number[]) {
     this.owner = owner;
-    this.hashes = hashes;
+    this.slots = slots;
   }
 
   onReply(): void {
-    this.owner.release(this.hashes);
+    const holds = this.owner.holds;
+    for (let i = 0; i < this.slots.length; i++) holds[this.slots[i]]--;
+  }
+}
+
+/** The tap of a leader that got followers (and fills nothing): answers them with its reply. */
+class FollowersTap implements ReplyTap {
+  readonly owner: NearCache;
+
+  constructor(owner: NearCache) {
+    this.owner = owner;
+  }
+
+  onReply(req: Request, frame: Buffer): void {
+    this.owner.answerFollowers(req, frame);
   }
 }
 
@@ -217,10 +253,18 @@ export class NearCache implements TrackerSink {
    */
   onInvalidation: ((address: string, key: Buffer | null) => void) | null;
 
+  /** Writes in flight by hold slot (quickHash & HOLD_MASK). */
+  readonly holds: Int32Array;
   private roles: Map<string, number>;
+  /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
+  private readonly leaders: Array<Request | null>;
+  /** Followers by leader (only leaders that got some). */
+  private readonly followers: Map<Request, Request[]>;
+  /** Reads in flight that may fill the cache, by hashKey (chains for collisions). */
   private readonly flights: Map<number, Flight>;
-  private readonly pendingWrites: Map<number, number>;
   private readonly globalHold: GlobalHold;
+  private readonly singleHold: SingleHold;
+  private readonly followersTap: FollowersTap;
   /** Channels by shard index of the current topology, and by address (kept across topologies). */
   private trackers: InvalidationTracker[];
   private readonly trackersByAddress: Map<string, InvalidationTracker>;
@@ -247,9 +291,13 @@ export class NearCache implements TrackerSink {
     this.globalWrites = 0;
     this.onInvalidation = null;
     this.roles = rolesOf(settings);
+    this.holds = new Int32Array(HOLD_SLOTS);
+    this.leaders = new Array<Request | null>(LEADER_SLOTS).fill(null);
+    this.followers = new Map();
     this.flights = new Map();
-    this.pendingWrites = new Map();
     this.globalHold = new GlobalHold(this);
+    this.singleHold = new SingleHold(this);
+    this.followersTap = new FollowersTap(this);
     this.trackers = [];
     this.trackersByAddress = new Map();
     this.topology = null;
@@ -333,10 +381,12 @@ export class NearCache implements TrackerSink {
     pool: ShardPool,
     topo: Topology,
   ): void {
-    const hash = hashKey(key);
+    const quick = quickHash(key);
     const field = role === ROLE_HGET ? req.args[2] : null;
     const st = req.shardStats;
+    let hash = 0;
     if (this.caching) {
+      hash = hashKey(key);
       const hit = this.store.lookup(hash, key, role, field, performance.now());
       if (hit !== null) {
         if (st !== null) st.nearHits++;
@@ -345,35 +395,34 @@ export class NearCache implements TrackerSink {
       }
       if (st !== null) st.nearMisses++;
     }
-    if (this.globalWrites > 0 || (this.pendingWrites.size > 0 && this.pendingWrites.has(hash))) {
+    if (this.globalWrites > 0 || this.holds[quick & HOLD_MASK] !== 0) {
       session.sendUnit(req, pool, topo); // a write of this key is in flight: this read may not share or fill
       return;
     }
+    const slot = quick & LEADER_MASK;
     if (this.coalescing) {
-      const f = this.openFlight(hash, req.frame);
-      if (f !== null) {
-        if (f === BUSY || f.leader.owner === req.owner) {
-          // A client's own identical reads are not merged (its pipeline reaches the shard as it sent it), and a
-          // key with many different reads in flight gets no more flights.
+      const leader = this.leaders[slot];
+      if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
+        if (leader.owner === req.owner) {
+          // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
           session.sendUnit(req, pool, topo);
           return;
         }
-        (f.followers ??= []).push(req);
+        this.follow(leader, req);
         if (st !== null) st.coalesced++;
         return;
       }
+      this.leaders[slot] = req;
     }
     const tracker = this.caching ? this.trackers[shard.index] : undefined;
-    const fill = tracker !== undefined && tracker.ready && pool === shard.pool && this.admits(hash, key) ? role : 0;
-    if (fill === 0 && !this.coalescing) {
+    if (tracker === undefined || !tracker.ready || pool !== shard.pool || !this.admits(hash, key)) {
       session.sendUnit(req, pool, topo);
       return;
     }
-    const flight = new Flight(this, hash, key, req, fill, field, shard.index, tracker?.generation ?? 0);
+    const flight = new Flight(this, hash, key, req, role, field, shard.index, tracker.generation);
     this.link(flight);
     req.tap = flight;
     session.sendUnit(req, pool, topo);
-    if (fill === 0) return;
     if (req.state !== UNIT_AT_BACKEND || req.done) {
       flight.fill = 0; // held by a cluster ordering fence (or already answered): no PTTL right behind it
       return;
@@ -422,10 +471,15 @@ export class NearCache implements TrackerSink {
   write(req: Request, idx: number[] | null, n: number, step: number): void {
     if (req.tap !== null) return; // dispatched again after a migration hold: already held
     const args = req.args;
-    const hashes: number[] = [];
-    if (idx !== null) for (let i = 0; i < n; i++) hashes.push(this.holdKey(args[idx[i]]));
-    else for (let i = 1; i < args.length; i += step) hashes.push(this.holdKey(args[i]));
-    req.tap = new WriteHold(this, hashes);
+    if (idx !== null && n === 1) {
+      req.tapIndex = this.holdKey(args[idx[0]]);
+      req.tap = this.singleHold;
+      return;
+    }
+    const slots: number[] = [];
+    if (idx !== null) for (let i = 0; i < n; i++) slots.push(this.holdKey(args[idx[i]]));
+    else for (let i = 1; i < args.length; i += step) slots.push(this.holdKey(args[i]));
+    req.tap = new WriteHold(this, slots);
   }
 
   /** A write sent to every shard (FLUSHALL, FLUSHDB, FUNCTION/SCRIPT changes): everything is dropped and held. */
@@ -450,6 +504,7 @@ export class NearCache implements TrackerSink {
       const hash = hashKey(key);
       this.store.invalidate(hash, key);
       this.spoil(hash, key);
+      this.leaders[quickHash(key) & LEADER_MASK] = null; // later reads do not join a read sent before the write
       this.onInvalidation?.(tracker.address, key);
     }
   }
@@ -507,14 +562,22 @@ export class NearCache implements TrackerSink {
     this.store.set(f.hash, f.key, f.shard, f.fill, f.field, reply, expiresAt, now);
   }
 
-  release(hashes: number[]): void {
-    const pending = this.pendingWrites;
-    for (let i = 0; i < hashes.length; i++) {
-      const h = hashes[i];
-      const c = pending.get(h) ?? 0;
-      if (c <= 1) pending.delete(h);
-      else pending.set(h, c - 1);
+  /** `leader`'s reply: its followers get the same bytes, each in its own client's order. */
+  answerFollowers(leader: Request, frame: Buffer): void {
+    const list = this.followers.get(leader);
+    if (list === undefined) return;
+    this.followers.delete(leader);
+    for (let i = 0; i < list.length; i++) list[i].deliver(frame);
+  }
+
+  private follow(leader: Request, req: Request): void {
+    const list = this.followers.get(leader);
+    if (list !== undefined) {
+      list.push(req);
+      return;
     }
+    this.followers.set(leader, [req]);
+    if (leader.tap === null) leader.tap = this.followersTap; // a Flight answers its followers itself
   }
 
   unlink(f: Flight): void {
@@ -539,23 +602,18 @@ export class NearCache implements TrackerSink {
     f.linked = true;
   }
 
-  /** The open flight of exactly these command bytes; BUSY when the key has MAX_FLIGHTS_PER_KEY others in flight. */
-  private openFlight(hash: number, frame: Buffer): Flight | typeof BUSY | null {
-    let f = this.flights.get(hash) ?? null;
-    let n = 0;
-    while (f !== null && !(f.open && f.leader.frame.equals(frame))) {
-      f = f.next;
-      if (++n >= MAX_FLIGHTS_PER_KEY) return BUSY;
-    }
-    return f;
-  }
-
+  /** Drops `key` here and holds it until the write is answered; returns its hold slot. */
   private holdKey(key: Buffer): number {
-    const hash = hashKey(key);
-    if (this.caching) this.store.invalidate(hash, key);
-    this.spoil(hash, key);
-    this.pendingWrites.set(hash, (this.pendingWrites.get(hash) ?? 0) + 1);
-    return hash;
+    const quick = quickHash(key);
+    if (this.caching) {
+      const hash = hashKey(key);
+      this.store.invalidate(hash, key);
+      this.spoil(hash, key);
+    }
+    this.leaders[quick & LEADER_MASK] = null; // a read sent before this write is joined by nobody after it
+    const slot = quick & HOLD_MASK;
+    this.holds[slot]++;
+    return slot;
   }
 
   /** The key changed: its flights neither take followers nor fill the cache. */
@@ -564,7 +622,6 @@ export class NearCache implements TrackerSink {
     while (f !== null) {
       const next = f.next;
       if (f.key.equals(key)) {
-        f.open = false;
         f.fill = 0;
         this.unlink(f);
       }
@@ -573,11 +630,11 @@ export class NearCache implements TrackerSink {
   }
 
   private spoilShard(shard: number): void {
+    this.leaders.fill(null);
     for (const head of [...this.flights.values()]) {
       for (let f: Flight | null = head; f !== null;) {
         const next: Flight | null = f.next;
         if (f.shard === shard) {
-          f.open = false;
           f.fill = 0;
           this.unlink(f);
         }
@@ -592,7 +649,6 @@ export class NearCache implements TrackerSink {
     for (const head of [...this.flights.values()]) {
       for (let f: Flight | null = head; f !== null;) {
         const next: Flight | null = f.next;
-        f.open = false;
         f.fill = 0;
         f.linked = false;
         f.next = null;
@@ -600,6 +656,7 @@ export class NearCache implements TrackerSink {
       }
     }
     this.flights.clear();
+    this.leaders.fill(null);
   }
 
   private admits(hash: number, _key: Buffer): boolean {
