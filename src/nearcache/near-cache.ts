@@ -137,7 +137,7 @@ class Flight implements ReplyTap, BackendOp {
 
   /** The leader's reply: answer the followers, then cache it (now, or once the PTTL is in). */
   onReply(req: Request, frame: Buffer): void {
-    this.owner.answerFollowers(req, frame);
+    this.owner.leaderDone(req, frame);
     if (this.fill !== 0 && (frame[0] === 45 /* - */ || req.redirects !== 0)) this.fill = 0;
     if (this.fill === 0) {
       this.owner.unlink(this);
@@ -211,8 +211,11 @@ class WriteHold implements ReplyTap {
   }
 }
 
-/** The tap of a leader that got followers (and fills nothing): answers them with its reply. */
-class FollowersTap implements ReplyTap {
+/**
+ * The tap of a read that others may join (and that fills nothing): frees its leader slot at once (so no request
+ * outlives its reply in the table: they stay young for the GC) and answers its followers.
+ */
+class LeaderTap implements ReplyTap {
   readonly owner: NearCache;
 
   constructor(owner: NearCache) {
@@ -220,7 +223,7 @@ class FollowersTap implements ReplyTap {
   }
 
   onReply(req: Request, frame: Buffer): void {
-    this.owner.answerFollowers(req, frame);
+    this.owner.leaderDone(req, frame);
   }
 }
 
@@ -264,7 +267,7 @@ export class NearCache implements TrackerSink {
   private readonly flights: Map<number, Flight>;
   private readonly globalHold: GlobalHold;
   private readonly singleHold: SingleHold;
-  private readonly followersTap: FollowersTap;
+  private readonly leaderTap: LeaderTap;
   /** Channels by shard index of the current topology, and by address (kept across topologies). */
   private trackers: InvalidationTracker[];
   private readonly trackersByAddress: Map<string, InvalidationTracker>;
@@ -297,7 +300,7 @@ export class NearCache implements TrackerSink {
     this.flights = new Map();
     this.globalHold = new GlobalHold(this);
     this.singleHold = new SingleHold(this);
-    this.followersTap = new FollowersTap(this);
+    this.leaderTap = new LeaderTap(this);
     this.trackers = [];
     this.trackersByAddress = new Map();
     this.topology = null;
@@ -413,6 +416,8 @@ export class NearCache implements TrackerSink {
         return;
       }
       this.leaders[slot] = req;
+      req.tapIndex = slot;
+      req.tap = this.leaderTap;
     }
     const tracker = this.caching ? this.trackers[shard.index] : undefined;
     if (tracker === undefined || !tracker.ready || pool !== shard.pool || !this.admits(hash, key)) {
@@ -562,8 +567,11 @@ export class NearCache implements TrackerSink {
     this.store.set(f.hash, f.key, f.shard, f.fill, f.field, reply, expiresAt, now);
   }
 
-  /** `leader`'s reply: its followers get the same bytes, each in its own client's order. */
-  answerFollowers(leader: Request, frame: Buffer): void {
+  /** `leader`'s reply: its slot is free again, and its followers get the same bytes, each in its client's order. */
+  leaderDone(leader: Request, frame: Buffer): void {
+    const slot = leader.tapIndex;
+    if (slot >= 0 && this.leaders[slot] === leader) this.leaders[slot] = null;
+    if (this.followers.size === 0) return;
     const list = this.followers.get(leader);
     if (list === undefined) return;
     this.followers.delete(leader);
@@ -577,7 +585,6 @@ export class NearCache implements TrackerSink {
       return;
     }
     this.followers.set(leader, [req]);
-    if (leader.tap === null) leader.tap = this.followersTap; // a Flight answers its followers itself
   }
 
   unlink(f: Flight): void {
