@@ -40,6 +40,7 @@ import type { SentinelView } from './routing/topology.js';
 import { SessionPools, type SessionSettings } from './session/session-pool.js';
 import { errorReply } from './errors.js';
 import type { ShardPool } from './backend/pool.js';
+import { NearCache } from './nearcache/near-cache.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -95,6 +96,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   private readonly hotReads: HotReadSet;
   /** Session connections leased per node (transactions, WATCH, blocking commands). */
   readonly sessions: SessionPools;
+  /** Near cache and request coalescing (src/nearcache/); null when near_cache turns both off. */
+  nearCache: NearCache | null;
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -143,6 +146,24 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.pubsub = new PubSubHub(this);
     this.authGuard = new AuthGuard();
     this.sessions = new SessionPools(sessionSettings(config));
+    this.nearCache = null;
+    this.configureNearCache(config);
+  }
+
+  /** Creates, reconfigures or closes the near cache for `config` (start-up and reload). */
+  private configureNearCache(config: KeymuxConfig): void {
+    const nc = config.nearCache;
+    if (!nc.enabled && !nc.coalesce) {
+      this.nearCache?.close();
+      this.nearCache = null;
+      return;
+    }
+    if (this.nearCache === null) {
+      this.nearCache = new NearCache(nc, () => this.observer.hotKeys, childLogger('nearcache'));
+      this.nearCache.onTopology(this.topology);
+    } else {
+      this.nearCache.configure(nc);
+    }
   }
 
   /**
@@ -425,6 +446,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
       this.accessChanged(previous);
+      this.configureNearCache(config);
       return null;
     }
     this.updateSentinel(config);
@@ -437,8 +459,10 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.topology = next;
     this.pubsub.onTopology(next);
     this.accessChanged(previous);
+    this.nearCache?.onTopology(next);
     migration?.start(previous);
     this.observer.configure(config.metrics);
+    this.configureNearCache(config);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     this.replicaChecks.configure(config);
     this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
@@ -606,6 +630,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     const migration = this.startMigration(old, next);
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.nearCache?.onTopology(next);
     this.log.info({ stateFile: settings.stateFile }, 'resuming an interrupted migration');
     migration?.start(old);
   }
@@ -615,6 +640,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     next.connect();
     this.topology = next;
     this.pubsub.onTopology(next);
+    this.nearCache?.onTopology(next);
   }
 
   nextTopologyVersion(): number {
@@ -648,6 +674,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.hotReads.close();
     this.pubsub.close();
     this.sessions.close();
+    this.nearCache?.close();
     for (const m of this.migrations) m.close();
     this.topology.close();
     this.observer.close();
@@ -678,6 +705,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         const table = CommandTable.fromRows(rows, tableOptions(config));
         this.commandRows = rows;
         this.topology = new Topology(config, table, this.versionCounter, this.topology);
+        this.nearCache?.onTopology(this.topology);
         this.commandTableSource = 'live';
         return;
       } catch (err) {

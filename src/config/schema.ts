@@ -82,6 +82,9 @@ export const DISTRIBUTIONS = Object.freeze(['ketama'] as const);
 export const HOT_KEY_EXPORTS = Object.freeze(['key', 'hash'] as const);
 export const LOG_LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const);
 export const TLS_VERSIONS = Object.freeze(['TLSv1.2', 'TLSv1.3'] as const);
+/** Reads the near cache may serve from memory (src/nearcache/); coalescing applies to the same set. */
+export const NEAR_CACHE_COMMANDS = Object.freeze(['GET', 'MGET', 'HGET', 'HGETALL', 'EXISTS'] as const);
+export const NEAR_CACHE_ADMIT = Object.freeze(['hot', 'all'] as const);
 
 export type Mode = (typeof MODES)[number];
 export type HashName = (typeof HASH_NAMES)[number];
@@ -419,6 +422,34 @@ function configShape(mode: Mode | null) {
         log_keys: bool().default(false).describe('Record the keys of slow commands (never values).'),
       }).describe('Recent commands at or above a latency threshold (GET /slowlog).'),
     }).describe('What keymux tracks for /metrics, /hotkeys and /slowlog (docs/observability.md).'),
+    near_cache: section({
+      enabled: bool()
+        .default(false)
+        .describe('Serve hot reads from keymux memory, invalidated by the shards (CLIENT TRACKING BCAST).'),
+      max_bytes: int(1024, 2 ** 40)
+        .default(67_108_864)
+        .describe('Memory bound for cached keys, values and request bytes (per-entry overhead counted); LRU eviction.'),
+      max_entry_bytes: int(1, 2 ** 30)
+        .default(65_536)
+        .describe('Replies larger than this many bytes are never cached.'),
+      admit: oneOf(NEAR_CACHE_ADMIT)
+        .default('hot')
+        .describe('hot: cache only keys in the hot-key top-K (metrics.hot_keys) | all: every key read.'),
+      ttl_ms: int(0, MAX_TIMER_MS)
+        .default(0)
+        .describe("Upper bound on an entry's age in milliseconds; 0 = until invalidated or the key's own TTL."),
+      commands: list(oneOf(NEAR_CACHE_COMMANDS), {
+        expected: (v) => `expected a list of command names, got ${describeValue(v)}`,
+      })
+        .default([...NEAR_CACHE_COMMANDS])
+        .describe('Reads served from the cache and coalesced (a subset of GET, MGET, HGET, HGETALL, EXISTS).'),
+      coalesce: bool()
+        .default(true)
+        .describe(
+          'Identical reads of one key in flight at once from different clients share one shard request ' +
+            '(works with or without the cache).',
+        ),
+    }).describe('Near cache of hot keys and request coalescing (README "Near cache and request coalescing").'),
     migration: section({
       enabled: bool().default(true).describe('Migrate keys to their new owner after a reload (default true).'),
       state_file: optionalText().describe(
@@ -478,6 +509,19 @@ function configMapping(mode: Mode | null) {
             );
           }
         });
+      }
+      // admit: hot reads the hot-key tracker; without it nothing would ever be cached.
+      if (
+        cx.ok(['near_cache']) &&
+        cx.ok(['metrics']) &&
+        doc.near_cache.enabled &&
+        doc.near_cache.admit === 'hot' &&
+        (!doc.metrics.enabled || !doc.metrics.hot_keys.enabled)
+      ) {
+        cx.error(
+          ['near_cache', 'admit'],
+          'hot needs hot-key tracking (metrics.enabled and metrics.hot_keys.enabled true); or use admit: all',
+        );
       }
       // With an unknown mode, a document with a cluster section and no shards is not also told shards are required.
       if (mode === null && doc.shards === undefined && doc.cluster === undefined) cx.error(['shards'], SHARDS_REQUIRED);
@@ -1293,6 +1337,7 @@ const KNOWN_KEY_NAMES = {
   metrics: 'metrics',
   hot_keys: 'metrics.hot_keys',
   slowlog: 'metrics.slowlog',
+  near_cache: 'near_cache',
   migration: 'migration',
   drain: 'drain',
 } as const;

@@ -66,6 +66,15 @@ export interface RoutedUnit extends BackendOp {
   readonly owner: RequestOwner;
 }
 
+/**
+ * Sees a request's reply before its session does: the near cache (src/nearcache/) fills itself from a read's reply
+ * and answers the reads coalesced behind it, and ends a write's hold on its keys. One shared object or one per
+ * read in flight, never a closure; null on every request the near cache does not take.
+ */
+export interface ReplyTap {
+  onReply(req: Request, frame: Buffer): void;
+}
+
 /** Cluster mode: sends a unit again, to the node it was redirected to or to its slot's owner at that time. */
 export interface Resender {
   resend(unit: RoutedUnit): void;
@@ -151,6 +160,10 @@ export class Request implements RoutedUnit {
   lastError: Buffer | null;
   /** RESP version of the client when routed (set by the session at dispatch; see RoutedUnit). */
   protocol: number;
+  /** The near cache's hook on this request's reply (null: none). */
+  tap: ReplyTap | null;
+  /** A number the tap keeps with the request (the near cache: a write's hold slot), -1 when unused. */
+  tapIndex: number;
 
   constructor(owner: RequestOwner, frame: Buffer, args: Buffer[], startedAt: number, seq: number) {
     this.owner = owner;
@@ -179,6 +192,8 @@ export class Request implements RoutedUnit {
     this.asking = false;
     this.lastError = null;
     this.protocol = 2;
+    this.tap = null;
+    this.tapIndex = -1;
   }
 
   get sessionId(): number {
@@ -197,6 +212,7 @@ export class Request implements RoutedUnit {
     if (this.done) return; // a late answer after a timeout or reset is dropped, never misdelivered
     this.reply = frame;
     this.done = true;
+    if (this.tap !== null) this.tap.onReply(this, frame);
     if (this.fenced) this.owner.onFencedUnitDone(this);
     this.owner.onRequestDone(this);
   }

@@ -132,6 +132,7 @@ export function hotKeysReport(src: MetricsSource, caller: Caller = TRUSTED): unk
       shard: r.shard,
       requests: Math.round(r.count),
       rate: round(r.rate, 3),
+      cached: r.cached,
     })),
   };
 }

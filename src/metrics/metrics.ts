@@ -25,6 +25,7 @@ import type { PubSubHub } from '../pubsub/hub.js';
 import type { SessionPools } from '../session/session-pool.js';
 import { KIND_NAMES } from '../pubsub/frames.js';
 import type { AuthGuard } from '../security/auth-guard.js';
+import type { NearCache } from '../nearcache/near-cache.js';
 
 /** Migrations still moving keys, or else the last one (so a finished migration's totals stay visible). */
 function currentMigrations(src: MetricsSource): MigrationProgress[] {
@@ -55,6 +56,8 @@ export interface MetricsSource {
   readonly sentinel?: SentinelController | null;
   /** Session connections (transactions, WATCH, blocking commands). */
   readonly sessions?: SessionPools;
+  /** Near cache and request coalescing (null or absent: both off). */
+  readonly nearCache?: NearCache | null;
 }
 
 type Labels = Readonly<Record<string, string>>;
@@ -114,7 +117,7 @@ export function hotKeyRows(
 ): {
   seconds: number;
   samples: number;
-  rows: Array<{ key: string; shard: string; count: number; rate: number }>;
+  rows: Array<{ key: string; shard: string; count: number; rate: number; cached: boolean }>;
 } {
   const hk = src.observer.hotKeys;
   if (hk === null) return { seconds: 0, samples: 0, rows: [] };
@@ -126,7 +129,8 @@ export function hotKeyRows(
     if (seen.has(text)) text = `${text}#${keyText(k.key, 'hash')}`; // two keys shown alike stay two series
     seen.add(text);
     const shard = topo.shards[topo.router.shardFor(k.key)]?.name ?? '';
-    return { key: text, shard, count: k.count, rate: k.rate };
+    const cached = src.nearCache?.isCached(k.key) ?? false;
+    return { key: text, shard, count: k.count, rate: k.rate, cached };
   });
   return { seconds: snap.seconds, samples: snap.samples, rows };
 }
@@ -399,6 +403,67 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     ['shard'],
     (s, emit) => {
       for (const st of allShardStats(s)) emit(st.labels, st.pushbacks);
+    },
+  ),
+  // ---- near cache and request coalescing (src/nearcache/) ------------------------------------------------------
+  counter(
+    'keymux_near_cache_hits_total',
+    "Reads answered from keymux's near cache, by the shard owning the key (that shard was not asked).",
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.nearHits);
+    },
+  ),
+  counter(
+    'keymux_near_cache_misses_total',
+    'Reads looked up in the near cache and not found there (sent to the shard or coalesced), by shard.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.nearMisses);
+    },
+  ),
+  counter(
+    'keymux_coalesced_requests_total',
+    'Reads answered with the reply of an identical read of the same key already in flight, by shard.',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.coalesced);
+    },
+  ),
+  counter(
+    'keymux_near_cache_evictions_total',
+    'Keys evicted from the near cache to stay within near_cache.max_bytes (least recently used first).',
+    [],
+    (s, emit) => {
+      if (s.nearCache) emit(NO_LABELS, s.nearCache.store.counters.evictions);
+    },
+  ),
+  counter(
+    'keymux_near_cache_invalidations_total',
+    'Keys dropped from the near cache because they changed (a write, an invalidation message, a flush) or ' +
+      'their invalidation channel or the topology changed.',
+    [],
+    (s, emit) => {
+      if (s.nearCache) emit(NO_LABELS, s.nearCache.store.counters.invalidations);
+    },
+  ),
+  gauge(
+    'keymux_near_cache_bytes',
+    'Bytes held by the near cache (keys, replies and per-entry overhead), at most near_cache.max_bytes.',
+    [],
+    (s, emit) => {
+      emit(NO_LABELS, s.nearCache ? s.nearCache.store.bytes : 0);
+    },
+  ),
+  gauge('keymux_near_cache_keys', 'Keys held by the near cache.', [], (s, emit) => {
+    emit(NO_LABELS, s.nearCache ? s.nearCache.store.size : 0);
+  }),
+  gauge(
+    'keymux_near_cache_channels_ready',
+    'Invalidation channels (one per shard) subscribed and tracking; a shard whose channel is down is not cached.',
+    [],
+    (s, emit) => {
+      if (s.nearCache) emit(NO_LABELS, s.nearCache.channels().filter((c) => c.ready).length);
     },
   ),
   counter('keymux_shard_reconnects_total', 'Reconnection attempts to the shard.', ['shard'], (s, emit) => {

@@ -55,6 +55,11 @@ export class ShardStats {
   timeouts: number;
   /** Client sessions paused because a connection to the shard held backend.max_pending operations. */
   pushbacks: number;
+  /** Near cache (src/nearcache/): reads of this shard's keys answered from keymux memory, and looked up there but not found. */
+  nearHits: number;
+  nearMisses: number;
+  /** Reads of this shard's keys answered with the reply of an identical read already in flight (coalesced). */
+  coalesced: number;
   readonly latency: Histogram;
   /** Prometheus labels, built once. */
   readonly labels: Readonly<{ shard: string }>;
@@ -69,6 +74,9 @@ export class ShardStats {
     this.reconnects = 0;
     this.timeouts = 0;
     this.pushbacks = 0;
+    this.nearHits = 0;
+    this.nearMisses = 0;
+    this.coalesced = 0;
     this.latency = new Histogram();
     this.labels = Object.freeze({ shard: name });
   }

@@ -9,6 +9,7 @@ import type { PubSubHub } from '../pubsub/hub.js';
 import type { AuthGuard } from '../security/auth-guard.js';
 import type { SessionPools } from '../session/session-pool.js';
 import type { ShardPool } from '../backend/pool.js';
+import type { NearCache } from '../nearcache/near-cache.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -87,6 +88,8 @@ export interface ProxyContext {
   clusterHint(): void;
   /** Cluster mode: the shared pool of a master named by a redirection (created on first use); null otherwise. */
   nodePool(address: string): ShardPool | null;
+  /** Near cache and request coalescing (src/nearcache/); null when both are off. */
+  readonly nearCache: NearCache | null;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

@@ -1,5 +1,5 @@
 /**
- * The performance harness behind `npm run bench`. It runs up to three sections, chosen with --sections (default
+ * The performance harness behind `npm run bench`. It runs up to four sections, chosen with --sections (default
  * all, always in this order), in one run, and writes one report, test/bench/RESULTS.md:
  *
  * - ring: 4 redis-server shards plus one lone redis-server on free loopback ports, twemproxy (nutcracker) and
@@ -10,6 +10,9 @@
  *   straight to the cluster versus plain redis-benchmark through keymux (test/bench/cluster.ts).
  * - metrics: keymux with metrics and hot keys off versus on, /metrics scraped every second, over the ring
  *   section's shards (test/bench/metrics-overhead.ts).
+ * - hotkeys: a Zipf-like read workload straight to one redis-server and through keymux with the near cache off
+ *   and on (share of reads that reached a shard, hot shard load), and the cost of request coalescing on ordinary
+ *   GET/SET traffic, over the ring section's shards (test/bench/hot-keys.ts).
  *
  * Each section is bounded in time: every redis-benchmark run by BENCH_TIMEOUT_S, the section by
  * BENCH_SECTION_TIMEOUT_S (no run starts or continues past it), start-up steps by their own timeouts. A section
@@ -27,6 +30,7 @@ import { freePort } from '../support/ports.js';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
 import { benchCluster, type BenchCell, type BenchResult } from './cluster.js';
 import { benchMetricsOverhead } from './metrics-overhead.js';
+import { benchHotKeys } from './hot-keys.js';
 
 const HOST = '127.0.0.1';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -37,12 +41,13 @@ const CLIENTS = 50;
 const SHARDS = 4;
 const MGET_KEYS = 10;
 
-type SectionName = 'ring' | 'cluster' | 'metrics';
-const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics'];
+type SectionName = 'ring' | 'cluster' | 'metrics' | 'hotkeys';
+const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics', 'hotkeys'];
 const SECTION_TITLE: Record<SectionName, string> = {
   ring: 'Ring mode: keymux vs twemproxy vs a lone redis-server',
   cluster: 'Cluster mode: keymux vs redis-benchmark --cluster straight to a 3-master Redis Cluster',
   metrics: 'Metrics and hot keys: keymux with observability on vs off',
+  hotkeys: 'Hot keys: near cache and request coalescing (Zipf-like reads)',
 };
 
 type TargetName = 'direct' | 'twemproxy' | 'keymux';
@@ -160,12 +165,12 @@ for (const [sig, code] of [
 // Arguments and sizes.
 
 function usage(): string {
-  return `usage: npm run bench -- [--sections ring,cluster,metrics] [--targets direct,twemproxy,keymux]
+  return `usage: npm run bench -- [--sections ring,cluster,metrics,hotkeys] [--targets direct,twemproxy,keymux]
 
-  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all three; they always run in
+  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all four; they always run in
                    this order). ring: keymux vs twemproxy vs one redis-server; cluster: keymux in cluster mode vs
                    redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
-                   keys on vs off
+                   keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server
   --targets LIST   targets of the ring section, a subset of: ${ALL_TARGETS.join(', ')} (default: all three)
   env BENCH_SCALE  multiplies every request count (default 1; 0.1 for a quick smoke run)
   env BENCH_ROUNDS splits each row into this many interleaved rounds and reports medians (default 3)
@@ -788,6 +793,24 @@ async function metricsSection(scale: number, rounds: number): Promise<SectionOut
   };
 }
 
+async function hotKeysSection(scale: number, rounds: number): Promise<SectionOutcome> {
+  const shardList = await ensureShards();
+  const { markdown } = await benchHotKeys({
+    shards: shardList,
+    workDir: tmpDir,
+    requests: Math.max(2000, Math.round((100_000 * scale) / rounds)),
+    rounds,
+    clients: Math.max(1, Math.round(CLIENTS / 4)),
+    log: (line) => console.log(line),
+    track: (child) => {
+      track(child);
+    },
+    timeoutMs: timeoutS * 1000,
+    deadline: sectionDeadline,
+  });
+  return { markdown: [`## ${SECTION_TITLE.hotkeys}`, '', markdown].join('\n'), failures: [] };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Main.
 
@@ -819,7 +842,8 @@ async function main(): Promise<number> {
     try {
       if (section === 'ring') out = await ringSection(targetNames, scale, rounds);
       else if (section === 'cluster') out = await clusterSection(scale, rounds);
-      else out = await metricsSection(scale, rounds);
+      else if (section === 'metrics') out = await metricsSection(scale, rounds);
+      else out = await hotKeysSection(scale, rounds);
     } catch (err) {
       await haltIfStopping();
       const msg = err instanceof Error ? err.message : String(err);

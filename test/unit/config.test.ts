@@ -162,9 +162,39 @@ describe('valid configurations', () => {
         hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key', readFromReplicas: false },
         slowlog: { thresholdMs: 10, maxEntries: 128, logKeys: false },
       },
+      nearCache: {
+        enabled: false,
+        maxBytes: 67_108_864,
+        maxEntryBytes: 65_536,
+        admit: 'hot',
+        ttlMs: 0,
+        commands: ['GET', 'MGET', 'HGET', 'HGETALL', 'EXISTS'],
+        coalesce: true,
+      },
       migration: { enabled: true, stateFile: null },
       drain: { graceS: 10 },
     });
+  });
+
+  it('reads the near_cache section, and refuses admit: hot without hot-key tracking', () => {
+    const c = configOf(
+      slots('near_cache: { enabled: true, max_bytes: 1048576, admit: all, ttl_ms: 500, commands: [GET, HGET] }'),
+    );
+    expect(c.nearCache).toEqual({
+      enabled: true,
+      maxBytes: 1_048_576,
+      maxEntryBytes: 65_536,
+      admit: 'all',
+      ttlMs: 500,
+      commands: ['GET', 'HGET'],
+      coalesce: true,
+    });
+    expect(errorsOf(slots('near_cache: { enabled: true }', 'metrics: { hot_keys: { enabled: false } }'))).toEqual([
+      'config/test.yaml:12: near_cache.admit: hot needs hot-key tracking (metrics.enabled and metrics.hot_keys.enabled true); or use admit: all',
+    ]);
+    expect(errorsOf(slots('near_cache: { commands: [SET] }'))[0]).toMatch(
+      /near_cache\.commands\[0\]: expected one of: GET, MGET, HGET, HGETALL, EXISTS; got "SET"/,
+    );
   });
 
   it('reads the migration and drain sections', () => {
@@ -438,7 +468,7 @@ describe('document shape', () => {
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
       'config/test.yaml:15: color: unknown key; expected one of: listen, admin, tls, mode, hash_tag, shards, ring, ' +
-        'cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, migration, drain',
+        'cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain',
     ]);
   });
 

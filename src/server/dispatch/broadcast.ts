@@ -15,6 +15,7 @@ export const dispatchBroadcast: DispatchHandler = (session, req, spec, topo) => 
     req.mergeContext = { args: req.args, topology: topo, ctx: session.ctx, session };
     frame = INFO_KEYSPACE_FRAME;
   }
+  if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.writeAll(req); // FLUSHALL...: drop all
   const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
   sendFragments(session, fragments, topo, false);
 };

@@ -15,12 +15,19 @@ import { materializeArgs, type Request } from '../../core/request.js';
 import type { FanoutShape } from '../../commands/spec.js';
 import type { Topology, UnservedHandler } from '../../routing/topology.js';
 import type { DispatchHandler, DispatchSession } from './types.js';
+import { ROLE_MGET } from '../../nearcache/near-cache.js';
 
 export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
   const shape = spec.fanoutShape ?? 'keys';
   if (shape === 'key-value' && (req.args.length - 1) % 2 !== 0) {
     req.deliver(wrongArity(spec.name));
     return;
+  }
+  const nc = session.ctx.nearCache;
+  if (nc !== null) {
+    // Near cache / coalescing (src/nearcache/): writes drop and hold their keys; MGET may be served from memory.
+    if (spec.write) nc.write(req, null, 0, shape === 'key-value' ? 2 : 1);
+    else if (req.protocol === 2 && nc.roleOf(spec) === ROLE_MGET && nc.serveMget(req, topo)) return;
   }
   const router = topo.router;
   const migration = topo.migration;
@@ -62,6 +69,13 @@ export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
     }
     req.shardStats = pool.stats ?? null;
     routedKeys(session, req, shape);
+    if (nc !== null && !spec.write && req.args.length === 2) {
+      const role = nc.roleOf(spec); // single-key EXISTS: served, coalesced or cached like a keyed read
+      if (role !== 0 && role !== ROLE_MGET) {
+        nc.read(session, req, role, req.args[1], shard, pool, topo);
+        return;
+      }
+    }
     session.sendUnit(req, pool, topo);
     return;
   }

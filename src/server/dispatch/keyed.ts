@@ -1,7 +1,8 @@
 /**
  * Keyed dispatch: every key of the command must route to one group (a shard in slots and ring modes, a slot on a
  * Redis Cluster; else -CROSSSLOT); the client's own bytes go to that shard, unchanged. Read-only commands may go
- * to a replica (read_from). The fast path: one key lookup, one routing decision, one send.
+ * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. With the near cache or
+ * coalescing on, reads of near_cache.commands go through it and writes tell it their keys (src/nearcache/).
  */
 import { findKeyIndexes, keysErrorReply } from '../../commands/keys.js';
 import { ERR_CROSSSLOT, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
@@ -41,5 +42,18 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   }
   req.shardStats = pool.stats ?? null;
   session.ctx.onKeyRouted(args[idx[0]]);
+  const nc = session.ctx.nearCache;
+  if (nc !== null) {
+    // Near cache / coalescing (src/nearcache/): reads it serves go through it; writes drop and hold their keys.
+    if (spec.write) nc.write(req, idx, n, 1);
+    else if (n === 1 && req.protocol === 2) {
+      // RESP2 replies only: a cached or shared reply is bytes, and RESP3 ones differ (maps, `_` nulls).
+      const role = nc.roleOf(spec);
+      if (role !== 0) {
+        nc.read(session, req, role, args[idx[0]], shard, pool, topo);
+        return;
+      }
+    }
+  }
   session.sendUnit(req, pool, topo);
 };

@@ -229,6 +229,11 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     req.deliver(execReply(session, queued, null));
     return;
   }
+  // Near cache: a transaction's writes go over a session connection the cache does not see; drop what is cached
+  // and hold reads until EXEC is answered, so the client reads its own writes (coarse: transactions that write
+  // empty the cache; their invalidations would arrive later through tracking anyway).
+  const nc = session.ctx.nearCache;
+  if (nc !== null && queued.some((q) => q.spec.write)) nc.writeAll(req);
   state.watchLease = null;
   state.watchGroup = -1;
   if (lease !== null) {
@@ -430,6 +435,8 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   if (!session.runAlone(req)) return;
   const lease = leaseFor(session, req, topo, group);
   if (lease === null) return;
+  // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.
+  if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.write(req, null, 0, 1);
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;
