@@ -24,6 +24,7 @@ import { ClusterController } from './backend/cluster.js';
 import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
 import { StatsRegistry } from './metrics/stats.js';
 import fs from 'node:fs';
+import type { ShardPool } from './backend/pool.js';
 import { Metrics } from './metrics/metrics.js';
 import { addObservabilityRoutes } from './metrics/endpoints.js';
 import { ConfigError } from './config/load.js';
@@ -32,6 +33,8 @@ import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
 import { PubSubHub, type PubSubHost } from './pubsub/hub.js';
+import { ScriptMemory } from './keyspace/script-memory.js';
+import { ScanEpochs } from './keyspace/scan-epochs.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -72,6 +75,10 @@ export class Proxy implements ProxyContext, PubSubHost {
   cluster: ClusterController | null;
   /** Pub/sub: client subscriptions multiplexed over one subscriber connection per node. */
   readonly pubsub: PubSubHub;
+  /** Scripts and functions loaded through keymux (replayed on shards added later). */
+  readonly scripts = new ScriptMemory();
+  /** Routings of SCAN walks (a walk spanning a reload). */
+  readonly scanEpochs = new ScanEpochs();
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -308,6 +315,7 @@ export class Proxy implements ProxyContext, PubSubHost {
     }
     const next = new Topology(config, table, ++this.versionCounter, previous);
     next.connect();
+    this.scripts.replayOn(newPools(previous, next));
     const migration = this.startMigration(previous, next);
     this.topology = next;
     this.pubsub.onTopology(next);
@@ -463,6 +471,7 @@ export class Proxy implements ProxyContext, PubSubHost {
   /** Cluster mode: the controller installs each new snapshot here. */
   installTopology(next: Topology): void {
     next.connect();
+    this.scripts.replayOn(newPools(this.topology, next).filter((p) => !p.options.readOnly));
     this.topology = next;
     this.pubsub.onTopology(next);
   }
@@ -533,6 +542,12 @@ export class Proxy implements ProxyContext, PubSubHost {
   }
 }
 
+/** Pools of `next` that `previous` did not have (a shard added, or one whose connection settings changed). */
+function newPools(previous: Topology, next: Topology): ShardPool[] {
+  const old = new Set(previous.allPools());
+  return next.shards.map((s) => s.pool).filter((p) => !old.has(p));
+}
+
 /** The migration settings (config section `migration`). */
 function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile: string | null } {
   return config.migration;
@@ -540,5 +555,11 @@ function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile:
 
 /** The parts of a config that decide key placement (written to the migration state file). */
 function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
-  return { mode: config.mode, hashTag: config.hashTag, ring: config.ring, shards: config.shards };
+  return {
+    mode: config.mode,
+    hashTag: config.hashTag,
+    ring: config.ring,
+    shards: config.shards,
+    routing: config.routing,
+  };
 }

@@ -32,8 +32,15 @@ export interface KeySpec {
  * - all-shards: sent unchanged to every shard, replies merged by `merge` (FLUSHALL, DBSIZE, INFO...).
  * - refused: answered with `refuseReason` (an encoded error reply).
  * - pubsub: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PUBLISH, SPUBLISH, PUBSUB ... (server/dispatch/pubsub.ts).
+ * - one-shard: a keyless command answered by one shard, the same one every time (Router.keylessGroup: TIME,
+ *   LASTSAVE, FUNCTION LIST, ... HELP).
+ * - scan: SCAN, walking every shard with one cursor (server/dispatch/scan.ts, keyspace/scan-cursor.ts).
+ * - kill: SCRIPT KILL / FUNCTION KILL, sent to every shard on a connection of its own (the shared one is busy
+ *   with the script being killed).
+ * - config: CONFIG GET/SET/RESETSTAT, to every shard when commands.config_broadcast is on, else refused.
  */
-export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub';
+export type Dispatch =
+  'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub' | 'one-shard' | 'scan' | 'kill' | 'config';
 
 /**
  * How the replies of a split or broadcast command are combined.
@@ -41,8 +48,24 @@ export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' |
  * - all-ok: every part replied +OK -> +OK (MSET, FLUSHALL).
  * - sum: integer replies summed (DEL, UNLINK, EXISTS, TOUCH, DBSIZE).
  * - info: INFO text, keyspace aggregated.
+ * - same, and, keys, random, script-load, script-flush, function-load, function-delete, function-flush,
+ *   function-restore: see keyspace/merges.ts.
  */
-export type MergeKind = 'mget' | 'all-ok' | 'sum' | 'info';
+export type MergeKind =
+  | 'mget'
+  | 'all-ok'
+  | 'sum'
+  | 'info'
+  | 'same'
+  | 'and'
+  | 'keys'
+  | 'random'
+  | 'script-load'
+  | 'script-flush'
+  | 'function-load'
+  | 'function-delete'
+  | 'function-flush'
+  | 'function-restore';
 
 /** Shape of a fan-out command's arguments after the name: keys only, or key/value pairs. */
 export type FanoutShape = 'keys' | 'key-value';

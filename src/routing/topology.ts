@@ -176,7 +176,8 @@ export class Topology {
 
   /**
    * What decides key placement, as a string: two snapshots with the same signature put every key on the same
-   * address (slots: the owner address of each slot and the hash tag; ring: hash, tag and weighted members).
+   * address (slots: the owner address of each slot and the hash tag; ring: hash, tag and weighted members; both:
+   * the routing rules).
    */
   routingSignature(): string {
     const c = this.config;
@@ -186,10 +187,12 @@ export class Topology {
         c.ring.hash,
         c.hashTag,
         c.shards.map((s) => [s.named ? s.name : '', s.address, s.weight]),
+        ...(c.routing.length > 0 ? [c.routing] : []),
       ]);
     }
     const owners = (this.router as SlotRouter).map.owners;
     const parts: string[] = [c.hashTag ?? ''];
+    if (c.routing.length > 0 && c.mode !== 'cluster') parts.push(JSON.stringify(c.routing));
     let prev = -1;
     for (let slot = 0; slot < owners.length; slot++) {
       if (owners[slot] !== prev) {

@@ -6,6 +6,8 @@
 import type { Request } from '../core/request.js';
 import type { Topology } from '../routing/topology.js';
 import type { PubSubHub } from '../pubsub/hub.js';
+import type { ScriptMemory } from '../keyspace/script-memory.js';
+import type { ScanEpochs } from '../keyspace/scan-epochs.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -67,6 +69,10 @@ export interface ProxyContext {
   readonly backendVersion: string;
   /** Pub/sub: every client subscription, multiplexed over shared subscriber connections. */
   readonly pubsub: PubSubHub;
+  /** Scripts and functions loaded through keymux, replayed on shards added later. */
+  readonly scripts: ScriptMemory;
+  /** The routings SCAN walks began under (SCAN across a reload). */
+  readonly scanEpochs: ScanEpochs;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

@@ -189,8 +189,6 @@ describe('overrides', () => {
   });
 
   it('refuses with a clear message naming the command and why', () => {
-    expect(reason(spec('keys'))).toBe("-ERR keymux: command 'keys' is not supported by keymux yet\r\n");
-    expect(reason(spec('scan'))).toBe("-ERR keymux: command 'scan' is not supported by keymux yet\r\n");
     expect(reason(spec('multi'))).toBe(
       "-ERR keymux: command 'multi' is not supported: keymux does not support transactions\r\n",
     );
@@ -198,16 +196,13 @@ describe('overrides', () => {
     expect(reason(spec('blpop'))).toBe(
       "-ERR keymux: command 'blpop' is not supported: it blocks, which would stall a backend connection shared with other clients\r\n",
     );
-    expect(reason(spec('time'))).toBe("-ERR keymux: command 'time' has no key to route by\r\n");
-    expect(reason(spec('randomkey'))).toBe("-ERR keymux: command 'randomkey' has no key to route by\r\n");
-    expect(reason(spec('config|get'))).toBe(
-      "-ERR keymux: command 'config|get' is not supported: configure each shard directly\r\n",
+    expect(reason(spec('config|rewrite'))).toBe(
+      "-ERR keymux: command 'config|rewrite' is not supported: rewrite the configuration file of each shard directly\r\n",
     );
+    expect(reason(spec('script|debug'))).toContain('debug scripts on a shard directly');
     expect(reason(spec('migrate'))).toContain('does not move keys');
     expect(reason(spec('move'))).toContain('database 0');
-    expect(reason(spec('script|load'))).toContain('load scripts on each shard');
     expect(reason(spec('memory|doctor'))).toContain('each shard');
-    expect(reason(spec('object|help'))).toBe("-ERR keymux: command 'object|help' has no key to route by\r\n");
     for (const n of [
       'config',
       'shutdown',
@@ -231,14 +226,11 @@ describe('overrides', () => {
       'save',
       'bgsave',
       'bgrewriteaof',
-      'lastsave',
-      'function|load',
       'acl|whoami',
       'latency|latest',
       'slowlog|get',
       'module|list',
       'role',
-      'lolwut',
       'brpop',
       'blmove',
       'bzpopmin',
@@ -248,6 +240,29 @@ describe('overrides', () => {
     ]) {
       expect(spec(n).dispatch, n).toBe('refused');
     }
+  });
+
+  it('sends scripts, functions, keyspace walks and keyless reads where they belong', () => {
+    const f = (n: string) => [spec(n).dispatch, spec(n).merge];
+    expect(f('keys')).toEqual(['all-shards', 'keys']);
+    expect(f('randomkey')).toEqual(['all-shards', 'random']);
+    expect(f('scan')).toEqual(['scan', null]);
+    expect(f('script|load')).toEqual(['all-shards', 'script-load']);
+    expect(f('script|exists')).toEqual(['all-shards', 'and']);
+    expect(f('script|flush')).toEqual(['all-shards', 'script-flush']);
+    expect(f('script|kill')).toEqual(['kill', null]);
+    expect(f('function|kill')).toEqual(['kill', null]);
+    expect(f('function|load')).toEqual(['all-shards', 'function-load']);
+    expect(f('function|delete')).toEqual(['all-shards', 'function-delete']);
+    expect(f('function|flush')).toEqual(['all-shards', 'function-flush']);
+    expect(f('function|restore')).toEqual(['all-shards', 'function-restore']);
+    for (const n of ['time', 'lastsave', 'lolwut', 'function|list', 'function|dump', 'function|stats', 'object|help'])
+      expect(spec(n).dispatch, n).toBe('one-shard');
+    expect(f('config|get')).toEqual(['config', null]);
+    expect(f('config|set')).toEqual(['config', 'all-ok']);
+    expect(f('config|resetstat')).toEqual(['config', 'all-ok']);
+    for (const n of ['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro'])
+      expect(spec(n).dispatch, n).toBe('keyed');
   });
 
   it('serves pub/sub commands with the pubsub kind, RESET and CLIENT REPLY locally', () => {
@@ -323,10 +338,13 @@ describe('overrides', () => {
         expect(s.keyFinder?.error, s.name).toBe(0);
       }
       if (s.keySpecs.length === 0 && s.subcommands === null)
-        expect(['local', 'all-shards', 'refused', 'pubsub'], s.name).toContain(s.dispatch);
+        expect(['local', 'all-shards', 'refused', 'pubsub', 'one-shard', 'scan', 'kill', 'config'], s.name).toContain(
+          s.dispatch,
+        );
       expect(s.readonly).toBe(s.flags.includes('readonly'));
       expect(s.write).toBe(s.flags.includes('write'));
-      expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
+      if (s.dispatch !== 'config')
+        expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
     }
   });
 

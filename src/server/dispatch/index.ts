@@ -7,6 +7,10 @@ import { dispatchFanout } from './fanout.js';
 import { dispatchKeyed } from './keyed.js';
 import { dispatchLocal, dispatchRefused } from './local.js';
 import { dispatchPubSub } from './pubsub.js';
+import { dispatchOneShard } from './one-shard.js';
+import { dispatchScan } from './scan.js';
+import { dispatchKill } from './kill.js';
+import { dispatchConfig } from './config.js';
 import type { DispatchHandler } from './types.js';
 
 export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
@@ -16,6 +20,10 @@ export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
   local: dispatchLocal,
   refused: dispatchRefused,
   pubsub: dispatchPubSub,
+  'one-shard': dispatchOneShard,
+  scan: dispatchScan,
+  kill: dispatchKill,
+  config: dispatchConfig,
 };
 
 export type { DispatchHandler, DispatchSession } from './types.js';

@@ -1,17 +1,22 @@
 /**
  * Keyed dispatch: every key of the command must route to one group (a shard in slots and ring modes, a slot on a
  * Redis Cluster; else -CROSSSLOT); the client's own bytes go to that shard, unchanged. Read-only commands may go
- * to a replica (read_from). The fast path: one key lookup, one routing decision, one send.
+ * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. An invocation with no
+ * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts).
  */
-import { findKeyIndexes, keysErrorReply } from '../../commands/keys.js';
-import { ERR_CROSSSLOT, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
+import { findKeyIndexes, keysErrorReply, KEYS_ERROR_NO_KEYS } from '../../commands/keys.js';
+import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
+import { dispatchOneShard } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const idx = session.keyIndexes;
   const n = findKeyIndexes(spec, req.args, idx);
   if (n <= 0) {
-    req.deliver(n === 0 ? ERR_NO_KEY : keysErrorReply(n));
+    // No key in this invocation (EVAL script 0, FCALL f 0, SINTERCARD 0 ...): nothing to route by, and nothing it
+    // could touch but what a script reaches undeclared; the keyless shard runs it (and words any error itself).
+    if (n === KEYS_ERROR_NO_KEYS) dispatchOneShard(session, req, spec, topo);
+    else req.deliver(keysErrorReply(n, spec));
     return;
   }
   const router = topo.router;
