@@ -49,12 +49,24 @@ export function phaseShard(shard: number, phase: number, shards: number): number
   return (shard + 1 + k) % shards;
 }
 
-/** The position a client cursor names, or null when it is not an unsigned 64-bit decimal ("invalid cursor"). */
+/**
+ * The position a client cursor names, or null ("invalid cursor"). Read as Redis reads it (strtoul): an optional
+ * sign and decimal digits, nothing else; "" is 0, "-1" wraps to 2^64 - 1, beyond 2^64 - 1 is refused.
+ */
 export function decodeCursor(text: Buffer, shards: number): ScanPosition | null {
-  if (text.length === 0 || text.length > 20) return null;
-  for (let i = 0; i < text.length; i++) if (text[i] < 48 || text[i] > 57) return null;
-  const v = BigInt(text.toString('latin1'));
+  const len = text.length;
+  let i = 0;
+  let negative = false;
+  if (len > 0 && (text[0] === 43 || text[0] === 45)) {
+    negative = text[0] === 45;
+    i = 1;
+    if (len === 1) return null;
+  }
+  if (len - i > 20) return null;
+  for (let j = i; j < len; j++) if (text[j] < 48 || text[j] > 57) return null;
+  let v = i < len ? BigInt(text.toString('latin1', i)) : 0n;
   if (v > MAX_CURSOR) return null;
+  if (negative && v > 0n) v = MAX_CURSOR + 1n - v;
   const e = BigInt(EPOCHS);
   const s = BigInt(shards);
   const p = BigInt(phaseCount(shards));

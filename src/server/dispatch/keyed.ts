@@ -4,7 +4,14 @@
  * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. An invocation with no
  * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts).
  */
-import { findKeyIndexes, keysErrorReply, KEYS_ERROR_NO_KEYS } from '../../commands/keys.js';
+import {
+  findKeyIndexes,
+  keysErrorReply,
+  KEYS_ERROR_NO_KEYS,
+  KEYS_ERROR_NUMKEYS_NEGATIVE,
+  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
+  KEYS_ERROR_NUMKEYS_TOO_LARGE,
+} from '../../commands/keys.js';
 import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
 import { dispatchOneShard } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
@@ -14,8 +21,16 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const n = findKeyIndexes(spec, req.args, idx);
   if (n <= 0) {
     // No key in this invocation (EVAL script 0, FCALL f 0, SINTERCARD 0 ...): nothing to route by, and nothing it
-    // could touch but what a script reaches undeclared; the keyless shard runs it (and words any error itself).
-    if (n === KEYS_ERROR_NO_KEYS) dispatchOneShard(session, req, spec, topo);
+    // could touch but what a script reaches undeclared; the keyless shard runs it. A numkeys the server rejects
+    // (not an integer, negative, more than the arguments) goes there too: the server refuses it without running
+    // anything, in each command's own words (EVAL's differ from SINTERCARD's or ZMPOP's).
+    if (
+      n === KEYS_ERROR_NO_KEYS ||
+      n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
+      n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
+      n === KEYS_ERROR_NUMKEYS_TOO_LARGE
+    )
+      dispatchOneShard(session, req, spec, topo);
     else req.deliver(keysErrorReply(n, spec));
     return;
   }
