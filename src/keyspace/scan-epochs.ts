@@ -49,9 +49,9 @@ export class ScanEpochs {
 }
 
 /** FNV-1a of the text, folded to 0..EPOCHS-1. */
-function hash8(text: string): number {
+export function hash8(text: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
   h >>>= 0;
-  return (h ^ (h >>> 8) ^ (h >>> 16) ^ (h >>> 24)) % EPOCHS;
+  return (h ^ (h >>> 8) ^ (h >>> 16) ^ (h >>> 24)) & (EPOCHS - 1);
 }
