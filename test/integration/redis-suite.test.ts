@@ -80,10 +80,12 @@ async function runUnit(runner: string, tree: string, unit: string): Promise<Unit
   const shards: RedisProcess[] = await Promise.all([startRedis(), startRedis(), startRedis()]);
   let proxy: Proxy | null = null;
   try {
+    // timeout_ms 10 s: some of the suite's scripts run for seconds on a loaded machine (cmsgpack), and keymux
+    // times out a shard that stays silent longer than that (2 s by default).
     proxy = await startKeymux(
       slotsConfig(
         shards.map((s) => s.port),
-        { commands: { config_broadcast: true } },
+        { commands: { config_broadcast: true }, backend: { timeout_ms: 10_000 } },
       ),
     );
     const out = await run(

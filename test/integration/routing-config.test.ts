@@ -197,6 +197,19 @@ describe('routing rules: effect', () => {
         )!;
         expect((await redisCommands(owner.port, [['GET', k]]))[0], k).toBe(`v-${k}`);
       }
+      // Channels route like keys: a queue's event channel is subscribed on its queue's shard.
+      const sub = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+      await sub.connect();
+      await sub.subscribe('bull:q7:events');
+      const home = proxy.topology.shards[proxy.topology.router.shardFor(Buffer.from('q7'))].address;
+      for (const b of backends) {
+        const channels = (await redisCommands(b.port, [['PUBSUB', 'CHANNELS', 'bull:*']]))[0];
+        expect(channels, b.address).toEqual(b.address === home ? ['bull:q7:events'] : []);
+      }
+      const got = new Promise<string>((resolve) => sub.on('message', (_ch, m: string) => resolve(m)));
+      expect(await c.publish('bull:q7:events', 'done')).toBe(1);
+      expect(await got).toBe('done');
+      sub.disconnect();
       const res = await request(`http://127.0.0.1:${admin}/config`);
       const body = (await res.body.json()) as { config: { routing: unknown } };
       expect(body.config.routing).toEqual(BULL);

@@ -51,7 +51,9 @@ for (const mode of ['slots', 'ring'] as const) {
     beforeAll(async () => {
       await flushBackends();
       const ports = backends.map((b) => b.port);
-      proxy = await startKeymux(mode === 'slots' ? slotsConfig(ports) : ringConfig(ports));
+      // A generous timeout: the SCRIPT KILL case keeps a shard busy until the kill lands (on a loaded machine too).
+      const extra = { backend: { timeout_ms: 10_000 } };
+      proxy = await startKeymux(mode === 'slots' ? slotsConfig(ports, extra) : ringConfig(ports, extra));
       c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
       await c.connect();
     });
