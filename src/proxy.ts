@@ -471,7 +471,7 @@ export class Proxy implements ProxyContext, PubSubHost {
   /** Cluster mode: the controller installs each new snapshot here. */
   installTopology(next: Topology): void {
     next.connect();
-    this.scripts.replayOn(newPools(this.topology, next).filter((p) => !p.options.readOnly));
+    // New masters got the remembered scripts and functions when the controller created their pools.
     this.topology = next;
     this.pubsub.onTopology(next);
   }

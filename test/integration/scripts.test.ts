@@ -275,4 +275,23 @@ describe('cluster mode', () => {
     for (const m of masters) expect(await redisCommand(m.port, 'SCRIPT', 'EXISTS', sha)).toEqual([0]);
     await expect(c.call('EVAL', 'return 1', '-1')).rejects.toThrow("ERR Number of keys can't be negative");
   });
+
+  it('a master added later gets the scripts and functions before it serves EVALSHA and FCALL', async () => {
+    const sha = (await c.script('LOAD', SET_SCRIPT)) as string;
+    expect(await c.call('FUNCTION', 'LOAD', LIB)).toBe('kmlib');
+    const added = await cluster.addMaster();
+    expect(await redisCommand(added.port, 'SCRIPT', 'EXISTS', sha)).toEqual([0]);
+    const from = cluster.masters().find((m) => m.id !== added.id)!;
+    await cluster.reshard(from.id, added.id, 200);
+    const ranges = (await cluster.slotRanges()).get(added.id)!;
+    const key = Array.from({ length: 100_000 }, (_, i) => `grown:${i}`).find((k) => {
+      const slot = proxy.topology.router.slotFor(Buffer.from(k));
+      return ranges.some(([a, b]) => slot >= a && slot <= b);
+    })!;
+    // keymux learns the move from the MOVED this very command gets, and re-sends it to the new master.
+    expect(await c.evalsha(sha, 1, key, 'on-new-master')).toBe('OK');
+    expect(await c.fcall('km_get', 1, key)).toBe('on-new-master');
+    expect(await redisCommand(added.port, 'SCRIPT', 'EXISTS', sha)).toEqual([1]);
+    expect(JSON.stringify(await redisCommand(added.port, 'FUNCTION', 'LIST'))).toContain('kmlib');
+  }, 120_000);
 });
