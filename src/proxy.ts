@@ -24,6 +24,7 @@ import { ClusterController } from './backend/cluster.js';
 import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
 import { StatsRegistry } from './metrics/stats.js';
 import fs from 'node:fs';
+import type { ShardPool } from './backend/pool.js';
 import { Metrics } from './metrics/metrics.js';
 import { addObservabilityRoutes } from './metrics/endpoints.js';
 import { ConfigError } from './config/load.js';
@@ -39,8 +40,9 @@ import { HotReadSet } from './metrics/hot-reads.js';
 import type { SentinelView } from './routing/topology.js';
 import { SessionPools, type SessionSettings } from './session/session-pool.js';
 import { errorReply } from './errors.js';
-import type { ShardPool } from './backend/pool.js';
 import { NearCache } from './nearcache/near-cache.js';
+import { ScriptMemory } from './keyspace/script-memory.js';
+import { ScanEpochs } from './keyspace/scan-epochs.js';
 
 const require = createRequire(import.meta.url);
 const VERSION: string = (require('../package.json') as { version: string }).version;
@@ -98,6 +100,10 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   readonly sessions: SessionPools;
   /** Near cache and request coalescing (src/nearcache/); null when near_cache turns both off. */
   nearCache: NearCache | null;
+  /** Scripts and functions loaded through keymux (replayed on shards added later). */
+  readonly scripts = new ScriptMemory();
+  /** Routings of SCAN walks (a walk spanning a reload). */
+  readonly scanEpochs = new ScanEpochs();
   private readonly listener: Listener;
   private admin: AdminServer | null;
   private readonly log: Logger;
@@ -455,6 +461,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       sentinelHandler: this.sentinel,
     });
     next.connect();
+    this.scripts.replayOn(newPools(previous, next));
     const migration = this.startMigration(previous, next);
     this.topology = next;
     this.pubsub.onTopology(next);
@@ -638,6 +645,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   /** Cluster mode: the controller installs each new snapshot here. */
   installTopology(next: Topology): void {
     next.connect();
+    // New masters got the remembered scripts and functions when the controller created their pools.
     this.topology = next;
     this.pubsub.onTopology(next);
     this.nearCache?.onTopology(next);
@@ -727,6 +735,12 @@ function sessionSettings(config: KeymuxConfig): SessionSettings {
   return config.backend.sessionConnections;
 }
 
+/** Pools of `next` that `previous` did not have (a shard added, or one whose connection settings changed). */
+function newPools(previous: Topology, next: Topology): ShardPool[] {
+  const old = new Set(previous.allPools());
+  return next.shards.map((s) => s.pool).filter((p) => !old.has(p));
+}
+
 /** The migration settings (config section `migration`). */
 function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile: string | null } {
   return config.migration;
@@ -734,5 +748,11 @@ function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile:
 
 /** The parts of a config that decide key placement (written to the migration state file). */
 function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
-  return { mode: config.mode, hashTag: config.hashTag, ring: config.ring, shards: config.shards };
+  return {
+    mode: config.mode,
+    hashTag: config.hashTag,
+    ring: config.ring,
+    shards: config.shards,
+    routing: config.routing,
+  };
 }

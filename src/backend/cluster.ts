@@ -48,6 +48,8 @@ const MIN_EVENT_REFRESH_GAP_MS = 100;
 export interface ClusterHost {
   topology: Topology;
   readonly stats: ProxyStats;
+  /** Scripts and functions loaded through keymux: queued on every new master pool before anything else. */
+  readonly scripts: { replayOn(pools: readonly ShardPool[]): void };
   installTopology(next: Topology): void;
   nextTopologyVersion(): number;
 }
@@ -398,6 +400,9 @@ export class ClusterController implements RedirectHandler, Resender {
     );
     this.pools.set(key, pool);
     pool.connect();
+    // A master keymux has not used before (a new node, or one a MOVED names first): it gets the scripts and
+    // functions loaded through keymux ahead of any client command.
+    if (!readOnly) this.host.scripts.replayOn([pool]);
     return pool;
   }
 

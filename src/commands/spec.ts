@@ -34,8 +34,25 @@ export interface KeySpec {
  * - pubsub: (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE, PUBLISH, SPUBLISH, PUBSUB ... (server/dispatch/pubsub.ts).
  * - session: needs a backend connection of its own for a while: MULTI/EXEC/DISCARD/WATCH/UNWATCH, blocking
  *   commands, CLIENT UNBLOCK (server/dispatch/session.ts, src/session/).
+ * - one-shard: a keyless command answered by one shard, the same one every time (Router.keylessGroup: TIME,
+ *   LASTSAVE, FUNCTION LIST, ... HELP).
+ * - scan: SCAN, walking every shard with one cursor (server/dispatch/scan.ts, keyspace/scan-cursor.ts).
+ * - kill: SCRIPT KILL / FUNCTION KILL, sent to every shard on a connection of its own (the shared one is busy
+ *   with the script being killed).
+ * - config: CONFIG GET/SET/RESETSTAT, to every shard when commands.config_broadcast is on, else refused.
  */
-export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' | 'pubsub' | 'session';
+export type Dispatch =
+  | 'local'
+  | 'keyed'
+  | 'fanout'
+  | 'all-shards'
+  | 'refused'
+  | 'pubsub'
+  | 'session'
+  | 'one-shard'
+  | 'scan'
+  | 'kill'
+  | 'config';
 
 /**
  * How the replies of a split or broadcast command are combined.
@@ -43,8 +60,24 @@ export type Dispatch = 'local' | 'keyed' | 'fanout' | 'all-shards' | 'refused' |
  * - all-ok: every part replied +OK -> +OK (MSET, FLUSHALL).
  * - sum: integer replies summed (DEL, UNLINK, EXISTS, TOUCH, DBSIZE).
  * - info: INFO text, keyspace aggregated.
+ * - same, and, keys, random, script-load, script-flush, function-load, function-delete, function-flush,
+ *   function-restore: see keyspace/merges.ts.
  */
-export type MergeKind = 'mget' | 'all-ok' | 'sum' | 'info';
+export type MergeKind =
+  | 'mget'
+  | 'all-ok'
+  | 'sum'
+  | 'info'
+  | 'same'
+  | 'and'
+  | 'keys'
+  | 'random'
+  | 'script-load'
+  | 'script-flush'
+  | 'function-load'
+  | 'function-delete'
+  | 'function-flush'
+  | 'function-restore';
 
 /** Shape of a fan-out command's arguments after the name: keys only, or key/value pairs. */
 export type FanoutShape = 'keys' | 'key-value';

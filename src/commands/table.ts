@@ -332,6 +332,8 @@ const TRACKING =
 const PUBSUB = 'is not supported by keymux yet (pub/sub)';
 const PUBSUB_KIND: CommandOverride = { dispatch: 'pubsub' };
 const SESSION: CommandOverride = { dispatch: 'session' };
+const ONE_SHARD: CommandOverride = { dispatch: 'one-shard' };
+const KILL: CommandOverride = { dispatch: 'kill' };
 const DB0 = 'is not supported: keymux serves database 0 only';
 const CLUSTER_CLIENT = 'is not supported: keymux is not a cluster node';
 const REPLICATION = 'is not supported: replication is set up on each shard directly';
@@ -389,6 +391,46 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   dbsize: allShards('sum'),
   flushall: allShards('all-ok'),
   flushdb: allShards('all-ok'),
+  keys: allShards('keys'),
+  randomkey: allShards('random'),
+
+  // Scripts and functions: changes go to every shard (cluster mode: every master), reads to one; see
+  // keyspace/merges.ts and keyspace/script-memory.ts. EVAL/EVALSHA/FCALL route by their keys (keyed; with
+  // numkeys 0, to the keyless shard: dispatch/keyed.ts).
+  'script|load': allShards('script-load'),
+  'script|exists': allShards('and'),
+  'script|flush': allShards('script-flush'),
+  'script|kill': KILL,
+  'script|help': ONE_SHARD,
+  'script|debug': refuse('is not supported: debug scripts on a shard directly (the debugger holds its connection)'),
+  'function|load': allShards('function-load'),
+  'function|delete': allShards('function-delete'),
+  'function|flush': allShards('function-flush'),
+  'function|restore': allShards('function-restore'),
+  'function|kill': KILL,
+  'function|list': ONE_SHARD,
+  'function|dump': ONE_SHARD,
+  'function|stats': ONE_SHARD,
+  'function|help': ONE_SHARD,
+
+  // The keyspace walked shard by shard with one cursor (dispatch/scan.ts).
+  scan: { dispatch: 'scan' },
+
+  // Keyless commands answered by one shard, always the same (Router.keylessGroup).
+  time: ONE_SHARD,
+  lastsave: ONE_SHARD,
+  lolwut: ONE_SHARD,
+  'object|help': ONE_SHARD,
+  'xinfo|help': ONE_SHARD,
+  'xgroup|help': ONE_SHARD,
+  'memory|help': ONE_SHARD,
+
+  // CONFIG: refused unless commands.config_broadcast is on (dispatch/config.ts).
+  'config|get': { dispatch: 'config' },
+  'config|set': { dispatch: 'config', merge: 'all-ok' },
+  'config|resetstat': { dispatch: 'config', merge: 'all-ok' },
+  'config|help': ONE_SHARD,
+  'config|rewrite': refuse('is not supported: rewrite the configuration file of each shard directly'),
 
   // Split into one sub-command per shard; replies merged.
   mget: fanout('mget', 'keys'),
@@ -456,7 +498,9 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'pubsub|*': PUBSUB_KIND,
 
   // Refused.
-  config: refuse('is not supported: configure each shard directly'),
+  config: refuse(
+    'is not supported: configure each shard directly (or turn on commands.config_broadcast to send CONFIG GET, SET and RESETSTAT to every shard)',
+  ),
   shutdown: refuse(PER_SHARD),
   debug: refuse(PER_SHARD),
   monitor: refuse(PER_SHARD),
@@ -472,18 +516,12 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   readwrite: refuse(CLUSTER_CLIENT),
   asking: refuse(CLUSTER_CLIENT),
   'restore-asking': refuse(CLUSTER_CLIENT),
-  keys: refuse('is not supported by keymux yet'),
-  scan: refuse('is not supported by keymux yet'),
-  randomkey: refuse('has no key to route by'),
   migrate: refuse('is not supported: keymux does not move keys between shards'),
   move: refuse(DB0),
   swapdb: refuse(DB0),
   save: refuse(PERSISTENCE),
   bgsave: refuse(PERSISTENCE),
   bgrewriteaof: refuse(PERSISTENCE),
-  lastsave: refuse(PERSISTENCE),
-  script: refuse('is not supported: load scripts on each shard directly (EVAL and EVALSHA with keys are routed)'),
-  function: refuse('is not supported: load functions on each shard directly (FCALL with keys is routed)'),
   acl: refuse(
     "is not supported: keymux's users and their rules are in its config (clients.users); of ACL it answers WHOAMI and CAT",
   ),
@@ -494,8 +532,6 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   role: refuse(PER_SHARD),
   pfdebug: refuse(PER_SHARD),
   pfselftest: refuse(PER_SHARD),
-  lolwut: refuse('has no key to route by'),
-  time: refuse('has no key to route by'),
 };
 
 /**
@@ -704,7 +740,7 @@ function decide(
   let options: OptionScan | null = null;
   if (o !== undefined) {
     if (o.dispatch === 'refused') return refused(o.why ?? 'is not supported');
-    if (o.dispatch === 'local' || o.dispatch === 'all-shards' || o.dispatch === 'pubsub') {
+    if (o.dispatch !== 'keyed' && o.dispatch !== 'fanout' && o.dispatch !== 'session') {
       return {
         dispatch: o.dispatch,
         merge: o.merge ?? null,

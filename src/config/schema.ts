@@ -55,6 +55,8 @@ import {
   type RuleContext,
 } from './fields.js';
 
+import { captureGroups } from '../routing/rules.js';
+
 export { editDistance, formatPath, parseHostPort, suggest } from './fields.js';
 export type { ConfigPath, HostPort, Locate } from './fields.js';
 
@@ -115,14 +117,14 @@ interface ModeRule {
 
 const MODE_RULES: Readonly<Record<Mode, ModeRule>> = {
   slots: {
-    sections: ['shards', 'sentinel', 'read_from', 'replica_checks'],
+    sections: ['shards', 'sentinel', 'read_from', 'replica_checks', 'routing'],
     requiredSections: ['shards'],
     shardKeys: ['slots'],
     requiredShardKeys: ['slots'],
     checkShards: (shards, cx) => checkSlotCoverage(shards, cx),
   },
   ring: {
-    sections: ['shards', 'ring', 'sentinel', 'read_from', 'replica_checks'],
+    sections: ['shards', 'ring', 'sentinel', 'read_from', 'replica_checks', 'routing'],
     requiredSections: ['shards'],
     shardKeys: ['weight'],
     requiredShardKeys: [],
@@ -177,6 +179,7 @@ function configShape(mode: Mode | null) {
   const readFrom = oneOf(READ_FROM).default('master');
   const replicaChecks = replicaChecksSection();
   const shards = shardList(mode);
+  const routing = routingRules();
   return {
     listen: address(0)
       .nullable()
@@ -220,6 +223,12 @@ function configShape(mode: Mode | null) {
     ),
     ring: modal(mode, 'sections', 'ring', ring, ring.parse(undefined), ring).describe(
       'Ring mode only: the consistent-hash ring.',
+    ),
+    routing: modal(mode, 'sections', 'routing', routing, [], routing).describe(
+      'Slots and ring modes: which part of a key routes it, per key pattern, for keys without {hash tags} ' +
+        '(e.g. [{ match: "^bull:([^:]+):", by: 1 }]: keys matching the pattern route by capture group 1, all ' +
+        'others as usual). Tried in order, first match wins. Not in cluster mode, where Redis Cluster decides ' +
+        "each key's slot by its own hash tag rule.",
     ),
     cluster: modal(mode, 'sections', 'cluster', cluster, null, cluster.nullish()).describe(
       'Cluster mode only (required there): how to find and follow the Redis Cluster.',
@@ -391,6 +400,13 @@ function configShape(mode: Mode | null) {
         .describe(
           'deny: refuse EVAL, EVALSHA, FCALL (and their _RO forms), SCRIPT and FUNCTION. A script can touch any key ' +
             'of its shard, so only trusted users should run them (per user: -@scripting).',
+        ),
+      config_broadcast: bool()
+        .default(false)
+        .describe(
+          'Operator switch: CONFIG GET/SET/RESETSTAT from clients go to every shard (SET answers OK only if every ' +
+            'shard did; GET is answered by one shard). Off: CONFIG is refused. Any client can then change every ' +
+            "shard's settings: turn it on only where every client is trusted (e.g. to run Redis's own test suite).",
         ),
     }).describe('Command policy.'),
     metrics: section({
@@ -1047,6 +1063,38 @@ function userList() {
       },
     }),
   );
+}
+
+/** routing: [{ match, by }]; each pattern must compile and have capture group `by`. */
+function routingRules() {
+  const rule = mapping(
+    {
+      match: text().describe('A regular expression (JavaScript syntax) matched against the key bytes (latin1).'),
+      by: int(1, 99).describe('The capture group of `match` whose bytes route a matching key.'),
+    },
+    {
+      what: 'a mapping with "match" (a regular expression) and "by" (a capture group number)',
+      rule: (r, cx) => {
+        if (!cx.ok(['match'])) return;
+        let groups: number;
+        try {
+          groups = captureGroups(r.match);
+        } catch (err) {
+          cx.error(['match'], `not a valid regular expression: ${(err as Error).message}`);
+          return;
+        }
+        if (cx.ok(['by']) && r.by > groups) {
+          cx.error(
+            ['by'],
+            groups === 0
+              ? `the pattern has no capture group; write one in parentheses, e.g. "^bull:([^:]+):"`
+              : `the pattern has ${groups} capture group${groups === 1 ? '' : 's'}, not ${r.by}`,
+          );
+        }
+      },
+    },
+  );
+  return orEmpty(list(rule, { expected: (v) => `expected a list of { match, by } mappings, got ${describeValue(v)}` }));
 }
 
 /** commands.deny: command names, read trimmed, lowercased and without repeats. */

@@ -92,7 +92,10 @@ export function planTopology(current: KeymuxConfig, next: KeymuxConfig): Topolog
     return plan;
   }
   diffShards(current, next, plan);
-  plan.rehash = current.hashTag !== next.hashTag || (next.mode === 'ring' && current.ring.hash !== next.ring.hash);
+  plan.rehash =
+    current.hashTag !== next.hashTag ||
+    (next.mode === 'ring' && current.ring.hash !== next.ring.hash) ||
+    JSON.stringify(current.routing) !== JSON.stringify(next.routing);
   if (next.mode === 'slots') planSlots(current, next, plan);
   else planRing(current, next, plan);
   plan.unchanged = !plan.rehash && plan.moves.length === 0;
@@ -123,7 +126,7 @@ function restartOnly(from: KeymuxConfig, to: KeymuxConfig): string | null {
   return what === null ? null : `${to.source}: ${what} cannot change without a restart`;
 }
 
-const ROUTING_KEYS = new Set(['source', 'shards', 'ring', 'hashTag', 'listen', 'admin', 'mode']);
+const ROUTING_KEYS = new Set(['source', 'shards', 'ring', 'hashTag', 'routing', 'listen', 'admin', 'mode']);
 
 function otherSections(a: KeymuxConfig, b: KeymuxConfig): string[] {
   const out: string[] = [];

@@ -13,6 +13,7 @@ import { crc16, SLOT_COUNT } from './crc16.js';
 import { hashTagBytes, hashTagRange, type TagRange } from './hash-tag.js';
 import { RingRouter } from './ketama.js';
 import { SlotMap } from './slot-map.js';
+import { RoutingRules } from './rules.js';
 
 export interface Router {
   /** Index of the shard owning `key` (>= shard count when no shard serves its slot). */
@@ -23,6 +24,11 @@ export interface Router {
   groupFor(key: Buffer): number;
   /** The shard serving a group. */
   shardOfGroup(group: number): number;
+  /**
+   * The group of commands that name no key (EVAL with numkeys 0, TIME, FUNCTION LIST...): the owner of slot 0
+   * (slots mode; cluster mode: slot 0 itself) or the first listed server (ring mode). Deterministic, documented.
+   */
+  keylessGroup(): number;
   readonly groupsAreSlots: boolean;
 }
 
@@ -55,6 +61,33 @@ export class SlotRouter implements Router {
   shardOfGroup(group: number): number {
     return this.groupsAreSlots ? this.map.owners[group] : group;
   }
+
+  keylessGroup(): number {
+    return this.groupsAreSlots ? 0 : this.map.owners[0];
+  }
+}
+
+/** A slot router with routing rules (routing.ts): a key a rule matches hashes its captured bytes. */
+class RuledSlotRouter extends SlotRouter {
+  private readonly rules: RoutingRules;
+  private readonly ruled: TagRange = { start: 0, end: 0 };
+  private readonly tagged: TagRange = { start: 0, end: 0 };
+  private readonly tagOpen: number;
+  private readonly tagClose: number;
+
+  constructor(map: SlotMap, hashTag: string | null, rules: RoutingRules) {
+    super(map, hashTag, false);
+    this.rules = rules;
+    [this.tagOpen, this.tagClose] = hashTagBytes(hashTag);
+  }
+
+  override slotFor(key: Buffer): number {
+    const r = this.ruled;
+    if (!this.rules.apply(key, r)) return super.slotFor(key);
+    const t = this.tagged;
+    hashTagRange(key, r.start, r.end, this.tagOpen, this.tagClose, t);
+    return crc16(key, t.start, t.end) & (SLOT_COUNT - 1);
+  }
 }
 
 class RingAdapter implements Router {
@@ -75,10 +108,44 @@ class RingAdapter implements Router {
   shardOfGroup(group: number): number {
     return group;
   }
+  keylessGroup(): number {
+    return 0;
+  }
 }
 
-/** The router for a YAML-configured topology (slots or ring mode). */
+/** A ring router with routing rules: a key a rule matches is placed by its captured bytes. */
+class RuledRingAdapter extends RingAdapter {
+  private readonly rules: RoutingRules;
+  private readonly ringRouter: RingRouter;
+  private readonly ruled: TagRange = { start: 0, end: 0 };
+
+  constructor(ring: RingRouter, rules: RoutingRules) {
+    super(ring);
+    this.ringRouter = ring;
+    this.rules = rules;
+  }
+
+  override shardFor(key: Buffer): number {
+    const r = this.ruled;
+    if (!this.rules.apply(key, r)) return super.shardFor(key);
+    return this.ringRouter.shardFor(key, r.start, r.end);
+  }
+
+  override groupFor(key: Buffer): number {
+    return this.shardFor(key);
+  }
+}
+
+/**
+ * The router for a YAML-configured topology (slots or ring mode). Without routing rules (the default) these are
+ * the plain routers: the rules cost nothing unless configured.
+ */
 export function buildRouter(config: KeymuxConfig): Router {
-  if (config.mode === 'ring') return new RingAdapter(new RingRouter(config.shards, config.ring.hash, config.hashTag));
-  return new SlotRouter(new SlotMap(config.shards.map((s) => s.slots)), config.hashTag);
+  const rules = config.routing.length > 0 ? new RoutingRules(config.routing) : null;
+  if (config.mode === 'ring') {
+    const ring = new RingRouter(config.shards, config.ring.hash, config.hashTag);
+    return rules === null ? new RingAdapter(ring) : new RuledRingAdapter(ring, rules);
+  }
+  const map = new SlotMap(config.shards.map((s) => s.slots));
+  return rules === null ? new SlotRouter(map, config.hashTag) : new RuledSlotRouter(map, config.hashTag, rules);
 }

@@ -306,7 +306,8 @@ export class Topology {
 
   /**
    * What decides key placement, as a string: two snapshots with the same signature put every key on the same
-   * address (slots: the owner address of each slot and the hash tag; ring: hash, tag and weighted members).
+   * address (slots: the owner address of each slot and the hash tag; ring: hash, tag and weighted members; both:
+   * the routing rules).
    */
   routingSignature(): string {
     const c = this.config;
@@ -318,10 +319,12 @@ export class Topology {
         // What the ring hashes (ketamaKey: the name, or "host:port" for an unnamed shard) and where the keys are
         // (runtime shards: a sentinel shard's current primary, not its config placeholder).
         this.shards.map((s) => [ketamaKey(s.config), s.address, s.config.weight]),
+        ...(c.routing.length > 0 ? [c.routing] : []),
       ]);
     }
     const owners = (this.router as SlotRouter).map.owners;
     const parts: string[] = [c.hashTag ?? ''];
+    if (c.routing.length > 0 && c.mode !== 'cluster') parts.push(JSON.stringify(c.routing));
     let prev = -1;
     for (let slot = 0; slot < owners.length; slot++) {
       if (owners[slot] !== prev) {

@@ -10,6 +10,8 @@ import type { AuthGuard } from '../security/auth-guard.js';
 import type { SessionPools } from '../session/session-pool.js';
 import type { ShardPool } from '../backend/pool.js';
 import type { NearCache } from '../nearcache/near-cache.js';
+import type { ScriptMemory } from '../keyspace/script-memory.js';
+import type { ScanEpochs } from '../keyspace/scan-epochs.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -90,6 +92,10 @@ export interface ProxyContext {
   nodePool(address: string): ShardPool | null;
   /** Near cache and request coalescing (src/nearcache/); null when both are off. */
   readonly nearCache: NearCache | null;
+  /** Scripts and functions loaded through keymux, replayed on shards added later. */
+  readonly scripts: ScriptMemory;
+  /** The routings SCAN walks began under (SCAN across a reload). */
+  readonly scanEpochs: ScanEpochs;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

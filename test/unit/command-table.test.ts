@@ -189,21 +189,16 @@ describe('overrides', () => {
   });
 
   it('refuses with a clear message naming the command and why', () => {
-    expect(reason(spec('keys'))).toBe("-ERR keymux: command 'keys' is not supported by keymux yet\r\n");
-    expect(reason(spec('scan'))).toBe("-ERR keymux: command 'scan' is not supported by keymux yet\r\n");
     // Transactions and blocking commands have a dispatch kind of their own (issue 10).
     for (const n of ['multi', 'exec', 'discard', 'watch', 'unwatch', 'blpop', 'bzmpop', 'blmove', 'client|unblock'])
       expect((n.includes('|') ? spec('client').subcommands?.get('unblock') : spec(n))?.dispatch, n).toBe('session');
-    expect(reason(spec('time'))).toBe("-ERR keymux: command 'time' has no key to route by\r\n");
-    expect(reason(spec('randomkey'))).toBe("-ERR keymux: command 'randomkey' has no key to route by\r\n");
-    expect(reason(spec('config|get'))).toBe(
-      "-ERR keymux: command 'config|get' is not supported: configure each shard directly\r\n",
+    expect(reason(spec('config|rewrite'))).toBe(
+      "-ERR keymux: command 'config|rewrite' is not supported: rewrite the configuration file of each shard directly\r\n",
     );
+    expect(reason(spec('script|debug'))).toContain('debug scripts on a shard directly');
     expect(reason(spec('migrate'))).toContain('does not move keys');
     expect(reason(spec('move'))).toContain('database 0');
-    expect(reason(spec('script|load'))).toContain('load scripts on each shard');
     expect(reason(spec('memory|doctor'))).toContain('each shard');
-    expect(reason(spec('object|help'))).toBe("-ERR keymux: command 'object|help' has no key to route by\r\n");
     for (const n of [
       'config',
       'shutdown',
@@ -224,17 +219,37 @@ describe('overrides', () => {
       'save',
       'bgsave',
       'bgrewriteaof',
-      'lastsave',
-      'function|load',
       'acl|setuser',
       'latency|latest',
       'slowlog|get',
       'module|list',
       'role',
-      'lolwut',
     ]) {
       expect(spec(n).dispatch, n).toBe('refused');
     }
+  });
+
+  it('sends scripts, functions, keyspace walks and keyless reads where they belong', () => {
+    const f = (n: string) => [spec(n).dispatch, spec(n).merge];
+    expect(f('keys')).toEqual(['all-shards', 'keys']);
+    expect(f('randomkey')).toEqual(['all-shards', 'random']);
+    expect(f('scan')).toEqual(['scan', null]);
+    expect(f('script|load')).toEqual(['all-shards', 'script-load']);
+    expect(f('script|exists')).toEqual(['all-shards', 'and']);
+    expect(f('script|flush')).toEqual(['all-shards', 'script-flush']);
+    expect(f('script|kill')).toEqual(['kill', null]);
+    expect(f('function|kill')).toEqual(['kill', null]);
+    expect(f('function|load')).toEqual(['all-shards', 'function-load']);
+    expect(f('function|delete')).toEqual(['all-shards', 'function-delete']);
+    expect(f('function|flush')).toEqual(['all-shards', 'function-flush']);
+    expect(f('function|restore')).toEqual(['all-shards', 'function-restore']);
+    for (const n of ['time', 'lastsave', 'lolwut', 'function|list', 'function|dump', 'function|stats', 'object|help'])
+      expect(spec(n).dispatch, n).toBe('one-shard');
+    expect(f('config|get')).toEqual(['config', null]);
+    expect(f('config|set')).toEqual(['config', 'all-ok']);
+    expect(f('config|resetstat')).toEqual(['config', 'all-ok']);
+    for (const n of ['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro'])
+      expect(spec(n).dispatch, n).toBe('keyed');
   });
 
   it('serves pub/sub commands with the pubsub kind, RESET and CLIENT REPLY locally', () => {
@@ -306,10 +321,14 @@ describe('overrides', () => {
         expect(s.keyFinder?.error, s.name).toBe(0);
       }
       if (s.keySpecs.length === 0 && s.subcommands === null)
-        expect(['local', 'all-shards', 'refused', 'pubsub', 'session'], s.name).toContain(s.dispatch);
+        expect(
+          ['local', 'all-shards', 'refused', 'pubsub', 'session', 'one-shard', 'scan', 'kill', 'config'],
+          s.name,
+        ).toContain(s.dispatch);
       expect(s.readonly).toBe(s.flags.includes('readonly'));
       expect(s.write).toBe(s.flags.includes('write'));
-      expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
+      if (s.dispatch !== 'config')
+        expect((s.merge !== null) === (s.dispatch === 'fanout' || s.dispatch === 'all-shards'), s.name).toBe(true);
     }
   });
 

@@ -127,6 +127,7 @@ describe('valid configurations', () => {
         },
       ],
       ring: { hash: 'fnv1a_64', distribution: 'ketama' },
+      routing: [],
       cluster: null,
       sentinel: null,
       readFrom: 'master',
@@ -156,7 +157,7 @@ describe('valid configurations', () => {
       },
       limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536, maxBufferedBytes: 1073741824 },
       log: { level: 'info' },
-      commands: { deny: [], scripts: 'allow' },
+      commands: { deny: [], scripts: 'allow', configBroadcast: false },
       metrics: {
         enabled: true,
         hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key', readFromReplicas: false },
@@ -468,7 +469,7 @@ describe('document shape', () => {
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
       'config/test.yaml:15: color: unknown key; expected one of: listen, admin, tls, mode, hash_tag, shards, ring, ' +
-        'cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain',
+        'routing, cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain',
     ]);
   });
 
@@ -1281,7 +1282,7 @@ describe('limits, log and commands', () => {
       'config/test.yaml:15: commands.deny[1]: expected a command name, got an integer (42)',
       'config/test.yaml:16: commands.deny[2]: command name must not be empty',
       'config/test.yaml:17: commands.deny[3]: command name "CONFIG SET" must not contain spaces',
-      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny, scripts',
+      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny, scripts, config_broadcast',
     ]);
     expect(errorsOf(slots('commands: { deny: KEYS }'))).toEqual([
       'config/test.yaml:12: commands.deny: expected a list of command names, got a string ("KEYS")',
@@ -1537,7 +1538,11 @@ describe('config/keymux.schema.json, generated from the declaration for editors'
     return doc;
   };
   /** A valid item for a list the base documents do not have. */
-  const LIST_ITEM: Record<string, Json> = { users: { name: 'u', password: 'p', passwords: ['q'] } };
+  const LIST_ITEM: Record<string, Json> = {
+    users: { name: 'u', password: 'p', passwords: ['q'] },
+    // 99 capture groups: `by` may then take every value its range allows.
+    routing: { match: `^${'(.?)'.repeat(99)}`, by: 1 },
+  };
   /** "clients.users[].name" -> ['clients', 'users', 0, 'name'] */
   const toPath = (path: string): ConfigPath =>
     path === '' ? [] : path.split('.').flatMap((p) => (p.endsWith('[]') ? [p.slice(0, -2), 0] : [p]));

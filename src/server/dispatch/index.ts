@@ -8,6 +8,10 @@ import { dispatchKeyed } from './keyed.js';
 import { dispatchLocal, dispatchRefused } from './local.js';
 import { dispatchPubSub } from './pubsub.js';
 import { dispatchSession } from './session.js';
+import { dispatchOneShard } from './one-shard.js';
+import { dispatchScan } from './scan.js';
+import { dispatchKill } from './kill.js';
+import { dispatchConfig } from './config.js';
 import type { DispatchHandler } from './types.js';
 
 export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
@@ -18,6 +22,10 @@ export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
   refused: dispatchRefused,
   pubsub: dispatchPubSub,
   session: dispatchSession,
+  'one-shard': dispatchOneShard,
+  scan: dispatchScan,
+  kill: dispatchKill,
+  config: dispatchConfig,
 };
 
 export type { DispatchHandler, DispatchSession } from './types.js';

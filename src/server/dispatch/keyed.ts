@@ -1,18 +1,38 @@
 /**
  * Keyed dispatch: every key of the command must route to one group (a shard in slots and ring modes, a slot on a
  * Redis Cluster; else -CROSSSLOT); the client's own bytes go to that shard, unchanged. Read-only commands may go
- * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. With the near cache or
- * coalescing on, reads of near_cache.commands go through it and writes tell it their keys (src/nearcache/).
+ * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. An invocation with no
+ * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts). With the near cache or coalescing on,
+ * reads of near_cache.commands go through it and writes (scripts too) tell it their keys (src/nearcache/).
  */
-import { findKeyIndexes, keysErrorReply } from '../../commands/keys.js';
-import { ERR_CROSSSLOT, ERR_NO_KEY, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
+import {
+  findKeyIndexes,
+  keysErrorReply,
+  KEYS_ERROR_NO_KEYS,
+  KEYS_ERROR_NUMKEYS_NEGATIVE,
+  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
+  KEYS_ERROR_NUMKEYS_TOO_LARGE,
+} from '../../commands/keys.js';
+import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
+import { dispatchOneShard } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const idx = session.keyIndexes;
   const n = findKeyIndexes(spec, req.args, idx);
   if (n <= 0) {
-    req.deliver(n === 0 ? ERR_NO_KEY : keysErrorReply(n));
+    // No key in this invocation (EVAL script 0, FCALL f 0, SINTERCARD 0 ...): nothing to route by, and nothing it
+    // could touch but what a script reaches undeclared; the keyless shard runs it. A numkeys the server rejects
+    // (not an integer, negative, more than the arguments) goes there too: the server refuses it without running
+    // anything, in each command's own words (EVAL's differ from SINTERCARD's or ZMPOP's).
+    if (
+      n === KEYS_ERROR_NO_KEYS ||
+      n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
+      n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
+      n === KEYS_ERROR_NUMKEYS_TOO_LARGE
+    )
+      dispatchOneShard(session, req, spec, topo);
+    else req.deliver(keysErrorReply(n, spec));
     return;
   }
   const router = topo.router;
@@ -45,7 +65,13 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const nc = session.ctx.nearCache;
   if (nc !== null) {
     // Near cache / coalescing (src/nearcache/): reads it serves go through it; writes drop and hold their keys.
-    if (spec.write) nc.write(req, idx, n, 1);
+    // A script (EVAL, FCALL; not flagged write) may write its declared keys: treated as a write of them.
+    if (
+      spec.write ||
+      spec.aclCategories?.includes('@scripting') === true ||
+      spec.aclCategories?.includes('scripting') === true
+    )
+      nc.write(req, idx, n, 1);
     else if (n === 1 && req.protocol === 2) {
       // RESP2 replies only: a cached or shared reply is bytes, and RESP3 ones differ (maps, `_` nulls).
       const role = nc.roleOf(spec);

@@ -1,0 +1,57 @@
+/**
+ * The routings SCAN walks have begun under, by epoch (8 bits of a hash of Topology.routingSignature()), so that a
+ * walk spanning a reload filters each shard's keys by the routing it began with (keyspace/scan-cursor.ts). Filled
+ * lazily by SCAN itself (a walk's first call records its routing); the last 16 are kept. A cursor whose epoch is
+ * unknown here (keymux restarted with another routing, or the routing is long gone) is read against the current
+ * routing: the walk goes on, without the guarantee for keys moved before that.
+ */
+import type { Router } from '../routing/router.js';
+import type { Topology } from '../routing/topology.js';
+import { EPOCHS } from './scan-cursor.js';
+
+export interface ScanEpoch {
+  readonly epoch: number;
+  readonly signature: string;
+  readonly router: Router;
+  /** Shard addresses in order: a cursor's shard index means the same shard only while these are the same. */
+  readonly addresses: string;
+}
+
+const KEEP = 16;
+
+export class ScanEpochs {
+  private readonly byTopology = new WeakMap<Topology, ScanEpoch>();
+  private readonly byEpoch = new Map<number, ScanEpoch>();
+
+  /** The epoch of `topo` (computed once per snapshot), recorded as the latest for its number. */
+  of(topo: Topology): ScanEpoch {
+    let e = this.byTopology.get(topo);
+    if (e === undefined) {
+      const signature = topo.routingSignature();
+      e = {
+        epoch: hash8(signature),
+        signature,
+        router: topo.router,
+        addresses: topo.shards.map((s) => s.address).join(','),
+      };
+      this.byTopology.set(topo, e);
+      this.byEpoch.delete(e.epoch);
+      this.byEpoch.set(e.epoch, e);
+      if (this.byEpoch.size > KEEP) this.byEpoch.delete(this.byEpoch.keys().next().value as number);
+    }
+    return e;
+  }
+
+  /** A recorded epoch by number, or undefined. */
+  get(epoch: number): ScanEpoch | undefined {
+    return this.byEpoch.get(epoch);
+  }
+}
+
+/** FNV-1a of the text, folded to 0..EPOCHS-1. */
+export function hash8(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  h >>>= 0;
+  return (h ^ (h >>> 8) ^ (h >>> 16) ^ (h >>> 24)) & (EPOCHS - 1);
+}

@@ -1,0 +1,157 @@
+/**
+ * ScriptMemory: the Lua scripts and functions clients loaded through keymux, so that a shard added later (a
+ * reload that adds a shard, a new master in cluster mode) gets them too, before any client command reaches it.
+ *
+ * - Scripts: the body of every successful SCRIPT LOAD, by SHA1 (SCRIPT FLUSH forgets them). EVAL bodies are not
+ *   remembered: that would hash every EVAL on the data path, and a client that uses EVAL needs nothing: EVALSHA
+ *   of a script only EVAL'd answers -NOSCRIPT on a new shard, as on a restarted Redis, and ioredis, node-redis and
+ *   redis-py answer that by sending EVAL (which loads it there).
+ * - Functions: the FUNCTION LOAD / RESTORE commands that succeeded since the last FUNCTION FLUSH, in order, a
+ *   library's later LOAD or DELETE replacing its earlier LOAD (FCALL has no fallback the way EVALSHA has).
+ * On a new pool the remembered commands are queued on each of its connections ahead of any client command (the
+ * pool is new, so nothing else is queued there yet), replies only logged: "already exists" from a shard that had
+ * them is fine. Bounded (MAX_BYTES): past it, keymux stops remembering and says so in the log once.
+ */
+import type { BackendOp } from '../core/request.js';
+import type { ShardPool } from '../backend/pool.js';
+import { commandFrame } from '../resp/writer.js';
+import { errorText, isErrorFrame } from '../resp/reply-reader.js';
+import { childLogger, type Logger } from '../log.js';
+
+const MAX_BYTES = 64 * 1024 * 1024;
+const SCRIPT_LOAD: Buffer[] = [Buffer.from('SCRIPT'), Buffer.from('LOAD')];
+
+class ReplayOp implements BackendOp {
+  sentAt = 0;
+  redirects = 0;
+  readonly sessionId = 0;
+  constructor(
+    readonly frame: Buffer,
+    private readonly onReply: (reply: Buffer) => void,
+  ) {}
+  deliver(reply: Buffer): void {
+    this.onReply(reply);
+  }
+}
+
+interface FunctionEntry {
+  /** Library name (FUNCTION LOAD), or null (FUNCTION RESTORE payload). */
+  lib: string | null;
+  frame: Buffer;
+}
+
+export class ScriptMemory {
+  private readonly scripts = new Map<string, Buffer>();
+  private functions: FunctionEntry[] = [];
+  private bytes = 0;
+  private full = false;
+  private log: Logger | null = null;
+
+  get scriptCount(): number {
+    return this.scripts.size;
+  }
+
+  get functionCount(): number {
+    return this.functions.length;
+  }
+
+  /** A SCRIPT LOAD of `body` answered `sha` on every shard. */
+  rememberScript(sha: string, body: Buffer): void {
+    if (this.scripts.has(sha) || !this.room(body.length)) return;
+    this.scripts.set(sha, Buffer.from(body));
+    this.bytes += body.length;
+  }
+
+  /** SCRIPT FLUSH succeeded. */
+  forgetScripts(): void {
+    for (const b of this.scripts.values()) this.bytes -= b.length;
+    this.scripts.clear();
+    this.full = false;
+  }
+
+  /** FUNCTION LOAD (args as the client sent them) created or replaced library `lib`. */
+  rememberFunctionLoad(lib: string, args: Buffer[]): void {
+    this.dropLibrary(lib);
+    const frame = commandFrame(args);
+    if (!this.room(frame.length)) return;
+    this.functions.push({ lib, frame });
+    this.bytes += frame.length;
+  }
+
+  /** FUNCTION RESTORE succeeded (a FLUSH policy replaces everything remembered before it). */
+  rememberFunctionRestore(args: Buffer[]): void {
+    const policy = args.length > 3 ? args[3].toString('latin1').toLowerCase() : '';
+    if (policy === 'flush') this.forgetFunctions();
+    const frame = commandFrame(args);
+    if (!this.room(frame.length)) return;
+    this.functions.push({ lib: null, frame });
+    this.bytes += frame.length;
+  }
+
+  /** FUNCTION DELETE lib succeeded. */
+  forgetLibrary(lib: string): void {
+    this.dropLibrary(lib);
+  }
+
+  /** FUNCTION FLUSH succeeded. */
+  forgetFunctions(): void {
+    for (const f of this.functions) this.bytes -= f.frame.length;
+    this.functions = [];
+    this.full = false;
+  }
+
+  /** The frames that give a new shard what was loaded through keymux: scripts first, then functions in order. */
+  replayFrames(): Buffer[] {
+    const out: Buffer[] = [];
+    for (const body of this.scripts.values()) out.push(commandFrame([...SCRIPT_LOAD, body]));
+    for (const f of this.functions) out.push(f.frame);
+    return out;
+  }
+
+  /** Queues the replay on every connection of each new pool (before any client command can be sent there). */
+  replayOn(pools: readonly ShardPool[]): void {
+    const frames = this.replayFrames();
+    if (frames.length === 0) return;
+    const log = this.logger();
+    for (const pool of pools) {
+      let failed = 0;
+      let left = frames.length * pool.connections.length;
+      const done = (reply: Buffer): void => {
+        if (isErrorFrame(reply) && !/already exists/i.test(errorText(reply))) failed++;
+        if (--left === 0) {
+          log.info(
+            { shard: pool.shard.address, scripts: this.scripts.size, functions: this.functions.length, failed },
+            'scripts and functions loaded through keymux replayed on a new shard',
+          );
+        }
+      };
+      for (const conn of pool.connections) for (const frame of frames) conn.send(new ReplayOp(frame, done), frame);
+    }
+  }
+
+  private dropLibrary(lib: string): void {
+    const kept: FunctionEntry[] = [];
+    for (const f of this.functions) {
+      if (f.lib === lib) this.bytes -= f.frame.length;
+      else kept.push(f);
+    }
+    this.functions = kept;
+  }
+
+  private room(n: number): boolean {
+    if (this.bytes + n <= MAX_BYTES) return true;
+    if (!this.full) {
+      this.full = true;
+      this.logger().warn(
+        { limitBytes: MAX_BYTES },
+        'too many scripts/functions loaded through keymux to remember: shards added later will not get the rest ' +
+          '(EVALSHA there answers NOSCRIPT and clients fall back to EVAL; load functions on new shards directly)',
+      );
+    }
+    return false;
+  }
+
+  private logger(): Logger {
+    return (this.log ??= childLogger('scripts'));
+  }
+}

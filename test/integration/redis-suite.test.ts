@@ -1,0 +1,153 @@
+// Redis's own test suite (tests/ of Redis 7.0.15, run by ../shared/tools/redis-suite.sh in external-server mode)
+// strictly through keymux: every command, the suite's own set-up included (FLUSHALL, FUNCTION FLUSH, CONFIG
+// SET), goes to keymux in slots mode over three shards, with commands.config_broadcast on. Each unit gets fresh
+// shards and a fresh keymux (a unit that leaves a runaway script or odd settings behind cannot spoil the next),
+// and units run in two lanes at once to fit CI. The test fails when any unit passes fewer tests than its floor in
+// test/redis-suite-floors.json, and when the runner is missing (CI has it; say where with REDIS_SUITE_DIR).
+// REDIS_SUITE_WRITE_FLOORS=1 rewrites the floors file with the counts measured (after a change that passes more).
+import { afterAll, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { startRedis, type RedisProcess } from '../support/redis.js';
+import { slotsConfig, startKeymux } from '../support/keymux.js';
+import { freePort } from '../support/ports.js';
+import type { Proxy } from '../../src/proxy.js';
+
+const FLOORS_FILE = path.resolve('test/redis-suite-floors.json');
+const UNITS = [
+  'unit/keyspace',
+  'unit/type/string',
+  'unit/type/incr',
+  'unit/type/list',
+  'unit/type/set',
+  'unit/type/zset',
+  'unit/type/hash',
+  'unit/expire',
+  'unit/multi',
+  'unit/pubsub',
+  'unit/scripting',
+  'unit/functions',
+  'unit/scan',
+  'unit/sort',
+  'unit/dump',
+  'unit/type/stream',
+  'unit/type/stream-cgroups',
+];
+const LANES = 2;
+const UNIT_TIMEOUT_S = 120;
+
+/** Where ../shared is: REDIS_SUITE_DIR, or next to the repository (main checkout) or to its parent (worktrees). */
+function sharedDir(): string | null {
+  const candidates = [process.env.REDIS_SUITE_DIR, path.resolve('..', 'shared'), path.resolve('..', '..', 'shared')];
+  for (const dir of candidates) {
+    if (dir !== undefined && fs.existsSync(path.join(dir, 'tools', 'redis-suite.sh'))) return dir;
+  }
+  return null;
+}
+
+interface UnitResult {
+  unit: string;
+  passed: number;
+  failed: number;
+  status: string;
+  seconds: number;
+  /** The runner's lines naming each failing test (VERBOSE=1), for the failure message. */
+  failures: string[];
+}
+
+/** Parses the runner's line: "<unit> <p> passed <f> failed (<e> errors, <i> ignored, <s>s) <status>". */
+function parseUnitLine(unit: string, out: string): UnitResult {
+  const lines = out.split('\n');
+  const line = lines.find((l) => l.startsWith(`${unit} `)) ?? '';
+  const failures = lines.filter((l) => l.startsWith('    ')).map((l) => l.trim().slice(0, 240));
+  const m = /^\S+\s+(\d+) passed\s+(\d+) failed \(\d+ errors, \d+ ignored, (\d+)s\) (.*)$/.exec(line);
+  if (m === null)
+    return { unit, passed: 0, failed: 0, status: `no result line in: ${out.slice(-400)}`, seconds: 0, failures };
+  return { unit, passed: Number(m[1]), failed: Number(m[2]), seconds: Number(m[3]), status: m[4], failures };
+}
+
+function run(file: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env: { ...process.env, ...env }, timeout: timeoutMs, maxBuffer: 16 << 20 }, (_e, out) =>
+      resolve(String(out)),
+    );
+  });
+}
+
+/** One unit against fresh shards and a fresh keymux. */
+async function runUnit(runner: string, tree: string, unit: string): Promise<UnitResult> {
+  const shards: RedisProcess[] = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  let proxy: Proxy | null = null;
+  try {
+    // timeout_ms 10 s: some of the suite's scripts run for seconds on a loaded machine (cmsgpack), and keymux
+    // times out a shard that stays silent longer than that (2 s by default).
+    proxy = await startKeymux(
+      slotsConfig(
+        shards.map((s) => s.port),
+        { commands: { config_broadcast: true }, backend: { timeout_ms: 10_000 } },
+      ),
+    );
+    const out = await run(
+      runner,
+      ['127.0.0.1', String(proxy.port), tree],
+      { UNITS: unit, CTRL_PORT: String(await freePort()), UNIT_TIMEOUT: String(UNIT_TIMEOUT_S), VERBOSE: '1' },
+      (UNIT_TIMEOUT_S + 60) * 1000,
+    );
+    return parseUnitLine(unit, out);
+  } finally {
+    await proxy?.close();
+    await Promise.all(shards.map((s) => s.stop('SIGKILL')));
+  }
+}
+
+const results: UnitResult[] = [];
+
+afterAll(() => {
+  if (results.length === 0) return;
+  const rows = results.map(
+    (r) =>
+      `${r.unit.padEnd(26)} ${String(r.passed).padStart(4)} passed ${String(r.failed).padStart(4)} failed ` +
+      `${String(r.seconds).padStart(4)}s ${r.status}`,
+  );
+  console.log(`Redis test suite through keymux (slots mode, 3 shards):\n${rows.join('\n')}`);
+});
+
+describe("Redis's own test suite through keymux", () => {
+  it(
+    'passes at least the recorded floor of every unit',
+    async () => {
+      const shared = sharedDir();
+      if (shared === null) {
+        throw new Error(
+          'the Redis test-suite runner is missing: expected ../shared/tools/redis-suite.sh and ../shared/redis-7.0.15 ' +
+            '(set REDIS_SUITE_DIR to the folder holding tools/ and redis-7.0.15/)',
+        );
+      }
+      const runner = path.join(shared, 'tools', 'redis-suite.sh');
+      const tree = path.join(shared, 'redis-7.0.15');
+      expect(fs.existsSync(path.join(tree, 'tests', 'test_helper.tcl')), `${tree}/tests/test_helper.tcl`).toBe(true);
+      const floors = JSON.parse(fs.readFileSync(FLOORS_FILE, 'utf8')) as { units: Record<string, number> };
+      const queue = [...UNITS];
+      const lane = async (): Promise<void> => {
+        for (let unit = queue.shift(); unit !== undefined; unit = queue.shift())
+          results.push(await runUnit(runner, tree, unit));
+      };
+      await Promise.all(Array.from({ length: LANES }, lane));
+      results.sort((a, b) => UNITS.indexOf(a.unit) - UNITS.indexOf(b.unit));
+      if (process.env.REDIS_SUITE_WRITE_FLOORS === '1') {
+        const units = Object.fromEntries(results.map((r) => [r.unit, r.passed]));
+        fs.writeFileSync(FLOORS_FILE, `${JSON.stringify({ ...floors, units }, null, 2)}\n`);
+      }
+      const below = results
+        .filter((r) => r.passed < (floors.units[r.unit] ?? Number.POSITIVE_INFINITY))
+        .map(
+          (r) =>
+            `${r.unit}: ${r.passed} passed, floor ${floors.units[r.unit] ?? 'missing'} (${r.status})\n  ` +
+            r.failures.slice(0, 10).join('\n  '),
+        );
+      expect(below).toEqual([]);
+    },
+    15 * 60_000,
+  );
+});
