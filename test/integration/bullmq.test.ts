@@ -3,8 +3,9 @@
 // `{bull}` prefix (one hash tag: every queue on one shard), and with its default prefix `bull:` plus the routing
 // rule `^bull:([^:]+):` (each queue on the shard of its name, so its Lua scripts see all their keys). Without the
 // rule, the default prefix is refused (CROSSSLOT), which is what the rule is for.
-// The worker fetches with getNextJob(token, { block: false }) (BullMQ's manual processing): its blocking fetch
-// (BZPOPMIN on a marker key) needs keymux's session connections for blocking commands, built on another branch.
+// roundTrip's worker fetches with getNextJob(token, { block: false }) (BullMQ's manual processing) so its counts
+// are exact step by step; 'a running Worker' runs BullMQ's own loop, whose blocking fetch (BZPOPMIN on the queue's
+// marker key) goes over keymux's session connections, while jobs are added after it started waiting.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue, Worker, type ConnectionOptions } from 'bullmq';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
@@ -113,6 +114,55 @@ describe('BullMQ through keymux (slots mode)', () => {
       }
       for (const name of names) await roundTrip(proxy, name, undefined);
     } finally {
+      await proxy.close();
+    }
+  });
+
+  it('a running Worker (blocking fetch) processes jobs added while it waits, with the default prefix and the rule', async () => {
+    for (const b of backends) await redisCommands(b.port, [['FLUSHALL']]);
+    const proxy = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { routing: [{ match: '^bull:([^:]+):', by: 1 }] },
+      ),
+    );
+    const queue = new Queue('live', { connection: connection(proxy) });
+    const seen: number[] = [];
+    let finish: () => void = () => {};
+    const allDone = new Promise<void>((resolve) => (finish = resolve));
+    const worker = new Worker(
+      'live',
+      async (job) => {
+        const n = (job.data as { n: number }).n;
+        seen.push(n);
+        return n * 3;
+      },
+      { connection: connection(proxy), drainDelay: 1 },
+    );
+    worker.on('completed', () => {
+      if (seen.length === 30) finish();
+    });
+    try {
+      await worker.waitUntilReady();
+      // The worker is blocked on its marker key (BZPOPMIN) before the first job exists.
+      await queue.add('first', { n: 0 });
+      for (let n = 1; n < 30; n++) await queue.add('work', { n });
+      await allDone;
+      expect([...seen].sort((a, b) => a - b)).toEqual(Array.from({ length: 30 }, (_, n) => n));
+      expect(await queue.getJobCounts('waiting', 'active', 'completed', 'failed')).toEqual({
+        waiting: 0,
+        active: 0,
+        completed: 30,
+        failed: 0,
+      });
+      const completed = await queue.getCompleted(0, 100);
+      expect(completed.map((j) => j.returnvalue as number).sort((a, b) => a - b)).toEqual(
+        Array.from({ length: 30 }, (_, n) => n * 3),
+      );
+      await queue.obliterate({ force: true });
+    } finally {
+      await worker.close();
+      await queue.close();
       await proxy.close();
     }
   });
