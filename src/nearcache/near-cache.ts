@@ -30,7 +30,7 @@
 import { performance } from 'node:perf_hooks';
 import type { KeymuxConfig } from '../config/schema.js';
 import type { Request, ReplyTap, BackendOp } from '../core/request.js';
-import { UNIT_AT_BACKEND } from '../core/request.js';
+import { argAt, UNIT_AT_BACKEND } from '../core/request.js';
 import type { CommandSpec } from '../commands/spec.js';
 import type { ShardPool } from '../backend/pool.js';
 import type { ShardRuntime, Topology } from '../routing/topology.js';
@@ -443,15 +443,15 @@ export class NearCache implements TrackerSink {
    */
   serveMget(req: Request, topo: Topology): boolean {
     if (!this.caching) return false;
-    const args = req.args;
-    const n = args.length - 1;
+    const n = req.args.length - 1; // argAt: a large MGET has only its first argument views made
     const now = performance.now();
     const parts: Buffer[] = [arrayHeader(n)];
     for (let i = 1; i <= n; i++) {
-      const reply = this.store.lookup(hashKey(args[i]), args[i], ROLE_GET, null, now);
+      const key = argAt(req, i);
+      const reply = this.store.lookup(hashKey(key), key, ROLE_GET, null, now);
       if (reply === null) {
         for (let j = 1; j <= n; j++) {
-          const st = shardStatsOf(topo, args[j]);
+          const st = shardStatsOf(topo, argAt(req, j));
           if (st !== null) st.nearMisses++;
         }
         return false;
@@ -459,7 +459,7 @@ export class NearCache implements TrackerSink {
       parts.push(reply);
     }
     for (let i = 1; i <= n; i++) {
-      const st = shardStatsOf(topo, args[i]);
+      const st = shardStatsOf(topo, argAt(req, i));
       if (st === null) continue;
       st.nearHits++;
       if (parts[i][0] === 36 /* $ */ && parts[i][1] === 45 /* - */) st.misses++;
@@ -483,7 +483,7 @@ export class NearCache implements TrackerSink {
     }
     const slots: number[] = [];
     if (idx !== null) for (let i = 0; i < n; i++) slots.push(this.holdKey(args[idx[i]]));
-    else for (let i = 1; i < args.length; i += step) slots.push(this.holdKey(args[i]));
+    else for (let i = 1; i < args.length; i += step) slots.push(this.holdKey(argAt(req, i))); // large fan-outs: views not all made
     req.tap = new WriteHold(this, slots);
   }
 

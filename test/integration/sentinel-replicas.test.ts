@@ -153,7 +153,8 @@ describe('sentinel discovery and replica reads (slots mode)', () => {
       }),
     );
     await resetStats();
-    await Promise.all(many.map((c) => c.get(keyOn('a', 'x'))));
+    // A key per session: identical reads in flight at once would be coalesced into one shard request.
+    await Promise.all(many.map((c, i) => c.get(keyOn('a', `x${i}`))));
     const perReplica = await Promise.all(
       ra()
         .slice(1)
