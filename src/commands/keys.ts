@@ -33,6 +33,7 @@ const FIND_KEYNUM = 1;
 const ACTION_SKIP = 0;
 const ACTION_KEY = 1;
 const ACTION_REFUSE = 2;
+const ACTION_PATTERN = 3;
 
 /** One usable key spec, flattened into a fixed-shape object. */
 export class KeyStep {
@@ -112,7 +113,14 @@ export function compileKeyFinder(keySpecs: readonly KeySpec[], options: OptionSc
     const actions = new Uint8Array(n);
     options.rules.forEach((r, i) => {
       args[i] = r.args;
-      actions[i] = r.action === 'key' ? ACTION_KEY : r.action === 'refuse' ? ACTION_REFUSE : ACTION_SKIP;
+      actions[i] =
+        r.action === 'key'
+          ? ACTION_KEY
+          : r.action === 'refuse'
+            ? ACTION_REFUSE
+            : r.action === 'pattern'
+              ? ACTION_PATTERN
+              : ACTION_SKIP;
       if (r.action === 'key') mayHaveKeys = true;
     });
     compiled = new CompiledOptions(
@@ -225,6 +233,8 @@ function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: numbe
     const action = o.actions[r];
     if (action === ACTION_REFUSE) return KEYS_ERROR_OPTION_REFUSED;
     if (action === ACTION_KEY) out[n++] = i + 1;
+    // A pattern without `*` names no key (sort.c lookupKeyByPattern): BY nosort, GET #.
+    else if (action === ACTION_PATTERN && args[i + 1].includes(42 /* * */)) return KEYS_ERROR_OPTION_REFUSED;
     i += 1 + nargs;
   }
   return n;

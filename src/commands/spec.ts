@@ -128,8 +128,12 @@ export interface CommandSpec {
 export interface OptionRule {
   readonly keyword: string;
   readonly args: number;
-  /** 'skip': not a key; 'key': its one argument is a key; 'refuse': the invocation is refused with refuseReply. */
-  readonly action: 'skip' | 'key' | 'refuse';
+  /**
+   * 'skip': not a key; 'key': its one argument is a key; 'refuse': the invocation is refused with refuseReply;
+   * 'pattern': its one argument is a key pattern (SORT BY/GET): refused when it contains `*` (it would name keys
+   * on any shard), accepted without (Redis reads no key then: BY nosort, GET #).
+   */
+  readonly action: 'skip' | 'key' | 'refuse' | 'pattern';
 }
 
 /**

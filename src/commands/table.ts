@@ -445,16 +445,24 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
     dispatch: 'keyed',
     options: {
       start: 2,
-      rules: { by: [1, 'refuse'], get: [1, 'refuse'], limit: [2], asc: [0], desc: [0], alpha: [0], store: [1, 'key'] },
-      refuse: 'with BY or GET is not supported: their patterns name keys keymux cannot route',
+      rules: {
+        by: [1, 'pattern'],
+        get: [1, 'pattern'],
+        limit: [2],
+        asc: [0],
+        desc: [0],
+        alpha: [0],
+        store: [1, 'key'],
+      },
+      refuse: "with a BY or GET pattern containing '*' is not supported: it names keys on any shard",
     },
   },
   sort_ro: {
     dispatch: 'keyed',
     options: {
       start: 2,
-      rules: { by: [1, 'refuse'], get: [1, 'refuse'], limit: [2], asc: [0], desc: [0], alpha: [0] },
-      refuse: 'with BY or GET is not supported: their patterns name keys keymux cannot route',
+      rules: { by: [1, 'pattern'], get: [1, 'pattern'], limit: [2], asc: [0], desc: [0], alpha: [0] },
+      refuse: "with a BY or GET pattern containing '*' is not supported: it names keys on any shard",
     },
   },
   // With BLOCK on a leased connection (server/dispatch/session.ts); without, keyed.

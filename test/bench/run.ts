@@ -50,8 +50,12 @@ const SECTION_TITLE: Record<SectionName, string> = {
   hotkeys: 'Hot keys: near cache and request coalescing (Zipf-like reads)',
 };
 
-type TargetName = 'direct' | 'twemproxy' | 'keymux';
+type TargetName = 'direct' | 'twemproxy' | 'keymux' | 'baseline';
+/** Targets --targets may name; 'baseline' is added by --baseline DIR (another built keymux checkout). */
 const ALL_TARGETS: TargetName[] = ['direct', 'twemproxy', 'keymux'];
+const TARGET_ORDER: TargetName[] = ['direct', 'twemproxy', 'keymux', 'baseline'];
+/** --baseline DIR: a second keymux build (a checkout with bin/ and dist/ built) run in the same interleaved rounds. */
+let baselineDir: string | null = null;
 const ALIASES: Record<string, TargetName> = {
   direct: 'direct',
   redis: 'direct',
@@ -166,12 +170,16 @@ for (const [sig, code] of [
 
 function usage(): string {
   return `usage: npm run bench -- [--sections ring,cluster,metrics,hotkeys] [--targets direct,twemproxy,keymux]
+                       [--baseline DIR]
 
   --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all four; they always run in
                    this order). ring: keymux vs twemproxy vs one redis-server; cluster: keymux in cluster mode vs
                    redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
                    keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server
   --targets LIST   targets of the ring section, a subset of: ${ALL_TARGETS.join(', ')} (default: all three)
+  --baseline DIR   adds a ring target 'baseline': the keymux built in checkout DIR (npm ci && npm run build
+                   there), run in the same interleaved rounds; the table gains a keymux/baseline column (is
+                   this change slower than that commit?)
   env BENCH_SCALE  multiplies every request count (default 1; 0.1 for a quick smoke run)
   env BENCH_ROUNDS splits each row into this many interleaved rounds and reports medians (default 3)
   env BENCH_TIMEOUT_S  seconds one redis-benchmark run may take before it counts as hung (default 180)
@@ -221,7 +229,14 @@ function parseArgs(argv: string[]): { targets: TargetName[]; sections: SectionNa
     if (a === '--targets') targets = parseList('--targets', argv[++i], ALL_TARGETS, ALIASES);
     else if (a.startsWith('--targets='))
       targets = parseList('--targets', a.slice('--targets='.length), ALL_TARGETS, ALIASES);
-    else if (a === '--sections') sections = parseList('--sections', argv[++i], ALL_SECTIONS, sectionAliases);
+    else if (a === '--baseline' || a.startsWith('--baseline=')) {
+      const dir = a === '--baseline' ? argv[++i] : a.slice('--baseline='.length);
+      if (dir === undefined || dir === '') {
+        console.error(`bench: --baseline needs a directory\n${usage()}`);
+        process.exit(2);
+      }
+      baselineDir = path.resolve(dir);
+    } else if (a === '--sections') sections = parseList('--sections', argv[++i], ALL_SECTIONS, sectionAliases);
     else if (a.startsWith('--sections='))
       sections = parseList('--sections', a.slice('--sections='.length), ALL_SECTIONS, sectionAliases);
     else {
@@ -229,6 +244,7 @@ function parseArgs(argv: string[]): { targets: TargetName[]; sections: SectionNa
       process.exit(2);
     }
   }
+  if (baselineDir !== null) targets = [...targets, 'baseline'];
   return { targets, sections };
 }
 
@@ -336,9 +352,10 @@ async function startTwemproxy(shards: RedisProcess[]): Promise<Target> {
 async function startKeymuxProcess(
   name: string,
   yaml: string[],
+  repo = REPO,
 ): Promise<{ port: number; child: ChildProcess; log: string }> {
-  const bin = path.join(REPO, 'bin/keymux.js');
-  if (!fs.existsSync(bin) || !fs.existsSync(path.join(REPO, 'dist/main.js'))) {
+  const bin = path.join(repo, 'bin/keymux.js');
+  if (!fs.existsSync(bin) || !fs.existsSync(path.join(repo, 'dist/main.js'))) {
     throw new Error(
       `keymux is not built (${bin}, dist/): run npm run build, or bench only --sections ring --targets direct,twemproxy`,
     );
@@ -348,7 +365,7 @@ async function startKeymuxProcess(
   const log = path.join(tmpDir, `${name}.log`);
   fs.writeFileSync(conf, [`listen: ${HOST}:${port}`, ...yaml, ''].join('\n'));
   const fd = fs.openSync(log, 'a');
-  const child = track(spawn(process.execPath, [bin, '--config', conf], { cwd: REPO, stdio: ['ignore', fd, fd] }));
+  const child = track(spawn(process.execPath, [bin, '--config', conf], { cwd: repo, stdio: ['ignore', fd, fd] }));
   fs.closeSync(fd);
   child.on('error', () => undefined);
   try {
@@ -362,15 +379,19 @@ async function startKeymuxProcess(
 
 /** keymux in ring mode over the shards, with twemproxy's ring (ketama, fnv1a_64, hash tag "{}"). */
 async function startKeymux(shards: RedisProcess[], name = 'keymux'): Promise<Target> {
-  const k = await startKeymuxProcess(name, [
-    'mode: ring',
-    'hash_tag: "{}"',
-    'ring: { hash: fnv1a_64 }',
-    'shards:',
-    ...shards.map((s) => `  - { address: ${s.address}, weight: 1 }`),
-    'log: { level: warn }',
-  ]);
-  return { name: 'keymux', ...k };
+  const k = await startKeymuxProcess(
+    name,
+    [
+      'mode: ring',
+      'hash_tag: "{}"',
+      'ring: { hash: fnv1a_64 }',
+      'shards:',
+      ...shards.map((s) => `  - { address: ${s.address}, weight: 1 }`),
+      'log: { level: warn }',
+    ],
+    name === 'baseline' ? (baselineDir as string) : REPO,
+  );
+  return { name: name === 'baseline' ? 'baseline' : 'keymux', ...k };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -539,7 +560,12 @@ function median(xs: number[]): number {
 
 const fmtInt = (v: number): string => Math.round(v).toLocaleString('en-US');
 const fmtMs = (v: number): string => v.toFixed(3);
-const LABEL: Record<TargetName, string> = { direct: 'direct', twemproxy: 'twemproxy', keymux: 'keymux' };
+const LABEL: Record<TargetName, string> = {
+  direct: 'direct',
+  twemproxy: 'twemproxy',
+  keymux: 'keymux',
+  baseline: 'baseline',
+};
 
 function ratio(a: Cell | undefined, b: Cell | undefined): string {
   if (a === undefined || b === undefined || !('ok' in a) || !('ok' in b) || b.ok.rps === 0) return 'n/a';
@@ -552,6 +578,7 @@ function table(targets: TargetName[], results: Map<string, Cell>[], counts: numb
   const ratios: Array<[TargetName, TargetName]> = [];
   if (targets.includes('keymux') && targets.includes('twemproxy')) ratios.push(['keymux', 'twemproxy']);
   if (targets.includes('keymux') && targets.includes('direct')) ratios.push(['keymux', 'direct']);
+  if (targets.includes('keymux') && targets.includes('baseline')) ratios.push(['keymux', 'baseline']);
   if (!targets.includes('keymux') && targets.includes('twemproxy') && targets.includes('direct'))
     ratios.push(['twemproxy', 'direct']);
   for (const [a, b] of ratios) head.push(`${a}/${b} rps`);
@@ -600,7 +627,7 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
         redises.push(r);
         targets.push({ name, port: r.port, child: r.process, redis: r });
       } else if (name === 'twemproxy') targets.push(await startTwemproxy(shards));
-      else targets.push(await startKeymux(shards));
+      else targets.push(await startKeymux(shards, name));
       console.log(`bench: ${name} answers PING on ${HOST}:${targets[targets.length - 1].port}`);
     }
 
@@ -608,7 +635,7 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
     // keymux: if keymux's ring agrees with twemproxy's, its preload rewrites the same keys on the same shards.
     const notes: string[] = [];
     let afterTwemproxy: number[] | undefined;
-    for (const t of [...targets].sort((a, b) => ALL_TARGETS.indexOf(a.name) - ALL_TARGETS.indexOf(b.name))) {
+    for (const t of [...targets].sort((a, b) => TARGET_ORDER.indexOf(a.name) - TARGET_ORDER.indexOf(b.name))) {
       const t0 = Date.now();
       try {
         await preload(t);

@@ -271,9 +271,11 @@ const CORPUS: Case[] = [
   { cmd: 'SORT k LIMIT 0 5 ALPHA STORE dst' },
   { cmd: 'sort k store dst' },
   { cmd: 'SORT_RO k ALPHA' },
+  { cmd: 'SORT k BY nosort GET # STORE dst' },
   { cmd: 'SORT k BY w_* STORE dst', keymux: KEYS_ERROR_OPTION_REFUSED },
   { cmd: 'SORT k GET # GET o_*', keymux: KEYS_ERROR_OPTION_REFUSED },
-  { cmd: 'SORT_RO k BY nosort', keymux: KEYS_ERROR_OPTION_REFUSED },
+  { cmd: 'SORT_RO k BY nosort' },
+  { cmd: 'SORT_RO k BY w_*', keymux: KEYS_ERROR_OPTION_REFUSED },
   // scripting
   { cmd: 'EVAL return 1 1 k' },
   { cmd: 'EVAL return 2 a b arg1 arg2' },

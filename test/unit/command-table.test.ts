@@ -493,7 +493,10 @@ describe('findKeyIndexes vectors', () => {
     ['GEORADIUS g 1 2 3 km STORE d', [1, 7]],
     ['GEORADIUS g 1 2 3 km STOREDIST d STORE e', [1, 9, 7]],
     ['SORT k ALPHA STORE d', [1, 4]],
-    ['SORT k BY x', KEYS_ERROR_OPTION_REFUSED],
+    ['SORT k BY nosort GET # LIMIT 0 1', [1]],
+    ['SORT k BY w_*', KEYS_ERROR_OPTION_REFUSED],
+    ['SORT k GET # GET o_*->f', KEYS_ERROR_OPTION_REFUSED],
+    ['SORT_RO k BY nosort', [1]],
     ['COPY a b db 2', KEYS_ERROR_OPTION_REFUSED],
     ['COPY a b REPLACE', [1, 2]],
     ['PFMERGE d', [1]],
@@ -568,7 +571,7 @@ describe('findKeyIndexes vectors', () => {
     );
     expect(keysErrorReply(KEYS_ERROR_SYNTAX).toString()).toBe('-ERR syntax error\r\n');
     expect(keysErrorReply(KEYS_ERROR_OPTION_REFUSED, spec('sort')).toString()).toBe(
-      "-ERR keymux: command 'sort' with BY or GET is not supported: their patterns name keys keymux cannot route\r\n",
+      "-ERR keymux: command 'sort' with a BY or GET pattern containing '*' is not supported: it names keys on any shard\r\n",
     );
     expect(keysErrorReply(KEYS_ERROR_ARITY, get)).toBe(keysErrorReply(KEYS_ERROR_ARITY, get)); // built once
     expect(keysErrorReply(-999).toString()).toMatch(/^-ERR .*\r\n$/);
