@@ -35,6 +35,8 @@ export interface BenchResult {
   rps: number;
   p50: number;
   p99: number;
+  /** CPU time the proxy process spent per request during the run, in microseconds (ring section's proxies). */
+  cpuUs?: number;
 }
 export type BenchCell = { ok: BenchResult } | { error: string };
 

@@ -180,6 +180,8 @@ function usage(): string {
   --baseline DIR   adds a ring target 'baseline': the keymux built in checkout DIR (npm ci && npm run build
                    there), run in the same interleaved rounds; the table gains a keymux/baseline column (is
                    this change slower than that commit?)
+  env BENCH_KEYMUX_YAML  extra top-level YAML for the ring section's keymux (not the baseline), lines split
+                   at a literal \\n, e.g. 'near_cache: { coalesce: false }'
   env BENCH_SCALE  multiplies every request count (default 1; 0.1 for a quick smoke run)
   env BENCH_ROUNDS splits each row into this many interleaved rounds and reports medians (default 3)
   env BENCH_TIMEOUT_S  seconds one redis-benchmark run may take before it counts as hung (default 180)
@@ -388,6 +390,8 @@ async function startKeymux(shards: RedisProcess[], name = 'keymux'): Promise<Tar
       'shards:',
       ...shards.map((s) => `  - { address: ${s.address}, weight: 1 }`),
       'log: { level: warn }',
+      // BENCH_KEYMUX_YAML: extra top-level YAML lines for this checkout's keymux only (e.g. to turn a feature off).
+      ...(name === 'baseline' ? [] : (process.env.BENCH_KEYMUX_YAML ?? '').split('\\n').filter(Boolean)),
     ],
     name === 'baseline' ? (baselineDir as string) : REPO,
   );
@@ -567,6 +571,25 @@ const LABEL: Record<TargetName, string> = {
   baseline: 'baseline',
 };
 
+/** Clock ticks per second of /proc/<pid>/stat's utime and stime. */
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** CPU seconds (user + system) process `pid` has used so far, or NaN when /proc cannot say. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are 14 and 15.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Targets whose CPU per request the ring table shows: the proxies (not the lone redis-server). */
+const CPU_TARGETS: readonly TargetName[] = ['twemproxy', 'keymux', 'baseline'];
+
 function ratio(a: Cell | undefined, b: Cell | undefined): string {
   if (a === undefined || b === undefined || !('ok' in a) || !('ok' in b) || b.ok.rps === 0) return 'n/a';
   return `${(a.ok.rps / b.ok.rps).toFixed(2)}×`;
@@ -574,7 +597,10 @@ function ratio(a: Cell | undefined, b: Cell | undefined): string {
 
 function table(targets: TargetName[], results: Map<string, Cell>[], counts: number[], rounds: number): string {
   const head = ['row', 'requests'];
-  for (const t of targets) head.push(`${LABEL[t]} rps`, `${LABEL[t]} p50 / p99 ms`);
+  for (const t of targets) {
+    head.push(`${LABEL[t]} rps`, `${LABEL[t]} p50 / p99 ms`);
+    if (CPU_TARGETS.includes(t)) head.push(`${LABEL[t]} CPU µs/req`);
+  }
   const ratios: Array<[TargetName, TargetName]> = [];
   if (targets.includes('keymux') && targets.includes('twemproxy')) ratios.push(['keymux', 'twemproxy']);
   if (targets.includes('keymux') && targets.includes('direct')) ratios.push(['keymux', 'direct']);
@@ -589,6 +615,10 @@ function table(targets: TargetName[], results: Map<string, Cell>[], counts: numb
       const c = results[i].get(t);
       if (c !== undefined && 'ok' in c) cells.push(fmtInt(c.ok.rps), `${fmtMs(c.ok.p50)} / ${fmtMs(c.ok.p99)}`);
       else cells.push('failed', '—');
+      if (CPU_TARGETS.includes(t)) {
+        const cpu = c !== undefined && 'ok' in c ? c.ok.cpuUs : undefined;
+        cells.push(cpu === undefined || Number.isNaN(cpu) ? 'n/a' : cpu.toFixed(2));
+      }
     }
     for (const [a, b] of ratios) cells.push(ratio(results[i].get(a), results[i].get(b)));
     lines.push(`| ${cells.join(' | ')} |`);
@@ -682,7 +712,11 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
             };
           } else {
             const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
+            // The proxy's own CPU time over the run, per request: less sensitive to a busy machine than rps.
+            const cpuBefore = cpuSeconds(t.child?.pid);
             cell = bad !== undefined ? { error: bad } : await redisBenchmark(t.port, counts[i], KEYSPACE, row.args);
+            if ('ok' in cell && CPU_TARGETS.includes(t.name))
+              cell.ok.cpuUs = ((cpuSeconds(t.child?.pid) - cpuBefore) * 1e6) / counts[i];
           }
           if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
           else cells.set(t.name, cell);
@@ -701,6 +735,7 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
               rps: median(got.map((r) => r.rps)),
               p50: median(got.map((r) => r.p50)),
               p99: median(got.map((r) => r.p99)),
+              cpuUs: median(got.map((r) => r.cpuUs ?? NaN)),
             },
           });
         }
