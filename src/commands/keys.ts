@@ -34,6 +34,7 @@ const ACTION_SKIP = 0;
 const ACTION_KEY = 1;
 const ACTION_REFUSE = 2;
 const ACTION_PATTERN = 3;
+const ACTION_DB = 4;
 
 /** One usable key spec, flattened into a fixed-shape object. */
 export class KeyStep {
@@ -120,7 +121,9 @@ export function compileKeyFinder(keySpecs: readonly KeySpec[], options: OptionSc
             ? ACTION_REFUSE
             : r.action === 'pattern'
               ? ACTION_PATTERN
-              : ACTION_SKIP;
+              : r.action === 'db'
+                ? ACTION_DB
+                : ACTION_SKIP;
       if (r.action === 'key') mayHaveKeys = true;
     });
     compiled = new CompiledOptions(
@@ -235,6 +238,11 @@ function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: numbe
     if (action === ACTION_KEY) out[n++] = i + 1;
     // A pattern without `*` names no key (sort.c lookupKeyByPattern): BY nosort, GET #.
     else if (action === ACTION_PATTERN && args[i + 1].includes(42 /* * */)) return KEYS_ERROR_OPTION_REFUSED;
+    else if (action === ACTION_DB) {
+      const db = parseInteger(args[i + 1]);
+      if (Number.isNaN(db)) return KEYS_ERROR_NUMKEYS_NOT_INTEGER; // "value is not an integer or out of range"
+      if (db !== 0) return KEYS_ERROR_OPTION_REFUSED;
+    }
     i += 1 + nargs;
   }
   return n;

@@ -131,9 +131,11 @@ export interface OptionRule {
   /**
    * 'skip': not a key; 'key': its one argument is a key; 'refuse': the invocation is refused with refuseReply;
    * 'pattern': its one argument is a key pattern (SORT BY/GET): refused when it contains `*` (it would name keys
-   * on any shard), accepted without (Redis reads no key then: BY nosort, GET #).
+   * on any shard), accepted without (Redis reads no key then: BY nosort, GET #); 'db': its one argument is a
+   * database number: 0 (the only one keymux serves) is accepted, another integer refused, a non-integer answered
+   * as Redis does (value is not an integer).
    */
-  readonly action: 'skip' | 'key' | 'refuse' | 'pattern';
+  readonly action: 'skip' | 'key' | 'refuse' | 'pattern' | 'db';
 }
 
 /**

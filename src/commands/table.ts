@@ -488,8 +488,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
     dispatch: 'keyed',
     options: {
       start: 3,
-      rules: { db: [1, 'refuse'], replace: [0] },
-      refuse: 'with DB is not supported: keymux serves database 0 only',
+      rules: { db: [1, 'db'], replace: [0] },
+      refuse: 'with a DB other than 0 is not supported: keymux serves database 0 only',
     },
   },
   'memory|usage': { dispatch: 'keyed' },

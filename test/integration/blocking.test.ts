@@ -123,6 +123,21 @@ describe('blocking commands', () => {
     c.close();
   });
 
+  it("a numkeys the server rejects (BLMPOP/BZMPOP 0, -1, a) gets the server's own words, nothing blocks", async () => {
+    const c = await RawClient.connect(proxy.port);
+    c.write(
+      cmd('BZMPOP', '1', '0', 'z', 'MIN') +
+        cmd('BZMPOP', '1', 'a', 'z', 'MIN') +
+        cmd('BLMPOP', '0', '-1', 'l', 'LEFT') +
+        cmd('PING'),
+    );
+    await c.until((d) => replyCount(d) === 4);
+    const replies = parseReplies(c.data);
+    for (const r of replies.slice(0, 3)) expect((r as Error).message).toBe('ERR numkeys should be greater than 0');
+    expect(replies[3]).toBe('PONG');
+    c.close();
+  });
+
   it("a blocked client's later commands wait for it (as on Redis); its earlier ones run first", async () => {
     const c = await RawClient.connect(proxy.port);
     const other = new Redis(proxy.port, '127.0.0.1');

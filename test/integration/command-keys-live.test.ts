@@ -92,6 +92,7 @@ const CORPUS: Case[] = [
   { cmd: 'COPY a b' },
   { cmd: 'COPY a b REPLACE' },
   { cmd: 'COPY a b DB 1', keymux: KEYS_ERROR_OPTION_REFUSED },
+  { cmd: 'COPY a b DB 0' },
   { cmd: 'DUMP k' },
   { cmd: 'RESTORE k 0 payload' },
   { cmd: 'RESTORE k 0 payload REPLACE ABSTTL' },

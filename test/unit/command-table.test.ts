@@ -498,6 +498,8 @@ describe('findKeyIndexes vectors', () => {
     ['SORT k GET # GET o_*->f', KEYS_ERROR_OPTION_REFUSED],
     ['SORT_RO k BY nosort', [1]],
     ['COPY a b db 2', KEYS_ERROR_OPTION_REFUSED],
+    ['COPY a b DB 0 REPLACE', [1, 2]],
+    ['COPY a b DB x', KEYS_ERROR_NUMKEYS_NOT_INTEGER],
     ['COPY a b REPLACE', [1, 2]],
     ['PFMERGE d', [1]],
     ['OBJECT ENCODING k', [2]],

@@ -25,7 +25,17 @@
  * a queued command of a transaction aborts it (nothing is applied), topology is refreshed, and the client is told
  * to retry.
  */
-import { equalsLower, findKeyIndexes, keysErrorReply, parseInteger } from '../../commands/keys.js';
+import {
+  equalsLower,
+  findKeyIndexes,
+  keysErrorReply,
+  parseInteger,
+  KEYS_ERROR_NO_KEYS,
+  KEYS_ERROR_NUMKEYS_NEGATIVE,
+  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
+  KEYS_ERROR_NUMKEYS_TOO_LARGE,
+} from '../../commands/keys.js';
+import { dispatchOneShard } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import type { CommandSpec } from '../../commands/spec.js';
 import { Request, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
@@ -429,6 +439,19 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
 }
 
 function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  if (
+    n === KEYS_ERROR_NO_KEYS ||
+    n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
+    n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
+    n === KEYS_ERROR_NUMKEYS_TOO_LARGE
+  ) {
+    // A numkeys the server rejects (BLMPOP/BZMPOP 0, -1, a): it answers with its own words before it could block,
+    // so the shared connection of the keyless shard is safe to ask (as keyed dispatch does).
+    dispatchOneShard(session, req, spec, topo);
+    return;
+  }
   const group = groupOfKeys(session, req, spec, topo);
   if (group < 0) return;
   if (heldForMigration(session, req, spec, topo, null)) return;
