@@ -248,6 +248,20 @@ function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: numbe
   return n;
 }
 
+/**
+ * A key-finding result the server answers in its own words without running anything: no key at all (EVAL script
+ * 0, SINTERCARD 0...) or a numkeys it rejects (not an integer, negative, more than the arguments). Dispatch sends
+ * such an invocation to the keyless shard rather than wording the error itself (each command words it its way).
+ */
+export function isKeylessOrBadNumkeys(n: number): boolean {
+  return (
+    n === KEYS_ERROR_NO_KEYS ||
+    n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
+    n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
+    n === KEYS_ERROR_NUMKEYS_TOO_LARGE
+  );
+}
+
 /** Case-insensitive (ASCII) compare of an argument with lowercase bytes. */
 export function equalsLower(arg: Buffer, lower: Buffer): boolean {
   const len = lower.length;

@@ -5,14 +5,7 @@
  * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts). With the near cache or coalescing on,
  * reads of near_cache.commands go through it and writes (scripts too) tell it their keys (src/nearcache/).
  */
-import {
-  findKeyIndexes,
-  keysErrorReply,
-  KEYS_ERROR_NO_KEYS,
-  KEYS_ERROR_NUMKEYS_NEGATIVE,
-  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
-  KEYS_ERROR_NUMKEYS_TOO_LARGE,
-} from '../../commands/keys.js';
+import { findKeyIndexes, isKeylessOrBadNumkeys, keysErrorReply } from '../../commands/keys.js';
 import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
 import { dispatchOneShard } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
@@ -25,13 +18,7 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
     // could touch but what a script reaches undeclared; the keyless shard runs it. A numkeys the server rejects
     // (not an integer, negative, more than the arguments) goes there too: the server refuses it without running
     // anything, in each command's own words (EVAL's differ from SINTERCARD's or ZMPOP's).
-    if (
-      n === KEYS_ERROR_NO_KEYS ||
-      n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
-      n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
-      n === KEYS_ERROR_NUMKEYS_TOO_LARGE
-    )
-      dispatchOneShard(session, req, spec, topo);
+    if (isKeylessOrBadNumkeys(n)) dispatchOneShard(session, req, spec, topo);
     else req.deliver(keysErrorReply(n, spec));
     return;
   }

@@ -30,10 +30,7 @@ import {
   findKeyIndexes,
   keysErrorReply,
   parseInteger,
-  KEYS_ERROR_NO_KEYS,
-  KEYS_ERROR_NUMKEYS_NEGATIVE,
-  KEYS_ERROR_NUMKEYS_NOT_INTEGER,
-  KEYS_ERROR_NUMKEYS_TOO_LARGE,
+  isKeylessOrBadNumkeys,
 } from '../../commands/keys.js';
 import { dispatchOneShard } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
@@ -440,13 +437,7 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
 
 function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
   const idx = session.keyIndexes;
-  const n = findKeyIndexes(spec, req.args, idx);
-  if (
-    n === KEYS_ERROR_NO_KEYS ||
-    n === KEYS_ERROR_NUMKEYS_NOT_INTEGER ||
-    n === KEYS_ERROR_NUMKEYS_NEGATIVE ||
-    n === KEYS_ERROR_NUMKEYS_TOO_LARGE
-  ) {
+  if (isKeylessOrBadNumkeys(findKeyIndexes(spec, req.args, idx))) {
     // A numkeys the server rejects (BLMPOP/BZMPOP 0, -1, a): it answers with its own words before it could block,
     // so the shared connection of the keyless shard is safe to ask (as keyed dispatch does).
     dispatchOneShard(session, req, spec, topo);
