@@ -1,8 +1,9 @@
 /**
  * INFO as keymux answers it: a Server section (keymux's version and the backends' redis_version), Clients,
- * a Keymux section (mode, every shard's state) and a Keyspace section aggregated over all shards (keys and
- * expires summed per db, avg_ttl weighted by expires). keymux sends "INFO keyspace" to every shard and builds
- * the text here. A shard that does not answer is shown as down rather than failing INFO, so client libraries
+ * a Keymux section (mode, every shard's state), and sections aggregated over all shards: Stats (every counter
+ * summed), Errorstats (counts summed per error prefix), Commandstats (calls, usec, rejected and failed calls summed
+ * per command, usec_per_call recomputed) and Keyspace (keys and expires summed per db, avg_ttl weighted by
+ * expires). keymux sends "INFO <the shard sections asked for>" to every shard and builds the text here. A shard that does not answer is shown as down rather than failing INFO, so client libraries
  * that run INFO on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
  * in RESP2 and a verbatim string (`=len`, `txt:` format) in RESP3, as Redis writes it; a RESP3 client's shards
  * answer "INFO keyspace" in that form too, and readBulk reads both (the `txt:` prefix is on no db line).
@@ -14,7 +15,89 @@ import type { ProxyContext } from '../server/context.js';
 import { commandFrame, bulkReply } from '../resp/writer.js';
 import { errorText, isErrorFrame, readBulk } from '../resp/reply-reader.js';
 
-export const INFO_KEYSPACE_FRAME = commandFrame(['INFO', 'keyspace']);
+/** Sections made from the shards' own INFO (the others are keymux's). */
+const SHARD_SECTIONS = ['stats', 'errorstats', 'commandstats', 'keyspace'];
+/** INFO with no argument or `default` (as Redis: everything but commandstats and latencystats). */
+const DEFAULT_SECTIONS = ['server', 'clients', 'keymux', 'stats', 'errorstats', 'keyspace'];
+const ALL_SECTIONS = ['server', 'clients', 'keymux', 'stats', 'errorstats', 'commandstats', 'keyspace'];
+
+/** The sections an INFO invocation asks for, lowercase, in keymux's order. */
+function wantedSections(args: Buffer[]): string[] {
+  const asked = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
+  if (asked.length === 0) return DEFAULT_SECTIONS;
+  if (asked.some((w) => w === 'all' || w === 'everything')) return ALL_SECTIONS;
+  const out = new Set<string>();
+  for (const w of asked) {
+    if (w === 'default') for (const d of DEFAULT_SECTIONS) out.add(d);
+    else out.add(w);
+  }
+  return [...out];
+}
+
+const shardFrames = new Map<string, Buffer>();
+
+/**
+ * What each shard is asked for an INFO: its sections among SHARD_SECTIONS (keyspace at least: the reply also says
+ * the shard is up). Control plane; one frame per distinct set, kept.
+ */
+export function infoShardFrame(args: Buffer[]): Buffer {
+  const wanted = wantedSections(args);
+  const sections = SHARD_SECTIONS.filter((s) => s === 'keyspace' || wanted.includes(s));
+  const key = sections.join(' ');
+  let frame = shardFrames.get(key);
+  if (frame === undefined) {
+    frame = commandFrame(['INFO', ...sections]);
+    shardFrames.set(key, frame);
+  }
+  return frame;
+}
+
+/** Sums of one aggregated section: field -> numbers in the order they were first seen. */
+type Summed = Map<string, Map<string, number>>;
+
+/** Adds `name:a=1,b=2` (or `name:3`, as field '') to `into`. Non-numeric values are left out. */
+function addFields(into: Summed, line: string): void {
+  const colon = line.indexOf(':');
+  if (colon <= 0) return;
+  const name = line.slice(0, colon);
+  const value = line.slice(colon + 1);
+  let fields = into.get(name);
+  if (fields === undefined) {
+    fields = new Map();
+    into.set(name, fields);
+  }
+  const parts = value.includes('=') ? value.split(',') : [`=${value}`];
+  for (const part of parts) {
+    const eq = part.indexOf('=');
+    const n = Number(part.slice(eq + 1));
+    if (eq < 0 || part.length === eq + 1 || !Number.isFinite(n)) continue;
+    const field = part.slice(0, eq);
+    if (name.endsWith('_perc')) return; // a percentage summed over shards means nothing
+    fields.set(field, (fields.get(field) ?? 0) + n);
+  }
+}
+
+const num = (v: number): string => (Number.isInteger(v) ? String(v) : v.toFixed(2));
+
+function summedLines(sums: Summed): string[] {
+  const lines: string[] = [];
+  for (const [name, fields] of sums) {
+    if (fields.size === 0) continue;
+    if (fields.size === 1 && fields.has('')) {
+      lines.push(`${name}:${num(fields.get('') as number)}`);
+      continue;
+    }
+    const calls = fields.get('calls') ?? 0;
+    const parts = [...fields].map(([f, v]) =>
+      // A sum of averages means nothing: the average of the summed calls instead.
+      f === 'usec_per_call'
+        ? `${f}=${(calls > 0 ? (fields.get('usec') ?? 0) / calls : 0).toFixed(2)}`
+        : `${f}=${num(v)}`,
+    );
+    lines.push(`${name}:${parts.join(',')}`);
+  }
+  return lines;
+}
 
 export interface InfoContext {
   args: Buffer[];
@@ -22,14 +105,15 @@ export interface InfoContext {
   ctx: ProxyContext;
 }
 
-const ALL_SECTIONS = ['server', 'clients', 'keymux', 'keyspace'];
-
 export function mergeInfo(parent: Request): Buffer {
   const { args, topology, ctx } = parent.mergeContext as InfoContext;
   const fragments = parent.fragments as Fragment[];
-  let wanted = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
-  if (wanted.length === 0 || wanted.some((w) => w === 'all' || w === 'default' || w === 'everything'))
-    wanted = ALL_SECTIONS;
+  const wanted = wantedSections(args);
+  const summed = new Map<string, Summed>([
+    ['stats', new Map()],
+    ['errorstats', new Map()],
+    ['commandstats', new Map()],
+  ]);
   const dbs = new Map<string, { keys: number; expires: number; ttlWeighted: number }>();
   const shardLines: string[] = [];
   let up = 0;
@@ -45,7 +129,16 @@ export function mergeInfo(parent: Request): Buffer {
     shardLines.push(`shard_${i}:name=${shard.name},address=${shard.address},status=up`);
     const body = readBulk(reply);
     if (body === null) return;
+    let section: Summed | undefined;
     for (const line of body.toString('latin1').split('\r\n')) {
+      if (line.startsWith('# ')) {
+        section = summed.get(line.slice(2).trim().toLowerCase());
+        continue;
+      }
+      if (section !== undefined) {
+        addFields(section, line.startsWith('txt:') ? line.slice(4) : line);
+        continue;
+      }
       const m = /^(db\d+):keys=(\d+),expires=(\d+),avg_ttl=(\d+)/.exec(line);
       if (m === null) continue;
       const d = dbs.get(m[1]) ?? { keys: 0, expires: 0, ttlWeighted: 0 };
@@ -96,6 +189,14 @@ export function mergeInfo(parent: Request): Buffer {
           ].join('\r\n'),
         );
         break;
+      case 'stats':
+      case 'errorstats':
+      case 'commandstats': {
+        // What the shards ran, summed (keymux's own health checks and handshakes included).
+        const title = name === 'stats' ? 'Stats' : name === 'errorstats' ? 'Errorstats' : 'Commandstats';
+        sections.push([`# ${title}`, ...summedLines(summed.get(name) as Summed)].join('\r\n'));
+        break;
+      }
       case 'keyspace': {
         const lines = ['# Keyspace'];
         for (const [db, d] of [...dbs.entries()].sort()) {

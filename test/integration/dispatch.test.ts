@@ -153,6 +153,45 @@ describe('broadcast commands', () => {
   });
 });
 
+describe('INFO stats, errorstats and commandstats', () => {
+  it("sum the shards' own counters", async () => {
+    await r.call('CONFIG', 'RESETSTAT').catch(() => undefined); // refused without the operator switch: fine
+    const keys = ['is:a', 'is:b', 'is:c', 'is:d', 'is:e', 'is:f'];
+    for (const k of keys) {
+      await r.set(k, 'x');
+      await r.incr(k).catch(() => undefined); // ERR value is not an integer, on the key's shard
+    }
+    const field = (text: string, re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
+    const direct = await Promise.all(
+      backends.map(async (b) => ({
+        errors: String(await redisCommand(b.port, 'INFO', 'errorstats')),
+        commands: String(await redisCommand(b.port, 'INFO', 'commandstats')),
+        stats: String(await redisCommand(b.port, 'INFO', 'stats')),
+      })),
+    );
+    const errors = await r.info('errorstats');
+    const sum = (pick: (d: (typeof direct)[number]) => number): number => direct.reduce((a, d) => a + pick(d), 0);
+    expect(field(errors, /errorstat_ERR:count=(\d+)/)).toBe(sum((d) => field(d.errors, /errorstat_ERR:count=(\d+)/)));
+    expect(field(errors, /errorstat_ERR:count=(\d+)/)).toBeGreaterThanOrEqual(keys.length);
+    const commands = await r.info('commandstats');
+    const incr = /cmdstat_incr:calls=(\d+),usec=(\d+),usec_per_call=([\d.]+),rejected_calls=(\d+),failed_calls=(\d+)/;
+    const m = incr.exec(commands);
+    expect(m).not.toBeNull();
+    expect(Number(m![1])).toBe(sum((d) => field(d.commands, /cmdstat_incr:calls=(\d+)/)));
+    expect(Number(m![5])).toBe(sum((d) => field(d.commands, /cmdstat_incr:calls=\d+,.*failed_calls=(\d+)/)));
+    expect(Number(m![3])).toBeCloseTo(Number(m![2]) / Number(m![1]), 1);
+    const stats = await r.info('stats');
+    // Counters that INFO itself does not move: summed exactly.
+    expect(field(stats, /total_error_replies:(\d+)/)).toBe(sum((d) => field(d.stats, /total_error_replies:(\d+)/)));
+    expect(stats).not.toMatch(/_perc:/);
+    // The default INFO has stats and errorstats, not commandstats (as Redis); INFO all has it.
+    const dflt = await r.info();
+    expect(dflt).toContain('# Errorstats');
+    expect(dflt).not.toContain('# Commandstats');
+    expect(await r.info('all')).toContain('# Commandstats');
+  });
+});
+
 describe('local commands', () => {
   it('PING, ECHO, SELECT, CLIENT, COMMAND, HELLO', async () => {
     expect(await r.ping()).toBe('PONG');

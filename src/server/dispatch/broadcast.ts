@@ -5,7 +5,7 @@
  */
 import { broadcastFragments } from '../../fanout/split.js';
 import { MERGES } from './merges.js';
-import { INFO_KEYSPACE_FRAME } from '../../commands/info.js';
+import { infoShardFrame } from '../../commands/info.js';
 import { sendFragments } from './fanout.js';
 import type { DispatchHandler } from './types.js';
 
@@ -13,7 +13,7 @@ export const dispatchBroadcast: DispatchHandler = (session, req, spec, topo) => 
   const merge = spec.merge ?? 'all-ok';
   let frame = req.frame;
   req.mergeContext = { args: req.args, topology: topo, ctx: session.ctx, session };
-  if (merge === 'info') frame = INFO_KEYSPACE_FRAME;
+  if (merge === 'info') frame = infoShardFrame(req.args);
   if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.writeAll(req); // FLUSHALL...: drop all
   const fragments = broadcastFragments(req, topo.shards.length, frame, MERGES[merge]);
   sendFragments(session, fragments, topo, false);
