@@ -457,6 +457,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
       refuse: 'with BY or GET is not supported: their patterns name keys keymux cannot route',
     },
   },
+  // Waits on a leased connection per shard the client wrote to (server/dispatch/wait.ts).
+  wait: { dispatch: 'wait' },
   // With BLOCK on a leased connection (server/dispatch/session.ts); without, keyed.
   xread: {
     dispatch: 'session',
@@ -510,7 +512,6 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   sync: refuse(REPLICATION),
   psync: refuse(REPLICATION),
   replconf: refuse(REPLICATION),
-  wait: refuse('is not supported: replication acknowledgement is per shard'),
   cluster: refuse(CLUSTER_CLIENT),
   readonly: refuse(CLUSTER_CLIENT),
   readwrite: refuse(CLUSTER_CLIENT),

@@ -56,6 +56,8 @@ export interface RoutedUnit extends BackendOp {
   lastError: Buffer | null;
   /** The command only reads (may be served by a replica). */
   readonly reads: boolean;
+  /** The command may write: flagged write, or a script (EVAL, FCALL; not *_RO). WAIT waits for these. */
+  readonly writes: boolean;
   /**
    * The RESP version the client spoke when the unit was routed: it picks the pool's RESP2 connections or its
    * RESP3 twin (backend/pool.ts), and a re-send after a redirection keeps it even if the client switched since.
@@ -204,6 +206,10 @@ export class Request implements RoutedUnit {
     return this.spec !== null && this.spec.readonly;
   }
 
+  get writes(): boolean {
+    return this.spec !== null && mayWrite(this.spec);
+  }
+
   get answered(): boolean {
     return this.done;
   }
@@ -216,4 +222,9 @@ export class Request implements RoutedUnit {
     if (this.fenced) this.owner.onFencedUnitDone(this);
     this.owner.onRequestDone(this);
   }
+}
+
+/** Flagged write, or a script that is not read-only (EVAL, EVALSHA, FCALL: Redis flags them neither way). */
+export function mayWrite(spec: CommandSpec): boolean {
+  return spec.write || (!spec.readonly && spec.aclCategories?.includes('@scripting') === true);
 }
