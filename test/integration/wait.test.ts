@@ -16,8 +16,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
+import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { RawClient, ringConfig, slotsConfig, startKeymux } from '../support/keymux.js';
+import { startCluster } from '../support/cluster.js';
+import { keySlot } from '../../src/routing/crc16.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let ma: RedisProcess;
@@ -107,6 +109,13 @@ describe('WAIT through keymux (slots mode)', () => {
     expect(await waitCmd(c, 2, 2000)).toBe(2); // shard b (one replica) is not counted: nothing was written there
     await c.set(keyB('only-b'), '1');
     expect(await waitCmd(c, 1, 2000)).toBe(1);
+    // A script's writes and a transaction's (over a session connection) count too: only shard a is waited on.
+    await c.eval("return redis.call('SET', KEYS[1], 'x')", 1, keyA('script'));
+    expect(await waitCmd(c, 2, 2000)).toBe(2);
+    await c.multi().set(keyA('tx'), '1').exec();
+    expect(await waitCmd(c, 2, 2000)).toBe(2);
+    // Without writes since the last WAIT: the smallest number of replicas online (b has one).
+    expect(await waitCmd(c, 2, 200)).toBe(1);
   });
 
   it('more replicas than exist: returns the count reached once the timeout passed', async () => {
@@ -189,6 +198,24 @@ describe('WAIT through keymux (slots mode)', () => {
     }
   });
 
+  it('CLIENT UNBLOCK of a client in WAIT: it gets the count reached so far, as Redis answers', async () => {
+    process.kill(rb.pid, 'SIGSTOP');
+    try {
+      const c = client();
+      const other = client();
+      const id = (await c.client('ID')) as number;
+      await c.set(keyB('unblock'), '1');
+      const waited = waitCmd(c, 1, 0);
+      await waitUntil(async () => (await waitingOn(mb)) === 1);
+      expect(await other.call('CLIENT', 'UNBLOCK', id)).toBe(1);
+      expect(await waited).toBe(0);
+      expect(await c.get(keyB('unblock'))).toBe('1'); // the client goes on
+    } finally {
+      process.kill(rb.pid, 'SIGCONT');
+    }
+    await waitUntil(() => proxy.sessions.leasedTotal === 0);
+  });
+
   it('RESP3 client (HELLO 3) and redis-cli', async () => {
     const raw = await RawClient.connect(proxy.port);
     const ka = keyA('resp3');
@@ -225,4 +252,45 @@ describe('WAIT through keymux (ring mode)', () => {
       await ring.close();
     }
   });
+});
+
+describe('WAIT through keymux (cluster mode)', () => {
+  it('writes to three masters, WAIT 1 2000 -> 1, the keys on every replica, and no mark key left', async () => {
+    const cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });
+    const proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2) } });
+    try {
+      const c = client(proxy.port);
+      const ranges = await cluster.slotRanges();
+      const keys: Array<{ key: string; masterId: string }> = [];
+      for (const [masterId, slots] of ranges) {
+        const [from, to] = slots[0];
+        for (let i = 0; ; i++) {
+          const slot = keySlot(Buffer.from(`c${i}`));
+          if (slot >= from && slot <= to) {
+            keys.push({ key: `c${i}`, masterId });
+            break;
+          }
+        }
+      }
+      expect(keys.length).toBe(3);
+      for (const { key } of keys) await c.set(key, `v-${key}`);
+      expect(await waitCmd(c, 1, 2000)).toBe(1);
+      for (const { key, masterId } of keys) {
+        for (const replica of cluster.replicasOf(masterId)) {
+          const [, got] = await redisCommands(replica.port, [['READONLY'], ['GET', key]]);
+          expect(got).toBe(`v-${key}`);
+        }
+      }
+      expect(await waitCmd(c, 3, 200)).toBe(1); // nothing written since: the replicas online
+      await c.set(keys[0].key, 'again');
+      expect(await waitCmd(c, 2, 200)).toBe(1); // one replica per master: the timeout passes
+      for (const m of cluster.masters()) {
+        expect(await redisCommand(m.port, 'SCAN', '0', 'MATCH', '__keymux*', 'COUNT', '1000')).toEqual(['0', []]);
+      }
+      c.disconnect();
+    } finally {
+      await proxy.close();
+      await cluster.stop();
+    }
+  }, 60_000);
 });
