@@ -216,6 +216,25 @@ describe('WAIT through keymux (slots mode)', () => {
     await waitUntil(() => proxy.sessions.leasedTotal === 0);
   });
 
+  it('drain answers a client in WAIT with the count reached so far, then closes it', async () => {
+    const d = await startKeymux(slotsConfig([ma.port, mb.port]));
+    process.kill(rb.pid, 'SIGSTOP');
+    try {
+      const raw = await RawClient.connect(d.port);
+      const kb = keyB('drain');
+      raw.write(`*3\r\n$3\r\nSET\r\n$${kb.length}\r\n${kb}\r\n$1\r\n1\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$1\r\n0\r\n`);
+      await raw.untilText('+OK\r\n');
+      await waitUntil(async () => (await waitingOn(mb)) === 1);
+      const drained = d.drain(5000);
+      expect(await raw.untilClosed()).toBe('+OK\r\n:0\r\n');
+      await drained;
+      expect(d.sessions.leasedTotal).toBe(0);
+    } finally {
+      process.kill(rb.pid, 'SIGCONT');
+      await d.close();
+    }
+  });
+
   it('RESP3 client (HELLO 3) and redis-cli', async () => {
     const raw = await RawClient.connect(proxy.port);
     const ka = keyA('resp3');
