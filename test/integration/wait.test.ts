@@ -53,6 +53,7 @@ async function waitUntil(pred: () => boolean | Promise<boolean>, timeoutMs = 10_
 
 function client(port = proxy.port): Redis {
   const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0 });
+  c.on('error', () => undefined); // a client of a keymux a test closed may try to reconnect meanwhile
   clients.push(c);
   return c;
 }
@@ -232,6 +233,27 @@ describe('WAIT through keymux (slots mode)', () => {
     } finally {
       process.kill(rb.pid, 'SIGCONT');
       await d.close();
+    }
+  });
+
+  it('no session connection free: a clear error, and the next WAIT still waits for those writes', async () => {
+    const small = await startKeymux(slotsConfig([ma.port, mb.port], { backend: { session_connections: { max: 1 } } }));
+    try {
+      const blocker = client(small.port);
+      const c = client(small.port);
+      const q = keyA('q');
+      const popped = blocker.blpop(q, 0); // holds shard a's only session connection
+      await waitUntil(() => small.sessions.leasedTotal === 1);
+      await c.set(keyA('full'), '1');
+      await expect(c.call('WAIT', 2, 2000)).rejects.toThrow('no session connection free');
+      await c.lpush(q, 'x');
+      expect(await popped).toEqual([q, 'x']);
+      await waitUntil(() => small.sessions.leasedTotal === 0);
+      expect(await waitCmd(c, 2, 2000)).toBe(2); // shard a still waited on (no write since: min over all = 1)
+      blocker.disconnect();
+      c.disconnect();
+    } finally {
+      await small.close();
     }
   });
 

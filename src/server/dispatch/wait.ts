@@ -92,6 +92,7 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
     const got = session.ctx.sessions.lease(pool, 2);
     if (!(got instanceof Lease)) {
       for (const l of leases) l.release();
+      for (const p of pools) session.noteWrite(p); // not waited for: the next WAIT still waits for these writes
       req.deliver(got);
       return;
     }
