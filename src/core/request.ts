@@ -10,6 +10,7 @@
  * fence: see server/order-fence.ts). Outside cluster mode those fields are set once and never read.
  */
 import type { CommandSpec } from '../commands/spec.js';
+import type { ShardPool } from '../backend/pool.js';
 import type { Fragment } from './fragment.js';
 import type { ShardStats } from '../metrics/stats.js';
 
@@ -102,6 +103,11 @@ export interface RequestOwner {
   backendFull(): void;
   /** That connection drained (called once per backendFull()). */
   backendDrained(): void;
+  /**
+   * Cluster mode: a unit of this owner that may write was re-sent (MOVED/ASK, retry) through `pool` (a master's
+   * shared pool): WAIT must wait there too (server/dispatch/wait.ts). Absent: the owner does not track writes.
+   */
+  noteWrite?(pool: ShardPool): void;
 }
 
 /** Argument `i` of `req`, made from the frame when its view was not made (a command of many arguments). */

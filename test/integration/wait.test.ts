@@ -296,7 +296,7 @@ describe('WAIT through keymux (ring mode)', () => {
 });
 
 describe('WAIT through keymux (cluster mode)', () => {
-  it('writes to three masters, WAIT 1 2000 -> 1, the keys on every replica, and no mark key left', async () => {
+  it('writes to three masters, WAIT 1 2000 -> 1, the keys on every replica, no mark key left, MOVED writes', async () => {
     const cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });
     const proxy = await startKeymux({ mode: 'cluster', cluster: { seeds: cluster.seeds().slice(0, 2) } });
     try {
@@ -327,6 +327,27 @@ describe('WAIT through keymux (cluster mode)', () => {
       expect(await waitCmd(c, 2, 200)).toBe(1); // one replica per master: the timeout passes
       for (const m of cluster.masters()) {
         expect(await redisCommand(m.port, 'SCAN', '0', 'MATCH', '__keymux*', 'COUNT', '1000')).toEqual(['0', []]);
+      }
+      // A write that MOVED redirects (keymux's slot map is stale after a reshard) is waited for on the master that
+      // took it: with that master's replica stopped, WAIT answers 0 (the former owner alone would answer 1).
+      const [from, to] = cluster.masters();
+      const before = await cluster.slotRanges();
+      await cluster.reshard(from.id, to.id, 1);
+      const after = await cluster.slotRanges();
+      const toRanges = after.get(to.id) ?? [];
+      const moved = (before.get(from.id) ?? [])
+        .flatMap(([a, b]) => Array.from({ length: b - a + 1 }, (_, i) => a + i))
+        .find((slot) => toRanges.some(([a, b]) => slot >= a && slot <= b)) as number;
+      let movedKey = '';
+      for (let i = 0; movedKey === ''; i++) if (keySlot(Buffer.from(`m${i}`)) === moved) movedKey = `m${i}`;
+      const toReplica = cluster.replicasOf(to.id)[0];
+      process.kill(toReplica.pid, 'SIGSTOP');
+      try {
+        await c.set(movedKey, 'moved');
+        expect(await redisCommand(to.port, 'GET', movedKey)).toBe('moved');
+        expect(await waitCmd(c, 1, 300)).toBe(0);
+      } finally {
+        process.kill(toReplica.pid, 'SIGCONT');
       }
       c.disconnect();
     } finally {

@@ -8,7 +8,7 @@
  * behind it and measure the other clients' writes. Instead:
  * - the session notes, per client, the shard pools it sent a command that is not read-only to since its last WAIT
  *   (ClientSession.sendUnit: one boolean test per command, and one comparison per write; leased writes, EXEC and
- *   blocking pops, are noted by their handlers);
+ *   blocking pops, are noted by their handlers; cluster mode: a write re-sent after MOVED/ASK, by cluster.ts);
  * - WAIT runs alone in the client's order (runAlone): it starts once the client's earlier commands are answered,
  *   so their writes are in each master's replication stream, and later commands wait for it;
  * - for each written shard it leases a session connection (src/session/session-pool.ts, as blocking commands do)
