@@ -182,7 +182,10 @@ export class ClusterController implements RedirectHandler, Resender {
 
   /** Sends `op` to the node at `address` (created on first use), after ASKING for an -ASK redirection. */
   private sendTo(op: BackendOp, address: string, asking: boolean): void {
-    const pool = this.pool(address, false).forProtocol(protocolOf(op));
+    const master = this.pool(address, false);
+    const unit = routedUnit(op);
+    if (unit !== null && unit.writes) unit.owner.noteWrite?.(master); // WAIT waits where the write went
+    const pool = master.forProtocol(protocolOf(op));
     attribute(op, pool);
     const target = pool.pick(op.sessionId);
     if (asking) target.send(new AskingOp(op.sessionId), ASKING_FRAME);
@@ -273,6 +276,7 @@ export class ClusterController implements RedirectHandler, Resender {
       if (!this.retryLater(unit, lastError)) unit.deliver(lastError);
       return;
     }
+    if (unit.writes) unit.owner.noteWrite?.(pool); // WAIT waits where the write went
     pool = pool.forProtocol(unit.protocol);
     attribute(unit, pool);
     pool.pick(unit.sessionId).send(unit, unit.frame);

@@ -52,7 +52,8 @@ export type Dispatch =
   | 'one-shard'
   | 'scan'
   | 'kill'
-  | 'config';
+  | 'config'
+  | 'wait';
 
 /**
  * How the replies of a split or broadcast command are combined.

@@ -465,6 +465,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
       refuse: "with a BY or GET pattern containing '*' is not supported: it names keys on any shard",
     },
   },
+  // Waits on a leased connection per shard the client wrote to (server/dispatch/wait.ts).
+  wait: { dispatch: 'wait' },
   // With BLOCK on a leased connection (server/dispatch/session.ts); without, keyed.
   xread: {
     dispatch: 'session',
@@ -518,7 +520,6 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   sync: refuse(REPLICATION),
   psync: refuse(REPLICATION),
   replconf: refuse(REPLICATION),
-  wait: refuse('is not supported: replication acknowledgement is per shard'),
   cluster: refuse(CLUSTER_CLIENT),
   readonly: refuse(CLUSTER_CLIENT),
   readwrite: refuse(CLUSTER_CLIENT),

@@ -69,6 +69,10 @@ export class Fragment implements RoutedUnit {
     return this.parent.reads;
   }
 
+  get writes(): boolean {
+    return this.parent.writes;
+  }
+
   get answered(): boolean {
     return this.reply !== null;
   }

@@ -10,6 +10,7 @@
  * fence: see server/order-fence.ts). Outside cluster mode those fields are set once and never read.
  */
 import type { CommandSpec } from '../commands/spec.js';
+import type { ShardPool } from '../backend/pool.js';
 import type { Fragment } from './fragment.js';
 import type { ShardStats } from '../metrics/stats.js';
 
@@ -56,6 +57,8 @@ export interface RoutedUnit extends BackendOp {
   lastError: Buffer | null;
   /** The command only reads (may be served by a replica). */
   readonly reads: boolean;
+  /** The command may write: flagged write, or a script (EVAL, FCALL; not *_RO). WAIT waits for these. */
+  readonly writes: boolean;
   /**
    * The RESP version the client spoke when the unit was routed: it picks the pool's RESP2 connections or its
    * RESP3 twin (backend/pool.ts), and a re-send after a redirection keeps it even if the client switched since.
@@ -100,6 +103,11 @@ export interface RequestOwner {
   backendFull(): void;
   /** That connection drained (called once per backendFull()). */
   backendDrained(): void;
+  /**
+   * Cluster mode: a unit of this owner that may write was re-sent (MOVED/ASK, retry) through `pool` (a master's
+   * shared pool): WAIT must wait there too (server/dispatch/wait.ts). Absent: the owner does not track writes.
+   */
+  noteWrite?(pool: ShardPool): void;
 }
 
 /** Argument `i` of `req`, made from the frame when its view was not made (a command of many arguments). */
@@ -204,6 +212,10 @@ export class Request implements RoutedUnit {
     return this.spec !== null && this.spec.readonly;
   }
 
+  get writes(): boolean {
+    return this.spec !== null && mayWrite(this.spec);
+  }
+
   get answered(): boolean {
     return this.done;
   }
@@ -216,4 +228,9 @@ export class Request implements RoutedUnit {
     if (this.fenced) this.owner.onFencedUnitDone(this);
     this.owner.onRequestDone(this);
   }
+}
+
+/** Flagged write, or a script that is not read-only (EVAL, EVALSHA, FCALL: Redis flags them neither way). */
+export function mayWrite(spec: CommandSpec): boolean {
+  return spec.write || (!spec.readonly && spec.aclCategories?.includes('@scripting') === true);
 }

@@ -184,6 +184,12 @@ export class ClientSession
    * WATCH or blocking command. While a MULTI is open every command is queued there (dispatch/session.ts).
    */
   txn: SessionState | null;
+  /**
+   * WAIT (dispatch/wait.ts): the shards' shared pools this client sent a command that is not read-only to since its
+   * last WAIT (null: none), and the last one added (one comparison per write when a client writes to one shard).
+   */
+  private writtenPools: Set<ShardPool> | null;
+  private lastWritten: ShardPool | null;
   private readonly maxInflight: number;
   /** clients.max_output_bytes (0: no limit). */
   private readonly maxOutputBytes: number;
@@ -243,6 +249,8 @@ export class ClientSession
     this.nextSeq = 0;
     this.fences = null;
     this.txn = null;
+    this.writtenPools = null;
+    this.lastWritten = null;
     this.maxInflight = clients.maxInflight;
     this.maxOutputBytes = clients.maxOutputBytes;
     this.backendWaits = 0;
@@ -618,12 +626,25 @@ export class ClientSession
 
   /** Sends a routed unit, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void {
+    if (pool !== this.lastWritten && unit.writes) this.noteWrite(pool);
     if (topo.resender !== null && (this.fences !== null || unit.multiKey)) {
       const fences = (this.fences ??= new OrderFences(this.inflight, topo.resender));
       if (fences.admit(unit)) return;
     }
     unit.state = UNIT_AT_BACKEND;
     (this.protocol === 2 ? pool : pool.resp3()).pick(this.id).send(unit, unit.frame);
+  }
+
+  noteWrite(pool: ShardPool): void {
+    this.lastWritten = pool;
+    (this.writtenPools ??= new Set()).add(pool);
+  }
+
+  takeWritten(): ShardPool[] {
+    const written = this.writtenPools;
+    this.writtenPools = null;
+    this.lastWritten = null;
+    return written === null ? [] : [...written];
   }
 
   onFencedUnitDone(unit: RoutedUnit): void {
@@ -931,12 +952,13 @@ export class ClientSession
   }
 
   /**
-   * The client ended its side. Normally its commands are answered first; but a blocked command may never be
+   * The client ended its side. Normally its commands are answered first; but a blocked command (or WAIT) may never be
    * answered, and if it were, after the client left, it could pop an item nobody receives: the client is gone
    * now, and its session connection closed (src/session/).
    */
   private onEnd(): void {
-    if (this.txn === null || !this.txn.blocking || this.closed) {
+    const txn = this.txn;
+    if (txn === null || (!txn.blocking && txn.waiting === null) || this.closed) {
       this.closeWhenDone();
       return;
     }

@@ -7,7 +7,8 @@
  *   its WATCHed keys, else of its first keyed command; -1 until known;
  * - `busy` is set exactly while a command of this client is at a leased connection; if the client leaves then,
  *   that connection is destroyed, never reused (whatever it was doing belongs to a client that is gone);
- * - the WATCH lease is given back (with UNWATCH) on EXEC, DISCARD, UNWATCH, RESET, or when the client leaves.
+ * - the WATCH lease is given back (with UNWATCH) on EXEC, DISCARD, UNWATCH, RESET, or when the client leaves;
+ * - `waiting` is set exactly while a WAIT of this client holds leases; if the client leaves then, they are closed.
  */
 import type { CommandSpec } from '../commands/spec.js';
 import type { Lease, SessionPools } from './session-pool.js';
@@ -45,6 +46,8 @@ export class SessionState {
   busy: Lease | null;
   /** That command is a blocking one (the client is blocked). */
   blocking: boolean;
+  /** A WAIT of this client in progress (its leases, one per shard it waits on: server/dispatch/wait.ts), or null. */
+  waiting: { clientGone(): void } | null;
   private readonly pools: SessionPools;
   private readonly clientId: number;
 
@@ -59,6 +62,7 @@ export class SessionState {
     this.watchGroup = -1;
     this.busy = null;
     this.blocking = false;
+    this.waiting = null;
     this.pools = pools;
     this.clientId = clientId;
   }
@@ -115,6 +119,9 @@ export class SessionState {
     this.blocking = false;
     if (busy !== null) busy.destroy();
     if (this.watchLease === busy) this.watchLease = null;
+    const waiting = this.waiting;
+    this.waiting = null;
+    if (waiting !== null) waiting.clientGone();
     this.endWatch();
   }
 }

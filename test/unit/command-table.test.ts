@@ -198,6 +198,7 @@ describe('overrides', () => {
     expect(reason(spec('script|debug'))).toContain('debug scripts on a shard directly');
     expect(reason(spec('migrate'))).toContain('does not move keys');
     expect(reason(spec('move'))).toContain('database 0');
+    expect(spec('wait').dispatch).toBe('wait'); // server/dispatch/wait.ts
     expect(reason(spec('memory|doctor'))).toContain('each shard');
     for (const n of [
       'config',
@@ -211,7 +212,6 @@ describe('overrides', () => {
       'readonly',
       'readwrite',
       'asking',
-      'wait',
       'sync',
       'psync',
       'failover',
@@ -322,7 +322,7 @@ describe('overrides', () => {
       }
       if (s.keySpecs.length === 0 && s.subcommands === null)
         expect(
-          ['local', 'all-shards', 'refused', 'pubsub', 'session', 'one-shard', 'scan', 'kill', 'config'],
+          ['local', 'all-shards', 'refused', 'pubsub', 'session', 'one-shard', 'scan', 'kill', 'config', 'wait'],
           s.name,
         ).toContain(s.dispatch);
       expect(s.readonly).toBe(s.flags.includes('readonly'));

@@ -12,6 +12,7 @@ import { dispatchOneShard } from './one-shard.js';
 import { dispatchScan } from './scan.js';
 import { dispatchKill } from './kill.js';
 import { dispatchConfig } from './config.js';
+import { dispatchWait } from './wait.js';
 import type { DispatchHandler } from './types.js';
 
 export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
@@ -26,6 +27,7 @@ export const DISPATCH: Readonly<Record<Dispatch, DispatchHandler>> = {
   scan: dispatchScan,
   kill: dispatchKill,
   config: dispatchConfig,
+  wait: dispatchWait,
 };
 
 export type { DispatchHandler, DispatchSession } from './types.js';

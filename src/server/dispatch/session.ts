@@ -147,6 +147,15 @@ export function queueInTransaction(
     refuse(ERR_NOT_IN_MULTI); // SAVE, SHUTDOWN...: Redis's own refusal comes first
     return;
   }
+  if (spec.dispatch === 'wait') {
+    // Redis answers WAIT inside MULTI at once (it never blocks there): it goes with the transaction to its shard
+    // (a transaction of no keyed command: slot 0's), where it counts the replicas that acknowledged that
+    // connection's earlier writes.
+    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null });
+    state.remoteCount++;
+    req.deliver(QUEUED);
+    return;
+  }
   switch (spec.dispatch) {
     case 'local':
       state.queued.push({ frame: req.frame, args: req.args, spec, local: true, fixed: null });
@@ -240,6 +249,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   // and hold reads until EXEC is answered, so the client reads its own writes (coarse: transactions that write
   // empty the cache; their invalidations would arrive later through tracking anyway).
   const nc = session.ctx.nearCache;
+  const writes = queued.some((q) => !q.local && !q.spec.readonly);
   if (nc !== null && queued.some((q) => q.spec.write)) nc.writeAll(req);
   state.watchLease = null;
   state.watchGroup = -1;
@@ -251,7 +261,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     }
     lease.watching = false; // EXEC unwatches
   } else {
-    const pool = poolOfGroup(topo, group);
+    const pool = poolOfGroup(topo, group === -1 ? 0 : group); // -1: only WAITs go to a shard
     if (pool === null) {
       req.deliver(ERR_SLOT_NOT_SERVED);
       return;
@@ -263,6 +273,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     }
     lease = got;
   }
+  if (writes && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
   state.busy = lease;
   new TransactionRun(session, state, req, lease, queued, watched).send();
 }
@@ -451,6 +462,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   if (lease === null) return;
   // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.
   if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.write(req, null, 0, 1);
+  if (spec.write && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;

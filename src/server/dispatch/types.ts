@@ -54,6 +54,14 @@ export interface DispatchSession extends LocalSession, RequestOwner {
    * once the earlier ones are answered. Later requests wait until it is answered either way.
    */
   runAlone(req: Request): boolean;
+  /**
+   * WAIT (wait.ts): `pool` (a shard's shared pool, cluster mode a master's) received a command of this client that
+   * is not read-only. sendUnit notes it for the commands it sends; the session handlers note what they send over
+   * leased connections (EXEC, blocking writes).
+   */
+  noteWrite(pool: ShardPool): void;
+  /** The pools noted since the last call (WAIT takes them), in no particular order. */
+  takeWritten(): ShardPool[];
   /** Holds the client's later requests (not routed) until releaseLater(): a sliced fan-out still sending. */
   holdLater(): void;
   releaseLater(): void;
