@@ -11,10 +11,12 @@ import { ConfigError } from '../config/load.js';
 import { Proxy } from '../proxy.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
-import { childLogger, setLogLevel } from '../log.js';
+import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
 import { isRequest, type RequestMessage, type WorkerEvent, type ReplyMessage } from './protocol.js';
 
 export function runWorker(): void {
+  // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
+  setRootLogger(rootLogger().child({ worker: Number(process.env.KEYMUX_WORKER ?? 0), pid: process.pid }));
   const log = childLogger('worker');
   const send = (msg: ReplyMessage | WorkerEvent): void => {
     if (process.connected) process.send!(msg);
