@@ -8,6 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -46,6 +47,7 @@ function writeConfig(firstShard: RedisProcess, migration = false): void {
       log: { level: 'info' },
       drain: { grace_s: 5 },
       migration: { enabled: migration },
+      metrics: { hot_keys: { sample_rate: 1 } },
       shards: [
         { name: 'a', address: firstShard.address, slots: ['0-8191'] },
         { name: 'b', address: b.address, slots: ['8192-16383'] },
@@ -125,7 +127,11 @@ beforeAll(async () => {
     keymux.stderr!.on('data', onData);
     keymux.once('exit', (code) => reject(new Error(`keymux exited (${code}) before serving:\n${output}`)));
   });
-  for (let i = 0; i < CLIENTS; i++) clients.push(new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 }));
+  for (let i = 0; i < CLIENTS; i++) {
+    const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+    client.on('error', () => undefined); // reconnecting after a worker or keymux went away is expected here
+    clients.push(client);
+  }
 });
 
 afterAll(async () => {
@@ -173,6 +179,35 @@ describe('workers: 2', () => {
     expect((await metric('keymux_commands_total', '{command="get"}')) - before).toBe(sent);
     expect(await metric('keymux_workers', '{state="serving"}')).toBe(2);
     expect(await metric('keymux_ready')).toBe(1);
+  });
+
+  it('merges /hotkeys (counts summed across workers, re-ranked) and answers one /shards', async () => {
+    const [[, one], [, two]] = [...(await byWorker())];
+    for (let n = 0; n < 40; n++) await one![0]!.get('hot:one');
+    for (let n = 0; n < 60; n++) await two![0]!.get('hot:one');
+    for (let n = 0; n < 70; n++) await two![0]!.get('hot:two');
+    const hot = JSON.parse((await admin('/hotkeys')).text) as {
+      workers: number;
+      keys: Array<{ rank: number; key: string; requests: number }>;
+    };
+    expect(hot.workers).toBe(2);
+    // hot:one is 40 + 60 = 100 over two workers, above hot:two's 70 from one worker: merged before ranking. (Without
+    // the admin token, keys are shown hashed: the first 16 hex digits of their SHA-256.)
+    const hashed = (key: string): string => crypto.createHash('sha256').update(key).digest('hex').slice(0, 16);
+    expect(hot.keys.slice(0, 2)).toMatchObject([
+      { rank: 1, key: hashed('hot:one'), requests: 100 },
+      { rank: 2, key: hashed('hot:two'), requests: 70 },
+    ]);
+    const shards = JSON.parse((await admin('/shards')).text) as {
+      shards: Array<{ name: string; state: string; connections: Array<{ worker: number }> }>;
+      workers: WorkersReport;
+    };
+    expect(shards.shards.map((s) => s.name)).toEqual(['a', 'b']);
+    for (const shard of shards.shards) {
+      expect(shard.state).toBe('ready');
+      expect(new Set(shard.connections.map((c) => c.worker))).toEqual(new Set([1, 2]));
+    }
+    expect(shards.workers.workers).toHaveLength(2);
   });
 
   it('applies a shard-list reload in both workers (POST /reload, then SIGHUP)', async () => {
