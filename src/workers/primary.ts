@@ -275,6 +275,7 @@ export class WorkerPrimary {
   private startWorker(id: number, youngDeaths = 0): Promise<void> {
     return this.enqueue(async () => {
       if (this.stopping) return;
+      if (!this.started && this.startErrors !== null) throw new Error('another worker could not start');
       const worker = cluster.fork({ KEYMUX_WORKER: String(id) });
       let online!: () => void;
       let exited!: () => void;
@@ -304,6 +305,7 @@ export class WorkerPrimary {
         await this.ask(slot, { op: 'start', config: this.config, watchSecrets: this.watchFiles }, START_TIMEOUT_MS);
       } catch (err) {
         this.log.error({ worker: id, pid: slot.pid, err: (err as Error).message }, 'worker could not start');
+        this.startErrors ??= [(err as Error).message];
         worker.process.kill('SIGKILL');
         throw err;
       }

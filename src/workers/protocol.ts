@@ -5,7 +5,7 @@
  *
  * The primary sends requests ({ type: 'keymux:request', id, op, ... }) and each worker answers every one with a
  * reply carrying the same id ({ type: 'keymux:reply', id, ok, value | error }). Besides, a worker tells the
- * primary when it is serving (`keymux:started`) or could not start (`keymux:start-failed`).
+ * primary when it listens for requests (`keymux:online`) and why it could not start (`keymux:start-failed`).
  */
 import type { KeymuxConfig } from '../config/schema.js';
 
@@ -41,9 +41,7 @@ export interface ReplyMessage {
 
 export type WorkerEvent =
   /** The worker listens for requests (sent first: a message sent before that would be lost). */
-  | { type: 'keymux:online' }
-  | { type: 'keymux:started'; port: number | null }
-  | { type: 'keymux:start-failed'; errors: readonly string[] };
+  { type: 'keymux:online' } | { type: 'keymux:start-failed'; errors: readonly string[] };
 
 export function isRequest(msg: unknown): msg is RequestMessage {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:request';
@@ -55,7 +53,7 @@ export function isReply(msg: unknown): msg is ReplyMessage {
 
 export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
   const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
-  return type === 'keymux:online' || type === 'keymux:started' || type === 'keymux:start-failed';
+  return type === 'keymux:online' || type === 'keymux:start-failed';
 }
 
 /** `workers` of a config as a number of processes ("auto": one per CPU the process may use). */

@@ -70,7 +70,6 @@ export function runWorker(): void {
     if (!isRequest(msg)) return;
     answer(msg).then(
       (value) => {
-        if (msg.op === 'start') send({ type: 'keymux:started', port: value as number });
         send({ type: 'keymux:reply', id: msg.id, ok: true, value });
       },
       (err: unknown) => {
