@@ -3,7 +3,7 @@
  * redis-servers. Clients (ioredis) land on both workers (INFO's process_id tells which) and get correct
  * GET/SET/MGET replies; /metrics counts the commands of both workers; a shard-list reload (POST /reload, then
  * SIGHUP) is applied by both workers, so keys route to the new shard from every connection, and a reload that
- * would start a key migration is refused; a worker killed by its PID (learned from /workers) is replaced and new
+ * would start a key migration or change `workers` is refused; /hotkeys merges counts before ranking; a worker killed by its PID (learned from /workers) is replaced and new
  * clients are served; SIGTERM drains every worker and the process exits 0.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,14 +36,14 @@ interface WorkersReport {
   restarts: number;
 }
 
-function writeConfig(firstShard: RedisProcess, migration = false): void {
+function writeConfig(firstShard: RedisProcess, migration = false, workers = 2): void {
   fs.writeFileSync(
     file,
     stringify({
       listen: `127.0.0.1:${port}`,
       admin: `127.0.0.1:${adminPort}`,
       mode: 'slots',
-      workers: 2,
+      workers,
       log: { level: 'info' },
       drain: { grace_s: 5 },
       migration: { enabled: migration },
@@ -230,13 +230,18 @@ describe('workers: 2', () => {
     for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`to-a-${i}`);
   });
 
-  it('refuses a reload that would start a key migration, and keeps the running config', async () => {
+  it('refuses a reload that would start a key migration or change workers, and keeps the running config', async () => {
     writeConfig(c, true);
     const reload = await admin('/reload', 'POST');
     expect(reload.status).toBe(400);
     expect(reload.text).toMatch(/migration is not coordinated across worker processes.*workers: 1/);
     await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `still-a-${i}`)));
     for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`still-a-${i}`);
+    writeConfig(a, false, 3);
+    const resize = await admin('/reload', 'POST');
+    expect(resize.status).toBe(400);
+    expect(resize.text).toContain('workers (the number of worker processes) cannot change without a restart');
+    expect((await workers()).workers).toHaveLength(2);
     writeConfig(a);
   });
 
