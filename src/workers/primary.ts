@@ -169,6 +169,11 @@ export class WorkerPrimary {
     return this.configPath;
   }
 
+  /** A dry run (POST /reload?dry_run=1, keymux plan): the reload would be refused for starting a migration. */
+  reloadRefusal(next: KeymuxConfig): string | null {
+    return refusedMigration(this.config, next, this.count);
+  }
+
   /** Re-reads the config file and applies it to every worker (serialised with other reloads and worker starts). */
   reloadFromFile(trigger: string): Promise<ReloadResult> {
     return this.enqueue(async () => {

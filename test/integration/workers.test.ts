@@ -232,6 +232,9 @@ describe('workers: 2', () => {
 
   it('refuses a reload that would start a key migration or change workers, and keeps the running config', async () => {
     writeConfig(c, true);
+    // A dry run (what `keymux plan --against` asks) says so before anything is applied.
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: string } };
+    expect(dry.plan.refused).toMatch(/migration is not coordinated across worker processes/);
     const reload = await admin('/reload', 'POST');
     expect(reload.status).toBe(400);
     expect(reload.text).toMatch(/migration is not coordinated across worker processes.*workers: 1/);
