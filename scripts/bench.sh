@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 ensure_node_modules
 
 # Which sections and ring targets run (the same defaults as run.ts; it validates the names).
-sections="ring,cluster,metrics,hotkeys"
+sections="ring,cluster,metrics,hotkeys,workers"
 targets="direct,twemproxy,keymux"
 prev=""
 for arg in "$@"; do
@@ -29,7 +29,7 @@ done
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 # keymux is needed by the cluster and metrics sections, and by the ring section when it is one of its targets.
 wants_keymux=0
-{ has "$sections" cluster || has "$sections" metrics || has "$sections" hotkeys || { has "$sections" ring && has "$targets" keymux; }; } && wants_keymux=1
+{ has "$sections" cluster || has "$sections" metrics || has "$sections" hotkeys || has "$sections" workers || { has "$sections" ring && has "$targets" keymux; }; } && wants_keymux=1
 wants_nutcracker=0
 { has "$sections" ring && has "$targets" twemproxy; } && wants_nutcracker=1
 

@@ -6,10 +6,14 @@
  * do changes to the file, watched by the proxy; a bad file is logged and the running config stays), SIGTERM/SIGINT
  * drain (stop accepting, finish in-flight requests within a grace period, exit 0).
  */
+import cluster from 'node:cluster';
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfigFile } from './config/load.js';
+import type { KeymuxConfig } from './config/schema.js';
 import { Proxy } from './proxy.js';
 import { LOG_FORMATS, rootLogger, setLogFormat, setLogLevel, type LogFormat } from './log.js';
+import { workerCount } from './workers/protocol.js';
 
 const USAGE = `usage: keymux --config FILE [--check] [--no-watch] [--log-format json|pretty]
        keymux import-twemproxy NUTCRACKER.YML [--pool NAME] > keymux.yaml
@@ -81,6 +85,12 @@ async function main(): Promise<void> {
     }
     setLogFormat(logFormat as LogFormat);
   }
+  if (cluster.isWorker) {
+    // workers > 1: this process is one of the primary's workers; it gets its config from the primary.
+    const { runWorker } = await import('./workers/worker.js');
+    runWorker();
+    return;
+  }
   if (values.config === undefined) {
     process.stderr.write(`keymux: --config FILE is required\n${USAGE}`);
     process.exit(2);
@@ -105,6 +115,11 @@ async function main(): Promise<void> {
   }
   setLogLevel(config.log.level);
   const log = rootLogger();
+  const workers = workerCount(config.workers, os.availableParallelism);
+  if (workers > 1) {
+    await runPrimary(config, workers, file, values['no-watch'] !== true);
+    return;
+  }
   let proxy: Proxy;
   try {
     proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
@@ -125,6 +140,35 @@ async function main(): Promise<void> {
     // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
     quietly(() => log.info({ signal, graceMs }, 'draining'));
     void proxy.drain(graceMs).then(() => {
+      quietly(() => log.info('stopped'));
+      process.exit(0);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+/** workers > 1: this process is the primary (src/workers/primary.ts): the control plane for its workers. */
+async function runPrimary(config: KeymuxConfig, workers: number, file: string, watchConfig: boolean): Promise<void> {
+  const { WorkerPrimary } = await import('./workers/primary.js');
+  const log = rootLogger();
+  let primary: Awaited<ReturnType<typeof WorkerPrimary.start>>;
+  try {
+    primary = await WorkerPrimary.start(config, workers, { configPath: file, watchConfig });
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    process.stderr.write(`keymux: cannot start (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
+    for (const e of err.errors) process.stderr.write(`  ${e}\n`);
+    process.exit(1);
+  }
+  process.on('SIGHUP', () => void primary.reloadFromFile('SIGHUP'));
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    const graceMs = primary.config.drain.graceS * 1000;
+    quietly(() => log.info({ signal, graceMs, workers }, 'draining every worker'));
+    void primary.drain(graceMs).then(() => {
       quietly(() => log.info('stopped'));
       process.exit(0);
     });

@@ -59,6 +59,11 @@ export interface StartOptions {
    * change (default: as watchConfig, i.e. true unless --no-watch).
    */
   watchSecrets?: boolean;
+  /**
+   * Serve the admin endpoint (config `admin`) from this process (default true). A worker process (workers > 1,
+   * src/workers/) sets false: the primary process answers for all workers.
+   */
+  admin?: boolean;
 }
 
 export interface ReloadResult {
@@ -212,7 +217,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       config.tls.enabled && config.tls.listen !== null && material.clientTls !== null
         ? await proxy.listener.listenTls(config.tls.listen.host, config.tls.listen.port, material.clientTls.options)
         : null;
-    if (config.admin !== null) {
+    if (config.admin !== null && options.admin !== false) {
       proxy.admin = new AdminServer(
         { ready: () => proxy.readiness() },
         {

@@ -29,6 +29,8 @@ export interface ConfigHost {
   /** The file reloads read (null when keymux was started from a config object). */
   readonly configFile?: string | null;
   migrationProgress?(): MigrationProgress[];
+  /** Why this host would refuse a reload to `next` beyond the plan's own rules (workers > 1: a migration), or null. */
+  reloadRefusal?(next: KeymuxConfig): string | null;
 }
 
 /** Largest config a dry run accepts in a request body. */
@@ -173,5 +175,7 @@ async function dryRunReload(
     sample,
     host.migrationProgress?.() ?? [],
   );
+  const refusal = report.plan.refused === null ? (host.reloadRefusal?.(result.config) ?? null) : null;
+  if (refusal !== null) report.plan.refused = refusal;
   sendJson(res, 200, { ok: true, dry_run: true, version: host.topology.version, ...report });
 }

@@ -477,7 +477,19 @@ function configShape(mode: Mode | null) {
         .default(10)
         .describe('Seconds in-flight requests may take to finish before keymux exits anyway.'),
     }).describe('Graceful shutdown on SIGTERM.'),
+    workers: workerCount()
+      .default(1)
+      .describe(
+        'Processes serving clients behind the one client port (README "Workers"): an integer >= 1, or "auto" = ' +
+          'one per CPU (os.availableParallelism()). 1 (default) = one process, as always. Changing it needs a restart.',
+      ),
   };
+}
+
+/** `workers`: an integer 1..1024 or "auto". */
+function workerCount() {
+  const error = (iss: { input?: unknown }) => `expected an integer >= 1 or "auto", got ${describeValue(iss.input)}`;
+  return z.union([int(1, 1024), z.literal('auto', { error })], { error });
 }
 
 /** The whole document for one mode (null: the mode itself is wrong), with the rules that span sections. */

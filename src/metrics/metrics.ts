@@ -745,6 +745,24 @@ class PublishedHistogram extends PromHistogram<string> {
   }
 }
 
+/**
+ * How a metric adds up across worker processes (workers > 1: the primary merges every worker's registry with
+ * prom-client's AggregatorRegistry). Counters, histograms and most gauges sum (the default); these do not: a
+ * value every worker holds alike (build info, config version, reloads applied by each worker, failovers each one
+ * saw), one that is true only when true in every worker (ready, a shard up), or the earliest expiry.
+ */
+const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
+  keymux_info: 'max',
+  keymux_ready: 'min',
+  keymux_config_reloads_total: 'max',
+  keymux_tls_certificate_expiry_seconds: 'min',
+  keymux_config_version: 'max',
+  keymux_shard_info: 'max',
+  keymux_shard_up: 'min',
+  keymux_shard_role: 'min',
+  keymux_failovers_total: 'max',
+};
+
 export interface MetricsOptions {
   /** Register prom-client's default process and Node.js metrics (default true). */
   processMetrics?: boolean;
@@ -767,6 +785,7 @@ export class Metrics {
           help: def.help,
           labelNames: [...def.labels],
           registers: [registry],
+          aggregator: ACROSS_WORKERS[def.name] ?? 'sum',
           collect() {
             this.reset();
             read(src, (labels, value) => this.inc(labels as Record<string, string>, value));
@@ -779,6 +798,7 @@ export class Metrics {
           help: def.help,
           labelNames: [...def.labels],
           registers: [registry],
+          aggregator: ACROSS_WORKERS[def.name] ?? 'sum',
           collect() {
             this.reset();
             read(src, (labels, value) => this.set(labels as Record<string, string>, value));

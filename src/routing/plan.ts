@@ -117,6 +117,7 @@ export function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string 
   const admin = (a: KeymuxConfig['admin']) => (a === null ? null : [a.host, a.port, serverTls(a.tls)]);
   if (!same(admin(from.admin), admin(to.admin))) return 'admin (its address, or TLS on it)';
   if (from.mode !== to.mode) return 'mode';
+  if (from.workers !== to.workers) return 'workers (the number of worker processes)';
   return null;
 }
 
@@ -126,7 +127,7 @@ function restartOnly(from: KeymuxConfig, to: KeymuxConfig): string | null {
   return what === null ? null : `${to.source}: ${what} cannot change without a restart`;
 }
 
-const ROUTING_KEYS = new Set(['source', 'shards', 'ring', 'hashTag', 'routing', 'listen', 'admin', 'mode']);
+const ROUTING_KEYS = new Set(['source', 'shards', 'ring', 'hashTag', 'routing', 'listen', 'admin', 'mode', 'workers']);
 
 function otherSections(a: KeymuxConfig, b: KeymuxConfig): string[] {
   const out: string[] = [];

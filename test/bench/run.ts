@@ -13,6 +13,10 @@
  * - hotkeys: a Zipf-like read workload straight to one redis-server and through keymux with the near cache off
  *   and on (share of reads that reached a shard, hot shard load), and the cost of request coalescing on ordinary
  *   GET/SET traffic, over the ring section's shards (test/bench/hot-keys.ts).
+ * - workers: keymux with `workers: 1`, 2 and one per CPU over the ring section's shards, the same redis-benchmark
+ *   redis-benchmark load against each, in interleaved rounds; the table shows throughput per worker count, the
+ *   scaling against workers: 1 and the machine's CPU count. (redis-benchmark --threads is not used: it measures
+ *   time in quarter seconds, which quantises short runs.)
  *
  * Each section is bounded in time: every redis-benchmark run by BENCH_TIMEOUT_S, the section by
  * BENCH_SECTION_TIMEOUT_S (no run starts or continues past it), start-up steps by their own timeouts. A section
@@ -41,13 +45,14 @@ const CLIENTS = 50;
 const SHARDS = 4;
 const MGET_KEYS = 10;
 
-type SectionName = 'ring' | 'cluster' | 'metrics' | 'hotkeys';
-const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics', 'hotkeys'];
+type SectionName = 'ring' | 'cluster' | 'metrics' | 'hotkeys' | 'workers';
+const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics', 'hotkeys', 'workers'];
 const SECTION_TITLE: Record<SectionName, string> = {
   ring: 'Ring mode: keymux vs twemproxy vs a lone redis-server',
   cluster: 'Cluster mode: keymux vs redis-benchmark --cluster straight to a 3-master Redis Cluster',
   metrics: 'Metrics and hot keys: keymux with observability on vs off',
   hotkeys: 'Hot keys: near cache and request coalescing (Zipf-like reads)',
+  workers: 'Workers: throughput with workers 1, 2 and one per CPU (same shards, same load)',
 };
 
 type TargetName = 'direct' | 'twemproxy' | 'keymux' | 'baseline';
@@ -169,13 +174,14 @@ for (const [sig, code] of [
 // Arguments and sizes.
 
 function usage(): string {
-  return `usage: npm run bench -- [--sections ring,cluster,metrics,hotkeys] [--targets direct,twemproxy,keymux]
+  return `usage: npm run bench -- [--sections ring,cluster,metrics,hotkeys,workers] [--targets direct,twemproxy,keymux]
                        [--baseline DIR]
 
-  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all four; they always run in
+  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all five; they always run in
                    this order). ring: keymux vs twemproxy vs one redis-server; cluster: keymux in cluster mode vs
                    redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
-                   keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server
+                   keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server; workers:
+                   keymux with workers 1, 2 and one per CPU
   --targets LIST   targets of the ring section, a subset of: ${ALL_TARGETS.join(', ')} (default: all three)
   --baseline DIR   adds a ring target 'baseline': the keymux built in checkout DIR (npm ci && npm run build
                    there), run in the same interleaved rounds; the table gains a keymux/baseline column (is
@@ -873,6 +879,108 @@ async function hotKeysSection(scale: number, rounds: number): Promise<SectionOut
   return { markdown: [`## ${SECTION_TITLE.hotkeys}`, '', markdown].join('\n'), failures: [] };
 }
 
+/** The workers section's rows: the ring section's plain rows, at pipeline 1 and 16. */
+const WORKER_ROWS: Row[] = ROWS.filter((r) => !r.mget);
+
+async function workersSection(scale: number, rounds: number): Promise<SectionOutcome> {
+  const shardList = await ensureShards();
+  const cpus = os.availableParallelism();
+  const counts = [...new Set([1, 2, cpus])].sort((a, b) => a - b);
+  const targets: Array<{ workers: number; port: number; child: ChildProcess; log: string }> = [];
+  try {
+    for (const workers of counts) {
+      const k = await startKeymuxProcess(`keymux-workers-${workers}`, [
+        'mode: ring',
+        'hash_tag: "{}"',
+        'ring: { hash: fnv1a_64 }',
+        'shards:',
+        ...shardList.map((s) => `  - { address: ${s.address}, weight: 1 }`),
+        'log: { level: warn }',
+        `workers: ${workers}`,
+      ]);
+      targets.push({ workers, ...k });
+      console.log(`bench: keymux with workers: ${workers} answers PING on ${HOST}:${k.port}`);
+    }
+    if (!shardsPreloaded) {
+      const t0 = Date.now();
+      await preload({ name: 'keymux', port: targets[0]!.port });
+      shardsPreloaded = true;
+      console.log(`bench: preloaded ${fmtInt(KEYSPACE)} keys in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+    }
+    const requests = WORKER_ROWS.map((r) => Math.max(1000, Math.round((r.base * scale) / rounds)));
+    const results: Array<Map<number, Cell>> = [];
+    for (let i = 0; i < WORKER_ROWS.length; i++) {
+      const row = WORKER_ROWS[i]!;
+      const samples = new Map<number, Result[]>(counts.map((w) => [w, []]));
+      const cells = new Map<number, Cell>();
+      results.push(cells);
+      for (let round = 0; round < rounds; round++) {
+        for (let k = 0; k < targets.length; k++) {
+          const t = targets[(round + k) % targets.length]!; // rotating order: no count always goes last
+          if (cells.has(t.workers)) continue;
+          const cell = alive(t.child)
+            ? await redisBenchmark(t.port, requests[i]!, KEYSPACE, row.args)
+            : { error: `keymux (workers: ${t.workers}) is no longer running${logTail(t.log)}` };
+          if ('ok' in cell) samples.get(t.workers)!.push(cell.ok);
+          else cells.set(t.workers, cell);
+          const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps` : `FAILED: ${cell.error}`;
+          console.log(
+            `bench: workers ${row.name.padEnd(18)} round ${round + 1}/${rounds} workers ${t.workers} ${shown}`,
+          );
+        }
+      }
+      for (const w of counts) {
+        const got = samples.get(w)!;
+        if (!cells.has(w))
+          cells.set(w, {
+            ok: {
+              rps: median(got.map((r) => r.rps)),
+              p50: median(got.map((r) => r.p50)),
+              p99: median(got.map((r) => r.p99)),
+            },
+          });
+      }
+    }
+    const head = [
+      'row',
+      'requests',
+      ...counts.map((w) => `workers ${w} rps`),
+      ...counts.slice(1).map((w) => `${w} / 1`),
+    ];
+    const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? ' --- ' : ' ---: ')).join('|')}|`];
+    const failures: string[] = [];
+    WORKER_ROWS.forEach((row, i) => {
+      const cells = results[i]!;
+      const one = cells.get(1);
+      const out = [row.name, `${rounds} × ${fmtInt(requests[i]!)}`];
+      for (const w of counts) {
+        const c = cells.get(w)!;
+        out.push('ok' in c ? fmtInt(c.ok.rps) : 'failed');
+        if ('error' in c) failures.push(`workers / ${row.name} / ${w}: ${c.error}`);
+      }
+      for (const w of counts.slice(1)) out.push(ratio(cells.get(w), one));
+      lines.push(`| ${out.join(' | ')} |`);
+    });
+    return {
+      markdown: [
+        `## ${SECTION_TITLE.workers}`,
+        '',
+        `- machine: ${cpus} CPUs available to node (os.availableParallelism()), 1-minute load average before the ` +
+          `section ${os.loadavg()[0]!.toFixed(2)}; the ${SHARDS} redis-server shards, redis-benchmark and every ` +
+          'keymux process share them, so a worker added beyond what the CPUs can run adds little',
+        `- load: redis-benchmark (one thread), ${CLIENTS} clients, ${fmtInt(KEYSPACE)} random keys, ${VALUE_SIZE}-byte ` +
+          `values, against keymux in ring mode over the same shards with workers ${counts.join(', ')}; ${rounds} ` +
+          'interleaved rounds, medians',
+        '',
+        lines.join('\n'),
+      ].join('\n'),
+      failures,
+    };
+  } finally {
+    await Promise.all(targets.map((t) => stopChild(t.child)));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Main.
 
@@ -905,7 +1013,8 @@ async function main(): Promise<number> {
       if (section === 'ring') out = await ringSection(targetNames, scale, rounds);
       else if (section === 'cluster') out = await clusterSection(scale, rounds);
       else if (section === 'metrics') out = await metricsSection(scale, rounds);
-      else out = await hotKeysSection(scale, rounds);
+      else if (section === 'hotkeys') out = await hotKeysSection(scale, rounds);
+      else out = await workersSection(scale, rounds);
     } catch (err) {
       await haltIfStopping();
       const msg = err instanceof Error ? err.message : String(err);

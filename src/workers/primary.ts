@@ -1,0 +1,697 @@
+/**
+ * The primary process of `workers: N` (N > 1, README "Workers"): the control plane for N worker processes
+ * (worker.ts) that each run a whole data plane behind the one client port (node:cluster's shared listening
+ * handle: the primary accepts and hands each connection to a worker in turn; the bytes then flow between the
+ * client and that worker alone). The primary serves no client and opens no backend connection. It owns:
+ *
+ * - the config: it reads and validates the YAML (at start, on SIGHUP, a file change or POST /reload) once, and
+ *   sends the validated config to every worker, which applies it through the in-process reload path. A reload is
+ *   reported applied only when every worker acknowledged it; when one refuses (or does not answer), the reload is
+ *   reported failed and the workers that had applied it get the previous config again, so workers disagree about
+ *   the topology only while a reload is in flight. Worker starts and reloads run one at a time (one chain), so a
+ *   worker restarted during a reload starts on the config that reload ends with.
+ * - key migration: its state would live in every worker at once, so a reload that changes which shard owns keys
+ *   while `migration.enabled` is refused (run with workers: 1 to reshard, or disable migration), and so is a start
+ *   with an interrupted migration in `migration.state_file`.
+ * - the admin endpoint, answering for all workers: /metrics merges every worker's registry (prom-client's
+ *   AggregatorRegistry; counters and histograms sum, gauges sum unless metrics.ts says min or max), /hotkeys sums
+ *   each key's counts across workers and re-ranks, /shards is one topology with per-shard counts summed and every
+ *   worker's connections listed, /slowlog merges by time, /readyz is ready when every worker is, /workers lists
+ *   the workers and their PIDs.
+ * - the workers' lives: a worker that exits unexpectedly is logged, counted (keymux_worker_restarts_total) and
+ *   replaced (after a short back-off when it died young); SIGTERM/SIGINT drain every worker within the grace
+ *   period, and the primary exits once all have exited.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import fs from 'node:fs';
+import { performance } from 'node:perf_hooks';
+import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { KeymuxConfig } from '../config/schema.js';
+import { ConfigError, readConfigFile } from '../config/load.js';
+import { ConfigWatcher } from '../config/watch.js';
+import { addConfigRoutes } from '../config/endpoints.js';
+import { AdminServer, RefusalLog, sendJson, sendText } from '../metrics/admin-server.js';
+import { loadSecurity, type SecurityMaterial } from '../security/material.js';
+import { FileSetWatcher } from '../security/tls.js';
+import { restartOnlyChange } from '../routing/plan.js';
+import type { ReloadResult } from '../proxy.js';
+import { childLogger, setLogLevel, type Logger } from '../log.js';
+import {
+  isReply,
+  isWorkerEvent,
+  type ReplyMessage,
+  type WorkerEvent,
+  type WorkerOp,
+  type WorkerRequest,
+} from './protocol.js';
+
+/** How long a worker may take to start (connect to its shards, learn the command table, listen). */
+const START_TIMEOUT_MS = 60_000;
+/** How long a worker may take to apply a reload (sentinel look-ups included). */
+const RELOAD_TIMEOUT_MS = 30_000;
+/** How long a worker may take to answer an admin question. */
+const ASK_TIMEOUT_MS = 5_000;
+/** After the drain grace period, how long the primary waits for workers to exit before killing them. */
+const EXIT_SLACK_MS = 5_000;
+/** A worker that dies sooner than this after its start is restarted after a growing back-off. */
+const YOUNG_MS = 5_000;
+const MAX_BACKOFF_MS = 5_000;
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+/** One worker slot (1..N): the process filling it now. */
+interface Slot {
+  readonly id: number;
+  worker: Worker;
+  pid: number;
+  state: 'starting' | 'serving' | 'stopping';
+  startedAt: number;
+  /** Deaths in a row of workers that died young in this slot (the back-off grows with it). */
+  youngDeaths: number;
+  pending: Map<number, Pending>;
+  online: Promise<void>;
+  exited: Promise<void>;
+}
+
+export interface PrimaryOptions {
+  configPath: string;
+  watchConfig: boolean;
+}
+
+export class WorkerPrimary {
+  config: KeymuxConfig;
+  /** 1 at start, +1 per reload applied by every worker. */
+  version = 1;
+  readonly count: number;
+  readonly startedAt = Date.now();
+  private readonly slots: Array<Slot | null>;
+  private readonly log: Logger;
+  private readonly configPath: string;
+  private security: SecurityMaterial;
+  private admin: AdminServer | null = null;
+  private watcher: ConfigWatcher | null = null;
+  private secretsWatcher: FileSetWatcher | null = null;
+  private readonly watchFiles: boolean;
+  private chain: Promise<unknown> = Promise.resolve();
+  private nextRequestId = 1;
+  private stopping = false;
+  /** Every worker served once: from now on a worker that exits is replaced. */
+  private started = false;
+  private restarts = 0;
+  private reloadsOk = 0;
+  private reloadsFailed = 0;
+  private adminRefusedCount = 0;
+  private readonly adminRefusals = new RefusalLog(10_000);
+  private readonly registry: Registry;
+
+  private constructor(config: KeymuxConfig, count: number, material: SecurityMaterial, options: PrimaryOptions) {
+    this.config = config;
+    this.count = count;
+    this.security = material;
+    this.configPath = options.configPath;
+    this.watchFiles = options.watchConfig;
+    this.slots = new Array<Slot | null>(count).fill(null);
+    this.log = childLogger('primary');
+    this.registry = this.ownMetrics();
+  }
+
+  /**
+   * Starts N workers on `config` and the admin endpoint; resolves once every worker serves. A worker that cannot
+   * start stops them all and throws (a ConfigError with the worker's errors when it had any).
+   */
+  static async start(config: KeymuxConfig, count: number, options: PrimaryOptions): Promise<WorkerPrimary> {
+    const loaded = loadSecurity(config);
+    if (loaded.errors !== undefined) throw new ConfigError(loaded.errors);
+    const interrupted = interruptedMigration(config);
+    if (interrupted !== null) throw new ConfigError([interrupted]);
+    const primary = new WorkerPrimary(config, count, loaded.material, options);
+    cluster.setupPrimary({ serialization: 'advanced' });
+    const starts = [];
+    for (let id = 1; id <= count; id++) starts.push(primary.startWorker(id));
+    const results = await Promise.allSettled(starts);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) {
+      primary.stopping = true;
+      await primary.killAll();
+      throw primary.startErrors !== null ? new ConfigError(primary.startErrors) : failed.reason;
+    }
+    primary.started = true;
+    await primary.startAdmin();
+    if (options.watchConfig) {
+      primary.watcher = new ConfigWatcher(options.configPath, () => void primary.reloadFromFile('file change'));
+      primary.watcher.start();
+    }
+    primary.watchSecretFiles(loaded.material.files);
+    primary.log.info(
+      {
+        workers: count,
+        pids: primary.slots.map((s) => s?.pid ?? null),
+        listen: config.listen === null ? null : `${config.listen.host}:${config.listen.port}`,
+        admin: primary.admin?.port ?? null,
+      },
+      'keymux workers serving',
+    );
+    return primary;
+  }
+
+  // ---- the control plane ---------------------------------------------------------------------------------------
+
+  /** For the config endpoints (/config, dry runs). */
+  get topology(): { config: KeymuxConfig; version: number } {
+    return { config: this.config, version: this.version };
+  }
+
+  get configFile(): string {
+    return this.configPath;
+  }
+
+  /** A dry run (POST /reload?dry_run=1, keymux plan): the reload would be refused for starting a migration. */
+  reloadRefusal(next: KeymuxConfig): string | null {
+    return refusedMigration(this.config, next, this.count);
+  }
+
+  /** Re-reads the config file and applies it to every worker (serialised with other reloads and worker starts). */
+  reloadFromFile(trigger: string): Promise<ReloadResult> {
+    return this.enqueue(async () => {
+      const result = await readConfigFile(this.configPath);
+      this.watcher?.markCurrent();
+      if (result.errors !== undefined) return this.reloadFailed(trigger, result.errors);
+      return this.applyEverywhere(result.config, trigger);
+    });
+  }
+
+  private async applyEverywhere(next: KeymuxConfig, trigger: string): Promise<ReloadResult> {
+    const previous = this.config;
+    const restartOnly = restartOnlyChange(previous, next);
+    if (restartOnly !== null)
+      return this.reloadFailed(trigger, [`${next.source}: ${restartOnly} cannot change without a restart`]);
+    const migrationRefusal = refusedMigration(previous, next, this.count);
+    if (migrationRefusal !== null) return this.reloadFailed(trigger, [migrationRefusal]);
+    const loaded = loadSecurity(next);
+    if (loaded.errors !== undefined) return this.reloadFailed(trigger, loaded.errors);
+    const serving = this.serving();
+    const outcomes = await Promise.allSettled(
+      serving.map((slot) => this.ask(slot, { op: 'reload', config: next }, RELOAD_TIMEOUT_MS)),
+    );
+    const errors: string[] = [];
+    const applied: Slot[] = [];
+    outcomes.forEach((o, i) => {
+      const slot = serving[i]!;
+      const refusal = o.status === 'fulfilled' ? (o.value as string | null) : (o.reason as Error).message;
+      if (refusal === null) applied.push(slot);
+      else errors.push(`worker ${slot.id} (pid ${slot.pid}): ${refusal}`);
+    });
+    if (errors.length > 0) {
+      if (applied.length > 0) await this.rollBack(applied, previous);
+      return this.reloadFailed(trigger, errors);
+    }
+    this.config = next;
+    this.version++;
+    this.reloadsOk++;
+    setLogLevel(next.log.level);
+    this.applySecurity(loaded.material);
+    this.log.info({ trigger, version: this.version, workers: serving.length }, 'config reloaded by every worker');
+    return { ok: true, errors: [], version: this.version };
+  }
+
+  /** A reload some workers refused: the ones that applied it go back to the running config. */
+  private async rollBack(applied: Slot[], previous: KeymuxConfig): Promise<void> {
+    const ids = applied.map((s) => s.id);
+    this.log.warn({ workers: ids }, 'reload refused by another worker: restoring the running config on these');
+    await Promise.all(
+      applied.map((slot) =>
+        this.ask(slot, { op: 'reload', config: previous }, RELOAD_TIMEOUT_MS).then(
+          (refusal) => {
+            if (refusal !== null) this.replaceWorker(slot, `could not restore the running config: ${String(refusal)}`);
+          },
+          (err: Error) => this.replaceWorker(slot, `could not restore the running config: ${err.message}`),
+        ),
+      ),
+    );
+  }
+
+  private reloadFailed(trigger: string, errors: string[]): ReloadResult {
+    this.reloadsFailed++;
+    this.log.error({ trigger, errors }, 'config reload rejected; the running config stays');
+    return { ok: false, errors, version: this.version };
+  }
+
+  private applySecurity(material: SecurityMaterial): void {
+    this.security = material;
+    if (material.adminTls !== null) this.admin?.setSecureContext(material.adminTls.options);
+    this.watchSecretFiles(material.files);
+  }
+
+  /** The admin token and certificate files (the workers watch their own files for their own ports). */
+  private watchSecretFiles(files: readonly string[]): void {
+    if (!this.watchFiles || this.stopping) return;
+    const wanted = [...new Set(files)].sort().join('\n');
+    if (this.secretsWatcher !== null && this.secretsWatcher.files.join('\n') === wanted) {
+      this.secretsWatcher.markCurrent();
+      return;
+    }
+    this.secretsWatcher?.stop();
+    this.secretsWatcher = null;
+    if (files.length === 0) return;
+    this.secretsWatcher = new FileSetWatcher(files, () => {
+      const loaded = loadSecurity(this.config);
+      if (loaded.errors !== undefined) {
+        this.log.error({ errors: loaded.errors }, 'new admin token or certificate rejected; the running ones stay');
+        return;
+      }
+      this.applySecurity(loaded.material);
+    });
+    this.secretsWatcher.start();
+  }
+
+  private enqueue<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.chain.then(run, run);
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  // ---- the workers' lives ---------------------------------------------------------------------------------------
+
+  /** Forks the worker of slot `id` and starts it on the current config; resolves once it serves. */
+  private startWorker(id: number, youngDeaths = 0): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.stopping) return;
+      if (!this.started && this.startErrors !== null) throw new Error('another worker could not start');
+      const worker = cluster.fork({ KEYMUX_WORKER: String(id) });
+      let online!: () => void;
+      let exited!: () => void;
+      const slot: Slot = {
+        id,
+        worker,
+        pid: worker.process.pid ?? 0,
+        state: 'starting',
+        startedAt: performance.now(),
+        youngDeaths,
+        pending: new Map(),
+        online: new Promise<void>((r) => (online = r)),
+        exited: new Promise<void>((r) => (exited = r)),
+      };
+      this.slots[id - 1] = slot;
+      worker.on('message', (msg: unknown) => {
+        if (isReply(msg)) this.settle(slot, msg);
+        else if (isWorkerEvent(msg)) this.onEvent(slot, msg, online);
+      });
+      worker.on('exit', (code, signal) => {
+        exited();
+        this.onExit(slot, code, signal);
+      });
+      await Promise.race([slot.online, slot.exited]);
+      if (slot.state !== 'starting') throw new Error(`worker ${id} exited before it could start`);
+      try {
+        await this.ask(slot, { op: 'start', config: this.config, watchSecrets: this.watchFiles }, START_TIMEOUT_MS);
+      } catch (err) {
+        this.log.error({ worker: id, pid: slot.pid, err: (err as Error).message }, 'worker could not start');
+        this.startErrors ??= [(err as Error).message];
+        worker.process.kill('SIGKILL');
+        throw err;
+      }
+      slot.state = 'serving';
+      this.log.info({ worker: id, pid: slot.pid }, 'worker serving');
+    });
+  }
+
+  private onEvent(slot: Slot, event: WorkerEvent, online: () => void): void {
+    if (event.type === 'keymux:online') online();
+    else if (event.type === 'keymux:start-failed') this.startErrors = event.errors;
+  }
+
+  /** The last start failure's errors (a ConfigError for main.ts to print when the first start fails). */
+  private startErrors: readonly string[] | null = null;
+
+  private onExit(slot: Slot, code: number | null, signal: string | null): void {
+    const wasStarting = slot.state === 'starting';
+    slot.state = 'stopping';
+    for (const [, p] of slot.pending) {
+      clearTimeout(p.timer);
+      p.reject(new Error(`worker ${slot.id} (pid ${slot.pid}) exited`));
+    }
+    slot.pending.clear();
+    if (this.slots[slot.id - 1] !== slot) return; // already replaced
+    if (this.stopping) return;
+    if (!this.started && wasStarting) return; // the first start: start() reports it
+    const young = performance.now() - slot.startedAt < YOUNG_MS;
+    const youngDeaths = young ? slot.youngDeaths + 1 : 0;
+    const delay = young ? Math.min(MAX_BACKOFF_MS, 250 * 2 ** (youngDeaths - 1)) : 0;
+    this.restarts++;
+    this.log.error(
+      { worker: slot.id, pid: slot.pid, code, signal, restartInMs: delay },
+      'worker exited unexpectedly; starting a new one',
+    );
+    this.slots[slot.id - 1] = null;
+    setTimeout(() => {
+      this.startWorker(slot.id, youngDeaths).catch(() => undefined); // its exit schedules the next attempt
+    }, delay).unref();
+  }
+
+  /** A worker that cannot be trusted to hold the running config: killed (and so replaced). */
+  private replaceWorker(slot: Slot, why: string): void {
+    this.log.error({ worker: slot.id, pid: slot.pid, why }, 'replacing worker');
+    slot.worker.process.kill('SIGKILL');
+  }
+
+  private serving(): Slot[] {
+    return this.slots.filter((s): s is Slot => s !== null && s.state === 'serving');
+  }
+
+  private ask(slot: Slot, request: WorkerRequest, timeoutMs: number): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (slot.state === 'stopping' || !slot.worker.isConnected()) {
+        reject(new Error(`worker ${slot.id} (pid ${slot.pid}) is gone`));
+        return;
+      }
+      const id = this.nextRequestId++;
+      const timer = setTimeout(() => {
+        slot.pending.delete(id);
+        reject(new Error(`worker ${slot.id} (pid ${slot.pid}) did not answer ${request.op} in ${timeoutMs} ms`));
+      }, timeoutMs);
+      slot.pending.set(id, { resolve, reject, timer });
+      slot.worker.send({ ...request, type: 'keymux:request', id });
+    });
+  }
+
+  private settle(slot: Slot, reply: ReplyMessage): void {
+    const p = slot.pending.get(reply.id);
+    if (p === undefined) return;
+    slot.pending.delete(reply.id);
+    clearTimeout(p.timer);
+    if (reply.ok) p.resolve(reply.value);
+    else p.reject(new Error(reply.error ?? 'failed'));
+  }
+
+  /** Asks every serving worker; the answers of those that answered, with their slots. */
+  private async askAll(request: WorkerRequest & { op: WorkerOp }): Promise<Array<{ slot: Slot; value: unknown }>> {
+    const serving = this.serving();
+    const outcomes = await Promise.allSettled(serving.map((s) => this.ask(s, request, ASK_TIMEOUT_MS)));
+    const out: Array<{ slot: Slot; value: unknown }> = [];
+    outcomes.forEach((o, i) => {
+      if (o.status === 'fulfilled') out.push({ slot: serving[i]!, value: o.value });
+    });
+    return out;
+  }
+
+  /** SIGTERM: every worker drains within graceMs; resolves once all exited (killing stragglers after a slack). */
+  async drain(graceMs: number): Promise<void> {
+    this.stopping = true;
+    this.watcher?.stop();
+    this.secretsWatcher?.stop();
+    const live = this.slots.filter((s): s is Slot => s !== null);
+    for (const slot of live) {
+      if (slot.state === 'serving') this.ask(slot, { op: 'drain', graceMs }, graceMs + EXIT_SLACK_MS).catch(() => {});
+      else slot.worker.process.kill('SIGTERM');
+    }
+    const allExited = Promise.all(live.map((s) => s.exited));
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), graceMs + EXIT_SLACK_MS)));
+    if ((await Promise.race([allExited, late])) === 'late') {
+      this.log.warn('workers did not exit within the grace period: killing them');
+      await this.killAll();
+    }
+    clearTimeout(timer);
+    if (this.admin !== null) await this.admin.close();
+  }
+
+  private async killAll(): Promise<void> {
+    const live = this.slots.filter((s): s is Slot => s !== null);
+    for (const s of live) s.worker.process.kill('SIGKILL');
+    await Promise.all(live.map((s) => s.exited));
+  }
+
+  // ---- the admin endpoint ---------------------------------------------------------------------------------------
+
+  private async startAdmin(): Promise<void> {
+    const config = this.config;
+    if (config.admin === null) return;
+    const admin = new AdminServer(
+      { ready: () => ({ ok: !this.stopping, reason: this.stopping ? 'draining' : 'see /readyz' }) },
+      {
+        tls: this.security.adminTls?.options ?? null,
+        access: {
+          token: () => this.security.adminToken,
+          publicMetrics: () => this.config.admin?.publicMetrics ?? true,
+          refused: (reason, req) => {
+            this.adminRefusedCount++;
+            const n = this.adminRefusals.note();
+            if (n > 0)
+              this.log.warn({ reason, method: req.method, path: req.url, refused: n }, 'admin request refused');
+          },
+        },
+      },
+    );
+    admin.setErrorHandler((err, method, path) => this.log.error({ err, method, path }, 'admin request failed'));
+    admin.addRoute(
+      'GET',
+      '/readyz',
+      async (_req, res) => {
+        const r = await this.readiness();
+        sendText(res, r.ok ? 200 : 503, `${r.ok ? 'ready' : 'not ready'}: ${r.reason}\n`);
+      },
+      'open',
+    );
+    admin.addRoute(
+      'GET',
+      '/metrics',
+      async (_req, res) => {
+        const merged = await this.metrics();
+        sendText(res, 200, await merged.metrics(), merged.contentType);
+      },
+      'metrics',
+    );
+    admin.addRoute('GET', '/shards', async (_req, res) => sendJson(res, 200, await this.shards()));
+    admin.addRoute('GET', '/hotkeys', async (_req, res, _url, caller) =>
+      sendJson(res, 200, await this.hotKeys(caller.authorized)),
+    );
+    admin.addRoute('GET', '/slowlog', async (_req, res, url, caller) => {
+      const raw = url.searchParams.get('limit');
+      const limit = raw === null ? Infinity : Number(raw);
+      if (raw !== null && (raw === '' || !Number.isInteger(limit) || limit < 0)) {
+        sendJson(res, 400, { error: `limit must be a non-negative integer, got ${JSON.stringify(raw)}` });
+        return;
+      }
+      sendJson(res, 200, await this.slowlog(limit, caller.authorized));
+    });
+    admin.addRoute('DELETE', '/slowlog', async (_req, res) => {
+      await this.askAll({ op: 'slowlog-reset' });
+      sendJson(res, 200, { ok: true });
+    });
+    admin.addRoute('GET', '/workers', (_req, res) => sendJson(res, 200, this.workersReport()));
+    addConfigRoutes(admin, this);
+    await admin.listen(config.admin.host, config.admin.port);
+    this.admin = admin;
+  }
+
+  /** Ready when every worker slot has a serving worker that says it is ready. */
+  async readiness(): Promise<{ ok: boolean; reason: string }> {
+    if (this.stopping) return { ok: false, reason: 'draining' };
+    const serving = this.serving();
+    if (serving.length < this.count)
+      return { ok: false, reason: `${serving.length}/${this.count} workers serving (the others are starting)` };
+    const answers = await this.askAll({ op: 'ready' });
+    const notReady = answers.filter((a) => !(a.value as { ok: boolean }).ok);
+    if (answers.length < this.count) return { ok: false, reason: `${answers.length}/${this.count} workers answered` };
+    if (notReady.length > 0) {
+      const a = notReady[0]!;
+      return { ok: false, reason: `worker ${a.slot.id}: ${(a.value as { reason: string }).reason}` };
+    }
+    return { ok: true, reason: `${this.count} workers ready; ${(answers[0]!.value as { reason: string }).reason}` };
+  }
+
+  workersReport(): unknown {
+    return {
+      workers: this.slots.map((s, i) =>
+        s === null
+          ? { id: i + 1, pid: null, state: 'restarting' }
+          : { id: s.id, pid: s.pid, state: s.state, up_s: Math.round((performance.now() - s.startedAt) / 1000) },
+      ),
+      restarts: this.restarts,
+      config_version: this.version,
+    };
+  }
+
+  /** Every worker's registry and the primary's own, merged (each metric by its aggregator). */
+  async metrics(): Promise<Registry> {
+    const answers = await this.askAll({ op: 'metrics' });
+    const own = await this.registry.getMetricsAsJSON();
+    return AggregatorRegistry.aggregate([...answers.map((a) => a.value as object[]), own]);
+  }
+
+  /** The primary's own metrics: its workers, restarts, the reloads it coordinated, refused admin requests. */
+  private ownMetrics(): Registry {
+    const registry = new Registry();
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const primary = this;
+    new Gauge({
+      name: 'keymux_workers',
+      help: 'Worker processes (config workers), by state: serving, starting, restarting.',
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        const counts = { serving: 0, starting: 0, restarting: 0 };
+        for (const s of primary.slots) {
+          if (s === null || s.state === 'stopping') counts.restarting++;
+          else counts[s.state]++;
+        }
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    new Counter({
+      name: 'keymux_worker_restarts_total',
+      help: 'Worker processes that exited unexpectedly and were replaced.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(primary.restarts);
+      },
+    });
+    new Counter({
+      name: 'keymux_config_reloads_total',
+      help: 'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).',
+      labelNames: ['result'],
+      registers: [registry],
+      aggregator: 'max',
+      collect() {
+        this.reset();
+        this.inc({ result: 'ok' }, primary.reloadsOk);
+        this.inc({ result: 'failed' }, primary.reloadsFailed);
+      },
+    });
+    new Counter({
+      name: 'keymux_admin_refused_total',
+      help: 'Admin requests refused: no or wrong token, a web page (Origin, form or text body), or a DNS name without a token.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(primary.adminRefusedCount);
+      },
+    });
+    collectDefaultMetrics({ register: registry });
+    return registry;
+  }
+
+  /** /shards: one topology (the first worker's), with per-shard counts summed and every worker's connections. */
+  async shards(): Promise<unknown> {
+    const answers = await this.askAll({ op: 'shards' });
+    if (answers.length === 0) return { workers: this.workersReport(), shards: [] };
+    type ShardRow = Record<string, unknown> & { name: string; connections: unknown[]; state: string };
+    type Report = Record<string, unknown> & { shards: ShardRow[]; version: number };
+    const reports = answers.map((a) => ({ id: a.slot.id, report: a.value as Report }));
+    const first = reports[0]!.report;
+    const shards = first.shards.map((row) => {
+      const out: Record<string, unknown> = { ...row, connections: [] as unknown[] };
+      for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight']) out[k] = 0;
+      const states = new Set<string>();
+      for (const { id, report } of reports) {
+        const same = report.shards.find((s) => s.name === row.name);
+        if (same === undefined) continue;
+        for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight'])
+          (out[k] as number) += (same[k] as number) ?? 0;
+        for (const c of same.connections) (out.connections as unknown[]).push({ worker: id, ...(c as object) });
+        states.add(same.state);
+      }
+      // Ready only when ready in every worker; otherwise the state a worker is stuck in.
+      out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
+      return out;
+    });
+    return {
+      ...first,
+      version: this.version,
+      worker_versions: Object.fromEntries(reports.map(({ id, report }) => [id, report.version])),
+      shards,
+      workers: this.workersReport(),
+    };
+  }
+
+  /** /hotkeys: each key's requests and rate summed over the workers, re-ranked, the top k kept. */
+  async hotKeys(authorized: boolean): Promise<unknown> {
+    type Row = { key: string; shard: string; requests: number; rate: number; cached: boolean };
+    type Report = Record<string, unknown> & { k: number; samples: number; covered_s: number; keys: Row[] };
+    const reports = (await this.askAll({ op: 'hotkeys', authorized })).map((a) => a.value as Report);
+    if (reports.length === 0) return { enabled: false, keys: [] };
+    const byKey = new Map<string, Row>();
+    for (const r of reports) {
+      for (const row of r.keys) {
+        const seen = byKey.get(row.key);
+        if (seen === undefined) byKey.set(row.key, { ...row });
+        else {
+          seen.requests += row.requests;
+          seen.rate += row.rate;
+          seen.cached ||= row.cached;
+        }
+      }
+    }
+    const first = reports[0]!;
+    const keys = [...byKey.values()]
+      .sort((a, b) => b.requests - a.requests || (a.key < b.key ? -1 : 1))
+      .slice(0, first.k)
+      .map((row, i) => ({
+        rank: i + 1,
+        key: row.key,
+        shard: row.shard,
+        requests: row.requests,
+        rate: Number(row.rate.toFixed(3)),
+        cached: row.cached,
+      }));
+    return {
+      ...first,
+      covered_s: Math.max(...reports.map((r) => r.covered_s)),
+      samples: reports.reduce((n, r) => n + r.samples, 0),
+      workers: reports.length,
+      keys,
+    };
+  }
+
+  /** /slowlog: every worker's entries, newest first, each with its worker. */
+  async slowlog(limit: number, authorized: boolean): Promise<unknown> {
+    type Entry = Record<string, unknown> & { time: string };
+    type Report = Record<string, unknown> & { entries: Entry[] };
+    const answers = await this.askAll({ op: 'slowlog', authorized });
+    if (answers.length === 0) return { entries: [] };
+    const entries = answers
+      .flatMap((a) => (a.value as Report).entries.map((e) => ({ worker: a.slot.id, ...e })))
+      .sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
+      .slice(0, limit);
+    return { ...(answers[0]!.value as Report), entries };
+  }
+}
+
+/** Where a config places keys (slots and ring modes): two configs that differ here move keys. */
+function placement(config: KeymuxConfig): string {
+  if (config.mode === 'cluster') return 'cluster';
+  const routing = [config.mode, config.hashTag, config.routing];
+  if (config.mode === 'slots') {
+    const owners = config.shards.map((s) => JSON.stringify([s.address, s.slots])).sort();
+    return JSON.stringify([...routing, owners]);
+  }
+  const ring = config.shards.map((s) => [s.named ? s.name : s.address, s.address, s.weight]);
+  return JSON.stringify([...routing, config.ring, ring]);
+}
+
+/** Why a reload must be refused under workers > 1 (it would start a key migration), or null. */
+export function refusedMigration(previous: KeymuxConfig, next: KeymuxConfig, workers: number): string | null {
+  if (!next.migration.enabled || next.mode === 'cluster' || placement(previous) === placement(next)) return null;
+  return (
+    `${next.source}: this reload changes which shard owns some keys and migration.enabled is true, but key ` +
+    `migration is not coordinated across worker processes (workers: ${workers}); run keymux with workers: 1 to ` +
+    'reshard with migration, or set migration.enabled: false to switch without moving keys'
+  );
+}
+
+/** A start with workers > 1 while migration.state_file records an interrupted migration: why it is refused. */
+function interruptedMigration(config: KeymuxConfig): string | null {
+  const file = config.migration.stateFile;
+  if (!config.migration.enabled || file === null || config.mode === 'cluster' || !fs.existsSync(file)) return null;
+  return (
+    `${config.source}: migration.state_file ${file} records an interrupted key migration, which workers: ` +
+    `${String(config.workers)} cannot resume (migration state lives in one process): start with workers: 1 until ` +
+    'it finishes'
+  );
+}

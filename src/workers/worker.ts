@@ -1,0 +1,96 @@
+/**
+ * A worker process (workers > 1, README "Workers"): one whole data plane — its own listener on the shared client
+ * port (node:cluster hands it connections), its own backend connections, pools, near cache, pub/sub hub and
+ * hot-key tracker — and no control plane: it reads no config file, watches none, handles no SIGHUP and serves no
+ * admin endpoint. It starts on the config the primary sends, applies the configs the primary sends (the same
+ * in-process reload path as a single keymux: Proxy.reloadAsync), answers the primary's questions for the admin
+ * endpoint (readiness, metrics, shards, hot keys, slow log), and drains when told to (or on its own SIGTERM, or
+ * when the primary is gone).
+ */
+import { ConfigError } from '../config/load.js';
+import { Proxy } from '../proxy.js';
+import { Metrics } from '../metrics/metrics.js';
+import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
+import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
+import { isRequest, type RequestMessage, type WorkerEvent, type ReplyMessage } from './protocol.js';
+
+export function runWorker(): void {
+  // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
+  setRootLogger(rootLogger().child({ worker: Number(process.env.KEYMUX_WORKER ?? 0), pid: process.pid }));
+  const log = childLogger('worker');
+  const send = (msg: ReplyMessage | WorkerEvent): void => {
+    if (process.connected) process.send!(msg);
+  };
+  let proxy: Proxy | null = null;
+  let metrics: Metrics | null = null;
+  let draining: Promise<void> | null = null;
+
+  const drain = (graceMs: number, why: string): Promise<void> => {
+    if (draining !== null) return draining;
+    log.info({ why, graceMs }, 'worker draining');
+    const current = proxy;
+    draining = (current === null ? Promise.resolve() : current.drain(graceMs)).then(() => {
+      log.info('worker stopped');
+      process.exit(0);
+    });
+    return draining;
+  };
+
+  const answer = async (req: RequestMessage): Promise<unknown> => {
+    if (req.op === 'start') {
+      setLogLevel(req.config.log.level);
+      proxy = await Proxy.start(req.config, { admin: false, watchSecrets: req.watchSecrets });
+      metrics = new Metrics(proxy);
+      return proxy.port;
+    }
+    if (proxy === null || metrics === null) throw new Error('the worker has not started');
+    switch (req.op) {
+      case 'reload':
+        return proxy.reloadAsync(req.config);
+      case 'drain':
+        void drain(req.graceMs, 'primary');
+        return null;
+      case 'ready':
+        return proxy.readiness();
+      case 'metrics':
+        return metrics.registry.getMetricsAsJSON();
+      case 'shards':
+        return shardsReport(proxy);
+      case 'hotkeys':
+        return hotKeysReport(proxy, { authorized: req.authorized });
+      case 'slowlog':
+        return slowlogReport(proxy, Infinity, { authorized: req.authorized });
+      case 'slowlog-reset':
+        proxy.observer.slowlog.reset();
+        return null;
+    }
+  };
+
+  process.on('message', (msg: unknown) => {
+    if (!isRequest(msg)) return;
+    answer(msg).then(
+      (value) => {
+        send({ type: 'keymux:reply', id: msg.id, ok: true, value });
+      },
+      (err: unknown) => {
+        if (msg.op === 'start') {
+          const errors = err instanceof ConfigError ? err.errors : [(err as Error).message];
+          send({ type: 'keymux:start-failed', errors });
+        }
+        send({ type: 'keymux:reply', id: msg.id, ok: false, error: (err as Error)?.message ?? String(err) });
+      },
+    );
+  });
+  // The primary forwards SIGTERM as a drain request; a signal sent to the whole process group (a terminal's ^C,
+  // systemd's control-group kill) reaches the worker too and drains it the same way. SIGHUP is the primary's.
+  process.on('SIGTERM', () => void drain(graceOf(proxy), 'SIGTERM'));
+  process.on('SIGINT', () => void drain(graceOf(proxy), 'SIGINT'));
+  process.on('SIGHUP', () => undefined);
+  // The primary is gone (killed): nobody can reload or restart this worker any more; drain and exit.
+  process.on('disconnect', () => void drain(graceOf(proxy), 'primary gone'));
+  send({ type: 'keymux:online' });
+}
+
+function graceOf(proxy: Proxy | null): number {
+  return proxy === null ? 0 : proxy.topology.config.drain.graceS * 1000;
+}

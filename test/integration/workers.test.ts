@@ -1,0 +1,285 @@
+/**
+ * `workers: 2`: the real binary runs a primary and two worker processes behind one client port, on real
+ * redis-servers. Clients (ioredis) land on both workers (INFO's process_id tells which) and get correct
+ * GET/SET/MGET replies; /metrics counts the commands of both workers; a shard-list reload (POST /reload, then
+ * SIGHUP) is applied by both workers, so keys route to the new shard from every connection, and a reload that
+ * would start a key migration or change `workers` is refused; /hotkeys merges counts before ranking; a worker killed by its PID (learned from /workers) is replaced and new
+ * clients are served; SIGTERM drains every worker and the process exits 0.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { stringify } from 'yaml';
+import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
+import { freePort } from '../support/ports.js';
+import { keySlot } from '../../src/routing/crc16.js';
+
+const BIN = path.resolve('bin/keymux.js');
+const CLIENTS = 12;
+
+let dir: string;
+let file: string;
+let a: RedisProcess, b: RedisProcess, c: RedisProcess;
+let port: number;
+let adminPort: number;
+let keymux: ChildProcess;
+let exited: Promise<number | null>;
+let output = '';
+const clients: Redis[] = [];
+
+interface WorkersReport {
+  workers: Array<{ id: number; pid: number | null; state: string }>;
+  restarts: number;
+}
+
+function writeConfig(firstShard: RedisProcess, migration = false, workers = 2): void {
+  fs.writeFileSync(
+    file,
+    stringify({
+      listen: `127.0.0.1:${port}`,
+      admin: `127.0.0.1:${adminPort}`,
+      mode: 'slots',
+      workers,
+      log: { level: 'info' },
+      drain: { grace_s: 5 },
+      migration: { enabled: migration },
+      metrics: { hot_keys: { sample_rate: 1 } },
+      shards: [
+        { name: 'a', address: firstShard.address, slots: ['0-8191'] },
+        { name: 'b', address: b.address, slots: ['8192-16383'] },
+      ],
+    }),
+  );
+}
+
+async function admin(pathname: string, method = 'GET'): Promise<{ status: number; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${adminPort}${pathname}`, { method });
+  return { status: res.status, text: await res.text() };
+}
+
+async function workers(): Promise<WorkersReport> {
+  return JSON.parse((await admin('/workers')).text) as WorkersReport;
+}
+
+async function pidOf(client: Redis): Promise<number> {
+  const info = await client.info('server');
+  return Number(/process_id:(\d+)/.exec(info)![1]);
+}
+
+/** The value of a metric line (labels as written), summed over its series when `labels` is a prefix. */
+async function metric(name: string, labels = ''): Promise<number> {
+  const text = (await admin('/metrics')).text;
+  let sum = 0;
+  for (const line of text.split('\n')) if (line.startsWith(`${name}${labels}`)) sum += Number(line.split(' ').pop());
+  return sum;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output.slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 50)); // poll-until-condition: no event tells the test from outside
+  }
+}
+
+/** A key whose slot is in 0..8191 (shard a's range), distinct per `i`. */
+function lowSlotKey(i: number): string {
+  for (let n = 0; ; n++) {
+    const key = `low:${i}:${n}`;
+    if (keySlot(Buffer.from(key)) < 8192) return key;
+  }
+}
+
+/** Clients grouped by the worker serving them. */
+async function byWorker(): Promise<Map<number, Redis[]>> {
+  const out = new Map<number, Redis[]>();
+  for (const client of clients) {
+    const pid = await pidOf(client);
+    out.set(pid, [...(out.get(pid) ?? []), client]);
+  }
+  return out;
+}
+
+beforeAll(async () => {
+  if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
+  [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  [port, adminPort] = [await freePort(), await freePort()];
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-workers-'));
+  file = path.join(dir, 'keymux.yaml');
+  writeConfig(a);
+  keymux = spawn(process.execPath, [BIN, '--config', file, '--no-watch'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, KEYMUX_LOG_FORMAT: 'json' },
+  });
+  exited = new Promise((res) => keymux.once('exit', (code) => res(code)));
+  await new Promise<void>((resolve, reject) => {
+    const onData = (d: Buffer): void => {
+      output += d.toString();
+      if (output.includes('keymux workers serving')) resolve();
+    };
+    keymux.stdout!.on('data', onData);
+    keymux.stderr!.on('data', onData);
+    keymux.once('exit', (code) => reject(new Error(`keymux exited (${code}) before serving:\n${output}`)));
+  });
+  for (let i = 0; i < CLIENTS; i++) {
+    const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
+    client.on('error', () => undefined); // reconnecting after a worker or keymux went away is expected here
+    clients.push(client);
+  }
+});
+
+afterAll(async () => {
+  for (const client of clients) client.disconnect();
+  if (keymux !== undefined && keymux.exitCode === null && keymux.signalCode === null) {
+    keymux.kill('SIGKILL');
+    await exited;
+  }
+  await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
+  if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('workers: 2', () => {
+  it('serves clients from both workers, with correct GET/SET/MGET', async () => {
+    const report = await workers();
+    const pids = report.workers.map((w) => w.pid);
+    expect(report.workers.map((w) => w.state)).toEqual(['serving', 'serving']);
+    expect(new Set(pids).size).toBe(2);
+    const served = await byWorker();
+    expect([...served.keys()].sort()).toEqual([...pids].sort());
+    await Promise.all(
+      clients.map(async (client, i) => {
+        const keys = Array.from({ length: 10 }, (_, k) => `user:${i}:${k}`);
+        for (const [k, key] of keys.entries()) expect(await client.set(key, `v${i}-${k}`)).toBe('OK');
+        expect(await client.get(keys[3]!)).toBe(`v${i}-3`);
+        expect(await client.mget(...keys, 'missing')).toEqual([...keys.map((_, k) => `v${i}-${k}`), null]);
+      }),
+    );
+    // Written through one worker, read through the other: one keyspace.
+    const [first, second] = [...served.values()];
+    await first![0]!.set('shared', 'from-one');
+    expect(await second![0]!.get('shared')).toBe('from-one');
+    expect((await admin('/readyz')).status).toBe(200);
+  });
+
+  it('/metrics sums the commands of both workers', async () => {
+    const before = await metric('keymux_commands_total', '{command="get"}');
+    const served = await byWorker();
+    let sent = 0;
+    for (const [, group] of served) {
+      for (let n = 0; n < 25; n++) await group[0]!.get(`count:${n}`);
+      sent += 25;
+    }
+    expect(served.size).toBe(2);
+    expect((await metric('keymux_commands_total', '{command="get"}')) - before).toBe(sent);
+    expect(await metric('keymux_workers', '{state="serving"}')).toBe(2);
+    expect(await metric('keymux_ready')).toBe(1);
+  });
+
+  it('merges /hotkeys (counts summed across workers, re-ranked) and answers one /shards', async () => {
+    const [[, one], [, two]] = [...(await byWorker())];
+    for (let n = 0; n < 40; n++) await one![0]!.get('hot:one');
+    for (let n = 0; n < 60; n++) await two![0]!.get('hot:one');
+    for (let n = 0; n < 70; n++) await two![0]!.get('hot:two');
+    const hot = JSON.parse((await admin('/hotkeys')).text) as {
+      workers: number;
+      keys: Array<{ rank: number; key: string; requests: number }>;
+    };
+    expect(hot.workers).toBe(2);
+    // hot:one is 40 + 60 = 100 over two workers, above hot:two's 70 from one worker: merged before ranking. (Without
+    // the admin token, keys are shown hashed: the first 16 hex digits of their SHA-256.)
+    const hashed = (key: string): string => crypto.createHash('sha256').update(key).digest('hex').slice(0, 16);
+    expect(hot.keys.slice(0, 2)).toMatchObject([
+      { rank: 1, key: hashed('hot:one'), requests: 100 },
+      { rank: 2, key: hashed('hot:two'), requests: 70 },
+    ]);
+    const shards = JSON.parse((await admin('/shards')).text) as {
+      shards: Array<{ name: string; state: string; connections: Array<{ worker: number }> }>;
+      workers: WorkersReport;
+    };
+    expect(shards.shards.map((s) => s.name)).toEqual(['a', 'b']);
+    for (const shard of shards.shards) {
+      expect(shard.state).toBe('ready');
+      expect(new Set(shard.connections.map((c) => c.worker))).toEqual(new Set([1, 2]));
+    }
+    expect(shards.workers.workers).toHaveLength(2);
+  });
+
+  it('applies a shard-list reload in both workers (POST /reload, then SIGHUP)', async () => {
+    writeConfig(c);
+    const reload = await admin('/reload', 'POST');
+    expect(reload.status, reload.text).toBe(200);
+    // Every connection, on either worker, routes shard a's slots to c now.
+    await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `to-c-${i}`)));
+    for (let i = 0; i < CLIENTS; i++) {
+      expect(await redisCommand(c.port, 'GET', lowSlotKey(i))).toBe(`to-c-${i}`);
+      expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBeNull();
+    }
+    const version = JSON.parse((await admin('/config')).text).version as number;
+    writeConfig(a);
+    keymux.kill('SIGHUP');
+    await until('the SIGHUP reload', async () =>
+      JSON.parse((await admin('/config')).text).version > version ? true : undefined,
+    );
+    await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `to-a-${i}`)));
+    for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`to-a-${i}`);
+  });
+
+  it('refuses a reload that would start a key migration or change workers, and keeps the running config', async () => {
+    writeConfig(c, true);
+    // A dry run (what `keymux plan --against` asks) says so before anything is applied.
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: string } };
+    expect(dry.plan.refused).toMatch(/migration is not coordinated across worker processes/);
+    const reload = await admin('/reload', 'POST');
+    expect(reload.status).toBe(400);
+    expect(reload.text).toMatch(/migration is not coordinated across worker processes.*workers: 1/);
+    await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `still-a-${i}`)));
+    for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`still-a-${i}`);
+    writeConfig(a, false, 3);
+    const resize = await admin('/reload', 'POST');
+    expect(resize.status).toBe(400);
+    expect(resize.text).toContain('workers (the number of worker processes) cannot change without a restart');
+    expect((await workers()).workers).toHaveLength(2);
+    writeConfig(a);
+  });
+
+  it('replaces a killed worker; reconnecting clients are served', async () => {
+    const before = await workers();
+    const victim = before.workers[0]!.pid!;
+    const survivor = before.workers[1]!.pid!;
+    process.kill(victim, 'SIGKILL');
+    const after = await until('a replacement worker', async () => {
+      const r = await workers();
+      const w = r.workers[0]!;
+      return w.state === 'serving' && w.pid !== victim ? r : undefined;
+    });
+    expect(after.restarts).toBe(1);
+    expect(after.workers[1]!.pid).toBe(survivor);
+    expect(await metric('keymux_worker_restarts_total')).toBe(1);
+    const replacement = after.workers[0]!.pid!;
+    // Clients of the dead worker reconnect (ioredis does) and are served; new connections reach the new worker.
+    await Promise.all(clients.map(async (client, i) => expect(await client.get(`user:${i}:3`)).toBe(`v${i}-3`)));
+    const pids = new Set<number>();
+    for (let n = 0; n < 8 && !pids.has(replacement); n++) {
+      const fresh = new Redis({ port, host: '127.0.0.1' });
+      pids.add(await pidOf(fresh));
+      expect(await fresh.get('shared')).toBe('from-one');
+      fresh.disconnect();
+    }
+    expect(pids.has(replacement)).toBe(true);
+    expect(pids.has(victim)).toBe(false);
+  });
+
+  it('drains every worker on SIGTERM and exits 0', async () => {
+    const pids = (await workers()).workers.map((w) => w.pid!);
+    keymux.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    expect(output).toContain('draining every worker');
+  });
+});
