@@ -160,6 +160,8 @@ class WorkloadClient {
   private wake: (() => void) | null = null;
   private closedWith: Error | null = null;
   private nextValue = 1;
+  /** Batches this client completed (replies checked). */
+  batchesDone = 0;
 
   hot: Buffer[] | null = null;
 
@@ -446,13 +448,21 @@ export class OrderWorkload {
     while (this.running && this.commands < target) await new Promise<void>((res) => this.waiters.push(res));
   }
 
-  /** Resolves once `n` batches in a row (across clients) completed without a client error; throws after timeoutMs. */
+  /**
+   * Resolves once every client has completed `n / clients` (rounded up) more batches, with no client error
+   * anywhere in between; throws after timeoutMs. Per client on purpose: a client whose command is still being
+   * retried completes no batch, so "recovered" is only declared when nobody is left waiting on the failure.
+   */
   async cleanBatches(n: number, timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
+    const perClient = Math.ceil(n / this.clients.length);
     for (;;) {
       const errors = this.errors.length;
-      const target = this.batches + n;
-      while (this.running && this.batches < target) await new Promise<void>((res) => this.waiters.push(res));
+      const start = this.clients.map((c) => c.batchesDone);
+      const behind = (): boolean => this.clients.some((c, i) => c.batchesDone - start[i]! < perClient);
+      while (this.running && behind() && this.errors.length === errors) {
+        await new Promise<void>((res) => this.waiters.push(res));
+      }
       if (!this.running) throw new Error(`the workload stopped: ${this.errors[this.errors.length - 1]?.message}`);
       if (this.errors.length === errors) return;
       if (Date.now() > deadline) throw new Error(`no ${n} clean batches within ${timeoutMs} ms`);
@@ -560,6 +570,7 @@ export class OrderWorkload {
       });
       this.commands += cmds.length;
       this.batches++;
+      c.batchesDone++;
       this.wakeWaiters();
     }
   }
