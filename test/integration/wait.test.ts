@@ -281,12 +281,19 @@ describe('WAIT through keymux (ring mode)', () => {
     const ring = await startKeymux(ringConfig([ma.port, mb.port]));
     try {
       const c = client(ring.port);
-      for (let i = 0; i < 10; i++) await c.set(`ring:${i}`, String(i));
+      // Five keys on each master (the ring depends on the ports; twemproxy's fnv1a_64 can put ten keys that
+      // differ only in their last byte all on one shard, whose two replicas would make WAIT 1 answer 2).
+      const router = ring.topology.router;
+      const shardOf = (k: string): number => router.shardOfGroup(router.groupFor(Buffer.from(k)));
+      const candidates = Array.from({ length: 200 }, (_, i) => `${i}:ring`);
+      const keys = [0, 1].flatMap((s) => candidates.filter((k) => shardOf(k) === s).slice(0, 5));
+      expect(keys).toHaveLength(10);
+      for (const [i, k] of keys.entries()) await c.set(k, String(i));
       expect(await waitCmd(c, 1, 1000)).toBe(1);
-      for (let i = 0; i < 10; i++) {
-        const onA = await redisCommand(ma.port, 'EXISTS', `ring:${i}`);
+      for (const [i, k] of keys.entries()) {
+        const onA = await redisCommand(ma.port, 'EXISTS', k);
         const replica = onA === 1 ? ra1 : rb;
-        expect(await redisCommand(replica.port, 'GET', `ring:${i}`)).toBe(String(i));
+        expect(await redisCommand(replica.port, 'GET', k)).toBe(String(i));
       }
       c.disconnect();
     } finally {
