@@ -6,7 +6,7 @@
  * - writes to shard a only -> only a is waited on (WAIT 2 -> 2, although b has one replica);
  * - more replicas than exist, timeout 200 -> the count reached once the timeout passed;
  * - no writes since the last WAIT -> the connected replicas (smallest over the shards), as Redis answers a
- *   connection that wrote nothing;
+ *   connection that wrote nothing; when that is fewer than asked, it blocks until more replicas are online;
  * - a stopped replica (SIGSTOP): WAIT with a timeout answers 0; WAIT 0 (for ever) blocks while other clients'
  *   GETs on the same shard are answered, the client's own later commands wait behind it, and it returns 1 once the
  *   replica runs again (SIGCONT);
@@ -132,6 +132,24 @@ describe('WAIT through keymux (slots mode)', () => {
     const c = client();
     expect(await waitCmd(c, 0, 0)).toBe(1);
     expect(await waitCmd(c, 1, 0)).toBe(1);
+  });
+
+  it('a client that wrote nothing and asks for more replicas than are online blocks, as Redis does, until they are', async () => {
+    const c = client();
+    const other = client();
+    let answered: number | null = null;
+    const waiting = waitCmd(c, 2, 0).then((n) => (answered = n)); // b has one replica online: Redis would block
+    await waitUntil(async () => (await waitingOn(mb)) === 1); // a (two replicas online) answered at once
+    expect(answered).toBeNull();
+    expect(await other.get(keyB('meanwhile'))).toBeNull(); // only the waiting client is held
+    const rb2 = await startRedis({ args: ['--replicaof', '127.0.0.1', String(mb.port)] });
+    try {
+      expect(await waiting).toBe(2); // b's second replica came online
+    } finally {
+      await rb2.stop();
+      await waitUntil(async () => (await connectedReplicas(mb)) === 1, 30_000);
+    }
+    expect(await waitingOn(mb)).toBe(0);
   });
 
   it('argument errors in Redis words; WAIT inside MULTI is answered at once', async () => {

@@ -17,8 +17,10 @@
  *   serves). That connection's own write offset is then at or past the client's writes, so Redis's own WAIT on it
  *   (the client's numreplicas and timeout, unchanged) gives Redis's exact semantics and speed: the master asks its
  *   replicas for an acknowledgement at once (REPLCONF GETACK) instead of waiting for their once-a-second ACK;
- * - a client that wrote nothing since its last WAIT (or ever) gets, at once, Redis's answer for a connection that
- *   wrote nothing: the replicas online (each shard's INFO replication, over the shared connection; the smallest).
+ * - a client that wrote nothing since its last WAIT (or ever) gets Redis's answer for a connection that wrote
+ *   nothing: the replicas online (each shard's INFO replication, over the shared connection; the smallest), at
+ *   once when that reaches numreplicas, else from its WAIT on a leased connection of every shard (blocking for the
+ *   timeout, or until enough replicas are online, as Redis does).
  * The shards are waited on in parallel, so the timeout holds overall (plus a round trip). Only the client's leases
  * block; the shared connections keep serving everyone else. A client that leaves mid-WAIT closes its leases (no
  * timer of keymux's own exists: the timeout is the shards'); drain and CLIENT UNBLOCK unblock each shard's WAIT
@@ -50,7 +52,8 @@ const ONLINE = Buffer.from(',state=online,');
 
 export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
   const args = req.args;
-  if (Number.isNaN(parseInteger(args[1]))) {
+  const numreplicas = parseInteger(args[1]);
+  if (Number.isNaN(numreplicas)) {
     req.deliver(ERR_NOT_INTEGER);
     return;
   }
@@ -66,7 +69,7 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
   if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
   const pools = session.takeWritten();
   if (pools.length === 0) {
-    connectedReplicas(session, req, topo);
+    connectedReplicas(session, req, topo, numreplicas);
     return;
   }
   const cluster = topo.config.mode === 'cluster';
@@ -87,12 +90,21 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
       frames.push(marked);
     }
   }
+  waitOn(session, req, pools, frames);
+};
+
+/**
+ * Leases a session connection on each pool, sends `marks[i]` (nothing when empty) and then the client's WAIT on it,
+ * and answers the smallest count once every shard answered.
+ */
+function waitOn(session: DispatchSession, req: Request, pools: readonly ShardPool[], marks: Buffer[][]): void {
   const leases: Lease[] = [];
   for (const pool of pools) {
     const got = session.ctx.sessions.lease(pool, 2);
     if (!(got instanceof Lease)) {
       for (const l of leases) l.release();
-      for (const p of pools) session.noteWrite(p); // not waited for: the next WAIT still waits for these writes
+      // Not waited for: the next WAIT still waits for these writes.
+      for (let i = 0; i < pools.length; i++) if (marks[i].length > 0) session.noteWrite(pools[i]);
       req.deliver(got);
       return;
     }
@@ -102,8 +114,8 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
   const run = new WaitRun(session, state, req, leases.length);
   state.waiting = run;
   session.ctx.sessions.blocked.set(session.id, run);
-  for (let i = 0; i < leases.length; i++) run.start(new WaitLeg(run, leases[i], req.frame, session.id), frames[i]);
-};
+  for (let i = 0; i < leases.length; i++) run.start(new WaitLeg(run, leases[i], req.frame, session.id), marks[i]);
+}
 
 /** One client's WAIT over its leases (one per shard waited on). */
 class WaitRun implements BlockedCall {
@@ -136,6 +148,10 @@ class WaitRun implements BlockedCall {
   start(leg: WaitLeg, mark: Buffer[]): void {
     this.legs.push(leg);
     const lease = leg.lease;
+    if (mark.length === 0) {
+      lease.send(leg);
+      return;
+    }
     for (let i = 0; i < mark.length - 1; i++) lease.send(new SideOp(mark[i]));
     lease.send(
       new SideOp(mark[mark.length - 1], (frame) => {
@@ -226,11 +242,13 @@ class WaitLeg implements BackendOp {
 }
 
 /**
- * Nothing written since the last WAIT: the replicas each shard has online now (INFO replication over the shared
- * connection: it never blocks), the smallest count. Answered at once, even when numreplicas is larger (Redis would
- * block such a WAIT for its timeout, waiting for more replicas to come online).
+ * Nothing written since the last WAIT: Redis's answer for a connection that wrote nothing is the replicas online
+ * (every one has acknowledged offset 0), at once when that reaches numreplicas, else after blocking until more come
+ * online or the timeout. So: each shard's INFO replication over the shared connection (it never blocks), the
+ * smallest count; when it is short of numreplicas, the client's WAIT itself on a leased connection of every shard
+ * (no mark: that connection's own last write, if any, is long acknowledged), which blocks exactly as Redis does.
  */
-function connectedReplicas(session: DispatchSession, req: Request, topo: Topology): void {
+function connectedReplicas(session: DispatchSession, req: Request, topo: Topology, numreplicas: number): void {
   const shards = topo.shards;
   let pending = shards.length;
   let least = Number.MAX_SAFE_INTEGER;
@@ -245,7 +263,17 @@ function connectedReplicas(session: DispatchSession, req: Request, topo: Topolog
       for (let at = frame.indexOf(ONLINE); at >= 0; at = frame.indexOf(ONLINE, at + ONLINE.length)) n++;
       if (n < least) least = n;
     } else error ??= frame[0] === 45 /* - */ ? frame : errorReply('ERR keymux: unexpected INFO reply from a shard');
-    if (--pending === 0) req.deliver(error ?? integerReply(least));
+    if (--pending > 0) return;
+    if (error !== null || least >= numreplicas) req.deliver(error ?? integerReply(least));
+    else {
+      const now = session.ctx.topology;
+      waitOn(
+        session,
+        req,
+        now.shards.map((s) => s.pool),
+        now.shards.map(() => []),
+      );
+    }
   };
   for (const shard of shards) {
     const pool = shard.pool;
