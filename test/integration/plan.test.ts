@@ -278,8 +278,11 @@ describe('keymux plan matches what the reload then moves', () => {
         const [keys, bytes] = moved(before, after);
         expect(migration.keysMoved).toBe(keys);
         const report1 = `plan said ${e.total.keys} ± ${e.total.keysMargin} keys, ${e.total.bytes} ± ${e.total.bytesMargin} bytes; moved ${keys} keys, ${bytes} bytes`;
-        expect(Math.abs(e.total.keys - keys), report1).toBeLessThanOrEqual(e.total.keysMargin);
-        expect(Math.abs(e.total.bytes - bytes), report1).toBeLessThanOrEqual(e.total.bytesMargin);
+        // The margin is a 99.9% interval (z = 3.29) and Redis's random hash seed changes the sample every run: six
+        // such checks would miss ~0.6% of runs by design. 1.25 margins (z = 4.1, ~4e-5 each) still catch a
+        // wrong estimate or a margin too narrow.
+        expect(Math.abs(e.total.keys - keys), report1).toBeLessThanOrEqual(1.25 * e.total.keysMargin);
+        expect(Math.abs(e.total.bytes - bytes), report1).toBeLessThanOrEqual(1.25 * e.total.bytesMargin);
         // The margin is informative, not a blanket: well under the keys moved.
         expect(e.total.keysMargin).toBeLessThan(keys / 3);
 
