@@ -32,8 +32,12 @@ ensure_binaries() {
     fi
     # A package none of the configured apt sources offers would make apt-get fail with a vague message: name it.
     local unavailable=()
+    # (The policy is read whole before it is matched: `apt-cache policy | grep -q` under `set -o pipefail` fails
+    # with SIGPIPE (141) whenever grep stops reading before apt-cache has written everything.)
+    local policy
     for pkg in "${missing[@]}"; do
-      if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [^(]'; then unavailable+=("$pkg"); fi
+      policy="$(apt-cache policy "$pkg" 2>/dev/null || true)"
+      case "$policy" in *"Candidate: ("*|"") unavailable+=("$pkg") ;; *"Candidate: "*) ;; *) unavailable+=("$pkg") ;; esac
     done
     if [ ${#unavailable[@]} -gt 0 ]; then
       echo "keymux: no apt source here offers ${unavailable[*]}." >&2
