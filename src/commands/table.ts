@@ -567,6 +567,8 @@ const NO_KEY = 'has no key to route by';
 const UNKNOWN_KEYS = 'has key positions keymux cannot determine (refusing rather than guessing)';
 const DENIED = 'is disabled by configuration';
 const SCRIPTS_DENIED = 'is disabled by configuration (commands.scripts: deny): a script can touch any key of its shard';
+/** What commands.scripts: isolated runs on a session connection: the commands that run a script. */
+const SCRIPT_CALLS = new Set(['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall', 'fcall_ro']);
 /** What commands.scripts: deny refuses: the @scripting category, and the SCRIPT and FUNCTION containers. */
 const SCRIPT_CONTAINERS = new Set(['script', 'function']);
 
@@ -844,8 +846,11 @@ function buildSpec(
 export interface CommandTableOptions {
   /** Lowercase command names ("config") or subcommands ("client|kill") to refuse as disabled by configuration. */
   deny: string[];
-  /** commands.scripts: 'deny' refuses EVAL, EVALSHA, FCALL (and _RO), SCRIPT and FUNCTION; default 'allow'. */
-  scripts?: 'allow' | 'deny';
+  /**
+   * commands.scripts: 'deny' refuses EVAL, EVALSHA, FCALL (and _RO), SCRIPT and FUNCTION; 'isolated' runs each
+   * script call on a session connection of its own (dispatch 'session'); default 'allow'.
+   */
+  scripts?: 'allow' | 'isolated' | 'deny';
 }
 
 export class CommandTable {
@@ -893,7 +898,11 @@ export class CommandTable {
     }
     const deny = new Set(opts.deny.map((d) => d.toLowerCase()));
     const denyScripts = opts.scripts === 'deny';
-    const specs = top.map((r) => buildSpec(r, null, subsOf.get(r.name) ?? null, deny, denyScripts));
+    let specs = top.map((r) => buildSpec(r, null, subsOf.get(r.name) ?? null, deny, denyScripts));
+    if (opts.scripts === 'isolated')
+      specs = specs.map((s) =>
+        SCRIPT_CALLS.has(s.name) && s.dispatch === 'keyed' ? { ...s, dispatch: 'session' } : s,
+      );
     return new CommandTable(specs, [...deny].filter((d) => !all.has(d)).sort());
   }
 

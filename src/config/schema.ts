@@ -395,11 +395,23 @@ function configShape(mode: Mode | null) {
     log: section({ level: oneOf(LOG_LEVELS).default('info').describe('Log level.') }).describe('Logging.'),
     commands: section({
       deny: denyList().describe('Commands refused by keymux (case-insensitive).'),
-      scripts: oneOf(['allow', 'deny'] as const)
+      scripts: oneOf(['allow', 'isolated', 'deny'] as const)
         .default('allow')
         .describe(
-          'deny: refuse EVAL, EVALSHA, FCALL (and their _RO forms), SCRIPT and FUNCTION. A script can touch any key ' +
-            'of its shard, so only trusted users should run them (per user: -@scripting).',
+          'allow: scripts ride the shared pipelined connections. isolated: each EVAL, EVALSHA, FCALL (and _RO form) ' +
+            "runs on a session connection of its own, alone in its client's order, so a long-running script holds " +
+            "only its client's connection: other clients reach the shard and get its own BUSY reply (and SCRIPT " +
+            'KILL / FUNCTION KILL), as on Redis; costs a round trip per script (no pipelining of scripts). ' +
+            'deny: refuse EVAL, EVALSHA, FCALL (and their _RO forms), SCRIPT and FUNCTION. A script can touch any ' +
+            'key of its shard, so only trusted users should run them (per user: -@scripting).',
+        ),
+      ping: oneOf(['local', 'shards'] as const)
+        .default('local')
+        .describe(
+          'local: keymux answers PING itself (a health check that one busy or dead shard cannot fail). shards: PING ' +
+            'goes to every shard (every master in cluster mode) and answers as they do when they agree, else the ' +
+            'first error (BUSY, LOADING, an unreachable shard), as one Redis server would. In MULTI and in ' +
+            'subscribed mode PING is always answered by keymux.',
         ),
       config_broadcast: bool()
         .default(false)

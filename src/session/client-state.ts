@@ -44,7 +44,7 @@ export class SessionState {
   watchGroup: number;
   /** A lease with a command of this client in flight. */
   busy: Lease | null;
-  /** That command is a blocking one (the client is blocked). */
+  /** That command is a blocking one (the client is blocked) or an isolated script: if the client leaves, cut it at once. */
   blocking: boolean;
   /** A WAIT of this client in progress (its leases, one per shard it waits on: server/dispatch/wait.ts), or null. */
   waiting: { clientGone(): void } | null;

@@ -1,8 +1,9 @@
 // Redis's own test suite (tests/ of Redis 7.0.15, run by ../shared/tools/redis-suite.sh in external-server mode)
 // strictly through keymux: every command, the suite's own set-up included (FLUSHALL, FUNCTION FLUSH, CONFIG
-// SET), goes to keymux in slots mode over three shards, with commands.config_broadcast on. Each unit gets fresh
-// shards and a fresh keymux (a unit that leaves a runaway script or odd settings behind cannot spoil the next),
-// and units run in two lanes at once to fit CI. The test fails when any unit passes fewer tests than its floor in
+// SET), goes to keymux in slots mode over three shards, with commands.config_broadcast on, commands.scripts:
+// isolated and commands.ping: shards (the suite's BUSY tests run a script for ever and wait for PING to say BUSY).
+// Each unit gets fresh shards and a fresh keymux (a unit that leaves a runaway script or odd settings behind cannot
+// spoil the next), and units run in two lanes at once to fit CI. The test fails when any unit passes fewer tests than its floor in
 // test/redis-suite-floors.json, and when the runner is missing (CI has it; say where with REDIS_SUITE_DIR).
 // REDIS_SUITE_WRITE_FLOORS=1 rewrites the floors file with the counts measured (after a change that passes more).
 import { afterAll, describe, expect, it } from 'vitest';
@@ -85,7 +86,10 @@ async function runUnit(runner: string, tree: string, unit: string): Promise<Unit
     proxy = await startKeymux(
       slotsConfig(
         shards.map((s) => s.port),
-        { commands: { config_broadcast: true }, backend: { timeout_ms: 10_000 } },
+        {
+          commands: { config_broadcast: true, scripts: 'isolated', ping: 'shards' },
+          backend: { timeout_ms: 10_000 },
+        },
       ),
     );
     const out = await run(

@@ -359,6 +359,19 @@ describe('deny list', () => {
   });
 });
 
+describe('commands.scripts: isolated', () => {
+  it('runs the script calls on session connections; SCRIPT, FUNCTION and the deny list are as before', () => {
+    const t = CommandTable.builtin({ deny: ['fcall_ro'], scripts: 'isolated' });
+    for (const n of ['eval', 'evalsha', 'eval_ro', 'evalsha_ro', 'fcall'])
+      expect(spec(n, t).dispatch, n).toBe('session');
+    expect(spec('fcall_ro', t).dispatch).toBe('refused');
+    expect(spec('script|load', t).dispatch).toBe(spec('script|load').dispatch);
+    expect(spec('function|load', t).dispatch).toBe(spec('function|load').dispatch);
+    expect(t.lookup(Buffer.from('EVALSHA'), 0, 7)?.dispatch).toBe('session');
+    expect(spec('eval').dispatch).toBe('keyed'); // the default, 'allow'
+  });
+});
+
 describe('rows', () => {
   const row = (name: string, keySpecs: unknown[] = [], extra: Partial<Record<string, unknown>> = {}): unknown[] => [
     name,

@@ -157,7 +157,7 @@ describe('valid configurations', () => {
       },
       limits: { maxBulkBytes: 536870912, maxArgs: 1048576, maxInlineBytes: 65536, maxBufferedBytes: 1073741824 },
       log: { level: 'info' },
-      commands: { deny: [], scripts: 'allow', configBroadcast: false },
+      commands: { deny: [], scripts: 'allow', ping: 'local', configBroadcast: false },
       metrics: {
         enabled: true,
         hotKeys: { enabled: true, k: 20, windowS: 60, sampleRate: 0.0625, export: 'key', readFromReplicas: false },
@@ -1283,7 +1283,7 @@ describe('limits, log and commands', () => {
       'config/test.yaml:15: commands.deny[1]: expected a command name, got an integer (42)',
       'config/test.yaml:16: commands.deny[2]: command name must not be empty',
       'config/test.yaml:17: commands.deny[3]: command name "CONFIG SET" must not contain spaces',
-      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny, scripts, config_broadcast',
+      'config/test.yaml:18: commands.allow: unknown key; expected one of: deny, scripts, ping, config_broadcast',
     ]);
     expect(errorsOf(slots('commands: { deny: KEYS }'))).toEqual([
       'config/test.yaml:12: commands.deny: expected a list of command names, got a string ("KEYS")',

@@ -1,13 +1,26 @@
 /**
  * Local dispatch: commands keymux answers itself (PING, ECHO, AUTH, HELLO, CLIENT ..., COMMAND ...; handlers in
- * commands/local.ts). Before authentication only AUTH, HELLO, QUIT and RESET are answered; refused dispatch answers with the
+ * commands/local.ts), but PING with commands.ping: shards, which every shard answers. Before authentication only AUTH, HELLO, QUIT and RESET are answered; refused dispatch answers with the
  * command's pre-encoded refusal.
  */
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import { ERR_NESTED_MULTI, ERR_NOAUTH, unknownCommand } from '../../errors.js';
+import type { CommandSpec } from '../../commands/spec.js';
+import { dispatchBroadcast } from './broadcast.js';
 import type { DispatchHandler } from './types.js';
 
-export const dispatchLocal: DispatchHandler = (session, req, spec) => {
+/** PING's spec sent to every shard, merged 'same' (the shards' reply when they agree, else the first error). */
+const broadcastPings = new WeakMap<CommandSpec, CommandSpec>();
+function pingEverywhere(spec: CommandSpec): CommandSpec {
+  let b = broadcastPings.get(spec);
+  if (b === undefined) {
+    b = { ...spec, dispatch: 'all-shards', merge: 'same' };
+    broadcastPings.set(spec, b);
+  }
+  return b;
+}
+
+export const dispatchLocal: DispatchHandler = (session, req, spec, topo) => {
   if (
     !session.authenticated &&
     !spec.name.startsWith('auth') &&
@@ -16,6 +29,11 @@ export const dispatchLocal: DispatchHandler = (session, req, spec) => {
     spec.name !== 'reset'
   ) {
     req.deliver(ERR_NOAUTH);
+    return;
+  }
+  if (topo.config.commands.ping === 'shards' && spec.name === 'ping') {
+    // commands.ping: shards: every shard answers, as one server would (BUSY while a script runs, LOADING...).
+    dispatchBroadcast(session, req, pingEverywhere(spec), topo);
     return;
   }
   const handler = LOCAL_HANDLERS[spec.name];

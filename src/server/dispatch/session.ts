@@ -26,6 +26,7 @@
  * to retry.
  */
 import {
+  KEYS_ERROR_NO_KEYS,
   equalsLower,
   findKeyIndexes,
   keysErrorReply,
@@ -103,6 +104,15 @@ export const dispatchSession: DispatchHandler = (session, req, spec, topo) => {
       return;
     case 'client|unblock':
       clientUnblock(session, req);
+      return;
+    case 'eval':
+    case 'evalsha':
+    case 'eval_ro':
+    case 'evalsha_ro':
+    case 'fcall':
+    case 'fcall_ro':
+      // Only with commands.scripts: isolated (commands/table.ts); otherwise scripts are keyed commands.
+      isolatedScript(session, req, spec, topo);
       return;
     case 'xread':
     case 'xreadgroup':
@@ -469,6 +479,46 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   const call = new LeasedCall(session, state, req, lease, true);
   session.ctx.sessions.blocked.set(session.id, call);
   lease.send(call);
+}
+
+/**
+ * commands.scripts: isolated: a script call on a lease of its own, alone in its client's order (as a blocking
+ * command), so a script that runs for long holds only this connection: other clients' commands to its shard are
+ * not queued behind it in keymux, and reach the shard, which answers them BUSY (or runs them) as it would a direct
+ * client, and SCRIPT KILL reaches it. A script with no declared key runs on the keyless shard, as in keyed dispatch.
+ * Not a blocked client: drain waits for it (within the grace period) rather than unblocking it, and CLIENT
+ * UNBLOCK does not reach it (Redis's does not either), and INFO does not count it blocked. A client that leaves
+ * mid-script is cut at once and its lease closed, not reused (clientGone), since the script's reply is still to come
+ * on it.
+ */
+function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  let group: number;
+  if (n === KEYS_ERROR_NO_KEYS) group = topo.router.keylessGroup();
+  else if (n <= 0) {
+    // A numkeys the server rejects: it answers in its own words without running anything (as keyed dispatch).
+    if (isKeylessOrBadNumkeys(n)) dispatchOneShard(session, req, spec, topo);
+    else req.deliver(keysErrorReply(n, spec));
+    return;
+  } else {
+    group = groupOfKeys(session, req, spec, topo);
+    if (group < 0) return;
+    if (heldForMigration(session, req, spec, topo, null)) return;
+  }
+  if (!session.runAlone(req)) return;
+  const lease = leaseFor(session, req, topo, group);
+  if (lease === null) return;
+  // Near cache: a script may write its declared keys (keyed dispatch treats it so too).
+  const nc = session.ctx.nearCache;
+  if (nc !== null && n > 0) nc.write(req, idx, findKeyIndexes(spec, req.args, idx), 1);
+  if (lease.via !== null) session.noteWrite(lease.via); // WAIT waits for what it may have written
+  const state = session.sessionState();
+  state.busy = lease;
+  // As for a blocked client: if it leaves now, nobody will read the script's reply, so it is cut at once and its
+  // lease closed (client-session onEnd) rather than waited for.
+  state.blocking = true;
+  lease.send(new LeasedCall(session, state, req, lease, true));
 }
 
 /**
