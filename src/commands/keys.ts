@@ -35,6 +35,7 @@ const ACTION_KEY = 1;
 const ACTION_REFUSE = 2;
 const ACTION_PATTERN = 3;
 const ACTION_DB = 4;
+const ACTION_LAST_KEY = 5;
 
 /** One usable key spec, flattened into a fixed-shape object. */
 export class KeyStep {
@@ -123,8 +124,10 @@ export function compileKeyFinder(keySpecs: readonly KeySpec[], options: OptionSc
               ? ACTION_PATTERN
               : r.action === 'db'
                 ? ACTION_DB
-                : ACTION_SKIP;
-      if (r.action === 'key') mayHaveKeys = true;
+                : r.action === 'last-key'
+                  ? ACTION_LAST_KEY
+                  : ACTION_SKIP;
+      if (r.action === 'key' || r.action === 'last-key') mayHaveKeys = true;
     });
     compiled = new CompiledOptions(
       options.start,
@@ -219,6 +222,7 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
 function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: number): number {
   const argc = args.length;
   const keywords = o.keywords;
+  let lastKeyAt = -1;
   let i = o.start;
   while (i < argc) {
     const a = args[i];
@@ -236,6 +240,10 @@ function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: numbe
     const action = o.actions[r];
     if (action === ACTION_REFUSE) return KEYS_ERROR_OPTION_REFUSED;
     if (action === ACTION_KEY) out[n++] = i + 1;
+    else if (action === ACTION_LAST_KEY) {
+      if (lastKeyAt < 0) lastKeyAt = n++;
+      out[lastKeyAt] = i + 1;
+    }
     // A pattern without `*` names no key (sort.c lookupKeyByPattern): BY nosort, GET #.
     else if (action === ACTION_PATTERN && args[i + 1].includes(42 /* * */)) return KEYS_ERROR_OPTION_REFUSED;
     else if (action === ACTION_DB) {

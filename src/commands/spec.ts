@@ -134,9 +134,10 @@ export interface OptionRule {
    * 'pattern': its one argument is a key pattern (SORT BY/GET): refused when it contains `*` (it would name keys
    * on any shard), accepted without (Redis reads no key then: BY nosort, GET #); 'db': its one argument is a
    * database number: 0 (the only one keymux serves) is accepted, another integer refused, a non-integer answered
-   * as Redis does (value is not an integer).
+   * as Redis does (value is not an integer); 'last-key': a key of which only the last occurrence counts (SORT
+   * ... STORE a STORE b stores into b only).
    */
-  readonly action: 'skip' | 'key' | 'refuse' | 'pattern' | 'db';
+  readonly action: 'skip' | 'key' | 'refuse' | 'pattern' | 'db' | 'last-key';
 }
 
 /**

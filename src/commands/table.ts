@@ -344,6 +344,14 @@ const PERSISTENCE = 'is not supported: persistence is managed on each shard dire
  * "container|*" for the subcommands of a container not listed by name. A refusing override of a container also
  * refuses its subcommands unless they are listed.
  */
+/**
+ * SORT with a `*` pattern: keymux runs it itself in slots and ring mode (keyspace/sort.ts); what is left refused is
+ * cluster mode (as Redis Cluster refuses it) and inside a transaction (a transaction runs on one shard).
+ */
+const SORT_PATTERN_REFUSED =
+  "with a BY or GET pattern containing '*' is not supported in cluster mode or inside MULTI: it names keys on any " +
+  'shard (keymux runs it itself in slots and ring mode)';
+
 export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   // Answered by keymux itself (src/commands/local.ts).
   ping: LOCAL,
@@ -452,9 +460,9 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
         asc: [0],
         desc: [0],
         alpha: [0],
-        store: [1, 'key'],
+        store: [1, 'last-key'],
       },
-      refuse: "with a BY or GET pattern containing '*' is not supported: it names keys on any shard",
+      refuse: SORT_PATTERN_REFUSED,
     },
   },
   sort_ro: {
@@ -462,7 +470,7 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
     options: {
       start: 2,
       rules: { by: [1, 'pattern'], get: [1, 'pattern'], limit: [2], asc: [0], desc: [0], alpha: [0] },
-      refuse: "with a BY or GET pattern containing '*' is not supported: it names keys on any shard",
+      refuse: SORT_PATTERN_REFUSED,
     },
   },
   // Waits on a leased connection per shard the client wrote to (server/dispatch/wait.ts).

@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Topology } from '../routing/topology.js';
 import { BackendConnection } from '../backend/backend-connection.js';
-import type { BackendOp } from '../core/request.js';
+import { CallbackOp } from '../backend/callback-op.js';
 import { commandFrame } from '../resp/writer.js';
 import { errorText, isErrorFrame, readArrayElements, readBulk } from '../resp/reply-reader.js';
 import { backendOptions } from '../routing/topology.js';
@@ -41,22 +41,6 @@ export class TopologyLocator implements KeyLocator {
   }
   locate(key: Buffer): string {
     return this.topo.shards[this.topo.router.shardFor(key)].address;
-  }
-}
-
-/** A control-plane op with a callback (migration traffic only; never on the client data path). */
-class CallbackOp implements BackendOp {
-  sentAt = 0;
-  redirects = 0;
-  readonly sessionId = 0;
-  readonly frame: Buffer;
-  private readonly done: (reply: Buffer) => void;
-  constructor(frame: Buffer, done: (reply: Buffer) => void) {
-    this.frame = frame;
-    this.done = done;
-  }
-  deliver(reply: Buffer): void {
-    this.done(reply);
   }
 }
 

@@ -18,7 +18,7 @@
 import crypto from 'node:crypto';
 import type { CommandSpec } from '../commands/spec.js';
 import type { CommandTable } from '../commands/table.js';
-import { compileKeyFinder, findKeyIndexes } from '../commands/keys.js';
+import { KEYS_ERROR_OPTION_REFUSED, compileKeyFinder, findKeyIndexes } from '../commands/keys.js';
 import { BUILTIN_COMMANDS } from '../commands/builtin-table.js';
 import { globMatch } from '../pubsub/glob.js';
 import { errorReply } from '../errors.js';
@@ -498,6 +498,13 @@ function keyMatches(user: AclUser, key: Buffer, need: number): boolean {
 
 function keysAllowed(user: AclUser, spec: CommandSpec, args: Buffer[], idx: number[]): boolean {
   if (CHANNEL_COMMANDS.has(spec.name)) return true; // their "keys" are channels (not_key in Redis)
+  // SORT with a `*` BY/GET pattern reads keys no argument names (keymux runs it: keyspace/sort.ts); as Redis
+  // (sort.c), only a user with access to all keys may use one.
+  if (
+    (spec.name === 'sort' || spec.name === 'sort_ro') &&
+    findKeyIndexes(spec, args, idx) === KEYS_ERROR_OPTION_REFUSED
+  )
+    return false;
   if (!user.keyPermsMatter) {
     const n = findKeyIndexes(spec, args, idx);
     for (let i = 0; i < n; i++) if (!keyMatches(user, args[idx[i]], 0)) return false;
@@ -567,7 +574,11 @@ function keyParts(spec: CommandSpec): KeyPart[] {
     });
   }
   const options = spec.options;
-  if (options !== null && options !== undefined && options.rules.some((r) => r.action === 'key')) {
+  if (
+    options !== null &&
+    options !== undefined &&
+    options.rules.some((r) => r.action === 'key' || r.action === 'last-key')
+  ) {
     // Keys named by an option (SORT ... STORE dst) are written.
     parts.push({
       spec: { ...spec, keySpecs: [], keyFinder: compileKeyFinder([], options) },

@@ -3,9 +3,20 @@
  * Redis Cluster; else -CROSSSLOT); the client's own bytes go to that shard, unchanged. Read-only commands may go
  * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. An invocation with no
  * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts). With the near cache or coalescing on,
- * reads of near_cache.commands go through it and writes (scripts too) tell it their keys (src/nearcache/).
+ * reads of near_cache.commands go through it and writes (scripts too) tell it their keys (src/nearcache/). SORT with
+ * a `*` pattern or a STORE on another shard is run by keymux (keyspace/sort.ts).
  */
-import { findKeyIndexes, isKeylessOrBadNumkeys, keysErrorReply } from '../../commands/keys.js';
+import {
+  KEYS_ERROR_OPTION_REFUSED,
+  findKeyIndexes,
+  isKeylessOrBadNumkeys,
+  keysErrorReply,
+} from '../../commands/keys.js';
+import type { CommandSpec } from '../../commands/spec.js';
+import type { Request } from '../../core/request.js';
+import type { Topology } from '../../routing/topology.js';
+import { parseSort, runSort } from '../../keyspace/sort.js';
+import type { DispatchSession } from './types.js';
 import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
 import { dispatchOneShard } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
@@ -19,6 +30,7 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
     // (not an integer, negative, more than the arguments) goes there too: the server refuses it without running
     // anything, in each command's own words (EVAL's differ from SINTERCARD's or ZMPOP's).
     if (isKeylessOrBadNumkeys(n)) dispatchOneShard(session, req, spec, topo);
+    else if (n === KEYS_ERROR_OPTION_REFUSED && sortsHere(spec, topo)) sortInKeymux(session, req, spec, topo);
     else req.deliver(keysErrorReply(n, spec));
     return;
   }
@@ -27,7 +39,9 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   const group = router.groupFor(args[idx[0]]);
   for (let i = 1; i < n; i++) {
     if (router.groupFor(args[idx[i]]) !== group) {
-      req.deliver(ERR_CROSSSLOT);
+      if (sortsHere(spec, topo))
+        sortInKeymux(session, req, spec, topo); // SORT ... STORE on another shard
+      else req.deliver(ERR_CROSSSLOT);
       return;
     }
   }
@@ -70,3 +84,17 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   }
   session.sendUnit(req, pool, topo);
 };
+
+/**
+ * SORT / SORT_RO that the key's shard cannot run alone (a BY/GET pattern with `*`, a STORE on another shard): keymux
+ * runs it (keyspace/sort.ts), in slots and ring modes; cluster mode refuses it, as Redis Cluster does.
+ */
+function sortsHere(spec: CommandSpec, topo: Topology): boolean {
+  return (spec.name === 'sort' || spec.name === 'sort_ro') && topo.config.mode !== 'cluster';
+}
+
+function sortInKeymux(session: DispatchSession, req: Request, spec: CommandSpec, topo: Topology): void {
+  const plan = parseSort(req.args, spec.name === 'sort_ro');
+  if (Buffer.isBuffer(plan)) req.deliver(plan);
+  else runSort(session, req, topo, plan);
+}
