@@ -36,7 +36,7 @@ const UNITS = [
   'unit/type/stream-cgroups',
 ];
 const LANES = 2;
-const UNIT_TIMEOUT_S = 120;
+const UNIT_TIMEOUT_S = 180;
 
 /** Where ../shared is: REDIS_SUITE_DIR, or next to the repository (main checkout) or to its parent (worktrees). */
 function sharedDir(): string | null {

@@ -49,7 +49,8 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) c.disconnect();
   await proxy?.close();
-  await Promise.all(backends.map((b) => b.stop()));
+  // SIGKILL: a shard whose script a failed test left running ignores SIGTERM until the script ends.
+  await Promise.all(backends.map((b) => b.stop('SIGKILL')));
 });
 
 describe('commands.scripts: isolated with commands.ping: shards', () => {
