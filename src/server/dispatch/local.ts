@@ -1,6 +1,7 @@
 /**
  * Local dispatch: commands keymux answers itself (PING, ECHO, AUTH, HELLO, CLIENT ..., COMMAND ...; handlers in
- * commands/local.ts), but PING with commands.ping: shards, which every shard answers. Before authentication only AUTH, HELLO, QUIT and RESET are answered; refused dispatch answers with the
+ * commands/local.ts), but PING with commands.ping: shards, which every shard answers. Before authentication only
+ * AUTH, HELLO, QUIT and RESET are answered; refused dispatch answers with the
  * command's pre-encoded refusal.
  */
 import { LOCAL_HANDLERS } from '../../commands/local.js';

@@ -511,7 +511,7 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   if (lease === null) return;
   // Near cache: a script may write its declared keys (keyed dispatch treats it so too).
   const nc = session.ctx.nearCache;
-  if (nc !== null && n > 0) nc.write(req, idx, findKeyIndexes(spec, req.args, idx), 1);
+  if (nc !== null && n > 0) nc.write(req, idx, n, 1); // idx still holds this command's keys
   if (lease.via !== null) session.noteWrite(lease.via); // WAIT waits for what it may have written
   const state = session.sessionState();
   state.busy = lease;
