@@ -12,7 +12,7 @@
  * Uncertainty is explicit and narrow: a command answered with an error may or may not have been applied (a write in
  * flight to a node that died), so its keys may hold either value until a read settles them; after a failover
  * (`allowLoss`), acknowledged writes that asynchronous replication lost may be missing, so those keys may hold any
- * value they held before (never one the client has not written yet). A reply outside the allowed set is a wrong
+ * value they held or an errored write may have set before (never one the client has not written yet). A reply outside the allowed set is a wrong
  * answer, recorded with the client, the batch and the command.
  */
 import net from 'node:net';
@@ -55,6 +55,8 @@ export interface WrongAnswer {
   command: string;
   allowed: string;
   got: string;
+  /** The recent history of the keys concerned (batch.index command -> reply), to tell a model gap from a bug. */
+  trace?: string[];
 }
 
 export interface ErrorReply {
@@ -97,6 +99,12 @@ class KeyState {
   lenient = false;
   /** Reads that returned an older value than the last acknowledged one (writes lost by a failover). */
   rolledBack = 0;
+  /** The last events on this key ("b12.3 SET 5000 -> OK"), for the report of a wrong answer. */
+  readonly trace: string[] = [];
+  note(event: string): void {
+    if (this.trace.length === 12) this.trace.shift();
+    this.trace.push(event);
+  }
   certain(): boolean {
     return this.possible.size === 1;
   }
@@ -105,9 +113,11 @@ class KeyState {
   }
   set(v: Value, acked: boolean): void {
     if (this.lenient) {
+      // Only grows: the key may hold any value it held before, including one an errored write may have set (a
+      // write the dying master applied and replicated before its reply was lost), whatever came after it.
       if (acked) this.record(v);
-      this.possible = new Set(this.history);
-      if (!acked) this.possible.add(v);
+      for (const h of this.history) this.possible.add(h);
+      this.possible.add(v);
     } else if (acked) {
       this.possible = new Set([v]);
       this.record(v);
@@ -136,6 +146,7 @@ interface Cmd {
 }
 
 const b = (s: string): Buffer => Buffer.from(s, 'latin1');
+const SET = b('SET');
 const printable = (k: Buffer): string =>
   k.toString('latin1').replace(/[^\x21-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 const asValue = (r: unknown): Value | undefined =>
@@ -505,8 +516,7 @@ export class OrderWorkload {
       for (const k of c.keys) {
         const s = c.st(k);
         if (!s.lenient) continue;
-        s.lenient = false;
-        s.possible = new Set(s.history);
+        s.lenient = false; // `possible` (history and errored writes of the window) stands until a read settles it
       }
     }
   }
@@ -564,9 +574,20 @@ export class OrderWorkload {
           this.errors.push({ t: Date.now(), client: c.index, command: cmd.text, message: reply.message });
         }
         const problem = cmd.check(reply, c);
+        const keys = cmd.args[0]!.equals(SET) ? cmd.args.slice(1, 2) : cmd.args.slice(1);
         if (problem !== null) {
-          this.wrong.push({ client: c.index, batch: batchNo, command: cmd.text, allowed: problem, got: show(reply) });
+          const trace = keys.flatMap((k) => [`${printable(k)}:`, ...c.st(k).trace]);
+          this.wrong.push({
+            client: c.index,
+            batch: batchNo,
+            command: cmd.text,
+            allowed: problem,
+            got: show(reply),
+            trace,
+          });
         }
+        const event = `b${batchNo}.${i} ${cmd.text.slice(0, 60)} -> ${show(reply).slice(0, 80)} [${Date.now() % 100_000}]`;
+        for (const k of keys) c.st(k).note(event);
       });
       this.commands += cmds.length;
       this.batches++;
