@@ -123,6 +123,12 @@ export interface CommandSpec {
    * permission rules (src/security/acl.ts). Absent on hand-built specs (no category then).
    */
   readonly aclCategories?: readonly string[];
+  /**
+   * keymux extension: the command runs a script or function (EVAL, EVALSHA, FCALL and their _RO forms), which may
+   * write its declared keys although Redis flags it neither read nor write. Set by the command table (one field read
+   * on the data path instead of a category search); absent on hand-built specs.
+   */
+  readonly runsScript?: boolean;
 }
 
 /** keymux extension: one option of a command's syntax (keyword lowercase, number of arguments after it). */

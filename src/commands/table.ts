@@ -846,6 +846,7 @@ function buildSpec(
     options: d.options,
     keyFinder: d.finder,
     aclCategories: row.aclCategories,
+    runsScript: SCRIPT_CALLS.has(row.name),
   };
   if (subcommands !== null) subIndexes.set(spec, new ByteNameIndex([...subcommands]));
   return spec;

@@ -166,7 +166,7 @@ const EMPTY = Buffer.alloc(0);
  */
 const LEADER_SLOTS = 4096;
 const LEADER_MASK = LEADER_SLOTS - 1;
-const HOLD_SLOTS = 65536;
+const HOLD_SLOTS = 16384; // 64 KiB of counters: small enough to stay in cache
 const HOLD_MASK = HOLD_SLOTS - 1;
 
 /** A short hash for the coalescing tables: the length, the last 8 bytes and the first 4 (O(1) in the key size). */
@@ -261,6 +261,8 @@ export class NearCache implements TrackerSink {
   private roles: Map<string, number>;
   /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
   private readonly leaders: Array<Request | null>;
+  /** quickHash of each leader: a read compares frames only with a leader of the same hash (rarely another key). */
+  private readonly leaderHashes: Int32Array;
   /** Followers by leader (only leaders that got some). */
   private readonly followers: Map<Request, Request[]>;
   /** Reads in flight that may fill the cache, by hashKey (chains for collisions). */
@@ -296,6 +298,7 @@ export class NearCache implements TrackerSink {
     this.roles = rolesOf(settings);
     this.holds = new Int32Array(HOLD_SLOTS);
     this.leaders = new Array<Request | null>(LEADER_SLOTS).fill(null);
+    this.leaderHashes = new Int32Array(LEADER_SLOTS);
     this.followers = new Map();
     this.flights = new Map();
     this.globalHold = new GlobalHold(this);
@@ -405,7 +408,8 @@ export class NearCache implements TrackerSink {
     const slot = quick & LEADER_MASK;
     if (this.coalescing) {
       const leader = this.leaders[slot];
-      if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
+      // The hash first: a leader of another key is an old request far from the CPU's caches, not worth a look.
+      if (leader !== null && this.leaderHashes[slot] === quick && !leader.done && leader.frame.equals(req.frame)) {
         if (leader.owner === req.owner) {
           // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
           session.sendUnit(req, pool, topo);
@@ -416,6 +420,7 @@ export class NearCache implements TrackerSink {
         return;
       }
       this.leaders[slot] = req;
+      this.leaderHashes[slot] = quick;
       req.tapIndex = slot;
       req.tap = this.leaderTap;
     }

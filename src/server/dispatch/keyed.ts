@@ -18,7 +18,7 @@ import type { Topology } from '../../routing/topology.js';
 import { parseSort, runSort } from '../../keyspace/sort.js';
 import type { DispatchSession } from './types.js';
 import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
-import { dispatchOneShard } from './one-shard.js';
+import { dispatchOneShard, shareEvalScript } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
@@ -63,16 +63,12 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   }
   req.shardStats = pool.stats ?? null;
   session.ctx.onKeyRouted(args[idx[0]]);
+  if (spec.runsScript === true) shareEvalScript(session, req, spec, topo, shard.index);
   const nc = session.ctx.nearCache;
   if (nc !== null) {
     // Near cache / coalescing (src/nearcache/): reads it serves go through it; writes drop and hold their keys.
     // A script (EVAL, FCALL; not flagged write) may write its declared keys: treated as a write of them.
-    if (
-      spec.write ||
-      spec.aclCategories?.includes('@scripting') === true ||
-      spec.aclCategories?.includes('scripting') === true
-    )
-      nc.write(req, idx, n, 1);
+    if (spec.write || spec.runsScript === true) nc.write(req, idx, n, 1);
     else if (n === 1 && req.protocol === 2) {
       // RESP2 replies only: a cached or shared reply is bytes, and RESP3 ones differ (maps, `_` nulls).
       const role = nc.roleOf(spec);
