@@ -2,18 +2,24 @@
  * ScriptMemory: the Lua scripts and functions clients loaded through keymux, so that a shard added later (a
  * reload that adds a shard, a new master in cluster mode) gets them too, before any client command reaches it.
  *
- * - Scripts: the body of every successful SCRIPT LOAD, by SHA1 (SCRIPT FLUSH forgets them). EVAL bodies are not
- *   remembered: that would hash every EVAL on the data path, and a client that uses EVAL needs nothing: EVALSHA
- *   of a script only EVAL'd answers -NOSCRIPT on a new shard, as on a restarted Redis, and ioredis, node-redis and
- *   redis-py answer that by sending EVAL (which loads it there).
+ * - Scripts: the body of every successful SCRIPT LOAD, by SHA1 (SCRIPT FLUSH forgets them), and of every script
+ *   first run with EVAL / EVAL_RO: a Redis server caches what it EVALs, so EVALSHA and SCRIPT EXISTS find it
+ *   afterwards; behind keymux the EVAL ran on one shard only, so the first EVAL of a body keymux has not seen
+ *   (SHA1 per EVAL, no more: EVAL is not the fast path, and Redis hashes it too) also sends SCRIPT LOAD of it to
+ *   every other shard, on the connection that client's later commands take there, so its own SCRIPT EXISTS or
+ *   EVALSHA right after the EVAL finds it everywhere. A body that fails to compile is refused by every shard and
+ *   not remembered.
  * - Functions: the FUNCTION LOAD / RESTORE commands that succeeded since the last FUNCTION FLUSH, in order, a
  *   library's later LOAD or DELETE replacing its earlier LOAD (FCALL has no fallback the way EVALSHA has).
  * On a new pool the remembered commands are queued on each of its connections ahead of any client command (the
  * pool is new, so nothing else is queued there yet), replies only logged: "already exists" from a shard that had
  * them is fine. Bounded (MAX_BYTES): past it, keymux stops remembering and says so in the log once.
  */
+import { createHash } from 'node:crypto';
 import type { BackendOp } from '../core/request.js';
 import type { ShardPool } from '../backend/pool.js';
+import type { BackendConnection } from '../backend/backend-connection.js';
+import type { Topology } from '../routing/topology.js';
 import { commandFrame } from '../resp/writer.js';
 import { errorText, isErrorFrame } from '../resp/reply-reader.js';
 import { childLogger, type Logger } from '../log.js';
@@ -42,6 +48,10 @@ interface FunctionEntry {
 
 export class ScriptMemory {
   private readonly scripts = new Map<string, Buffer>();
+  /** SHA1s of EVAL bodies being loaded on the other shards (shareEval). */
+  private readonly sharing = new Set<string>();
+  /** SCRIPT FLUSHes seen: a share begun before one is not remembered. */
+  private flushes = 0;
   private functions: FunctionEntry[] = [];
   private bytes = 0;
   private full = false;
@@ -62,10 +72,40 @@ export class ScriptMemory {
     this.bytes += body.length;
   }
 
+  /**
+   * EVAL / EVAL_RO of `body` sent to shard `ranOn`: a body keymux has not seen is loaded on every other shard,
+   * through `connectionOf(pool)` (the connection the client's later commands take there), and remembered once every
+   * shard accepted it. Costs one SHA1 per EVAL; nothing else once the script is known.
+   */
+  shareEval(body: Buffer, ranOn: number, topo: Topology, connectionOf: (pool: ShardPool) => BackendConnection): void {
+    const shards = topo.shards;
+    if (shards.length < 2 || this.full) return;
+    const sha = createHash('sha1').update(body).digest('hex');
+    if (this.scripts.has(sha) || this.sharing.has(sha)) return;
+    this.sharing.add(sha);
+    const generation = this.flushes;
+    const frame = commandFrame([...SCRIPT_LOAD, body]);
+    const kept = Buffer.from(body); // the client's read buffer is reused: keep a copy until the replies are in
+    let left = shards.length - 1;
+    let refused = 0;
+    const done = (reply: Buffer): void => {
+      if (isErrorFrame(reply)) refused++;
+      if (--left > 0) return;
+      if (generation !== this.flushes) return; // a SCRIPT FLUSH came in between: forgotten with the rest
+      this.sharing.delete(sha);
+      if (refused === 0) this.rememberScript(sha, kept);
+    };
+    for (let i = 0; i < shards.length; i++) {
+      if (i !== ranOn) connectionOf(shards[i].pool).send(new ReplayOp(frame, done), frame);
+    }
+  }
+
   /** SCRIPT FLUSH succeeded. */
   forgetScripts(): void {
     for (const b of this.scripts.values()) this.bytes -= b.length;
     this.scripts.clear();
+    this.sharing.clear();
+    this.flushes++;
     this.full = false;
   }
 

@@ -1,9 +1,10 @@
 // Scripts and functions through keymux, in slots, ring and cluster mode: EVAL/EVALSHA/FCALL run on the shard of
 // their keys, numkeys 0 on the keyless shard (owner of slot 0 / first ring server), numkeys errors worded as Redis
 // words them; SCRIPT LOAD/EXISTS/FLUSH and FUNCTION LOAD/DELETE/FLUSH/DUMP/RESTORE reach every shard (EXISTS is 1
-// only where every shard has the script); SCRIPT KILL stops a script although its shard's shared connection is
+// only where every shard has the script); a script first run with EVAL is loaded on every shard; SCRIPT KILL stops a script although its shard's shared connection is
 // busy with it; and a shard added by a reload gets the scripts and functions loaded through keymux before it
 // serves anything (EVALSHA and FCALL work there at once; ioredis's EVALSHA-then-EVAL also works).
+import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
@@ -21,6 +22,7 @@ const LIB = [
 ].join('\n');
 
 let backends: RedisProcess[];
+const sha1 = (body: string): string => createHash('sha1').update(body).digest('hex');
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
@@ -138,6 +140,33 @@ for (const mode of ['slots', 'ring'] as const) {
       c.defineCommand('kmset', { numberOfKeys: 1, lua: SET_SCRIPT });
       const kmset = (c as unknown as { kmset(k: string, v: string): Promise<string> }).kmset.bind(c);
       for (let s = 0; s < 3; s++) expect(await kmset(keyOn(proxy, s, `def-${mode}`), 'y')).toBe('OK');
+    });
+
+    it('a script first run with EVAL is loaded on every shard: EVALSHA and SCRIPT EXISTS find it anywhere', async () => {
+      const body = `return 'shared-${mode}-' .. (KEYS[1] or 'none')`;
+      const key = keyOn(proxy, 2, `shared-${mode}`);
+      // Pipelined: SCRIPT EXISTS and EVALSHA on other shards, sent right behind the EVAL, already find it.
+      const [ran, exists, ...onOthers] = (await c
+        .pipeline()
+        .eval(body, 1, key)
+        .script('EXISTS', sha1(body))
+        .evalsha(sha1(body), 1, keyOn(proxy, 0, `shared-${mode}`))
+        .evalsha(sha1(body), 0)
+        .exec())!.map(([err, v]) => err?.message ?? v);
+      expect(ran).toBe(`shared-${mode}-${key}`);
+      expect(exists).toEqual([1]);
+      expect(onOthers).toEqual([`shared-${mode}-${keyOn(proxy, 0, `shared-${mode}`)}`, `shared-${mode}-none`]);
+      for (const b of backends) expect(await redisCommand(b.port, 'SCRIPT', 'EXISTS', sha1(body))).toEqual([1]);
+      // Also with numkeys 0 (the keyless shard), and a body that does not compile is loaded nowhere else.
+      expect(await c.eval("return 'keyless-shared'", 0)).toBe('keyless-shared');
+      expect(await c.script('EXISTS', sha1("return 'keyless-shared'"))).toEqual([1]);
+      await expect(c.eval('return (', 0)).rejects.toThrow(/Error compiling script/);
+      for (const b of backends) expect(await redisCommand(b.port, 'SCRIPT', 'EXISTS', sha1('return ('))).toEqual([0]);
+      // SCRIPT FLUSH forgets it; the next EVAL shares it again.
+      expect(await c.script('FLUSH')).toBe('OK');
+      expect(await c.script('EXISTS', sha1(body))).toEqual([0]);
+      expect(await c.eval(body, 1, key)).toBe(`shared-${mode}-${key}`);
+      expect(await c.script('EXISTS', sha1(body))).toEqual([1]);
     });
 
     it('loads, lists, dumps, restores and deletes functions on every shard; FCALL runs where its key lives', async () => {
@@ -266,6 +295,11 @@ describe('cluster mode', () => {
       expect(await c.fcall('km_get', 1, key)).toBe(`e${s}`);
     }
     expect(await c.script('EXISTS', sha, 'nope')).toEqual([1, 0]);
+    // A script first run with EVAL on one master is loaded on the others too.
+    const evalBody = "return 'cluster-shared'";
+    expect(await c.eval(evalBody, 1, keyOn(proxy, 1, 'cl-ev'))).toBe('cluster-shared');
+    expect(await c.script('EXISTS', sha1(evalBody))).toEqual([1]);
+    for (const m of masters) expect(await redisCommand(m.port, 'SCRIPT', 'EXISTS', sha1(evalBody))).toEqual([1]);
     // A keyless script runs on the master of slot 0 (it says which port it runs on).
     const info = (await c.eval("return redis.call('INFO', 'server')", 0)) as string;
     const owner0 = proxy.topology.shards[proxy.topology.router.shardOfGroup(0)];

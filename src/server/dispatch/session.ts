@@ -33,7 +33,7 @@ import {
   parseInteger,
   isKeylessOrBadNumkeys,
 } from '../../commands/keys.js';
-import { dispatchOneShard } from './one-shard.js';
+import { dispatchOneShard, shareEvalScript } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import type { CommandSpec } from '../../commands/spec.js';
 import { Request, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
@@ -509,6 +509,7 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   if (!session.runAlone(req)) return;
   const lease = leaseFor(session, req, topo, group);
   if (lease === null) return;
+  shareEvalScript(session, req, spec, topo, topo.router.shardOfGroup(group));
   // Near cache: a script may write its declared keys (keyed dispatch treats it so too).
   const nc = session.ctx.nearCache;
   if (nc !== null && n > 0) nc.write(req, idx, n, 1); // idx still holds this command's keys
