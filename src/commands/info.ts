@@ -1,7 +1,7 @@
 /**
  * INFO as keymux answers it: a Server section (keymux's version and the backends' redis_version), Clients,
- * a Keymux section (mode, every shard's state), and sections aggregated over all shards: Stats (every counter
- * summed), Errorstats (counts summed per error prefix), Commandstats (calls, usec, rejected and failed calls summed
+ * a Keymux section (mode, every shard's state), and sections aggregated over all shards: Memory (byte counts
+ * summed, number_of_cached_scripts the smallest: see addMemoryLine), Stats (every counter summed), Errorstats (counts summed per error prefix), Commandstats (calls, usec, rejected and failed calls summed
  * per command, usec_per_call recomputed) and Keyspace (keys and expires summed per db, avg_ttl weighted by
  * expires). keymux sends "INFO <the shard sections asked for>" to every shard and builds the text here. A shard that does not answer is shown as down rather than failing INFO, so client libraries
  * that run INFO on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
@@ -16,10 +16,10 @@ import { commandFrame, bulkReply } from '../resp/writer.js';
 import { errorText, isErrorFrame, readBulk } from '../resp/reply-reader.js';
 
 /** Sections made from the shards' own INFO (the others are keymux's). */
-const SHARD_SECTIONS = ['stats', 'errorstats', 'commandstats', 'keyspace'];
+const SHARD_SECTIONS = ['memory', 'stats', 'errorstats', 'commandstats', 'keyspace'];
 /** INFO with no argument or `default` (as Redis: everything but commandstats and latencystats). */
-const DEFAULT_SECTIONS = ['server', 'clients', 'keymux', 'stats', 'errorstats', 'keyspace'];
-const ALL_SECTIONS = ['server', 'clients', 'keymux', 'stats', 'errorstats', 'commandstats', 'keyspace'];
+const DEFAULT_SECTIONS = ['server', 'clients', 'keymux', 'memory', 'stats', 'errorstats', 'keyspace'];
+const ALL_SECTIONS = ['server', 'clients', 'keymux', 'memory', 'stats', 'errorstats', 'commandstats', 'keyspace'];
 
 /** The sections an INFO invocation asks for, lowercase, in keymux's order. */
 function wantedSections(args: Buffer[]): string[] {
@@ -79,6 +79,73 @@ function addFields(into: Summed, line: string): void {
 
 const num = (v: number): string => (Number.isInteger(v) ? String(v) : v.toFixed(2));
 
+/** Memory fields that count something every shard holds a copy of: the fleet has what every shard has (smallest). */
+const MEMORY_MIN_FIELDS = new Set(['number_of_cached_scripts']);
+
+/** One Memory field over the shards: summed (or the smallest), or the first shard's text. */
+interface MemoryField {
+  sum: number;
+  min: number;
+  text: string | null;
+  /** The shards also wrote a `<name>_human` form: recomputed from the sum. */
+  human: boolean;
+}
+
+/**
+ * Memory, aggregated: byte counts summed (the fleet's memory), their `_human` forms recomputed as Redis writes them,
+ * ratios and percentages left out (a sum of ratios means nothing), number_of_cached_scripts the smallest (scripts
+ * usable on every shard), text fields (maxmemory_policy, mem_allocator) as the first shard reports them.
+ */
+function addMemoryLine(into: Map<string, MemoryField>, line: string): void {
+  const colon = line.indexOf(':');
+  if (colon <= 0) return;
+  const name = line.slice(0, colon);
+  const value = line.slice(colon + 1);
+  if (name.endsWith('_ratio') || name.endsWith('_perc')) return;
+  if (name.endsWith('_human')) {
+    const base = into.get(name.slice(0, -6));
+    if (base !== undefined) base.human = true;
+    return;
+  }
+  const n = Number(value);
+  let f = into.get(name);
+  if (f === undefined) {
+    f = { sum: 0, min: Number.POSITIVE_INFINITY, text: null, human: false };
+    into.set(name, f);
+  }
+  if (value === '' || !Number.isFinite(n)) f.text ??= value;
+  else {
+    f.sum += n;
+    if (n < f.min) f.min = n;
+  }
+}
+
+function memoryLines(fields: Map<string, MemoryField>): string[] {
+  const lines: string[] = [];
+  for (const [name, f] of fields) {
+    if (f.text !== null) {
+      lines.push(`${name}:${f.text}`);
+      continue;
+    }
+    const v = MEMORY_MIN_FIELDS.has(name) ? f.min : f.sum;
+    lines.push(`${name}:${num(v)}`);
+    if (f.human) lines.push(`${name}_human:${bytesToHuman(v)}`);
+  }
+  return lines;
+}
+
+/** Redis's bytesToHuman: "123B", "1.50K", "2.00M"... */
+function bytesToHuman(n: number): string {
+  const units = ['B', 'K', 'M', 'G', 'T', 'P'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n}B` : `${v.toFixed(2)}${units[i]}`;
+}
+
 function summedLines(sums: Summed): string[] {
   const lines: string[] = [];
   for (const [name, fields] of sums) {
@@ -114,6 +181,7 @@ export function mergeInfo(parent: Request): Buffer {
     ['errorstats', new Map()],
     ['commandstats', new Map()],
   ]);
+  const memory = new Map<string, MemoryField>();
   const dbs = new Map<string, { keys: number; expires: number; ttlWeighted: number }>();
   const shardLines: string[] = [];
   let up = 0;
@@ -130,9 +198,16 @@ export function mergeInfo(parent: Request): Buffer {
     const body = readBulk(reply);
     if (body === null) return;
     let section: Summed | undefined;
+    let inMemory = false;
     for (const line of body.toString('latin1').split('\r\n')) {
       if (line.startsWith('# ')) {
-        section = summed.get(line.slice(2).trim().toLowerCase());
+        const title = line.slice(2).trim().toLowerCase();
+        section = summed.get(title);
+        inMemory = title === 'memory';
+        continue;
+      }
+      if (inMemory) {
+        addMemoryLine(memory, line.startsWith('txt:') ? line.slice(4) : line);
         continue;
       }
       if (section !== undefined) {
@@ -188,6 +263,10 @@ export function mergeInfo(parent: Request): Buffer {
             ...shardLines,
           ].join('\r\n'),
         );
+        break;
+      case 'memory':
+        // The shards' memory, aggregated (see addMemoryLine); keymux's own is in its metrics (process_*).
+        sections.push(['# Memory', ...memoryLines(memory)].join('\r\n'));
         break;
       case 'stats':
       case 'errorstats':

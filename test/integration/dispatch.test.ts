@@ -190,6 +190,30 @@ describe('INFO stats, errorstats and commandstats', () => {
     expect(dflt).not.toContain('# Commandstats');
     expect(await r.info('all')).toContain('# Commandstats');
   });
+
+  it('INFO memory: byte counts summed, cached scripts as every shard has them, ratios left out', async () => {
+    await r.script('FLUSH');
+    for (let i = 0; i < 5; i++) await r.script('LOAD', `return ${i}`);
+    await redisCommand(backends[1].port, 'SCRIPT', 'LOAD', 'return "only on one shard"');
+    const field = (text: string, name: string): string | undefined =>
+      new RegExp(`^${name}:(.*)$`, 'm').exec(text)?.[1]?.trim();
+    const memory = await r.info('memory');
+    expect(memory).toMatch(/^# Memory\r\n/);
+    expect(field(memory, 'number_of_cached_scripts')).toBe('5');
+    expect(field(memory, 'maxmemory_policy')).toBe('noeviction');
+    expect(memory).not.toMatch(/_ratio:/);
+    // used_memory moves with every command; maxmemory does not: summed exactly, with its _human form.
+    const direct = await Promise.all(backends.map(async (b) => String(await redisCommand(b.port, 'INFO', 'memory'))));
+    const max = direct.reduce((a, d) => a + Number(field(d, 'maxmemory')), 0);
+    expect(field(memory, 'maxmemory')).toBe(String(max));
+    const used = Number(field(memory, 'used_memory'));
+    const usedDirect = direct.reduce((a, d) => a + Number(field(d, 'used_memory')), 0);
+    expect(used).toBeGreaterThan(usedDirect * 0.5);
+    expect(used).toBeLessThan(usedDirect * 1.5);
+    expect(field(memory, 'used_memory_human')).toMatch(/^\d+\.\d\d[KMG]$/);
+    expect(await r.info()).toContain('# Memory');
+    await r.script('FLUSH');
+  });
 });
 
 describe('local commands', () => {
