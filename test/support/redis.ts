@@ -85,6 +85,9 @@ function tlsArgs(port: number, t: RedisTls): string[] {
   ];
 }
 
+/** How long stop() waits for a signalled redis-server to exit before it sends SIGKILL. */
+const STOP_GRACE_MS = 10_000;
+
 const live = new Set<RedisProcess>();
 process.on('exit', () => {
   for (const r of live) {
@@ -144,9 +147,14 @@ async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProc
         live.delete(r);
         return;
       }
-      const exited = new Promise<void>((res) => r.process.once('exit', () => res()));
-      r.process.kill(signal);
+      const proc = r.process;
+      const exited = new Promise<void>((res) => proc.once('exit', () => res()));
+      proc.kill(signal);
+      // A server busy in a script a failed test left running does not act on SIGTERM until the script ends (which
+      // may be never): after a grace period it is killed, so a test's clean-up never hangs on it.
+      const grace = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
       await exited;
+      clearTimeout(grace);
       live.delete(r);
     },
     async restart() {
