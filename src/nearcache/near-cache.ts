@@ -159,10 +159,11 @@ class Flight implements ReplyTap, BackendOp {
 const EMPTY = Buffer.alloc(0);
 
 /**
- * Coalescing costs the ordinary read path two array reads and a short hash, no Map and no allocation: the leader
- * of each key is the last read sent for it, in a fixed table indexed by quickHash (a newer leader of a colliding
- * key just replaces it); writes in flight are counted in a fixed table of hold slots (a collision only holds
- * another key back for the length of a write). Followers, rare, live in a Map by leader.
+ * Coalescing costs the ordinary read path a short hash and a few typed-array reads, no Map and no allocation: each
+ * slot of a fixed table indexed by quickHash keeps the hash of the last key read there, and the leader of that key
+ * (the last read sent for it) once a second read of the key came while its hash was still there (a newer key of a
+ * colliding slot just replaces it); writes in flight are counted in a fixed table of hold slots (a collision only
+ * holds another key back for the length of a write). Followers, rare, live in a Map by leader.
  */
 const LEADER_SLOTS = 4096;
 const LEADER_MASK = LEADER_SLOTS - 1;
@@ -261,7 +262,10 @@ export class NearCache implements TrackerSink {
   private roles: Map<string, number>;
   /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
   private readonly leaders: Array<Request | null>;
-  /** quickHash of each leader: a read compares frames only with a leader of the same hash (rarely another key). */
+  /**
+   * quickHash of the last key read per leader slot: a read compares frames only with a leader of the same hash, and
+   * a key whose hash is not there yet is read without registering (see read()).
+   */
   private readonly leaderHashes: Int32Array;
   /** Followers by leader (only leaders that got some). */
   private readonly followers: Map<Request, Request[]>;
@@ -407,22 +411,28 @@ export class NearCache implements TrackerSink {
     }
     const slot = quick & LEADER_MASK;
     if (this.coalescing) {
-      const leader = this.leaders[slot];
-      // The hash first: a leader of another key is an old request far from the CPU's caches, not worth a look.
-      if (leader !== null && this.leaderHashes[slot] === quick && !leader.done && leader.frame.equals(req.frame)) {
-        if (leader.owner === req.owner) {
-          // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
-          session.sendUnit(req, pool, topo);
+      if (this.leaderHashes[slot] !== quick) {
+        // The first read of this key in a while (its slot last saw another key): it only marks the slot. Most reads
+        // of ordinary traffic end here, with no table entry to keep and no hook on their reply (storing a young
+        // request in the long-lived table and hooking its reply cost ~10% of keymux's CPU at pipeline 16). The next
+        // identical read registers as the leader: a burst reaches the shard as two reads, not one per client.
+        this.leaderHashes[slot] = quick;
+      } else {
+        const leader = this.leaders[slot];
+        if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
+          if (leader.owner === req.owner) {
+            // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
+            session.sendUnit(req, pool, topo);
+            return;
+          }
+          this.follow(leader, req);
+          if (st !== null) st.coalesced++;
           return;
         }
-        this.follow(leader, req);
-        if (st !== null) st.coalesced++;
-        return;
+        this.leaders[slot] = req;
+        req.tapIndex = slot;
+        req.tap = this.leaderTap;
       }
-      this.leaders[slot] = req;
-      this.leaderHashes[slot] = quick;
-      req.tapIndex = slot;
-      req.tap = this.leaderTap;
     }
     const tracker = this.caching ? this.trackers[shard.index] : undefined;
     if (tracker === undefined || !tracker.ready || pool !== shard.pool || !this.admits(hash, key)) {

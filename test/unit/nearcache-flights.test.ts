@@ -158,13 +158,18 @@ describe('NearCache flights', () => {
 
   it('coalesces identical reads of different clients into one send; not those of the same client', () => {
     const h = harness();
+    const gets = (): number => h.sent.filter((s) => s.frame.toString().startsWith('*2\r\n$3\r\nGET')).length;
+    // The first read of a key only marks its slot (no leader: ordinary traffic pays nothing more); the second
+    // registers as the leader, and identical reads of other clients then wait for it.
+    const first = h.read(3, 'k');
+    expect(gets()).toBe(1);
     const a = h.read(1, 'k');
     const b = h.read(2, 'k');
     const c = h.read(1, 'k');
-    expect(h.sent.filter((s) => s.frame.toString().startsWith('*2\r\n$3\r\nGET')).length).toBe(2); // a and c
+    expect(gets()).toBe(3); // first, a and c (c is a's own client: sent, not merged; b waits for a)
     expect(h.stats.coalesced).toBe(1);
     h.answer('v');
-    expect([a, b, c].map((r) => r.reply?.toString())).toEqual(['$1\r\nv\r\n', '$1\r\nv\r\n', '$1\r\nv\r\n']);
+    expect([first, a, b, c].map((r) => r.reply?.toString())).toEqual(Array(4).fill('$1\r\nv\r\n'));
   });
 
   it('a write through keymux drops the key, ends coalescing, and holds the key until it is answered', () => {
