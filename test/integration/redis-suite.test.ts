@@ -7,7 +7,7 @@
 // test/redis-suite-floors.json, and when the runner is missing (CI has it; say where with REDIS_SUITE_DIR).
 // REDIS_SUITE_WRITE_FLOORS=1 rewrites the floors file with the counts measured (after a change that passes more).
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startRedis, type RedisProcess } from '../support/redis.js';
@@ -38,9 +38,14 @@ const UNITS = [
 const LANES = 2;
 const UNIT_TIMEOUT_S = 180;
 
-/** Where ../shared is: REDIS_SUITE_DIR, or next to the repository (main checkout) or to its parent (worktrees). */
+/**
+ * Where ../shared is: REDIS_SUITE_DIR, or next to the repository (main checkout) or to its parent (worktrees), or
+ * next to the local repository this checkout was cloned from (a throw-away clone in a temporary directory).
+ */
 function sharedDir(): string | null {
   const candidates = [process.env.REDIS_SUITE_DIR, path.resolve('..', 'shared'), path.resolve('..', '..', 'shared')];
+  const origin = spawnSync('git', ['config', '--get', 'remote.origin.url'], { encoding: 'utf8' }).stdout?.trim();
+  if (origin !== undefined && path.isAbsolute(origin)) candidates.push(path.resolve(origin, '..', 'shared'));
   for (const dir of candidates) {
     if (dir !== undefined && fs.existsSync(path.join(dir, 'tools', 'redis-suite.sh'))) return dir;
   }
