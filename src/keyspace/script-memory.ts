@@ -67,9 +67,14 @@ export class ScriptMemory {
 
   /** A SCRIPT LOAD of `body` answered `sha` on every shard. */
   rememberScript(sha: string, body: Buffer): void {
-    if (this.scripts.has(sha) || !this.room(body.length)) return;
-    this.scripts.set(sha, Buffer.from(body));
-    this.bytes += body.length;
+    this.keepScript(sha, Buffer.from(body));
+  }
+
+  /** Remembers `copy`, a buffer of keymux's own (not a view into a client's read buffer). */
+  private keepScript(sha: string, copy: Buffer): void {
+    if (this.scripts.has(sha) || !this.room(copy.length)) return;
+    this.scripts.set(sha, copy);
+    this.bytes += copy.length;
   }
 
   /**
@@ -93,7 +98,7 @@ export class ScriptMemory {
       if (--left > 0) return;
       if (generation !== this.flushes) return; // a SCRIPT FLUSH came in between: forgotten with the rest
       this.sharing.delete(sha);
-      if (refused === 0) this.rememberScript(sha, kept);
+      if (refused === 0) this.keepScript(sha, kept);
     };
     for (let i = 0; i < shards.length; i++) {
       if (i !== ranOn) connectionOf(shards[i].pool).send(new ReplayOp(frame, done), frame);
