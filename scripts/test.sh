@@ -34,7 +34,9 @@ node -e '
     failed = Math.max(r.numFailedTests, r.numFailedTestSuites > 0 ? 1 : 0) + (r.numPendingTests || 0) + (r.numTodoTests || 0);
   } catch { failed = 1; }
   if (passed === 0 && failed === 0) failed = 1;
+  // vitest failed with every test passing (an unhandled error during the run): that counts as one failure.
+  if (process.argv[2] !== "0" && failed === 0) failed = 1;
   console.log(`${passed} passed, ${failed} failed`);
-' "$results"
+' "$results" "$status"
 rm -f "$results"
 exit $status
