@@ -260,6 +260,9 @@ export class NearCache implements TrackerSink {
   /** Writes in flight by hold slot (quickHash & HOLD_MASK). */
   readonly holds: Int32Array;
   private roles: Map<string, number>;
+  /** The last command looked up in `roles` and its role: reads of one kind in a row skip the Map (a string key). */
+  private roleSpec: CommandSpec | null = null;
+  private role = 0;
   /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
   private readonly leaders: Array<Request | null>;
   /**
@@ -322,7 +325,11 @@ export class NearCache implements TrackerSink {
 
   /** Whether dispatch should hand this command to the near cache (a read it serves or coalesces). */
   roleOf(spec: CommandSpec): number {
-    return this.roles.get(spec.name) ?? 0;
+    if (spec === this.roleSpec) return this.role;
+    const role = this.roles.get(spec.name) ?? 0;
+    this.roleSpec = spec;
+    this.role = role;
+    return role;
   }
 
   /** New settings (reload). Everything cached is dropped when the cache's own settings change. */
@@ -331,6 +338,7 @@ export class NearCache implements TrackerSink {
     this.settings = settings;
     this.coalescing = settings.coalesce;
     this.roles = rolesOf(settings);
+    this.roleSpec = null;
     if (
       prev.enabled !== settings.enabled ||
       prev.admit !== settings.admit ||

@@ -9,6 +9,7 @@
  * lengths no Buffer could hold are protocol errors, never exceptions.
  */
 import { constants as bufferConstants } from 'node:buffer';
+import { viewOf } from '../core/byte-view.js';
 
 export interface ReplySink {
   onReply(frame: Buffer): void;
@@ -123,6 +124,8 @@ export class ReplyScanner {
     // Only the valid bytes: a CR search must not run on into the accumulator's spare capacity (garbage, and
     // possibly megabytes of it: scanning it on every chunk would make a large reply cost quadratic time).
     const buf = this.len === owner.length ? owner : owner.subarray(0, this.len);
+    const memory = owner.buffer; // replies are views of it, made directly (core/byte-view.ts)
+    const at = owner.byteOffset;
     const len = this.len;
     let pos = this.pos;
     let pending = this.pending;
@@ -176,7 +179,7 @@ export class ReplyScanner {
       pos = next;
       if (pending === 0) {
         this.need = 0;
-        this.sink.onReply(buf.subarray(this.frameStart, pos));
+        this.sink.onReply(viewOf(memory, at + this.frameStart, pos - this.frameStart));
         if (this.failed || this.buf !== owner) return; // the sink reset us
       }
     }

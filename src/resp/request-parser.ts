@@ -13,6 +13,7 @@
  * Inline commands are re-encoded as multibulk frames, so everything downstream sees one format.
  */
 import { constants as bufferConstants } from 'node:buffer';
+import { viewOf } from '../core/byte-view.js';
 
 export interface RequestSink {
   /**
@@ -73,8 +74,15 @@ export class RequestParser {
   private argc = -1;
   /** Length of the bulk whose header was read and whose data is awaited, -1 when a header is expected. */
   private bulkLen = -1;
-  /** [start, end) offsets of the arguments read so far for the current command. */
+  /** `buf`'s memory and its offset in it, taken once per buffer (views are made from them: core/byte-view.ts). */
+  private memory: ArrayBufferLike = EMPTY.buffer;
+  private memoryOffset = EMPTY.byteOffset;
+  /**
+   * [start, end) offsets of the arguments read so far for the current command: the first `offsetCount` entries.
+   * Reused from command to command (setting an array's length is a runtime call, and regrowing it another).
+   */
   private argOffsets: number[] = [];
+  private offsetCount = 0;
   /** Do not parse again until `len` reaches this (a bulk body in flight). */
   private need = 0;
   private failed = false;
@@ -84,6 +92,17 @@ export class RequestParser {
   constructor(limits: RequestLimits, sink: RequestSink) {
     this.limits = limits;
     this.sink = sink;
+  }
+
+  private dropOffsets(): void {
+    this.argOffsets = [];
+    this.offsetCount = 0;
+  }
+
+  private useBuf(buf: Buffer): void {
+    this.buf = buf;
+    this.memory = buf.buffer;
+    this.memoryOffset = buf.byteOffset;
   }
 
   /** True once a protocol error has been reported; later input is ignored. */
@@ -115,9 +134,9 @@ export class RequestParser {
   abandon(): void {
     this.failed = true;
     this.accumulating = false;
-    this.buf = EMPTY;
+    this.useBuf(EMPTY);
     this.len = 0;
-    this.argOffsets.length = 0;
+    this.dropOffsets();
   }
 
   feed(chunk: Buffer): void {
@@ -148,7 +167,7 @@ export class RequestParser {
       else this.append(rest);
       return;
     }
-    this.buf = rest;
+    this.useBuf(rest);
     this.len = rest.length;
     this.cmdStart = 0;
     this.pos = 0;
@@ -176,7 +195,7 @@ export class RequestParser {
   private startAccumulator(bytes: Buffer): void {
     const acc = Buffer.allocUnsafe(Math.max(MIN_ACCUMULATOR, bytes.length * 2));
     bytes.copy(acc, 0);
-    this.buf = acc;
+    this.useBuf(acc);
     this.len = bytes.length;
     this.cmdStart = 0;
     this.pos = 0;
@@ -196,7 +215,7 @@ export class RequestParser {
       if (this.need > needed && size > this.need) size = this.need;
       const grown = Buffer.allocUnsafe(Math.min(size, MAX_FRAME));
       this.buf.copy(grown, 0, 0, this.len);
-      this.buf = grown;
+      this.useBuf(grown);
     }
     chunk.copy(this.buf, this.len);
     this.len = needed;
@@ -213,7 +232,7 @@ export class RequestParser {
     }
     // Everything consumed: the next chunk can be parsed in place.
     this.accumulating = false;
-    this.buf = EMPTY;
+    this.useBuf(EMPTY);
     this.len = 0;
     this.cmdStart = 0;
     this.pos = 0;
@@ -229,11 +248,11 @@ export class RequestParser {
     );
     this.buf.copy(acc, 0, this.cmdStart, this.len);
     const shift = this.cmdStart;
-    this.buf = acc;
+    this.useBuf(acc);
     this.len = tail;
     this.pos -= shift;
     if (this.need > 0) this.need -= shift;
-    for (let i = 0; i < this.argOffsets.length; i++) this.argOffsets[i] -= shift;
+    for (let i = 0; i < this.offsetCount; i++) this.argOffsets[i] -= shift;
     this.cmdStart = 0;
     this.accumulating = true;
   }
@@ -307,9 +326,9 @@ export class RequestParser {
         return true;
       }
       this.argc = argc;
-      this.argOffsets.length = 0;
+      this.offsetCount = 0;
     }
-    while (this.argOffsets.length < this.argc * 2) {
+    while (this.offsetCount < this.argc * 2) {
       if (this.bulkLen < 0) {
         if (this.pos >= this.len) return false;
         if (buf[this.pos] !== DOLLAR) {
@@ -345,24 +364,31 @@ export class RequestParser {
         this.fail(protocolError('bulk data does not end with CRLF'));
         return false;
       }
-      this.argOffsets.push(this.pos, end);
+      const at = this.offsetCount;
+      this.argOffsets[at] = this.pos;
+      this.argOffsets[at + 1] = end;
+      this.offsetCount = at + 2;
       this.pos = end + 2;
       this.bulkLen = -1;
     }
     const offsets = this.argOffsets;
     const argc = this.argc;
     const args = new Array<Buffer>(argc);
+    const memory = this.memory;
+    const at = this.memoryOffset;
     let lazy: Uint32Array | null = null;
     if (argc <= LAZY_ARGS_ABOVE) {
-      for (let i = 0; i < argc; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+      for (let i = 0; i < argc; i++) args[i] = viewOf(memory, at + offsets[2 * i], offsets[2 * i + 1] - offsets[2 * i]);
     } else {
-      for (let i = 0; i < EAGER_ARGS; i++) args[i] = buf.subarray(offsets[2 * i], offsets[2 * i + 1]);
+      for (let i = 0; i < EAGER_ARGS; i++)
+        args[i] = viewOf(memory, at + offsets[2 * i], offsets[2 * i + 1] - offsets[2 * i]);
       // Offsets from the frame's start: a frame is at most one Buffer (< 2^32 bytes), so they fit 32 bits.
       lazy = new Uint32Array(2 * argc);
       const base = this.cmdStart;
       for (let j = 0; j < 2 * argc; j++) lazy[j] = offsets[j] - base;
+      this.dropOffsets(); // a client's one huge command does not keep its offsets' memory for good
     }
-    const frame = buf.subarray(this.cmdStart, this.pos);
+    const frame = viewOf(memory, at + this.cmdStart, this.pos - this.cmdStart);
     this.argc = -1;
     this.need = 0;
     this.cmdStart = this.pos;
@@ -416,9 +442,9 @@ export class RequestParser {
   private fail(reply: Buffer): void {
     this.failed = true;
     this.accumulating = false;
-    this.buf = EMPTY;
+    this.useBuf(EMPTY);
     this.len = 0;
-    this.argOffsets.length = 0;
+    this.dropOffsets();
     this.sink.onProtocolError(reply);
   }
 }
