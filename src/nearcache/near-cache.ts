@@ -15,8 +15,9 @@
  *
  * Correctness:
  * - Own writes: a write through keymux (keyed, fan-out or to every shard) drops its keys from the store and spoils
- *   their flights before it is sent, and holds them (`holds`) until it is answered: reads of a held key
- *   neither join a flight nor become one that fills the cache, since they may run on the shard before the write.
+ *   their flights before it is sent, and holds them (a write count per slot, `slotWords`) until it is answered:
+ *   reads of a held key neither join a flight nor become one that fills the cache, since they may run on the shard
+ *   before the write.
  *   A read sent after the write's reply runs after the write. So a client always reads its own writes.
  * - Others' writes: the shard's invalidation message drops the key and spoils its flights. A flight is the epoch
  *   of its key: a reply whose flight was spoiled (an invalidation arrived between send and reply) is not cached;
@@ -162,13 +163,16 @@ const EMPTY = Buffer.alloc(0);
  * Coalescing costs the ordinary read path a short hash and a few typed-array reads, no Map and no allocation: each
  * slot of a fixed table indexed by quickHash keeps the hash of the last key read there, and the leader of that key
  * (the last read sent for it) once a second read of the key came while its hash was still there (a newer key of a
- * colliding slot just replaces it); writes in flight are counted in a fixed table of hold slots (a collision only
- * holds another key back for the length of a write). Followers, rare, live in a Map by leader.
+ * colliding slot just replaces it), and the writes in flight of the keys of that slot (a collision only holds
+ * another key back for the length of a write). The hash and the write count of a slot are neighbours in one typed
+ * array (`slotWords`): a read or a write touches one cache line of it, and the whole table (32 KiB) stays in cache.
+ * Followers, rare, live in a Map by leader.
  */
 const LEADER_SLOTS = 4096;
 const LEADER_MASK = LEADER_SLOTS - 1;
-const HOLD_SLOTS = 16384; // 64 KiB of counters: small enough to stay in cache
-const HOLD_MASK = HOLD_SLOTS - 1;
+/** slotWords[HASH_WORD(slot)]: quickHash of the last key read there; slotWords[HOLD_WORD(slot)]: writes in flight. */
+const HASH_WORD = (slot: number): number => slot << 1;
+const HOLD_WORD = (slot: number): number => (slot << 1) | 1;
 
 /** A short hash for the coalescing tables: the length, the last 8 bytes and the first 4 (O(1) in the key size). */
 export function quickHash(key: Buffer): number {
@@ -183,7 +187,7 @@ export function quickHash(key: Buffer): number {
   return (h ^ (h >>> 15)) | 0;
 }
 
-/** A write of one key in flight through keymux: its hold slot (req.tapIndex) is released with its reply. */
+/** A write of one key in flight through keymux: its write count (slotWords[req.tapIndex]) is released with its reply. */
 class SingleHold implements ReplyTap {
   readonly owner: NearCache;
 
@@ -192,11 +196,11 @@ class SingleHold implements ReplyTap {
   }
 
   onReply(req: Request): void {
-    this.owner.holds[req.tapIndex]--;
+    this.owner.slotWords[req.tapIndex]--;
   }
 }
 
-/** A write of several keys in flight: their hold slots are released with its reply. */
+/** A write of several keys in flight: their write counts are released with its reply. */
 class WriteHold implements ReplyTap {
   readonly owner: NearCache;
   readonly slots: number[];
@@ -207,8 +211,8 @@ class WriteHold implements ReplyTap {
   }
 
   onReply(): void {
-    const holds = this.owner.holds;
-    for (let i = 0; i < this.slots.length; i++) holds[this.slots[i]]--;
+    const words = this.owner.slotWords;
+    for (let i = 0; i < this.slots.length; i++) words[this.slots[i]]--;
   }
 }
 
@@ -257,19 +261,14 @@ export class NearCache implements TrackerSink {
    */
   onInvalidation: ((address: string, key: Buffer | null) => void) | null;
 
-  /** Writes in flight by hold slot (quickHash & HOLD_MASK). */
-  readonly holds: Int32Array;
+  /** Per slot (quickHash & LEADER_MASK): the hash of the last key read there, and writes in flight (see above). */
+  readonly slotWords: Int32Array;
   private roles: Map<string, number>;
   /** The last command looked up in `roles` and its role: reads of one kind in a row skip the Map (a string key). */
   private roleSpec: CommandSpec | null = null;
   private role = 0;
   /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
   private readonly leaders: Array<Request | null>;
-  /**
-   * quickHash of the last key read per leader slot: a read compares frames only with a leader of the same hash, and
-   * a key whose hash is not there yet is read without registering (see read()).
-   */
-  private readonly leaderHashes: Int32Array;
   /** Followers by leader (only leaders that got some). */
   private readonly followers: Map<Request, Request[]>;
   /** Reads in flight that may fill the cache, by hashKey (chains for collisions). */
@@ -303,9 +302,8 @@ export class NearCache implements TrackerSink {
     this.globalWrites = 0;
     this.onInvalidation = null;
     this.roles = rolesOf(settings);
-    this.holds = new Int32Array(HOLD_SLOTS);
+    this.slotWords = new Int32Array(2 * LEADER_SLOTS);
     this.leaders = new Array<Request | null>(LEADER_SLOTS).fill(null);
-    this.leaderHashes = new Int32Array(LEADER_SLOTS);
     this.followers = new Map();
     this.flights = new Map();
     this.globalHold = new GlobalHold(this);
@@ -413,18 +411,19 @@ export class NearCache implements TrackerSink {
       }
       if (st !== null) st.nearMisses++;
     }
-    if (this.globalWrites > 0 || this.holds[quick & HOLD_MASK] !== 0) {
+    const slot = quick & LEADER_MASK;
+    const words = this.slotWords;
+    if (this.globalWrites > 0 || words[HOLD_WORD(slot)] !== 0) {
       session.sendUnit(req, pool, topo); // a write of this key is in flight: this read may not share or fill
       return;
     }
-    const slot = quick & LEADER_MASK;
     if (this.coalescing) {
-      if (this.leaderHashes[slot] !== quick) {
+      if (words[HASH_WORD(slot)] !== quick) {
         // The first read of this key in a while (its slot last saw another key): it only marks the slot. Most reads
         // of ordinary traffic end here, with no table entry to keep and no hook on their reply (storing a young
         // request in the long-lived table and hooking its reply cost ~10% of keymux's CPU at pipeline 16). The next
         // identical read registers as the leader: a burst reaches the shard as two reads, not one per client.
-        this.leaderHashes[slot] = quick;
+        words[HASH_WORD(slot)] = quick;
       } else {
         const leader = this.leaders[slot];
         if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
@@ -632,7 +631,7 @@ export class NearCache implements TrackerSink {
     f.linked = true;
   }
 
-  /** Drops `key` here and holds it until the write is answered; returns its hold slot. */
+  /** Drops `key` here and holds it until the write is answered; returns the index of its write count in slotWords. */
   private holdKey(key: Buffer): number {
     const quick = quickHash(key);
     if (this.caching) {
@@ -640,10 +639,12 @@ export class NearCache implements TrackerSink {
       this.store.invalidate(hash, key);
       this.spoil(hash, key);
     }
-    this.leaders[quick & LEADER_MASK] = null; // a read sent before this write is joined by nobody after it
-    const slot = quick & HOLD_MASK;
-    this.holds[slot]++;
-    return slot;
+    const slot = quick & LEADER_MASK;
+    // A read sent before this write is joined by nobody after it (read first: most slots have no leader to clear).
+    if (this.leaders[slot] !== null) this.leaders[slot] = null;
+    const word = HOLD_WORD(slot);
+    this.slotWords[word]++;
+    return word;
   }
 
   /** The key changed: its flights neither take followers nor fill the cache. */
