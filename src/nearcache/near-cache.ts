@@ -418,13 +418,9 @@ export class NearCache implements TrackerSink {
       return;
     }
     if (this.coalescing) {
-      if (words[HASH_WORD(slot)] !== quick) {
-        // The first read of this key in a while (its slot last saw another key): it only marks the slot. Most reads
-        // of ordinary traffic end here, with no table entry to keep and no hook on their reply (storing a young
-        // request in the long-lived table and hooking its reply cost ~10% of keymux's CPU at pipeline 16). The next
-        // identical read registers as the leader: a burst reaches the shard as two reads, not one per client.
-        words[HASH_WORD(slot)] = quick;
-      } else {
+      // The slot's hash is compared before its leader is touched: on ordinary traffic the slot last saw another key,
+      // and the old request there is far from the CPU's caches.
+      if (words[HASH_WORD(slot)] === quick) {
         const leader = this.leaders[slot];
         if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
           if (leader.owner === req.owner) {
@@ -436,10 +432,11 @@ export class NearCache implements TrackerSink {
           if (st !== null) st.coalesced++;
           return;
         }
-        this.leaders[slot] = req;
-        req.tapIndex = slot;
-        req.tap = this.leaderTap;
-      }
+      } else words[HASH_WORD(slot)] = quick;
+      // The read others of the same bytes wait for until its reply (which frees the slot at once: leaderDone).
+      this.leaders[slot] = req;
+      req.tapIndex = slot;
+      req.tap = this.leaderTap;
     }
     const tracker = this.caching ? this.trackers[shard.index] : undefined;
     if (tracker === undefined || !tracker.ready || pool !== shard.pool || !this.admits(hash, key)) {
