@@ -73,42 +73,81 @@ export function sentinelMasters(config: KeymuxConfig): string[] {
   return out;
 }
 
+/** What the sentinels say of one master: the freshest answer and whether every sentinel gave it. */
+export interface SentinelAnswer {
+  view: SentinelMasterView;
+  /** The answer's config-epoch (SENTINEL MASTER): every failover raises it; -1 when the sentinel did not say. */
+  configEpoch: number;
+  /** Every configured sentinel answered, naming the same primary at the same epoch. */
+  unanimous: boolean;
+}
+
 /**
- * Asks the sentinels for `master`: its primary and usable replicas. Tries each sentinel in order; throws when none
- * names a primary (the message says what each answered).
+ * Asks every sentinel for `master` at once (its primary, config-epoch and usable replicas) and keeps the answer with
+ * the highest config-epoch (ties: the first sentinel in config order). Sentinels learn a failover from its leader a
+ * little later each (hello messages, every 2 s): the first sentinel to answer may still name the old primary, which
+ * may be back up and not yet converted to a replica, so "the first that answers" could send writes there. Throws
+ * when none names a primary (the message says what each answered).
  */
-export async function askSentinels(settings: SentinelConfig, master: string): Promise<SentinelMasterView> {
+export async function askSentinels(settings: SentinelConfig, master: string): Promise<SentinelAnswer> {
   const problems: string[] = [];
-  for (const s of settings.sentinels) {
-    try {
-      const [addr, replicas] = await controlCommands(
-        {
-          host: s.host,
-          port: s.port,
-          password: settings.password,
-          username: settings.username,
-          timeoutMs: settings.timeoutMs,
-        },
-        [
-          ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master],
-          ['SENTINEL', 'REPLICAS', master],
-        ],
-      );
-      if (addr instanceof Error) {
-        problems.push(`${s.address}: ${addr.message}`);
-        continue;
+  const answers = await Promise.all(
+    settings.sentinels.map(async (s): Promise<SentinelAnswer | null> => {
+      try {
+        const [info, addr, replicas] = await controlCommands(
+          {
+            host: s.host,
+            port: s.port,
+            password: settings.password,
+            username: settings.username,
+            timeoutMs: settings.timeoutMs,
+          },
+          [
+            ['SENTINEL', 'MASTER', master],
+            ['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', master],
+            ['SENTINEL', 'REPLICAS', master],
+          ],
+        );
+        if (addr instanceof Error) {
+          problems.push(`${s.address}: ${addr.message}`);
+          return null;
+        }
+        if (!Array.isArray(addr) || addr.length < 2) {
+          problems.push(`${s.address}: does not know a master named ${JSON.stringify(master)}`);
+          return null;
+        }
+        const primary = endpoint(String(addr[0]), Number(addr[1]));
+        return {
+          view: { primary, replicas: usableReplicas(replicas, primary) },
+          configEpoch: configEpochOf(info),
+          unanimous: false,
+        };
+      } catch (err) {
+        problems.push(`${s.address}: ${(err as Error).message}`);
+        return null;
       }
-      if (!Array.isArray(addr) || addr.length < 2) {
-        problems.push(`${s.address}: does not know a master named ${JSON.stringify(master)}`);
-        continue;
-      }
-      const primary = endpoint(String(addr[0]), Number(addr[1]));
-      return { primary, replicas: usableReplicas(replicas, primary) };
-    } catch (err) {
-      problems.push(`${s.address}: ${(err as Error).message}`);
+    }),
+  );
+  let best: SentinelAnswer | null = null;
+  for (const a of answers) if (a !== null && (best === null || a.configEpoch > best.configEpoch)) best = a;
+  if (best === null)
+    throw new Error(`no sentinel named a primary for ${JSON.stringify(master)} (${problems.join('; ')})`);
+  best.unanimous = answers.every(
+    (a) => a !== null && a.configEpoch === best.configEpoch && a.view.primary.address === best.view.primary.address,
+  );
+  return best;
+}
+
+/** The config-epoch field of a SENTINEL MASTER reply (a flat field/value array); -1 when absent. */
+function configEpochOf(reply: unknown): number {
+  if (!Array.isArray(reply)) return -1;
+  for (let i = 0; i + 1 < reply.length; i += 2) {
+    if (String(reply[i]) === 'config-epoch') {
+      const n = Number(String(reply[i + 1]));
+      return Number.isSafeInteger(n) ? n : -1;
     }
   }
-  throw new Error(`no sentinel named a primary for ${JSON.stringify(master)} (${problems.join('; ')})`);
+  return -1;
 }
 
 /** Asks for every master of `config`; throws with one line per master no sentinel named. */
@@ -126,7 +165,7 @@ export async function resolveSentinelView(config: KeymuxConfig, known?: Sentinel
         return;
       }
       try {
-        view.set(m, await askSentinels(settings, m));
+        view.set(m, (await askSentinels(settings, m)).view);
       } catch (err) {
         errors.push((err as Error).message);
       }
@@ -211,6 +250,11 @@ export class SentinelController implements RedirectHandler {
   /** Masters whose primary is unreachable now (checked every FAST_CHECK_MS until it is back). */
   private readonly troubled = new Set<string>();
   private readonly checking = new Set<string>();
+  /**
+   * The highest config-epoch seen per master. An answer below it comes from a sentinel that has not heard of the
+   * last failover yet and is ignored (unless every sentinel gives it: then the sentinels were reset).
+   */
+  private readonly epochs = new Map<string, number>();
   private closed = false;
 
   constructor(host: SentinelHost, settings: SentinelConfig) {
@@ -226,6 +270,7 @@ export class SentinelController implements RedirectHandler {
     );
     for (const w of this.watchers) w.start();
     this.schedulePeriodic();
+    void this.checkAll(); // learns each master's config-epoch before a failover needs it
   }
 
   /** A reload: new sentinels or settings (the masters themselves come with the topology). */
@@ -234,6 +279,7 @@ export class SentinelController implements RedirectHandler {
     this.settings = settings;
     if (same || this.closed) return;
     for (const w of this.watchers) w.close();
+    this.epochs.clear(); // other sentinels: their epochs start afresh
     this.start();
   }
 
@@ -262,7 +308,18 @@ export class SentinelController implements RedirectHandler {
     this.checking.add(master);
     return askSentinels(this.settings, master)
       .then(
-        (seen) => this.apply(master, seen, 'check'),
+        (answer) => {
+          const known = this.epochs.get(master) ?? -1;
+          if (answer.configEpoch < known && !answer.unanimous) {
+            this.log.debug(
+              { master, primary: answer.view.primary.address, epoch: answer.configEpoch, known },
+              'sentinel answer older than the last failover seen: ignored',
+            );
+            return;
+          }
+          this.epochs.set(master, answer.configEpoch);
+          this.apply(master, answer.view, 'check');
+        },
         (err: Error) => this.log.warn({ master, err: err.message }, 'sentinel check failed'),
       )
       .finally(() => this.checking.delete(master));
@@ -448,12 +505,22 @@ export class SentinelController implements RedirectHandler {
     const parts = text.split(' ');
     if (channel === '+switch-master') {
       // <master> <old ip> <old port> <new ip> <new port>: apply at once, then learn the replicas.
-      const [master, , , ip, port] = parts;
+      const [master, oldIp, oldPort, ip, port] = parts;
       const topo = this.host.topology;
       const before = topo.sentinelView.get(master);
-      if (before !== undefined && ip !== undefined && Number.isInteger(Number(port))) {
+      // Only a switch away from the primary in use: a sentinel that learns of an earlier failover late announces
+      // it late, and following it would go back to a primary that has been replaced since.
+      const fromCurrent =
+        before !== undefined &&
+        oldIp !== undefined &&
+        endpoint(oldIp, Number(oldPort)).address === before.primary.address;
+      if (before !== undefined && fromCurrent && ip !== undefined && Number.isInteger(Number(port))) {
         const primary = endpoint(ip, Number(port));
         const replicas = before.replicas.filter((r) => r.address !== primary.address);
+        // A failover raises the config-epoch: until a sentinel tells the new one, answers at the old epoch (which
+        // name the old primary) are stale.
+        const known = this.epochs.get(master);
+        if (known !== undefined && known >= 0) this.epochs.set(master, known + 1);
         this.apply(master, { primary, replicas }, '+switch-master');
       }
       void this.check(master);

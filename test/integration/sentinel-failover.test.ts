@@ -115,7 +115,9 @@ async function failover(mode: 'slots' | 'ring', master: 'fa' | 'fb', seed: numbe
   // connected at that moment is closed by the CLIENT KILL, which is the conversion happening, not a failure.
   const isReplica = async (): Promise<boolean> =>
     /^role:slave/m.test(String(await redisCommand(victim.port, 'INFO', 'replication').catch(() => '')));
-  await waitFor(isReplica, 'the old primary to be converted to a replica', 20_000, 50);
+  const tRestart = Date.now();
+  await waitFor(isReplica, 'the old primary to be converted to a replica', 30_000, 50);
+  const tConverted = Date.now();
   await work.cleanBatches(60, 15_000);
   await work.stop();
 
@@ -134,7 +136,8 @@ async function failover(mode: 'slots' | 'ring', master: 'fa' | 'fb', seed: numbe
       `${errors.length} errors in a window of ${errors.length === 0 ? 0 : last - first} ms ` +
       `(+${first - tKill} ms to +${last - tKill} ms after the kill); wrong answers ${work.wrong.length}; ` +
       `acknowledged writes lost by the failover (reads of an older value) ${work.rolledBack} over ${keysAtRisk} ` +
-      `keys at risk; failovers counted ${proxy.sentinel?.failovers.get(proxy.topology.shards[shardIndex]!.name)}; ` +
+      `keys at risk; the restarted old primary was a replica ${tConverted - tRestart} ms after its restart; ` +
+      `failovers counted ${proxy.sentinel?.failovers.get(proxy.topology.shards[shardIndex]!.name)}; ` +
       `errors: ${JSON.stringify([...kinds])}`,
   );
 

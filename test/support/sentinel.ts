@@ -2,7 +2,8 @@
  * Real Redis Sentinel deployments for tests: per master a primary redis-server with replicas (`--replicaof`), and
  * N redis-sentinel processes monitoring every master (quorum 2), all on free loopback ports, started and stopped
  * by the test (processes of this module only, by PID). Small down-after-milliseconds and failover-timeout make a
- * failover take ~1-3 s. `ready()` waits until every sentinel sees every replica and the other sentinels (so a
+ * failover take ~1-3 s; SENTINEL DEBUG shortens the INFO period (conversions of a returning old primary) and
+ * lengthens the stall that puts a sentinel in TILT mode (see startSentinel). `ready()` waits until every sentinel sees every replica and the other sentinels (so a
  * failover can be elected), `killPrimary` sends SIGKILL, `waitForPrimary` polls the sentinels until they name
  * another primary.
  */
@@ -92,7 +93,19 @@ async function startSentinel(monitors: Array<{ name: string; port: number }>, o:
         if (child.exitCode !== null) throw new Error(`redis-sentinel on ${port} exited at start`);
         try {
           const [pong] = await redisCommands(port, [['PING']], { timeoutMs: 500 });
-          if (String(pong) === 'PONG') return s;
+          if (String(pong) === 'PONG') {
+            // A restarted old primary is converted to a replica once it has reported itself a primary for 4 hello
+            // periods, at the next INFO: hello every 500 ms (not 2 s) and INFO every 1 s (not 10 s) make that ~3 s
+            // instead of ~10. TILT only after a 10 s stall (not 2 s): on a loaded 2-core CI machine a sentinel
+            // that missed its 100 ms timer for 2 s would otherwise stop acting for 30 s.
+            const [ok] = await redisCommands(
+              port,
+              [['SENTINEL', 'DEBUG', 'info-period', '1000', 'publish-period', '500', 'tilt-trigger', '10000']],
+              { timeoutMs: 500 },
+            );
+            if (String(ok) !== 'OK') throw new Error(`SENTINEL DEBUG on ${port}: ${String(ok)}`);
+            return s;
+          }
         } catch {
           /* not up yet */
         }
