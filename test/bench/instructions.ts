@@ -11,6 +11,9 @@
  * CPU time) is not counted: it is the same for builds that make the same system calls. node runs with
  * --single-threaded (no concurrent compiler or GC threads, so the count is of one thread and repeatable).
  *
+ * env BENCH_KEYMUX_YAML: extra top-level YAML for this checkout's keymux (not the baseline), lines split at a
+ * literal \n, e.g. 'near_cache: { coalesce: false }' with `--baseline .` compares a setting with the default.
+ *
  * Needs valgrind (Debian package `valgrind`), redis-server and redis-benchmark. About 90 s per row and build.
  * Prints a Markdown table and writes it to test/bench/INSTRUCTIONS.md. Every process it starts is stopped by PID.
  */
@@ -130,7 +133,16 @@ function countDump(file: string): [number, number] {
   return [total, total - compiler];
 }
 
-async function measure(build: string, shards: RedisProcess[], row: Row, dir: string): Promise<[number, number]> {
+/** BENCH_KEYMUX_YAML: extra top-level YAML for this checkout's keymux only (as in run.ts), lines split at "\n". */
+const EXTRA_YAML = (process.env.BENCH_KEYMUX_YAML ?? '').split('\\n').filter(Boolean);
+
+async function measure(
+  build: string,
+  shards: RedisProcess[],
+  row: Row,
+  dir: string,
+  extra: string[],
+): Promise<[number, number]> {
   const port = await freePort();
   const yaml = path.join(dir, 'keymux.yaml');
   fs.writeFileSync(
@@ -143,6 +155,7 @@ async function measure(build: string, shards: RedisProcess[], row: Row, dir: str
       'shards:',
       ...shards.map((s) => `  - { address: ${HOST}:${s.port}, weight: 1 }`),
       'log: { level: warn }',
+      ...extra,
       '',
     ].join('\n'),
   );
@@ -202,7 +215,8 @@ async function main(): Promise<void> {
       '<!-- Written by `npm run bench:instructions` (test/bench/instructions.ts); every run overwrites this file. -->',
       '',
       `- date: ${new Date().toISOString()}; node ${process.version}; ` +
-        builds.map(([n, d]) => `${n} ${commitOf(d)}`).join(', '),
+        builds.map(([n, d]) => `${n} ${commitOf(d)}`).join(', ') +
+        (EXTRA_YAML.length > 0 ? `; keymux with ${EXTRA_YAML.join(' ')}` : ''),
       '- keymux in ring mode over 4 redis-server shards, redis-benchmark -c 50 -r 100000 -d 16; callgrind counts ' +
         "keymux's user-space instructions over the measured requests after a warm-up; steady = without V8's " +
         'optimizing compiler (see test/bench/instructions.ts)',
@@ -215,7 +229,7 @@ async function main(): Promise<void> {
       const cells: string[] = [`${row.name} (${row.measured.toLocaleString('en-US')} measured)`];
       const steady: number[] = [];
       for (const [name, build] of builds) {
-        const [all, st] = await measure(build, shards, row, dir);
+        const [all, st] = await measure(build, shards, row, dir, name === 'keymux' ? EXTRA_YAML : []);
         console.log(`instructions: ${row.name} ${name}: ${Math.round(all)} per request, steady ${Math.round(st)}`);
         cells.push(Math.round(all).toLocaleString('en-US'), Math.round(st).toLocaleString('en-US'));
         steady.push(st);
