@@ -2,6 +2,8 @@
  * BackendConnection: one socket to one redis-server, shared by many clients. It owns
  * - the FIFO of operations waiting for replies (a RingQueue; replies arrive in send order, so the head is always
  *   the next to be answered), and the raw-frame ReplyScanner that finds where each reply ends;
+ * - where reply bytes land: a pool's connections over plain TCP read into slabs of their own (SlabReads, at the
+ *   end of this file) instead of a new Buffer per read; leased and short-lived connections, and TLS, use 'data';
  * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
  * - the handshake (AUTH with password or ACL user, HELLO 3 on a RESP3 connection, READONLY when asked, ROLE when
  *   the node must be a primary: a Sentinel-managed shard's primary that answers "slave" — an old primary come
@@ -28,7 +30,7 @@
  */
 import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { connectBackend, describeConnectError } from './connect.js';
+import { connectBackend, describeConnectError, type ReadInto } from './connect.js';
 import type { BackendTlsSettings } from '../security/tls.js';
 import { shardError } from '../errors.js';
 import { RingQueue } from '../core/ring-queue.js';
@@ -36,6 +38,7 @@ import { Request, type BackendOp, type RequestOwner } from '../core/request.js';
 import { Fragment } from '../core/fragment.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { turnNow } from '../core/clock.js';
+import { viewOf } from '../core/byte-view.js';
 import { ReplyScanner, type ReplySink } from '../resp/reply-scanner.js';
 import { errorText, isErrorFrame, isPushFrame } from '../resp/reply-reader.js';
 import { commandFrame } from '../resp/writer.js';
@@ -58,6 +61,11 @@ export interface BackendOptions {
    * queue drains to half of it; 0 or absent: unbounded (control-plane connections).
    */
   maxPending?: number;
+  /**
+   * Plain TCP reads land in a 64 KiB slab of the connection's own instead of a new Buffer per read (SlabReads): for
+   * the long-lived shared connections of a shard's pool, not for the many leased or short-lived ones.
+   */
+  slabReads?: boolean;
   password: string | null;
   username: string | null;
   /** Send READONLY after connecting (cluster replicas). */
@@ -221,7 +229,22 @@ export class BackendConnection implements ReplySink, Flushable {
       this.reconnectTimer = null;
     }
     this.state = 'connecting';
-    const { socket: sock, readyEvent } = connectBackend(this.shard.host, this.shard.port, this.options.tls ?? null);
+    const onChunk = (chunk: Buffer): void => {
+      if (this.socket !== sock) return;
+      this.progressAt = turnNow();
+      this.progressSeq++;
+      this.scanner.feed(chunk);
+    };
+    const {
+      socket: sock,
+      readyEvent,
+      userReads,
+    } = connectBackend(
+      this.shard.host,
+      this.shard.port,
+      this.options.tls ?? null,
+      this.options.slabReads === true ? new SlabReads(onChunk) : undefined,
+    );
     this.socket = sock;
     this.writeBlocked = false;
     this.progressAt = 0;
@@ -231,12 +254,7 @@ export class BackendConnection implements ReplySink, Flushable {
     sock.on(readyEvent, () => {
       if (this.socket === sock) this.onConnected();
     });
-    sock.on('data', (chunk: Buffer) => {
-      if (this.socket !== sock) return;
-      this.progressAt = turnNow();
-      this.progressSeq++;
-      this.scanner.feed(chunk);
-    });
+    if (userReads !== true) sock.on('data', onChunk);
     sock.on('drain', () => {
       if (this.socket !== sock) return;
       this.writeBlocked = false;
@@ -550,4 +568,37 @@ function roleOf(frame: Buffer): string {
   // *N\r\n$L\r\n<role>\r\n...: a handshake reply, read once per connection (not the data path).
   const m = /^\*\d+\r\n\$\d+\r\n([a-z]+)\r\n/.exec(frame.subarray(0, 40).toString('latin1'));
   return m === null ? 'unknown' : m[1];
+}
+
+/** Bytes of one read slab, and the least room a read is given (a slab with less left is replaced). */
+const SLAB_BYTES = 64 * 1024;
+const MIN_READ_ROOM = 8 * 1024;
+
+/**
+ * A backend connection's reads (plain TCP): each lands in the unused rest of a 64 KiB slab of the connection's own,
+ * after the bytes of the reads before it, so a read allocates nothing (Node's default mallocs 64 KiB per read, then
+ * shrinks it and wraps it in a new Buffer) and views of earlier reads stay valid. A slab is dropped when less than
+ * 8 KiB is left; views into it keep it alive until they go, as a read chunk did before.
+ */
+class SlabReads implements ReadInto {
+  private slab = new ArrayBuffer(SLAB_BYTES);
+  private used = 0;
+  private readonly onChunk: (chunk: Buffer) => void;
+
+  constructor(onChunk: (chunk: Buffer) => void) {
+    this.onChunk = onChunk;
+  }
+
+  next(): Uint8Array {
+    if (SLAB_BYTES - this.used < MIN_READ_ROOM) {
+      this.slab = new ArrayBuffer(SLAB_BYTES);
+      this.used = 0;
+    }
+    return viewOf(this.slab, this.used, SLAB_BYTES - this.used);
+  }
+
+  chunk(buf: Uint8Array, n: number): void {
+    this.used = buf.byteOffset + n;
+    this.onChunk(viewOf(buf.buffer, buf.byteOffset, n));
+  }
 }

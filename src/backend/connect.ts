@@ -13,12 +13,45 @@ export interface BackendSocket {
   socket: net.Socket;
   /** The event after which the socket is ready for commands: 'connect', or 'secureConnect' over TLS. */
   readyEvent: 'connect' | 'secureConnect';
+  /** True when bytes arrive through ReadInto.chunk ('data' never fires); false or absent: 'data' events. */
+  userReads?: boolean;
+}
+
+/**
+ * Reads into memory the caller hands out (plain TCP only; TLS sockets always emit 'data'): `next()` gives the
+ * buffer the next read fills, `chunk(buf, n)` receives the first n bytes of it. Views of a chunk must stay valid, so
+ * `next()` must never give memory a view may still point to.
+ */
+export interface ReadInto {
+  next(): Uint8Array;
+  chunk(buf: Uint8Array, n: number): void;
 }
 
 /** Opens a socket to host:port; `tlsSettings` is the config's backend.tls (null or disabled: plain TCP). */
-export function connectBackend(host: string, port: number, tlsSettings: BackendTlsSettings | null): BackendSocket {
+export function connectBackend(
+  host: string,
+  port: number,
+  tlsSettings: BackendTlsSettings | null,
+  reads?: ReadInto,
+): BackendSocket {
   const live = tlsSettings === null ? null : backendTlsFor(tlsSettings);
-  if (live === null) return { socket: net.connect({ host, port }), readyEvent: 'connect' };
+  if (live === null) {
+    if (reads === undefined) return { socket: net.connect({ host, port }), readyEvent: 'connect' };
+    // Node reads into the buffer `next` gives (called again after every read) and calls `chunk` with the count:
+    // no allocation and copy of a new Buffer per read (see ReadInto).
+    const socket = net.connect({
+      host,
+      port,
+      onread: {
+        buffer: () => reads.next(),
+        callback: (n: number, buf: Uint8Array): boolean => {
+          reads.chunk(buf, n);
+          return true; // false would pause the socket
+        },
+      },
+    });
+    return { socket, readyEvent: 'connect', userReads: true };
+  }
   return { socket: tls.connect(live.connectOptions(host, port)), readyEvent: 'secureConnect' };
 }
 

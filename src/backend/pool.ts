@@ -42,7 +42,8 @@ export class ShardPool {
     this.readable = true;
     this.readableReason = 'ok';
     this.connections = [];
-    for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, options, log, stats));
+    const shared = { ...options, slabReads: true }; // long-lived, busy connections: reads into slabs
+    for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, shared, log, stats));
   }
 
   connect(): void {
