@@ -1,7 +1,8 @@
 /**
  * The routings SCAN walks have begun under, by epoch (8 bits of a hash of Topology.routingSignature()), so that a
  * walk spanning a reload filters each shard's keys by the routing it began with (keyspace/scan-cursor.ts). Filled
- * lazily by SCAN itself (a walk's first call records its routing); the last 16 are kept. A cursor whose epoch is
+ * lazily by SCAN itself (a walk's first call records its routing); the last 16 are kept, each under a number of its
+ * own (the hash, or the next free number when a kept routing has it). A cursor whose epoch is
  * unknown here (keymux restarted with another routing, or the routing is long gone) is read against the current
  * routing: the walk goes on, without the guarantee for keys moved before that.
  */
@@ -28,8 +29,17 @@ export class ScanEpochs {
     let e = this.byTopology.get(topo);
     if (e === undefined) {
       const signature = topo.routingSignature();
+      // 8 bits collide (1 in 256 for two routings): a new routing whose number a kept one already has takes the
+      // next free number instead, or a walk begun under the old one would be read against the new one and miss the
+      // keys that moved (seen once in CI: a third of the keys).
+      let epoch = hash8(signature);
+      for (let i = 0; i < EPOCHS; i++) {
+        const held = this.byEpoch.get(epoch);
+        if (held === undefined || held.signature === signature) break;
+        epoch = (epoch + 1) & (EPOCHS - 1);
+      }
       e = {
-        epoch: hash8(signature),
+        epoch,
         signature,
         router: topo.router,
         addresses: topo.shards.map((s) => s.address).join(','),

@@ -10,7 +10,8 @@ import {
   phaseShard,
   type ScanPosition,
 } from '../../src/keyspace/scan-cursor.js';
-import { hash8 } from '../../src/keyspace/scan-epochs.js';
+import { ScanEpochs, hash8 } from '../../src/keyspace/scan-epochs.js';
+import type { Topology } from '../../src/routing/topology.js';
 
 describe('SCAN cursor', () => {
   it('round-trips every position, and only the start encodes to 0', () => {
@@ -50,5 +51,27 @@ describe('SCAN cursor', () => {
       const e = hash8(`routing-${i}-${Math.random()}`);
       expect(e >= 0 && e < 256 && Number.isInteger(e)).toBe(true);
     }
+  });
+});
+
+describe('SCAN epochs', () => {
+  /** Just what ScanEpochs reads of a snapshot. */
+  function fakeTopology(signature: string): Topology {
+    return { routingSignature: () => signature, router: {}, shards: [] } as unknown as Topology;
+  }
+
+  it('two routings whose 8-bit hashes collide get numbers of their own; a walk keeps its routing', () => {
+    const first = 'routing-0';
+    let second = '';
+    for (let i = 1; second === ''; i++) if (hash8(`routing-${i}`) === hash8(first)) second = `routing-${i}`;
+    const epochs = new ScanEpochs();
+    const a = epochs.of(fakeTopology(first));
+    const b = epochs.of(fakeTopology(second));
+    expect(a.epoch).toBe(hash8(first));
+    expect(b.epoch).not.toBe(a.epoch);
+    expect(epochs.get(a.epoch)?.signature).toBe(first);
+    expect(epochs.get(b.epoch)?.signature).toBe(second);
+    // The first routing again (a reload back to it): its own number, not a new one.
+    expect(epochs.of(fakeTopology(first)).epoch).toBe(a.epoch);
   });
 });
