@@ -36,6 +36,7 @@ import { RequestParser, type RequestSink } from '../resp/request-parser.js';
 import { Request, UNIT_AT_BACKEND, materializeArgs, type RequestOwner, type RoutedUnit } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
+import { readInto } from './client-reads.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import {
@@ -97,7 +98,6 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
 }
 
 /** The client is closed for leaving a command unfinished (the error names the setting). */
-const discard = (): void => undefined;
 
 /** Past this many bytes held for one unfinished command, the session reads one chunk per event-loop turn. */
 const YIELD_ABOVE_BYTES = 1024 * 1024;
@@ -208,8 +208,11 @@ export class ClientSession
   /** A request marked closeAfter has been queued for writing: end the socket after this flush. */
   private endAfterWrite: boolean;
   private closed: boolean;
+  /** Bytes the client sends are no longer parsed (a partial-command timeout, or the session closed). */
+  private inputClosed: boolean;
 
-  constructor(id: number, socket: net.Socket, ctx: ProxyContext, limits: ClientLimits) {
+  /** `sharedReads`: a plain-TCP socket, read through the shared scratch buffer (client-reads.ts) when possible. */
+  constructor(id: number, socket: net.Socket, ctx: ProxyContext, limits: ClientLimits, sharedReads = false) {
     this.id = id;
     this.socket = socket;
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -263,6 +266,7 @@ export class ClientSession
     this.closing = false;
     this.endAfterWrite = false;
     this.closed = false;
+    this.inputClosed = false;
 
     this.onData = this.onData.bind(this);
     this.onDrain = this.onDrain.bind(this);
@@ -271,7 +275,7 @@ export class ClientSession
     this.onEnd = this.onEnd.bind(this);
     this.endYield = this.endYield.bind(this);
     socket.setNoDelay(true);
-    socket.on('data', this.onData);
+    if (!sharedReads || !readInto(socket, this.onData)) socket.on('data', this.onData);
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
     // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
@@ -295,6 +299,7 @@ export class ClientSession
   // ---- input ----------------------------------------------------------------------------------------------
 
   private onData(chunk: Buffer): void {
+    if (this.inputClosed) return; // after a partial-command timeout or the close: read and dropped
     this.ctx.stats.bytesIn += chunk.length;
     this.parser.feed(chunk);
     // Off the fast path: only a command split across chunks (or one that just finished being) gets here.
@@ -352,8 +357,7 @@ export class ClientSession
    */
   closeForPartialTimeout(timeoutS: number): void {
     if (this.closed || this.closing) return;
-    this.socket.off('data', this.onData);
-    this.socket.on('data', discard);
+    this.inputClosed = true;
     this.parser.abandon();
     this.heldIn = 0;
     this.limits.setHeld(this, this.heldOut);
@@ -876,7 +880,7 @@ export class ClientSession
       // QUIT / protocol error / drain: everything up to it has been written; nothing after it is answered.
       // The socket is destroyed once that is written (or the client stops taking it): never left half-open.
       this.closed = true;
-      sock.off('data', this.onData);
+      this.inputClosed = true;
       this.leavePubSub();
       endThenDestroy(sock, CLOSE_LINGER_MS);
       this.ctx.sessionClosed(this);

@@ -136,7 +136,8 @@ export class Listener {
       return;
     }
     this.ctx.stats.clientsAccepted++;
-    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits));
+    // A TLS socket's bytes arrive decrypted through 'data'; a plain one reads into the shared buffer.
+    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits, !(sock instanceof tls.TLSSocket)));
   }
 }
 
