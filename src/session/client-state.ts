@@ -22,6 +22,11 @@ export interface QueuedCommand {
   readonly local: boolean;
   /** A reply fixed at queue time (UNWATCH inside MULTI: +OK), or null. */
   readonly fixed: Buffer | null;
+  /**
+   * CONFIG SET / RESETSTAT with commands.config_broadcast: it runs in the transaction on its shard and, once that
+   * shard answered +OK, on every other shard before EXEC is answered (dispatch/session.ts TransactionRun).
+   */
+  readonly everywhere?: boolean;
 }
 
 export class SessionState {

@@ -3,12 +3,16 @@
  * RESETSTAT go to every shard (cluster mode: every master) and answer +OK only if every shard did, and GET is
  * answered by the keyless shard (the shards agree when every change came through keymux). The switch exists so
  * that tools that tune the server (Redis's own test suite) can run through keymux; it lets any client change
- * every shard's settings, so it is for deployments where every client is trusted.
+ * every shard's settings, so it is for deployments where every client is trusted. Inside MULTI they are queued with
+ * the transaction (dispatch/session.ts): SET and RESETSTAT then reach the other shards once the transaction's shard
+ * ran them.
  */
 import { errorReply } from '../../errors.js';
 import { dispatchBroadcast } from './broadcast.js';
 import { dispatchOneShard } from './one-shard.js';
-import type { DispatchHandler } from './types.js';
+import type { DispatchHandler, DispatchSession } from './types.js';
+import type { CommandSpec } from '../../commands/spec.js';
+import type { Topology } from '../../routing/topology.js';
 
 const refusals = new Map<string, Buffer>();
 
@@ -31,14 +35,18 @@ function notOperator(name: string): Buffer {
   );
 }
 
+/** Why this client may not send `spec` (a CONFIG subcommand) to the shards, or null when it may. */
+export function configRefusal(session: DispatchSession, spec: CommandSpec, topo: Topology): Buffer | null {
+  if (!topo.config.commands.configBroadcast) return refusal(spec.name);
+  // With users configured, only a user marked `operator: true` gets the broadcast form (security/acl.ts).
+  if (!session.operator) return notOperator(spec.name);
+  return null;
+}
+
 export const dispatchConfig: DispatchHandler = (session, req, spec, topo) => {
-  if (!topo.config.commands.configBroadcast) {
-    req.deliver(refusal(spec.name));
-    return;
-  }
-  if (!session.operator) {
-    // With users configured, only a user marked `operator: true` gets the broadcast form (security/acl.ts).
-    req.deliver(notOperator(spec.name));
+  const refused = configRefusal(session, spec, topo);
+  if (refused !== null) {
+    req.deliver(refused);
     return;
   }
   if (spec.merge === null) dispatchOneShard(session, req, spec, topo);

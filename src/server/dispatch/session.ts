@@ -53,6 +53,7 @@ import type { Topology } from '../../routing/topology.js';
 import type { SessionState, QueuedCommand } from '../../session/client-state.js';
 import { Lease, SideOp, type BlockedCall } from '../../session/session-pool.js';
 import { dispatchKeyed } from './keyed.js';
+import { configRefusal } from './config.js';
 import type { DispatchHandler, DispatchSession } from './types.js';
 
 export const QUEUED = Buffer.from('+QUEUED\r\n');
@@ -162,6 +163,20 @@ export function queueInTransaction(
     // (a transaction of no keyed command: slot 0's), where it counts the replicas that acknowledged that
     // connection's earlier writes.
     state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null });
+    state.remoteCount++;
+    req.deliver(QUEUED);
+    return;
+  }
+  if (spec.dispatch === 'config') {
+    // With commands.config_broadcast (an operator's switch): queued with the transaction like WAIT (a transaction
+    // of no keyed command runs on slot 0's shard); SET and RESETSTAT reach every other shard after it (`everywhere`).
+    const refused = configRefusal(session, spec, topo);
+    if (refused !== null) {
+      refuse(refused);
+      return;
+    }
+    const everywhere = spec.merge !== null;
+    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null, everywhere });
     state.remoteCount++;
     req.deliver(QUEUED);
     return;
@@ -360,6 +375,12 @@ class TransactionRun {
         return;
       }
     }
+    if (m === null && frame[0] === 42 /* * */ && this.queued.some((q) => q.everywhere === true)) {
+      if (state.busy === lease) state.busy = null;
+      lease.release();
+      new EverywhereRun(this.session, this.req, this.queued, frame, lease.pool.address).send();
+      return;
+    }
     if (state.busy === lease) state.busy = null;
     lease.release();
     let reply = frame;
@@ -375,6 +396,80 @@ class TransactionRun {
       reply = execReply(this.session, this.queued, frame);
     }
     this.req.deliver(reply);
+  }
+}
+
+/**
+ * After EXEC: a queued CONFIG SET / RESETSTAT (`everywhere`) that the transaction's shard answered +OK is sent to
+ * every other shard (cluster mode: master) on a lease of its own, and EXEC is answered once they all replied. A shard
+ * that refuses it turns that command's element of the EXEC reply into an error naming the shard (the transaction's
+ * shard applied it; the operator sees where it failed). One that failed on the transaction's shard goes nowhere else.
+ */
+class EverywhereRun {
+  private readonly session: DispatchSession;
+  private readonly req: Request;
+  private readonly queued: QueuedCommand[];
+  private readonly shardReply: Buffer;
+  private readonly elements: Buffer[] | null;
+  /** The transaction's shard ("host:port"): it ran the commands already. */
+  private readonly txAddress: string;
+  private pending: number;
+
+  constructor(session: DispatchSession, req: Request, queued: QueuedCommand[], shardReply: Buffer, txAddress: string) {
+    this.session = session;
+    this.req = req;
+    this.queued = queued;
+    this.shardReply = shardReply;
+    this.elements = readArrayElements(shardReply);
+    this.txAddress = txAddress;
+    this.pending = 1; // released by send() once every command is on its way
+  }
+
+  send(): void {
+    const elements = this.elements;
+    if (elements !== null) {
+      const pools = this.session.ctx.topology.shards
+        .map((s) => s.pool)
+        .filter((p) => p.shard.address !== this.txAddress);
+      let r = 0;
+      for (const q of this.queued) {
+        if (q.local) continue;
+        const at = r++;
+        if (q.everywhere !== true || elements[at] === undefined || elements[at][0] !== 43 /* + */) continue;
+        for (const pool of pools) this.sendTo(pool, q.frame, at);
+      }
+    }
+    this.oneDone();
+  }
+
+  private sendTo(pool: ShardPool, frame: Buffer, at: number): void {
+    const got = this.session.ctx.sessions.lease(pool, 2);
+    if (!(got instanceof Lease)) {
+      this.failed(at, pool, got);
+      return;
+    }
+    this.pending++;
+    got.send(
+      new SideOp(frame, (reply) => {
+        if (got.leased) got.release();
+        if (reply[0] === 45 /* - */) this.failed(at, pool, reply);
+        this.oneDone();
+      }),
+    );
+  }
+
+  private failed(at: number, pool: ShardPool, reply: Buffer): void {
+    const why = reply.toString('latin1', 1).trim();
+    (this.elements as Buffer[])[at] = errorReply(
+      `ERR keymux: applied on the transaction's shard but refused by shard ${pool.shard.address}: ${why}`,
+    );
+  }
+
+  private oneDone(): void {
+    if (--this.pending > 0) return;
+    const elements = this.elements;
+    const shardReply = elements === null ? this.shardReply : Buffer.concat([arrayHeader(elements.length), ...elements]);
+    this.req.deliver(execReply(this.session, this.queued, shardReply));
   }
 }
 
