@@ -12,6 +12,7 @@
 import type { CommandSpec } from '../commands/spec.js';
 import type { ShardPool } from '../backend/pool.js';
 import type { Fragment } from './fragment.js';
+import { viewOf } from './byte-view.js';
 import type { ShardStats } from '../metrics/stats.js';
 
 /** What a backend connection queues and answers: a Request, a Fragment, or a control-plane operation. */
@@ -126,6 +127,31 @@ export function materializeArgs(req: Request): void {
   const frame = req.frame;
   for (let i = 0; i < args.length; i++) if (args[i] === undefined) args[i] = frame.subarray(o[2 * i], o[2 * i + 1]);
   req.argOffsets = null;
+}
+
+/**
+ * Gives `req` bytes of its own: its frame is copied and every argument view inside the frame is remade over the
+ * copy (holes stay holes; argAt reads the copy). Client reads land in a shared 64 KiB pool (server/client-reads.ts)
+ * and any view keeps the whole pool alive, which costs nothing for a request answered in a millisecond but 64 KiB
+ * per request held for long: a blocking command (a fleet of queue workers each blocked for minutes), a WAIT, a
+ * command queued in a transaction. Those call this first, so each holds only its own bytes.
+ */
+export function ownBytes(req: Request): void {
+  const frame = req.frame;
+  const memory = frame.buffer;
+  if (memory.byteLength === frame.length) return; // already alone in its memory
+  const start = frame.byteOffset;
+  const end = start + frame.length;
+  const own = new ArrayBuffer(frame.length);
+  new Uint8Array(own).set(frame);
+  const args = req.args;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a !== undefined && a.buffer === memory && a.byteOffset >= start && a.byteOffset + a.length <= end) {
+      args[i] = viewOf(own, a.byteOffset - start, a.length);
+    }
+  }
+  req.frame = viewOf(own, 0, frame.length);
 }
 
 export class Request implements RoutedUnit {

@@ -36,7 +36,7 @@ import {
 import { dispatchOneShard, shareEvalScript } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import type { CommandSpec } from '../../commands/spec.js';
-import { Request, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
+import { Request, ownBytes, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
 import { parseRedirect, withHost, type RedirectTarget } from '../../backend/redirect.js';
 import type { ShardPool } from '../../backend/pool.js';
 import {
@@ -150,6 +150,7 @@ export function queueInTransaction(
     state.dirty = true;
     req.deliver(reply);
   };
+  ownBytes(req); // held until EXEC, as long as the client takes: its own bytes, not a read pool
   if (state.refused) {
     refuse(ERR_REFUSED_TX);
     return;
@@ -568,6 +569,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.
   if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.write(req, null, 0, 1);
   if (spec.write && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
+  ownBytes(req); // it may stay blocked for hours: keep only its own bytes, not a read pool
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;
