@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
-import { parseReplies, replyCount } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let shards: RedisProcess[];
@@ -35,13 +34,6 @@ async function configOnEachShard(name: string): Promise<string[]> {
   return Promise.all(
     shards.map(async (s) => ((await redisCommand(s.port, 'CONFIG', 'GET', name)) as string[])[1] ?? ''),
   );
-}
-
-async function exchange(c: RawClient, bytes: string, replies: number): Promise<unknown[]> {
-  const before = c.data.length;
-  c.write(bytes);
-  await c.until((d) => replyCount(d.subarray(before)) >= replies);
-  return parseReplies(c.data.subarray(before));
 }
 
 describe('CONFIG inside MULTI with commands.config_broadcast', () => {
@@ -74,8 +66,7 @@ describe('CONFIG inside MULTI with commands.config_broadcast', () => {
     const before = await configOnEachShard('maxmemory');
     const c = await RawClient.connect(proxy.port);
     try {
-      const replies = await exchange(
-        c,
+      const replies = await c.exchange(
         cmd('MULTI') + cmd('SET', 'cfg:foo', 'bar') + cmd('CONFIG', 'SET', 'maxmemory', 'bla') + cmd('EXEC'),
         4,
       );
@@ -85,7 +76,7 @@ describe('CONFIG inside MULTI with commands.config_broadcast', () => {
       expect((exec[1] as Error).message).toMatch(/CONFIG SET failed/);
       expect(await configOnEachShard('maxmemory')).toEqual(before);
       // The transaction is over: the next command is not queued.
-      expect(await exchange(c, cmd('GET', 'cfg:foo'), 1)).toEqual(['bar']);
+      expect(await c.exchange(cmd('GET', 'cfg:foo'), 1)).toEqual(['bar']);
     } finally {
       c.socket.destroy();
     }
@@ -109,8 +100,7 @@ describe('CONFIG inside MULTI with commands.config_broadcast', () => {
   it('without commands.config_broadcast CONFIG SET is refused while queuing and EXEC aborts', async () => {
     const c = await RawClient.connect(plain.port);
     try {
-      const replies = await exchange(
-        c,
+      const replies = await c.exchange(
         cmd('MULTI') +
           cmd('SET', 'cfg:never', '1') +
           cmd('CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru') +

@@ -10,7 +10,6 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
-import { parseReplies, replyCount } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let shards: RedisProcess[];
@@ -42,13 +41,6 @@ async function onShards(key: string): Promise<unknown> {
   return null;
 }
 
-async function exchange(c: RawClient, bytes: string, replies: number): Promise<unknown[]> {
-  const before = c.data.length;
-  c.write(bytes);
-  await c.until((d) => replyCount(d.subarray(before)) >= replies);
-  return parseReplies(c.data.subarray(before));
-}
-
 function expectRefusedTransaction(replies: unknown[], queued: number): void {
   expect((replies[0] as Error).message).toMatch(/^ERR keymux: command 'multi' is disabled by configuration/);
   for (let i = 1; i <= queued; i++) {
@@ -60,8 +52,7 @@ function expectRefusedTransaction(replies: unknown[], queued: number): void {
 describe('a refused MULTI', () => {
   it('one batch: MULTI; INCR x; SET y 1; EXEC: every queued command refused, EXECABORT, nothing applied', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('MULTI') + cmd('INCR', 'b:x') + cmd('SET', 'b:y', '1') + cmd('EXEC') + cmd('GET', 'b:x'),
       5,
     );
@@ -76,7 +67,7 @@ describe('a refused MULTI', () => {
     const c = await RawClient.connect(proxy.port);
     const replies: unknown[] = [];
     for (const bytes of [cmd('MULTI'), cmd('INCR', 'r:x'), cmd('SET', 'r:y', '1'), cmd('EXEC')]) {
-      replies.push(...(await exchange(c, bytes, 1)));
+      replies.push(...(await c.exchange(bytes, 1)));
     }
     expectRefusedTransaction(replies, 2);
     expect(await onShards('r:x')).toBeNull();
@@ -86,7 +77,7 @@ describe('a refused MULTI', () => {
 
   it('inline commands', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(c, 'MULTI\r\nINCR i:x\r\nSET i:y 1\r\nEXEC\r\n', 4);
+    const replies = await c.exchange('MULTI\r\nINCR i:x\r\nSET i:y 1\r\nEXEC\r\n', 4);
     expectRefusedTransaction(replies, 2);
     expect(await onShards('i:x')).toBeNull();
     c.close();
@@ -107,8 +98,7 @@ describe('a refused MULTI', () => {
 
   it('DISCARD ends it; a nested MULTI is refused; QUIT still closes the connection', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('MULTI') +
         cmd('SET', 'd:x', '1') +
         cmd('MULTI') +
@@ -120,7 +110,7 @@ describe('a refused MULTI', () => {
     expect((replies[1] as Error).message).toMatch(/^ERR keymux: not run/);
     expect((replies[2] as Error).message).toBe('ERR MULTI calls can not be nested');
     expect(replies.slice(3)).toEqual(['OK', 'OK', '2']);
-    const again = await exchange(c, cmd('MULTI') + cmd('QUIT'), 2);
+    const again = await c.exchange(cmd('MULTI') + cmd('QUIT'), 2);
     expect(again[1]).toBe('OK');
     await c.untilClosed();
   });

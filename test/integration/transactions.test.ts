@@ -12,7 +12,6 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
-import { parseReplies, replyCount } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let shards: RedisProcess[];
@@ -42,13 +41,6 @@ async function onShards(key: string): Promise<unknown> {
     if (v !== null) return v;
   }
   return null;
-}
-
-async function exchange(c: RawClient, bytes: string, replies: number): Promise<unknown[]> {
-  const before = c.data.length;
-  c.write(bytes);
-  await c.until((d) => replyCount(d.subarray(before)) >= replies);
-  return parseReplies(c.data.subarray(before));
 }
 
 describe('MULTI / EXEC', () => {
@@ -95,8 +87,7 @@ describe('MULTI / EXEC', () => {
 
   it('raw RESP: +OK, +QUEUED, the EXEC array; commands keymux answers itself are queued and answered in EXEC', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('MULTI') +
         cmd('PING') +
         cmd('SET', `{${tagA}}:r`, '7') +
@@ -108,7 +99,7 @@ describe('MULTI / EXEC', () => {
     expect(replies.slice(0, 5)).toEqual(['OK', 'QUEUED', 'QUEUED', 'QUEUED', 'QUEUED']);
     expect(replies[5]).toEqual(['PONG', 'OK', 'hi', '7']);
     // Only local commands: no shard is needed.
-    const local = await exchange(c, cmd('MULTI') + cmd('PING', 'x') + cmd('EXEC') + cmd('MULTI') + cmd('EXEC'), 5);
+    const local = await c.exchange(cmd('MULTI') + cmd('PING', 'x') + cmd('EXEC') + cmd('MULTI') + cmd('EXEC'), 5);
     expect(local).toEqual(['OK', 'QUEUED', ['x'], 'OK', []]);
     c.close();
   });
@@ -137,8 +128,7 @@ describe('MULTI / EXEC', () => {
 
   it('keys on two shards: the command is refused with CROSSSLOT, EXEC aborts, nothing applied', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('MULTI') +
         cmd('SET', `{${tagA}}:cs1`, '1') +
         cmd('SET', `{${tagB}}:cs2`, '2') +
@@ -161,8 +151,7 @@ describe('MULTI / EXEC', () => {
 
   it('queuing errors as in Redis: unknown command and wrong arity abort; nested MULTI and WATCH inside MULTI do not', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('EXEC') +
         cmd('DISCARD') +
         cmd('MULTI') +
@@ -192,7 +181,7 @@ describe('MULTI / EXEC', () => {
     expect(text[11]).toBe('-EXECABORT Transaction discarded because of previous errors.');
     expect(await onShards(`{${tagA}}:q2`)).toBeNull();
     // Commands Redis never allows in a transaction get Redis's refusal, before keymux's own.
-    const save = await exchange(c, cmd('MULTI') + cmd('SAVE') + cmd('EXEC'), 3);
+    const save = await c.exchange(cmd('MULTI') + cmd('SAVE') + cmd('EXEC'), 3);
     expect((save[1] as Error).message).toBe('ERR Command not allowed inside a transaction');
     expect((save[2] as Error).message).toMatch(/^EXECABORT/);
     c.close();
@@ -200,8 +189,7 @@ describe('MULTI / EXEC', () => {
 
   it('DISCARD drops what was queued; QUIT inside MULTI closes the connection', async () => {
     const c = await RawClient.connect(proxy.port);
-    const replies = await exchange(
-      c,
+    const replies = await c.exchange(
       cmd('MULTI') +
         cmd('SET', `{${tagA}}:d`, '1') +
         cmd('DISCARD') +
@@ -272,15 +260,15 @@ describe('WATCH', () => {
     const c = await RawClient.connect(proxy.port);
     const other = new Redis(proxy.port, '127.0.0.1');
     const k = `{${tagA}}:w3`;
-    let replies = await exchange(c, cmd('WATCH', k) + cmd('WATCH', `{${tagB}}:w3`) + cmd('UNWATCH'), 3);
+    let replies = await c.exchange(cmd('WATCH', k) + cmd('WATCH', `{${tagB}}:w3`) + cmd('UNWATCH'), 3);
     expect(replies[0]).toBe('OK');
     expect((replies[1] as Error).message).toMatch(/^CROSSSLOT/);
     expect(replies[2]).toBe('OK');
     await other.set(k, 'touched'); // after UNWATCH: no effect on the transaction
-    replies = await exchange(c, cmd('MULTI') + cmd('SET', k, 'tx') + cmd('EXEC'), 3);
+    replies = await c.exchange(cmd('MULTI') + cmd('SET', k, 'tx') + cmd('EXEC'), 3);
     expect(replies).toEqual(['OK', 'QUEUED', ['OK']]);
     // A WATCH binds the transaction to its shard.
-    replies = await exchange(c, cmd('WATCH', k) + cmd('MULTI') + cmd('SET', `{${tagB}}:w3`, '1') + cmd('EXEC'), 4);
+    replies = await c.exchange(cmd('WATCH', k) + cmd('MULTI') + cmd('SET', `{${tagB}}:w3`, '1') + cmd('EXEC'), 4);
     expect((replies[2] as Error).message).toMatch(/^CROSSSLOT .*one shard/);
     expect((replies[3] as Error).message).toMatch(/^EXECABORT/);
     c.close();
@@ -291,13 +279,13 @@ describe('WATCH', () => {
     const leased = (): number => proxy.sessions.leasedTotal;
     const base = leased();
     const c = await RawClient.connect(proxy.port);
-    await exchange(c, cmd('WATCH', `{${tagA}}:l1`), 1);
+    await c.exchange(cmd('WATCH', `{${tagA}}:l1`), 1);
     expect(leased()).toBe(base + 1);
-    await exchange(c, cmd('MULTI') + cmd('SET', `{${tagA}}:l1`, '1') + cmd('EXEC'), 3);
+    await c.exchange(cmd('MULTI') + cmd('SET', `{${tagA}}:l1`, '1') + cmd('EXEC'), 3);
     expect(leased()).toBe(base);
-    await exchange(c, cmd('WATCH', `{${tagA}}:l1`) + cmd('MULTI') + cmd('DISCARD'), 3);
+    await c.exchange(cmd('WATCH', `{${tagA}}:l1`) + cmd('MULTI') + cmd('DISCARD'), 3);
     expect(leased()).toBe(base);
-    await exchange(c, cmd('WATCH', `{${tagA}}:l1`), 1);
+    await c.exchange(cmd('WATCH', `{${tagA}}:l1`), 1);
     expect(leased()).toBe(base + 1);
     c.close();
     await waitUntil(() => leased() === base);

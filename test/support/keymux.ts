@@ -14,6 +14,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
 import { Proxy, type StartOptions } from '../../src/proxy.js';
 import { pino } from 'pino';
+import { parseReplies, replyCount } from './fake-backend.js';
 import { setRootLogger } from '../../src/log.js';
 import { freePort } from './ports.js';
 
@@ -84,6 +85,14 @@ export class RawClient {
 
   write(b: Buffer | string): void {
     this.socket.write(b);
+  }
+
+  /** Writes `bytes` and resolves with the next `replies` replies, parsed. */
+  async exchange(bytes: Buffer | string, replies: number): Promise<unknown[]> {
+    const before = this.data.length;
+    this.write(bytes);
+    await this.until((d) => replyCount(d.subarray(before)) >= replies);
+    return parseReplies(this.data.subarray(before));
   }
 
   /** Resolves once the received bytes satisfy `pred` (or rejects when the socket closes first / times out). */
