@@ -1,11 +1,13 @@
 /**
  * The request parser's lazily made argument views: a command of more than LAZY_ARGS_ABOVE arguments is delivered
  * with its first EAGER_ARGS views made, the full argument count, and the offsets of every argument in its frame;
- * argAt() and materializeArgs() (core/request.ts) read the same bytes a view would, whatever the chunking.
+ * argAt() and materializeArgs() (core/request.ts) read the same bytes a view would, whatever the chunking. And
+ * ownBytes() moves a request's frame and argument views out of the memory they were read into (a shared read pool),
+ * holes and all, so later writes to that memory do not reach it.
  */
 import { describe, expect, it } from 'vitest';
 import { EAGER_ARGS, LAZY_ARGS_ABOVE, RequestParser, type RequestSink } from '../../src/resp/request-parser.js';
-import { Request, argAt, materializeArgs } from '../../src/core/request.js';
+import { Request, argAt, materializeArgs, ownBytes } from '../../src/core/request.js';
 
 function frameOf(args: string[]): Buffer {
   return Buffer.from(`*${args.length}\r\n${args.map((a) => `$${a.length}\r\n${a}\r\n`).join('')}`, 'latin1');
@@ -68,5 +70,30 @@ describe('lazily made argument views', () => {
     const [g] = parse(frameOf(args), 333);
     expect(g.lazy).toBeNull();
     expect(g.args.map((a) => a.toString())).toEqual(args);
+  });
+
+  it('ownBytes: frame and views (eager and lazy) move to memory of their own; the old memory no longer reaches them', () => {
+    // Two commands read into one pool, as client reads land (server/client-reads.ts).
+    const pool = Buffer.concat([frameOf(small), frameOf(big), Buffer.alloc(1000)]);
+    const got = parse(pool.subarray(0, frameOf(small).length + frameOf(big).length), pool.length);
+    const g = got[1];
+    const req = new Request(owner, g.frame, g.args, 0, 0);
+    req.argOffsets = g.lazy;
+    const before = req.frame.buffer;
+    ownBytes(req);
+    expect(req.frame.buffer).not.toBe(before);
+    expect(req.frame.buffer.byteLength).toBe(req.frame.length);
+    expect(req.frame.equals(frameOf(big))).toBe(true);
+    for (let i = 0; i < EAGER_ARGS; i++) expect(req.args[i].buffer).toBe(req.frame.buffer);
+    expect(req.args[EAGER_ARGS]).toBeUndefined(); // holes stay holes; argAt reads the copy
+    // Overwrite the memory the command was parsed from: the request still reads its own bytes.
+    for (const g2 of got) g2.frame.fill(0x21);
+    for (let i = 0; i < big.length; i += 53) expect(argAt(req, i).toString('latin1')).toBe(big[i]);
+    materializeArgs(req);
+    expect(req.args.map((a) => a.toString('latin1'))).toEqual(big);
+    // Already alone in its memory: left as it is.
+    const frame = req.frame;
+    ownBytes(req);
+    expect(req.frame).toBe(frame);
   });
 });
