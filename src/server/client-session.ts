@@ -33,7 +33,14 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { turnNow } from '../core/clock.js';
 import { RequestParser, type RequestSink } from '../resp/request-parser.js';
-import { Request, UNIT_AT_BACKEND, materializeArgs, type RequestOwner, type RoutedUnit } from '../core/request.js';
+import {
+  Request,
+  UNIT_AT_BACKEND,
+  materializeArgs,
+  ownBytes,
+  type RequestOwner,
+  type RoutedUnit,
+} from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
 import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { readInto } from './client-reads.js';
@@ -385,6 +392,8 @@ export class ClientSession
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
     const topo = this.ctx.topology;
     if (this.held.length > 0 || this.blockers > 0 || (topo !== this.routedWith && this.outstanding > 0)) {
+      // Behind a blocking command it may wait for hours: its own bytes, not a shared read pool (core/request.ts).
+      ownBytes(req);
       this.held.push(req);
       return;
     }
