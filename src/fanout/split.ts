@@ -9,7 +9,7 @@ import { argAt, type Request } from '../core/request.js';
 import { Fragment, type MergeFn } from '../core/fragment.js';
 import type { FanoutShape } from '../commands/spec.js';
 import type { Router } from '../routing/router.js';
-import { CRLF, arrayHeader, bulkHeader } from '../resp/writer.js';
+import { arrayHeader } from '../resp/writer.js';
 
 /**
  * Groups the keys of `req`. For shape 'keys' the keys are args[1..]; for 'key-value' they are args[1], args[3],
@@ -59,22 +59,74 @@ export function buildFragments(
   merge: MergeFn,
 ): Fragment[] {
   const args = req.args;
-  const name = args[0];
   const stride = shape === 'key-value' ? 2 : 1;
   const fragments: Fragment[] = [];
   for (const [group, ordinals] of groups) {
-    const parts: Buffer[] = [arrayHeader(1 + ordinals.length * stride), bulkHeader(name.length), name, CRLF];
-    for (const ord of ordinals) {
-      for (let j = 0; j < stride; j++) {
-        const a = args[1 + ord * stride + j];
-        parts.push(bulkHeader(a.length), a, CRLF);
-      }
-    }
-    fragments.push(new Fragment(req, router.shardOfGroup(group), ordinals, Buffer.concat(parts), merge, group));
+    const frame = fragmentFrame(args, ordinals, stride);
+    fragments.push(new Fragment(req, router.shardOfGroup(group), ordinals, frame, merge, group));
   }
   req.fragments = fragments;
   req.remaining = fragments.length;
   return fragments;
+}
+
+/** Decimal digits of a non-negative integer below 2^31. */
+function digitCount(n: number): number {
+  let d = 1;
+  while (n >= 10) {
+    n = (n / 10) | 0;
+    d++;
+  }
+  return d;
+}
+
+/** Writes `$n\r\n` at `p` of `out`; returns the position after it. */
+function putBulkHeader(out: Buffer, p: number, n: number): number {
+  out[p] = 36; // $
+  const end = p + 1 + digitCount(n);
+  let q = end;
+  do {
+    out[--q] = 48 + (n % 10);
+    n = (n / 10) | 0;
+  } while (n > 0);
+  out[end] = 13;
+  out[end + 1] = 10;
+  return end + 2;
+}
+
+/**
+ * The sub-command frame of one fragment: the command name and, for each key ordinal, its key (and value, stride
+ * 2), encoded straight into one buffer of the exact size (no header strings, no list of parts to concatenate).
+ */
+function fragmentFrame(args: Buffer[], ordinals: number[], stride: number): Buffer {
+  const name = args[0];
+  const count = 1 + ordinals.length * stride;
+  const header = arrayHeader(count);
+  let size = header.length + 1 + digitCount(name.length) + 2 + name.length + 2;
+  for (let i = 0; i < ordinals.length; i++) {
+    for (let j = 0; j < stride; j++) {
+      const n = args[1 + ordinals[i] * stride + j].length;
+      size += 1 + digitCount(n) + 2 + n + 2;
+    }
+  }
+  const out = Buffer.allocUnsafe(size);
+  out.set(header, 0);
+  let p = putBulkHeader(out, header.length, name.length);
+  out.set(name, p);
+  p += name.length;
+  out[p++] = 13;
+  out[p++] = 10;
+  for (let i = 0; i < ordinals.length; i++) {
+    for (let j = 0; j < stride; j++) {
+      const a = args[1 + ordinals[i] * stride + j];
+      p = putBulkHeader(out, p, a.length);
+      out.set(a, p);
+      p += a.length;
+      out[p++] = 13;
+      out[p++] = 10;
+    }
+  }
+  return out;
 }
 
 /** One fragment per shard, each carrying `frame` unchanged (FLUSHALL, DBSIZE, INFO keyspace...). */

@@ -1,0 +1,68 @@
+/**
+ * Splitting a multi-key command (src/fanout/split.ts): each fragment's frame is exactly the RESP command a client
+ * would send for the command name and that group's keys (and values) in the client's order, whatever the lengths
+ * (0 bytes, and lengths of 1 to 6 decimal digits), for both shapes (MGET-like keys, MSET-like key-value pairs).
+ */
+import { describe, expect, it } from 'vitest';
+import { Request } from '../../src/core/request.js';
+import { buildFragments, groupKeys } from '../../src/fanout/split.js';
+import { commandFrame } from '../../src/resp/writer.js';
+import type { Router } from '../../src/routing/router.js';
+
+const owner = {
+  id: 1,
+  onRequestDone: () => undefined,
+  onFencedUnitDone: () => undefined,
+  retryInOrder: () => undefined,
+  holdRedirect: () => false,
+  backendFull: () => undefined,
+  backendDrained: () => undefined,
+};
+
+/** Three groups by key length (a stand-in for slots or shards); group g is served by shard g. */
+const router = {
+  groupFor: (key: Buffer) => key.length % 3,
+  shardOfGroup: (g: number) => g,
+  keylessGroup: () => 0,
+  groupsAreSlots: false,
+} as unknown as Router;
+
+const LENGTHS = [0, 1, 9, 10, 99, 100, 999, 1000, 12345, 100000, 2, 5];
+
+function keyOf(i: number, n: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let j = 0; j < n; j++) b[j] = (i * 17 + j) & 0xff;
+  return b;
+}
+
+function requestOf(args: Buffer[]): Request {
+  return new Request(owner, commandFrame(args), args, 0, 0);
+}
+
+describe('fan-out fragments', () => {
+  it('MGET-like: each fragment is the command over its keys, in the client order', () => {
+    const keys = LENGTHS.map((n, i) => keyOf(i, n));
+    const req = requestOf([Buffer.from('MGET'), ...keys]);
+    const { single, groups } = groupKeys(req, 'keys', router);
+    expect(single).toBe(-1);
+    const fragments = buildFragments(req, 'keys', groups!, router, () => Buffer.alloc(0));
+    expect(fragments.length).toBe(3);
+    for (const f of fragments) {
+      const mine = f.keyOrdinals.map((o) => keys[o]!);
+      expect(new Set(mine.map((k) => router.groupFor(k))).size).toBe(1); // one group per fragment
+      expect(f.frame.equals(commandFrame([Buffer.from('MGET'), ...mine]))).toBe(true);
+    }
+    expect(fragments.flatMap((f) => f.keyOrdinals).sort((a, b) => a - b)).toEqual(LENGTHS.map((_, i) => i));
+  });
+
+  it('MSET-like: keys with their values, values of every length', () => {
+    const pairs = LENGTHS.map((n, i) => [keyOf(i, (i * 7) % 13), keyOf(i + 100, n)] as const);
+    const req = requestOf([Buffer.from('MSET'), ...pairs.flat()]);
+    const { groups } = groupKeys(req, 'key-value', router);
+    const fragments = buildFragments(req, 'key-value', groups!, router, () => Buffer.alloc(0));
+    for (const f of fragments) {
+      const mine = f.keyOrdinals.flatMap((o) => [pairs[o]![0], pairs[o]![1]]);
+      expect(f.frame.equals(commandFrame([Buffer.from('MSET'), ...mine]))).toBe(true);
+    }
+  });
+});
