@@ -150,6 +150,29 @@ export function elementEnd(buf: Buffer, pos: number): number {
   return pos <= buf.length ? pos : -1;
 }
 
+/**
+ * The elements of a top-level RESP2/RESP3 array frame (`*`) as byte ranges instead of views: element i of the
+ * frame is bytes [bounds[2i], bounds[2i+1]). Returns the element count, or -1 if `frame` is not a plain array of
+ * complete elements (nil array, attributes first, truncated). For merges that copy elements out, where a view per
+ * element would cost more than the copy.
+ */
+export function readArrayBounds(frame: Buffer, bounds: number[]): number {
+  if (frame[0] !== 42 /* * */) return -1;
+  const eol = lineEnd(frame, 1);
+  if (eol < 0) return -1;
+  const n = parseLength(frame, 1, eol);
+  if (n < 0) return -1;
+  let pos = eol + 2;
+  for (let i = 0; i < n; i++) {
+    const end = elementEnd(frame, pos);
+    if (end < 0) return -1;
+    bounds[2 * i] = pos;
+    bounds[2 * i + 1] = end;
+    pos = end;
+  }
+  return n;
+}
+
 /** The elements of a top-level array frame as raw frame views; null if not an array (or a nil array). */
 export function readArrayElements(frame: Buffer): Buffer[] | null {
   if (frame[0] !== 42 /* * */) return frame[0] === 124 ? readAfterAttributes(frame, readArrayElements) : null;
