@@ -8,21 +8,14 @@
  */
 import { pino } from 'pino';
 import { NearCache, type NearCacheSettings } from '../../src/nearcache/near-cache.js';
-import { Request, type RequestOwner } from '../../src/core/request.js';
+import { Request } from '../../src/core/request.js';
 import { ShardStats } from '../../src/metrics/stats.js';
 import { ROLE_GET } from '../../src/nearcache/store.js';
 import type { ShardPool } from '../../src/backend/pool.js';
 import type { ShardRuntime, Topology } from '../../src/routing/topology.js';
+import { idleOwner } from '../support/owner.js';
 
-const owner: RequestOwner = {
-  id: 1,
-  onRequestDone: () => undefined,
-  onFencedUnitDone: () => undefined,
-  retryInOrder: () => undefined,
-  holdRedirect: () => false,
-  backendFull: () => undefined,
-  backendDrained: () => undefined,
-};
+const owner = idleOwner();
 const settings: NearCacheSettings = {
   enabled: false,
   maxBytes: 1 << 26,

@@ -9,16 +9,9 @@ import { Request } from '../../src/core/request.js';
 import { Fragment } from '../../src/core/fragment.js';
 import { mergeMget } from '../../src/fanout/merge.js';
 import { ERR_FANOUT_UNEXPECTED } from '../../src/errors.js';
+import { idleOwner } from '../support/owner.js';
 
-const owner = {
-  id: 1,
-  onRequestDone: () => undefined,
-  onFencedUnitDone: () => undefined,
-  retryInOrder: () => undefined,
-  holdRedirect: () => false,
-  backendFull: () => undefined,
-  backendDrained: () => undefined,
-};
+const owner = idleOwner();
 
 const bulk = (s: string): string => `$${Buffer.byteLength(s, 'latin1')}\r\n${s}\r\n`;
 

@@ -8,16 +8,9 @@ import { Request } from '../../src/core/request.js';
 import { buildFragments, groupKeys } from '../../src/fanout/split.js';
 import { commandFrame } from '../../src/resp/writer.js';
 import type { Router } from '../../src/routing/router.js';
+import { idleOwner } from '../support/owner.js';
 
-const owner = {
-  id: 1,
-  onRequestDone: () => undefined,
-  onFencedUnitDone: () => undefined,
-  retryInOrder: () => undefined,
-  holdRedirect: () => false,
-  backendFull: () => undefined,
-  backendDrained: () => undefined,
-};
+const owner = idleOwner();
 
 /** Three groups by key length (a stand-in for slots or shards); group g is served by shard g. */
 const router = {

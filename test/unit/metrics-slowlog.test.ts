@@ -8,21 +8,14 @@ import { performance } from 'node:perf_hooks';
 import { SlowLog } from '../../src/metrics/slowlog.js';
 import { Observer } from '../../src/metrics/observer.js';
 import { ShardStats, StatsRegistry } from '../../src/metrics/stats.js';
-import { Request, type RequestOwner } from '../../src/core/request.js';
+import { Request } from '../../src/core/request.js';
 import { Fragment } from '../../src/core/fragment.js';
 import { CommandTable } from '../../src/commands/table.js';
 import { DEFAULTS, type MetricsConfig } from '../../src/config/schema.js';
+import { idleOwner } from '../support/owner.js';
 
 const table = CommandTable.builtin();
-const owner: RequestOwner = {
-  id: 1,
-  onRequestDone: () => undefined,
-  onFencedUnitDone: () => undefined,
-  retryInOrder: () => undefined,
-  holdRedirect: () => false,
-  backendFull: () => undefined,
-  backendDrained: () => undefined,
-};
+const owner = idleOwner();
 
 /** A request for `args` that started `ageMs` ago, answered with `reply`, sent to `shard`. */
 function request(

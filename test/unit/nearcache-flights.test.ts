@@ -10,6 +10,7 @@ import { ShardStats } from '../../src/metrics/stats.js';
 import { ROLE_GET } from '../../src/nearcache/store.js';
 import type { Topology, ShardRuntime } from '../../src/routing/topology.js';
 import type { ShardPool } from '../../src/backend/pool.js';
+import { idleOwner } from '../support/owner.js';
 
 const SETTINGS: NearCacheSettings = {
   enabled: true,
@@ -29,20 +30,8 @@ function encode(args: string[]): { frame: Buffer; args: Buffer[] } {
 const owners = new Map<number, RequestOwner>();
 function owner(id: number): RequestOwner {
   let o = owners.get(id);
-  if (o === undefined) owners.set(id, (o = newOwner(id)));
+  if (o === undefined) owners.set(id, (o = idleOwner(id)));
   return o;
-}
-
-function newOwner(id: number): RequestOwner {
-  return {
-    id,
-    onRequestDone: () => undefined,
-    onFencedUnitDone: () => undefined,
-    retryInOrder: () => undefined,
-    holdRedirect: () => false,
-    backendFull: () => undefined,
-    backendDrained: () => undefined,
-  };
 }
 
 function harness() {

@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { EAGER_ARGS, LAZY_ARGS_ABOVE, RequestParser, type RequestSink } from '../../src/resp/request-parser.js';
 import { Request, argAt, materializeArgs, ownBytes } from '../../src/core/request.js';
+import { idleOwner } from '../support/owner.js';
 
 function frameOf(args: string[]): Buffer {
   return Buffer.from(`*${args.length}\r\n${args.map((a) => `$${a.length}\r\n${a}\r\n`).join('')}`, 'latin1');
@@ -32,15 +33,7 @@ function parse(bytes: Buffer, chunk: number): Got[] {
   return got;
 }
 
-const owner = {
-  id: 1,
-  onRequestDone: () => undefined,
-  onFencedUnitDone: () => undefined,
-  retryInOrder: () => undefined,
-  holdRedirect: () => false,
-  backendFull: () => undefined,
-  backendDrained: () => undefined,
-};
+const owner = idleOwner();
 
 describe('lazily made argument views', () => {
   const small = ['GET', 'k'];
