@@ -133,8 +133,9 @@ export function materializeArgs(req: Request): void {
  * Gives `req` bytes of its own: its frame is copied and every argument view inside the frame is remade over the
  * copy (holes stay holes; argAt reads the copy). Client reads land in a shared 64 KiB pool (server/client-reads.ts)
  * and any view keeps the whole pool alive, which costs nothing for a request answered in a millisecond but 64 KiB
- * per request held for long: a blocking command (a fleet of queue workers each blocked for minutes), a WAIT, a
- * command queued in a transaction. Those call this first, so each holds only its own bytes.
+ * per request held for long: a blocking command (a fleet of queue workers each blocked for minutes), a WAIT, an
+ * isolated script (the session's runAlone, which all of them go through), a command queued in a transaction, a command
+ * held behind one of them. Those get this first, so each holds only its own bytes.
  */
 export function ownBytes(req: Request): void {
   const frame = req.frame;

@@ -42,14 +42,15 @@ function readFields(): ReadFields | null {
   return fields;
 }
 
-const scratch = new Uint8Array(SCRATCH_BYTES);
+const scratchMemory = new ArrayBuffer(SCRATCH_BYTES);
+const scratch = new Uint8Array(scratchMemory);
 let pool = new ArrayBuffer(POOL_BYTES);
 let poolBytes = new Uint8Array(pool);
 let poolUsed = 0;
 
 /** The `n` bytes just read into the scratch buffer, copied where they can stay. */
 function keep(n: number): Buffer {
-  const read = n === SCRATCH_BYTES ? scratch : new Uint8Array(scratch.buffer, 0, n);
+  const read = n === SCRATCH_BYTES ? scratch : new Uint8Array(scratchMemory, 0, n);
   if (n > OWN_BUFFER_ABOVE) {
     const own = new ArrayBuffer(n);
     new Uint8Array(own).set(read);

@@ -104,8 +104,6 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
   outputLimitUnlogged = 0;
 }
 
-/** The client is closed for leaving a command unfinished (the error names the setting). */
-
 /** Past this many bytes held for one unfinished command, the session reads one chunk per event-loop turn. */
 const YIELD_ABOVE_BYTES = 1024 * 1024;
 
@@ -523,6 +521,9 @@ export class ClientSession
       return false;
     }
     if (this.exclusive === req) return true; // dispatched again after the earlier ones were answered
+    // What runs alone (a blocking command, WAIT, WATCH, EXEC, an isolated script) may be held for long, here or at
+    // its lease: it keeps its own bytes, not the shared read pool it was parsed from (core/request.ts).
+    ownBytes(req);
     this.exclusive = req;
     this.blockers++;
     if (this.outstanding > 1) {

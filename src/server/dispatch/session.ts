@@ -569,7 +569,6 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.
   if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.write(req, null, 0, 1);
   if (spec.write && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
-  ownBytes(req); // it may stay blocked for hours: keep only its own bytes, not a read pool
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;
@@ -611,7 +610,6 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   const nc = session.ctx.nearCache;
   if (nc !== null && n > 0) nc.write(req, idx, n, 1); // idx still holds this command's keys
   if (lease.via !== null) session.noteWrite(lease.via); // WAIT waits for what it may have written
-  ownBytes(req); // a script may run for long (that is why it is isolated): its own bytes, not a read pool
   const state = session.sessionState();
   state.busy = lease;
   // As for a blocked client: if it leaves now, nobody will read the script's reply, so it is cut at once and its

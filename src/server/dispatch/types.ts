@@ -51,7 +51,8 @@ export interface DispatchSession extends LocalSession, RequestOwner {
   /**
    * `req` must run alone in its client's order (it goes over a connection of its own): true when it may go now
    * (nothing earlier of the client is outstanding); false when it was parked, and the session dispatches it again
-   * once the earlier ones are answered. Later requests wait until it is answered either way.
+   * once the earlier ones are answered. Later requests wait until it is answered either way. It may be held for
+   * long, so it gets bytes of its own first (ownBytes, core/request.ts).
    */
   runAlone(req: Request): boolean;
   /**

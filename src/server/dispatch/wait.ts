@@ -27,7 +27,7 @@
  * (the client then gets the counts reached so far, as Redis answers an unblocked WAIT).
  */
 import { parseInteger } from '../../commands/keys.js';
-import { ownBytes, type BackendOp, type Request } from '../../core/request.js';
+import type { BackendOp, Request } from '../../core/request.js';
 import type { ShardPool } from '../../backend/pool.js';
 import { errorReply } from '../../errors.js';
 import { readInteger } from '../../resp/reply-reader.js';
@@ -98,7 +98,6 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
  * and answers the smallest count once every shard answered.
  */
 function waitOn(session: DispatchSession, req: Request, pools: readonly ShardPool[], marks: Buffer[][]): void {
-  ownBytes(req); // it may wait long: its own bytes, not a read pool (core/request.ts)
   const leases: Lease[] = [];
   for (const pool of pools) {
     const got = session.ctx.sessions.lease(pool, 2);
