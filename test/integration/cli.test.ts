@@ -4,10 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 const run = promisify(execFile);
 const BIN = path.resolve('bin/keymux.js');
@@ -17,12 +17,12 @@ let backend: RedisProcess;
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js')))
     throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-cli-'));
+  dir = makeTempDir('keymux-cli-');
   backend = await startRedis();
 });
 afterAll(async () => {
   await backend?.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 describe('keymux --check', () => {

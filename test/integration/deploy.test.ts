@@ -14,10 +14,10 @@ import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { builtinModules } from 'node:module';
 import YAML from 'yaml';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -521,7 +521,7 @@ for (const [label, dir] of [
     });
 
     it('embeds a keymux config that passes the real `keymux --check`', async () => {
-      const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-deploy-'));
+      const tmp = makeTempDir('keymux-deploy-');
       try {
         const file = path.join(tmp, r.configKey);
         fs.writeFileSync(file, r.configText);
@@ -531,7 +531,7 @@ for (const [label, dir] of [
         expect(result.stderr, 'keymux --check found problems').toBe('');
         expect(result.stdout).toContain('configuration is valid');
       } finally {
-        fs.rmSync(tmp, { recursive: true, force: true });
+        removeTempDir(tmp);
       }
     });
 

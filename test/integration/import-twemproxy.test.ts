@@ -11,7 +11,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { parseConfigText } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
@@ -19,6 +18,7 @@ import { startNutcracker } from '../support/nutcracker.js';
 import { freePort } from '../support/ports.js';
 import { redisCommands, startRedis, type RedisProcess } from '../support/redis.js';
 import '../support/keymux.js'; // silences keymux's logs in this process
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 const run = promisify(execFile);
 const BIN = path.resolve('bin/keymux.js');
@@ -29,7 +29,7 @@ let secured: RedisProcess[] = [];
 
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-import-'));
+  dir = makeTempDir('keymux-import-');
   [plain, secured] = await Promise.all([
     Promise.all([0, 1, 2, 3].map(() => startRedis())),
     Promise.all([0, 1, 2].map(() => startRedis({ password: PASSWORD }))),
@@ -37,7 +37,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all([...plain, ...secured].map((r) => r.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 interface CliResult {

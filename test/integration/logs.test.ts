@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { startRedis, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { defaultLogFormat } from '../../src/log.js';
 
 const exec = promisify(execFile);
@@ -20,12 +20,12 @@ let backend: RedisProcess;
 
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-logs-'));
+  dir = makeTempDir('keymux-logs-');
   backend = await startRedis();
 });
 afterAll(async () => {
   await backend?.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 async function configFile(): Promise<string> {

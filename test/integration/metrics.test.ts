@@ -9,12 +9,12 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs, { readFileSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedis, type RedisProcess } from '../support/redis.js';
 import { configFrom, RawClient, ringConfig, slotsConfig, startKeymux, type ConfigObject } from '../support/keymux.js';
 import { getJson, httpGet, promqlMetricNames, samplesOf, scrape, valueOf, type Sample } from '../support/metrics.js';
+import { makeTempDir } from '../support/tmpdirs.js';
 import { keyHash } from '../../src/metrics/hotkeys.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -28,7 +28,7 @@ const SHARDS = ['a', 'b', 'c'];
 /** The admin token: /hotkeys and /slowlog show key names only to its holder. */
 const TOKEN = 'metrics-test-token-0123456789';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
-const TOKEN_FILE = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-metrics-')), 'token');
+const TOKEN_FILE = path.join(makeTempDir('keymux-metrics-'), 'token');
 fs.writeFileSync(TOKEN_FILE, TOKEN);
 
 function config(metrics: ConfigObject = {}): ConfigObject {

@@ -9,7 +9,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
@@ -18,17 +17,18 @@ import '../support/keymux.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { waitFor } from '../support/fake-backend.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 let backends: RedisProcess[];
 let dir: string;
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis(), startRedis()]);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-migration-order-'));
+  dir = makeTempDir('keymux-migration-order-');
 });
 afterAll(async () => {
   await Promise.all(backends.map((b) => b.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 function write(file: string, obj: Record<string, unknown>): void {

@@ -3,13 +3,13 @@
 // key is on its new owner only, with its last value and its TTL. Also: a migration survives a further reload.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
 import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 
@@ -18,11 +18,11 @@ let dir: string;
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis(), startRedis()]);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-migration-'));
+  dir = makeTempDir('keymux-migration-');
 });
 afterAll(async () => {
   await Promise.all(backends.map((b) => b.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 function write(file: string, obj: Record<string, unknown>): void {

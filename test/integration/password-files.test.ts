@@ -6,14 +6,12 @@
  * config and the running passwords stay.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
 import { slotsConfig, startKeymux } from '../support/keymux.js';
 import { secretVolume } from '../support/tls.js';
 import { waitFor } from '../support/fake-backend.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let dir: string;
@@ -23,7 +21,7 @@ let clientSecret: ReturnType<typeof secretVolume>;
 let shardSecret: ReturnType<typeof secretVolume>;
 
 beforeAll(async () => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-secrets-'));
+  dir = makeTempDir('keymux-secrets-');
   shard = await startRedis({ password: 'shard-secret-1' });
   clientSecret = secretVolume(dir, { password: 'client-secret-1\n' });
   shardSecret = secretVolume(dir, { password: 'shard-secret-1\n' });
@@ -38,7 +36,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close();
   await shard.stop();
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 const connect = (password?: string): Redis =>

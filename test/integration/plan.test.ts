@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { stringify } from 'yaml';
@@ -18,6 +17,7 @@ import { Proxy } from '../../src/proxy.js';
 import type { PlanReport } from '../../src/migration/estimate.js';
 import { redisCommands, startRedis, type RedisProcess } from '../support/redis.js';
 import '../support/keymux.js'; // silences keymux's logs in this process
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 const run = promisify(execFile);
 const BIN = path.resolve('bin/keymux.js');
@@ -28,12 +28,12 @@ let redis: RedisProcess[] = [];
 
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-plan-'));
+  dir = makeTempDir('keymux-plan-');
   redis = await Promise.all([0, 1, 2, 3].map(() => startRedis()));
 });
 afterAll(async () => {
   await Promise.all(redis.map((r) => r.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 type Obj = Record<string, unknown>;

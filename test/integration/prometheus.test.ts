@@ -10,7 +10,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
@@ -18,6 +17,7 @@ import { startRedis, type RedisProcess } from '../support/redis.js';
 import { slotsConfig, startKeymux } from '../support/keymux.js';
 import { freePort } from '../support/ports.js';
 import { httpGet } from '../support/metrics.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import type { Proxy } from '../../src/proxy.js';
 
 interface PromVector {
@@ -68,7 +68,7 @@ const byShard = (v: PromVector[]): Record<string, number> =>
   Object.fromEntries(v.map((r) => [r.metric.shard, Number(r.value[1])]));
 
 async function startPrometheus(adminPort: number): Promise<void> {
-  promDir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-prometheus-'));
+  promDir = makeTempDir('keymux-prometheus-');
   const conf = path.join(promDir, 'prometheus.yml');
   fs.writeFileSync(
     conf,
@@ -142,7 +142,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stopPrometheus();
-  if (promDir !== '') fs.rmSync(promDir, { recursive: true, force: true });
+  if (promDir !== '') removeTempDir(promDir);
   client?.disconnect();
   await proxy?.close();
   await Promise.all(backends.map((b) => b.stop()));

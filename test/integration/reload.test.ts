@@ -3,13 +3,13 @@
 // is rejected and the running one stays; a change to the file is picked up by the directory watch.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js'; // silences the proxy's logger
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { keySlot } from '../../src/routing/crc16.js';
@@ -48,12 +48,12 @@ function configText(step: number): string {
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-reload-'));
+  dir = makeTempDir('keymux-reload-');
   file = path.join(dir, 'keymux.yaml');
 });
 afterAll(async () => {
   await Promise.all(backends.map((b) => b.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 describe('reload under load', () => {

@@ -10,7 +10,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { execFile } from 'node:child_process';
@@ -21,6 +20,7 @@ import { redisCommand, redisCommands, startRedis, type RedisProcess } from '../s
 import { RawClient, ringConfig, slotsConfig, startKeymux } from '../support/keymux.js';
 import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake-backend.js';
 import { startCluster, type RedisCluster } from '../support/cluster.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { ReplyScanner } from '../../src/resp/reply-scanner.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import { shardsReport } from '../../src/metrics/endpoints.js';
@@ -445,10 +445,10 @@ describe('RESP3 in slots mode (real redis-servers)', () => {
 describe('RESP3 during a reload that moves keys (slots mode)', () => {
   it('RESP3 clients writing and reading hashes while a third of the slots move: no error, no stale read', async () => {
     const [a, b] = await Promise.all([startRedis(), startRedis()]);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-resp3-mig-'));
+    const dir = makeTempDir('keymux-resp3-mig-');
     cleanups.push(async () => {
       await Promise.all([a.stop(), b.stop()]);
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     });
     const file = path.join(dir, 'k.yaml');
     const write = (split: number) =>

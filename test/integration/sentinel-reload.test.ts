@@ -9,7 +9,6 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
@@ -17,6 +16,7 @@ import { request } from 'undici';
 import { startSentinels, type SentinelSetup } from '../support/sentinel.js';
 import { startRedis, type RedisProcess } from '../support/redis.js';
 import '../support/keymux.js'; // silences the proxy's logger
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 
@@ -30,7 +30,7 @@ beforeAll(async () => {
   ha = await startSentinels({ masters: [{ name: 'ma', replicas: 1 }], sentinels: 3 });
   b = await startRedis();
   await ha.ready('ma', 1);
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-sentinel-reload-'));
+  dir = makeTempDir('keymux-sentinel-reload-');
 }, 60_000);
 
 afterAll(async () => {
@@ -38,7 +38,7 @@ afterAll(async () => {
   for (const p of proxies) await p.close();
   await ha?.stop();
   await b?.stop('SIGKILL');
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 function write(file: string, doc: Record<string, unknown>): void {

@@ -10,7 +10,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
@@ -21,6 +20,7 @@ import { run as planRun } from '../../src/cli/plan.js';
 import { redisCommands, startRedis, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
 import '../support/keymux.js'; // silences keymux's logs in this process
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
 const exec = promisify(execFile);
 const BIN = path.resolve('bin/keymux.js');
@@ -118,7 +118,7 @@ class Tmux {
 
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-top-'));
+  dir = makeTempDir('keymux-top-');
   redis = await Promise.all([0, 1, 2].map(() => startRedis()));
   configFile = path.join(dir, 'keymux.yaml');
   tokenFile = path.join(dir, 'admin-token');
@@ -134,7 +134,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close();
   await Promise.all(redis.map((r) => r.stop()));
-  fs.rmSync(dir, { recursive: true, force: true });
+  removeTempDir(dir);
 });
 
 describe('keymux top under tmux', () => {

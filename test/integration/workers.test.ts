@@ -10,12 +10,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { keySlot } from '../../src/routing/crc16.js';
 
 const BIN = path.resolve('bin/keymux.js');
@@ -110,7 +110,7 @@ beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
   [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
   [port, adminPort] = [await freePort(), await freePort()];
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-workers-'));
+  dir = makeTempDir('keymux-workers-');
   file = path.join(dir, 'keymux.yaml');
   writeConfig(a);
   keymux = spawn(process.execPath, [BIN, '--config', file, '--no-watch'], {
@@ -141,7 +141,7 @@ afterAll(async () => {
     await exited;
   }
   await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
-  if (dir !== undefined) fs.rmSync(dir, { recursive: true, force: true });
+  if (dir !== undefined) removeTempDir(dir);
 });
 
 describe('workers: 2', () => {

@@ -19,6 +19,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { startRedis, redisCommand, redisCommands, type RedisProcess, type RedisTls } from './redis.js';
+import { removeTempDir } from './tmpdirs.js';
 
 export type ClusterRole = 'master' | 'replica';
 
@@ -514,7 +515,7 @@ class Cluster implements RedisCluster {
       this.nodes.map(async (n) => {
         n.alive = false;
         await n.redis.stop('SIGKILL').catch(() => undefined);
-        fs.rmSync(n.redis.dir, { recursive: true, force: true });
+        removeTempDir(n.redis.dir);
       }),
     );
   }

@@ -6,7 +6,6 @@
  */
 import net from 'node:net';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { spawn } from 'node:child_process';
 import { stringify } from 'yaml';
@@ -17,6 +16,7 @@ import { pino } from 'pino';
 import { parseReplies, replyCount } from './fake-backend.js';
 import { setRootLogger } from '../../src/log.js';
 import { freePort } from './ports.js';
+import { makeTempDir, removeTempDir } from './tmpdirs.js';
 
 setRootLogger(pino({ level: process.env.KEYMUX_TEST_LOG ?? 'silent' }));
 
@@ -152,7 +152,7 @@ export async function spawnKeymux(obj: ConfigObject): Promise<SpawnedKeymux> {
   if (!fs.existsSync(path.resolve('dist/main.js')))
     throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
   const [port, adminPort] = [await freePort(), await freePort()];
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-spawned-'));
+  const dir = makeTempDir('keymux-spawned-');
   const file = path.join(dir, 'keymux.yaml');
   fs.writeFileSync(
     file,
@@ -167,7 +167,7 @@ export async function spawnKeymux(obj: ConfigObject): Promise<SpawnedKeymux> {
       child.kill('SIGKILL');
       await exited;
     }
-    fs.rmSync(dir, { recursive: true, force: true });
+    removeTempDir(dir);
   };
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`keymux exited at start (code ${child.exitCode})`);

@@ -7,9 +7,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './ports.js';
+import { makeTempDir, removeTempDir } from './tmpdirs.js';
 
 export interface NutcrackerServer {
   host: string;
@@ -87,7 +87,7 @@ export async function startNutcracker(opts: StartNutcrackerOptions): Promise<Nut
 }
 
 async function startOnce(port: number, statsPort: number, opts: StartNutcrackerOptions): Promise<NutcrackerProcess> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-nutcracker-${port}-`));
+  const dir = makeTempDir(`keymux-nutcracker-${port}-`);
   const conf = path.join(dir, 'nutcracker.yml');
   const logFile = path.join(dir, 'nutcracker.log');
   const configText = opts.config?.(port) ?? nutcrackerConfig(port, opts);
@@ -124,7 +124,7 @@ async function startOnce(port: number, statsPort: number, opts: StartNutcrackerO
         await done;
       }
       live.delete(child);
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     },
     log: readLog,
   };

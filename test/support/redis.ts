@@ -5,12 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import { createRequire } from 'node:module';
 import { freePort } from './ports.js';
+import { makeTempDir } from './tmpdirs.js';
 
 const require = createRequire(import.meta.url);
 // redis-parser is the reference RESP decoder; tests use it to read real replies.
@@ -111,7 +111,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisPro
 }
 
 async function startOn(port: number, opts: StartRedisOptions): Promise<RedisProcess> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-redis-${port}-`));
+  const dir = makeTempDir(`keymux-redis-${port}-`);
   const args = [
     ...(opts.tls !== undefined ? tlsArgs(port, opts.tls) : ['--port', String(port)]),
     '--bind',

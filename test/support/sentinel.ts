@@ -9,10 +9,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { freePort } from './ports.js';
 import { redisCommands, startRedis, type RedisProcess } from './redis.js';
+import { makeTempDir } from './tmpdirs.js';
 
 export interface SentinelProcess {
   port: number;
@@ -55,7 +55,7 @@ const poll = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)
 async function startSentinel(monitors: Array<{ name: string; port: number }>, o: SentinelSetupOptions) {
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), `keymux-sentinel-${port}-`));
+    const dir = makeTempDir(`keymux-sentinel-${port}-`);
     const conf = path.join(dir, 'sentinel.conf');
     const lines = [
       `port ${port}`,

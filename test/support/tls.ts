@@ -6,9 +6,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type tls from 'node:tls';
+import { makeTempDir, removeTempDir } from './tmpdirs.js';
 
 export interface CertFiles {
   /** PEM certificate file. */
@@ -145,7 +145,7 @@ export interface TestPki {
 }
 
 export function makePki(): TestPki {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keymux-tls-'));
+  const dir = makeTempDir('keymux-tls-');
   const ca = TestCa.create(dir, 'ca');
   const otherCa = TestCa.create(dir, 'other-ca');
   return {
@@ -155,7 +155,7 @@ export function makePki(): TestPki {
     client: ca.issue('client'),
     otherCa,
     otherClient: otherCa.issue('other-client'),
-    cleanup: () => fs.rmSync(dir, { recursive: true, force: true }),
+    cleanup: () => removeTempDir(dir),
   };
 }
 

@@ -8,8 +8,7 @@
  */
 
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import YAML from 'yaml';
@@ -31,6 +30,7 @@ import {
   type ConfigPath,
   type KeymuxConfig,
 } from '../../src/config/schema.js';
+import { makeTempDir } from '../support/tmpdirs.js';
 
 const SRC = 'config/test.yaml';
 
@@ -1428,7 +1428,7 @@ describe('helpers', () => {
 });
 
 describe('files', () => {
-  const dir = mkdtempSync(join(tmpdir(), 'keymux-config-'));
+  const dir = makeTempDir('keymux-config-');
 
   it('loadConfigFile returns the config and names the file in it', () => {
     const path = join(dir, 'ok.yaml');
