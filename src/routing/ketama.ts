@@ -21,7 +21,10 @@
  *   - Routing: with one server, always that server. Otherwise apply hash_tag (first open byte, then the first close
  *     byte after it, and at least one byte between them, else the whole key). An empty key, or an empty result,
  *     hashes to 0 rather than being passed to the hash function.
- * The continuum is built once (start-up or reload) and only read afterwards; lookups allocate nothing.
+ * The continuum is built once (start-up or reload) and only read afterwards; lookups allocate nothing. A lookup
+ * does not binary-search all points: a table indexed by the hash's top bits (about one bucket per point) gives the
+ * points whose values share them, and the search runs among those few (the same answer, without the ten or so
+ * unpredictable branches a search of 640 points takes).
  */
 import type { HashName, ShardConfig } from '../config/schema.js';
 import { HASHERS, md5Words4, type KeyHasher } from './hashers.js';
@@ -29,6 +32,8 @@ import { HASHERS, md5Words4, type KeyHasher } from './hashers.js';
 const POINTS_PER_SERVER = 160;
 const POINTS_PER_HASH = 4;
 const DEFAULT_KETAMA_PORT = 11211;
+/** At most 2^16 buckets (256 KiB) in the lookup table, however many points. */
+const MAX_BUCKET_BITS = 16;
 
 export interface KetamaServer {
   /** The exact string twemproxy hashes for this server (see ketamaKey). */
@@ -65,6 +70,9 @@ export class KetamaContinuum {
   readonly size: number;
   readonly serverCount: number;
   private readonly hasher: KeyHasher;
+  /** bucketStart[b] = index of the first point whose value is >= b << bucketShift; bucketStart[buckets] = size. */
+  private readonly bucketStart: Uint32Array;
+  private readonly bucketShift: number;
 
   constructor(servers: ReadonlyArray<KetamaServer>, hasher: KeyHasher) {
     this.hasher = hasher;
@@ -110,14 +118,32 @@ export class KetamaContinuum {
       this.points[i] = values[idx[i]];
       this.owners[i] = owner[idx[i]];
     }
+    let bits = 1;
+    while (bits < MAX_BUCKET_BITS && 1 << bits < this.size) bits++;
+    this.bucketShift = 32 - bits;
+    const buckets = 1 << bits;
+    this.bucketStart = new Uint32Array(buckets + 1);
+    let i = 0;
+    for (let b = 0; b < buckets; b++) {
+      const low = b * 2 ** this.bucketShift; // b << shift as an unsigned value
+      while (i < this.size && this.points[i] < low) i++;
+      this.bucketStart[b] = i;
+    }
+    this.bucketStart[buckets] = this.size;
   }
 
   /** ketama_dispatch: the owner of the first point >= hash, wrapping to the first point; -1 when empty. */
   ownerOf(hash: number): number {
+    if (this.size === 0) return -1;
     const points = this.points;
-    let left = 0;
-    let right = this.size;
-    if (right === 0) return -1;
+    const b = hash >>> this.bucketShift;
+    let left = this.bucketStart[b];
+    let right = this.bucketStart[b + 1];
+    // Every point before `left` is below the bucket (so below hash); every point from `right` on is above it.
+    while (left < right && right - left <= 4) {
+      if (points[left] >= hash) return this.owners[left];
+      left++;
+    }
     while (left < right) {
       const mid = (left + right) >>> 1;
       if (points[mid] < hash) left = mid + 1;

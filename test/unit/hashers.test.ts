@@ -324,6 +324,49 @@ describe('ketama continuum', () => {
     }
   });
 
+  it('finds through its bucket table exactly the point a search of the whole ring finds, for every ring size', () => {
+    // The reference: ketama_dispatch's binary search over all points.
+    const reference = (c: KetamaContinuum, hash: number): number => {
+      let left = 0;
+      let right = c.size;
+      while (left < right) {
+        const mid = (left + right) >>> 1;
+        if (c.points[mid] < hash) left = mid + 1;
+        else right = mid;
+      }
+      return c.owners[right === c.size ? 0 : right];
+    };
+    let seed = 12345;
+    const next = (): number => {
+      seed ^= seed << 13;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5;
+      return seed >>> 0;
+    };
+    // 1 to 600 servers (160 to 96,000 points: buckets of a few points, and the capped table's crowded buckets), and
+    // skewed weights, whose points crowd some buckets.
+    for (const [n, skew] of [
+      [1, false],
+      [2, false],
+      [3, true],
+      [4, false],
+      [7, true],
+      [50, false],
+      [600, false],
+    ] as const) {
+      const servers = Array.from({ length: n }, (_, i) => ({
+        key: `10.0.${i >> 8}.${i & 255}:6379`,
+        weight: skew ? 1 + i * 9 : 1,
+      }));
+      const c = new KetamaContinuum(servers, HASHERS.md5);
+      const probes = [0, 1, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
+      for (let i = 0; i < c.size; i += Math.max(1, c.size >> 9))
+        probes.push(c.points[i], (c.points[i] + 1) >>> 0, Math.max(0, c.points[i] - 1));
+      for (let i = 0; i < 4000; i++) probes.push(next());
+      for (const h of probes) expect(c.ownerOf(h)).toBe(reference(c, h));
+    }
+  });
+
   it('does not depend on the order servers are listed in', () => {
     const a = new KetamaContinuum(
       [
