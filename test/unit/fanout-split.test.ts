@@ -58,4 +58,64 @@ describe('fan-out fragments', () => {
       expect(f.frame.equals(commandFrame([Buffer.from('MSET'), ...mine]))).toBe(true);
     }
   });
+
+  it('groups keys by group in first-seen order, for any group number, one call after another', () => {
+    // Groups are slots (below 16384) on a Redis Cluster and shard indexes elsewhere; larger numbers must work too.
+    const groupOf = new Map<string, number>();
+    const byFirstByte = {
+      groupFor: (key: Buffer) => groupOf.get(key.toString()) as number,
+      shardOfGroup: (g: number) => g,
+      keylessGroup: () => 0,
+      groupsAreSlots: true,
+    } as unknown as Router;
+    const check = (assignment: Array<[string, number]>): void => {
+      groupOf.clear();
+      for (const [k, g] of assignment) groupOf.set(k, g);
+      const req = requestOf([Buffer.from('DEL'), ...assignment.map(([k]) => Buffer.from(k))]);
+      const { single, groups } = groupKeys(req, 'keys', byFirstByte);
+      const expected = new Map<number, number[]>();
+      assignment.forEach(([, g], i) => expected.set(g, [...(expected.get(g) ?? []), i]));
+      if (expected.size === 1) {
+        expect(single).toBe(assignment[0]![1]);
+        expect(groups).toBeNull();
+        return;
+      }
+      expect(single).toBe(-1);
+      expect(groups!.groups).toEqual([...expected.keys()]);
+      expect(groups!.ordinals).toEqual([...expected.values()]);
+    };
+    check([
+      ['a', 16383],
+      ['b', 0],
+      ['c', 16383],
+      ['d', 7],
+      ['e', 0],
+    ]);
+    // The same groups again in another order: nothing of the call before is left in the table.
+    check([
+      ['a', 0],
+      ['b', 7],
+      ['c', 16383],
+      ['d', 0],
+    ]);
+    check([
+      ['a', 20000],
+      ['b', 16384],
+      ['c', 20000],
+      ['d', 3],
+      ['e', 16384],
+      ['f', 3],
+    ]);
+    check([
+      ['a', 5],
+      ['b', 5],
+      ['c', 5],
+    ]);
+    check([
+      ['a', 5],
+      ['b', 5],
+      ['c', 20000],
+      ['d', 5],
+    ]);
+  });
 });
