@@ -45,10 +45,11 @@ const CLIENTS = 50;
 const SHARDS = 4;
 const MGET_KEYS = 10;
 
-type SectionName = 'ring' | 'cluster' | 'metrics' | 'hotkeys' | 'workers';
-const ALL_SECTIONS: SectionName[] = ['ring', 'cluster', 'metrics', 'hotkeys', 'workers'];
+type SectionName = 'ring' | 'pinned' | 'cluster' | 'metrics' | 'hotkeys' | 'workers';
+const ALL_SECTIONS: SectionName[] = ['ring', 'pinned', 'cluster', 'metrics', 'hotkeys', 'workers'];
 const SECTION_TITLE: Record<SectionName, string> = {
   ring: 'Ring mode: keymux vs twemproxy vs a lone redis-server',
+  pinned: 'Ring mode, pinned: redis-benchmark on one CPU, the proxy and its shards on another',
   cluster: 'Cluster mode: keymux vs redis-benchmark --cluster straight to a 3-master Redis Cluster',
   metrics: 'Metrics and hot keys: keymux with observability on vs off',
   hotkeys: 'Hot keys: near cache and request coalescing (Zipf-like reads)',
@@ -177,8 +178,10 @@ function usage(): string {
   return `usage: npm run bench -- [--sections ring,cluster,metrics,hotkeys,workers] [--targets direct,twemproxy,keymux]
                        [--baseline DIR]
 
-  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all five; they always run in
-                   this order). ring: keymux vs twemproxy vs one redis-server; cluster: keymux in cluster mode vs
+  --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all six; they always run in
+                   this order). ring: keymux vs twemproxy vs one redis-server; pinned: the same rows with
+                   redis-benchmark on CPU 0 and every server and proxy on CPU 1 (taskset; the layout issue 14's
+                   predixy figures were taken in); cluster: keymux in cluster mode vs
                    redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
                    keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server; workers:
                    keymux with workers 1, 2 and one per CPU
@@ -456,6 +459,8 @@ async function dbsizes(shards: RedisProcess[]): Promise<number[]> {
 // redis-benchmark.
 
 const timeoutS = envNumber('BENCH_TIMEOUT_S', 180);
+/** The pinned section: the CPU redis-benchmark runs on (null: not pinned). */
+let loadCpu: number | null = null;
 /** No redis-benchmark run of the current section starts, or goes on, after this (epoch ms). */
 let sectionDeadline = Infinity;
 
@@ -483,7 +488,11 @@ function redisBenchmark(port: number, n: number, keyspace: number, extra: string
     ...extra,
   ];
   return new Promise((resolve) => {
-    const child = track(spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(
+      loadCpu === null
+        ? spawn('redis-benchmark', args, { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn('taskset', ['-c', String(loadCpu), 'redis-benchmark', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }),
+    );
     let out = '';
     let err = '';
     let timedOut = false;
@@ -652,7 +661,58 @@ async function ensureShards(): Promise<RedisProcess[]> {
   return shards;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// CPU pinning (the pinned section).
+
+/** CPU 0 for redis-benchmark, CPU 1 for every server and proxy, as issue 14's predixy figures were measured. */
+const LOAD_CPU = 0;
+const SERVER_CPU = 1;
+
+/** Why the pinned layout cannot be used here, or null when it can (taskset works and there are 2 CPUs or more). */
+function pinningUnavailable(): string | null {
+  if (os.availableParallelism() < 2) return `needs 2 CPUs, this machine gives node ${os.availableParallelism()}`;
+  if (spawnSync('taskset', ['-c', '0', 'true']).status !== 0) return 'needs taskset (Debian package util-linux)';
+  return null;
+}
+
+/** The CPU list a process may run on (taskset -c -p), e.g. "0-1". */
+function affinityOf(pid: number): string {
+  const r = spawnSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
+  const list = /:\s*(\S+)\s*$/.exec(r.stdout ?? '')?.[1];
+  if (r.status !== 0 || list === undefined)
+    throw new Error(`taskset -c -p ${pid} failed: ${(r.stderr || r.stdout).trim()}`);
+  return list;
+}
+
+/** Sets the CPUs of every thread of a running process (taskset -a -p); throws when taskset fails. */
+function setCpus(pid: number | undefined, cpus: string): void {
+  if (pid === undefined) throw new Error('pinning: a process without a PID');
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpus} ${pid} failed: ${(r.stderr || r.stdout).trim()}`);
+}
+
 async function ringSection(targetNames: TargetName[], scale: number, rounds: number): Promise<SectionOutcome> {
+  return ringRows(targetNames, scale, rounds, false);
+}
+
+/**
+ * The ring rows again with redis-benchmark on CPU 0 and the shards, the direct redis-server and the proxy under test
+ * on CPU 1: the proxy's CPU cost per request decides its throughput, since it shares its CPU with its shards only.
+ */
+async function pinnedSection(targetNames: TargetName[], scale: number, rounds: number): Promise<SectionOutcome> {
+  const why = pinningUnavailable();
+  if (why !== null) {
+    return { markdown: `## ${SECTION_TITLE.pinned}\n\nNot measured: ${why}.`, failures: [] };
+  }
+  return ringRows(targetNames, scale, rounds, true);
+}
+
+async function ringRows(
+  targetNames: TargetName[],
+  scale: number,
+  rounds: number,
+  pinned: boolean,
+): Promise<SectionOutcome> {
   const counts = ROWS.map((r) => Math.max(1000, Math.round((r.base * scale) / rounds))); // requests per round
   if (targetNames.includes('twemproxy') || targetNames.includes('keymux')) await ensureShards();
   const targets: Target[] = [];
@@ -698,79 +758,113 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
       }
     }
 
-    // Each row runs in rounds; within a round the targets run back to back, in an order that rotates every round
-    // so no target always goes last. Interleaving short rounds spreads background noise on a shared machine over
-    // all targets; each cell reports the median rps, p50 and p99 of its rounds. A failed round fails the cell.
-    const results: Map<string, Cell>[] = [];
-    for (let i = 0; i < ROWS.length; i++) {
-      const row = ROWS[i];
-      const samples = new Map<TargetName, Result[]>(targets.map((t) => [t.name, []]));
-      const cells = new Map<string, Cell>();
-      results.push(cells);
-      for (let round = 0; round < rounds; round++) {
-        for (let k = 0; k < targets.length; k++) {
-          const t = targets[(i * rounds + round + k) % targets.length];
-          if (cells.has(t.name)) continue; // already failed
-          let cell: Cell;
-          if (t.child !== undefined && !alive(t.child)) {
-            cell = {
-              error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}`,
-            };
-          } else {
-            const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
-            // The proxy's own CPU time over the run, per request: less sensitive to a busy machine than rps.
-            const cpuBefore = cpuSeconds(t.child?.pid);
-            cell = bad !== undefined ? { error: bad } : await redisBenchmark(t.port, counts[i], KEYSPACE, row.args);
-            if ('ok' in cell && CPU_TARGETS.includes(t.name))
-              cell.ok.cpuUs = ((cpuSeconds(t.child?.pid) - cpuBefore) * 1e6) / counts[i];
-          }
-          if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
-          else cells.set(t.name, cell);
-          const shown =
-            'ok' in cell
-              ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-              : `FAILED: ${cell.error}`;
-          console.log(`bench: ring ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`);
-        }
-      }
-      for (const t of targets) {
-        const got = samples.get(t.name)!;
-        if (!cells.has(t.name)) {
-          cells.set(t.name, {
-            ok: {
-              rps: median(got.map((r) => r.rps)),
-              p50: median(got.map((r) => r.p50)),
-              p99: median(got.map((r) => r.p99)),
-              cpuUs: median(got.map((r) => r.cpuUs ?? NaN)),
-            },
-          });
-        }
+    let unpin = (): void => undefined;
+    if (pinned) {
+      // Every thread of the servers and proxies on SERVER_CPU, redis-benchmark on LOAD_CPU; the shards get their
+      // CPUs back afterwards (later sections use them unpinned).
+      const everyCpu = affinityOf(process.pid);
+      const servers = [...shards.map((s) => s.pid), ...targets.map((t) => t.child?.pid)];
+      unpin = () => {
+        loadCpu = null;
+        for (const s of shards) if (alive(s.process)) setCpus(s.pid, everyCpu);
+      };
+      try {
+        for (const pid of servers) setCpus(pid, String(SERVER_CPU));
+        loadCpu = LOAD_CPU;
+      } catch (err) {
+        unpin();
+        throw err;
       }
     }
+    const results: Map<string, Cell>[] = [];
+    try {
+      // Each row runs in rounds; within a round the targets run back to back, in an order that rotates every round
+      // so no target always goes last. Interleaving short rounds spreads background noise on a shared machine over
+      // all targets; each cell reports the median rps, p50 and p99 of its rounds. A failed round fails the cell.
+      for (let i = 0; i < ROWS.length; i++) {
+        const row = ROWS[i];
+        const samples = new Map<TargetName, Result[]>(targets.map((t) => [t.name, []]));
+        const cells = new Map<string, Cell>();
+        results.push(cells);
+        for (let round = 0; round < rounds; round++) {
+          for (let k = 0; k < targets.length; k++) {
+            const t = targets[(i * rounds + round + k) % targets.length];
+            if (cells.has(t.name)) continue; // already failed
+            let cell: Cell;
+            if (t.child !== undefined && !alive(t.child)) {
+              cell = {
+                error: `${t.name} is no longer running (exit ${t.child.exitCode ?? t.child.signalCode})${logTail(t.log)}`,
+              };
+            } else {
+              const bad = row.mget && round === 0 ? await checkReads(t, true) : undefined;
+              // The proxy's own CPU time over the run, per request: less sensitive to a busy machine than rps.
+              const cpuBefore = cpuSeconds(t.child?.pid);
+              cell = bad !== undefined ? { error: bad } : await redisBenchmark(t.port, counts[i], KEYSPACE, row.args);
+              if ('ok' in cell && CPU_TARGETS.includes(t.name))
+                cell.ok.cpuUs = ((cpuSeconds(t.child?.pid) - cpuBefore) * 1e6) / counts[i];
+            }
+            if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
+            else cells.set(t.name, cell);
+            const shown =
+              'ok' in cell
+                ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
+                : `FAILED: ${cell.error}`;
+            console.log(
+              `bench: ring ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`,
+            );
+          }
+        }
+        for (const t of targets) {
+          const got = samples.get(t.name)!;
+          if (!cells.has(t.name)) {
+            cells.set(t.name, {
+              ok: {
+                rps: median(got.map((r) => r.rps)),
+                p50: median(got.map((r) => r.p50)),
+                p99: median(got.map((r) => r.p99)),
+                cpuUs: median(got.map((r) => r.cpuUs ?? NaN)),
+              },
+            });
+          }
+        }
+      }
+    } finally {
+      unpin();
+    }
 
+    const section = pinned ? 'pinned' : 'ring';
     const failures: string[] = [];
     ROWS.forEach((row, i) => {
-      for (const [t, c] of results[i]) if ('error' in c) failures.push(`ring / ${row.name} / ${t}: ${c.error}`);
+      for (const [t, c] of results[i]) if ('error' in c) failures.push(`${section} / ${row.name} / ${t}: ${c.error}`);
     });
     for (const t of targets) {
       if (t.child !== undefined && !alive(t.child))
-        failures.push(`ring: ${t.name} exited during the run${logTail(t.log)}`);
+        failures.push(`${section}: ${t.name} exited during the run${logTail(t.log)}`);
     }
 
     const markdown = [
-      `## ${SECTION_TITLE.ring}`,
+      `## ${SECTION_TITLE[section]}`,
       '',
       `- load: redis-benchmark on loopback, ${CLIENTS} clients, ${fmtInt(KEYSPACE)} random keys (-r), ${VALUE_SIZE}-byte values (-d), ` +
         'key space preloaded; direct is one redis-server; twemproxy and keymux each front the same ' +
         `${SHARDS} redis-server shards (ketama, fnv1a_64, hash tag "{}", one connection per shard)`,
+      ...(pinned
+        ? [
+            `- pinned (taskset): redis-benchmark on CPU ${LOAD_CPU}; the ${SHARDS} shards, the direct redis-server, ` +
+              `twemproxy and keymux (every thread) on CPU ${SERVER_CPU}, so a proxy's throughput is set by its CPU ` +
+              'cost per request next to its shards, not by how the scheduler shares the machine',
+          ]
+        : []),
       ...notes.map((n) => `- ${n}`),
       '',
       table(targetNames, results, counts, rounds),
       '',
       'rps is requests per second as redis-benchmark counts them (one MGET is one request); p50 / p99 are its ' +
         "latency percentiles in milliseconds. A ratio is the first target's rps divided by the second's on the " +
-        'same row: 1.00× is parity, below 1 is slower. All processes share the same CPUs, so absolute numbers ' +
-        'depend on the machine; compare ratios from one run.',
+        'same row: 1.00× is parity, below 1 is slower. ' +
+        (pinned
+          ? 'Absolute numbers depend on the machine; compare ratios from one run.'
+          : 'All processes share the same CPUs, so absolute numbers depend on the machine; compare ratios from one run.'),
     ].join('\n');
     return { markdown, failures };
   } finally {
@@ -1011,6 +1105,7 @@ async function main(): Promise<number> {
     let out: SectionOutcome;
     try {
       if (section === 'ring') out = await ringSection(targetNames, scale, rounds);
+      else if (section === 'pinned') out = await pinnedSection(targetNames, scale, rounds);
       else if (section === 'cluster') out = await clusterSection(scale, rounds);
       else if (section === 'metrics') out = await metricsSection(scale, rounds);
       else if (section === 'hotkeys') out = await hotKeysSection(scale, rounds);
