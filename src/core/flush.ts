@@ -40,7 +40,7 @@ export function scheduleFlush(target: Flushable): void {
 }
 
 /** Above this many queued bytes, buffers are written one by one (corked) instead of concatenated. */
-const CONCAT_LIMIT = 64 * 1024;
+export const CONCAT_LIMIT = 64 * 1024;
 
 /**
  * Writes a turn's worth of buffers to a socket in as few writes as is cheap: one buffer as is, small batches

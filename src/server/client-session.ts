@@ -42,7 +42,8 @@ import {
   type RoutedUnit,
 } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
-import { scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
+import { CONCAT_LIMIT, scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
+import { DirectWriter, type DirectWriteOwner } from './client-writes.js';
 import { readInto } from './client-reads.js';
 import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
@@ -115,7 +116,7 @@ function partialTimeoutError(timeoutS: number): Buffer {
 }
 
 export class ClientSession
-  implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession, LimitedSession
+  implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession, LimitedSession, DirectWriteOwner
 {
   readonly id: number;
   readonly socket: net.Socket;
@@ -208,6 +209,8 @@ export class ClientSession
   private outBytes: number;
   private readPaused: boolean;
   private writeBlocked: boolean;
+  /** Writes replies straight to the socket's handle (plain TCP); null: through socket.write. */
+  private readonly direct: DirectWriter | null;
   /** No further commands are accepted (QUIT, protocol error, drain). */
   private closing: boolean;
   /** A request marked closeAfter has been queued for writing: end the socket after this flush. */
@@ -281,6 +284,8 @@ export class ClientSession
     this.endYield = this.endYield.bind(this);
     socket.setNoDelay(true);
     if (!sharedReads || !readInto(socket, this.onData)) socket.on('data', this.onData);
+    // Plain TCP clients read through the shared buffer are also written to directly (client-writes.ts).
+    this.direct = sharedReads ? DirectWriter.for(socket, this) : null;
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
     // The client half-closed (sent everything, e.g. `printf ... | nc -N`): answer what it sent, then end, as Redis does.
@@ -348,7 +353,7 @@ export class ClientSession
   measureHeld(): number {
     if (this.closed) return 0;
     this.heldIn = this.parser.heldBytes;
-    this.heldOut = this.socket.writableLength;
+    this.heldOut = this.unsentBytes();
     return this.heldIn + this.heldOut;
   }
 
@@ -752,7 +757,7 @@ export class ClientSession
     if (this.closed) return true;
     const max = this.maxOutputBytes;
     if (max <= 0) return false;
-    const pending = this.socket.writableLength + this.outBytes + heldBytes;
+    const pending = this.unsentBytes() + this.outBytes + heldBytes;
     if (pending <= max) return false;
     this.disconnectForOutput(pending);
     return true;
@@ -865,13 +870,14 @@ export class ClientSession
     if (out.length > 0) {
       // What the client has not taken yet, counting this batch. A client that took everything so far may still
       // get one reply larger than the bound (it is reading); otherwise it is cut once the bound is passed.
-      const untaken = sock.writableLength;
+      const untaken = this.unsentBytes();
       if (this.maxOutputBytes > 0 && untaken + this.outBytes > this.maxOutputBytes && (untaken > 0 || out.length > 1)) {
         this.disconnectForOutput(untaken + this.outBytes);
         return;
       }
       this.ctx.stats.bytesOut += this.outBytes;
-      const ok = writeBatch(sock, out, this.outBytes);
+      const direct = this.direct;
+      const ok = direct === null ? writeBatch(sock, out, this.outBytes) : this.writeDirect(direct, out);
       this.out = [];
       this.outBytes = 0;
       if (!ok && !this.writeBlocked) {
@@ -880,7 +886,7 @@ export class ClientSession
         this.pauseReading();
       }
       // Replies its socket still holds count towards limits.max_buffered_bytes (a property read per flush).
-      const unsent = sock.writableLength;
+      const unsent = this.unsentBytes();
       if (unsent !== this.heldOut) this.reportOutput(unsent);
     }
     // Decided after the write, not when replies complete: resuming before knowing whether the client takes
@@ -892,7 +898,7 @@ export class ClientSession
       this.closed = true;
       this.inputClosed = true;
       this.leavePubSub();
-      endThenDestroy(sock, CLOSE_LINGER_MS);
+      endThenDestroy(sock, CLOSE_LINGER_MS, undefined, this.direct === null ? undefined : () => this.unsentBytes());
       this.ctx.sessionClosed(this);
     }
   }
@@ -902,10 +908,35 @@ export class ClientSession
     this.limits.setHeld(this, this.heldIn + unsent);
   }
 
+  /**
+   * A turn's replies through the direct writer: one write of them all when small (one copy, one syscall), else each
+   * as it is (large replies are not copied; libuv queues what the kernel does not take, in order). False when
+   * anything is queued.
+   */
+  private writeDirect(direct: DirectWriter, out: Buffer[]): boolean {
+    if (out.length === 1) return direct.write(out[0]);
+    if (this.outBytes <= CONCAT_LIMIT) return direct.write(Buffer.concat(out, this.outBytes));
+    let ok = true;
+    for (let i = 0; i < out.length; i++) if (!direct.write(out[i])) ok = false;
+    return ok;
+  }
+
+  /** Replies written but not yet taken by the kernel: in Node's Writable, and in libuv's queue (direct writes). */
+  private unsentBytes(): number {
+    return this.direct === null ? this.socket.writableLength : this.socket.writableLength + this.direct.pending;
+  }
+
   private onDrain(): void {
-    if (this.heldOut !== 0 && !this.closed) this.reportOutput(this.socket.writableLength);
+    if (this.heldOut !== 0 && !this.closed) this.reportOutput(this.unsentBytes());
+    // Both ways of writing must have caught up: Node's Writable ('drain') and the direct writes (directWriteDone).
+    if ((this.direct !== null && this.direct.pending > 0) || this.socket.writableNeedDrain) return;
     this.writeBlocked = false;
     this.maybeResume();
+  }
+
+  /** A direct write the kernel did not take at once is written (or failed: the socket is destroyed, 'close' follows). */
+  directWriteDone(status: number): void {
+    if (status >= 0) this.onDrain();
   }
 
   /** Reads again once nothing holds it back: the socket takes replies, few requests in flight, no full backend. */
