@@ -47,12 +47,27 @@ export const CONCAT_LIMIT = 64 * 1024;
  * concatenated (one copy, one syscall), large batches corked so big payloads are not copied. Returns what the
  * last write returned: false means the socket's buffer is full and the caller should wait for 'drain'.
  */
-export function writeBatch(sock: Writable, out: Buffer[], bytes: number): boolean {
-  if (out.length === 1) return sock.write(out[0]);
-  if (bytes <= CONCAT_LIMIT) return sock.write(Buffer.concat(out, bytes));
+export function writeBatch(sock: Writable, out: Buffer[], bytes: number, count = out.length): boolean {
+  if (count === 1) return sock.write(out[0]);
+  if (bytes <= CONCAT_LIMIT) return sock.write(concatFirst(out, count, bytes));
   sock.cork();
-  for (let i = 0; i < out.length - 1; i++) sock.write(out[i]);
-  const ok = sock.write(out[out.length - 1]);
+  for (let i = 0; i < count - 1; i++) sock.write(out[i]);
+  const ok = sock.write(out[count - 1]);
   sock.uncork();
   return ok;
 }
+
+/** out[0 .. count) (`bytes` in all) copied into one new buffer. */
+export function concatFirst(out: Buffer[], count: number, bytes: number): Buffer {
+  if (count === out.length) return Buffer.concat(out, bytes);
+  const all = Buffer.allocUnsafe(bytes);
+  let p = 0;
+  for (let i = 0; i < count; i++) {
+    all.set(out[i], p);
+    p += out[i].length;
+  }
+  return all;
+}
+
+/** An empty buffer for cleared slots of kept output arrays. */
+export const NO_BYTES: Buffer = Buffer.alloc(0);
