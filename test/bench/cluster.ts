@@ -178,10 +178,27 @@ const fmtInt = (v: number): string => Math.round(v).toLocaleString('en-US');
 const fmtMs = (v: number): string => v.toFixed(3);
 const pct = (v: number): string => `${(v * 100).toFixed(v >= 0.9995 ? 0 : 1)}%`;
 const alive = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** One cell from its rounds: the median rps, p50 and p99 (and CPU per request, when the rounds measured it). */
+export function medianResult(rounds: BenchResult[]): BenchResult {
+  const cell: BenchResult = {
+    rps: median(rounds.map((r) => r.rps)),
+    p50: median(rounds.map((r) => r.p50)),
+    p99: median(rounds.map((r) => r.p99)),
+  };
+  if (rounds.some((r) => r.cpuUs !== undefined)) cell.cpuUs = median(rounds.map((r) => r.cpuUs ?? NaN));
+  return cell;
+}
+/** A round's outcome for the progress lines: rps and latencies, or why it failed. */
+export function cellText(cell: BenchCell): string {
+  return 'ok' in cell
+    ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
+    : `FAILED: ${cell.error}`;
 }
 const show = (r: unknown): string => (r instanceof Error ? `error '${r.message}'` : JSON.stringify(r));
 
@@ -364,10 +381,7 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
           }
           if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
           else cells.set(t.name, cell);
-          const shown =
-            'ok' in cell
-              ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-              : `FAILED: ${cell.error}`;
+          const shown = cellText(cell);
           ctx.log(
             `bench: cluster ${row.name.padEnd(33)} round ${round + 1}/${rounds} ${LABEL[t.name].padEnd(14)} ${shown}`,
           );
@@ -377,15 +391,7 @@ export async function benchCluster(ctx: ClusterBenchContext): Promise<{ markdown
       hitRates.push(rates);
       for (const t of rowTargets) {
         const got = samples.get(t.name)!;
-        if (!cells.has(t.name)) {
-          cells.set(t.name, {
-            ok: {
-              rps: median(got.map((r) => r.rps)),
-              p50: median(got.map((r) => r.p50)),
-              p99: median(got.map((r) => r.p99)),
-            },
-          });
-        }
+        if (!cells.has(t.name)) cells.set(t.name, { ok: medianResult(got) });
         const r = reads.get(t.name)!;
         if (row.reads && r.hits + r.misses > 0) {
           const rate = r.hits / (r.hits + r.misses);

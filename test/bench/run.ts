@@ -32,7 +32,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../support/ports.js';
 import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
-import { benchCluster, type BenchCell, type BenchResult } from './cluster.js';
+import { benchCluster, cellText, medianResult, type BenchCell, type BenchResult } from './cluster.js';
 import { benchMetricsOverhead } from './metrics-overhead.js';
 import { benchHotKeys } from './hot-keys.js';
 
@@ -571,11 +571,6 @@ const oneLine = (s: string): string => {
   const l = s.split('\n')[0];
   return l.length > 300 ? `${l.slice(0, 300)}…` : l;
 };
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 const fmtInt = (v: number): string => Math.round(v).toLocaleString('en-US');
 const fmtMs = (v: number): string => v.toFixed(3);
@@ -805,10 +800,7 @@ async function ringRows(
             }
             if ('ok' in cell) samples.get(t.name)!.push(cell.ok);
             else cells.set(t.name, cell);
-            const shown =
-              'ok' in cell
-                ? `${fmtInt(cell.ok.rps)} rps, p50 ${fmtMs(cell.ok.p50)} ms, p99 ${fmtMs(cell.ok.p99)} ms`
-                : `FAILED: ${cell.error}`;
+            const shown = cellText(cell);
             console.log(
               `bench: ring ${row.name.padEnd(24)} round ${round + 1}/${rounds} ${t.name.padEnd(10)} ${shown}`,
             );
@@ -816,16 +808,7 @@ async function ringRows(
         }
         for (const t of targets) {
           const got = samples.get(t.name)!;
-          if (!cells.has(t.name)) {
-            cells.set(t.name, {
-              ok: {
-                rps: median(got.map((r) => r.rps)),
-                p50: median(got.map((r) => r.p50)),
-                p99: median(got.map((r) => r.p99)),
-                cpuUs: median(got.map((r) => r.cpuUs ?? NaN)),
-              },
-            });
-          }
+          if (!cells.has(t.name)) cells.set(t.name, { ok: medianResult(got) });
         }
       }
     } finally {
@@ -1025,14 +1008,7 @@ async function workersSection(scale: number, rounds: number): Promise<SectionOut
       }
       for (const w of counts) {
         const got = samples.get(w)!;
-        if (!cells.has(w))
-          cells.set(w, {
-            ok: {
-              rps: median(got.map((r) => r.rps)),
-              p50: median(got.map((r) => r.p50)),
-              p99: median(got.map((r) => r.p99)),
-            },
-          });
+        if (!cells.has(w)) cells.set(w, { ok: medianResult(got) });
       }
     }
     const head = [
