@@ -180,8 +180,8 @@ function usage(): string {
 
   --sections LIST  comma-separated subset of: ${ALL_SECTIONS.join(', ')} (default: all six; they always run in
                    this order). ring: keymux vs twemproxy vs one redis-server; pinned: the same rows with
-                   redis-benchmark on CPU 0 and every server and proxy on CPU 1 (taskset; the layout issue 14's
-                   predixy figures were taken in); cluster: keymux in cluster mode vs
+                   redis-benchmark on one CPU and every server and proxy on another (taskset; the first two CPUs
+                   the bench may use; the layout issue 14's predixy figures were taken in); cluster: keymux in cluster mode vs
                    redis-benchmark --cluster on a 3-master Redis Cluster; metrics: keymux with metrics and hot
                    keys on vs off; hotkeys: Zipf-like reads, near cache off/on vs one redis-server; workers:
                    keymux with workers 1, 2 and one per CPU
@@ -659,15 +659,36 @@ async function ensureShards(): Promise<RedisProcess[]> {
 // ---------------------------------------------------------------------------------------------------------------
 // CPU pinning (the pinned section).
 
-/** CPU 0 for redis-benchmark, CPU 1 for every server and proxy, as issue 14's predixy figures were measured. */
-const LOAD_CPU = 0;
-const SERVER_CPU = 1;
+/**
+ * The first two CPUs this process may use (CPU 0 and 1 on most machines): redis-benchmark on the first, every server
+ * and proxy on the second, as issue 14's predixy figures were measured. Null when there are fewer than two or
+ * taskset does not work (then the section measures nothing and says why).
+ */
+let pinCpus: { load: number; server: number } | null = null;
 
-/** Why the pinned layout cannot be used here, or null when it can (taskset works and there are 2 CPUs or more). */
+/** Why the pinned layout cannot be used here, or null when it can (and pinCpus is set). */
 function pinningUnavailable(): string | null {
-  if (os.availableParallelism() < 2) return `needs 2 CPUs, this machine gives node ${os.availableParallelism()}`;
-  if (spawnSync('taskset', ['-c', '0', 'true']).status !== 0) return 'needs taskset (Debian package util-linux)';
+  let list: string;
+  try {
+    list = affinityOf(process.pid);
+  } catch {
+    return 'needs taskset (Debian package util-linux)';
+  }
+  const cpus = expandCpuList(list);
+  if (cpus.length < 2) return `needs 2 CPUs, this process may use ${cpus.length} (${list})`;
+  pinCpus = { load: cpus[0], server: cpus[1] };
   return null;
+}
+
+/** "0-2,5" -> [0, 1, 2, 5]. */
+function expandCpuList(list: string): number[] {
+  const cpus: number[] = [];
+  for (const part of list.split(',')) {
+    const [a, b] = part.split('-').map(Number);
+    if (!Number.isInteger(a)) continue;
+    for (let c = a; c <= (Number.isInteger(b) ? b : a); c++) cpus.push(c);
+  }
+  return cpus;
 }
 
 /** The CPU list a process may run on (taskset -c -p), e.g. "0-1". */
@@ -675,7 +696,7 @@ function affinityOf(pid: number): string {
   const r = spawnSync('taskset', ['-c', '-p', String(pid)], { encoding: 'utf8' });
   const list = /:\s*(\S+)\s*$/.exec(r.stdout ?? '')?.[1];
   if (r.status !== 0 || list === undefined)
-    throw new Error(`taskset -c -p ${pid} failed: ${(r.stderr || r.stdout).trim()}`);
+    throw new Error(`taskset -c -p ${pid} failed: ${(r.stderr || r.stdout || String(r.error)).trim()}`);
   return list;
 }
 
@@ -691,8 +712,8 @@ async function ringSection(targetNames: TargetName[], scale: number, rounds: num
 }
 
 /**
- * The ring rows again with redis-benchmark on CPU 0 and the shards, the direct redis-server and the proxy under test
- * on CPU 1: the proxy's CPU cost per request decides its throughput, since it shares its CPU with its shards only.
+ * The ring rows again with redis-benchmark on one CPU and the shards, the direct redis-server and the proxy under test
+ * on another: the proxy's CPU cost per request decides its throughput, since it shares its CPU with its shards only.
  */
 async function pinnedSection(targetNames: TargetName[], scale: number, rounds: number): Promise<SectionOutcome> {
   const why = pinningUnavailable();
@@ -755,7 +776,7 @@ async function ringRows(
 
     let unpin = (): void => undefined;
     if (pinned) {
-      // Every thread of the servers and proxies on SERVER_CPU, redis-benchmark on LOAD_CPU; the shards get their
+      // Every thread of the servers and proxies on the second CPU, redis-benchmark on the first; the shards get their
       // CPUs back afterwards (later sections use them unpinned).
       const everyCpu = affinityOf(process.pid);
       const servers = [...shards.map((s) => s.pid), ...targets.map((t) => t.child?.pid)];
@@ -764,8 +785,9 @@ async function ringRows(
         for (const s of shards) if (alive(s.process)) setCpus(s.pid, everyCpu);
       };
       try {
-        for (const pid of servers) setCpus(pid, String(SERVER_CPU));
-        loadCpu = LOAD_CPU;
+        const { load, server } = pinCpus as { load: number; server: number };
+        for (const pid of servers) setCpus(pid, String(server));
+        loadCpu = load;
       } catch (err) {
         unpin();
         throw err;
@@ -833,8 +855,8 @@ async function ringRows(
         `${SHARDS} redis-server shards (ketama, fnv1a_64, hash tag "{}", one connection per shard)`,
       ...(pinned
         ? [
-            `- pinned (taskset): redis-benchmark on CPU ${LOAD_CPU}; the ${SHARDS} shards, the direct redis-server, ` +
-              `twemproxy and keymux (every thread) on CPU ${SERVER_CPU}, so a proxy's throughput is set by its CPU ` +
+            `- pinned (taskset): redis-benchmark on CPU ${pinCpus?.load}; the ${SHARDS} shards, the direct ` +
+              `redis-server, twemproxy and keymux (every thread) on CPU ${pinCpus?.server}, so a proxy's throughput is set by its CPU ` +
               'cost per request next to its shards, not by how the scheduler shares the machine',
           ]
         : []),
