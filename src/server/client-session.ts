@@ -205,6 +205,8 @@ export class ClientSession
   private readHolds: number;
   /** Reading is paused until the next turn (a huge command is arriving: endYield resumes it). */
   private yielding: boolean;
+  /** This client's read is being parsed (replies completed meanwhile wait for the end of the turn). */
+  private parsing: boolean;
   /**
    * Replies to write at the end of this turn: out[0 .. outCount). The array is kept from turn to turn (a new one
    * per flush was about a tenth of a GET's garbage at pipeline 1); written slots are cleared so they keep nothing.
@@ -272,6 +274,7 @@ export class ClientSession
     this.backendWaits = 0;
     this.readHolds = 0;
     this.yielding = false;
+    this.parsing = false;
     this.out = [];
     this.outCount = 0;
     this.outBytes = 0;
@@ -317,7 +320,9 @@ export class ClientSession
   private onData(chunk: Buffer): void {
     if (this.inputClosed) return; // after a partial-command timeout or the close: read and dropped
     this.ctx.stats.bytesIn += chunk.length;
+    this.parsing = true;
     this.parser.feed(chunk);
+    this.parsing = false;
     // Off the fast path: only a command split across chunks (or one that just finished being) gets here.
     if (this.parser.holding || this.heldIn !== 0) this.afterHeldInput();
   }
@@ -851,6 +856,14 @@ export class ClientSession
         break;
       }
       head = q.peek();
+    }
+    if (q.length === 0 && this.outCount === 1 && !this.parsing) {
+      // A client without pipelining (its one command is answered, nothing else in flight) gets its reply now, not at
+      // the end of the turn, where it would wait for the rest of the turn's work (other clients' replies and
+      // commands): the same one write, earlier. Not inside its own read being parsed (a read's commands answered by
+      // keymux itself are written together), and pipelined batches keep the end-of-turn write.
+      this.flush();
+      return;
     }
     scheduleFlush(this); // reading resumes there, once it is known whether the socket takes these replies
   }

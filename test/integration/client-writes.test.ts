@@ -60,6 +60,19 @@ describe('direct client writes', () => {
     expect(directWriteStats.immediate - before).toBeGreaterThanOrEqual(50);
   });
 
+  it("replies keymux gives itself to one read's commands leave in one write, not one each", async () => {
+    // A reply completing with nothing else in flight is written at once (a client without pipelining does not wait
+    // for the end of the turn), except while the client's own read is being parsed: 100 PINGs in one read, answered
+    // by keymux as they are parsed, still leave together.
+    const c = await rawClient();
+    const before = directWriteStats.immediate + directWriteStats.queued;
+    c.socket.write(Buffer.concat(Array.from({ length: 100 }, () => commandFrame(['PING']))));
+    await waitFor(() => c.bytes() >= 100 * 7, 'the 100 PONGs', 10_000);
+    expect(c.received().toString()).toBe('+PONG\r\n'.repeat(100));
+    expect(directWriteStats.immediate + directWriteStats.queued - before).toBeLessThanOrEqual(2);
+    c.socket.destroy();
+  });
+
   it('a client that stops reading: replies wait in libuv in order, reading waits, and all resume when it reads', async () => {
     const c = await rawClient();
     c.socket.pause();
