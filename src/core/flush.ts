@@ -4,6 +4,7 @@
  * scheduled target flushes at once. Commands from many clients read in the same turn leave in one write per
  * backend, and replies completed in the same turn leave in one write per client.
  */
+import type { Writable } from 'node:stream';
 
 export interface Flushable {
   /** True while the target is in the pending list (set and cleared only here). */
@@ -39,37 +40,25 @@ export function scheduleFlush(target: Flushable): void {
 }
 
 /** Above this many queued bytes, buffers are written one by one (corked) instead of concatenated. */
-const CONCAT_LIMIT = 64 * 1024;
+export const CONCAT_LIMIT = 64 * 1024;
 
 /**
- * What a batch is written to: a socket (net.Socket and every Writable fit), or a client's direct writer
- * (server/client-writes.ts), which has no cork because libuv keeps its queued writes in order and writes them
- * together anyway.
+ * Writes a turn's worth of buffers to a socket in as few writes as is cheap: one buffer as is, small batches
+ * concatenated (one copy, one syscall), large batches corked so big payloads are not copied. Returns what the
+ * last write returned: false means the socket's buffer is full and the caller should wait for 'drain'.
  */
-export interface BatchTarget {
-  write(chunk: Buffer): boolean;
-  cork?(): void;
-  uncork?(): void;
-}
-
-/**
- * Writes a turn's worth of buffers, out[0 .. count) (`bytes` in all), in as few writes as is cheap: one buffer as is,
- * small batches concatenated (one copy, one syscall), large batches one by one (corked where the target corks) so
- * big payloads are not copied. Returns what the last write returned: false means the target holds bytes the kernel
- * has not taken, and the caller should wait for them to drain.
- */
-export function writeBatch(target: BatchTarget, out: Buffer[], bytes: number, count = out.length): boolean {
-  if (count === 1) return target.write(out[0]);
-  if (bytes <= CONCAT_LIMIT) return target.write(concatFirst(out, count, bytes));
-  target.cork?.();
-  let ok = true;
-  for (let i = 0; i < count; i++) ok = target.write(out[i]);
-  target.uncork?.();
+export function writeBatch(sock: Writable, out: Buffer[], bytes: number, count = out.length): boolean {
+  if (count === 1) return sock.write(out[0]);
+  if (bytes <= CONCAT_LIMIT) return sock.write(concatFirst(out, count, bytes));
+  sock.cork();
+  for (let i = 0; i < count - 1; i++) sock.write(out[i]);
+  const ok = sock.write(out[count - 1]);
+  sock.uncork();
   return ok;
 }
 
 /** out[0 .. count) (`bytes` in all) copied into one new buffer. */
-function concatFirst(out: Buffer[], count: number, bytes: number): Buffer {
+export function concatFirst(out: Buffer[], count: number, bytes: number): Buffer {
   if (count === out.length) return Buffer.concat(out, bytes);
   const all = Buffer.allocUnsafe(bytes);
   let p = 0;

@@ -42,7 +42,7 @@ import {
   type RoutedUnit,
 } from '../core/request.js';
 import { RingQueue } from '../core/ring-queue.js';
-import { NO_BYTES, scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
+import { CONCAT_LIMIT, NO_BYTES, concatFirst, scheduleFlush, writeBatch, type Flushable } from '../core/flush.js';
 import { DirectWriter, type DirectWriteOwner } from './client-writes.js';
 import { readInto } from './client-reads.js';
 import type { CommandSpec } from '../commands/spec.js';
@@ -896,7 +896,8 @@ export class ClientSession
         return;
       }
       this.ctx.stats.bytesOut += this.outBytes;
-      const ok = writeBatch(this.direct ?? sock, out, this.outBytes, count);
+      const direct = this.direct;
+      const ok = direct === null ? writeBatch(sock, out, this.outBytes, count) : this.writeDirect(direct, out, count);
       this.dropOutput();
       this.outBytes = 0;
       if (!ok && !this.writeBlocked) {
@@ -917,7 +918,7 @@ export class ClientSession
       this.closed = true;
       this.inputClosed = true;
       this.leavePubSub();
-      endThenDestroy(sock, CLOSE_LINGER_MS, undefined, () => this.unsentBytes());
+      endThenDestroy(sock, CLOSE_LINGER_MS, undefined, this.direct === null ? undefined : () => this.unsentBytes());
       this.ctx.sessionClosed(this);
     }
   }
@@ -925,6 +926,19 @@ export class ClientSession
   private reportOutput(unsent: number): void {
     this.heldOut = unsent;
     this.limits.setHeld(this, this.heldIn + unsent);
+  }
+
+  /**
+   * A turn's replies through the direct writer: one write of them all when small (one copy, one syscall), else each
+   * as it is (large replies are not copied; libuv queues what the kernel does not take, in order). False when
+   * anything is queued.
+   */
+  private writeDirect(direct: DirectWriter, out: Buffer[], count: number): boolean {
+    if (count === 1) return direct.write(out[0]);
+    if (this.outBytes <= CONCAT_LIMIT) return direct.write(concatFirst(out, count, this.outBytes));
+    let ok = true;
+    for (let i = 0; i < count; i++) if (!direct.write(out[i])) ok = false;
+    return ok;
   }
 
   /** Forgets the replies of out[0 .. outCount) (written or dropped): the kept array must not hold them. */
