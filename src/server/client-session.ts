@@ -918,7 +918,7 @@ export class ClientSession
       this.closed = true;
       this.inputClosed = true;
       this.leavePubSub();
-      endThenDestroy(sock, CLOSE_LINGER_MS, undefined, this.direct === null ? undefined : () => this.unsentBytes());
+      endThenDestroy(sock, CLOSE_LINGER_MS, undefined, () => this.unsentBytes());
       this.ctx.sessionClosed(this);
     }
   }
@@ -931,7 +931,8 @@ export class ClientSession
   /**
    * A turn's replies through the direct writer: one write of them all when small (one copy, one syscall), else each
    * as it is (large replies are not copied; libuv queues what the kernel does not take, in order). False when
-   * anything is queued.
+   * anything is queued. The same three cases as core/flush.ts writeBatch, kept apart on purpose: one writeBatch for
+   * both kinds of target made its writes polymorphic and cost 1.1% more instructions per GET at pipeline 16.
    */
   private writeDirect(direct: DirectWriter, out: Buffer[], count: number): boolean {
     if (count === 1) return direct.write(out[0]);
