@@ -22,8 +22,8 @@ import { addConfigRoutes } from './config/endpoints.js';
 import { Observer } from './metrics/observer.js';
 import { ClusterController } from './backend/cluster.js';
 import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
+import { readMigrationState, routingOf } from './migration/state-file.js';
 import { StatsRegistry } from './metrics/stats.js';
-import fs from 'node:fs';
 import type { ShardPool } from './backend/pool.js';
 import { Metrics } from './metrics/metrics.js';
 import { addObservabilityRoutes } from './metrics/endpoints.js';
@@ -64,6 +64,28 @@ export interface StartOptions {
    * src/workers/) sets false: the primary process answers for all workers.
    */
   admin?: boolean;
+  /**
+   * A worker process (workers > 1): its link to the primary for key migrations, which the primary coordinates
+   * (migration/migration.ts, "Coordination"). Without it this process runs its migrations alone.
+   */
+  migrationLink?: MigrationLink;
+  /** A worker started while a coordinated migration runs (or resumes one): the migration and where keys were. */
+  joinMigration?: { id: number; from: Partial<KeymuxConfig> } | null;
+}
+
+/** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
+export interface MigrationLink {
+  leader: boolean;
+  remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
+  onScanned(id: number): void;
+}
+
+/** What the primary adds to a reload it sends a worker (workers > 1). */
+export interface ReloadOrder {
+  /** This reload moves keys: the number of the coordinated migration (it waits for releaseMigration). */
+  migrationId?: number;
+  /** Roll back: this migration (not started yet) is abandoned and the config goes back to where it came from. */
+  abortMigration?: number;
 }
 
 export interface ReloadResult {
@@ -117,6 +139,10 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   private watcher: ConfigWatcher | null = null;
   private reloadChain: Promise<unknown> = Promise.resolve();
   private readonly migrations: Migration[] = [];
+  /** Workers > 1: the primary coordinates migrations (null: this process runs them alone). */
+  private migrationLink: MigrationLink | null = null;
+  /** Set while joining a migration at start: it moves keys right after its (empty) fence. */
+  private joiningMigration = false;
   private readonly migrationsDone: MigrationProgress[] = [];
   /** What the running config names in files: TLS contexts, the admin token, passwords (security/material.ts). */
   private security: SecurityMaterial;
@@ -204,7 +230,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       proxy.cluster = new ClusterController(proxy, config);
       await proxy.cluster.start();
     }
-    proxy.resumeMigration();
+    proxy.migrationLink = options.migrationLink ?? null;
+    proxy.resumeMigration(options.joinMigration ?? null);
     if (options.configPath !== undefined) {
       proxy.configPath = options.configPath;
       if (options.watchConfig !== false) {
@@ -365,11 +392,11 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * reload() for a config whose sentinel_master shards may not be known yet: asks the sentinels first (as a
    * reload from the file does). Returns null, or why the config was refused.
    */
-  async reloadAsync(config: KeymuxConfig): Promise<string | null> {
+  async reloadAsync(config: KeymuxConfig, order: ReloadOrder = {}): Promise<string | null> {
     const run = async (): Promise<string | null> => {
       const prepared = await this.prepareSentinels(config);
       if (typeof prepared === 'string') return prepared;
-      const errors = this.applyConfig(config, 'reload', prepared);
+      const errors = this.applyConfig(config, 'reload', prepared, order);
       return errors === null ? null : errors.join('\n');
     };
     const next = this.reloadChain.then(run, run);
@@ -417,7 +444,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * reload(), with the errors as lines. The files the config names (certificates, token, passwords) are read and
    * checked before anything changes: a bad one rejects the reload like a bad config.
    */
-  private applyConfig(validated: KeymuxConfig, trigger: string, sentinelView?: SentinelView): string[] | null {
+  private applyConfig(
+    validated: KeymuxConfig,
+    trigger: string,
+    sentinelView?: SentinelView,
+    order: ReloadOrder = {},
+  ): string[] | null {
     const previous = this.topology;
     const view = sentinelView ?? previous.sentinelView;
     const unresolved = sentinelMasters(validated).filter((m) => !view.has(m));
@@ -467,11 +499,18 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     });
     next.connect();
     this.scripts.replayOn(newPools(previous, next));
-    const migration = this.startMigration(previous, next);
+    // A rollback of a coordinated migration that never started moving: keys are still where it came from.
+    const held = previous.migration;
+    const aborted =
+      order.abortMigration !== undefined && held !== null && held.id === order.abortMigration && held.active
+        ? held
+        : null;
+    const migration = this.startMigration(aborted?.fromTopology ?? previous, next, order.migrationId ?? null);
     this.topology = next;
     this.pubsub.onTopology(next);
     this.accessChanged(previous);
     this.nearCache?.onTopology(next);
+    aborted?.abort();
     migration?.start(previous);
     this.observer.configure(config.metrics);
     this.configureNearCache(config);
@@ -585,11 +624,19 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * When `next` places keys differently from `previous` (slots or ring mode), creates the Migration that moves
    * them, chained to a migration still running. Returns it (not started) or null.
    */
-  private startMigration(previous: Topology, next: Topology): Migration | null {
+  private startMigration(previous: Topology, next: Topology, coordinatedId: number | null = null): Migration | null {
     const settings = migrationSettings(next.config);
     if (!settings.enabled || next.config.mode === 'cluster') return null;
-    const running = previous.migration !== null && previous.migration.state !== 'done' ? previous.migration : null;
-    if (running === null && previous.routingSignature() === next.routingSignature()) return null;
+    const running = previous.migration !== null && previous.migration.active ? previous.migration : null;
+    const link = this.migrationLink;
+    if (link !== null) {
+      // A worker: the primary decides which reloads move keys and numbers them; one it did not number moves none
+      // here (a migration already running carries on).
+      if (coordinatedId === null) {
+        next.migration = running;
+        return null;
+      }
+    } else if (running === null && previous.routingSignature() === next.routingSignature()) return null;
     if (running !== null && running.to.routingSignature() === next.routingSignature()) {
       next.migration = running; // same destination: the running migration carries on
       return null;
@@ -602,11 +649,21 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       from,
       [...sources],
       next,
-      { stateFile: settings.stateFile, oldRouting: routingOf(previous.config) },
+      // Coordinated: the primary keeps the state file (one writer for all workers).
+      { stateFile: link === null ? settings.stateFile : null, oldRouting: routingOf(previous.config) },
       (done) => {
         this.migrationsDone.push(done.progress());
         if (this.migrationsDone.length > 10) this.migrationsDone.shift();
       },
+      link === null || coordinatedId === null
+        ? null
+        : {
+            id: coordinatedId,
+            role: link.leader ? 'leader' : 'follower',
+            released: this.joiningMigration,
+            remoteMove: link.remoteMove,
+            onScanned: link.onScanned,
+          },
     );
     next.migration = migration;
     this.migrations.push(migration);
@@ -615,22 +672,24 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
   /** Migrations of this process, newest last (for /shards and metrics). */
   migrationProgress(): MigrationProgress[] {
-    return [...this.migrationsDone, ...this.migrations.filter((m) => m.state !== 'done').map((m) => m.progress())];
+    const ended = (m: Migration): boolean => m.state === 'done' || m.state === 'aborted';
+    return [...this.migrationsDone, ...this.migrations.filter((m) => !ended(m)).map((m) => m.progress())];
   }
 
-  /** Resumes a migration recorded in the state file by a previous run (restart during a migration). */
-  private resumeMigration(): void {
+  /**
+   * Resumes a migration recorded in the state file by a previous run (restart during a migration); a worker
+   * (workers > 1) joins the one the primary names instead (it reads no state file: the primary does).
+   */
+  private resumeMigration(join: { id: number; from: Partial<KeymuxConfig> } | null): void {
     const settings = migrationSettings(this.topology.config);
-    if (!settings.enabled || settings.stateFile === null || this.topology.config.mode === 'cluster') return;
-    let state: { from?: Partial<KeymuxConfig> };
-    try {
-      state = JSON.parse(fs.readFileSync(settings.stateFile, 'utf8')) as { from?: Partial<KeymuxConfig> };
-    } catch {
-      return; // no migration was interrupted
-    }
+    if (!settings.enabled || this.topology.config.mode === 'cluster') return;
+    let from: Partial<KeymuxConfig> | null;
+    if (this.migrationLink !== null) from = join?.from ?? null;
+    else from = settings.stateFile === null ? null : readMigrationState(settings.stateFile);
+    if (from === null) return; // no migration was interrupted
     const current = this.topology;
     const old = new Topology(
-      { ...current.config, ...state.from } as KeymuxConfig,
+      { ...current.config, ...from } as KeymuxConfig,
       current.table,
       0,
       null,
@@ -639,12 +698,50 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       { sentinelView: current.sentinelView },
     );
     const next = new Topology(current.config, current.table, ++this.versionCounter, current);
-    const migration = this.startMigration(old, next);
+    this.joiningMigration = true; // nothing of this process is on its way to an old owner: no fence to wait for
+    const migration = this.startMigration(old, next, join?.id ?? null);
+    this.joiningMigration = false;
     this.topology = next;
     this.pubsub.onTopology(next);
     this.nearCache?.onTopology(next);
-    this.log.info({ stateFile: settings.stateFile }, 'resuming an interrupted migration');
+    this.log.info(
+      join !== null ? { migration: join.id } : { stateFile: settings.stateFile },
+      join !== null ? 'joining a running migration' : 'resuming an interrupted migration',
+    );
     migration?.start(old);
+  }
+
+  // ---- coordinated migrations (a worker process, workers > 1) ---------------------------------------------------
+
+  /** The running migration numbered `id` by the primary, or null. */
+  private coordinated(id: number): Migration | null {
+    for (let i = this.migrations.length - 1; i >= 0; i--) if (this.migrations[i].id === id) return this.migrations[i];
+    return null;
+  }
+
+  /** Resolves once this worker's requests to the old owners of migration `id` are answered (its fence). */
+  migrationFenced(id: number): Promise<void> {
+    const m = this.coordinated(id);
+    return new Promise((resolve) => (m === null ? resolve() : m.whenFencedHere(resolve)));
+  }
+
+  /** The primary: every worker has fenced; migration `id` may move keys. */
+  releaseMigration(id: number): void {
+    this.coordinated(id)?.release();
+  }
+
+  /** The primary: the leader's scan of migration `id` is over; every key is on its new owner. */
+  endMigration(id: number): void {
+    this.coordinated(id)?.endCoordinated();
+  }
+
+  /** Leader: moves `keys` for another worker; true once they are on their new owners. */
+  moveForWorker(id: number, keys: Buffer[]): Promise<boolean> {
+    const m = this.coordinated(id);
+    if (m === null) return Promise.resolve(false);
+    if (m.state === 'done') return Promise.resolve(true);
+    if (!m.active) return Promise.resolve(false);
+    return new Promise((resolve) => m.moveThen(keys, resolve));
   }
 
   /** Cluster mode: the controller installs each new snapshot here. */
@@ -749,15 +846,4 @@ function newPools(previous: Topology, next: Topology): ShardPool[] {
 /** The migration settings (config section `migration`). */
 function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile: string | null } {
   return config.migration;
-}
-
-/** The parts of a config that decide key placement (written to the migration state file). */
-function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
-  return {
-    mode: config.mode,
-    hashTag: config.hashTag,
-    ring: config.ring,
-    shards: config.shards,
-    routing: config.routing,
-  };
 }

@@ -761,6 +761,9 @@ const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
   keymux_shard_up: 'min',
   keymux_shard_role: 'min',
   keymux_failovers_total: 'max',
+  // Every worker holds its part of the one coordinated migration; the leader alone scans (keys left).
+  keymux_migrations_active: 'max',
+  keymux_migration_keys_left: 'max',
 };
 
 export interface MetricsOptions {

@@ -17,16 +17,26 @@
  * Migrations chain: a reload during a migration starts a new one whose "where is the key now" asks the previous
  * one, so a migration survives further reloads. For restarts, the old topology is written to a state file (when
  * configured) and the migration resumes from it: moved keys answer +NOKEY and cost one round trip each.
+ *
+ * With `workers` > 1 (src/workers/) a migration is coordinated: the primary process decides that one runs and
+ * numbers it, and every worker holds a Migration of that number. Nothing moves until every worker has fenced its
+ * old owners (each worker's migration waits for `release()` after its own fence), so no worker can still have a
+ * write on its way to an old owner when the first key moves. Then one worker, the leader, owns the moving: it
+ * scans the old owners, runs every MIGRATE through its one scheduler (no MIGRATE cycle between processes), and
+ * knows exactly which keys moved; the other workers (followers) open no connection of their own and ask the leader
+ * (through the primary) to move the keys their clients touch, then route them to the new owner. When the leader's
+ * scan is done the primary tells every worker (`endCoordinated()`).
  */
-import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Topology } from '../routing/topology.js';
+import type { KeymuxConfig } from '../config/schema.js';
 import { BackendConnection } from '../backend/backend-connection.js';
 import { CallbackOp } from '../backend/callback-op.js';
 import { commandFrame } from '../resp/writer.js';
 import { errorText, isErrorFrame, readArrayElements, readBulk } from '../resp/reply-reader.js';
 import { backendOptions } from '../routing/topology.js';
 import { childLogger, type Logger } from '../log.js';
+import { removeMigrationState, writeMigrationState } from './state-file.js';
 
 /** Answers "which shard address holds this key right now". */
 export interface KeyLocator {
@@ -35,7 +45,7 @@ export interface KeyLocator {
 
 /** Where a topology (with no migration in progress) puts a key. */
 export class TopologyLocator implements KeyLocator {
-  private readonly topo: Topology;
+  readonly topo: Topology;
   constructor(topo: Topology) {
     this.topo = topo;
   }
@@ -52,7 +62,8 @@ const PROGRESS_LOG_MS = 2000;
 
 export interface MigrationProgress {
   id: number;
-  state: 'fencing' | 'running' | 'done' | 'superseded';
+  /** aborted: a coordinated migration some worker could not take on before anything moved (workers > 1). */
+  state: 'fencing' | 'running' | 'done' | 'superseded' | 'aborted';
   sources: string[];
   keysScanned: number;
   keysMoved: number;
@@ -67,7 +78,23 @@ export interface MigrationOptions {
   /** Where to record the old topology so a restart can resume (null: no resume across restarts). */
   stateFile: string | null;
   /** The old config's routing description, written to the state file. */
-  oldRouting: unknown;
+  oldRouting: Partial<KeymuxConfig>;
+}
+
+/**
+ * A worker's part in a migration coordinated by the primary process (workers > 1). The leader moves keys; a
+ * follower asks the leader to move the keys its clients touch.
+ */
+export interface Coordination {
+  /** The primary's number for this migration: the same in every worker. */
+  id: number;
+  role: 'leader' | 'follower';
+  /** Start moving right after the local fence (a worker started while the migration runs); else wait for release(). */
+  released: boolean;
+  /** Follower: asks the leader to move `keys`; `done(ok)` once they are on their new owners (or could not be moved). */
+  remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
+  /** Leader: the scan found and moved every key that had to move. */
+  onScanned(id: number): void;
 }
 
 let nextId = 1;
@@ -152,6 +179,13 @@ export class Migration implements KeyLocator {
   private readonly options: MigrationOptions;
   private readonly onDone: (m: Migration) => void;
   private closed = false;
+  /** Null when this process alone moves the keys (workers: 1). */
+  private readonly coordination: Coordination | null;
+  /** Coordinated: the primary said every worker has fenced (or this worker started mid-migration). */
+  private released: boolean;
+  /** This process's requests to the old owners are all answered (callbacks wait for that). */
+  private fencedHere = false;
+  private fenceListeners: Array<() => void> = [];
 
   constructor(
     from: KeyLocator,
@@ -159,8 +193,11 @@ export class Migration implements KeyLocator {
     to: Topology,
     options: MigrationOptions,
     onDone: (m: Migration) => void,
+    coordination: Coordination | null = null,
   ) {
-    this.id = nextId++;
+    this.id = coordination?.id ?? nextId++;
+    this.coordination = coordination;
+    this.released = coordination === null || coordination.released;
     this.from = from;
     this.to = to;
     this.sources = sources;
@@ -227,6 +264,10 @@ export class Migration implements KeyLocator {
       allOk &&= ok;
       if (--left === 0) then(allOk);
     };
+    if (this.coordination?.role === 'follower') {
+      this.askLeader(pending, one);
+      return;
+    }
     const bySource = new Map<string, Map<string, Buffer[]>>();
     for (const key of pending) {
       const name = key.toString('latin1');
@@ -249,6 +290,81 @@ export class Migration implements KeyLocator {
     }
   }
 
+  /** Follower: the leader moves the keys (one request for those not already asked for by another client). */
+  private askLeader(keys: Buffer[], one: (ok: boolean) => void): void {
+    const ask: Buffer[] = [];
+    for (const key of keys) {
+      const name = key.toString('latin1');
+      const waiters = this.inFlight.get(name);
+      if (waiters !== undefined) waiters.push(one);
+      else {
+        this.inFlight.set(name, [one]);
+        ask.push(key);
+      }
+    }
+    if (ask.length === 0) return;
+    this.coordination!.remoteMove(this.id, ask, (ok) => {
+      if (this.state === 'done' || this.state === 'aborted') ok = this.state === 'done';
+      for (const k of ask) {
+        const name = k.toString('latin1');
+        if (ok && this.active) this.moved.add(name);
+        const waiters = this.inFlight.get(name);
+        this.inFlight.delete(name);
+        if (waiters !== undefined) for (const w of waiters) w(ok);
+      }
+      if (!ok) this.errors++;
+    });
+  }
+
+  /** Calls `cb` once every request this process sent to the old owners before the swap has been answered. */
+  whenFencedHere(cb: () => void): void {
+    if (this.fencedHere || !this.active) cb();
+    else this.fenceListeners.push(cb);
+  }
+
+  /** Coordinated: every worker has fenced; keys may move now. */
+  release(): void {
+    this.released = true;
+    if (this.fencedHere && this.state === 'fencing') this.run();
+  }
+
+  /**
+   * Coordinated: the leader's scan is over, so every key is on its new owner (or the primary gave up on this
+   * migration): nothing is held or asked for any more.
+   */
+  endCoordinated(): void {
+    if (this.state === 'done' || this.state === 'aborted') return;
+    this.state = 'done';
+    this.finishedAt = Date.now();
+    this.moved = new Set();
+    const waiters = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const w of waiters) w.then(true);
+    for (const c of this.conns.values()) c.closeWhenIdle();
+    this.onDone(this);
+  }
+
+  /**
+   * Coordinated: some worker could not take this migration on, so the primary gives every worker its previous
+   * config back before anything moved. Call once the topology without it is installed: the requests that were
+   * waiting for the fence are routed again, through it.
+   */
+  abort(): void {
+    if (!this.active) return;
+    this.state = 'aborted';
+    this.log.warn('migration aborted before any key moved (another worker refused the reload)');
+    const waiters = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const w of waiters) w.then(true);
+    this.close();
+    this.onDone(this);
+  }
+
+  /** The topology the keys are placed by before this migration (null when chained to another migration). */
+  get fromTopology(): Topology | null {
+    return this.from instanceof TopologyLocator ? this.from.topo : null;
+  }
+
   /** Starts: fence (markers on the old owners' connections), then the background scan. */
   start(oldTopology: Topology): void {
     this.writeState();
@@ -263,16 +379,25 @@ export class Migration implements KeyLocator {
     let left = conns.length + predecessors.length + 1;
     const fenced = () => {
       if (--left > 0 || this.state !== 'fencing') return;
-      this.state = 'running';
-      this.log.info({ sources: this.sources }, 'migration started');
-      const waiters = this.fenceWaiters;
-      this.fenceWaiters = [];
-      for (const w of waiters) this.moveThen(w.keys, w.then);
-      this.scanAll();
+      this.fencedHere = true;
+      const listeners = this.fenceListeners;
+      this.fenceListeners = [];
+      for (const cb of listeners) cb();
+      if (this.released) this.run();
     };
     for (const c of conns) c.send(new CallbackOp(PING, fenced), PING);
     for (const p of predecessors) p.whenIdle(fenced);
     fenced();
+  }
+
+  /** After the fence (and, coordinated, the primary's release): moves keys; the leader scans the old owners. */
+  private run(): void {
+    this.state = 'running';
+    this.log.info({ sources: this.sources, role: this.coordination?.role ?? 'alone' }, 'migration started');
+    const waiters = this.fenceWaiters;
+    this.fenceWaiters = [];
+    for (const w of waiters) this.moveThen(w.keys, w.then);
+    if (this.coordination?.role !== 'follower') this.scanAll();
   }
 
   /** A newer migration took over (it asks this one where keys are until it is done itself). */
@@ -527,22 +652,15 @@ export class Migration implements KeyLocator {
     );
     for (const c of this.conns.values()) c.closeWhenIdle();
     this.onDone(this);
+    this.coordination?.onScanned(this.id);
   }
 
   private writeState(): void {
-    if (this.options.stateFile === null) return;
-    const state = { version: 1, startedAt: new Date(this.startedAt).toISOString(), from: this.options.oldRouting };
-    const tmp = `${this.options.stateFile}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(state));
-    fs.renameSync(tmp, this.options.stateFile);
+    if (this.options.stateFile !== null)
+      writeMigrationState(this.options.stateFile, this.startedAt, this.options.oldRouting);
   }
 
   private removeState(): void {
-    if (this.options.stateFile === null) return;
-    try {
-      fs.unlinkSync(this.options.stateFile);
-    } catch {
-      /* already gone */
-    }
+    if (this.options.stateFile !== null) removeMigrationState(this.options.stateFile);
   }
 }

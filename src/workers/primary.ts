@@ -10,9 +10,14 @@
  *   reported failed and the workers that had applied it get the previous config again, so workers disagree about
  *   the topology only while a reload is in flight. Worker starts and reloads run one at a time (one chain), so a
  *   worker restarted during a reload starts on the config that reload ends with.
- * - key migration: its state would live in every worker at once, so a reload that changes which shard owns keys
- *   while `migration.enabled` is refused (run with workers: 1 to reshard, or disable migration), and so is a start
- *   with an interrupted migration in `migration.state_file`.
+ * - key migrations: the primary decides that a reload moves keys, numbers the migration, writes the state file,
+ *   and drives every worker through it (migration/migration.ts "Coordination"): each worker swaps to the new
+ *   topology holding requests for keys in motion and acknowledges once its own requests to the old owners are
+ *   answered; only when every worker has, the primary says go. Worker 1 leads: it scans the old owners and runs
+ *   every MIGRATE; the others' requests to move keys are relayed to it here (and wait here while worker 1 is being
+ *   replaced). When its scan is over the primary removes the state file and tells every worker the migration is
+ *   done. One migration at a time: a reload that would move keys while one runs is refused. A start with an
+ *   interrupted migration in the state file resumes it in every worker.
  * - the admin endpoint, answering for all workers: /metrics merges every worker's registry (prom-client's
  *   AggregatorRegistry; counters and histograms sum, gauges sum unless metrics.ts says min or max), /hotkeys sums
  *   each key's counts across workers and re-ranks, /shards is one topology with per-shard counts summed and every
@@ -23,7 +28,6 @@
  *   period, and the primary exits once all have exited.
  */
 import cluster, { type Worker } from 'node:cluster';
-import fs from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { KeymuxConfig } from '../config/schema.js';
@@ -36,9 +40,12 @@ import { FileSetWatcher } from '../security/tls.js';
 import { restartOnlyChange } from '../routing/plan.js';
 import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
+import { readMigrationState, removeMigrationState, routingOf, writeMigrationState } from '../migration/state-file.js';
 import {
   isReply,
   isWorkerEvent,
+  type JoinMigration,
+  type MovedMessage,
   type ReplyMessage,
   type WorkerEvent,
   type WorkerOp,
@@ -56,6 +63,27 @@ const EXIT_SLACK_MS = 5_000;
 /** A worker that dies sooner than this after its start is restarted after a growing back-off. */
 const YOUNG_MS = 5_000;
 const MAX_BACKOFF_MS = 5_000;
+/** How long a follower's request to move keys may wait for the leader (being replaced included). */
+const MOVE_TIMEOUT_MS = 30_000;
+/** The worker slot that leads key migrations (scans the old owners and runs every MIGRATE). */
+const LEADER = 1;
+
+/** The key migration the primary is running (one at a time). */
+interface RunningMigration {
+  id: number;
+  /** Where keys are moving away from (the previous config's placement; what the state file records). */
+  from: Partial<KeymuxConfig>;
+  /** held: workers are fencing, nothing moves yet; running: keys move. */
+  phase: 'held' | 'running';
+  startedAt: number;
+}
+
+/** A follower's request to move keys, waiting for the leader. */
+interface PendingMove {
+  id: number;
+  keys: Uint8Array[];
+  answer(ok: boolean): void;
+}
 
 interface Pending {
   resolve(value: unknown): void;
@@ -107,6 +135,12 @@ export class WorkerPrimary {
   private adminRefusedCount = 0;
   private readonly adminRefusals = new RefusalLog(10_000);
   private readonly registry: Registry;
+  private migration: RunningMigration | null = null;
+  private nextMigrationId = 1;
+  /** How recent migrations ended (a follower may still ask about one): done, or aborted before anything moved. */
+  private readonly endedMigrations = new Map<number, 'done' | 'aborted'>();
+  /** Follower move requests waiting for the leader to be serving. */
+  private pendingMoves: PendingMove[] = [];
 
   private constructor(config: KeymuxConfig, count: number, material: SecurityMaterial, options: PrimaryOptions) {
     this.config = config;
@@ -126,9 +160,12 @@ export class WorkerPrimary {
   static async start(config: KeymuxConfig, count: number, options: PrimaryOptions): Promise<WorkerPrimary> {
     const loaded = loadSecurity(config);
     if (loaded.errors !== undefined) throw new ConfigError(loaded.errors);
-    const interrupted = interruptedMigration(config);
-    if (interrupted !== null) throw new ConfigError([interrupted]);
     const primary = new WorkerPrimary(config, count, loaded.material, options);
+    primary.migration = interruptedMigration(config, primary.nextMigrationId);
+    if (primary.migration !== null) {
+      primary.nextMigrationId++;
+      primary.log.info({ migration: primary.migration.id }, 'resuming an interrupted key migration in every worker');
+    }
     cluster.setupPrimary({ serialization: 'advanced' });
     const starts = [];
     for (let id = 1; id <= count; id++) starts.push(primary.startWorker(id));
@@ -169,9 +206,9 @@ export class WorkerPrimary {
     return this.configPath;
   }
 
-  /** A dry run (POST /reload?dry_run=1, keymux plan): the reload would be refused for starting a migration. */
+  /** A dry run (POST /reload?dry_run=1, keymux plan): why the reload would be refused (a migration runs), or null. */
   reloadRefusal(next: KeymuxConfig): string | null {
-    return refusedMigration(this.config, next, this.count);
+    return this.migration !== null && movesKeys(this.config, next) ? migrationRunning(next, this.migration.id) : null;
   }
 
   /** Re-reads the config file and applies it to every worker (serialised with other reloads and worker starts). */
@@ -189,24 +226,40 @@ export class WorkerPrimary {
     const restartOnly = restartOnlyChange(previous, next);
     if (restartOnly !== null)
       return this.reloadFailed(trigger, [`${next.source}: ${restartOnly} cannot change without a restart`]);
-    const migrationRefusal = refusedMigration(previous, next, this.count);
-    if (migrationRefusal !== null) return this.reloadFailed(trigger, [migrationRefusal]);
+    const moving = movesKeys(previous, next);
+    if (moving && this.migration !== null)
+      return this.reloadFailed(trigger, [migrationRunning(next, this.migration.id)]);
     const loaded = loadSecurity(next);
     if (loaded.errors !== undefined) return this.reloadFailed(trigger, loaded.errors);
     const serving = this.serving();
+    let migration: RunningMigration | null = null;
+    if (moving) {
+      // Recorded before any worker holds it: a primary that dies from here on resumes it at its next start.
+      migration = { id: this.nextMigrationId++, from: routingOf(previous), phase: 'held', startedAt: Date.now() };
+      this.migration = migration;
+      const file = next.migration.stateFile;
+      if (file !== null) writeMigrationState(file, migration.startedAt, migration.from);
+    }
+    const migrationId = migration?.id;
     const outcomes = await Promise.allSettled(
-      serving.map((slot) => this.ask(slot, { op: 'reload', config: next }, RELOAD_TIMEOUT_MS)),
+      serving.map((slot) => this.ask(slot, { op: 'reload', config: next, migrationId }, RELOAD_TIMEOUT_MS)),
     );
     const errors: string[] = [];
     const applied: Slot[] = [];
     outcomes.forEach((o, i) => {
       const slot = serving[i]!;
-      const refusal = o.status === 'fulfilled' ? (o.value as string | null) : (o.reason as Error).message;
-      if (refusal === null) applied.push(slot);
-      else errors.push(`worker ${slot.id} (pid ${slot.pid}): ${refusal}`);
+      if (o.status === 'fulfilled') {
+        if (o.value === null) applied.push(slot);
+        else errors.push(`worker ${slot.id} (pid ${slot.pid}): ${String(o.value)}`);
+        return;
+      }
+      errors.push(`worker ${slot.id} (pid ${slot.pid}): ${(o.reason as Error).message}`);
+      // It did not answer: it may still apply this config later, so it cannot be trusted to hold either one.
+      this.replaceWorker(slot, 'no answer to a reload');
     });
     if (errors.length > 0) {
-      if (applied.length > 0) await this.rollBack(applied, previous);
+      if (applied.length > 0) await this.rollBack(applied, previous, migrationId);
+      if (migration !== null) this.endMigration(migration, 'aborted', next.migration.stateFile);
       return this.reloadFailed(trigger, errors);
     }
     this.config = next;
@@ -214,17 +267,25 @@ export class WorkerPrimary {
     this.reloadsOk++;
     setLogLevel(next.log.level);
     this.applySecurity(loaded.material);
+    if (migration !== null) {
+      // Every worker holds requests for keys in motion and has no earlier request left on an old owner: go.
+      migration.phase = 'running';
+      await Promise.allSettled(
+        serving.map((slot) => this.ask(slot, { op: 'migration-go', migration: migration.id }, ASK_TIMEOUT_MS)),
+      );
+      this.log.info({ migration: migration.id, workers: serving.length }, 'key migration started in every worker');
+    }
     this.log.info({ trigger, version: this.version, workers: serving.length }, 'config reloaded by every worker');
     return { ok: true, errors: [], version: this.version };
   }
 
   /** A reload some workers refused: the ones that applied it go back to the running config. */
-  private async rollBack(applied: Slot[], previous: KeymuxConfig): Promise<void> {
+  private async rollBack(applied: Slot[], previous: KeymuxConfig, abortMigration: number | undefined): Promise<void> {
     const ids = applied.map((s) => s.id);
     this.log.warn({ workers: ids }, 'reload refused by another worker: restoring the running config on these');
     await Promise.all(
       applied.map((slot) =>
-        this.ask(slot, { op: 'reload', config: previous }, RELOAD_TIMEOUT_MS).then(
+        this.ask(slot, { op: 'reload', config: previous, abortMigration }, RELOAD_TIMEOUT_MS).then(
           (refusal) => {
             if (refusal !== null) this.replaceWorker(slot, `could not restore the running config: ${String(refusal)}`);
           },
@@ -232,6 +293,71 @@ export class WorkerPrimary {
         ),
       ),
     );
+  }
+
+  /**
+   * The migration is over: done (the leader's scan moved every key; the workers are told) or aborted (a worker
+   * refused the reload before anything moved; the others were given the running config back). Either way the
+   * state file goes, and followers still waiting on a move are answered.
+   */
+  private endMigration(migration: RunningMigration, how: 'done' | 'aborted', stateFile: string | null): void {
+    if (this.migration !== migration) return;
+    this.migration = null;
+    this.endedMigrations.set(migration.id, how);
+    if (this.endedMigrations.size > 16) this.endedMigrations.delete(this.endedMigrations.keys().next().value!);
+    if (stateFile !== null) removeMigrationState(stateFile);
+    const waiting = this.pendingMoves.filter((m) => m.id === migration.id);
+    this.pendingMoves = this.pendingMoves.filter((m) => m.id !== migration.id);
+    for (const m of waiting) m.answer(how === 'done');
+    if (how === 'aborted') return;
+    this.log.info(
+      { migration: migration.id, seconds: Math.round((Date.now() - migration.startedAt) / 100) / 10 },
+      'key migration finished in every worker',
+    );
+    for (const slot of this.slots) {
+      if (slot !== null && slot.state === 'serving')
+        this.ask(slot, { op: 'migration-done', migration: migration.id }, ASK_TIMEOUT_MS).catch(() => undefined);
+    }
+  }
+
+  /** A follower's clients touch keys still on their old owners: the leader moves them; the follower is answered. */
+  private relayMove(from: Slot, ref: number, id: number, keys: Uint8Array[]): void {
+    let answered = false;
+    const answer = (ok: boolean): void => {
+      if (answered) return;
+      answered = true;
+      clearTimeout(timer);
+      const msg: MovedMessage = { type: 'keymux:moved', ref, ok };
+      if (from.worker.isConnected()) from.worker.send(msg);
+    };
+    const timer = setTimeout(() => {
+      this.pendingMoves = this.pendingMoves.filter((m) => m.answer !== answer);
+      answer(false);
+    }, MOVE_TIMEOUT_MS);
+    if (this.migration?.id !== id) {
+      answer(this.endedMigrations.get(id) === 'done');
+      return;
+    }
+    this.pendingMoves.push({ id, keys, answer });
+    this.pumpMoves();
+  }
+
+  /** Hands the waiting move requests to the leader when it serves (else they wait for its replacement). */
+  private pumpMoves(): void {
+    const leader = this.slots[LEADER - 1];
+    if (leader === null || leader === undefined || leader.state !== 'serving' || this.pendingMoves.length === 0) return;
+    const moves = this.pendingMoves;
+    this.pendingMoves = [];
+    for (const m of moves) {
+      this.ask(leader, { op: 'move', migration: m.id, keys: m.keys }, MOVE_TIMEOUT_MS).then(
+        (ok) => m.answer(ok === true),
+        () => {
+          // The leader died with it: its replacement moves them (a key it finds gone answers +NOKEY).
+          if (this.migration?.id === m.id) this.pendingMoves.push(m);
+          else m.answer(this.endedMigrations.get(m.id) === 'done');
+        },
+      );
+    }
   }
 
   private reloadFailed(trigger: string, errors: string[]): ReloadResult {
@@ -306,8 +432,14 @@ export class WorkerPrimary {
       });
       await Promise.race([slot.online, slot.exited]);
       if (slot.state !== 'starting') throw new Error(`worker ${id} exited before it could start`);
+      const joined: JoinMigration | null =
+        this.migration === null ? null : { id: this.migration.id, from: this.migration.from };
       try {
-        await this.ask(slot, { op: 'start', config: this.config, watchSecrets: this.watchFiles }, START_TIMEOUT_MS);
+        await this.ask(
+          slot,
+          { op: 'start', config: this.config, watchSecrets: this.watchFiles, leader: id === LEADER, migration: joined },
+          START_TIMEOUT_MS,
+        );
       } catch (err) {
         this.log.error({ worker: id, pid: slot.pid, err: (err as Error).message }, 'worker could not start');
         this.startErrors ??= [(err as Error).message];
@@ -316,12 +448,21 @@ export class WorkerPrimary {
       }
       slot.state = 'serving';
       this.log.info({ worker: id, pid: slot.pid }, 'worker serving');
+      // The migration it joined ended while it started (it missed the primary's word): tell it now.
+      if (joined !== null && this.migration?.id !== joined.id)
+        this.ask(slot, { op: 'migration-done', migration: joined.id }, ASK_TIMEOUT_MS).catch(() => undefined);
+      if (id === LEADER) this.pumpMoves();
     });
   }
 
   private onEvent(slot: Slot, event: WorkerEvent, online: () => void): void {
     if (event.type === 'keymux:online') online();
     else if (event.type === 'keymux:start-failed') this.startErrors = event.errors;
+    else if (event.type === 'keymux:move') this.relayMove(slot, event.ref, event.migration, event.keys);
+    else if (event.type === 'keymux:migration-scanned') {
+      if (slot.id === LEADER && this.migration?.id === event.migration && this.migration.phase === 'running')
+        this.endMigration(this.migration, 'done', this.config.migration.stateFile);
+    }
   }
 
   /** The last start failure's errors (a ConfigError for main.ts to print when the first start fails). */
@@ -601,8 +742,11 @@ export class WorkerPrimary {
       out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
       return out;
     });
+    // The leader moves the keys: its migrations list is the one with the scan's progress.
+    const leader = reports.find((r) => r.id === LEADER)?.report;
     return {
       ...first,
+      ...(leader !== undefined ? { migrations: leader.migrations } : {}),
       version: this.version,
       worker_versions: Object.fromEntries(reports.map(({ id, report }) => [id, report.version])),
       shards,
@@ -675,23 +819,29 @@ function placement(config: KeymuxConfig): string {
   return JSON.stringify([...routing, config.ring, ring]);
 }
 
-/** Why a reload must be refused under workers > 1 (it would start a key migration), or null. */
-export function refusedMigration(previous: KeymuxConfig, next: KeymuxConfig, workers: number): string | null {
-  if (!next.migration.enabled || next.mode === 'cluster' || placement(previous) === placement(next)) return null;
+/** True when going from `previous` to `next` moves keys (migration enabled; slots or ring placement changed). */
+export function movesKeys(previous: KeymuxConfig, next: KeymuxConfig): boolean {
+  return next.migration.enabled && next.mode !== 'cluster' && placement(previous) !== placement(next);
+}
+
+/** Why a reload that would move keys is refused while migration `id` still runs. */
+function migrationRunning(next: KeymuxConfig, id: number): string {
   return (
-    `${next.source}: this reload changes which shard owns some keys and migration.enabled is true, but key ` +
-    `migration is not coordinated across worker processes (workers: ${workers}); run keymux with workers: 1 to ` +
-    'reshard with migration, or set migration.enabled: false to switch without moving keys'
+    `${next.source}: this reload changes which shard owns some keys while key migration #${id} is still moving ` +
+    'keys (workers run one migration at a time); reload again once it is done (GET /shards lists migrations), ' +
+    'or set migration.enabled: false to switch without moving keys'
   );
 }
 
-/** A start with workers > 1 while migration.state_file records an interrupted migration: why it is refused. */
-function interruptedMigration(config: KeymuxConfig): string | null {
+/** The migration recorded in migration.state_file by a keymux that stopped in the middle of it, to resume. */
+function interruptedMigration(config: KeymuxConfig, id: number): RunningMigration | null {
   const file = config.migration.stateFile;
-  if (!config.migration.enabled || file === null || config.mode === 'cluster' || !fs.existsSync(file)) return null;
-  return (
-    `${config.source}: migration.state_file ${file} records an interrupted key migration, which workers: ` +
-    `${String(config.workers)} cannot resume (migration state lives in one process): start with workers: 1 until ` +
-    'it finishes'
-  );
+  if (!config.migration.enabled || file === null || config.mode === 'cluster') return null;
+  const from = readMigrationState(file);
+  if (from === null) return null;
+  if (placement({ ...config, ...from } as KeymuxConfig) === placement(config)) {
+    removeMigrationState(file); // the config went back to where the keys are: nothing to move
+    return null;
+  }
+  return { id, from, phase: 'running', startedAt: Date.now() };
 }

@@ -6,15 +6,36 @@
  * The primary sends requests ({ type: 'keymux:request', id, op, ... }) and each worker answers every one with a
  * reply carrying the same id ({ type: 'keymux:reply', id, ok, value | error }). Besides, a worker tells the
  * primary when it listens for requests (`keymux:online`) and why it could not start (`keymux:start-failed`).
+ *
+ * Key migrations (README "Workers"): the primary numbers each one and drives it (reload with `migrationId`, then
+ * `migration-go` once every worker fenced, `migration-done` once the leader's scan is over). A follower asks for
+ * keys to be moved with `keymux:move` (its own reference `ref`); the primary has the leader move them (`move`)
+ * and answers the follower with `keymux:moved`. The leader says its scan is over with `keymux:migration-scanned`.
  */
 import type { KeymuxConfig } from '../config/schema.js';
+
+/** A coordinated migration a worker joins at its start: its number and the placement keys move away from. */
+export interface JoinMigration {
+  id: number;
+  from: Partial<KeymuxConfig>;
+}
 
 /** What the primary asks of a worker. */
 export type WorkerRequest =
   /** Start serving `config` (sent once, right after the worker came online). */
-  | { op: 'start'; config: KeymuxConfig; watchSecrets: boolean }
-  /** Apply `config` through the in-process reload path; the reply's value is null or why it was refused. */
-  | { op: 'reload'; config: KeymuxConfig }
+  | { op: 'start'; config: KeymuxConfig; watchSecrets: boolean; leader: boolean; migration: JoinMigration | null }
+  /**
+   * Apply `config` through the in-process reload path; the reply's value is null or why it was refused. With
+   * `migrationId` the reload moves keys: the reply waits for this worker's fence, and nothing moves before
+   * `migration-go`. With `abortMigration` it is the rollback of one that never got its go.
+   */
+  | { op: 'reload'; config: KeymuxConfig; migrationId?: number; abortMigration?: number }
+  /** Every worker has fenced: keys may move. */
+  | { op: 'migration-go'; migration: number }
+  /** The leader's scan is over: every key is on its new owner. */
+  | { op: 'migration-done'; migration: number }
+  /** Leader: move these keys (a follower's clients touch them); the value is true once they are on their new owners. */
+  | { op: 'move'; migration: number; keys: Uint8Array[] }
   /** Stop accepting, finish in-flight requests within graceMs, exit 0. */
   | { op: 'drain'; graceMs: number }
   /** { ok, reason } as /readyz answers for one process. */
@@ -29,6 +50,7 @@ export type WorkerRequest =
 
 export type WorkerOp = WorkerRequest['op'];
 
+/** `id` numbers the request (so no request may have a field of that name). */
 export type RequestMessage = WorkerRequest & { type: 'keymux:request'; id: number };
 
 export interface ReplyMessage {
@@ -41,7 +63,28 @@ export interface ReplyMessage {
 
 export type WorkerEvent =
   /** The worker listens for requests (sent first: a message sent before that would be lost). */
-  { type: 'keymux:online' } | { type: 'keymux:start-failed'; errors: readonly string[] };
+  | { type: 'keymux:online' }
+  | { type: 'keymux:start-failed'; errors: readonly string[] }
+  /** A follower needs these keys moved before its clients may use them. */
+  | { type: 'keymux:move'; ref: number; migration: number; keys: Uint8Array[] }
+  /** The leader's scan of migration `id` found and moved every key. */
+  | { type: 'keymux:migration-scanned'; migration: number };
+
+/** The primary's answer to a follower's keymux:move. */
+export interface MovedMessage {
+  type: 'keymux:moved';
+  ref: number;
+  ok: boolean;
+}
+
+export function isMoved(msg: unknown): msg is MovedMessage {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:moved';
+}
+
+/** A Buffer over bytes that crossed the IPC channel (structured clone turns Buffers into Uint8Arrays). */
+export function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
 
 export function isRequest(msg: unknown): msg is RequestMessage {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:request';
@@ -53,7 +96,12 @@ export function isReply(msg: unknown): msg is ReplyMessage {
 
 export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
   const type = typeof msg === 'object' && msg !== null ? (msg as { type?: unknown }).type : undefined;
-  return type === 'keymux:online' || type === 'keymux:start-failed';
+  return (
+    type === 'keymux:online' ||
+    type === 'keymux:start-failed' ||
+    type === 'keymux:move' ||
+    type === 'keymux:migration-scanned'
+  );
 }
 
 /** `workers` of a config as a number of processes ("auto": one per CPU the process may use). */

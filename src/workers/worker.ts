@@ -5,14 +5,15 @@
  * admin endpoint. It starts on the config the primary sends, applies the configs the primary sends (the same
  * in-process reload path as a single keymux: Proxy.reloadAsync), answers the primary's questions for the admin
  * endpoint (readiness, metrics, shards, hot keys, slow log), and drains when told to (or on its own SIGTERM, or
- * when the primary is gone).
+ * when the primary is gone). In key migrations it follows the primary (migration/migration.ts "Coordination"):
+ * worker 1 leads (scans and moves), the others ask it, through the primary, to move the keys their clients touch.
  */
 import { ConfigError } from '../config/load.js';
 import { Proxy } from '../proxy.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
 import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
-import { isRequest, type RequestMessage, type WorkerEvent, type ReplyMessage } from './protocol.js';
+import { asBuffer, isMoved, isRequest, type RequestMessage, type WorkerEvent, type ReplyMessage } from './protocol.js';
 
 export function runWorker(): void {
   // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
@@ -24,6 +25,24 @@ export function runWorker(): void {
   let proxy: Proxy | null = null;
   let metrics: Metrics | null = null;
   let draining: Promise<void> | null = null;
+  // A follower's key-move requests waiting for the primary's answer, by reference.
+  const moves = new Map<number, (ok: boolean) => void>();
+  let nextMoveRef = 1;
+  const migrationLink = (leader: boolean) => ({
+    leader,
+    remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void {
+      if (!process.connected) {
+        done(false);
+        return;
+      }
+      const ref = nextMoveRef++;
+      moves.set(ref, done);
+      send({ type: 'keymux:move', ref, migration: id, keys });
+    },
+    onScanned(id: number): void {
+      send({ type: 'keymux:migration-scanned', migration: id });
+    },
+  });
 
   const drain = (graceMs: number, why: string): Promise<void> => {
     if (draining !== null) return draining;
@@ -39,14 +58,34 @@ export function runWorker(): void {
   const answer = async (req: RequestMessage): Promise<unknown> => {
     if (req.op === 'start') {
       setLogLevel(req.config.log.level);
-      proxy = await Proxy.start(req.config, { admin: false, watchSecrets: req.watchSecrets });
+      proxy = await Proxy.start(req.config, {
+        admin: false,
+        watchSecrets: req.watchSecrets,
+        migrationLink: migrationLink(req.leader),
+        joinMigration: req.migration,
+      });
       metrics = new Metrics(proxy);
       return proxy.port;
     }
     if (proxy === null || metrics === null) throw new Error('the worker has not started');
     switch (req.op) {
-      case 'reload':
-        return proxy.reloadAsync(req.config);
+      case 'reload': {
+        const refusal = await proxy.reloadAsync(req.config, {
+          migrationId: req.migrationId,
+          abortMigration: req.abortMigration,
+        });
+        // A reload that moves keys is acknowledged once this worker's earlier requests to the old owners are done.
+        if (refusal === null && req.migrationId !== undefined) await proxy.migrationFenced(req.migrationId);
+        return refusal;
+      }
+      case 'migration-go':
+        proxy.releaseMigration(req.migration);
+        return null;
+      case 'migration-done':
+        proxy.endMigration(req.migration);
+        return null;
+      case 'move':
+        return proxy.moveForWorker(req.migration, req.keys.map(asBuffer));
       case 'drain':
         void drain(req.graceMs, 'primary');
         return null;
@@ -67,6 +106,12 @@ export function runWorker(): void {
   };
 
   process.on('message', (msg: unknown) => {
+    if (isMoved(msg)) {
+      const done = moves.get(msg.ref);
+      moves.delete(msg.ref);
+      done?.(msg.ok);
+      return;
+    }
     if (!isRequest(msg)) return;
     answer(msg).then(
       (value) => {
@@ -87,7 +132,12 @@ export function runWorker(): void {
   process.on('SIGINT', () => void drain(graceOf(proxy), 'SIGINT'));
   process.on('SIGHUP', () => undefined);
   // The primary is gone (killed): nobody can reload or restart this worker any more; drain and exit.
-  process.on('disconnect', () => void drain(graceOf(proxy), 'primary gone'));
+  process.on('disconnect', () => {
+    // Nobody will answer the key moves asked for: their requests get an error instead of waiting.
+    for (const done of moves.values()) done(false);
+    moves.clear();
+    void drain(graceOf(proxy), 'primary gone');
+  });
   send({ type: 'keymux:online' });
 }
 

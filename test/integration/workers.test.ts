@@ -2,12 +2,12 @@
  * `workers: 2`: the real binary runs a primary and two worker processes behind one client port, on real
  * redis-servers. Clients (ioredis) land on both workers (INFO's process_id tells which) and get correct
  * GET/SET/MGET replies; /metrics counts the commands of both workers; a shard-list reload (POST /reload, then
- * SIGHUP) is applied by both workers, so keys route to the new shard from every connection, and a reload that
- * would start a key migration or change `workers` is refused; /hotkeys merges counts before ranking; a worker killed by its PID (learned from /workers) is replaced and new
+ * SIGHUP) is applied by both workers, so keys route to the new shard from every connection; with migration on, a
+ * reload that moves a shard's slots moves its keys (coordinated across both workers), and a change of `workers`
+ * is refused; /hotkeys merges counts before ranking; a worker killed by its PID (learned from /workers) is replaced and new
  * clients are served; SIGTERM drains every worker and the process exits 0.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,9 +16,9 @@ import { stringify } from 'yaml';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
+import { runBinary, type RunningBinary } from '../support/keymux.js';
 import { keySlot } from '../../src/routing/crc16.js';
 
-const BIN = path.resolve('bin/keymux.js');
 const CLIENTS = 12;
 
 let dir: string;
@@ -26,9 +26,10 @@ let file: string;
 let a: RedisProcess, b: RedisProcess, c: RedisProcess;
 let port: number;
 let adminPort: number;
-let keymux: ChildProcess;
+let binary: RunningBinary;
+let keymux: RunningBinary['child'];
 let exited: Promise<number | null>;
-let output = '';
+const output = (): string => binary?.output() ?? '';
 const clients: Redis[] = [];
 
 interface WorkersReport {
@@ -83,7 +84,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined>, timeo
   for (;;) {
     const v = await probe();
     if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output.slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output().slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 50)); // poll-until-condition: no event tells the test from outside
   }
 }
@@ -107,26 +108,14 @@ async function byWorker(): Promise<Map<number, Redis[]>> {
 }
 
 beforeAll(async () => {
-  if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
   [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
   [port, adminPort] = [await freePort(), await freePort()];
   dir = makeTempDir('keymux-workers-');
   file = path.join(dir, 'keymux.yaml');
   writeConfig(a);
-  keymux = spawn(process.execPath, [BIN, '--config', file, '--no-watch'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, KEYMUX_LOG_FORMAT: 'json' },
-  });
-  exited = new Promise((res) => keymux.once('exit', (code) => res(code)));
-  await new Promise<void>((resolve, reject) => {
-    const onData = (d: Buffer): void => {
-      output += d.toString();
-      if (output.includes('keymux workers serving')) resolve();
-    };
-    keymux.stdout!.on('data', onData);
-    keymux.stderr!.on('data', onData);
-    keymux.once('exit', (code) => reject(new Error(`keymux exited (${code}) before serving:\n${output}`)));
-  });
+  binary = await runBinary(file, 'keymux workers serving');
+  keymux = binary.child;
+  exited = binary.exited;
   for (let i = 0; i < CLIENTS; i++) {
     const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 });
     client.on('error', () => undefined); // reconnecting after a worker or keymux went away is expected here
@@ -136,10 +125,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const client of clients) client.disconnect();
-  if (keymux !== undefined && keymux.exitCode === null && keymux.signalCode === null) {
-    keymux.kill('SIGKILL');
-    await exited;
-  }
+  await binary?.kill();
   await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
   if (dir !== undefined) removeTempDir(dir);
 });
@@ -230,22 +216,30 @@ describe('workers: 2', () => {
     for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`to-a-${i}`);
   });
 
-  it('refuses a reload that would start a key migration or change workers, and keeps the running config', async () => {
+  it('moves keys with a migration coordinated across both workers; refuses a change of workers', async () => {
+    await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `moving-${i}`)));
     writeConfig(c, true);
-    // A dry run (what `keymux plan --against` asks) says so before anything is applied.
-    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: string } };
-    expect(dry.plan.refused).toMatch(/migration is not coordinated across worker processes/);
+    // A dry run (what `keymux plan --against` asks) sees nothing to refuse: the workers migrate together.
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: unknown } };
+    expect(dry.plan.refused).toBe(null);
     const reload = await admin('/reload', 'POST');
-    expect(reload.status).toBe(400);
-    expect(reload.text).toMatch(/migration is not coordinated across worker processes.*workers: 1/);
-    await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `still-a-${i}`)));
-    for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`still-a-${i}`);
-    writeConfig(a, false, 3);
+    expect(reload.status, reload.text).toBe(200);
+    // Right after the reload, through either worker: each key is read where it is, moved or not yet.
+    await Promise.all(clients.map(async (client, i) => expect(await client.get(lowSlotKey(i))).toBe(`moving-${i}`)));
+    await until('the migration to finish', async () =>
+      (await metric('keymux_migrations_active')) === 0 ? true : undefined,
+    );
+    for (let i = 0; i < CLIENTS; i++) {
+      expect(await redisCommand(c.port, 'GET', lowSlotKey(i))).toBe(`moving-${i}`);
+      expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBeNull();
+    }
+    expect(output()).toContain('key migration finished in every worker');
+    writeConfig(c, true, 3);
     const resize = await admin('/reload', 'POST');
     expect(resize.status).toBe(400);
     expect(resize.text).toContain('workers (the number of worker processes) cannot change without a restart');
     expect((await workers()).workers).toHaveLength(2);
-    writeConfig(a);
+    writeConfig(c);
   });
 
   it('replaces a killed worker; reconnecting clients are served', async () => {
@@ -280,6 +274,6 @@ describe('workers: 2', () => {
     keymux.kill('SIGTERM');
     expect(await exited).toBe(0);
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
-    expect(output).toContain('draining every worker');
+    expect(output()).toContain('draining every worker');
   });
 });

@@ -2,12 +2,13 @@
  * keymux for tests: builds a config (YAML text through the real loader, so tests exercise validation too) and
  * starts a Proxy in this process on a free port (listen port 0), or spawns the real CLI for tests of the binary.
  * Also opens raw client sockets that collect reply bytes, for exact-byte assertions, and spawns the real binary
- * (spawnKeymux) for what must be watched from outside the process, such as its open file descriptors.
+ * (spawnKeymux) for what must be watched from outside the process, such as its open file descriptors, or on a
+ * config file of the test's own (runBinary: workers, restarts).
  */
 import net from 'node:net';
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
@@ -193,4 +194,43 @@ function pingOnce(port: number): Promise<boolean> {
       resolve(d.toString('latin1') === '+PONG\r\n');
     });
   });
+}
+
+/** The real binary on a config file, with its output (JSON log lines) collected. */
+export interface RunningBinary {
+  child: ChildProcess;
+  /** Resolves with the exit code once the process exited. */
+  exited: Promise<number | null>;
+  /** Everything it wrote so far (stdout and stderr). */
+  output(): string;
+  /** SIGKILL unless it already exited; resolves once it has. */
+  kill(): Promise<void>;
+}
+
+/** Runs `node bin/keymux.js --config file --no-watch`; resolves once its output contains `ready`. */
+export async function runBinary(file: string, ready: string): Promise<RunningBinary> {
+  if (!fs.existsSync(path.resolve('dist/main.js')))
+    throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
+  const child = spawn(process.execPath, [path.resolve('bin/keymux.js'), '--config', file, '--no-watch'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, KEYMUX_LOG_FORMAT: 'json' },
+  });
+  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+  let output = '';
+  await new Promise<void>((resolve, reject) => {
+    const onData = (d: Buffer): void => {
+      output += d.toString();
+      if (output.includes(ready)) resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`keymux exited (${code}) before "${ready}":\n${output}`)));
+  });
+  const kill = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  };
+  return { child, exited, output: () => output, kill };
 }

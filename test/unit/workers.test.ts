@@ -1,12 +1,12 @@
 /**
- * workers > 1 (src/workers/): which reloads the primary refuses because they would start a key migration that
- * the workers cannot coordinate (placement changes with migration.enabled), and how `workers: auto` is counted.
+ * workers > 1 (src/workers/): which reloads the primary treats as key moves (placement changes with
+ * migration.enabled: it then coordinates a migration across the workers), and how `workers: auto` is counted.
  */
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
-import { refusedMigration } from '../../src/workers/primary.js';
+import { movesKeys } from '../../src/workers/primary.js';
 import { workerCount } from '../../src/workers/protocol.js';
 
 function config(doc: Record<string, unknown>): KeymuxConfig {
@@ -25,30 +25,38 @@ const slots = (a: string, b: string, extra: Record<string, unknown> = {}) =>
     ...extra,
   });
 
-describe('refusedMigration', () => {
-  it('refuses a reload that moves keys while migration is enabled, saying what to do', () => {
-    const moved = refusedMigration(slots('10.0.0.1:6379', '10.0.0.2:6379'), slots('10.0.0.3:6379', '10.0.0.2:6379'), 2);
-    expect(moved).toMatch(/^k\.yaml: this reload changes which shard owns some keys/);
-    expect(moved).toContain('run keymux with workers: 1 to reshard with migration');
-    expect(moved).toContain('migration.enabled: false');
+describe('movesKeys', () => {
+  it('is true for a reload that gives slots to another address while migration is enabled', () => {
+    expect(movesKeys(slots('10.0.0.1:6379', '10.0.0.2:6379'), slots('10.0.0.3:6379', '10.0.0.2:6379'))).toBe(true);
+    const swapped = config({
+      mode: 'slots',
+      shards: [
+        { name: 'a', address: '10.0.0.1:6379', slots: ['0-4095'] },
+        { name: 'b', address: '10.0.0.2:6379', slots: ['4096-16383'] },
+      ],
+    });
+    expect(movesKeys(slots('10.0.0.1:6379', '10.0.0.2:6379'), swapped)).toBe(true);
   });
 
-  it('lets through reloads that move no key, and key moves with migration disabled', () => {
+  it('is false for reloads that move no key, and for key moves with migration disabled', () => {
     const before = slots('10.0.0.1:6379', '10.0.0.2:6379');
-    expect(refusedMigration(before, slots('10.0.0.1:6379', '10.0.0.2:6379', { backend: { timeout_ms: 900 } }), 2)).toBe(
-      null,
-    );
+    expect(movesKeys(before, slots('10.0.0.1:6379', '10.0.0.2:6379', { backend: { timeout_ms: 900 } }))).toBe(false);
     const off = { migration: { enabled: false } };
-    expect(refusedMigration(before, slots('10.0.0.3:6379', '10.0.0.2:6379', off), 2)).toBe(null);
+    expect(movesKeys(before, slots('10.0.0.3:6379', '10.0.0.2:6379', off))).toBe(false);
   });
 
-  it('sees ring changes (a shard added) and ignores cluster mode', () => {
-    const ring = (n: number) =>
-      config({ mode: 'ring', shards: Array.from({ length: n }, (_, i) => ({ address: `10.0.0.${i + 1}:6379` })) });
-    expect(refusedMigration(ring(2), ring(3), 2)).not.toBe(null);
-    expect(refusedMigration(ring(2), ring(2), 2)).toBe(null);
+  it('sees ring changes (a shard added, a hash tag) and ignores cluster mode', () => {
+    const ring = (n: number, extra: Record<string, unknown> = {}) =>
+      config({
+        mode: 'ring',
+        shards: Array.from({ length: n }, (_, i) => ({ address: `10.0.0.${i + 1}:6379` })),
+        ...extra,
+      });
+    expect(movesKeys(ring(2), ring(3))).toBe(true);
+    expect(movesKeys(ring(2), ring(2))).toBe(false);
+    expect(movesKeys(ring(2), ring(2, { hash_tag: '' }))).toBe(true);
     const cluster = config({ mode: 'cluster', cluster: { seeds: ['10.0.0.1:7000'] } });
-    expect(refusedMigration(cluster, cluster, 2)).toBe(null);
+    expect(movesKeys(cluster, cluster)).toBe(false);
   });
 });
 

@@ -1,0 +1,45 @@
+/**
+ * The migration state file (`migration.state_file`): while a key migration runs, the placement the keys are
+ * moving away from is recorded here, so a keymux restarted in the middle resumes the migration instead of reading
+ * keys where they are not yet. One writer: the process that runs the migration (a single keymux, or the primary
+ * process with workers > 1). Written atomically (a temporary file renamed into place); removed once every key moved.
+ */
+import fs from 'node:fs';
+import type { KeymuxConfig } from '../config/schema.js';
+
+/** The parts of a config that decide key placement (what the state file records). */
+export function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
+  return {
+    mode: config.mode,
+    hashTag: config.hashTag,
+    ring: config.ring,
+    shards: config.shards,
+    routing: config.routing,
+  };
+}
+
+export function writeMigrationState(file: string, startedAt: number, from: Partial<KeymuxConfig>): void {
+  const state = { version: 1, startedAt: new Date(startedAt).toISOString(), from };
+  const tmp = `${file}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(state));
+  fs.renameSync(tmp, file);
+}
+
+/** The placement an interrupted migration was moving keys away from, or null when none was interrupted. */
+export function readMigrationState(file: string): Partial<KeymuxConfig> | null {
+  let state: { from?: Partial<KeymuxConfig> };
+  try {
+    state = JSON.parse(fs.readFileSync(file, 'utf8')) as { from?: Partial<KeymuxConfig> };
+  } catch {
+    return null;
+  }
+  return typeof state.from === 'object' && state.from !== null ? state.from : null;
+}
+
+export function removeMigrationState(file: string): void {
+  try {
+    fs.unlinkSync(file);
+  } catch {
+    /* already gone */
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * One worker's side of a coordinated key migration (workers > 1), in process with a stand-in for the primary
+ * (the Proxy's migrationLink), on real redis-servers:
+ * - leader: after the reload it fences and holds requests for keys in motion, but moves nothing until the
+ *   primary's go (releaseMigration), even though its own fence is complete; then it moves and scans, and reports
+ *   the scan's end (onScanned) with the migration's number;
+ * - follower: opens no connection of its own and scans nothing; a request for a key in motion asks the leader
+ *   (remoteMove) and waits for its answer; once the primary says the migration is done it routes by the new
+ *   placement alone;
+ * - abort (a rollback before go): held requests are answered from where the keys still are; nothing moved.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
+import { configFrom, RawClient, type ConfigObject } from '../support/keymux.js';
+import { Proxy, type MigrationLink } from '../../src/proxy.js';
+import { keySlot } from '../../src/routing/crc16.js';
+
+let a: RedisProcess, b: RedisProcess, c: RedisProcess;
+
+beforeAll(async () => {
+  [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
+});
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
+});
+beforeEach(async () => {
+  await Promise.all([a, b, c].map((s) => redisCommands(s.port, [['FLUSHALL']])));
+});
+
+/** a owns 0-8191 (or `low` does), b the rest. */
+function layout(low: RedisProcess): ConfigObject {
+  return {
+    mode: 'slots',
+    workers: 1,
+    migration: { enabled: true },
+    shards: [
+      { name: 'low', address: low.address, slots: ['0-8191'] },
+      { name: 'high', address: b.address, slots: ['8192-16383'] },
+    ],
+  };
+}
+
+/** `n` keys whose slots are in 0..8191 (they move when `low` changes), and one in b's half. */
+function keys(n: number): { low: string[]; high: string } {
+  const low: string[] = [];
+  for (let i = 0; low.length < n; i++) if (keySlot(Buffer.from(`ck:${i}`)) < 8192) low.push(`ck:${i}`);
+  let high = 'hk:0';
+  for (let i = 0; keySlot(Buffer.from(high)) < 8192; i++) high = `hk:${i}`;
+  return { low, high };
+}
+
+interface Link extends MigrationLink {
+  scanned: number[];
+  asked: Array<{ id: number; keys: string[]; done: (ok: boolean) => void }>;
+}
+
+function link(leader: boolean): Link {
+  const l: Link = {
+    leader,
+    scanned: [],
+    asked: [],
+    remoteMove(id, ks, done) {
+      l.asked.push({ id, keys: ks.map((k) => k.toString()), done });
+    },
+    onScanned(id) {
+      l.scanned.push(id);
+    },
+  };
+  return l;
+}
+
+async function start(l: Link): Promise<Proxy> {
+  return Proxy.start(configFrom(layout(a)), { migrationLink: l, joinMigration: null });
+}
+
+async function dbsize(s: RedisProcess): Promise<number> {
+  return (await redisCommand(s.port, 'DBSIZE')) as number;
+}
+
+describe('a coordinated migration, one worker', () => {
+  it('leader: holds keys in motion after its fence and moves nothing until the go; then moves and reports', async () => {
+    const l = link(true);
+    const proxy = await start(l);
+    const { low, high } = keys(50);
+    const client = new Redis({ port: proxy.port, lazyConnect: true });
+    await client.connect();
+    for (const k of low) await client.set(k, `v:${k}`);
+    await client.set(high, 'high');
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 41 })).toBe(null);
+    await proxy.migrationFenced(41);
+    // One read from a raw client: a key that does not move (answered) and one that does (held).
+    const raw = await RawClient.connect(proxy.port);
+    const first = await raw.exchange(`GET ${high}\r\nGET ${low[0]}\r\n`, 1);
+    expect(first).toEqual(['high']);
+    expect(await dbsize(c)).toBe(0);
+    expect(await dbsize(a)).toBe(50);
+    expect(proxy.migrationProgress().at(-1)).toMatchObject({ id: 41, state: 'fencing' });
+    proxy.releaseMigration(41);
+    await raw.untilText(`v:${low[0]}`);
+    expect(await client.get(low[1]!)).toBe(`v:${low[1]}`);
+    await until(() => l.scanned.length > 0);
+    expect(l.scanned).toEqual([41]);
+    expect(await dbsize(c)).toBe(50);
+    expect(await dbsize(a)).toBe(0);
+    // Another worker's keys (through the primary): already moved, so true at once; an unknown migration: false.
+    expect(await proxy.moveForWorker(41, [Buffer.from(low[2]!)])).toBe(true);
+    expect(await proxy.moveForWorker(40, [Buffer.from(low[2]!)])).toBe(false);
+    expect(l.asked).toEqual([]);
+    raw.close();
+    client.disconnect();
+    await proxy.close();
+  });
+
+  it('follower: asks the leader for keys in motion, scans nothing, and trusts the done', async () => {
+    const l = link(false);
+    const proxy = await start(l);
+    const { low } = keys(20);
+    const client = new Redis({ port: proxy.port, lazyConnect: true });
+    await client.connect();
+    for (const k of low) await client.set(k, `v:${k}`);
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 7 })).toBe(null);
+    await proxy.migrationFenced(7);
+    proxy.releaseMigration(7);
+    const pending = client.mget(low[0]!, low[1]!);
+    await until(() => l.asked.length > 0);
+    expect(l.asked.map((x) => [x.id, x.keys.sort()])).toEqual([[7, [low[0], low[1]].sort()]]);
+    // The follower itself moved nothing: what the leader would do, done here by hand.
+    expect(await dbsize(c)).toBe(0);
+    expect(
+      await redisCommand(a.port, 'MIGRATE', '127.0.0.1', String(c.port), '', '0', '5000', 'KEYS', low[0]!, low[1]!),
+    ).toBe('OK');
+    l.asked[0]!.done(true);
+    expect(await pending).toEqual([`v:${low[0]}`, `v:${low[1]}`]);
+    // Moved keys are not asked for again.
+    expect(await client.get(low[0]!)).toBe(`v:${low[0]}`);
+    expect(l.asked).toHaveLength(1);
+    // The leader could not move a key: the client gets an error, not a read of the wrong shard.
+    const failed = client.get(low[2]!);
+    await until(() => l.asked.length > 1);
+    l.asked[1]!.done(false);
+    await expect(failed).rejects.toThrow(/^TRYAGAIN keymux: the key is being mov/);
+    // The primary says done: routed by the new placement alone, no more asking (a key left on a is not looked for).
+    proxy.endMigration(7);
+    expect(proxy.migrationProgress().at(-1)).toMatchObject({ id: 7, state: 'done' });
+    expect(await client.get(low[3]!)).toBe(null);
+    expect(l.asked).toHaveLength(2);
+    expect(l.scanned).toEqual([]);
+    client.disconnect();
+    await proxy.close();
+  });
+
+  it('abort before the go: held requests are answered from where the keys are; nothing moved', async () => {
+    const l = link(true);
+    const proxy = await start(l);
+    const { low, high } = keys(10);
+    const client = new Redis({ port: proxy.port, lazyConnect: true });
+    await client.connect();
+    for (const k of low) await client.set(k, `v:${k}`);
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 3 })).toBe(null);
+    await proxy.migrationFenced(3);
+    const raw = await RawClient.connect(proxy.port);
+    expect(await raw.exchange(`GET ${high}\r\nGET ${low[0]}\r\n`, 1)).toEqual([null]);
+    expect(await proxy.reloadAsync(configFrom(layout(a)), { abortMigration: 3 })).toBe(null);
+    await raw.untilText(`v:${low[0]}`);
+    expect(proxy.migrationProgress().at(-1)).toMatchObject({ id: 3, state: 'aborted' });
+    expect(await client.get(low[1]!)).toBe(`v:${low[1]}`);
+    expect(await dbsize(c)).toBe(0);
+    expect(await dbsize(a)).toBe(10);
+    expect(l.scanned).toEqual([]);
+    raw.close();
+    client.disconnect();
+    await proxy.close();
+  });
+});
+
+/** Resolves once `cond()` holds (checked on each turn of the event loop; bounded). */
+async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setImmediate(r));
+  }
+}

@@ -1,0 +1,315 @@
+/**
+ * Key migration with `workers: 2` (the real binary: a primary and two worker processes on real redis-servers),
+ * coordinated by the primary: worker 1 scans and moves, worker 2 asks it to move the keys its clients touch.
+ * - A swap of slot ranges between two shards (keys move both ways at once, from both workers' clients) under a
+ *   pipelined read/write load on both workers: no client error, no stale read, and afterwards every key is on its
+ *   new owner only, with its last value and its TTL; the state file is gone.
+ * - While a migration runs, a reload that would move keys again is refused (and a dry run says so); the leader,
+ *   killed while its MIGRATEs are blocked (the target shard paused for writes), is replaced and finishes the
+ *   migration, and the follower's clients, whose keys wait for the leader meanwhile, get every reply right.
+ * - A keymux started with an interrupted migration in the state file resumes it in every worker.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Redis } from 'ioredis';
+import { stringify } from 'yaml';
+import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
+import { freePort } from '../support/ports.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
+import { runBinary, type RunningBinary } from '../support/keymux.js';
+import { keySlot } from '../../src/routing/crc16.js';
+import { loadConfigFile } from '../../src/config/load.js';
+import { routingOf, writeMigrationState } from '../../src/migration/state-file.js';
+
+const KEYS = 30_000;
+
+let a: RedisProcess, b: RedisProcess, c: RedisProcess;
+let dir: string;
+let file: string;
+let stateFile: string;
+let port: number;
+let adminPort: number;
+let keymux: RunningBinary | undefined;
+
+/** Slot ranges per shard, as in the config. */
+type Layout = Array<[RedisProcess, string[]]>;
+
+function writeConfig(layout: Layout, to = file): void {
+  fs.writeFileSync(
+    to,
+    stringify({
+      listen: `127.0.0.1:${port}`,
+      admin: `127.0.0.1:${adminPort}`,
+      mode: 'slots',
+      workers: 2,
+      log: { level: 'info' },
+      drain: { grace_s: 2 },
+      migration: { enabled: true, state_file: stateFile },
+      shards: layout.map(([shard, slots], i) => ({ name: `s${i}`, address: shard.address, slots })),
+    }),
+  );
+}
+
+function ownerOf(layout: Layout, key: string): RedisProcess {
+  const slot = keySlot(Buffer.from(key));
+  for (const [shard, ranges] of layout) {
+    for (const range of ranges) {
+      const [lo, hi] = range.split('-').map(Number);
+      if (slot >= lo! && slot <= (hi ?? lo)!) return shard;
+    }
+  }
+  throw new Error(`no owner for slot ${slot}`);
+}
+
+async function admin(pathname: string, method = 'GET'): Promise<{ status: number; text: string }> {
+  const res = await fetch(`http://127.0.0.1:${adminPort}${pathname}`, { method });
+  return { status: res.status, text: await res.text() };
+}
+
+interface MigrationRow {
+  id: number;
+  state: string;
+  keysMoved: number;
+}
+
+async function migrations(): Promise<MigrationRow[]> {
+  return (JSON.parse((await admin('/shards')).text) as { migrations: MigrationRow[] }).migrations;
+}
+
+async function workerPids(): Promise<number[]> {
+  const report = JSON.parse((await admin('/workers')).text) as { workers: Array<{ pid: number; state: string }> };
+  return report.workers.map((w) => (w.state === 'serving' ? w.pid : 0));
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${keymux?.output().slice(-3000)}`);
+    await new Promise((r) => setTimeout(r, 50)); // poll-until-condition: the admin endpoint has no push
+  }
+}
+
+/** The newest migration's row once it is done. */
+function migrationDone(): Promise<MigrationRow> {
+  return until('the migration to finish', async () => {
+    const rows = await migrations();
+    const last = rows[rows.length - 1];
+    return last !== undefined && last.state === 'done' ? last : undefined;
+  });
+}
+
+/** Loads the keys through keymux (every 10th with a TTL); the model of their values. */
+async function load(): Promise<Map<string, string>> {
+  const model = new Map<string, string>();
+  const batch: string[][] = [];
+  for (let i = 0; i < KEYS; i++) {
+    const key = `wk:${i}`;
+    model.set(key, `v0:${i}`);
+    batch.push(i % 10 === 0 ? ['SET', key, `v0:${i}`, 'EX', '100000'] : ['SET', key, `v0:${i}`]);
+  }
+  const replies = await redisCommands(port, batch, { timeoutMs: 60_000 });
+  expect(replies.every((r) => r === 'OK')).toBe(true);
+  return model;
+}
+
+/** Clients reading and writing their own partition of the keys (pipelines of 30) until `stop()` says so. */
+async function workload(clients: Redis[], model: Map<string, string>, stop: () => boolean) {
+  const problems: string[] = [];
+  let ops = 0;
+  const keys = [...model.keys()];
+  const run = async (client: Redis, id: number) => {
+    let n = 0;
+    while (!stop() || n < 3) {
+      const pipe = client.pipeline();
+      const expected: unknown[] = [];
+      for (let j = 0; j < 30; j++) {
+        const idx = (Math.floor((Math.random() * keys.length) / clients.length) * clients.length + id) % keys.length;
+        const key = keys[idx]!;
+        if (j % 3 === 0) {
+          const v = `w:${id}:${n}:${j}`;
+          pipe.set(key, v, 'KEEPTTL');
+          expected.push('OK');
+          model.set(key, v);
+        } else {
+          const other = keys[(idx + clients.length) % keys.length]!;
+          pipe.mget(key, other);
+          expected.push([model.get(key), model.get(other)]);
+        }
+      }
+      const res = await pipe.exec();
+      res?.forEach(([err, v], i) => {
+        ops++;
+        if (err) problems.push(`client ${id}: ${err.message}`);
+        else if (JSON.stringify(v) !== JSON.stringify(expected[i]))
+          problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
+      });
+      n++;
+    }
+  };
+  await Promise.all(clients.map((client, id) => run(client, id)));
+  return { problems: problems.slice(0, 10), ops };
+}
+
+/** Every key only on its owner in `layout`, with the model's value; TTLs kept. */
+async function verifyPlacement(layout: Layout, model: Map<string, string>): Promise<void> {
+  const keys = [...model.keys()];
+  const shards = [a, b, c];
+  const replies = await Promise.all(
+    shards.map((s) => redisCommands(s.port, [['MGET', ...keys]], { timeoutMs: 60_000 })),
+  );
+  let misplaced = 0;
+  let wrongValue = 0;
+  keys.forEach((key, i) => {
+    const owner = ownerOf(layout, key);
+    shards.forEach((s, n) => {
+      const v = (replies[n]![0] as Array<string | null>)[i];
+      if (s === owner) {
+        if (v !== model.get(key)) wrongValue++;
+      } else if (v !== null) misplaced++;
+    });
+  });
+  expect({ misplaced, wrongValue }).toEqual({ misplaced: 0, wrongValue: 0 });
+  const ttlKeys = keys.filter((_, i) => i % 10 === 0).slice(0, 300);
+  const ttls = await Promise.all(
+    ttlKeys.map(async (key) => (await redisCommand(ownerOf(layout, key).port, 'PTTL', key)) as number),
+  );
+  expect(ttls.filter((t) => t <= 0 || t > 100_000_000)).toEqual([]);
+}
+
+/** `n` ioredis clients, and the PID of the worker serving each. */
+async function connect(n: number): Promise<Array<{ client: Redis; pid: number }>> {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const client = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0, commandTimeout: 30_000 });
+    client.on('error', () => undefined); // the leader's clients lose their connection when it is killed
+    const info = await client.info('server');
+    out.push({ client, pid: Number(/process_id:(\d+)/.exec(info)![1]) });
+  }
+  return out;
+}
+
+const START: Layout = [];
+const SWAPPED: Layout = [];
+const TO_C: Layout = [];
+
+beforeAll(async () => {
+  [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  [port, adminPort] = [await freePort(), await freePort()];
+  dir = makeTempDir('keymux-workers-migration-');
+  file = path.join(dir, 'keymux.yaml');
+  stateFile = path.join(dir, 'migration.json');
+  START.push([a, ['0-8191']], [b, ['8192-16383']]);
+  // A swap: half of a's slots go to b and half of b's to a, so MIGRATEs run both ways.
+  SWAPPED.push([a, ['0-4095', '8192-12287']], [b, ['4096-8191', '12288-16383']]);
+  TO_C.push([c, ['0-4095']], [a, ['8192-12287']], [b, ['4096-8191', '12288-16383']]);
+  writeConfig(START);
+  keymux = await runBinary(file, 'keymux workers serving');
+});
+
+afterAll(async () => {
+  await keymux?.kill();
+  await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
+  if (dir !== undefined) removeTempDir(dir);
+});
+
+describe('key migration with workers: 2', () => {
+  let model: Map<string, string>;
+
+  it('a swap of slots between two shards under load on both workers: every key ends on its owner only', async () => {
+    model = await load();
+    const conns = await connect(8);
+    expect(new Set(conns.map((x) => x.pid)).size).toBe(2);
+    let done = false;
+    const running = workload(
+      conns.map((x) => x.client),
+      model,
+      () => done,
+    );
+    writeConfig(SWAPPED);
+    const reload = await admin('/reload', 'POST');
+    expect(reload.status, reload.text).toBe(200);
+    const row = await migrationDone();
+    done = true;
+    const { problems, ops } = await running;
+    for (const x of conns) x.client.disconnect();
+    expect(problems).toEqual([]);
+    expect(ops).toBeGreaterThan(1000);
+    expect(row.keysMoved).toBeGreaterThan(KEYS / 4);
+    await verifyPlacement(SWAPPED, model);
+    const out = keymux!.output();
+    expect(out).toContain('key migration started in every worker');
+    expect(out).toContain('key migration finished in every worker');
+    expect(out).toMatch(/"role":"leader","msg":"migration started"/);
+    expect(out).toMatch(/"role":"follower","msg":"migration started"/);
+    expect(fs.existsSync(stateFile)).toBe(false);
+    expect(out).not.toContain('MIGRATE failed');
+  });
+
+  it('refuses a second key-moving reload while one runs; a killed leader is replaced and finishes it', async () => {
+    const [leaderPid, followerPid] = await workerPids();
+    const conns = await connect(8);
+    const followers = conns.filter((x) => x.pid === followerPid);
+    for (const x of conns) if (x.pid !== followerPid) x.client.disconnect();
+    expect(followers.length).toBeGreaterThan(0);
+    // Writes to c wait for 3 s: the leader's MIGRATEs into c block, so the migration is surely still running below.
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '3000', 'WRITE')).toBe('OK');
+    writeConfig(TO_C);
+    expect((await admin('/reload', 'POST')).status).toBe(200);
+    expect(fs.existsSync(stateFile)).toBe(true);
+    let done = false;
+    const running = workload(
+      followers.map((x) => x.client),
+      model,
+      () => done,
+    );
+    // Another move (c's slots back to a) is refused while this one runs, and a dry run says so.
+    const again = path.join(dir, 'again.yaml');
+    writeConfig(SWAPPED, again);
+    fs.copyFileSync(again, file);
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: string } };
+    expect(dry.plan.refused).toMatch(/while key migration #\d+ is still moving keys/);
+    const refused = await admin('/reload', 'POST');
+    expect(refused.status).toBe(400);
+    expect(refused.text).toMatch(/while key migration #\d+ is still moving keys.*reload again once it is done/);
+    writeConfig(TO_C);
+    expect((await migrations()).at(-1)!.state).toBe('running');
+    process.kill(leaderPid!, 'SIGKILL');
+    const pids = await until('a new leader', async () => {
+      const now = await workerPids();
+      return now[0] !== 0 && now[0] !== leaderPid ? now : undefined;
+    });
+    expect(pids[1]).toBe(followerPid);
+    await migrationDone();
+    done = true;
+    const { problems, ops } = await running;
+    for (const x of followers) x.client.disconnect();
+    expect(problems).toEqual([]);
+    expect(ops).toBeGreaterThan(100);
+    await verifyPlacement(TO_C, model);
+    expect(fs.existsSync(stateFile)).toBe(false);
+    expect(keymux!.output()).toContain('joining a running migration');
+  });
+
+  it('resumes an interrupted migration from the state file in every worker at start', async () => {
+    keymux!.child.kill('SIGTERM');
+    expect(await keymux!.exited).toBe(0);
+    // As if keymux had stopped right after a reload from TO_C to SWAPPED: the keys are where TO_C put them.
+    const before = path.join(dir, 'before.yaml');
+    writeConfig(TO_C, before);
+    writeMigrationState(stateFile, Date.now(), routingOf(loadConfigFile(before)));
+    writeConfig(SWAPPED);
+    keymux = await runBinary(file, 'keymux workers serving');
+    const conns = await connect(4);
+    // Read through both workers while it resumes: every key where it is.
+    const sample = [...model.keys()].filter((_, i) => i % 97 === 0);
+    for (const { client } of conns) expect(await client.mget(...sample)).toEqual(sample.map((k) => model.get(k)));
+    await migrationDone();
+    for (const x of conns) x.client.disconnect();
+    await verifyPlacement(SWAPPED, model);
+    expect(fs.existsSync(stateFile)).toBe(false);
+    expect(keymux.output()).toContain('resuming an interrupted key migration in every worker');
+  });
+});
