@@ -45,6 +45,9 @@ function writeConfig(layout: Layout, to = file): void {
       workers: 2,
       log: { level: 'info' },
       drain: { grace_s: 2 },
+      // The leader's MIGRATEs block their source shard while the target is paused below (3 s): requests to that
+      // shard wait for it rather than time out.
+      backend: { timeout_ms: 10_000 },
       migration: { enabled: true, state_file: stateFile },
       shards: layout.map(([shard, slots], i) => ({ name: `s${i}`, address: shard.address, slots })),
     }),
