@@ -10,6 +10,7 @@ import { startRedis, redisCommands, type RedisProcess } from '../support/redis.j
 import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
+import { checkedWorkload } from '../support/model-workload.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 
@@ -47,47 +48,16 @@ async function load(port: number, count: number): Promise<Map<string, string>> {
 
 /** Clients writing and reading their own partition of the keys until `until()` says stop. */
 async function workload(port: number, model: Map<string, string>, clients: number, until: () => boolean) {
-  const problems: string[] = [];
-  let ops = 0;
-  const keys = [...model.keys()];
-  const run = async (id: number) => {
-    const c = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, commandTimeout: 20_000 });
-    await c.connect();
-    let n = 0;
-    while (!until() || n < 3) {
-      const pipe = c.pipeline();
-      const expected: unknown[] = [];
-      for (let j = 0; j < 40; j++) {
-        const idx = (Math.floor((Math.random() * keys.length) / clients) * clients + id) % keys.length;
-        const key = keys[idx];
-        if (j % 3 === 0) {
-          const v = `w:${id}:${n}:${j}`;
-          pipe.set(key, v, 'KEEPTTL');
-          expected.push('OK');
-          model.set(key, v);
-          pipe.get(key);
-          expected.push(v);
-        } else {
-          pipe.get(key);
-          expected.push(model.get(key));
-          const other = keys[(idx + clients) % keys.length];
-          pipe.mget(key, other);
-          expected.push([model.get(key), model.get(other)]);
-        }
-      }
-      const res = await pipe.exec();
-      res?.forEach(([err, v], i) => {
-        ops++;
-        if (err) problems.push(`client ${id}: ${err.message}`);
-        else if (JSON.stringify(v) !== JSON.stringify(expected[i]))
-          problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
-      });
-      n++;
-    }
-    c.disconnect();
-  };
-  await Promise.all(Array.from({ length: clients }, (_, id) => run(id)));
-  return { problems, ops };
+  const conns = await Promise.all(
+    Array.from({ length: clients }, async () => {
+      const c = new Redis({ port, lazyConnect: true, maxRetriesPerRequest: 0, commandTimeout: 20_000 });
+      await c.connect();
+      return c;
+    }),
+  );
+  const result = await checkedWorkload(conns, model, until);
+  for (const c of conns) c.disconnect();
+  return result;
 }
 
 /** Every key only on `owner(key)`, with the model's value; TTL kept on every 10th key. */

@@ -18,6 +18,7 @@ import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../s
 import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { runBinary, type RunningBinary } from '../support/keymux.js';
+import { checkedWorkload } from '../support/model-workload.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { routingOf, writeMigrationState } from '../../src/migration/state-file.js';
@@ -118,44 +119,6 @@ async function load(): Promise<Map<string, string>> {
   return model;
 }
 
-/** Clients reading and writing their own partition of the keys (pipelines of 30) until `stop()` says so. */
-async function workload(clients: Redis[], model: Map<string, string>, stop: () => boolean) {
-  const problems: string[] = [];
-  let ops = 0;
-  const keys = [...model.keys()];
-  const run = async (client: Redis, id: number) => {
-    let n = 0;
-    while (!stop() || n < 3) {
-      const pipe = client.pipeline();
-      const expected: unknown[] = [];
-      for (let j = 0; j < 30; j++) {
-        const idx = (Math.floor((Math.random() * keys.length) / clients.length) * clients.length + id) % keys.length;
-        const key = keys[idx]!;
-        if (j % 3 === 0) {
-          const v = `w:${id}:${n}:${j}`;
-          pipe.set(key, v, 'KEEPTTL');
-          expected.push('OK');
-          model.set(key, v);
-        } else {
-          const other = keys[(idx + clients.length) % keys.length]!;
-          pipe.mget(key, other);
-          expected.push([model.get(key), model.get(other)]);
-        }
-      }
-      const res = await pipe.exec();
-      res?.forEach(([err, v], i) => {
-        ops++;
-        if (err) problems.push(`client ${id}: ${err.message}`);
-        else if (JSON.stringify(v) !== JSON.stringify(expected[i]))
-          problems.push(`client ${id}: got ${JSON.stringify(v)} want ${JSON.stringify(expected[i])}`);
-      });
-      n++;
-    }
-  };
-  await Promise.all(clients.map((client, id) => run(client, id)));
-  return { problems: problems.slice(0, 10), ops };
-}
-
 /** Every key only on its owner in `layout`, with the model's value; TTLs kept. */
 async function verifyPlacement(layout: Layout, model: Map<string, string>): Promise<void> {
   const keys = [...model.keys()];
@@ -226,7 +189,7 @@ describe('key migration with workers: 2', () => {
     const conns = await connect(8);
     expect(new Set(conns.map((x) => x.pid)).size).toBe(2);
     let done = false;
-    const running = workload(
+    const running = checkedWorkload(
       conns.map((x) => x.client),
       model,
       () => done,
@@ -263,7 +226,7 @@ describe('key migration with workers: 2', () => {
     expect((await admin('/reload', 'POST')).status).toBe(200);
     expect(fs.existsSync(stateFile)).toBe(true);
     let done = false;
-    const running = workload(
+    const running = checkedWorkload(
       followers.map((x) => x.client),
       model,
       () => done,
