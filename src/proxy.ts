@@ -636,10 +636,13 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         next.migration = running;
         return null;
       }
-    } else if (running === null && previous.routingSignature() === next.routingSignature()) return null;
-    if (running !== null && running.to.routingSignature() === next.routingSignature()) {
-      next.migration = running; // same destination: the running migration carries on
-      return null;
+      // Numbered by the primary: it runs even if this worker still holds an earlier one (superseded below).
+    } else {
+      if (running === null && previous.routingSignature() === next.routingSignature()) return null;
+      if (running !== null && running.to.routingSignature() === next.routingSignature()) {
+        next.migration = running; // same destination: the running migration carries on
+        return null;
+      }
     }
     const sources = new Set<string>(previous.shards.map((s) => s.address));
     if (running !== null) for (const a of running.sources) sources.add(a);
