@@ -33,6 +33,7 @@ function layout(low: RedisProcess): ConfigObject {
   return {
     mode: 'slots',
     workers: 1,
+    log: { level: 'silent' },
     migration: { enabled: true },
     shards: [
       { name: 'low', address: low.address, slots: ['0-8191'] },
