@@ -575,9 +575,12 @@ export class Migration implements KeyLocator {
           const key = readBulk(raw);
           if (key === null) continue;
           const k = Buffer.from(key);
-          // The key is physically on `source`: it moves if its new owner is elsewhere.
+          // The key is physically on `source`: it moves if its new owner is elsewhere, and only if `source` is where
+          // the key lives. A copy on a shard that is not its owner is a leftover (of an older topology, or written
+          // behind keymux's back) that no client could read: moved with REPLACE it would overwrite the key's live
+          // value, so it stays where it is, as unreachable as before.
           const target = this.newOwner(k);
-          if (target === source) continue;
+          if (target === source || this.from.locate(k) !== source) continue;
           const name = k.toString('latin1');
           if (this.moved.has(name) || this.inFlight.has(name)) continue;
           this.inFlight.set(name, []);

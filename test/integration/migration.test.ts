@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
-import { startRedis, redisCommands, type RedisProcess } from '../support/redis.js';
+import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
@@ -218,4 +218,39 @@ describe('migration across a restart', () => {
     await verifyPlacement(second, model);
     await second.close();
   }, 120_000);
+});
+
+describe('leftovers on a source shard', () => {
+  it('a stale copy of a key on a shard that gives slots away never replaces the key on its owner', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'leftover.yaml');
+    const [a, b, c] = backends;
+    const layout = (bSlots: string[], cSlots: string[]) => ({
+      mode: 'slots',
+      shards: [
+        { name: 'a', address: a.address, slots: ['0-5460'] },
+        { name: 'b', address: b.address, slots: bSlots },
+        ...(cSlots.length > 0 ? [{ name: 'c', address: c.address, slots: cSlots }] : []),
+      ],
+    });
+    write(file, layout(['5461-16383'], []));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    // `live` keys live on a (slots 0-5460, which do not move); b also holds an old copy of each (written to b
+    // directly, as an earlier topology or a client behind keymux's back could have left it).
+    const live = Array.from({ length: 200 }, (_, i) => `left:${i}`).filter(
+      (k) => proxy.topology.router.shardFor(Buffer.from(k)) === 0,
+    );
+    expect(live.length).toBeGreaterThan(20);
+    for (const k of live) {
+      expect(await redisCommand(proxy.port, 'SET', k, `live:${k}`)).toBe('OK');
+      expect(await redisCommand(b.port, 'SET', k, `stale:${k}`)).toBe('OK');
+    }
+    // b gives half of its slots to c: b is scanned as a source and finds the old copies.
+    write(file, layout(['5461-10922'], ['10923-16383']));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration', 30_000);
+    for (const k of live) expect(await redisCommand(proxy.port, 'GET', k)).toBe(`live:${k}`);
+    for (const k of live) expect(await redisCommand(a.port, 'GET', k)).toBe(`live:${k}`);
+    await proxy.close();
+  }, 60_000);
 });
