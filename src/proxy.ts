@@ -21,7 +21,13 @@ import { ConfigWatcher } from './config/watch.js';
 import { addConfigRoutes } from './config/endpoints.js';
 import { Observer } from './metrics/observer.js';
 import { ClusterController } from './backend/cluster.js';
-import { Migration, TopologyLocator, type KeyLocator, type MigrationProgress } from './migration/migration.js';
+import {
+  ChainLocator,
+  Migration,
+  TopologyLocator,
+  type KeyLocator,
+  type MigrationProgress,
+} from './migration/migration.js';
 import { readMigrationState, routingOf } from './migration/state-file.js';
 import { StatsRegistry } from './metrics/stats.js';
 import type { ShardPool } from './backend/pool.js';
@@ -70,7 +76,7 @@ export interface StartOptions {
    */
   migrationLink?: MigrationLink;
   /** A worker started while a coordinated migration runs (or resumes one): the migration and where keys were. */
-  joinMigration?: { id: number; from: Partial<KeymuxConfig> } | null;
+  joinMigration?: { id: number; chain: Array<Partial<KeymuxConfig>> } | null;
 }
 
 /** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
@@ -624,7 +630,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * When `next` places keys differently from `previous` (slots or ring mode), creates the Migration that moves
    * them, chained to a migration still running. Returns it (not started) or null.
    */
-  private startMigration(previous: Topology, next: Topology, coordinatedId: number | null = null): Migration | null {
+  private startMigration(
+    previous: Topology,
+    next: Topology,
+    coordinatedId: number | null = null,
+    resumed: { from: KeyLocator; chain: Array<Partial<KeymuxConfig>>; sources: string[] } | null = null,
+  ): Migration | null {
     const settings = migrationSettings(next.config);
     if (!settings.enabled || next.config.mode === 'cluster') return null;
     const running = previous.migration !== null && previous.migration.active ? previous.migration : null;
@@ -637,7 +648,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         return null;
       }
       // Numbered by the primary: it runs even if this worker still holds an earlier one (superseded below).
-    } else {
+    } else if (resumed === null || !resumed.from.uncertain) {
       if (running === null && previous.routingSignature() === next.routingSignature()) return null;
       if (running !== null && running.to.routingSignature() === next.routingSignature()) {
         next.migration = running; // same destination: the running migration carries on
@@ -646,14 +657,17 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     }
     const sources = new Set<string>(previous.shards.map((s) => s.address));
     if (running !== null) for (const a of running.sources) sources.add(a);
-    const from: KeyLocator = running ?? new TopologyLocator(previous);
+    if (resumed !== null) for (const a of resumed.sources) sources.add(a);
+    const from: KeyLocator = running ?? resumed?.from ?? new TopologyLocator(previous);
+    // Where keys may still be: the running migration's places, then the placement this reload leaves.
+    const chain = resumed?.chain ?? [...(running?.chain ?? []), routingOf(previous.config)];
     running?.supersede();
     const migration = new Migration(
       from,
       [...sources],
       next,
       // Coordinated: the primary keeps the state file (one writer for all workers).
-      { stateFile: link === null ? settings.stateFile : null, oldRouting: routingOf(previous.config) },
+      { stateFile: link === null ? settings.stateFile : null, chain },
       (done) => {
         this.migrationsDone.push(done.progress());
         if (this.migrationsDone.length > 10) this.migrationsDone.shift();
@@ -683,32 +697,44 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * Resumes a migration recorded in the state file by a previous run (restart during a migration); a worker
    * (workers > 1) joins the one the primary names instead (it reads no state file: the primary does).
    */
-  private resumeMigration(join: { id: number; from: Partial<KeymuxConfig> } | null): void {
+  private resumeMigration(join: { id: number; chain: Array<Partial<KeymuxConfig>> } | null): void {
     const settings = migrationSettings(this.topology.config);
     if (!settings.enabled || this.topology.config.mode === 'cluster') return;
-    let from: Partial<KeymuxConfig> | null;
-    if (this.migrationLink !== null) from = join?.from ?? null;
-    else from = settings.stateFile === null ? null : readMigrationState(settings.stateFile);
-    if (from === null) return; // no migration was interrupted
+    let chain: Array<Partial<KeymuxConfig>> | null;
+    if (this.migrationLink !== null) chain = join?.chain ?? null;
+    else chain = settings.stateFile === null ? null : readMigrationState(settings.stateFile);
+    if (chain === null) return; // no migration was interrupted
     const current = this.topology;
-    const old = new Topology(
-      { ...current.config, ...from } as KeymuxConfig,
-      current.table,
-      0,
-      null,
-      new StatsRegistry(),
-      undefined,
-      { sentinelView: current.sentinelView },
+    const placements = chain.map(
+      (from) =>
+        new Topology(
+          { ...current.config, ...from } as KeymuxConfig,
+          current.table,
+          0,
+          null,
+          new StatsRegistry(),
+          undefined,
+          {
+            sentinelView: current.sentinelView,
+          },
+        ),
     );
+    const old = placements[placements.length - 1];
+    // One placement: keys are on its owners or already moved. More (keymux stopped during chained migrations):
+    // a key may be on its owner in any of them, so moves probe each, oldest first (migration.ts ChainLocator).
+    const from: KeyLocator = placements.length === 1 ? new TopologyLocator(old) : new ChainLocator(placements);
+    const sources = [...new Set(placements.flatMap((t) => t.shards.map((s) => s.address)))];
     const next = new Topology(current.config, current.table, ++this.versionCounter, current);
     this.joiningMigration = true; // nothing of this process is on its way to an old owner: no fence to wait for
-    const migration = this.startMigration(old, next, join?.id ?? null);
+    const migration = this.startMigration(old, next, join?.id ?? null, { from, chain, sources });
     this.joiningMigration = false;
     this.topology = next;
     this.pubsub.onTopology(next);
     this.nearCache?.onTopology(next);
     this.log.info(
-      join !== null ? { migration: join.id } : { stateFile: settings.stateFile },
+      join !== null
+        ? { migration: join.id, placements: chain.length }
+        : { stateFile: settings.stateFile, placements: chain.length },
       join !== null ? 'joining a running migration' : 'resuming an interrupted migration',
     );
     migration?.start(old);

@@ -38,19 +38,57 @@ import { backendOptions } from '../routing/topology.js';
 import { childLogger, type Logger } from '../log.js';
 import { removeMigrationState, writeMigrationState } from './state-file.js';
 
-/** Answers "which shard address holds this key right now". */
+/**
+ * Answers "which shard address holds this key right now". Exact while this process has run every migration since
+ * the placement it starts from; after a restart in the middle of chained migrations it only knows where a key may
+ * be (`uncertain`: `candidates`, oldest placement first).
+ */
 export interface KeyLocator {
+  readonly uncertain: boolean;
+  /** Where the key is (uncertain: the oldest place it may be). */
   locate(key: Buffer): string;
+  /** Every place the key may be, oldest placement first, each once (one entry when not uncertain). */
+  candidates(key: Buffer): string[];
 }
 
 /** Where a topology (with no migration in progress) puts a key. */
 export class TopologyLocator implements KeyLocator {
   readonly topo: Topology;
+  readonly uncertain = false;
   constructor(topo: Topology) {
     this.topo = topo;
   }
   locate(key: Buffer): string {
     return this.topo.shards[this.topo.router.shardFor(key)].address;
+  }
+  candidates(key: Buffer): string[] {
+    return [this.locate(key)];
+  }
+}
+
+/**
+ * Where a key may be after keymux restarted in the middle of chained migrations (a reload during a migration, and a
+ * restart before the last one finished): on its owner in any of the placements the state file lists, or already
+ * on its new owner. A MIGRATE deletes the key from its source and no write goes to an owner the key has left, so
+ * the oldest placement's owner that still holds the key holds its live value (the one to move).
+ */
+export class ChainLocator implements KeyLocator {
+  readonly uncertain = true;
+  /** Oldest first. */
+  readonly placements: TopologyLocator[];
+  constructor(placements: Topology[]) {
+    this.placements = placements.map((t) => new TopologyLocator(t));
+  }
+  locate(key: Buffer): string {
+    return this.placements[0].locate(key);
+  }
+  candidates(key: Buffer): string[] {
+    const out: string[] = [];
+    for (const p of this.placements) {
+      const at = p.locate(key);
+      if (!out.includes(at)) out.push(at);
+    }
+    return out;
   }
 }
 
@@ -77,8 +115,8 @@ export interface MigrationProgress {
 export interface MigrationOptions {
   /** Where to record the old topology so a restart can resume (null: no resume across restarts). */
   stateFile: string | null;
-  /** The old config's routing description, written to the state file. */
-  oldRouting: Partial<KeymuxConfig>;
+  /** The placements keys may still be at, oldest first (the old config's, and a running migration's before it). */
+  chain: Array<Partial<KeymuxConfig>>;
 }
 
 /**
@@ -152,6 +190,8 @@ const scheduler = new MigrateScheduler();
 
 export class Migration implements KeyLocator {
   readonly id: number;
+  /** Keys may be in more than one place (a chain resumed after a restart): moves probe each, oldest first. */
+  readonly uncertain: boolean;
   readonly to: Topology;
   state: MigrationProgress['state'];
   keysScanned = 0;
@@ -199,6 +239,7 @@ export class Migration implements KeyLocator {
     this.coordination = coordination;
     this.released = coordination === null || coordination.released;
     this.from = from;
+    this.uncertain = from.uncertain;
     this.to = to;
     this.sources = sources;
     this.state = 'fencing';
@@ -234,11 +275,27 @@ export class Migration implements KeyLocator {
     return source;
   }
 
+  /** Where `key` may be: exactly one place unless uncertain, where it may also be on its new owner already. */
+  candidates(key: Buffer): string[] {
+    if (!this.uncertain) return [this.locate(key)];
+    const target = this.newOwner(key);
+    if (this.state === 'done' || this.moved.has(key.toString('latin1'))) return [target];
+    const out = this.from.candidates(key);
+    if (!out.includes(target)) out.push(target);
+    return out;
+  }
+
+  /** The old places `key` may still be on (not its new owner), oldest first. */
+  private oldPlaces(key: Buffer, target: string): string[] {
+    return this.from.candidates(key).filter((a) => a !== target);
+  }
+
   /** True when `key` is still on an old owner and must be moved before a request may use it. */
   needsMove(key: Buffer): boolean {
     if (!this.active) return false;
     if (this.state === 'fencing' && this.predecessorMoving(key)) return true; // where it lands is not known yet
     const target = this.newOwner(key);
+    if (this.uncertain) return !this.moved.has(key.toString('latin1')) && this.oldPlaces(key, target).length > 0;
     const source = this.from.locate(key);
     return source !== target && !this.moved.has(key.toString('latin1'));
   }
@@ -277,8 +334,12 @@ export class Migration implements KeyLocator {
         continue;
       }
       this.inFlight.set(name, [one]);
-      const source = this.from.locate(key);
       const target = this.newOwner(key);
+      if (this.uncertain) {
+        this.probe(key, target, this.oldPlaces(key, target), 0, true);
+        continue;
+      }
+      const source = this.from.locate(key);
       let byTarget = bySource.get(source);
       if (byTarget === undefined) bySource.set(source, (byTarget = new Map()));
       const list = byTarget.get(target);
@@ -358,6 +419,11 @@ export class Migration implements KeyLocator {
     for (const w of waiters) w.then(true);
     this.close();
     this.onDone(this);
+  }
+
+  /** The placements keys may still be at, oldest first (what the state file records). */
+  get chain(): Array<Partial<KeymuxConfig>> {
+    return this.options.chain;
   }
 
   /** The topology the keys are placed by before this migration (null when chained to another migration). */
@@ -498,42 +564,85 @@ export class Migration implements KeyLocator {
 
   /** MIGRATEs `keys` from source to target (through the scheduler); settles their in-flight waiters. */
   private migrate(source: string, target: string, keys: Buffer[], after?: () => void): void {
+    this.runMigrate(source, target, keys, after === undefined, (reply) => {
+      const ok = !isErrorFrame(reply);
+      if (ok) {
+        // +OK (moved) or +NOKEY (none of them existed any more): either way they are not on the source now.
+        if (reply.toString('latin1', 0, 3) === '+OK') this.keysMoved += keys.length;
+      } else {
+        this.errors++;
+        this.log.warn({ source, target, keys: keys.length, error: errorText(reply) }, 'MIGRATE failed');
+      }
+      this.settle(keys, ok);
+      after?.();
+      this.notifyIdle();
+    });
+  }
+
+  /**
+   * An uncertain migration moves `key` from the oldest of `places` that holds it (its live value: see
+   * ChainLocator), then deletes the copies the newer places may hold (leftovers that would otherwise be taken for
+   * the key after another restart). No place holds it: it is on its new owner already, or nowhere.
+   */
+  private probe(key: Buffer, target: string, places: string[], i: number, urgent: boolean, after?: () => void): void {
+    if (i >= places.length) {
+      this.settle([key], true);
+      after?.();
+      this.notifyIdle();
+      return;
+    }
+    const source = places[i];
+    this.runMigrate(source, target, [key], urgent, (reply) => {
+      if (isErrorFrame(reply)) {
+        this.errors++;
+        this.log.warn({ source, target, keys: 1, error: errorText(reply) }, 'MIGRATE failed');
+        this.settle([key], false);
+      } else if (reply.toString('latin1', 0, 3) === '+OK') {
+        this.keysMoved++;
+        const del = commandFrame(['DEL', key]);
+        for (const later of places.slice(i + 1)) this.conn(later).send(new CallbackOp(del, () => undefined), del);
+        this.settle([key], true);
+      } else {
+        this.probe(key, target, places, i + 1, urgent, after);
+        return;
+      }
+      after?.();
+      this.notifyIdle();
+    });
+  }
+
+  /** Sends one MIGRATE through the scheduler. */
+  private runMigrate(
+    source: string,
+    target: string,
+    keys: Buffer[],
+    urgent: boolean,
+    done: (reply: Buffer) => void,
+  ): void {
     const frame = this.migrateFrame(target, keys);
-    scheduler.submit(
-      {
-        source,
-        target,
-        frame,
-        done: (reply) => {
-          const ok = !isErrorFrame(reply);
-          if (ok) {
-            // +OK (moved) or +NOKEY (none of them existed any more): either way they are not on the source now.
-            if (reply.toString('latin1', 0, 3) === '+OK') this.keysMoved += keys.length;
-            for (const k of keys) this.moved.add(k.toString('latin1'));
-          } else {
-            this.errors++;
-            this.log.warn({ source, target, keys: keys.length, error: errorText(reply) }, 'MIGRATE failed');
-          }
-          for (const k of keys) {
-            const name = k.toString('latin1');
-            const waiters = this.inFlight.get(name);
-            this.inFlight.delete(name);
-            if (waiters !== undefined) for (const w of waiters) w(ok);
-          }
-          after?.();
-          if (this.inFlight.size === 0 && this.idleWaiters.length > 0) {
-            const idle = this.idleWaiters;
-            this.idleWaiters = [];
-            for (const cb of idle) cb();
-          }
-        },
-      },
-      after === undefined,
-      (job, done) => {
-        if (this.closed) done(ERR_CLOSED);
-        else this.conn(job.source).send(new CallbackOp(job.frame, done), job.frame);
-      },
-    );
+    scheduler.submit({ source, target, frame, done }, urgent, (job, jobDone) => {
+      if (this.closed) jobDone(ERR_CLOSED);
+      else this.conn(job.source).send(new CallbackOp(job.frame, jobDone), job.frame);
+    });
+  }
+
+  /** `keys` are where they belong now (ok), or could not be moved: their waiting requests go on. */
+  private settle(keys: Buffer[], ok: boolean): void {
+    for (const k of keys) {
+      const name = k.toString('latin1');
+      if (ok) this.moved.add(name);
+      const waiters = this.inFlight.get(name);
+      this.inFlight.delete(name);
+      if (waiters !== undefined) for (const w of waiters) w(ok);
+    }
+  }
+
+  private notifyIdle(): void {
+    if (this.inFlight.size === 0 && this.idleWaiters.length > 0) {
+      const idle = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const cb of idle) cb();
+    }
   }
 
   private scanAll(): void {
@@ -571,6 +680,7 @@ export class Migration implements KeyLocator {
         }
         this.keysScanned += keys.length;
         const byTarget = new Map<string, Buffer[]>();
+        let probes: Array<[Buffer, string, string[]]> | null = null;
         for (const raw of keys) {
           const key = readBulk(raw);
           if (key === null) continue;
@@ -580,9 +690,18 @@ export class Migration implements KeyLocator {
           // behind keymux's back) that no client could read: moved with REPLACE it would overwrite the key's live
           // value, so it stays where it is, as unreachable as before.
           const target = this.newOwner(k);
-          if (target === source || this.from.locate(k) !== source) continue;
+          if (target === source) continue;
           const name = k.toString('latin1');
           if (this.moved.has(name) || this.inFlight.has(name)) continue;
+          if (this.uncertain) {
+            // A place the key may be (not necessarily its live copy): probed oldest place first.
+            const places = this.oldPlaces(k, target);
+            if (!places.includes(source)) continue;
+            this.inFlight.set(name, []);
+            (probes ??= []).push([k, target, places]);
+            continue;
+          }
+          if (this.from.locate(k) !== source) continue;
           this.inFlight.set(name, []);
           const list = byTarget.get(target);
           if (list === undefined) byTarget.set(target, [k]);
@@ -604,6 +723,10 @@ export class Migration implements KeyLocator {
             batches++;
             this.migrate(source, target, list.slice(i, i + BATCH_KEYS), continueScan);
           }
+        }
+        for (const [k, target, places] of probes ?? []) {
+          batches++;
+          this.probe(k, target, places, 0, false, continueScan);
         }
         if (batches === 0) {
           batches = 1;
@@ -660,7 +783,7 @@ export class Migration implements KeyLocator {
 
   private writeState(): void {
     if (this.options.stateFile !== null)
-      writeMigrationState(this.options.stateFile, this.startedAt, this.options.oldRouting);
+      writeMigrationState(this.options.stateFile, this.startedAt, this.options.chain);
   }
 
   private removeState(): void {

@@ -18,22 +18,31 @@ export function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
   };
 }
 
-export function writeMigrationState(file: string, startedAt: number, from: Partial<KeymuxConfig>): void {
-  const state = { version: 1, startedAt: new Date(startedAt).toISOString(), from };
+/**
+ * Records a running migration: `chain` lists the placements keys may still be at, oldest first (one, unless a
+ * reload came during a migration: then every placement since the last completed one). `from` (the newest) is
+ * what a version 1 file held.
+ */
+export function writeMigrationState(file: string, startedAt: number, chain: Array<Partial<KeymuxConfig>>): void {
+  const state = { version: 2, startedAt: new Date(startedAt).toISOString(), from: chain[chain.length - 1], chain };
   const tmp = `${file}.tmp`;
   fs.writeFileSync(tmp, JSON.stringify(state));
   fs.renameSync(tmp, file);
 }
 
-/** The placement an interrupted migration was moving keys away from, or null when none was interrupted. */
-export function readMigrationState(file: string): Partial<KeymuxConfig> | null {
-  let state: { from?: Partial<KeymuxConfig> };
+/**
+ * The placements an interrupted migration was moving keys away from (oldest first), or null when none was
+ * interrupted.
+ */
+export function readMigrationState(file: string): Array<Partial<KeymuxConfig>> | null {
+  let state: { from?: Partial<KeymuxConfig>; chain?: Array<Partial<KeymuxConfig>> };
   try {
-    state = JSON.parse(fs.readFileSync(file, 'utf8')) as { from?: Partial<KeymuxConfig> };
+    state = JSON.parse(fs.readFileSync(file, 'utf8')) as typeof state;
   } catch {
     return null;
   }
-  return typeof state.from === 'object' && state.from !== null ? state.from : null;
+  if (Array.isArray(state.chain) && state.chain.length > 0) return state.chain;
+  return typeof state.from === 'object' && state.from !== null ? [state.from] : null;
 }
 
 export function removeMigrationState(file: string): void {

@@ -71,8 +71,8 @@ const LEADER = 1;
 /** The key migration the primary is running (one at a time). */
 interface RunningMigration {
   id: number;
-  /** Where keys are moving away from (the previous config's placement; what the state file records). */
-  from: Partial<KeymuxConfig>;
+  /** Where keys are moving away from, oldest first (the previous config's placement; what the state file records). */
+  chain: Array<Partial<KeymuxConfig>>;
   /** held: workers are fencing, nothing moves yet; running: keys move. */
   phase: 'held' | 'running';
   startedAt: number;
@@ -235,10 +235,10 @@ export class WorkerPrimary {
     let migration: RunningMigration | null = null;
     if (moving) {
       // Recorded before any worker holds it: a primary that dies from here on resumes it at its next start.
-      migration = { id: this.nextMigrationId++, from: routingOf(previous), phase: 'held', startedAt: Date.now() };
+      migration = { id: this.nextMigrationId++, chain: [routingOf(previous)], phase: 'held', startedAt: Date.now() };
       this.migration = migration;
       const file = next.migration.stateFile;
-      if (file !== null) writeMigrationState(file, migration.startedAt, migration.from);
+      if (file !== null) writeMigrationState(file, migration.startedAt, migration.chain);
     }
     const migrationId = migration?.id;
     const outcomes = await Promise.allSettled(
@@ -433,7 +433,7 @@ export class WorkerPrimary {
       await Promise.race([slot.online, slot.exited]);
       if (slot.state !== 'starting') throw new Error(`worker ${id} exited before it could start`);
       const joined: JoinMigration | null =
-        this.migration === null ? null : { id: this.migration.id, from: this.migration.from };
+        this.migration === null ? null : { id: this.migration.id, chain: this.migration.chain };
       try {
         await this.ask(
           slot,
@@ -837,11 +837,11 @@ function migrationRunning(next: KeymuxConfig, id: number): string {
 function interruptedMigration(config: KeymuxConfig, id: number): RunningMigration | null {
   const file = config.migration.stateFile;
   if (!config.migration.enabled || file === null || config.mode === 'cluster') return null;
-  const from = readMigrationState(file);
-  if (from === null) return null;
-  if (placement({ ...config, ...from } as KeymuxConfig) === placement(config)) {
+  const chain = readMigrationState(file);
+  if (chain === null) return null;
+  if (chain.every((from) => placement({ ...config, ...from } as KeymuxConfig) === placement(config))) {
     removeMigrationState(file); // the config went back to where the keys are: nothing to move
     return null;
   }
-  return { id, from, phase: 'running', startedAt: Date.now() };
+  return { id, chain, phase: 'running', startedAt: Date.now() };
 }

@@ -14,10 +14,11 @@
  */
 import type { KeymuxConfig } from '../config/schema.js';
 
-/** A coordinated migration a worker joins at its start: its number and the placement keys move away from. */
+/** A coordinated migration a worker joins at its start: its number and the placements keys move away from. */
 export interface JoinMigration {
   id: number;
-  from: Partial<KeymuxConfig>;
+  /** Oldest first (more than one only when resuming a state file written during chained migrations). */
+  chain: Array<Partial<KeymuxConfig>>;
 }
 
 /** What the primary asks of a worker. */

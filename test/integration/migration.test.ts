@@ -220,6 +220,62 @@ describe('migration across a restart', () => {
   }, 120_000);
 });
 
+describe('chained migrations across a restart', () => {
+  it('a reload during a migration, then a restart: keys still on the first owners are found and end on the last', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'chain.yaml');
+    const stateFile = path.join(dir, 'chain-state.json');
+    const [a, b, c, d] = backends;
+    const layout = (shards: Array<[RedisProcess, string]>) => ({
+      mode: 'slots',
+      migration: { state_file: stateFile },
+      shards: shards.map(([s, slots], i) => ({ name: `s${i}`, address: s.address, slots: [slots] })),
+    });
+    write(
+      file,
+      layout([
+        [a, '0-8191'],
+        [b, '8192-16383'],
+      ]),
+    );
+    const first = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const model = await load(first.port, 30_000);
+    // Slots 4096-8191 go from a to c, and before that migration ends, on to d.
+    write(
+      file,
+      layout([
+        [a, '0-4095'],
+        [c, '4096-8191'],
+        [b, '8192-16383'],
+      ]),
+    );
+    expect((await first.reloadFromFile('test')).errors).toEqual([]);
+    write(
+      file,
+      layout([
+        [a, '0-4095'],
+        [d, '4096-8191'],
+        [b, '8192-12287'],
+        [c, '12288-16383'],
+      ]),
+    );
+    expect((await first.reloadFromFile('test')).errors).toEqual([]);
+    await first.close(); // keymux goes away while both migrations are unfinished
+    const state = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { chain: unknown[] };
+    expect(state.chain).toHaveLength(2);
+    expect((await redisCommands(a.port, [['DBSIZE']]))[0] as number).toBeGreaterThan(10_000); // most keys not moved
+
+    const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const { problems } = await workload(second.port, model, 4, () =>
+      second.migrationProgress().every((m) => m.state === 'done'),
+    );
+    expect(problems.slice(0, 5)).toEqual([]);
+    await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
+    await verifyPlacement(second, model);
+    await second.close();
+  }, 120_000);
+});
+
 describe('leftovers on a source shard', () => {
   it('a stale copy of a key on a shard that gives slots away never replaces the key on its owner', async () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));

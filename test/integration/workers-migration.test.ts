@@ -265,7 +265,7 @@ describe('key migration with workers: 2', () => {
     // As if keymux had stopped right after a reload from TO_C to SWAPPED: the keys are where TO_C put them.
     const before = path.join(dir, 'before.yaml');
     writeConfig(TO_C, before);
-    writeMigrationState(stateFile, Date.now(), routingOf(loadConfigFile(before)));
+    writeMigrationState(stateFile, Date.now(), [routingOf(loadConfigFile(before))]);
     writeConfig(SWAPPED);
     keymux = await runBinary(file, 'keymux workers serving');
     const conns = await connect(4);
