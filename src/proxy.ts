@@ -83,7 +83,7 @@ export interface StartOptions {
 export interface MigrationLink {
   leader: boolean;
   remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
-  onScanned(id: number): void;
+  onScanned(id: number, progress: MigrationProgress): void;
 }
 
 /** What the primary adds to a reload it sends a worker (workers > 1). */

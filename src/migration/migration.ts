@@ -131,8 +131,8 @@ export interface Coordination {
   released: boolean;
   /** Follower: asks the leader to move `keys`; `done(ok)` once they are on their new owners (or could not be moved). */
   remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
-  /** Leader: the scan found and moved every key that had to move. */
-  onScanned(id: number): void;
+  /** Leader: the scan found and moved every key that had to move (`progress`: its figures, for `keymux plan`). */
+  onScanned(id: number, progress: MigrationProgress): void;
 }
 
 let nextId = 1;
@@ -778,7 +778,7 @@ export class Migration implements KeyLocator {
     );
     for (const c of this.conns.values()) c.closeWhenIdle();
     this.onDone(this);
-    this.coordination?.onScanned(this.id);
+    this.coordination?.onScanned(this.id, this.progress());
   }
 
   private writeState(): void {

@@ -41,6 +41,7 @@ import { restartOnlyChange } from '../routing/plan.js';
 import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
 import { readMigrationState, removeMigrationState, routingOf, writeMigrationState } from '../migration/state-file.js';
+import type { MigrationProgress } from '../migration/migration.js';
 import {
   isReply,
   isWorkerEvent,
@@ -141,6 +142,8 @@ export class WorkerPrimary {
   private readonly endedMigrations = new Map<number, 'done' | 'aborted'>();
   /** Follower move requests waiting for the leader to be serving. */
   private pendingMoves: PendingMove[] = [];
+  /** The leader's figures for the migrations it finished, newest last (`keymux plan` quotes their rate). */
+  private readonly finished: MigrationProgress[] = [];
 
   private constructor(config: KeymuxConfig, count: number, material: SecurityMaterial, options: PrimaryOptions) {
     this.config = config;
@@ -204,6 +207,11 @@ export class WorkerPrimary {
 
   get configFile(): string {
     return this.configPath;
+  }
+
+  /** Migrations the workers finished (for dry runs: `keymux plan` estimates at the last one's rate). */
+  migrationProgress(): MigrationProgress[] {
+    return [...this.finished];
   }
 
   /** A dry run (POST /reload?dry_run=1, keymux plan): why the reload would be refused (a migration runs), or null. */
@@ -460,8 +468,11 @@ export class WorkerPrimary {
     else if (event.type === 'keymux:start-failed') this.startErrors = event.errors;
     else if (event.type === 'keymux:move') this.relayMove(slot, event.ref, event.migration, event.keys);
     else if (event.type === 'keymux:migration-scanned') {
-      if (slot.id === LEADER && this.migration?.id === event.migration && this.migration.phase === 'running')
+      if (slot.id === LEADER && this.migration?.id === event.migration && this.migration.phase === 'running') {
+        this.finished.push(event.progress);
+        if (this.finished.length > 10) this.finished.shift();
         this.endMigration(this.migration, 'done', this.config.migration.stateFile);
+      }
     }
   }
 

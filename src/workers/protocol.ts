@@ -13,6 +13,7 @@
  * and answers the follower with `keymux:moved`. The leader says its scan is over with `keymux:migration-scanned`.
  */
 import type { KeymuxConfig } from '../config/schema.js';
+import type { MigrationProgress } from '../migration/migration.js';
 
 /** A coordinated migration a worker joins at its start: its number and the placements keys move away from. */
 export interface JoinMigration {
@@ -68,8 +69,8 @@ export type WorkerEvent =
   | { type: 'keymux:start-failed'; errors: readonly string[] }
   /** A follower needs these keys moved before its clients may use them. */
   | { type: 'keymux:move'; ref: number; migration: number; keys: Uint8Array[] }
-  /** The leader's scan of migration `id` found and moved every key. */
-  | { type: 'keymux:migration-scanned'; migration: number };
+  /** The leader's scan of migration `id` found and moved every key (`progress`: its figures, for keymux plan). */
+  | { type: 'keymux:migration-scanned'; migration: number; progress: MigrationProgress };
 
 /** The primary's answer to a follower's keymux:move. */
 export interface MovedMessage {

@@ -10,6 +10,7 @@
  */
 import { ConfigError } from '../config/load.js';
 import { Proxy } from '../proxy.js';
+import type { MigrationProgress } from '../migration/migration.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
 import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
@@ -39,8 +40,8 @@ export function runWorker(): void {
       moves.set(ref, done);
       send({ type: 'keymux:move', ref, migration: id, keys });
     },
-    onScanned(id: number): void {
-      send({ type: 'keymux:migration-scanned', migration: id });
+    onScanned(id: number, progress: MigrationProgress): void {
+      send({ type: 'keymux:migration-scanned', migration: id, progress });
     },
   });
 

@@ -75,6 +75,8 @@ interface MigrationRow {
   id: number;
   state: string;
   keysMoved: number;
+  startedAt: number;
+  finishedAt: number;
 }
 
 async function migrations(): Promise<MigrationRow[]> {
@@ -212,6 +214,15 @@ describe('key migration with workers: 2', () => {
     expect(out).toMatch(/"role":"follower","msg":"migration started"/);
     expect(fs.existsSync(stateFile)).toBe(false);
     expect(out).not.toContain('MIGRATE failed');
+    // `keymux plan` (a dry run at the primary) estimates at the rate worker 1 measured, not the default.
+    writeConfig(TO_C, path.join(dir, 'plan.yaml'));
+    fs.copyFileSync(path.join(dir, 'plan.yaml'), file);
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=200&time_ms=2000', 'POST')).text) as {
+      estimate: { rate: { measured: boolean; keysPerSecond: number } };
+    };
+    writeConfig(SWAPPED);
+    expect(dry.estimate.rate.measured).toBe(true);
+    expect(dry.estimate.rate.keysPerSecond).toBe(Math.round(row.keysMoved / ((row.finishedAt - row.startedAt) / 1000)));
   });
 
   it('refuses a second key-moving reload while one runs; a killed leader is replaced and finishes it', async () => {
