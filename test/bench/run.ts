@@ -152,6 +152,7 @@ async function haltIfStopping(): Promise<void> {
 
 process.on('exit', () => {
   for (const c of children) {
+    if (!alive(c)) continue; // its PID may belong to another process by now
     try {
       if (c.pid !== undefined) process.kill(c.pid, 'SIGKILL');
     } catch {

@@ -177,6 +177,21 @@ describe('migration on reload', () => {
   }, 180_000);
 });
 
+/**
+ * Starts keymux again on `file` (a migration recorded in `stateFile` is resumed), reads and writes through it until
+ * the migration is done (every reply checked), then checks the state file is gone and every key is on its owner.
+ */
+async function resumeAndVerify(file: string, stateFile: string, model: Map<string, string>): Promise<void> {
+  const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+  const { problems } = await workload(second.port, model, 4, () =>
+    second.migrationProgress().every((m) => m.state === 'done'),
+  );
+  expect(problems.slice(0, 5)).toEqual([]);
+  await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
+  await verifyPlacement(second, model);
+  await second.close();
+}
+
 describe('migration across a restart', () => {
   it('resumes from the state file: keys not yet moved are still found and end on their new owner', async () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
@@ -209,14 +224,7 @@ describe('migration across a restart', () => {
     const movedBefore = (await redisCommands(c.port, [['DBSIZE']]))[0] as number;
     expect(movedBefore).toBeLessThan(7_000); // most of c's share has not arrived yet
 
-    const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
-    const { problems } = await workload(second.port, model, 4, () =>
-      second.migrationProgress().every((m) => m.state === 'done'),
-    );
-    expect(problems.slice(0, 5)).toEqual([]);
-    await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
-    await verifyPlacement(second, model);
-    await second.close();
+    await resumeAndVerify(file, stateFile, model);
   }, 120_000);
 });
 
@@ -265,14 +273,7 @@ describe('chained migrations across a restart', () => {
     expect(state.chain).toHaveLength(2);
     expect((await redisCommands(a.port, [['DBSIZE']]))[0] as number).toBeGreaterThan(10_000); // most keys not moved
 
-    const second = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
-    const { problems } = await workload(second.port, model, 4, () =>
-      second.migrationProgress().every((m) => m.state === 'done'),
-    );
-    expect(problems.slice(0, 5)).toEqual([]);
-    await waitFor(() => !fs.existsSync(stateFile), 'the state file to be removed when done', 30_000);
-    await verifyPlacement(second, model);
-    await second.close();
+    await resumeAndVerify(file, stateFile, model);
   }, 120_000);
 });
 

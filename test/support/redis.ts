@@ -89,10 +89,15 @@ function tlsArgs(port: number, t: RedisTls): string[] {
 const STOP_GRACE_MS = 10_000;
 
 const live = new Set<RedisProcess>();
+// Servers still running when the test process ends are killed. Only those: a server that exited on its own (a
+// test's SHUTDOWN, a crash) has a PID the system may have given to another process since (PIDs wrap at 32768
+// here, and the suite starts thousands), possibly another test file's server. ChildProcess.kill signals only a
+// child Node has not seen exit.
 process.on('exit', () => {
   for (const r of live) {
+    if (r.process.exitCode !== null || r.process.signalCode !== null) continue;
     try {
-      process.kill(r.pid, 'SIGKILL');
+      r.process.kill('SIGKILL');
     } catch {
       /* gone */
     }
