@@ -511,12 +511,17 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       order.abortMigration !== undefined && held !== null && held.id === order.abortMigration && held.active
         ? held
         : null;
-    const migration = this.startMigration(aborted?.fromTopology ?? previous, next, order.migrationId ?? null);
+    // Aborting one chained after a migration that was running: that one goes on.
+    const reinstated = aborted?.predecessor ?? null;
+    let migration: Migration | null = null;
+    if (reinstated !== null) next.migration = reinstated;
+    else migration = this.startMigration(aborted?.fromTopology ?? previous, next, order.migrationId ?? null);
     this.topology = next;
     this.pubsub.onTopology(next);
     this.accessChanged(previous);
     this.nearCache?.onTopology(next);
     aborted?.abort();
+    reinstated?.reinstate();
     migration?.start(previous);
     this.observer.configure(config.metrics);
     this.configureNearCache(config);
@@ -667,7 +672,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       [...sources],
       next,
       // Coordinated: the primary keeps the state file (one writer for all workers).
-      { stateFile: link === null ? settings.stateFile : null, chain },
+      { stateFile: link === null ? settings.stateFile : null, chain, resumed: resumed !== null },
       (done) => {
         this.migrationsDone.push(done.progress());
         if (this.migrationsDone.length > 10) this.migrationsDone.shift();
@@ -768,7 +773,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   moveForWorker(id: number, keys: Buffer[]): Promise<boolean> {
     const m = this.coordinated(id);
     if (m === null) return Promise.resolve(false);
-    if (m.state === 'done') return Promise.resolve(true);
+    // Done: every key is on its new owner. Superseded: the worker's request is routed again, through the newer one.
+    if (m.state === 'done' || m.state === 'superseded') return Promise.resolve(true);
     if (!m.active) return Promise.resolve(false);
     return new Promise((resolve) => m.moveThen(keys, resolve));
   }

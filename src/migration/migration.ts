@@ -117,6 +117,8 @@ export interface MigrationOptions {
   stateFile: string | null;
   /** The placements keys may still be at, oldest first (the old config's, and a running migration's before it). */
   chain: Array<Partial<KeymuxConfig>>;
+  /** Resumed after a restart, or joined by a worker started during it: what moved before is not known here. */
+  resumed?: boolean;
 }
 
 /**
@@ -190,8 +192,14 @@ const scheduler = new MigrateScheduler();
 
 export class Migration implements KeyLocator {
   readonly id: number;
-  /** Keys may be in more than one place (a chain resumed after a restart): moves probe each, oldest first. */
+  /**
+   * To a migration chained after this one, a key this one has not moved may be on its old owner or already on its
+   * new one: a follower does not see the moves the leader made for other workers, and a migration resumed after a
+   * restart (or joined by a worker started during it) does not know what moved before.
+   */
   readonly uncertain: boolean;
+  /** Keys may be in more than one old place (a chain resumed after a restart): this one's moves probe each. */
+  private readonly probing: boolean;
   readonly to: Topology;
   state: MigrationProgress['state'];
   keysScanned = 0;
@@ -215,6 +223,8 @@ export class Migration implements KeyLocator {
   readonly sources: string[];
   private totalAtStart = 0;
   private scansLeft = 0;
+  /** Which scan pass is current (scanAll starts a new one). */
+  private scanPass = 0;
   private lastLog = 0;
   private readonly options: MigrationOptions;
   private readonly onDone: (m: Migration) => void;
@@ -239,7 +249,8 @@ export class Migration implements KeyLocator {
     this.coordination = coordination;
     this.released = coordination === null || coordination.released;
     this.from = from;
-    this.uncertain = from.uncertain;
+    this.probing = from.uncertain;
+    this.uncertain = from.uncertain || coordination?.role === 'follower' || options.resumed === true;
     this.to = to;
     this.sources = sources;
     this.state = 'fencing';
@@ -295,7 +306,7 @@ export class Migration implements KeyLocator {
     if (!this.active) return false;
     if (this.state === 'fencing' && this.predecessorMoving(key)) return true; // where it lands is not known yet
     const target = this.newOwner(key);
-    if (this.uncertain) return !this.moved.has(key.toString('latin1')) && this.oldPlaces(key, target).length > 0;
+    if (this.probing) return !this.moved.has(key.toString('latin1')) && this.oldPlaces(key, target).length > 0;
     const source = this.from.locate(key);
     return source !== target && !this.moved.has(key.toString('latin1'));
   }
@@ -335,7 +346,7 @@ export class Migration implements KeyLocator {
       }
       this.inFlight.set(name, [one]);
       const target = this.newOwner(key);
-      if (this.uncertain) {
+      if (this.probing) {
         this.probe(key, target, this.oldPlaces(key, target), 0, true);
         continue;
       }
@@ -374,6 +385,7 @@ export class Migration implements KeyLocator {
         if (waiters !== undefined) for (const w of waiters) w(ok);
       }
       if (!ok) this.errors++;
+      this.notifyIdle(); // a migration chained after this one waits for that before it starts
     });
   }
 
@@ -398,6 +410,8 @@ export class Migration implements KeyLocator {
     this.state = 'done';
     this.finishedAt = Date.now();
     this.moved = new Set();
+    // Migrations this one took over are complete too: every key is where this one put it.
+    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
     const waiters = this.fenceWaiters;
     this.fenceWaiters = [];
     for (const w of waiters) w.then(true);
@@ -419,6 +433,23 @@ export class Migration implements KeyLocator {
     for (const w of waiters) w.then(true);
     this.close();
     this.onDone(this);
+  }
+
+  /** The migration this one took over (chained after a reload during it), or null. */
+  get predecessor(): Migration | null {
+    return this.from instanceof Migration ? this.from : null;
+  }
+
+  /**
+   * Coordinated: the migration that took this one over was aborted before anything of it moved, so this one goes on
+   * (the leader scans its old owners again from the start; keys it already moved answer quickly).
+   */
+  reinstate(): void {
+    if (this.state !== 'superseded') return;
+    this.state = 'running';
+    this.conns.clear(); // the ones it had close once idle (supersede); new ones are opened as needed
+    this.log.info('migration resumed (the reload that took it over was rolled back)');
+    if (this.coordination?.role !== 'follower') this.scanAll();
   }
 
   /** The placements keys may still be at, oldest first (what the state file records). */
@@ -646,6 +677,9 @@ export class Migration implements KeyLocator {
   }
 
   private scanAll(): void {
+    // A new pass (a rescan after errors, or a migration reinstated): what an earlier pass still has in flight is
+    // dropped when it returns, so two passes never count down the same sources.
+    const pass = ++this.scanPass;
     this.scansLeft = this.sources.length;
     if (this.scansLeft === 0) {
       this.finish();
@@ -654,28 +688,30 @@ export class Migration implements KeyLocator {
     for (const source of this.sources) {
       this.conn(source).send(
         new CallbackOp(commandFrame(['DBSIZE']), (reply) => {
+          if (pass !== this.scanPass) return;
           const m = /^:(\d+)/.exec(reply.toString('latin1', 0, 24));
           if (m !== null) this.totalAtStart += Number(m[1]);
-          this.scanStep(source, '0');
+          this.scanStep(source, '0', pass);
         }),
         commandFrame(['DBSIZE']),
       );
     }
   }
 
-  private scanStep(source: string, cursor: string): void {
-    if (this.state !== 'running' || this.closed) return;
+  private scanStep(source: string, cursor: string, pass: number): void {
+    if (this.state !== 'running' || this.closed || pass !== this.scanPass) return;
     const frame = commandFrame(['SCAN', cursor, 'COUNT', SCAN_COUNT]);
     this.conn(source).send(
       new CallbackOp(frame, (reply) => {
-        if (this.state !== 'running') return; // superseded or closed meanwhile: the successor takes it from here
+        // Superseded or closed meanwhile (the successor takes it from here), or an older pass.
+        if (this.state !== 'running' || pass !== this.scanPass) return;
         const parts = readArrayElements(reply);
         const next = parts === null ? null : readBulk(parts[0]);
         const keys = parts === null ? null : readArrayElements(parts[1]);
         if (next === null || keys === null) {
           this.errors++;
           this.log.warn({ source, reply: reply.toString('latin1', 0, 200) }, 'SCAN failed; retrying');
-          setTimeout(() => this.scanStep(source, cursor), 200);
+          setTimeout(() => this.scanStep(source, cursor, pass), 200);
           return;
         }
         this.keysScanned += keys.length;
@@ -693,7 +729,7 @@ export class Migration implements KeyLocator {
           if (target === source) continue;
           const name = k.toString('latin1');
           if (this.moved.has(name) || this.inFlight.has(name)) continue;
-          if (this.uncertain) {
+          if (this.probing) {
             // A place the key may be (not necessarily its live copy): probed oldest place first.
             const places = this.oldPlaces(k, target);
             if (!places.includes(source)) continue;
@@ -709,13 +745,13 @@ export class Migration implements KeyLocator {
         }
         let batches = 0;
         const continueScan = () => {
-          if (--batches > 0) return;
+          if (--batches > 0 || pass !== this.scanPass) return;
           this.logProgress();
           const nextCursor = (next as Buffer).toString('latin1');
           if (nextCursor === '0') {
             if (--this.scansLeft === 0) this.finish();
           } else {
-            this.scanStep(source, nextCursor);
+            this.scanStep(source, nextCursor, pass);
           }
         };
         for (const [target, list] of byTarget) {

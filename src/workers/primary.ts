@@ -16,8 +16,8 @@
  *   answered; only when every worker has, the primary says go. Worker 1 leads: it scans the old owners and runs
  *   every MIGRATE; the others' requests to move keys are relayed to it here (and wait here while worker 1 is being
  *   replaced). When its scan is over the primary removes the state file and tells every worker the migration is
- *   done. One migration at a time: a reload that would move keys while one runs is refused. A start with an
- *   interrupted migration in the state file resumes it in every worker.
+ *   done. A reload that moves keys while one runs chains a new one to it (as a single keymux does). A start
+ *   with an interrupted migration in the state file resumes it in every worker.
  * - the admin endpoint, answering for all workers: /metrics merges every worker's registry (prom-client's
  *   AggregatorRegistry; counters and histograms sum, gauges sum unless metrics.ts says min or max), /hotkeys sums
  *   each key's counts across workers and re-ranks, /shards is one topology with per-shard counts summed and every
@@ -140,6 +140,8 @@ export class WorkerPrimary {
   private nextMigrationId = 1;
   /** How recent migrations ended (a follower may still ask about one): done, or aborted before anything moved. */
   private readonly endedMigrations = new Map<number, 'done' | 'aborted'>();
+  /** Migrations a later one took over while they ran: a follower still asking about one is told to route again. */
+  private readonly superseded = new Set<number>();
   /** Follower move requests waiting for the leader to be serving. */
   private pendingMoves: PendingMove[] = [];
   /** The leader's figures for the migrations it finished, newest last (`keymux plan` quotes their rate). */
@@ -214,9 +216,9 @@ export class WorkerPrimary {
     return [...this.finished];
   }
 
-  /** A dry run (POST /reload?dry_run=1, keymux plan): why the reload would be refused (a migration runs), or null. */
-  reloadRefusal(next: KeymuxConfig): string | null {
-    return this.migration !== null && movesKeys(this.config, next) ? migrationRunning(next, this.migration.id) : null;
+  /** A dry run (POST /reload?dry_run=1, keymux plan): why the primary would refuse the reload beyond the plan's own checks. */
+  reloadRefusal(_next: KeymuxConfig): string | null {
+    return null; // a reload that moves keys during a migration is chained to it, as in a single keymux
   }
 
   /** Re-reads the config file and applies it to every worker (serialised with other reloads and worker starts). */
@@ -235,16 +237,19 @@ export class WorkerPrimary {
     if (restartOnly !== null)
       return this.reloadFailed(trigger, [`${next.source}: ${restartOnly} cannot change without a restart`]);
     const moving = movesKeys(previous, next);
-    if (moving && this.migration !== null)
-      return this.reloadFailed(trigger, [migrationRunning(next, this.migration.id)]);
     const loaded = loadSecurity(next);
     if (loaded.errors !== undefined) return this.reloadFailed(trigger, loaded.errors);
     const serving = this.serving();
     let migration: RunningMigration | null = null;
+    // A reload during a migration chains a new one to it (keys may still be on the placements that one moves
+    // them from, then on the one it moves them to); the workers chain theirs the same way.
+    const running = moving ? this.migration : null;
     if (moving) {
       // Recorded before any worker holds it: a primary that dies from here on resumes it at its next start.
-      migration = { id: this.nextMigrationId++, chain: [routingOf(previous)], phase: 'held', startedAt: Date.now() };
+      const chain = [...(running?.chain ?? []), routingOf(previous)];
+      migration = { id: this.nextMigrationId++, chain, phase: 'held', startedAt: Date.now() };
       this.migration = migration;
+      if (running !== null) this.superseded.add(running.id);
       const file = next.migration.stateFile;
       if (file !== null) writeMigrationState(file, migration.startedAt, migration.chain);
     }
@@ -267,7 +272,16 @@ export class WorkerPrimary {
     });
     if (errors.length > 0) {
       if (applied.length > 0) await this.rollBack(applied, previous, migrationId);
-      if (migration !== null) this.endMigration(migration, 'aborted', next.migration.stateFile);
+      if (migration !== null) {
+        this.endMigration(migration, 'aborted', next.migration.stateFile);
+        if (running !== null) {
+          // The migration it was chained to goes on in every worker (they reinstate it on the rollback).
+          this.superseded.delete(running.id);
+          this.migration = running;
+          const file = previous.migration.stateFile;
+          if (file !== null) writeMigrationState(file, running.startedAt, running.chain);
+        }
+      }
       return this.reloadFailed(trigger, errors);
     }
     this.config = next;
@@ -281,7 +295,10 @@ export class WorkerPrimary {
       await Promise.allSettled(
         serving.map((slot) => this.ask(slot, { op: 'migration-go', migration: migration.id }, ASK_TIMEOUT_MS)),
       );
-      this.log.info({ migration: migration.id, workers: serving.length }, 'key migration started in every worker');
+      this.log.info(
+        { migration: migration.id, workers: serving.length, ...(running !== null ? { chainedTo: running.id } : {}) },
+        'key migration started in every worker',
+      );
     }
     this.log.info({ trigger, version: this.version, workers: serving.length }, 'config reloaded by every worker');
     return { ok: true, errors: [], version: this.version };
@@ -318,6 +335,9 @@ export class WorkerPrimary {
     this.pendingMoves = this.pendingMoves.filter((m) => m.id !== migration.id);
     for (const m of waiting) m.answer(how === 'done');
     if (how === 'aborted') return;
+    // The migrations it took over are finished with it.
+    for (const id of this.superseded) this.endedMigrations.set(id, 'done');
+    this.superseded.clear();
     this.log.info(
       { migration: migration.id, seconds: Math.round((Date.now() - migration.startedAt) / 100) / 10 },
       'key migration finished in every worker',
@@ -342,6 +362,10 @@ export class WorkerPrimary {
       this.pendingMoves = this.pendingMoves.filter((m) => m.answer !== answer);
       answer(false);
     }, MOVE_TIMEOUT_MS);
+    if (this.superseded.has(id)) {
+      answer(true); // the follower routes the request again, through the migration that took this one over
+      return;
+    }
     if (this.migration?.id !== id) {
       answer(this.endedMigrations.get(id) === 'done');
       return;
@@ -362,7 +386,7 @@ export class WorkerPrimary {
         () => {
           // The leader died with it: its replacement moves them (a key it finds gone answers +NOKEY).
           if (this.migration?.id === m.id) this.pendingMoves.push(m);
-          else m.answer(this.endedMigrations.get(m.id) === 'done');
+          else m.answer(this.superseded.has(m.id) || this.endedMigrations.get(m.id) === 'done');
         },
       );
     }
@@ -833,15 +857,6 @@ function placement(config: KeymuxConfig): string {
 /** True when going from `previous` to `next` moves keys (migration enabled; slots or ring placement changed). */
 export function movesKeys(previous: KeymuxConfig, next: KeymuxConfig): boolean {
   return next.migration.enabled && next.mode !== 'cluster' && placement(previous) !== placement(next);
-}
-
-/** Why a reload that would move keys is refused while migration `id` still runs. */
-function migrationRunning(next: KeymuxConfig, id: number): string {
-  return (
-    `${next.source}: this reload changes which shard owns some keys while key migration #${id} is still moving ` +
-    'keys (workers run one migration at a time); reload again once it is done (GET /shards lists migrations), ' +
-    'or set migration.enabled: false to switch without moving keys'
-  );
 }
 
 /** The migration recorded in migration.state_file by a keymux that stopped in the middle of it, to resume. */

@@ -16,16 +16,16 @@ import { configFrom, RawClient, type ConfigObject } from '../support/keymux.js';
 import { Proxy, type MigrationLink } from '../../src/proxy.js';
 import { keySlot } from '../../src/routing/crc16.js';
 
-let a: RedisProcess, b: RedisProcess, c: RedisProcess;
+let a: RedisProcess, b: RedisProcess, c: RedisProcess, d: RedisProcess;
 
 beforeAll(async () => {
-  [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  [a, b, c, d] = await Promise.all([startRedis(), startRedis(), startRedis(), startRedis()]);
 });
 afterAll(async () => {
-  await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
+  await Promise.all([a?.stop(), b?.stop(), c?.stop(), d?.stop()]);
 });
 beforeEach(async () => {
-  await Promise.all([a, b, c].map((s) => redisCommands(s.port, [['FLUSHALL']])));
+  await Promise.all([a, b, c, d].map((s) => redisCommands(s.port, [['FLUSHALL']])));
 });
 
 /** a owns 0-8191 (or `low` does), b the rest. */
@@ -170,6 +170,34 @@ describe('a coordinated migration, one worker', () => {
     expect(await dbsize(a)).toBe(10);
     expect(l.scanned).toEqual([]);
     raw.close();
+    client.disconnect();
+    await proxy.close();
+  });
+
+  it('abort of a migration chained to a running one: the running one goes on and finishes', async () => {
+    const l = link(true);
+    const proxy = await start(l);
+    const { low } = keys(30);
+    const client = new Redis({ port: proxy.port, lazyConnect: true });
+    await client.connect();
+    for (const k of low) await client.set(k, `v:${k}`);
+    // c takes writes again in 1.5 s: the first migration's MIGRATEs into c wait, so it is still running below.
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '1500', 'WRITE')).toBe('OK');
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 11 })).toBe(null);
+    await proxy.migrationFenced(11);
+    proxy.releaseMigration(11);
+    expect(await proxy.reloadAsync(configFrom(layout(d)), { migrationId: 12 })).toBe(null);
+    expect(proxy.migrationProgress().map((m) => [m.id, m.state])).toEqual([
+      [11, 'superseded'],
+      [12, 'fencing'],
+    ]);
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { abortMigration: 12 })).toBe(null);
+    await until(() => l.scanned.includes(11), 20_000);
+    expect(l.scanned).toEqual([11]);
+    expect(await dbsize(c)).toBe(30);
+    expect(await dbsize(a)).toBe(0);
+    expect(await dbsize(d)).toBe(0);
+    for (const k of low) expect(await client.get(k)).toBe(`v:${k}`);
     client.disconnect();
     await proxy.close();
   });

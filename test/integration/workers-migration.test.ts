@@ -4,9 +4,10 @@
  * - A swap of slot ranges between two shards (keys move both ways at once, from both workers' clients) under a
  *   pipelined read/write load on both workers: no client error, no stale read, and afterwards every key is on its
  *   new owner only, with its last value and its TTL; the state file is gone.
- * - While a migration runs, a reload that would move keys again is refused (and a dry run says so); the leader,
- *   killed while its MIGRATEs are blocked (the target shard paused for writes), is replaced and finishes the
- *   migration, and the follower's clients, whose keys wait for the leader meanwhile, get every reply right.
+ * - The leader, killed while its MIGRATEs are blocked (the target shard paused for writes), is replaced and goes
+ *   on; a reload during that migration chains a second one to it (some keys move a -> c -> b); the follower's
+ *   clients, whose keys wait for the leader meanwhile, get every reply right, and every key ends where the last
+ *   config puts it.
  * - A keymux started with an interrupted migration in the state file resumes it in every worker.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -162,6 +163,7 @@ async function connect(n: number): Promise<Array<{ client: Redis; pid: number }>
 const START: Layout = [];
 const SWAPPED: Layout = [];
 const TO_C: Layout = [];
+const CHAIN: Layout = [];
 
 beforeAll(async () => {
   [a, b, c] = await Promise.all([startRedis(), startRedis(), startRedis()]);
@@ -173,6 +175,7 @@ beforeAll(async () => {
   // A swap: half of a's slots go to b and half of b's to a, so MIGRATEs run both ways.
   SWAPPED.push([a, ['0-4095', '8192-12287']], [b, ['4096-8191', '12288-16383']]);
   TO_C.push([c, ['0-4095']], [a, ['8192-12287']], [b, ['4096-8191', '12288-16383']]);
+  CHAIN.push([b, ['0-8191']], [a, ['8192-12287']], [c, ['12288-16383']]);
   writeConfig(START);
   keymux = await runBinary(file, 'keymux workers serving');
 });
@@ -225,14 +228,14 @@ describe('key migration with workers: 2', () => {
     expect(dry.estimate.rate.keysPerSecond).toBe(Math.round(row.keysMoved / ((row.finishedAt - row.startedAt) / 1000)));
   });
 
-  it('refuses a second key-moving reload while one runs; a killed leader is replaced and finishes it', async () => {
+  it('a killed leader is replaced and goes on; a reload during the migration chains a second one to it', async () => {
     const [leaderPid, followerPid] = await workerPids();
     const conns = await connect(8);
     const followers = conns.filter((x) => x.pid === followerPid);
     for (const x of conns) if (x.pid !== followerPid) x.client.disconnect();
     expect(followers.length).toBeGreaterThan(0);
-    // Writes to c wait for 3 s: the leader's MIGRATEs into c block, so the migration is surely still running below.
-    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '3000', 'WRITE')).toBe('OK');
+    // Writes to c wait for 4 s: the MIGRATEs into c block, so the first migration is surely still running below.
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '4000', 'WRITE')).toBe('OK');
     writeConfig(TO_C);
     expect((await admin('/reload', 'POST')).status).toBe(200);
     expect(fs.existsSync(stateFile)).toBe(true);
@@ -242,16 +245,6 @@ describe('key migration with workers: 2', () => {
       model,
       () => done,
     );
-    // Another move (c's slots back to a) is refused while this one runs, and a dry run says so.
-    const again = path.join(dir, 'again.yaml');
-    writeConfig(SWAPPED, again);
-    fs.copyFileSync(again, file);
-    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: string } };
-    expect(dry.plan.refused).toMatch(/while key migration #\d+ is still moving keys/);
-    const refused = await admin('/reload', 'POST');
-    expect(refused.status).toBe(400);
-    expect(refused.text).toMatch(/while key migration #\d+ is still moving keys.*reload again once it is done/);
-    writeConfig(TO_C);
     expect((await migrations()).at(-1)!.state).toBe('running');
     process.kill(leaderPid!, 'SIGKILL');
     const pids = await until('a new leader', async () => {
@@ -259,23 +252,31 @@ describe('key migration with workers: 2', () => {
       return now[0] !== 0 && now[0] !== leaderPid ? now : undefined;
     });
     expect(pids[1]).toBe(followerPid);
+    // While the first one still runs (c is still paused), another move: keys of slots 0-4095 go a -> c -> b.
+    const dry = JSON.parse((await admin('/reload?dry_run=1&sample=0', 'POST')).text) as { plan: { refused: unknown } };
+    expect(dry.plan.refused).toBe(null);
+    writeConfig(CHAIN);
+    const second = await admin('/reload', 'POST');
+    expect(second.status, second.text).toBe(200);
     await migrationDone();
     done = true;
     const { problems, ops } = await running;
     for (const x of followers) x.client.disconnect();
     expect(problems).toEqual([]);
     expect(ops).toBeGreaterThan(100);
-    await verifyPlacement(TO_C, model);
+    await verifyPlacement(CHAIN, model);
     expect(fs.existsSync(stateFile)).toBe(false);
-    expect(keymux!.output()).toContain('joining a running migration');
+    const out = keymux!.output();
+    expect(out).toContain('joining a running migration');
+    expect(out).toMatch(/"chainedTo":\d+/);
   });
 
   it('resumes an interrupted migration from the state file in every worker at start', async () => {
     keymux!.child.kill('SIGTERM');
     expect(await keymux!.exited).toBe(0);
-    // As if keymux had stopped right after a reload from TO_C to SWAPPED: the keys are where TO_C put them.
+    // As if keymux had stopped right after a reload from CHAIN to SWAPPED: the keys are where CHAIN put them.
     const before = path.join(dir, 'before.yaml');
-    writeConfig(TO_C, before);
+    writeConfig(CHAIN, before);
     writeMigrationState(stateFile, Date.now(), [routingOf(loadConfigFile(before))]);
     writeConfig(SWAPPED);
     keymux = await runBinary(file, 'keymux workers serving');
