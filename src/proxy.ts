@@ -27,6 +27,7 @@ import {
   TopologyLocator,
   type KeyLocator,
   type MigrationProgress,
+  type MoveResult,
 } from './migration/migration.js';
 import { readMigrationState, routingOf } from './migration/state-file.js';
 import { StatsRegistry } from './metrics/stats.js';
@@ -82,7 +83,7 @@ export interface StartOptions {
 /** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
 export interface MigrationLink {
   leader: boolean;
-  remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
+  remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void;
   onScanned(id: number, progress: MigrationProgress): void;
 }
 
@@ -770,11 +771,11 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   }
 
   /** Leader: moves `keys` for another worker; true once they are on their new owners. */
-  moveForWorker(id: number, keys: Buffer[]): Promise<boolean> {
+  moveForWorker(id: number, keys: Buffer[]): Promise<MoveResult> {
     const m = this.coordinated(id);
     if (m === null) return Promise.resolve(false);
-    // Done: every key is on its new owner. Superseded: the worker's request is routed again, through the newer one.
-    if (m.state === 'done' || m.state === 'superseded') return Promise.resolve(true);
+    if (m.state === 'done') return Promise.resolve(true); // every key is on its new owner
+    if (m.state === 'superseded') return Promise.resolve('superseded'); // a chained one moves them now
     if (!m.active) return Promise.resolve(false);
     return new Promise((resolve) => m.moveThen(keys, resolve));
   }

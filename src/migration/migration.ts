@@ -132,10 +132,19 @@ export interface Coordination {
   /** Start moving right after the local fence (a worker started while the migration runs); else wait for release(). */
   released: boolean;
   /** Follower: asks the leader to move `keys`; `done(ok)` once they are on their new owners (or could not be moved). */
-  remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void;
+  remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void;
   /** Leader: the scan found and moved every key that had to move (`progress`: its figures, for `keymux plan`). */
   onScanned(id: number, progress: MigrationProgress): void;
 }
+
+/**
+ * A follower's answer about keys it asked to be moved: moved (true), could not be moved (false), or the migration
+ * was taken over on worker 1 by a chained one (route again through the newer one once this worker has it too).
+ */
+export type MoveResult = boolean | 'superseded';
+
+/** How soon a follower asks again about keys of a migration worker 1 has already handed over to a chained one. */
+const SUPERSEDED_RETRY_MS = 20;
 
 let nextId = 1;
 
@@ -375,7 +384,18 @@ export class Migration implements KeyLocator {
       }
     }
     if (ask.length === 0) return;
-    this.coordination!.remoteMove(this.id, ask, (ok) => {
+    const send = (): void =>
+      this.coordination!.remoteMove(this.id, ask, (result) => {
+        // Worker 1's side of this migration was taken over by a chained one this worker has not applied yet: ask
+        // again shortly; once this worker has applied it, the requests are routed again, through the newer one.
+        if (result === 'superseded' && this.active && !this.closed) {
+          setTimeout(send, SUPERSEDED_RETRY_MS);
+          return;
+        }
+        settle(result !== false);
+      });
+    const settle = (answer: boolean): void => {
+      let ok = answer;
       if (this.state === 'done' || this.state === 'aborted') ok = this.state === 'done';
       for (const k of ask) {
         const name = k.toString('latin1');
@@ -386,7 +406,8 @@ export class Migration implements KeyLocator {
       }
       if (!ok) this.errors++;
       this.notifyIdle(); // a migration chained after this one waits for that before it starts
-    });
+    };
+    send();
   }
 
   /** Calls `cb` once every request this process sent to the old owners before the swap has been answered. */

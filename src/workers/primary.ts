@@ -41,7 +41,7 @@ import { restartOnlyChange } from '../routing/plan.js';
 import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
 import { readMigrationState, removeMigrationState, routingOf, writeMigrationState } from '../migration/state-file.js';
-import type { MigrationProgress } from '../migration/migration.js';
+import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import {
   isReply,
   isWorkerEvent,
@@ -83,7 +83,7 @@ interface RunningMigration {
 interface PendingMove {
   id: number;
   keys: Uint8Array[];
-  answer(ok: boolean): void;
+  answer(result: MoveResult): void;
 }
 
 interface Pending {
@@ -351,11 +351,11 @@ export class WorkerPrimary {
   /** A follower's clients touch keys still on their old owners: the leader moves them; the follower is answered. */
   private relayMove(from: Slot, ref: number, id: number, keys: Uint8Array[]): void {
     let answered = false;
-    const answer = (ok: boolean): void => {
+    const answer = (result: MoveResult): void => {
       if (answered) return;
       answered = true;
       clearTimeout(timer);
-      const msg: MovedMessage = { type: 'keymux:moved', ref, ok };
+      const msg: MovedMessage = { type: 'keymux:moved', ref, result };
       if (from.worker.isConnected()) from.worker.send(msg);
     };
     const timer = setTimeout(() => {
@@ -363,7 +363,7 @@ export class WorkerPrimary {
       answer(false);
     }, MOVE_TIMEOUT_MS);
     if (this.superseded.has(id)) {
-      answer(true); // the follower routes the request again, through the migration that took this one over
+      answer('superseded'); // the follower routes the request again once it has the migration that took over
       return;
     }
     if (this.migration?.id !== id) {
@@ -382,11 +382,12 @@ export class WorkerPrimary {
     this.pendingMoves = [];
     for (const m of moves) {
       this.ask(leader, { op: 'move', migration: m.id, keys: m.keys }, MOVE_TIMEOUT_MS).then(
-        (ok) => m.answer(ok === true),
+        (result) => m.answer(result === 'superseded' ? 'superseded' : result === true),
         () => {
           // The leader died with it: its replacement moves them (a key it finds gone answers +NOKEY).
           if (this.migration?.id === m.id) this.pendingMoves.push(m);
-          else m.answer(this.superseded.has(m.id) || this.endedMigrations.get(m.id) === 'done');
+          else if (this.superseded.has(m.id)) m.answer('superseded');
+          else m.answer(this.endedMigrations.get(m.id) === 'done');
         },
       );
     }

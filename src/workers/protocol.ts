@@ -76,7 +76,8 @@ export type WorkerEvent =
 export interface MovedMessage {
   type: 'keymux:moved';
   ref: number;
-  ok: boolean;
+  /** Moved (true), not (false), or taken over on worker 1 by a chained migration (migration.ts MoveResult). */
+  result: boolean | 'superseded';
 }
 
 export function isMoved(msg: unknown): msg is MovedMessage {

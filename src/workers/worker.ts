@@ -10,7 +10,7 @@
  */
 import { ConfigError } from '../config/load.js';
 import { Proxy } from '../proxy.js';
-import type { MigrationProgress } from '../migration/migration.js';
+import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
 import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
@@ -27,11 +27,11 @@ export function runWorker(): void {
   let metrics: Metrics | null = null;
   let draining: Promise<void> | null = null;
   // A follower's key-move requests waiting for the primary's answer, by reference.
-  const moves = new Map<number, (ok: boolean) => void>();
+  const moves = new Map<number, (result: MoveResult) => void>();
   let nextMoveRef = 1;
   const migrationLink = (leader: boolean) => ({
     leader,
-    remoteMove(id: number, keys: Buffer[], done: (ok: boolean) => void): void {
+    remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void {
       if (!process.connected) {
         done(false);
         return;
@@ -110,7 +110,7 @@ export function runWorker(): void {
     if (isMoved(msg)) {
       const done = moves.get(msg.ref);
       moves.delete(msg.ref);
-      done?.(msg.ok);
+      done?.(msg.result);
       return;
     }
     if (!isRequest(msg)) return;

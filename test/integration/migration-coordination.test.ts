@@ -6,7 +6,8 @@
  *   the scan's end (onScanned) with the migration's number;
  * - follower: opens no connection of its own and scans nothing; a request for a key in motion asks the leader
  *   (remoteMove) and waits for its answer; once the primary says the migration is done it routes by the new
- *   placement alone;
+ *   placement alone; told that worker 1 handed the migration over to a chained one it does not have yet, it asks
+ *   again, and its request goes through the chained one once it has it;
  * - abort (a rollback before go): held requests are answered from where the keys still are; nothing moved.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import { Redis } from 'ioredis';
 import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { configFrom, RawClient, type ConfigObject } from '../support/keymux.js';
 import { Proxy, type MigrationLink } from '../../src/proxy.js';
+import type { MoveResult } from '../../src/migration/migration.js';
 import { keySlot } from '../../src/routing/crc16.js';
 
 let a: RedisProcess, b: RedisProcess, c: RedisProcess, d: RedisProcess;
@@ -53,7 +55,7 @@ function keys(n: number): { low: string[]; high: string } {
 
 interface Link extends MigrationLink {
   scanned: number[];
-  asked: Array<{ id: number; keys: string[]; done: (ok: boolean) => void }>;
+  asked: Array<{ id: number; keys: string[]; done: (result: MoveResult) => void }>;
 }
 
 function link(leader: boolean): Link {
@@ -147,6 +149,36 @@ describe('a coordinated migration, one worker', () => {
     expect(await client.get(low[3]!)).toBe(null);
     expect(l.asked).toHaveLength(2);
     expect(l.scanned).toEqual([]);
+    client.disconnect();
+    await proxy.close();
+  });
+
+  it('follower: a move answered "superseded" waits for the chained migration, never reads the old placement', async () => {
+    const l = link(false);
+    const proxy = await start(l);
+    const { low } = keys(5);
+    const client = new Redis({ port: proxy.port, lazyConnect: true });
+    await client.connect();
+    for (const k of low) await client.set(k, `v:${k}`);
+    expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 21 })).toBe(null);
+    await proxy.migrationFenced(21);
+    proxy.releaseMigration(21);
+    const pending = client.get(low[0]!);
+    await until(() => l.asked.length > 0);
+    // Worker 1 already runs migration 22, chained to 21; this worker does not have it yet: it asks again.
+    l.asked[0]!.done('superseded');
+    await until(() => l.asked.length > 1);
+    expect(l.asked[1]!.id).toBe(21);
+    expect(await dbsize(c)).toBe(0); // the key is still on a: routed to c now, the GET would read nothing
+    expect(await proxy.reloadAsync(configFrom(layout(d)), { migrationId: 22 })).toBe(null);
+    l.asked[1]!.done('superseded'); // now this worker has 22 too: the GET goes through it
+    await proxy.migrationFenced(22);
+    proxy.releaseMigration(22);
+    await until(() => l.asked.some((x) => x.id === 22));
+    // What worker 1 would do for migration 22: the key from where it is (a) to its owner in 22 (d).
+    expect(await redisCommand(a.port, 'MIGRATE', '127.0.0.1', String(d.port), low[0]!, '0', '5000')).toBe('OK');
+    l.asked.find((x) => x.id === 22)!.done(true);
+    expect(await pending).toBe(`v:${low[0]}`);
     client.disconnect();
     await proxy.close();
   });
