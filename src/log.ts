@@ -28,7 +28,15 @@ export function defaultLogFormat(
 /** A root logger writing `format` to stdout (or to `destination`, for tests). */
 export function createRootLogger(format: LogFormat, level: string, destination?: NodeJS.WritableStream): Logger {
   const options = { level, base: { app: 'keymux' } };
-  if (format === 'json') return destination === undefined ? pino(options) : pino(options, destination);
+  if (format === 'json') {
+    if (destination !== undefined) return pino(options, destination);
+    const stdout = pino.destination({ dest: 1, sync: true });
+    // stdout gone (a closed pipe, a terminal that went away): a log line cannot be written, and keymux goes on
+    // without its log. Unhandled, the stream's error made every log call throw, and a drain that logged while
+    // closing never finished: keymux then ignored SIGTERM for good.
+    stdout.on('error', () => undefined);
+    return pino(options, stdout);
+  }
   const stream = pretty({
     destination: destination ?? 1,
     sync: true,
@@ -38,6 +46,7 @@ export function createRootLogger(format: LogFormat, level: string, destination?:
     singleLine: true,
     messageFormat: '{if component}[{component}] {end}{msg}',
   });
+  stream.on('error', () => undefined); // as for JSON: no stdout, no log, keymux goes on
   return pino(options, stream);
 }
 

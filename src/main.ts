@@ -120,6 +120,14 @@ async function main(): Promise<void> {
     await runPrimary(config, workers, file, values['no-watch'] !== true);
     return;
   }
+  // A SIGTERM or SIGINT while keymux starts is kept and acted on once it has started (Node's default would end the
+  // process on the spot, its "keymux listening" line already printed, without a drain).
+  let pendingSignal: string | null = null;
+  let stop = (signal: string): void => {
+    pendingSignal ??= signal;
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
   let proxy: Proxy;
   try {
     proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
@@ -132,20 +140,28 @@ async function main(): Promise<void> {
   }
   process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
   let stopping = false;
-  const stop = (signal: string) => {
+  stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
     const graceMs = proxy.topology.config.drain.graceS * 1000;
     // Logging must not stand between a signal and the drain: when stdout is gone (a closed pipe, a terminal that
     // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
     quietly(() => log.info({ signal, graceMs }, 'draining'));
-    void proxy.drain(graceMs).then(() => {
-      quietly(() => log.info('stopped'));
-      process.exit(0);
-    });
+    // Whatever a closing step waits on, keymux is gone 5 s after the grace period.
+    setTimeout(() => process.exit(1), graceMs + 5000).unref();
+    void proxy.drain(graceMs).then(
+      () => {
+        quietly(() => log.info('stopped'));
+        process.exit(0);
+      },
+      (err: unknown) => {
+        // A step of closing failed: keymux still stops (told to stop, it must not linger half-closed).
+        quietly(() => log.error({ err }, 'drain failed'));
+        process.exit(1);
+      },
+    );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  if (pendingSignal !== null) stop(pendingSignal);
 }
 
 /** workers > 1: this process is the primary (src/workers/primary.ts): the control plane for its workers. */

@@ -121,6 +121,27 @@ describe('log format', () => {
     }
   });
 
+  it('with its stdout gone (the reading end of the pipe closed), SIGTERM still stops keymux, exit 0', async () => {
+    const child = spawn(process.execPath, [BIN, '--config', await configFile(), '--no-watch'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env: { ...process.env, KEYMUX_LOG_FORMAT: 'json' },
+    });
+    const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
+    let out = '';
+    await new Promise<void>((resolve) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('keymux listening')) resolve();
+      });
+    });
+    child.stdout.destroy(); // every later log line fails with EPIPE
+    child.kill('SIGTERM');
+    // Before the fix the drain's own log lines threw, the drain never ended and keymux ignored SIGTERM for good.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    expect(await exited).toBe(0);
+    clearTimeout(timer);
+  }, 30_000);
+
   it('defaultLogFormat: the environment wins, then whether stdout is a terminal', () => {
     expect(defaultLogFormat({}, true)).toBe('pretty');
     expect(defaultLogFormat({}, false)).toBe('json');
