@@ -392,21 +392,13 @@ export class Migration implements KeyLocator {
           setTimeout(send, SUPERSEDED_RETRY_MS);
           return;
         }
-        settle(result !== false);
+        let ok = result !== false;
+        if (this.state === 'done' || this.state === 'aborted') ok = this.state === 'done';
+        // Recorded as moved only when worker 1 said so while this migration still answers where keys are.
+        this.settle(ask, ok, ok && result === true && this.active);
+        if (!ok) this.errors++;
+        this.notifyIdle(); // a migration chained after this one waits for that before it starts
       });
-    const settle = (answer: boolean): void => {
-      let ok = answer;
-      if (this.state === 'done' || this.state === 'aborted') ok = this.state === 'done';
-      for (const k of ask) {
-        const name = k.toString('latin1');
-        if (ok && this.active) this.moved.add(name);
-        const waiters = this.inFlight.get(name);
-        this.inFlight.delete(name);
-        if (waiters !== undefined) for (const w of waiters) w(ok);
-      }
-      if (!ok) this.errors++;
-      this.notifyIdle(); // a migration chained after this one waits for that before it starts
-    };
     send();
   }
 
@@ -432,10 +424,8 @@ export class Migration implements KeyLocator {
     this.finishedAt = Date.now();
     this.moved = new Set();
     // Migrations this one took over are complete too: every key is where this one put it.
-    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
-    const waiters = this.fenceWaiters;
-    this.fenceWaiters = [];
-    for (const w of waiters) w.then(true);
+    this.retirePredecessors();
+    this.routeFenceWaitersAgain();
     for (const c of this.conns.values()) c.closeWhenIdle();
     this.onDone(this);
   }
@@ -449,9 +439,7 @@ export class Migration implements KeyLocator {
     if (!this.active) return;
     this.state = 'aborted';
     this.log.warn('migration aborted before any key moved (another worker refused the reload)');
-    const waiters = this.fenceWaiters;
-    this.fenceWaiters = [];
-    for (const w of waiters) w.then(true);
+    this.routeFenceWaitersAgain();
     this.close();
     this.onDone(this);
   }
@@ -523,10 +511,20 @@ export class Migration implements KeyLocator {
     // Keep answering locate() for the newer migration; stop the background scan. Requests still waiting for
     // this one's fence are routed again, now through the newer migration.
     if (this.state === 'running' || this.state === 'fencing') this.state = 'superseded';
+    this.routeFenceWaitersAgain();
+    for (const c of this.conns.values()) c.closeWhenIdle();
+  }
+
+  /** The requests waiting for this migration's fence are routed again (through whatever migration is current). */
+  private routeFenceWaitersAgain(): void {
     const waiters = this.fenceWaiters;
     this.fenceWaiters = [];
     for (const w of waiters) w.then(true);
-    for (const c of this.conns.values()) c.closeWhenIdle();
+  }
+
+  /** Migrations this one took over are complete with it: every key is where this one put it. */
+  private retirePredecessors(): void {
+    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
   }
 
   /** True when a migration this one superseded is moving `key` right now. */
@@ -678,11 +676,14 @@ export class Migration implements KeyLocator {
     });
   }
 
-  /** `keys` are where they belong now (ok), or could not be moved: their waiting requests go on. */
-  private settle(keys: Buffer[], ok: boolean): void {
+  /**
+   * `keys` are where they belong now (ok), or could not be moved: their waiting requests go on. `record`: remember
+   * them as moved (as ok unless the caller knows better).
+   */
+  private settle(keys: Buffer[], ok: boolean, record = ok): void {
     for (const k of keys) {
       const name = k.toString('latin1');
-      if (ok) this.moved.add(name);
+      if (record) this.moved.add(name);
       const waiters = this.inFlight.get(name);
       this.inFlight.delete(name);
       if (waiters !== undefined) for (const w of waiters) w(ok);
@@ -823,7 +824,7 @@ export class Migration implements KeyLocator {
     this.finishedAt = Date.now();
     this.moved = new Set();
     // Migrations this one took over are complete too: every key is where this one put it.
-    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
+    this.retirePredecessors();
     this.removeState();
     this.log.info(
       {
