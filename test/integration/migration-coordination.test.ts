@@ -73,8 +73,15 @@ function link(leader: boolean): Link {
   return l;
 }
 
-async function start(l: Link): Promise<Proxy> {
-  return Proxy.start(configFrom(layout(a)), { migrationLink: l, joinMigration: null });
+/** A worker in process (worker 1 or another) on layout(a), with `n` keys of a's half written through it as `v:<key>`. */
+async function worker(leader: boolean, n: number) {
+  const l = link(leader);
+  const proxy = await Proxy.start(configFrom(layout(a)), { migrationLink: l, joinMigration: null });
+  const { low, high } = keys(n);
+  const client = new Redis({ port: proxy.port, lazyConnect: true });
+  await client.connect();
+  for (const k of low) await client.set(k, `v:${k}`);
+  return { l, proxy, client, low, high };
 }
 
 async function dbsize(s: RedisProcess): Promise<number> {
@@ -83,12 +90,7 @@ async function dbsize(s: RedisProcess): Promise<number> {
 
 describe('a coordinated migration, one worker', () => {
   it('leader: holds keys in motion after its fence and moves nothing until the go; then moves and reports', async () => {
-    const l = link(true);
-    const proxy = await start(l);
-    const { low, high } = keys(50);
-    const client = new Redis({ port: proxy.port, lazyConnect: true });
-    await client.connect();
-    for (const k of low) await client.set(k, `v:${k}`);
+    const { l, proxy, client, low, high } = await worker(true, 50);
     await client.set(high, 'high');
     expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 41 })).toBe(null);
     await proxy.migrationFenced(41);
@@ -116,12 +118,7 @@ describe('a coordinated migration, one worker', () => {
   });
 
   it('follower: asks the leader for keys in motion, scans nothing, and trusts the done', async () => {
-    const l = link(false);
-    const proxy = await start(l);
-    const { low } = keys(20);
-    const client = new Redis({ port: proxy.port, lazyConnect: true });
-    await client.connect();
-    for (const k of low) await client.set(k, `v:${k}`);
+    const { l, proxy, client, low } = await worker(false, 20);
     expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 7 })).toBe(null);
     await proxy.migrationFenced(7);
     proxy.releaseMigration(7);
@@ -154,12 +151,7 @@ describe('a coordinated migration, one worker', () => {
   });
 
   it('follower: a move answered "superseded" waits for the chained migration, never reads the old placement', async () => {
-    const l = link(false);
-    const proxy = await start(l);
-    const { low } = keys(5);
-    const client = new Redis({ port: proxy.port, lazyConnect: true });
-    await client.connect();
-    for (const k of low) await client.set(k, `v:${k}`);
+    const { l, proxy, client, low } = await worker(false, 5);
     expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 21 })).toBe(null);
     await proxy.migrationFenced(21);
     proxy.releaseMigration(21);
@@ -184,12 +176,7 @@ describe('a coordinated migration, one worker', () => {
   });
 
   it('abort before the go: held requests are answered from where the keys are; nothing moved', async () => {
-    const l = link(true);
-    const proxy = await start(l);
-    const { low, high } = keys(10);
-    const client = new Redis({ port: proxy.port, lazyConnect: true });
-    await client.connect();
-    for (const k of low) await client.set(k, `v:${k}`);
+    const { l, proxy, client, low, high } = await worker(true, 10);
     expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 3 })).toBe(null);
     await proxy.migrationFenced(3);
     const raw = await RawClient.connect(proxy.port);
@@ -207,12 +194,7 @@ describe('a coordinated migration, one worker', () => {
   });
 
   it('abort of a migration chained to a running one: the running one goes on and finishes', async () => {
-    const l = link(true);
-    const proxy = await start(l);
-    const { low } = keys(30);
-    const client = new Redis({ port: proxy.port, lazyConnect: true });
-    await client.connect();
-    for (const k of low) await client.set(k, `v:${k}`);
+    const { l, proxy, client, low } = await worker(true, 30);
     // c takes writes again in 1.5 s: the first migration's MIGRATEs into c wait, so it is still running below.
     expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '1500', 'WRITE')).toBe('OK');
     expect(await proxy.reloadAsync(configFrom(layout(c)), { migrationId: 11 })).toBe(null);
