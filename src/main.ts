@@ -120,14 +120,7 @@ async function main(): Promise<void> {
     await runPrimary(config, workers, file, values['no-watch'] !== true);
     return;
   }
-  // A SIGTERM or SIGINT while keymux starts is kept and acted on once it has started (Node's default would end the
-  // process on the spot, its "keymux listening" line already printed, without a drain).
-  let pendingSignal: string | null = null;
-  let stop = (signal: string): void => {
-    pendingSignal ??= signal;
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  const stopSignals = keepStopSignals(log);
   let proxy: Proxy;
   try {
     proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
@@ -139,10 +132,7 @@ async function main(): Promise<void> {
     process.exit(1);
   }
   process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
-  let stopping = false;
-  stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  stopSignals.started((signal) => {
     const graceMs = proxy.topology.config.drain.graceS * 1000;
     // Logging must not stand between a signal and the drain: when stdout is gone (a closed pipe, a terminal that
     // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
@@ -160,14 +150,14 @@ async function main(): Promise<void> {
         process.exit(1);
       },
     );
-  };
-  if (pendingSignal !== null) stop(pendingSignal);
+  });
 }
 
 /** workers > 1: this process is the primary (src/workers/primary.ts): the control plane for its workers. */
 async function runPrimary(config: KeymuxConfig, workers: number, file: string, watchConfig: boolean): Promise<void> {
   const { WorkerPrimary } = await import('./workers/primary.js');
   const log = rootLogger();
+  const stopSignals = keepStopSignals(log);
   let primary: Awaited<ReturnType<typeof WorkerPrimary.start>>;
   try {
     primary = await WorkerPrimary.start(config, workers, { configPath: file, watchConfig });
@@ -178,19 +168,52 @@ async function runPrimary(config: KeymuxConfig, workers: number, file: string, w
     process.exit(1);
   }
   process.on('SIGHUP', () => void primary.reloadFromFile('SIGHUP'));
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+  stopSignals.started((signal) => {
     const graceMs = primary.config.drain.graceS * 1000;
     quietly(() => log.info({ signal, graceMs, workers }, 'draining every worker'));
-    void primary.drain(graceMs).then(() => {
-      quietly(() => log.info('stopped'));
-      process.exit(0);
-    });
+    // The primary's drain kills workers that outlast the grace; this bounds the rest of its closing the same way.
+    setTimeout(() => process.exit(1), graceMs + 10_000).unref();
+    void primary.drain(graceMs).then(
+      () => {
+        quietly(() => log.info('stopped'));
+        process.exit(0);
+      },
+      (err: unknown) => {
+        quietly(() => log.error({ err }, 'drain failed'));
+        process.exit(1);
+      },
+    );
+  });
+}
+
+/**
+ * SIGTERM and SIGINT from the start on: one received while keymux starts (Kubernetes stopping a pod that has just
+ * started) is kept and acted on once it has started, where Node's default would end the process on the spot (its
+ * start half done, workers and shards' connections cut without a drain). `started(stop)` hands over: a kept signal
+ * runs `stop` at once; later ones call it, the first only.
+ */
+function keepStopSignals(log: ReturnType<typeof rootLogger>): { started(stop: (signal: string) => void): void } {
+  let pending: string | null = null;
+  let act: ((signal: string) => void) | null = null;
+  let stopping = false;
+  const onSignal = (signal: string): void => {
+    if (act === null) {
+      if (pending === null) quietly(() => log.info({ signal }, 'stop requested while starting: draining once started'));
+      pending ??= signal;
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    act(signal);
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => onSignal('SIGTERM'));
+  process.on('SIGINT', () => onSignal('SIGINT'));
+  return {
+    started(stop) {
+      act = stop;
+      if (pending !== null) onSignal(pending);
+    },
+  };
 }
 
 function quietly(write: () => void): void {
