@@ -599,6 +599,25 @@ function cpuSeconds(pid: number | undefined): number {
   }
 }
 
+/**
+ * CPU seconds used so far by process `pid` and its children (a keymux primary and its workers: the workers are
+ * its children, and a child's time reaches the parent's own counters only once it has exited and been waited for).
+ */
+function treeCpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  let sum = cpuSeconds(pid);
+  let children: string[] = [];
+  try {
+    for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+      children = children.concat(fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim().split(/\s+/));
+    }
+  } catch {
+    return NaN;
+  }
+  for (const c of children) if (c !== '') sum += treeCpuSeconds(Number(c));
+  return sum;
+}
+
 /** Targets whose CPU per request the ring table shows: the proxies (not the lone redis-server). */
 const CPU_TARGETS: readonly TargetName[] = ['twemproxy', 'keymux', 'baseline'];
 
@@ -1029,11 +1048,15 @@ async function workersSection(scale: number, rounds: number): Promise<SectionOut
         for (let k = 0; k < targets.length; k++) {
           const t = targets[(round + k) % targets.length]!; // rotating order: no count always goes last
           if (cells.has(t.workers)) continue;
+          const cpuBefore = treeCpuSeconds(t.child.pid);
           const cell = alive(t.child)
             ? await redisBenchmark(t.port, requests[i]!, KEYSPACE, row.args)
             : { error: `keymux (workers: ${t.workers}) is no longer running${logTail(t.log)}` };
-          if ('ok' in cell) samples.get(t.workers)!.push(cell.ok);
-          else cells.set(t.workers, cell);
+          if ('ok' in cell) {
+            // Every keymux process of the target (primary and workers): what the requests cost the machine.
+            cell.ok.cpuUs = ((treeCpuSeconds(t.child.pid) - cpuBefore) * 1e6) / requests[i]!;
+            samples.get(t.workers)!.push(cell.ok);
+          } else cells.set(t.workers, cell);
           const shown = 'ok' in cell ? `${fmtInt(cell.ok.rps)} rps` : `FAILED: ${cell.error}`;
           console.log(
             `bench: workers ${row.name.padEnd(18)} round ${round + 1}/${rounds} workers ${t.workers} ${shown}`,
@@ -1050,6 +1073,8 @@ async function workersSection(scale: number, rounds: number): Promise<SectionOut
       'requests',
       ...counts.map((w) => `workers ${w} rps`),
       ...counts.slice(1).map((w) => `${w} / 1`),
+      ...counts.map((w) => `workers ${w} CPU µs/req`),
+      ...counts.slice(1).map((w) => `CPU/req ${w} / 1`),
     ];
     const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 2 ? ' --- ' : ' ---: ')).join('|')}|`];
     const failures: string[] = [];
@@ -1063,6 +1088,15 @@ async function workersSection(scale: number, rounds: number): Promise<SectionOut
         if ('error' in c) failures.push(`workers / ${row.name} / ${w}: ${c.error}`);
       }
       for (const w of counts.slice(1)) out.push(ratio(cells.get(w), one));
+      const cpuOf = (w: number): number => {
+        const c = cells.get(w);
+        return c !== undefined && 'ok' in c && c.ok.cpuUs !== undefined ? c.ok.cpuUs : NaN;
+      };
+      for (const w of counts) out.push(Number.isNaN(cpuOf(w)) ? 'n/a' : cpuOf(w).toFixed(2));
+      for (const w of counts.slice(1)) {
+        const r = cpuOf(w) / cpuOf(1);
+        out.push(Number.isFinite(r) ? `${r.toFixed(2)}×` : 'n/a');
+      }
       lines.push(`| ${out.join(' | ')} |`);
     });
     return {
@@ -1075,6 +1109,12 @@ async function workersSection(scale: number, rounds: number): Promise<SectionOut
         `- load: redis-benchmark (one thread), ${CLIENTS} clients, ${fmtInt(KEYSPACE)} random keys, ${VALUE_SIZE}-byte ` +
           `values, against keymux in ring mode over the same shards with workers ${counts.join(', ')}; ${rounds} ` +
           'interleaved rounds, medians',
+        '- CPU µs/req: user + system CPU of every keymux process of the target (the primary and its workers, from ' +
+          '/proc) over the run, divided by its requests. With idle cores for the workers, throughput per added ' +
+          'worker follows how the CPU per request holds: `CPU/req N / 1` at 1.00× means a request costs N workers ' +
+          'what it costs one (nothing shared on the data path); above 1 is what the extra worker adds: each worker ' +
+          'has fewer clients per event-loop turn (less batching per system call) and shard connections of its own, ' +
+          'and on a machine without idle cores the processes also preempt each other',
         '',
         lines.join('\n'),
       ].join('\n'),
