@@ -103,9 +103,16 @@ export interface MigrationProgress {
   /** aborted: a coordinated migration some worker could not take on before anything moved (workers > 1). */
   state: 'fencing' | 'running' | 'done' | 'superseded' | 'aborted';
   sources: string[];
+  /**
+   * Keys the current scan pass has seen, and its estimate of those left (the sources' DBSIZE at the pass's start,
+   * less what it has seen). A pass after errors, or of a migration reinstated, starts both again.
+   */
   keysScanned: number;
+  /** Keys moved to their new owner, over the whole migration. */
   keysMoved: number;
   keysLeft: number;
+  /** Scan passes started (a pass after errors or reinstatement adds one; 0 in a worker that does not scan). */
+  passes: number;
   startedAt: number;
   /** When it finished (done), or null while it runs or once superseded: the keys/s `keymux plan` quotes. */
   finishedAt: number | null;
@@ -280,6 +287,7 @@ export class Migration implements KeyLocator {
       keysScanned: this.keysScanned,
       keysMoved: this.keysMoved,
       keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned),
+      passes: this.scanPass,
       startedAt: this.startedAt,
       finishedAt: this.finishedAt,
       errors: this.errors,
@@ -703,6 +711,8 @@ export class Migration implements KeyLocator {
     // dropped when it returns, so two passes never count down the same sources.
     const pass = ++this.scanPass;
     this.scansLeft = this.sources.length;
+    this.keysScanned = 0;
+    this.totalAtStart = 0;
     if (this.scansLeft === 0) {
       this.finish();
       return;

@@ -10,6 +10,7 @@ import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../s
 import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
+import { freePort } from '../support/ports.js';
 import { checkedWorkload } from '../support/model-workload.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
@@ -308,6 +309,41 @@ describe('leftovers on a source shard', () => {
     await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration', 30_000);
     for (const k of live) expect(await redisCommand(proxy.port, 'GET', k)).toBe(`live:${k}`);
     for (const k of live) expect(await redisCommand(a.port, 'GET', k)).toBe(`live:${k}`);
+    await proxy.close();
+  }, 60_000);
+});
+
+describe('progress across scan passes', () => {
+  it('a pass after errors counts its keys again from zero (not on top of the pass before)', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'passes.yaml');
+    const [a, b] = backends;
+    // The new owner of a's slots listens nowhere: every MIGRATE fails, and the migration scans again and again.
+    const nowhere = `127.0.0.1:${await freePort()}`;
+    const layout = (owner: string) => ({
+      mode: 'slots',
+      shards: [
+        { name: 'a', address: owner, slots: ['0-8191'] },
+        { name: 'b', address: b.address, slots: ['8192-16383'] },
+      ],
+    });
+    write(file, layout(a.address));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const keys = Array.from({ length: 200 }, (_, i) => `pass:${i}`).filter(
+      (k) => proxy.topology.router.shardFor(Buffer.from(k)) === 0,
+    );
+    for (const k of keys) expect(await redisCommand(a.port, 'SET', k, 'v')).toBe('OK');
+    write(file, layout(nowhere));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    await waitFor(() => (proxy.migrationProgress()[0]?.passes ?? 0) >= 3, 'a third scan pass', 30_000);
+    // Wait for the third pass to have scanned a (its SCAN's answer), then read its counts.
+    await waitFor(() => proxy.migrationProgress()[0]!.keysScanned >= keys.length, 'the pass to scan a', 30_000);
+    const m = proxy.migrationProgress()[0]!;
+    expect(m.state).toBe('running');
+    expect(m.keysMoved).toBe(0);
+    expect(m.keysScanned).toBe(keys.length);
+    expect(m.keysLeft).toBe(0);
+    expect(await redisCommand(a.port, 'DBSIZE')).toBe(keys.length);
     await proxy.close();
   }, 60_000);
 });
