@@ -48,14 +48,28 @@ let pool = new ArrayBuffer(POOL_BYTES);
 let poolBytes = new Uint8Array(pool);
 let poolUsed = 0;
 
+/**
+ * Views of the scratch buffer's first n bytes, made once per length (only lengths up to OWN_BUFFER_ABOVE are
+ * copied into the pool): the source of each copy without a new object per read.
+ */
+const scratchViews: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(OWN_BUFFER_ABOVE + 1).fill(
+  undefined,
+);
+
+function scratchView(n: number): Uint8Array {
+  let view = scratchViews[n];
+  if (view === undefined) view = scratchViews[n] = new Uint8Array(scratchMemory, 0, n);
+  return view;
+}
+
 /** The `n` bytes just read into the scratch buffer, copied where they can stay. */
 function keep(n: number): Buffer {
-  const read = n === SCRATCH_BYTES ? scratch : new Uint8Array(scratchMemory, 0, n);
   if (n > OWN_BUFFER_ABOVE) {
     const own = new ArrayBuffer(n);
-    new Uint8Array(own).set(read);
+    new Uint8Array(own).set(n === SCRATCH_BYTES ? scratch : new Uint8Array(scratchMemory, 0, n));
     return viewOf(own, 0, n);
   }
+  const read = scratchView(n);
   if (POOL_BYTES - poolUsed < n) {
     pool = new ArrayBuffer(POOL_BYTES);
     poolBytes = new Uint8Array(pool);
