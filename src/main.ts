@@ -125,11 +125,7 @@ async function main(): Promise<void> {
   try {
     proxy = await Proxy.start(config, { configPath: file, watchConfig: values['no-watch'] !== true });
   } catch (err) {
-    // A certificate, key, CA, token or password file the config names is missing or bad.
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`keymux: cannot start (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
-    for (const e of err.errors) process.stderr.write(`  ${e}\n`);
-    process.exit(1);
+    cannotStart(err);
   }
   process.on('SIGHUP', () => void proxy.reloadFromFile('SIGHUP'));
   stopSignals.started((signal) => {
@@ -137,19 +133,7 @@ async function main(): Promise<void> {
     // Logging must not stand between a signal and the drain: when stdout is gone (a closed pipe, a terminal that
     // went away) a log write can throw, and a drain that never starts would leave keymux deaf to SIGTERM.
     quietly(() => log.info({ signal, graceMs }, 'draining'));
-    // Whatever a closing step waits on, keymux is gone 5 s after the grace period.
-    setTimeout(() => process.exit(1), graceMs + 5000).unref();
-    void proxy.drain(graceMs).then(
-      () => {
-        quietly(() => log.info('stopped'));
-        process.exit(0);
-      },
-      (err: unknown) => {
-        // A step of closing failed: keymux still stops (told to stop, it must not linger half-closed).
-        quietly(() => log.error({ err }, 'drain failed'));
-        process.exit(1);
-      },
-    );
+    drainThenExit(log, () => proxy.drain(graceMs), graceMs + 5000);
   });
 }
 
@@ -162,28 +146,41 @@ async function runPrimary(config: KeymuxConfig, workers: number, file: string, w
   try {
     primary = await WorkerPrimary.start(config, workers, { configPath: file, watchConfig });
   } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    process.stderr.write(`keymux: cannot start (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
-    for (const e of err.errors) process.stderr.write(`  ${e}\n`);
-    process.exit(1);
+    cannotStart(err);
   }
   process.on('SIGHUP', () => void primary.reloadFromFile('SIGHUP'));
   stopSignals.started((signal) => {
     const graceMs = primary.config.drain.graceS * 1000;
     quietly(() => log.info({ signal, graceMs, workers }, 'draining every worker'));
-    // The primary's drain kills workers that outlast the grace; this bounds the rest of its closing the same way.
-    setTimeout(() => process.exit(1), graceMs + 10_000).unref();
-    void primary.drain(graceMs).then(
-      () => {
-        quietly(() => log.info('stopped'));
-        process.exit(0);
-      },
-      (err: unknown) => {
-        quietly(() => log.error({ err }, 'drain failed'));
-        process.exit(1);
-      },
-    );
+    // The primary's drain kills workers still there 5 s after the grace; the rest of its closing gets 5 s more.
+    drainThenExit(log, () => primary.drain(graceMs), graceMs + 10_000);
   });
+}
+
+/** The start failed: a certificate, key, CA, token or password file the config names is missing or bad. */
+function cannotStart(err: unknown): never {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`keymux: cannot start (${err.errors.length} problem${err.errors.length === 1 ? '' : 's'}):\n`);
+  for (const e of err.errors) process.stderr.write(`  ${e}\n`);
+  process.exit(1);
+}
+
+/**
+ * Runs `drain` and exits: 0 once it is done, 1 when a step of it failed (told to stop, keymux must not linger
+ * half-closed) or when it still runs after `boundMs`, whatever a closing step waits on.
+ */
+function drainThenExit(log: ReturnType<typeof rootLogger>, drain: () => Promise<void>, boundMs: number): void {
+  setTimeout(() => process.exit(1), boundMs).unref();
+  void drain().then(
+    () => {
+      quietly(() => log.info('stopped'));
+      process.exit(0);
+    },
+    (err: unknown) => {
+      quietly(() => log.error({ err }, 'drain failed'));
+      process.exit(1);
+    },
+  );
 }
 
 /**
