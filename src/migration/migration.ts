@@ -374,8 +374,14 @@ export class Migration implements KeyLocator {
       if (list === undefined) byTarget.set(target, [key]);
       else list.push(key);
     }
+    // In MIGRATEs of at most BATCH_KEYS keys, as the scan makes them: one command's keys (a DEL of 150,000) must
+    // not become one MIGRATE that holds both shards for its whole length.
     for (const [source, byTarget] of bySource) {
-      for (const [target, list] of byTarget) this.migrate(source, target, list);
+      for (const [target, list] of byTarget) {
+        if (list.length <= BATCH_KEYS) this.migrate(source, target, list);
+        else
+          for (let i = 0; i < list.length; i += BATCH_KEYS) this.migrate(source, target, list.slice(i, i + BATCH_KEYS));
+      }
     }
   }
 
@@ -616,7 +622,8 @@ export class Migration implements KeyLocator {
       if (b.username !== null) args.push('AUTH2', b.username, b.password);
       else args.push('AUTH', b.password);
     }
-    args.push('KEYS', ...keys);
+    args.push('KEYS');
+    for (const key of keys) args.push(key); // not spread into one call: its arguments would be bounded by the stack
     return commandFrame(args);
   }
 

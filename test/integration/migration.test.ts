@@ -347,3 +347,45 @@ describe('progress across scan passes', () => {
     await proxy.close();
   }, 60_000);
 });
+
+describe('one command with many keys in motion', () => {
+  it('an MGET of 150,000 keys during a migration moves them in bounded MIGRATEs and reads every value', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'many-keys.yaml');
+    const [a, b, c] = backends;
+    const layout = (owner: RedisProcess) => ({
+      mode: 'slots',
+      migration: { enabled: true },
+      shards: [
+        { name: 'low', address: owner.address, slots: ['0-16382'] },
+        { name: 'high', address: b.address, slots: ['16383'] },
+      ],
+    });
+    write(file, layout(a));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const keys = Array.from({ length: 150_000 }, (_, i) => `many:${i}`).filter(
+      (k) => proxy.topology.router.shardFor(Buffer.from(k)) === 0,
+    );
+    expect(keys.length).toBeGreaterThan(140_000);
+    for (let i = 0; i < keys.length; i += 10_000) {
+      const part = keys.slice(i, i + 10_000);
+      expect(await redisCommand(a.port, 'MSET', ...part.flatMap((k) => [k, `v${k}`]))).toBe('OK');
+    }
+    // c takes no writes for a while: the migration's first MIGRATE waits, so every key is still on a when the MGET
+    // arrives and all of them must be moved for it (before the fix: one MIGRATE frame built by spreading 150,000
+    // keys into one call, a RangeError that ended the process).
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '1000', 'WRITE')).toBe('OK');
+    write(file, layout(c));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    const [values] = (await redisCommands(proxy.port, [['MGET', ...keys]], { timeoutMs: 60_000 })) as [
+      Array<string | null>,
+    ];
+    expect(values.length).toBe(keys.length);
+    const wrong = keys.filter((k, i) => values[i] !== `v${k}`);
+    expect(wrong.length).toBe(0);
+    await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration', 60_000);
+    expect(await redisCommand(a.port, 'DBSIZE')).toBe(0);
+    expect(await redisCommand(c.port, 'DBSIZE')).toBe(keys.length);
+    await proxy.close();
+  }, 120_000);
+});
