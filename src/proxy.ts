@@ -518,6 +518,9 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     if (reinstated !== null) next.migration = reinstated;
     else migration = this.startMigration(aborted?.fromTopology ?? previous, next, order.migrationId ?? null);
     this.topology = next;
+    // Only now is the running migration superseded: the requests its fence holds are routed again at once, and must
+    // meet the new topology (and the new migration's fence), not the one this reload replaces.
+    migration?.predecessor?.supersede();
     this.pubsub.onTopology(next);
     this.accessChanged(previous);
     this.nearCache?.onTopology(next);
@@ -667,7 +670,6 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     const from: KeyLocator = running ?? resumed?.from ?? new TopologyLocator(previous);
     // Where keys may still be: the running migration's places, then the placement this reload leaves.
     const chain = resumed?.chain ?? [...(running?.chain ?? []), routingOf(previous.config)];
-    running?.supersede();
     const migration = new Migration(
       from,
       [...sources],

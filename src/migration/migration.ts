@@ -113,6 +113,8 @@ export interface MigrationProgress {
   keysLeft: number;
   /** Scan passes started (a pass after errors or reinstatement adds one; 0 in a worker that does not scan). */
   passes: number;
+  /** Requests waiting for the migration's fence (those sent to the old owners before the reload to be answered). */
+  held: number;
   startedAt: number;
   /** When it finished (done), or null while it runs or once superseded: the keys/s `keymux plan` quotes. */
   finishedAt: number | null;
@@ -288,6 +290,7 @@ export class Migration implements KeyLocator {
       keysMoved: this.keysMoved,
       keysLeft: this.state === 'done' ? 0 : Math.max(0, this.totalAtStart - this.keysScanned),
       passes: this.scanPass,
+      held: this.fenceWaiters.length,
       startedAt: this.startedAt,
       finishedAt: this.finishedAt,
       errors: this.errors,

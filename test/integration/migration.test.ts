@@ -389,3 +389,40 @@ describe('one command with many keys in motion', () => {
     await proxy.close();
   }, 120_000);
 });
+
+describe('a reload while a migration is still fencing', () => {
+  it('the requests its fence holds meet the newer placement: an acknowledged write is never moved over', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'fencing.yaml');
+    const [a, b, c, d] = backends;
+    const layout = (owner: RedisProcess) => ({
+      mode: 'slots',
+      migration: { enabled: true },
+      shards: [
+        { name: 'low', address: owner.address, slots: ['0-8191'] },
+        { name: 'high', address: b.address, slots: ['8192-16383'] },
+      ],
+    });
+    write(file, layout(a));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    let k = 'fk:0';
+    for (let i = 0; proxy.topology.router.shardFor(Buffer.from(k)) !== 0; i++) k = `fk:${i}`;
+    expect(await redisCommand(proxy.port, 'SET', k, 'v1')).toBe('OK');
+    // a answers nothing for a while: the first migration's fence (a PING behind everything sent to a) waits.
+    expect(await redisCommand(a.port, 'CLIENT', 'PAUSE', '1000', 'ALL')).toBe('OK');
+    write(file, layout(c));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    const written = redisCommand(proxy.port, 'SET', k, 'v2'); // held by the first migration's fence
+    await waitFor(() => proxy.migrationProgress().some((m) => m.held === 1), 'the SET to be held', 10_000);
+    write(file, layout(d)); // chained: the keys go to d instead
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    expect(await written).toBe('OK');
+    await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migrations', 30_000);
+    // Before the fix the held SET was routed by the placement the second reload replaced, to c (the first
+    // migration's target, which moved nothing), and the second migration moved v1 from a to d: GET said v1.
+    expect(await redisCommand(proxy.port, 'GET', k)).toBe('v2');
+    expect(await redisCommand(d.port, 'GET', k)).toBe('v2');
+    expect(await redisCommand(c.port, 'EXISTS', k)).toBe(0);
+    await proxy.close();
+  }, 60_000);
+});
