@@ -29,7 +29,7 @@ import {
   type MigrationProgress,
   type MoveResult,
 } from './migration/migration.js';
-import { readMigrationState, routingOf } from './migration/state-file.js';
+import { readMigrationState, routingOf, stateFileProblem } from './migration/state-file.js';
 import { StatsRegistry } from './metrics/stats.js';
 import type { ShardPool } from './backend/pool.js';
 import { Metrics } from './metrics/metrics.js';
@@ -217,6 +217,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   static async start(validated: KeymuxConfig, options: StartOptions = {}): Promise<Proxy> {
     const loaded = loadSecurity(validated);
     if (loaded.errors !== undefined) throw new ConfigError(loaded.errors);
+    const stateProblem = validated.migration.enabled ? stateFileProblem(validated.migration.stateFile) : null;
+    if (stateProblem !== null) throw new ConfigError([`${validated.source}: ${stateProblem}`]);
     const material = loaded.material;
     const config = material.config;
     if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
@@ -380,7 +382,18 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       this.log.info({ trigger, version: this.topology.version }, 'config reloaded');
       return { ok: true, errors: [], version: this.topology.version };
     };
-    const next = this.reloadChain.then(run, run);
+    // A reload that throws (a bug, never a config: those are refused above) is reported, not left as a rejection
+    // nobody handles (SIGHUP and the file watcher do not wait for the result): that would end the process.
+    const guarded = async (): Promise<ReloadResult> => {
+      try {
+        return await run();
+      } catch (err) {
+        this.stats.reloadsFailed++;
+        this.log.error({ trigger, err }, 'config reload failed');
+        return { ok: false, errors: [`reload failed: ${(err as Error).message}`], version: this.topology.version };
+      }
+    };
+    const next = this.reloadChain.then(guarded, guarded);
     this.reloadChain = next;
     return next;
   }
@@ -472,6 +485,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       this.stats.reloadsFailed++;
       this.log.error({ change: restartOnly }, 'config reload rejected: this change needs a restart');
       return [`${validated.source}: ${restartOnly} cannot change without a restart`];
+    }
+    const refused = migrationRefusal(previous, validated);
+    if (refused !== null) {
+      this.stats.reloadsFailed++;
+      this.log.error({ trigger, reason: refused }, 'config reload rejected: the running config stays');
+      return [`${validated.source}: ${refused}`];
     }
     const loaded = loadSecurity(validated);
     if (loaded.errors !== undefined) {
@@ -882,6 +901,24 @@ function newPools(previous: Topology, next: Topology): ShardPool[] {
 }
 
 /** The migration settings (config section `migration`). */
+/**
+ * Why a reload to `next` must be refused for the key migration's sake, or null. Turning migration off while one
+ * runs would route by the new placement at once while keys not yet moved sit on their old owners (and the scan would
+ * go on moving old values over new writes); a state file that cannot be written would leave a migration unrecorded
+ * half-way. The running config stays; the operator waits for the migration to end (keymux_migrations_active 0) or
+ * fixes the path.
+ */
+function migrationRefusal(previous: Topology, next: KeymuxConfig): string | null {
+  const running = previous.migration;
+  if (running !== null && running.active && (!next.migration.enabled || next.mode === 'cluster')) {
+    return (
+      `migration ${running.id} is moving keys: a config without migration would leave the keys it has not moved ` +
+      'where clients no longer look; reload again once it is done (keymux_migrations_active 0)'
+    );
+  }
+  return next.migration.enabled ? stateFileProblem(next.migration.stateFile) : null;
+}
+
 function migrationSettings(config: KeymuxConfig): { enabled: boolean; stateFile: string | null } {
   return config.migration;
 }

@@ -860,8 +860,14 @@ export class Migration implements KeyLocator {
   }
 
   private writeState(): void {
-    if (this.options.stateFile !== null)
+    if (this.options.stateFile === null) return;
+    try {
       writeMigrationState(this.options.stateFile, this.startedAt, this.options.chain);
+    } catch (err) {
+      // Checked writable before the reload (stateFileProblem); gone since. The keys still move; only a restart
+      // before the end would not know to resume.
+      this.log.error({ err, stateFile: this.options.stateFile }, 'migration state file not written');
+    }
   }
 
   private removeState(): void {

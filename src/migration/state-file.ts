@@ -5,6 +5,7 @@
  * process with workers > 1). Written atomically (a temporary file renamed into place); removed once every key moved.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { KeymuxConfig } from '../config/schema.js';
 
 /** The parts of a config that decide key placement (what the state file records). */
@@ -50,5 +51,22 @@ export function removeMigrationState(file: string): void {
     fs.unlinkSync(file);
   } catch {
     /* already gone */
+  }
+}
+
+/**
+ * Why the state file `file` could not be written, or null when its directory takes files. Checked when keymux
+ * starts and before a reload changes anything: a migration whose state cannot be recorded is refused, not started
+ * half (a path in a directory that does not exist is a config error like any other).
+ */
+export function stateFileProblem(file: string | null): string | null {
+  if (file === null) return null;
+  const dir = path.dirname(path.resolve(file));
+  try {
+    if (!fs.statSync(dir).isDirectory()) return `migration.state_file ${file}: ${dir} is not a directory`;
+    fs.accessSync(dir, fs.constants.W_OK);
+    return null;
+  } catch (err) {
+    return `migration.state_file ${file}: cannot write in ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
 }

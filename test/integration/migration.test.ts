@@ -426,3 +426,68 @@ describe('a reload while a migration is still fencing', () => {
     await proxy.close();
   }, 60_000);
 });
+
+describe('reloads a running migration refuses', () => {
+  it('turning migration off while keys move is refused; the migration ends and every key reads its value', async () => {
+    await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
+    const file = path.join(dir, 'switch-off.yaml');
+    const [a, b, c] = backends;
+    const layout = (owner: RedisProcess, enabled: boolean) => ({
+      mode: 'slots',
+      migration: { enabled },
+      shards: [
+        { name: 'low', address: owner.address, slots: ['0-8191'] },
+        { name: 'high', address: b.address, slots: ['8192-16383'] },
+      ],
+    });
+    write(file, layout(a, true));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    const keys = Array.from({ length: 2000 }, (_, i) => `off:${i}`);
+    expect(await redisCommand(proxy.port, 'MSET', ...keys.flatMap((k) => [k, 'old']))).toBe('OK');
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '1000', 'WRITE')).toBe('OK'); // the MIGRATEs wait
+    write(file, layout(c, true));
+    expect((await proxy.reloadFromFile('test')).errors).toEqual([]);
+    expect(proxy.migrationProgress().some((m) => m.state === 'running' || m.state === 'fencing')).toBe(true);
+    write(file, layout(c, false));
+    const refused = await proxy.reloadFromFile('test');
+    // Accepted before the fix: keymux routed by c alone at once, and the scan went on moving old values over new writes.
+    expect(refused.ok).toBe(false);
+    expect(refused.errors.join()).toMatch(/is moving keys/);
+    expect(await redisCommand(proxy.port, 'MSET', ...keys.flatMap((k) => [k, 'new']))).toBe('OK');
+    await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration', 30_000);
+    const values = (await redisCommand(proxy.port, 'MGET', ...keys)) as string[];
+    expect(values.filter((v) => v !== 'new').length).toBe(0);
+    expect((await proxy.reloadFromFile('test')).ok).toBe(true); // once it is done, the same file is taken
+    await proxy.close();
+  }, 60_000);
+
+  it('a state file that cannot be written: start and reload are refused with the path, nothing half-started', async () => {
+    const file = path.join(dir, 'bad-state.yaml');
+    const [a, b, c] = backends;
+    const missing = path.join(dir, 'no-such-dir', 'state.json');
+    const layout = (owner: RedisProcess, stateFile: string | null) => ({
+      mode: 'slots',
+      migration: { enabled: true, state_file: stateFile },
+      shards: [
+        { name: 'low', address: owner.address, slots: ['0-8191'] },
+        { name: 'high', address: b.address, slots: ['8192-16383'] },
+      ],
+    });
+    write(file, layout(a, missing));
+    await expect(Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false })).rejects.toThrow(
+      /state_file .*no-such-dir/,
+    );
+    write(file, layout(a, null));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
+    expect(await redisCommand(proxy.port, 'SET', 'sf:1', 'v')).toBe('OK');
+    write(file, layout(c, missing));
+    // Before: the topology was swapped, then writing the state file threw; the migration never left its fence
+    // and every request for a key in motion waited for good.
+    const refused = await proxy.reloadFromFile('test');
+    expect(refused.ok).toBe(false);
+    expect(refused.errors.join()).toMatch(/state_file .*no-such-dir/);
+    expect(proxy.migrationProgress()).toEqual([]);
+    expect(await redisCommand(proxy.port, 'GET', 'sf:1')).toBe('v');
+    await proxy.close();
+  }, 60_000);
+});
