@@ -837,7 +837,10 @@ export class Migration implements KeyLocator {
       // Some keys could not be moved: scan again (only keys that still need moving are touched).
       this.log.warn({ errors: this.errors }, 'migration pass had errors; scanning again');
       this.errors = 0;
-      setTimeout(() => this.scanAll(), 500);
+      setTimeout(() => {
+        // Closed, superseded or ended meanwhile: no new pass (it would open connections nobody closes).
+        if (!this.closed && this.state === 'running') this.scanAll();
+      }, 500);
       return;
     }
     this.state = 'done';
