@@ -12,7 +12,17 @@
  * slice that reads or writes it. Keys already sent are dropped from the request's argument list as it goes (the
  * first few stay for the slow log), so the per-key views the parser built are freed while the command runs.
  * Only slots and ring modes slice (cluster mode has per-slot ordering fences and retries; it keeps the one-go
- * path), and not while a migration is moving keys.
+ * path), and a fan-out does not start slicing while a migration is moving keys.
+ * Reloads: no slice is routed by a topology older than the proxy's current one. A reload swaps the topology and a
+ * migration's fence covers only what was sent before the swap, so a slice routed afterwards by the old snapshot
+ * could write a key on an owner the migration has already scanned (a lost write). Before each slice the current
+ * snapshot is compared with the one the fan-out routes by (one comparison when nothing changed); when it changed,
+ * the fan-out waits for its slices still at the shards (as the session's topology fence does: a new pool may be
+ * another connection to the same shard), then routes the rest by the new snapshot. While that snapshot's
+ * migration is active, a slice whose keys are still on their old owners has them moved first (Migration.moveThen,
+ * as a fresh request's holdForMigration does) and is routed again afterwards; a failed move answers that slice
+ * TRYAGAIN (the command's reply, as any part's error is). Slices stay in the client's order throughout: none is
+ * sent while an earlier one waits, so a key given twice keeps its last value.
  * Each slice is a Request of its own whose owner is the SlicedFanout (a RequestOwner), so backend connections,
  * fragments and merges work unchanged; backpressure calls are passed on to the client's session.
  */
@@ -20,8 +30,9 @@ import { Request, argAt, type RequestOwner, type RoutedUnit } from '../core/requ
 import { Fragment } from '../core/fragment.js';
 import type { CommandSpec, FanoutShape } from '../commands/spec.js';
 import type { Topology } from '../routing/topology.js';
+import type { Migration } from '../migration/migration.js';
 import type { MergeFn } from '../core/fragment.js';
-import { ERR_FANOUT_UNEXPECTED, ERR_SLOT_NOT_SERVED } from '../errors.js';
+import { ERR_FANOUT_UNEXPECTED, ERR_MIGRATION_FAILED, ERR_SLOT_NOT_SERVED } from '../errors.js';
 import { isErrorFrame, isOkFrame, readInteger } from '../resp/reply-reader.js';
 import { arrayHeader, integerReply, OK } from '../resp/writer.js';
 
@@ -39,14 +50,15 @@ const CRLF_BYTES = 2;
 
 /** What the sliced path needs from the client session (a subset of DispatchSession). */
 export interface SlicingSession extends RequestOwner {
-  readonly ctx: { onKeyRouted(key: Buffer): void };
+  /** `topology`: the proxy's current snapshot (read before each slice). */
+  readonly ctx: { readonly topology: Topology; onKeyRouted(key: Buffer): void };
   /** Holds the client's later commands (not routed) until releaseLater(). */
   holdLater(): void;
   releaseLater(): void;
 }
 
-/** Sends a slice's fragments to their shards (dispatch/fanout.ts sendFragments). */
-export type SendFragments = (fragments: Fragment[]) => void;
+/** Sends a slice's fragments to their shards through `topo`'s pools (dispatch/fanout.ts sendFragments). */
+export type SendFragments = (fragments: Fragment[], topo: Topology) => void;
 
 type Combine = 'mget' | 'sum' | 'all-ok';
 
@@ -56,7 +68,13 @@ export class SlicedFanout implements RequestOwner {
   private readonly send: SendFragments;
   private readonly req: Request;
   private readonly spec: CommandSpec;
-  private readonly topo: Topology;
+  /** The snapshot slices are routed by: the one the fan-out started with until a reload (routeAgain). */
+  private topo: Topology;
+  /**
+   * The snapshot a slice may be routed by with no further check: `topo` while it has no active migration, else
+   * null (never the current snapshot, so each slice goes through routeAgain).
+   */
+  private settled: Topology | null;
   private readonly stride: number;
   private readonly keyCount: number;
   private readonly merge: MergeFn;
@@ -66,6 +84,10 @@ export class SlicedFanout implements RequestOwner {
   private inFlight: number;
   private slicesLeft: number;
   private scheduled: boolean;
+  /** The next slice waits for its keys to be moved (a migration); nothing is sent meanwhile. */
+  private holding: boolean;
+  /** The next slice's answer instead of sending it (its keys could not be moved). */
+  private refusal: Buffer | null;
   private released: boolean;
   /** mget: each slice's values (no array header), by slice index. */
   private readonly parts: Buffer[];
@@ -87,6 +109,7 @@ export class SlicedFanout implements RequestOwner {
     this.req = req;
     this.spec = spec;
     this.topo = topo;
+    this.settled = topo;
     this.stride = shape === 'key-value' ? 2 : 1;
     this.keyCount = (req.args.length - 1) / this.stride;
     this.merge = merge;
@@ -95,6 +118,8 @@ export class SlicedFanout implements RequestOwner {
     this.inFlight = 0;
     this.slicesLeft = Math.ceil(this.keyCount / SLICE_KEYS);
     this.scheduled = false;
+    this.holding = false;
+    this.refusal = null;
     this.released = false;
     this.parts = new Array<Buffer>(this.slicesLeft);
     this.sum = 0;
@@ -110,7 +135,9 @@ export class SlicedFanout implements RequestOwner {
 
   private pump(): void {
     this.scheduled = false;
-    if (this.next < this.keyCount && this.inFlight < WINDOW) this.sendSlice();
+    if (this.holding) return; // the move's callback pumps again
+    // A slice that must wait (earlier slices before a new topology, or a move) is sent by a later pump.
+    if (this.next < this.keyCount && this.inFlight < WINDOW && !this.sendSlice()) return;
     if (this.next >= this.keyCount) {
       if (!this.released) {
         this.released = true;
@@ -125,7 +152,11 @@ export class SlicedFanout implements RequestOwner {
     setImmediate(this.pump);
   }
 
-  private sendSlice(): void {
+  /** Routes and sends the next slice; false when it must wait (and is sent by a later pump). */
+  private sendSlice(): boolean {
+    const current = this.session.ctx.topology;
+    if (current !== this.settled && !this.routeAgain(current)) return false;
+    const topo = this.topo;
     const req = this.req;
     const args = req.args;
     const stride = this.stride;
@@ -133,7 +164,7 @@ export class SlicedFanout implements RequestOwner {
     const to = Math.min(this.keyCount, from + SLICE_KEYS);
     this.next = to;
     const index = Math.floor(from / SLICE_KEYS);
-    const router = this.topo.router;
+    const router = topo.router;
     const groups = new Map<number, number[]>();
     for (let i = from; i < to; i++) {
       const key = argAt(req, 1 + i * stride);
@@ -158,13 +189,63 @@ export class SlicedFanout implements RequestOwner {
     if (req.argOffsets === null)
       for (let a = Math.max(KEEP_ARGS, 1 + from * stride); a < 1 + to * stride; a++) args[a] = EMPTY;
     this.inFlight++;
-    for (const f of fragments) {
-      if (this.topo.shards[f.shard] === undefined) {
-        for (const g of fragments) g.deliver(ERR_SLOT_NOT_SERVED); // nothing of this slice is sent
-        return;
-      }
+    let refusal = this.refusal;
+    this.refusal = null;
+    if (refusal === null)
+      for (const f of fragments)
+        if (topo.shards[f.shard] === undefined) {
+          refusal = ERR_SLOT_NOT_SERVED;
+          break;
+        }
+    if (refusal !== null) {
+      for (const g of fragments) g.deliver(refusal); // nothing of this slice is sent
+      return true;
     }
-    this.send(fragments);
+    this.send(fragments, topo);
+    return true;
+  }
+
+  /**
+   * Slow path, after a reload or while the current snapshot's migration is active: true when the next slice may
+   * be routed by `this.topo` now. A newer snapshot is taken once no slice of the old one is at the shards (the
+   * migration's fence covers those; onRequestDone pumps again). Keys of the slice still on their old owners are
+   * moved first, as for a fresh request (client-session.ts holdForMigration); then the slice is routed again,
+   * through whatever snapshot is current by then.
+   */
+  private routeAgain(current: Topology): boolean {
+    if (this.refusal !== null) return true;
+    if (current !== this.topo) {
+      if (this.inFlight > 0) return false;
+      this.topo = current;
+    }
+    const migration = current.migration;
+    if (migration === null || !migration.active) {
+      this.settled = current;
+      return true;
+    }
+    this.settled = null;
+    const keys = this.keysToMove(migration);
+    if (keys === null) return true;
+    this.holding = true;
+    migration.moveThen(keys, (ok) => {
+      this.holding = false;
+      if (!ok) this.refusal = ERR_MIGRATION_FAILED;
+      this.schedule();
+    });
+    return false;
+  }
+
+  /** The next slice's keys that `migration` has still to move (null: none). */
+  private keysToMove(migration: Migration): Buffer[] | null {
+    const req = this.req;
+    const stride = this.stride;
+    const to = Math.min(this.keyCount, this.next + SLICE_KEYS);
+    let keys: Buffer[] | null = null;
+    for (let i = this.next; i < to; i++) {
+      const key = argAt(req, 1 + i * stride);
+      if (migration.needsMove(key)) (keys ??= []).push(key);
+    }
+    return keys;
   }
 
   // ---- RequestOwner: a slice is answered; backpressure goes to the session ----------------------------------

@@ -3,8 +3,9 @@
  * group (shard, or slot on a Redis Cluster), each carrying its keys in the client's order, and the replies are merged
  * back (fanout/merge.ts). When every key lands in one group the client's own bytes go there, unsplit.
  * `sendFragments` is shared with broadcast dispatch. A fan-out of more than SLICE_ABOVE_KEYS keys (slots and ring
- * modes, no migration running) goes out in slices that let other clients through (fanout/sliced.ts); the common
- * small fan-out pays one comparison for it.
+ * modes, no migration running when it starts) goes out in slices that let other clients through (fanout/sliced.ts;
+ * a reload meanwhile routes its remaining slices by the new topology); the common small fan-out pays one comparison
+ * for it.
  */
 import { ERR_SLOT_NOT_SERVED, noReplicaReachable, wrongArity } from '../../errors.js';
 import { buildFragments, groupKeys, spansGroups } from '../../fanout/split.js';
@@ -41,7 +42,7 @@ export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
   ) {
     const read = spec.readonly;
     const merge = MERGES[spec.merge ?? 'mget'];
-    new SlicedFanout(session, req, spec, topo, shape, merge, (f) => sendFragments(session, f, topo, read)).start();
+    new SlicedFanout(session, req, spec, topo, shape, merge, (f, t) => sendFragments(session, f, t, read)).start();
     return;
   }
   materializeArgs(req);
