@@ -545,7 +545,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.nearCache?.onTopology(next);
     aborted?.abort();
     reinstated?.reinstate();
-    migration?.start(previous);
+    // A transaction written to a session connection before the swap may still be on its way to an old owner.
+    migration?.start(previous, (done) => this.sessions.execsAnswered(done, config.backend.timeoutMs));
     this.observer.configure(config.metrics);
     this.configureNearCache(config);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();

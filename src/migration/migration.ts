@@ -488,8 +488,11 @@ export class Migration implements KeyLocator {
     return this.from instanceof TopologyLocator ? this.from.topo : null;
   }
 
-  /** Starts: fence (markers on the old owners' connections), then the background scan. */
-  start(oldTopology: Topology): void {
+  /**
+   * Starts: fence (markers on the old owners' connections, and `alsoWait`: the transactions in flight on session
+   * connections, which the markers do not cover), then the background scan.
+   */
+  start(oldTopology: Topology, alsoWait: ((done: () => void) => void) | null = null): void {
     this.writeState();
     const conns = oldTopology
       .allPools()
@@ -499,7 +502,7 @@ export class Migration implements KeyLocator {
     // otherwise be looked for where it no longer is.
     const predecessors: Migration[] = [];
     for (let p = this.from; p instanceof Migration; p = p.from) predecessors.push(p);
-    let left = conns.length + predecessors.length + 1;
+    let left = conns.length + predecessors.length + (alsoWait === null ? 1 : 2);
     const fenced = () => {
       if (--left > 0 || this.state !== 'fencing') return;
       this.fencedHere = true;
@@ -510,6 +513,7 @@ export class Migration implements KeyLocator {
     };
     for (const c of conns) c.send(new CallbackOp(PING, fenced), PING);
     for (const p of predecessors) p.whenIdle(fenced);
+    alsoWait?.(fenced);
     fenced();
   }
 

@@ -8,9 +8,12 @@
  * - `busy` is set exactly while a command of this client is at a leased connection; if the client leaves then,
  *   that connection is destroyed, never reused (whatever it was doing belongs to a client that is gone);
  * - the WATCH lease is given back (with UNWATCH) on EXEC, DISCARD, UNWATCH, RESET, or when the client leaves;
+ * - `group` and `watchGroup` are groups of `topo`, the snapshot they were found with; after a reload the session
+ *   finds them again in the new one before it compares or uses them (dispatch/session.ts rebaseTransaction);
  * - `waiting` is set exactly while a WAIT of this client holds leases; if the client leaves then, they are closed.
  */
 import type { CommandSpec } from '../commands/spec.js';
+import type { Topology } from '../routing/topology.js';
 import type { Lease, SessionPools } from './session-pool.js';
 
 /** One command queued between MULTI and EXEC. */
@@ -47,6 +50,15 @@ export class SessionState {
   /** The lease holding this client's WATCHes, and the group of the watched keys. */
   watchLease: Lease | null;
   watchGroup: number;
+  /** The keys of this client's WATCHes (owned bytes: the WATCH requests'), while it holds a WATCH lease. */
+  watchKeys: Buffer[];
+  /** The snapshot `group` and `watchGroup` belong to (null: neither is set). */
+  topo: Topology | null;
+  /**
+   * A reload moved keys of the transaction off its node: with WATCH, EXEC answers a null reply (as when a watched
+   * key changed); without, they are now on different shards and EXEC answers EXECABORT. Nothing is run.
+   */
+  stale: boolean;
   /** A lease with a command of this client in flight. */
   busy: Lease | null;
   /** That command is a blocking one (the client is blocked) or an isolated script: if the client leaves, cut it at once. */
@@ -65,6 +77,9 @@ export class SessionState {
     this.remoteCount = 0;
     this.watchLease = null;
     this.watchGroup = -1;
+    this.watchKeys = [];
+    this.topo = null;
+    this.stale = false;
     this.busy = null;
     this.blocking = false;
     this.waiting = null;
@@ -98,6 +113,10 @@ export class SessionState {
     this.group = -1;
     this.queued = [];
     this.remoteCount = 0;
+    if (this.watchLease === null) {
+      this.topo = null;
+      this.stale = false;
+    }
     return q;
   }
 
@@ -106,7 +125,23 @@ export class SessionState {
     const lease = this.watchLease;
     this.watchLease = null;
     this.watchGroup = -1;
+    this.watchKeys = [];
+    if (!this.inMulti) {
+      this.topo = null;
+      this.stale = false;
+    }
     if (lease !== null && lease !== this.busy) lease.release();
+  }
+
+  /** EXEC: the WATCH lease (or null) goes to the transaction, which gives it back (EXEC unwatches). */
+  takeWatch(): Lease | null {
+    const lease = this.watchLease;
+    this.watchLease = null;
+    this.watchGroup = -1;
+    this.watchKeys = [];
+    this.topo = null;
+    this.stale = false;
+    return lease;
   }
 
   /** RESET: no transaction, no WATCH (nothing is in flight: RESET waits behind a busy command). */

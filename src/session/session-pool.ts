@@ -15,7 +15,10 @@
  * - the backend CLIENT ID of each connection (asked once, right after the handshake), so a blocked command can be
  *   cancelled with CLIENT UNBLOCK over the node's shared connection: drain answers blocked clients that way (they
  *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it;
- * - the blocked-call registry (keymux client id -> its blocked call) for drain and CLIENT UNBLOCK.
+ * - the blocked-call registry (keymux client id -> its blocked call) for drain and CLIENT UNBLOCK;
+ * - the transactions in flight (MULTI ... EXEC written to a lease, EXEC not answered): a key migration's fence
+ *   waits for them as for the shared connections' commands (execsAnswered), so none lands on an old owner after
+ *   its keys moved.
  * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts), with no operation timeout
  * (a block may last forever: timeout 0), no reconnection (its state dies with the socket) and no redirect
  * handler (the session handler follows MOVED itself).
@@ -238,6 +241,9 @@ export class SessionPools {
   created: number;
   exhausted: number;
   private readonly pools: Map<string, SessionPool>;
+  /** Leases with a transaction in flight, and the fences waiting for some of them (each: those it waits for). */
+  private readonly execs: Set<Lease>;
+  private execFences: Array<{ left: Set<Lease>; done: () => void }>;
   private readonly optionsCache: WeakMap<BackendOptions, BackendOptions>;
   private sweepTimer: NodeJS.Timeout | null;
 
@@ -250,6 +256,8 @@ export class SessionPools {
     this.created = 0;
     this.exhausted = 0;
     this.pools = new Map();
+    this.execs = new Set();
+    this.execFences = [];
     this.optionsCache = new WeakMap();
     this.sweepTimer = null;
     this.sweep = this.sweep.bind(this);
@@ -264,6 +272,51 @@ export class SessionPools {
       this.pools.set(address, pool);
     }
     return pool.lease(shared, protocol);
+  }
+
+  /** A transaction was written to `lease` (dispatch/session.ts TransactionRun). */
+  execSent(lease: Lease): void {
+    this.execs.add(lease);
+  }
+
+  /** Its EXEC was answered (or failed with the connection). */
+  execAnswered(lease: Lease): void {
+    if (!this.execs.delete(lease) || this.execFences.length === 0) return;
+    const fences = this.execFences;
+    this.execFences = [];
+    for (const f of fences) {
+      f.left.delete(lease);
+      if (f.left.size === 0) f.done();
+      else this.execFences.push(f);
+    }
+  }
+
+  /**
+   * Calls `done` once every transaction in flight now has been answered (a migration's fence: a reload routes
+   * later ones by the new topology), or after `timeoutMs` (0: no limit), as a timed-out PING marker counts.
+   */
+  execsAnswered(done: () => void, timeoutMs: number): void {
+    if (this.execs.size === 0) {
+      done();
+      return;
+    }
+    let timer: NodeJS.Timeout | null = null;
+    const fence = {
+      left: new Set(this.execs),
+      done: () => {
+        if (timer !== null) clearTimeout(timer);
+        done();
+      },
+    };
+    this.execFences.push(fence);
+    if (timeoutMs <= 0) return;
+    timer = setTimeout(() => {
+      const i = this.execFences.indexOf(fence);
+      if (i < 0) return;
+      this.execFences.splice(i, 1);
+      done();
+    }, timeoutMs);
+    timer.unref();
   }
 
   /** The shared pool's settings (AUTH, TLS, connect timeout) for a session connection. */

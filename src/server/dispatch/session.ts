@@ -72,6 +72,12 @@ const ERR_WATCH_OTHER_SHARD = errorReply(
 const ERR_WATCH_LOST = errorReply(
   "ERR keymux: the connection holding this client's WATCH was lost; the transaction was not run (WATCH again and retry)",
 );
+const ERR_TX_SPLIT = errorReply(
+  'EXECABORT keymux: the transaction was not applied: a config reload put its keys on different shards; retry it',
+);
+/** EXEC's reply when a WATCHed key changed (Redis's null array). */
+const NULL_ARRAY_RESP2 = Buffer.from('*-1\r\n');
+const NULL_ARRAY_RESP3 = Buffer.from('_\r\n');
 const ERR_TOO_MANY_REDIRECTS = errorReply('ERR keymux: too many cluster redirections for this command');
 const MULTI_FRAME = commandFrame(['MULTI']);
 const EXEC_FRAME = commandFrame(['EXEC']);
@@ -213,6 +219,7 @@ export function queueInTransaction(
     refuse(errorReply("ERR keymux: command 'client|unblock' cannot be queued in a transaction"));
     return;
   }
+  if (state.topo !== null && state.topo !== topo) rebaseTransaction(session, state, topo);
   const idx = session.keyIndexes;
   const n = findKeyIndexes(spec, req.args, idx);
   if (n <= 0) {
@@ -227,8 +234,10 @@ export function queueInTransaction(
       return;
     }
   }
-  if (state.group === -1) state.group = group;
-  else if (state.group !== group) {
+  if (state.group === -1) {
+    state.group = group;
+    state.topo = topo;
+  } else if (state.group !== group) {
     refuse(ERR_TX_OTHER_SHARD);
     return;
   }
@@ -256,18 +265,26 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   }
   if (!state.dirty && state.remoteCount > 0 && heldForMigration(session, req, null, topo, state.queued)) return;
   if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
+  if (state.topo !== null && state.topo !== topo) rebaseTransaction(session, state, topo);
   const dirty = state.dirty;
+  const stale = state.stale;
   const group = state.group;
   const remote = state.remoteCount;
   const queued = state.take();
-  let lease = state.watchLease;
-  const watched = lease !== null;
+  const watched = state.watchLease !== null;
   if (dirty) {
     state.endWatch();
     req.deliver(ERR_EXECABORT);
     return;
   }
-  if (remote === 0 && lease === null) {
+  if (stale) {
+    // A reload moved its keys (rebaseTransaction). Nothing of it reached a shard: the WATCH lease is given back
+    // with UNWATCH (release), as after DISCARD, and the client retries under the new topology.
+    state.endWatch();
+    req.deliver(watched ? (session.protocol === 3 ? NULL_ARRAY_RESP3 : NULL_ARRAY_RESP2) : ERR_TX_SPLIT);
+    return;
+  }
+  if (remote === 0 && !watched) {
     req.deliver(execReply(session, queued, null));
     return;
   }
@@ -277,8 +294,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   const nc = session.ctx.nearCache;
   const writes = queued.some((q) => !q.local && !q.spec.readonly);
   if (nc !== null && queued.some((q) => q.spec.write)) nc.writeAll(req);
-  state.watchLease = null;
-  state.watchGroup = -1;
+  let lease = state.takeWatch();
   if (lease !== null) {
     if (!lease.usable) {
       lease.release();
@@ -342,6 +358,7 @@ class TransactionRun {
   send(): void {
     const lease = this.lease;
     this.moved = null;
+    this.session.ctx.sessions.execSent(lease); // a migration starting now waits for its reply (execsAnswered)
     lease.send(new SideOp(MULTI_FRAME));
     const onQueued = (frame: Buffer): void => {
       if (this.moved === null && frame[0] === 45 /* - */) {
@@ -356,6 +373,7 @@ class TransactionRun {
   private done(frame: Buffer): void {
     const state = this.state;
     const lease = this.lease;
+    this.session.ctx.sessions.execAnswered(lease);
     if (!lease.leased) {
       this.req.deliver(frame); // the client left: closed with it
       return;
@@ -530,6 +548,7 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
     req.deliver(ERR_WATCH_IN_MULTI); // not flagged, as in Redis
     return;
   }
+  if (state.topo !== null && state.topo !== topo) rebaseTransaction(session, state, topo);
   const group = groupOfKeys(session, req, spec, topo);
   if (group < 0) return;
   if (state.watchLease !== null && state.watchGroup !== group) {
@@ -546,7 +565,12 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
     lease = got;
     state.watchLease = lease;
     state.watchGroup = group;
+    state.topo = topo;
   }
+  // Kept for a reload before EXEC (rebaseTransaction); runAlone gave the request its own bytes.
+  const idx = session.keyIndexes;
+  const n = findKeyIndexes(spec, req.args, idx);
+  for (let i = 0; i < n; i++) state.watchKeys.push(req.args[idx[i]]);
   lease.watching = true;
   state.busy = lease;
   lease.send(new LeasedCall(session, state, req, lease, false));
@@ -814,6 +838,43 @@ function heldForMigration(
   }
   const n = findKeyIndexes(spec as CommandSpec, req.args, idx);
   return n > 0 && session.holdForMigration(req, migration, idx, n);
+}
+
+/**
+ * A reload came between the transaction's WATCH or first queued key (state.topo) and now (`topo`): its groups are
+ * found again in `topo`, where a shard may have another index (slots and ring modes: a group is a shard's index),
+ * and its keys' owners are checked. With WATCH the transaction can only run on the node holding the watches (the
+ * lease): if a watched or queued key is owned by another node now, it is marked stale and EXEC answers a null
+ * reply, as Redis does when a watched key changed. Not to be left to the node: a key that did not exist is moved
+ * by nobody, so the old owner's WATCH does not see the move, and EXEC would succeed there, writing where keymux no
+ * longer reads. A reload that leaves the keys on that node changes nothing. Without WATCH nothing has reached a
+ * shard: EXEC goes to the keys' owner in `topo`, unless they are on different shards now (stale: EXECABORT).
+ * Cluster mode: groups are slots, the same in every snapshot, and a node that lost a slot answers MOVED.
+ */
+function rebaseTransaction(session: DispatchSession, state: SessionState, topo: Topology): void {
+  state.topo = topo;
+  const router = topo.router;
+  if (router.groupsAreSlots) return;
+  const lease = state.watchLease;
+  const at = lease === null ? null : lease.pool.address;
+  let group = -1;
+  let stale = false;
+  const check = (key: Buffer): void => {
+    const g = router.groupFor(key);
+    if (group === -1) group = g;
+    else if (g !== group) stale = true;
+    if (at !== null && topo.shards[router.shardOfGroup(g)]?.address !== at) stale = true;
+  };
+  for (const key of state.watchKeys) check(key);
+  const idx = session.keyIndexes;
+  for (const q of state.queued) {
+    if (q.local) continue;
+    const n = findKeyIndexes(q.spec, q.args, idx);
+    for (let i = 0; i < n; i++) check(q.args[idx[i]]);
+  }
+  if (stale) state.stale = true;
+  if (lease !== null) state.watchGroup = group;
+  if (state.inMulti && group !== -1) state.group = group;
 }
 
 /** The master pool of a group's shard now, or null when no master serves it (cluster failover). */
