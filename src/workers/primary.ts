@@ -224,10 +224,16 @@ export class WorkerPrimary {
   /** Re-reads the config file and applies it to every worker (serialised with other reloads and worker starts). */
   reloadFromFile(trigger: string): Promise<ReloadResult> {
     return this.enqueue(async () => {
-      const result = await readConfigFile(this.configPath);
-      this.watcher?.markCurrent();
-      if (result.errors !== undefined) return this.reloadFailed(trigger, result.errors);
-      return this.applyEverywhere(result.config, trigger);
+      // Never rejects: SIGHUP and the file watch do not wait for it (a rejection would end the primary), and POST
+      // /reload answers the error like any refused reload.
+      try {
+        const result = await readConfigFile(this.configPath);
+        this.watcher?.markCurrent();
+        if (result.errors !== undefined) return this.reloadFailed(trigger, result.errors);
+        return await this.applyEverywhere(result.config, trigger);
+      } catch (err) {
+        return this.reloadFailed(trigger, [`reload failed: ${(err as Error)?.message ?? String(err)}`]);
+      }
     });
   }
 
@@ -245,13 +251,24 @@ export class WorkerPrimary {
     // them from, then on the one it moves them to); the workers chain theirs the same way.
     const running = moving ? this.migration : null;
     if (moving) {
-      // Recorded before any worker holds it: a primary that dies from here on resumes it at its next start.
+      // Recorded before any worker holds it: a primary that dies from here on resumes it at its next start. Written
+      // before anything here changes: a state file that cannot be written refuses the reload, and the running
+      // config and migration stay as they were.
       const chain = [...(running?.chain ?? []), routingOf(previous)];
-      migration = { id: this.nextMigrationId++, chain, phase: 'held', startedAt: Date.now() };
+      const startedAt = Date.now();
+      const file = next.migration.stateFile;
+      if (file !== null) {
+        try {
+          writeMigrationState(file, startedAt, chain);
+        } catch (err) {
+          return this.reloadFailed(trigger, [
+            `${next.source}: migration.state_file: cannot record the key migration in ${file}: ${(err as Error).message}`,
+          ]);
+        }
+      }
+      migration = { id: this.nextMigrationId++, chain, phase: 'held', startedAt };
       this.migration = migration;
       if (running !== null) this.superseded.add(running.id);
-      const file = next.migration.stateFile;
-      if (file !== null) writeMigrationState(file, migration.startedAt, migration.chain);
     }
     const migrationId = migration?.id;
     const outcomes = await Promise.allSettled(
@@ -278,8 +295,7 @@ export class WorkerPrimary {
           // The migration it was chained to goes on in every worker (they reinstate it on the rollback).
           this.superseded.delete(running.id);
           this.migration = running;
-          const file = previous.migration.stateFile;
-          if (file !== null) writeMigrationState(file, running.startedAt, running.chain);
+          this.restoreState(previous.migration.stateFile, running);
         }
       }
       return this.reloadFailed(trigger, errors);
@@ -302,6 +318,22 @@ export class WorkerPrimary {
     }
     this.log.info({ trigger, version: this.version, workers: serving.length }, 'config reloaded by every worker');
     return { ok: true, errors: [], version: this.version };
+  }
+
+  /**
+   * The state file records `running` again (the reload chained to it was refused). A file that cannot be written
+   * now is logged: the migration goes on in every worker all the same (a restart meanwhile would not resume it).
+   */
+  private restoreState(file: string | null, running: RunningMigration): void {
+    if (file === null) return;
+    try {
+      writeMigrationState(file, running.startedAt, running.chain);
+    } catch (err) {
+      this.log.error(
+        { migration: running.id, stateFile: file, err: (err as Error).message },
+        'could not record the key migration in the state file again',
+      );
+    }
   }
 
   /** A reload some workers refused: the ones that applied it go back to the running config. */
