@@ -142,6 +142,12 @@ export class WorkerPrimary {
   private readonly endedMigrations = new Map<number, 'done' | 'aborted'>();
   /** Migrations a later one took over while they ran: a follower still asking about one is told to route again. */
   private readonly superseded = new Set<number>();
+  /**
+   * The leader's scan-done reports of migrations that were not the primary's current one when they came (a chained
+   * reload had taken over): if that reload is refused and the migration is reinstated, it is over already (the
+   * leader will not report it again).
+   */
+  private readonly scannedEarly = new Map<number, MigrationProgress>();
   /** Follower move requests waiting for the leader to be serving. */
   private pendingMoves: PendingMove[] = [];
   /** The leader's figures for the migrations it finished, newest last (`keymux plan` quotes their rate). */
@@ -296,6 +302,9 @@ export class WorkerPrimary {
           this.superseded.delete(running.id);
           this.migration = running;
           this.restoreState(previous.migration.stateFile, running);
+          // The leader finished its scan while this reload was in flight: it is done (its report was held back).
+          const scanned = this.scannedEarly.get(running.id);
+          if (scanned !== undefined) this.scanDone(running, scanned, previous.migration.stateFile);
         }
       }
       return this.reloadFailed(trigger, errors);
@@ -370,6 +379,7 @@ export class WorkerPrimary {
     // The migrations it took over are finished with it.
     for (const id of this.superseded) this.endedMigrations.set(id, 'done');
     this.superseded.clear();
+    this.scannedEarly.clear();
     this.log.info(
       { migration: migration.id, seconds: Math.round((Date.now() - migration.startedAt) / 100) / 10 },
       'key migration finished in every worker',
@@ -525,12 +535,22 @@ export class WorkerPrimary {
     else if (event.type === 'keymux:start-failed') this.startErrors = event.errors;
     else if (event.type === 'keymux:move') this.relayMove(slot, event.ref, event.migration, event.keys);
     else if (event.type === 'keymux:migration-scanned') {
-      if (slot.id === LEADER && this.migration?.id === event.migration && this.migration.phase === 'running') {
-        this.finished.push(event.progress);
-        if (this.finished.length > 10) this.finished.shift();
-        this.endMigration(this.migration, 'done', this.config.migration.stateFile);
+      if (slot.id !== LEADER) return;
+      if (this.migration?.id === event.migration && this.migration.phase === 'running')
+        this.scanDone(this.migration, event.progress, this.config.migration.stateFile);
+      else if (this.superseded.has(event.migration)) {
+        // A chained reload took it over while the leader finished it: kept in case that reload is refused.
+        this.scannedEarly.set(event.migration, event.progress);
+        if (this.scannedEarly.size > 16) this.scannedEarly.delete(this.scannedEarly.keys().next().value!);
       }
     }
+  }
+
+  /** The leader's scan of `migration` is over: every key is on its new owner; it ends in every worker. */
+  private scanDone(migration: RunningMigration, progress: MigrationProgress, stateFile: string | null): void {
+    this.finished.push(progress);
+    if (this.finished.length > 10) this.finished.shift();
+    this.endMigration(migration, 'done', stateFile);
   }
 
   /** The last start failure's errors (a ConfigError for main.ts to print when the first start fails). */

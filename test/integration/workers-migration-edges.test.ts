@@ -5,9 +5,14 @@
  *   refused before anything changes: POST /reload answers 400 with the error, SIGHUP logs it and the primary keeps
  *   running; clients are served by the running placement. Refused while a migration runs, that migration goes on
  *   in every worker and ends: the follower's requests for its keys in motion are answered.
+ * - a scan-done report the primary gets while a chained reload is in flight: the leader finishes migration 1 while
+ *   both workers wait for a sentinel to apply reload 2 (which the primary already numbered 2); the sentinel fails
+ *   them, reload 2 is refused and the primary reinstates migration 1, which the leader has already finished: the
+ *   primary ends it at once (state file removed, every worker told, keymux_migrations_active back to 0).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
@@ -282,5 +287,79 @@ describe('migration.state_file that cannot be written (workers: 2)', () => {
     );
     await verifyPlacement(TO_C(), model);
     expect(keymux.output()).toMatch(/"migration":1,"seconds":[\d.]+,"msg":"key migration finished in every worker"/);
+  });
+});
+
+describe('a scan-done report that comes while a chained reload is in flight (workers: 2)', () => {
+  let sentinel: net.Server;
+  const held: net.Socket[] = [];
+  let arrived: () => void = () => undefined;
+  let release = false;
+
+  beforeAll(async () => {
+    // A sentinel that answers nothing: a worker applying a reload that names a new sentinel_master waits for it
+    // until the test closes the connection (then the reload is refused: no sentinel named a primary).
+    sentinel = net.createServer((socket) => {
+      socket.on('error', () => undefined);
+      if (release) socket.destroy();
+      else {
+        held.push(socket);
+        arrived();
+      }
+    });
+    await new Promise<void>((r) => sentinel.listen(0, '127.0.0.1', r));
+  });
+
+  afterAll(async () => {
+    for (const s of held) s.destroy();
+    await new Promise((r) => sentinel.close(r));
+  });
+
+  it('the reinstated migration the leader already finished is ended at once', async () => {
+    const stateFile = path.join(dir, 'migration.json');
+    writeConfig(START(), stateFile);
+    keymux = await runBinary(file, 'keymux workers serving');
+    const model = await load('sd');
+    expect(await redisCommand(c.port, 'CLIENT', 'PAUSE', '30000', 'WRITE')).toBe('OK');
+    writeConfig(TO_C(), stateFile);
+    const first = await admin('/reload', 'POST');
+    expect(first.status, first.text).toBe(200);
+    expect(fs.existsSync(stateFile)).toBe(true);
+    // Migration 2 (b's upper half to a sentinel shard) is chained to 1: both workers wait for the sentinel.
+    const { port: sentinelPort } = sentinel.address() as net.AddressInfo;
+    const bothAsked = new Promise<void>((r) => (arrived = () => held.length >= 2 && r()));
+    writeConfig(
+      [
+        [c, ['0-4095']],
+        [a, ['4096-8191']],
+        [b, ['8192-12287']],
+        [{ master: 'm' }, ['12288-16383']],
+      ],
+      stateFile,
+      { sentinel: { sentinels: [`127.0.0.1:${sentinelPort}`], timeout_ms: 30_000 } },
+    );
+    const second = admin('/reload', 'POST');
+    await bothAsked;
+    // Meanwhile the leader's scan of migration 1 ends (c takes writes again): it reports it to the primary,
+    // whose current migration is 2 by now.
+    const finished = count(keymux.output(), /"msg":"migration finished"/);
+    expect(await redisCommand(c.port, 'CLIENT', 'UNPAUSE')).toBe('OK');
+    await outputHas(/"msg":"migration finished"/, finished + 1);
+    expect(keymux.output()).not.toContain('key migration finished in every worker');
+    // The sentinel fails both workers: reload 2 is refused; migration 1 is the primary's again, and it is over.
+    release = true;
+    for (const s of held.splice(0)) s.destroy();
+    const refused = await second;
+    expect(refused.status, refused.text).toBe(400);
+    expect(refused.text).toContain('sentinel');
+    await outputHas(/"migration":1,"seconds":[\d.]+,"msg":"key migration finished in every worker"/);
+    expect(fs.existsSync(stateFile)).toBe(false);
+    await until('every worker to end migration 1', async () =>
+      (await metric('keymux_migrations_active')) === 0 ? true : undefined,
+    );
+    const { leader, follower } = await clientsOnBoth(1);
+    const keys = [...model.keys()];
+    for (const client of [...leader, ...follower]) expect(await client.mget(...keys)).toEqual([...model.values()]);
+    await verifyPlacement(TO_C(), model);
   });
 });
