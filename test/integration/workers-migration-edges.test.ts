@@ -216,7 +216,10 @@ afterAll(async () => {
 describe('migration.state_file that cannot be written (workers: 2)', () => {
   it('a reload that moves keys is refused (POST /reload, SIGHUP); the primary serves on the running placement', async () => {
     const missing = path.join(dir, 'no-such-dir', 'migration.json');
+    // A start with it is refused, the path named (a config error like any other).
     writeConfig(START(), missing);
+    await expect(runBinary(file, 'keymux workers serving')).rejects.toThrow(/cannot start[\s\S]*no-such-dir/);
+    writeConfig(START(), path.join(dir, 'migration-ok.json'));
     keymux = await runBinary(file, 'keymux workers serving');
     const model = await load('sf');
     writeConfig(TO_C(), missing);
