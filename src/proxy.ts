@@ -540,6 +540,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     // Only now is the running migration superseded: the requests its fence holds are routed again at once, and must
     // meet the new topology (and the new migration's fence), not the one this reload replaces.
     migration?.predecessor?.supersede();
+    // A client blocked (BLPOP...) on a node its keys left would wait there for good: it gets nil, as on a timeout.
+    this.sessions.unblockMoved(next, errorReply('ERR keymux: the keys moved to another shard (config reload); retry'));
     this.pubsub.onTopology(next);
     this.accessChanged(previous);
     this.nearCache?.onTopology(next);

@@ -26,6 +26,7 @@
 import { BackendConnection, type BackendOptions, type ShardIdentity } from '../backend/backend-connection.js';
 import type { ShardPool } from '../backend/pool.js';
 import type { BackendOp } from '../core/request.js';
+import type { Topology } from '../routing/topology.js';
 import { errorReply } from '../errors.js';
 import { childLogger, type Logger } from '../log.js';
 import { readInteger } from '../resp/reply-reader.js';
@@ -229,6 +230,8 @@ export interface BlockedCall {
   unblock(mode: 'timeout' | 'error', onReply?: ((frame: Buffer) => void) | null): boolean;
   /** Ends the call with `reply` and closes its connection (used when it cannot be unblocked). */
   abort(reply: Buffer): void;
+  /** A key of the call is owned by another node than the one it blocks on, in `topo` (absent: it has no keys). */
+  keysMovedIn?(topo: Topology): boolean;
 }
 
 /** Every node's session pool, and the calls blocked on them. */
@@ -363,6 +366,17 @@ export class SessionPools {
   /** Drain: every blocked call is unblocked on its node (the client gets nil, as on a timeout) or ended. */
   drain(reply: Buffer): void {
     for (const call of [...this.blocked.values()]) if (!call.unblock('timeout')) call.abort(reply);
+  }
+
+  /**
+   * A reload installed `topo`: a call blocked on a node that no longer owns its keys would wait there for good (a
+   * push now goes to the new owner), so it is unblocked the way drain does it: the client gets nil, as on its
+   * timeout, and its next call blocks where the keys are now. Calls whose keys stayed are left alone.
+   */
+  unblockMoved(topo: Topology, reply: Buffer): void {
+    for (const call of [...this.blocked.values()]) {
+      if (call.keysMovedIn?.(topo) === true && !call.unblock('timeout')) call.abort(reply);
+    }
   }
 
   armSweep(): void {

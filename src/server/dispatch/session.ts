@@ -745,6 +745,19 @@ class LeasedCall implements BackendOp, BlockedCall {
     return this.lease.leased && this.lease.unblock(mode, onReply);
   }
 
+  keysMovedIn(topo: Topology): boolean {
+    const spec = this.req.spec;
+    if (spec === null || !this.lease.leased) return false;
+    const idx: number[] = [];
+    const n = findKeyIndexes(spec, this.req.args, idx);
+    const node = this.lease.pool.address;
+    for (let i = 0; i < n; i++) {
+      const shard = topo.shards[topo.router.shardFor(this.req.args[idx[i]])];
+      if (shard === undefined || shard.address !== node) return true;
+    }
+    return false;
+  }
+
   abort(reply: Buffer): void {
     this.abortReply = reply;
     this.session.ctx.sessions.blocked.delete(this.session.id);
