@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { configFrom } from '../support/keymux.js';
+import { halvesConfig } from '../support/slot-layout.js';
 import { waitFor } from '../support/fake-backend.js';
 import { Proxy } from '../../src/proxy.js';
 
@@ -21,17 +22,7 @@ afterAll(async () => {
 });
 
 /** `low` owns slots 0-8191, b the rest. */
-function layout(low: RedisProcess) {
-  return configFrom({
-    mode: 'slots',
-    log: { level: 'silent' },
-    migration: { enabled: true },
-    shards: [
-      { name: 'low', address: low.address, slots: ['0-8191'] },
-      { name: 'high', address: b.address, slots: ['8192-16383'] },
-    ],
-  });
-}
+const layout = (low: RedisProcess) => configFrom({ ...halvesConfig(low, b), log: { level: 'silent' } });
 
 async function blockedOn(s: RedisProcess): Promise<number> {
   const info = (await redisCommand(s.port, 'INFO', 'clients')) as string;

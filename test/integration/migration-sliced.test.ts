@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startRedis, redisCommand, redisCommands, encodeCommand, type RedisProcess } from '../support/redis.js';
 import { configFrom, RawClient } from '../support/keymux.js';
+import { halvesConfig } from '../support/slot-layout.js';
 import { waitFor } from '../support/fake-backend.js';
 import { Proxy } from '../../src/proxy.js';
 
@@ -26,16 +27,7 @@ afterAll(async () => {
 });
 
 /** The low half of the slots on `low`, the high half on b. */
-const layout = (low: RedisProcess) =>
-  configFrom({
-    mode: 'slots',
-    log: { level: 'silent' },
-    migration: { enabled: true },
-    shards: [
-      { name: 'low', address: low.address, slots: ['0-8191'] },
-      { name: 'high', address: b.address, slots: ['8192-16383'] },
-    ],
-  });
+const layout = (low: RedisProcess) => configFrom({ ...halvesConfig(low, b), log: { level: 'silent' } });
 
 /** MSET commands a redis-server has run (INFO commandstats). */
 async function msetCalls(r: RedisProcess): Promise<number> {

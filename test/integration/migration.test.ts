@@ -11,6 +11,7 @@ import { waitFor } from '../support/fake-backend.js';
 import '../support/keymux.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { freePort } from '../support/ports.js';
+import { halvesConfig } from '../support/slot-layout.js';
 import { checkedWorkload } from '../support/model-workload.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
@@ -320,13 +321,7 @@ describe('progress across scan passes', () => {
     const [a, b] = backends;
     // The new owner of a's slots listens nowhere: every MIGRATE fails, and the migration scans again and again.
     const nowhere = `127.0.0.1:${await freePort()}`;
-    const layout = (owner: string) => ({
-      mode: 'slots',
-      shards: [
-        { name: 'a', address: owner, slots: ['0-8191'] },
-        { name: 'b', address: b.address, slots: ['8192-16383'] },
-      ],
-    });
+    const layout = (owner: string) => halvesConfig({ address: owner }, b);
     write(file, layout(a.address));
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const keys = Array.from({ length: 200 }, (_, i) => `pass:${i}`).filter(
@@ -395,14 +390,7 @@ describe('a reload while a migration is still fencing', () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
     const file = path.join(dir, 'fencing.yaml');
     const [a, b, c, d] = backends;
-    const layout = (owner: RedisProcess) => ({
-      mode: 'slots',
-      migration: { enabled: true },
-      shards: [
-        { name: 'low', address: owner.address, slots: ['0-8191'] },
-        { name: 'high', address: b.address, slots: ['8192-16383'] },
-      ],
-    });
+    const layout = (owner: RedisProcess) => halvesConfig(owner, b);
     write(file, layout(a));
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     let k = 'fk:0';
@@ -432,14 +420,7 @@ describe('reloads a running migration refuses', () => {
     await Promise.all(backends.map((b) => redisCommands(b.port, [['FLUSHALL']])));
     const file = path.join(dir, 'switch-off.yaml');
     const [a, b, c] = backends;
-    const layout = (owner: RedisProcess, enabled: boolean) => ({
-      mode: 'slots',
-      migration: { enabled },
-      shards: [
-        { name: 'low', address: owner.address, slots: ['0-8191'] },
-        { name: 'high', address: b.address, slots: ['8192-16383'] },
-      ],
-    });
+    const layout = (owner: RedisProcess, enabled: boolean) => halvesConfig(owner, b, { enabled });
     write(file, layout(a, true));
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false });
     const keys = Array.from({ length: 2000 }, (_, i) => `off:${i}`);
@@ -465,14 +446,7 @@ describe('reloads a running migration refuses', () => {
     const file = path.join(dir, 'bad-state.yaml');
     const [a, b, c] = backends;
     const missing = path.join(dir, 'no-such-dir', 'state.json');
-    const layout = (owner: RedisProcess, stateFile: string | null) => ({
-      mode: 'slots',
-      migration: { enabled: true, state_file: stateFile },
-      shards: [
-        { name: 'low', address: owner.address, slots: ['0-8191'] },
-        { name: 'high', address: b.address, slots: ['8192-16383'] },
-      ],
-    });
+    const layout = (owner: RedisProcess, stateFile: string | null) => halvesConfig(owner, b, { state_file: stateFile });
     write(file, layout(a, missing));
     await expect(Proxy.start(loadConfigFile(file), { configPath: file, watchConfig: false })).rejects.toThrow(
       /state_file .*no-such-dir/,

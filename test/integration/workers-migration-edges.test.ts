@@ -20,7 +20,7 @@ import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../s
 import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { runBinary, type RunningBinary } from '../support/keymux.js';
-import { keySlot } from '../../src/routing/crc16.js';
+import { adminRequest, pollUntil, slotOwner, slotShards, type SlotLayout } from '../support/slot-layout.js';
 
 const KEYS = 2_000;
 
@@ -32,8 +32,7 @@ let adminPort: number;
 let keymux: RunningBinary | undefined;
 const clients: Redis[] = [];
 
-/** Slot ranges per shard (a sentinel_master shard by its master's name). */
-type Layout = Array<[RedisProcess | { master: string }, string[]]>;
+type Layout = SlotLayout;
 
 /** a: 0-8191, b: 8192-16383. */
 const START = (): Layout => [
@@ -66,34 +65,15 @@ function writeConfig(layout: Layout, stateFile: string | null, extra: Record<str
       // shard wait for it rather than time out.
       backend: { timeout_ms: 20_000 },
       migration: { enabled: true, state_file: stateFile },
-      shards: layout.map(([shard, slots], i) =>
-        'master' in shard
-          ? { name: `s${i}`, sentinel_master: shard.master, slots }
-          : { name: `s${i}`, address: shard.address, slots },
-      ),
+      shards: slotShards(layout),
       ...extra,
     }),
   );
 }
 
-function ownerOf(layout: Layout, key: string): RedisProcess {
-  const slot = keySlot(Buffer.from(key));
-  for (const [shard, ranges] of layout) {
-    for (const range of ranges) {
-      const [lo, hi] = range.split('-').map(Number);
-      if (slot >= lo! && slot <= (hi ?? lo)!) {
-        if ('master' in shard) throw new Error(`slot ${slot} is on a sentinel shard`);
-        return shard;
-      }
-    }
-  }
-  throw new Error(`no owner for slot ${slot}`);
-}
+const ownerOf = slotOwner;
 
-async function admin(pathname: string, method = 'GET'): Promise<{ status: number; text: string }> {
-  const res = await fetch(`http://127.0.0.1:${adminPort}${pathname}`, { method });
-  return { status: res.status, text: await res.text() };
-}
+const admin = (pathname: string, method = 'GET') => adminRequest(adminPort, pathname, method);
 
 /** The sum over the merged /metrics of the samples of `name` (no labels). */
 async function metric(name: string): Promise<number> {
@@ -103,15 +83,8 @@ async function metric(name: string): Promise<number> {
   return Number(line.split(' ').pop());
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${keymux?.output().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 50)); // poll-until-condition: the admin endpoint has no push
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> =>
+  pollUntil(what, probe, timeoutMs, () => keymux?.output().slice(-3000) ?? '');
 
 const count = (text: string, pattern: RegExp): number => (text.match(new RegExp(pattern, 'g')) ?? []).length;
 

@@ -20,7 +20,7 @@ import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { runBinary, type RunningBinary } from '../support/keymux.js';
 import { checkedWorkload } from '../support/model-workload.js';
-import { keySlot } from '../../src/routing/crc16.js';
+import { adminRequest, pollUntil, slotOwner, slotShards, type SlotLayout } from '../support/slot-layout.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { routingOf, writeMigrationState } from '../../src/migration/state-file.js';
 
@@ -34,8 +34,7 @@ let port: number;
 let adminPort: number;
 let keymux: RunningBinary | undefined;
 
-/** Slot ranges per shard, as in the config. */
-type Layout = Array<[RedisProcess, string[]]>;
+type Layout = SlotLayout;
 
 function writeConfig(layout: Layout, to = file): void {
   fs.writeFileSync(
@@ -51,26 +50,14 @@ function writeConfig(layout: Layout, to = file): void {
       // shard wait for it rather than time out.
       backend: { timeout_ms: 10_000 },
       migration: { enabled: true, state_file: stateFile },
-      shards: layout.map(([shard, slots], i) => ({ name: `s${i}`, address: shard.address, slots })),
+      shards: slotShards(layout),
     }),
   );
 }
 
-function ownerOf(layout: Layout, key: string): RedisProcess {
-  const slot = keySlot(Buffer.from(key));
-  for (const [shard, ranges] of layout) {
-    for (const range of ranges) {
-      const [lo, hi] = range.split('-').map(Number);
-      if (slot >= lo! && slot <= (hi ?? lo)!) return shard;
-    }
-  }
-  throw new Error(`no owner for slot ${slot}`);
-}
+const ownerOf = slotOwner;
 
-async function admin(pathname: string, method = 'GET'): Promise<{ status: number; text: string }> {
-  const res = await fetch(`http://127.0.0.1:${adminPort}${pathname}`, { method });
-  return { status: res.status, text: await res.text() };
-}
+const admin = (pathname: string, method = 'GET') => adminRequest(adminPort, pathname, method);
 
 interface MigrationRow {
   id: number;
@@ -89,15 +76,8 @@ async function workerPids(): Promise<number[]> {
   return report.workers.map((w) => (w.state === 'serving' ? w.pid : 0));
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${keymux?.output().slice(-3000)}`);
-    await new Promise((r) => setTimeout(r, 50)); // poll-until-condition: the admin endpoint has no push
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> =>
+  pollUntil(what, probe, timeoutMs, () => keymux?.output().slice(-3000) ?? '');
 
 /** The newest migration's row once it is done. */
 function migrationDone(): Promise<MigrationRow> {
