@@ -16,9 +16,9 @@
  *   cancelled with CLIENT UNBLOCK over the node's shared connection: drain answers blocked clients that way (they
  *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it;
  * - the blocked-call registry (keymux client id -> its blocked call) for drain and CLIENT UNBLOCK;
- * - the transactions in flight (MULTI ... EXEC written to a lease, EXEC not answered): a key migration's fence
- *   waits for them as for the shared connections' commands (execsAnswered), so none lands on an old owner after
- *   its keys moved.
+ * - the transactions and isolated scripts in flight (MULTI ... EXEC or EVAL written to a lease, not answered): a key
+ *   migration's fence waits for them as for the shared connections' commands (execsAnswered), so none lands on an
+ *   old owner after its keys moved.
  * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts), with no operation timeout
  * (a block may last forever: timeout 0), no reconnection (its state dies with the socket) and no redirect
  * handler (the session handler follows MOVED itself).
@@ -277,12 +277,12 @@ export class SessionPools {
     return pool.lease(shared, protocol);
   }
 
-  /** A transaction was written to `lease` (dispatch/session.ts TransactionRun). */
+  /** A transaction (dispatch/session.ts TransactionRun), or an isolated script, was written to `lease`. */
   execSent(lease: Lease): void {
     this.execs.add(lease);
   }
 
-  /** Its EXEC was answered (or failed with the connection). */
+  /** Its EXEC (or the script) was answered, or failed with the connection. */
   execAnswered(lease: Lease): void {
     if (!this.execs.delete(lease) || this.execFences.length === 0) return;
     const fences = this.execFences;

@@ -639,7 +639,10 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   // As for a blocked client: if it leaves now, nobody will read the script's reply, so it is cut at once and its
   // lease closed (client-session onEnd) rather than waited for.
   state.blocking = true;
-  lease.send(new LeasedCall(session, state, req, lease, true));
+  // A key migration starting while the script is on its way waits for its reply (execsAnswered), as for a
+  // transaction: it may write keys the migration is about to move.
+  session.ctx.sessions.execSent(lease);
+  lease.send(new LeasedCall(session, state, req, lease, true, true));
 }
 
 /**
@@ -657,8 +660,18 @@ class LeasedCall implements BackendOp, BlockedCall {
   private lease: Lease;
   private readonly releaseAfter: boolean;
   private abortReply: Buffer | null;
+  /** An isolated script: counted by a key migration's fence until answered (the lease it was sent on). */
+  private fencedOn: Lease | null;
 
-  constructor(session: DispatchSession, state: SessionState, req: Request, lease: Lease, releaseAfter: boolean) {
+  constructor(
+    session: DispatchSession,
+    state: SessionState,
+    req: Request,
+    lease: Lease,
+    releaseAfter: boolean,
+    fenced = false,
+  ) {
+    this.fencedOn = fenced ? lease : null;
     this.sentAt = 0;
     this.redirects = 0;
     this.sessionId = session.id;
@@ -673,6 +686,10 @@ class LeasedCall implements BackendOp, BlockedCall {
 
   deliver(frame: Buffer): void {
     const lease = this.lease;
+    if (this.fencedOn !== null) {
+      this.session.ctx.sessions.execAnswered(this.fencedOn);
+      this.fencedOn = null;
+    }
     if (!lease.leased) {
       // Destroyed: its client left, or drain ended it.
       this.req.deliver(this.abortReply ?? frame);
