@@ -919,6 +919,14 @@ function migrationRefusal(previous: Topology, next: KeymuxConfig): string | null
       'where clients no longer look; reload again once it is done (keymux_migrations_active 0)'
     );
   }
+  if (running !== null && running.active && next.migration.stateFile !== previous.config.migration.stateFile) {
+    // The record of where keys still are would be split: the old file kept (and found by nobody after a restart on
+    // the new config), the new one without the running migration's placements.
+    return (
+      `migration ${running.id} is moving keys: migration.state_file cannot change until it is done ` +
+      '(keymux_migrations_active 0)'
+    );
+  }
   return next.migration.enabled ? stateFileProblem(next.migration.stateFile) : null;
 }
 

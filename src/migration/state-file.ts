@@ -2,7 +2,8 @@
  * The migration state file (`migration.state_file`): while a key migration runs, the placement the keys are
  * moving away from is recorded here, so a keymux restarted in the middle resumes the migration instead of reading
  * keys where they are not yet. One writer: the process that runs the migration (a single keymux, or the primary
- * process with workers > 1). Written atomically (a temporary file renamed into place); removed once every key moved.
+ * process with workers > 1). Written atomically and durably (a temporary file, fsynced, renamed into place, the
+ * directory fsynced); removed once every key moved.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -27,8 +28,35 @@ export function routingOf(config: KeymuxConfig): Partial<KeymuxConfig> {
 export function writeMigrationState(file: string, startedAt: number, chain: Array<Partial<KeymuxConfig>>): void {
   const state = { version: 2, startedAt: new Date(startedAt).toISOString(), from: chain[chain.length - 1], chain };
   const tmp = `${file}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(state));
-  fs.renameSync(tmp, file);
+  try {
+    // On disk before it is named (fsync), and the name on disk too (the directory's fsync): a machine that stops
+    // right after the reload must not come back with no record, or an empty one, of where keys still are.
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(fd, JSON.stringify(state));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  syncDirectory(path.dirname(path.resolve(file)));
+}
+
+/** fsync of a directory (its entries), where the platform allows it. */
+function syncDirectory(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(dir, 'r');
+    fs.fsyncSync(fd);
+  } catch {
+    /* not supported here (some file systems, Windows): the rename is still atomic */
+  } finally {
+    if (fd !== null) fs.closeSync(fd);
+  }
 }
 
 /**

@@ -434,6 +434,12 @@ describe('reloads a running migration refuses', () => {
     // Accepted before the fix: keymux routed by c alone at once, and the scan went on moving old values over new writes.
     expect(refused.ok).toBe(false);
     expect(refused.errors.join()).toMatch(/is moving keys/);
+    // Nor may the state file move while it runs (the record of where keys are would be split across two files).
+    write(file, { ...layout(c, true), migration: { enabled: true, state_file: path.join(dir, 'elsewhere.json') } });
+    const moved = await proxy.reloadFromFile('test');
+    expect(moved.ok).toBe(false);
+    expect(moved.errors.join()).toMatch(/state_file cannot change/);
+    write(file, layout(c, false));
     expect(await redisCommand(proxy.port, 'MSET', ...keys.flatMap((k) => [k, 'new']))).toBe('OK');
     await waitFor(() => proxy.migrationProgress().every((m) => m.state === 'done'), 'the migration', 30_000);
     const values = (await redisCommand(proxy.port, 'MGET', ...keys)) as string[];
