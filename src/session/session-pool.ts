@@ -30,7 +30,8 @@ import type { Topology } from '../routing/topology.js';
 import { errorReply } from '../errors.js';
 import { childLogger, type Logger } from '../log.js';
 import { readInteger } from '../resp/reply-reader.js';
-import { commandFrame } from '../resp/writer.js';
+import { commandFrame, integerReply } from '../resp/writer.js';
+import { controlCommands } from '../backend/control.js';
 
 export interface SessionSettings {
   /** Leased + idle connections per node. */
@@ -63,6 +64,7 @@ export class SideOp implements BackendOp {
 }
 
 const CLIENT_ID = commandFrame(['CLIENT', 'ID']);
+const ERR_UNBLOCK_FAILED = errorReply('ERR keymux: CLIENT UNBLOCK could not be sent');
 const HELLO_2 = commandFrame(['HELLO', '2']);
 const HELLO_3 = commandFrame(['HELLO', '3']);
 const UNWATCH = commandFrame(['UNWATCH']);
@@ -120,9 +122,22 @@ export class Lease {
 
   /** Cancels a blocked command with CLIENT UNBLOCK over the node's shared connection; false when it cannot. */
   unblock(mode: 'timeout' | 'error', onReply: ((frame: Buffer) => void) | null = null): boolean {
-    if (this.backendId < 0 || this.via === null || !this.via.usable) return false;
-    const frame = commandFrame(['CLIENT', 'UNBLOCK', String(this.backendId), mode.toUpperCase()]);
-    this.via.pick(0).send(new SideOp(frame, onReply), frame);
+    const via = this.via;
+    if (this.backendId < 0 || via === null) return false;
+    const args = ['CLIENT', 'UNBLOCK', String(this.backendId), mode.toUpperCase()];
+    if (via.usable) {
+      const frame = commandFrame(args);
+      via.pick(0).send(new SideOp(frame, onReply), frame);
+      return true;
+    }
+    // The node's shared pool is gone (a reload retired it, or it is down): a connection of its own for this one
+    // command, with the pool's credentials and TLS.
+    const o = via.options;
+    const target = { host: via.shard.host, port: via.shard.port, password: o.password, username: o.username };
+    controlCommands({ ...target, timeoutMs: Math.max(1000, o.connectTimeoutMs), tls: o.tls ?? null }, [args]).then(
+      ([reply]) => onReply?.(typeof reply === 'number' ? integerReply(reply) : ERR_UNBLOCK_FAILED),
+      () => onReply?.(ERR_UNBLOCK_FAILED),
+    );
     return true;
   }
 }
@@ -221,6 +236,10 @@ export class SessionPool {
     this.idle.length = 0;
   }
 }
+
+/** unblockMoved: CLIENT UNBLOCK tries for one call, and the pause between two. */
+const UNBLOCK_TRIES = 100;
+const UNBLOCK_RETRY_MS = 20;
 
 /** A client's blocked command, as drain and CLIENT UNBLOCK see it. */
 export interface BlockedCall {
@@ -374,9 +393,26 @@ export class SessionPools {
    * timeout, and its next call blocks where the keys are now. Calls whose keys stayed are left alone.
    */
   unblockMoved(topo: Topology, reply: Buffer): void {
-    for (const call of [...this.blocked.values()]) {
-      if (call.keysMovedIn?.(topo) === true && !call.unblock('timeout')) call.abort(reply);
+    for (const [client, call] of [...this.blocked]) {
+      if (call.keysMovedIn?.(topo) === true) this.unblockUntilAnswered(client, call, reply, 0);
     }
+  }
+
+  /**
+   * CLIENT UNBLOCK for `call`, again while the node answers 0 (not blocked) and the call is unanswered: the command
+   * may still be on its way on its own connection (the two connections are read in no set order), and would then
+   * block after the first try. Bounded (UNBLOCK_TRIES, UNBLOCK_RETRY_MS apart); a call that cannot be unblocked
+   * is ended with `reply`.
+   */
+  private unblockUntilAnswered(client: number, call: BlockedCall, reply: Buffer, tries: number): void {
+    const sent = call.unblock('timeout', (frame) => {
+      const notBlocked = frame[0] === 58 /* : */ && frame[1] === 48; /* 0 */
+      if (!notBlocked || this.blocked.get(client) !== call || tries + 1 >= UNBLOCK_TRIES) return;
+      setTimeout(() => {
+        if (this.blocked.get(client) === call) this.unblockUntilAnswered(client, call, reply, tries + 1);
+      }, UNBLOCK_RETRY_MS).unref();
+    });
+    if (!sent) call.abort(reply);
   }
 
   armSweep(): void {

@@ -11,6 +11,7 @@ import { configFrom } from '../support/keymux.js';
 import { halvesConfig } from '../support/slot-layout.js';
 import { waitFor } from '../support/fake-backend.js';
 import { Proxy } from '../../src/proxy.js';
+import { Gate } from '../support/gate.js';
 
 let a: RedisProcess, b: RedisProcess, c: RedisProcess;
 
@@ -61,6 +62,41 @@ describe('a blocked client across a reload that moves its key', () => {
       other.disconnect();
       pusher.disconnect();
       await proxy.close();
+    }
+  }, 30_000);
+
+  it('a BLPOP still on its way to the old owner when the reload comes is unblocked once it blocks there', async () => {
+    const gate = await Gate.start(a.port);
+    const proxy = await Proxy.start(layout({ address: gate.address } as RedisProcess));
+    let moving = 'br:0';
+    for (let i = 0; proxy.topology.router.shardFor(Buffer.from(moving)) !== 0; i++) moving = `br:${i}`;
+    const waiter = new Redis({ port: proxy.port, lazyConnect: true });
+    const pusher = new Redis({ port: proxy.port, lazyConnect: true });
+    await Promise.all([waiter.connect(), pusher.connect()]);
+    try {
+      // A first BLPOP that times out leaves its session connection idle, its CLIENT ID known; the next one reuses it.
+      expect(await waiter.blpop(moving, 0.05)).toBe(null);
+      // That connection's next bytes (the BLPOP) are held at the gate: keymux counts the call blocked, the shard
+      // has not seen it.
+      const held = gate.holdFrom(moving);
+      const first = waiter.blpop(moving, 0);
+      await held;
+      const unblockAnswered = gate.answered('UNBLOCK');
+      expect(proxy.reload(layout(c))).toBe(null);
+      // The first CLIENT UNBLOCK finds nothing blocked on a (0); the call then blocks there once released, and only
+      // a later try ends it (before the fix it waited on a for good).
+      await unblockAnswered;
+      gate.release();
+      expect(await first).toBe(null);
+      const second = waiter.blpop(moving, 0);
+      await waitFor(async () => (await blockedOn(c)) === 1, 'the retry to block on c', 10_000);
+      expect(await pusher.lpush(moving, 'item')).toBe(1);
+      expect(await second).toEqual([moving, 'item']);
+    } finally {
+      waiter.disconnect();
+      pusher.disconnect();
+      await proxy.close();
+      await gate.close();
     }
   }, 30_000);
 });

@@ -10,13 +10,13 @@
  * Real redis-server shards, ioredis and raw RESP clients, an in-process keymux.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, configFrom } from '../support/keymux.js';
 import { waitFor } from '../support/fake-backend.js';
 import { keySlot } from '../../src/routing/crc16.js';
 import { Proxy } from '../../src/proxy.js';
+import { Gate } from '../support/gate.js';
 
 let a: RedisProcess;
 let b: RedisProcess;
@@ -177,97 +177,6 @@ describe('MULTI without WATCH across a reload', () => {
     for (const s of [a, b]) for (const key of [k1, k2]) expect(await redisCommand(s.port, 'GET', key)).toBeNull();
   });
 });
-
-/**
- * A relay in front of a shard that holds back what keymux writes on the next connection it opens (a session
- * connection still on its way) until released, and reports the first SCAN reply it passes back (the migration
- * scanning that shard).
- */
-class Gate {
-  readonly server: net.Server;
-  readonly port: number;
-  private holdNext = false;
-  private held: { out: net.Socket; bytes: Buffer[] } | null = null;
-  private heldSeen: (text: string) => void = () => undefined;
-  onScanReply: () => void = () => undefined;
-  private readonly sockets = new Set<net.Socket>();
-
-  private constructor(server: net.Server, port: number) {
-    this.server = server;
-    this.port = port;
-  }
-
-  static start(target: number): Promise<Gate> {
-    return new Promise((resolve) => {
-      let gate: Gate | null = null;
-      const server = net.createServer((s) => gate?.accept(s, target));
-      server.listen(0, '127.0.0.1', () => {
-        gate = new Gate(server, (server.address() as net.AddressInfo).port);
-        resolve(gate);
-      });
-    });
-  }
-
-  get address(): string {
-    return `127.0.0.1:${this.port}`;
-  }
-
-  /** Holds the next connection's bytes; resolves once they include `text`. */
-  holdUntilSeen(text: string): Promise<void> {
-    this.holdNext = true;
-    return new Promise((resolve) => {
-      this.heldSeen = (seen) => {
-        if (seen.includes(text)) resolve();
-      };
-    });
-  }
-
-  release(): void {
-    const held = this.held;
-    if (held === null) return;
-    this.held = null;
-    for (const bytes of held.bytes) held.out.write(bytes);
-  }
-
-  private accept(inbound: net.Socket, target: number): void {
-    const out = net.connect(target, '127.0.0.1');
-    for (const s of [inbound, out]) {
-      this.sockets.add(s);
-      s.setNoDelay(true);
-      s.on('error', () => undefined);
-      s.on('close', () => {
-        inbound.destroy();
-        out.destroy();
-        this.sockets.delete(s);
-      });
-    }
-    const hold = this.holdNext ? { out, bytes: [] as Buffer[] } : null;
-    this.holdNext = false;
-    if (hold !== null) this.held = hold;
-    let scanning = false;
-    inbound.on('data', (d: Buffer) => {
-      if (hold !== null && this.held === hold) {
-        hold.bytes.push(d);
-        this.heldSeen(Buffer.concat(hold.bytes).toString('latin1'));
-        return;
-      }
-      if (d.toString('latin1').includes('SCAN')) scanning = true;
-      out.write(d);
-    });
-    out.on('data', (d: Buffer) => {
-      inbound.write(d);
-      if (scanning) {
-        scanning = false;
-        this.onScanReply();
-      }
-    });
-  }
-
-  close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    return new Promise((resolve) => this.server.close(() => resolve()));
-  }
-}
 
 describe('a transaction in flight when the reload comes', () => {
   it('runs on the old owner before the migration moves anything, and what it wrote moves to the new owner', async () => {
