@@ -455,6 +455,9 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     next.connect();
     this.topology = next;
     this.pubsub.onTopology(next);
+    // The near cache follows the new primary: its invalidation channel on the old one would report nothing of the
+    // writes the new one takes (the old one may even come back as a primary for a while and answer as if current).
+    this.nearCache?.onTopology(next);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
     this.replicaChecks.configure(next.config);
     this.log.info({ version: next.version, reason }, 'sentinel view installed');

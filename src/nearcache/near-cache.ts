@@ -34,6 +34,7 @@ import type { Request, ReplyTap, BackendOp } from '../core/request.js';
 import { argAt, UNIT_AT_BACKEND } from '../core/request.js';
 import type { CommandSpec } from '../commands/spec.js';
 import type { ShardPool } from '../backend/pool.js';
+import type { BackendConnection } from '../backend/backend-connection.js';
 import type { ShardRuntime, Topology } from '../routing/topology.js';
 import type { ShardStats } from '../metrics/stats.js';
 import type { HotKeys } from '../metrics/hotkeys.js';
@@ -269,6 +270,12 @@ export class NearCache implements TrackerSink {
   private role = 0;
   /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
   private readonly leaders: Array<Request | null>;
+  /**
+   * The backend connection each leader went over. A read joins a leader only on the connection it would itself go
+   * over: its client's later commands to the shard go there too, behind the leader, so the answer it shares can
+   * never come from after them (on another connection the leader may run after the joiner's own next write).
+   */
+  private readonly leaderConns: Array<BackendConnection | null>;
   /** Followers by leader (only leaders that got some). */
   private readonly followers: Map<Request, Request[]>;
   /** Reads in flight that may fill the cache, by hashKey (chains for collisions). */
@@ -304,6 +311,7 @@ export class NearCache implements TrackerSink {
     this.roles = rolesOf(settings);
     this.slotWords = new Int32Array(2 * LEADER_SLOTS);
     this.leaders = new Array<Request | null>(LEADER_SLOTS).fill(null);
+    this.leaderConns = new Array<BackendConnection | null>(LEADER_SLOTS).fill(null);
     this.followers = new Map();
     this.flights = new Map();
     this.globalHold = new GlobalHold(this);
@@ -420,9 +428,16 @@ export class NearCache implements TrackerSink {
     if (this.coalescing) {
       // The slot's hash is compared before its leader is touched: on ordinary traffic the slot last saw another key,
       // and the old request there is far from the CPU's caches.
+      const conn = pool.pick(req.owner.id); // only RESP2 reads come here: the pool's own connections
       if (words[HASH_WORD(slot)] === quick) {
         const leader = this.leaders[slot];
-        if (leader !== null && !leader.done && leader.frame.equals(req.frame)) {
+        if (
+          leader !== null &&
+          !leader.done &&
+          leader.state === UNIT_AT_BACKEND &&
+          this.leaderConns[slot] === conn &&
+          leader.frame.equals(req.frame)
+        ) {
           if (leader.owner === req.owner) {
             // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
             session.sendUnit(req, pool, topo);
@@ -435,6 +450,7 @@ export class NearCache implements TrackerSink {
       } else words[HASH_WORD(slot)] = quick;
       // The read others of the same bytes wait for until its reply (which frees the slot at once: leaderDone).
       this.leaders[slot] = req;
+      this.leaderConns[slot] = conn;
       req.tapIndex = slot;
       req.tap = this.leaderTap;
     }

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { FakeBackend, bulk, type FakeConnection } from '../support/fake-backend.js';
+import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake-backend.js';
 import { commandCalls } from '../support/sentinel.js';
 import { redisCommand, startRedis, type RedisProcess } from '../support/redis.js';
 import { startKeymux } from '../support/keymux.js';
@@ -97,6 +97,8 @@ beforeAll(async () => {
       failover_wait_ms: 2000,
     },
     shards: [{ name: 's', sentinel_master: 'm', slots: ['0-16383'] }],
+    // Its invalidation channel must follow the failover (below).
+    near_cache: { enabled: true },
   });
   client = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
   await client.connect();
@@ -128,6 +130,9 @@ describe('sentinels that disagree about a primary', () => {
     await checksPass(20);
     expect(proxy.topology.shards[0]!.address).toBe(b.address);
     expect(proxy.sentinel?.failovers.get('s')).toBe(1);
+    // The near cache listens to the new primary (before the fix its channel stayed on a, which takes no writes
+    // now: a value written on b was never invalidated in keymux).
+    await waitFor(() => proxy.nearCache!.channels().every((ch) => ch.address === b.address), 'the channel on b');
     const setsOnA = (await commandCalls(a.port)).set ?? 0;
     for (let i = 1; i <= 50; i++) expect(await client.set(`k${i}`, 'after')).toBe('OK');
     expect(String(await redisCommand(b.port, 'MGET', 'k1', 'k50'))).toBe('after,after');

@@ -70,7 +70,7 @@ export const dispatchFanout: DispatchHandler = (session, req, spec, topo) => {
     }
     req.shardStats = pool.stats ?? null;
     routedKeys(session, req, shape);
-    if (nc !== null && !spec.write && req.args.length === 2) {
+    if (nc !== null && !spec.write && req.args.length === 2 && req.protocol === 2) {
       const role = nc.roleOf(spec); // single-key EXISTS: served, coalesced or cached like a keyed read
       if (role !== 0 && role !== ROLE_MGET) {
         nc.read(session, req, role, req.args[1], shard, pool, topo);

@@ -36,7 +36,7 @@ import {
 import { dispatchOneShard, shareEvalScript } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import type { CommandSpec } from '../../commands/spec.js';
-import { Request, ownBytes, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
+import { Request, mayWrite, ownBytes, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
 import { parseRedirect, withHost, type RedirectTarget } from '../../backend/redirect.js';
 import type { ShardPool } from '../../backend/pool.js';
 import {
@@ -293,7 +293,8 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   // empty the cache; their invalidations would arrive later through tracking anyway).
   const nc = session.ctx.nearCache;
   const writes = queued.some((q) => !q.local && !q.spec.readonly);
-  if (nc !== null && queued.some((q) => q.spec.write)) nc.writeAll(req);
+  // Scripts count as writes (mayWrite): they are flagged neither way, and may write their keys.
+  if (nc !== null && queued.some((q) => !q.local && mayWrite(q.spec))) nc.writeAll(req);
   let lease = state.takeWatch();
   if (lease !== null) {
     if (!lease.usable) {
