@@ -37,10 +37,12 @@ function owner(id: number): RequestOwner {
 function harness() {
   const sent: Array<{ op: BackendOp; frame: Buffer }> = [];
   const stats = new ShardStats('a', '127.0.0.1:1');
+  // One connection, the same object whoever asks (a read joins only a read sent over the connection it would take).
+  const conn = { send: (op: BackendOp, frame: Buffer) => sent.push({ op, frame }) };
   const pool = {
     shard: { name: 'a', address: '127.0.0.1:1', host: '127.0.0.1', port: 1 },
     stats,
-    pick: () => ({ send: (op: BackendOp, frame: Buffer) => sent.push({ op, frame }) }),
+    pick: () => conn,
   } as unknown as ShardPool;
   const shard = { index: 0, name: 'a', address: '127.0.0.1:1', pool, replicas: [] } as unknown as ShardRuntime;
   const topo = {
