@@ -29,7 +29,7 @@ afterAll(async () => {
   await shard?.stop();
 });
 
-async function setUp(connections: number): Promise<{ proxy: Proxy; gate: Gate }> {
+async function setUp(connections: number, scripts = 'allow'): Promise<{ proxy: Proxy; gate: Gate }> {
   const gate = await Gate.start(shard.port);
   open.push(gate);
   const proxy = await Proxy.start(
@@ -37,6 +37,7 @@ async function setUp(connections: number): Promise<{ proxy: Proxy; gate: Gate }>
       mode: 'slots',
       log: { level: 'silent' },
       backend: { connections },
+      commands: { scripts },
       shards: [{ name: 'only', address: gate.address, slots: ['0-16383'] }],
     }),
   );
@@ -90,6 +91,24 @@ describe('coalescing and a reader’s own writes', () => {
     const after = a.client.exchange(encodeCommand(['GET', k]), 1);
     gate.release();
     // Before the fix the script was not counted as a write: a's GET joined b's and answered v1.
+    expect(await after).toEqual(['v2']);
+  });
+
+  it('an isolated script with no declared key that writes: a later read does not join a read sent before it', async () => {
+    const { proxy, gate } = await setUp(1, 'isolated');
+    const k = 'order:3';
+    expect(await redisCommand(proxy.port, 'SET', k, 'v1')).toBe('OK');
+    const b = await raw(proxy);
+    const a = await raw(proxy);
+    const held = gate.holdRepliesFrom(k);
+    b.client.write(encodeCommand(['GET', k]));
+    await held;
+    // The script runs on a session connection of its own (not held), naming its key in ARGV only.
+    const script = "redis.call('SET', ARGV[1], ARGV[2]) return 1";
+    expect(await a.client.exchange(encodeCommand(['EVAL', script, '0', k, 'v2']), 1)).toEqual([1]);
+    const after = a.client.exchange(encodeCommand(['GET', k]), 1);
+    gate.release();
+    // Before the fix nothing was held for it: a's GET joined b's (run before the script) and answered v1.
     expect(await after).toEqual(['v2']);
   });
 });

@@ -633,7 +633,11 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   shareEvalScript(session, req, spec, topo, topo.router.shardOfGroup(group));
   // Near cache: a script may write its declared keys (keyed dispatch treats it so too).
   const nc = session.ctx.nearCache;
-  if (nc !== null && n > 0) nc.write(req, idx, n, 1); // idx still holds this command's keys
+  if (nc !== null) {
+    if (n > 0)
+      nc.write(req, idx, n, 1); // idx still holds this command's keys
+    else if (mayWrite(spec)) nc.writeAll(req); // no declared key: what it writes is unknown, nothing is read past it
+  }
   if (lease.via !== null) session.noteWrite(lease.via); // WAIT waits for what it may have written
   const state = session.sessionState();
   state.busy = lease;
