@@ -459,6 +459,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     // writes the new one takes (the old one may even come back as a primary for a while and answer as if current).
     this.nearCache?.onTopology(next);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
+    this.sessions.retireAbsent(next);
     this.replicaChecks.configure(next.config);
     this.log.info({ version: next.version, reason }, 'sentinel view installed');
   }
@@ -555,6 +556,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.observer.configure(config.metrics);
     this.configureNearCache(config);
     for (const pool of next.retiredPools(previous)) pool.closeWhenIdle();
+    this.sessions.retireAbsent(next);
     this.replicaChecks.configure(config);
     this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
     return null;
@@ -814,6 +816,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.topology = next;
     this.pubsub.onTopology(next);
     this.nearCache?.onTopology(next);
+    this.sessions.retireAbsent(next);
   }
 
   nextTopologyVersion(): number {

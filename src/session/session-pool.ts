@@ -9,7 +9,8 @@
  * - idle reuse: a released connection goes back to its pool's idle stack (most recently used first) and is
  *   closed once idle for `idle_timeout_s` or when more than `max_idle` are idle; a connection that failed, or
  *   whose client left while something was in flight on it, is closed, never reused (a BLPOP completing after
- *   its client left would pop an item nobody receives);
+ *   its client left would pop an item nobody receives); when a node leaves the topology (reload, failover,
+ *   cluster rediscovery) its idle connections close at once and its leased ones when given back;
  * - the connection's protocol: a lease asks for the client's RESP version and HELLO 2|3 is sent on the
  *   connection when it differs, before the client's first command;
  * - the backend CLIENT ID of each connection (asked once, right after the handshake), so a blocked command can be
@@ -148,6 +149,11 @@ export class SessionPool {
   readonly address: string;
   /** Connections leased now. */
   leasedCount: number;
+  /**
+   * The node left the topology: nothing new is leased here unless it comes back, and each connection still leased
+   * is closed when its client gives it back (the node may be decommissioned right after the reload).
+   */
+  retired: boolean;
   private readonly identity: ShardIdentity;
   private readonly idle: Lease[];
   private readonly owner: SessionPools;
@@ -158,6 +164,7 @@ export class SessionPool {
     this.name = identity.name;
     this.address = identity.address;
     this.leasedCount = 0;
+    this.retired = false;
     this.idle = [];
   }
 
@@ -203,8 +210,9 @@ export class SessionPool {
 
   released(lease: Lease): void {
     this.leasedCount--;
-    if (!lease.usable) {
+    if (!lease.usable || this.retired) {
       lease.conn.close();
+      if (this.retired) this.owner.forgetIfDone(this);
       return;
     }
     if (lease.watching) {
@@ -222,6 +230,13 @@ export class SessionPool {
 
   dropped(): void {
     this.leasedCount--;
+    if (this.retired) this.owner.forgetIfDone(this);
+  }
+
+  /** The node left the topology: idle connections close now, leased ones when given back. */
+  retire(): void {
+    this.retired = true;
+    this.close();
   }
 
   /** Closes idle connections older than `cutoff` (ms since the epoch); returns how many stay idle. */
@@ -293,7 +308,29 @@ export class SessionPools {
       pool = new SessionPool(this, shared.shard);
       this.pools.set(address, pool);
     }
+    pool.retired = false; // a node back in the topology before its last lease was given back
     return pool.lease(shared, protocol);
+  }
+
+  /**
+   * A new topology is live: the session pools of nodes it does not name are retired. Their idle connections close
+   * now rather than after idle_timeout_s (or never, with 0), and the pool leaves the gauges once its last lease is
+   * given back. A node that comes back gets its pool again.
+   */
+  retireAbsent(topo: Topology): void {
+    const live = new Set<string>();
+    for (const p of topo.allPools()) live.add(p.shard.address);
+    for (const pool of this.pools.values()) {
+      if (live.has(pool.address) || pool.retired) continue;
+      pool.retire();
+      this.forgetIfDone(pool);
+    }
+  }
+
+  /** A retired pool with nothing leased is dropped (a later lease to its address makes a new one). */
+  forgetIfDone(pool: SessionPool): void {
+    if (pool.retired && pool.leasedCount === 0 && this.pools.get(pool.address) === pool)
+      this.pools.delete(pool.address);
   }
 
   /** A transaction (dispatch/session.ts TransactionRun), or an isolated script, was written to `lease`. */
