@@ -719,7 +719,21 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     );
     next.migration = migration;
     this.migrations.push(migration);
+    this.pruneMigrations();
     return migration;
+  }
+
+  /**
+   * Keeps the running migrations and the last KEEP_ENDED_MIGRATIONS ended ones (a follower may still ask the leader
+   * about one it just finished: moveForWorker answers "done" from it); older ones are dropped with their topologies.
+   */
+  private pruneMigrations(): void {
+    let ended = 0;
+    for (let i = this.migrations.length - 1; i >= 0; i--) {
+      const state = this.migrations[i].state;
+      if (state !== 'done' && state !== 'aborted') continue;
+      if (++ended > KEEP_ENDED_MIGRATIONS) this.migrations.splice(i, 1);
+    }
   }
 
   /** Migrations of this process, newest last (for /shards and metrics). */
@@ -896,6 +910,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 }
 
 /** A blocked client keymux could not unblock on its shard during drain. */
+/** Ended migrations a process keeps (see pruneMigrations). */
+const KEEP_ENDED_MIGRATIONS = 8;
 const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
 
 /** backend.session_connections. */

@@ -226,7 +226,8 @@ export class Migration implements KeyLocator {
   readonly startedAt = Date.now();
   finishedAt: number | null = null;
 
-  private readonly from: KeyLocator;
+  /** Where keys were; once done, the new placement itself (forgetPlaces). */
+  private from: KeyLocator;
   private readonly log: Logger;
   /** Keys (latin1) known to be on their new owner already. */
   private moved = new Set<string>();
@@ -442,6 +443,7 @@ export class Migration implements KeyLocator {
     this.moved = new Set();
     // Migrations this one took over are complete too: every key is where this one put it.
     this.retirePredecessors();
+    this.forgetPlaces();
     this.routeFenceWaitersAgain();
     for (const c of this.conns.values()) c.closeWhenIdle();
     this.onDone(this);
@@ -545,7 +547,18 @@ export class Migration implements KeyLocator {
 
   /** Migrations this one took over are complete with it: every key is where this one put it. */
   private retirePredecessors(): void {
-    for (let prev = this.from; prev instanceof Migration; prev = prev.from) prev.retire();
+    const chain: Migration[] = [];
+    for (let prev = this.from; prev instanceof Migration; prev = prev.from) chain.push(prev);
+    for (const prev of chain) prev.retire();
+  }
+
+  /**
+   * Done: every key is where `to` puts it, so the old placements are no longer asked. Letting go of them matters:
+   * each placement is a topology whose own migration points at the placement before it, and so on back to the
+   * first reload, all kept alive by the current topology (about 15 KB per reload that moved keys, for good).
+   */
+  private forgetPlaces(): void {
+    this.from = new TopologyLocator(this.to);
   }
 
   /** True when a migration this one superseded is moving `key` right now. */
@@ -570,6 +583,7 @@ export class Migration implements KeyLocator {
     if (this.state === 'done') return;
     this.state = 'done';
     this.moved = new Set();
+    this.forgetPlaces();
     this.close();
     this.onDone(this);
   }
@@ -852,6 +866,7 @@ export class Migration implements KeyLocator {
     this.moved = new Set();
     // Migrations this one took over are complete too: every key is where this one put it.
     this.retirePredecessors();
+    this.forgetPlaces();
     this.removeState();
     this.log.info(
       {
