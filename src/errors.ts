@@ -41,6 +41,10 @@ export const ERR_REFUSED_TX = errorReply(
   'ERR keymux: not run: it follows a MULTI that keymux refused (EXEC will abort the transaction, DISCARD ends it)',
 );
 export const ERR_CLIENT_GONE = errorReply('ERR keymux: not run: the client disconnected');
+/** A blocking command or WAIT reached after the client ended its side (server/client-session.ts runAlone). */
+export const ERR_ENDED_BEFORE_BLOCKING = errorReply(
+  'ERR keymux: not run: the client ended its input before this command could block (Redis frees such a client)',
+);
 export const ERR_FANOUT_UNEXPECTED = errorReply(
   'ERR keymux: unexpected reply from a shard while merging a multi-key command',
 );

@@ -49,6 +49,7 @@ import type { CommandSpec } from '../commands/spec.js';
 import { resolveSubcommand } from '../commands/table.js';
 import {
   ERR_CLIENT_GONE,
+  ERR_ENDED_BEFORE_BLOCKING,
   ERR_MIGRATION_FAILED,
   ERR_NOAUTH,
   ERR_WRONGPASS,
@@ -225,6 +226,8 @@ export class ClientSession
   private closed: boolean;
   /** Bytes the client sends are no longer parsed (a partial-command timeout, or the session closed). */
   private inputClosed: boolean;
+  /** The client ended its side (TCP FIN): what it sent is answered, but nothing of it may block any more. */
+  private peerEnded: boolean;
 
   /** `sharedReads`: a plain-TCP socket, read through the shared scratch buffer (client-reads.ts) when possible. */
   constructor(id: number, socket: net.Socket, ctx: ProxyContext, limits: ClientLimits, sharedReads = false) {
@@ -284,6 +287,7 @@ export class ClientSession
     this.endAfterWrite = false;
     this.closed = false;
     this.inputClosed = false;
+    this.peerEnded = false;
 
     this.onData = this.onData.bind(this);
     this.onDrain = this.onDrain.bind(this);
@@ -529,11 +533,20 @@ export class ClientSession
     return (this.txn ??= new SessionState(this.ctx.sessions, this.id));
   }
 
-  runAlone(req: Request): boolean {
+  runAlone(req: Request, blocks = false): boolean {
     if (this.closed) {
       // The client left while this waited its turn: nothing may be leased for it (a BLPOP sent now would pop an
       // item nobody receives). Its reply is dropped anyway.
       req.deliver(ERR_CLIENT_GONE);
+      return false;
+    }
+    if (blocks && this.peerEnded) {
+      // The client ended its side before this blocking command (or WAIT) could run: it was parked behind earlier
+      // commands (`GET k; BLPOP q 0` then exit). Redis would block it and free it at the end of its input, so it
+      // pops nothing; run, it would pop an item nobody receives and hold its lease and this session until one
+      // came. Not run: the earlier replies are written, then this error, then the connection ends.
+      req.closeAfter = true;
+      req.deliver(ERR_ENDED_BEFORE_BLOCKING);
       return false;
     }
     if (this.exclusive === req) return true; // dispatched again after the earlier ones were answered
@@ -1030,6 +1043,7 @@ export class ClientSession
    * now, and its session connection closed (src/session/).
    */
   private onEnd(): void {
+    this.peerEnded = true;
     const txn = this.txn;
     if (txn === null || (!txn.blocking && txn.waiting === null) || this.closed) {
       this.closeWhenDone();

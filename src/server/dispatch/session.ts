@@ -588,7 +588,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   const group = groupOfKeys(session, req, spec, topo);
   if (group < 0) return;
   if (heldForMigration(session, req, spec, topo, null)) return;
-  if (!session.runAlone(req)) return;
+  if (!session.runAlone(req, true)) return;
   const lease = leaseFor(session, req, topo, group);
   if (lease === null) return;
   // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.

@@ -52,9 +52,10 @@ export interface DispatchSession extends LocalSession, RequestOwner {
    * `req` must run alone in its client's order (it goes over a connection of its own): true when it may go now
    * (nothing earlier of the client is outstanding); false when it was parked, and the session dispatches it again
    * once the earlier ones are answered. Later requests wait until it is answered either way. It may be held for
-   * long, so it gets bytes of its own first (ownBytes, core/request.ts).
+   * long, so it gets bytes of its own first (ownBytes, core/request.ts). `blocks`: a blocking command or WAIT,
+   * refused (with an error, and the connection ended) once the client has ended its side.
    */
-  runAlone(req: Request): boolean;
+  runAlone(req: Request, blocks?: boolean): boolean;
   /**
    * WAIT (wait.ts): `pool` (a shard's shared pool, cluster mode a master's) received a command of this client that
    * is not read-only. sendUnit notes it for the commands it sends; the session handlers note what they send over

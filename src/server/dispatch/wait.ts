@@ -66,7 +66,7 @@ export const dispatchWait: DispatchHandler = (session, req, _spec, topo) => {
     req.deliver(ERR_TIMEOUT_NEGATIVE);
     return;
   }
-  if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
+  if (!session.runAlone(req, true)) return; // dispatched again once the client's earlier commands are answered
   const pools = session.takeWritten();
   if (pools.length === 0) {
     connectedReplicas(session, req, topo, numreplicas);
