@@ -35,7 +35,8 @@ const ASKING_FRAME = commandFrame(['ASKING']);
  * `op.redirects` holds two separate counts, each with its own bound: MOVED/ASK redirections (max_redirections)
  * in the low 10 bits, backoff retries (retry.attempts) above them; both are at most 100 (config ranges). One
  * shared count would let a few TRYAGAIN retries of an op in a migrating slot use up the redirections it then
- * needs to follow the slot (ASK, then MOVED), and vice versa.
+ * needs to follow the slot (ASK, then MOVED), and vice versa. The redirections are counted per attempt (a retry
+ * starts them again), so a loop of redirections is bounded by max_redirections per attempt.
  */
 const REDIRECT_BITS = 10;
 const REDIRECT_MASK = (1 << REDIRECT_BITS) - 1;
@@ -216,7 +217,10 @@ export class ClusterController implements RedirectHandler, Resender {
     const retries = retriesOf(op);
     if (retries >= retry.attempts || this.closed) return false;
     const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** retries);
-    op.redirects += 1 << REDIRECT_BITS;
+    // One more retry, and a fresh redirection budget: the retry starts again from the slot's owner, and in a
+    // migrating slot meets the same ASK each time (ASK, then TRYAGAIN from the target for a multi-key command whose
+    // keys are split); counted across retries, that ASK ran out of redirections long before the retries ran out.
+    op.redirects = (retries + 1) << REDIRECT_BITS;
     const stats = this.host.stats;
     stats.retries++;
     if (retryableError(lastError) === 'tryagain') stats.tryagain++;

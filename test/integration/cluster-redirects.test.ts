@@ -336,6 +336,36 @@ describe('retries and redirections', () => {
     expect(dataCommands(b)).toEqual(['GET t:1']);
   });
 
+  it('ASK then TRYAGAIN, again and again (a multi-key command in a migrating slot): each retry starts afresh', async () => {
+    // "m:" keys: a (the slot's owner) answers ASK to b; b, after ASKING, answers TRYAGAIN four times (the keys are
+    // split between the nodes), then serves. Each retry goes back to a and meets the ASK again: that ASK must not
+    // count against max_redirections (2 here), or the command fails after two loops with "too many redirections"
+    // instead of being retried for the whole retry budget (and then surfacing TRYAGAIN, as a cluster client would).
+    const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: [[0, 16383]] }];
+    let tries = 0;
+    let a: FakeBackend, b: FakeBackend;
+    a = await fakeNode(layout, (cmd) =>
+      cmd[1]?.startsWith('m:') ? `-ASK ${keySlot(Buffer.from(cmd[1]))} 127.0.0.1:${b.port}\r\n` : null,
+    );
+    b = await fakeNode(layout, (cmd) => {
+      if (!cmd[1]?.startsWith('m:')) return null;
+      return ++tries <= 4 ? '-TRYAGAIN Multiple keys request during rehashing of slot\r\n' : null;
+    });
+    const proxy = await keymux({
+      cluster: { seeds: [a.address], max_redirections: 2, retry: { attempts: 5, base_delay_ms: 5, max_delay_ms: 20 } },
+    });
+    const c = client(proxy.port);
+    const [r1, r2] = (await c.pipeline().mget('m:{x}1', 'm:{x}2').get('plain').exec())!;
+    expect(r1).toEqual([null, ['value-of-m:{x}1', 'value-of-m:{x}2']]);
+    expect(r2).toEqual([null, 'value-of-plain']);
+    expect(proxy.stats.ask).toBe(5);
+    expect(proxy.stats.retries).toBe(4);
+    // Out of retries, the client gets Redis's own TRYAGAIN, not a redirection error.
+    tries = -100;
+    const [r3] = (await c.pipeline().mget('m:{y}1', 'm:{y}2').exec())!;
+    expect(r3![0]?.message).toMatch(/^TRYAGAIN /);
+  });
+
   it('a slot no master serves (failover window) is retried until discovery names its new master', async () => {
     let covered = false;
     const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: covered ? [[0, 16383]] : [[0, 8191]] }];

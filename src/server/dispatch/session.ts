@@ -37,7 +37,7 @@ import { dispatchOneShard, shareEvalScript } from './one-shard.js';
 import { LOCAL_HANDLERS } from '../../commands/local.js';
 import type { CommandSpec } from '../../commands/spec.js';
 import { Request, mayWrite, ownBytes, type BackendOp, type RequestOwner, type RoutedUnit } from '../../core/request.js';
-import { parseRedirect, withHost, type RedirectTarget } from '../../backend/redirect.js';
+import { parseRedirect, retryableError, withHost, type RedirectTarget } from '../../backend/redirect.js';
 import type { ShardPool } from '../../backend/pool.js';
 import {
   ERR_CROSSSLOT,
@@ -318,7 +318,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   }
   if (writes && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
   state.busy = lease;
-  new TransactionRun(session, state, req, lease, queued, watched).send();
+  new TransactionRun(session, state, req, lease, queued, watched, group === -1 ? 0 : group).send();
 }
 
 /**
@@ -337,6 +337,13 @@ class TransactionRun {
   /** A queued command was answered with a redirection (cluster mode): the slot is elsewhere now. */
   private moved: RedirectTarget | null;
   private redirects: number;
+  /** Queued commands with keys that the node took (+QUEUED): their keys are there (cluster mode, see done). */
+  private keyedQueued: number;
+  /** This run follows an -ASK: ASKING goes before MULTI (it holds for the whole transaction). */
+  private asking: boolean;
+  /** Cluster mode: its slot, and the runs sent again because the slot was half-way through a migration. */
+  private readonly group: number;
+  private retries: number;
 
   constructor(
     session: DispatchSession,
@@ -345,6 +352,7 @@ class TransactionRun {
     lease: Lease,
     queued: QueuedCommand[],
     watched: boolean,
+    group: number,
   ) {
     this.session = session;
     this.state = state;
@@ -354,12 +362,18 @@ class TransactionRun {
     this.watched = watched;
     this.moved = null;
     this.redirects = 0;
+    this.keyedQueued = 0;
+    this.asking = false;
+    this.group = group;
+    this.retries = 0;
   }
 
   send(): void {
     const lease = this.lease;
     this.moved = null;
+    this.keyedQueued = 0;
     this.session.ctx.sessions.execSent(lease); // a migration starting now waits for its reply (execsAnswered)
+    if (this.asking) lease.send(new SideOp(ASKING_FRAME));
     lease.send(new SideOp(MULTI_FRAME));
     const onQueued = (frame: Buffer): void => {
       if (this.moved === null && frame[0] === 45 /* - */) {
@@ -367,7 +381,15 @@ class TransactionRun {
         if (r !== null && r.kind !== 'invalid') this.moved = withHost(r, hostOf(lease.pool.address));
       }
     };
-    for (const q of this.queued) if (!q.local) lease.send(new SideOp(q.frame, onQueued));
+    const onKeyedQueued = (frame: Buffer): void => {
+      if (frame[0] === 43 /* + */) this.keyedQueued++;
+      else onQueued(frame);
+    };
+    const idx = this.session.keyIndexes;
+    for (const q of this.queued) {
+      if (q.local) continue;
+      lease.send(new SideOp(q.frame, findKeyIndexes(q.spec, q.args, idx) > 0 ? onKeyedQueued : onQueued));
+    }
     lease.send(new SideOp(EXEC_FRAME, (frame) => this.done(frame)));
   }
 
@@ -380,9 +402,16 @@ class TransactionRun {
       return;
     }
     const m = this.moved;
-    if (m !== null && m.kind === 'moved' && !this.watched && this.redirects < MAX_REDIRECTS) {
+    // Without WATCH nothing of it ran (the node aborted it), so it may go where the slot is: after MOVED, to the new
+    // owner; after ASK (the slot is migrating), to the importing node with ASKING, but only when the node asked
+    // took none of its keyed commands: each ASK says its key is not there (nor can it come back: a migrating slot
+    // takes no new key), while a command it queued has its key there, and the target would run it on a key it does
+    // not hold. Keys split between the two nodes: EXECABORT (retry it; the migration ends the split).
+    const follow = m !== null && (m.kind === 'moved' || this.keyedQueued === 0);
+    if (m !== null && follow && !this.watched && this.redirects < MAX_REDIRECTS) {
       const ctx = this.session.ctx;
-      ctx.stats.moved++;
+      if (m.kind === 'moved') ctx.stats.moved++;
+      else ctx.stats.ask++;
       ctx.clusterHint();
       const pool = ctx.nodePool(m.address);
       const next = pool === null ? null : ctx.sessions.lease(pool, this.session.protocol);
@@ -391,10 +420,18 @@ class TransactionRun {
         lease.release();
         this.lease = next;
         this.redirects++;
+        this.asking = m.kind === 'ask';
         this.send();
         return;
       }
     }
+    // Half-way through a migration of its slot, without WATCH: its keys split between the two nodes (some queued
+    // at the source, some asked for), or the importing node answering EXEC with TRYAGAIN (a key of it not there
+    // yet). Neither node applied anything; it is sent again from the slot's owner after a backoff, within
+    // cluster.retry, as a plain command answered TRYAGAIN is, and the client gets the error only when out of tries.
+    const split = m !== null && m.kind === 'ask' && this.keyedQueued > 0;
+    const tryagain = m === null && frame[0] === 45 /* - */ && retryableError(frame) === 'tryagain';
+    if ((split || tryagain) && !this.watched && this.retryLater(frame)) return;
     if (m === null && frame[0] === 42 /* * */ && this.queued.some((q) => q.everywhere === true)) {
       if (state.busy === lease) state.busy = null;
       lease.release();
@@ -410,12 +447,52 @@ class TransactionRun {
       reply = errorReply(
         `EXECABORT keymux: the transaction was not applied: slot ${m.slot} ` +
           `${m.kind === 'moved' ? 'moved' : 'is migrating'} to ${m.address}` +
-          `${this.watched ? ' (its WATCH was on the former owner)' : ''}; retry it`,
+          `${this.watched ? ' (its WATCH was on the former owner)' : m.kind === 'ask' && this.keyedQueued > 0 ? ' (its keys are split between the two nodes)' : ''}; retry it`,
       );
     } else if (frame[0] === 42 /* * */) {
       reply = execReply(this.session, this.queued, frame);
     }
     this.req.deliver(reply);
+  }
+
+  /** Sends the transaction again after a backoff (see done); false when out of retries (or not cluster mode). */
+  private retryLater(lastReply: Buffer): boolean {
+    const retry = this.session.ctx.topology.config.cluster?.retry;
+    if (retry === undefined || this.retries >= retry.attempts) return false;
+    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** this.retries);
+    this.retries++;
+    const ctx = this.session.ctx;
+    ctx.stats.retries++;
+    ctx.stats.tryagain++;
+    // The lease stays with the run meanwhile: the client's next commands wait (it runs alone), and a client that
+    // leaves has it closed (clientGone), which the timer sees.
+    setTimeout(() => {
+      const lease = this.lease;
+      if (!lease.leased) {
+        this.req.deliver(lastReply);
+        return;
+      }
+      const owner = poolOfGroup(ctx.topology, this.group);
+      const next =
+        owner === null || owner.shard.address === lease.pool.address
+          ? lease
+          : ctx.sessions.lease(owner, this.session.protocol);
+      if (!(next instanceof Lease)) {
+        if (this.state.busy === lease) this.state.busy = null;
+        lease.release();
+        this.req.deliver(lastReply);
+        return;
+      }
+      if (next !== lease) {
+        if (this.state.busy === lease) this.state.busy = next;
+        lease.release();
+        this.lease = next;
+      }
+      this.asking = false;
+      this.redirects = 0;
+      this.send();
+    }, delay).unref();
+    return true;
   }
 }
 
