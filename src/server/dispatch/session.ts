@@ -666,6 +666,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   if (group < 0) return;
   if (heldForMigration(session, req, spec, topo, null)) return;
   if (!session.runAlone(req, true)) return;
+  if (poolOfGroup(topo, group) === null && blockLater(session, req, spec)) return;
   const lease = leaseFor(session, req, topo, group);
   if (lease === null) return;
   // Near cache: a blocking pop/move writes its keys over a session connection: hold them until it is answered.
@@ -674,9 +675,35 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;
-  const call = new LeasedCall(session, state, req, lease, true);
+  const call = new LeasedCall(session, state, req, lease, true, false, group);
   session.ctx.sessions.blocked.set(session.id, call);
   lease.send(call);
+}
+
+/** Blocking commands waiting for their slot to have a master again (cluster failover): the tries each has had. */
+const slotWaits = new WeakMap<Request, number>();
+
+/**
+ * Cluster mode: the slot of a blocking command has no master now (a failover under way): it is dispatched again
+ * after a backoff, within cluster.retry, as a plain command is (nothing ran). False when out of tries (the caller
+ * answers that the slot is not served) or not in cluster mode.
+ */
+function blockLater(session: DispatchSession, req: Request, spec: CommandSpec): boolean {
+  const config = session.ctx.topology.config;
+  const retry = config.cluster?.retry;
+  const tries = slotWaits.get(req) ?? 0;
+  if (config.mode !== 'cluster' || retry === undefined || tries >= retry.attempts) return false;
+  slotWaits.set(req, tries + 1);
+  session.ctx.stats.retries++;
+  session.ctx.clusterHint();
+  setTimeout(
+    () => {
+      // Its client may have left meanwhile: runAlone (called again by block) answers it without sending anything.
+      block(session, req, spec, session.ctx.topology);
+    },
+    Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** tries),
+  ).unref();
+  return true;
 }
 
 /**
@@ -744,6 +771,10 @@ class LeasedCall implements BackendOp, BlockedCall {
   private abortReply: Buffer | null;
   /** An isolated script: counted by a key migration's fence until answered (the lease it was sent on). */
   private fencedOn: Lease | null;
+  /** A blocking command's slot (cluster mode): it may be sent again there after a failover (retryLater); else -1. */
+  private readonly group: number;
+  private retries: number;
+  private backoff: NodeJS.Timeout | null;
 
   constructor(
     session: DispatchSession,
@@ -752,7 +783,11 @@ class LeasedCall implements BackendOp, BlockedCall {
     lease: Lease,
     releaseAfter: boolean,
     fenced = false,
+    group = -1,
   ) {
+    this.group = group;
+    this.retries = 0;
+    this.backoff = null;
     this.fencedOn = fenced ? lease : null;
     this.sentAt = 0;
     this.redirects = 0;
@@ -777,7 +812,7 @@ class LeasedCall implements BackendOp, BlockedCall {
       this.req.deliver(this.abortReply ?? frame);
       return;
     }
-    if (frame[0] === 45 /* - */ && this.follow(frame)) return;
+    if (frame[0] === 45 /* - */ && (this.follow(frame) || this.retryLater(frame))) return;
     const state = this.state;
     if (state.busy === lease) state.busy = null;
     if (this.releaseAfter) {
@@ -827,6 +862,53 @@ class LeasedCall implements BackendOp, BlockedCall {
     return true;
   }
 
+  /**
+   * Cluster mode, a blocking command that did not run: its node could not be reached before it was written (a
+   * master killed, not yet failed over: ECONNREFUSED), or the node refused it (CLUSTERDOWN while the cluster
+   * fails a master over, TRYAGAIN, LOADING). Nothing was popped, so it is sent again after a backoff to its slot's
+   * owner then, within cluster.retry, as a plain command is; a slot with no owner yet waits another backoff. True
+   * when it took over; the client gets the error only once the retries are spent.
+   */
+  private retryLater(frame: Buffer): boolean {
+    if (this.group < 0 || (this.sentAt !== 0 && retryableError(frame) === null)) return false;
+    const ctx = this.session.ctx;
+    const retry = ctx.topology.config.cluster?.retry;
+    if (retry === undefined || ctx.topology.config.mode !== 'cluster' || this.retries >= retry.attempts) return false;
+    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** this.retries);
+    this.retries++;
+    ctx.stats.retries++;
+    ctx.clusterHint();
+    // The lease stays with the call meanwhile (the client's next commands wait; drain and a leaving client end it
+    // through abort, which stops the wait).
+    this.backoff = setTimeout(() => {
+      this.backoff = null;
+      if (!this.lease.leased) {
+        // Its client left meanwhile (clientGone destroyed the lease): nothing is sent for it.
+        this.req.deliver(this.abortReply ?? frame);
+        return;
+      }
+      const pool = poolOfGroup(ctx.topology, this.group);
+      if (pool === null) {
+        if (!this.retryLater(frame)) this.finishWith(frame);
+        return;
+      }
+      const got = ctx.sessions.lease(pool, this.session.protocol);
+      if (!(got instanceof Lease)) {
+        this.finishWith(got);
+        return;
+      }
+      const old = this.lease;
+      if (this.state.busy === old) this.state.busy = got;
+      old.release(); // closed if its connection failed, else idle again
+      this.lease = got;
+      this.sentAt = 0;
+      this.redirects = 0;
+      got.send(this);
+    }, delay);
+    this.backoff.unref();
+    return true;
+  }
+
   private finishWith(reply: Buffer): void {
     const state = this.state;
     if (state.busy === this.lease) state.busy = null;
@@ -863,6 +945,12 @@ class LeasedCall implements BackendOp, BlockedCall {
     if (this.state.busy === this.lease) this.state.busy = null;
     this.state.blocking = false;
     this.lease.destroy(); // the pending reply comes back as an error, and `reply` is delivered instead
+    if (this.backoff !== null) {
+      // Waiting to be sent again: nothing is pending on the lease to come back.
+      clearTimeout(this.backoff);
+      this.backoff = null;
+      this.req.deliver(reply);
+    }
   }
 }
 
