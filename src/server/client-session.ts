@@ -610,6 +610,10 @@ export class ClientSession
   }
 
   /** May use the operator forms the config grants (commands.config_broadcast): a user marked operator. */
+  get left(): boolean {
+    return this.closed;
+  }
+
   get operator(): boolean {
     if (!this.authenticated) return false;
     const acl = this.ctx.topology.acl;

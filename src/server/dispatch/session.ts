@@ -40,6 +40,7 @@ import { Request, mayWrite, ownBytes, type BackendOp, type RequestOwner, type Ro
 import { parseRedirect, retryableError, withHost, type RedirectTarget } from '../../backend/redirect.js';
 import type { ShardPool } from '../../backend/pool.js';
 import {
+  ERR_CLIENT_GONE,
   ERR_CROSSSLOT,
   ERR_EXECABORT,
   ERR_NESTED_MULTI,
@@ -306,7 +307,9 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   } else {
     const pool = poolOfGroup(topo, group === -1 ? 0 : group); // -1: only WAITs go to a shard
     if (pool === null) {
-      req.deliver(ERR_SLOT_NOT_SERVED);
+      // Cluster mode, a failover under way: nothing was sent; it goes once the slot has a master again.
+      if (!execWhenServed(session, state, req, queued, group === -1 ? 0 : group, writes, 0))
+        req.deliver(ERR_SLOT_NOT_SERVED);
       return;
     }
     const got = session.ctx.sessions.lease(pool, session.protocol);
@@ -327,6 +330,50 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
  * nothing applied); without WATCH the batch is sent again to the new owner (bounded), with WATCH the client is told
  * (its watch was on the old owner).
  */
+/**
+ * Cluster mode: EXEC (without WATCH) whose slot has no master now (a failover under way) is sent after a backoff,
+ * within cluster.retry, once it has one. False when out of tries or not in cluster mode (the caller answers that
+ * the slot is not served). The client's later commands wait meanwhile (EXEC runs alone).
+ */
+function execWhenServed(
+  session: DispatchSession,
+  state: SessionState,
+  req: Request,
+  queued: QueuedCommand[],
+  group: number,
+  writes: boolean,
+  tries: number,
+): boolean {
+  const ctx = session.ctx;
+  const retry = ctx.topology.config.mode === 'cluster' ? ctx.topology.config.cluster?.retry : undefined;
+  if (retry === undefined || tries >= retry.attempts) return false;
+  ctx.stats.retries++;
+  ctx.clusterHint();
+  setTimeout(
+    () => {
+      if (session.left) {
+        req.deliver(ERR_CLIENT_GONE); // nothing is leased for a client that is gone
+        return;
+      }
+      const pool = poolOfGroup(ctx.topology, group);
+      if (pool === null) {
+        if (!execWhenServed(session, state, req, queued, group, writes, tries + 1)) req.deliver(ERR_SLOT_NOT_SERVED);
+        return;
+      }
+      const got = ctx.sessions.lease(pool, session.protocol);
+      if (!(got instanceof Lease)) {
+        req.deliver(got);
+        return;
+      }
+      if (writes && got.via !== null) session.noteWrite(got.via);
+      state.busy = got;
+      new TransactionRun(session, state, req, got, queued, false, group).send();
+    },
+    Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** tries),
+  ).unref();
+  return true;
+}
+
 class TransactionRun {
   private readonly session: DispatchSession;
   private readonly state: SessionState;
@@ -341,6 +388,8 @@ class TransactionRun {
   private keyedQueued: number;
   /** This run follows an -ASK: ASKING goes before MULTI (it holds for the whole transaction). */
   private asking: boolean;
+  /** A queued command was refused for now (CLUSTERDOWN, TRYAGAIN, LOADING): the node aborts the transaction. */
+  private refused: boolean;
   /** Cluster mode: its slot, and the runs sent again because the slot was half-way through a migration. */
   private readonly group: number;
   private retries: number;
@@ -364,6 +413,7 @@ class TransactionRun {
     this.redirects = 0;
     this.keyedQueued = 0;
     this.asking = false;
+    this.refused = false;
     this.group = group;
     this.retries = 0;
   }
@@ -372,6 +422,7 @@ class TransactionRun {
     const lease = this.lease;
     this.moved = null;
     this.keyedQueued = 0;
+    this.refused = false;
     this.session.ctx.sessions.execSent(lease); // a migration starting now waits for its reply (execsAnswered)
     if (this.asking) lease.send(new SideOp(ASKING_FRAME));
     lease.send(new SideOp(MULTI_FRAME));
@@ -379,6 +430,7 @@ class TransactionRun {
       if (this.moved === null && frame[0] === 45 /* - */) {
         const r = parseRedirect(frame);
         if (r !== null && r.kind !== 'invalid') this.moved = withHost(r, hostOf(lease.pool.address));
+        else if (r === null && retryableError(frame) !== null) this.refused = true;
       }
     };
     const onKeyedQueued = (frame: Buffer): void => {
@@ -390,10 +442,12 @@ class TransactionRun {
       if (q.local) continue;
       lease.send(new SideOp(q.frame, findKeyIndexes(q.spec, q.args, idx) > 0 ? onKeyedQueued : onQueued));
     }
-    lease.send(new SideOp(EXEC_FRAME, (frame) => this.done(frame)));
+    const execOp: SideOp = new SideOp(EXEC_FRAME, (frame) => this.done(frame, execOp.sentAt === 0));
+    lease.send(execOp);
   }
 
-  private done(frame: Buffer): void {
+  /** `unsent`: EXEC never left keymux (its connection failed first), so the node ran nothing of it. */
+  private done(frame: Buffer, unsent: boolean): void {
     const state = this.state;
     const lease = this.lease;
     this.session.ctx.sessions.execAnswered(lease);
@@ -429,9 +483,11 @@ class TransactionRun {
     // at the source, some asked for), or the importing node answering EXEC with TRYAGAIN (a key of it not there
     // yet). Neither node applied anything; it is sent again from the slot's owner after a backoff, within
     // cluster.retry, as a plain command answered TRYAGAIN is, and the client gets the error only when out of tries.
+    // A failover, likewise: the node could not be reached before EXEC was written, or it refused the transaction
+    // (CLUSTERDOWN, LOADING: EXEC discarded, or a queued command refused and EXEC answered EXECABORT).
     const split = m !== null && m.kind === 'ask' && this.keyedQueued > 0;
-    const tryagain = m === null && frame[0] === 45 /* - */ && retryableError(frame) === 'tryagain';
-    if ((split || tryagain) && !this.watched && this.retryLater(frame)) return;
+    const refused = m === null && frame[0] === 45 /* - */ && (unsent || this.refused || retryableError(frame) !== null);
+    if ((split || refused) && !this.watched && this.retryLater(frame)) return;
     if (m === null && frame[0] === 42 /* * */ && this.queued.some((q) => q.everywhere === true)) {
       if (state.busy === lease) state.busy = null;
       lease.release();
@@ -457,13 +513,15 @@ class TransactionRun {
 
   /** Sends the transaction again after a backoff (see done); false when out of retries (or not cluster mode). */
   private retryLater(lastReply: Buffer): boolean {
-    const retry = this.session.ctx.topology.config.cluster?.retry;
+    const config = this.session.ctx.topology.config;
+    const retry = config.mode === 'cluster' ? config.cluster?.retry : undefined;
     if (retry === undefined || this.retries >= retry.attempts) return false;
     const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** this.retries);
     this.retries++;
     const ctx = this.session.ctx;
     ctx.stats.retries++;
-    ctx.stats.tryagain++;
+    if (retryableError(lastReply) === 'tryagain') ctx.stats.tryagain++;
+    ctx.clusterHint();
     // The lease stays with the run meanwhile: the client's next commands wait (it runs alone), and a client that
     // leaves has it closed (clientGone), which the timer sees.
     setTimeout(() => {
@@ -473,8 +531,16 @@ class TransactionRun {
         return;
       }
       const owner = poolOfGroup(ctx.topology, this.group);
+      if (owner === null) {
+        // No master for the slot yet (a failover): another backoff, the lease kept.
+        if (this.retryLater(lastReply)) return;
+        if (this.state.busy === lease) this.state.busy = null;
+        lease.release();
+        this.req.deliver(lastReply);
+        return;
+      }
       const next =
-        owner === null || owner.shard.address === lease.pool.address
+        owner.shard.address === lease.pool.address && lease.usable
           ? lease
           : ctx.sessions.lease(owner, this.session.protocol);
       if (!(next instanceof Lease)) {

@@ -17,6 +17,8 @@ import type { SessionState } from '../../session/client-state.js';
 
 export interface DispatchSession extends LocalSession, RequestOwner {
   readonly ctx: ProxyContext;
+  /** The client is gone (its connection closed): nothing may be leased or sent for it any more. */
+  readonly left: boolean;
   /** Scratch array for key indexes (reused by every handler; valid until the next call). */
   readonly keyIndexes: number[];
   /**
