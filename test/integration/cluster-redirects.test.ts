@@ -366,6 +366,39 @@ describe('retries and redirections', () => {
     expect(r3![0]?.message).toMatch(/^TRYAGAIN /);
   });
 
+  it('a blocking command refused CLUSTERDOWN is retried; CLIENT UNBLOCK meanwhile ends it as Redis would', async () => {
+    // The node answers BLPOP "-CLUSTERDOWN" (a failover under way): nothing was popped, so keymux sends it again
+    // after a backoff. A CLIENT UNBLOCK from another client while it waits answers it nil (TIMEOUT) or -UNBLOCKED.
+    const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: [[0, 16383]] }];
+    let a: FakeBackend;
+    a = await fakeNode(layout, (cmd) => {
+      const name = cmd[0]!.toUpperCase();
+      if (name === 'BLPOP') return '-CLUSTERDOWN The cluster is down\r\n';
+      if (name === 'CLIENT' || name === 'HELLO') return ':1\r\n';
+      return null;
+    });
+    const proxy = await keymux({
+      cluster: { seeds: [a.address], retry: { attempts: 100, base_delay_ms: 20, max_delay_ms: 200 } },
+    });
+    const blocked = client(proxy.port);
+    const other = client(proxy.port);
+    for (const mode of ['TIMEOUT', 'ERROR']) {
+      const id = String(await blocked.client('ID'));
+      const blpops = () => a.commands.filter((c) => c[0]!.toUpperCase() === 'BLPOP').length;
+      const before = blpops();
+      const popped = blocked.blpop('q', 0).then(
+        (v) => v,
+        (e: Error) => e,
+      );
+      await waitFor(() => blpops() >= before + 2, 'BLPOP sent again after CLUSTERDOWN');
+      expect(await other.client('UNBLOCK', id, mode)).toBe(1);
+      const got = await popped;
+      if (mode === 'TIMEOUT') expect(got).toBeNull();
+      else expect((got as Error).message).toBe('UNBLOCKED client unblocked via CLIENT UNBLOCK');
+    }
+    expect(proxy.sessions.leasedTotal).toBe(0);
+  });
+
   it('a slot no master serves (failover window) is retried until discovery names its new master', async () => {
     let covered = false;
     const layout = (): FakeShard[] => [{ node: a, id: nodeId(1), ranges: covered ? [[0, 16383]] : [[0, 8191]] }];

@@ -79,6 +79,8 @@ const ERR_TX_SPLIT = errorReply(
 /** EXEC's reply when a WATCHed key changed (Redis's null array). */
 const NULL_ARRAY_RESP2 = Buffer.from('*-1\r\n');
 const NULL_ARRAY_RESP3 = Buffer.from('_\r\n');
+/** Redis's words for a call ended by CLIENT UNBLOCK ... ERROR. */
+const ERR_UNBLOCKED = errorReply('UNBLOCKED client unblocked via CLIENT UNBLOCK');
 const ERR_TOO_MANY_REDIRECTS = errorReply('ERR keymux: too many cluster redirections for this command');
 const MULTI_FRAME = commandFrame(['MULTI']);
 const EXEC_FRAME = commandFrame(['EXEC']);
@@ -989,7 +991,19 @@ class LeasedCall implements BackendOp, BlockedCall {
   }
 
   unblock(mode: 'timeout' | 'error', onReply: ((frame: Buffer) => void) | null = null): boolean {
-    return this.lease.leased && this.lease.unblock(mode, onReply);
+    if (!this.lease.leased) return false;
+    if (this.backoff !== null) {
+      // Waiting to be sent again after a failover (retryLater): not blocked anywhere, so answered here as the node
+      // would answer an unblocked call, and CLIENT UNBLOCK (or drain) is told it was unblocked.
+      clearTimeout(this.backoff);
+      this.backoff = null;
+      onReply?.(integerReply(1));
+      this.finishWith(
+        mode === 'timeout' ? (this.session.protocol === 3 ? NULL_ARRAY_RESP3 : NULL_ARRAY_RESP2) : ERR_UNBLOCKED,
+      );
+      return true;
+    }
+    return this.lease.unblock(mode, onReply);
   }
 
   keysMovedIn(topo: Topology): boolean {
