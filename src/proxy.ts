@@ -78,6 +78,8 @@ export interface StartOptions {
   migrationLink?: MigrationLink;
   /** A worker started while a coordinated migration runs (or resumes one): the migration and where keys were. */
   joinMigration?: { id: number; chain: Array<Partial<KeymuxConfig>> } | null;
+  /** A worker process: its first client id (unique across workers; default 1). */
+  clientIds?: { first: number };
 }
 
 /** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
@@ -248,6 +250,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         proxy.watcher.start();
       }
     }
+    if (options.clientIds !== undefined) proxy.listener.useClientIds(options.clientIds.first);
     const addr = config.listen !== null ? await proxy.listener.listen(config.listen.host, config.listen.port) : null;
     const tlsAddr =
       config.tls.enabled && config.tls.listen !== null && material.clientTls !== null

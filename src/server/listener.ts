@@ -48,6 +48,11 @@ export class Listener {
     this.server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
   }
 
+  /** Client ids from now on: first, first + 1, ... (a worker's block, so CLIENT ID is unique process-wide). */
+  useClientIds(first: number): void {
+    this.nextId = first;
+  }
+
   listen(host: string, port: number): Promise<net.AddressInfo> {
     return listenOn(this.server, host, port);
   }

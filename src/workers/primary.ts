@@ -45,6 +45,7 @@ import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import {
   isReply,
   isWorkerEvent,
+  type ClientIdRange,
   type JoinMigration,
   type MovedMessage,
   type ReplyMessage,
@@ -131,6 +132,8 @@ export class WorkerPrimary {
   /** Every worker served once: from now on a worker that exits is replaced. */
   private started = false;
   private restarts = 0;
+  /** Forks so far, by slot (client id blocks: clientIdsFor). */
+  private readonly forks: number[] = [];
   private reloadsOk = 0;
   private reloadsFailed = 0;
   private adminRefusedCount = 0;
@@ -477,6 +480,21 @@ export class WorkerPrimary {
 
   // ---- the workers' lives ---------------------------------------------------------------------------------------
 
+  /**
+   * The first CLIENT ID of the next worker forked for slot `id`: each slot has a block of 2^44 ids and each fork of
+   * it (a restart) a block of 2^32 in it, counted up one by one, so no two clients of this keymux (any worker, any
+   * restart) share an id. Redis never repeats a client id, and CLIENT UNBLOCK <id> relies on it: with each worker
+   * counting from 1, a client of one worker unblocked another worker's client of the same number. Consecutive ids
+   * within a worker keep spreading its clients over a pool's connections (pool.pick: id modulo their number).
+   * Below 2^53 (exact as a JS number and in RESP) for up to 511 workers; a slot's 4,096th restart reuses its first
+   * block.
+   */
+  private clientIdsFor(id: number): ClientIdRange {
+    const generation = this.forks[id - 1] ?? 0;
+    this.forks[id - 1] = generation + 1;
+    return { first: id * 2 ** 44 + (generation % 4096) * 2 ** 32 + 1 };
+  }
+
   /** Forks the worker of slot `id` and starts it on the current config; resolves once it serves. */
   private startWorker(id: number, youngDeaths = 0): Promise<void> {
     return this.enqueue(async () => {
@@ -512,7 +530,14 @@ export class WorkerPrimary {
       try {
         await this.ask(
           slot,
-          { op: 'start', config: this.config, watchSecrets: this.watchFiles, leader: id === LEADER, migration: joined },
+          {
+            op: 'start',
+            config: this.config,
+            watchSecrets: this.watchFiles,
+            leader: id === LEADER,
+            migration: joined,
+            clientIds: this.clientIdsFor(id),
+          },
           START_TIMEOUT_MS,
         );
       } catch (err) {

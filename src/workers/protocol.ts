@@ -23,9 +23,22 @@ export interface JoinMigration {
 }
 
 /** What the primary asks of a worker. */
+/** A worker's client ids: first, first + 1, ... */
+export interface ClientIdRange {
+  first: number;
+}
+
 export type WorkerRequest =
   /** Start serving `config` (sent once, right after the worker came online). */
-  | { op: 'start'; config: KeymuxConfig; watchSecrets: boolean; leader: boolean; migration: JoinMigration | null }
+  | {
+      op: 'start';
+      config: KeymuxConfig;
+      watchSecrets: boolean;
+      leader: boolean;
+      migration: JoinMigration | null;
+      /** The client ids this worker gives (Listener.useClientIds): unique across workers and their restarts. */
+      clientIds: ClientIdRange;
+    }
   /**
    * Apply `config` through the in-process reload path; the reply's value is null or why it was refused. With
    * `migrationId` the reload moves keys: the reply waits for this worker's fence, and nothing moves before

@@ -64,6 +64,7 @@ export function runWorker(): void {
         watchSecrets: req.watchSecrets,
         migrationLink: migrationLink(req.leader),
         joinMigration: req.migration,
+        clientIds: req.clientIds,
       });
       metrics = new Metrics(proxy);
       return proxy.port;

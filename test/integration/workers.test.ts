@@ -153,6 +153,42 @@ describe('workers: 2', () => {
     expect((await admin('/readyz')).status).toBe(200);
   });
 
+  it('gives each client its own CLIENT ID across workers; CLIENT UNBLOCK reaches only that client', async () => {
+    const ids = (await Promise.all(clients.map((c) => c.client('ID')))) as number[];
+    expect(new Set(ids).size).toBe(clients.length); // each worker counting from 1 gave equal ids
+    const extra = Array.from({ length: 6 }, () => new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0 }));
+    try {
+      const pids = await Promise.all(extra.map((c) => pidOf(c)));
+      const pidA = pids[0]!;
+      const onA = extra.filter((_, i) => pids[i] === pidA);
+      const onB = extra.filter((_, i) => pids[i] !== pidA);
+      expect(onA.length).toBeGreaterThanOrEqual(2);
+      expect(onB.length).toBeGreaterThanOrEqual(2);
+      const [x, y, z, w] = [onB[0]!, onA[0]!, onA[1]!, onB[1]!];
+      const [idX, idY] = (await Promise.all([x.client('ID'), y.client('ID')])) as number[];
+      expect(idX).not.toBe(idY);
+      const poppedX = x.blpop('ub:x', 0);
+      const poppedY = y.blpop('ub:y', 0);
+      const blockedOnShards = async (): Promise<number> => {
+        let n = 0;
+        for (const shard of [a, b]) {
+          const info = String(await redisCommand(shard.port, 'INFO', 'clients'));
+          n += Number(/blocked_clients:(\d+)/.exec(info)![1]);
+        }
+        return n;
+      };
+      await until('both blocked', async () => ((await blockedOnShards()) >= 2 ? true : undefined));
+      // z is on worker A: X (worker B) is no client of its worker; Y must stay blocked.
+      expect(await z.client('UNBLOCK', String(idX))).toBe(0);
+      expect(await z.client('UNBLOCK', String(idY))).toBe(1);
+      expect(await poppedY).toBeNull();
+      expect(await w.client('UNBLOCK', String(idX))).toBe(1);
+      expect(await poppedX).toBeNull();
+    } finally {
+      for (const c of extra) c.disconnect();
+    }
+  });
+
   it('/metrics sums the commands of both workers', async () => {
     const before = await metric('keymux_commands_total', '{command="get"}');
     const served = await byWorker();
