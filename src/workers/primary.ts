@@ -112,6 +112,33 @@ export interface PrimaryOptions {
   watchConfig: boolean;
 }
 
+/** One metric as prom-client's getMetricsAsJSON gives it (what workers send for /metrics). */
+interface MetricJson {
+  name: string;
+  type: string;
+  values: Array<{ labels: Record<string, string | number>; value: number }>;
+}
+
+/**
+ * Series the primary answers itself (primaryGauges, ownMetrics): each worker counts its own reloads (a rollback
+ * too) and a new worker starts at version 1, so theirs would disagree with the process's.
+ */
+const PRIMARY_OWNED = new Set(['keymux_config_version', 'keymux_config_reloads_total', 'keymux_ready']);
+
+function withoutPrimaryOwned(json: MetricJson[]): MetricJson[] {
+  return json.filter((m) => !PRIMARY_OWNED.has(m.name));
+}
+
+/** The counters and histograms of an answer (what must not go backwards); gauges are the worker's present. */
+function cumulativeOnly(json: MetricJson[]): MetricJson[] {
+  return json.filter((m) => m.type === 'counter' || m.type === 'histogram');
+}
+
+function readyOf(json: MetricJson[]): boolean {
+  const m = json.find((x) => x.name === 'keymux_ready');
+  return m === undefined || m.values.every((v) => v.value === 1);
+}
+
 export class WorkerPrimary {
   config: KeymuxConfig;
   /** 1 at start, +1 per reload applied by every worker. */
@@ -132,6 +159,9 @@ export class WorkerPrimary {
   /** Every worker served once: from now on a worker that exits is replaced. */
   private started = false;
   private restarts = 0;
+  /** /metrics: each slot's last answer (and the process that gave it), and the last answers of replaced workers. */
+  private readonly lastMetrics = new Map<number, { pid: number; json: MetricJson[] }>();
+  private retired: object[][] = [];
   /** Forks so far, by slot (client id blocks: clientIdsFor). */
   private readonly forks: number[] = [];
   private reloadsOk = 0;
@@ -774,7 +804,45 @@ export class WorkerPrimary {
   async metrics(): Promise<Registry> {
     const answers = await this.askAll({ op: 'metrics' });
     const own = await this.registry.getMetricsAsJSON();
-    return AggregatorRegistry.aggregate([...answers.map((a) => a.value as object[]), own]);
+    // Counters and histograms never go backwards: a worker that did not answer (busy, just killed) counts with its
+    // last answer, and a worker replaced by a new process (which counts from 0) leaves its last answer in `retired`.
+    const answered = new Set<number>();
+    const parts: object[][] = [];
+    for (const a of answers) {
+      const value = withoutPrimaryOwned(a.value as MetricJson[]);
+      const last = this.lastMetrics.get(a.slot.id);
+      if (last !== undefined && last.pid !== a.slot.pid) this.retired.push(cumulativeOnly(last.json));
+      this.lastMetrics.set(a.slot.id, { pid: a.slot.pid, json: value });
+      answered.add(a.slot.id);
+      parts.push(value);
+    }
+    for (const [id, last] of this.lastMetrics) if (!answered.has(id)) parts.push(cumulativeOnly(last.json));
+    if (this.retired.length > 1) {
+      // Folded into one, so restarts do not make each scrape longer.
+      this.retired = [await AggregatorRegistry.aggregate(this.retired).getMetricsAsJSON()];
+    }
+    const ready = answers.length === this.count && answers.every((a) => readyOf(a.value as MetricJson[]));
+    return AggregatorRegistry.aggregate([...parts, ...this.retired, own, this.primaryGauges(ready)]);
+  }
+
+  /** What only the primary knows for the whole process: its config version, and readiness of every worker. */
+  private primaryGauges(ready: boolean): object[] {
+    return [
+      {
+        name: 'keymux_config_version',
+        help: 'Version of the active config: 1 at start, +1 per applied reload.',
+        type: 'gauge',
+        aggregator: 'max',
+        values: [{ labels: {}, value: this.version }],
+      },
+      {
+        name: 'keymux_ready',
+        help: '1 when every worker is serving and ready (as /readyz answers 200), else 0.',
+        type: 'gauge',
+        aggregator: 'min',
+        values: [{ labels: {}, value: ready ? 1 : 0 }],
+      },
+    ];
   }
 
   /** The primary's own metrics: its workers, restarts, the reloads it coordinated, refused admin requests. */

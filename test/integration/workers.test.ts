@@ -282,6 +282,10 @@ describe('workers: 2', () => {
     const before = await workers();
     const victim = before.workers[0]!.pid!;
     const survivor = before.workers[1]!.pid!;
+    // Counters summed over the workers before the kill (the scrape also records each worker's last answer).
+    const commandsBefore = await metric('keymux_commands_total');
+    const versionBefore = await metric('keymux_config_version');
+    expect(commandsBefore).toBeGreaterThan(0);
     process.kill(victim, 'SIGKILL');
     const after = await until('a replacement worker', async () => {
       const r = await workers();
@@ -291,6 +295,10 @@ describe('workers: 2', () => {
     expect(after.restarts).toBe(1);
     expect(after.workers[1]!.pid).toBe(survivor);
     expect(await metric('keymux_worker_restarts_total')).toBe(1);
+    // The dead worker's counts stay in the sum (its replacement counts from 0): counters never go backwards; the
+    // config version is the process's, not the new worker's 1.
+    expect(await metric('keymux_commands_total')).toBeGreaterThanOrEqual(commandsBefore);
+    expect(await metric('keymux_config_version')).toBe(versionBefore);
     const replacement = after.workers[0]!.pid!;
     // Clients of the dead worker reconnect (ioredis does) and are served; new connections reach the new worker.
     await Promise.all(clients.map(async (client, i) => expect(await client.get(`user:${i}:3`)).toBe(`v${i}-3`)));
