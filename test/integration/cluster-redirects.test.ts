@@ -382,7 +382,7 @@ describe('retries and redirections', () => {
     });
     const blocked = client(proxy.port);
     const other = client(proxy.port);
-    for (const mode of ['TIMEOUT', 'ERROR']) {
+    for (const mode of ['TIMEOUT', 'ERROR'] as const) {
       const id = String(await blocked.client('ID'));
       const blpops = () => a.commands.filter((c) => c[0]!.toUpperCase() === 'BLPOP').length;
       const before = blpops();
@@ -391,7 +391,9 @@ describe('retries and redirections', () => {
         (e: Error) => e,
       );
       await waitFor(() => blpops() >= before + 2, 'BLPOP sent again after CLUSTERDOWN');
-      expect(await other.client('UNBLOCK', id, mode)).toBe(1);
+      const unblocked =
+        mode === 'TIMEOUT' ? await other.client('UNBLOCK', id, 'TIMEOUT') : await other.client('UNBLOCK', id, 'ERROR');
+      expect(unblocked).toBe(1);
       const got = await popped;
       if (mode === 'TIMEOUT') expect(got).toBeNull();
       else expect((got as Error).message).toBe('UNBLOCKED client unblocked via CLIENT UNBLOCK');
