@@ -134,6 +134,27 @@ function cumulativeOnly(json: MetricJson[]): MetricJson[] {
   return json.filter((m) => m.type === 'counter' || m.type === 'histogram');
 }
 
+/** The counts of a /shards row that only grow. */
+const SHARD_COUNTS = ['commands', 'errors', 'hits', 'misses'] as const;
+
+function shardCountsOf(rows: Array<Record<string, unknown> & { name: string }>): Map<string, Record<string, number>> {
+  const out = new Map<string, Record<string, number>>();
+  for (const row of rows) {
+    const counts: Record<string, number> = {};
+    for (const k of SHARD_COUNTS) counts[k] = (row[k] as number) ?? 0;
+    out.set(row.name, counts);
+  }
+  return out;
+}
+
+function addShardCounts(into: Map<string, Record<string, number>>, from: Map<string, Record<string, number>>): void {
+  for (const [name, counts] of from) {
+    const sum = into.get(name) ?? {};
+    for (const k of SHARD_COUNTS) sum[k] = (sum[k] ?? 0) + (counts[k] ?? 0);
+    into.set(name, sum);
+  }
+}
+
 function readyOf(json: MetricJson[]): boolean {
   const m = json.find((x) => x.name === 'keymux_ready');
   return m === undefined || m.values.every((v) => v.value === 1);
@@ -162,6 +183,9 @@ export class WorkerPrimary {
   /** /metrics: each slot's last answer (and the process that gave it), and the last answers of replaced workers. */
   private readonly lastMetrics = new Map<number, { pid: number; json: MetricJson[] }>();
   private retired: object[][] = [];
+  /** /shards: the same for each shard's counts (by shard name). */
+  private readonly lastShardCounts = new Map<number, { pid: number; counts: Map<string, Record<string, number>> }>();
+  private readonly shardCountsRetired = new Map<string, Record<string, number>>();
   /** Forks so far, by slot (client id blocks: clientIdsFor). */
   private readonly forks: number[] = [];
   private reloadsOk = 0;
@@ -906,10 +930,24 @@ export class WorkerPrimary {
     type ShardRow = Record<string, unknown> & { name: string; connections: unknown[]; state: string };
     type Report = Record<string, unknown> & { shards: ShardRow[]; version: number };
     const reports = answers.map((a) => ({ id: a.slot.id, report: a.value as Report }));
+    // Counts never go backwards (as in /metrics): a worker that did not answer adds its last counts, a replaced
+    // one's last counts stay in `shardCountsRetired`.
+    const answered = new Set<number>();
+    for (const a of answers) {
+      const counts = shardCountsOf((a.value as Report).shards);
+      const last = this.lastShardCounts.get(a.slot.id);
+      if (last !== undefined && last.pid !== a.slot.pid) addShardCounts(this.shardCountsRetired, last.counts);
+      this.lastShardCounts.set(a.slot.id, { pid: a.slot.pid, counts });
+      answered.add(a.slot.id);
+    }
+    const carried = new Map<string, Record<string, number>>();
+    addShardCounts(carried, this.shardCountsRetired);
+    for (const [id, last] of this.lastShardCounts) if (!answered.has(id)) addShardCounts(carried, last.counts);
     const first = reports[0]!.report;
     const shards = first.shards.map((row) => {
       const out: Record<string, unknown> = { ...row, connections: [] as unknown[] };
       for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight']) out[k] = 0;
+      for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(row.name)?.[k] ?? 0;
       const states = new Set<string>();
       for (const { id, report } of reports) {
         const same = report.shards.find((s) => s.name === row.name);

@@ -156,15 +156,20 @@ describe('workers: 2', () => {
   it('gives each client its own CLIENT ID across workers; CLIENT UNBLOCK reaches only that client', async () => {
     const ids = (await Promise.all(clients.map((c) => c.client('ID')))) as number[];
     expect(new Set(ids).size).toBe(clients.length); // each worker counting from 1 gave equal ids
-    const extra = Array.from({ length: 6 }, () => new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0 }));
+    const extra: Redis[] = [];
     try {
-      const pids = await Promise.all(extra.map((c) => pidOf(c)));
-      const pidA = pids[0]!;
-      const onA = extra.filter((_, i) => pids[i] === pidA);
-      const onB = extra.filter((_, i) => pids[i] !== pidA);
-      expect(onA.length).toBeGreaterThanOrEqual(2);
-      expect(onB.length).toBeGreaterThanOrEqual(2);
-      const [x, y, z, w] = [onB[0]!, onA[0]!, onA[1]!, onB[1]!];
+      // Two clients on each worker (connections are handed out round-robin, not strictly alternately).
+      const byPid = new Map<number, Redis[]>();
+      while (extra.length < 30 && (byPid.size < 2 || [...byPid.values()].some((g) => g.length < 2))) {
+        const c = new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 0 });
+        extra.push(c);
+        const pid = await pidOf(c);
+        byPid.set(pid, [...(byPid.get(pid) ?? []), c]);
+      }
+      const [onA, onB] = [...byPid.values()];
+      expect(onA!.length).toBeGreaterThanOrEqual(2);
+      expect(onB!.length).toBeGreaterThanOrEqual(2);
+      const [x, y, z, w] = [onB![0]!, onA![0]!, onA![1]!, onB![1]!];
       const [idX, idY] = (await Promise.all([x.client('ID'), y.client('ID')])) as number[];
       expect(idX).not.toBe(idY);
       const poppedX = x.blpop('ub:x', 0);
@@ -285,6 +290,11 @@ describe('workers: 2', () => {
     // Counters summed over the workers before the kill (the scrape also records each worker's last answer).
     const commandsBefore = await metric('keymux_commands_total');
     const versionBefore = await metric('keymux_config_version');
+    const shardCommands = async (): Promise<number> => {
+      const report = JSON.parse((await admin('/shards')).text) as { shards: Array<{ commands: number }> };
+      return report.shards.reduce((n, s) => n + s.commands, 0);
+    };
+    const shardCommandsBefore = await shardCommands();
     expect(commandsBefore).toBeGreaterThan(0);
     process.kill(victim, 'SIGKILL');
     const after = await until('a replacement worker', async () => {
@@ -299,6 +309,7 @@ describe('workers: 2', () => {
     // config version is the process's, not the new worker's 1.
     expect(await metric('keymux_commands_total')).toBeGreaterThanOrEqual(commandsBefore);
     expect(await metric('keymux_config_version')).toBe(versionBefore);
+    expect(await shardCommands()).toBeGreaterThanOrEqual(shardCommandsBefore);
     const replacement = after.workers[0]!.pid!;
     // Clients of the dead worker reconnect (ioredis does) and are served; new connections reach the new worker.
     await Promise.all(clients.map(async (client, i) => expect(await client.get(`user:${i}:3`)).toBe(`v${i}-3`)));
