@@ -883,12 +883,14 @@ export class PubSubHub implements Flushable, SubscriberSink<Placement> {
    */
   receivers(kind: SubKind, name: Buffer, key: string, address: string, n: number): number {
     let ours = this.presentOn(kind, key, address);
+    let active = this.activeOn(kind, key, address);
     let local = this.localCount(kind, key);
     if (kind === KIND_CHANNEL && this.entries[KIND_PATTERN].size > 0) {
       for (const pattern of this.entries[KIND_PATTERN].values()) {
         if (!globMatch(pattern.name, name)) continue;
         local += pattern.subscribers.size;
         ours += this.presentOn(KIND_PATTERN, pattern.key, address);
+        active += this.activeOn(KIND_PATTERN, pattern.key, address);
       }
     }
     const link = kind === KIND_CHANNEL ? this.links.get(address) : undefined;
@@ -899,7 +901,21 @@ export class PubSubHub implements Flushable, SubscriberSink<Placement> {
         if (globMatch(Buffer.from(k.slice(1), 'latin1'), name)) ours++;
       }
     }
+    // The node counts each of keymux's confirmed subscriptions there as one receiver. Fewer than that: one was not
+    // there when the message was published (the node dropped it, e.g. a cluster master losing the slot of a shard
+    // channel, before keymux heard), so keymux's clients cannot be counted as reached; the node's own count is the
+    // truth that is known.
+    if (n < active) return n;
     return Math.max(0, n - ours) + local;
+  }
+
+  /** 1 when keymux's subscription to (kind, key) on `address` is confirmed (not one on its way in or out). */
+  private activeOn(kind: SubKind, key: string, address: string): number {
+    const link = this.links.get(address);
+    const entry = this.entries[kind].get(key);
+    if (link === undefined || entry === undefined) return 0;
+    for (const p of entry.placements) if (p.link === link && p.state === P_ACTIVE && !p.retiring) return 1;
+    return 0;
   }
 
   /** Patterns keymux is (or may still be) subscribed to on `address`. */

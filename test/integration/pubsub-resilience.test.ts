@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { configFrom, slotsConfig, startKeymux } from '../support/keymux.js';
-import { FakeBackend, keyOn, waitFor } from '../support/fake-backend.js';
+import { FakeBackend, bulk, keyOn, waitFor } from '../support/fake-backend.js';
 import { PubSubSocket, backendChannels, backendNumsub, cmd } from '../support/pubsub.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -72,6 +72,41 @@ describe('order of confirmations, replies and messages', () => {
     (heldGet as unknown as () => void)();
     await c.untilCount(3);
     expect(c.frames).toEqual(['slow', ['subscribe', channel, 1], ['message', channel, 'early']]);
+  });
+});
+
+describe('receiver counts', () => {
+  it("a PUBLISH the node answered without counting keymux's subscription reached none of keymux's clients", async () => {
+    // A scripted node: it confirms keymux's SUBSCRIBE, and answers PUBLISH with the count the test sets. A node
+    // that dropped keymux's subscription (a cluster master losing its slot drops shard channels, and answered an
+    // SPUBLISH with 0 just before telling keymux) counts 0: keymux's clients did not get the message either, so
+    // the reply is 0, not the number of keymux's subscribers (it answered max(0, 0 - 1) + 2 = 2 before).
+    let published = ':1\r\n';
+    const fake = await FakeBackend.start((args) => {
+      const name = args[0]!.toUpperCase();
+      if (name === 'SUBSCRIBE')
+        return args
+          .slice(1)
+          .map((ch, i) => `*3\r\n${bulk('subscribe')}${bulk(ch)}:${i + 1}\r\n`)
+          .join('');
+      if (name === 'PUBLISH') return published;
+      return '+OK\r\n';
+    });
+    cleanup.push(() => fake.close());
+    const proxy = await keymux(
+      { mode: 'slots', shards: [{ name: 'a', address: fake.address, slots: ['0-16383'] }] },
+      true,
+    );
+    const [s1, s2] = [await socket(proxy.port), await socket(proxy.port)];
+    s1.send(cmd('SUBSCRIBE', 'counted'));
+    s2.send(cmd('SUBSCRIBE', 'counted'));
+    await Promise.all([s1.untilCount(1), s2.untilCount(1)]);
+    // keymux's one subscription on the node stands for its two clients.
+    expect(await redisCommand(proxy.port, 'PUBLISH', 'counted', 'x')).toBe(2);
+    published = ':3\r\n'; // two direct subscribers on the node, and keymux
+    expect(await redisCommand(proxy.port, 'PUBLISH', 'counted', 'y')).toBe(4);
+    published = ':0\r\n';
+    expect(await redisCommand(proxy.port, 'PUBLISH', 'counted', 'z')).toBe(0);
   });
 });
 
