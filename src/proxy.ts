@@ -912,9 +912,9 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   }
 }
 
-/** A blocked client keymux could not unblock on its shard during drain. */
 /** Ended migrations a process keeps (see pruneMigrations). */
 const KEEP_ENDED_MIGRATIONS = 8;
+/** A blocked client keymux could not unblock on its shard during drain. */
 const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
 
 /** backend.session_connections. */

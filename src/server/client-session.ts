@@ -609,11 +609,12 @@ export class ClientSession
     }
   }
 
-  /** May use the operator forms the config grants (commands.config_broadcast): a user marked operator. */
+  /** The client is gone (its connection closed): nothing may be leased or sent for it any more. */
   get left(): boolean {
     return this.closed;
   }
 
+  /** May use the operator forms the config grants (commands.config_broadcast): a user marked operator. */
   get operator(): boolean {
     if (!this.authenticated) return false;
     const acl = this.ctx.topology.acl;

@@ -327,11 +327,19 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
 }
 
 /**
- * The MULTI ... EXEC batch of one transaction on its lease; its replies are read as they come. Cluster mode: when
- * the shard answers a queued command with MOVED (the slot has a new owner), it aborted the transaction (EXECABORT,
- * nothing applied); without WATCH the batch is sent again to the new owner (bounded), with WATCH the client is told
- * (its watch was on the old owner).
+ * Cluster mode: the backoff before try number `tries` + 1 of something that did not run (a failover, a slot
+ * half-way through a migration), by cluster.retry as for plain commands (backend/cluster.ts); null when out of
+ * tries or not in cluster mode.
  */
+function clusterBackoffMs(session: DispatchSession, tries: number): number | null {
+  const config = session.ctx.topology.config;
+  const retry = config.mode === 'cluster' ? config.cluster?.retry : undefined;
+  if (retry === undefined || tries >= retry.attempts) return null;
+  session.ctx.stats.retries++;
+  session.ctx.clusterHint();
+  return Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** tries);
+}
+
 /**
  * Cluster mode: EXEC (without WATCH) whose slot has no master now (a failover under way) is sent after a backoff,
  * within cluster.retry, once it has one. False when out of tries or not in cluster mode (the caller answers that
@@ -346,36 +354,38 @@ function execWhenServed(
   writes: boolean,
   tries: number,
 ): boolean {
+  const delay = clusterBackoffMs(session, tries);
+  if (delay === null) return false;
   const ctx = session.ctx;
-  const retry = ctx.topology.config.mode === 'cluster' ? ctx.topology.config.cluster?.retry : undefined;
-  if (retry === undefined || tries >= retry.attempts) return false;
-  ctx.stats.retries++;
-  ctx.clusterHint();
-  setTimeout(
-    () => {
-      if (session.left) {
-        req.deliver(ERR_CLIENT_GONE); // nothing is leased for a client that is gone
-        return;
-      }
-      const pool = poolOfGroup(ctx.topology, group);
-      if (pool === null) {
-        if (!execWhenServed(session, state, req, queued, group, writes, tries + 1)) req.deliver(ERR_SLOT_NOT_SERVED);
-        return;
-      }
-      const got = ctx.sessions.lease(pool, session.protocol);
-      if (!(got instanceof Lease)) {
-        req.deliver(got);
-        return;
-      }
-      if (writes && got.via !== null) session.noteWrite(got.via);
-      state.busy = got;
-      new TransactionRun(session, state, req, got, queued, false, group).send();
-    },
-    Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** tries),
-  ).unref();
+  setTimeout(() => {
+    if (session.left) {
+      req.deliver(ERR_CLIENT_GONE); // nothing is leased for a client that is gone
+      return;
+    }
+    const pool = poolOfGroup(ctx.topology, group);
+    if (pool === null) {
+      if (!execWhenServed(session, state, req, queued, group, writes, tries + 1)) req.deliver(ERR_SLOT_NOT_SERVED);
+      return;
+    }
+    const got = ctx.sessions.lease(pool, session.protocol);
+    if (!(got instanceof Lease)) {
+      req.deliver(got);
+      return;
+    }
+    if (writes && got.via !== null) session.noteWrite(got.via);
+    state.busy = got;
+    new TransactionRun(session, state, req, got, queued, false, group).send();
+  }, delay).unref();
   return true;
 }
 
+/**
+ * The MULTI ... EXEC batch of one transaction on its lease; its replies are read as they come. Cluster mode: when
+ * the shard answers a queued command with MOVED (the slot has a new owner), it aborted the transaction (EXECABORT,
+ * nothing applied); without WATCH the batch is sent again to the new owner (bounded), with WATCH the client is told
+ * (its watch was on the old owner). ASK (a migrating slot) and a run that did not happen (a failover) are handled
+ * in `done`.
+ */
 class TransactionRun {
   private readonly session: DispatchSession;
   private readonly state: SessionState;
@@ -515,15 +525,11 @@ class TransactionRun {
 
   /** Sends the transaction again after a backoff (see done); false when out of retries (or not cluster mode). */
   private retryLater(lastReply: Buffer): boolean {
-    const config = this.session.ctx.topology.config;
-    const retry = config.mode === 'cluster' ? config.cluster?.retry : undefined;
-    if (retry === undefined || this.retries >= retry.attempts) return false;
-    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** this.retries);
+    const delay = clusterBackoffMs(this.session, this.retries);
+    if (delay === null) return false;
     this.retries++;
     const ctx = this.session.ctx;
-    ctx.stats.retries++;
     if (retryableError(lastReply) === 'tryagain') ctx.stats.tryagain++;
-    ctx.clusterHint();
     // The lease stays with the run meanwhile: the client's next commands wait (it runs alone), and a client that
     // leaves has it closed (clientGone), which the timer sees.
     setTimeout(() => {
@@ -757,20 +763,12 @@ const slotWaits = new WeakMap<Request, number>();
  * answers that the slot is not served) or not in cluster mode.
  */
 function blockLater(session: DispatchSession, req: Request, spec: CommandSpec): boolean {
-  const config = session.ctx.topology.config;
-  const retry = config.cluster?.retry;
   const tries = slotWaits.get(req) ?? 0;
-  if (config.mode !== 'cluster' || retry === undefined || tries >= retry.attempts) return false;
+  const delay = clusterBackoffMs(session, tries);
+  if (delay === null) return false;
   slotWaits.set(req, tries + 1);
-  session.ctx.stats.retries++;
-  session.ctx.clusterHint();
-  setTimeout(
-    () => {
-      // Its client may have left meanwhile: runAlone (called again by block) answers it without sending anything.
-      block(session, req, spec, session.ctx.topology);
-    },
-    Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** tries),
-  ).unref();
+  // Its client may have left meanwhile: runAlone (called again by block) answers it without sending anything.
+  setTimeout(() => block(session, req, spec, session.ctx.topology), delay).unref();
   return true;
 }
 
@@ -939,13 +937,10 @@ class LeasedCall implements BackendOp, BlockedCall {
    */
   private retryLater(frame: Buffer): boolean {
     if (this.group < 0 || (this.sentAt !== 0 && retryableError(frame) === null)) return false;
-    const ctx = this.session.ctx;
-    const retry = ctx.topology.config.cluster?.retry;
-    if (retry === undefined || ctx.topology.config.mode !== 'cluster' || this.retries >= retry.attempts) return false;
-    const delay = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** this.retries);
+    const delay = clusterBackoffMs(this.session, this.retries);
+    if (delay === null) return false;
     this.retries++;
-    ctx.stats.retries++;
-    ctx.clusterHint();
+    const ctx = this.session.ctx;
     // The lease stays with the call meanwhile (the client's next commands wait; drain and a leaving client end it
     // through abort, which stops the wait).
     this.backoff = setTimeout(() => {
