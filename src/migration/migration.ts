@@ -555,7 +555,7 @@ export class Migration implements KeyLocator {
   /**
    * Done: every key is where `to` puts it, so the old placements are no longer asked. Letting go of them matters:
    * each placement is a topology whose own migration points at the placement before it, and so on back to the
-   * first reload, all kept alive by the current topology (about 15 KB per reload that moved keys, for good).
+   * first reload, all kept alive by the current topology (about 12 KB per reload that moved keys, for good).
    */
   private forgetPlaces(): void {
     this.from = new TopologyLocator(this.to);
