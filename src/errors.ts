@@ -17,8 +17,9 @@ export const ERR_AUTH_NOT_CONFIGURED = errorReply(
   'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
 );
 export const ERR_NOPROTO = errorReply('NOPROTO unsupported protocol version');
+// Worded as Redis's own refusal of a database it does not have, so clients and tests that match it keep working.
 export const ERR_SELECT_DB = errorReply(
-  'ERR keymux: only database 0 is available (SELECT 0); a sharded keyspace has no other databases',
+  'ERR DB index is out of range (keymux: only database 0 is available; a sharded keyspace has no other databases)',
 );
 export const ERR_SELECT_INVALID = errorReply('ERR value is not an integer or out of range');
 export const ERR_SYNTAX = errorReply('ERR syntax error');

@@ -1,10 +1,13 @@
 /**
- * INFO as keymux answers it: a Server section (keymux's version and the backends' redis_version), Clients,
- * a Keymux section (mode, every shard's state), and sections aggregated over all shards: Memory (byte counts
- * summed, number_of_cached_scripts the smallest: see addMemoryLine), Stats (every counter summed), Errorstats (counts summed per error prefix), Commandstats (calls, usec, rejected and failed calls summed
- * per command, usec_per_call recomputed) and Keyspace (keys and expires summed per db, avg_ttl weighted by
- * expires). keymux sends "INFO <the shard sections asked for>" to every shard and builds the text here. A shard that does not answer is shown as down rather than failing INFO, so client libraries
- * that run INFO on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
+ * INFO as keymux answers it, sections in Redis's order: Server (keymux's version and the backends' redis_version),
+ * Clients, a Keymux section (mode, every shard's state), CPU (keymux's own process), Replication (role:master: the
+ * one server its clients see), and sections aggregated over all shards: Memory (byte counts summed,
+ * number_of_cached_scripts the smallest: see addMemoryLine), Persistence and Replication fields (FLEET_FIELDS),
+ * Stats (every counter summed), Errorstats (counts summed per error prefix), Commandstats (calls, usec, rejected and
+ * failed calls summed per command, usec_per_call recomputed) and Keyspace (keys and expires summed per db, avg_ttl
+ * weighted by expires). keymux sends "INFO <the shard sections asked for>" to every shard and builds the text
+ * here. A shard that does not answer is shown as down rather than failing INFO, so client libraries that run INFO
+ * on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
  * in RESP2 and a verbatim string (`=len`, `txt:` format) in RESP3, as Redis writes it; a RESP3 client's shards
  * answer "INFO keyspace" in that form too, and readBulk reads both (the `txt:` prefix is on no db line).
  */
@@ -16,12 +19,24 @@ import { commandFrame, bulkReply } from '../resp/writer.js';
 import { errorText, isErrorFrame, readBulk } from '../resp/reply-reader.js';
 
 /** Sections made from the shards' own INFO (the others are keymux's). */
-const SHARD_SECTIONS = ['memory', 'stats', 'errorstats', 'commandstats', 'keyspace'];
+const SHARD_SECTIONS = ['memory', 'persistence', 'stats', 'replication', 'errorstats', 'commandstats', 'keyspace'];
 /** INFO with no argument or `default` (as Redis: everything but commandstats and latencystats). */
-const DEFAULT_SECTIONS = ['server', 'clients', 'keymux', 'memory', 'stats', 'errorstats', 'keyspace'];
-const ALL_SECTIONS = ['server', 'clients', 'keymux', 'memory', 'stats', 'errorstats', 'commandstats', 'keyspace'];
+const DEFAULT_SECTIONS = [
+  'server',
+  'clients',
+  'keymux',
+  'memory',
+  'persistence',
+  'stats',
+  'replication',
+  'cpu',
+  'errorstats',
+  'keyspace',
+];
+/** Every section, in Redis 7's order (commandstats before errorstats). */
+const ALL_SECTIONS = [...DEFAULT_SECTIONS.slice(0, -2), 'commandstats', 'errorstats', 'keyspace'];
 
-/** The sections an INFO invocation asks for, lowercase, in keymux's order. */
+/** The sections an INFO invocation asks for, lowercase, in Redis's order. */
 function wantedSections(args: Buffer[]): string[] {
   const asked = args.slice(1).map((a) => a.toString('latin1').toLowerCase());
   if (asked.length === 0) return DEFAULT_SECTIONS;
@@ -31,7 +46,8 @@ function wantedSections(args: Buffer[]): string[] {
     if (w === 'default') for (const d of DEFAULT_SECTIONS) out.add(d);
     else out.add(w);
   }
-  return [...out];
+  // In the order Redis writes them, whatever the order asked (unknown sections are empty: dropped).
+  return ALL_SECTIONS.filter((name) => out.has(name));
 }
 
 const shardFrames = new Map<string, Buffer>();
@@ -120,6 +136,52 @@ function addMemoryLine(into: Map<string, MemoryField>, line: string): void {
   }
 }
 
+/**
+ * How Persistence and Replication fields combine over the shards (fields not named are left out: a sum or a pick
+ * of them would describe no server): counters summed, "something is under way" flags the largest (1 when any shard
+ * is loading or saving), the last save the oldest (every shard saved since), a status "ok" only when every shard's is.
+ */
+const FLEET_FIELDS = new Map<string, 'sum' | 'max' | 'min' | 'status'>([
+  ['loading', 'max'],
+  ['async_loading', 'max'],
+  ['rdb_changes_since_last_save', 'sum'],
+  ['rdb_bgsave_in_progress', 'max'],
+  ['rdb_last_save_time', 'min'],
+  ['rdb_last_bgsave_status', 'status'],
+  ['rdb_saves', 'sum'],
+  ['aof_enabled', 'max'],
+  ['aof_rewrite_in_progress', 'max'],
+  ['aof_last_bgrewrite_status', 'status'],
+  ['aof_last_write_status', 'status'],
+  ['master_repl_offset', 'sum'],
+]);
+
+/** One Persistence or Replication line of a shard into `into` (field -> value so far). */
+function addFleetLine(into: Map<string, number | string>, line: string): void {
+  const colon = line.indexOf(':');
+  if (colon <= 0) return;
+  const name = line.slice(0, colon);
+  const rule = FLEET_FIELDS.get(name);
+  if (rule === undefined) return;
+  const value = line.slice(colon + 1);
+  const had = into.get(name);
+  if (rule === 'status') {
+    into.set(name, had === undefined || had === 'ok' ? value : had);
+    return;
+  }
+  const n = Number(value);
+  if (value === '' || !Number.isFinite(n)) return;
+  if (had === undefined) into.set(name, n);
+  else if (rule === 'sum') into.set(name, (had as number) + n);
+  else if (rule === 'max') into.set(name, Math.max(had as number, n));
+  else into.set(name, Math.min(had as number, n));
+}
+
+/** process.cpuUsage() microseconds as Redis writes CPU seconds (%ld.%06ld). */
+function cpuSeconds(micros: number): string {
+  return `${Math.floor(micros / 1e6)}.${String(micros % 1e6).padStart(6, '0')}`;
+}
+
 function memoryLines(fields: Map<string, MemoryField>): string[] {
   const lines: string[] = [];
   for (const [name, f] of fields) {
@@ -182,6 +244,10 @@ export function mergeInfo(parent: Request): Buffer {
     ['commandstats', new Map()],
   ]);
   const memory = new Map<string, MemoryField>();
+  const fleet = new Map<string, Map<string, number | string>>([
+    ['persistence', new Map()],
+    ['replication', new Map()],
+  ]);
   const dbs = new Map<string, { keys: number; expires: number; ttlWeighted: number }>();
   const shardLines: string[] = [];
   let up = 0;
@@ -198,16 +264,22 @@ export function mergeInfo(parent: Request): Buffer {
     const body = readBulk(reply);
     if (body === null) return;
     let section: Summed | undefined;
+    let fleetSection: Map<string, number | string> | undefined;
     let inMemory = false;
     for (const line of body.toString('latin1').split('\r\n')) {
       if (line.startsWith('# ')) {
         const title = line.slice(2).trim().toLowerCase();
         section = summed.get(title);
+        fleetSection = fleet.get(title);
         inMemory = title === 'memory';
         continue;
       }
       if (inMemory) {
         addMemoryLine(memory, line.startsWith('txt:') ? line.slice(4) : line);
+        continue;
+      }
+      if (fleetSection !== undefined) {
+        addFleetLine(fleetSection, line.startsWith('txt:') ? line.slice(4) : line);
         continue;
       }
       if (section !== undefined) {
@@ -268,6 +340,41 @@ export function mergeInfo(parent: Request): Buffer {
         // The shards' memory, aggregated (see addMemoryLine); keymux's own is in its metrics (process_*).
         sections.push(['# Memory', ...memoryLines(memory)].join('\r\n'));
         break;
+      case 'persistence':
+        // The shards' persistence, combined field by field (FLEET_FIELDS).
+        sections.push(
+          [
+            '# Persistence',
+            ...[...(fleet.get(name) as Map<string, number | string>)].map(([f, v]) => `${f}:${v}`),
+          ].join('\r\n'),
+        );
+        break;
+      case 'replication':
+        // keymux is the one server its clients see, and it takes writes; its shards' replicas are its business
+        // (Sentinel, replica reads), not theirs. The offset is the shards' summed: it grows as any shard writes.
+        sections.push(
+          [
+            '# Replication',
+            'role:master',
+            'connected_slaves:0',
+            ...[...(fleet.get(name) as Map<string, number | string>)].map(([f, v]) => `${f}:${v}`),
+          ].join('\r\n'),
+        );
+        break;
+      case 'cpu': {
+        // keymux's own process (its shards' CPU is theirs: INFO on a shard, or the bench's per-request figures).
+        const cpu = process.cpuUsage();
+        sections.push(
+          [
+            '# CPU',
+            `used_cpu_sys:${cpuSeconds(cpu.system)}`,
+            `used_cpu_user:${cpuSeconds(cpu.user)}`,
+            'used_cpu_sys_children:0.000000',
+            'used_cpu_user_children:0.000000',
+          ].join('\r\n'),
+        );
+        break;
+      }
       case 'stats':
       case 'errorstats':
       case 'commandstats': {

@@ -1,6 +1,7 @@
 /**
  * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO [2|3], CLIENT
- * SETNAME/GETNAME/SETINFO/ID, COMMAND (COUNT, INFO, DOCS, LIST, GETKEYS) and ACL WHOAMI / CAT. One handler per
+ * SETNAME/GETNAME/SETINFO/ID, COMMAND (COUNT, INFO, DOCS, LIST; GETKEYS and
+ * GETKEYSANDFLAGS are a shard's to answer: commands/table.ts) and ACL WHOAMI / CAT. One handler per
  * command name in a table (data, not a switch); each answers synchronously with req.deliver(), except a failed
  * AUTH, whose reply the session may delay (security/auth-guard.ts). Authentication asks the topology's
  * AccessControl (security/acl.ts: `clients.password` for the default user, `clients.users` for AUTH user pass,
@@ -15,8 +16,7 @@ import { ACL_CATEGORIES, AUTH_NONE_CONFIGURED, type AccessControl, type AclUser 
 import type { ProxyContext } from '../server/context.js';
 import type { CommandSpec } from './spec.js';
 import type { CommandTable } from './table.js';
-import { resolveSubcommand } from './table.js';
-import { findKeyIndexes, keysErrorReply } from './keys.js';
+import { globMatch } from '../pubsub/glob.js';
 import {
   ERR_AUTH_NOT_CONFIGURED,
   ERR_NOAUTH,
@@ -25,21 +25,9 @@ import {
   ERR_SELECT_INVALID,
   ERR_SYNTAX,
   errorReply,
-  unknownCommand,
-  unknownSubcommand,
   wrongArity,
 } from '../errors.js';
-import {
-  EMPTY_ARRAY,
-  NIL_BULK,
-  OK,
-  PONG,
-  arrayHeader,
-  arrayReply,
-  bulkReply,
-  integerReply,
-  simpleReply,
-} from '../resp/writer.js';
+import { EMPTY_ARRAY, NIL_BULK, OK, PONG, arrayReply, bulkReply, integerReply, simpleReply } from '../resp/writer.js';
 
 /** The session surface local commands use. */
 export interface LocalSession {
@@ -312,35 +300,37 @@ const commandInfo: LocalHandler = (s, req, ctx) => {
 // their own help.
 const commandDocs: LocalHandler = (s, req) => req.deliver(s.protocol === 3 ? EMPTY_MAP : EMPTY_ARRAY);
 
-const commandList: LocalHandler = (_s, req, ctx) =>
-  req.deliver(
-    arrayReply(
-      ctx.topology.table
-        .names()
-        .filter((n) => !n.includes('|'))
-        .map((n) => bulkReply(n)),
-    ),
-  );
-
-const commandGetkeys: LocalHandler = (_s, req, ctx) => {
-  const inner = req.args.slice(2);
-  let spec = ctx.topology.table.lookup(inner[0], 0, inner[0].length);
-  if (spec === undefined) return req.deliver(unknownCommand(inner[0], inner));
-  if (spec.subcommands !== null && inner.length > 1) {
-    const sub = resolveSubcommand(spec, inner);
-    if (sub === undefined) return req.deliver(unknownSubcommand(spec.name, inner[1]));
-    spec = sub;
+/**
+ * COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN glob]: every command and subcommand
+ * ("container|sub") of the table, as Redis 7 lists them. A pattern matches full names without regard to case
+ * (Redis's stringmatchlen nocase; the names are lowercase, so the pattern is lowercased); an unknown category and
+ * any module give an empty list (keymux loads no modules).
+ */
+const commandList: LocalHandler = (_s, req, ctx) => {
+  const a = req.args;
+  if (a.length !== 2 && (a.length !== 5 || lower(a[2]) !== 'filterby')) return req.deliver(ERR_SYNTAX);
+  let keep: (spec: CommandSpec) => boolean = () => true;
+  if (a.length === 5) {
+    const kind = lower(a[3]);
+    if (kind === 'module') keep = () => false;
+    else if (kind === 'aclcat') {
+      const cat = `@${lower(a[4])}`;
+      keep = (spec) => spec.aclCategories?.includes(cat) === true;
+    } else if (kind === 'pattern') {
+      const pattern = Buffer.from(lower(a[4]), 'latin1');
+      keep = (spec) => globMatch(pattern, Buffer.from(spec.name, 'latin1'));
+    } else return req.deliver(ERR_SYNTAX);
   }
-  if (spec.arity > 0 ? inner.length !== spec.arity : inner.length < -spec.arity) {
-    return req.deliver(errorReply('ERR Invalid number of arguments specified for command'));
+  const table = ctx.topology.table;
+  const out: Buffer[] = [];
+  for (const name of table.names()) {
+    if (name.includes('|')) continue; // listed under its container below
+    const spec = table.get(name) as CommandSpec;
+    if (keep(spec)) out.push(bulkReply(spec.name));
+    if (spec.subcommands !== null)
+      for (const sub of spec.subcommands.values()) if (keep(sub)) out.push(bulkReply(sub.name));
   }
-  const idx: number[] = [];
-  const n = findKeyIndexes(spec, inner, idx);
-  if (n < 0) return req.deliver(keysErrorReply(n));
-  if (n === 0) return req.deliver(errorReply('ERR The command has no key arguments'));
-  const parts: Buffer[] = [arrayHeader(n)];
-  for (let i = 0; i < n; i++) parts.push(bulkReply(inner[idx[i]]));
-  req.deliver(Buffer.concat(parts));
+  req.deliver(arrayReply(out));
 };
 
 // ---- ACL (keymux's users are in its config: only WHOAMI and CAT are answered) -----------------------------------
@@ -390,8 +380,6 @@ export const LOCAL_HANDLERS: Record<string, LocalHandler> = {
   'command|info': commandInfo,
   'command|docs': commandDocs,
   'command|list': commandList,
-  'command|getkeys': commandGetkeys,
-  'command|getkeysandflags': commandGetkeys,
   'acl|whoami': aclWhoami,
   'acl|cat': aclCat,
 };

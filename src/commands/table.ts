@@ -379,8 +379,9 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'command|info': LOCAL,
   'command|docs': LOCAL,
   'command|list': LOCAL,
-  'command|getkeys': LOCAL,
-  'command|getkeysandflags': LOCAL,
+  // Key positions and their flags as the server states them (keymux routes by the same specs: the live test).
+  'command|getkeys': ONE_SHARD,
+  'command|getkeysandflags': ONE_SHARD,
   'acl|whoami': LOCAL,
   'acl|cat': LOCAL,
   'command|*': refuse(

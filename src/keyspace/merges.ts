@@ -84,7 +84,9 @@ export function mergeRandom(parent: Request): Buffer {
   if (failed !== null) return failed;
   const found: Buffer[] = [];
   for (const f of fragments) if (readBulk(f.reply as Buffer) !== null) found.push(f.reply as Buffer);
-  return found.length === 0 ? NIL_BULK : found[Math.floor(Math.random() * found.length)];
+  // No key anywhere: a shard's own null, in the client's protocol (`$-1` in RESP2, `_` in RESP3).
+  if (found.length === 0) return fragments.length > 0 ? (fragments[0].reply as Buffer) : NIL_BULK;
+  return found[Math.floor(Math.random() * found.length)];
 }
 
 function allOk(parent: Request): Buffer {

@@ -232,6 +232,37 @@ describe('local commands', () => {
     const [get] = (await r.command('INFO', 'get')) as Array<[string, number, string[], number, number, number]>;
     expect(get.slice(0, 6)).toEqual(['get', 2, expect.arrayContaining(['readonly']), 1, 1, 1]);
     expect(await r.call('COMMAND', 'GETKEYS', 'MSET', 'a', '1', 'b', '2')).toEqual(['a', 'b']);
+    // As the server states them (a shard answers): flags per key, and an empty list for a script of no keys.
+    expect(await r.call('COMMAND', 'GETKEYSANDFLAGS', 'LMOVE', 'a', 'b', 'LEFT', 'LEFT')).toEqual([
+      ['a', ['RW', 'access', 'delete']],
+      ['b', ['RW', 'insert']],
+    ]);
+    expect(await r.call('COMMAND', 'GETKEYS', 'EVAL', 'return 1', '0')).toEqual([]);
+    const list = (await r.call('COMMAND', 'LIST')) as string[];
+    expect(list).toEqual(expect.arrayContaining(['get', 'client|list', 'config|get']));
+    expect(await r.call('COMMAND', 'LIST', 'FILTERBY', 'PATTERN', 'XINFO*')).toEqual([
+      'xinfo',
+      'xinfo|consumers',
+      'xinfo|groups',
+      'xinfo|help',
+      'xinfo|stream',
+    ]);
+    const scripting = (await r.call('COMMAND', 'LIST', 'FILTERBY', 'ACLCAT', 'scripting')) as string[];
+    expect(scripting).toEqual(expect.arrayContaining(['eval', 'script|kill']));
+    expect(scripting).not.toContain('set');
+    expect(await r.call('COMMAND', 'LIST', 'FILTERBY', 'MODULE', 'x')).toEqual([]);
+    await expect(r.call('COMMAND', 'LIST', 'bad')).rejects.toThrow(/^ERR syntax error/);
+    await expect(r.select(1000)).rejects.toThrow(/DB index is out of range/);
+    // keymux's own CPU, and the shards' persistence and replication offset combined.
+    const info = (await r.call('INFO', 'cpu', 'persistence', 'replication')) as string;
+    expect(info).toMatch(/^# Persistence\r\nloading:0\r\n/);
+    expect(info).toMatch(/\r\nrdb_changes_since_last_save:\d+\r\n/);
+    expect(info).toMatch(/\r\n# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:\d+/);
+    expect(info).toMatch(/\r\n# CPU\r\nused_cpu_sys:\d+\.\d{6}\r\nused_cpu_user:\d+\.\d{6}\r\n/);
+    const before = Number(/rdb_changes_since_last_save:(\d+)/.exec(info)?.[1]);
+    await r.mset('{a}1', 'x', '{b}1', 'y', '{c}1', 'z');
+    const after = (await r.call('INFO', 'persistence')) as string;
+    expect(Number(/rdb_changes_since_last_save:(\d+)/.exec(after)?.[1])).toBe(before + 3);
     const hello = (await r.call('HELLO', '2')) as unknown[];
     expect(hello.slice(0, 2)).toEqual(['server', 'redis']);
     await expect(r.call('HELLO', '4')).rejects.toThrow(/^NOPROTO/);

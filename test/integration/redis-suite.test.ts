@@ -34,6 +34,15 @@ const UNITS = [
   'unit/dump',
   'unit/type/stream',
   'unit/type/stream-cgroups',
+  'unit/protocol',
+  'unit/info-command',
+  'unit/type/list-2',
+  'unit/other',
+  'unit/quit',
+  'unit/introspection-2',
+  'unit/bitops',
+  'unit/bitfield',
+  'unit/geo',
 ];
 const LANES = 2;
 const UNIT_TIMEOUT_S = 180;

@@ -148,8 +148,6 @@ describe('overrides', () => {
       'command|info',
       'command|docs',
       'command|list',
-      'command|getkeys',
-      'command|getkeysandflags',
       'client|setname',
       'client|getname',
       'client|setinfo',
