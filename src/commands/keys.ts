@@ -164,6 +164,16 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
   if (arity >= 0 ? argc !== arity : argc < -arity) return KEYS_ERROR_ARITY;
   const finder = finderOf(spec);
   if (finder.error !== 0) return finder.error;
+  const opts = finder.options;
+  // Options that end at a keyword (XREAD/XREADGROUP ... STREAMS): the keys start after the keyword where the option
+  // scan stops, not after the first argument spelling it. A group or consumer named "streams" comes before it;
+  // Redis's xreadGetKeys walks the options the same way (its key spec's keyword search would take the name).
+  let endsAt = -1;
+  if (opts !== null && opts.stopAt !== null) {
+    const scanned = scanOptions(opts, args, out, 0);
+    if (scanned < 0) return scanned;
+    endsAt = optionsEnd;
+  }
   let n = 0;
   const steps = finder.steps;
   for (let s = 0; s < steps.length; s++) {
@@ -171,6 +181,9 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
     let first = 0;
     if (st.begin === BEGIN_INDEX) {
       first = st.pos >= 0 ? st.pos : argc + st.pos;
+    } else if (endsAt >= 0 && opts !== null && equalsLower(opts.stopAt as Buffer, st.keyword as Buffer)) {
+      if (endsAt >= argc) continue; // the keyword is absent: this spec names no key
+      first = endsAt + 1;
     } else {
       // As Redis: forward from startfrom up to (not including) the last argument, or backward from
       // argc+startfrom down to (not including) argument 0; the keys start after the keyword.
@@ -211,7 +224,6 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
     if (st.step > 1 && st.lastKey < 0 && st.limit === 0 && (last - first + 1) % st.step !== 0) return KEYS_ERROR_ARITY;
     for (let i = first; i <= last; i += st.step) out[n++] = i;
   }
-  const opts = finder.options;
   if (opts !== null) {
     n = scanOptions(opts, args, out, n);
     if (n < 0) return n;
@@ -219,14 +231,21 @@ export function findKeyIndexes(spec: CommandSpec, args: Buffer[], out: number[])
   return n === 0 ? KEYS_ERROR_NO_KEYS : n;
 }
 
+/** Where the last scanOptions stopped: the index of its stop keyword, or the argument count when none came. */
+let optionsEnd = 0;
+
 function scanOptions(o: CompiledOptions, args: Buffer[], out: number[], n: number): number {
   const argc = args.length;
   const keywords = o.keywords;
   let lastKeyAt = -1;
   let i = o.start;
+  optionsEnd = argc;
   while (i < argc) {
     const a = args[i];
-    if (o.stopAt !== null && equalsLower(a, o.stopAt)) return n;
+    if (o.stopAt !== null && equalsLower(a, o.stopAt)) {
+      optionsEnd = i;
+      return n;
+    }
     let r = -1;
     for (let k = 0; k < keywords.length; k++) {
       if (equalsLower(a, keywords[k])) {

@@ -250,6 +250,10 @@ const CORPUS: Case[] = [
   { cmd: 'XREADGROUP GROUP g c COUNT 1 NOACK STREAMS a b > >' },
   { cmd: 'XREADGROUP GROUP block streams STREAMS s >' },
   { cmd: 'XREADGROUP GROUP g c BLOCK 10 STREAMS s >' },
+  // Redis 7.0's key spec searches for STREAMS from argument 4, where a group or consumer named "streams" may be;
+  // the server itself reads the options first (xreadGetKeys), and so does keymux: the stream is the key.
+  { cmd: 'XREADGROUP NOACK GROUP g streams STREAMS q0 >', keymux: ['q0'] },
+  { cmd: 'XREADGROUP COUNT 1 GROUP streams c STREAMS q0 >', keymux: ['q0'] },
   { cmd: 'XGROUP CREATE s g $ MKSTREAM' },
   { cmd: 'XGROUP DESTROY s g' },
   { cmd: 'XGROUP CREATECONSUMER s g c' },

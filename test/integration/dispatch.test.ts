@@ -216,6 +216,22 @@ describe('INFO stats, errorstats and commandstats', () => {
   });
 });
 
+describe('XREADGROUP with a group or consumer named "streams"', () => {
+  it('is routed by its stream, not by the name (Redis 7.0 key spec would take the name)', async () => {
+    let q = 'xq0';
+    for (let i = 1; ownerOf(q) === ownerOf('STREAMS') || ownerOf(q) === ownerOf('c'); i++) q = `xq${i}`;
+    await r.xadd(q, '1-1', 'f', 'v');
+    await r.xgroup('CREATE', q, 'g', '0');
+    await r.xgroup('CREATE', q, 'streams', '0');
+    const entry = [[q, [['1-1', ['f', 'v']]]]];
+    expect(await r.call('XREADGROUP', 'NOACK', 'GROUP', 'g', 'streams', 'STREAMS', q, '>')).toEqual(entry);
+    expect(await r.call('XREADGROUP', 'COUNT', '1', 'GROUP', 'streams', 'c', 'STREAMS', q, '>')).toEqual(entry);
+    // With BLOCK it takes the blocking path (a leased connection to the stream's shard): the entry is there.
+    await r.xgroup('CREATE', q, 'g2', '0');
+    expect(await r.call('XREADGROUP', 'BLOCK', '0', 'GROUP', 'g2', 'streams', 'STREAMS', q, '>')).toEqual(entry);
+  });
+});
+
 describe('local commands', () => {
   it('PING, ECHO, SELECT, CLIENT, COMMAND, HELLO', async () => {
     expect(await r.ping()).toBe('PONG');

@@ -501,6 +501,11 @@ describe('findKeyIndexes vectors', () => {
     ['XREAD FOO 1 STREAMS a 0', KEYS_ERROR_SYNTAX],
     ['XREAD COUNT 1', KEYS_ERROR_ARITY],
     ['XREADGROUP GROUP g c STREAMS a >', [5]],
+    // A group or consumer named "streams" is not the keyword (Redis's key spec would take it; xreadGetKeys does not).
+    ['XREADGROUP NOACK GROUP g streams STREAMS q >', [6]],
+    ['XREADGROUP COUNT 1 GROUP streams c STREAMS q r > >', [7, 8]],
+    ['XREADGROUP GROUP streams streams STREAMS streams >', [5]],
+    ['XREADGROUP GROUP g streams', KEYS_ERROR_ARITY],
     ['GEORADIUS g 1 2 3 km STORE d', [1, 7]],
     ['GEORADIUS g 1 2 3 km STOREDIST d STORE e', [1, 9, 7]],
     ['SORT k ALPHA STORE d', [1, 4]],
