@@ -54,15 +54,46 @@ export function wrongArity(name: string): Buffer {
   return errorReply(`ERR wrong number of arguments for '${name}' command`);
 }
 
-export function unknownCommand(name: Buffer, args: Buffer[]): Buffer {
-  // Redis: ERR unknown command 'foo', with args beginning with: 'a' 'b'
-  let text = `ERR unknown command '${printable(name)}', with args beginning with: `;
-  for (let i = 1; i < args.length && text.length < 256; i++) text += `'${printable(args[i])}' `;
-  return errorReply(text);
+/** Up to `max` bytes of `b` as C's `%.*s` prints them: ending at a NUL byte, if any. */
+function cBytes(b: Buffer, max: number): Buffer {
+  const cut = b.subarray(0, max);
+  const nul = cut.indexOf(0);
+  return nul < 0 ? cut : cut.subarray(0, nul);
 }
 
+/** An error line made of raw bytes, with CR and LF inside it turned to spaces as Redis's addReplyErrorFormat does. */
+function errorLine(parts: Buffer[]): Buffer {
+  const out = Buffer.concat([DASH, ...parts, CRLF]);
+  for (let i = 1; i < out.length - 2; i++) if (out[i] === 13 || out[i] === 10) out[i] = 32;
+  return out;
+}
+const DASH = Buffer.from('-');
+const CRLF = Buffer.from('\r\n');
+const QUOTE = Buffer.from("'");
+const QUOTE_SPACE = Buffer.from("' ");
+
+/**
+ * Redis's reply to an unknown command, byte for byte (server.c processCommand): the name up to 128 bytes, then
+ * the arguments quoted, each cut so that the list stops at 128 bytes.
+ */
+export function unknownCommand(name: Buffer, args: Buffer[]): Buffer {
+  const parts = [Buffer.from("ERR unknown command '"), cBytes(name, 128), Buffer.from("', with args beginning with: ")];
+  let listed = 0;
+  for (let i = 1; i < args.length && listed < 128; i++) {
+    const a = cBytes(args[i], 128 - listed);
+    parts.push(QUOTE, a, QUOTE_SPACE);
+    listed += a.length + 3;
+  }
+  return errorLine(parts);
+}
+
+/** Redis's reply to an unknown subcommand of a known container, byte for byte. */
 export function unknownSubcommand(container: string, sub: Buffer): Buffer {
-  return errorReply(`ERR unknown subcommand '${printable(sub)}'. Try ${container.toUpperCase()} HELP.`);
+  return errorLine([
+    Buffer.from("ERR unknown subcommand '"),
+    cBytes(sub, 128),
+    Buffer.from(`'. Try ${container.toUpperCase()} HELP.`),
+  ]);
 }
 
 /** At most 128 bytes, control characters replaced: safe to put in an error line. */

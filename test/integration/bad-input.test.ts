@@ -175,6 +175,18 @@ describe('commands keymux does not run', () => {
     expect(c.closed).toBe(false);
   });
 
+  it('unknown command and subcommand errors are byte for byte what Redis writes, at its cuts and with CR/LF', async () => {
+    for (const bytes of [
+      cmd('FOO', 'a'.repeat(200), 'b'),
+      cmd('FOO', 'a'.repeat(60), 'b'.repeat(60), 'c'.repeat(60), 'd'),
+      cmd('F'.repeat(200)),
+      cmd('FOO', 'x\r\ny', 'é\u0001'),
+      cmd('OBJECT', 'x\ny'.repeat(50), 'k'),
+    ]) {
+      expect(await exchange(proxy.port, bytes)).toBe(await exchange(backends[0].port, bytes));
+    }
+  });
+
   it('wrong number of arguments: the Redis error, and the connection stays open', async () => {
     for (const [name, bytes] of [
       ['get', cmd('GET')],
