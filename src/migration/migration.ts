@@ -164,49 +164,99 @@ interface MigrateJob {
   done: (reply: Buffer) => void;
 }
 
+type SendJob = (job: MigrateJob, done: (reply: Buffer) => void) => void;
+
 /**
  * Runs MIGRATE commands without deadlocks. A redis-server running MIGRATE is blocked until its target has
  * restored the keys, so MIGRATE A->B and B->A at the same time (or any cycle) wait on each other until both time
  * out. The scheduler only starts S->T when T is not itself the source of a running MIGRATE and S is not the target
  * of one: running MIGRATEs then always go from pure sources to pure targets, and no cycle can form. One MIGRATE
  * per source at a time; jobs for waiting clients go ahead of background batches. Shared by every migration of the
- * process (a chained migration may move keys against the direction of the one it superseded).
+ * process (a chained migration may move keys against the direction of the one it superseded). Paused
+ * (MigrationPause) while a command for every shard is out: none starts, and that command waits for the running
+ * ones to end.
  */
 class MigrateScheduler {
-  private readonly queue: MigrateJob[] = [];
+  private readonly queue: Array<MigrateJob & { send: SendJob }> = [];
   private readonly running = new Map<string, number>(); // source -> 1 while it runs a MIGRATE
   private readonly targets = new Map<string, number>(); // target -> running MIGRATEs into it
+  /** Pauses not yet released: no MIGRATE starts while there is one. */
+  pauses = 0;
+  /** Called once no MIGRATE runs (pauses waiting for the running ones to end). */
+  private quietWaiters: Array<() => void> = [];
 
-  submit(job: MigrateJob, urgent: boolean, send: (job: MigrateJob, done: (reply: Buffer) => void) => void): void {
-    const wrapped: MigrateJob = {
+  submit(job: MigrateJob, urgent: boolean, send: SendJob): void {
+    const wrapped = {
       ...job,
-      done: (reply) => {
+      send,
+      done: (reply: Buffer) => {
         this.running.delete(job.source);
         const n = (this.targets.get(job.target) ?? 1) - 1;
         if (n === 0) this.targets.delete(job.target);
         else this.targets.set(job.target, n);
         job.done(reply);
-        this.pump(send);
+        if (this.running.size === 0 && this.quietWaiters.length > 0) {
+          const waiters = this.quietWaiters;
+          this.quietWaiters = [];
+          for (const w of waiters) w();
+        }
+        this.pump();
       },
     };
     if (urgent) this.queue.unshift(wrapped);
     else this.queue.push(wrapped);
-    this.pump(send);
+    this.pump();
   }
 
-  private pump(send: (job: MigrateJob, done: (reply: Buffer) => void) => void): void {
+  /** `cb` once no MIGRATE runs: at once when none does. */
+  whenQuiet(cb: () => void): void {
+    if (this.running.size === 0) cb();
+    else this.quietWaiters.push(cb);
+  }
+
+  pump(): void {
+    if (this.pauses > 0) return;
     for (let i = 0; i < this.queue.length; i++) {
       const job = this.queue[i];
       if (this.running.has(job.source) || this.running.has(job.target) || this.targets.has(job.source)) continue;
       this.queue.splice(i--, 1);
       this.running.set(job.source, 1);
       this.targets.set(job.target, (this.targets.get(job.target) ?? 0) + 1);
-      send(job, job.done);
+      job.send(job, job.done);
     }
   }
 }
 
 const scheduler = new MigrateScheduler();
+
+/**
+ * A hold on this process's key moves while a command for every shard is out (FLUSHALL, FLUSHDB, DBSIZE, KEYS,
+ * INFO...): such a command reads or clears every shard at once, and a MIGRATE between two of its shards meanwhile
+ * would make it count keys twice or not at all, or restore keys on a shard it had already flushed (FLUSHALL
+ * answered +OK and a batch of keys survived). No MIGRATE starts from the pause until release(); whenQuiet() runs
+ * its callback once the MIGRATEs already running have ended, which is when the command may be sent. Clients
+ * waiting for their keys to move wait for the release too (one round trip of the command).
+ */
+/** Pauses in effect (commands for every shard out while keys move): for tests and diagnostics. */
+export function migrationPauses(): number {
+  return scheduler.pauses;
+}
+
+export class MigrationPause {
+  private released = false;
+  constructor() {
+    scheduler.pauses++;
+  }
+  whenQuiet(cb: () => void): void {
+    scheduler.whenQuiet(cb);
+  }
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    scheduler.pauses--;
+    scheduler.pump();
+  }
+}
 
 export class Migration implements KeyLocator {
   readonly id: number;
