@@ -373,7 +373,10 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'client|caching': refuse(TRACKING),
   'client|getredir': refuse(TRACKING),
   'client|unblock': SESSION,
-  'client|*': refuse('is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY and UNBLOCK)'),
+  'client|help': ONE_SHARD,
+  'client|*': refuse(
+    'is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY, UNBLOCK and HELP)',
+  ),
   command: LOCAL,
   'command|count': LOCAL,
   'command|info': LOCAL,
@@ -382,10 +385,11 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   // Key positions and their flags as the server states them (keymux routes by the same specs: the live test).
   'command|getkeys': ONE_SHARD,
   'command|getkeysandflags': ONE_SHARD,
+  'command|help': ONE_SHARD,
   'acl|whoami': LOCAL,
   'acl|cat': LOCAL,
   'command|*': refuse(
-    'is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS and GETKEYSANDFLAGS)',
+    'is not supported (of COMMAND, keymux supports COUNT, INFO, DOCS, LIST, GETKEYS, GETKEYSANDFLAGS and HELP)',
   ),
 
   // On a connection of their own (server/dispatch/session.ts); so is every command flagged 'blocking'.

@@ -268,6 +268,9 @@ describe('local commands', () => {
     expect(scripting).not.toContain('set');
     expect(await r.call('COMMAND', 'LIST', 'FILTERBY', 'MODULE', 'x')).toEqual([]);
     await expect(r.call('COMMAND', 'LIST', 'bad')).rejects.toThrow(/^ERR syntax error/);
+    // HELP texts are the server's (as for OBJECT HELP): one shard answers.
+    expect(((await r.call('COMMAND', 'HELP')) as string[])[0]).toMatch(/^COMMAND <subcommand>/);
+    expect(((await r.call('CLIENT', 'HELP')) as string[])[0]).toMatch(/^CLIENT <subcommand>/);
     await expect(r.select(1000)).rejects.toThrow(/DB index is out of range/);
     // keymux's own CPU, and the shards' persistence and replication offset combined.
     const info = (await r.call('INFO', 'cpu', 'persistence', 'replication')) as string;

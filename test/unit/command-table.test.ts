@@ -165,10 +165,11 @@ describe('overrides', () => {
 
   it('refuses the other CLIENT and COMMAND subcommands', () => {
     expect(reason(spec('client|kill'))).toBe(
-      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY and UNBLOCK)\r\n",
+      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY, UNBLOCK and HELP)\r\n",
     );
     expect(spec('client|list').dispatch).toBe('refused');
-    expect(spec('command|help').dispatch).toBe('refused');
+    expect(spec('command|help').dispatch).toBe('one-shard');
+    expect(spec('client|help').dispatch).toBe('one-shard');
   });
 
   it('sends INFO, DBSIZE, FLUSHALL, FLUSHDB to every shard with the right merge', () => {
