@@ -13,6 +13,10 @@ export function errorReply(message: string): Buffer {
 export const ERR_CROSSSLOT = errorReply("CROSSSLOT Keys in request don't hash to the same slot");
 export const ERR_NOAUTH = errorReply('NOAUTH Authentication required.');
 export const ERR_WRONGPASS = errorReply('WRONGPASS invalid username-password pair or user is disabled.');
+/** An AUTH queued in a transaction after a failed one there reached clients.auth_failures.close_after. */
+export const ERR_AUTH_NOT_CHECKED = errorReply(
+  'ERR keymux: AUTH not checked: too many failed AUTHs on this connection, which closes after this reply',
+);
 export const ERR_AUTH_NOT_CONFIGURED = errorReply(
   'ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?',
 );

@@ -2,8 +2,8 @@
  * Commands keymux answers itself, without a backend: PING, ECHO, QUIT, RESET, SELECT 0, AUTH, HELLO [2|3], CLIENT
  * SETNAME/GETNAME/SETINFO/ID, COMMAND (COUNT, INFO, DOCS, LIST; GETKEYS and
  * GETKEYSANDFLAGS are a shard's to answer: commands/table.ts) and ACL WHOAMI / CAT. One handler per
- * command name in a table (data, not a switch); each answers synchronously with req.deliver(), except a failed
- * AUTH, whose reply the session may delay (security/auth-guard.ts). Authentication asks the topology's
+ * command name in a table (data, not a switch); each answers synchronously with req.deliver(), except AUTH and
+ * HELLO ... AUTH, whose password check the session may hold (security/auth-guard.ts). Authentication asks the topology's
  * AccessControl (security/acl.ts: `clients.password` for the default user, `clients.users` for AUTH user pass,
  * passwords compared as SHA-256 digests in constant time).
  *
@@ -48,7 +48,12 @@ export interface LocalSession {
   switchProtocol(protocol: number): void;
   /** AUTH or HELLO AUTH succeeded: the connection is `user`'s from now on. */
   signIn(user: AclUser, acl: AccessControl): void;
-  /** AUTH or HELLO AUTH failed: answers `req` with WRONGPASS, perhaps later, perhaps closing (AuthGuard). */
+  /**
+   * AUTH or HELLO AUTH: runs `check` (the password check, which answers `req`) once the client's address has waited
+   * what the AuthGuard holds it for, perhaps at once; inside EXEC at once, EXEC's reply waiting instead.
+   */
+  checkAuthWhenDue(req: Request, check: () => void): void;
+  /** AUTH or HELLO AUTH failed: answers `req` with WRONGPASS, perhaps closing the connection (AuthGuard). */
   authFailed(req: Request, user: Buffer | null): void;
 }
 
@@ -136,13 +141,15 @@ const select: LocalHandler = (_s, req) => {
 const auth: LocalHandler = (s, req, ctx) => {
   const a = req.args;
   if (a.length > 3) return req.deliver(ERR_SYNTAX);
-  const user = a.length === 3 ? a[1] : null;
-  const acl = ctx.topology.acl;
-  const result = acl.authenticate(user, a[a.length - 1]);
-  if (result === AUTH_NONE_CONFIGURED) return req.deliver(ERR_AUTH_NOT_CONFIGURED);
-  if (typeof result === 'number') return s.authFailed(req, user);
-  s.signIn(result, acl);
-  req.deliver(OK);
+  s.checkAuthWhenDue(req, () => {
+    const user = a.length === 3 ? a[1] : null;
+    const acl = ctx.topology.acl;
+    const result = acl.authenticate(user, a[a.length - 1]);
+    if (result === AUTH_NONE_CONFIGURED) return req.deliver(ERR_AUTH_NOT_CONFIGURED);
+    if (typeof result === 'number') return s.authFailed(req, user);
+    s.signIn(result, acl);
+    req.deliver(OK);
+  });
 };
 
 function helloReply(s: LocalSession, ctx: ProxyContext): Buffer {
@@ -187,27 +194,36 @@ const hello: LocalHandler = (s, req, ctx) => {
     if (protocol === 3 && major !== null && major < 6) return req.deliver(noResp3Backends(ctx.backendVersion));
     i = 2;
   }
-  let newName: Buffer | null = null;
-  let user: AclUser | null = null;
+  // Positions, not views: the arguments may get bytes of their own while an AUTH waits (checkAuthWhenDue).
+  let nameAt = -1;
+  /** The AUTH option's user name and password (the last one given, as in Redis), checked after the options. */
+  let authAt = -1;
   for (; i < a.length; i++) {
     const opt = lower(a[i]);
     if (opt === 'auth' && i + 2 < a.length) {
-      const result = ctx.topology.acl.authenticate(a[i + 1], a[i + 2]);
-      if (typeof result === 'number') return s.authFailed(req, a[i + 1]);
-      user = result;
+      authAt = i + 1;
       i += 2;
     } else if (opt === 'setname' && i + 1 < a.length) {
-      newName = a[++i];
-      if (!validName(newName)) return req.deliver(ERR_CLIENT_NAME);
+      nameAt = ++i;
+      if (!validName(a[nameAt])) return req.deliver(ERR_CLIENT_NAME);
     } else {
       return req.deliver(errorReply(`ERR Syntax error in HELLO option '${a[i].toString('latin1')}'`));
     }
   }
-  if (user !== null) s.signIn(user, ctx.topology.acl);
-  if (!s.authenticated) return req.deliver(ERR_NOAUTH);
-  if (newName !== null) s.name = newName.length === 0 ? null : Buffer.from(newName);
-  if (protocol !== 0) s.switchProtocol(protocol);
-  req.deliver(helloReply(s, ctx));
+  const answer = (): void => {
+    if (!s.authenticated) return req.deliver(ERR_NOAUTH);
+    if (nameAt >= 0) s.name = a[nameAt].length === 0 ? null : Buffer.from(a[nameAt]);
+    if (protocol !== 0) s.switchProtocol(protocol);
+    req.deliver(helloReply(s, ctx));
+  };
+  if (authAt < 0) return answer();
+  s.checkAuthWhenDue(req, () => {
+    const acl = ctx.topology.acl;
+    const user = acl.authenticate(a[authAt], a[authAt + 1]);
+    if (typeof user === 'number') return s.authFailed(req, a[authAt]);
+    s.signIn(user, acl);
+    answer();
+  });
 };
 
 function noResp3Backends(version: string): Buffer {

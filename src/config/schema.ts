@@ -330,11 +330,13 @@ function configShape(mode: Mode | null) {
         auth_failures: section({
           delay_after: int(0, 1_000_000)
             .default(3)
-            .describe('Failed AUTHs from one client address answered at once; later ones wait (see delay_ms).'),
+            .describe('Failed AUTHs from one client address before its AUTHs wait (see delay_ms).'),
           delay_ms: int(0, 60_000)
             .default(100)
-            .describe('The reply to the first failed AUTH past delay_after waits this long, doubling for each next.'),
-          max_delay_ms: int(0, 600_000).default(5_000).describe('The longest a failed AUTH reply waits.'),
+            .describe(
+              'Past delay_after failures, every AUTH from the address waits this long before its password is checked, doubling with each further failure.',
+            ),
+          max_delay_ms: int(0, 600_000).default(5_000).describe('The longest an AUTH waits.'),
           close_after: int(0, 1_000_000)
             .default(10)
             .describe('Close a connection after this many failed AUTHs on it; 0 = never.'),

@@ -1,12 +1,16 @@
 /**
  * AuthGuard: what keymux does about failed AUTH (and HELLO ... AUTH), so that passwords cannot be guessed at the
- * speed of a pipeline. It counts failures per client address (forgotten after a quiet minute; at most
- * MAX_HOSTS addresses remembered, the oldest dropped first) and decides, for each failure, how long its reply
- * waits (nothing for the first `clients.auth_failures.delay_after`, then delay_ms doubling up to max_delay_ms)
- * and whether the connection is closed (after `close_after` failures on it). The session holds the client's
- * later commands while a reply waits, so a pipeline of guesses is answered, and checked, one delay at a time.
- * Successful AUTHs are never delayed. Failures are counted for /metrics and logged at most once per 10 s.
- * Control-plane only: nothing here runs unless an AUTH failed.
+ * speed of a pipeline, of many connections or of a transaction. It counts failures per client address (forgotten
+ * after a quiet minute; at most MAX_HOSTS addresses remembered, the oldest dropped first) and decides how long an
+ * AUTH from an address waits BEFORE its password is checked (`holdMs`: nothing while the address has fewer than
+ * `clients.auth_failures.delay_after` failures, then delay_ms doubling with each further failure up to
+ * max_delay_ms), and, for each failure, whether the connection is closed (after `close_after` failures on it).
+ * Every AUTH from a penalised address waits, a correct one included, so the time its answer takes says nothing
+ * about the password (a client that gives up after a few ms learns nothing). The session holds the client's later
+ * commands while an AUTH waits, so a pipeline of guesses is checked one delay at a time; inside EXEC the holds of
+ * the transaction's AUTHs add up and its reply waits for them all (server/client-session.ts). Failures are
+ * counted for /metrics and logged at most once per 10 s. Per process: with `workers: N` each worker counts its
+ * own connections' failures. Control-plane only: nothing here runs for a client that never failed an AUTH.
  */
 import { performance } from 'node:perf_hooks';
 import type { KeymuxConfig } from '../config/schema.js';
@@ -23,13 +27,6 @@ export type AuthFailureConfig = KeymuxConfig['clients']['authFailures'];
 interface HostFailures {
   count: number;
   lastAt: number;
-}
-
-export interface AuthVerdict {
-  /** How long the WRONGPASS reply waits, in ms (0: at once). */
-  readonly delayMs: number;
-  /** Close the connection after this reply. */
-  readonly close: boolean;
 }
 
 export class AuthGuard {
@@ -52,8 +49,21 @@ export class AuthGuard {
   }
 
   /**
-   * A failed AUTH from `host` (the client's address without the port), the `onConnection`-th on its connection,
-   * for `user` (null: the default user). Returns how to answer it.
+   * How long an AUTH (or HELLO ... AUTH) from `host` (the client's address without the port) waits before its
+   * password is checked: the delay its failure would earn, 0 while the address has fewer than delayAfter recent
+   * failures.
+   */
+  holdMs(config: AuthFailureConfig, host: string): number {
+    if (config.delayMs === 0) return 0;
+    const h = this.hosts.get(host);
+    if (h === undefined || performance.now() - h.lastAt > FORGET_AFTER_MS) return 0;
+    const over = h.count + 1 - config.delayAfter;
+    return over <= 0 ? 0 : Math.min(config.maxDelayMs, config.delayMs * 2 ** Math.min(over - 1, 30));
+  }
+
+  /**
+   * A failed AUTH from `host`, the `onConnection`-th on its connection, for `user` (null: the default user), after
+   * it waited `heldMs` (holdMs). True when the connection is to be closed after its reply.
    */
   onFailure(
     config: AuthFailureConfig,
@@ -61,7 +71,8 @@ export class AuthGuard {
     onConnection: number,
     user: string | null,
     client: string,
-  ): AuthVerdict {
+    heldMs: number,
+  ): boolean {
     this.failures++;
     const now = performance.now();
     let h = this.hosts.get(host);
@@ -75,13 +86,10 @@ export class AuthGuard {
     h.count++;
     h.lastAt = now;
     this.hosts.set(host, h);
-    const over = h.count - config.delayAfter;
-    const delayMs =
-      over <= 0 || config.delayMs === 0 ? 0 : Math.min(config.maxDelayMs, config.delayMs * 2 ** Math.min(over - 1, 30));
     const close = config.closeAfter > 0 && onConnection >= config.closeAfter;
     if (close) this.disconnects++;
-    this.report(now, client, user, h.count, delayMs, close);
-    return { delayMs, close };
+    this.report(now, client, user, h.count, heldMs, close);
+    return close;
   }
 
   /** Failures remembered for `host` (tests, diagnostics). */
@@ -94,7 +102,7 @@ export class AuthGuard {
     client: string,
     user: string | null,
     fromHost: number,
-    delayMs: number,
+    heldMs: number,
     close: boolean,
   ): void {
     if (now - this.loggedAt < LOG_EVERY_MS) {
@@ -107,7 +115,7 @@ export class AuthGuard {
         client,
         user: user === null ? 'default' : user.slice(0, 64),
         failuresFromAddress: fromHost,
-        replyDelayMs: delayMs,
+        heldMs,
         closed: close,
         notLoggedSinceLast: this.unlogged,
       },

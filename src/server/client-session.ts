@@ -9,8 +9,9 @@
  *   protocol error ends the stream after the replies before it have been written);
  * - permissions: the user's rules (security/acl.ts) are checked on every command once it is resolved and before
  *   it is answered, forwarded or queued, whatever its dispatch kind; a config without limits costs one test;
- *   a failed AUTH is answered as the AuthGuard says (its reply delayed while later commands wait, or the
- *   connection closed);
+ *   an AUTH from an address the AuthGuard penalises waits before its password is checked, later commands waiting
+ *   behind it (inside EXEC the holds of its AUTHs add up and delay EXEC's reply instead), and a failed one may
+ *   close the connection;
  * - backpressure: past `clients.maxInflight` requests, while the client is not reading its replies, or while a
  *   backend connection it sent to is full (backend.max_pending; the connection resumes it once drained), the
  *   session stops reading the socket, so neither a fast pipeliner nor a slow reader grows memory without bound;
@@ -53,6 +54,7 @@ import {
   ERR_MIGRATION_FAILED,
   ERR_NOAUTH,
   ERR_WRONGPASS,
+  ERR_AUTH_NOT_CHECKED,
   errorReply,
   unknownCommand,
   unknownSubcommand,
@@ -134,6 +136,10 @@ export class ClientSession
   private aclFrom: AccessControl | null;
   /** Failed AUTHs on this connection (AuthGuard closes it past clients.auth_failures.close_after). */
   private authFailures: number;
+  /** The AuthGuard hold the AUTH being checked waited (for the guard's log line). */
+  private authHeldMs: number;
+  /** While EXEC runs its queued local commands: the holds of its AUTHs, and whether one closes the connection. */
+  private execAuth: { holdMs: number; close: boolean } | null;
   libName: Buffer | null;
   libVersion: Buffer | null;
   /** CLIENT REPLY mode (local.ts REPLY_ON / REPLY_OFF / REPLY_SKIP_NEXT). */
@@ -244,6 +250,8 @@ export class ClientSession
     this.aclUser = acl.connectUser;
     this.aclFrom = acl;
     this.authFailures = 0;
+    this.authHeldMs = 0;
+    this.execAuth = null;
     this.libName = null;
     this.libVersion = null;
     this.replyMode = REPLY_ON;
@@ -633,34 +641,84 @@ export class ClientSession
   }
 
   /**
-   * A failed AUTH: counted and logged by the AuthGuard, which says how long the WRONGPASS waits (the client's
-   * later commands wait behind it: a pipeline of guesses is checked one delay at a time) and whether the
-   * connection closes after it.
+   * AUTH or HELLO ... AUTH: `check` (which checks the password and answers `req`) runs once the client's address has
+   * waited the AuthGuard's hold (0 unless it failed AUTH delay_after times lately), the client's later commands
+   * waiting behind it, so neither a pipeline nor a connection per guess learns anything sooner, and a correct
+   * password waits like a wrong one. Inside EXEC it runs at once and its hold is added to EXEC's reply instead
+   * (answerAfterExecAuth); once a failure there reached close_after, later AUTHs of the transaction are not
+   * checked.
+   */
+  checkAuthWhenDue(req: Request, check: () => void): void {
+    const guard = this.ctx.authGuard;
+    const holdMs = guard.holdMs(this.ctx.topology.config.clients.authFailures, this.socket.remoteAddress ?? '');
+    const inExec = this.execAuth;
+    if (inExec !== null) {
+      if (inExec.close) {
+        req.deliver(ERR_AUTH_NOT_CHECKED);
+        return;
+      }
+      inExec.holdMs += holdMs;
+      this.authHeldMs = holdMs;
+      check();
+      return;
+    }
+    this.authHeldMs = holdMs;
+    if (holdMs === 0) {
+      check();
+      return;
+    }
+    ownBytes(req); // its arguments are read after the hold
+    this.blockers++;
+    setTimeout(() => {
+      this.blockers--;
+      if (this.closed) req.deliver(ERR_CLIENT_GONE);
+      else check();
+      if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
+    }, holdMs).unref();
+  }
+
+  /**
+   * A failed AUTH (its hold already waited, checkAuthWhenDue): counted and logged by the AuthGuard, answered
+   * WRONGPASS at once; the connection closes after it past close_after (inside EXEC, after EXEC's reply).
    */
   authFailed(req: Request, user: Buffer | null): void {
     this.authFailures++;
-    const verdict = this.ctx.authGuard.onFailure(
+    const close = this.ctx.authGuard.onFailure(
       this.ctx.topology.config.clients.authFailures,
       this.socket.remoteAddress ?? '',
       this.authFailures,
       user === null ? null : user.subarray(0, 64).toString('utf8'),
       this.remote,
+      this.authHeldMs,
     );
-    if (verdict.close) {
+    if (close) {
+      if (this.execAuth !== null) this.execAuth.close = true;
+      else {
+        req.closeAfter = true;
+        this.stopReading();
+      }
+    }
+    req.deliver(ERR_WRONGPASS);
+  }
+
+  beginExecAuth(): void {
+    this.execAuth = { holdMs: 0, close: false };
+  }
+
+  answerAfterExecAuth(req: Request, reply: Buffer): void {
+    const inExec = this.execAuth;
+    this.execAuth = null;
+    if (inExec === null || (inExec.holdMs === 0 && !inExec.close)) {
+      req.deliver(reply);
+      return;
+    }
+    if (inExec.close) {
       req.closeAfter = true;
       this.stopReading();
     }
-    if (verdict.delayMs === 0) {
-      req.deliver(ERR_WRONGPASS);
-      return;
-    }
-    this.blockers++;
-    const timer = setTimeout(() => {
-      this.blockers--;
-      req.deliver(ERR_WRONGPASS);
-      if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
-    }, verdict.delayMs);
-    timer.unref();
+    // EXEC runs alone (runAlone): the client's later commands wait until this reply is delivered.
+    if (inExec.holdMs === 0) req.deliver(reply);
+    else setTimeout(() => req.deliver(reply), inExec.holdMs).unref();
   }
 
   /**

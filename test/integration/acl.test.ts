@@ -5,8 +5,9 @@
  * %R/%W, channels, EVAL's declared keys, local commands such as PING), and lets through what Redis lets through.
  * Then real clients: ioredis and redis-cli with a user name, HELLO 2 AUTH, ACL WHOAMI/CAT; pipelined and inline
  * forms; password rotation with two passwords and a reload; nopass; the server-administration commands that stay
- * refused for every user (operator included) in every form; commands.scripts: deny; and AUTH guessing (replies
- * delayed per client address, the connection closed, counted in /metrics).
+ * refused for every user (operator included) in every form; commands.scripts: deny; and AUTH guessing (AUTHs held
+ * per client address before their password is checked, a correct one included, inside EXEC too; the connection
+ * closed, counted in /metrics).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -452,7 +453,7 @@ describe('scripts', () => {
 });
 
 describe('AUTH guessing', () => {
-  it('delays failed AUTH replies per client address, holds later commands, closes after close_after, counts them', async () => {
+  it('holds AUTHs per client address, holds later commands, closes after close_after, counts failures', async () => {
     const guarded = await startKeymux(
       slotsConfig(
         shards.map((s) => s.port),
@@ -479,11 +480,13 @@ describe('AUTH guessing', () => {
       // A timer never fires early (1 ms of rounding aside): the three delays ran one after the other.
       expect(elapsed).toBeGreaterThanOrEqual(40 + 80 + 80 - 3);
 
-      // The address is remembered: a new connection's first failure waits too; the right password never does.
+      // The address is remembered: a new connection's first AUTH waits too, and so does the right password.
       const d = await RawClient.connect(guarded.port);
       clients.push(d);
+      const again = performance.now();
       d.write(cmd('AUTH', 'wrong') + cmd('AUTH', 'right') + cmd('PING'));
       await d.until((b) => replyCount(b) === 3);
+      expect(performance.now() - again).toBeGreaterThanOrEqual(80 + 80 - 2);
       expect(d.data.toString('latin1')).toBe(
         '-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+PONG\r\n',
       );
@@ -492,6 +495,104 @@ describe('AUTH guessing', () => {
       const metrics = await (await request(`http://127.0.0.1:${guarded.adminPort}/metrics`)).body.text();
       expect(metrics).toMatch(/^keymux_auth_failures_total 6$/m);
       expect(metrics).toMatch(/^keymux_auth_failure_disconnects_total 1$/m);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  /** A keymux of its own (its AuthGuard starts from zero) with users `low` and `ops`. */
+  function guardedUsers(authFailures: ConfigObject): Promise<Proxy> {
+    return startKeymux(
+      slotsConfig(
+        shards.map((s) => s.port),
+        {
+          clients: {
+            users: [
+              { name: 'low', password: 'lowpw', rules: '-@all +multi +exec +get ~low:*' },
+              { name: 'ops', password: 'ops-right', rules: '+@all ~* &*' },
+            ],
+            auth_failures: authFailures,
+          },
+        },
+      ),
+    );
+  }
+
+  it('a penalised address waits before its password is checked, a correct one included: a connection per guess learns nothing sooner', async () => {
+    const guarded = await guardedUsers({ delay_after: 2, delay_ms: 150, max_delay_ms: 150, close_after: 0 });
+    try {
+      const a = await raw(guarded.port);
+      await a.exchange(cmd('AUTH', 'ops', 'w1') + cmd('AUTH', 'ops', 'w2'), 2); // not held yet: 2 failures
+      expect(guarded.authGuard.failuresOf('127.0.0.1')).toBe(2);
+      // Now every AUTH from the address waits 150 ms before the check, on a new connection as on this one.
+      const b = await raw(guarded.port);
+      const start = performance.now();
+      const [ok] = await b.exchange(cmd('AUTH', 'ops', 'ops-right'), 1);
+      expect(ok).toBe('OK');
+      expect(performance.now() - start).toBeGreaterThanOrEqual(150 - 2);
+      const c = await raw(guarded.port);
+      const hello = performance.now();
+      const [greeting] = await c.exchange(cmd('HELLO', '2', 'AUTH', 'ops', 'ops-right'), 1);
+      expect(Array.isArray(greeting)).toBe(true);
+      expect(performance.now() - hello).toBeGreaterThanOrEqual(150 - 2);
+      expect(guarded.authGuard.failures).toBe(2);
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it('AUTH inside EXEC: answered in place (WRONGPASS or +OK, as Redis), counted, EXEC held for the holds, close_after applies', async () => {
+    // Not penalised: a correct AUTH inside EXEC signs the connection in, a wrong one (AUTH or HELLO) is WRONGPASS.
+    const open = await guardedUsers({ delay_after: 100, delay_ms: 100, max_delay_ms: 100, close_after: 0 });
+    try {
+      const c = await raw(open.port);
+      const r = await c.exchange(
+        cmd('AUTH', 'low', 'lowpw') +
+          cmd('MULTI') +
+          cmd('HELLO', '2', 'AUTH', 'ops', 'wrong') +
+          cmd('AUTH', 'ops', 'ops-right') +
+          cmd('EXEC') +
+          cmd('ACL', 'WHOAMI'),
+        6,
+      );
+      expect(r.slice(0, 4)).toEqual(['OK', 'OK', 'QUEUED', 'QUEUED']);
+      const [helloAuth, auth] = r[4] as [Error, string];
+      expect(helloAuth.message).toBe('WRONGPASS invalid username-password pair or user is disabled.');
+      expect(auth).toBe('OK');
+      expect(r[5]).toBe('ops');
+      expect(open.authGuard.failures).toBe(1);
+    } finally {
+      await open.close();
+    }
+    // Many guesses in one transaction: checked one by one, each failure counted and its hold added to EXEC's reply;
+    // past close_after the rest are not checked (the right password among them included) and the connection closes.
+    const guarded = await guardedUsers({ delay_after: 2, delay_ms: 100, max_delay_ms: 100, close_after: 3 });
+    try {
+      const c = await raw(guarded.port);
+      await c.exchange(cmd('AUTH', 'low', 'lowpw'), 1);
+      const start = performance.now();
+      c.write(
+        cmd('MULTI') +
+          cmd('AUTH', 'ops', 'w1') +
+          cmd('AUTH', 'ops', 'w2') +
+          cmd('AUTH', 'ops', 'w3') +
+          cmd('AUTH', 'ops', 'ops-right') +
+          cmd('EXEC') +
+          cmd('ACL', 'WHOAMI'),
+      );
+      const text = await c.untilClosed();
+      const wrong = '-WRONGPASS invalid username-password pair or user is disabled.\r\n';
+      expect(text).toBe(
+        '+OK\r\n+OK\r\n' +
+          '+QUEUED\r\n'.repeat(4) +
+          '*4\r\n' +
+          wrong.repeat(3) +
+          '-ERR keymux: AUTH not checked: too many failed AUTHs on this connection, which closes after this reply\r\n',
+      );
+      // Holds 0, 0 and 100 ms (the third guess is past delay_after): EXEC waited for them.
+      expect(performance.now() - start).toBeGreaterThanOrEqual(100 - 2);
+      expect(guarded.authGuard.failures).toBe(3);
+      expect(guarded.authGuard.disconnects).toBe(1);
     } finally {
       await guarded.close();
     }

@@ -2,7 +2,7 @@
  * Unit tests of keymux's ACL subset (src/security/acl.ts): the rule parser (operations and Redis's error
  * wording), users compiled against the built-in command table (commands, categories, subcommands, key patterns
  * with %R/%W, channel patterns), the permission check's NOPERM replies, authentication (several passwords,
- * nopass, #hash, off), and the AuthGuard's delays and closing (src/security/auth-guard.ts).
+ * nopass, #hash, off), and the AuthGuard's holds and closing (src/security/auth-guard.ts).
  */
 import crypto from 'node:crypto';
 import { describe, expect, it } from 'vitest';
@@ -247,20 +247,27 @@ describe('AccessControl', () => {
 describe('AuthGuard', () => {
   const config = { delayAfter: 3, delayMs: 100, maxDelayMs: 1000, closeAfter: 5 };
 
-  it('answers the first failures at once, then doubles the delay up to the bound, per client address', () => {
+  it('holds no AUTH for the first failures, then every AUTH for a delay doubling up to the bound, per address', () => {
     const g = new AuthGuard();
-    const delays = [1, 2, 3, 4, 5, 6, 7, 8].map(
-      (n) => g.onFailure({ ...config, closeAfter: 0 }, 'h1', n, null, 'c').delayMs,
-    );
-    expect(delays).toEqual([0, 0, 0, 100, 200, 400, 800, 1000]);
-    expect(g.onFailure(config, 'h2', 1, 'app', 'c').delayMs).toBe(0); // another address starts from zero
+    const open = { ...config, closeAfter: 0 };
+    const holds: number[] = [];
+    for (let n = 1; n <= 8; n++) {
+      const held = g.holdMs(open, 'h1'); // asked before the password is checked, whatever the outcome
+      holds.push(held);
+      g.onFailure(open, 'h1', n, null, 'c', held);
+    }
+    expect(holds).toEqual([0, 0, 0, 100, 200, 400, 800, 1000]);
+    expect(g.holdMs(open, 'h1')).toBe(1000); // the next AUTH from h1 waits too, a correct one included
+    expect(g.holdMs(config, 'h2')).toBe(0); // another address starts from zero
+    g.onFailure(config, 'h2', 1, 'app', 'c', 0);
     expect(g.failures).toBe(9);
     expect(g.failuresOf('h1')).toBe(8);
+    expect(g.holdMs({ ...config, delayMs: 0 }, 'h1')).toBe(0); // delay_ms 0: no delay
   });
 
   it('closes the connection after close_after failures on it', () => {
     const g = new AuthGuard();
-    const verdicts = [1, 2, 3, 4, 5].map((n) => g.onFailure(config, 'h', n, null, 'c').close);
+    const verdicts = [1, 2, 3, 4, 5].map((n) => g.onFailure(config, 'h', n, null, 'c', 0));
     expect(verdicts).toEqual([false, false, false, false, true]);
     expect(g.disconnects).toBe(1);
   });

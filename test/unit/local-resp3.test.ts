@@ -33,6 +33,9 @@ class FakeSession implements LocalSession {
     this.authenticated = true;
     this.user = user.name;
   }
+  checkAuthWhenDue(_req: Request, check: () => void): void {
+    check();
+  }
   authFailed(req: Request): void {
     req.deliver(ERR_WRONGPASS);
   }

@@ -288,7 +288,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     return;
   }
   if (remote === 0 && !watched) {
-    req.deliver(execReply(session, queued, null));
+    answerExec(session, req, queued, null);
     return;
   }
   // Near cache: a transaction's writes go over a session connection the cache does not see; drop what is cached
@@ -518,7 +518,8 @@ class TransactionRun {
           `${this.watched ? ' (its WATCH was on the former owner)' : m.kind === 'ask' && this.keyedQueued > 0 ? ' (its keys are split between the two nodes)' : ''}; retry it`,
       );
     } else if (frame[0] === 42 /* * */) {
-      reply = execReply(this.session, this.queued, frame);
+      answerExec(this.session, this.req, this.queued, frame);
+      return;
     }
     this.req.deliver(reply);
   }
@@ -640,7 +641,7 @@ class EverywhereRun {
     if (--this.pending > 0) return;
     const elements = this.elements;
     const shardReply = elements === null ? this.shardReply : Buffer.concat([arrayHeader(elements.length), ...elements]);
-    this.req.deliver(execReply(this.session, this.queued, shardReply));
+    answerExec(this.session, this.req, this.queued, shardReply);
   }
 }
 
@@ -650,9 +651,16 @@ function hostOf(address: string): string {
 }
 
 /**
- * The client's EXEC reply: the shard's array (`shardReply`, one element per remote command) with the replies of
- * commands keymux answers itself in their places; null shardReply: every command is local.
+ * Answers EXEC: the shard's array (`shardReply`, one element per remote command) with the replies of commands
+ * keymux answers itself in their places (null shardReply: every command is local). The local ones run now; an
+ * AUTH among them is checked at once, and the reply waits the AuthGuard holds of all of them (the session), so a
+ * transaction of guesses is no faster than as many separate AUTHs.
  */
+function answerExec(session: DispatchSession, req: Request, queued: QueuedCommand[], shardReply: Buffer | null): void {
+  session.beginExecAuth();
+  session.answerAfterExecAuth(req, execReply(session, queued, shardReply));
+}
+
 function execReply(session: DispatchSession, queued: QueuedCommand[], shardReply: Buffer | null): Buffer {
   let hasLocal = false;
   for (const q of queued) if (q.local) hasLocal = true;

@@ -66,6 +66,13 @@ export interface DispatchSession extends LocalSession, RequestOwner {
   noteWrite(pool: ShardPool): void;
   /** The pools noted since the last call (WAIT takes them), in no particular order. */
   takeWritten(): ShardPool[];
+  /**
+   * EXEC is about to run its queued local commands: the AuthGuard holds of the AUTHs among them add up (instead of
+   * each holding the client) until answerAfterExecAuth, which delivers EXEC's `reply` once they are over, and closes
+   * the connection after it when a failure reached clients.auth_failures.close_after.
+   */
+  beginExecAuth(): void;
+  answerAfterExecAuth(req: Request, reply: Buffer): void;
   /** Holds the client's later requests (not routed) until releaseLater(): a sliced fan-out still sending. */
   holdLater(): void;
   releaseLater(): void;
