@@ -10,7 +10,8 @@
  *   `restricted`, false when no user has a limit: then sessions skip the check entirely (the default costs one
  *   boolean test per command);
  * - checkPermission: command, then keys (by the command's key specs, as Redis), then channels; the NOPERM
- *   replies are worded exactly as Redis 7.0 words them.
+ *   replies are worded exactly as Redis 7.0 words them; recheckAtExec, the same check again at EXEC for a command
+ *   queued before a reload changed the rules, with Redis's words for that.
  * Invariants: a compiled user is immutable; a new config or a new command table compiles new users (sessions
  * find theirs again by name, see ClientSession); nothing here allocates on an allowed command of an
  * unrestricted user.
@@ -463,6 +464,13 @@ export function noPermCommand(name: string): Buffer {
   return reply;
 }
 
+const ACL_CHANGED =
+  'NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. ' +
+  'This command is no longer allowed for the following reason: ';
+const ERR_CHANGED_COMMAND = errorReply(`${ACL_CHANGED}no permission to execute the command or subcommand`);
+const ERR_CHANGED_KEY = errorReply(`${ACL_CHANGED}no permission to touch the specified keys`);
+const ERR_CHANGED_CHANNEL = errorReply(`${ACL_CHANGED}no permission to access one of the channels used as arguments`);
+
 const CHANNELS_SUBSCRIBE = 1;
 const CHANNELS_PATTERN = 2;
 const CHANNELS_PUBLISH = 3;
@@ -614,4 +622,26 @@ export function subscriptionAllowed(user: AclUser, kind: number, name: Buffer): 
   if (user.allChannels) return true;
   for (const p of user.channelPatterns) if (kind === 1 ? p.equals(name) : globMatch(p, name)) return true;
   return false;
+}
+
+/**
+ * A command queued in MULTI, checked again at EXEC because a reload changed the rules since it was queued (as
+ * Redis checks queued commands at EXEC): null when `user` (null: removed) may still run it, else the NOPERM that
+ * takes its place in EXEC's reply, worded as Redis 7.0 words it for the check that failed.
+ */
+export function recheckAtExec(
+  user: AclUser | null,
+  spec: CommandSpec,
+  args: Buffer[],
+  scratch: number[],
+): Buffer | null {
+  if (user === null) return ERR_CHANGED_COMMAND;
+  if (user.unrestricted) return null;
+  const denied = checkPermission(user, spec, args, scratch);
+  if (denied === null) return null;
+  return denied === ERR_NOPERM_KEY
+    ? ERR_CHANGED_KEY
+    : denied === ERR_NOPERM_CHANNEL
+      ? ERR_CHANGED_CHANNEL
+      : ERR_CHANGED_COMMAND;
 }

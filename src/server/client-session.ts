@@ -73,7 +73,13 @@ import { PubSubClient, type PubSubSession } from '../pubsub/client.js';
 import type { Entry } from '../pubsub/hub.js';
 import { forProtocol } from '../pubsub/frames.js';
 import { subscribedModeReply } from './dispatch/pubsub.js';
-import { checkPermission, subscriptionAllowed, type AccessControl, type AclUser } from '../security/acl.js';
+import {
+  checkPermission,
+  recheckAtExec,
+  subscriptionAllowed,
+  type AccessControl,
+  type AclUser,
+} from '../security/acl.js';
 import { NOT_QUEUED, queueInTransaction } from './dispatch/session.js';
 import { SessionState } from '../session/client-state.js';
 import type { ClientLimits, LimitedSession } from './client-limits.js';
@@ -590,6 +596,15 @@ export class ClientSession
       );
     }
     return user.unrestricted ? null : checkPermission(user, spec, req.args, this.keyIndexes);
+  }
+
+  permissionAtExec(spec: CommandSpec, args: Buffer[]): Buffer | null {
+    const acl = this.ctx.topology.acl;
+    if (this.aclFrom !== acl) {
+      this.aclFrom = acl;
+      this.aclUser = acl.users.get(this.user ?? 'default') ?? null;
+    }
+    return recheckAtExec(this.aclUser, spec, args, this.keyIndexes);
   }
 
   /**

@@ -13,6 +13,7 @@
  * - `waiting` is set exactly while a WAIT of this client holds leases; if the client leaves then, they are closed.
  */
 import type { CommandSpec } from '../commands/spec.js';
+import type { AccessControl } from '../security/acl.js';
 import type { Topology } from '../routing/topology.js';
 import type { Lease, SessionPools } from './session-pool.js';
 
@@ -44,6 +45,11 @@ export class SessionState {
   refused: boolean;
   /** The transaction's router group (-1: none yet). */
   group: number;
+  /**
+   * The users and rules its commands were checked against when queued (the ACL of MULTI's time; null: none): a
+   * reload that compiled new ones before EXEC has them checked again (dispatch/session.ts exec).
+   */
+  checkedWith: AccessControl | null;
   queued: QueuedCommand[];
   /** Queued commands that go to the shard (the rest are answered locally). */
   remoteCount: number;
@@ -73,6 +79,7 @@ export class SessionState {
     this.dirty = false;
     this.refused = false;
     this.group = -1;
+    this.checkedWith = null;
     this.queued = [];
     this.remoteCount = 0;
     this.watchLease = null;
@@ -87,9 +94,13 @@ export class SessionState {
     this.clientId = clientId;
   }
 
-  /** Starts queuing (MULTI). The transaction is bound to the watched keys' group, if any. */
-  begin(): void {
+  /**
+   * Starts queuing (MULTI), its commands checked against `checkedWith`. The transaction is bound to the watched
+   * keys' group, if any.
+   */
+  begin(checkedWith: AccessControl | null): void {
     this.inMulti = true;
+    this.checkedWith = checkedWith;
     this.dirty = false;
     this.refused = false;
     this.group = this.watchGroup;
@@ -99,7 +110,7 @@ export class SessionState {
 
   /** A refused MULTI: refuse what follows up to EXEC/DISCARD, then abort (see `refused`). */
   beginRefused(): void {
-    this.begin();
+    this.begin(null);
     this.dirty = true;
     this.refused = true;
   }
@@ -111,6 +122,7 @@ export class SessionState {
     this.dirty = false;
     this.refused = false;
     this.group = -1;
+    this.checkedWith = null;
     this.queued = [];
     this.remoteCount = 0;
     if (this.watchLease === null) {

@@ -4,7 +4,8 @@
  * commands per user, keymux refuses exactly what Redis refuses, with the same NOPERM bytes (commands, keys with
  * %R/%W, channels, EVAL's declared keys, local commands such as PING), and lets through what Redis lets through.
  * Then real clients: ioredis and redis-cli with a user name, HELLO 2 AUTH, ACL WHOAMI/CAT; pipelined and inline
- * forms; password rotation with two passwords and a reload; nopass; the server-administration commands that stay
+ * forms; password rotation with two passwords and a reload; queued commands checked again at EXEC after a reload
+ * (bytes compared with Redis's); nopass; the server-administration commands that stay
  * refused for every user (operator included) in every form; commands.scripts: deny; and AUTH guessing (AUTHs held
  * per client address before their password is checked, a correct one included, inside EXEC too; the connection
  * closed, counted in /metrics).
@@ -291,6 +292,48 @@ describe('clients with a user name', () => {
       );
     } finally {
       expect(proxy.reload(configFrom(baseConfig()))).toBeNull();
+    }
+  });
+
+  it('a reload that narrows the rules between MULTI and EXEC: the queued commands are checked again at EXEC, as Redis', async () => {
+    const withTx = (rules: string): ConfigObject => {
+      const users = (baseConfig().clients as { users: Array<Record<string, unknown>> }).users;
+      return baseConfig({ clients: { users: [...users, { name: 'tx', password: 'txpw', rules }] } });
+    };
+    const wide = '+@all ~{tx}*';
+    const narrow = '-@all +@read +exec +multi +ping ~{tx}b*'; // no SET, no {tx}a
+    expect(proxy.reload(configFrom(withTx(wide)))).toBeNull();
+    await redisCommand(oracle.port, 'ACL', 'SETUSER', 'tx', 'reset', 'on', '>txpw', ...wide.split(' '));
+    try {
+      const queue =
+        cmd('AUTH', 'tx', 'txpw') +
+        cmd('MULTI') +
+        cmd('SET', '{tx}a', 'v') + // refused at EXEC: the command
+        cmd('GET', '{tx}a') + // refused at EXEC: the key
+        cmd('GET', '{tx}b') + // still allowed: runs
+        cmd('PING') +
+        cmd('SET', '{tx}b', 'v'); // refused at EXEC: the command
+      const [viaKeymux, direct] = [await raw(), await raw(oracle.port)];
+      await Promise.all([viaKeymux.exchange(queue, 7), direct.exchange(queue, 7)]);
+      expect(viaKeymux.data.toString('latin1')).toBe(`+OK\r\n+OK\r\n${'+QUEUED\r\n'.repeat(5)}`);
+      expect(proxy.reload(configFrom(withTx(narrow)))).toBeNull();
+      await redisCommand(oracle.port, 'ACL', 'SETUSER', 'tx', 'reset', 'on', '>txpw', ...narrow.split(' '));
+      const before = [viaKeymux.data.length, direct.data.length];
+      await Promise.all([viaKeymux.exchange(cmd('EXEC'), 1), direct.exchange(cmd('EXEC'), 1)]);
+      const exec = viaKeymux.data.subarray(before[0]).toString('latin1');
+      expect(exec).toBe(direct.data.subarray(before[1]).toString('latin1'));
+      expect(exec).toContain(
+        '-NOPERM ACLs rules changed between the moment the transaction was accumulated and the EXEC call. This ' +
+          'command is no longer allowed for the following reason: no permission to touch the specified keys\r\n',
+      );
+      // Nothing refused reached a shard.
+      for (const s of shards) {
+        expect(await redisCommand(s.port, 'EXISTS', '{tx}a', '{tx}b')).toBe(0);
+      }
+    } finally {
+      expect(proxy.reload(configFrom(baseConfig()))).toBeNull();
+      await redisCommand(oracle.port, 'ACL', 'DELUSER', 'tx');
+      await redisCommand(oracle.port, 'DEL', '{tx}a', '{tx}b');
     }
   });
 

@@ -15,6 +15,8 @@
  * any reaches a shard, and a buffered transaction holds a connection for one round trip instead of for as long
  * as the client takes to queue it (a client that sends MULTI and stalls costs nothing). The price is that Redis's
  * own queue-time errors (e.g. ACL) surface as EXECABORT at EXEC, not at the command; nothing is ever applied.
+ * A reload that changed users or rules between MULTI and EXEC has the queued commands checked again at EXEC, as
+ * Redis does: a refused one is answered NOPERM in its place and not sent (recheckQueued).
  *
  * WATCH leases a connection at once (the watch must be on the shard before the client reads the values it
  * watches) and keeps it until EXEC, DISCARD, UNWATCH, RESET or the client leaves. WATCH, EXEC and blocking
@@ -97,7 +99,7 @@ export const NOT_QUEUED: ReadonlySet<string> = new Set(['exec', 'discard', 'mult
 export const dispatchSession: DispatchHandler = (session, req, spec, topo) => {
   switch (spec.name) {
     case 'multi':
-      multi(session, req);
+      multi(session, req, topo);
       return;
     case 'exec':
       exec(session, req, topo);
@@ -137,13 +139,13 @@ export const dispatchSession: DispatchHandler = (session, req, spec, topo) => {
 
 // ---- MULTI / queueing / EXEC / DISCARD ------------------------------------------------------------------------
 
-function multi(session: DispatchSession, req: Request): void {
+function multi(session: DispatchSession, req: Request, topo: Topology): void {
   const state = session.sessionState();
   if (state.inMulti) {
     req.deliver(ERR_NESTED_MULTI); // Redis does not flag the transaction for this one
     return;
   }
-  state.begin();
+  state.begin(topo.acl);
   req.deliver(OK);
 }
 
@@ -272,7 +274,8 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   const dirty = state.dirty;
   const stale = state.stale;
   const group = state.group;
-  const remote = state.remoteCount;
+  const checkedWith = state.checkedWith;
+  let remote = state.remoteCount;
   const queued = state.take();
   const watched = state.watchLease !== null;
   if (dirty) {
@@ -287,6 +290,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     req.deliver(watched ? (session.protocol === 3 ? NULL_ARRAY_RESP3 : NULL_ARRAY_RESP2) : ERR_TX_SPLIT);
     return;
   }
+  if (checkedWith !== session.ctx.topology.acl) remote -= recheckQueued(session, queued);
   if (remote === 0 && !watched) {
     answerExec(session, req, queued, null);
     return;
@@ -324,6 +328,24 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   if (writes && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
   state.busy = lease;
   new TransactionRun(session, state, req, lease, queued, watched, group === -1 ? 0 : group).send();
+}
+
+/**
+ * A reload compiled new users and rules after the transaction's commands were checked: each is checked again
+ * against the client's user now, as Redis checks queued commands at EXEC; a refused one is not sent, its NOPERM
+ * ("ACLs rules changed between the moment the transaction was accumulated and the EXEC call...") takes its place in
+ * EXEC's reply and the others run (Redis 7.0 runs them too). Returns how many refused ones were to go to the shard.
+ */
+function recheckQueued(session: DispatchSession, queued: QueuedCommand[]): number {
+  let refusedRemote = 0;
+  for (let i = 0; i < queued.length; i++) {
+    const q = queued[i];
+    const refused = session.permissionAtExec(q.spec, q.args);
+    if (refused === null) continue;
+    if (!q.local) refusedRemote++;
+    queued[i] = { frame: q.frame, args: q.args, spec: q.spec, local: true, fixed: refused };
+  }
+  return refusedRemote;
 }
 
 /**

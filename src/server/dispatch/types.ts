@@ -73,6 +73,11 @@ export interface DispatchSession extends LocalSession, RequestOwner {
    */
   beginExecAuth(): void;
   answerAfterExecAuth(req: Request, reply: Buffer): void;
+  /**
+   * EXEC of a transaction queued before a reload changed users or rules: the client's user's permission for a queued
+   * command now, null when allowed, else the NOPERM reply that takes its place (security/acl.ts recheckAtExec).
+   */
+  permissionAtExec(spec: CommandSpec, args: Buffer[]): Buffer | null;
   /** Holds the client's later requests (not routed) until releaseLater(): a sliced fan-out still sending. */
   holdLater(): void;
   releaseLater(): void;
