@@ -31,6 +31,8 @@ export interface QueuedCommand {
    * shard answered +OK, on every other shard before EXEC is answered (dispatch/session.ts TransactionRun).
    */
   readonly everywhere?: boolean;
+  /** Its reply as the client gets it, from the shard's (CONFIG GET: without the secrets, dispatch/config.ts). */
+  readonly reshape?: (reply: Buffer) => Buffer;
 }
 
 export class SessionState {

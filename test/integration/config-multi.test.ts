@@ -3,7 +3,9 @@
  * and run in it on its shard, in their place in the EXEC reply (as on one Redis); SET and RESETSTAT then reach every
  * other shard before EXEC is answered, and one that fails on the transaction's shard (Redis's own "CONFIG SET
  * failed" element) goes nowhere else. Without the switch they are refused while queuing and EXEC answers
- * EXECABORT, nothing applied. Three real redis-server shards; ioredis and raw RESP clients.
+ * EXECABORT, nothing applied. The shards' credentials stay out of reach with the switch on: CONFIG GET leaves out
+ * requirepass, masterauth, masteruser and the TLS key passphrases (RESP2 and RESP3, in a transaction too) and
+ * CONFIG SET of any of them is refused. Three real redis-server shards; ioredis and raw RESP clients.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -114,6 +116,65 @@ describe('CONFIG inside MULTI with commands.config_broadcast', () => {
       for (const s of shards) expect(await redisCommand(s.port, 'GET', 'cfg:never')).toBeNull();
     } finally {
       c.socket.destroy();
+    }
+  });
+});
+
+describe("the shards' credentials with commands.config_broadcast", () => {
+  it('CONFIG GET never returns requirepass, masterauth, masteruser...; CONFIG SET of them is refused', async () => {
+    // Set on the shards directly (harmless to keymux's connections, unlike requirepass).
+    await Promise.all(
+      shards.map((s) => redisCommand(s.port, 'CONFIG', 'SET', 'masterauth', 'SECRET-ma', 'masteruser', 'SECRET-mu')),
+    );
+    const c = await RawClient.connect(proxy.port);
+    try {
+      const [one, many, all] = await c.exchange(
+        cmd('CONFIG', 'GET', 'masterauth') +
+          cmd('CONFIG', 'GET', 'master*', 'maxmemory-policy', 'REQUIREPASS') +
+          cmd('CONFIG', 'GET', '*'),
+        3,
+      );
+      expect(one).toEqual([]); // as for a parameter the server does not have
+      expect(many).toEqual(['maxmemory-policy', 'noeviction']);
+      const names = (all as string[]).filter((_, i) => i % 2 === 0);
+      expect(names.length).toBeGreaterThan(100);
+      expect(names).toContain('maxmemory');
+      for (const secret of ['requirepass', 'masterauth', 'masteruser', 'tls-key-file-pass', 'tls-client-key-file-pass'])
+        expect(names).not.toContain(secret);
+      expect(JSON.stringify(all)).not.toContain('SECRET');
+      // In a transaction too.
+      const [, , , exec] = await c.exchange(
+        cmd('MULTI') + cmd('CONFIG', 'GET', 'masteruser') + cmd('CONFIG', 'GET', 'maxmemory-policy') + cmd('EXEC'),
+        4,
+      );
+      expect(exec).toEqual([[], ['maxmemory-policy', 'noeviction']]);
+      // CONFIG SET of a credential: refused, alone or with others, and nothing of it applied.
+      const refused = await c.exchange(
+        cmd('CONFIG', 'SET', 'requirepass', 'x') +
+          cmd('CONFIG', 'SET', 'maxmemory-policy', 'allkeys-lru', 'MasterAuth', 'x') +
+          cmd('MULTI') +
+          cmd('CONFIG', 'SET', 'tls-key-file-pass', 'x') +
+          cmd('EXEC'),
+        5,
+      );
+      expect((refused[0] as Error).message).toMatch(
+        /^ERR keymux: CONFIG SET requirepass is refused: the shards' credentials/,
+      );
+      expect((refused[1] as Error).message).toMatch(/^ERR keymux: CONFIG SET masterauth is refused/);
+      expect((refused[3] as Error).message).toMatch(/^ERR keymux: CONFIG SET tls-key-file-pass is refused/);
+      expect((refused[4] as Error).message).toMatch(/^EXECABORT/);
+      expect(await configOnEachShard('maxmemory-policy')).toEqual(['noeviction', 'noeviction', 'noeviction']);
+      expect(await configOnEachShard('requirepass')).toEqual(['', '', '']);
+      expect(await configOnEachShard('masterauth')).toEqual(['SECRET-ma', 'SECRET-ma', 'SECRET-ma']);
+      // RESP3: a map, the secrets left out likewise.
+      const c3 = await RawClient.connect(proxy.port);
+      c3.write(cmd('HELLO', '3') + cmd('CONFIG', 'GET', 'master*', 'maxmemory-policy') + cmd('PING'));
+      const text = await c3.untilText('+PONG\r\n');
+      c3.close();
+      expect(text).toMatch(/\r\n%1\r\n\$16\r\nmaxmemory-policy\r\n\$10\r\nnoeviction\r\n\+PONG\r\n$/);
+    } finally {
+      c.close();
+      await Promise.all(shards.map((s) => redisCommand(s.port, 'CONFIG', 'SET', 'masterauth', '', 'masteruser', '')));
     }
   });
 });

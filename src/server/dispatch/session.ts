@@ -56,7 +56,7 @@ import type { Topology } from '../../routing/topology.js';
 import type { SessionState, QueuedCommand } from '../../session/client-state.js';
 import { Lease, SideOp, type BlockedCall } from '../../session/session-pool.js';
 import { dispatchKeyed } from './keyed.js';
-import { configRefusal } from './config.js';
+import { configRefusal, withoutSecrets } from './config.js';
 import type { DispatchHandler, DispatchSession } from './types.js';
 
 export const QUEUED = Buffer.from('+QUEUED\r\n');
@@ -182,13 +182,14 @@ export function queueInTransaction(
   if (spec.dispatch === 'config') {
     // With commands.config_broadcast (an operator's switch): queued with the transaction like WAIT (a transaction
     // of no keyed command runs on slot 0's shard); SET and RESETSTAT reach every other shard after it (`everywhere`).
-    const refused = configRefusal(session, spec, topo);
+    const refused = configRefusal(session, spec, req.args, topo);
     if (refused !== null) {
       refuse(refused);
       return;
     }
     const everywhere = spec.merge !== null;
-    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null, everywhere });
+    const reshape = spec.name === 'config|get' ? withoutSecrets : undefined;
+    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null, everywhere, reshape });
     state.remoteCount++;
     req.deliver(QUEUED);
     return;
@@ -685,7 +686,7 @@ function answerExec(session: DispatchSession, req: Request, queued: QueuedComman
 
 function execReply(session: DispatchSession, queued: QueuedCommand[], shardReply: Buffer | null): Buffer {
   let hasLocal = false;
-  for (const q of queued) if (q.local) hasLocal = true;
+  for (const q of queued) if (q.local || q.reshape !== undefined) hasLocal = true;
   if (!hasLocal && shardReply !== null) return shardReply;
   const remote = shardReply === null ? [] : readArrayElements(shardReply);
   if (remote === null) return shardReply as Buffer;
@@ -693,7 +694,8 @@ function execReply(session: DispatchSession, queued: QueuedCommand[], shardReply
   let r = 0;
   for (const q of queued) {
     if (!q.local) {
-      parts.push(remote[r++] ?? Buffer.from('$-1\r\n'));
+      const element = remote[r++] ?? Buffer.from('$-1\r\n');
+      parts.push(q.reshape === undefined ? element : q.reshape(element));
       continue;
     }
     parts.push(q.fixed ?? runLocal(session, q));
