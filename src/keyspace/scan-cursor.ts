@@ -1,24 +1,28 @@
 /**
  * The SCAN cursor keymux hands out: one plain unsigned decimal integer, as Redis's, that says where the walk over
- * every shard stands. It packs, for S shards:
+ * every shard stands. It packs, for a walk begun under a routing of S shards:
  *
- *   cursor = ((c * P + phase) * S + shard) * 256 + epoch        with P = 2S - 1
+ *   cursor = ((c * R + phase) * (S + 1) + shard) * 256 + epoch        R = 2S - 1 (shard < S), 256 (shard = S)
  *
- * - epoch (0..255): 8 bits of a hash of the routing (slot owners or ring, hash tag, routing rules) in force when
- *   the walk began, so a walk that spans a reload still knows which keys it set out to cover;
- * - shard (0..S-1): the logical shard being walked: the keys that epoch's routing put on shard `shard`;
- * - phase (0..P-1): which physical shard is being scanned for them (see phaseShard); while nothing moved since
- *   the walk began only the middle phase runs (the shard itself): plain SCAN of each shard in turn;
+ * - epoch (0..255): the number keyspace/scan-epochs.ts gives the routing (slot owners or ring, hash tag, routing
+ *   rules, shard list) in force when the walk began; read first, as it says what S is;
+ * - shard (0..S-1): the logical shard being walked: the keys that epoch's routing put on shard `shard`; shard = S
+ *   is the walk's last part, the shards that routing did not have (added by a reload during the walk);
+ * - phase: for shard < S, which physical shard is scanned for them (see phaseShard); while nothing moved since
+ *   the walk began only the middle phase runs (the shard itself): plain SCAN of each shard in turn. For shard = S,
+ *   which of the added shards (0..ADDED_SHARDS-1);
  * - c: that physical shard's own SCAN cursor.
- * "0" starts and ends a walk, as in Redis. Nothing is stored in keymux: the cursor is valid across keymux
- * restarts and between keymux instances as long as the shard list is the same; with S shards the shard's own
- * cursor is multiplied by 256 * S * (2S - 1) (3 shards: 3,840), which a shard's cursor (below its table size)
- * leaves far inside 64 bits.
+ * "0" starts and ends a walk, as in Redis. Nothing is stored in keymux but the routings (scan-epochs.ts): a cursor
+ * is valid across keymux restarts and between keymux instances that know its routing; with S shards the shard's
+ * own cursor is multiplied by 256 * (S + 1) * (2S - 1) (3 shards: 5,120), which a shard's cursor (below its table
+ * size) leaves far inside 64 bits.
  */
 
 /** Largest cursor Redis accepts (unsigned 64-bit). */
 const MAX_CURSOR = (1n << 64n) - 1n;
 export const EPOCHS = 256;
+/** How many shards added during one walk its cursor can follow (the radix of the phase when shard = S). */
+export const ADDED_SHARDS = 256;
 
 export interface ScanPosition {
   epoch: number;
@@ -40,7 +44,7 @@ export function ownPhase(shards: number): number {
 /**
  * The physical shard scanned in `phase` of logical shard `shard`: first every other shard (for keys of `shard`
  * still on their old owner, on their way in), then `shard` itself, then every other shard again (for keys that
- * left `shard` while it was walked).
+ * left `shard` while it was walked). An index into the walk's routing's shard list.
  */
 export function phaseShard(shard: number, phase: number, shards: number): number {
   const own = ownPhase(shards);
@@ -50,10 +54,10 @@ export function phaseShard(shard: number, phase: number, shards: number): number
 }
 
 /**
- * The position a client cursor names, or null ("invalid cursor"). Read as Redis reads it (strtoul): an optional
- * sign and decimal digits, nothing else; "" is 0, "-1" wraps to 2^64 - 1, beyond 2^64 - 1 is refused.
+ * The integer a client cursor is, or null ("invalid cursor"). Read as Redis reads it (strtoul): an optional sign
+ * and decimal digits, nothing else; "" is 0, "-1" wraps to 2^64 - 1, beyond 2^64 - 1 is refused.
  */
-export function decodeCursor(text: Buffer, shards: number): ScanPosition | null {
+export function readCursor(text: Buffer): bigint | null {
   const len = text.length;
   let i = 0;
   let negative = false;
@@ -67,22 +71,36 @@ export function decodeCursor(text: Buffer, shards: number): ScanPosition | null 
   let v = i < len ? BigInt(text.toString('latin1', i)) : 0n;
   if (v > MAX_CURSOR) return null;
   if (negative && v > 0n) v = MAX_CURSOR + 1n - v;
-  const e = BigInt(EPOCHS);
-  const s = BigInt(shards);
-  const p = BigInt(phaseCount(shards));
-  let rest = v / e;
-  const epoch = Number(v % e);
+  return v;
+}
+
+/** The epoch a cursor names (what its other fields mean depends on that epoch's shard count). */
+export function cursorEpoch(v: bigint): number {
+  return Number(v % BigInt(EPOCHS));
+}
+
+/** The position cursor `v` names in a walk whose routing has `shards` shards. */
+export function splitCursor(v: bigint, shards: number): ScanPosition {
+  let rest = v / BigInt(EPOCHS);
+  const epoch = cursorEpoch(v);
+  const s = BigInt(shards + 1);
   const shard = Number(rest % s);
   rest /= s;
-  const phase = Number(rest % p);
-  return { epoch, shard, phase, cursor: rest / p };
+  const r = BigInt(shard < shards ? phaseCount(shards) : ADDED_SHARDS);
+  return { epoch, shard, phase: Number(rest % r), cursor: rest / r };
+}
+
+/** readCursor then splitCursor: the position, or null for an invalid cursor. */
+export function decodeCursor(text: Buffer, shards: number): ScanPosition | null {
+  const v = readCursor(text);
+  return v === null ? null : splitCursor(v, shards);
 }
 
 /** The client cursor for a position ("0" for the end); null when it would not fit in 64 bits. */
 export function encodeCursor(pos: ScanPosition, shards: number): string | null {
-  const v =
-    ((pos.cursor * BigInt(phaseCount(shards)) + BigInt(pos.phase)) * BigInt(shards) + BigInt(pos.shard)) *
-      BigInt(EPOCHS) +
-    BigInt(pos.epoch);
-  return v > MAX_CURSOR ? null : v.toString();
+  const r = pos.shard < shards ? phaseCount(shards) : ADDED_SHARDS;
+  if (pos.phase >= r) return null;
+  const v = ((pos.cursor * BigInt(r) + BigInt(pos.phase)) * BigInt(shards + 1) + BigInt(pos.shard)) * BigInt(EPOCHS);
+  const out = v + BigInt(pos.epoch);
+  return out > MAX_CURSOR ? null : out.toString();
 }

@@ -1,10 +1,11 @@
 /**
  * The routings SCAN walks have begun under, by epoch (8 bits of a hash of Topology.routingSignature()), so that a
- * walk spanning a reload filters each shard's keys by the routing it began with (keyspace/scan-cursor.ts). Filled
- * lazily by SCAN itself (a walk's first call records its routing); the last 16 are kept, each under a number of its
- * own (the hash, or the next free number when a kept routing has it). A cursor whose epoch is
- * unknown here (keymux restarted with another routing, or the routing is long gone) is read against the current
- * routing: the walk goes on, without the guarantee for keys moved before that.
+ * walk spanning a reload filters each shard's keys by the routing it began with and knows that routing's shard list
+ * (keyspace/scan-cursor.ts, server/dispatch/scan.ts). Filled lazily by SCAN itself (a walk's first call records its
+ * routing); the last 16 are kept, each under a number of its own (the hash, or the next free number when a kept
+ * routing has it). A cursor whose epoch is unknown here (keymux restarted with another routing, another keymux or
+ * worker that served no SCAN while the walk's routing was in force, or 16 routings since) is read against the
+ * current routing: the walk goes on, without the guarantee for keys moved before that.
  */
 import type { Router } from '../routing/router.js';
 import type { Topology } from '../routing/topology.js';
@@ -14,8 +15,19 @@ export interface ScanEpoch {
   readonly epoch: number;
   readonly signature: string;
   readonly router: Router;
-  /** Shard addresses in order: a cursor's shard index means the same shard only while these are the same. */
-  readonly addresses: string;
+  /** The routing's shards in order (a cursor's shard numbers index this list). */
+  readonly shards: readonly ScanShard[];
+  /** The shards' ids joined: two epochs with the same list of shards have the same text. */
+  readonly shardList: string;
+}
+
+export interface ScanShard {
+  /**
+   * What makes it the same shard in another routing: its address, or for a shard whose primary the sentinels name,
+   * that master name (a failover changes the address, not the keys).
+   */
+  readonly id: string;
+  readonly address: string;
 }
 
 const KEEP = 16;
@@ -38,12 +50,11 @@ export class ScanEpochs {
         if (held === undefined || held.signature === signature) break;
         epoch = (epoch + 1) & (EPOCHS - 1);
       }
-      e = {
-        epoch,
-        signature,
-        router: topo.router,
-        addresses: topo.shards.map((s) => s.address).join(','),
-      };
+      const shards = topo.shards.map((s) => ({
+        id: s.sentinelMaster === null ? s.address : `sentinel:${s.sentinelMaster}`,
+        address: s.address,
+      }));
+      e = { epoch, signature, router: topo.router, shards, shardList: shards.map((s) => s.id).join(',') };
       this.byTopology.set(topo, e);
       this.byEpoch.delete(e.epoch);
       this.byEpoch.set(e.epoch, e);

@@ -649,6 +649,15 @@ export class Migration implements KeyLocator {
     return to.shards[to.router.shardFor(key)].address;
   }
 
+  /**
+   * This migration's connection to `address` while it runs, for a SCAN walk that still has to read a shard a reload
+   * took out of the topology (no pool reaches it any more; its keys are on their way off it). Null once the
+   * migration is over: its connections are closed then, and the shard holds none of the keys keymux serves.
+   */
+  connectionWhileActive(address: string): BackendConnection | null {
+    return this.active && !this.closed ? this.conn(address) : null;
+  }
+
   private conn(address: string): BackendConnection {
     let c = this.conns.get(address);
     if (c === undefined || c.state === 'closed') {
