@@ -56,6 +56,7 @@ import {
 } from './fields.js';
 
 import { captureGroups } from '../routing/rules.js';
+import { ketamaKey } from '../routing/ketama.js';
 
 export { editDistance, formatPath, parseHostPort, suggest } from './fields.js';
 export type { ConfigPath, HostPort, Locate } from './fields.js';
@@ -128,6 +129,7 @@ const MODE_RULES: Readonly<Record<Mode, ModeRule>> = {
     requiredSections: ['shards'],
     shardKeys: ['weight'],
     requiredShardKeys: [],
+    checkShards: (shards, cx) => checkRingKeys(shards, cx),
   },
   // The cluster says who owns what: no shards; the `cluster` section says where to ask.
   cluster: { sections: ['cluster'], requiredSections: ['cluster'], shardKeys: [], requiredShardKeys: [] },
@@ -833,6 +835,50 @@ function checkUniqueShards(shards: ShardDoc[], cx: RuleContext): void {
   });
 }
 
+/**
+ * ring mode: no two shards hash as the same ketama key (what the continuum places on the ring: ketamaKey, as
+ * twemproxy's conf_validate_server checks). Names are unique already, but an unnamed shard on port 11211 hashes as
+ * its host alone, so `127.0.0.1:11211` and a shard named `127.0.0.1` would share their points (twemproxy refuses
+ * that; the continuum cannot be built). Pairs whose names clash were reported as duplicate names.
+ */
+function checkRingKeys(shards: ShardDoc[], cx: RuleContext): void {
+  const byKey = new Map<string, number>();
+  shards.forEach((shard, i) => {
+    if (!cx.ok([i, 'address']) || !cx.ok([i, 'name']) || !cx.ok([i, 'sentinel_master'])) return;
+    const key = ketamaKey(shardIdentity(shard));
+    const first = byKey.get(key);
+    if (first === undefined) {
+      byKey.set(key, i);
+      return;
+    }
+    const firstShard = shards[first]!;
+    if (shardName(firstShard) === shardName(shard)) return;
+    const keyOf = (s: ShardDoc): string =>
+      s.name !== undefined ? 'name' : s.address !== undefined ? 'address' : 'sentinel_master';
+    cx.clash(
+      [i, keyOf(shard)],
+      [first],
+      (f) =>
+        `shard ${JSON.stringify(shardName(shard))} hashes on the ring as ${JSON.stringify(key)}, as does shard ` +
+        `${JSON.stringify(shardName(firstShard))} (${f}); give one of them another name (an unnamed shard hashes ` +
+        'as its host:port, on port 11211 as its host alone, as in twemproxy)',
+      keyOf(firstShard),
+    );
+  });
+}
+
+/** What a ShardConfig says of a shard's identity (resolve() builds it the same way): its name, and whether given. */
+function shardIdentity(s: ShardDoc): Pick<ShardConfig, 'name' | 'named' | 'host' | 'port'> {
+  const master = s.sentinel_master ?? null;
+  return {
+    name: s.name ?? (s.address !== undefined ? formatHostPort(s.address) : master!),
+    // A sentinel shard is always known by its name (the ring hashes it, not the primary of the moment).
+    named: s.name !== undefined || master !== null,
+    host: s.address?.host ?? '',
+    port: s.address?.port ?? 0,
+  };
+}
+
 /** A shard's name: as given, else its address, else its sentinel master name. */
 function shardName(s: ShardDoc): string {
   return s.name ?? (s.address !== undefined ? formatHostPort(s.address) : (s.sentinel_master ?? ''));
@@ -1260,13 +1306,13 @@ function resolve(doc: ConfigDoc, source: string): KeymuxConfig {
     shards: shards.map((s): ShardConfig => {
       const master = s.sentinel_master ?? null;
       const address = s.address !== undefined ? formatHostPort(s.address) : sentinelPlaceholder(master!);
+      const { name, named, host, port } = shardIdentity(s);
       return {
-        name: s.name ?? (s.address !== undefined ? address : master!),
-        // A sentinel shard is always known by its name (the ring hashes it, not the primary of the moment).
-        named: s.name !== undefined || master !== null,
+        name,
+        named,
         address,
-        host: s.address?.host ?? '',
-        port: s.address?.port ?? 0,
+        host,
+        port,
         slots: s.slots ? mergeRanges(s.slots) : null,
         weight: s.weight,
         sentinelMaster: master,

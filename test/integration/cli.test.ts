@@ -49,6 +49,32 @@ describe('keymux --check', () => {
   });
 });
 
+describe('two ring shards with the same ketama key', () => {
+  it('are refused with file:line by --check and by keymux plan (nutcracker -t refuses them too)', async () => {
+    // An unnamed shard on port 11211 hashes as its host alone: the same points as the shard named after that host.
+    const ok = path.join(dir, 'ring-ok.yaml');
+    const dup = path.join(dir, 'ring-dup.yaml');
+    const shards = 'mode: ring\nshards:\n  - address: 127.0.0.1:7001\n  - address: 127.0.0.1:11211\n';
+    fs.writeFileSync(ok, shards);
+    fs.writeFileSync(dup, `${shards}  - name: "127.0.0.1"\n    address: 127.0.0.1:7003\n`);
+    const expected =
+      `${dup}:5: shards[2].name: shard "127.0.0.1" hashes on the ring as "127.0.0.1", as does shard ` +
+      '"127.0.0.1:11211" (shards[1] at line 4)';
+    for (const args of [
+      ['--config', dup, '--check'],
+      ['plan', '--config', dup, '--current', ok],
+    ]) {
+      const err = await run('node', [BIN, ...args]).then(
+        () => null,
+        (e) => e as { code: number; stderr: string },
+      );
+      expect(err?.code).toBe(1);
+      expect(err?.stderr).toContain(expected);
+      expect(err?.stderr).not.toMatch(/\n\s+at /); // no stack trace
+    }
+  });
+});
+
 describe('keymux --config', () => {
   it('serves clients, reloads on SIGHUP, and drains on SIGTERM with exit code 0', async () => {
     const port = await freePort();

@@ -698,6 +698,26 @@ describe('shards', () => {
     ]);
   });
 
+  it('rejects, in ring mode, two shards that hash as the same ketama key (as nutcracker -t does)', () => {
+    // An unnamed shard on port 11211 hashes as its host alone (twemproxy's libmemcached rule): the same points as a
+    // shard named after that host. The names differ ("127.0.0.1:11211", "127.0.0.1"); the ring cannot hold both.
+    const shards = ['shards:', '  - address: 127.0.0.1:7001', '  - address: 127.0.0.1:11211', '  - name: "127.0.0.1"'];
+    expect(errorsOf(y('mode: ring', ...shards, '    address: 127.0.0.1:7003'))).toEqual([
+      'config/test.yaml:5: shards[2].name: shard "127.0.0.1" hashes on the ring as "127.0.0.1", as does shard ' +
+        '"127.0.0.1:11211" (shards[1] at line 4); give one of them another name (an unnamed shard hashes as its ' +
+        'host:port, on port 11211 as its host alone, as in twemproxy)',
+    ]);
+    // Slots mode does not hash names: the same shards are fine there.
+    const inSlots = y(
+      'mode: slots',
+      'shards:',
+      '  - { address: 127.0.0.1:7001, slots: [0-5000] }',
+      '  - { address: 127.0.0.1:11211, slots: [5001-10000] }',
+      '  - { name: "127.0.0.1", address: 127.0.0.1:7003, slots: [10001-16383] }',
+    );
+    expect(configOf(inSlots).shards.map((s) => s.name)).toEqual(['127.0.0.1:7001', '127.0.0.1:11211', '127.0.0.1']);
+  });
+
   it('rejects empty or non-string names', () => {
     expect(errorsOf(ring('  - name: ""', '    address: h:3', '  - name: 4', '    address: h:4'))).toEqual([
       'config/test.yaml:6: shards[2].name: must not be empty',
