@@ -508,28 +508,39 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       );
       return loaded.errors;
     }
-    this.applySecurity(loaded.material);
     const config = loaded.material.config;
-    setLogLevel(config.log.level);
     const table =
       previous.config.commands.deny.join() === config.commands.deny.join() &&
       previous.config.commands.scripts === config.commands.scripts
         ? previous.table
         : CommandTable.fromRows(this.commandRows, tableOptions(config));
-    this.stats.reloadsOk++;
-    this.sessions.settings = sessionSettings(config);
     if (this.cluster !== null) {
+      this.installSettings(loaded.material);
       this.cluster.updateConfig(config, table);
       this.observer.configure(config.metrics);
       this.accessChanged(previous);
       this.configureNearCache(config);
+      this.stats.reloadsOk++;
       return null;
     }
-    this.updateSentinel(config);
-    const next = new Topology(config, table, ++this.versionCounter, previous, undefined, undefined, {
-      sentinelView: view,
-      sentinelHandler: this.sentinel,
-    });
+    // The snapshot is built before anything changes (it connects nothing yet): a config it cannot be built from
+    // (a router that refuses its shards) is refused with the running token, certificates, log level, session
+    // settings and counters as they were.
+    const sentinel = config.sentinel === null ? null : (this.sentinel ?? new SentinelController(this, config.sentinel));
+    let next: Topology;
+    try {
+      next = new Topology(config, table, this.versionCounter + 1, previous, undefined, undefined, {
+        sentinelView: view,
+        sentinelHandler: sentinel,
+      });
+    } catch (err) {
+      this.stats.reloadsFailed++;
+      this.log.error({ trigger, err }, 'config reload rejected: the running config stays');
+      return [`${validated.source}: ${(err as Error).message}`];
+    }
+    this.versionCounter++;
+    this.installSettings(loaded.material);
+    this.updateSentinel(config, sentinel);
     next.connect();
     this.scripts.replayOn(newPools(previous, next));
     // A rollback of a coordinated migration that never started moving: keys are still where it came from.
@@ -562,19 +573,30 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.sessions.retireAbsent(next);
     this.replicaChecks.configure(config);
     this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
+    this.stats.reloadsOk++;
     return null;
   }
 
-  /** A reload: starts, re-targets or stops following the sentinels as the config's sentinel section says. */
-  private updateSentinel(config: KeymuxConfig): void {
-    if (config.sentinel === null) {
+  /** A reload that will be applied: its certificates and token, log level and session settings take effect. */
+  private installSettings(material: SecurityMaterial): void {
+    this.applySecurity(material);
+    setLogLevel(material.config.log.level);
+    this.sessions.settings = sessionSettings(material.config);
+  }
+
+  /**
+   * A reload: starts, re-targets or stops following the sentinels as the config's sentinel section says.
+   * `controller`: the one the new snapshot was built with (the running one, or a new one not started yet).
+   */
+  private updateSentinel(config: KeymuxConfig, controller: SentinelController | null): void {
+    if (config.sentinel === null || controller === null) {
       this.sentinel?.close();
       this.sentinel = null;
-    } else if (this.sentinel === null) {
-      this.sentinel = new SentinelController(this, config.sentinel);
-      this.sentinel.start();
+    } else if (this.sentinel !== controller) {
+      this.sentinel = controller;
+      controller.start();
     } else {
-      this.sentinel.updateSettings(config.sentinel);
+      controller.updateSettings(config.sentinel);
     }
   }
 

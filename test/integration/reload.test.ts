@@ -6,13 +6,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import { Redis } from 'ioredis';
+import { request } from 'undici';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { waitFor } from '../support/fake-backend.js';
-import '../support/keymux.js'; // silences the proxy's logger
+import { configFrom, ringConfig, startKeymux, type ConfigObject } from '../support/keymux.js'; // silences the logger
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
 import { keySlot } from '../../src/routing/crc16.js';
+import { ketamaKey } from '../../src/routing/ketama.js';
+import type { KeymuxConfig } from '../../src/config/schema.js';
+import { rootLogger } from '../../src/log.js';
 
 let backends: RedisProcess[];
 let dir: string;
@@ -126,6 +130,46 @@ describe('reload rules', () => {
     await proxy.close();
   });
 
+  it('refuses a config its snapshot cannot be built from with nothing changed: token, log level, counters', async () => {
+    // Two ring shards that hash as the same ketama key: validation refuses that, so the config is made by hand
+    // (as a bug that let one through would hand it over); the ring cannot be built from it.
+    const [a, b] = backends;
+    const tokens = [0, 1].map((i) => {
+      const f = path.join(dir, `token${i}`);
+      fs.writeFileSync(f, `token-${i}-0123456789abcdef\n`);
+      return f;
+    });
+    const ring = (token: string, level: string): ConfigObject =>
+      ringConfig([a.port, b.port], {
+        admin: { address: '127.0.0.1:0', token_file: token },
+        log: { level },
+        backend: { session_connections: { max: level === 'silent' ? 10 : 20 } },
+      });
+    const proxy = await startKeymux(ring(tokens[0], 'silent'));
+    const valid = configFrom(ring(tokens[1], 'debug'));
+    const clash = { ...valid.shards[1]!, name: ketamaKey(valid.shards[0]!), named: true };
+    const dup: KeymuxConfig = { ...valid, shards: [valid.shards[0]!, clash] };
+    const status = async (token: string): Promise<number> =>
+      (await request(`http://127.0.0.1:${proxy.adminPort}/shards`, { headers: { authorization: `Bearer ${token}` } }))
+        .statusCode;
+    const { reloadsOk, reloadsFailed } = proxy.stats;
+    let refusal: string | null;
+    try {
+      refusal = proxy.reload(dup);
+    } catch (err) {
+      refusal = `threw: ${(err as Error).message}`;
+    }
+    expect(await status('token-0-0123456789abcdef')).toBe(200);
+    expect(await status('token-1-0123456789abcdef')).toBe(401);
+    expect(rootLogger().level).toBe('silent');
+    expect(proxy.sessions.settings.max).toBe(10);
+    expect([proxy.stats.reloadsOk, proxy.stats.reloadsFailed]).toEqual([reloadsOk, reloadsFailed + 1]);
+    expect(refusal).toBe(`<test>: ketama: two servers hash as the same name "127.0.0.1:${a.port}"`);
+    expect(proxy.topology.version).toBe(1);
+    expect(await redisCommand(proxy.port, 'SET', 'after-refusal', '1')).toBe('OK');
+    await proxy.close();
+  });
+
   it('picks up a changed file through the directory watch (rename into place, as editors and ConfigMaps do)', async () => {
     fs.writeFileSync(file, configText(0));
     const proxy = await Proxy.start(loadConfigFile(file), { configPath: file });
@@ -153,7 +197,6 @@ describe('reload rules', () => {
 
 describe('admin endpoints for configuration', () => {
   it('POST /reload applies the file or answers 400 with its errors; GET /config masks secrets', async () => {
-    const { request } = await import('undici');
     fs.writeFileSync(
       file,
       configText(0)
