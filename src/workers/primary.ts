@@ -8,7 +8,8 @@
  *   sends the validated config to every worker, which applies it through the in-process reload path. A reload is
  *   reported applied only when every worker acknowledged it; when one refuses (or does not answer), the reload is
  *   reported failed and the workers that had applied it get the previous config again, so workers disagree about
- *   the topology only while a reload is in flight. Worker starts and reloads run one at a time (one chain), so a
+ *   the topology only while a reload is in flight. A worker that answered (even with an error) still serves the
+ *   running config; only one that did not answer in time or exited is replaced. Worker starts and reloads run one at a time (one chain), so a
  *   worker restarted during a reload starts on the config that reload ends with.
  * - key migrations: the primary decides that a reload moves keys, numbers the migration, writes the state file,
  *   and drives every worker through it (migration/migration.ts "Coordination"): each worker swaps to the new
@@ -337,19 +338,10 @@ export class WorkerPrimary {
     const outcomes = await Promise.allSettled(
       serving.map((slot) => this.ask(slot, { op: 'reload', config: next, migrationId }, RELOAD_TIMEOUT_MS)),
     );
-    const errors: string[] = [];
-    const applied: Slot[] = [];
-    outcomes.forEach((o, i) => {
-      const slot = serving[i]!;
-      if (o.status === 'fulfilled') {
-        if (o.value === null) applied.push(slot);
-        else errors.push(`worker ${slot.id} (pid ${slot.pid}): ${String(o.value)}`);
-        return;
-      }
-      errors.push(`worker ${slot.id} (pid ${slot.pid}): ${(o.reason as Error).message}`);
-      // It did not answer: it may still apply this config later, so it cannot be trusted to hold either one.
-      this.replaceWorker(slot, 'no answer to a reload');
-    });
+    const { applied, errors, unanswered } = sortReloadAnswers(serving, outcomes);
+    // It did not answer (timed out or exited): it may still apply this config later, so it cannot be trusted to
+    // hold either one. A worker that answered, even with an error, still serves the running config.
+    for (const slot of unanswered) this.replaceWorker(slot, 'no answer to a reload');
     if (errors.length > 0) {
       if (applied.length > 0) await this.rollBack(applied, previous, migrationId);
       if (migration !== null) {
@@ -368,9 +360,9 @@ export class WorkerPrimary {
     }
     this.config = next;
     this.version++;
-    this.reloadsOk++;
     setLogLevel(next.log.level);
     this.applySecurity(loaded.material);
+    this.reloadsOk++;
     if (migration !== null) {
       // Every worker holds requests for keys in motion and has no earlier request left on an old owner: go.
       migration.phase = 'running';
@@ -692,7 +684,7 @@ export class WorkerPrimary {
     slot.pending.delete(reply.id);
     clearTimeout(p.timer);
     if (reply.ok) p.resolve(reply.value);
-    else p.reject(new Error(reply.error ?? 'failed'));
+    else p.reject(new WorkerAnsweredError(reply.error ?? 'failed'));
   }
 
   /** Asks every serving worker; the answers of those that answered, with their slots. */
@@ -1027,6 +1019,33 @@ export class WorkerPrimary {
 }
 
 /** Where a config places keys (slots and ring modes): two configs that differ here move keys. */
+/** A worker answered a request with an error (it did answer: unlike a timeout or its exit). */
+export class WorkerAnsweredError extends Error {}
+
+/**
+ * Every serving worker's answer to a reload: those that applied it, the errors of those that did not (refused,
+ * answered an error, or did not answer), and those that did not answer at all (timed out or exited).
+ */
+export function sortReloadAnswers<S extends { id: number; pid: number }>(
+  serving: readonly S[],
+  outcomes: ReadonlyArray<PromiseSettledResult<unknown>>,
+): { applied: S[]; errors: string[]; unanswered: S[] } {
+  const applied: S[] = [];
+  const errors: string[] = [];
+  const unanswered: S[] = [];
+  outcomes.forEach((o, i) => {
+    const slot = serving[i]!;
+    if (o.status === 'fulfilled' && o.value === null) {
+      applied.push(slot);
+      return;
+    }
+    const why = o.status === 'fulfilled' ? String(o.value) : (o.reason as Error).message;
+    errors.push(`worker ${slot.id} (pid ${slot.pid}): ${why}`);
+    if (o.status === 'rejected' && !(o.reason instanceof WorkerAnsweredError)) unanswered.push(slot);
+  });
+  return { applied, errors, unanswered };
+}
+
 function placement(config: KeymuxConfig): string {
   if (config.mode === 'cluster') return 'cluster';
   const routing = [config.mode, config.hashTag, config.routing];

@@ -14,7 +14,15 @@ import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
 import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
-import { asBuffer, isMoved, isRequest, type RequestMessage, type WorkerEvent, type ReplyMessage } from './protocol.js';
+import {
+  asBuffer,
+  isMoved,
+  isRequest,
+  type RequestMessage,
+  type WorkerEvent,
+  type WorkerRequest,
+  type ReplyMessage,
+} from './protocol.js';
 
 export function runWorker(): void {
   // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
@@ -71,15 +79,8 @@ export function runWorker(): void {
     }
     if (proxy === null || metrics === null) throw new Error('the worker has not started');
     switch (req.op) {
-      case 'reload': {
-        const refusal = await proxy.reloadAsync(req.config, {
-          migrationId: req.migrationId,
-          abortMigration: req.abortMigration,
-        });
-        // A reload that moves keys is acknowledged once this worker's earlier requests to the old owners are done.
-        if (refusal === null && req.migrationId !== undefined) await proxy.migrationFenced(req.migrationId);
-        return refusal;
-      }
+      case 'reload':
+        return applyReload(proxy, req);
       case 'migration-go':
         proxy.releaseMigration(req.migration);
         return null;
@@ -141,6 +142,28 @@ export function runWorker(): void {
     void drain(graceOf(proxy), 'primary gone');
   });
   send({ type: 'keymux:online' });
+}
+
+/**
+ * A reload the primary sent: null once applied, else why not. A reload that throws (a bug: configs are refused,
+ * not thrown at) is answered as a refusal with its message, never as an error: the primary replaces a worker only
+ * when it does not answer, and this one still serves the running config (Proxy.applyConfig changes nothing
+ * before the new snapshot is built).
+ */
+export async function applyReload(
+  proxy: Pick<Proxy, 'reloadAsync' | 'migrationFenced'>,
+  req: Extract<WorkerRequest, { op: 'reload' }>,
+): Promise<string | null> {
+  let refusal: string | null;
+  try {
+    refusal = await proxy.reloadAsync(req.config, { migrationId: req.migrationId, abortMigration: req.abortMigration });
+  } catch (err) {
+    childLogger('worker').error({ err }, 'config reload failed');
+    return `reload failed: ${(err as Error)?.message ?? String(err)}`;
+  }
+  // A reload that moves keys is acknowledged once this worker's earlier requests to the old owners are done.
+  if (refusal === null && req.migrationId !== undefined) await proxy.migrationFenced(req.migrationId);
+  return refusal;
 }
 
 function graceOf(proxy: Proxy | null): number {

@@ -332,3 +332,60 @@ describe('workers: 2', () => {
     expect(output()).toContain('draining every worker');
   });
 });
+
+describe('workers: 2, ring mode: a reload to a ring two shards hash onto as one', () => {
+  it('is refused by the primary; every worker and every client connection stays', async () => {
+    // An unnamed shard on port 11211 hashes as its host alone, as does the shard named after that host: the
+    // workers could not build the ring (they threw, and the primary killed every one of them).
+    const [ringPort, ringAdmin] = [await freePort(), await freePort()];
+    const ringFile = path.join(dir, 'ring.yaml');
+    const ringConfig = (extra: object[]): string =>
+      stringify({
+        listen: `127.0.0.1:${ringPort}`,
+        admin: `127.0.0.1:${ringAdmin}`,
+        mode: 'ring',
+        workers: 2,
+        log: { level: 'info' },
+        shards: [{ address: a.address }, { address: b.address }, ...extra],
+      });
+    fs.writeFileSync(ringFile, ringConfig([]));
+    const ring = await runBinary(ringFile, 'keymux workers serving');
+    const ask = async (p: string, init?: RequestInit): Promise<{ status: number; text: string }> => {
+      const res = await fetch(`http://127.0.0.1:${ringAdmin}${p}`, init);
+      return { status: res.status, text: await res.text() };
+    };
+    const ringClients = Array.from({ length: 4 }, () => new Redis({ port: ringPort, retryStrategy: () => null }));
+    let closed = 0;
+    for (const client of ringClients) client.on('close', () => closed++);
+    try {
+      await Promise.all(ringClients.map((client) => client.ping()));
+      const pids = (JSON.parse((await ask('/workers')).text) as WorkersReport).workers.map((w) => w.pid);
+      const dup = ringConfig([{ address: '127.0.0.1:11211' }, { name: '127.0.0.1', address: c.address }]);
+      const expected =
+        'shards[3].name: shard "127.0.0.1" hashes on the ring as "127.0.0.1", as does shard "127.0.0.1:11211"';
+      const dry = await ask('/reload?dry_run=1', {
+        method: 'POST',
+        headers: { 'content-type': 'application/yaml' },
+        body: dup,
+      });
+      expect(dry.status).toBe(400);
+      expect((JSON.parse(dry.text) as { errors: string[] }).errors).toEqual([
+        expect.stringContaining(`<request body>:11: ${expected}`),
+      ]);
+      fs.writeFileSync(ringFile, dup);
+      const reload = await ask('/reload', { method: 'POST' });
+      expect(reload.status).toBe(400);
+      expect((JSON.parse(reload.text) as { errors: string[] }).errors).toEqual([
+        expect.stringContaining(`${ringFile}:11: ${expected}`),
+      ]);
+      const report = JSON.parse((await ask('/workers')).text) as WorkersReport;
+      expect(report.restarts).toBe(0);
+      expect(report.workers.map((w) => w.pid)).toEqual(pids);
+      expect(await Promise.all(ringClients.map((client) => client.ping()))).toEqual(['PONG', 'PONG', 'PONG', 'PONG']);
+      expect(closed).toBe(0);
+    } finally {
+      for (const client of ringClients) client.disconnect();
+      await ring.kill();
+    }
+  });
+});

@@ -1,12 +1,15 @@
 /**
  * workers > 1 (src/workers/): which reloads the primary treats as key moves (placement changes with
- * migration.enabled: it then coordinates a migration across the workers), and how `workers: auto` is counted.
+ * migration.enabled: it then coordinates a migration across the workers), how `workers: auto` is counted, and
+ * that a reload a worker fails to apply is a refusal (answered, the worker keeps serving), never a worker the
+ * primary kills: only one that does not answer is replaced.
  */
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
-import { movesKeys } from '../../src/workers/primary.js';
+import { WorkerAnsweredError, movesKeys, sortReloadAnswers } from '../../src/workers/primary.js';
+import { applyReload } from '../../src/workers/worker.js';
 import { workerCount } from '../../src/workers/protocol.js';
 
 function config(doc: Record<string, unknown>): KeymuxConfig {
@@ -65,5 +68,36 @@ describe('workerCount', () => {
     expect(workerCount(3, () => 8)).toBe(3);
     expect(workerCount('auto', () => 8)).toBe(8);
     expect(workerCount('auto', () => 0)).toBe(1);
+  });
+});
+
+describe('a reload a worker fails to apply', () => {
+  const next = config({ mode: 'ring', shards: [{ address: '10.0.0.1:6379' }] });
+
+  it('is answered by the worker as a refusal with its message when applying it throws', async () => {
+    const proxy = {
+      reloadAsync: () => Promise.reject(new Error('ketama: two servers hash as the same name "h"')),
+      migrationFenced: () => Promise.resolve(),
+    };
+    await expect(applyReload(proxy, { op: 'reload', config: next })).resolves.toBe(
+      'reload failed: ketama: two servers hash as the same name "h"',
+    );
+  });
+
+  it('replaces only the workers that did not answer (timed out, exited), not those that refused or failed', () => {
+    const serving = [1, 2, 3, 4].map((id) => ({ id, pid: 100 + id }));
+    const sorted = sortReloadAnswers(serving, [
+      { status: 'fulfilled', value: null },
+      { status: 'fulfilled', value: 'k.yaml: refused' },
+      { status: 'rejected', reason: new WorkerAnsweredError('reload failed: boom') },
+      { status: 'rejected', reason: new Error('worker 4 (pid 104) did not answer reload in 30000 ms') },
+    ]);
+    expect(sorted.applied.map((s) => s.id)).toEqual([1]);
+    expect(sorted.unanswered.map((s) => s.id)).toEqual([4]);
+    expect(sorted.errors).toEqual([
+      'worker 2 (pid 102): k.yaml: refused',
+      'worker 3 (pid 103): reload failed: boom',
+      'worker 4 (pid 104): worker 4 (pid 104) did not answer reload in 30000 ms',
+    ]);
   });
 });
