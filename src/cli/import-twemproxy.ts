@@ -9,7 +9,8 @@
  * clients fail (distribution modula/random, a memcached pool, unix-socket servers, redis_db other than 0, an
  * unknown directive, a server keymux cannot address) are errors: printed on stderr as `file:line: pool NAME: ...`,
  * nothing on stdout, exit code 1. Settings with only a loose equivalent (auto_eject_hosts, preconnect, backlog,
- * client_connections, ...) are mapped or noted with a comment in the output and a note on stderr.
+ * client_connections, ...) are mapped or noted with a comment in the output and a note on stderr. String
+ * directives and pool names are read as written (nutcracker's libyaml types nothing): `redis_auth: 0123` is "0123".
  *
  * `--verify` also asks the servers: it SCANs a sample of keys on each (with redis_auth) and checks that the new
  * config routes every sampled key to the server it was found on (progress on stderr when it is a terminal).
@@ -81,7 +82,11 @@ export interface TwemPool {
   name: string;
   line: number;
   /** directive -> { value as written (scalar), line } */
-  values: Map<string, { value: unknown; line: number }>;
+  /**
+   * Each directive: `value` as YAML types it (booleans and integers are read so), `text` as written (a scalar's
+   * source, unquoted; null for an empty value or a list/mapping): what nutcracker reads for a string directive.
+   */
+  values: Map<string, { value: unknown; text: string | null; line: number }>;
   servers: TwemServer[];
   /** Problems with this pool's server lines, as `file:line: pool NAME: ...` (reported when it is imported). */
   problems: string[];
@@ -99,7 +104,9 @@ export interface ImportResult {
 /** Parses a nutcracker.yml into its pools; YAML or structure errors as `file:line: ...`. */
 export function parseTwemproxy(text: string, source: string): { pools: TwemPool[]; errors: string[] } {
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false });
+  // Keys compare as written (nutcracker's pools "007" and "7" are two pools; YAML 1.2 would read both as 7).
+  const uniqueKeys = (a: unknown, b: unknown): boolean => a === b || (scalarText(a) ?? a) === (scalarText(b) ?? b);
+  const doc = parseDocument(text, { lineCounter, uniqueKeys, prettyErrors: false });
   const lineOf = (node: unknown): number => {
     const range = (node as Node | null)?.range;
     return range ? lineCounter.linePos(range[0]).line : 1;
@@ -113,7 +120,7 @@ export function parseTwemproxy(text: string, source: string): { pools: TwemPool[
     return { pools, errors: [`${source}:1: a twemproxy config is a mapping of pool names to pools`] };
   }
   for (const item of doc.contents.items) {
-    const name = isScalar(item.key) ? String(item.key.value) : String(item.key);
+    const name = scalarText(item.key) ?? String(item.key);
     const line = lineOf(item.key);
     const pool: TwemPool = { name, line, values: new Map(), servers: [], problems: [] };
     pools.push(pool);
@@ -122,7 +129,7 @@ export function parseTwemproxy(text: string, source: string): { pools: TwemPool[
       continue;
     }
     for (const d of item.value.items) {
-      const key = isScalar(d.key) ? String(d.key.value) : String(d.key);
+      const key = scalarText(d.key) ?? String(d.key);
       const dline = lineOf(d.key);
       if (key === 'servers') {
         if (!isSeq(d.value)) {
@@ -141,15 +148,26 @@ export function parseTwemproxy(text: string, source: string): { pools: TwemPool[
             pool.problems.push(`${source}:${sline}: pool ${name}: server "${raw}": ${parsed}`);
           else pool.servers.push({ ...parsed, line: sline, text: raw });
         }
-        pool.values.set(key, { value: null, line: dline });
+        pool.values.set(key, { value: null, text: null, line: dline });
         continue;
       }
       const value = isScalar(d.value) ? d.value.value : d.value;
-      pool.values.set(key, { value, line: dline });
+      pool.values.set(key, { value, text: scalarText(d.value), line: dline });
     }
   }
   if (pools.length === 0) errors.push(`${source}:1: no pools`);
   return { pools, errors };
+}
+
+/**
+ * A scalar's text as written (quotes removed), which is what nutcracker (libyaml, no typing) reads: `0123`, `1e3`
+ * or `0x1F` as a password, `00` as a hash tag, not the integers YAML 1.2 makes of them. Null when empty or not a
+ * scalar.
+ */
+function scalarText(node: unknown): string | null {
+  if (!isScalar(node)) return null;
+  const text = node.source ?? (node.value === null ? '' : String(node.value));
+  return text === '' ? null : text;
 }
 
 /** twemproxy's "hostname:port:weight [name]" parsed from the end, as conf_add_server does. */
@@ -223,9 +241,10 @@ export function importPool(
     e.errors.push(`${where(d)}: ${d} must be an integer, got ${JSON.stringify(v)}`);
     return null;
   };
+  // A string directive is its text as written (nutcracker types nothing): `redis_auth: 0123` is "0123", not 123.
   const str = (d: Directive): string | null => {
-    const v = get(d);
-    return v === undefined || v === null ? null : String(v);
+    const v = pool.values.get(d);
+    return v === undefined ? null : (v.text ?? (v.value === null ? null : String(v.value)));
   };
 
   for (const key of pool.values.keys()) {
@@ -522,9 +541,7 @@ export async function run(argv: string[], io: Io = processIo): Promise<number> {
   } else if (pools.length > 1) {
     io.err(
       `keymux import-twemproxy: ${file} has ${pools.length} pools; one keymux serves one, so pick it with --pool NAME:\n` +
-        pools
-          .map((p) => `  ${p.name} (line ${p.line}, listen ${String(p.values.get('listen')?.value ?? '-')})\n`)
-          .join('') +
+        pools.map((p) => `  ${p.name} (line ${p.line}, listen ${p.values.get('listen')?.text ?? '-'})\n`).join('') +
         '(run keymux once per pool, each with its own config)\n',
     );
     return 2;

@@ -23,20 +23,24 @@ import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 const run = promisify(execFile);
 const BIN = path.resolve('bin/keymux.js');
 const PASSWORD = 'tw-s3cret';
+/** A password YAML 1.2 reads as the integer 123 when unquoted; nutcracker reads the text. */
+const NUMERIC_PASSWORD = '0123';
 let dir: string;
 let plain: RedisProcess[] = [];
 let secured: RedisProcess[] = [];
+let numeric: RedisProcess[] = [];
 
 beforeAll(async () => {
   if (!fs.existsSync(path.resolve('dist/main.js'))) throw new Error('dist/ is missing: run `npm run build`');
   dir = makeTempDir('keymux-import-');
-  [plain, secured] = await Promise.all([
+  [plain, secured, numeric] = await Promise.all([
     Promise.all([0, 1, 2, 3].map(() => startRedis())),
     Promise.all([0, 1, 2].map(() => startRedis({ password: PASSWORD }))),
+    Promise.all([0, 1].map(() => startRedis({ password: NUMERIC_PASSWORD }))),
   ]);
 });
 afterAll(async () => {
-  await Promise.all([...plain, ...secured].map((r) => r.stop()));
+  await Promise.all([...plain, ...secured, ...numeric].map((r) => r.stop()));
   removeTempDir(dir);
 });
 
@@ -147,6 +151,14 @@ const SCENARIOS: Scenario[] = [
     directives: ['hash: md5', 'hash_tag: "[]"', 'redis: true', `redis_auth: ${PASSWORD}`, 'redis_db: 0'],
     serverLines: (rs) => rs.map((r, i) => `${r.address}:${[3, 1, 2][i]}`),
     password: PASSWORD,
+  },
+  {
+    // Unquoted, both read as integers by YAML 1.2 (123 and 0); nutcracker uses the text as written.
+    title: 'crc32a, redis_auth 0123 and hash_tag 00 unquoted (text as written, not numbers)',
+    servers: () => numeric,
+    directives: ['hash: crc32a', 'hash_tag: 00', 'redis: true', `redis_auth: ${NUMERIC_PASSWORD}`],
+    serverLines: (rs) => rs.map((r) => `${r.address}:1`),
+    password: NUMERIC_PASSWORD,
   },
   {
     title: 'jenkins (default distribution), hash_tag {}, names on some servers only, tcpkeepalive',
@@ -278,6 +290,25 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
     expect(r.stdout).toMatch(/backlog: 2048/);
     expect(r.stderr).toMatch(/note: .*:\d+: pool web: auto_eject_hosts/);
     expect(r.stderr).toMatch(/note: .*:\d+: pool web: backlog 2048/);
+  });
+
+  it('reads string directives as written: redis_auth 1e3 and 0x1F, a pool named 007', async () => {
+    for (const auth of ['1e3', '0x1F', '0123', '"0123"', "'1e3'"]) {
+      const r = await importCli(poolText('007', '127.0.0.1:22121', ['redis: true', `redis_auth: ${auth}`], ['h:1:1']));
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      const password = auth.replace(/^["']|["']$/g, '');
+      expect(parseConfigText(r.stdout, 'import').config!.backend.password, auth).toBe(password);
+    }
+    const twoPools =
+      poolText('007', '127.0.0.1:22121', ['redis: true'], ['h:1:1']) +
+      poolText('7', '127.0.0.1:22122', ['redis: true'], ['h:2:1']);
+    const both = await importCli(twoPools);
+    expect(both.stderr).toContain('  007 (line 1');
+    expect(both.stderr).toContain('  7 (line 6');
+    const one = await importCli(twoPools, ['--pool', '007']);
+    expect(one.code).toBe(0);
+    expect(parseConfigText(one.stdout, 'import').config!.shards.map((sh) => sh.address)).toEqual(['h:1']);
   });
 
   it('refuses what would place keys differently or cannot be served, with file:line, exit 1 and no output', async () => {
