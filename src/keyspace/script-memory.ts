@@ -13,7 +13,9 @@
  *   library's later LOAD or DELETE replacing its earlier LOAD (FCALL has no fallback the way EVALSHA has).
  * On a new pool the remembered commands are queued on each of its connections ahead of any client command (the
  * pool is new, so nothing else is queued there yet), replies only logged: "already exists" from a shard that had
- * them is fine. Bounded (MAX_BYTES): past it, keymux stops remembering and says so in the log once.
+ * them is fine. Bounded (MAX_BYTES): past it, keymux stops remembering bodies and says so in the log once; an EVAL
+ * body is still loaded on every shard at its first EVAL, keymux keeping only its SHA1 (up to MAX_SHARED_UNREMEMBERED,
+ * past which such a body is loaded on the other shards again at each EVAL).
  */
 import { createHash } from 'node:crypto';
 import type { BackendOp } from '../core/request.js';
@@ -25,6 +27,8 @@ import { errorText, isErrorFrame } from '../resp/reply-reader.js';
 import { childLogger, type Logger } from '../log.js';
 
 const MAX_BYTES = 64 * 1024 * 1024;
+/** SHA1s of EVAL bodies loaded on every shard but not remembered (MAX_BYTES reached): about 100 bytes each. */
+const MAX_SHARED_UNREMEMBERED = 65_536;
 const SCRIPT_LOAD: Buffer[] = [Buffer.from('SCRIPT'), Buffer.from('LOAD')];
 
 class ReplayOp implements BackendOp {
@@ -48,6 +52,8 @@ interface FunctionEntry {
 
 export class ScriptMemory {
   private readonly scripts = new Map<string, Buffer>();
+  /** SHA1s of EVAL bodies every shard loaded that keymux could not remember (full): not loaded again. */
+  private readonly sharedUnremembered = new Set<string>();
   /** SHA1s of EVAL bodies being loaded on the other shards (shareEval). */
   private readonly sharing = new Set<string>();
   /** SCRIPT FLUSHes seen: a share begun before one is not remembered. */
@@ -56,6 +62,9 @@ export class ScriptMemory {
   private bytes = 0;
   private full = false;
   private log: Logger | null = null;
+
+  /** `maxBytes`: the bound on what is remembered (tests lower it). */
+  constructor(private readonly maxBytes = MAX_BYTES) {}
 
   get scriptCount(): number {
     return this.scripts.size;
@@ -78,15 +87,16 @@ export class ScriptMemory {
   }
 
   /**
-   * EVAL / EVAL_RO of `body` sent to shard `ranOn`: a body keymux has not seen is loaded on every other shard,
-   * through `connectionOf(pool)` (the connection the client's later commands take there), and remembered once every
-   * shard accepted it. Costs one SHA1 per EVAL; nothing else once the script is known.
+   * EVAL / EVAL_RO of `body` about to run on shard `ranOn`: a body keymux has not seen is loaded on every other
+   * shard, through `connectionOf(pool)` (the connection the client's later commands take there), and remembered once every one
+   * accepted it (when there is room; else only its SHA1, so it is not loaded again). Costs one SHA1 per EVAL; nothing
+   * else once the script is known.
    */
   shareEval(body: Buffer, ranOn: number, topo: Topology, connectionOf: (pool: ShardPool) => BackendConnection): void {
     const shards = topo.shards;
-    if (shards.length < 2 || this.full) return;
+    if (shards.length < 2) return;
     const sha = createHash('sha1').update(body).digest('hex');
-    if (this.scripts.has(sha) || this.sharing.has(sha)) return;
+    if (this.scripts.has(sha) || this.sharing.has(sha) || this.sharedUnremembered.has(sha)) return;
     this.sharing.add(sha);
     const generation = this.flushes;
     const frame = commandFrame([...SCRIPT_LOAD, body]);
@@ -98,7 +108,12 @@ export class ScriptMemory {
       if (--left > 0) return;
       if (generation !== this.flushes) return; // a SCRIPT FLUSH came in between: forgotten with the rest
       this.sharing.delete(sha);
-      if (refused === 0) this.keepScript(sha, kept);
+      if (refused > 0) return;
+      this.keepScript(sha, kept);
+      // Full: every shard has it all the same; only its SHA1 is kept, so later EVALs of it are not loaded again.
+      if (!this.scripts.has(sha) && this.sharedUnremembered.size < MAX_SHARED_UNREMEMBERED) {
+        this.sharedUnremembered.add(sha);
+      }
     };
     for (let i = 0; i < shards.length; i++) {
       if (i !== ranOn) connectionOf(shards[i].pool).send(new ReplayOp(frame, done), frame);
@@ -110,6 +125,7 @@ export class ScriptMemory {
     for (const b of this.scripts.values()) this.bytes -= b.length;
     this.scripts.clear();
     this.sharing.clear();
+    this.sharedUnremembered.clear();
     this.flushes++;
     this.full = false;
   }
@@ -184,11 +200,11 @@ export class ScriptMemory {
   }
 
   private room(n: number): boolean {
-    if (this.bytes + n <= MAX_BYTES) return true;
+    if (this.bytes + n <= this.maxBytes) return true;
     if (!this.full) {
       this.full = true;
       this.logger().warn(
-        { limitBytes: MAX_BYTES },
+        { limitBytes: this.maxBytes },
         'too many scripts/functions loaded through keymux to remember: shards added later will not get the rest ' +
           '(EVALSHA there answers NOSCRIPT and clients fall back to EVAL; load functions on new shards directly)',
       );
