@@ -236,7 +236,8 @@ export class Request implements RoutedUnit {
   }
 
   get reads(): boolean {
-    return this.spec !== null && this.spec.readonly;
+    // EVALSHA_RO: replicas may lack its script (server/dispatch/one-shard.ts sendToShard); re-sent to the primary.
+    return this.spec !== null && this.spec.readonly && this.spec.name !== 'evalsha_ro';
   }
 
   get writes(): boolean {

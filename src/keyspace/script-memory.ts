@@ -8,7 +8,10 @@
  *   (SHA1 per EVAL, no more: EVAL is not the fast path, and Redis hashes it too) also sends SCRIPT LOAD of it to
  *   every other shard, on the connection that client's later commands take there, so its own SCRIPT EXISTS or
  *   EVALSHA right after the EVAL finds it everywhere. A body that fails to compile is refused by every shard and
- *   not remembered.
+ *   not remembered. An EVAL_RO that ran on a replica is loaded on every primary (its own shard's too).
+ * - Replicas: Redis 7 propagates neither SCRIPT LOAD nor its script cache to replicas, and keymux loads scripts on
+ *   primaries only, so an EVALSHA_RO sent to a replica may find nothing there: `loadOn` loads a remembered body on
+ *   a replica that answered NOSCRIPT (dispatch/one-shard.ts runs the call on the primary meanwhile).
  * - Functions: the FUNCTION LOAD / RESTORE commands that succeeded since the last FUNCTION FLUSH, in order, a
  *   library's later LOAD or DELETE replacing its earlier LOAD (FCALL has no fallback the way EVALSHA has).
  * On a new pool the remembered commands are queued on each of its connections ahead of any client command (the
@@ -87,21 +90,23 @@ export class ScriptMemory {
   }
 
   /**
-   * EVAL / EVAL_RO of `body` about to run on shard `ranOn`: a body keymux has not seen is loaded on every other
-   * shard, through `connectionOf(pool)` (the connection the client's later commands take there), and remembered once every one
+   * EVAL / EVAL_RO of `body` about to run on the primary of shard `ranOn`, or on a replica (`ranOn` -1): a body keymux
+   * has not seen is loaded on every other primary (every primary when it ran on a replica), through
+   * `connectionOf(pool)` (the connection the client's later commands take there), and remembered once every one
    * accepted it (when there is room; else only its SHA1, so it is not loaded again). Costs one SHA1 per EVAL; nothing
    * else once the script is known.
    */
   shareEval(body: Buffer, ranOn: number, topo: Topology, connectionOf: (pool: ShardPool) => BackendConnection): void {
     const shards = topo.shards;
-    if (shards.length < 2) return;
+    const targets = ranOn >= 0 && ranOn < shards.length ? shards.length - 1 : shards.length;
+    if (targets === 0) return;
     const sha = createHash('sha1').update(body).digest('hex');
     if (this.scripts.has(sha) || this.sharing.has(sha) || this.sharedUnremembered.has(sha)) return;
     this.sharing.add(sha);
     const generation = this.flushes;
     const frame = commandFrame([...SCRIPT_LOAD, body]);
     const kept = Buffer.from(body); // the client's read buffer is reused: keep a copy until the replies are in
-    let left = shards.length - 1;
+    let left = targets;
     let refused = 0;
     const done = (reply: Buffer): void => {
       if (isErrorFrame(reply)) refused++;
@@ -118,6 +123,28 @@ export class ScriptMemory {
     for (let i = 0; i < shards.length; i++) {
       if (i !== ranOn) connectionOf(shards[i].pool).send(new ReplayOp(frame, done), frame);
     }
+  }
+
+  /**
+   * A replica answered NOSCRIPT to EVALSHA_RO `sha` (any case) on `conn`: loads the script there if keymux remembers
+   * its body (reply only logged), so the replica serves it from now on. False when the body is not remembered.
+   */
+  loadOn(conn: BackendConnection, sha: string): boolean {
+    const body = this.scripts.get(sha.toLowerCase());
+    if (body === undefined) return false;
+    const frame = commandFrame([...SCRIPT_LOAD, body]);
+    conn.send(
+      new ReplayOp(frame, (reply) => {
+        if (isErrorFrame(reply)) {
+          this.logger().warn(
+            { shard: conn.shard.address, error: errorText(reply) },
+            'a replica refused a script loaded through keymux',
+          );
+        }
+      }),
+      frame,
+    );
+    return true;
   }
 
   /** SCRIPT FLUSH succeeded. */

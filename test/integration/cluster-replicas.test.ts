@@ -5,7 +5,8 @@
  *   replica's cmdstat_set counts only the SETs replicated from its master, and no replica ever refused a write
  *   with -READONLY: keymux never sends one there);
  * - read_from: prefer-replica: with a master's replica killed, reads of that master's slots fall back to the
- *   master, with no client-visible error, while the other masters' reads stay on their replicas.
+ *   master, with no client-visible error, while the other masters' reads stay on their replicas;
+ * - EVALSHA_RO is served by the masters (the replicas lack the scripts loaded through keymux).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -135,6 +136,13 @@ describe('replica reads', () => {
     expect(replicaMgets.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
     expect(replicaGets.reduce((a, b) => a + b, 0)).toBe(KEYS.length);
     expect(replicaRefused).toEqual([0, 0, 0]);
+
+    // Replicas lack the scripts loaded through keymux (Redis does not propagate SCRIPT LOAD): EVALSHA_RO goes to the
+    // master, EVAL_RO (carrying its body) to the replica, FCALL_RO too (functions are replicated).
+    const sha = (await client.script('LOAD', "return 'ro'")) as string;
+    for (const k of KEYS.slice(0, 20)) expect(await client.call('EVALSHA_RO', sha, '1', k)).toBe('ro');
+    expect(await client.call('EVALSHA_RO', sha, '0')).toBe('ro');
+    for (const r of replicas) expect(await redisCommand(r.port, 'SCRIPT', 'EXISTS', sha)).toEqual([0]);
     expect(proxy.stats.moved + proxy.stats.retries).toBe(0);
   });
 

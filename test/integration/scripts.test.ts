@@ -3,7 +3,8 @@
 // words them; SCRIPT LOAD/EXISTS/FLUSH and FUNCTION LOAD/DELETE/FLUSH/DUMP/RESTORE reach every shard (EXISTS is 1
 // only where every shard has the script); a script first run with EVAL is loaded on every shard; SCRIPT KILL stops a script although its shard's shared connection is
 // busy with it; and a shard added by a reload gets the scripts and functions loaded through keymux before it
-// serves anything (EVALSHA and FCALL work there at once; ioredis's EVALSHA-then-EVAL also works).
+// serves anything (EVALSHA and FCALL work there at once; ioredis's EVALSHA-then-EVAL also works). Under read_from:
+// replica, EVALSHA_RO finds the scripts loaded through keymux although Redis does not propagate them to replicas.
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -11,7 +12,7 @@ import { createClient } from 'redis';
 import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { configFrom, ringConfig, slotsConfig, startKeymux } from '../support/keymux.js';
 import { startCluster, type RedisCluster } from '../support/cluster.js';
-import { keyOn } from '../support/fake-backend.js';
+import { keyOn, waitFor } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 const SET_SCRIPT = "return redis.call('SET', KEYS[1], ARGV[1])";
@@ -265,6 +266,77 @@ describe('slots mode: a shard added by a reload', () => {
       await proxy.close();
     }
   });
+});
+
+describe('slots mode: read_from: replica', () => {
+  it('EVALSHA_RO runs scripts loaded through keymux on a replica that lacks them (also after it restarts)', async () => {
+    await flushBackends();
+    // The replica syncs at once (no diskless-sync delay), as after its restart below.
+    const primary = await startRedis({ args: ['--repl-diskless-sync-delay', '0'] });
+    const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(primary.port)] });
+    const proxy = await startKeymux({
+      mode: 'slots',
+      replica_checks: { interval_ms: 100 },
+      shards: [
+        { name: 'a', address: primary.address, replicas: [replica.address], read_from: 'replica', slots: ['0-8191'] },
+        { name: 'b', address: backends[1].address, slots: ['8192-16383'] },
+      ],
+    });
+    const c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+    const replicaReadable = () =>
+      waitFor(
+        () => proxy.topology.shards[0].replicas[0].readable && proxy.topology.shards[0].replicas[0].usable,
+        'the replica to serve reads',
+        15_000,
+        20,
+      );
+    const evalshaCallsOnPrimary = async () =>
+      Number(
+        /^cmdstat_evalsha_ro:calls=(\d+)/m.exec(
+          String(await redisCommand(primary.port, 'INFO', 'commandstats')),
+        )?.[1] ?? 0,
+      );
+    try {
+      await c.connect();
+      await replicaReadable();
+      const body = "return 'hi'";
+      const sha = (await c.script('LOAD', body)) as string;
+      expect(await c.script('EXISTS', sha)).toEqual([1]);
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([0]); // Redis does not propagate it
+      expect(await c.evalsha(sha, 0)).toBe('hi');
+      // The replica answers NOSCRIPT: the primary runs it, and the replica gets the script for the next call.
+      expect(await c.call('EVALSHA_RO', sha, '0')).toBe('hi');
+      expect(await evalshaCallsOnPrimary()).toBe(1);
+      expect(await c.call('EVALSHA_RO', sha.toUpperCase(), '1', keyOn(proxy, 0, 'ro'))).toBe('hi');
+      expect(await evalshaCallsOnPrimary()).toBe(1); // served by the replica
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([1]);
+
+      // EVAL_RO runs on the replica: the primaries load it too (shard a's as well), so EVALSHA finds it everywhere.
+      const roBody = "return 'eval-ro'";
+      expect(await c.call('EVAL_RO', roBody, '1', keyOn(proxy, 0, 'ro'))).toBe('eval-ro');
+      expect(await c.evalsha(sha1(roBody), 1, keyOn(proxy, 0, 'ro'))).toBe('eval-ro');
+      expect(await c.evalsha(sha1(roBody), 1, keyOn(proxy, 1, 'ro'))).toBe('eval-ro');
+
+      // A script keymux never saw (loaded on the primary directly): the primary runs it, as it runs EVALSHA.
+      const direct = (await redisCommand(primary.port, 'SCRIPT', 'LOAD', "return 'direct'")) as string;
+      expect(await c.call('EVALSHA_RO', direct, '0')).toBe('direct');
+      await expect(c.call('EVALSHA_RO', sha1('never loaded'), '0')).rejects.toThrow(/^NOSCRIPT/);
+
+      // A restarted replica has lost its scripts: served again the same way.
+      await replica.stop();
+      await replica.restart();
+      await replicaReadable();
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([0]);
+      expect(await c.call('EVALSHA_RO', sha, '0')).toBe('hi');
+      expect(await c.call('EVALSHA_RO', sha, '0')).toBe('hi');
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([1]);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+      await replica.stop();
+      await primary.stop();
+    }
+  }, 60_000);
 });
 
 describe('cluster mode', () => {

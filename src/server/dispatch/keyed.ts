@@ -4,7 +4,8 @@
  * to a replica (read_from). The fast path: one key lookup, one routing decision, one send. An invocation with no
  * key at all (EVAL with numkeys 0) goes to the keyless shard (one-shard.ts). With the near cache or coalescing on,
  * reads of near_cache.commands go through it and writes (scripts too) tell it their keys (src/nearcache/). SORT with
- * a `*` pattern or a STORE on another shard is run by keymux (keyspace/sort.ts).
+ * a `*` pattern or a STORE on another shard is run by keymux (keyspace/sort.ts). Scripts: one-shard.ts's
+ * shareEvalScript and sendToShard (an EVALSHA_RO whose replica lacks the script runs on the primary).
  */
 import {
   KEYS_ERROR_OPTION_REFUSED,
@@ -18,7 +19,7 @@ import type { Topology } from '../../routing/topology.js';
 import { parseSort, runSort } from '../../keyspace/sort.js';
 import type { DispatchSession } from './types.js';
 import { ERR_CROSSSLOT, ERR_SLOT_NOT_SERVED, noReplicaReachable } from '../../errors.js';
-import { dispatchOneShard, shareEvalScript } from './one-shard.js';
+import { dispatchOneShard, sendToShard, shareEvalScript } from './one-shard.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
@@ -63,7 +64,7 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
   }
   req.shardStats = pool.stats ?? null;
   session.ctx.onKeyRouted(args[idx[0]]);
-  if (spec.runsScript === true) shareEvalScript(session, req, spec, topo, shard.index);
+  if (spec.runsScript === true) shareEvalScript(session, req, spec, topo, pool === shard.pool ? shard.index : -1);
   const nc = session.ctx.nearCache;
   if (nc !== null) {
     // Near cache / coalescing (src/nearcache/): reads it serves go through it; writes drop and hold their keys.
@@ -78,7 +79,8 @@ export const dispatchKeyed: DispatchHandler = (session, req, spec, topo) => {
       }
     }
   }
-  session.sendUnit(req, pool, topo);
+  if (spec.runsScript === true) sendToShard(session, req, spec, topo, shard, pool);
+  else session.sendUnit(req, pool, topo);
 };
 
 /**
