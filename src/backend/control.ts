@@ -1,7 +1,8 @@
 /**
  * Control-plane requests to a backend: a short-lived connection that sends a few commands and decodes the
  * replies with redis-parser (the reference decoder) into values. Used for discovery (COMMAND, INFO server),
- * never on the data path. Bounded by a timeout; always closes its socket.
+ * never on the data path, and SCRIPT KILL / FUNCTION KILL. Bounded by a timeout (for a KILL: the connection only, see
+ * ControlTarget.awaitAnswers); always closes its socket.
  */
 import { createRequire } from 'node:module';
 import { commandFrame } from '../resp/writer.js';
@@ -22,6 +23,13 @@ export interface ControlTarget {
   password: string | null;
   username: string | null;
   timeoutMs: number;
+  /**
+   * true: `timeoutMs` bounds the TCP connection only, and the replies are awaited for as long as the server
+   * takes, on a socket with TCP keepalive. For SCRIPT KILL / FUNCTION KILL: a server running a script reads nothing
+   * (AUTH included) until the script has run for its busy-reply-threshold, which keymux cannot learn then (CONFIG GET
+   * waits too, and is refused -BUSY), and then answers at once.
+   */
+  awaitAnswers?: boolean;
   /** backend.tls (null or disabled: plain TCP). */
   tls?: BackendTlsSettings | null;
 }
@@ -57,9 +65,23 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
       resolve(own);
     };
     const timer = setTimeout(
-      () => finish(new Error(`no answer from ${target.host}:${target.port} within ${target.timeoutMs} ms`)),
+      () =>
+        finish(
+          new Error(
+            target.awaitAnswers === true
+              ? `could not connect to ${target.host}:${target.port} within ${target.timeoutMs} ms`
+              : `no answer from ${target.host}:${target.port} within ${target.timeoutMs} ms`,
+          ),
+        ),
       target.timeoutMs,
     );
+    if (target.awaitAnswers === true) {
+      // TCP's 'connect', even over TLS: a busy server does not do its side of the TLS handshake either.
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        sock.setKeepAlive(true, 10_000);
+      });
+    }
     const onValue = (v: unknown) => {
       replies.push(v);
       if (replies.length === all.length) finish(null);

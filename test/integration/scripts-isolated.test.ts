@@ -7,11 +7,14 @@
 // - a client that leaves mid-script leaves no lease behind: its connection is closed, not reused;
 // and with the defaults (scripts: allow, ping: local) PING is answered by keymux whatever the shards do.
 // Scripts pipelined with plain commands (ioredis, node-redis) keep the client's order on the isolated path too, and
-// in ring mode a script runs on its key's member (numkeys 0: the first listed server).
+// in ring mode a script runs on its key's member (numkeys 0: the first listed server). A SCRIPT KILL or FUNCTION KILL
+// sent as the script starts waits for the shard to answer it (at its busy-reply-threshold), past keymux's timeouts.
+import fs from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
-import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
+import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { ringConfig, slotsConfig, startKeymux } from '../support/keymux.js';
 import { keyOn, waitFor } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
@@ -120,6 +123,60 @@ describe('commands.scripts: isolated with commands.ping: shards', () => {
       await nr.quit();
     }
   });
+});
+
+describe('SCRIPT KILL / FUNCTION KILL sent before the shard answers them', () => {
+  it("waits for the shard's busy-reply-threshold, however much longer than keymux's timeouts", async () => {
+    // The shard answers a KILL only once the script has run for its busy-reply-threshold: longer here than
+    // backend.connect_timeout_ms + timeout_ms, which bounded the KILL before (an error, the script killed later).
+    const shard = backends[0]!;
+    await redisCommand(shard.port, 'CONFIG', 'SET', 'busy-reply-threshold', '1500');
+    await redisCommand(
+      shard.port,
+      'FUNCTION',
+      'LOAD',
+      'REPLACE',
+      [
+        '#!lua name=runaway',
+        "redis.register_function{function_name='runaway', flags={'no-writes'}, callback=function()",
+        "  redis.log(redis.LOG_WARNING, 'runaway function started') while true do end end}",
+      ].join('\n'),
+    );
+    const p = await startKeymux(
+      slotsConfig(
+        backends.map((b) => b.port),
+        { commands: { scripts: 'isolated' }, backend: { connect_timeout_ms: 200, timeout_ms: 200 } },
+      ),
+    );
+    const runner = new Redis({ port: p.port, maxRetriesPerRequest: 0 });
+    const killer = new Redis({ port: p.port, maxRetriesPerRequest: 0 });
+    const log = path.join(shard.dir, 'redis.log');
+    /** Resolves once the shard logged `marker` (the script's first line): it runs, and has not been killed yet. */
+    const started = (marker: string) =>
+      waitFor(() => fs.readFileSync(log, 'latin1').split(marker).length === 2, `${marker} in the shard's log`, 10_000);
+    try {
+      const script = errorOf(
+        runner.eval("redis.log(redis.LOG_WARNING, 'runaway script started') while true do end", 0),
+      );
+      await started('runaway script started');
+      expect(await errorOf(killer.script('KILL'))).toBeNull();
+      expect(await script).toMatch(/^ERR Script killed by user with SCRIPT KILL/);
+
+      const fn = errorOf(runner.fcall('runaway', 0));
+      await started('runaway function started');
+      expect(await errorOf(killer.call('FUNCTION', 'KILL'))).toBeNull();
+      expect(await fn).toMatch(/^ERR Script killed by user/);
+      expect(await runner.eval('return ARGV[1]', 0, 'next')).toBe('next');
+    } finally {
+      runner.disconnect();
+      killer.disconnect();
+      await p.close();
+      // A KILL that failed in keymux still reaches the shard: wait for it to have ended the script.
+      await waitFor(async () => !((await redisCommands(shard.port, [['PING']]))[0] instanceof Error), 'PONG', 10_000);
+      await redisCommand(shard.port, 'FUNCTION', 'DELETE', 'runaway');
+      await redisCommand(shard.port, 'CONFIG', 'SET', 'busy-reply-threshold', '10');
+    }
+  }, 30_000);
 });
 
 describe('commands.scripts: isolated in ring mode', () => {

@@ -3,7 +3,11 @@
  * its own. Not on the shared pipelined connection: the script to kill may be running from that very connection,
  * and Redis reads nothing more from a connection whose script is running, so a KILL queued behind it would wait
  * for the script it should stop. +OK when some shard killed a script; otherwise the first shard's error
- * (-NOTBUSY No scripts in execution right now, -UNKILLABLE ...), as Redis answers.
+ * (-NOTBUSY No scripts in execution right now, -UNKILLABLE ...), as Redis answers. The KILL waits for its answer as
+ * long as the shard takes (backend.connect_timeout_ms bounds the connection only): a shard running a script reads
+ * it only once the script has run for the shard's busy-reply-threshold (5 s by default, set per shard), however long
+ * that is, and then answers at once; an operation timeout would fail a KILL sent early although the shard kills the
+ * script later.
  */
 import { controlCommands } from '../../backend/control.js';
 import { errorReply } from '../../errors.js';
@@ -20,7 +24,8 @@ export const dispatchKill: DispatchHandler = (_session, req, _spec, topo) => {
         port: shard.config.port,
         password: b.password,
         username: b.username,
-        timeoutMs: Math.max(1000, b.connectTimeoutMs + b.timeoutMs),
+        timeoutMs: Math.max(1000, b.connectTimeoutMs),
+        awaitAnswers: true,
         tls: b.tls,
       },
       [command],
