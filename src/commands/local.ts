@@ -19,7 +19,6 @@ import type { CommandTable } from './table.js';
 import { globMatch } from '../pubsub/glob.js';
 import {
   ERR_AUTH_NOT_CONFIGURED,
-  ERR_NOAUTH,
   ERR_NOPROTO,
   ERR_SELECT_DB,
   ERR_SELECT_INVALID,
@@ -104,8 +103,10 @@ const quit: LocalHandler = (s, req) => {
 const RESET_REPLY = simpleReply('RESET');
 
 const reset: LocalHandler = (s, req) => {
+  // RESET turns CLIENT REPLY back on, for its own reply too after OFF; after SKIP its reply is the one skipped (the
+  // session already took the skip: the mode is ON again and the request silent), as Redis does.
+  if (s.replyMode === REPLY_OFF) req.silent = false;
   s.reset();
-  req.silent = false; // RESET turns CLIENT REPLY back on, for its own reply too
   req.deliver(RESET_REPLY);
 };
 
@@ -132,10 +133,28 @@ const clientReply: LocalHandler = (s, req) => {
   req.deliver(OK);
 };
 
+/**
+ * A 64-bit integer argument as Redis's string2ll reads it (an optional '-', no '+', no leading zeros, no spaces,
+ * within a signed 64-bit range: "00", "-0", "+1" are not integers); null when it is not one.
+ */
+function longLongArg(b: Buffer): bigint | null {
+  const text = b.toString('latin1');
+  if (text.length > 20 || !/^(0|-?[1-9][0-9]*)$/.test(text)) return null;
+  const v = BigInt(text);
+  return v >= LLONG_MIN && v <= LLONG_MAX ? v : null;
+}
+const LLONG_MIN = -(BigInt(2) ** BigInt(63));
+const LLONG_MAX = BigInt(2) ** BigInt(63) - BigInt(1);
+const INT_MIN = -(BigInt(2) ** BigInt(31));
+const INT_MAX = BigInt(2) ** BigInt(31) - BigInt(1);
+const ERR_SELECT_INT_RANGE = errorReply('ERR value is out of range, value must between -2147483648 and 2147483647');
+
+/** SELECT: the index read as Redis reads it (a 64-bit integer, then an int's range); only 0 exists here. */
 const select: LocalHandler = (_s, req) => {
-  const text = req.args[1].toString('latin1');
-  if (!/^-?\d+$/.test(text)) return req.deliver(ERR_SELECT_INVALID);
-  req.deliver(Number(text) === 0 ? OK : ERR_SELECT_DB);
+  const index = longLongArg(req.args[1]);
+  if (index === null) return req.deliver(ERR_SELECT_INVALID);
+  if (index < INT_MIN || index > INT_MAX) return req.deliver(ERR_SELECT_INT_RANGE);
+  req.deliver(index === BigInt(0) ? OK : ERR_SELECT_DB);
 };
 
 const auth: LocalHandler = (s, req, ctx) => {
@@ -184,10 +203,9 @@ const hello: LocalHandler = (s, req, ctx) => {
   /** The protocol asked for; 0: HELLO without a version keeps the current one. */
   let protocol = 0;
   if (a.length > 1) {
-    const ver = a[1].toString('latin1');
-    if (!/^-?\d{1,18}$/.test(ver))
-      return req.deliver(errorReply('ERR Protocol version is not an integer or out of range'));
-    if (ver !== '2' && ver !== '3') return req.deliver(ERR_NOPROTO);
+    const ver = longLongArg(a[1]);
+    if (ver === null) return req.deliver(ERR_HELLO_PROTOCOL);
+    if (ver !== BigInt(2) && ver !== BigInt(3)) return req.deliver(ERR_NOPROTO);
     protocol = Number(ver);
     // RESP3 replies come from the backends themselves (HELLO 3 on keymux's RESP3 connections): Redis 6 or later.
     const major = backendMajor(ctx);
@@ -211,7 +229,7 @@ const hello: LocalHandler = (s, req, ctx) => {
     }
   }
   const answer = (): void => {
-    if (!s.authenticated) return req.deliver(ERR_NOAUTH);
+    if (!s.authenticated) return req.deliver(ERR_HELLO_NOAUTH);
     if (nameAt >= 0) s.name = a[nameAt].length === 0 ? null : Buffer.from(a[nameAt]);
     if (protocol !== 0) s.switchProtocol(protocol);
     req.deliver(helloReply(s, ctx));
@@ -225,6 +243,13 @@ const hello: LocalHandler = (s, req, ctx) => {
     answer();
   });
 };
+
+const ERR_HELLO_PROTOCOL = errorReply('ERR Protocol version is not an integer or out of range');
+// Redis 7.0's own words (its "HELLO AUTH <user> <pass>" has no <proto>).
+const ERR_HELLO_NOAUTH = errorReply(
+  'NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> ' +
+    'option can be used to authenticate the client and select the RESP protocol version at the same time',
+);
 
 function noResp3Backends(version: string): Buffer {
   return errorReply(

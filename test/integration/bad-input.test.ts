@@ -187,6 +187,37 @@ describe('commands keymux does not run', () => {
     }
   });
 
+  it('SELECT, HELLO versions and CLIENT REPLY then RESET: byte for byte what Redis writes', async () => {
+    const sent: string[] = [];
+    for (const index of ['0', '00', '-0', '01', '+1', ' 1', '', 'x', '99999999999999999999', '9999999999']) {
+      sent.push(cmd('SELECT', index));
+    }
+    for (const index of ['2147483648', '-2147483649', '9223372036854775807', '-9223372036854775808']) {
+      sent.push(cmd('SELECT', index));
+    }
+    sent.push(cmd('SELECT', '9223372036854775808'), cmd('SELECT', '-9223372036854775809'));
+    for (const ver of ['03', '-0', '00', '+3', '', '1', '4', '-1', '9223372036854775807', '99999999999999999999']) {
+      sent.push(cmd('HELLO', ver));
+    }
+    for (const bytes of sent) {
+      expect(await exchange(proxy.port, bytes), JSON.stringify(bytes)).toBe(await exchange(backends[0].port, bytes));
+    }
+    // A database other than 0: Redis's error, with keymux's reason after it.
+    for (const index of ['1', '-1', '16', '2147483647']) {
+      expect(await exchange(proxy.port, cmd('SELECT', index))).toMatch(/^-ERR DB index is out of range \(keymux: /);
+    }
+    // SKIP then RESET: RESET's reply is the one skipped; OFF then RESET: RESET turns replies on, its own included.
+    for (const [bytes, n] of [
+      [cmd('CLIENT', 'REPLY', 'SKIP') + cmd('RESET') + cmd('PING'), 1],
+      [cmd('CLIENT', 'REPLY', 'OFF') + cmd('RESET') + cmd('PING'), 2],
+      [cmd('CLIENT', 'REPLY', 'OFF') + cmd('CLIENT', 'REPLY', 'SKIP') + cmd('RESET') + cmd('PING'), 2],
+      [cmd('CLIENT', 'REPLY', 'SKIP') + cmd('CLIENT', 'REPLY', 'SKIP') + cmd('RESET') + cmd('PING'), 1],
+    ] as const) {
+      const expected = await exchange(backends[0].port, bytes, n);
+      expect(await exchange(proxy.port, bytes, n), JSON.stringify(bytes)).toBe(expected);
+    }
+  });
+
   it('wrong number of arguments: the Redis error, and the connection stays open', async () => {
     for (const [name, bytes] of [
       ['get', cmd('GET')],
@@ -341,6 +372,26 @@ describe('client authentication', () => {
     expect(await exchange(authed.port, cmd('HELLO', '2', 'AUTH', 'alice', 'wrong'))).toBe(
       '-WRONGPASS invalid username-password pair or user is disabled.\r\n',
     );
+  });
+
+  it("HELLO before AUTH: NOAUTH in HELLO's own words, byte for byte what a redis-server with a password writes", async () => {
+    const direct = await startRedis({ password: 'pw' });
+    try {
+      for (const bytes of [
+        cmd('HELLO'),
+        cmd('HELLO', '3'),
+        cmd('HELLO', '2', 'SETNAME', 'x'),
+        cmd('HELLO', '4'),
+        cmd('HELLO', '3', 'AUTH', 'default', 'bad'),
+        cmd('HELLO', '3', 'FOO'),
+      ]) {
+        const expected = await exchange(direct.port, bytes);
+        expect(await exchange(authed.port, bytes), JSON.stringify(bytes)).toBe(expected);
+      }
+      expect(await exchange(authed.port, cmd('HELLO', '3'))).toMatch(/^-NOAUTH HELLO must be called with the client/);
+    } finally {
+      await direct.stop();
+    }
   });
 
   it('redis-cli: without -a it gets NOAUTH, with -a it is served', async () => {
