@@ -11,7 +11,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { startRedis, type RedisProcess } from '../support/redis.js';
-import { slotsConfig, startKeymux } from '../support/keymux.js';
+import { ringConfig, slotsConfig, startKeymux } from '../support/keymux.js';
 import { freePort } from '../support/ports.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -45,6 +45,8 @@ const UNITS = [
   'unit/geo',
 ];
 const LANES = 2;
+/** REDIS_SUITE_MODE=ring runs the same units through ring mode (fnv1a_64) instead of slots mode, against the same floors. */
+const MODE = process.env.REDIS_SUITE_MODE === 'ring' ? 'ring' : 'slots';
 const UNIT_TIMEOUT_S = 180;
 
 /**
@@ -98,7 +100,7 @@ async function runUnit(runner: string, tree: string, unit: string): Promise<Unit
     // timeout_ms 10 s: some of the suite's scripts run for seconds on a loaded machine (cmsgpack), and keymux
     // times out a shard that stays silent longer than that (2 s by default).
     proxy = await startKeymux(
-      slotsConfig(
+      (MODE === 'ring' ? ringConfig : slotsConfig)(
         shards.map((s) => s.port),
         {
           commands: { config_broadcast: true, scripts: 'isolated', ping: 'shards' },
@@ -128,7 +130,7 @@ afterAll(() => {
       `${r.unit.padEnd(26)} ${String(r.passed).padStart(4)} passed ${String(r.failed).padStart(4)} failed ` +
       `${String(r.seconds).padStart(4)}s ${r.status}`,
   );
-  console.log(`Redis test suite through keymux (slots mode, 3 shards):\n${rows.join('\n')}`);
+  console.log(`Redis test suite through keymux (${MODE} mode, 3 shards):\n${rows.join('\n')}`);
 });
 
 describe("Redis's own test suite through keymux", () => {
