@@ -28,6 +28,8 @@ import {
   type KeyLocator,
   type MigrationProgress,
   type MoveResult,
+  MigrationPause,
+  type MigrationHold,
 } from './migration/migration.js';
 import { readMigrationState, routingOf, stateFileProblem } from './migration/state-file.js';
 import { StatsRegistry } from './metrics/stats.js';
@@ -86,6 +88,11 @@ export interface StartOptions {
 export interface MigrationLink {
   leader: boolean;
   remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void;
+  /**
+   * Follower: asks the leader to hold its key moves; `quiet(release)` once none runs (or once it is known that the
+   * leader cannot hold them: release then does nothing). release() ends the hold.
+   */
+  remotePause(quiet: (release: () => void) => void): void;
   onScanned(id: number, progress: MigrationProgress): void;
 }
 
@@ -150,6 +157,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   private readonly migrations: Migration[] = [];
   /** Workers > 1: the primary coordinates migrations (null: this process runs them alone). */
   private migrationLink: MigrationLink | null = null;
+  /** Leader (workers > 1): key-move holds given to followers' commands to every shard, by the primary's number. */
+  private readonly workerPauses = new Map<number, { hold: MigrationPause; timer: NodeJS.Timeout }>();
   /** Set while joining a migration at start: it moves keys right after its (empty) fence. */
   private joiningMigration = false;
   private readonly migrationsDone: MigrationProgress[] = [];
@@ -839,6 +848,38 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   }
 
   /** Leader: moves `keys` for another worker; true once they are on their new owners. */
+  /** What holds key moves for a command to every shard (ProxyContext.pauseMigrations). */
+  pauseMigrations(): MigrationHold {
+    const link = this.migrationLink;
+    if (link !== null && !link.leader && this.topology.migration !== null && this.topology.migration.active) {
+      return new RemotePause(link); // the leader runs every MIGRATE of a coordinated migration
+    }
+    return new MigrationPause();
+  }
+
+  /**
+   * Leader (workers > 1): holds this process's key moves for a follower's command to every shard; resolves with
+   * `pause` once no MIGRATE runs. Ended by unpauseForWorker, or after WORKER_PAUSE_MAX_MS by itself (the follower
+   * died holding it, or its word was lost with the primary: the moves must not stop for good).
+   */
+  pauseForWorker(pause: number): Promise<number> {
+    const hold = new MigrationPause();
+    const limit = Math.max(WORKER_PAUSE_MAX_MS, 2 * this.topology.config.backend.timeoutMs);
+    const timer = setTimeout(() => this.unpauseForWorker(pause), limit);
+    timer.unref();
+    this.workerPauses.set(pause, { hold, timer });
+    this.log.debug({ pause }, "key moves held for another worker's command to every shard");
+    return new Promise((resolve) => hold.whenQuiet(() => resolve(pause)));
+  }
+
+  unpauseForWorker(pause: number): void {
+    const held = this.workerPauses.get(pause);
+    if (held === undefined) return;
+    this.workerPauses.delete(pause);
+    clearTimeout(held.timer);
+    held.hold.release();
+  }
+
   moveForWorker(id: number, keys: Buffer[]): Promise<MoveResult> {
     const m = this.coordinated(id);
     if (m === null) return Promise.resolve(false);
@@ -936,6 +977,42 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
 /** Ended migrations a process keeps (see pruneMigrations). */
 const KEEP_ENDED_MIGRATIONS = 8;
+/** Longest a leader holds its key moves for a follower's command to every shard (at least 2 x backend.timeout_ms). */
+const WORKER_PAUSE_MAX_MS = 30_000;
+
+/**
+ * A follower's hold on the leader's key moves (workers > 1), asked through the primary. whenQuiet's callback runs
+ * once the leader holds its moves with none running, or once it is known it cannot (no leader serving: nothing
+ * moves keys then, or the ask failed); release() is passed on as soon as the hold exists.
+ */
+class RemotePause implements MigrationHold {
+  private quiet = false;
+  private released = false;
+  private onQuiet: (() => void) | null = null;
+  private releaseRemote: (() => void) | null = null;
+
+  constructor(link: MigrationLink) {
+    link.remotePause((release) => {
+      this.releaseRemote = release;
+      if (this.released) release();
+      this.quiet = true;
+      const cb = this.onQuiet;
+      this.onQuiet = null;
+      cb?.();
+    });
+  }
+
+  whenQuiet(cb: () => void): void {
+    if (this.quiet) cb();
+    else this.onQuiet = cb;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.releaseRemote?.();
+  }
+}
 /** A blocked client keymux could not unblock on its shard during drain. */
 const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
 

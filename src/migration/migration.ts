@@ -242,7 +242,14 @@ export function migrationPauses(): number {
   return scheduler.pauses;
 }
 
-export class MigrationPause {
+/** A hold on key moves, local (MigrationPause) or asked of the worker that moves them (workers > 1). */
+export interface MigrationHold {
+  /** `cb` once no MIGRATE runs (none starts from the hold until release()). */
+  whenQuiet(cb: () => void): void;
+  release(): void;
+}
+
+export class MigrationPause implements MigrationHold {
   private released = false;
   constructor() {
     scheduler.pauses++;

@@ -12,6 +12,7 @@ import type { ShardPool } from '../backend/pool.js';
 import type { NearCache } from '../nearcache/near-cache.js';
 import type { ScriptMemory } from '../keyspace/script-memory.js';
 import type { ScanEpochs } from '../keyspace/scan-epochs.js';
+import type { MigrationHold } from '../migration/migration.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -96,6 +97,11 @@ export interface ProxyContext {
   readonly scripts: ScriptMemory;
   /** The routings SCAN walks began under (SCAN across a reload). */
   readonly scanEpochs: ScanEpochs;
+  /**
+   * A hold on key moves for a command sent to every shard (server/dispatch/broadcast.ts): this process's MIGRATEs,
+   * or, in a worker that follows a coordinated migration, the leader's (asked through the primary).
+   */
+  pauseMigrations(): MigrationHold;
   clientCount(): number;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */

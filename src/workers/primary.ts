@@ -49,6 +49,7 @@ import {
   type ClientIdRange,
   type JoinMigration,
   type MovedMessage,
+  type PausedMessage,
   type ReplyMessage,
   type WorkerEvent,
   type WorkerOp,
@@ -208,6 +209,9 @@ export class WorkerPrimary {
   private readonly scannedEarly = new Map<number, MigrationProgress>();
   /** Follower move requests waiting for the leader to be serving. */
   private pendingMoves: PendingMove[] = [];
+  /** Holds of the leader's key moves given to followers' commands to every shard: number -> the leader that holds it. */
+  private readonly leaderPauses = new Map<number, Slot>();
+  private nextPause = 1;
   /** The leader's figures for the migrations it finished, newest last (`keymux plan` quotes their rate). */
   private readonly finished: MigrationProgress[] = [];
 
@@ -465,6 +469,41 @@ export class WorkerPrimary {
     this.pumpMoves();
   }
 
+  /**
+   * A follower's command to every shard (FLUSHALL, DBSIZE...) during a migration: the leader, which runs every
+   * MIGRATE, holds them and answers once none runs; the follower then sends the command and ends the hold when its
+   * replies are in. With no leader serving nothing moves keys, and a failed ask is answered at once too (null): the
+   * follower goes ahead without a hold rather than wait for one that may never come.
+   */
+  private relayPause(from: Slot, ref: number): void {
+    const answer = (pause: number | null): void => {
+      const msg: PausedMessage = { type: 'keymux:paused', ref, pause };
+      if (from.worker.isConnected()) from.worker.send(msg);
+    };
+    const leader = this.slots[LEADER - 1];
+    if (leader === null || leader === undefined || leader.state !== 'serving') {
+      answer(null);
+      return;
+    }
+    const pause = this.nextPause++;
+    this.leaderPauses.set(pause, leader);
+    this.ask(leader, { op: 'pause', pause }, MOVE_TIMEOUT_MS).then(
+      () => answer(pause),
+      () => {
+        this.relayUnpause(pause); // the leader ends it by itself if it holds it at all (Proxy.pauseForWorker)
+        answer(null);
+      },
+    );
+  }
+
+  private relayUnpause(pause: number): void {
+    const leader = this.leaderPauses.get(pause);
+    this.leaderPauses.delete(pause);
+    // A leader replaced since took its holds with it; its successor never had this one.
+    if (leader === undefined || leader !== this.slots[LEADER - 1]) return;
+    this.ask(leader, { op: 'unpause', pause }, ASK_TIMEOUT_MS).catch(() => undefined);
+  }
+
   /** Hands the waiting move requests to the leader when it serves (else they wait for its replacement). */
   private pumpMoves(): void {
     const leader = this.slots[LEADER - 1];
@@ -605,6 +644,8 @@ export class WorkerPrimary {
     if (event.type === 'keymux:online') online();
     else if (event.type === 'keymux:start-failed') this.startErrors = event.errors;
     else if (event.type === 'keymux:move') this.relayMove(slot, event.ref, event.migration, event.keys);
+    else if (event.type === 'keymux:pause') this.relayPause(slot, event.ref);
+    else if (event.type === 'keymux:unpause') this.relayUnpause(event.pause);
     else if (event.type === 'keymux:migration-scanned') {
       if (slot.id !== LEADER) return;
       if (this.migration?.id === event.migration && this.migration.phase === 'running')

@@ -51,6 +51,12 @@ export type WorkerRequest =
   | { op: 'migration-done'; migration: number }
   /** Leader: move these keys (a follower's clients touch them); the value is true once they are on their new owners. */
   | { op: 'move'; migration: number; keys: Uint8Array[] }
+  /**
+   * Leader: hold key moves for a follower's command to every shard (Proxy.pauseForWorker); the value (the pause's
+   * number) comes once no MIGRATE runs. `unpause` ends it (the leader also ends it by itself after a bound).
+   */
+  | { op: 'pause'; pause: number }
+  | { op: 'unpause'; pause: number }
   /** Stop accepting, finish in-flight requests within graceMs, exit 0. */
   | { op: 'drain'; graceMs: number }
   /** { ok, reason } as /readyz answers for one process. */
@@ -83,7 +89,11 @@ export type WorkerEvent =
   /** A follower needs these keys moved before its clients may use them. */
   | { type: 'keymux:move'; ref: number; migration: number; keys: Uint8Array[] }
   /** The leader's scan of migration `id` found and moved every key (`progress`: its figures, for keymux plan). */
-  | { type: 'keymux:migration-scanned'; migration: number; progress: MigrationProgress };
+  | { type: 'keymux:migration-scanned'; migration: number; progress: MigrationProgress }
+  /** A follower's command to every shard needs the leader's key moves held (answered by keymux:paused). */
+  | { type: 'keymux:pause'; ref: number }
+  /** That command has its replies: the hold ends. */
+  | { type: 'keymux:unpause'; pause: number };
 
 /** The primary's answer to a follower's keymux:move. */
 export interface MovedMessage {
@@ -95,6 +105,17 @@ export interface MovedMessage {
 
 export function isMoved(msg: unknown): msg is MovedMessage {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:moved';
+}
+
+/** The primary's answer to a follower's keymux:pause: the leader holds its moves (`pause`), or none could (null). */
+export interface PausedMessage {
+  type: 'keymux:paused';
+  ref: number;
+  pause: number | null;
+}
+
+export function isPaused(msg: unknown): msg is PausedMessage {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:paused';
 }
 
 /** A Buffer over bytes that crossed the IPC channel (structured clone turns Buffers into Uint8Arrays). */
@@ -116,7 +137,9 @@ export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
     type === 'keymux:online' ||
     type === 'keymux:start-failed' ||
     type === 'keymux:move' ||
-    type === 'keymux:migration-scanned'
+    type === 'keymux:migration-scanned' ||
+    type === 'keymux:pause' ||
+    type === 'keymux:unpause'
   );
 }
 

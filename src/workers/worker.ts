@@ -17,6 +17,7 @@ import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
 import {
   asBuffer,
   isMoved,
+  isPaused,
   isRequest,
   type RequestMessage,
   type WorkerEvent,
@@ -37,6 +38,10 @@ export function runWorker(): void {
   // A follower's key-move requests waiting for the primary's answer, by reference.
   const moves = new Map<number, (result: MoveResult) => void>();
   let nextMoveRef = 1;
+  // A follower's asks to hold the leader's key moves (a command to every shard), waiting for the primary's answer.
+  const pauses = new Map<number, (release: () => void) => void>();
+  let nextPauseRef = 1;
+  const noRelease = (): void => undefined;
   const migrationLink = (leader: boolean) => ({
     leader,
     remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void {
@@ -47,6 +52,15 @@ export function runWorker(): void {
       const ref = nextMoveRef++;
       moves.set(ref, done);
       send({ type: 'keymux:move', ref, migration: id, keys });
+    },
+    remotePause(quiet: (release: () => void) => void): void {
+      if (!process.connected) {
+        quiet(noRelease);
+        return;
+      }
+      const ref = nextPauseRef++;
+      pauses.set(ref, quiet);
+      send({ type: 'keymux:pause', ref });
     },
     onScanned(id: number, progress: MigrationProgress): void {
       send({ type: 'keymux:migration-scanned', migration: id, progress });
@@ -89,6 +103,11 @@ export function runWorker(): void {
         return null;
       case 'move':
         return proxy.moveForWorker(req.migration, req.keys.map(asBuffer));
+      case 'pause':
+        return proxy.pauseForWorker(req.pause);
+      case 'unpause':
+        proxy.unpauseForWorker(req.pause);
+        return null;
       case 'drain':
         void drain(req.graceMs, 'primary');
         return null;
@@ -109,6 +128,13 @@ export function runWorker(): void {
   };
 
   process.on('message', (msg: unknown) => {
+    if (isPaused(msg)) {
+      const quiet = pauses.get(msg.ref);
+      pauses.delete(msg.ref);
+      const pause = msg.pause;
+      quiet?.(pause === null ? noRelease : () => send({ type: 'keymux:unpause', pause }));
+      return;
+    }
     if (isMoved(msg)) {
       const done = moves.get(msg.ref);
       moves.delete(msg.ref);
@@ -138,6 +164,7 @@ export function runWorker(): void {
   process.on('disconnect', () => {
     // Nobody will answer the key moves asked for: their requests get an error instead of waiting.
     for (const done of moves.values()) done(false);
+    for (const quiet of pauses.values()) quiet(noRelease);
     moves.clear();
     void drain(graceOf(proxy), 'primary gone');
   });

@@ -69,6 +69,9 @@ function link(leader: boolean): Link {
     onScanned(id) {
       l.scanned.push(id);
     },
+    remotePause(quiet) {
+      quiet(() => undefined); // these tests send no command to every shard while keys move
+    },
   };
   return l;
 }

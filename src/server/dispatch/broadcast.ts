@@ -3,13 +3,13 @@
  * shard, and the replies are merged (all +OK, summed, INFO with the keyspace aggregated, KEYS concatenated, SCRIPT
  * and FUNCTION changes checked alike on every shard: keyspace/merges.ts). Cluster mode: every master.
  * While keys move between shards (src/migration/) such a command is sent only once no MIGRATE runs, and none
- * starts until its replies are in (MigrationPause): it sees every key once, and a FLUSHALL leaves none behind.
+ * starts until its replies are in (ProxyContext.pauseMigrations: this process's moves, or with workers the
+ * leader's): it sees every key once, and a FLUSHALL leaves none behind.
  */
 import { broadcastFragments } from '../../fanout/split.js';
 import { MERGES } from './merges.js';
 import { infoShardFrame } from '../../commands/info.js';
 import { sendFragments } from './fanout.js';
-import { MigrationPause } from '../../migration/migration.js';
 import type { DispatchHandler } from './types.js';
 
 export const dispatchBroadcast: DispatchHandler = (session, req, spec, topo) => {
@@ -19,7 +19,7 @@ export const dispatchBroadcast: DispatchHandler = (session, req, spec, topo) => 
   if (spec.merge === 'info') frame = infoShardFrame(req.args);
   if (spec.write && session.ctx.nearCache !== null) session.ctx.nearCache.writeAll(req); // FLUSHALL...: drop all
   // With no key moving this sends at once (the pause is quiet); it costs an object per broadcast, which is rare.
-  const pause = new MigrationPause();
+  const pause = session.ctx.pauseMigrations();
   const fragments = broadcastFragments(req, topo.shards.length, frame, (parent) => {
     pause.release();
     return merge(parent);
