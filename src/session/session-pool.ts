@@ -15,7 +15,12 @@
  *   connection when it differs, before the client's first command;
  * - the backend CLIENT ID of each connection (asked once, right after the handshake), so a blocked command can be
  *   cancelled with CLIENT UNBLOCK over the node's shared connection: drain answers blocked clients that way (they
- *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it;
+ *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it. A
+ *   connection given back while such an unblock is unanswered is held out of the idle stack until it is answered
+ *   (closed if it is not answered with an integer): the CLIENT UNBLOCK, late behind the shared connection's
+ *   other commands, names the connection, not the client, and would otherwise unblock the next client leasing it;
+ *   kept idle meanwhile, the connection runs nothing, so the node answers 0 (not blocked) when the call it was
+ *   meant for had already completed, as Redis answers for a client no longer blocked;
  * - the blocked-call registry (keymux client id -> its blocked call) for drain and CLIENT UNBLOCK;
  * - the transactions and isolated scripts in flight (MULTI ... EXEC or EVAL written to a lease, not answered): a key
  *   migration's fence waits for them as for the shared connections' commands (execsAnswered), so none lands on an
@@ -84,6 +89,12 @@ export class Lease {
   idleSince: number;
   /** The node's shared pool at lease time (CLIENT UNBLOCK is sent through it). */
   via: ShardPool | null;
+  /** CLIENT UNBLOCKs naming this connection that are sent and not answered yet. */
+  unblocksPending: number;
+  /** Given back while unblocksPending > 0: kept out of the idle stack until they are answered (see unblock). */
+  parked: boolean;
+  /** A CLIENT UNBLOCK naming it got no integer reply (it may still reach the node): closed when given back. */
+  spoiled: boolean;
 
   constructor(pool: SessionPool, conn: BackendConnection) {
     this.pool = pool;
@@ -94,6 +105,9 @@ export class Lease {
     this.watching = false;
     this.idleSince = 0;
     this.via = null;
+    this.unblocksPending = 0;
+    this.parked = false;
+    this.spoiled = false;
   }
 
   /** Usable: connected, or on its way (a failure closes a session connection for good). */
@@ -106,29 +120,47 @@ export class Lease {
     this.conn.send(op, op.frame);
   }
 
-  /** Gives the connection back: reused if nothing is in flight on it and it works, else closed. */
+  /**
+   * Gives the connection back: reused if nothing is in flight on it and it works, else closed; with a CLIENT
+   * UNBLOCK naming it unanswered, parked until it is (see unblock).
+   */
   release(): void {
     if (!this.leased) return;
     this.leased = false;
+    if (this.unblocksPending > 0) {
+      this.parked = true; // still counted as leased: it is not free for anyone yet
+      return;
+    }
     this.pool.released(this);
   }
 
   /** Closes the connection (its client left mid-command): never reused. */
   destroy(): void {
-    const wasLeased = this.leased;
+    const held = this.leased || this.parked;
     this.leased = false;
+    this.parked = false;
     this.conn.close();
-    if (wasLeased) this.pool.dropped();
+    if (held) this.pool.dropped();
   }
 
-  /** Cancels a blocked command with CLIENT UNBLOCK over the node's shared connection; false when it cannot. */
+  /**
+   * Cancels a blocked command with CLIENT UNBLOCK over the node's shared connection; false when it cannot.
+   * `onReply` gets the node's answer: 1 when it unblocked this connection's call, 0 when nothing was blocked on it
+   * (the call completed first). Until that answer the connection is not reused (release parks it): the id names
+   * the connection, and a late CLIENT UNBLOCK would cancel whatever blocks on it next.
+   */
   unblock(mode: 'timeout' | 'error', onReply: ((frame: Buffer) => void) | null = null): boolean {
     const via = this.via;
     if (this.backendId < 0 || via === null) return false;
     const args = ['CLIENT', 'UNBLOCK', String(this.backendId), mode.toUpperCase()];
+    this.unblocksPending++;
+    const answered = (frame: Buffer): void => {
+      this.unblockAnswered(frame[0] === 58 /* : */);
+      onReply?.(frame);
+    };
     if (via.usable) {
       const frame = commandFrame(args);
-      via.pick(0).send(new SideOp(frame, onReply), frame);
+      via.pick(0).send(new SideOp(frame, answered), frame);
       return true;
     }
     // The node's shared pool is gone (a reload retired it, or it is down): a connection of its own for this one
@@ -136,10 +168,23 @@ export class Lease {
     const o = via.options;
     const target = { host: via.shard.host, port: via.shard.port, password: o.password, username: o.username };
     controlCommands({ ...target, timeoutMs: Math.max(1000, o.connectTimeoutMs), tls: o.tls ?? null }, [args]).then(
-      ([reply]) => onReply?.(typeof reply === 'number' ? integerReply(reply) : ERR_UNBLOCK_FAILED),
-      () => onReply?.(ERR_UNBLOCK_FAILED),
+      ([reply]) => answered(typeof reply === 'number' ? integerReply(reply) : ERR_UNBLOCK_FAILED),
+      () => answered(ERR_UNBLOCK_FAILED),
     );
     return true;
+  }
+
+  /**
+   * A CLIENT UNBLOCK naming this connection was answered (`ran`: with an integer). A parked connection is given
+   * back once none is pending. One not answered with an integer (a timeout, a failed connection: it may still be
+   * on its way to the node, and would cancel the next client's call) spoils the connection: closed when given back.
+   */
+  private unblockAnswered(ran: boolean): void {
+    this.unblocksPending--;
+    if (!ran) this.spoiled = true;
+    if (!this.parked || this.unblocksPending > 0) return;
+    this.parked = false;
+    this.pool.released(this);
   }
 }
 
@@ -210,7 +255,7 @@ export class SessionPool {
 
   released(lease: Lease): void {
     this.leasedCount--;
-    if (!lease.usable || this.retired) {
+    if (!lease.usable || this.retired || lease.spoiled) {
       lease.conn.close();
       if (this.retired) this.owner.forgetIfDone(this);
       return;

@@ -13,6 +13,7 @@ import { createClient } from 'redis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
 import { parseReplies, replyCount } from '../support/fake-backend.js';
+import { Gate } from '../support/gate.js';
 import { scrape, valueOf } from '../support/metrics.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -205,6 +206,43 @@ describe('blocking commands', () => {
     expect((outcome as Error).message).toMatch(/UNBLOCKED/);
     blocked.disconnect();
     admin.disconnect();
+  });
+
+  it("a CLIENT UNBLOCK late on the shared connection never reaches the next client of the blocked one's connection", async () => {
+    // The review's race: X blocks; C's CLIENT UNBLOCK of X is held behind the shared connection's other commands
+    // (here: held by a gate in front of the shard); X's BLPOP is served by a push meanwhile. X's session connection
+    // must not go to Y before the CLIENT UNBLOCK is answered: it names the connection, and would unblock Y.
+    const shard = shardOfTag(tagA);
+    const gate = await Gate.start(shard.port);
+    const p = await startKeymux(slotsConfig([gate.port]));
+    const x = await RawClient.connect(p.port);
+    const y = await RawClient.connect(p.port);
+    const c = await RawClient.connect(p.port);
+    try {
+      const [xid] = (await x.exchange(cmd('CLIENT', 'ID'), 1)) as number[];
+      const k = `{${tagA}}:race`;
+      x.write(cmd('BLPOP', k, '0'));
+      await waitUntil(async () => (await blockedOn(shard)) === 1);
+      const held = gate.holdFrom('UNBLOCK');
+      c.write(cmd('CLIENT', 'UNBLOCK', String(xid), 'ERROR'));
+      await held;
+      // X's call completes before the unblock reaches the shard.
+      await redisCommand(shard.port, 'LPUSH', k, 'item');
+      await x.untilText('item');
+      y.write(cmd('BLPOP', `${k}2`, '0'));
+      await waitUntil(async () => (await blockedOn(shard)) === 1);
+      gate.release();
+      // Nothing was blocked on X's connection any more: 0, as Redis answers for a client no longer blocked.
+      expect(await c.untilText('\r\n')).toBe(':0\r\n');
+      // Y is still blocked, and gets the next push.
+      expect(await blockedOn(shard)).toBe(1);
+      await redisCommand(shard.port, 'LPUSH', `${k}2`, 'for-y');
+      expect(await y.untilText('for-y')).toContain('for-y');
+    } finally {
+      for (const r of [x, y, c]) r.socket.destroy();
+      await p.close();
+      await gate.close();
+    }
   });
 
   it('redis-cli BLPOP k 1', async () => {
