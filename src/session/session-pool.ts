@@ -12,7 +12,8 @@
  *   its client left would pop an item nobody receives); when a node leaves the topology (reload, failover,
  *   cluster rediscovery) its idle connections close at once and its leased ones when given back;
  * - the connection's protocol: a lease asks for the client's RESP version and HELLO 2|3 is sent on the
- *   connection when it differs, before the client's first command;
+ *   connection when it differs, before the client's first command (and before EXEC on a WATCH lease, when the
+ *   client switched protocol since its WATCH: Lease.speak);
  * - the backend CLIENT ID of each connection (asked once, right after the handshake), so a blocked command can be
  *   cancelled with CLIENT UNBLOCK over the node's shared connection: drain answers blocked clients that way (they
  *   get Redis's own timeout reply, nil), and a client's CLIENT UNBLOCK of another keymux client maps to it. A
@@ -118,6 +119,17 @@ export class Lease {
 
   send(op: BackendOp): void {
     this.conn.send(op, op.frame);
+  }
+
+  /**
+   * Makes the connection speak `protocol` (HELLO 2|3 when it differs) before what is sent next: at lease time, and
+   * for a lease a client keeps across commands (its WATCH's) when the client switched protocol meanwhile (HELLO
+   * does not drop the connection's watches).
+   */
+  speak(protocol: number): void {
+    if (this.protocol === protocol) return;
+    this.send(new SideOp(protocol === 3 ? HELLO_3 : HELLO_2));
+    this.protocol = protocol;
   }
 
   /**
@@ -243,10 +255,7 @@ export class SessionPool {
       );
       this.owner.created++;
     }
-    if (lease.protocol !== protocol) {
-      lease.send(new SideOp(protocol === 3 ? HELLO_3 : HELLO_2));
-      lease.protocol = protocol;
-    }
+    lease.speak(protocol);
     lease.leased = true;
     lease.via = shared;
     this.leasedCount++;

@@ -213,6 +213,49 @@ describe('RESP3 in slots mode (real redis-servers)', () => {
     ]);
   });
 
+  it('HELLO under a WATCH: EXEC answers in the protocol the client speaks at EXEC, as redis-server does', async () => {
+    // The WATCH's session connection was leased in the protocol of WATCH's time; EXEC must not answer RESP3 frames
+    // (`_`, `%`) to a client that switched to RESP2 since, nor RESP2 ones to one that switched to RESP3.
+    const run = async (port: number, key: string, first: string, then: string): Promise<string[]> => {
+      const c = await raw(port);
+      const other = await raw(port);
+      const commands = [
+        ['HSET', `${key}h`, 'f', 'v'],
+        ['HELLO', first],
+        ['WATCH', `${key}h`],
+        ['HELLO', then],
+      ];
+      c.write(commands.map((a) => cmd(...a)).join(''));
+      await c.until((d) => framesOf(d).length === commands.length);
+      c.data = Buffer.alloc(0);
+      // Untouched: EXEC runs (HGETALL a map in RESP3, an array in RESP2); then a changed key: EXEC's null.
+      c.write(cmd('MULTI') + cmd('HGETALL', `${key}h`) + cmd('GET', `${key}h:none`) + cmd('EXEC'));
+      await c.until((d) => framesOf(d).length === 4);
+      const untouched = framesOf(c.data);
+      c.data = Buffer.alloc(0);
+      c.write(cmd('HELLO', first) + cmd('WATCH', `${key}h`) + cmd('HELLO', then));
+      await c.until((d) => framesOf(d).length === 3);
+      await other.exchange(cmd('HSET', `${key}h`, 'f', 'changed'), 1);
+      c.data = Buffer.alloc(0);
+      c.write(cmd('MULTI') + cmd('HGETALL', `${key}h`) + cmd('EXEC'));
+      await c.until((d) => framesOf(d).length === 3);
+      return [...untouched, ...framesOf(c.data)];
+    };
+    for (const [first, then] of [
+      ['3', '2'],
+      ['2', '3'],
+    ]) {
+      const direct = await run(backends[0].port, `hello-watch-direct:${first}`, first, then);
+      expect(direct[3]).toBe(
+        then === '2' ? '*2\r\n*2\r\n$1\r\nf\r\n$1\r\nv\r\n$-1\r\n' : '*2\r\n%1\r\n$1\r\nf\r\n$1\r\nv\r\n_\r\n',
+      );
+      expect(direct[6]).toBe(then === '2' ? '*-1\r\n' : '_\r\n');
+      for (const proxy of [slots, ring]) {
+        expect(await run(proxy.port, `{hello-watch}:${first}`, first, then)).toEqual(direct);
+      }
+    }
+  });
+
   it('every reply type a keyed command gets is the owning redis-server own RESP3 bytes', async () => {
     const setup = [
       ['DEL', 'rt:h', 'rt:s', 'rt:z', 'rt:f', 'rt:l', 'rt:str'],

@@ -311,6 +311,8 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
       return;
     }
     lease.watching = false; // EXEC unwatches
+    // Leased at WATCH time with the protocol the client spoke then: EXEC's reply is in the one it speaks now.
+    lease.speak(session.protocol);
   } else {
     const pool = poolOfGroup(topo, group === -1 ? 0 : group); // -1: only WAITs go to a shard
     if (pool === null) {
@@ -756,6 +758,7 @@ function watch(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   const n = findKeyIndexes(spec, req.args, idx);
   for (let i = 0; i < n; i++) state.watchKeys.push(req.args[idx[i]]);
   lease.watching = true;
+  lease.speak(session.protocol); // a lease kept from an earlier WATCH, the client having switched since
   state.busy = lease;
   lease.send(new LeasedCall(session, state, req, lease, false));
 }
