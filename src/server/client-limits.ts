@@ -1,10 +1,10 @@
 /**
  * ClientLimits: the limits that hold across all client connections, so that no number of abusive clients can
  * grow keymux without bound or hold its connections for ever. The listener owns one; sessions report to it only
- * off the fast path (a command split across socket chunks, a client whose socket holds unsent replies).
+ * off the fast path (a command split across socket chunks, a client whose socket holds unsent replies, a MULTI queue).
  * - Memory: `limits.max_buffered_bytes` bounds the bytes held for all clients together: the accumulators of
- *   commands still arriving (a half-sent 1 MiB bulk) and the replies a client has not taken yet (its socket's
- *   unsent bytes). Past it, the clients holding the most are disconnected, largest first, until the total is back
+ *   commands still arriving (a half-sent 1 MiB bulk), the commands a client queued in a MULTI (held until EXEC or
+ *   DISCARD) and the replies a client has not taken yet (its socket's unsent bytes). Past it, the clients holding the most are disconnected, largest first, until the total is back
  *   under the bound, as Redis's maxmemory-clients does. Pausing reads instead would not free anything (the bytes
  *   are already held, and a client that does not read or never finishes its command holds them for ever) and
  *   would stall every well-behaved client; evicting the largest holders frees memory at once and costs only the

@@ -25,9 +25,9 @@
  *   mode accepts only what Redis accepts there (dispatch/pubsub.ts subscribedModeReply);
  * - closing: every socket it ends is destroyed once the last bytes are written (socket-close.ts); its
  *   subscriptions are dropped at once;
- * - limits across clients (client-limits.ts): off the fast path, when a command spans socket chunks or its socket
- *   holds unsent replies, it reports the bytes it holds (limits.max_buffered_bytes may evict it, largest holders
- *   first) and when its current unfinished command started (clients.partial_command_timeout_s closes it).
+ * - limits across clients (client-limits.ts): off the fast path, when a command spans socket chunks, its socket
+ *   holds unsent replies or its MULTI queues commands, it reports the bytes it holds (limits.max_buffered_bytes may
+ *   evict it, largest holders first) and when its current unfinished command started (clients.partial_command_timeout_s closes it).
  * A request whose client went away still completes (its backend reply must be consumed in order) and is dropped.
  */
 import type net from 'node:net';
@@ -166,9 +166,10 @@ export class ClientSession
   private readonly limits: ClientLimits;
   /** nextSeq when partialSince was set: a command completed since means a new unfinished one. */
   private partialSeq: number;
-  /** Reported input and output parts of heldBytes. */
+  /** Reported input and output parts of heldBytes, and the commands queued in a MULTI (SessionState.queuedBytes). */
   private heldIn: number;
   private heldOut: number;
+  private heldQueue: number;
   private readonly inflight: RingQueue<Request>;
   /**
    * Topology fence: requests dispatched and not yet answered, the snapshot they were routed with, and requests
@@ -272,6 +273,7 @@ export class ClientSession
     this.partialSeq = 0;
     this.heldIn = 0;
     this.heldOut = 0;
+    this.heldQueue = 0;
     this.inflight = new RingQueue<Request>(16);
     this.outstanding = 0;
     this.routedWith = null;
@@ -359,7 +361,7 @@ export class ClientSession
     }
     if (held !== this.heldIn) {
       this.heldIn = held;
-      this.limits.setHeld(this, held + this.heldOut);
+      this.limits.setHeld(this, held + this.heldOut + this.heldQueue);
     }
     if (parser.partial) {
       if (this.partialSince < 0 || this.partialSeq !== this.nextSeq) {
@@ -383,7 +385,8 @@ export class ClientSession
     if (this.closed) return 0;
     this.heldIn = this.parser.heldBytes;
     this.heldOut = this.unsentBytes();
-    return this.heldIn + this.heldOut;
+    this.heldQueue = this.txn === null ? 0 : this.txn.queuedBytes;
+    return this.heldIn + this.heldOut + this.heldQueue;
   }
 
   stillPartial(): boolean {
@@ -399,7 +402,7 @@ export class ClientSession
     this.inputClosed = true;
     this.parser.abandon();
     this.heldIn = 0;
-    this.limits.setHeld(this, this.heldOut);
+    this.limits.setHeld(this, this.heldOut + this.heldQueue);
     const reply = partialTimeoutError(timeoutS);
     const req = new Request(this, reply, [], turnNow(), this.nextSeq++);
     req.closeAfter = true;
@@ -544,7 +547,7 @@ export class ClientSession
   }
 
   sessionState(): SessionState {
-    return (this.txn ??= new SessionState(this.ctx.sessions, this.id));
+    return (this.txn ??= new SessionState(this.ctx.sessions, this.id, (bytes) => this.reportQueued(bytes)));
   }
 
   runAlone(req: Request, blocks = false): boolean {
@@ -1014,9 +1017,16 @@ export class ClientSession
     }
   }
 
+  /** The commands queued in its MULTI hold `bytes` (until EXEC, DISCARD, RESET or the client leaves). */
+  private reportQueued(bytes: number): void {
+    if (this.closed) return; // gone: the limits forgot it
+    this.heldQueue = bytes;
+    this.limits.setHeld(this, this.heldIn + this.heldOut + bytes);
+  }
+
   private reportOutput(unsent: number): void {
     this.heldOut = unsent;
-    this.limits.setHeld(this, this.heldIn + unsent);
+    this.limits.setHeld(this, this.heldIn + unsent + this.heldQueue);
   }
 
   /**

@@ -3,6 +3,9 @@
  * or blocking command; null for every other client): the transaction being queued (MULTI ... EXEC), the lease
  * holding its WATCHes, and the lease with a command in flight (an EXEC batch, a blocked command, a WATCH).
  * Invariants:
+ * - `queuedBytes` is the size of the queued frames, reported (onQueuedBytes) on every change, so the client
+ *   session counts them as held bytes under limits.max_buffered_bytes until EXEC, DISCARD, RESET or the client
+ *   leaves;
  * - a transaction is bound to one router group (shard in slots/ring mode, slot in cluster mode): the group of
  *   its WATCHed keys, else of its first keyed command; -1 until known;
  * - `busy` is set exactly while a command of this client is at a leased connection; if the client leaves then,
@@ -55,6 +58,11 @@ export class SessionState {
   queued: QueuedCommand[];
   /** Queued commands that go to the shard (the rest are answered locally). */
   remoteCount: number;
+  /**
+   * Bytes of the queued commands' frames: held for the client until EXEC or DISCARD, so they count towards
+   * limits.max_buffered_bytes like an unfinished command (reported through onQueuedBytes).
+   */
+  queuedBytes: number;
   /** The lease holding this client's WATCHes, and the group of the watched keys. */
   watchLease: Lease | null;
   watchGroup: number;
@@ -75,8 +83,10 @@ export class SessionState {
   waiting: { clientGone(): void } | null;
   private readonly pools: SessionPools;
   private readonly clientId: number;
+  /** Told queuedBytes whenever it changes (the client session reports it to the limits). */
+  private readonly onQueuedBytes: (bytes: number) => void;
 
-  constructor(pools: SessionPools, clientId: number) {
+  constructor(pools: SessionPools, clientId: number, onQueuedBytes: (bytes: number) => void = () => undefined) {
     this.inMulti = false;
     this.dirty = false;
     this.refused = false;
@@ -84,6 +94,7 @@ export class SessionState {
     this.checkedWith = null;
     this.queued = [];
     this.remoteCount = 0;
+    this.queuedBytes = 0;
     this.watchLease = null;
     this.watchGroup = -1;
     this.watchKeys = [];
@@ -94,6 +105,7 @@ export class SessionState {
     this.waiting = null;
     this.pools = pools;
     this.clientId = clientId;
+    this.onQueuedBytes = onQueuedBytes;
   }
 
   /**
@@ -106,8 +118,23 @@ export class SessionState {
     this.dirty = false;
     this.refused = false;
     this.group = this.watchGroup;
+    this.dropQueue();
+  }
+
+  /** A command queued (answered +QUEUED); `remote`: it goes to the shard. */
+  enqueue(q: QueuedCommand, remote: boolean): void {
+    this.queued.push(q);
+    if (remote) this.remoteCount++;
+    this.queuedBytes += q.frame.length;
+    this.onQueuedBytes(this.queuedBytes);
+  }
+
+  private dropQueue(): void {
     this.queued = [];
     this.remoteCount = 0;
+    if (this.queuedBytes === 0) return;
+    this.queuedBytes = 0;
+    this.onQueuedBytes(0);
   }
 
   /** A refused MULTI: refuse what follows up to EXEC/DISCARD, then abort (see `refused`). */
@@ -125,8 +152,7 @@ export class SessionState {
     this.refused = false;
     this.group = -1;
     this.checkedWith = null;
-    this.queued = [];
-    this.remoteCount = 0;
+    this.dropQueue(); // EXEC's run holds `q` now, and lets it go once answered
     if (this.watchLease === null) {
       this.topo = null;
       this.stale = false;

@@ -288,6 +288,42 @@ describe('limits.max_buffered_bytes', () => {
   }, 60_000);
 });
 
+describe('limits.max_buffered_bytes: commands queued in a MULTI', () => {
+  it('count as held until EXEC or DISCARD; a client queuing past the bound is disconnected, nothing applied', async () => {
+    const limit = 4 * 1024 * 1024;
+    const proxy = await keymux({ limits: { max_buffered_bytes: limit } });
+    const value = Buffer.alloc(256 * 1024, 120);
+    const key = (run: string, i: number): string => `{queued}:${run}:${i}`; // one shard: a transaction's keys
+    const queue = (n: number, run: string): Buffer =>
+      Buffer.concat([cmd('MULTI'), ...Array.from({ length: n }, (_, i) => cmd('SET', key(run, i), value))]);
+    const queuedBytes = (n: number, run: string): number => queue(n, run).length - cmd('MULTI').length;
+    // Under the bound: held while queued, released by EXEC (and by DISCARD).
+    const [small] = await rawClients(proxy.port, 1);
+    const replies = await small.exchange(queue(8, 'ok'), 9);
+    expect(replies.every((r) => r === 'OK' || r === 'QUEUED')).toBe(true);
+    expect(proxy.clientBufferedBytes()).toBe(queuedBytes(8, 'ok'));
+    expect((await small.exchange(cmd('EXEC'), 1))[0]).toHaveLength(8);
+    expect(proxy.clientBufferedBytes()).toBe(0);
+    await small.exchange(queue(4, 'discarded'), 5);
+    expect(proxy.clientBufferedBytes()).toBe(queuedBytes(4, 'discarded'));
+    expect(await small.exchange(cmd('DISCARD'), 1)).toEqual(['OK']);
+    expect(proxy.clientBufferedBytes()).toBe(0);
+    // Past it (the review queued 400 x 1 MiB, all QUEUED, keymux RSS 75 -> 544 MB): the client holding the most, the
+    // one queuing, is disconnected, as a client holding any other bytes past the bound is; nothing of it is applied.
+    const evictionsBefore = proxy.stats.bufferEvictions;
+    const [big] = await rawClients(proxy.port, 1);
+    big.write(queue(40, 'big'));
+    await big.untilClosed();
+    expect(proxy.stats.bufferEvictions).toBe(evictionsBefore + 1);
+    expect(big.data.toString('latin1').split('+QUEUED').length - 1).toBeLessThan(40);
+    expect(linesStartingWith('client disconnected: bytes held for all clients exceed').length).toBeGreaterThan(0);
+    await waitFor(() => proxy.clientBufferedBytes() === 0, 'nothing held once it is gone', 10_000);
+    // The other client is untouched.
+    expect(await small.exchange(cmd('EXISTS', key('big', 0), key('ok', 0)), 1)).toEqual([1]);
+    small.close();
+  });
+});
+
 describe('deep pipelines and huge requests', () => {
   it('50 clients pipelining 4,000 commands each: every reply exact', async () => {
     const proxy = await keymux({});

@@ -174,8 +174,7 @@ export function queueInTransaction(
     // Redis answers WAIT inside MULTI at once (it never blocks there): it goes with the transaction to its shard
     // (a transaction of no keyed command: slot 0's), where it counts the replicas that acknowledged that
     // connection's earlier writes.
-    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null });
-    state.remoteCount++;
+    state.enqueue({ frame: req.frame, args: req.args, spec, local: false, fixed: null }, true);
     req.deliver(QUEUED);
     return;
   }
@@ -189,14 +188,13 @@ export function queueInTransaction(
     }
     const everywhere = spec.merge !== null;
     const reshape = spec.name === 'config|get' ? withoutSecrets : undefined;
-    state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null, everywhere, reshape });
-    state.remoteCount++;
+    state.enqueue({ frame: req.frame, args: req.args, spec, local: false, fixed: null, everywhere, reshape }, true);
     req.deliver(QUEUED);
     return;
   }
   switch (spec.dispatch) {
     case 'local':
-      state.queued.push({ frame: req.frame, args: req.args, spec, local: true, fixed: null });
+      state.enqueue({ frame: req.frame, args: req.args, spec, local: true, fixed: null }, false);
       req.deliver(QUEUED);
       return;
     case 'refused':
@@ -217,7 +215,7 @@ export function queueInTransaction(
   }
   if (spec.name === 'unwatch') {
     // Redis queues it; inside MULTI it has no effect a client can see (EXEC unwatches anyway).
-    state.queued.push({ frame: req.frame, args: req.args, spec, local: true, fixed: OK });
+    state.enqueue({ frame: req.frame, args: req.args, spec, local: true, fixed: OK }, false);
     req.deliver(QUEUED);
     return;
   }
@@ -247,8 +245,7 @@ export function queueInTransaction(
     refuse(ERR_TX_OTHER_SHARD);
     return;
   }
-  state.queued.push({ frame: req.frame, args: req.args, spec, local: false, fixed: null });
-  state.remoteCount++;
+  state.enqueue({ frame: req.frame, args: req.args, spec, local: false, fixed: null }, true);
   req.deliver(QUEUED);
 }
 
