@@ -18,7 +18,9 @@
  *   waiting for the connection or for 'drain' do not count) or from the last reply bytes that arrived (or the
  *   last 'drain', the shard taking our bytes), whichever is later. A shard streaming a large reply, or working
  *   through a deep pipeline, is busy, not dead. Before declaring it late, the timer lets one I/O poll run, so
- *   reply bytes that waited in the kernel while keymux itself was busy (a long turn, a GC pause) still count;
+ *   reply bytes that waited in the kernel while keymux itself was busy (a long turn, a GC pause) still count. A
+ *   blocking command (session connections, BackendOp.blockMs) may be silent for its own timeout on top of that,
+ *   and for ever when it has none;
  * - a bound on what it holds (`maxPending` operations, waiting and unsent): a client session whose request finds
  *   it full is paused (it stops reading its socket) and registered here, and every registered session is resumed
  *   once the queue drains to half the bound: full queues push back instead of growing or timing out;
@@ -330,6 +332,9 @@ export class BackendConnection implements ReplySink, Flushable {
     stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
     if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this))
       op.deliver(frame);
+    // The timer stays off while a blocking command with no timeout is the oldest unanswered: what was written behind
+    // it is timed from now on.
+    if (!this.timerArmed && this.waiting.length > this.out.length && !this.lateCheckPending) this.rearm();
     if (this.blockedSenders.size > 0 && this.waiting.length <= this.lowWater) this.releaseSenders();
     if (this.retiring && this.waiting.length === 0) this.close();
   }
@@ -418,6 +423,10 @@ export class BackendConnection implements ReplySink, Flushable {
     if (this.waiting.length > 0) scheduleFlush(this);
   }
 
+  private rearm(): void {
+    if (this.state === 'ready' && this.options.timeoutMs > 0) this.armTimer(this.options.timeoutMs);
+  }
+
   private armTimer(ms: number): void {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = setTimeout(this.onTimer, Math.max(1, ms));
@@ -444,10 +453,13 @@ export class BackendConnection implements ReplySink, Flushable {
    * Nothing written and unanswered: the timer stays off until the next write.
    */
   private checkProgress(confirmed: boolean): void {
-    const timeoutMs = this.options.timeoutMs;
-    if (this.state !== 'ready' || timeoutMs <= 0) return;
+    if (this.state !== 'ready' || this.options.timeoutMs <= 0) return;
     if (this.waiting.length === this.out.length) return; // nothing written is waiting for a reply
     const head = this.waiting.peek() as BackendOp;
+    // A blocking command (session connections) may rightly be silent for its own timeout too; with none, for ever
+    // (the timer is armed again once it is answered: onReply).
+    const timeoutMs = head.blockMs === undefined ? this.options.timeoutMs : this.options.timeoutMs + head.blockMs;
+    if (timeoutMs === Infinity) return;
     const idle = performance.now() - Math.max(head.sentAt, this.progressAt);
     if (idle < timeoutMs) {
       this.armTimer(timeoutMs - idle);

@@ -25,6 +25,11 @@ export interface BackendOp {
   redirects: number;
   /** The client session's id: picks the connection of a pool, so one client's commands stay in order. */
   readonly sessionId: number;
+  /**
+   * A blocking command on a session connection: how much longer than the operation timeout the node may rightly
+   * stay silent on it (its own timeout; Infinity: none, e.g. BLPOP k 0). Absent: an ordinary command.
+   */
+  readonly blockMs?: number;
   deliver(frame: Buffer): void;
 }
 

@@ -26,9 +26,12 @@
  * - the transactions and isolated scripts in flight (MULTI ... EXEC or EVAL written to a lease, not answered): a key
  *   migration's fence waits for them as for the shared connections' commands (execsAnswered), so none lands on an
  *   old owner after its keys moved.
- * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts), with no operation timeout
- * (a block may last forever: timeout 0), no reconnection (its state dies with the socket) and no redirect
- * handler (the session handler follows MOVED itself).
+ * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts) with the shared connections'
+ * operation timeout (backend.timeout_ms) for what is not blocking (EXEC batches, WATCH, WAIT's marks, HELLO...),
+ * and for a blocking command its own timeout on top (BackendOp.blockMs; none for timeout 0, nor for an isolated
+ * script, which may rightly run for long); a timeout fails the connection, which is then closed when given back
+ * (its state is unknown). No reconnection (its state dies with the socket) and no redirect handler (the session
+ * handler follows MOVED itself).
  */
 import { BackendConnection, type BackendOptions, type ShardIdentity } from '../backend/backend-connection.js';
 import type { ShardPool } from '../backend/pool.js';
@@ -432,13 +435,12 @@ export class SessionPools {
     timer.unref();
   }
 
-  /** The shared pool's settings (AUTH, TLS, connect timeout) for a session connection. */
+  /** The shared pool's settings (AUTH, TLS, connect and operation timeouts) for a session connection. */
   optionsFor(shared: ShardPool): BackendOptions {
     let o = this.optionsCache.get(shared.options);
     if (o === undefined) {
       o = {
         ...shared.options,
-        timeoutMs: 0,
         maxPending: 0,
         readOnly: false,
         redirectHandler: null,

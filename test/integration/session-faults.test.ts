@@ -7,8 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { startRedis, type RedisProcess } from '../support/redis.js';
-import { slotsConfig, startKeymux } from '../support/keymux.js';
+import { redisCommand, startRedis, type RedisProcess } from '../support/redis.js';
+import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
+import { replyCount } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 import { Lease, SideOp } from '../../src/session/session-pool.js';
 import { commandFrame } from '../../src/resp/writer.js';
@@ -119,5 +120,95 @@ describe('session connections and faults', () => {
     expect(p.sessions.created).toBe(2);
     r.disconnect();
     await p.close();
+  });
+});
+
+describe('session connections and a shard that stops answering (SIGSTOP)', () => {
+  const cmd = (...args: string[]): string =>
+    `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+  let shard: RedisProcess;
+  let proxy: Proxy;
+  let stopped = false;
+  const resume = (): void => {
+    if (stopped) process.kill(shard.pid, 'SIGCONT');
+    stopped = false;
+  };
+  beforeAll(async () => {
+    shard = await startRedis();
+    proxy = await startKeymux(slotsConfig([shard.port], { backend: { timeout_ms: 300 } }));
+  });
+  afterAll(async () => {
+    resume();
+    await proxy?.close();
+    await shard?.stop();
+  });
+
+  it('EXEC, WATCH + EXEC, WAIT and BLPOP k 1 get the timeout error; BLPOP k 0 keeps waiting; the clients go on', async () => {
+    const clients = await Promise.all(Array.from({ length: 6 }, () => RawClient.connect(proxy.port)));
+    const [exec, watched, blockOne, blockForever, waiter, other] = clients;
+    try {
+      await watched.exchange(cmd('WATCH', 'stop:w'), 1);
+      await waiter.exchange(cmd('SET', 'stop:written', '1'), 1); // WAIT then marks the offset on a lease
+      await other.exchange(cmd('SET', 'stop:k', 'v'), 1); // the shared connection is up
+      // Four idle session connections, their CLIENT ID known (a new one would time out on it already).
+      const leasing = [exec, blockOne, blockForever, waiter];
+      for (const c of leasing) {
+        c.data = Buffer.alloc(0);
+        c.write(cmd('BLPOP', 'stop:pre', '0'));
+      }
+      await waitUntil(() => proxy.sessions.leasedTotal === 5);
+      await waitUntil(async () =>
+        String(await redisCommand(shard.port, 'INFO', 'clients')).includes('blocked_clients:4'),
+      );
+      await redisCommand(shard.port, 'RPUSH', 'stop:pre', '1', '2', '3', '4');
+      for (const c of leasing) {
+        await c.until((d) => replyCount(d) === 1);
+        c.data = Buffer.alloc(0);
+      }
+      await waitUntil(() => proxy.sessions.gauges()[0].idle === 4);
+      process.kill(shard.pid, 'SIGSTOP');
+      stopped = true;
+      const timedOut = (ms: number) =>
+        new RegExp(
+          `-ERR keymux: shard 'a' \\(127\\.0\\.0\\.1:${shard.port}\\) timed out: no reply within ${ms} ms\r\n$`,
+        );
+      exec.write(cmd('MULTI') + cmd('SET', 'stop:x', '1') + cmd('EXEC'));
+      watched.write(cmd('MULTI') + cmd('SET', 'stop:w', '1') + cmd('EXEC'));
+      blockOne.write(cmd('BLPOP', 'stop:q1', '1'));
+      blockForever.write(cmd('BLPOP', 'stop:q0', '0'));
+      waiter.write(cmd('WAIT', '0', '0'));
+      other.write(cmd('GET', 'stop:k'));
+      await other.until((d) => replyCount(d) === 2);
+      expect(other.data.toString('latin1')).toMatch(timedOut(300)); // the shared path, as before
+      await exec.until((d) => replyCount(d) === 3);
+      expect(exec.data.toString('latin1')).toMatch(/^\+OK\r\n\+QUEUED\r\n/);
+      expect(exec.data.toString('latin1')).toMatch(timedOut(300));
+      await watched.until((d) => replyCount(d) === 4);
+      expect(watched.data.toString('latin1')).toMatch(timedOut(300));
+      await waiter.until((d) => replyCount(d) === 1);
+      expect(waiter.data.toString('latin1')).toMatch(
+        /-ERR keymux: WAIT could not mark .*timed out: no reply within 300 ms/,
+      );
+      // BLPOP k 1: its own 1 s, then backend.timeout_ms.
+      await blockOne.until((d) => replyCount(d) === 1);
+      expect(blockOne.data.toString('latin1')).toMatch(timedOut(1300));
+      // BLPOP k 0 may wait for ever: not timed out, even after the one with a timeout was.
+      expect(blockForever.data.length).toBe(0);
+      // The timed-out leases were closed, not given back (their state is unknown); only BLPOP k 0 holds one.
+      expect(proxy.sessions.leasedTotal).toBe(1);
+      expect(proxy.sessions.gauges()[0].idle).toBe(0);
+      resume();
+      // Each client's later commands run.
+      exec.data = Buffer.alloc(0);
+      expect(await exec.exchange(cmd('MULTI') + cmd('INCR', 'stop:n') + cmd('EXEC'), 3)).toEqual(['OK', 'QUEUED', [1]]);
+      // (What timed out may still have run once the shard resumed, as on the shared path: its state is unknown.)
+      expect(await watched.exchange(cmd('GET', 'stop:k'), 1)).toEqual(['v']);
+      expect(await blockOne.exchange(cmd('RPUSH', 'stop:q0', 'item'), 1)).toEqual([1]);
+      await blockForever.until((d) => replyCount(d) === 1);
+      expect(blockForever.data.toString('latin1')).toBe('*2\r\n$7\r\nstop:q0\r\n$4\r\nitem\r\n');
+    } finally {
+      resume();
+      for (const c of clients) c.close();
+    }
   });
 });

@@ -781,7 +781,7 @@ function block(session: DispatchSession, req: Request, spec: CommandSpec, topo: 
   const state = session.sessionState();
   state.busy = lease;
   state.blocking = true;
-  const call = new LeasedCall(session, state, req, lease, true, false, group);
+  const call = new LeasedCall(session, state, req, lease, true, false, group, blockingTimeoutMs(spec, req.args));
   session.ctx.sessions.blocked.set(session.id, call);
   lease.send(call);
 }
@@ -849,7 +849,8 @@ function isolatedScript(session: DispatchSession, req: Request, spec: CommandSpe
   // A key migration starting while the script is on its way waits for its reply (execsAnswered), as for a
   // transaction: it may write keys the migration is about to move.
   session.ctx.sessions.execSent(lease);
-  lease.send(new LeasedCall(session, state, req, lease, true, true));
+  // Not timed (blockMs Infinity): a script may rightly run for long; SCRIPT KILL ends it.
+  lease.send(new LeasedCall(session, state, req, lease, true, true, -1, Infinity));
 }
 
 /**
@@ -861,6 +862,8 @@ class LeasedCall implements BackendOp, BlockedCall {
   redirects: number;
   readonly sessionId: number;
   readonly frame: Buffer;
+  /** A blocking command's own timeout in ms (Infinity: none) or an isolated script's (Infinity); else undefined. */
+  readonly blockMs: number | undefined;
   private readonly session: DispatchSession;
   private readonly state: SessionState;
   private readonly req: Request;
@@ -882,7 +885,9 @@ class LeasedCall implements BackendOp, BlockedCall {
     releaseAfter: boolean,
     fenced = false,
     group = -1,
+    blockMs: number | undefined = undefined,
   ) {
+    this.blockMs = blockMs;
     this.group = group;
     this.retries = 0;
     this.backoff = null;
@@ -1091,6 +1096,39 @@ function clientUnblock(session: DispatchSession, req: Request): void {
 }
 
 // ---- helpers -------------------------------------------------------------------------------------------------------
+
+/**
+ * How long a blocking command may rightly block (ms), its session connection's operation timeout coming on top:
+ * Infinity for timeout 0 (for ever). A timeout the server will refuse (negative, not a number) counts as none
+ * (0): the server answers at once.
+ */
+function blockingTimeoutMs(spec: CommandSpec, args: Buffer[]): number {
+  let text: string;
+  let scale = 1000; // seconds, as a float (BLPOP ... 1.5)
+  switch (spec.name) {
+    case 'blmpop':
+    case 'bzmpop':
+      text = args[1].toString('latin1');
+      break;
+    case 'xread':
+    case 'xreadgroup': {
+      text = '';
+      // The options after XREADGROUP's GROUP group consumer (names that may read "block").
+      for (let i = spec.name === 'xreadgroup' ? 4 : 1; i + 1 < args.length && !equalsLower(args[i], STREAMS); i++) {
+        if (!equalsLower(args[i], BLOCK)) continue;
+        text = args[i + 1].toString('latin1');
+        break;
+      }
+      scale = 1; // milliseconds
+      break;
+    }
+    default:
+      text = args[args.length - 1].toString('latin1'); // BLPOP k... timeout, BLMOVE s d LEFT RIGHT timeout, ...
+  }
+  const t = text.trim() === '' ? Number.NaN : Number(text);
+  if (t === 0) return Infinity;
+  return Number.isFinite(t) && t > 0 ? t * scale : 0;
+}
 
 /** XREAD / XREADGROUP: BLOCK among the options before STREAMS. */
 function hasBlockOption(args: Buffer[]): boolean {

@@ -22,8 +22,9 @@
  *   once when that reaches numreplicas, else from its WAIT on a leased connection of every shard (blocking for the
  *   timeout, or until enough replicas are online, as Redis does).
  * The shards are waited on in parallel, so the timeout holds overall (plus a round trip). Only the client's leases
- * block; the shared connections keep serving everyone else. A client that leaves mid-WAIT closes its leases (no
- * timer of keymux's own exists: the timeout is the shards'); drain and CLIENT UNBLOCK unblock each shard's WAIT
+ * block; the shared connections keep serving everyone else. A client that leaves mid-WAIT closes its leases (the
+ * WAIT's timeout is the shards'; backend.timeout_ms counts on top of it, so a shard that stops answering fails the
+ * WAIT with the timeout error, and the marks are timed as any command); drain and CLIENT UNBLOCK unblock each shard's WAIT
  * (the client then gets the counts reached so far, as Redis answers an unblocked WAIT).
  */
 import { parseInteger } from '../../commands/keys.js';
@@ -114,7 +115,11 @@ function waitOn(session: DispatchSession, req: Request, pools: readonly ShardPoo
   const run = new WaitRun(session, state, req, leases.length);
   state.waiting = run;
   session.ctx.sessions.blocked.set(session.id, run);
-  for (let i = 0; i < leases.length; i++) run.start(new WaitLeg(run, leases[i], req.frame, session.id), marks[i]);
+  // The shards' WAIT blocks for its timeout (0: for ever): their connections' operation timeout comes on top.
+  const timeout = parseInteger(req.args[2]);
+  const blockMs = timeout === 0 ? Infinity : timeout;
+  for (let i = 0; i < leases.length; i++)
+    run.start(new WaitLeg(run, leases[i], req.frame, session.id, blockMs), marks[i]);
 }
 
 /** One client's WAIT over its leases (one per shard waited on). */
@@ -223,10 +228,13 @@ class WaitLeg implements BackendOp {
   readonly sessionId: number;
   readonly frame: Buffer;
   readonly lease: Lease;
+  /** WAIT's timeout (ms; Infinity for 0): the lease's operation timeout counts from its end. */
+  readonly blockMs: number;
   done: boolean;
   private readonly run: WaitRun;
 
-  constructor(run: WaitRun, lease: Lease, frame: Buffer, sessionId: number) {
+  constructor(run: WaitRun, lease: Lease, frame: Buffer, sessionId: number, blockMs: number) {
+    this.blockMs = blockMs;
     this.sentAt = 0;
     this.redirects = 0;
     this.sessionId = sessionId;
