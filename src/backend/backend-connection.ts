@@ -47,6 +47,9 @@ import { commandFrame } from '../resp/writer.js';
 import type { Logger } from '../log.js';
 import { ShardStats } from '../metrics/stats.js';
 
+/** setTimeout's largest delay (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export interface ShardIdentity {
   name: string;
   address: string;
@@ -429,7 +432,9 @@ export class BackendConnection implements ReplySink, Flushable {
 
   private armTimer(ms: number): void {
     if (this.timer !== null) clearTimeout(this.timer);
-    this.timer = setTimeout(this.onTimer, Math.max(1, ms));
+    // Capped at setTimeout's largest delay (a blocking command's timeout may be far longer: WAIT 0 2^63-1); past
+    // it Node would fire at once. The check re-arms for what is left.
+    this.timer = setTimeout(this.onTimer, Math.min(MAX_TIMER_MS, Math.max(1, ms)));
     this.timerArmed = true;
   }
 

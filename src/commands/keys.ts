@@ -301,9 +301,14 @@ export function equalsLower(arg: Buffer, lower: Buffer): boolean {
   return true;
 }
 
+/** The digits of 2^63 - 1 and 2^63 (the largest magnitudes of a signed 64-bit integer, positive and negative). */
+const INT64_MAX_DIGITS = Buffer.from('9223372036854775807');
+const INT64_MIN_DIGITS = Buffer.from('9223372036854775808');
+
 /**
  * Parses a decimal integer argument with Redis's string2ll rules (optional '-', no '+', no leading zeros, no
- * spaces, fits in 64 bits); NaN when it is not one. Values beyond 2^53 lose precision but stay huge.
+ * spaces, fits in 64 bits); NaN when it is not one. Values beyond 2^53 lose precision but stay huge. The 64-bit
+ * bound is checked on the digits: as doubles, values from 2^63 - 1024 up round to 2^63 and cannot be told apart.
  */
 export function parseInteger(b: Buffer): number {
   const len = b.length;
@@ -317,14 +322,19 @@ export function parseInteger(b: Buffer): number {
     i = 1;
   }
   if (b[i] === 48) return len === i + 1 && !neg ? 0 : NaN; // "0" only; no "-0", no leading zeros
+  const digits = len - i;
+  if (digits > 19) return NaN;
   let v = 0;
-  for (; i < len; i++) {
-    const c = b[i] - 48;
+  for (let at = i; at < len; at++) {
+    const c = b[at] - 48;
     if (c < 0 || c > 9) return NaN;
     v = v * 10 + c;
   }
-  // 2^63 - 1 rounds to 2^63 as a double: anything at or above it overflows a signed 64-bit integer.
-  if (v >= 2 ** 63) return NaN;
+  if (digits > 15) {
+    // 19 digits: at most 2^63 - 1 (or 2^63 negated); same length, so comparing the digits compares the values.
+    if (digits === 19 && b.compare(neg ? INT64_MIN_DIGITS : INT64_MAX_DIGITS, 0, 19, i, len) > 0) return NaN;
+    v = Number(b.toString('latin1', i, len)); // rounded once (the loop's sum rounds at each step past 2^53)
+  }
   return neg ? -v : v;
 }
 

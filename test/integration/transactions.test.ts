@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { createClient } from 'redis';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
+import { replyCount } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 let shards: RedisProcess[];
@@ -201,6 +202,58 @@ describe('MULTI / EXEC', () => {
     expect(replies).toEqual(['OK', 'QUEUED', 'OK', null, 'OK', 'OK']);
     await c.untilClosed();
     expect(await onShards(`{${tagA}}:d`)).toBeNull();
+  });
+
+  it('TIME, LASTSAVE and EVAL script 0 are queued as Redis queues them, and run on the transaction shard', async () => {
+    const c = await RawClient.connect(proxy.port);
+    const k = `{${tagB}}:one-shard`;
+    const r = await c.exchange(
+      cmd('MULTI') +
+        cmd('TIME') +
+        cmd('LASTSAVE') +
+        cmd('EVAL', 'return 1', '0') +
+        cmd('SET', k, 'v') +
+        cmd('EVAL', "return redis.call('get', KEYS[1])", '-1') +
+        cmd('EXEC'),
+      7,
+    );
+    expect(r.slice(0, 6)).toEqual(['OK', 'QUEUED', 'QUEUED', 'QUEUED', 'QUEUED', 'QUEUED']);
+    const [time, lastsave, one, ok, badNumkeys] = r[6] as unknown[];
+    expect(time).toEqual([expect.stringMatching(/^\d+$/), expect.stringMatching(/^\d+$/)]);
+    expect(typeof lastsave).toBe('number');
+    expect([one, ok]).toEqual([1, 'OK']);
+    expect(String(badNumkeys)).toMatch(/Number of keys can't be negative/); // the shard's words, in its place
+    expect(await onShards(k)).toBe('v');
+    // No keyed command: the keyless shard runs them.
+    expect(await c.exchange(cmd('MULTI') + cmd('TIME') + cmd('EVAL', 'return 2', '0') + cmd('EXEC'), 4)).toEqual([
+      'OK',
+      'QUEUED',
+      'QUEUED',
+      [[expect.stringMatching(/^\d+$/), expect.stringMatching(/^\d+$/)], 2],
+    ]);
+    c.close();
+  });
+
+  it('XREAD / XREADGROUP with a stream and no ID, and WAIT with a 2^63-1 timeout: the bytes of redis-server', async () => {
+    const bytes = async (port: number, text: string, n: number): Promise<string> => {
+      const c = await RawClient.connect(port);
+      c.write(text);
+      await c.until((d) => replyCount(d) === n);
+      c.close();
+      return c.data.toString('latin1');
+    };
+    for (const [text, n] of [
+      [cmd('XREADGROUP', 'GROUP', 'g', 'c', 'BLOCK', '10', 'STREAMS', 'xs'), 1],
+      [cmd('XREAD', 'BLOCK', '10', 'STREAMS', 'xs'), 1],
+      [cmd('XREAD', 'COUNT', '1', 'STREAMS', 'xs'), 1],
+      [cmd('MULTI') + cmd('XREAD', 'COUNT', '1', 'STREAMS', 'xs') + cmd('EXEC'), 3],
+      [cmd('WAIT', '0', '9223372036854775807'), 1],
+      [cmd('WAIT', '0', '9223372036854775808'), 1],
+    ] as const) {
+      const direct = await bytes(shards[0].port, text, n);
+      expect(direct).not.toMatch(/^-ERR syntax error/);
+      expect(await bytes(proxy.port, text, n), text).toBe(direct);
+    }
   });
 
   it('redis-cli: MULTI, commands, EXEC', async () => {

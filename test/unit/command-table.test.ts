@@ -614,8 +614,15 @@ describe('findKeyIndexes vectors', () => {
       '1.0',
       '99999999999999999999',
       '123456789012345678901',
+      '9223372036854775808',
+      '-9223372036854775809',
+      '9999999999999999999',
     ]) {
       expect(p(bad), bad).toBeNaN();
     }
+    // The 64-bit bounds themselves, and values near them that round to 2^63 as doubles (exact check on digits).
+    for (const good of ['9223372036854775807', '9223372036854774784', '-9223372036854775808', '1000000000000000000'])
+      expect(p(good), good).not.toBeNaN();
+    expect(p('9223372036854775807')).toBe(2 ** 63);
   });
 });

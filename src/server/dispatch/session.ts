@@ -128,6 +128,11 @@ export const dispatchSession: DispatchHandler = (session, req, spec, topo) => {
       return;
     case 'xread':
     case 'xreadgroup':
+      if (unbalancedStreams(req.args)) {
+        // The server refuses it before it could block, in its own words (they vary between versions).
+        dispatchOneShard(session, req, spec, topo);
+        return;
+      }
       if (!hasBlockOption(req.args)) {
         dispatchKeyed(session, req, spec, topo);
         return;
@@ -200,6 +205,12 @@ export function queueInTransaction(
     case 'refused':
       refuse(spec.refuseReason as Buffer);
       return;
+    case 'one-shard':
+      // TIME, LASTSAVE, ... HELP: any one shard answers them; they run with the transaction on its shard (slot 0's
+      // when it has no keyed command), as Redis queues them.
+      state.enqueue({ frame: req.frame, args: req.args, spec, local: false, fixed: null }, true);
+      req.deliver(QUEUED);
+      return;
     case 'keyed':
     case 'fanout':
     case 'session':
@@ -207,8 +218,8 @@ export function queueInTransaction(
     default:
       refuse(
         errorReply(
-          `ERR keymux: command '${spec.name}' cannot be queued in a transaction: it does not run on one shard ` +
-            '(a transaction runs on the shard of its keys)',
+          `ERR keymux: command '${spec.name}' cannot be queued in a transaction: it goes to every shard or to ` +
+            'none (a transaction runs on one shard, the shard of its keys)',
         ),
       );
       return;
@@ -227,6 +238,16 @@ export function queueInTransaction(
   const idx = session.keyIndexes;
   const n = findKeyIndexes(spec, req.args, idx);
   if (n <= 0) {
+    if (
+      isKeylessOrBadNumkeys(n) ||
+      ((spec.name === 'xread' || spec.name === 'xreadgroup') && unbalancedStreams(req.args))
+    ) {
+      // EVAL script 0, a numkeys or stream list the server refuses: queued as Redis queues them, run with the
+      // transaction on its shard (which words any error in its place in EXEC's reply), binding it to none.
+      state.enqueue({ frame: req.frame, args: req.args, spec, local: false, fixed: null }, true);
+      req.deliver(QUEUED);
+      return;
+    }
     refuse(keysErrorReply(n, spec));
     return;
   }
@@ -300,6 +321,8 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   const writes = queued.some((q) => !q.local && !q.spec.readonly);
   // Scripts count as writes (mayWrite): they are flagged neither way, and may write their keys.
   if (nc !== null && queued.some((q) => !q.local && mayWrite(q.spec))) nc.writeAll(req);
+  // No keyed command (only WAIT, TIME, EVAL script 0...): the keyless shard's, slot 0's (ring: the first server).
+  const txGroup = group === -1 ? topo.router.keylessGroup() : group;
   let lease = state.takeWatch();
   if (lease !== null) {
     if (!lease.usable) {
@@ -311,11 +334,10 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     // Leased at WATCH time with the protocol the client spoke then: EXEC's reply is in the one it speaks now.
     lease.speak(session.protocol);
   } else {
-    const pool = poolOfGroup(topo, group === -1 ? 0 : group); // -1: only WAITs go to a shard
+    const pool = poolOfGroup(topo, txGroup);
     if (pool === null) {
       // Cluster mode, a failover under way: nothing was sent; it goes once the slot has a master again.
-      if (!execWhenServed(session, state, req, queued, group === -1 ? 0 : group, writes, 0))
-        req.deliver(ERR_SLOT_NOT_SERVED);
+      if (!execWhenServed(session, state, req, queued, txGroup, writes, 0)) req.deliver(ERR_SLOT_NOT_SERVED);
       return;
     }
     const got = session.ctx.sessions.lease(pool, session.protocol);
@@ -327,7 +349,7 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
   }
   if (writes && lease.via !== null) session.noteWrite(lease.via); // WAIT waits for them (dispatch/wait.ts)
   state.busy = lease;
-  new TransactionRun(session, state, req, lease, queued, watched, group === -1 ? 0 : group).send();
+  new TransactionRun(session, state, req, lease, queued, watched, txGroup).send();
 }
 
 /**
@@ -1128,6 +1150,30 @@ function blockingTimeoutMs(spec: CommandSpec, args: Buffer[]): number {
   const t = text.trim() === '' ? Number.NaN : Number(text);
   if (t === 0) return Infinity;
   return Number.isFinite(t) && t > 0 ? t * scale : 0;
+}
+
+/** The options of XREAD / XREADGROUP before STREAMS, with the number of arguments each takes. */
+const STREAM_READ_OPTIONS: ReadonlyArray<readonly [Buffer, number]> = [
+  [Buffer.from('count'), 1],
+  [BLOCK, 1],
+  [Buffer.from('group'), 2],
+  [Buffer.from('noack'), 0],
+];
+
+/**
+ * XREAD / XREADGROUP whose options are well formed but with a lone argument after STREAMS (a stream and no ID):
+ * keymux finds no key in it, and the server answers "Unbalanced ... list of streams" before it could block. Only
+ * that shape: one with an option keymux does not know might be one the server runs (and blocks on).
+ */
+function unbalancedStreams(args: Buffer[]): boolean {
+  const argc = args.length;
+  for (let i = 1; i < argc;) {
+    if (equalsLower(args[i], STREAMS)) return argc - i - 1 === 1;
+    const option = STREAM_READ_OPTIONS.find(([name]) => equalsLower(args[i], name));
+    if (option === undefined) return false;
+    i += option[1] + 1;
+  }
+  return false;
 }
 
 /** XREAD / XREADGROUP: BLOCK among the options before STREAMS. */
