@@ -88,6 +88,12 @@ export interface BackendOptions {
    * their state, a WATCH or a block, dies with the socket, so a fresh socket under the same object would lie).
    */
   reconnect?: boolean;
+  /**
+   * Ops may carry their own silence bound (BackendOp.blockMs: session connections). A reply may then also wait for
+   * every command written in the same batches after it: Redis runs the whole batch it read before it writes the
+   * replies, so a CLIENT ID sent ahead of a script that runs for seconds is answered only when the script ends.
+   */
+  blockingOps?: boolean;
 }
 
 export type ConnectionState = 'connecting' | 'handshake' | 'ready' | 'down' | 'closed';
@@ -153,6 +159,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private progressSeq: number;
   /** A late-looking timer is waiting for the next I/O poll (confirmLate); progressSeq as it was then. */
   private lateCheckPending: boolean;
+  /** blockingOps: the longest blockMs written since nothing written was unanswered (see BackendOptions). */
+  private writtenBlockMs: number;
   private lateSeq: number;
   private readonly maxPending: number;
   private readonly lowWater: number;
@@ -182,6 +190,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.handshakePending = 0;
     this.timer = null;
     this.timerArmed = false;
+    this.writtenBlockMs = 0;
     this.reconnectTimer = null;
     this.backoffMs = MIN_BACKOFF_MS;
     this.downReply = shardError(shard.name, shard.address, 'is unavailable: not connected yet');
@@ -303,7 +312,18 @@ export class BackendConnection implements ReplySink, Flushable {
     // The ops of these frames (the last out.length waiting, one frame each) are written now: their time starts.
     const waiting = this.waiting;
     const now = performance.now();
-    for (let i = waiting.length - this.out.length; i < waiting.length; i++) (waiting.at(i) as BackendOp).sentAt = now;
+    const from = waiting.length - this.out.length;
+    if (this.options.blockingOps === true) {
+      if (from === 0) this.writtenBlockMs = 0; // nothing written before is unanswered
+      for (let i = from; i < waiting.length; i++) {
+        const op = waiting.at(i) as BackendOp;
+        op.sentAt = now;
+        const block = op.blockMs;
+        if (block !== undefined && block > this.writtenBlockMs) this.writtenBlockMs = block;
+      }
+    } else {
+      for (let i = from; i < waiting.length; i++) (waiting.at(i) as BackendOp).sentAt = now;
+    }
     const ok = writeBatch(sock, this.out, this.outBytes);
     this.out = [];
     this.outBytes = 0;
@@ -463,7 +483,7 @@ export class BackendConnection implements ReplySink, Flushable {
     const head = this.waiting.peek() as BackendOp;
     // A blocking command (session connections) may rightly be silent for its own timeout too; with none, for ever
     // (the timer is armed again once it is answered: onReply).
-    const timeoutMs = head.blockMs === undefined ? this.options.timeoutMs : this.options.timeoutMs + head.blockMs;
+    const timeoutMs = this.options.timeoutMs + Math.max(head.blockMs ?? 0, this.writtenBlockMs);
     if (timeoutMs === Infinity) return;
     const idle = performance.now() - Math.max(head.sentAt, this.progressAt);
     if (idle < timeoutMs) {

@@ -445,6 +445,7 @@ export class SessionPools {
         readOnly: false,
         redirectHandler: null,
         reconnect: false,
+        blockingOps: true,
       };
       this.optionsCache.set(shared.options, o);
     }
