@@ -10,7 +10,9 @@
  * touching connected clients (setSecureContext). Stopping the listener (drain) refuses new connections on both
  * ports and leaves existing sessions running. The limits across clients (client-limits.ts) live here: a
  * connection past `clients.max_new_connections_per_s` is refused before it becomes a session (on the TLS port
- * before its handshake), and a session's held bytes and unfinished command stop counting when it is removed.
+ * before its handshake, where connections still in their handshake count against `clients.max` too), and a
+ * session's held bytes and unfinished command stop counting when it is removed. A refused handshake's socket is
+ * destroyed once its alert had time to leave, even if the client half-closed.
  */
 import net from 'node:net';
 import tls from 'node:tls';
@@ -25,6 +27,8 @@ import { childLogger, type Logger } from '../log.js';
 
 /** A TLS client that has not finished its handshake by then is dropped (Node's default is 120 s). */
 const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** How long a refused handshake's TLS alert may take to leave before its socket is destroyed. */
+const TLS_ALERT_LINGER_MS = 1000;
 /** At most one log line per this many ms about refused TLS handshakes (with the count since the last one). */
 const TLS_LOG_INTERVAL_MS = 10_000;
 
@@ -37,6 +41,9 @@ export class Listener {
   private readonly log: Logger;
   private nextId = 1;
   private tlsFailuresUnlogged = 0;
+  /** Connections open on the TLS port (in their handshake or sessions), and those of them that are sessions. */
+  private tlsOpen = 0;
+  private tlsSessions = 0;
   private tlsLoggedAt = -Infinity;
 
   constructor(ctx: ProxyContext) {
@@ -63,15 +70,31 @@ export class Listener {
       { ...options, noDelay: true, allowHalfOpen: true, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS },
       (sock) => this.accept(sock, true),
     );
-    // Over the connection rate: refused before any handshake work (no TLS error can be sent in plain text).
+    // Over the connection rate, or over clients.max counting the connections still in their handshake: refused
+    // before any handshake work (no error can be sent in plain text). A connection is a client from its first
+    // byte, as in Redis: handshakes left pending must not get past the limit the sessions have.
     server.prependListener('connection', (raw: net.Socket) => {
+      raw.on('error', () => undefined);
       if (!this.limits.admitConnection(raw.remoteAddress)) {
-        raw.on('error', () => undefined);
         raw.destroy();
+        return;
       }
+      if (this.sessions.size + (this.tlsOpen - this.tlsSessions) >= this.ctx.topology.config.clients.max) {
+        this.ctx.stats.clientsRejected++;
+        raw.destroy();
+        return;
+      }
+      this.tlsOpen++;
+      raw.once('close', () => this.tlsOpen--);
     });
-    // Node ends the socket itself (after sending the TLS alert that tells the client why).
-    server.on('tlsClientError', (err, sock) => this.onTlsRefused(err, sock));
+    // Node sends the TLS alert that tells the client why and ends its side, but a client that half-closed is never
+    // destroyed (allowHalfOpen): its socket would stay open for good. It is destroyed once the alert had its time.
+    server.on('tlsClientError', (err, sock) => {
+      this.onTlsRefused(err, sock);
+      const timer = setTimeout(() => sock.destroy(), TLS_ALERT_LINGER_MS);
+      timer.unref();
+      sock.once('close', () => clearTimeout(timer));
+    });
     this.tlsServer = server;
     return listenOn(server, host, port);
   }
@@ -79,6 +102,11 @@ export class Listener {
   /** New certificates (or CA) for handshakes from now on; connected clients keep theirs. */
   setSecureContext(options: ServerTlsOptions): void {
     this.tlsServer?.setSecureContext(contextPart(options));
+  }
+
+  /** Connections open on the TLS port: sessions and those still in their handshake (tests, diagnostics). */
+  get tlsConnections(): number {
+    return this.tlsOpen;
   }
 
   /** The plain port's address (null when there is none: listen is null). */
@@ -141,6 +169,10 @@ export class Listener {
       return;
     }
     this.ctx.stats.clientsAccepted++;
+    if (admitted) {
+      this.tlsSessions++;
+      sock.once('close', () => this.tlsSessions--);
+    }
     // A TLS socket's bytes arrive decrypted through 'data'; a plain one reads into the shared buffer.
     this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits, !(sock instanceof tls.TLSSocket)));
   }

@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import net from 'node:net';
 import tls from 'node:tls';
 import { Redis } from 'ioredis';
 import { createClient } from 'redis';
@@ -24,6 +25,7 @@ import { RawClient, slotsConfig, startKeymux } from '../support/keymux.js';
 import { loadConfigFile } from '../../src/config/load.js';
 import { waitFor } from '../support/fake-backend.js';
 import { Proxy } from '../../src/proxy.js';
+import type { Listener } from '../../src/server/listener.js';
 
 const run = promisify(execFile);
 
@@ -162,6 +164,50 @@ describe('TLS on the client port', () => {
     // A client without the test CA: Node's default trust store does not know it.
     const refused = await tlsRefusal(proxy.tlsPort!, {});
     expect(refused).toMatch(/self[- ]signed certificate|unable to (get|verify)/i);
+  });
+});
+
+describe('connections that never finish their handshake', () => {
+  /** Connections open on keymux's TLS port (sessions and handshakes), as its listener counts them. */
+  const tlsOpen = (p: Proxy): number => (p as unknown as { listener: Listener }).listener.tlsConnections;
+
+  it('a client that sends half a ClientHello and half-closes is closed at the handshake timeout, not left open', async () => {
+    const p = await startKeymux(slotsConfig([shards[0]!.port], { tls: tlsSection() }));
+    const sock = net.connect(p.tlsPort!, '127.0.0.1');
+    sock.on('error', () => undefined);
+    try {
+      await new Promise((resolve) => sock.once('connect', resolve));
+      sock.write(Buffer.from('16030100c8010000c40303', 'hex')); // a ClientHello's first 11 bytes
+      sock.end();
+      expect(tlsOpen(p)).toBe(1);
+      // Node refuses the handshake at its timeout (10 s) and ends its side; the client ended its own, so only
+      // keymux destroying the socket frees it (it stayed open for good).
+      await waitFor(() => tlsOpen(p) === 0, 'keymux to close the refused connection', 20_000);
+    } finally {
+      sock.destroy();
+      await p.close();
+    }
+  }, 30_000);
+
+  it('connections still in their handshake count against clients.max', async () => {
+    const p = await startKeymux(slotsConfig([shards[0]!.port], { tls: tlsSection(), clients: { max: 5 } }));
+    const socks: net.Socket[] = [];
+    try {
+      let closed = 0;
+      for (let i = 0; i < 12; i++) {
+        const sock = net.connect(p.tlsPort!, '127.0.0.1');
+        sock.on('error', () => undefined);
+        sock.once('close', () => closed++);
+        socks.push(sock);
+        await new Promise((resolve) => sock.once('connect', resolve));
+      }
+      // Silent TCP connections, no byte of a handshake: five wait for it, the other seven are refused at once.
+      await waitFor(() => closed === 7, 'the connections over clients.max to be closed', 5000);
+      expect(tlsOpen(p)).toBe(5);
+    } finally {
+      for (const s of socks) s.destroy();
+      await p.close();
+    }
   });
 });
 
