@@ -336,9 +336,17 @@ function configShape(mode: Mode | null) {
           delay_ms: int(0, 60_000)
             .default(100)
             .describe(
-              'Past delay_after failures, every AUTH from the address waits this long before its password is checked, doubling with each further failure.',
+              'Past delay_after failures, a failed AUTH from the address is answered this much later (with delay_correct, every AUTH waits this long before its password is checked), doubling with each further failure.',
             ),
           max_delay_ms: int(0, 600_000).default(5_000).describe('The longest an AUTH waits.'),
+          delay_correct: bool()
+            .default(false)
+            .describe(
+              'Also make a correct AUTH from a penalised address wait before its password is checked, so that a ' +
+                'guess on a connection of its own learns nothing from how soon it is answered. Off by default: ' +
+                'every client on the address waits too (a sidecar: every container on 127.0.0.1), so one client ' +
+                'with a stale password would keep the healthy ones waiting up to max_delay_ms.',
+            ),
           close_after: int(0, 1_000_000)
             .default(10)
             .describe('Close a connection after this many failed AUTHs on it; 0 = never.'),

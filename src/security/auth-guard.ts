@@ -2,15 +2,15 @@
  * AuthGuard: what keymux does about failed AUTH (and HELLO ... AUTH), so that passwords cannot be guessed at the
  * speed of a pipeline, of many connections or of a transaction. It counts failures per client address (forgotten
  * after a quiet minute; at most MAX_HOSTS addresses remembered, the oldest dropped first) and decides how long an
- * AUTH from an address waits BEFORE its password is checked (`holdMs`: nothing while the address has fewer than
- * `clients.auth_failures.delay_after` failures, then delay_ms doubling with each further failure up to
- * max_delay_ms), and, for each failure, whether the connection is closed (after `close_after` failures on it).
- * Every AUTH from a penalised address waits, a correct one included, so the time its answer takes says nothing
- * about the password (a client that gives up after a few ms learns nothing). The session holds the client's later
- * commands while an AUTH waits, so a pipeline of guesses is checked one delay at a time; inside EXEC the holds of
- * the transaction's AUTHs add up and its reply waits for them all (server/client-session.ts). Failures are
- * counted for /metrics and logged at most once per 10 s. Per process: with `workers: N` each worker counts its
- * own connections' failures. Control-plane only: nothing here runs for a client that never failed an AUTH.
+ * AUTH from an address waits (`holdMs`: nothing while the address has fewer than `clients.auth_failures.delay_after`
+ * failures, then delay_ms doubling with each further failure up to max_delay_ms): a failure's reply by default,
+ * the check itself with `delay_correct` (a correct password then waits like a wrong one, and an answer's timing
+ * says nothing; off by default, since every client of a shared address would wait behind one with a stale
+ * password). It also decides, for each failure, whether the connection is closed (after `close_after` failures on
+ * it). The session holds the client's later commands while an AUTH waits, so a pipeline of guesses is answered one
+ * delay at a time; inside EXEC the holds add up and its reply waits for them all (server/client-session.ts).
+ * Failures are counted for /metrics and logged at most once per 10 s. Per process: with `workers: N` each worker
+ * counts its own connections' failures. Control-plane only: nothing here runs for a client that never failed an AUTH.
  */
 import { performance } from 'node:perf_hooks';
 import type { KeymuxConfig } from '../config/schema.js';

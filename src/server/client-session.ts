@@ -659,30 +659,31 @@ export class ClientSession
   }
 
   /**
-   * AUTH or HELLO ... AUTH: `check` (which checks the password and answers `req`) runs once the client's address has
-   * waited the AuthGuard's hold (0 unless it failed AUTH delay_after times lately), the client's later commands
-   * waiting behind it, so neither a pipeline nor a connection per guess learns anything sooner, and a correct
-   * password waits like a wrong one. Inside EXEC it runs at once and its hold is added to EXEC's reply instead
-   * (answerAfterExecAuth); once a failure there reached close_after, later AUTHs of the transaction are not
+   * AUTH or HELLO ... AUTH: `check` checks the password and answers `req`. A failure's reply waits the AuthGuard's
+   * hold for the client's address (0 unless it failed AUTH delay_after times lately), the client's later commands
+   * behind it (authFailed), so a pipeline of guesses gets one answer per hold; a correct password is answered at
+   * once. With `delay_correct` the check itself waits the hold, so a correct password waits like a wrong one and a
+   * connection per guess learns nothing sooner. Inside EXEC it runs at once and the holds are added to EXEC's reply
+   * instead (answerAfterExecAuth); once a failure there reached close_after, later AUTHs of the transaction are not
    * checked.
    */
   checkAuthWhenDue(req: Request, check: () => void): void {
     const guard = this.ctx.authGuard;
-    const holdMs = guard.holdMs(this.ctx.topology.config.clients.authFailures, this.socket.remoteAddress ?? '');
+    const config = this.ctx.topology.config.clients.authFailures;
+    const holdMs = guard.holdMs(config, this.socket.remoteAddress ?? '');
     const inExec = this.execAuth;
+    this.authHeldMs = holdMs;
     if (inExec !== null) {
       if (inExec.close) {
         req.deliver(ERR_AUTH_NOT_CHECKED);
         return;
       }
-      inExec.holdMs += holdMs;
-      this.authHeldMs = holdMs;
+      if (config.delayCorrect) inExec.holdMs += holdMs; // else added by authFailed, for a failure only
       check();
       return;
     }
-    this.authHeldMs = holdMs;
-    if (holdMs === 0) {
-      check();
+    if (holdMs === 0 || !config.delayCorrect) {
+      check(); // a failure's reply waits the hold (authFailed)
       return;
     }
     ownBytes(req); // its arguments are read after the hold
@@ -716,7 +717,25 @@ export class ClientSession
         this.stopReading();
       }
     }
-    req.deliver(ERR_WRONGPASS);
+    const heldAlready = this.ctx.topology.config.clients.authFailures.delayCorrect;
+    const holdMs = this.authHeldMs;
+    if (heldAlready || holdMs === 0) {
+      req.deliver(ERR_WRONGPASS);
+      return;
+    }
+    if (this.execAuth !== null) {
+      this.execAuth.holdMs += holdMs; // EXEC's reply waits for it
+      req.deliver(ERR_WRONGPASS);
+      return;
+    }
+    // The failure's reply waits, the client's later commands behind it: a pipeline of guesses is answered, and
+    // checked, one hold at a time.
+    this.blockers++;
+    setTimeout(() => {
+      this.blockers--;
+      req.deliver(ERR_WRONGPASS);
+      if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
+    }, holdMs).unref();
   }
 
   beginExecAuth(): void {

@@ -18,7 +18,7 @@ import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { startRedis, redisCommand, redisCommands, type RedisProcess } from '../support/redis.js';
 import { configFrom, startKeymux, slotsConfig, RawClient, type ConfigObject } from '../support/keymux.js';
-import { replyCount } from '../support/fake-backend.js';
+import { replyCount, waitFor } from '../support/fake-backend.js';
 import type { Proxy } from '../../src/proxy.js';
 
 const run = promisify(execFile);
@@ -523,13 +523,13 @@ describe('AUTH guessing', () => {
       // A timer never fires early (1 ms of rounding aside): the three delays ran one after the other.
       expect(elapsed).toBeGreaterThanOrEqual(40 + 80 + 80 - 3);
 
-      // The address is remembered: a new connection's first AUTH waits too, and so does the right password.
+      // The address is remembered: a new connection's first failure waits too, and the right password behind it.
       const d = await RawClient.connect(guarded.port);
       clients.push(d);
       const again = performance.now();
       d.write(cmd('AUTH', 'wrong') + cmd('AUTH', 'right') + cmd('PING'));
       await d.until((b) => replyCount(b) === 3);
-      expect(performance.now() - again).toBeGreaterThanOrEqual(80 + 80 - 2);
+      expect(performance.now() - again).toBeGreaterThanOrEqual(80 - 2);
       expect(d.data.toString('latin1')).toBe(
         '-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n+PONG\r\n',
       );
@@ -561,8 +561,31 @@ describe('AUTH guessing', () => {
     );
   }
 
-  it('a penalised address waits before its password is checked, a correct one included: a connection per guess learns nothing sooner', async () => {
-    const guarded = await guardedUsers({ delay_after: 2, delay_ms: 150, max_delay_ms: 150, close_after: 0 });
+  it('by default a correct AUTH from a penalised address is answered at once: a client with a stale password keeps no other waiting', async () => {
+    const guarded = await guardedUsers({ delay_after: 1, delay_ms: 60_000, max_delay_ms: 60_000, close_after: 0 });
+    try {
+      const stale = await raw(guarded.port);
+      await stale.exchange(cmd('AUTH', 'ops', 'stale'), 1); // the first failure: answered at once
+      const first = stale.data.length;
+      stale.write(cmd('AUTH', 'ops', 'stale')); // checked at once, its WRONGPASS held for 60 s
+      await waitFor(() => guarded.authGuard.failures === 2, 'the stale password to be checked again');
+      const healthy = await raw(guarded.port);
+      const [ok] = await healthy.exchange(cmd('AUTH', 'ops', 'ops-right'), 1);
+      expect(ok).toBe('OK');
+      expect(stale.data.length).toBe(first); // the stale client's second answer still waits
+    } finally {
+      await guarded.close();
+    }
+  });
+
+  it('with delay_correct a penalised address waits before its password is checked, a correct one included: a connection per guess learns nothing sooner', async () => {
+    const guarded = await guardedUsers({
+      delay_after: 2,
+      delay_ms: 150,
+      max_delay_ms: 150,
+      close_after: 0,
+      delay_correct: true,
+    });
     try {
       const a = await raw(guarded.port);
       await a.exchange(cmd('AUTH', 'ops', 'w1') + cmd('AUTH', 'ops', 'w2'), 2); // not held yet: 2 failures

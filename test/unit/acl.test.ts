@@ -245,19 +245,19 @@ describe('AccessControl', () => {
 });
 
 describe('AuthGuard', () => {
-  const config = { delayAfter: 3, delayMs: 100, maxDelayMs: 1000, closeAfter: 5 };
+  const config = { delayAfter: 3, delayMs: 100, maxDelayMs: 1000, closeAfter: 5, delayCorrect: false };
 
   it('holds no AUTH for the first failures, then every AUTH for a delay doubling up to the bound, per address', () => {
     const g = new AuthGuard();
     const open = { ...config, closeAfter: 0 };
     const holds: number[] = [];
     for (let n = 1; n <= 8; n++) {
-      const held = g.holdMs(open, 'h1'); // asked before the password is checked, whatever the outcome
+      const held = g.holdMs(open, 'h1'); // what an AUTH from h1 would wait (with delay_correct, before its check)
       holds.push(held);
       g.onFailure(open, 'h1', n, null, 'c', held);
     }
     expect(holds).toEqual([0, 0, 0, 100, 200, 400, 800, 1000]);
-    expect(g.holdMs(open, 'h1')).toBe(1000); // the next AUTH from h1 waits too, a correct one included
+    expect(g.holdMs(open, 'h1')).toBe(1000); // the next AUTH from h1: a failure's reply waits this long
     expect(g.holdMs(config, 'h2')).toBe(0); // another address starts from zero
     g.onFailure(config, 'h2', 1, 'app', 'c', 0);
     expect(g.failures).toBe(9);

@@ -149,7 +149,7 @@ describe('valid configurations', () => {
         password: null,
         passwordFile: null,
         users: [],
-        authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
+        authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10, delayCorrect: false },
         maxInflight: 1024,
         maxOutputBytes: 67108864,
         partialCommandTimeoutS: 30,
@@ -253,7 +253,7 @@ describe('valid configurations', () => {
       passwordFile: null,
       maxInflight: 1,
       maxOutputBytes: 0,
-      authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10 },
+      authFailures: { delayAfter: 3, delayMs: 100, maxDelayMs: 5000, closeAfter: 10, delayCorrect: false },
       partialCommandTimeoutS: 0,
       maxNewConnectionsPerS: 500,
       users: [
