@@ -9,7 +9,7 @@
  * here. A shard that does not answer is shown as down rather than failing INFO, so client libraries that run INFO
  * on connect (ioredis's ready check) still connect while one shard is out. The reply is a bulk string
  * in RESP2 and a verbatim string (`=len`, `txt:` format) in RESP3, as Redis writes it; a RESP3 client's shards
- * answer "INFO keyspace" in that form too, and readBulk reads both (the `txt:` prefix is on no db line).
+ * answer in that form too, and their `txt:` prefix is dropped before the text is read.
  */
 import type { Request } from '../core/request.js';
 import type { Fragment } from '../core/fragment.js';
@@ -261,8 +261,11 @@ export function mergeInfo(parent: Request): Buffer {
     }
     up++;
     shardLines.push(`shard_${i}:name=${shard.name},address=${shard.address},status=up`);
-    const body = readBulk(reply);
-    if (body === null) return;
+    const bulk = readBulk(reply);
+    if (bulk === null) return;
+    // A RESP3 shard's verbatim string starts with its format ("txt:"), before the first section's title: without
+    // it dropped, that title was not seen and its section's fields were lost.
+    const body = reply[0] === 61 /* = */ && bulk.length >= 4 && bulk[3] === 58 /* : */ ? bulk.subarray(4) : bulk;
     let section: Summed | undefined;
     let fleetSection: Map<string, number | string> | undefined;
     let inMemory = false;
@@ -275,15 +278,15 @@ export function mergeInfo(parent: Request): Buffer {
         continue;
       }
       if (inMemory) {
-        addMemoryLine(memory, line.startsWith('txt:') ? line.slice(4) : line);
+        addMemoryLine(memory, line);
         continue;
       }
       if (fleetSection !== undefined) {
-        addFleetLine(fleetSection, line.startsWith('txt:') ? line.slice(4) : line);
+        addFleetLine(fleetSection, line);
         continue;
       }
       if (section !== undefined) {
-        addFields(section, line.startsWith('txt:') ? line.slice(4) : line);
+        addFields(section, line);
         continue;
       }
       const m = /^(db\d+):keys=(\d+),expires=(\d+),avg_ttl=(\d+)/.exec(line);

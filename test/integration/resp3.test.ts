@@ -338,6 +338,17 @@ describe('RESP3 in slots mode (real redis-servers)', () => {
       ':0\r\n',
       '_\r\n', // RANDOMKEY of an empty keyspace: RESP3's null, as redis-server answers it
     ]);
+    // Every section a RESP3 client asks for has its fields: the shards answer it verbatim strings, whose `txt:`
+    // prefix hid the first section's title (INFO stats came back as its title alone).
+    const [, info] = await exchange(slots.port, [
+      ['HELLO', '3'],
+      ['INFO', 'stats'],
+    ]);
+    expect(info).toMatch(/^=\d+\r\ntxt:# Stats\r\n/);
+    expect(info).toMatch(/\r\ntotal_commands_processed:\d+\r\n/);
+    const [, all] = await exchange(slots.port, [['HELLO', '3'], ['INFO']]);
+    expect(all).toMatch(/\r\nused_memory:\d+\r\n/);
+    expect(all).toMatch(/\r\nrdb_changes_since_last_save:\d+\r\n/);
     // The same through RESP2: bulk INFO, $-1 nulls.
     await exchange(slots.port, [['MSET', keys[0], 'a', keys[1], 'b']]);
     const g = await exchange(slots.port, [
