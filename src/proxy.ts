@@ -456,6 +456,11 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
   }
 
+  /** Sentinel: a failover replaced the primary at `address`: keymux's session connections there close. */
+  closeSessionConnections(address: string): void {
+    this.sessions.closeNode(address);
+  }
+
   /** Sentinel: the sentinels named another primary (or other replicas) for a shard: a snapshot with them. */
   installSentinelView(view: SentinelView, reason: string): void {
     const previous = this.topology;

@@ -224,6 +224,13 @@ export class BackendConnection implements ReplySink, Flushable {
     this.confirmLate = this.confirmLate.bind(this);
   }
 
+  /**
+   * New operations go to the redirect handler as if the connection were down (held there), though it is up: set
+   * while a Sentinel failover of this shard's primary is in progress (sentinel.ts), so nothing new reaches a primary
+   * that is being replaced.
+   */
+  holding = false;
+
   /** The error reply new operations get while the node is down. */
   get unavailableReply(): Buffer {
     return this.downReply;
@@ -292,7 +299,7 @@ export class BackendConnection implements ReplySink, Flushable {
    */
   send(op: BackendOp, frame: Buffer): void {
     const state = this.state;
-    if (state === 'down' || state === 'closed') {
+    if (state === 'down' || state === 'closed' || this.holding) {
       if (this.redirects !== null && this.redirects.interceptUnavailable(op, this)) return;
       op.deliver(this.downReply);
       return;

@@ -7,7 +7,7 @@
  * RESP3 twin (`resp3()`): as many connections to the same shard, HELLO 3 in their handshake, created and
  * connected the first time a RESP3 client sends there, sharing the shard's counters. So a RESP2 client's path is
  * exactly what it was, and a RESP3 client gets the backend's own RESP3 replies as bytes, nothing converted. The
- * twin follows its pool: closed with it, retired with it. Health (`healthy`, `usable`) is the RESP2 connections'.
+ * twin follows its pool: closed with it, retired with it, holding with it (hold()). Health (`healthy`, `usable`) is the RESP2 connections'.
  */
 import { BackendConnection, type BackendOptions, type ShardIdentity } from './backend-connection.js';
 import type { Logger } from '../log.js';
@@ -24,6 +24,8 @@ export class ShardPool {
   private twin: ShardPool | null;
   /** close() or closeWhenIdle() was called: a twin made afterwards follows suit. */
   private ending: 'open' | 'retiring' | 'closed';
+  /** Every connection, the twin's too, holds new operations (BackendConnection.holding): see hold(). */
+  private holding = false;
   /**
    * A replica fit to serve reads (backend/replica-checks.ts: not loading, not syncing, link to its primary up,
    * lag within the bound); always true for primaries and cluster replicas. Read by Topology.readPool.
@@ -73,6 +75,7 @@ export class ShardPool {
     if (twin !== null) return twin;
     twin = new ShardPool(this.shard, this.connections.length, { ...this.options, protocol: 3 }, this.log, this.stats);
     this.twin = twin;
+    if (this.holding) twin.hold(true);
     if (this.ending === 'closed') {
       twin.close(); // what is sent there is answered with an error at once, as on this pool
     } else {
@@ -102,6 +105,13 @@ export class ShardPool {
     let n = 0;
     for (const c of this.connections) n += c.inflight;
     return this.twin === null ? n : n + this.twin.inflight;
+  }
+
+  /** Makes every connection (the twin's too) hold new operations, or stop (sentinel.ts: a failover in progress). */
+  hold(on: boolean): void {
+    this.holding = on;
+    for (const c of this.connections) c.holding = on;
+    this.twin?.hold(on);
   }
 
   close(): void {

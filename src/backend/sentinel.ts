@@ -5,9 +5,9 @@
  * - Discovery: SENTINEL GET-MASTER-ADDR-BY-NAME and SENTINEL REPLICAS, asking each sentinel in order until one
  *   answers (a replica that is down, disconnected or whose link to its primary is not ok is left out). Start-up
  *   and reloads wait for an answer for every master (a master no sentinel knows is a config error).
- * - Following: one subscriber connection per sentinel, on +switch-master (applied at once: the message names the
- *   new primary) and the events that change a master's replicas or health (+sdown/-sdown, +odown, +slave,
- *   +convert-to-slave, +role-change...: a check of that master). A periodic check of every master is the safety
+ * - Following: one subscriber connection per sentinel, on +switch-master and the leader's +promoted-slave (applied
+ *   at once: the message names the new primary) and the events that change a master's replicas or health
+ *   (+sdown/-sdown, +odown, +slave, +convert-to-slave, +role-change...: a check of that master). A periodic check of every master is the safety
  *   net; while a shard's primary is unreachable its master is checked every 250 ms.
  * - A change is installed as a new Topology snapshot (SentinelHost.installSentinelView): the shard's pools move to
  *   the new primary (pools of other shards are carried over), client connections stay.
@@ -17,7 +17,13 @@
  *   old one back); past the bound it gets "-ERR keymux: ..." saying why. A request already written to the old
  *   primary is never re-sent (it gets the connection's error: it may have been applied). The handshake's ROLE check
  *   (backend-connection.ts) keeps writes off a node that is no longer a primary.
- * Control plane only: nothing here runs per request unless the shard's primary is unreachable.
+ * - A failover the old primary lives through (SENTINEL FAILOVER): from the leader's +selected-slave until the switch
+ *   (+promoted-slave or +switch-master), new requests to the shard are held the same way (its pool's connections
+ *   hold them: ShardPool.hold) and the old primary is paused for writes (CLIENT PAUSE WRITE); at the switch keymux's
+ *   connections to the old primary are closed, so nothing waiting there runs later; on an abort or past
+ *   failover_wait_ms the old primary is unpaused and gets what was held. Writes it acknowledged after the promotion
+ *   would otherwise be discarded when the sentinels make it a replica.
+ * Control plane only: nothing here runs per request unless the shard's primary is unreachable or being replaced.
  */
 import net from 'node:net';
 import { createRequire } from 'node:module';
@@ -44,6 +50,8 @@ export interface SentinelHost {
   readonly topology: Topology;
   /** Builds and installs a snapshot of the running config with `view` (pools move; nothing else changes). */
   installSentinelView(view: SentinelView, reason: string): void;
+  /** Closes every session connection (transactions, WATCH, blocking commands) to the node at `address`. */
+  closeSessionConnections(address: string): void;
 }
 
 /** Events after which a master is checked again (its primary, replicas or their health may have changed). */
@@ -61,6 +69,12 @@ const WATCHED = [
   '+fix-slave-config',
   '-failover-abort-no-good-slave',
   '+failover-end',
+  // A failover's steps, published by the sentinel leading it only (see SentinelController.beginFailover).
+  '+selected-slave',
+  '+failover-state-send-slaveof-noone',
+  '+promoted-slave',
+  '-failover-abort-not-elected',
+  '-failover-abort-slave-timeout',
 ];
 
 const FAST_CHECK_MS = 250;
@@ -224,6 +238,17 @@ function sameView(a: SentinelMasterView | undefined, b: SentinelMasterView): boo
   );
 }
 
+/** A failover seen starting on a shard (its leader chose a replica to promote): new requests are held meanwhile. */
+interface FailoverHold {
+  /** The sentinel leading the failover (address as configured): its abort ends the hold. */
+  leader: string;
+  master: string;
+  /** The primary being replaced (paused for writes). */
+  from: Endpoint;
+  /** The hold's bound (start + sentinel.failover_wait_ms): then the old primary is unpaused and requests go on. */
+  deadline: number;
+}
+
 /** An op held while its shard has no reachable primary. */
 interface Held {
   op: BackendOp;
@@ -247,6 +272,8 @@ export class SentinelController implements RedirectHandler {
   private readonly held = new Map<string, Held[]>();
   /** First time each op was held (an op held again after a failed re-send keeps its first deadline). */
   private readonly firstHeld = new WeakMap<BackendOp, number>();
+  /** Shards whose primary a sentinel is replacing now (from +selected-slave until the switch or an abort). */
+  private readonly failing = new Map<string, FailoverHold>();
   /** Masters whose primary is unreachable now (checked every FAST_CHECK_MS until it is back). */
   private readonly troubled = new Set<string>();
   private readonly checking = new Set<string>();
@@ -266,7 +293,7 @@ export class SentinelController implements RedirectHandler {
   /** Subscribes to every sentinel's events and starts the periodic check. */
   start(): void {
     this.watchers = this.settings.sentinels.map(
-      (s) => new SentinelWatcher(s, this.settings, this.log, (channel, text) => this.onEvent(channel, text)),
+      (s) => new SentinelWatcher(s, this.settings, this.log, (channel, text) => this.onEvent(s.address, channel, text)),
     );
     for (const w of this.watchers) w.start();
     this.schedulePeriodic();
@@ -295,6 +322,7 @@ export class SentinelController implements RedirectHandler {
       for (const h of list) h.op.deliver(this.waitError(shard, 'keymux is shutting down'));
     }
     this.held.clear();
+    this.failing.clear();
   }
 
   /** Ops held now, per shard (for /shards and tests). */
@@ -361,12 +389,16 @@ export class SentinelController implements RedirectHandler {
       this.release(shard);
       return true;
     }
-    this.hint(from);
+    if (!this.failing.has(shard)) this.hint(from);
+    this.startHoldTimer();
+    return true;
+  }
+
+  private startHoldTimer(): void {
     if (this.holdTimer === null) {
       this.holdTimer = setInterval(() => this.expireHeld(), HOLD_TICK_MS);
       this.holdTimer.unref();
     }
-    return true;
   }
 
   connectionReady(from: BackendConnection): void {
@@ -429,6 +461,7 @@ export class SentinelController implements RedirectHandler {
     const view = new Map(topo.sentinelView);
     view.set(master, seen);
     const switched = before !== undefined && before.primary.address !== seen.primary.address;
+    const oldPool = shard.pool;
     if (switched) {
       this.failovers.set(shard.name, (this.failovers.get(shard.name) ?? 0) + 1);
       this.lastFailover.set(shard.name, { at: Date.now(), from: before.primary.address, to: seen.primary.address });
@@ -443,8 +476,94 @@ export class SentinelController implements RedirectHandler {
       );
     }
     this.host.installSentinelView(view, switched ? 'failover' : 'replicas');
+    if (switched && this.failing.delete(shard.name)) {
+      // The old primary stays a primary for seconds more (the sentinels make it a replica ~8 s after the switch) and
+      // its pause ends at failover_wait_ms: a write keymux sent it before the hold and still waiting there would then
+      // run, be acknowledged and later discarded. Closing keymux's connections there (the shared ones and the
+      // session connections: transactions, WATCH, blocking commands) answers what is in flight with an error (it
+      // was written: never re-sent), and the server drops the commands of a client that has gone without running
+      // them.
+      oldPool.hold(false);
+      oldPool.close();
+      this.host.closeSessionConnections(before.primary.address);
+    }
     // Held ops go to the new primary's connections first (queued there until they are ready).
     if (switched) this.release(shard.name);
+  }
+
+  /**
+   * A sentinel chose a replica to promote in place of `master`'s primary `from` (+selected-slave, published by the
+   * failover's leader only, ~100 ms before it sends REPLICAOF NO ONE to the replica): from now until the switch,
+   * writes the old primary acknowledges would be discarded when it is made a replica of the new one. So new requests
+   * to the shard are held (as for an unreachable primary) and the old primary is paused for writes (CLIENT PAUSE
+   * WRITE, as Redis's own FAILOVER does), so that the writes already sent there do not run before the switch. Both
+   * last at most sentinel.failover_wait_ms.
+   */
+  private beginFailover(leader: string, master: string, from: Endpoint): void {
+    const wait = this.settings.failoverWaitMs;
+    if (wait <= 0 || this.closed) return;
+    const shard = this.host.topology.shards.find((s) => s.sentinelMaster === master);
+    const current = this.host.topology.sentinelView.get(master);
+    // Only a failover of the primary in use (a late event about an earlier one names a primary replaced since).
+    if (shard === undefined || current === undefined || current.primary.address !== from.address) return;
+    if (this.failing.has(shard.name)) return;
+    this.failing.set(shard.name, { leader, master, from, deadline: Date.now() + wait });
+    shard.pool.hold(true);
+    this.startHoldTimer();
+    this.log.warn(
+      { shard: shard.name, master, primary: from.address, holdMs: wait },
+      'sentinel failover started: holding requests and pausing writes on the old primary until the switch',
+    );
+    const o = shard.pool.options;
+    const target = {
+      host: from.host,
+      port: from.port,
+      password: o.password,
+      username: o.username,
+      tls: o.tls ?? null,
+      timeoutMs: o.connectTimeoutMs,
+    };
+    controlCommands(target, [['CLIENT', 'PAUSE', String(wait), 'WRITE']]).then(
+      ([reply]) => {
+        if (reply instanceof Error)
+          this.log.warn({ shard: shard.name, primary: from.address, err: reply.message }, 'CLIENT PAUSE refused');
+      },
+      (err: Error) =>
+        // A primary that is down (an automatic failover) cannot take writes either.
+        this.log.debug({ shard: shard.name, primary: from.address, err: err.message }, 'CLIENT PAUSE not sent'),
+    );
+  }
+
+  /**
+   * The failover held by beginFailover ended without a switch (aborted, or not done within the bound): the old
+   * primary takes writes again and what was held goes to it.
+   */
+  private endFailover(shardName: string, why: string): void {
+    const hold = this.failing.get(shardName);
+    if (hold === undefined) return;
+    this.failing.delete(shardName);
+    const shard = this.currentShard(shardName);
+    this.log.warn(
+      { shard: shardName, master: hold.master, primary: hold.from.address, why },
+      'sentinel failover hold ended',
+    );
+    if (shard !== undefined) {
+      shard.pool.hold(false);
+      const o = shard.pool.options;
+      void controlCommands(
+        {
+          host: hold.from.host,
+          port: hold.from.port,
+          password: o.password,
+          username: o.username,
+          tls: o.tls ?? null,
+          timeoutMs: o.connectTimeoutMs,
+        },
+        [['CLIENT', 'UNPAUSE']],
+      ).catch(() => {}); // unreachable: its pause ends on its own
+    }
+    this.release(shardName);
+    void this.check(hold.master);
   }
 
   /**
@@ -452,6 +571,7 @@ export class SentinelController implements RedirectHandler {
    * there is down stay held (a client's ops all use one connection, so its order is kept either way).
    */
   private release(shard: string): void {
+    if (this.failing.has(shard)) return; // until the switch (or the hold's end)
     const list = this.held.get(shard);
     if (list === undefined || list.length === 0) return;
     this.held.delete(shard);
@@ -471,6 +591,9 @@ export class SentinelController implements RedirectHandler {
 
   private expireHeld(): void {
     const now = Date.now();
+    for (const [shard, hold] of [...this.failing]) {
+      if (hold.deadline <= now) this.endFailover(shard, `no switch within sentinel.failover_wait_ms`);
+    }
     for (const shard of [...this.held.keys()]) {
       // Safety net: the shard's primary is up (a ready event may have come while these were on their way here).
       if (this.currentShard(shard)?.pool.healthy === true) this.release(shard);
@@ -486,7 +609,7 @@ export class SentinelController implements RedirectHandler {
         h.op.deliver(this.waitError(shard, `no reachable primary within sentinel.failover_wait_ms (${wait} ms)`));
       }
     }
-    if (this.held.size === 0 && this.holdTimer !== null) {
+    if (this.held.size === 0 && this.failing.size === 0 && this.holdTimer !== null) {
       clearInterval(this.holdTimer);
       this.holdTimer = null;
     }
@@ -500,12 +623,46 @@ export class SentinelController implements RedirectHandler {
     );
   }
 
-  private onEvent(channel: string, text: string): void {
+  /** An event `sentinel` published. */
+  private onEvent(sentinel: string, channel: string, text: string): void {
     if (this.closed) return;
     const parts = text.split(' ');
     if (channel === '+switch-master') {
       // <master> <old ip> <old port> <new ip> <new port>: apply at once, then learn the replicas.
       const [master, oldIp, oldPort, ip, port] = parts;
+      this.onSwitch(master, oldIp, oldPort, ip, port, '+switch-master');
+      return;
+    }
+    // <instance type> <name> <ip> <port> [@ <master name> <master ip> <master port>]
+    const at = parts.indexOf('@');
+    const master = at >= 0 ? parts[at + 1] : parts[0] === 'master' ? parts[1] : undefined;
+    if (master === undefined || !this.host.topology.sentinelView.has(master)) return;
+    if (channel === '+selected-slave' || channel === '+failover-state-send-slaveof-noone') {
+      if (at >= 0) this.beginFailover(sentinel, master, endpoint(parts[at + 2], Number(parts[at + 3])));
+    } else if (channel === '+promoted-slave' && at >= 0) {
+      // The chosen replica is a primary now (the leader saw it in its INFO): the switch, ahead of +switch-master
+      // (which the leader publishes once the other replicas are reconfigured).
+      this.onSwitch(master, parts[at + 2], parts[at + 3], parts[2], parts[3], '+promoted-slave');
+      return;
+    } else if (channel.startsWith('-failover-abort')) {
+      // From the sentinel leading the failover only: another one that lost the election aborts its own attempt.
+      const shard = this.host.topology.shards.find((s) => s.sentinelMaster === master);
+      if (shard !== undefined && this.failing.get(shard.name)?.leader === sentinel)
+        this.endFailover(shard.name, channel);
+    }
+    void this.check(master);
+  }
+
+  /** A sentinel says `master`'s primary moved from old to new: applied at once when it moves from the one in use. */
+  private onSwitch(
+    master: string,
+    oldIp: string | undefined,
+    oldPort: string | undefined,
+    ip: string | undefined,
+    port: string | undefined,
+    why: string,
+  ): void {
+    {
       const topo = this.host.topology;
       const before = topo.sentinelView.get(master);
       // Only a switch away from the primary in use: a sentinel that learns of an earlier failover late announces
@@ -521,15 +678,10 @@ export class SentinelController implements RedirectHandler {
         // name the old primary) are stale.
         const known = this.epochs.get(master);
         if (known !== undefined && known >= 0) this.epochs.set(master, known + 1);
-        this.apply(master, { primary, replicas }, '+switch-master');
+        this.apply(master, { primary, replicas }, why);
       }
       void this.check(master);
-      return;
     }
-    // <instance type> <name> <ip> <port> [@ <master name> <master ip> <master port>]
-    const at = parts.indexOf('@');
-    const master = at >= 0 ? parts[at + 1] : parts[0] === 'master' ? parts[1] : undefined;
-    if (master !== undefined && this.host.topology.sentinelView.has(master)) void this.check(master);
   }
 
   private schedulePeriodic(): void {

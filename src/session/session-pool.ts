@@ -10,7 +10,8 @@
  *   closed once idle for `idle_timeout_s` or when more than `max_idle` are idle; a connection that failed, or
  *   whose client left while something was in flight on it, is closed, never reused (a BLPOP completing after
  *   its client left would pop an item nobody receives); when a node leaves the topology (reload, failover,
- *   cluster rediscovery) its idle connections close at once and its leased ones when given back;
+ *   cluster rediscovery) its idle connections close at once and its leased ones when given back (all at once
+ *   for the old primary of a Sentinel failover: closeNode);
  * - the connection's protocol: a lease asks for the client's RESP version and HELLO 2|3 is sent on the
  *   connection when it differs, before the client's first command (and before EXEC on a WATCH lease, when the
  *   client switched protocol since its WATCH: Lease.speak);
@@ -155,7 +156,7 @@ export class Lease {
     this.leased = false;
     this.parked = false;
     this.conn.close();
-    if (held) this.pool.dropped();
+    if (held) this.pool.dropped(this);
   }
 
   /**
@@ -216,6 +217,8 @@ export class SessionPool {
   retired: boolean;
   private readonly identity: ShardIdentity;
   private readonly idle: Lease[];
+  /** The leases counted in leasedCount (leased, or parked until their CLIENT UNBLOCKs are answered). */
+  private readonly out: Set<Lease>;
   private readonly owner: SessionPools;
 
   constructor(owner: SessionPools, identity: ShardIdentity) {
@@ -226,6 +229,7 @@ export class SessionPool {
     this.leasedCount = 0;
     this.retired = false;
     this.idle = [];
+    this.out = new Set();
   }
 
   get idleCount(): number {
@@ -262,11 +266,13 @@ export class SessionPool {
     lease.leased = true;
     lease.via = shared;
     this.leasedCount++;
+    this.out.add(lease);
     return lease;
   }
 
   released(lease: Lease): void {
     this.leasedCount--;
+    this.out.delete(lease);
     if (!lease.usable || this.retired || lease.spoiled) {
       lease.conn.close();
       if (this.retired) this.owner.forgetIfDone(this);
@@ -285,8 +291,9 @@ export class SessionPool {
     this.owner.armSweep();
   }
 
-  dropped(): void {
+  dropped(lease: Lease): void {
     this.leasedCount--;
+    this.out.delete(lease);
     if (this.retired) this.owner.forgetIfDone(this);
   }
 
@@ -306,6 +313,15 @@ export class SessionPool {
   close(): void {
     for (const l of this.idle) l.conn.close();
     this.idle.length = 0;
+  }
+
+  /**
+   * Closes every connection, leased ones too: what is in flight on them is answered with an error, and their
+   * clients get errors until they give them back (then closed, not reused).
+   */
+  closeAll(): void {
+    this.close();
+    for (const l of this.out) l.conn.close();
   }
 }
 
@@ -367,6 +383,14 @@ export class SessionPools {
     }
     pool.retired = false; // a node back in the topology before its last lease was given back
     return pool.lease(shared, protocol);
+  }
+
+  /**
+   * Closes every session connection to `address`, leased ones too (a Sentinel failover: the old primary must run
+   * nothing more of keymux's; see SentinelController.apply).
+   */
+  closeNode(address: string): void {
+    this.pools.get(address)?.closeAll();
   }
 
   /**
