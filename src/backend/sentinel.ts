@@ -691,8 +691,13 @@ export class SentinelController implements RedirectHandler {
   }
 }
 
-/** One subscriber connection to one sentinel: its events, reconnecting with backoff. */
-class SentinelWatcher {
+/**
+ * One subscriber connection to one sentinel: its events, reconnecting with backoff. A refused AUTH or SUBSCRIBE
+ * (a sentinel whose password changed, one restarted without it) ends the connection, which is then opened again
+ * with backoff: left open, it would stay connected and hear nothing. The backoff starts again only once a
+ * subscription is confirmed, so a sentinel that keeps refusing is asked at most every 2 s.
+ */
+export class SentinelWatcher {
   private socket: net.Socket | null = null;
   private timer: NodeJS.Timeout | null = null;
   private backoffMs = 100;
@@ -713,11 +718,13 @@ class SentinelWatcher {
     sock.setKeepAlive(true, 10_000);
     const parser = new RedisParser({
       returnReply: (r) => this.onReply(r),
-      returnError: (e) => this.log.warn({ sentinel: this.at.address, err: e.message }, 'sentinel refused'),
+      returnError: (e) => {
+        this.log.warn({ sentinel: this.at.address, err: e.message }, 'sentinel refused; reconnecting');
+        sock.destroy();
+      },
       returnFatalError: () => sock.destroy(),
     });
     sock.on('connect', () => {
-      this.backoffMs = 100;
       const frames: Buffer[] = [];
       const { password, username } = this.settings;
       if (password !== null)
@@ -748,7 +755,15 @@ class SentinelWatcher {
   }
 
   private onReply(r: unknown): void {
-    if (!Array.isArray(r) || r.length !== 3 || String(r[0]) !== 'message') return;
-    this.onMessage(String(r[1]), String(r[2]));
+    if (!Array.isArray(r) || r.length !== 3) return;
+    const kind = String(r[0]);
+    if (kind === 'subscribe')
+      this.backoffMs = 100; // subscribed: a later drop reconnects quickly again
+    else if (kind === 'message') this.onMessage(String(r[1]), String(r[2]));
+  }
+
+  /** Connected (tests, diagnostics). */
+  get connected(): boolean {
+    return this.socket !== null && !this.socket.destroyed && !this.socket.connecting;
   }
 }
