@@ -684,6 +684,11 @@ export class SentinelController implements RedirectHandler {
     }
   }
 
+  /** Each sentinel of the config, and whether keymux hears its events now (keymux_sentinel_up). */
+  sentinelStates(): Array<{ address: string; up: boolean }> {
+    return this.watchers.map((w) => ({ address: w.address, up: w.subscribed }));
+  }
+
   private schedulePeriodic(): void {
     if (this.periodic !== null) clearInterval(this.periodic);
     this.periodic = setInterval(() => void this.checkAll(), this.settings.refreshIntervalMs);
@@ -702,6 +707,8 @@ export class SentinelWatcher {
   private timer: NodeJS.Timeout | null = null;
   private backoffMs = 100;
   private closed = false;
+  /** The connection whose subscription the sentinel confirmed. */
+  private subscribedOn: net.Socket | null = null;
 
   constructor(
     private readonly at: Endpoint,
@@ -757,13 +764,23 @@ export class SentinelWatcher {
   private onReply(r: unknown): void {
     if (!Array.isArray(r) || r.length !== 3) return;
     const kind = String(r[0]);
-    if (kind === 'subscribe')
+    if (kind === 'subscribe') {
       this.backoffMs = 100; // subscribed: a later drop reconnects quickly again
-    else if (kind === 'message') this.onMessage(String(r[1]), String(r[2]));
+      this.subscribedOn = this.socket;
+    } else if (kind === 'message') this.onMessage(String(r[1]), String(r[2]));
   }
 
   /** Connected (tests, diagnostics). */
   get connected(): boolean {
     return this.socket !== null && !this.socket.destroyed && !this.socket.connecting;
+  }
+
+  /** Subscribed to the sentinel's events on the current connection (keymux_sentinel_up). */
+  get subscribed(): boolean {
+    return this.subscribedOn !== null && this.subscribedOn === this.socket && !this.subscribedOn.destroyed;
+  }
+
+  get address(): string {
+    return this.at.address;
   }
 }

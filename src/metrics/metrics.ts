@@ -503,6 +503,15 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
     },
   ),
   gauge(
+    'keymux_sentinel_up',
+    "Sentinel-managed shards: 1 while keymux is subscribed to the sentinel's events (it hears failovers at once), " +
+      'else 0 (they are then found by the periodic check only, every sentinel.refresh_interval_ms).',
+    ['sentinel'],
+    (s, emit) => {
+      for (const st of s.sentinel?.sentinelStates() ?? []) emit({ sentinel: st.address }, st.up ? 1 : 0);
+    },
+  ),
+  gauge(
     'keymux_shard_role',
     'Nodes of each shard by role (primary, replica): 1 when the node serves its role now (a primary with a ready ' +
       'connection; a replica that is reachable and fit for reads: in sync, not loading, within the lag bound), else 0.',
@@ -761,6 +770,7 @@ const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
   keymux_shard_up: 'min',
   keymux_shard_role: 'min',
   keymux_failovers_total: 'max',
+  keymux_sentinel_up: 'min',
   // Every worker holds its part of the one coordinated migration; the leader alone scans (keys left).
   keymux_migrations_active: 'max',
   keymux_migration_keys_left: 'max',

@@ -113,6 +113,15 @@ describe('sentinel discovery and replica reads (slots mode)', () => {
     expect(text).toContain(`keymux_shard_role{shard="a",address="${primary}",role="primary"} 1`);
     expect(text).toContain(`keymux_shard_role{shard="b",address="${bReplica.address}",role="replica"} 1`);
     expect(text).toContain('keymux_failovers_total{shard="a"} 0');
+    // Subscribed to every sentinel's events (keymux_sentinel_up: 1 each once its subscription is confirmed).
+    await waitFor(
+      async () => {
+        const now = await new Metrics(proxy).registry.metrics();
+        return ha.addresses().every((addr) => now.includes(`keymux_sentinel_up{sentinel="${addr}"} 1`));
+      },
+      'keymux_sentinel_up 1 for every sentinel',
+      10_000,
+    );
   });
 
   it('read_from: replica: reads land on the replicas, writes on the primaries', async () => {

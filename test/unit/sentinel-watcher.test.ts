@@ -36,6 +36,7 @@ describe('SentinelWatcher', () => {
     );
     open.push(watcher);
     watcher.start();
+    expect(watcher.subscribed).toBe(false);
     await waitFor(() => sentinel.connections.length === 2, 'a second connection after the refused AUTH', 5000);
     expect(sentinel.connections[0]!.closed).toBe(true);
     await waitFor(() => sentinel.connections[1]!.commands.some((c) => c[0] === 'SUBSCRIBE'), 'the SUBSCRIBE', 5000);
@@ -43,5 +44,8 @@ describe('SentinelWatcher', () => {
     sentinel.connections[1]!.write(`*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n$${text.length}\r\n${text}\r\n`);
     await waitFor(() => events.length === 1, 'the event', 5000);
     expect(events).toEqual([`+switch-master ${text}`]);
+    expect(watcher.subscribed).toBe(true); // keymux_sentinel_up 1
+    sentinel.connections[1]!.socket.destroy();
+    await waitFor(() => !watcher.subscribed, 'the lost subscription to show', 5000); // keymux_sentinel_up 0
   });
 });
