@@ -241,6 +241,20 @@ export class BackendConnection implements ReplySink, Flushable {
     return this.waiting.length;
   }
 
+  /**
+   * Where `op` stands in this connection's order when it is the op sent last: a position that is never given
+   * twice (ops are numbered as they are queued), for waitingAt; -1 when `op` is not the last one queued.
+   */
+  positionOfLast(op: BackendOp): number {
+    const waiting = this.waiting;
+    return waiting.last() === op ? waiting.taken + waiting.length - 1 : -1;
+  }
+
+  /** The op at a position positionOfLast gave, while it still waits for its reply; undefined once answered. */
+  waitingAt(position: number): BackendOp | undefined {
+    return this.waiting.at(position - this.waiting.taken);
+  }
+
   /** Starts connecting (idempotent while connecting or connected). */
   connect(): void {
     if (this.state === 'closed' || this.state === 'connecting' || this.state === 'handshake' || this.state === 'ready')

@@ -9,6 +9,8 @@ export class RingQueue<T> {
   private head = 0;
   private count = 0;
   private mask: number;
+  /** Items ever shifted: item i from the head was the (taken + i)-th ever pushed (a position that never repeats). */
+  taken = 0;
 
   constructor(initialCapacity = 16) {
     let cap = 1;
@@ -38,12 +40,18 @@ export class RingQueue<T> {
     this.items[this.head] = undefined;
     this.head = (this.head + 1) & this.mask;
     this.count--;
+    this.taken++;
     return item;
   }
 
   /** Item at position i from the head (0 = oldest). */
   at(i: number): T | undefined {
     return i < 0 || i >= this.count ? undefined : this.items[(this.head + i) & this.mask];
+  }
+
+  /** The newest item, or undefined when empty. */
+  last(): T | undefined {
+    return this.count === 0 ? undefined : this.items[(this.head + this.count - 1) & this.mask];
   }
 
   /** Removes and returns every item, oldest first. */

@@ -162,9 +162,9 @@ const EMPTY = Buffer.alloc(0);
 
 /**
  * Coalescing costs the ordinary read path a short hash and a few typed-array reads, no Map and no allocation: each
- * slot of a fixed table indexed by quickHash keeps the hash of the last key read there, and the leader of that key
- * (the last read sent for it) once a second read of the key came while its hash was still there (a newer key of a
- * colliding slot just replaces it), and the writes in flight of the keys of that slot (a collision only holds
+ * slot of a fixed table indexed by quickHash keeps the hash of the last key read there, the leader of that key (the
+ * last read sent for it, as its connection and its position there; a newer key of a colliding slot just replaces
+ * it), and the writes in flight of the keys of that slot (a collision only holds
  * another key back for the length of a write). The hash and the write count of a slot are neighbours in one typed
  * array (`slotWords`): a read or a write touches one cache line of it, and the whole table (32 KiB) stays in cache.
  * Followers, rare, live in a Map by leader.
@@ -268,8 +268,12 @@ export class NearCache implements TrackerSink {
   /** The last command looked up in `roles` and its role: reads of one kind in a row skip the Map (a string key). */
   private roleSpec: CommandSpec | null = null;
   private role = 0;
-  /** The last read sent per leader slot (quickHash & LEADER_MASK); identical reads of other clients join it. */
-  private readonly leaders: Array<Request | null>;
+  /**
+   * The last read sent per leader slot (quickHash & LEADER_MASK), which identical reads of other clients join: its
+   * position in the queue of the connection it went over (BackendConnection.positionOfLast), with that connection
+   * below (null: no leader).
+   */
+  private readonly leaderPositions: Float64Array;
   /**
    * The backend connection each leader went over. A read joins a leader only on the connection it would itself go
    * over: its client's later commands to the shard go there too, behind the leader, so the answer it shares can
@@ -310,7 +314,7 @@ export class NearCache implements TrackerSink {
     this.onInvalidation = null;
     this.roles = rolesOf(settings);
     this.slotWords = new Int32Array(2 * LEADER_SLOTS);
-    this.leaders = new Array<Request | null>(LEADER_SLOTS).fill(null);
+    this.leaderPositions = new Float64Array(LEADER_SLOTS);
     this.leaderConns = new Array<BackendConnection | null>(LEADER_SLOTS).fill(null);
     this.followers = new Map();
     this.flights = new Map();
@@ -425,44 +429,47 @@ export class NearCache implements TrackerSink {
       session.sendUnit(req, pool, topo); // a write of this key is in flight: this read may not share or fill
       return;
     }
+    let leading: BackendConnection | null = null;
     if (this.coalescing) {
-      // The slot's hash is compared before its leader is touched: on ordinary traffic the slot last saw another key,
-      // and the old request there is far from the CPU's caches.
+      // The slot's hash is compared before its leader is looked up: on ordinary traffic the slot last saw another
+      // key, and its leader's connection queue is far from the CPU's caches.
       const conn = pool.pick(req.owner.id); // only RESP2 reads come here: the pool's own connections
       if (words[HASH_WORD(slot)] === quick) {
-        const leader = this.leaders[slot];
+        const leader =
+          this.leaderConns[slot] === conn ? (conn.waitingAt(this.leaderPositions[slot]) as Request) : undefined;
         if (
-          leader !== null &&
+          leader !== undefined &&
           !leader.done &&
           leader.state === UNIT_AT_BACKEND &&
-          this.leaderConns[slot] === conn &&
-          leader.frame.equals(req.frame)
+          leader.frame.equals(req.frame) &&
+          (leader.tap === null || leader.tap === this.leaderTap || leader.tap instanceof Flight)
         ) {
           if (leader.owner === req.owner) {
             // A client's own identical reads are not merged: its pipeline reaches the shard as it sent it.
             session.sendUnit(req, pool, topo);
             return;
           }
+          // Its reply is what the followers wait for: a leader's tap is set when its first follower comes (a Flight
+          // tells leaderDone itself).
+          if (leader.tap === null) leader.tap = this.leaderTap;
           this.follow(leader, req);
           if (st !== null) st.coalesced++;
           return;
         }
       } else words[HASH_WORD(slot)] = quick;
-      // The read others of the same bytes wait for until its reply (which frees the slot at once: leaderDone).
-      this.leaders[slot] = req;
-      this.leaderConns[slot] = conn;
-      req.tapIndex = slot;
-      req.tap = this.leaderTap;
+      leading = conn;
     }
     const tracker = this.caching ? this.trackers[shard.index] : undefined;
     if (tracker === undefined || !tracker.ready || pool !== shard.pool || !this.admits(hash, key)) {
       session.sendUnit(req, pool, topo);
+      if (leading !== null) this.lead(slot, leading, req);
       return;
     }
     const flight = new Flight(this, hash, key, req, role, field, shard.index, tracker.generation);
     this.link(flight);
     req.tap = flight;
     session.sendUnit(req, pool, topo);
+    if (leading !== null) this.lead(slot, leading, req);
     if (req.state !== UNIT_AT_BACKEND || req.done) {
       flight.fill = 0; // held by a cluster ordering fence (or already answered): no PTTL right behind it
       return;
@@ -470,6 +477,22 @@ export class NearCache implements TrackerSink {
     flight.frame = commandFrame(['PTTL', key]);
     flight.sentAt = performance.now();
     pool.pick(session.id).send(flight, flight.frame);
+  }
+
+  /**
+   * `req`, just sent, is the read others of the same bytes may join until its reply. It is found again by its
+   * connection and its position there, not kept itself: no reference to a young request is stored in this old
+   * table (a write barrier per read), and no hook on its reply is needed to forget it (once answered, the position
+   * finds nothing). Not a leader when it was not queued last on `conn` (held, refused, or answered at once).
+   */
+  private lead(slot: number, conn: BackendConnection, req: Request): void {
+    const position = conn.positionOfLast(req);
+    if (position < 0) {
+      if (this.leaderConns[slot] !== null) this.leaderConns[slot] = null;
+      return;
+    }
+    this.leaderConns[slot] = conn;
+    this.leaderPositions[slot] = position;
   }
 
   /**
@@ -544,7 +567,7 @@ export class NearCache implements TrackerSink {
       const hash = hashKey(key);
       this.store.invalidate(hash, key);
       this.spoil(hash, key);
-      this.leaders[quickHash(key) & LEADER_MASK] = null; // later reads do not join a read sent before the write
+      this.leaderConns[quickHash(key) & LEADER_MASK] = null; // later reads do not join a read sent before the write
       this.onInvalidation?.(tracker.address, key);
     }
   }
@@ -602,10 +625,8 @@ export class NearCache implements TrackerSink {
     this.store.set(f.hash, f.key, f.shard, f.fill, f.field, reply, expiresAt, now);
   }
 
-  /** `leader`'s reply: its slot is free again, and its followers get the same bytes, each in its client's order. */
+  /** `leader`'s reply (its position now finds nothing, so later reads lead anew): its followers get the same bytes, each in its client's order. */
   leaderDone(leader: Request, frame: Buffer): void {
-    const slot = leader.tapIndex;
-    if (slot >= 0 && this.leaders[slot] === leader) this.leaders[slot] = null;
     if (this.followers.size === 0) return;
     const list = this.followers.get(leader);
     if (list === undefined) return;
@@ -654,7 +675,7 @@ export class NearCache implements TrackerSink {
     }
     const slot = quick & LEADER_MASK;
     // A read sent before this write is joined by nobody after it (read first: most slots have no leader to clear).
-    if (this.leaders[slot] !== null) this.leaders[slot] = null;
+    if (this.leaderConns[slot] !== null) this.leaderConns[slot] = null;
     const word = HOLD_WORD(slot);
     this.slotWords[word]++;
     return word;
@@ -674,7 +695,7 @@ export class NearCache implements TrackerSink {
   }
 
   private spoilShard(shard: number): void {
-    this.leaders.fill(null);
+    this.leaderConns.fill(null);
     for (const head of [...this.flights.values()]) {
       for (let f: Flight | null = head; f !== null;) {
         const next: Flight | null = f.next;
@@ -700,7 +721,7 @@ export class NearCache implements TrackerSink {
       }
     }
     this.flights.clear();
-    this.leaders.fill(null);
+    this.leaderConns.fill(null);
   }
 
   private admits(hash: number, _key: Buffer): boolean {

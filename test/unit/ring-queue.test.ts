@@ -95,6 +95,27 @@ describe('RingQueue', () => {
     expect(q.at(100)).toBeUndefined();
   });
 
+  it('numbers items by push order across shifts, growth and drain: taken + i is never reused', () => {
+    const q = new RingQueue<string>(2);
+    expect(q.last()).toBeUndefined();
+    const positions = new Map<string, number>();
+    const push = (s: string): void => {
+      q.push(s);
+      expect(q.last()).toBe(s);
+      positions.set(s, q.taken + q.length - 1);
+    };
+    for (const s of ['a', 'b', 'c']) push(s);
+    q.shift();
+    push('d'); // wraps and grows
+    push('e');
+    for (const [s, p] of positions) expect(q.at(p - q.taken)).toBe(s === 'a' ? undefined : s);
+    q.drain();
+    push('f');
+    expect(positions.get('f')).toBe(5);
+    for (const s of ['a', 'b', 'c', 'd', 'e']) expect(q.at((positions.get(s) as number) - q.taken)).toBeUndefined();
+    expect(q.at(5 - q.taken)).toBe('f');
+  });
+
   it('drain() returns everything oldest first and empties the queue, which stays usable', () => {
     const q = new RingQueue<number>(2);
     for (let i = 0; i < 5; i++) q.push(i);
