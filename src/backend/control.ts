@@ -1,8 +1,9 @@
 /**
  * Control-plane requests to a backend: a short-lived connection that sends a few commands and decodes the
  * replies with redis-parser (the reference decoder) into values. Used for discovery (COMMAND, INFO server),
- * never on the data path, and SCRIPT KILL / FUNCTION KILL. Bounded by a timeout (for a KILL: the connection only, see
- * ControlTarget.awaitAnswers); always closes its socket.
+ * never on the data path, and SCRIPT KILL / FUNCTION KILL. Bounded by a timeout (for a KILL: the connection, then the
+ * answers by a bound of their own, see ControlTarget.awaitAnswers); always closes its socket. One timer per connection:
+ * the connection's, then the answers'.
  */
 import { createRequire } from 'node:module';
 import { commandFrame } from '../resp/writer.js';
@@ -24,14 +25,27 @@ export interface ControlTarget {
   username: string | null;
   timeoutMs: number;
   /**
-   * true: `timeoutMs` bounds the TCP connection only, and the replies are awaited for as long as the server
-   * takes, on a socket with TCP keepalive. For SCRIPT KILL / FUNCTION KILL: a server running a script reads nothing
-   * (AUTH included) until the script has run for its busy-reply-threshold, which keymux cannot learn then (CONFIG GET
-   * waits too, and is refused -BUSY), and then answers at once.
+   * true: `timeoutMs` bounds the TCP connection only, and the replies are awaited for `answerTimeoutMs` more (0: as
+   * long as the server takes), on a socket with TCP keepalive. For SCRIPT KILL / FUNCTION KILL: a server running a
+   * script reads nothing (AUTH included) until the script has run for its busy-reply-threshold, which keymux cannot
+   * learn then (CONFIG GET waits too, and is refused -BUSY), and then answers at once; a stopped or hung server never
+   * answers, and its TCP connection stays up.
    */
   awaitAnswers?: boolean;
+  /** With awaitAnswers: how long the replies may take once connected (0 = no bound); past it, AnswerTimeoutError. */
+  answerTimeoutMs?: number;
   /** backend.tls (null or disabled: plain TCP). */
   tls?: BackendTlsSettings | null;
+}
+
+/** The server accepted the connection but did not answer within ControlTarget.answerTimeoutMs. */
+export class AnswerTimeoutError extends Error {
+  constructor(
+    readonly address: string,
+    readonly ms: number,
+  ) {
+    super(`no answer from ${address} within ${ms} ms`);
+  }
 }
 
 /** Sends `commands` (after AUTH when configured); resolves with their replies (Error values for error replies). */
@@ -64,7 +78,7 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
       }
       resolve(own);
     };
-    const timer = setTimeout(
+    let timer = setTimeout(
       () =>
         finish(
           new Error(
@@ -80,6 +94,10 @@ export function controlCommands(target: ControlTarget, commands: string[][]): Pr
       sock.once('connect', () => {
         clearTimeout(timer);
         sock.setKeepAlive(true, 10_000);
+        const answerMs = target.answerTimeoutMs ?? 0;
+        if (answerMs > 0) {
+          timer = setTimeout(() => finish(new AnswerTimeoutError(`${target.host}:${target.port}`, answerMs)), answerMs);
+        }
       });
     }
     const onValue = (v: unknown) => {

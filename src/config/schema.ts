@@ -260,6 +260,14 @@ function configShape(mode: Mode | null) {
         connections: int(1, 64).default(1).describe('Sockets per shard.'),
         connect_timeout_ms: int(0, MAX_TIMER_MS).default(1000).describe('Connect timeout in milliseconds.'),
         timeout_ms: int(0, MAX_TIMER_MS).default(2000).describe('Per-request reply timeout in milliseconds; 0 = none.'),
+        busy_reply_threshold_ms: int(0, MAX_TIMER_MS)
+          .default(5000)
+          .describe(
+            "The shards' busy-reply-threshold (lua-time-limit; Redis's default 5000): a shard running a script " +
+              'reads a SCRIPT KILL / FUNCTION KILL only once the script has run this long. keymux waits for each ' +
+              "shard's answer to a KILL this long plus timeout_ms (after connecting), then answers an error naming " +
+              "the shard; with timeout_ms 0 it waits without bound. Raise it with the shards' setting.",
+          ),
         password: optionalText().describe('AUTH password for the shards; null = none.'),
         password_file: optionalText().describe(
           'File holding the AUTH password for the shards (e.g. a mounted Secret), instead of password; re-read on ' +

@@ -8,7 +8,8 @@
 // and with the defaults (scripts: allow, ping: local) PING is answered by keymux whatever the shards do.
 // Scripts pipelined with plain commands (ioredis, node-redis) keep the client's order on the isolated path too, and
 // in ring mode a script runs on its key's member (numkeys 0: the first listed server). A SCRIPT KILL or FUNCTION KILL
-// sent as the script starts waits for the shard to answer it (at its busy-reply-threshold), past keymux's timeouts.
+// sent as the script starts waits for the shard to answer it (at its busy-reply-threshold), past keymux's timeouts,
+// but not for ever: a shard stopped with SIGSTOP fails its part after busy_reply_threshold_ms + timeout_ms.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -175,6 +176,56 @@ describe('SCRIPT KILL / FUNCTION KILL sent before the shard answers them', () =>
       await waitFor(async () => !((await redisCommands(shard.port, [['PING']]))[0] instanceof Error), 'PONG', 10_000);
       await redisCommand(shard.port, 'FUNCTION', 'DELETE', 'runaway');
       await redisCommand(shard.port, 'CONFIG', 'SET', 'busy-reply-threshold', '10');
+    }
+  }, 30_000);
+});
+
+describe('SCRIPT KILL / FUNCTION KILL with a shard that never answers (stopped with SIGSTOP)', () => {
+  it("answers once busy_reply_threshold_ms + timeout_ms have passed: the others' kill, else the silent shard named", async () => {
+    // A stopped redis-server still accepts TCP connections (the kernel does), but never reads or answers: before
+    // the bound, the KILL (and the client's commands behind it) waited for it for ever.
+    const stopped = await startRedis();
+    const shardA = backends[0]!;
+    const p = await startKeymux(
+      slotsConfig([shardA.port, backends[1]!.port, stopped.port], {
+        commands: { scripts: 'isolated' },
+        backend: { timeout_ms: 200, busy_reply_threshold_ms: 300 },
+      }),
+    );
+    const runner = new Redis({ port: p.port, maxRetriesPerRequest: 0 });
+    const killer = new Redis({ port: p.port, maxRetriesPerRequest: 0 });
+    const log = path.join(shardA.dir, 'redis.log');
+    const marker = 'script beside a stopped shard started';
+    process.kill(stopped.pid, 'SIGSTOP');
+    try {
+      const keyOnB = keyOn(p, 1, 'hung-b');
+      await killer.set(keyOnB, 'served');
+      // A script running on shard a (numkeys 0: the keyless shard), which answers KILL at its threshold (10 ms).
+      const script = errorOf(runner.eval(`redis.log(redis.LOG_WARNING, '${marker}') while true do end`, 0));
+      await waitFor(
+        () => fs.readFileSync(log, 'latin1').split(marker).length === 2,
+        `${marker} in the shard's log`,
+        10_000,
+      );
+      const killed = await killer.pipeline().script('KILL').get(keyOnB).exec();
+      expect(killed?.map(([e, v]) => e?.message ?? v)).toEqual(['OK', 'served']); // shard c's silence is not waited on
+      expect(await script).toMatch(/^ERR Script killed by user with SCRIPT KILL/);
+
+      // No script runs on the shards that answer (NOTBUSY), and shard c says nothing: keymux cannot tell NOTBUSY.
+      const silent = `ERR keymux: shard c (${stopped.address}) did not answer`;
+      const notBusy = await killer.pipeline().script('KILL').call('FUNCTION', 'KILL').get(keyOnB).exec();
+      expect(notBusy?.map(([e, v]) => e?.message ?? v)).toEqual([
+        `${silent} SCRIPT KILL within 500 ms`,
+        `${silent} FUNCTION KILL within 500 ms`,
+        'served',
+      ]);
+      expect(await runner.eval('return ARGV[1]', 0, 'next')).toBe('next');
+    } finally {
+      process.kill(stopped.pid, 'SIGCONT');
+      runner.disconnect();
+      killer.disconnect();
+      await p.close();
+      await stopped.stop('SIGKILL');
     }
   }, 30_000);
 });

@@ -136,6 +136,7 @@ describe('valid configurations', () => {
         connections: 1,
         connectTimeoutMs: 1000,
         timeoutMs: 2000,
+        busyReplyThresholdMs: 5000,
         password: null,
         passwordFile: null,
         username: null,
@@ -239,6 +240,7 @@ describe('valid configurations', () => {
       connections: 4,
       connectTimeoutMs: 0,
       timeoutMs: 0,
+      busyReplyThresholdMs: 5000,
       password: 's3cret',
       passwordFile: null,
       username: 'proxy',
@@ -1164,7 +1166,7 @@ describe('backend', () => {
       'config/test.yaml:13: backend.connectTimeoutMs: unknown key (did you mean "connect_timeout_ms"?)',
       'config/test.yaml:14: backend.timeout: unknown key (did you mean "timeout_ms"?)',
       'config/test.yaml:15: backend.pool: unknown key; expected one of: connections, connect_timeout_ms, timeout_ms, ' +
-        'password, password_file, username, max_pending, session_connections, tls',
+        'busy_reply_threshold_ms, password, password_file, username, max_pending, session_connections, tls',
     ]);
   });
 });
