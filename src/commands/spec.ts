@@ -129,6 +129,12 @@ export interface CommandSpec {
    * on the data path instead of a category search); absent on hand-built specs.
    */
   readonly runsScript?: boolean;
+  /**
+   * keymux extension, all-shards only: the command goes to every replica keymux knows as well as to every primary,
+   * and the merge takes their replies too (SCRIPT FLUSH: replicas run EVALSHA_RO and keymux loads scripts on them,
+   * while Redis does not propagate SCRIPT FLUSH to them). Set by the command table; absent on hand-built specs.
+   */
+  readonly toReplicas?: boolean;
 }
 
 /** keymux extension: one option of a command's syntax (keyword lowercase, number of arguments after it). */

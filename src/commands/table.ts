@@ -310,6 +310,8 @@ export interface CommandOverride {
   readonly merge?: MergeKind;
   readonly shape?: FanoutShape;
   readonly why?: string;
+  /** all-shards: also sent to every replica keymux knows (CommandSpec.toReplicas). */
+  readonly replicas?: boolean;
   /** Keyed commands: options read at run time (see OptionScan). rules: keyword -> [args, action]. */
   readonly options?: {
     readonly start: number;
@@ -412,7 +414,8 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   // numkeys 0, to the keyless shard: dispatch/keyed.ts).
   'script|load': allShards('script-load'),
   'script|exists': allShards('and'),
-  'script|flush': allShards('script-flush'),
+  // Also to the replicas: EVALSHA_RO runs there, keymux loads scripts there, and Redis does not propagate the FLUSH.
+  'script|flush': { ...allShards('script-flush'), replicas: true },
   'script|kill': KILL,
   'script|help': ONE_SHARD,
   'script|debug': refuse('is not supported: debug scripts on a shard directly (the debugger holds its connection)'),
@@ -852,6 +855,7 @@ function buildSpec(
     keyFinder: d.finder,
     aclCategories: row.aclCategories,
     runsScript: SCRIPT_CALLS.has(row.name),
+    toReplicas: d.dispatch === 'all-shards' && overrideFor(row.name, container)?.replicas === true,
   };
   if (subcommands !== null) subIndexes.set(spec, new ByteNameIndex([...subcommands]));
   return spec;

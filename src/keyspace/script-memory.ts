@@ -11,7 +11,8 @@
  *   not remembered. An EVAL_RO that ran on a replica is loaded on every primary (its own shard's too).
  * - Replicas: Redis 7 propagates neither SCRIPT LOAD nor its script cache to replicas, and keymux loads scripts on
  *   primaries only, so an EVALSHA_RO sent to a replica may find nothing there: `loadOn` loads a remembered body on
- *   a replica that answered NOSCRIPT (dispatch/one-shard.ts runs the call on the primary meanwhile).
+ *   a replica that answered NOSCRIPT (dispatch/one-shard.ts runs the call on the primary meanwhile). Nor does
+ *   Redis propagate SCRIPT FLUSH: a client's goes to the replicas too (dispatch/broadcast.ts, toReplicas).
  * - Functions: the FUNCTION LOAD / RESTORE commands that succeeded since the last FUNCTION FLUSH, in order, a
  *   library's later LOAD or DELETE replacing its earlier LOAD (FCALL has no fallback the way EVALSHA has).
  * On a new pool the remembered commands are queued on each of its connections ahead of any client command (the

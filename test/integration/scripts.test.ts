@@ -4,7 +4,8 @@
 // only where every shard has the script); a script first run with EVAL is loaded on every shard; SCRIPT KILL stops a script although its shard's shared connection is
 // busy with it; and a shard added by a reload gets the scripts and functions loaded through keymux before it
 // serves anything (EVALSHA and FCALL work there at once; ioredis's EVALSHA-then-EVAL also works). Under read_from:
-// replica, EVALSHA_RO finds the scripts loaded through keymux although Redis does not propagate them to replicas.
+// replica, EVALSHA_RO finds the scripts loaded through keymux although Redis does not propagate them to replicas,
+// and no longer finds them after SCRIPT FLUSH through keymux (which Redis does not propagate either).
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -330,6 +331,62 @@ describe('slots mode: read_from: replica', () => {
       expect(await c.call('EVALSHA_RO', sha, '0')).toBe('hi');
       expect(await c.call('EVALSHA_RO', sha, '0')).toBe('hi');
       expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([1]);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+      await replica.stop();
+      await primary.stop();
+    }
+  }, 60_000);
+});
+
+describe('slots mode: read_from: replica, SCRIPT FLUSH', () => {
+  it('SCRIPT FLUSH through keymux flushes the replicas too: EVALSHA_RO of a flushed script answers NOSCRIPT', async () => {
+    await flushBackends();
+    const primary = await startRedis({ args: ['--repl-diskless-sync-delay', '0'] });
+    const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(primary.port)] });
+    const proxy = await startKeymux({
+      mode: 'slots',
+      replica_checks: { interval_ms: 100 },
+      shards: [
+        { name: 'a', address: primary.address, replicas: [replica.address], read_from: 'replica', slots: ['0-8191'] },
+        { name: 'b', address: backends[1].address, slots: ['8192-16383'] },
+      ],
+    });
+    const c = new Redis({ port: proxy.port, lazyConnect: true, maxRetriesPerRequest: 0 });
+    const replicaPool = () => proxy.topology.shards[0].replicas[0];
+    try {
+      await c.connect();
+      await waitFor(() => replicaPool().readable && replicaPool().usable, 'the replica to serve reads', 15_000, 20);
+
+      // Redis itself: SCRIPT FLUSH on a primary leaves its replica's scripts (Redis 7 does not propagate it).
+      const own = "return 'replica keeps it'";
+      const ownSha = (await redisCommand(primary.port, 'SCRIPT', 'LOAD', own)) as string;
+      await redisCommand(replica.port, 'SCRIPT', 'LOAD', own);
+      expect(await redisCommand(primary.port, 'SCRIPT', 'FLUSH')).toBe('OK');
+      await redisCommand(primary.port, 'SET', 'flush-marker', '1');
+      expect(await redisCommand(primary.port, 'WAIT', '1', '0')).toBe(1); // the replica has read past the FLUSH
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', ownSha)).toEqual([1]);
+      expect(await redisCommand(replica.port, 'EVALSHA_RO', ownSha, '0')).toBe('replica keeps it');
+
+      // Through keymux: the replica gets the script at its first NOSCRIPT, and serves it from then on.
+      const sha = (await c.script('LOAD', "return 'flushed'")) as string;
+      expect(await c.call('EVALSHA_RO', sha, '0')).toBe('flushed');
+      expect(await redisCommand(replica.port, 'SCRIPT', 'EXISTS', sha)).toEqual([1]);
+
+      expect(await c.script('FLUSH')).toBe('OK');
+      for (const port of [primary.port, backends[1].port, replica.port]) {
+        expect(await redisCommand(port, 'SCRIPT', 'EXISTS', sha, ownSha)).toEqual([0, 0]);
+      }
+      // As one Redis answers after SCRIPT FLUSH (before the fix the replica still ran both).
+      await expect(c.call('EVALSHA_RO', sha, '0')).rejects.toThrow(/^NOSCRIPT/);
+      await expect(c.call('EVALSHA_RO', ownSha, '1', keyOn(proxy, 0, 'ro'))).rejects.toThrow(/^NOSCRIPT/);
+      expect(await c.script('EXISTS', sha)).toEqual([0]);
+
+      // A replica that is down is not asked (keymux reads nothing from it; restarted, it has no scripts): still OK.
+      await replica.stop();
+      await waitFor(() => !replicaPool().usable, 'the replica to be down', 15_000, 20);
+      expect(await c.script('FLUSH')).toBe('OK');
     } finally {
       c.disconnect();
       await proxy.close();
