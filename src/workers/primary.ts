@@ -24,6 +24,10 @@
  *   each key's counts across workers and re-ranks, /shards is one topology with per-shard counts summed and every
  *   worker's connections listed, /slowlog merges by time, /readyz is ready when every worker is, /workers lists
  *   the workers and their PIDs.
+ * - the count of failed AUTHs per client address for the whole process (README "Password guessing"): workers
+ *   report each failure; the primary counts it and sends the address's new count to every serving worker (and to
+ *   the reporter), and every address it remembers to a worker that starts serving, so a guesser whose connections
+ *   land on different workers is delayed as by one keymux. Workers read only their copy: no AUTH waits on the primary.
  * - the workers' lives: a worker that exits unexpectedly is logged, counted (keymux_worker_restarts_total) and
  *   replaced (after a short back-off when it died young); SIGTERM/SIGINT drain every worker within the grace
  *   period, and the primary exits once all have exited.
@@ -38,6 +42,7 @@ import { addConfigRoutes } from '../config/endpoints.js';
 import { AdminServer, RefusalLog, sendJson, sendText } from '../metrics/admin-server.js';
 import { loadSecurity, type SecurityMaterial } from '../security/material.js';
 import { FileSetWatcher } from '../security/tls.js';
+import { AddressFailures } from '../security/address-failures.js';
 import { restartOnlyChange } from '../routing/plan.js';
 import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
@@ -46,6 +51,7 @@ import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import {
   isReply,
   isWorkerEvent,
+  type AuthFailuresMessage,
   type ClientIdRange,
   type JoinMigration,
   type MovedMessage,
@@ -214,6 +220,8 @@ export class WorkerPrimary {
   private nextPause = 1;
   /** The leader's figures for the migrations it finished, newest last (`keymux plan` quotes their rate). */
   private readonly finished: MigrationProgress[] = [];
+  /** Failed AUTHs per client address, every worker's: the count the workers hold AUTHs by. */
+  private readonly authFailures = new AddressFailures();
 
   private constructor(config: KeymuxConfig, count: number, material: SecurityMaterial, options: PrimaryOptions) {
     this.config = config;
@@ -633,6 +641,10 @@ export class WorkerPrimary {
       }
       slot.state = 'serving';
       this.log.info({ worker: id, pid: slot.pid }, 'worker serving');
+      // Every later failure reaches it as it serves (tellAuthFailure); the earlier ones come now.
+      const remembered = this.authFailures.remembered(performance.now());
+      if (remembered.length > 0)
+        this.sendAuthFailures(slot, { type: 'keymux:auth-failures', rows: remembered, own: false });
       // The migration it joined ended while it started (it missed the primary's word): tell it now.
       if (joined !== null && this.migration?.id !== joined.id)
         this.ask(slot, { op: 'migration-done', migration: joined.id }, ASK_TIMEOUT_MS).catch(() => undefined);
@@ -646,6 +658,7 @@ export class WorkerPrimary {
     else if (event.type === 'keymux:move') this.relayMove(slot, event.ref, event.migration, event.keys);
     else if (event.type === 'keymux:pause') this.relayPause(slot, event.ref);
     else if (event.type === 'keymux:unpause') this.relayUnpause(event.pause);
+    else if (event.type === 'keymux:auth-failure') this.tellAuthFailure(slot, event.host);
     else if (event.type === 'keymux:migration-scanned') {
       if (slot.id !== LEADER) return;
       if (this.migration?.id === event.migration && this.migration.phase === 'running')
@@ -656,6 +669,23 @@ export class WorkerPrimary {
         if (this.scannedEarly.size > 16) this.scannedEarly.delete(this.scannedEarly.keys().next().value!);
       }
     }
+  }
+
+  /**
+   * A worker's client from `host` failed an AUTH: counted for the whole process, and the new count sent to every
+   * serving worker and to the reporter (which may not be marked serving yet, and must hear its own failure counted:
+   * AuthGuard.onShared).
+   */
+  private tellAuthFailure(from: Slot, host: string): void {
+    const count = this.authFailures.add(host, performance.now());
+    for (const slot of this.slots) {
+      if (slot === null || (slot !== from && slot.state !== 'serving')) continue;
+      this.sendAuthFailures(slot, { type: 'keymux:auth-failures', rows: [[host, count, 0]], own: slot === from });
+    }
+  }
+
+  private sendAuthFailures(slot: Slot, msg: AuthFailuresMessage): void {
+    if (slot.worker.isConnected()) slot.worker.send(msg);
   }
 
   /** The leader's scan of `migration` is over: every key is on its new owner; it ends in every worker. */

@@ -11,6 +11,11 @@
  * `migration-go` once every worker fenced, `migration-done` once the leader's scan is over). A follower asks for
  * keys to be moved with `keymux:move` (its own reference `ref`); the primary has the leader move them (`move`)
  * and answers the follower with `keymux:moved`. The leader says its scan is over with `keymux:migration-scanned`.
+ *
+ * Failed AUTHs (README "Password guessing"): a worker reports each one with `keymux:auth-failure`; the primary
+ * counts it for the whole process and sends every serving worker (and the reporter) the address's new count in
+ * `keymux:auth-failures`, and a worker that starts serving every address it remembers. Fire and forget: no AUTH
+ * waits for an answer.
  */
 import type { KeymuxConfig } from '../config/schema.js';
 import type { MigrationProgress } from '../migration/migration.js';
@@ -93,7 +98,9 @@ export type WorkerEvent =
   /** A follower's command to every shard needs the leader's key moves held (answered by keymux:paused). */
   | { type: 'keymux:pause'; ref: number }
   /** That command has its replies: the hold ends. */
-  | { type: 'keymux:unpause'; pause: number };
+  | { type: 'keymux:unpause'; pause: number }
+  /** A client from `host` (its address without the port) failed an AUTH or HELLO ... AUTH on this worker. */
+  | { type: 'keymux:auth-failure'; host: string };
 
 /** The primary's answer to a follower's keymux:move. */
 export interface MovedMessage {
@@ -118,6 +125,19 @@ export function isPaused(msg: unknown): msg is PausedMessage {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:paused';
 }
 
+/** The primary's count of failed AUTHs per client address, for the whole process (every worker's failures). */
+export interface AuthFailuresMessage {
+  type: 'keymux:auth-failures';
+  /** [address, failures, ms since its last failure]: one row after a reported failure, or all, for a new worker. */
+  rows: Array<[string, number, number]>;
+  /** The receiving worker reported the failure this (one-row) update counts. */
+  own: boolean;
+}
+
+export function isAuthFailures(msg: unknown): msg is AuthFailuresMessage {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:auth-failures';
+}
+
 /** A Buffer over bytes that crossed the IPC channel (structured clone turns Buffers into Uint8Arrays). */
 export function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -139,7 +159,8 @@ export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
     type === 'keymux:move' ||
     type === 'keymux:migration-scanned' ||
     type === 'keymux:pause' ||
-    type === 'keymux:unpause'
+    type === 'keymux:unpause' ||
+    type === 'keymux:auth-failure'
   );
 }
 

@@ -7,6 +7,8 @@
  * endpoint (readiness, metrics, shards, hot keys, slow log), and drains when told to (or on its own SIGTERM, or
  * when the primary is gone). In key migrations it follows the primary (migration/migration.ts "Coordination"):
  * worker 1 leads (scans and moves), the others ask it, through the primary, to move the keys their clients touch.
+ * Its clients' failed AUTHs are reported to the primary, which counts them for the whole process and sends every
+ * worker the counts (security/auth-guard.ts).
  */
 import { ConfigError } from '../config/load.js';
 import { Proxy } from '../proxy.js';
@@ -16,6 +18,7 @@ import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints
 import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
 import {
   asBuffer,
+  isAuthFailures,
   isMoved,
   isPaused,
   isRequest,
@@ -89,6 +92,13 @@ export function runWorker(): void {
         clientIds: req.clientIds,
       });
       metrics = new Metrics(proxy);
+      // Failed AUTHs count for the whole process: reported to the primary, whose counts come back (onShared).
+      // Without a primary to report to, this worker counts alone (README "Password guessing").
+      proxy.authGuard.shareWith((host) => {
+        if (!process.connected) return false;
+        send({ type: 'keymux:auth-failure', host });
+        return true;
+      });
       return proxy.port;
     }
     if (proxy === null || metrics === null) throw new Error('the worker has not started');
@@ -128,6 +138,12 @@ export function runWorker(): void {
   };
 
   process.on('message', (msg: unknown) => {
+    if (isAuthFailures(msg)) {
+      const guard = proxy?.authGuard;
+      if (guard !== undefined)
+        for (const [host, count, quietMs] of msg.rows) guard.onShared(host, count, quietMs, msg.own);
+      return;
+    }
     if (isPaused(msg)) {
       const quiet = pauses.get(msg.ref);
       pauses.delete(msg.ref);

@@ -77,9 +77,10 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static connect(port: number): Promise<RawClient> {
+  /** `localAddress`: another loopback source (127.0.0.2...), for a client address of its own. */
+  static connect(port: number, localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.connect(port, '127.0.0.1', () => resolve(new RawClient(s)));
+      const s = net.connect({ port, host: '127.0.0.1', localAddress }, () => resolve(new RawClient(s)));
       s.once('error', reject);
     });
   }

@@ -271,6 +271,39 @@ describe('AuthGuard', () => {
     expect(verdicts).toEqual([false, false, false, false, true]);
     expect(g.disconnects).toBe(1);
   });
+
+  it('with workers: counts what the primary counted for the whole process plus its own failures not counted there yet', () => {
+    const g = new AuthGuard();
+    const reported: string[] = [];
+    g.shareWith((host) => {
+      reported.push(host);
+      return true;
+    });
+    g.onFailure(config, 'h', 1, null, 'c', 0);
+    g.onFailure(config, 'h', 2, null, 'c', 0);
+    expect(reported).toEqual(['h', 'h']); // each failure reported, none waited for
+    expect(g.failuresOf('h')).toBe(2);
+    g.onShared('h', 3, 0, false); // another worker's failure counted first: 3 in all, and 2 of ours still coming
+    expect(g.failuresOf('h')).toBe(5);
+    g.onShared('h', 4, 0, true); // our first counted
+    expect(g.failuresOf('h')).toBe(5);
+    g.onShared('h', 5, 0, true); // our second counted: the primary's count alone from here on
+    expect(g.failuresOf('h')).toBe(5);
+    expect(g.holdMs(config, 'h')).toBe(400); // the 6th failure: three past delay_after, as in one process
+    g.onShared('other', 3, 0, false); // an address only other workers saw: held here too
+    expect(g.holdMs(config, 'other')).toBe(100);
+    g.onShared('old', 9, 61_000, false); // last failed longer ago than a minute: forgotten
+    expect(g.holdMs(config, 'old')).toBe(0);
+    expect(g.failures).toBe(2); // keymux_auth_failures_total counts this process's own (the primary sums workers)
+  });
+
+  it('with workers and no primary to report to: counts its own failures alone', () => {
+    const g = new AuthGuard();
+    g.shareWith(() => false);
+    for (let n = 1; n <= 4; n++) g.onFailure({ ...config, closeAfter: 0 }, 'h', n, null, 'c', 0);
+    expect(g.failuresOf('h')).toBe(4);
+    expect(g.holdMs(config, 'h')).toBe(200);
+  });
 });
 
 describe('/config masking', () => {
