@@ -382,11 +382,11 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         return { ok: false, errors: result.errors, version: this.topology.version };
       }
       const prepared = await this.prepareSentinels(result.config);
-      if (typeof prepared === 'string') {
+      if (Array.isArray(prepared)) {
         this.stats.reloadsFailed++;
-        this.log.error({ trigger, error: prepared }, 'config reload rejected; the running config stays');
+        this.log.error({ trigger, errors: prepared }, 'config reload rejected; the running config stays');
         this.watcher?.markCurrent();
-        return { ok: false, errors: [prepared], version: this.topology.version };
+        return { ok: false, errors: prepared, version: this.topology.version };
       }
       const refused = this.applyConfig(result.config, trigger, prepared);
       this.watcher?.markCurrent();
@@ -427,7 +427,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   async reloadAsync(config: KeymuxConfig, order: ReloadOrder = {}): Promise<string | null> {
     const run = async (): Promise<string | null> => {
       const prepared = await this.prepareSentinels(config);
-      if (typeof prepared === 'string') return prepared;
+      if (Array.isArray(prepared)) return prepared.join('\n');
       const errors = this.applyConfig(config, 'reload', prepared, order);
       return errors === null ? null : errors.join('\n');
     };
@@ -438,14 +438,22 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
   /**
    * Before a reload: the sentinels' view for every sentinel_master of `config` (masters already followed keep
-   * their current view; new ones are asked now). A string: why the reload must be refused.
+   * their current view; new ones are asked now, with the password of `sentinel.password_file` when the config
+   * names one: a file that cannot be read refuses the reload with its own error, not with the sentinels' NOAUTH).
+   * A list of lines: why the reload must be refused.
    */
-  private async prepareSentinels(config: KeymuxConfig): Promise<SentinelView | string> {
+  private async prepareSentinels(config: KeymuxConfig): Promise<SentinelView | string[]> {
     if (sentinelMasters(config).length === 0) return new Map();
+    let asking = config;
+    if ((config.sentinel?.passwordFile ?? null) !== null) {
+      const loaded = loadSecurity(config);
+      if (loaded.errors !== undefined) return loaded.errors;
+      asking = loaded.material.config;
+    }
     try {
-      return await resolveSentinelView(config, this.topology.sentinelView);
+      return await resolveSentinelView(asking, this.topology.sentinelView);
     } catch (err) {
-      return `${config.source}: sentinel: ${(err as Error).message}`;
+      return [`${config.source}: sentinel: ${(err as Error).message}`];
     }
   }
 
@@ -651,7 +659,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         return;
       }
       const next = loaded.material.config;
-      if (next.clients.password !== current.clients.password || next.backend.password !== current.backend.password) {
+      if (
+        next.clients.password !== current.clients.password ||
+        next.backend.password !== current.backend.password ||
+        next.sentinel?.password !== current.sentinel?.password
+      ) {
+        // The sentinels' password reaches the controller (its queries and subscriber connections) with the config.
         const refused = this.applyConfig(current, trigger);
         if (refused === null) this.log.info({ trigger, version: this.topology.version }, 'secret files re-read');
         return;

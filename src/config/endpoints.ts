@@ -22,6 +22,7 @@ import type { MigrationProgress } from '../migration/migration.js';
 import { DEFAULT_SAMPLE_KEYS, DEFAULT_SAMPLE_TIME_MS, planReport } from '../migration/estimate.js';
 import { configWithPrimaries, resolveSentinelView } from '../backend/sentinel.js';
 import type { SentinelView } from '../routing/topology.js';
+import { loadSecurity } from '../security/material.js';
 
 export interface ConfigHost {
   readonly topology: { readonly config: KeymuxConfig; readonly version: number; readonly sentinelView?: SentinelView };
@@ -166,9 +167,12 @@ async function dryRunReload(
   }
   const sample =
     (keys as number) > 0 && (timeMs as number) > 0 ? { keysPerShard: keys as number, timeMs: timeMs as number } : null;
-  // Sentinel shards are planned at their primaries (the running ones; new masters are asked for theirs).
+  // Sentinel shards are planned at their primaries (the running ones; new masters are asked for theirs, with the
+  // password of sentinel.password_file when there is one).
   const running: SentinelView = host.topology.sentinelView ?? new Map();
-  const view = await resolveSentinelView(result.config, running).catch(() => running);
+  const secrets = (result.config.sentinel?.passwordFile ?? null) !== null ? loadSecurity(result.config) : null;
+  const asking = secrets !== null && secrets.errors === undefined ? secrets.material.config : result.config;
+  const view = await resolveSentinelView(asking, running).catch(() => running);
   const report = await planReport(
     configWithPrimaries(host.topology.config, running),
     configWithPrimaries(result.config, view),

@@ -735,7 +735,11 @@ function sentinelMapping() {
         .meta({ uniqueItems: true })
         .describe('Sentinels, asked in order until one answers; keymux also listens to the events of each. Unique.'),
       password: optionalText().describe('AUTH password for the sentinels themselves (requirepass); null = none.'),
-      username: optionalText().describe('ACL user name for the sentinels; requires password.'),
+      password_file: optionalText().describe(
+        'File holding the AUTH password for the sentinels (e.g. a mounted Secret), instead of password; re-read on ' +
+          'reload and when the file changes.',
+      ),
+      username: optionalText().describe('ACL user name for the sentinels; requires password or password_file.'),
       refresh_interval_ms: int(100, MAX_TIMER_MS)
         .default(5000)
         .describe(
@@ -754,11 +758,14 @@ function sentinelMapping() {
     {
       what: 'a mapping with "sentinels"',
       rule: (s, cx) => {
-        if (cx.ok(['username']) && s.username !== null && s.password === null) {
-          cx.error(['username'], 'requires sentinel.password (Redis ACL AUTH needs both)');
+        if (cx.ok(['username']) && s.username !== null && s.password === null && s.password_file === null) {
+          cx.error(['username'], 'requires sentinel.password or sentinel.password_file (Redis ACL AUTH needs both)');
         }
+        onlyOne(s, cx, 'password', 'password_file');
       },
-      jsonSchema: { dependentRequired: { username: ['password'] } },
+      jsonSchema: {
+        dependentSchemas: { username: { anyOf: [{ required: ['password'] }, { required: ['password_file'] }] } },
+      },
     },
   );
 }

@@ -2,9 +2,9 @@
  * Security material: everything a config names in files rather than inline, read and checked together before the
  * config is applied (on start, on reload, and when one of the files changes): the TLS certificates, keys and CAs
  * of the client port, the admin port and the shards (tls.ts), the admin bearer token (`admin.token_file`) and the
- * passwords kept in files (`clients.password_file`, `backend.password_file`, e.g. from a Kubernetes Secret).
- * Either every file is good and the caller gets the material (with the config's passwords filled in from their
- * files), or it gets one line per problem and nothing changes: a bad file is a bad config.
+ * passwords kept in files (`clients.password_file`, `backend.password_file`, `sentinel.password_file`, e.g. from a
+ * Kubernetes Secret). Either every file is good and the caller gets the material (with the config's passwords
+ * filled in from their files), or it gets one line per problem and nothing changes: a bad file is a bad config.
  */
 import path from 'node:path';
 import type tls from 'node:tls';
@@ -21,7 +21,10 @@ import {
 export const MIN_TOKEN_LENGTH = 16;
 
 export interface SecurityMaterial {
-  /** The config with `clients.password` and `backend.password` read from their files when given as files. */
+  /**
+   * The config with `clients.password`, `backend.password` and `sentinel.password` read from their files when given
+   * as files.
+   */
   config: KeymuxConfig;
   clientTls: ServerTlsMaterial | null;
   adminTls: ServerTlsMaterial | null;
@@ -82,14 +85,25 @@ export function loadSecurity(config: KeymuxConfig): SecurityResult {
     backendPassword = attempt(() => readPassword(backendFile, 'backend.password_file'));
   }
 
+  const sentinel = config.sentinel;
+  let sentinelPassword = sentinel?.password ?? null;
+  if (sentinel !== null && sentinel.passwordFile !== null) {
+    const sentinelFile = sentinel.passwordFile;
+    note(sentinelFile);
+    sentinelPassword = attempt(() => readPassword(sentinelFile, 'sentinel.password_file'));
+  }
+
   if (errors.length > 0) return { errors };
   const resolved =
-    clientPassword === config.clients.password && backendPassword === config.backend.password
+    clientPassword === config.clients.password &&
+    backendPassword === config.backend.password &&
+    sentinelPassword === (sentinel?.password ?? null)
       ? config
       : deepFreeze({
           ...config,
           clients: { ...config.clients, password: clientPassword },
           backend: { ...config.backend, password: backendPassword },
+          sentinel: sentinel === null ? null : { ...sentinel, password: sentinelPassword },
         });
   return { material: { config: resolved, clientTls, adminTls, backendTls, adminToken, files } };
 }

@@ -5,7 +5,9 @@
  * failover take ~1-3 s; SENTINEL DEBUG shortens the INFO period (conversions of a returning old primary) and
  * lengthens the stall that puts a sentinel in TILT mode (see startSentinel). `ready()` waits until every sentinel sees every replica and the other sentinels (so a
  * failover can be elected), `killPrimary` sends SIGKILL, `waitForPrimary` polls the sentinels until they name
- * another primary.
+ * another primary. With `password` the sentinels require it (`requirepass`: clients and the sentinels among
+ * themselves); the helpers AUTH with `setup.password`, which a test rotating the password changes (`command`
+ * sends one command to one sentinel with it).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -40,6 +42,10 @@ export interface SentinelSetup {
   waitForPrimary(name: string, old: string, timeoutMs?: number): Promise<{ address: string; ms: number }>;
   /** Polls until every sentinel knows `replicas` healthy replicas of `name` and the other sentinels. */
   ready(name: string, replicas: number, timeoutMs?: number): Promise<void>;
+  /** The password the helpers AUTH with (null: none); a test rotating the sentinels' password sets it. */
+  password: string | null;
+  /** One command to the sentinel at `port`, after AUTH with `password` when set; an error reply rejects. */
+  command(port: number, ...args: string[]): Promise<unknown>;
   stop(): Promise<void>;
 }
 
@@ -48,9 +54,24 @@ export interface SentinelSetupOptions {
   sentinels?: number;
   downAfterMs?: number;
   failoverTimeoutMs?: number;
+  /** The sentinels' `requirepass` (null or absent: none). */
+  password?: string | null;
 }
 
 const poll = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms)); // no event to await: polling
+
+/** `commands` to a sentinel, after AUTH when `password` is set (its reply is left out of the result). */
+async function sentinelCommands(
+  port: number,
+  password: string | null,
+  commands: string[][],
+  opts: { timeoutMs?: number } = {},
+): Promise<unknown[]> {
+  if (password === null) return redisCommands(port, commands, opts);
+  const [auth, ...replies] = await redisCommands(port, [['AUTH', password], ...commands], opts);
+  if (auth instanceof Error) throw auth;
+  return replies;
+}
 
 async function startSentinel(monitors: Array<{ name: string; port: number }>, o: SentinelSetupOptions) {
   for (let attempt = 0; ; attempt++) {
@@ -66,6 +87,7 @@ async function startSentinel(monitors: Array<{ name: string; port: number }>, o:
       `logfile ${path.join(dir, 'sentinel.log')}`,
       'loglevel notice',
     ];
+    if ((o.password ?? null) !== null) lines.push(`requirepass ${o.password}`);
     for (const m of monitors) {
       lines.push(
         `sentinel monitor ${m.name} 127.0.0.1 ${m.port} 2`,
@@ -92,14 +114,15 @@ async function startSentinel(monitors: Array<{ name: string; port: number }>, o:
       for (let i = 0; ; i++) {
         if (child.exitCode !== null) throw new Error(`redis-sentinel on ${port} exited at start`);
         try {
-          const [pong] = await redisCommands(port, [['PING']], { timeoutMs: 500 });
+          const [pong] = await sentinelCommands(port, o.password ?? null, [['PING']], { timeoutMs: 500 });
           if (String(pong) === 'PONG') {
             // A restarted old primary is converted to a replica once it has reported itself a primary for 4 hello
             // periods, at the next INFO: hello every 500 ms (not 2 s) and INFO every 1 s (not 10 s) make that ~3 s
             // instead of ~10. TILT only after a 10 s stall (not 2 s): on a loaded 2-core CI machine a sentinel
             // that missed its 100 ms timer for 2 s would otherwise stop acting for 30 s.
-            const [ok] = await redisCommands(
+            const [ok] = await sentinelCommands(
               port,
+              o.password ?? null,
               [['SENTINEL', 'DEBUG', 'info-period', '1000', 'publish-period', '500', 'tilt-trigger', '10000']],
               { timeoutMs: 500 },
             );
@@ -142,7 +165,7 @@ export async function startSentinels(o: SentinelSetupOptions): Promise<SentinelS
   const ask = async (cmd: string[]): Promise<unknown> => {
     for (const s of sentinels) {
       try {
-        const [r] = await redisCommands(s.port, [cmd], { timeoutMs: 500 });
+        const [r] = await sentinelCommands(s.port, setup.password, [cmd], { timeoutMs: 500 });
         if (!(r instanceof Error)) return r;
       } catch {
         /* next sentinel */
@@ -178,8 +201,9 @@ export async function startSentinels(o: SentinelSetupOptions): Promise<SentinelS
         let ok = true;
         for (const s of sentinels) {
           try {
-            const [master, reps] = await redisCommands(
+            const [master, reps] = await sentinelCommands(
               s.port,
+              setup.password,
               [
                 ['SENTINEL', 'MASTER', name],
                 ['SENTINEL', 'REPLICAS', name],
@@ -203,6 +227,12 @@ export async function startSentinels(o: SentinelSetupOptions): Promise<SentinelS
         if (Date.now() - t0 > timeoutMs) throw new Error(`sentinels not ready for ${name} within ${timeoutMs} ms`);
         await poll(100);
       }
+    },
+    password: o.password ?? null,
+    async command(port, ...args) {
+      const [r] = await sentinelCommands(port, setup.password, [args]);
+      if (r instanceof Error) throw r;
+      return r;
     },
     async stop() {
       await Promise.all(sentinels.map((s) => s.stop()));

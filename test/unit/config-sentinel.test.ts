@@ -44,6 +44,7 @@ describe('sentinel shards', () => {
         { address: '127.0.0.1:26380', host: '127.0.0.1', port: 26380 },
       ],
       password: null,
+      passwordFile: null,
       username: null,
       refreshIntervalMs: 5000,
       failoverWaitMs: 5000,
@@ -140,9 +141,36 @@ describe('sentinel shards', () => {
     ).toEqual([
       'config/test.yaml:3: sentinel.sentinels[1]: duplicate sentinel 127.0.0.1:26379, already listed as ' +
         'sentinel.sentinels[0] at line 3',
-      'config/test.yaml:4: sentinel.username: requires sentinel.password (Redis ACL AUTH needs both)',
+      'config/test.yaml:4: sentinel.username: requires sentinel.password or sentinel.password_file (Redis ACL AUTH ' +
+        'needs both)',
       'config/test.yaml:5: sentinel.failover_wait_ms: must be between 0 and 600000, got -1',
     ]);
+  });
+
+  it('reads sentinel.password_file: one of password and password_file; username with either', () => {
+    const c = configOf(
+      y(
+        'mode: ring',
+        'sentinel:',
+        '  sentinels: [127.0.0.1:26379]',
+        '  password_file: /s/pw',
+        '  username: km',
+        'shards: [{ sentinel_master: m }]',
+      ),
+    );
+    expect(c.sentinel).toMatchObject({ password: null, passwordFile: '/s/pw', username: 'km' });
+    expect(
+      errorsOf(
+        y(
+          'mode: ring',
+          'sentinel:',
+          '  sentinels: [127.0.0.1:26379]',
+          '  password: x',
+          '  password_file: /s/pw',
+          'shards: [{ sentinel_master: m }]',
+        ),
+      ),
+    ).toEqual(['config/test.yaml:5: sentinel.password_file: give password or password_file, not both']);
   });
 
   it('allows sentinel, read_from and replica_checks in slots and ring modes only', () => {
