@@ -1,7 +1,7 @@
 /**
  * Proxy: the running keymux. It owns the listener, the admin server, and the current Topology snapshot, which it
  * replaces by reference on reload (sessions read `proxy.topology` once per request, so a request never sees half
- * of a reload). Start-up derives the command table from a live shard's COMMAND reply when one answers, and uses
+ * of a reload; a reload of the running config and files replaces nothing: applyConfig). Start-up derives the command table from a live shard's COMMAND reply when one answers, and uses
  * the built-in table otherwise. Drain stops accepting, lets in-flight requests finish (bounded by a grace
  * period), and closes.
  */
@@ -37,7 +37,7 @@ import type { ShardPool } from './backend/pool.js';
 import { Metrics } from './metrics/metrics.js';
 import { addObservabilityRoutes } from './metrics/endpoints.js';
 import { ConfigError } from './config/load.js';
-import { loadSecurity, type SecurityMaterial } from './security/material.js';
+import { loadSecurity, sameMaterial, type SecurityMaterial } from './security/material.js';
 import { FileSetWatcher, installBackendTls } from './security/tls.js';
 import { RefusalLog } from './metrics/admin-server.js';
 import { restartOnlyChange } from './routing/plan.js';
@@ -106,9 +106,17 @@ export interface ReloadOrder {
 
 export interface ReloadResult {
   ok: boolean;
+  /**
+   * The configuration (and every file it names) equals the running one: nothing was applied, the topology, its
+   * version and the pools are the ones before (README "Live reloads"). Always false when ok is false.
+   */
+  unchanged: boolean;
   errors: string[];
   version: number;
 }
+
+/** What applyConfig did with a config: applied it, found it equal to the running one, or refused it (why). */
+type ApplyOutcome = 'applied' | 'unchanged' | string[];
 
 /** How the command table is built from a config: the deny list and the scripts policy. */
 function tableOptions(config: KeymuxConfig): CommandTableOptions {
@@ -374,25 +382,31 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   reloadFromFile(trigger: string): Promise<ReloadResult> {
     const run = async (): Promise<ReloadResult> => {
       if (this.configPath === null)
-        return { ok: false, errors: ['keymux was started without a config file'], version: this.topology.version };
+        return {
+          ok: false,
+          unchanged: false,
+          errors: ['keymux was started without a config file'],
+          version: this.topology.version,
+        };
       const result = await readConfigFile(this.configPath);
       if (result.errors !== undefined) {
         this.stats.reloadsFailed++;
         this.log.error({ trigger, errors: result.errors }, 'config reload rejected; the running config stays');
-        return { ok: false, errors: result.errors, version: this.topology.version };
+        return { ok: false, unchanged: false, errors: result.errors, version: this.topology.version };
       }
       const prepared = await this.prepareSentinels(result.config);
       if (Array.isArray(prepared)) {
         this.stats.reloadsFailed++;
         this.log.error({ trigger, errors: prepared }, 'config reload rejected; the running config stays');
         this.watcher?.markCurrent();
-        return { ok: false, errors: prepared, version: this.topology.version };
+        return { ok: false, unchanged: false, errors: prepared, version: this.topology.version };
       }
-      const refused = this.applyConfig(result.config, trigger, prepared);
+      const outcome = this.applyConfig(result.config, trigger, prepared);
       this.watcher?.markCurrent();
-      if (refused !== null) return { ok: false, errors: refused, version: this.topology.version };
-      this.log.info({ trigger, version: this.topology.version }, 'config reloaded');
-      return { ok: true, errors: [], version: this.topology.version };
+      const version = this.topology.version;
+      if (Array.isArray(outcome)) return { ok: false, unchanged: false, errors: outcome, version };
+      if (outcome === 'applied') this.log.info({ trigger, version }, 'config reloaded');
+      return { ok: true, unchanged: outcome === 'unchanged', errors: [], version };
     };
     // A reload that throws (a bug, never a config: those are refused above) is reported, not left as a rejection
     // nobody handles (SIGHUP and the file watcher do not wait for the result): that would end the process.
@@ -402,7 +416,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       } catch (err) {
         this.stats.reloadsFailed++;
         this.log.error({ trigger, err }, 'config reload failed');
-        return { ok: false, errors: [`reload failed: ${(err as Error).message}`], version: this.topology.version };
+        return {
+          ok: false,
+          unchanged: false,
+          errors: [`reload failed: ${(err as Error).message}`],
+          version: this.topology.version,
+        };
       }
     };
     const next = this.reloadChain.then(guarded, guarded);
@@ -416,8 +435,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * Returns null, or why the config was refused (the running config stays).
    */
   reload(config: KeymuxConfig): string | null {
-    const errors = this.applyConfig(config, 'reload');
-    return errors === null ? null : errors.join('\n');
+    const outcome = this.applyConfig(config, 'reload');
+    return Array.isArray(outcome) ? outcome.join('\n') : null;
   }
 
   /**
@@ -428,8 +447,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     const run = async (): Promise<string | null> => {
       const prepared = await this.prepareSentinels(config);
       if (Array.isArray(prepared)) return prepared.join('\n');
-      const errors = this.applyConfig(config, 'reload', prepared, order);
-      return errors === null ? null : errors.join('\n');
+      const outcome = this.applyConfig(config, 'reload', prepared, order);
+      return Array.isArray(outcome) ? outcome.join('\n') : null;
     };
     const next = this.reloadChain.then(run, run);
     this.reloadChain = next;
@@ -491,14 +510,17 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
   /**
    * reload(), with the errors as lines. The files the config names (certificates, token, passwords) are read and
-   * checked before anything changes: a bad one rejects the reload like a bad config.
+   * checked before anything changes: a bad one rejects the reload like a bad config. A config equal to the running
+   * one, read from files with the same contents, is not applied ('unchanged'): the topology object, its version,
+   * the pools and every setting stay as they are (a ConfigMap sync or a cron touching the file, a SIGHUP to be
+   * sure, would otherwise look like a change on every dashboard).
    */
   private applyConfig(
     validated: KeymuxConfig,
     trigger: string,
     sentinelView?: SentinelView,
     order: ReloadOrder = {},
-  ): string[] | null {
+  ): ApplyOutcome {
     const previous = this.topology;
     const view = sentinelView ?? previous.sentinelView;
     const unresolved = sentinelMasters(validated).filter((m) => !view.has(m));
@@ -530,6 +552,13 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       );
       return loaded.errors;
     }
+    // A worker told to start or abort a coordinated migration applies it whatever it finds (the primary decided).
+    const ordered = order.migrationId !== undefined || order.abortMigration !== undefined;
+    if (!ordered && sameMaterial(loaded.material, this.security)) {
+      this.stats.reloadsUnchanged++;
+      this.log.info({ trigger, version: previous.version }, 'config unchanged: nothing to apply');
+      return 'unchanged';
+    }
     const config = loaded.material.config;
     const table =
       previous.config.commands.deny.join() === config.commands.deny.join() &&
@@ -543,7 +572,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       this.accessChanged(previous);
       this.configureNearCache(config);
       this.stats.reloadsOk++;
-      return null;
+      return 'applied';
     }
     // The snapshot is built before anything changes (it connects nothing yet): a config it cannot be built from
     // (a router that refuses its shards) is refused with the running token, certificates, log level, session
@@ -596,7 +625,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.replicaChecks.configure(config);
     this.hotReads.enable(config.metrics.hotKeys.readFromReplicas && config.metrics.hotKeys.enabled);
     this.stats.reloadsOk++;
-    return null;
+    return 'applied';
   }
 
   /** A reload that will be applied: its certificates and token, log level and session settings take effect. */
@@ -665,8 +694,8 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         next.sentinel?.password !== current.sentinel?.password
       ) {
         // The sentinels' password reaches the controller (its queries and subscriber connections) with the config.
-        const refused = this.applyConfig(current, trigger);
-        if (refused === null) this.log.info({ trigger, version: this.topology.version }, 'secret files re-read');
+        const outcome = this.applyConfig(current, trigger);
+        if (outcome === 'applied') this.log.info({ trigger, version: this.topology.version }, 'secret files re-read');
         return;
       }
       this.applySecurity(loaded.material);

@@ -246,11 +246,13 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
   ),
   counter(
     'keymux_config_reloads_total',
-    'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).',
+    'Config reloads, by result: ok (applied), failed (rejected; the running config stayed) or unchanged (the ' +
+      'same config and files as the running ones: nothing applied).',
     ['result'],
     (s, emit) => {
       emit(RELOAD_OK, s.stats.reloadsOk);
       emit(RELOAD_FAILED, s.stats.reloadsFailed);
+      emit(RELOAD_UNCHANGED, s.stats.reloadsUnchanged);
     },
   ),
   counter(
@@ -650,6 +652,7 @@ const CERT_PORT: Readonly<Record<'client' | 'admin' | 'backend', Labels>> = {
 };
 const RELOAD_OK: Labels = Object.freeze({ result: 'ok' });
 const RELOAD_FAILED: Labels = Object.freeze({ result: 'failed' });
+const RELOAD_UNCHANGED: Labels = Object.freeze({ result: 'unchanged' });
 
 /** {shard, state} label objects, built once per shard and state. */
 const stateLabelCache = new WeakMap<ShardStats, Map<string, Labels>>();

@@ -5,7 +5,11 @@
  * passwords kept in files (`clients.password_file`, `backend.password_file`, `sentinel.password_file`, e.g. from a
  * Kubernetes Secret). Either every file is good and the caller gets the material (with the config's passwords
  * filled in from their files), or it gets one line per problem and nothing changes: a bad file is a bad config.
+ * Two materials are the same (sameMaterial) when their configs are equal and their files held the same bytes: a
+ * reload of such a config changes nothing and is not applied.
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { deepFreeze, type KeymuxConfig } from '../config/schema.js';
@@ -33,6 +37,12 @@ export interface SecurityMaterial {
   adminToken: Buffer | null;
   /** Every file read (absolute), to watch for rotation. */
   files: string[];
+  /**
+   * SHA-256 over every file's name and content, taken before the files were read for this material: a file
+   * changed while it was being read makes the digest differ from the next one (a reload then applies again)
+   * rather than match content the material does not hold.
+   */
+  filesDigest: string;
 }
 
 export type SecurityResult = { material: SecurityMaterial; errors?: undefined } | { errors: string[] };
@@ -53,6 +63,8 @@ export function loadSecurity(config: KeymuxConfig): SecurityResult {
   const note = (...names: Array<string | null>): void => {
     for (const n of names) if (n !== null) files.push(path.resolve(n));
   };
+
+  const filesDigest = digestFiles(configuredFiles(config));
 
   const t = config.tls;
   const clientTls = t.enabled ? attempt(() => loadServerTls(t, 'tls')) : null;
@@ -105,7 +117,68 @@ export function loadSecurity(config: KeymuxConfig): SecurityResult {
           backend: { ...config.backend, password: backendPassword },
           sentinel: sentinel === null ? null : { ...sentinel, password: sentinelPassword },
         });
-  return { material: { config: resolved, clientTls, adminTls, backendTls, adminToken, files } };
+  return { material: { config: resolved, clientTls, adminTls, backendTls, adminToken, files, filesDigest } };
+}
+
+/**
+ * The files `config` names, in a fixed order (the ones loadSecurity reads; `null`s of unset keys left out). Kept
+ * next to loadSecurity: a file read there and missing here would make two different contents look the same.
+ */
+function configuredFiles(config: KeymuxConfig): string[] {
+  const out: Array<string | null> = [];
+  const t = config.tls;
+  if (t.enabled) out.push(t.certFile, t.keyFile, t.caFile);
+  const admin = config.admin;
+  if (admin?.tls.enabled === true) out.push(admin.tls.certFile, admin.tls.keyFile, admin.tls.caFile);
+  if (admin !== null) out.push(admin.tokenFile);
+  const b = config.backend.tls;
+  if (b.enabled) out.push(b.caFile, b.certFile, b.keyFile);
+  out.push(config.clients.passwordFile, config.backend.passwordFile, config.sentinel?.passwordFile ?? null);
+  return out.filter((f): f is string => f !== null).map((f) => path.resolve(f));
+}
+
+function digestFiles(files: readonly string[]): string {
+  const h = crypto.createHash('sha256');
+  for (const f of files) {
+    h.update(f).update('\0');
+    try {
+      h.update(fs.readFileSync(f));
+    } catch {
+      h.update('\0unreadable'); // loadSecurity reports it; the digest only has to differ from a readable file's
+    }
+    h.update('\0');
+  }
+  return h.digest('hex');
+}
+
+/**
+ * The same config read from the same file contents: a reload from `a` to `b` would change nothing (README "Live
+ * reloads": an unchanged configuration is not applied).
+ */
+export function sameMaterial(a: SecurityMaterial, b: SecurityMaterial): boolean {
+  return a.filesDigest === b.filesDigest && samePlainData(a.config, b.config);
+}
+
+/**
+ * Deep equality of plain data (what a validated config is: objects, arrays, strings, numbers, booleans, null).
+ * Anything else (a Map, a RegExp, a function) is never equal: a config holding one would be treated as changed and
+ * applied, as every reload was before, rather than guessed the same.
+ */
+export function samePlainData(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    return a.every((v, i) => samePlainData(v, b[i]));
+  }
+  const plain = (o: object): boolean => Object.getPrototypeOf(o) === Object.prototype;
+  if (!plain(a) || !plain(b)) return false;
+  const ka = Object.keys(a);
+  const kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  const rb = b as Record<string, unknown>;
+  const ra = a as Record<string, unknown>;
+  return ka.every((k) => Object.prototype.hasOwnProperty.call(rb, k) && samePlainData(ra[k], rb[k]));
 }
 
 /** The token: the file's content without surrounding white space; at least MIN_TOKEN_LENGTH characters. */

@@ -36,9 +36,10 @@ export interface ProxyStats {
   /** Cluster mode: retries that answered -TRYAGAIN (a multi-key command in a slot being migrated). */
   tryagain: number;
   invalidRedirects: number;
-  /** Config reloads applied and rejected. */
+  /** Config reloads applied, rejected, and not applied because the configuration equals the running one. */
   reloadsOk: number;
   reloadsFailed: number;
+  reloadsUnchanged: number;
   /** TLS handshakes with clients that failed (no or wrong client certificate, not TLS, timeout). */
   tlsHandshakeFailures: number;
   /** Admin requests refused: no or wrong token, or a cross-origin / browser-style request. */
@@ -64,6 +65,7 @@ export function newProxyStats(): ProxyStats {
     invalidRedirects: 0,
     reloadsOk: 0,
     reloadsFailed: 0,
+    reloadsUnchanged: 0,
     tlsHandshakeFailures: 0,
     adminRefused: 0,
   };

@@ -10,7 +10,8 @@
  *   reported failed and the workers that had applied it get the previous config again, so workers disagree about
  *   the topology only while a reload is in flight. A worker that answered (even with an error) still serves the
  *   running config; only one that did not answer in time or exited is replaced. Worker starts and reloads run one at a time (one chain), so a
- *   worker restarted during a reload starts on the config that reload ends with.
+ *   worker restarted during a reload starts on the config that reload ends with. A reload of the running config
+ *   (equal once validated, its password and TLS files unchanged) is answered "unchanged" here and reaches no worker.
  * - key migrations: the primary decides that a reload moves keys, numbers the migration, writes the state file,
  *   and drives every worker through it (migration/migration.ts "Coordination"): each worker swaps to the new
  *   topology holding requests for keys in motion and acknowledges once its own requests to the old owners are
@@ -40,7 +41,7 @@ import { ConfigError, readConfigFile } from '../config/load.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { addConfigRoutes } from '../config/endpoints.js';
 import { AdminServer, RefusalLog, sendJson, sendText } from '../metrics/admin-server.js';
-import { loadSecurity, type SecurityMaterial } from '../security/material.js';
+import { loadSecurity, sameMaterial, type SecurityMaterial } from '../security/material.js';
 import { FileSetWatcher } from '../security/tls.js';
 import { AddressFailures } from '../security/address-failures.js';
 import { restartOnlyChange } from '../routing/plan.js';
@@ -198,6 +199,7 @@ export class WorkerPrimary {
   private readonly forks: number[] = [];
   private reloadsOk = 0;
   private reloadsFailed = 0;
+  private reloadsUnchanged = 0;
   private adminRefusedCount = 0;
   private readonly adminRefusals = new RefusalLog(10_000);
   private readonly registry: Registry;
@@ -321,6 +323,13 @@ export class WorkerPrimary {
     const moving = movesKeys(previous, next);
     const loaded = loadSecurity(next);
     if (loaded.errors !== undefined) return this.reloadFailed(trigger, loaded.errors);
+    if (sameMaterial(loaded.material, this.security)) {
+      // The running config, from files with the same contents: no worker is asked (their topologies, versions and
+      // pools stay), as a single keymux applies nothing (proxy.ts applyConfig).
+      this.reloadsUnchanged++;
+      this.log.info({ trigger, version: this.version }, 'config unchanged: nothing to apply');
+      return { ok: true, unchanged: true, errors: [], version: this.version };
+    }
     const serving = this.serving();
     let migration: RunningMigration | null = null;
     // A reload during a migration chains a new one to it (keys may still be on the placements that one moves
@@ -387,7 +396,7 @@ export class WorkerPrimary {
       );
     }
     this.log.info({ trigger, version: this.version, workers: serving.length }, 'config reloaded by every worker');
-    return { ok: true, errors: [], version: this.version };
+    return { ok: true, unchanged: false, errors: [], version: this.version };
   }
 
   /**
@@ -534,7 +543,7 @@ export class WorkerPrimary {
   private reloadFailed(trigger: string, errors: string[]): ReloadResult {
     this.reloadsFailed++;
     this.log.error({ trigger, errors }, 'config reload rejected; the running config stays');
-    return { ok: false, errors, version: this.version };
+    return { ok: false, unchanged: false, errors, version: this.version };
   }
 
   private applySecurity(material: SecurityMaterial): void {
@@ -963,7 +972,9 @@ export class WorkerPrimary {
     });
     new Counter({
       name: 'keymux_config_reloads_total',
-      help: 'Config reloads, by result: ok (applied) or failed (rejected; the running config stayed).',
+      help:
+        'Config reloads, by result: ok (applied), failed (rejected; the running config stayed) or unchanged (the ' +
+        'same config and files as the running ones: nothing applied).',
       labelNames: ['result'],
       registers: [registry],
       aggregator: 'max',
@@ -971,6 +982,7 @@ export class WorkerPrimary {
         this.reset();
         this.inc({ result: 'ok' }, primary.reloadsOk);
         this.inc({ result: 'failed' }, primary.reloadsFailed);
+        this.inc({ result: 'unchanged' }, primary.reloadsUnchanged);
       },
     });
     new Counter({

@@ -1,10 +1,11 @@
 // Live reloads: 20 clients pipelining continuously while the config file is reloaded 50 times (timeouts, pool
 // sizes, deny lists, a shard added and removed) see zero errors and every reply matches its request; a bad config
-// is rejected and the running one stays; a change to the file is picked up by the directory watch.
+// is rejected and the running one stays; a change to the file is picked up by the directory watch; a reload of an
+// unchanged configuration (SIGHUP's path, POST /reload, the watch) is a no-op reported as unchanged.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
@@ -17,6 +18,8 @@ import { keySlot } from '../../src/routing/crc16.js';
 import { ketamaKey } from '../../src/routing/ketama.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
 import { rootLogger } from '../../src/log.js';
+import { secretVolume } from '../support/tls.js';
+import { scrape, valueOf } from '../support/metrics.js';
 
 let backends: RedisProcess[];
 let dir: string;
@@ -215,7 +218,7 @@ describe('admin endpoints for configuration', () => {
     fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace('timeout_ms: 1000', 'timeout_ms: 1234'));
     const ok = await request(`${base}/reload`, { method: 'POST' });
     expect(ok.statusCode).toBe(200);
-    expect(await ok.body.json()).toEqual({ ok: true, errors: [], version: 2 });
+    expect(await ok.body.json()).toEqual({ ok: true, unchanged: false, errors: [], version: 2 });
     expect(proxy.topology.config.backend.timeoutMs).toBe(1234);
     fs.writeFileSync(file, 'mode: slots\nshards: 5\n');
     const bad = await request(`${base}/reload`, { method: 'POST' });
@@ -225,5 +228,89 @@ describe('admin endpoints for configuration', () => {
     expect(body.errors[0]).toMatch(new RegExp(`^${file}:2: shards: expected a list`));
     expect(proxy.topology.version).toBe(2);
     await proxy.close();
+  });
+});
+
+describe('a reload of an unchanged configuration', () => {
+  /** configText(0) with a client password file and an admin port; `reformat` writes the same config differently. */
+  function unchangedText(passwordFile: string, reformat = false): string {
+    const text = configText(0).replace('log:', `admin: 127.0.0.1:0\nclients: { password_file: ${passwordFile} }\nlog:`);
+    const doc = text.replace(/clients:\n {2}max_inflight: \d+\n/, '');
+    // Same meaning, other text: a comment, the top-level keys in another order, another indentation (a ConfigMap
+    // written by another tool).
+    if (!reformat) return doc;
+    const reordered = Object.fromEntries(Object.entries(parse(doc) as Record<string, unknown>).reverse());
+    return `# synced by a cron\n${stringify(reordered, { indent: 4 })}`;
+  }
+
+  it('leaves the topology, its version and the pools as they are; POST /reload and the metric say unchanged', async () => {
+    const secret = secretVolume(dir, { password: 'client-secret-1\n' });
+    fs.writeFileSync(file, unchangedText(secret.path('password')));
+    const proxy = await Proxy.start(loadConfigFile(file), {
+      configPath: file,
+      watchConfig: false,
+      watchSecrets: false,
+    });
+    const c = new Redis({
+      port: proxy.port,
+      password: 'client-secret-1',
+      lazyConnect: true,
+      retryStrategy: () => null,
+    });
+    try {
+      await c.connect();
+      await c.set(`{${TAGS[0]}}:u`, '1');
+      const topology = proxy.topology;
+      const pools = topology.allPools();
+      const base = `http://127.0.0.1:${proxy.adminPort}`;
+
+      const answer = await request(`${base}/reload`, { method: 'POST' });
+      expect(answer.statusCode).toBe(200);
+      expect(await answer.body.json()).toEqual({ ok: true, unchanged: true, errors: [], version: 1 });
+      // SIGHUP's path, on the same config written differently (its parsed form is what counts).
+      fs.writeFileSync(file, unchangedText(secret.path('password'), true));
+      expect(await proxy.reloadFromFile('SIGHUP')).toEqual({ ok: true, unchanged: true, errors: [], version: 1 });
+      expect(proxy.topology).toBe(topology);
+      expect(proxy.topology.allPools()).toEqual(pools);
+      expect(proxy.topology.allPools().every((p, i) => p === pools[i])).toBe(true);
+      const samples = await scrape(proxy.adminPort!);
+      expect(valueOf(samples, 'keymux_config_version')).toBe(1);
+      expect(valueOf(samples, 'keymux_config_reloads_total', { result: 'unchanged' })).toBe(2);
+      expect(valueOf(samples, 'keymux_config_reloads_total', { result: 'ok' })).toBe(0);
+      expect(valueOf(samples, 'keymux_config_reloads_total', { result: 'failed' })).toBe(0);
+      expect(await c.get(`{${TAGS[0]}}:u`)).toBe('1');
+
+      // A password file with new contents is a change: applied (the watch is off here: only the reload reads it).
+      secret.update({ password: 'client-secret-2\n' });
+      expect(await proxy.reloadFromFile('SIGHUP')).toEqual({ ok: true, unchanged: false, errors: [], version: 2 });
+      expect(proxy.topology).not.toBe(topology);
+      expect(await redisCommand(proxy.port, 'AUTH', 'client-secret-2')).toBe('OK');
+      // And a changed config is applied exactly as before.
+      fs.writeFileSync(file, unchangedText(secret.path('password')).replace('timeout_ms: 1000', 'timeout_ms: 1234'));
+      expect(await proxy.reloadFromFile('SIGHUP')).toEqual({ ok: true, unchanged: false, errors: [], version: 3 });
+      expect(proxy.topology.config.backend.timeoutMs).toBe(1234);
+      expect([proxy.stats.reloadsOk, proxy.stats.reloadsUnchanged, proxy.stats.reloadsFailed]).toEqual([2, 2, 0]);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+    }
+  });
+
+  it('the directory watch: the same config written again (renamed into place, reformatted) is not applied', async () => {
+    const secret = secretVolume(dir, { password: 'client-secret-1\n' });
+    fs.writeFileSync(file, unchangedText(secret.path('password')));
+    const proxy = await Proxy.start(loadConfigFile(file), { configPath: file });
+    try {
+      const topology = proxy.topology;
+      const tmp = path.join(dir, '.keymux.yaml.tmp');
+      fs.writeFileSync(tmp, unchangedText(secret.path('password'), true));
+      fs.renameSync(tmp, file);
+      await waitFor(() => proxy.stats.reloadsUnchanged === 1, 'the watched file to be reloaded', 10_000);
+      expect(proxy.topology).toBe(topology);
+      expect(proxy.topology.version).toBe(1);
+      expect(proxy.stats.reloadsOk).toBe(0);
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -2,7 +2,8 @@
  * `workers: 2`: the real binary runs a primary and two worker processes behind one client port, on real
  * redis-servers. Clients (ioredis) land on both workers (INFO's process_id tells which) and get correct
  * GET/SET/MGET replies; /metrics counts the commands of both workers; a shard-list reload (POST /reload, then
- * SIGHUP) is applied by both workers, so keys route to the new shard from every connection; with migration on, a
+ * SIGHUP) is applied by both workers, so keys route to the new shard from every connection; a reload of the
+ * unchanged file is answered "unchanged" and reaches no worker; with migration on, a
  * reload that moves a shard's slots moves its keys (coordinated across both workers), and a change of `workers`
  * is refused; /hotkeys merges counts before ranking; a worker killed by its PID (learned from /workers) is replaced and new
  * clients are served; SIGTERM drains every worker and the process exits 0.
@@ -255,6 +256,26 @@ describe('workers: 2', () => {
     );
     await Promise.all(clients.map((client, i) => client.set(lowSlotKey(i), `to-a-${i}`)));
     for (let i = 0; i < CLIENTS; i++) expect(await redisCommand(a.port, 'GET', lowSlotKey(i))).toBe(`to-a-${i}`);
+  });
+
+  it('answers a reload of the unchanged file (POST /reload, SIGHUP) as unchanged; no worker applies it', async () => {
+    const shards = async (): Promise<{ version: number; worker_versions: Record<string, number> }> =>
+      JSON.parse((await admin('/shards')).text) as { version: number; worker_versions: Record<string, number> };
+    const before = await shards();
+    const unchanged = await metric('keymux_config_reloads_total', '{result="unchanged"}');
+    const applied = await metric('keymux_config_reloads_total', '{result="ok"}');
+    const reload = await admin('/reload', 'POST');
+    expect(reload.status, reload.text).toBe(200);
+    expect(JSON.parse(reload.text)).toEqual({ ok: true, unchanged: true, errors: [], version: before.version });
+    keymux.kill('SIGHUP');
+    await until('the SIGHUP reload', async () =>
+      (await metric('keymux_config_reloads_total', '{result="unchanged"}')) === unchanged + 2 ? true : undefined,
+    );
+    expect(await metric('keymux_config_reloads_total', '{result="ok"}')).toBe(applied);
+    expect(await metric('keymux_config_version')).toBe(before.version);
+    // Each worker's own topology version: a reload sent to a worker would have raised it.
+    expect(await shards()).toMatchObject({ version: before.version, worker_versions: before.worker_versions });
+    expect(output()).toContain('config unchanged: nothing to apply');
   });
 
   it('moves keys with a migration coordinated across both workers; refuses a change of workers', async () => {
