@@ -484,6 +484,9 @@ export class ClientSession
       this.reject(req, unknownCommand(nameArg, args));
       return;
     }
+    // A known command is counted under its own name (keymux_commands_total, errors, slow log) even when refused
+    // below (NOAUTH, wrong arity, unknown subcommand: under the parent's name); only unknown names are 'unknown'.
+    req.spec = spec;
     if (!this.authenticated && spec.dispatch !== 'local') {
       this.reject(req, ERR_NOAUTH);
       return;
@@ -500,6 +503,7 @@ export class ClientSession
         return;
       }
       spec = sub;
+      req.spec = spec;
       if (spec.arity > 0 ? argc !== spec.arity : argc < -spec.arity) {
         this.reject(req, wrongArity(spec.name));
         return;

@@ -279,6 +279,43 @@ describe('client-side counters', () => {
     await raw.untilClosed();
     expect(delta(mid, await scrape(admin), 'keymux_protocol_errors_total')).toBe(1);
   });
+
+  it('counts a known command keymux refuses (wrong arity, unknown subcommand, NOAUTH) under its name, not unknown', async () => {
+    const before = await scrape(admin);
+    const raw = await RawClient.connect(proxy.port);
+    const replies = await raw.exchange(
+      '*1\r\n$3\r\nGET\r\n*2\r\n$6\r\nOBJECT\r\n$4\r\nNOPE\r\n*1\r\n$6\r\nFOOBAR\r\n',
+      3,
+    );
+    expect(String(replies[0])).toMatch(/wrong number of arguments/);
+    expect(String(replies[1])).toMatch(/unknown subcommand/i);
+    expect(String(replies[2])).toMatch(/unknown command/);
+    // Clients that have not sent the (new) password: their GETs and SETs are still GETs and SETs.
+    const password = 'metrics-test-password';
+    expect(proxy.reload(configFrom({ ...config(), clients: { password } }))).toBeFalsy();
+    try {
+      const noauth = await RawClient.connect(proxy.port);
+      const refused = await noauth.exchange(
+        '*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n',
+        2,
+      );
+      expect(refused.map(String)).toEqual([expect.stringMatching(/NOAUTH/), expect.stringMatching(/NOAUTH/)]);
+      noauth.close();
+    } finally {
+      expect(proxy.reload(configFrom(config()))).toBeFalsy();
+    }
+    raw.close();
+    const after = await scrape(admin);
+    for (const [command, n] of [
+      ['get', 2],
+      ['object', 1],
+      ['set', 1],
+      ['unknown', 1],
+    ] as const) {
+      expect(delta(before, after, 'keymux_commands_total', { command }), command).toBe(n);
+      expect(delta(before, after, 'keymux_command_errors_total', { command }), command).toBe(n);
+    }
+  });
 });
 
 describe('admin endpoints', () => {
