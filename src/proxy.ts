@@ -12,6 +12,7 @@ import { Topology } from './routing/topology.js';
 import { CommandTable, specsFromCommandReply, builtinRows, type CommandTableOptions } from './commands/table.js';
 import { controlCommands } from './backend/control.js';
 import { Listener } from './server/listener.js';
+import { freeSocketPath } from './server/unix-socket.js';
 import { AdminServer } from './metrics/admin-server.js';
 import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
 import type { Request } from './core/request.js';
@@ -82,6 +83,11 @@ export interface StartOptions {
   joinMigration?: { id: number; chain: Array<Partial<KeymuxConfig>> } | null;
   /** A worker process: its first client id (unique across workers; default 1). */
   clientIds?: { first: number };
+  /**
+   * A worker process: the primary already made listen_unix's path free to bind (removed a stale socket there), and
+   * binds it once for every worker (node:cluster); a worker must not take the primary's live socket for another's.
+   */
+  unixPathChecked?: boolean;
 }
 
 /** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
@@ -238,6 +244,9 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     if (loaded.errors !== undefined) throw new ConfigError(loaded.errors);
     const stateProblem = validated.migration.enabled ? stateFileProblem(validated.migration.stateFile) : null;
     if (stateProblem !== null) throw new ConfigError([`${validated.source}: ${stateProblem}`]);
+    // Before anything is started: a path keymux must not take (a file, another process's live socket) stops here.
+    if (validated.listenUnix !== null && options.unixPathChecked !== true)
+      await startStep(validated.source, () => freeSocketPath(validated.listenUnix!.path));
     const material = loaded.material;
     const config = material.config;
     if (material.backendTls !== null) installBackendTls(config.backend.tls, material.backendTls);
@@ -273,6 +282,15 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       config.tls.enabled && config.tls.listen !== null && material.clientTls !== null
         ? await proxy.listener.listenTls(config.tls.listen.host, config.tls.listen.port, material.clientTls.options)
         : null;
+    const unix = config.listenUnix;
+    if (unix !== null) {
+      await startStep(config.source, () => proxy.listener.listenUnix(unix.path, unix.mode, false)).catch(
+        async (err: unknown) => {
+          await proxy.close();
+          throw err;
+        },
+      );
+    }
     if (config.admin !== null && options.admin !== false) {
       proxy.admin = new AdminServer(
         { ready: () => proxy.readiness() },
@@ -298,6 +316,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       {
         listen: addr === null ? null : `${addr.address}:${addr.port}`,
         ...(tlsAddr !== null ? { tls: `${tlsAddr.address}:${tlsAddr.port}` } : {}),
+        ...(unix !== null ? { unix: unix.path } : {}),
         admin: proxy.admin?.port ?? null,
         ...(material.adminToken !== null ? { adminToken: true } : {}),
         mode: config.mode,
@@ -309,9 +328,17 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     return proxy;
   }
 
-  /** The plain port clients connect to (useful when the config says port 0); the TLS port when there is none. */
+  /**
+   * The plain port clients connect to (useful when the config says port 0); the TLS port when there is none; 0 when
+   * clients connect over the Unix socket only.
+   */
   get port(): number {
-    return (this.listener.address ?? this.listener.tlsAddress)!.port;
+    return (this.listener.address ?? this.listener.tlsAddress)?.port ?? 0;
+  }
+
+  /** The Unix socket's path while keymux listens on it (null without listen_unix). */
+  get unixSocket(): string | null {
+    return this.listener.unixSocket;
   }
 
   /** The TLS port (tls.listen), or null without client TLS. */
@@ -1060,6 +1087,15 @@ class RemotePause implements MigrationHold {
     this.releaseRemote?.();
   }
 }
+/** Runs a start-up step whose failure is the operator's to fix (a path in the way): a ConfigError naming it. */
+async function startStep(source: string, step: () => Promise<void>): Promise<void> {
+  try {
+    await step();
+  } catch (err) {
+    throw new ConfigError([`${source}: ${(err as Error).message}`]);
+  }
+}
+
 /** A blocked client keymux could not unblock on its shard during drain. */
 const ERR_DRAIN_BLOCKED = errorReply('ERR keymux: shutting down (drain): the blocking command was cancelled; retry');
 

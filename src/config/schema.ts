@@ -190,6 +190,14 @@ function configShape(mode: Mode | null) {
         'Where clients connect in plain text, "host:port" ([v6]:port for IPv6; port 0 = any free port); null = no ' +
           'plain-text port (then tls.enabled must be true).',
       ),
+    listen_unix: shortOrMapping(unixSocketPath(), unixListenMapping())
+      .transform(unixListenSetting)
+      .prefault(null)
+      .describe(
+        'A Unix domain socket clients connect to, beside listen and tls.listen (README "Unix socket"): an absolute ' +
+          'path, or a mapping with path and mode (the octal file mode as a quoted string, e.g. "0660"); null = none. ' +
+          'Changing it needs a restart.',
+      ),
     admin: shortOrMapping(address(0), adminMapping())
       .transform(adminSetting)
       .prefault(null)
@@ -518,6 +526,82 @@ function configShape(mode: Mode | null) {
   };
 }
 
+/** Linux's sun_path holds 108 bytes, the last a NUL: a longer path cannot be bound. */
+const UNIX_PATH_MAX_BYTES = 107;
+
+/** `listen_unix` (or its `path`): an absolute path short enough to bind. */
+function unixSocketPath() {
+  return text()
+    .check((payload) => {
+      const p = payload.value;
+      if (!p.startsWith('/')) {
+        payload.issues.push({
+          code: 'custom',
+          message: `must be an absolute path, got ${JSON.stringify(p)}`,
+          input: p,
+        });
+      } else if (Buffer.byteLength(p) > UNIX_PATH_MAX_BYTES) {
+        payload.issues.push({
+          code: 'custom',
+          message: `too long for a Unix socket (${Buffer.byteLength(p)} bytes; at most ${UNIX_PATH_MAX_BYTES})`,
+          input: p,
+        });
+      }
+    })
+    .meta({ pattern: '^/' });
+}
+
+/**
+ * A file mode as an octal string ("0660", "660", "0o660") up to 0777. A YAML number is refused: YAML 1.2 reads
+ * 0660 as the decimal 660, so a number cannot say which the operator meant.
+ */
+function fileMode() {
+  const octal = /^(0o?)?[0-7]{1,4}$/;
+  return z
+    .string({
+      error: (iss) =>
+        `expected an octal mode as a quoted string (e.g. "0660"), got ${describeValue(iss.input)}` +
+        (typeof iss.input === 'number' ? '; quote it (YAML reads an unquoted 0660 as the decimal number 660)' : ''),
+    })
+    .transform((s, ctx): number => {
+      const mode = octal.test(s) ? parseInt(s.replace(/^0o/, ''), 8) : NaN;
+      if (!(mode >= 0 && mode <= 0o777)) {
+        ctx.issues.push({
+          code: 'custom',
+          message: `expected an octal mode 0..0777 (e.g. "0660"), got "${s}"`,
+          input: s,
+        });
+        return z.NEVER;
+      }
+      return mode;
+    })
+    .meta({ pattern: '^(0o?)?[0-7]{1,4}$' });
+}
+
+function unixListenMapping() {
+  return mapping(
+    {
+      path: unixSocketPath().describe('The socket file: an absolute path (its directory must exist).'),
+      mode: fileMode()
+        .nullable()
+        .prefault(null)
+        .describe(
+          'The socket file\'s mode, an octal string ("0660": owner and group may connect); null = as created ' +
+            '(0777 less the umask).',
+        ),
+    },
+    { what: 'a mapping with "path"' },
+  );
+}
+
+type UnixListenDoc = z.output<ReturnType<typeof unixListenMapping>>;
+
+/** `listen_unix:` as keymux uses it: { path, mode } (mode null for the short form). */
+function unixListenSetting(v: string | UnixListenDoc | null): { path: string; mode: number | null } | null {
+  if (v === null) return null;
+  return typeof v === 'string' ? { path: v, mode: null } : v;
+}
+
 /** `workers`: an integer 1..1024 or "auto". */
 function workerCount() {
   const error = (iss: { input?: unknown }) => `expected an integer >= 1 or "auto", got ${describeValue(iss.input)}`;
@@ -540,8 +624,18 @@ function configMapping(mode: Mode | null) {
       if (tlsListen && doc.admin && cx.ok(['admin']) && sameAddress(doc.admin, tlsListen)) {
         cx.error(['admin'], `same address as tls.listen (${formatHostPort(tlsListen)})`);
       }
-      if (cx.ok(['listen']) && doc.listen === null && cx.ok(['tls']) && !doc.tls.enabled) {
-        cx.error(['listen'], 'null (no plain-text port) needs tls.enabled: true, or clients could not connect at all');
+      if (
+        cx.ok(['listen']) &&
+        doc.listen === null &&
+        cx.ok(['tls']) &&
+        !doc.tls.enabled &&
+        cx.ok(['listen_unix']) &&
+        doc.listen_unix === null
+      ) {
+        cx.error(
+          ['listen'],
+          'null (no plain-text port) needs tls.enabled: true or listen_unix, or clients could not connect at all',
+        );
       }
       if (listen && Array.isArray(doc.shards)) {
         doc.shards.forEach((shard, i) => {

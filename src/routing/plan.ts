@@ -2,7 +2,7 @@
  * Plan: what a new config would change compared with the running one, computed from the two configs alone (no
  * I/O). Shared by `keymux plan` and the admin endpoint `POST /reload?dry_run=1`; live key counts come from
  * migration/estimate.ts on top of this. It answers:
- *  - whether the reload would be refused (listen, admin and mode need a restart; cluster mode has no plan);
+ *  - whether the reload would be refused (listen, listen_unix, admin and mode need a restart; cluster mode has no plan);
  *  - shards added, removed (by name), and changed (address, weight, slots), and other sections that differ;
  *  - slots mode: every slot whose owner address changes, grouped by (from address, to address) with counts
  *    and inclusive ranges; ring mode: each shard's share of the 2^32 hash ring before and after, and the arcs
@@ -104,7 +104,7 @@ export function planTopology(current: KeymuxConfig, next: KeymuxConfig): Topolog
 
 /**
  * Settings a running keymux cannot change in place (Proxy.reload refuses them; the plan says so): the sockets it
- * listens on (listen, tls.listen, the admin address, whether TLS or mutual TLS is on for either port) and the
+ * listens on (listen, tls.listen, listen_unix, the admin address, whether TLS or mutual TLS is on for either port) and the
  * mode. Certificates, CAs, the TLS version floor and the admin token may change (re-read on reload).
  */
 export function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string | null {
@@ -112,6 +112,7 @@ export function restartOnlyChange(from: KeymuxConfig, to: KeymuxConfig): string 
   const serverTls = (t: { enabled: boolean; caFile: string | null } | undefined) =>
     t === undefined ? null : [t.enabled, t.enabled && t.caFile !== null];
   if (!same(from.listen, to.listen)) return 'listen';
+  if (!same(from.listenUnix, to.listenUnix)) return 'listen_unix (its path or mode)';
   if (!same(serverTls(from.tls), serverTls(to.tls)) || (to.tls.enabled && !same(from.tls.listen, to.tls.listen)))
     return 'tls.enabled, tls.listen or mutual TLS (tls.ca_file set or not)';
   const admin = (a: KeymuxConfig['admin']) => (a === null ? null : [a.host, a.port, serverTls(a.tls)]);
@@ -127,7 +128,18 @@ function restartOnly(from: KeymuxConfig, to: KeymuxConfig): string | null {
   return what === null ? null : `${to.source}: ${what} cannot change without a restart`;
 }
 
-const ROUTING_KEYS = new Set(['source', 'shards', 'ring', 'hashTag', 'routing', 'listen', 'admin', 'mode', 'workers']);
+const ROUTING_KEYS = new Set([
+  'source',
+  'shards',
+  'ring',
+  'hashTag',
+  'routing',
+  'listen',
+  'listenUnix',
+  'admin',
+  'mode',
+  'workers',
+]);
 
 function otherSections(a: KeymuxConfig, b: KeymuxConfig): string[] {
   const out: string[] = [];

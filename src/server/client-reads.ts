@@ -10,7 +10,8 @@
  *
  * Node offers this (`onread`) only for sockets it connects itself, not for accepted ones; the socket's own fields
  * for it are found by name on a probe socket. If a Node version lacks them, `readInto` answers false and the
- * session reads through 'data' events as before, so nothing breaks but the saving.
+ * session reads through 'data' events as before, so nothing breaks but the saving. A Unix socket client's handle
+ * (a Pipe) is a libuv stream like TCP's and takes the same path (test: unix-socket.test.ts).
  */
 import net from 'node:net';
 import { viewOf } from '../core/byte-view.js';

@@ -129,7 +129,13 @@ export class ClientSession
 {
   readonly id: number;
   readonly socket: net.Socket;
+  /** The client as logs name it: "ip:port", or "/path/of/the.sock:0" over the Unix socket (as Redis shows it). */
   readonly remote: string;
+  /**
+   * The address failed AUTHs are counted by (AuthGuard): the client's IP, or "unix:/path/of/the.sock" for every
+   * client of the Unix socket together (they have no address of their own, like clients behind one NAT).
+   */
+  readonly host: string;
   readonly connectedAt: number;
   flushScheduled: boolean;
   /** CLIENT SETNAME value. */
@@ -242,11 +248,22 @@ export class ClientSession
   /** The client ended its side (TCP FIN): what it sent is answered, but nothing of it may block any more. */
   private peerEnded: boolean;
 
-  /** `sharedReads`: a plain-TCP socket, read through the shared scratch buffer (client-reads.ts) when possible. */
-  constructor(id: number, socket: net.Socket, ctx: ProxyContext, limits: ClientLimits, sharedReads = false) {
+  /**
+   * `sharedReads`: a plain (not TLS) socket, read through the shared scratch buffer (client-reads.ts) when possible.
+   * `unixPath`: the client came over the Unix socket at this path (its socket has no remote address).
+   */
+  constructor(
+    id: number,
+    socket: net.Socket,
+    ctx: ProxyContext,
+    limits: ClientLimits,
+    sharedReads = false,
+    unixPath: string | null = null,
+  ) {
     this.id = id;
     this.socket = socket;
-    this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
+    this.remote = unixPath !== null ? `${unixPath}:0` : `${socket.remoteAddress}:${socket.remotePort}`;
+    this.host = unixPath !== null ? `unix:${unixPath}` : (socket.remoteAddress ?? '');
     this.connectedAt = Date.now();
     this.flushScheduled = false;
     this.name = null;
@@ -313,7 +330,7 @@ export class ClientSession
     this.endYield = this.endYield.bind(this);
     socket.setNoDelay(true);
     if (!sharedReads || !readInto(socket, this.onData)) socket.on('data', this.onData);
-    // Plain TCP clients read through the shared buffer are also written to directly (client-writes.ts).
+    // Plain clients (TCP or Unix) read through the shared buffer are also written to directly (client-writes.ts).
     this.direct = sharedReads ? DirectWriter.for(socket, this) : null;
     socket.on('drain', this.onDrain);
     socket.on('close', this.onClose);
@@ -674,7 +691,7 @@ export class ClientSession
   checkAuthWhenDue(req: Request, check: () => void): void {
     const guard = this.ctx.authGuard;
     const config = this.ctx.topology.config.clients.authFailures;
-    const holdMs = guard.holdMs(config, this.socket.remoteAddress ?? '');
+    const holdMs = guard.holdMs(config, this.host);
     const inExec = this.execAuth;
     this.authHeldMs = holdMs;
     if (inExec !== null) {
@@ -708,7 +725,7 @@ export class ClientSession
     this.authFailures++;
     const close = this.ctx.authGuard.onFailure(
       this.ctx.topology.config.clients.authFailures,
-      this.socket.remoteAddress ?? '',
+      this.host,
       this.authFailures,
       user === null ? null : user.subarray(0, 64).toString('utf8'),
       this.remote,

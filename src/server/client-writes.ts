@@ -12,8 +12,9 @@
  * nothing is queued, so direct writes and any `socket.write` (endings, TLS-free fallbacks) keep their order; still,
  * while Node's own Writable holds data not yet handed to the handle, a DirectWriter writes through it too.
  *
- * It needs `process.binding('stream_wrap')` (WriteWrap and the stream state array) and a plain TCP socket; without
- * them `DirectWriter.for` returns null and the session writes with `socket.write` as before.
+ * It needs `process.binding('stream_wrap')` (WriteWrap and the stream state array) and a plain socket (TCP, or a
+ * Unix socket, whose Pipe handle has the same writeBuffer); without them `DirectWriter.for` returns null and the
+ * session writes with `socket.write` as before.
  */
 import type net from 'node:net';
 

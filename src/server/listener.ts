@@ -1,14 +1,17 @@
 /**
- * Listener: the client-facing ports: the plain TCP port (`listen`) and, with `tls.enabled`, the TLS port
- * (`tls.listen`, keymux terminates TLS; with `tls.ca_file` clients must present a certificate signed by it). Both
- * hand their sockets to the same accept: `clients.max` counts clients of both ports (a client over the limit gets
+ * Listener: the client-facing ports: the plain TCP port (`listen`), with `tls.enabled` the TLS port (`tls.listen`,
+ * keymux terminates TLS; with `tls.ca_file` clients must present a certificate signed by it), and with
+ * `listen_unix` a Unix domain socket (its file is prepared and removed by unix-socket.ts). All hand their sockets
+ * to the same accept: `clients.max` counts clients of every port (a client over the limit gets
  * "-ERR max number of clients reached" and is closed, as Redis does: its socket is destroyed once the error is
  * written, or soon after if the client does not take it, so refused clients cannot pile up file descriptors), and
  * each socket becomes a ClientSession, which cannot tell a TLS socket from a plain one. A TLS client is handed
  * over once its handshake is done; a handshake that fails (no client certificate, one from another CA, not TLS at
  * all) is counted and never reaches a session. New certificates replace the old ones for new handshakes without
- * touching connected clients (setSecureContext). Stopping the listener (drain) refuses new connections on both
- * ports and leaves existing sessions running. The limits across clients (client-limits.ts) live here: a
+ * touching connected clients (setSecureContext). Stopping the listener (drain) refuses new connections on every
+ * port (the Unix socket's file is removed then) and leaves existing sessions running. A Unix socket client is a
+ * plain one to its session (shared-buffer reads and direct writes work on its pipe handle as on TCP), named by the
+ * socket's path instead of an address. The limits across clients (client-limits.ts) live here: a
  * connection past `clients.max_new_connections_per_s` is refused before it becomes a session (on the TLS port
  * before its handshake, where connections still in their handshake count against `clients.max` too), and a
  * session's held bytes and unfinished command stop counting when it is removed. A refused handshake's socket is
@@ -23,6 +26,7 @@ import { ERR_CONNECTION_RATE, ERR_MAX_CLIENTS } from '../errors.js';
 import { ClientLimits } from './client-limits.js';
 import { CLOSE_LINGER_MS, endThenDestroy } from './socket-close.js';
 import { contextPart, type ServerTlsOptions } from '../security/tls.js';
+import { freeSocketPath, listenOnPath } from './unix-socket.js';
 import { childLogger, type Logger } from '../log.js';
 
 /** A TLS client that has not finished its handshake by then is dropped (Node's default is 120 s). */
@@ -37,6 +41,8 @@ export class Listener {
   readonly limits: ClientLimits;
   private readonly server: net.Server;
   private tlsServer: tls.Server | null = null;
+  private unixServer: net.Server | null = null;
+  private unixPath: string | null = null;
   private readonly ctx: ProxyContext;
   private readonly log: Logger;
   private nextId = 1;
@@ -99,6 +105,24 @@ export class Listener {
     return listenOn(server, host, port);
   }
 
+  /**
+   * Opens the Unix socket at `path` (`listen_unix`): a stale socket file there is replaced, anything else there is
+   * an error (unix-socket.ts); `mode` (null: as created) is the file's mode. `checkPath` false: the path was
+   * already checked by whoever binds it (the primary of `workers: N`).
+   */
+  async listenUnix(path: string, mode: number | null, checkPath = true): Promise<void> {
+    if (checkPath) await freeSocketPath(path);
+    const server = net.createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock, false, path));
+    await listenOnPath(server, path, mode);
+    this.unixServer = server;
+    this.unixPath = path;
+  }
+
+  /** The Unix socket's path while keymux listens on it (null without listen_unix). */
+  get unixSocket(): string | null {
+    return this.unixServer?.listening === true ? this.unixPath : null;
+  }
+
   /** New certificates (or CA) for handshakes from now on; connected clients keep theirs. */
   setSecureContext(options: ServerTlsOptions): void {
     this.tlsServer?.setSecureContext(contextPart(options));
@@ -127,6 +151,7 @@ export class Listener {
   stopAccepting(): Promise<void> {
     if (this.server.listening) this.server.close();
     if (this.tlsServer?.listening === true) this.tlsServer.close();
+    if (this.unixServer?.listening === true) this.unixServer.close(); // libuv removes the socket file
     this.limits.stop();
     return Promise.resolve();
   }
@@ -154,9 +179,12 @@ export class Listener {
     this.limits.forget(session as ClientSession);
   }
 
-  /** A new client socket; `admitted`: the TLS port already checked the connection rate. */
-  private accept(sock: net.Socket, admitted = false): void {
-    if (!admitted && !this.limits.admitConnection(sock.remoteAddress)) {
+  /**
+   * A new client socket; `admitted`: the TLS port already checked the connection rate; `unixPath`: it came over
+   * the Unix socket at that path.
+   */
+  private accept(sock: net.Socket, admitted = false, unixPath: string | null = null): void {
+    if (!admitted && !this.limits.admitConnection(sock.remoteAddress ?? unixPath ?? undefined)) {
       sock.on('error', () => undefined);
       endThenDestroy(sock, CLOSE_LINGER_MS, ERR_CONNECTION_RATE);
       return;
@@ -173,8 +201,9 @@ export class Listener {
       this.tlsSessions++;
       sock.once('close', () => this.tlsSessions--);
     }
-    // A TLS socket's bytes arrive decrypted through 'data'; a plain one reads into the shared buffer.
-    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits, !(sock instanceof tls.TLSSocket)));
+    // A TLS socket's bytes arrive decrypted through 'data'; a plain one (TCP or Unix) reads into the shared buffer.
+    const plain = !(sock instanceof tls.TLSSocket);
+    this.sessions.add(new ClientSession(this.nextId++, sock, this.ctx, this.limits, plain, unixPath));
   }
 }
 

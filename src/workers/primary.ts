@@ -44,6 +44,7 @@ import { AdminServer, RefusalLog, sendJson, sendText } from '../metrics/admin-se
 import { loadSecurity, sameMaterial, type SecurityMaterial } from '../security/material.js';
 import { FileSetWatcher } from '../security/tls.js';
 import { AddressFailures } from '../security/address-failures.js';
+import { freeSocketPath } from '../server/unix-socket.js';
 import { restartOnlyChange } from '../routing/plan.js';
 import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
@@ -249,6 +250,15 @@ export class WorkerPrimary {
       primary.nextMigrationId++;
       primary.log.info({ migration: primary.migration.id }, 'resuming an interrupted key migration in every worker');
     }
+    // The Unix socket is bound here once for every worker (node:cluster's shared handle), so a stale file is
+    // replaced here, before any worker asks for it; workers skip the check (they would find the live socket).
+    if (config.listenUnix !== null) {
+      try {
+        await freeSocketPath(config.listenUnix.path);
+      } catch (err) {
+        throw new ConfigError([`${config.source}: ${(err as Error).message}`]);
+      }
+    }
     cluster.setupPrimary({ serialization: 'advanced' });
     const starts = [];
     for (let id = 1; id <= count; id++) starts.push(primary.startWorker(id));
@@ -271,6 +281,7 @@ export class WorkerPrimary {
         workers: count,
         pids: primary.slots.map((s) => s?.pid ?? null),
         listen: config.listen === null ? null : `${config.listen.host}:${config.listen.port}`,
+        ...(config.listenUnix !== null ? { unix: config.listenUnix.path } : {}),
         admin: primary.admin?.port ?? null,
       },
       'keymux workers serving',

@@ -90,6 +90,7 @@ export function runWorker(): void {
         migrationLink: migrationLink(req.leader),
         joinMigration: req.migration,
         clientIds: req.clientIds,
+        unixPathChecked: true, // the primary did, and binds the socket for every worker
       });
       metrics = new Metrics(proxy);
       // Failed AUTHs count for the whole process: reported to the primary, whose counts come back (onShared).

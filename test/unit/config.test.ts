@@ -90,6 +90,7 @@ describe('valid configurations', () => {
     expect(c).toEqual({
       source: SRC,
       listen: { host: '127.0.0.1', port: 6380 },
+      listenUnix: null,
       admin: null,
       tls: { ...SERVER_TLS_OFF, listen: null },
       mode: 'slots',
@@ -471,7 +472,7 @@ describe('document shape', () => {
       'config/test.yaml:12: admn: unknown key (did you mean "admin"?)',
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
-      'config/test.yaml:15: color: unknown key; expected one of: listen, admin, tls, mode, hash_tag, shards, ring, ' +
+      'config/test.yaml:15: color: unknown key; expected one of: listen, listen_unix, admin, tls, mode, hash_tag, shards, ring, ' +
         'routing, cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain, workers',
     ]);
   });
@@ -575,7 +576,46 @@ describe('listen and admin', () => {
       'config/test.yaml:12: listen: "bad host" is not a valid host name or IP address',
     ]);
     expect(errorsOf(slots('listen: null'))).toEqual([
-      'config/test.yaml:12: listen: null (no plain-text port) needs tls.enabled: true, or clients could not connect at all',
+      'config/test.yaml:12: listen: null (no plain-text port) needs tls.enabled: true or listen_unix, or clients could not connect at all',
+    ]);
+  });
+
+  it('reads listen_unix: an absolute path, or { path, mode } with the mode an octal string', () => {
+    expect(configOf(slots('listen_unix: /run/keymux/keymux.sock')).listenUnix).toEqual({
+      path: '/run/keymux/keymux.sock',
+      mode: null,
+    });
+    const both = configOf(slots('listen: null', 'listen_unix: { path: /run/k.sock, mode: "0660" }'));
+    expect(both.listen).toBeNull();
+    expect(both.listenUnix).toEqual({ path: '/run/k.sock', mode: 0o660 });
+    for (const [written, mode] of [
+      ['"777"', 0o777],
+      ['"0o600"', 0o600],
+      ['"0"', 0],
+    ] as const) {
+      expect(configOf(slots(`listen_unix: { path: /k.sock, mode: ${written} }`)).listenUnix?.mode, written).toBe(mode);
+    }
+    expect(configOf(slots()).listenUnix).toBeNull();
+  });
+
+  it('rejects a relative or too long listen_unix path, and a mode that is a number or not octal up to 0777', () => {
+    expect(errorsOf(slots('listen_unix: keymux.sock'))).toEqual([
+      'config/test.yaml:12: listen_unix: must be an absolute path, got "keymux.sock"',
+    ]);
+    expect(errorsOf(slots(`listen_unix: /${'x'.repeat(107)}`))).toEqual([
+      'config/test.yaml:12: listen_unix: too long for a Unix socket (108 bytes; at most 107)',
+    ]);
+    expect(errorsOf(slots('listen_unix: { path: /k.sock, mode: 0660 }'))).toEqual([
+      'config/test.yaml:12: listen_unix.mode: expected an octal mode as a quoted string (e.g. "0660"), got an integer ' +
+        '(660); quote it (YAML reads an unquoted 0660 as the decimal number 660)',
+    ]);
+    for (const mode of ['"0800"', '"1777"', '"rw-rw----"', '""']) {
+      expect(errorsOf(slots(`listen_unix: { path: /k.sock, mode: ${mode} }`)), mode).toEqual([
+        `config/test.yaml:12: listen_unix.mode: expected an octal mode 0..0777 (e.g. "0660"), got ${mode}`,
+      ]);
+    }
+    expect(errorsOf(slots('listen_unix: { mode: "0660" }'))).toEqual([
+      'config/test.yaml:12: listen_unix.path: required',
     ]);
   });
 
@@ -1543,13 +1583,19 @@ describe('config/keymux.schema.json, generated from the declaration for editors'
       ? { mode: 'cluster', cluster: { seeds: ['127.0.0.1:7000'], retry: { base_delay_ms: 1, max_delay_ms: 60_000 } } }
       : path.startsWith('ring') || path === 'shards[].weight'
         ? { mode: 'ring', shards: [{ address: '127.0.0.1:7001' }] }
-        : path.startsWith('sentinel')
+        : path.startsWith('listen_unix')
           ? {
               mode: 'slots',
-              sentinel: { sentinels: ['127.0.0.1:26379'] },
-              shards: [{ sentinel_master: 'a', slots: ['0-16383'] }],
+              shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }],
+              listen_unix: { path: '/run/keymux.sock' },
             }
-          : { mode: 'slots', shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }] };
+          : path.startsWith('sentinel')
+            ? {
+                mode: 'slots',
+                sentinel: { sentinels: ['127.0.0.1:26379'] },
+                shards: [{ sentinel_master: 'a', slots: ['0-16383'] }],
+              }
+            : { mode: 'slots', shards: [{ name: 'a', address: '127.0.0.1:7001', slots: ['0-16383'] }] };
     const parts = path.split('.');
     let node = doc;
     parts.forEach((part, i) => {

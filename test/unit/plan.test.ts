@@ -138,6 +138,15 @@ describe('planTopology', () => {
     expect(planTopology(a, other).refused).toBe('x.yaml: mode cannot change without a restart');
   });
 
+  it('a listen_unix change (added, its path or its mode) is refused too', () => {
+    const unix = (value: unknown) => ring([1], { listen_unix: value });
+    const refused = 'x.yaml: listen_unix (its path or mode) cannot change without a restart';
+    expect(planTopology(ring([1]), unix('/run/a.sock')).refused).toBe(refused);
+    expect(planTopology(unix('/run/a.sock'), unix('/run/b.sock')).refused).toBe(refused);
+    expect(planTopology(unix('/run/a.sock'), unix({ path: '/run/a.sock', mode: '0600' })).refused).toBe(refused);
+    expect(planTopology(unix('/run/a.sock'), unix({ path: '/run/a.sock' })).refused).toBeNull();
+  });
+
   it('names the other sections that change', () => {
     const p = planTopology(ring([1]), ring([1], { backend: { timeout_ms: 5 }, commands: { deny: ['keys'] } }));
     expect(p.otherChanges).toEqual(['backend', 'commands']);
