@@ -35,7 +35,8 @@ What keymux cannot express is reported on stderr; if it would change where keys 
 exit code is 1.
 
   -p, --pool NAME       the pool to import (required when the file has several)
-      --listen ADDR     where keymux listens (default: the pool's listen; required for a unix-socket listen)
+      --listen ADDR     where keymux listens on TCP (default: the pool's listen; with a unix-socket listen,
+                        which becomes listen_unix, a TCP port besides it)
       --admin ADDR      keymux's admin HTTP address (default 127.0.0.1:9121; "none" for no admin server)
       --verify          sample keys on every server and check the new config routes each where it is
       --sample N        keys sampled per server by --verify (default 1000)
@@ -301,17 +302,27 @@ export function importPool(
 
   // --- listen and admin
   const listenRaw = str('listen');
-  let listen: string;
+  let listen: string | null;
+  // twemproxy's "/path/to.sock [mode]" (the mode in octal, as nutcracker reads it with strtol base 8).
+  let listenUnix: { path: string; mode: string | null } | null = null;
+  if (listenRaw !== null && listenRaw.startsWith('/')) {
+    const [path, mode, ...rest] = listenRaw.trim().split(/\s+/);
+    const bits = mode !== undefined && /^[0-7]+$/.test(mode) ? parseInt(mode, 8) : null;
+    if (rest.length > 0 || (mode !== undefined && (bits === null || bits > 0o777))) {
+      e.errors.push(
+        `${where('listen')}: listen "${listenRaw}": expected "/path/to.sock" or "/path/to.sock MODE" with an octal MODE up to 0777 (e.g. 0666)`,
+      );
+    } else {
+      listenUnix = { path: path!, mode: bits === null ? null : `0${bits.toString(8).padStart(3, '0')}` };
+    }
+  }
   if (options.listen !== undefined) {
     listen = options.listen;
   } else if (listenRaw === null) {
     e.errors.push(`${where('listen')}: no listen address (twemproxy requires one)`);
     listen = '127.0.0.1:6380';
   } else if (listenRaw.startsWith('/')) {
-    e.errors.push(
-      `${where('listen')}: listen on a unix socket (${listenRaw}): keymux listens on TCP only; give --listen HOST:PORT and point the clients there`,
-    );
-    listen = '127.0.0.1:6380';
+    listen = null; // clients connect over the unix socket only, as to nutcracker; --listen adds a TCP port
   } else {
     listen = listenRaw;
   }
@@ -324,8 +335,14 @@ export function importPool(
     '# every key on the same server as twemproxy, so clients can switch without moving any data.',
     '# Check it with `keymux --config FILE --check`; see README.md, "Coming from twemproxy".',
     '',
-    `# twemproxy: listen: ${listenRaw ?? '(none)'}${options.listen !== undefined ? ` (replaced by --listen)` : ''}`,
-    `listen: ${y(listen)}`,
+    `# twemproxy: listen: ${listenRaw ?? '(none)'}${options.listen !== undefined ? (listenUnix !== null ? ' (and --listen)' : ' (replaced by --listen)') : ''}`,
+    `listen: ${listen === null ? 'null' : y(listen)}`,
+    ...(listenUnix === null
+      ? []
+      : [
+          '# The unix socket (a stale file left by a crash is replaced at start; removed on a clean exit).',
+          `listen_unix: { path: ${y(listenUnix.path)}${listenUnix.mode === null ? '' : `, mode: "${listenUnix.mode}"`} }`,
+        ]),
     "# keymux's admin HTTP server: /metrics (Prometheus), /healthz, /readyz, /shards, /hotkeys, POST /reload.",
     "# (twemproxy's stats port is a command-line option, nutcracker -s, and has no place in its config.)",
     `admin: ${admin === null ? 'null' : y(admin)}`,

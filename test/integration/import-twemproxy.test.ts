@@ -3,8 +3,9 @@
  * names, several hashes, hash tags, redis_auth, auto_eject_hosts, several pools in one file) a real nutcracker
  * runs the original, the real CLI imports it, and a keymux runs the import over the same redis-servers. 10,000
  * keys written through nutcracker are all read back through keymux, and 10,000 written through keymux are all read
- * back through nutcracker, each with its value. Pools keymux cannot serve the same way (unix-socket servers or
- * listen, modula, memcached, redis_db) are refused with a clear message, exit code 1 and nothing on stdout; a
+ * back through nutcracker, each with its value. A pool listening on a unix socket ("/path 0666") becomes
+ * listen_unix, and keymux serves clients over that socket. Pools keymux cannot serve the same way (unix-socket
+ * servers, modula, memcached, redis_db) are refused with a clear message, exit code 1 and nothing on stdout; a
  * file with several pools needs --pool. `--verify` finds a key that is not where the ring puts it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -14,6 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseConfigText } from '../../src/config/load.js';
 import { Proxy } from '../../src/proxy.js';
+import { Redis } from 'ioredis';
 import { startNutcracker } from '../support/nutcracker.js';
 import { freePort } from '../support/ports.js';
 import { redisCommands, startRedis, type RedisProcess } from '../support/redis.js';
@@ -292,6 +294,35 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
     expect(r.stderr).toMatch(/note: .*:\d+: pool web: backlog 2048/);
   });
 
+  it('maps a unix-socket listen "/path MODE" to listen_unix, and keymux serves the imported pool over it', async () => {
+    const sock = path.join(dir, 'nutcracker.sock');
+    const servers = plain.slice(0, 2).map((r) => `${r.address}:1`);
+    const imported = await importCli(poolText('sock', `${sock} 0666`, ['redis: true'], servers));
+    expect(imported.code).toBe(0);
+    const c = parseConfigText(imported.stdout, 'import').config!;
+    expect(c.listen).toBeNull(); // as nutcracker: the socket only
+    expect(c.listenUnix).toEqual({ path: sock, mode: 0o666 });
+    expect(imported.stdout).toContain(`listen_unix: { path: ${sock}, mode: "0666" }`);
+    // No mode: as created; --listen adds a TCP port beside the socket.
+    const both = await importCli(poolText('sock', sock, ['redis: true'], servers), ['--listen', '127.0.0.1:6390']);
+    expect(both.code).toBe(0);
+    const b = parseConfigText(both.stdout, 'import').config!;
+    expect(b.listen).toEqual({ host: '127.0.0.1', port: 6390 });
+    expect(b.listenUnix).toEqual({ path: sock, mode: null });
+
+    const proxy = await Proxy.start({ ...c, admin: null }, { builtinCommandTable: true });
+    const client = new Redis({ path: sock });
+    try {
+      expect(fs.statSync(sock).mode & 0o777).toBe(0o666);
+      expect(await client.set('from-twemproxy', 'v')).toBe('OK');
+      expect(await client.get('from-twemproxy')).toBe('v');
+    } finally {
+      client.disconnect();
+      await proxy.close();
+    }
+    expect(fs.existsSync(sock)).toBe(false);
+  });
+
   it('reads string directives as written: redis_auth 1e3 and 0x1F, a pool named 007', async () => {
     for (const auth of ['1e3', '0x1F', '0123', '"0123"', "'1e3'"]) {
       const r = await importCli(poolText('007', '127.0.0.1:22121', ['redis: true', `redis_auth: ${auth}`], ['h:1:1']));
@@ -319,9 +350,9 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
         /:5: pool a: server "\/var\/run\/redis\/redis.sock:1 s1": a unix socket server: keymux connects to shards over TCP only/,
       ],
       [
-        'unix socket listen',
-        poolText('a', '/var/run/nutcracker.sock 0666', ['redis: true'], ['127.0.0.1:7001:1']),
-        /:2: pool a: listen on a unix socket \(\/var\/run\/nutcracker.sock 0666\): keymux listens on TCP only; give --listen/,
+        'unix socket listen with a mode that is not octal',
+        poolText('a', '/var/run/nutcracker.sock 0866', ['redis: true'], ['127.0.0.1:7001:1']),
+        /:2: pool a: listen "\/var\/run\/nutcracker.sock 0866": expected "\/path\/to.sock" or "\/path\/to.sock MODE" with an octal MODE up to 0777/,
       ],
       [
         'modula',
