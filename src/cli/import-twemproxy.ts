@@ -450,8 +450,12 @@ export function importPool(
     loose.push(`tcpkeepalive: ${String(get('tcpkeepalive'))}: keymux always enables TCP keepalive to shards (30 s).`);
   const backlog = int('backlog');
   if (backlog !== null) {
-    loose.push(`backlog: ${backlog}: keymux listens with Node.js's default backlog (511); no setting.`);
-    e.notes.push(`${where('backlog')}: backlog ${backlog} has no keymux setting (Node.js's default, 511, is used)`);
+    loose.push(
+      `backlog: ${backlog}: keymux listens with a backlog of 1024 (capped by net.core.somaxconn); no setting.`,
+    );
+    e.notes.push(
+      `${where('backlog')}: backlog ${backlog} has no keymux setting (keymux's 1024, capped by net.core.somaxconn, is used)`,
+    );
   }
   if (db === 0 && pool.values.has('redis_db')) loose.push('redis_db: 0: keymux always uses database 0.');
   if (loose.length > 0) {
