@@ -38,7 +38,20 @@ function harness() {
   const sent: Array<{ op: BackendOp; frame: Buffer }> = [];
   const stats = new ShardStats('a', '127.0.0.1:1');
   // One connection, the same object whoever asks (a read joins only a read sent over the connection it would take).
-  const conn = { send: (op: BackendOp, frame: Buffer) => sent.push({ op, frame }) };
+  // Every op queued on it, in order, numbered by position (BackendConnection.positionOfLast / waitingAt): an op is
+  // waiting until it is answered.
+  const queued: BackendOp[] = [];
+  const conn = {
+    send: (op: BackendOp, frame: Buffer) => {
+      queued.push(op);
+      sent.push({ op, frame });
+    },
+    positionOfLast: (op: BackendOp) => (queued[queued.length - 1] === op ? queued.length - 1 : -1),
+    waitingAt: (position: number) => {
+      const op = queued[position] as Request | undefined;
+      return op === undefined || op.answered ? undefined : op;
+    },
+  };
   const pool = {
     shard: { name: 'a', address: '127.0.0.1:1', host: '127.0.0.1', port: 1 },
     stats,
@@ -72,6 +85,7 @@ function harness() {
     id,
     sendUnit(unit: Request) {
       unit.state = UNIT_AT_BACKEND;
+      queued.push(unit);
       sent.push({ op: unit, frame: unit.frame });
     },
   });
@@ -161,6 +175,14 @@ describe('NearCache flights', () => {
     expect(h.stats.coalesced).toBe(2);
     h.answer('v');
     expect([a, b, d, c].map((r) => r.reply?.toString())).toEqual(Array(4).fill('$1\r\nv\r\n'));
+    // An answered leader is joined by nobody: the next identical read is sent (and leads in turn).
+    h.nc.store.clear();
+    const e = h.read(2, 'k');
+    expect(gets()).toBe(1);
+    const f = h.read(3, 'k');
+    expect(gets()).toBe(1);
+    h.answer('w');
+    expect([e, f].map((r) => r.reply?.toString())).toEqual(Array(2).fill('$1\r\nw\r\n'));
   });
 
   it('a write through keymux drops the key, ends coalescing, and holds the key until it is answered', () => {
