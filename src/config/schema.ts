@@ -523,6 +523,12 @@ function configShape(mode: Mode | null) {
         'Processes serving clients behind the one client port (README "Workers"): an integer >= 1, or "auto" = ' +
           'one per CPU (os.availableParallelism()). 1 (default) = one process, as always. Changing it needs a restart.',
       ),
+    workers_heartbeat_timeout_ms: int(0, 600_000)
+      .default(5000)
+      .describe(
+        'workers > 1 (README "Workers"): a worker whose event loop has answered none of the primary\'s heartbeats ' +
+          '(sent every second, or every quarter of this bound when shorter) for this many milliseconds is declared hung, killed (SIGKILL) and replaced; 0 = never.',
+      ),
   };
 }
 

@@ -31,7 +31,12 @@
  *   land on different workers is delayed as by one keymux. Workers read only their copy: no AUTH waits on the primary.
  * - the workers' lives: a worker that exits unexpectedly is logged, counted (keymux_worker_restarts_total) and
  *   replaced (after a short back-off when it died young); SIGTERM/SIGINT drain every worker within the grace
- *   period, and the primary exits once all have exited.
+ *   period, and the primary exits once all have exited. A serving worker is sent a heartbeat every second (a
+ *   quarter of workers_heartbeat_timeout_ms when shorter); one that has sent nothing for that bound (its event loop
+ *   is blocked, or it is stopped) is hung: killed with SIGKILL (it cannot drain), which takes it out of node:cluster's
+ *   round robin, and replaced like a worker that died (counted with reason "hung"). A worker silent for a whole
+ *   heartbeat interval is skipped by the admin endpoint (reported missing) instead of being waited for, and every
+ *   admin question waits at most ADMIN_ASK_TIMEOUT_MS for a worker, so /readyz answers within the probes' timeout.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { performance } from 'node:perf_hooks';
@@ -68,8 +73,15 @@ import {
 const START_TIMEOUT_MS = 60_000;
 /** How long a worker may take to apply a reload (sentinel look-ups included). */
 const RELOAD_TIMEOUT_MS = 30_000;
-/** How long a worker may take to answer an admin question. */
+/** How long a worker may take to answer a control message (migration go / done, unpause). */
 const ASK_TIMEOUT_MS = 5_000;
+/**
+ * How long the admin endpoint waits for a worker's answer (/readyz, /metrics, /shards, /hotkeys, /slowlog): below
+ * the Kubernetes probes' timeoutSeconds (2 s in deploy/), so /readyz answers in time when a worker does not.
+ */
+const ADMIN_ASK_TIMEOUT_MS = 1_500;
+/** Heartbeats go out this often, or four times per workers_heartbeat_timeout_ms when that is shorter. */
+const HEARTBEAT_INTERVAL_MS = 1_000;
 /** After the drain grace period, how long the primary waits for workers to exit before killing them. */
 const EXIT_SLACK_MS = 5_000;
 /** A worker that dies sooner than this after its start is restarted after a growing back-off. */
@@ -103,6 +115,24 @@ interface Pending {
   timer: NodeJS.Timeout;
 }
 
+/** Why a worker was replaced (the reason label of keymux_worker_restarts_total). */
+type RestartReason = 'exited' | 'hung' | 'reload';
+const RESTART_REASONS: readonly RestartReason[] = ['exited', 'hung', 'reload'];
+
+/** How often the primary sends heartbeats for a bound (0: none; the loop still turns, for a bound set by a reload). */
+export function heartbeatIntervalMs(timeoutMs: number): number {
+  return timeoutMs === 0
+    ? HEARTBEAT_INTERVAL_MS
+    : Math.max(1, Math.min(HEARTBEAT_INTERVAL_MS, Math.floor(timeoutMs / 4)));
+}
+
+/** A worker the admin endpoint has no answer from this time, and why. */
+interface MissingWorker {
+  worker: number;
+  pid: number | null;
+  reason: string;
+}
+
 /** One worker slot (1..N): the process filling it now. */
 interface Slot {
   readonly id: number;
@@ -115,6 +145,14 @@ interface Slot {
   pending: Map<number, Pending>;
   online: Promise<void>;
   exited: Promise<void>;
+  /** When the primary last heard from it (any message: it proves the worker's event loop turned), performance.now(). */
+  heardAt: number;
+  /** Heartbeats sent since it was last heard from. */
+  unanswered: number;
+  /** Heartbeats it had not answered when the next one was due (0 once it is heard from again). */
+  missed: number;
+  /** Set when the primary kills it: why (so its exit is counted as that, not as a crash). */
+  killedFor: RestartReason | null;
 }
 
 export interface PrimaryOptions {
@@ -189,7 +227,12 @@ export class WorkerPrimary {
   private stopping = false;
   /** Every worker served once: from now on a worker that exits is replaced. */
   private started = false;
-  private restarts = 0;
+  /** Workers replaced, by why (keymux_worker_restarts_total{reason}). */
+  private readonly restarts: Record<RestartReason, number> = { exited: 0, hung: 0, reload: 0 };
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** When the heartbeat loop last ran (a much later run means the primary itself was stalled). */
+  private heartbeatAt = 0;
+  private nextHeartbeat = 1;
   /** /metrics: each slot's last answer (and the process that gave it), and the last answers of replaced workers. */
   private readonly lastMetrics = new Map<number, { pid: number; json: MetricJson[] }>();
   private retired: object[][] = [];
@@ -276,6 +319,8 @@ export class WorkerPrimary {
       primary.watcher.start();
     }
     primary.watchSecretFiles(loaded.material.files);
+    primary.heartbeatAt = performance.now();
+    primary.scheduleHeartbeat();
     primary.log.info(
       {
         workers: count,
@@ -626,9 +671,14 @@ export class WorkerPrimary {
         pending: new Map(),
         online: new Promise<void>((r) => (online = r)),
         exited: new Promise<void>((r) => (exited = r)),
+        heardAt: performance.now(),
+        unanswered: 0,
+        missed: 0,
+        killedFor: null,
       };
       this.slots[id - 1] = slot;
       worker.on('message', (msg: unknown) => {
+        this.heardFrom(slot);
         if (isReply(msg)) this.settle(slot, msg);
         else if (isWorkerEvent(msg)) this.onEvent(slot, msg, online);
       });
@@ -660,6 +710,7 @@ export class WorkerPrimary {
         throw err;
       }
       slot.state = 'serving';
+      slot.heardAt = performance.now(); // heartbeats start now: the bound counts from here
       this.log.info({ worker: id, pid: slot.pid }, 'worker serving');
       // Every later failure reaches it as it serves (tellAuthFailure); the earlier ones come now.
       const remembered = this.authFailures.remembered(performance.now());
@@ -732,10 +783,13 @@ export class WorkerPrimary {
     const young = performance.now() - slot.startedAt < YOUNG_MS;
     const youngDeaths = young ? slot.youngDeaths + 1 : 0;
     const delay = young ? Math.min(MAX_BACKOFF_MS, 250 * 2 ** (youngDeaths - 1)) : 0;
-    this.restarts++;
+    const reason = slot.killedFor ?? 'exited';
+    this.restarts[reason]++;
     this.log.error(
-      { worker: slot.id, pid: slot.pid, code, signal, restartInMs: delay },
-      'worker exited unexpectedly; starting a new one',
+      { worker: slot.id, pid: slot.pid, code, signal, reason, restartInMs: delay },
+      reason === 'exited'
+        ? 'worker exited unexpectedly; starting a new one'
+        : 'killed worker exited; starting a new one',
     );
     this.slots[slot.id - 1] = null;
     setTimeout(() => {
@@ -744,9 +798,83 @@ export class WorkerPrimary {
   }
 
   /** A worker that cannot be trusted to hold the running config: killed (and so replaced). */
-  private replaceWorker(slot: Slot, why: string): void {
-    this.log.error({ worker: slot.id, pid: slot.pid, why }, 'replacing worker');
+  private replaceWorker(slot: Slot, why: string, reason: RestartReason = 'reload'): void {
+    this.log.error({ worker: slot.id, pid: slot.pid, why, reason }, 'replacing worker');
+    slot.killedFor ??= reason;
     slot.worker.process.kill('SIGKILL');
+  }
+
+  // ---- heartbeats -----------------------------------------------------------------------------------------------
+
+  private scheduleHeartbeat(): void {
+    if (this.stopping) return;
+    this.heartbeatTimer = setTimeout(
+      () => this.heartbeat(),
+      heartbeatIntervalMs(this.config.workersHeartbeatTimeoutMs),
+    );
+    this.heartbeatTimer.unref(); // the workers' channels keep the primary alive, not its heartbeats
+  }
+
+  /**
+   * One round: a worker silent for the bound is hung (killed and replaced); every other serving worker is sent a
+   * heartbeat. The bound is read from the running config each round (a reload may change it).
+   */
+  private heartbeat(): void {
+    this.heartbeatTimer = null;
+    if (this.stopping) return;
+    const bound = this.config.workersHeartbeatTimeoutMs;
+    const interval = heartbeatIntervalMs(bound);
+    const now = performance.now();
+    // This round runs far later than planned: the primary itself was stalled (stopped, swapped out, a long pause).
+    // Timers run before I/O in a loop turn, so the workers' answers of that time are still unread: their silence
+    // says nothing yet, and each worker gets the whole bound again from now.
+    const stalled = now - this.heartbeatAt > 2 * interval + 1_000;
+    this.heartbeatAt = now;
+    for (const slot of this.slots) {
+      if (slot === null || slot.state !== 'serving' || slot.killedFor !== null) continue;
+      if (bound === 0) {
+        slot.unanswered = 0;
+        slot.missed = 0;
+        continue;
+      }
+      if (stalled) {
+        slot.heardAt = now;
+        slot.unanswered = 0;
+      }
+      const silentMs = now - slot.heardAt;
+      if (silentMs > bound) {
+        this.log.error(
+          { worker: slot.id, pid: slot.pid, silentMs: Math.round(silentMs), boundMs: bound, missed: slot.unanswered },
+          'worker hung: no heartbeat answered within workers_heartbeat_timeout_ms; killing it (SIGKILL: its ' +
+            'client connections are lost) and starting a new one',
+        );
+        this.replaceWorker(slot, `no heartbeat answered in ${Math.round(silentMs)} ms`, 'hung');
+        continue;
+      }
+      if (slot.unanswered > 0 && slot.missed === 0)
+        this.log.warn(
+          { worker: slot.id, pid: slot.pid, silentMs: Math.round(silentMs), boundMs: bound },
+          'worker late answering a heartbeat (busy or hung); skipped by the admin endpoint until it answers',
+        );
+      slot.missed = slot.unanswered;
+      if (!slot.worker.isConnected()) continue;
+      slot.worker.send({ type: 'keymux:heartbeat', seq: this.nextHeartbeat++ });
+      slot.unanswered++;
+    }
+    this.scheduleHeartbeat();
+  }
+
+  /** Any message from a worker: its event loop turns. */
+  private heardFrom(slot: Slot): void {
+    const now = performance.now();
+    if (slot.missed > 0)
+      this.log.info(
+        { worker: slot.id, pid: slot.pid, silentMs: Math.round(now - slot.heardAt) },
+        'worker answering heartbeats again',
+      );
+    slot.heardAt = now;
+    slot.unanswered = 0;
+    slot.missed = 0;
   }
 
   private serving(): Slot[] {
@@ -778,20 +906,45 @@ export class WorkerPrimary {
     else p.reject(new WorkerAnsweredError(reply.error ?? 'failed'));
   }
 
-  /** Asks every serving worker; the answers of those that answered, with their slots. */
-  private async askAll(request: WorkerRequest & { op: WorkerOp }): Promise<Array<{ slot: Slot; value: unknown }>> {
-    const serving = this.serving();
-    const outcomes = await Promise.allSettled(serving.map((s) => this.ask(s, request, ASK_TIMEOUT_MS)));
-    const out: Array<{ slot: Slot; value: unknown }> = [];
-    outcomes.forEach((o, i) => {
-      if (o.status === 'fulfilled') out.push({ slot: serving[i]!, value: o.value });
+  /**
+   * The admin endpoint's question to every serving worker: the answers of those that answered, with their slots,
+   * and the slots without an answer and why. A worker that missed a heartbeat is not asked (it would only make the
+   * request wait: it is busy or hung), and none is waited for longer than ADMIN_ASK_TIMEOUT_MS.
+   */
+  private async askAll(
+    request: WorkerRequest & { op: WorkerOp },
+  ): Promise<{ answers: Array<{ slot: Slot; value: unknown }>; missing: MissingWorker[] }> {
+    const missing: MissingWorker[] = [];
+    const asked: Slot[] = [];
+    this.slots.forEach((slot, i) => {
+      if (slot === null) missing.push({ worker: i + 1, pid: null, reason: 'restarting' });
+      else if (slot.state !== 'serving' || slot.killedFor !== null)
+        missing.push({ worker: slot.id, pid: slot.pid, reason: slot.state === 'starting' ? 'starting' : 'restarting' });
+      else if (slot.missed > 0) missing.push({ worker: slot.id, pid: slot.pid, reason: silence(slot) });
+      else asked.push(slot);
     });
-    return out;
+    const outcomes = await Promise.allSettled(asked.map((s) => this.ask(s, request, ADMIN_ASK_TIMEOUT_MS)));
+    const answers: Array<{ slot: Slot; value: unknown }> = [];
+    outcomes.forEach((o, i) => {
+      const slot = asked[i]!;
+      if (o.status === 'fulfilled') answers.push({ slot, value: o.value });
+      else {
+        // The ask's message names the worker; the report says which one beside it.
+        const message = (o.reason as Error).message;
+        const named = `worker ${slot.id} (pid ${slot.pid}) `;
+        const reason = message.startsWith(named) ? message.slice(named.length) : message;
+        missing.push({ worker: slot.id, pid: slot.pid, reason });
+      }
+    });
+    missing.sort((x, y) => x.worker - y.worker);
+    return { answers, missing };
   }
 
   /** SIGTERM: every worker drains within graceMs; resolves once all exited (killing stragglers after a slack). */
   async drain(graceMs: number): Promise<void> {
     this.stopping = true;
+    if (this.heartbeatTimer !== null) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
     this.watcher?.stop();
     this.secretsWatcher?.stop();
     const live = this.slots.filter((s): s is Slot => s !== null);
@@ -870,8 +1023,8 @@ export class WorkerPrimary {
       sendJson(res, 200, await this.slowlog(limit, caller.authorized));
     });
     admin.addRoute('DELETE', '/slowlog', async (_req, res) => {
-      await this.askAll({ op: 'slowlog-reset' });
-      sendJson(res, 200, { ok: true });
+      const { missing } = await this.askAll({ op: 'slowlog-reset' });
+      sendJson(res, 200, { ok: true, missing_workers: missing });
     });
     admin.addRoute('GET', '/workers', (_req, res) => sendJson(res, 200, this.workersReport()));
     addConfigRoutes(admin, this);
@@ -885,9 +1038,15 @@ export class WorkerPrimary {
     const serving = this.serving();
     if (serving.length < this.count)
       return { ok: false, reason: `${serving.length}/${this.count} workers serving (the others are starting)` };
-    const answers = await this.askAll({ op: 'ready' });
+    const { answers, missing } = await this.askAll({ op: 'ready' });
     const notReady = answers.filter((a) => !(a.value as { ok: boolean }).ok);
-    if (answers.length < this.count) return { ok: false, reason: `${answers.length}/${this.count} workers answered` };
+    if (missing.length > 0) {
+      const m = missing[0]!;
+      return {
+        ok: false,
+        reason: `${answers.length}/${this.count} workers answered; worker ${m.worker} (pid ${m.pid}): ${m.reason}`,
+      };
+    }
     if (notReady.length > 0) {
       const a = notReady[0]!;
       return { ok: false, reason: `worker ${a.slot.id}: ${(a.value as { reason: string }).reason}` };
@@ -900,16 +1059,24 @@ export class WorkerPrimary {
       workers: this.slots.map((s, i) =>
         s === null
           ? { id: i + 1, pid: null, state: 'restarting' }
-          : { id: s.id, pid: s.pid, state: s.state, up_s: Math.round((performance.now() - s.startedAt) / 1000) },
+          : {
+              id: s.id,
+              pid: s.pid,
+              state: s.state,
+              up_s: Math.round((performance.now() - s.startedAt) / 1000),
+              missed_heartbeats: s.missed,
+            },
       ),
-      restarts: this.restarts,
+      restarts: RESTART_REASONS.reduce((n, r) => n + this.restarts[r], 0),
+      restarts_by_reason: { ...this.restarts },
+      heartbeat_timeout_ms: this.config.workersHeartbeatTimeoutMs,
       config_version: this.version,
     };
   }
 
   /** Every worker's registry and the primary's own, merged (each metric by its aggregator). */
   async metrics(): Promise<Registry> {
-    const answers = await this.askAll({ op: 'metrics' });
+    const { answers, missing } = await this.askAll({ op: 'metrics' });
     const own = await this.registry.getMetricsAsJSON();
     // Counters and histograms never go backwards: a worker that did not answer (busy, just killed) counts with its
     // last answer, and a worker replaced by a new process (which counts from 0) leaves its last answer in `retired`.
@@ -929,12 +1096,25 @@ export class WorkerPrimary {
       this.retired = [await AggregatorRegistry.aggregate(this.retired).getMetricsAsJSON()];
     }
     const ready = answers.length === this.count && answers.every((a) => readyOf(a.value as MetricJson[]));
-    return AggregatorRegistry.aggregate([...parts, ...this.retired, own, this.primaryGauges(ready)]);
+    return AggregatorRegistry.aggregate([...parts, ...this.retired, own, this.primaryGauges(ready, missing)]);
   }
 
-  /** What only the primary knows for the whole process: its config version, and readiness of every worker. */
-  private primaryGauges(ready: boolean): object[] {
+  /**
+   * What only the primary knows for the whole process: its config version, readiness of every worker, and which
+   * workers this scrape has no answer from.
+   */
+  private primaryGauges(ready: boolean, missing: readonly MissingWorker[]): object[] {
+    const silent = new Set(missing.map((m) => m.worker));
     return [
+      {
+        name: 'keymux_worker_answered',
+        help:
+          "1 when this scrape has the worker's own answer; 0 when it has none (silent: busy or hung, starting, " +
+          'restarting, or too slow to answer): its counters and histograms then count with its last answer.',
+        type: 'gauge',
+        aggregator: 'min',
+        values: this.slots.map((_, i) => ({ labels: { worker: String(i + 1) }, value: silent.has(i + 1) ? 0 : 1 })),
+      },
       {
         name: 'keymux_config_version',
         help: 'Version of the active config: 1 at start, +1 per applied reload.',
@@ -974,11 +1154,15 @@ export class WorkerPrimary {
     });
     new Counter({
       name: 'keymux_worker_restarts_total',
-      help: 'Worker processes that exited unexpectedly and were replaced.',
+      help:
+        'Worker processes replaced, by reason: exited (died on its own), hung (answered no heartbeat within ' +
+        'workers_heartbeat_timeout_ms: killed), reload (did not answer a reload, or could not restore the running ' +
+        'config: killed).',
+      labelNames: ['reason'],
       registers: [registry],
       collect() {
         this.reset();
-        this.inc(primary.restarts);
+        for (const reason of RESTART_REASONS) this.inc({ reason }, primary.restarts[reason]);
       },
     });
     new Counter({
@@ -1011,8 +1195,8 @@ export class WorkerPrimary {
 
   /** /shards: one topology (the first worker's), with per-shard counts summed and every worker's connections. */
   async shards(): Promise<unknown> {
-    const answers = await this.askAll({ op: 'shards' });
-    if (answers.length === 0) return { workers: this.workersReport(), shards: [] };
+    const { answers, missing } = await this.askAll({ op: 'shards' });
+    if (answers.length === 0) return { workers: this.workersReport(), missing_workers: missing, shards: [] };
     type ShardRow = Record<string, unknown> & { name: string; connections: unknown[]; state: string };
     type Report = Record<string, unknown> & { shards: ShardRow[]; version: number };
     const reports = answers.map((a) => ({ id: a.slot.id, report: a.value as Report }));
@@ -1056,6 +1240,7 @@ export class WorkerPrimary {
       worker_versions: Object.fromEntries(reports.map(({ id, report }) => [id, report.version])),
       shards,
       workers: this.workersReport(),
+      missing_workers: missing,
     };
   }
 
@@ -1063,8 +1248,9 @@ export class WorkerPrimary {
   async hotKeys(authorized: boolean): Promise<unknown> {
     type Row = { key: string; shard: string; requests: number; rate: number; cached: boolean };
     type Report = Record<string, unknown> & { k: number; samples: number; covered_s: number; keys: Row[] };
-    const reports = (await this.askAll({ op: 'hotkeys', authorized })).map((a) => a.value as Report);
-    if (reports.length === 0) return { enabled: false, keys: [] };
+    const { answers, missing } = await this.askAll({ op: 'hotkeys', authorized });
+    const reports = answers.map((a) => a.value as Report);
+    if (reports.length === 0) return { enabled: false, keys: [], missing_workers: missing };
     const byKey = new Map<string, Row>();
     for (const r of reports) {
       for (const row of r.keys) {
@@ -1094,6 +1280,7 @@ export class WorkerPrimary {
       covered_s: Math.max(...reports.map((r) => r.covered_s)),
       samples: reports.reduce((n, r) => n + r.samples, 0),
       workers: reports.length,
+      missing_workers: missing,
       keys,
     };
   }
@@ -1102,17 +1289,22 @@ export class WorkerPrimary {
   async slowlog(limit: number, authorized: boolean): Promise<unknown> {
     type Entry = Record<string, unknown> & { time: string };
     type Report = Record<string, unknown> & { entries: Entry[] };
-    const answers = await this.askAll({ op: 'slowlog', authorized });
-    if (answers.length === 0) return { entries: [] };
+    const { answers, missing } = await this.askAll({ op: 'slowlog', authorized });
+    if (answers.length === 0) return { missing_workers: missing, entries: [] };
     const entries = answers
       .flatMap((a) => (a.value as Report).entries.map((e) => ({ worker: a.slot.id, ...e })))
       .sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0))
       .slice(0, limit);
-    return { ...(answers[0]!.value as Report), entries };
+    return { ...(answers[0]!.value as Report), missing_workers: missing, entries };
   }
 }
 
-/** Where a config places keys (slots and ring modes): two configs that differ here move keys. */
+/** Why the admin endpoint does not ask a worker that missed a heartbeat. */
+function silence(slot: Slot): string {
+  const ms = Math.round(performance.now() - slot.heardAt);
+  return `silent: no heartbeat answered for ${ms} ms (busy or hung; replaced at workers_heartbeat_timeout_ms)`;
+}
+
 /** A worker answered a request with an error (it did answer: unlike a timeout or its exit). */
 export class WorkerAnsweredError extends Error {}
 
@@ -1140,6 +1332,7 @@ export function sortReloadAnswers<S extends { id: number; pid: number }>(
   return { applied, errors, unanswered };
 }
 
+/** Where a config places keys (slots and ring modes): two configs that differ here move keys. */
 function placement(config: KeymuxConfig): string {
   if (config.mode === 'cluster') return 'cluster';
   const routing = [config.mode, config.hashTag, config.routing];

@@ -16,6 +16,11 @@
  * counts it for the whole process and sends every serving worker (and the reporter) the address's new count in
  * `keymux:auth-failures`, and a worker that starts serving every address it remembers. Fire and forget: no AUTH
  * waits for an answer.
+ *
+ * Liveness (README "Workers": hung workers): the primary sends every serving worker `keymux:heartbeat` every second
+ * and the worker answers `keymux:heartbeat-answer` straight from its message handler, so an answer proves that its
+ * event loop turns. Any message from a worker counts as a sign of life; one silent for
+ * `workers_heartbeat_timeout_ms` is declared hung and replaced.
  */
 import type { KeymuxConfig } from '../config/schema.js';
 import type { MigrationProgress } from '../migration/migration.js';
@@ -100,7 +105,9 @@ export type WorkerEvent =
   /** That command has its replies: the hold ends. */
   | { type: 'keymux:unpause'; pause: number }
   /** A client from `host` (its address without the port) failed an AUTH or HELLO ... AUTH on this worker. */
-  | { type: 'keymux:auth-failure'; host: string };
+  | { type: 'keymux:auth-failure'; host: string }
+  /** The answer to the primary's heartbeat `seq` (given by the worker's event loop as the message arrived). */
+  | { type: 'keymux:heartbeat-answer'; seq: number };
 
 /** The primary's answer to a follower's keymux:move. */
 export interface MovedMessage {
@@ -138,6 +145,16 @@ export function isAuthFailures(msg: unknown): msg is AuthFailuresMessage {
   return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:auth-failures';
 }
 
+/** The primary's "are you there?" to a worker (answered by keymux:heartbeat-answer with the same seq). */
+export interface HeartbeatMessage {
+  type: 'keymux:heartbeat';
+  seq: number;
+}
+
+export function isHeartbeat(msg: unknown): msg is HeartbeatMessage {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:heartbeat';
+}
+
 /** A Buffer over bytes that crossed the IPC channel (structured clone turns Buffers into Uint8Arrays). */
 export function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -160,7 +177,8 @@ export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
     type === 'keymux:migration-scanned' ||
     type === 'keymux:pause' ||
     type === 'keymux:unpause' ||
-    type === 'keymux:auth-failure'
+    type === 'keymux:auth-failure' ||
+    type === 'keymux:heartbeat-answer'
   );
 }
 

@@ -5,7 +5,8 @@
  * admin endpoint. It starts on the config the primary sends, applies the configs the primary sends (the same
  * in-process reload path as a single keymux: Proxy.reloadAsync), answers the primary's questions for the admin
  * endpoint (readiness, metrics, shards, hot keys, slow log), and drains when told to (or on its own SIGTERM, or
- * when the primary is gone). In key migrations it follows the primary (migration/migration.ts "Coordination"):
+ * when the primary is gone), and answers the primary's heartbeats from its event loop (a worker that stops
+ * answering is replaced). In key migrations it follows the primary (migration/migration.ts "Coordination"):
  * worker 1 leads (scans and moves), the others ask it, through the primary, to move the keys their clients touch.
  * Its clients' failed AUTHs are reported to the primary, which counts them for the whole process and sends every
  * worker the counts (security/auth-guard.ts).
@@ -19,6 +20,7 @@ import { childLogger, rootLogger, setLogLevel, setRootLogger } from '../log.js';
 import {
   asBuffer,
   isAuthFailures,
+  isHeartbeat,
   isMoved,
   isPaused,
   isRequest,
@@ -139,6 +141,11 @@ export function runWorker(): void {
   };
 
   process.on('message', (msg: unknown) => {
+    // Answered here, at once: the answer's only meaning is that this event loop turns (README "Workers").
+    if (isHeartbeat(msg)) {
+      send({ type: 'keymux:heartbeat-answer', seq: msg.seq });
+      return;
+    }
     if (isAuthFailures(msg)) {
       const guard = proxy?.authGuard;
       if (guard !== undefined)

@@ -177,6 +177,7 @@ describe('valid configurations', () => {
       migration: { enabled: true, stateFile: null },
       drain: { graceS: 10 },
       workers: 1,
+      workersHeartbeatTimeoutMs: 5000,
     });
   });
 
@@ -473,7 +474,7 @@ describe('document shape', () => {
       'config/test.yaml:13: hashTag: unknown key (did you mean "hash_tag"?)',
       'config/test.yaml:14: backends: unknown key (did you mean "backend"?)',
       'config/test.yaml:15: color: unknown key; expected one of: listen, listen_unix, admin, tls, mode, hash_tag, shards, ring, ' +
-        'routing, cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain, workers',
+        'routing, cluster, sentinel, read_from, replica_checks, backend, clients, limits, log, commands, metrics, near_cache, migration, drain, workers, workers_heartbeat_timeout_ms',
     ]);
   });
 
