@@ -10,6 +10,7 @@
  */
 import fs from 'node:fs';
 import net from 'node:net';
+import nodePath from 'node:path';
 
 /** Connect errors that mean nobody listens on a socket file: it is stale. */
 const STALE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOENT']);
@@ -23,7 +24,7 @@ export async function freeSocketPath(path: string): Promise<void> {
   try {
     stat = fs.lstatSync(path);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return checkDirectory(path);
     throw new Error(`listen_unix: cannot inspect ${path}: ${(err as Error).message}`, { cause: err });
   }
   if (!stat.isSocket()) {
@@ -48,6 +49,27 @@ export async function freeSocketPath(path: string): Promise<void> {
         cause: err,
       });
   }
+}
+
+/**
+ * Nothing is at `path`: its directory must exist, as the bind will not create it. Checked here because the bind's
+ * own error for a missing directory is libuv's EACCES ("permission denied"), which sends an operator hunting for a
+ * permission problem that is not there.
+ */
+function checkDirectory(path: string): void {
+  const dir = nodePath.dirname(path);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR')
+      throw new Error(`listen_unix: the directory of ${path} (${dir}) does not exist; create it first`, {
+        cause: err,
+      });
+    return; // anything else (no permission to look): the bind reports it
+  }
+  if (!stat.isDirectory()) throw new Error(`listen_unix: ${dir}, the directory of ${path}, is not a directory`);
 }
 
 /** Binds `server` on `path` (owner-only while binding), then gives the file `mode` when one is configured. */

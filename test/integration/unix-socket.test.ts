@@ -154,6 +154,16 @@ describe('listen_unix, the binary', () => {
     expect(fs.readFileSync(sock, 'utf8')).toBe('precious data\n');
   });
 
+  it('refuses to start on a path in a directory that does not exist, saying so (not libuv\'s "permission denied")', async () => {
+    const sock = path.join(dir, 'no-such-dir', 'keymux.sock');
+    const failure = runBinary(configFile({ listen_unix: sock }), 'keymux listening');
+    await expect(failure).rejects.toThrow(
+      /exited \(1\)[\s\S]*listen_unix: the directory of \S+keymux\.sock \(\S+no-such-dir\) does not exist; create it first/,
+    );
+    await expect(failure).rejects.not.toThrow(/EACCES|permission denied/);
+    expect(fs.existsSync(path.join(dir, 'no-such-dir'))).toBe(false);
+  });
+
   it("refuses to start on another process's live socket, and leaves it serving", async () => {
     const sock = socketPath('live.sock');
     const other = net.createServer((c) => {
