@@ -241,6 +241,8 @@ export class WorkerPrimary {
   private readonly shardCountsRetired = new Map<string, Record<string, number>>();
   /** Forks so far, by slot (client id blocks: clientIdsFor). */
   private readonly forks: number[] = [];
+  /** The umask workers start with when the primary's is narrowed for the Unix socket's bind (null: unchanged). */
+  private workerUmask: number | null = null;
   private reloadsOk = 0;
   private reloadsFailed = 0;
   private reloadsUnchanged = 0;
@@ -301,6 +303,12 @@ export class WorkerPrimary {
       } catch (err) {
         throw new ConfigError([`${config.source}: ${(err as Error).message}`]);
       }
+      // node:cluster binds the socket here, in the primary, when the first worker listens: the worker's owner-only
+      // umask around its listen() (unix-socket.ts listenOnPath) does not reach that bind, so the file would have
+      // this process's umask's mode (0777 under umask 0) until the worker's chmod. The primary binds with an
+      // owner-only umask for good (it creates no other file but the migration state file, which it alone reads);
+      // its workers get the operator's umask back (runWorker).
+      if (config.listenUnix.mode !== null) primary.workerUmask = process.umask(0o177);
     }
     cluster.setupPrimary({ serialization: 'advanced' });
     const starts = [];
@@ -658,7 +666,10 @@ export class WorkerPrimary {
     return this.enqueue(async () => {
       if (this.stopping) return;
       if (!this.started && this.startErrors !== null) throw new Error('another worker could not start');
-      const worker = cluster.fork({ KEYMUX_WORKER: String(id) });
+      const worker = cluster.fork({
+        KEYMUX_WORKER: String(id),
+        ...(this.workerUmask === null ? {} : { KEYMUX_UMASK: String(this.workerUmask) }),
+      });
       let online!: () => void;
       let exited!: () => void;
       const slot: Slot = {

@@ -33,6 +33,8 @@ import {
 export function runWorker(): void {
   // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
   setRootLogger(rootLogger().child({ worker: Number(process.env.KEYMUX_WORKER ?? 0), pid: process.pid }));
+  // The primary narrowed its umask for the Unix socket's bind (primary.ts); this process has the operator's.
+  if (process.env.KEYMUX_UMASK !== undefined) process.umask(Number(process.env.KEYMUX_UMASK));
   const log = childLogger('worker');
   const send = (msg: ReplyMessage | WorkerEvent): void => {
     if (process.connected) process.send!(msg);

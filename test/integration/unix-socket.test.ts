@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -216,6 +216,53 @@ describe('listen_unix, the binary', () => {
       expect(fs.existsSync(sock)).toBe(false);
     } finally {
       for (const c of clients) c.disconnect();
+      await keymux.kill();
+    }
+  });
+
+  it('workers: 2 under umask 0: the socket is never connectable by others before its mode is applied', async () => {
+    const sock = socketPath('workers-umask.sock');
+    // Every mode the file has from its creation on, sampled in a tight loop by another process.
+    const watcher = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const fs = require('fs'); const seen = new Set(); const end = Date.now() + 8000;
+         while (Date.now() < end && !fs.existsSync(${JSON.stringify(sock + '.done')}))
+           try { seen.add((fs.lstatSync(${JSON.stringify(sock)}).mode & 0o777).toString(8)); } catch {}
+         console.log([...seen].join(','));`,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let seen = '';
+    watcher.stdout.on('data', (d) => (seen += d.toString()));
+    const watched = new Promise((resolve) => watcher.once('exit', resolve));
+    const previous = process.umask(0); // the keymux spawned below inherits it, as from a container's umask 0
+    let keymux: Awaited<ReturnType<typeof runBinary>>;
+    try {
+      keymux = await runBinary(
+        configFile({ listen_unix: { path: sock, mode: '0600' }, workers: 2 }),
+        'keymux workers serving',
+      );
+    } finally {
+      process.umask(previous);
+    }
+    const c = new Redis({ path: sock });
+    try {
+      fs.writeFileSync(sock + '.done', '');
+      await watched;
+      expect(fs.statSync(sock).mode & 0o777).toBe(0o600);
+      expect(seen.trim()).toBe('600'); // (a sample may miss the moment: the umasks below are checked too)
+      // The bind (in the primary) happened owner-only: the primary's umask is owner-only, not the inherited 0...
+      const umaskOf = (pid: number): number =>
+        parseInt(/^Umask:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]!, 8);
+      expect(umaskOf(keymux.child.pid!)).toBe(0o177);
+      // ...while a worker has the umask keymux was started with.
+      const worker = Number(/process_id:(\d+)/.exec(await c.info('server'))![1]);
+      expect(worker).not.toBe(keymux.child.pid);
+      expect(umaskOf(worker)).toBe(0);
+    } finally {
+      c.disconnect();
       await keymux.kill();
     }
   });
