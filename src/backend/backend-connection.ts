@@ -7,7 +7,11 @@
  * - batched writes: frames queued during an event-loop turn leave in one write (core/flush.ts);
  * - the handshake (AUTH with password or ACL user, HELLO 3 on a RESP3 connection, READONLY when asked, ROLE when
  *   the node must be a primary: a Sentinel-managed shard's primary that answers "slave" — an old primary come
- *   back — fails the handshake, so no write is ever sent to it) run before any client command is sent;
+ *   back — fails the handshake, so no write is ever sent to it; on a pool's connections (`pingHandshake`), PING
+ *   when none of these is sent, any reply to it will do) run before any client command is sent. The connection is
+ *   ready only once the server has answered, within the connect timeout: a frozen server (SIGSTOP, docker pause)
+ *   still completes TCP connects from its listen backlog, and must read as down (shard_up 0, /shards, /readyz)
+ *   until it answers again;
  * - the protocol it speaks (`protocol`, 2 unless the options say 3: a shard pool's RESP3 twin, pool.ts): replies
  *   pass through as bytes either way. A push frame ('>', out of band) is never a reply: keymux enables nothing
  *   that pushes on a shared connection (no CLIENT TRACKING, no SUBSCRIBE), so one that arrives anyway is dropped
@@ -84,6 +88,13 @@ export interface BackendOptions {
   /** RESP version to speak: 3 sends HELLO 3 in the handshake (a pool's RESP3 twin); absent: 2. */
   protocol?: 2 | 3;
   /**
+   * Send PING in the handshake when nothing else is sent there, so the connection is ready only once the server has
+   * answered (a frozen server still completes TCP connects): set for a shard pool's connections (pool.ts), whose
+   * readiness is the shard's health (keymux_shard_up, /shards, /readyz). Session and migration connections are not
+   * reported as health and fail on their first command's timeout instead; they save the round trip.
+   */
+  pingHandshake?: boolean;
+  /**
    * false: a failure closes the connection for good instead of reconnecting (session connections, src/session/:
    * their state, a WATCH or a block, dies with the socket, so a fresh socket under the same object would lie).
    */
@@ -111,6 +122,9 @@ export interface RedirectHandler {
   /** The connection failed (Sentinel shards: a hint to ask the sentinels now). */
   connectionFailed?(from: BackendConnection, reason: string): void;
 }
+
+/** The handshake of a connection that has no other handshake command (see the constructor). */
+const PING = commandFrame(['PING']);
 
 const MIN_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
@@ -148,6 +162,12 @@ export class BackendConnection implements ReplySink, Flushable {
   private downReply: Buffer;
   private retiring: boolean;
   private readonly handshakeFrames: Buffer[];
+  /**
+   * The handshake is only the PING that proves the server answers: any reply does, an error too (NOAUTH from a
+   * server that wants a password keymux was not given, LOADING, a NOPERM for PING): clients get those errors from
+   * their commands, as they would without the PING.
+   */
+  private readonly livenessOnly: boolean;
   /** The last handshake frame is ROLE and the node must say "master". */
   private readonly checkRole: boolean;
   private readonly redirects: RedirectHandler | null;
@@ -208,6 +228,10 @@ export class BackendConnection implements ReplySink, Flushable {
     // Last, so that its reply is the last of the handshake (onHandshakeReply checks it there).
     this.checkRole = options.expectPrimary === true;
     if (this.checkRole) frames.push(commandFrame(['ROLE']));
+    // A connection is ready only once the server has answered something: a frozen server (SIGSTOP, docker pause)
+    // still completes TCP connects from its listen backlog, and without a command to answer it would read as up.
+    this.livenessOnly = frames.length === 0 && options.pingHandshake === true;
+    if (this.livenessOnly) frames.push(PING);
     this.handshakeFrames = frames;
     this.redirects = options.redirectHandler ?? null;
     this.writeBlocked = false;
@@ -439,7 +463,7 @@ export class BackendConnection implements ReplySink, Flushable {
   }
 
   private onHandshakeReply(frame: Buffer): void {
-    if (isErrorFrame(frame)) {
+    if (isErrorFrame(frame) && !this.livenessOnly) {
       this.fail(`refused the handshake: ${errorText(frame)}`);
       return;
     }
@@ -483,6 +507,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.timerArmed = false;
     if (this.state === 'connecting' || this.state === 'handshake') {
       const tls = this.state === 'connecting' && this.options.tls?.enabled === true;
+      // In 'handshake', TCP connected (a frozen server's kernel still accepts connects) but the server said nothing.
       this.fail(
         tls
           ? `did not complete the TLS handshake within ${this.options.connectTimeoutMs} ms (is it a TLS port?)`

@@ -44,7 +44,9 @@ export class ShardPool {
     this.readable = true;
     this.readableReason = 'ok';
     this.connections = [];
-    const shared = { ...options, slabReads: true }; // long-lived, busy connections: reads into slabs
+    // Long-lived, busy connections: reads into slabs. Their readiness is the shard's health, so a connection is
+    // ready only once the server answered its handshake (a PING when there is nothing else to send).
+    const shared = { ...options, slabReads: true, pingHandshake: true };
     for (let i = 0; i < size; i++) this.connections.push(new BackendConnection(shard, shared, log, stats));
   }
 

@@ -198,7 +198,9 @@ describe('session connections and a shard that stops answering (SIGSTOP)', () =>
       expect(proxy.sessions.leasedTotal).toBe(1);
       expect(proxy.sessions.gauges()[0].idle).toBe(0);
       resume();
-      // Each client's later commands run.
+      // The shared connection, reset by the timeouts, is ready again once the shard answers its handshake (a frozen
+      // shard reads as down until then: backend-connection.ts); then each client's later commands run.
+      await waitUntil(() => proxy.topology.shards[0].pool.healthy);
       exec.data = Buffer.alloc(0);
       expect(await exec.exchange(cmd('MULTI') + cmd('INCR', 'stop:n') + cmd('EXEC'), 3)).toEqual(['OK', 'QUEUED', [1]]);
       // (What timed out may still have run once the shard resumed, as on the shared path: its state is unknown.)

@@ -5,6 +5,10 @@
  * received and whether it closed), so a test can answer late on an old socket or check that keymux reset it.
  * Also: `parseReplies` (redis-parser over raw bytes) and `waitFor` (a bounded poll for conditions that have no
  * event to await).
+ * keymux's connection handshake PING (the first command on a shard pool's connection that has no AUTH, HELLO,
+ * READONLY or ROLE to send: such a connection is ready only once the server answered something) is answered +PONG here, as any live
+ * server would, and is neither given to the script nor recorded in `commands`: scripts see what keymux sends once
+ * the connection is up. A test that wants to script that PING sets `scriptHandshakePing`.
  */
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
@@ -27,6 +31,8 @@ export class FakeConnection {
   readonly socket: net.Socket;
   readonly commands: string[][] = [];
   closed = false;
+  /** The handshake PING was answered by the fake (see the file comment). */
+  handshakePinged = false;
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(index: number, socket: net.Socket) {
@@ -82,6 +88,8 @@ export class FakeBackend extends EventEmitter {
   readonly host = '127.0.0.1';
   readonly connections: FakeConnection[] = [];
   script: Script;
+  /** true: keymux's handshake PING goes to the script like any command (default: answered +PONG by the fake). */
+  scriptHandshakePing = false;
   private readonly server: net.Server;
 
   private constructor(server: net.Server, port: number, script: Script) {
@@ -123,6 +131,11 @@ export class FakeBackend extends EventEmitter {
     });
     sock.on('data', (chunk: Buffer) => {
       for (const cmd of conn.feed(chunk)) {
+        if (isHandshakePing(conn, cmd) && !this.scriptHandshakePing) {
+          conn.handshakePinged = true;
+          conn.write('+PONG\r\n');
+          continue;
+        }
         conn.commands.push(cmd);
         const answer = this.script(cmd, conn, this);
         if (answer === 'close') sock.end();
@@ -156,6 +169,11 @@ export class FakeBackend extends EventEmitter {
     for (const c of this.connections) c.socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
+}
+
+/** keymux's handshake PING: a PING that is the first command on its connection. */
+function isHandshakePing(conn: FakeConnection, cmd: string[]): boolean {
+  return conn.commands.length === 0 && !conn.handshakePinged && cmd.length === 1 && cmd[0].toUpperCase() === 'PING';
 }
 
 /** RESP bulk string bytes. */
