@@ -184,6 +184,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private lateSeq: number;
   private readonly maxPending: number;
   private readonly lowWater: number;
+  /** BackendOptions.blockingOps: ops may carry a blockMs (session connections). */
+  private readonly blockingOps: boolean;
   /** Sessions paused because this connection was full, resumed when it drains to `lowWater`. */
   private readonly blockedSenders: Set<RequestOwner>;
   private pushLoggedAt: number;
@@ -241,6 +243,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.lateSeq = 0;
     this.maxPending = options.maxPending !== undefined && options.maxPending > 0 ? options.maxPending : 0;
     this.lowWater = this.maxPending >> 1;
+    this.blockingOps = options.blockingOps === true;
     this.blockedSenders = new Set<RequestOwner>();
     this.pushLoggedAt = Number.NEGATIVE_INFINITY;
     this.pushesUnlogged = 0;
@@ -358,7 +361,7 @@ export class BackendConnection implements ReplySink, Flushable {
     const waiting = this.waiting;
     const now = performance.now();
     const from = waiting.length - this.out.length;
-    if (this.options.blockingOps === true) {
+    if (this.blockingOps) {
       if (from === 0) this.writtenBlockMs = 0; // nothing written before is unanswered
       for (let i = from; i < waiting.length; i++) {
         const op = waiting.at(i) as BackendOp;
@@ -396,8 +399,12 @@ export class BackendConnection implements ReplySink, Flushable {
     const stats = this.stats;
     stats.commands++;
     if (frame[0] === 45 /* - */) stats.errors++;
-    const elapsed = turnNow() - op.sentAt;
-    stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
+    // A blocking command's wait (or an isolated script's run: ops with a blockMs, session connections only) is the
+    // client's choice, not the shard's latency: not in the histogram. Shared connections never read blockMs.
+    if (!this.blockingOps || op.blockMs === undefined) {
+      const elapsed = turnNow() - op.sentAt;
+      stats.latency.observe(elapsed > 0 ? elapsed / 1000 : 0);
+    }
     if (frame[0] !== 45 || this.redirects === null || !this.redirects.interceptReply(op, frame, this))
       op.deliver(frame);
     // The timer stays off while a blocking command with no timeout is the oldest unanswered: what was written behind

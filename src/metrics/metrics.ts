@@ -382,15 +382,20 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
   ),
   counter(
     'keymux_shard_commands_total',
-    'Replies received from the shard (fragments of split commands count one each).',
+    'Replies received from the shard, on shared and session connections (fragments of split commands count one each).',
     ['shard'],
     (s, emit) => {
       for (const st of allShardStats(s)) emit(st.labels, st.commands);
     },
   ),
-  counter('keymux_shard_errors_total', 'Error replies from the shard.', ['shard'], (s, emit) => {
-    for (const st of allShardStats(s)) emit(st.labels, st.errors);
-  }),
+  counter(
+    'keymux_shard_errors_total',
+    'Error replies from the shard (and error elements of EXEC replies).',
+    ['shard'],
+    (s, emit) => {
+      for (const st of allShardStats(s)) emit(st.labels, st.errors);
+    },
+  ),
   counter(
     'keymux_shard_timeouts_total',
     'Connections to the shard dropped because it made no progress (no reply bytes) for backend.timeout_ms.',
@@ -473,7 +478,7 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
   }),
   histogram(
     'keymux_shard_duration_seconds',
-    'Backend latency: request written to the shard to its reply, per shard.',
+    'Backend latency: request written to the shard to its reply, per shard (blocking commands and isolated scripts not observed).',
     ['shard'],
     (s, emit) => {
       for (const st of allShardStats(s)) emit(st.labels, st.latency);

@@ -44,9 +44,9 @@ export class Histogram {
 export class ShardStats {
   readonly name: string;
   address: string;
-  /** Replies received from the shard (backend side, every connection). */
+  /** Replies received from the shard (backend side, every connection: shared and session). */
   commands: number;
-  /** Error replies from the shard, and keymux errors for it (down, timeout). */
+  /** Error replies from the shard (and error elements of its EXEC replies: dispatch/session.ts). */
   errors: number;
   /** Read commands (or keys of multi-key reads) that found a value; the rules are in hit-miss.ts. */
   hits: number;

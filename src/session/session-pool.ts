@@ -27,7 +27,9 @@
  * - the transactions and isolated scripts in flight (MULTI ... EXEC or EVAL written to a lease, not answered): a key
  *   migration's fence waits for them as for the shared connections' commands (execsAnswered), so none lands on an
  *   old owner after its keys moved.
- * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts) with the shared connections'
+ * Connections are plain BackendConnections (same handshake: AUTH, TLS; connect.ts) counting into the shard's
+ * ShardStats like the shared connections (every reply, keymux's CLIENT ID / HELLO / UNWATCH too; a blocking
+ * command's or isolated script's wait is not shard latency and stays out of the histogram), with the shared connections'
  * operation timeout (backend.timeout_ms) for what is not blocking (EXEC batches, WATCH, WAIT's marks, HELLO...),
  * and for a blocking command its own timeout on top (BackendOp.blockMs; none for timeout 0, nor for an isolated
  * script, which may rightly run for long); a timeout fails the connection, which is then closed when given back
@@ -250,7 +252,8 @@ export class SessionPool {
             'retry later or raise the limit',
         );
       }
-      const conn = new BackendConnection(this.identity, this.owner.optionsFor(shared), this.owner.log);
+      // The shard's counters, as its shared connections': replies, errors and latency over leases count there too.
+      const conn = new BackendConnection(this.identity, this.owner.optionsFor(shared), this.owner.log, shared.stats);
       lease = new Lease(this, conn);
       const created = lease;
       conn.connect();

@@ -58,6 +58,8 @@ import { Lease, SideOp, type BlockedCall } from '../../session/session-pool.js';
 import { dispatchKeyed } from './keyed.js';
 import { configRefusal, withoutSecrets } from './config.js';
 import type { DispatchHandler, DispatchSession } from './types.js';
+import type { ShardStats } from '../../metrics/stats.js';
+import { RULE_NONE, countHitMiss, hitMissRule } from '../../metrics/hit-miss.js';
 
 export const QUEUED = Buffer.from('+QUEUED\r\n');
 const ERR_EXEC_WITHOUT_MULTI = errorReply('ERR EXEC without MULTI');
@@ -544,6 +546,7 @@ class TransactionRun {
     const split = m !== null && m.kind === 'ask' && this.keyedQueued > 0;
     const refused = m === null && frame[0] === 45 /* - */ && (unsent || this.refused || retryableError(frame) !== null);
     if ((split || refused) && !this.watched && this.retryLater(frame)) return;
+    if (m === null && frame[0] === 42 /* * */) countExecResults(lease.conn.stats, this.queued, frame);
     if (m === null && frame[0] === 42 /* * */ && this.queued.some((q) => q.everywhere === true)) {
       if (state.busy === lease) state.busy = null;
       lease.release();
@@ -686,6 +689,26 @@ class EverywhereRun {
     const elements = this.elements;
     const shardReply = elements === null ? this.shardReply : Buffer.concat([arrayHeader(elements.length), ...elements]);
     answerExec(this.session, this.req, this.queued, shardReply);
+  }
+}
+
+/**
+ * The shard counters of the commands a transaction ran: the shard answered each +QUEUED (counted as replies by the
+ * connection) and its result is an element of EXEC's array, so errors (WRONGTYPE...) and hits/misses (hit-miss.ts)
+ * are counted here from those elements, as they are from the replies of commands sent alone. Commands keymux
+ * answered itself have no element. Per transaction, not on the shared connections' path.
+ */
+function countExecResults(stats: ShardStats, queued: QueuedCommand[], execArray: Buffer): void {
+  const elements = readArrayElements(execArray);
+  if (elements === null) return;
+  let i = 0;
+  for (const q of queued) {
+    if (q.local) continue;
+    const element = elements[i++];
+    if (element === undefined) return;
+    if (element[0] === 45 /* - */) stats.errors++;
+    const rule = hitMissRule(q.spec.name);
+    if (rule !== RULE_NONE) countHitMiss(rule, element, q.args.length - 1, stats);
   }
 }
 
