@@ -989,6 +989,16 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     while (this.listener.sessions.size > 0 && performance.now() < deadline) {
       await new Promise((r) => setTimeout(r, 20)); // sessions close on their own; poll the count until the grace ends
     }
+    const left = this.listener.sessions;
+    if (left.size > 0) {
+      // The grace ran out: close() cuts these clients, and the requests they still wait for are never answered.
+      let requestsInFlight = 0;
+      for (const s of left) requestsInFlight += s.pendingRequests;
+      this.log.warn(
+        { graceMs, clientsCut: left.size, requestsInFlight },
+        'drain grace period ended: cutting the clients still connected',
+      );
+    }
     await this.close();
   }
 

@@ -1,0 +1,117 @@
+/**
+ * What a drain tells the operator, from the real binary (dist/, JSON logs): a drain whose grace period runs out
+ * while a client still waits for a reply logs, at warn level, how many clients it cut and how many requests they
+ * had in flight. The shard is a scripted backend that answers GET only when the test
+ * says so, so a request stays in flight for as long as the test needs.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake-backend.js';
+import { RawClient, runBinary } from '../support/keymux.js';
+import { freePort } from '../support/ports.js';
+import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
+
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** A shard that answers +OK to everything but GET, which it answers only when `release` is called. */
+async function holdingShard(): Promise<{ fake: FakeBackend; held: () => boolean; release(): void }> {
+  let pending: Array<{ conn: FakeConnection; key: string }> = [];
+  const fake = await FakeBackend.start((cmd, conn) => {
+    if (cmd[0].toUpperCase() !== 'GET') return '+OK\r\n';
+    pending.push({ conn, key: cmd[1] });
+    return null;
+  });
+  cleanups.push(() => fake.close());
+  return {
+    fake,
+    held: () => pending.length > 0,
+    release() {
+      for (const p of pending) p.conn.write(bulk(`value-of-${p.key}`));
+      pending = [];
+    },
+  };
+}
+
+/** Starts the binary on a ring of the one shard; returns it with its ports. */
+async function start(shard: FakeBackend, extra: Record<string, unknown>, ready: string) {
+  const dir = makeTempDir('keymux-drain-report-');
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const file = path.join(dir, 'keymux.yaml');
+  fs.writeFileSync(
+    file,
+    stringify({
+      mode: 'ring',
+      listen: `127.0.0.1:${port}`,
+      admin: `127.0.0.1:${adminPort}`,
+      log: { level: 'info' },
+      shards: [{ address: shard.address }],
+      backend: { timeout_ms: 0 }, // the held GET never times out: only the drain ends it
+      ...extra,
+    }),
+  );
+  const binary = await runBinary(file, ready);
+  cleanups.push(async () => {
+    await binary.kill();
+    removeTempDir(dir);
+  });
+  return { binary, port, adminPort };
+}
+
+interface LogLine {
+  level: number;
+  msg: string;
+  graceMs?: number;
+  clientsCut?: number;
+  requestsInFlight?: number;
+}
+
+const logLines = (output: string): LogLine[] =>
+  output
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+
+describe('a drain whose grace runs out', () => {
+  it('logs at warn level how many clients it cut and how many requests they had in flight', async () => {
+    const shard = await holdingShard();
+    const { binary, port } = await start(shard.fake, { drain: { grace_s: 1 } }, 'keymux listening');
+    const waiting = await RawClient.connect(port);
+    cleanups.push(() => waiting.close());
+    const idle = await RawClient.connect(port);
+    cleanups.push(() => idle.close());
+    expect(await idle.exchange('*1\r\n$4\r\nPING\r\n', 1)).toEqual(['PONG']);
+    waiting.write('*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n*2\r\n$3\r\nGET\r\n$4\r\nkey2\r\n');
+    await waitFor(
+      () => shard.fake.commands.filter((c) => c[0].toUpperCase() === 'GET').length === 2,
+      'both GETs at the shard',
+    );
+
+    binary.child.kill('SIGTERM');
+    expect(await binary.exited).toBe(0);
+    const lines = logLines(binary.output());
+    const cut = lines.find((l) => l.msg.startsWith('drain grace period ended'));
+    expect(cut, binary.output()).toMatchObject({ level: 40, graceMs: 1000, clientsCut: 1, requestsInFlight: 2 });
+    // The idle client was closed at the start of the drain: not among those cut.
+    expect(lines.map((l) => l.msg)).toContain('stopped');
+  });
+
+  it('logs nothing of the kind when every client finished within the grace', async () => {
+    const shard = await holdingShard();
+    const { binary, port } = await start(shard.fake, { drain: { grace_s: 60 } }, 'keymux listening');
+    const waiting = await RawClient.connect(port);
+    cleanups.push(() => waiting.close());
+    waiting.write('*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n');
+    await waitFor(shard.held, 'the GET at the shard');
+    binary.child.kill('SIGTERM');
+    await waitFor(() => binary.output().includes('"draining"'), 'the drain to start');
+    shard.release();
+    expect(await waiting.untilClosed()).toBe('$13\r\nvalue-of-key1\r\n');
+    expect(await binary.exited).toBe(0);
+    expect(logLines(binary.output()).some((l) => l.msg.startsWith('drain grace period ended'))).toBe(false);
+  });
+});
