@@ -1073,7 +1073,7 @@ export class WorkerPrimary {
           : {
               id: s.id,
               pid: s.pid,
-              state: s.state,
+              state: this.reportedState(s),
               up_s: Math.round((performance.now() - s.startedAt) / 1000),
               missed_heartbeats: s.missed,
             },
@@ -1083,6 +1083,16 @@ export class WorkerPrimary {
       heartbeat_timeout_ms: this.config.workersHeartbeatTimeoutMs,
       config_version: this.version,
     };
+  }
+
+  /**
+   * A worker's state for /workers: while the primary drains (SIGTERM), a worker still running is `draining` (it was
+   * told to, and finishes its clients' requests within the grace) and one that exited is `stopped`; the slot's own
+   * state stays `serving` meanwhile, since the scrapes and requests to workers still go to those that run.
+   */
+  private reportedState(slot: Slot): string {
+    if (!this.stopping) return slot.state;
+    return slot.state === 'stopping' ? 'stopped' : 'draining';
   }
 
   /** Every worker's registry and the primary's own, merged (each metric by its aggregator). */

@@ -1,7 +1,8 @@
 /**
  * What a drain tells the operator, from the real binary (dist/, JSON logs): a drain whose grace period runs out
  * while a client still waits for a reply logs, at warn level, how many clients it cut and how many requests they
- * had in flight. The shard is a scripted backend that answers GET only when the test
+ * had in flight; with `workers: 2`, `GET /workers` says each worker is `draining` (or `stopped` once it exited)
+ * while the primary drains, not `serving`. The shard is a scripted backend that answers GET only when the test
  * says so, so a request stays in flight for as long as the test needs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake-backend.js';
 import { RawClient, runBinary } from '../support/keymux.js';
+import { getJson } from '../support/metrics.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
@@ -113,5 +115,32 @@ describe('a drain whose grace runs out', () => {
     expect(await waiting.untilClosed()).toBe('$13\r\nvalue-of-key1\r\n');
     expect(await binary.exited).toBe(0);
     expect(logLines(binary.output()).some((l) => l.msg.startsWith('drain grace period ended'))).toBe(false);
+  });
+});
+
+describe('GET /workers during a drain (workers: 2)', () => {
+  it('says draining for a worker still finishing its clients, stopped for one that exited; never serving', async () => {
+    const shard = await holdingShard();
+    const { binary, port, adminPort } = await start(
+      shard.fake,
+      { workers: 2, drain: { grace_s: 60 } },
+      'keymux workers serving',
+    );
+    type Report = { workers: Array<{ id: number; state: string }> };
+    const states = async (): Promise<string[]> =>
+      (await getJson<Report>(adminPort, '/workers')).workers.map((w) => w.state);
+    expect(await states()).toEqual(['serving', 'serving']);
+    const waiting = await RawClient.connect(port);
+    cleanups.push(() => waiting.close());
+    waiting.write('*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n');
+    await waitFor(shard.held, 'the GET at the shard');
+
+    binary.child.kill('SIGTERM');
+    // The worker holding the client drains until its GET is answered (the grace is long); the other one exits.
+    await waitFor(async () => (await states()).includes('stopped'), 'the idle worker stopped', 10_000);
+    expect((await states()).sort()).toEqual(['draining', 'stopped']);
+    shard.release();
+    expect(await waiting.untilClosed()).toBe('$13\r\nvalue-of-key1\r\n');
+    expect(await binary.exited).toBe(0);
   });
 });
