@@ -415,6 +415,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
           errors: ['keymux was started without a config file'],
           version: this.topology.version,
         };
+      const seen = this.watcher?.snapshot() ?? '';
       const result = await readConfigFile(this.configPath);
       if (result.errors !== undefined) {
         this.stats.reloadsFailed++;
@@ -425,11 +426,11 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       if (Array.isArray(prepared)) {
         this.stats.reloadsFailed++;
         this.log.error({ trigger, errors: prepared }, 'config reload rejected; the running config stays');
-        this.watcher?.markCurrent();
+        this.watcher?.markCurrent(seen);
         return { ok: false, unchanged: false, errors: prepared, version: this.topology.version };
       }
       const outcome = this.applyConfig(result.config, trigger, prepared);
-      this.watcher?.markCurrent();
+      this.watcher?.markCurrent(seen);
       const version = this.topology.version;
       if (Array.isArray(outcome)) return { ok: false, unchanged: false, errors: outcome, version };
       if (outcome === 'applied') this.log.info({ trigger, version }, 'config reloaded');

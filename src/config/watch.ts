@@ -29,9 +29,20 @@ export class ConfigWatcher {
     this.watcher.on('error', () => undefined);
   }
 
-  /** Records the content that is now active (after a reload triggered elsewhere, e.g. SIGHUP). */
-  markCurrent(): void {
-    this.lastHash = hashOf(this.file);
+  /** The file's content hash now: a reload takes it before it reads the file, and gives it to markCurrent. */
+  snapshot(): string {
+    return hashOf(this.file);
+  }
+
+  /**
+   * Records the content that is now active (after a reload triggered elsewhere, e.g. SIGHUP): `seen`, the snapshot
+   * taken before that reload read the file. Not the file as it is now: an edit made while the reload ran (a slow
+   * sentinel query, a migration being planned) would then be recorded as applied and never reloaded. With the
+   * snapshot, such an edit differs from it and the pending change event reloads it (a change between the snapshot
+   * and the read costs at most one more reload, which finds it unchanged).
+   */
+  markCurrent(seen: string): void {
+    this.lastHash = seen;
   }
 
   stop(): void {

@@ -369,8 +369,9 @@ export class WorkerPrimary {
       // Never rejects: SIGHUP and the file watch do not wait for it (a rejection would end the primary), and POST
       // /reload answers the error like any refused reload.
       try {
+        const seen = this.watcher?.snapshot() ?? '';
         const result = await readConfigFile(this.configPath);
-        this.watcher?.markCurrent();
+        this.watcher?.markCurrent(seen);
         if (result.errors !== undefined) return this.reloadFailed(trigger, result.errors);
         return await this.applyEverywhere(result.config, trigger);
       } catch (err) {
