@@ -419,6 +419,9 @@ describe('deep pipelines and huge requests', () => {
     const ports = [shards[0].port, shards[1].port, extra.port];
     const p2 = await startKeymux(slotsConfig(ports, { backend: { timeout_ms: 300 } }), { builtinCommandTable: true });
     cleanups.push(() => p2.close());
+    // Stopped once connected (its handshake answered): what is tested is a shard that stops answering requests (a
+    // shard stopped before it answered the handshake reads as down, with a connection error instead).
+    await waitFor(() => p2.topology.shards.every((sh) => sh.pool.healthy), 'every shard ready', 10_000);
     process.kill(extra.pid, 'SIGSTOP');
     cleanups.push(() => process.kill(extra.pid, 'SIGCONT'));
     const s2 = await connect(p2.port);
