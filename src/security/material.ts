@@ -8,12 +8,11 @@
  * Two materials are the same (sameMaterial) when their configs are equal and their files held the same bytes: a
  * reload of such a config changes nothing and is not applied.
  */
-import crypto from 'node:crypto';
-import fs from 'node:fs';
 import path from 'node:path';
 import type tls from 'node:tls';
 import { deepFreeze, type KeymuxConfig } from '../config/schema.js';
 import {
+  hashFiles,
   loadBackendContext,
   loadServerTls,
   readConfiguredFile,
@@ -64,7 +63,7 @@ export function loadSecurity(config: KeymuxConfig): SecurityResult {
     for (const n of names) if (n !== null) files.push(path.resolve(n));
   };
 
-  const filesDigest = digestFiles(configuredFiles(config));
+  const filesDigest = hashFiles(configuredFiles(config));
 
   const t = config.tls;
   const clientTls = t.enabled ? attempt(() => loadServerTls(t, 'tls')) : null;
@@ -135,20 +134,6 @@ function configuredFiles(config: KeymuxConfig): string[] {
   if (b.enabled) out.push(b.caFile, b.certFile, b.keyFile);
   out.push(config.clients.passwordFile, config.backend.passwordFile, config.sentinel?.passwordFile ?? null);
   return out.filter((f): f is string => f !== null).map((f) => path.resolve(f));
-}
-
-function digestFiles(files: readonly string[]): string {
-  const h = crypto.createHash('sha256');
-  for (const f of files) {
-    h.update(f).update('\0');
-    try {
-      h.update(fs.readFileSync(f));
-    } catch {
-      h.update('\0unreadable'); // loadSecurity reports it; the digest only has to differ from a readable file's
-    }
-    h.update('\0');
-  }
-  return h.digest('hex');
 }
 
 /**

@@ -303,7 +303,8 @@ export class FileSetWatcher {
   }
 }
 
-function hashFiles(files: readonly string[]): string {
+/** One hash of several files' names and contents (an unreadable file hashes as such): what a watch or a reload compares. */
+export function hashFiles(files: readonly string[]): string {
   const h = crypto.createHash('sha256');
   for (const f of files) {
     h.update(f).update('\0');
