@@ -207,6 +207,47 @@ describe('client order across cluster retries', () => {
   });
 });
 
+describe('a MOVED not yet applied', () => {
+  it('a retried command routed by slot goes where a MOVED of its slot pointed, not behind a later command', async () => {
+    // As above, but the SET's MOVED comes only after the GET's retry backoff has passed: the fence's wave then leaves
+    // at once, before keymux has applied the move to its topology (next setImmediate). The GET, re-sent by slot,
+    // went to the old owner and came back MOVED while the SET, sent straight to b, ran first (GET read 'new').
+    const a = await node();
+    const b = await node();
+    let k = 'y';
+    for (let i = 0; keySlot(Buffer.from(k)) > 8191; i++) k = `y${i}`;
+    const slot = keySlot(Buffer.from(k));
+    const layout = (): FakeShardLayout[] => [
+      { node: a, id: nodeId(1), ranges: [[0, 8191]] },
+      { node: b, id: nodeId(2), ranges: [[8192, 16383]] },
+    ];
+    a.layout = layout;
+    b.layout = layout;
+    b.data.set(k, 'old');
+    let first = true;
+    a.before = (cmd, _node, conn) => {
+      if (cmd[1] !== k) return 'pass';
+      if (first) {
+        first = false;
+        return '-CLUSTERDOWN The cluster is down\r\n';
+      }
+      if (cmd[0].toUpperCase() === 'SET') {
+        setTimeout(() => conn.write(`-MOVED ${slot} ${b.address}\r\n`), 150); // after the GET's 20 ms backoff
+        return null;
+      }
+      return `-MOVED ${slot} ${b.address}\r\n`;
+    };
+    const proxy = await keymux([a, b], { refresh_interval_ms: 60_000, retry: { base_delay_ms: 20, max_delay_ms: 20 } });
+    const c = client(proxy.port);
+    const replies = await c.pipeline().get(k).set(k, 'new').exec();
+    expect(replies).toEqual([
+      [null, 'old'],
+      [null, 'OK'],
+    ]);
+    expect(b.executed).toEqual([`GET ${k}`, `SET ${k} new`]);
+  });
+});
+
 describe('retried broadcast pieces', () => {
   it('go back to the node they were meant for, even after the masters changed order', async () => {
     const a = await node();
