@@ -43,6 +43,8 @@ const MAX_HEADER_LINE = 64;
 const MIN_ACCUMULATOR = 4096;
 /** Most memory reserved ahead of the bytes that fill it, when a bulk length announces a large body. */
 const MAX_RESERVE = 1024 * 1024;
+/** Memory of one entry of argOffsets (a small integer in a JS array: one 8-byte slot on 64-bit). */
+const OFFSET_BYTES = 8;
 /** Commands with more arguments than this get lazily made argument views (RequestSink.onCommand). */
 export const LAZY_ARGS_ABOVE = 4096;
 /** The arguments made eagerly for such a command (name, subcommand, first keys: what the slow log shows). */
@@ -115,9 +117,14 @@ export class RequestParser {
     return this.accumulating ? this.len - this.cmdStart : 0;
   }
 
-  /** Bytes of memory the parser holds for unparsed input (its accumulator), 0 when it holds none. */
+  /**
+   * Bytes of memory the parser holds for an unfinished command, 0 when it holds none: its accumulator, and the
+   * offsets of the arguments read so far (two per argument in a JS array, 8 bytes each: an argument of "$0\r\n\r\n" is
+   * 6 bytes of input and 16 of offsets, so a command of a million arguments held half-sent costs more in offsets
+   * than in bytes, and limits.max_buffered_bytes must see them).
+   */
   get heldBytes(): number {
-    return this.accumulating ? this.buf.length : 0;
+    return this.accumulating ? this.buf.length + this.argOffsets.length * OFFSET_BYTES : 0;
   }
 
   /** It holds input it has not parsed yet (an unfinished command, or commands held while paused). */

@@ -288,6 +288,39 @@ describe('limits.max_buffered_bytes', () => {
   }, 60_000);
 });
 
+describe('limits.max_buffered_bytes: commands of many arguments still arriving', () => {
+  it('count the offsets kept per argument, not only the bytes: past the bound the largest are disconnected', async () => {
+    // A review sent 20 clients "*1048576" and 1,048,575 empty arguments each (6 MB of bytes): the gauge said 168 MB
+    // held while keymux's RSS grew by 900 MB, since the parser's two offsets per argument (16 bytes, in a JS array)
+    // were not counted. Here 6 clients send 500,000 empty arguments each (3 MB): the buffers alone are 24 MB, under
+    // the 48 MiB bound; with the 8 MB of offsets each holds they are past it.
+    const limit = 48 * 1024 * 1024;
+    const proxy = await keymux({ limits: { max_buffered_bytes: limit } });
+    const c = await canary(proxy);
+    const args = 500_000;
+    const half = Buffer.concat([Buffer.from('*1048576\r\n'), Buffer.from('$0\r\n\r\n'.repeat(args))]);
+    const holders = await rawClients(proxy.port, 6);
+    for (const h of holders) h.write(half);
+    await waitFor(() => proxy.stats.bufferEvictions >= 1, 'an eviction', 20_000);
+    // Back under the bound, each survivor counted for its offsets too (2 per argument, 8 bytes each).
+    let survivors = 6;
+    await waitFor(
+      () => {
+        survivors = holders.filter((h) => !h.closed).length;
+        const held = proxy.clientBufferedBytes();
+        return survivors < 6 && held <= limit && held >= survivors * args * 16;
+      },
+      'the held total back under the bound, the survivors counted in full',
+      20_000,
+    );
+    for (const h of holders) h.close();
+    await waitFor(() => proxy.clientBufferedBytes() === 0, 'nothing held once they are gone', 10_000);
+    const report = await c.stop();
+    figures('max_buffered_bytes, many arguments', report, { limitMB: limit / 1024 / 1024, survivors });
+    expect(report.errors).toEqual([]);
+  }, 60_000);
+});
+
 describe('limits.max_buffered_bytes: commands queued in a MULTI', () => {
   it('count as held until EXEC or DISCARD; a client queuing past the bound is disconnected, nothing applied', async () => {
     const limit = 4 * 1024 * 1024;
