@@ -469,6 +469,9 @@ export class ClientSession
   }
 
   onProtocolError(reply: Buffer): void {
+    // After QUIT (or once closing for a drain) later bytes are not commands: Redis parses nothing after QUIT, so
+    // malformed ones get no reply and are no protocol error.
+    if (this.closing || this.closed) return;
     this.ctx.stats.protocolErrors++;
     const req = new Request(this, reply, [], turnNow(), this.nextSeq++);
     req.closeAfter = true;

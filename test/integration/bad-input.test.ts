@@ -427,6 +427,21 @@ describe('connection lifecycle', () => {
     expect(await redisCommand(owner('quit:after').port, 'EXISTS', 'quit:after')).toBe(0);
   });
 
+  it('QUIT then malformed bytes: +OK only, as from Redis, and no protocol error counted', async () => {
+    // Redis parses nothing after QUIT; keymux answered the bytes after it with a protocol error (after +OK) and
+    // counted it in keymux_protocol_errors_total.
+    const bytes = cmd('QUIT') + '*1x\r\n';
+    const direct = await RawClient.connect(backends[0].port);
+    raws.push(direct);
+    direct.write(bytes);
+    expect(await direct.untilClosed()).toBe('+OK\r\n');
+    const before = proxy.stats.protocolErrors;
+    const c = await raw();
+    c.write(bytes);
+    expect(await c.untilClosed()).toBe('+OK\r\n');
+    expect(proxy.stats.protocolErrors).toBe(before);
+  });
+
   it('a client that half-closes after its commands still gets every reply, then keymux closes', async () => {
     await redisCommand(owner('halfclose:k').port, 'SET', 'halfclose:k', 'v');
     const payload =
