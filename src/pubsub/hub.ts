@@ -944,6 +944,12 @@ export class PubSubHub implements Flushable, SubscriberSink<Placement> {
     return this.entries[kind].values();
   }
 
+  /** The state of keymux's subscriber connection to `address` (null: none), and why it is not ready. */
+  subscriberState(address: string): { state: SubscriberState; lastError: string; reconnects: number } | null {
+    const conn = this.links.get(address)?.conn;
+    return conn === undefined ? null : { state: conn.state, lastError: conn.lastError, reconnects: conn.reconnects };
+  }
+
   /** Unique entries by kind, and subscriber connections ready / known (metrics). */
   gauges(): { entries: number[]; connectionsReady: number; connections: number } {
     let ready = 0;

@@ -2,8 +2,12 @@
  * SubscriberConnection: one socket in subscribed mode to one backend node, shared by every client of keymux that
  * subscribes to channels, patterns or shard channels placed on that node (the hub, hub.ts, decides what goes
  * where and owns the reference counts). It owns
- * - the socket, the handshake (AUTH with password or ACL user), and reconnection with exponential backoff
- *   (50 ms to 2 s; `connectNow()` skips the wait when a publisher needs the node's subscriptions back);
+ * - the socket, the handshake (AUTH with password or ACL user, else a PING: any reply to it will do), and
+ *   reconnection with exponential backoff (50 ms to 2 s; `connectNow()` skips the wait when a publisher needs the
+ *   node's subscriptions back). The connection is ready only once the server has answered its handshake, within
+ *   the connect timeout: a frozen server (SIGSTOP, docker pause) still completes TCP connects from its listen
+ *   backlog, and a connection ready on TCP connect alone would subscribe everything again, time out, and do it
+ *   all over every backoff, reading as ready half the time;
  * - the commands it sent and the confirmations each still expects, in order (Redis confirms each name of a
  *   SUBSCRIBE / UNSUBSCRIBE ... in turn, in command order, interleaved with messages): a confirmation is matched
  *   to the command that asked for it, so a stale confirmation can never confirm a newer subscription; a
@@ -130,6 +134,8 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   private unsent: number;
   private writeBlocked: boolean;
   private handshaking: boolean;
+  /** The handshake is a PING (no AUTH): it only shows the server is alive, so any reply, an error too, will do. */
+  private livenessHandshake: boolean;
   private timer: NodeJS.Timeout | null;
   /** The armed timer is the idle keepalive (a write must re-arm it as the operation timeout). */
   private timerIsKeepalive: boolean;
@@ -160,6 +166,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.unsent = 0;
     this.writeBlocked = false;
     this.handshaking = false;
+    this.livenessHandshake = false;
     this.timer = null;
     this.timerIsKeepalive = false;
     this.reconnectTimer = null;
@@ -307,7 +314,8 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
       // An error answers the whole command (Redis checks before confirming any name).
       this.expecting.shift();
       if (head.plain) {
-        if (this.handshaking) this.fail(`refused the handshake: ${errorText(frame)}`);
+        if (this.handshaking && this.livenessHandshake) this.becomeReady();
+        else if (this.handshaking) this.fail(`refused the handshake: ${errorText(frame)}`);
         return;
       }
       if (head.subscribe && head.targets !== null) this.sink.subscriptionRefused(this, head.targets, frame);
@@ -351,17 +359,22 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   private onConnected(): void {
     this.progressAt = performance.now();
     const o = this.options;
+    // The connect timer keeps running until the handshake is answered (becomeReady).
+    this.handshaking = true;
+    this.livenessHandshake = o.password === null;
     if (o.password !== null) {
-      this.handshaking = true;
       const auth = o.username !== null ? ['AUTH', o.username, o.password] : ['AUTH', o.password];
       this.send(new SentCommand<T>(false, 0, [], null, true), commandFrame(auth));
       return;
     }
-    this.becomeReady();
+    // An error (NOAUTH from a server with a password keymux does not know) shows it alive too; the SUBSCRIBEs that
+    // follow get the same error, and their clients are told (subscriptionRefused).
+    this.send(new SentCommand<T>(false, 0, [], null, true), PING_FRAME);
   }
 
   private becomeReady(): void {
     this.handshaking = false;
+    this.livenessHandshake = false;
     this.state = 'ready';
     this.backoffMs = MIN_BACKOFF_MS;
     this.lastError = '';
@@ -449,6 +462,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     const wasReady = this.state === 'ready';
     this.state = 'down';
     this.handshaking = false;
+    this.livenessHandshake = false;
     this.lastError = reason;
     const sock = this.socket;
     this.socket = null;

@@ -161,6 +161,20 @@ describe('backend authentication', () => {
     expect(await redisCommand(proxy.port, 'PUBLISH', 'authed', 'ok')).toBe(1);
     await s.untilMessages('authed', 1);
   });
+
+  it("a node asking for a password keymux lacks: the client's SUBSCRIBE gets the node's NOAUTH", async () => {
+    // The subscriber connection's handshake PING is answered with NOAUTH: the node is alive, so the connection is
+    // ready and the SUBSCRIBE it sends is refused with the node's error, which goes to the client (rather than a
+    // confirmation of a subscription that cannot be made).
+    const r = await startRedis({ password: 'sekret' });
+    cleanup.push(() => r.stop());
+    const proxy = await keymux(slotsConfig([r.port]));
+    const s = await socket(proxy.port);
+    s.send(cmd('SUBSCRIBE', 'locked'));
+    await s.untilCount(1);
+    expect(String(s.frames[0])).toMatch(/NOAUTH/);
+    expect(proxy.pubsub.stats.refused).toBe(1);
+  });
 });
 
 describe('subscriber connection lost while the shard stays up', () => {

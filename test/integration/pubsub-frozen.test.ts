@@ -1,0 +1,181 @@
+/**
+ * Pub/sub against a frozen shard: a real redis-server stopped with SIGSTOP (as `docker pause` does) still completes
+ * TCP connects from its listen backlog but answers nothing. keymux's shared subscriber connection to it must read as
+ * down, not ready, for as long as it is frozen (a connection ready on TCP connect alone subscribed everything again,
+ * timed out and started over at every backoff, counting a resubscription each time), clients' SUBSCRIBEs to its
+ * channels are answered within the connect timeout (the subscription is made when the shard is back), a PUBLISH
+ * through keymux to it gets an error rather than a hang, clients and channels on the other shards are served
+ * throughout, and after SIGCONT keymux subscribes again once, without a second confirmation to the client.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
+import { slotsConfig, startKeymux } from '../support/keymux.js';
+import { httpGet, scrape, valueOf } from '../support/metrics.js';
+import { keyOn, waitFor } from '../support/fake-backend.js';
+import { PubSubSocket, backendNumsub, cmd } from '../support/pubsub.js';
+import { KEEPALIVE_MS } from '../../src/pubsub/subscriber-connection.js';
+import type { Proxy } from '../../src/proxy.js';
+
+const CONNECT_TIMEOUT_MS = 300;
+let backends: RedisProcess[] = [];
+let proxy: Proxy;
+let admin: number;
+const sockets: PubSubSocket[] = [];
+const clients: Redis[] = [];
+
+async function socket(): Promise<PubSubSocket> {
+  const s = await PubSubSocket.connect(proxy.port);
+  sockets.push(s);
+  return s;
+}
+
+function subscriberOf(shard: number): { state: string; lastError: string } {
+  const state = proxy.pubsub.subscriberState(backends[shard].address);
+  if (state === null) throw new Error(`no subscriber connection to shard ${shard}`);
+  return state;
+}
+
+const notReadyConnections = async (): Promise<number> =>
+  valueOf(await scrape(admin), 'keymux_pubsub_connections', { state: 'not_ready' });
+const shardUp = async (shard: string): Promise<number> => valueOf(await scrape(admin), 'keymux_shard_up', { shard });
+
+/** Freezes shard c for the duration of `during`, resuming it whatever happens. */
+async function frozen(during: () => Promise<void>): Promise<void> {
+  process.kill(backends[2].pid, 'SIGSTOP');
+  try {
+    await during();
+  } finally {
+    process.kill(backends[2].pid, 'SIGCONT');
+  }
+}
+
+/** Shard c answers again: its data connection and keymux's subscriber connection to it are both ready. */
+async function resumed(): Promise<void> {
+  await waitFor(async () => (await shardUp('c')) === 1, 'shard c up again after SIGCONT');
+  await waitFor(() => subscriberOf(2).state === 'ready', 'the subscriber connection to shard c ready again');
+}
+
+beforeAll(async () => {
+  backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  proxy = await startKeymux(
+    slotsConfig(
+      backends.map((b) => b.port),
+      {
+        admin: { address: '127.0.0.1:0' },
+        backend: { connect_timeout_ms: CONNECT_TIMEOUT_MS, timeout_ms: CONNECT_TIMEOUT_MS },
+      },
+    ),
+  );
+  admin = proxy.adminPort!;
+  await waitFor(
+    async () => (await httpGet(admin, '/readyz')).body === 'ready: 3/3 shards reachable\n',
+    'every shard connected',
+  );
+});
+
+afterAll(async () => {
+  for (const s of sockets) s.close();
+  for (const c of clients) c.disconnect();
+  await proxy?.close();
+  await Promise.all(backends.map((b) => b.stop()));
+});
+
+describe('pub/sub and a frozen shard', () => {
+  it('a SUBSCRIBE to its channel is answered; its subscriber connection reads down until SIGCONT, then subscribes', async () => {
+    const channelA = keyOn(proxy, 0, 'healthy');
+    const channelB = keyOn(proxy, 1, 'later');
+    const channelC = keyOn(proxy, 2, 'frozen');
+    const healthy = await socket();
+    healthy.send(cmd('SUBSCRIBE', channelA));
+    await healthy.untilCount(1);
+
+    const waiting = await socket();
+    await frozen(async () => {
+      // keymux has no subscriber connection to c yet: it connects, TCP connects, the handshake goes unanswered.
+      waiting.send(cmd('SUBSCRIBE', channelC));
+      await waiting.untilCount(1);
+      expect(waiting.frames).toEqual([['subscribe', channelC, 1]]);
+      await waitFor(
+        () => subscriberOf(2).lastError.includes('did not answer the connection'),
+        'the subscriber connection to shard c reported as not answering',
+      );
+      // Never ready while frozen: nothing was subscribed on c, so nothing was subscribed again either.
+      expect(subscriberOf(2).state).not.toBe('ready');
+      expect(proxy.pubsub.stats.resubscribes).toBe(0);
+      expect(await notReadyConnections()).toBe(1);
+      // A PUBLISH to c through keymux is answered with the shard's error (after the publish gate's one wait).
+      await expect(redisCommand(proxy.port, 'PUBLISH', channelC, 'lost')).rejects.toThrow(/shard 'c'/);
+      // The other shards serve their subscribers and new subscriptions meanwhile.
+      expect(await redisCommand(proxy.port, 'PUBLISH', channelA, 'during')).toBe(1);
+      await healthy.untilMessages(channelA, 1);
+      healthy.send(cmd('SUBSCRIBE', channelB));
+      await healthy.untilCount(3);
+      expect(healthy.frames.at(-1)).toEqual(['subscribe', channelB, 2]);
+      expect(await redisCommand(proxy.port, 'PUBLISH', channelB, 'during')).toBe(1);
+      await healthy.untilMessages(channelB, 1);
+    });
+
+    await resumed();
+    await waitFor(async () => (await backendNumsub(backends[2].port, channelC)) === 1, 'subscribed on shard c');
+    expect(await redisCommand(proxy.port, 'PUBLISH', channelC, 'after')).toBe(1);
+    await waiting.untilMessages(channelC, 1);
+    // One confirmation, then the message: nothing else reached the client.
+    expect(waiting.frames).toEqual([
+      ['subscribe', channelC, 1],
+      ['message', channelC, 'after'],
+    ]);
+    expect(await notReadyConnections()).toBe(0);
+  });
+
+  it('a subscription confirmed before the shard froze is noticed lost, stays down until SIGCONT, then is made again once', async () => {
+    const channelA = keyOn(proxy, 0, 'elsewhere');
+    const channelC = keyOn(proxy, 2, 'confirmed');
+    const raw = await socket();
+    raw.send(cmd('SUBSCRIBE', channelC), cmd('PSUBSCRIBE', 'elsewhere*'));
+    await raw.untilCount(2);
+    // A library's view: ioredis subscribed through keymux too, listening for messages.
+    const sub = new Redis({ port: proxy.port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0 });
+    clients.push(sub);
+    const heard: string[] = [];
+    sub.on('message', (_channel: string, message: string) => heard.push(message));
+    await sub.connect();
+    await sub.subscribe(channelC);
+    await waitFor(() => subscriberOf(2).state === 'ready', 'the subscriber connection to shard c ready');
+    const resubscribesBefore = proxy.pubsub.stats.resubscribes;
+
+    await frozen(async () => {
+      // Nothing flows on an idle subscriber connection: its keepalive PING goes unanswered, the operation timeout
+      // resets it, and the reconnection's handshake is not answered either.
+      await waitFor(
+        () => subscriberOf(2).lastError.includes('did not answer the connection'),
+        'the subscriber connection to shard c reported as not answering',
+        KEEPALIVE_MS + 10_000,
+      );
+      expect(subscriberOf(2).state).not.toBe('ready');
+      expect(await notReadyConnections()).toBe(1);
+      // Not subscribed again (and again) while frozen.
+      expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore);
+      // The pattern is placed on every shard: a message published on a healthy one still arrives.
+      expect(await redisCommand(proxy.port, 'PUBLISH', channelA, 'during')).toBe(1);
+      await raw.untilMessages(`elsewhere*|${channelA}`, 1);
+    });
+
+    await resumed();
+    // What is placed on c, subscribed again once each: this channel, the pattern, and the first test's channel.
+    expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore + 3);
+    await waitFor(async () => (await backendNumsub(backends[2].port, channelC)) === 1, 'subscribed on shard c');
+    // keymux's two clients of the channel are reached through its one subscription on c.
+    expect(await redisCommand(proxy.port, 'PUBLISH', channelC, 'after')).toBe(2);
+    await raw.untilMessages(channelC, 1);
+    await waitFor(() => heard.length === 1, 'ioredis to hear the message');
+    expect(heard).toEqual(['after']);
+    expect(raw.frames).toEqual([
+      ['subscribe', channelC, 1],
+      ['psubscribe', 'elsewhere*', 2],
+      ['pmessage', 'elsewhere*', channelA, 'during'],
+      ['message', channelC, 'after'],
+    ]);
+    expect(sub.status).toBe('ready');
+  });
+});
