@@ -141,6 +141,8 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   private timerIsKeepalive: boolean;
   private reconnectTimer: NodeJS.Timeout | null;
   private backoffMs: number;
+  /** This outage (since the connection was made, or last ready) has had its warning: its retries log at debug. */
+  private outageLogged: boolean;
   /** performance.now() of the last byte received (or connection start). */
   private progressAt: number;
   private progressSeq: number;
@@ -171,6 +173,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.timerIsKeepalive = false;
     this.reconnectTimer = null;
     this.backoffMs = MIN_BACKOFF_MS;
+    this.outageLogged = false;
     this.progressAt = 0;
     this.progressSeq = 0;
     this.lateSeq = 0;
@@ -377,6 +380,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.livenessHandshake = false;
     this.state = 'ready';
     this.backoffMs = MIN_BACKOFF_MS;
+    this.outageLogged = false;
     this.lastError = '';
     this.clearTimer();
     this.log.info({ address: this.address }, 'subscriber connection ready');
@@ -459,7 +463,10 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
 
   private fail(reason: string): void {
     if (this.state === 'closed' || this.state === 'down') return;
-    const wasReady = this.state === 'ready';
+    // One warning per outage, the first failure's, whether the connection had been ready (a node lost) or not yet
+    // (a node down or frozen when keymux first needed it); every retry after it at debug.
+    const firstOfOutage = !this.outageLogged;
+    this.outageLogged = true;
     this.state = 'down';
     this.handshaking = false;
     this.livenessHandshake = false;
@@ -473,7 +480,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.out = [];
     this.outBytes = 0;
     this.unsent = 0;
-    (wasReady ? this.log.warn : this.log.debug).call(
+    (firstOfOutage ? this.log.warn : this.log.debug).call(
       this.log,
       { address: this.address, reason, retryInMs: this.backoffMs },
       'subscriber connection failed',

@@ -9,6 +9,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
+import { pino } from 'pino';
+import { setRootLogger } from '../../src/log.js';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { slotsConfig, startKeymux } from '../support/keymux.js';
 import { httpGet, scrape, valueOf } from '../support/metrics.js';
@@ -22,6 +24,8 @@ let backends: RedisProcess[] = [];
 let proxy: Proxy;
 let admin: number;
 const sockets: PubSubSocket[] = [];
+/** keymux's log lines (JSON), captured from start-up on. */
+const logLines: Array<{ level: number; msg: string; address?: string }> = [];
 const clients: Redis[] = [];
 
 async function socket(): Promise<PubSubSocket> {
@@ -35,6 +39,12 @@ function subscriberOf(shard: number): { state: string; lastError: string } {
   if (state === null) throw new Error(`no subscriber connection to shard ${shard}`);
   return state;
 }
+
+/** Warnings that keymux's subscriber connection to `shard` failed (an operator's alert: one per outage). */
+const subscriberWarnings = (shard: number): number =>
+  logLines.filter(
+    (l) => l.level === 40 && l.msg === 'subscriber connection failed' && l.address === backends[shard].address,
+  ).length;
 
 const notReadyConnections = async (): Promise<number> =>
   valueOf(await scrape(admin), 'keymux_pubsub_connections', { state: 'not_ready' });
@@ -58,6 +68,7 @@ async function resumed(): Promise<void> {
 
 beforeAll(async () => {
   backends = await Promise.all([startRedis(), startRedis(), startRedis()]);
+  setRootLogger(pino({ level: 'debug' }, { write: (line: string) => logLines.push(JSON.parse(line)) }));
   proxy = await startKeymux(
     slotsConfig(
       backends.map((b) => b.port),
@@ -104,6 +115,8 @@ describe('pub/sub and a frozen shard', () => {
       expect(subscriberOf(2).state).not.toBe('ready');
       expect(proxy.pubsub.stats.resubscribes).toBe(0);
       expect(await notReadyConnections()).toBe(1);
+      // Logged once, as a warning, though the connection was never ready (its retries log at debug).
+      expect(subscriberWarnings(2)).toBe(1);
       // A PUBLISH to c through keymux is answered with the shard's error (after the publish gate's one wait).
       await expect(redisCommand(proxy.port, 'PUBLISH', channelC, 'lost')).rejects.toThrow(/shard 'c'/);
       // The other shards serve their subscribers and new subscriptions meanwhile.
@@ -126,6 +139,7 @@ describe('pub/sub and a frozen shard', () => {
       ['message', channelC, 'after'],
     ]);
     expect(await notReadyConnections()).toBe(0);
+    expect(subscriberWarnings(2)).toBe(1);
   });
 
   it('a subscription confirmed before the shard froze is noticed lost, stays down until SIGCONT, then is made again once', async () => {
@@ -143,6 +157,7 @@ describe('pub/sub and a frozen shard', () => {
     await sub.subscribe(channelC);
     await waitFor(() => subscriberOf(2).state === 'ready', 'the subscriber connection to shard c ready');
     const resubscribesBefore = proxy.pubsub.stats.resubscribes;
+    const warningsBefore = subscriberWarnings(2);
 
     await frozen(async () => {
       // Nothing flows on an idle subscriber connection: its keepalive PING goes unanswered, the operation timeout
@@ -154,8 +169,9 @@ describe('pub/sub and a frozen shard', () => {
       );
       expect(subscriberOf(2).state).not.toBe('ready');
       expect(await notReadyConnections()).toBe(1);
-      // Not subscribed again (and again) while frozen.
+      // Not subscribed again (and again) while frozen, and one warning for the outage.
       expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore);
+      expect(subscriberWarnings(2)).toBe(warningsBefore + 1);
       // The pattern is placed on every shard: a message published on a healthy one still arrives.
       expect(await redisCommand(proxy.port, 'PUBLISH', channelA, 'during')).toBe(1);
       await raw.untilMessages(`elsewhere*|${channelA}`, 1);
