@@ -835,12 +835,13 @@ export class PubSubHub implements Flushable, SubscriberSink<Placement> {
       if (address !== null && p.link.address !== address) continue;
       if (gating(p.state)) return p.link;
       const conn = p.link.conn;
-      if (p.state === P_DOWN && conn.state === 'down') {
-        conn.connectNow();
-        if ((conn.state as SubscriberState) === 'connecting') {
-          for (const q of conn.placements) if (q.state === P_DOWN) this.setState(q, P_CONNECTING);
-          return p.link;
-        }
+      if (p.state !== P_DOWN) continue;
+      // Down: reconnect now. Or already reconnecting on its own (its backoff ran out): the node may be back and
+      // take this publish before keymux's subscriptions there are made again, so it waits for them all the same.
+      if (conn.state === 'down') conn.connectNow();
+      if ((conn.state as SubscriberState) === 'connecting') {
+        for (const q of conn.placements) if (q.state === P_DOWN) this.setState(q, P_CONNECTING);
+        return p.link;
       }
     }
     return null;

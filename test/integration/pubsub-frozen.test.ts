@@ -15,7 +15,7 @@ import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js
 import { slotsConfig, startKeymux } from '../support/keymux.js';
 import { httpGet, scrape, valueOf } from '../support/metrics.js';
 import { keyOn, waitFor } from '../support/fake-backend.js';
-import { PubSubSocket, backendNumsub, cmd } from '../support/pubsub.js';
+import { PubSubSocket, backendNumpat, backendNumsub, cmd } from '../support/pubsub.js';
 import { KEEPALIVE_MS } from '../../src/pubsub/subscriber-connection.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -102,11 +102,20 @@ describe('pub/sub and a frozen shard', () => {
     await healthy.untilCount(1);
 
     const waiting = await socket();
+    const others = await socket();
+    const shardChannelC = keyOn(proxy, 2, 'sharded');
     await frozen(async () => {
       // keymux has no subscriber connection to c yet: it connects, TCP connects, the handshake goes unanswered.
       waiting.send(cmd('SUBSCRIBE', channelC));
       await waiting.untilCount(1);
       expect(waiting.frames).toEqual([['subscribe', channelC, 1]]);
+      // A shard channel placed on c, and a pattern placed on every shard (c too): answered the same way.
+      others.send(cmd('SSUBSCRIBE', shardChannelC), cmd('PSUBSCRIBE', 'healthy*'));
+      await others.untilCount(2);
+      expect(others.frames).toEqual([
+        ['ssubscribe', shardChannelC, 1],
+        ['psubscribe', 'healthy*', 1],
+      ]);
       await waitFor(
         () => subscriberOf(2).lastError.includes('did not answer the connection'),
         'the subscriber connection to shard c reported as not answering',
@@ -117,11 +126,16 @@ describe('pub/sub and a frozen shard', () => {
       expect(await notReadyConnections()).toBe(1);
       // Logged once, as a warning, though the connection was never ready (its retries log at debug).
       expect(subscriberWarnings(2)).toBe(1);
-      // A PUBLISH to c through keymux is answered with the shard's error (after the publish gate's one wait).
+      // A PUBLISH / SPUBLISH to c through keymux waits once at the publish gate (keymux's subscriptions there are
+      // down: it tries to connect at once), then is answered with the shard's error.
+      const gatedBefore = proxy.pubsub.stats.gated;
       await expect(redisCommand(proxy.port, 'PUBLISH', channelC, 'lost')).rejects.toThrow(/shard 'c'/);
-      // The other shards serve their subscribers and new subscriptions meanwhile.
-      expect(await redisCommand(proxy.port, 'PUBLISH', channelA, 'during')).toBe(1);
+      await expect(redisCommand(proxy.port, 'SPUBLISH', shardChannelC, 'lost')).rejects.toThrow(/shard 'c'/);
+      expect(proxy.pubsub.stats.gated).toBe(gatedBefore + 2);
+      // The other shards serve their subscribers and new subscriptions meanwhile; the pattern hears shard a.
+      expect(await redisCommand(proxy.port, 'PUBLISH', channelA, 'during')).toBe(2);
       await healthy.untilMessages(channelA, 1);
+      await others.untilMessages(`healthy*|${channelA}`, 1);
       healthy.send(cmd('SUBSCRIBE', channelB));
       await healthy.untilCount(3);
       expect(healthy.frames.at(-1)).toEqual(['subscribe', channelB, 2]);
@@ -137,6 +151,17 @@ describe('pub/sub and a frozen shard', () => {
     expect(waiting.frames).toEqual([
       ['subscribe', channelC, 1],
       ['message', channelC, 'after'],
+    ]);
+    await waitFor(
+      async () => (await backendNumsub(backends[2].port, shardChannelC, true)) === 1,
+      'shard channel subscribed on shard c',
+    );
+    expect(await backendNumpat(backends[2].port)).toBe(1);
+    expect(await redisCommand(proxy.port, 'SPUBLISH', shardChannelC, 'after')).toBe(1);
+    await others.untilMessages(shardChannelC, 1);
+    expect(others.frames.slice(2)).toEqual([
+      ['pmessage', 'healthy*', channelA, 'during'],
+      ['smessage', shardChannelC, 'after'],
     ]);
     expect(await notReadyConnections()).toBe(0);
     expect(subscriberWarnings(2)).toBe(1);
@@ -178,8 +203,9 @@ describe('pub/sub and a frozen shard', () => {
     });
 
     await resumed();
-    // What is placed on c, subscribed again once each: this channel, the pattern, and the first test's channel.
-    expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore + 3);
+    // What is placed on c, subscribed again once each: this channel and pattern, and the first test's channel,
+    // shard channel and pattern.
+    expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore + 5);
     await waitFor(async () => (await backendNumsub(backends[2].port, channelC)) === 1, 'subscribed on shard c');
     // keymux's two clients of the channel are reached through its one subscription on c.
     expect(await redisCommand(proxy.port, 'PUBLISH', channelC, 'after')).toBe(2);

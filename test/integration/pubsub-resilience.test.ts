@@ -9,7 +9,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { startRedis, redisCommand, type RedisProcess } from '../support/redis.js';
 import { configFrom, slotsConfig, startKeymux } from '../support/keymux.js';
-import { FakeBackend, bulk, keyOn, waitFor } from '../support/fake-backend.js';
+import { FakeBackend, bulk, keyOn, waitFor, type FakeConnection } from '../support/fake-backend.js';
 import { PubSubSocket, backendChannels, backendNumsub, cmd } from '../support/pubsub.js';
 import type { Proxy } from '../../src/proxy.js';
 
@@ -195,6 +195,61 @@ describe('subscriber connection lost while the shard stays up', () => {
       ['message', 'kicked', 'heard'],
     ]);
     expect(proxy.pubsub.stats.gated).toBe(1);
+  });
+});
+
+describe('subscriber connection reconnecting on its own', () => {
+  it('a PUBLISH through keymux while the reconnection is not answered yet waits for the subscriptions too', async () => {
+    // A scripted node that delivers a PUBLISH to the connection subscribed to its channel, if there is one. The test
+    // drops keymux's subscriber connection and holds the handshake PING of the reconnection keymux makes once its
+    // backoff runs out: keymux is connecting, on its own (not because of a publish), when the PUBLISH comes.
+    let subscriber: FakeConnection | null = null;
+    let heldHandshake: FakeConnection | null = null;
+    const published: string[] = [];
+    const fake = await FakeBackend.start((args, conn) => {
+      const verb = args[0].toUpperCase();
+      if (verb === 'PING' && conn.commands.length === 1) {
+        heldHandshake = conn;
+        return null;
+      }
+      if (verb === 'SUBSCRIBE') {
+        subscriber = conn;
+        return args
+          .slice(1)
+          .map((name, i) => `*3\r\n$9\r\nsubscribe\r\n${bulk(name)}:${i + 1}\r\n`)
+          .join('');
+      }
+      if (verb === 'PUBLISH') {
+        published.push(args[2]);
+        const reached =
+          subscriber !== null && subscriber.write(`*3\r\n$7\r\nmessage\r\n${bulk(args[1])}${bulk(args[2])}`);
+        return `:${reached ? 1 : 0}\r\n`;
+      }
+      return '+OK\r\n';
+    });
+    cleanup.push(() => fake.close());
+    const proxy = await keymux(slotsConfig([fake.port]), true);
+    const s = await socket(proxy.port);
+    s.send(cmd('SUBSCRIBE', 'news'));
+    await s.untilCount(1);
+
+    fake.scriptHandshakePing = true;
+    (subscriber as unknown as FakeConnection).socket.destroy();
+    subscriber = null;
+    await fake.until(() => heldHandshake !== null, 'keymux to reconnect (its handshake PING)');
+    expect(proxy.pubsub.subscriberState(fake.address)?.state).toBe('connecting');
+
+    const reply = redisCommand(proxy.port, 'PUBLISH', 'news', 'hello');
+    await waitFor(() => proxy.pubsub.stats.gated === 1 || published.length > 0, 'the PUBLISH to be gated or sent');
+    // Not sent to the node while keymux is not subscribed there (it would reach nobody).
+    expect(published).toEqual([]);
+    (heldHandshake as unknown as FakeConnection).write('+PONG\r\n');
+    expect(await reply).toBe(1);
+    await s.untilMessages('news', 1);
+    expect(s.frames).toEqual([
+      ['subscribe', 'news', 1],
+      ['message', 'news', 'hello'],
+    ]);
   });
 });
 

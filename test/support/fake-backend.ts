@@ -6,7 +6,8 @@
  * Also: `parseReplies` (redis-parser over raw bytes) and `waitFor` (a bounded poll for conditions that have no
  * event to await).
  * keymux's connection handshake PING (the first command on a shard pool's connection that has no AUTH, HELLO,
- * READONLY or ROLE to send: such a connection is ready only once the server answered something) is answered +PONG here, as any live
+ * READONLY or ROLE to send, and on a pub/sub subscriber connection that has no AUTH: such a connection is ready only
+ * once the server answered something) is answered +PONG here, as any live
  * server would, and is neither given to the script nor recorded in `commands`: scripts see what keymux sends once
  * the connection is up. A test that wants to script that PING sets `scriptHandshakePing`.
  */
