@@ -5,7 +5,8 @@
  * timed out and started over at every backoff, counting a resubscription each time), clients' SUBSCRIBEs to its
  * channels are answered within the connect timeout (the subscription is made when the shard is back), a PUBLISH
  * through keymux to it gets an error rather than a hang, clients and channels on the other shards are served
- * throughout, and after SIGCONT keymux subscribes again once, without a second confirmation to the client.
+ * throughout, and after SIGCONT (or a restart of the frozen process) keymux subscribes again once, without a second
+ * confirmation to the client. keymux's log is captured: one warning per outage.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -167,6 +168,33 @@ describe('pub/sub and a frozen shard', () => {
     expect(subscriberWarnings(2)).toBe(1);
   });
 
+  it('a frozen shard restarted instead of resumed: the subscription made while it was frozen is made on the new process', async () => {
+    const channelC = keyOn(proxy, 2, 'reborn');
+    const s = await socket();
+    const shard = backends[2];
+    process.kill(shard.pid, 'SIGSTOP');
+    try {
+      s.send(cmd('SUBSCRIBE', channelC));
+      await s.untilCount(1);
+      await waitFor(
+        () => subscriberOf(2).lastError.includes('did not answer the connection'),
+        'the subscriber connection to shard c reported as not answering',
+      );
+      await shard.stop('SIGKILL'); // a stopped process dies of SIGKILL too
+    } finally {
+      if (shard.process.exitCode === null && shard.process.signalCode === null) process.kill(shard.pid, 'SIGCONT');
+    }
+    await shard.restart();
+    await resumed();
+    await waitFor(async () => (await backendNumsub(shard.port, channelC)) === 1, 'subscribed on the new process');
+    expect(await redisCommand(proxy.port, 'PUBLISH', channelC, 'reborn')).toBe(1);
+    await s.untilMessages(channelC, 1);
+    expect(s.frames).toEqual([
+      ['subscribe', channelC, 1],
+      ['message', channelC, 'reborn'],
+    ]);
+  });
+
   it('a subscription confirmed before the shard froze is noticed lost, stays down until SIGCONT, then is made again once', async () => {
     const channelA = keyOn(proxy, 0, 'elsewhere');
     const channelC = keyOn(proxy, 2, 'confirmed');
@@ -203,9 +231,9 @@ describe('pub/sub and a frozen shard', () => {
     });
 
     await resumed();
-    // What is placed on c, subscribed again once each: this channel and pattern, and the first test's channel,
+    // What is placed on c, subscribed again once each: this channel and pattern, and the earlier tests' channels,
     // shard channel and pattern.
-    expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore + 5);
+    expect(proxy.pubsub.stats.resubscribes).toBe(resubscribesBefore + 6);
     await waitFor(async () => (await backendNumsub(backends[2].port, channelC)) === 1, 'subscribed on shard c');
     // keymux's two clients of the channel are reached through its one subscription on c.
     expect(await redisCommand(proxy.port, 'PUBLISH', channelC, 'after')).toBe(2);
