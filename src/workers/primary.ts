@@ -119,6 +119,13 @@ interface Pending {
 type RestartReason = 'exited' | 'hung' | 'reload';
 const RESTART_REASONS: readonly RestartReason[] = ['exited', 'hung', 'reload'];
 
+/**
+ * A worker slot's state as the admin endpoint reports it (/workers, keymux_workers{state}): every state is always
+ * present in the gauge, 0 or not, so a dashboard's series do not come and go.
+ */
+type WorkerState = 'starting' | 'serving' | 'restarting' | 'draining' | 'stopped';
+const WORKER_STATES: readonly WorkerState[] = ['serving', 'starting', 'restarting', 'draining', 'stopped'];
+
 /** How often the primary sends heartbeats for a bound (0: none; the loop still turns, for a bound set by a reload). */
 export function heartbeatIntervalMs(timeoutMs: number): number {
   return timeoutMs === 0
@@ -1070,7 +1077,7 @@ export class WorkerPrimary {
     return {
       workers: this.slots.map((s, i) =>
         s === null
-          ? { id: i + 1, pid: null, state: 'restarting' }
+          ? { id: i + 1, pid: null, state: this.reportedState(s) }
           : {
               id: s.id,
               pid: s.pid,
@@ -1087,13 +1094,15 @@ export class WorkerPrimary {
   }
 
   /**
-   * A worker's state for /workers: while the primary drains (SIGTERM), a worker still running is `draining` (it was
-   * told to, and finishes its clients' requests within the grace) and one that exited is `stopped`; the slot's own
-   * state stays `serving` meanwhile, since the scrapes and requests to workers still go to those that run.
+   * A worker slot's state, for /workers and keymux_workers alike (so the two never disagree): while the primary
+   * drains (SIGTERM), a worker still running is `draining` (it was told to, and finishes its clients' requests within
+   * the grace) and one that exited is `stopped`, as is a slot left empty (no worker is started during a drain); the
+   * slot's own state stays `serving` meanwhile, since the scrapes and requests to workers still go to those that
+   * run. Otherwise an empty slot, or one whose worker exited, is `restarting` (its replacement is on its way).
    */
-  private reportedState(slot: Slot): string {
-    if (!this.stopping) return slot.state;
-    return slot.state === 'stopping' ? 'stopped' : 'draining';
+  private reportedState(slot: Slot | null): WorkerState {
+    if (this.stopping) return slot === null || slot.state === 'stopping' ? 'stopped' : 'draining';
+    return slot === null || slot.state === 'stopping' ? 'restarting' : slot.state;
   }
 
   /** Every worker's registry and the primary's own, merged (each metric by its aggregator). */
@@ -1161,17 +1170,16 @@ export class WorkerPrimary {
     const primary = this;
     new Gauge({
       name: 'keymux_workers',
-      help: 'Worker processes (config workers), by state: serving, starting, restarting.',
+      help:
+        'Worker processes (config workers), by state: serving, starting, restarting; during a drain (SIGTERM) ' +
+        'draining, then stopped once exited (as GET /workers says).',
       labelNames: ['state'],
       registers: [registry],
       collect() {
         this.reset();
-        const counts = { serving: 0, starting: 0, restarting: 0 };
-        for (const s of primary.slots) {
-          if (s === null || s.state === 'stopping') counts.restarting++;
-          else counts[s.state]++;
-        }
-        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+        const counts = Object.fromEntries(WORKER_STATES.map((state) => [state, 0])) as Record<WorkerState, number>;
+        for (const s of primary.slots) counts[primary.reportedState(s)]++;
+        for (const state of WORKER_STATES) this.set({ state }, counts[state]);
       },
     });
     new Counter({

@@ -2,8 +2,9 @@
  * What a drain tells the operator, from the real binary (dist/, JSON logs): a drain whose grace period runs out
  * while a client still waits for a reply logs, at warn level, how many clients it cut and how many requests they
  * had in flight; with `workers: 2`, `GET /workers` says each worker is `draining` (or `stopped` once it exited)
- * while the primary drains, not `serving`. The shard is a scripted backend that answers GET only when the test
- * says so, so a request stays in flight for as long as the test needs.
+ * while the primary drains, not `serving`, and `keymux_workers{state}` says the same. The shard is a scripted
+ * backend that answers GET only when the test says so, or a real redis-server stopped with SIGSTOP (continued with
+ * SIGCONT), so a request stays in flight for as long as the test needs.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
@@ -11,7 +12,8 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import { FakeBackend, bulk, waitFor, type FakeConnection } from '../support/fake-backend.js';
 import { RawClient, runBinary } from '../support/keymux.js';
-import { getJson } from '../support/metrics.js';
+import { getJson, scrape, valueOf } from '../support/metrics.js';
+import { startRedis } from '../support/redis.js';
 import { freePort } from '../support/ports.js';
 import { makeTempDir, removeTempDir } from '../support/tmpdirs.js';
 
@@ -40,7 +42,7 @@ async function holdingShard(): Promise<{ fake: FakeBackend; held: () => boolean;
 }
 
 /** Starts the binary on a ring of the one shard; returns it with its ports. */
-async function start(shard: FakeBackend, extra: Record<string, unknown>, ready: string) {
+async function start(shard: { address: string }, extra: Record<string, unknown>, ready: string) {
   const dir = makeTempDir('keymux-drain-report-');
   const [port, adminPort] = [await freePort(), await freePort()];
   const file = path.join(dir, 'keymux.yaml');
@@ -141,6 +143,52 @@ describe('GET /workers during a drain (workers: 2)', () => {
     expect((await states()).sort()).toEqual(['draining', 'stopped']);
     shard.release();
     expect(await waiting.untilClosed()).toBe('$13\r\nvalue-of-key1\r\n');
+    expect(await binary.exited).toBe(0);
+  });
+
+  it('keymux_workers{state} counts them draining and stopped as /workers says (a real shard holding a GET)', async () => {
+    const shard = await startRedis();
+    let stopped = false;
+    cleanups.push(async () => {
+      if (stopped) process.kill(shard.pid, 'SIGCONT');
+      await shard.stop();
+    });
+    const { binary, port, adminPort } = await start(
+      shard,
+      { workers: 2, drain: { grace_s: 60 } },
+      'keymux workers serving',
+    );
+    type Report = { workers: Array<{ id: number; state: string }> };
+    const states = async (): Promise<string[]> =>
+      (await getJson<Report>(adminPort, '/workers')).workers.map((w) => w.state).sort();
+    const gauge = async (): Promise<Record<string, number>> => {
+      const samples = await scrape(adminPort);
+      const out: Record<string, number> = {};
+      for (const state of ['serving', 'starting', 'restarting', 'draining', 'stopped'])
+        out[state] = valueOf(samples, 'keymux_workers', { state });
+      return out;
+    };
+    expect(await gauge()).toEqual({ serving: 2, starting: 0, restarting: 0, draining: 0, stopped: 0 });
+    const waiting = await RawClient.connect(port);
+    cleanups.push(() => waiting.close());
+    // The shard is stopped: the GET is written to it and stays unanswered (in flight) until SIGCONT.
+    process.kill(shard.pid, 'SIGSTOP');
+    stopped = true;
+    waiting.write('*2\r\n$3\r\nGET\r\n$4\r\nkey1\r\n');
+    type Shards = { shards: Array<{ inflight: number }> };
+    await waitFor(
+      async () => (await getJson<Shards>(adminPort, '/shards')).shards[0]!.inflight === 1,
+      'the GET in flight to the stopped shard',
+    );
+
+    binary.child.kill('SIGTERM');
+    // The worker holding the client drains until its GET is answered (the grace is long); the other one exits.
+    await waitFor(async () => (await states()).includes('stopped'), 'the idle worker stopped', 10_000);
+    expect(await states()).toEqual(['draining', 'stopped']);
+    expect(await gauge()).toEqual({ serving: 0, starting: 0, restarting: 0, draining: 1, stopped: 1 });
+    process.kill(shard.pid, 'SIGCONT');
+    stopped = false;
+    expect(await waiting.untilClosed()).toBe('$-1\r\n');
     expect(await binary.exited).toBe(0);
   });
 });
