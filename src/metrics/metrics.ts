@@ -784,6 +784,44 @@ const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
   keymux_migration_keys_left: 'max',
 };
 
+/**
+ * How prom-client's default process and Node.js metrics add up across the primary and its workers (workers > 1),
+ * where prom-client's own aggregators read wrong. What is left out sums, as prom-client does, and reads right
+ * summed: CPU seconds, resident and virtual memory, heap sizes and external memory (the pod's memory limit covers
+ * every process), active handles, requests and resources, GC time. These do not:
+ * - a per-process limit and the use that meets it: `process_max_fds` is each process's own limit (the minimum over
+ *   the processes; summed, N+1 workers' limits made one far from reach), `process_open_fds` the most any one
+ *   process has open (a worker near its own limit shows; summed, it hid among the others);
+ * - per-process headroom: `nodejs_heap_space_size_available_bytes` is the least any process has left in each heap
+ *   space (V8's heap limit is per process: summed, a worker about to run out of heap looked roomy);
+ * - the event loop's lag: the worst process's (prom-client averages, and the idle primary halved a stalled worker's);
+ * - `process_start_time_seconds`: the primary's start, the earliest (prom-client omits it from a merge: it was
+ *   missing), which is also when the merged counters started, since a replaced worker's counts stay in the sum.
+ */
+const PROCESS_ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
+  process_max_fds: 'min',
+  process_open_fds: 'max',
+  nodejs_heap_space_size_available_bytes: 'min',
+  nodejs_eventloop_lag_seconds: 'max',
+  nodejs_eventloop_lag_mean_seconds: 'max',
+  nodejs_eventloop_lag_stddev_seconds: 'max',
+  nodejs_eventloop_lag_p50_seconds: 'max',
+  nodejs_eventloop_lag_p90_seconds: 'max',
+  nodejs_eventloop_lag_p99_seconds: 'max',
+  process_start_time_seconds: 'min',
+};
+
+/**
+ * One process's metrics (Registry.getMetricsAsJSON) with PROCESS_ACROSS_WORKERS's aggregators in place of
+ * prom-client's, for AggregatorRegistry.aggregate (which merges each metric by the aggregator of its first part).
+ */
+export function withProcessAggregators<T extends { name: string; aggregator?: string }>(json: readonly T[]): T[] {
+  return json.map((m) => {
+    const aggregator = PROCESS_ACROSS_WORKERS[m.name];
+    return aggregator === undefined ? m : { ...m, aggregator };
+  });
+}
+
 export interface MetricsOptions {
   /** Register prom-client's default process and Node.js metrics (default true). */
   processMetrics?: boolean;

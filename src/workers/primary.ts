@@ -46,6 +46,7 @@ import { ConfigError, readConfigFile } from '../config/load.js';
 import { ConfigWatcher } from '../config/watch.js';
 import { addConfigRoutes } from '../config/endpoints.js';
 import { AdminServer, RefusalLog, sendJson, sendText } from '../metrics/admin-server.js';
+import { withProcessAggregators } from '../metrics/metrics.js';
 import { loadSecurity, sameMaterial, type SecurityMaterial } from '../security/material.js';
 import { FileSetWatcher } from '../security/tls.js';
 import { AddressFailures } from '../security/address-failures.js';
@@ -1127,7 +1128,8 @@ export class WorkerPrimary {
       this.retired = [await AggregatorRegistry.aggregate(this.retired).getMetricsAsJSON()];
     }
     const ready = answers.length === this.count && answers.every((a) => readyOf(a.value as MetricJson[]));
-    return AggregatorRegistry.aggregate([...parts, ...this.retired, own, this.primaryGauges(ready, missing)]);
+    const all = [...parts, ...this.retired, own, this.primaryGauges(ready, missing)] as MetricJson[][];
+    return AggregatorRegistry.aggregate(all.map((json) => withProcessAggregators(json)));
   }
 
   /**

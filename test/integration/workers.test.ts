@@ -1,7 +1,8 @@
 /**
  * `workers: 2`: the real binary runs a primary and two worker processes behind one client port, on real
  * redis-servers. Clients (ioredis) land on both workers (INFO's process_id tells which) and get correct
- * GET/SET/MGET replies; /metrics counts the commands of both workers; a shard-list reload (POST /reload, then
+ * GET/SET/MGET replies; /metrics counts the commands of both workers, and gives prom-client's per-process
+ * process_max_fds as one process's limit, not their sum; a shard-list reload (POST /reload, then
  * SIGHUP) is applied by both workers, so keys route to the new shard from every connection; a reload of the
  * unchanged file is answered "unchanged" and reaches no worker; with migration on, a
  * reload that moves a shard's slots moves its keys (coordinated across both workers), and a change of `workers`
@@ -207,6 +208,17 @@ describe('workers: 2', () => {
     expect((await metric('keymux_commands_total', '{command="get"}')) - before).toBe(sent);
     expect(await metric('keymux_workers', '{state="serving"}')).toBe(2);
     expect(await metric('keymux_ready')).toBe(1);
+  });
+
+  it("/metrics gives process_max_fds as each process's own limit (not summed) and the primary's start time", async () => {
+    // Each process's soft limit of open files, as the kernel has it (node raises its own at start).
+    const maxFds = (pid: number): number =>
+      Number(/^Max open files\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'))![1]);
+    const pids = [keymux.pid!, ...(await workers()).workers.map((w) => w.pid!)];
+    expect(pids).toHaveLength(3);
+    expect(await metric('process_max_fds')).toBe(Math.min(...pids.map(maxFds)));
+    // prom-client omits it from a merge; the primary's start is the merged counters' start.
+    expect(await metric('process_start_time_seconds')).toBeGreaterThan(0);
   });
 
   it('merges /hotkeys (counts summed across workers, re-ranked) and answers one /shards', async () => {

@@ -3,10 +3,12 @@
  * (src/metrics/admin-server.ts), without redis: a real Topology (pools built, never connected) and plain stats
  * set by hand. Checks the naming rules of the one list, exact published values (counters re-published, not
  * accumulated, at each scrape; cumulative histogram buckets from the data path's arrays), bounded hot-key series,
- * prom-client's default process metrics, and routing: 404, 405 with Allow, HEAD, 500 on a failing handler.
+ * prom-client's default process metrics and how they merge across worker processes, and routing: 404, 405 with
+ * Allow, HEAD, 500 on a failing handler.
  */
 import { afterAll, describe, expect, it } from 'vitest';
-import { Metrics, METRICS, type MetricsSource } from '../../src/metrics/metrics.js';
+import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
+import { Metrics, METRICS, withProcessAggregators, type MetricsSource } from '../../src/metrics/metrics.js';
 import { AdminServer, sendJson } from '../../src/metrics/admin-server.js';
 import { addObservabilityRoutes } from '../../src/metrics/endpoints.js';
 import { Observer } from '../../src/metrics/observer.js';
@@ -16,7 +18,7 @@ import { Topology } from '../../src/routing/topology.js';
 import { CommandTable } from '../../src/commands/table.js';
 import { newProxyStats } from '../../src/server/context.js';
 import { configFrom } from '../support/keymux.js';
-import { httpGet, parseExposition, samplesOf, valueOf } from '../support/metrics.js';
+import { httpGet, parseExposition, samplesOf, valueOf, type Sample } from '../support/metrics.js';
 
 function source(metrics: Record<string, unknown> = {}): MetricsSource & { close(): void } {
   const config = configFrom({
@@ -266,5 +268,65 @@ describe('admin server routes', () => {
       await a2.close();
       src.close();
     }
+  });
+});
+
+describe("prom-client's default metrics merged across worker processes (workers > 1)", () => {
+  type Json = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+  /** One process's real default metrics (prom-client's own aggregators), with some values set as `values` says. */
+  async function processMetrics(values: Record<string, number>): Promise<Json> {
+    const registry = new Registry();
+    collectDefaultMetrics({ register: registry });
+    const json = await registry.getMetricsAsJSON();
+    return json.map((m) =>
+      m.name in values ? { ...m, values: m.values.map((v) => ({ ...v, value: values[m.name]! })) } : m,
+    ) as Json;
+  }
+  /** The merge the primary answers /metrics with: every process's metrics by withProcessAggregators. */
+  async function merged(processes: Array<Record<string, number>>): Promise<Sample[]> {
+    const parts = await Promise.all(processes.map(processMetrics));
+    const registry = AggregatorRegistry.aggregate(parts.map((json) => withProcessAggregators(json)));
+    return parseExposition(await registry.metrics());
+  }
+
+  it('gives per-process limits and their use per process, the earliest start, the worst lag; sums the rest', async () => {
+    // The primary, an idle worker and a worker near its file descriptor and heap limits with a stalled event loop.
+    const samples = await merged([
+      {
+        process_max_fds: 1024,
+        process_open_fds: 20,
+        process_start_time_seconds: 1000,
+        nodejs_eventloop_lag_seconds: 0.001,
+        nodejs_eventloop_lag_p99_seconds: 0.002,
+        nodejs_heap_space_size_available_bytes: 50_000_000,
+        process_resident_memory_bytes: 60_000_000,
+      },
+      {
+        process_max_fds: 1024,
+        process_open_fds: 100,
+        process_start_time_seconds: 1001,
+        nodejs_eventloop_lag_seconds: 0.001,
+        nodejs_eventloop_lag_p99_seconds: 0.002,
+        nodejs_heap_space_size_available_bytes: 40_000_000,
+        process_resident_memory_bytes: 80_000_000,
+      },
+      {
+        process_max_fds: 1024,
+        process_open_fds: 1000,
+        process_start_time_seconds: 1500,
+        nodejs_eventloop_lag_seconds: 2.5,
+        nodejs_eventloop_lag_p99_seconds: 3,
+        nodejs_heap_space_size_available_bytes: 1_000,
+        process_resident_memory_bytes: 90_000_000,
+      },
+    ]);
+    expect(valueOf(samples, 'process_max_fds')).toBe(1024);
+    expect(valueOf(samples, 'process_open_fds')).toBe(1000);
+    expect(valueOf(samples, 'process_start_time_seconds')).toBe(1000);
+    expect(valueOf(samples, 'nodejs_eventloop_lag_seconds')).toBe(2.5);
+    expect(valueOf(samples, 'nodejs_eventloop_lag_p99_seconds')).toBe(3);
+    expect(valueOf(samples, 'nodejs_heap_space_size_available_bytes', { space: 'old' })).toBe(1_000);
+    // The pod's memory is every process's together.
+    expect(valueOf(samples, 'process_resident_memory_bytes')).toBe(230_000_000);
   });
 });
