@@ -701,10 +701,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
    * One of the files the running config names changed (a rotated certificate, a Kubernetes Secret update): reads
    * them all again. Good files take effect for new connections (connected clients and shards keep theirs); a
    * changed password file applies the config again with the new password; a bad file is logged and counted as a
-   * failed reload, and the running material stays.
+   * failed reload, and the running material stays. Resolves with null once applied, else why not (one line per
+   * problem). Called by this proxy's own watch, or, in a worker, when the primary's watch saw the change
+   * (workers/primary.ts: it counts the re-read once for the whole process).
    */
-  private refreshSecurity(trigger: string): Promise<void> {
-    const run = (): void => {
+  rereadSecrets(trigger: string): Promise<string[] | null> {
+    const run = (): string[] | null => {
       const current = this.topology.config;
       const loaded = loadSecurity(current);
       if (loaded.errors !== undefined) {
@@ -713,7 +715,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
           { trigger, errors: loaded.errors },
           'new certificate, key, CA, token or password file rejected; the running ones stay',
         );
-        return;
+        return loaded.errors;
       }
       const next = loaded.material.config;
       if (
@@ -724,11 +726,12 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
         // The sentinels' password reaches the controller (its queries and subscriber connections) with the config.
         const outcome = this.applyConfig(current, trigger);
         if (outcome === 'applied') this.log.info({ trigger, version: this.topology.version }, 'secret files re-read');
-        return;
+        return typeof outcome === 'string' ? null : outcome;
       }
       this.applySecurity(loaded.material);
       this.stats.reloadsOk++;
       this.log.info({ trigger, files: loaded.material.files.length }, 'TLS and secret files re-read');
+      return null;
     };
     const next = this.reloadChain.then(run, run);
     this.reloadChain = next;
@@ -747,7 +750,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     this.secretsWatcher?.stop();
     this.secretsWatcher = null;
     if (files.length === 0) return;
-    this.secretsWatcher = new FileSetWatcher(files, () => void this.refreshSecurity('file change'));
+    this.secretsWatcher = new FileSetWatcher(files, () => void this.rereadSecrets('file change'));
     this.secretsWatcher.start();
   }
 

@@ -625,7 +625,10 @@ export class WorkerPrimary {
     this.watchSecretFiles(material.files);
   }
 
-  /** The admin token and certificate files (the workers watch their own files for their own ports). */
+  /**
+   * Every certificate, key, token and password file the config names, for the whole process: the workers watch
+   * none (they start with watchSecrets false); a change is read here and by every worker (rereadSecretsEverywhere).
+   */
   private watchSecretFiles(files: readonly string[]): void {
     if (!this.watchFiles || this.stopping) return;
     const wanted = [...new Set(files)].sort().join('\n');
@@ -636,15 +639,57 @@ export class WorkerPrimary {
     this.secretsWatcher?.stop();
     this.secretsWatcher = null;
     if (files.length === 0) return;
-    this.secretsWatcher = new FileSetWatcher(files, () => {
+    this.secretsWatcher = new FileSetWatcher(files, () => void this.rereadSecretsEverywhere());
+    this.secretsWatcher.start();
+  }
+
+  /**
+   * A watched file changed: the admin port takes the new token and certificate, and every serving worker reads the
+   * files again as a single keymux does (its ports' certificates; a changed password applies the config again).
+   * Counted once in keymux_config_reloads_total, as a single keymux counts it: ok when every worker applied it
+   * (and the config version +1 when a password changed, which the workers apply as a config reload), failed when
+   * the files are bad here or a worker refused or did not answer. Each worker counted its own before, and the
+   * primary, which answers that counter, counted none. Nothing is rolled back: the files are what they are, a
+   * worker that refused keeps its running material (as a single keymux does) and the next change or reload tries
+   * again. Serialised with reloads and worker starts.
+   */
+  private rereadSecretsEverywhere(): Promise<void> {
+    const trigger = 'file change';
+    return this.enqueue(async () => {
+      if (this.stopping) return;
       const loaded = loadSecurity(this.config);
       if (loaded.errors !== undefined) {
-        this.log.error({ errors: loaded.errors }, 'new admin token or certificate rejected; the running ones stay');
+        this.reloadsFailed++;
+        this.log.error(
+          { trigger, errors: loaded.errors },
+          'new certificate, key, CA, token or password file rejected; the running ones stay',
+        );
         return;
       }
+      const running = this.security.config;
+      const next = loaded.material.config;
+      const passwordChanged =
+        next.clients.password !== running.clients.password ||
+        next.backend.password !== running.backend.password ||
+        next.sentinel?.password !== running.sentinel?.password;
       this.applySecurity(loaded.material);
+      const serving = this.serving();
+      const outcomes = await Promise.allSettled(
+        serving.map((slot) => this.ask(slot, { op: 'reread-secrets' }, RELOAD_TIMEOUT_MS)),
+      );
+      const { errors } = sortReloadAnswers(serving, outcomes);
+      if (errors.length > 0) {
+        this.reloadsFailed++;
+        this.log.error({ trigger, errors }, 'secret files not re-read by every worker');
+        return;
+      }
+      this.reloadsOk++;
+      if (passwordChanged) this.version++;
+      this.log.info(
+        { trigger, version: this.version, workers: serving.length, files: loaded.material.files.length },
+        'secret files re-read by every worker',
+      );
     });
-    this.secretsWatcher.start();
   }
 
   private enqueue<T>(run: () => Promise<T>): Promise<T> {
@@ -716,7 +761,6 @@ export class WorkerPrimary {
           {
             op: 'start',
             config: this.config,
-            watchSecrets: this.watchFiles,
             leader: id === LEADER,
             migration: joined,
             clientIds: this.clientIdsFor(id),

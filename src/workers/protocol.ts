@@ -17,6 +17,10 @@
  * `keymux:auth-failures`, and a worker that starts serving every address it remembers. Fire and forget: no AUTH
  * waits for an answer.
  *
+ * Files: the primary alone watches the certificate, key, token and password files (the workers start with
+ * `watchSecrets: false`) and asks every worker to read them again (`reread-secrets`) when one changed, so the
+ * process counts one re-read per change, as a single keymux does, and only once every worker has it.
+ *
  * Liveness (README "Workers": hung workers): the primary sends every serving worker `keymux:heartbeat` every second
  * and the worker answers `keymux:heartbeat-answer` straight from its message handler, so an answer proves that its
  * event loop turns. Any message from a worker counts as a sign of life; one silent for
@@ -43,7 +47,6 @@ export type WorkerRequest =
   | {
       op: 'start';
       config: KeymuxConfig;
-      watchSecrets: boolean;
       leader: boolean;
       migration: JoinMigration | null;
       /** The client ids this worker gives (Listener.useClientIds): unique across workers and their restarts. */
@@ -55,6 +58,12 @@ export type WorkerRequest =
    * `migration-go`. With `abortMigration` it is the rollback of one that never got its go.
    */
   | { op: 'reload'; config: KeymuxConfig; migrationId?: number; abortMigration?: number }
+  /**
+   * The certificate, key, token or password files the running config names changed (the primary watches them for
+   * every worker): read them again as a single keymux does on such a change; the value is null once applied, else
+   * the lines saying why not.
+   */
+  | { op: 'reread-secrets' }
   /** Every worker has fenced: keys may move. */
   | { op: 'migration-go'; migration: number }
   /** The leader's scan is over: every key is on its new owner. */

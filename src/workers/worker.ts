@@ -1,8 +1,9 @@
 /**
  * A worker process (workers > 1, README "Workers"): one whole data plane — its own listener on the shared client
  * port (node:cluster hands it connections), its own backend connections, pools, near cache, pub/sub hub and
- * hot-key tracker — and no control plane: it reads no config file, watches none, handles no SIGHUP and serves no
- * admin endpoint. It starts on the config the primary sends, applies the configs the primary sends (the same
+ * hot-key tracker — and no control plane: it reads no config file, watches none (nor the certificate, key, token
+ * and password files: the primary does, and tells it to read them again), handles no SIGHUP and serves no admin
+ * endpoint. It starts on the config the primary sends, applies the configs the primary sends (the same
  * in-process reload path as a single keymux: Proxy.reloadAsync), answers the primary's questions for the admin
  * endpoint (readiness, metrics, shards, hot keys, slow log), and drains when told to (or on its own SIGTERM, or
  * when the primary is gone), and answers the primary's heartbeats from its event loop (a worker that stops
@@ -90,7 +91,7 @@ export function runWorker(): void {
       setLogLevel(req.config.log.level);
       proxy = await Proxy.start(req.config, {
         admin: false,
-        watchSecrets: req.watchSecrets,
+        watchSecrets: false, // the primary watches them, and has every worker read them again (reread-secrets)
         migrationLink: migrationLink(req.leader),
         joinMigration: req.migration,
         clientIds: req.clientIds,
@@ -110,6 +111,8 @@ export function runWorker(): void {
     switch (req.op) {
       case 'reload':
         return applyReload(proxy, req);
+      case 'reread-secrets':
+        return proxy.rereadSecrets('file change (primary)').then((errors) => errors?.join('; ') ?? null);
       case 'migration-go':
         proxy.releaseMigration(req.migration);
         return null;

@@ -208,11 +208,19 @@ export interface RunningBinary {
   kill(): Promise<void>;
 }
 
-/** Runs `node bin/keymux.js --config file --no-watch`; resolves once its output contains `ready`. */
-export async function runBinary(file: string, ready: string): Promise<RunningBinary> {
+/**
+ * Runs `node bin/keymux.js --config file --no-watch` (without `--no-watch` when `watch`: it then watches the config
+ * and the certificate, key, token and password files); resolves once its output contains `ready`.
+ */
+export async function runBinary(
+  file: string,
+  ready: string,
+  options: { watch?: boolean } = {},
+): Promise<RunningBinary> {
   if (!fs.existsSync(path.resolve('dist/main.js')))
     throw new Error('dist/ is missing: run `npm run build` (scripts/test.sh does)');
-  const child = spawn(process.execPath, [path.resolve('bin/keymux.js'), '--config', file, '--no-watch'], {
+  const args = [path.resolve('bin/keymux.js'), '--config', file, ...(options.watch === true ? [] : ['--no-watch'])];
+  const child = spawn(process.execPath, args, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, KEYMUX_LOG_FORMAT: 'json' },
   });
