@@ -179,6 +179,8 @@ export class BackendConnection implements ReplySink, Flushable {
   private progressSeq: number;
   /** A late-looking timer is waiting for the next I/O poll (confirmLate); progressSeq as it was then. */
   private lateCheckPending: boolean;
+  /** The state the connect timer found (confirmConnectLate: connected in the poll that followed it?). */
+  private lateState: ConnectionState;
   /** blockingOps: the longest blockMs written since nothing written was unanswered (see BackendOptions). */
   private writtenBlockMs: number;
   private lateSeq: number;
@@ -240,6 +242,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.progressAt = 0;
     this.progressSeq = 0;
     this.lateCheckPending = false;
+    this.lateState = 'connecting';
     this.lateSeq = 0;
     this.maxPending = options.maxPending !== undefined && options.maxPending > 0 ? options.maxPending : 0;
     this.lowWater = this.maxPending >> 1;
@@ -249,6 +252,7 @@ export class BackendConnection implements ReplySink, Flushable {
     this.pushesUnlogged = 0;
     this.onTimer = this.onTimer.bind(this);
     this.confirmLate = this.confirmLate.bind(this);
+    this.confirmConnectLate = this.confirmConnectLate.bind(this);
   }
 
   /**
@@ -493,6 +497,7 @@ export class BackendConnection implements ReplySink, Flushable {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     this.timerArmed = false;
+    this.lateCheckPending = false; // a connect timer's late check (confirmConnectLate) is moot: ready in that poll
     // Ops held while the node was down go first, before any new request can reach this connection.
     this.redirects?.connectionReady?.(this);
     if (this.waiting.length > 0) scheduleFlush(this);
@@ -513,16 +518,38 @@ export class BackendConnection implements ReplySink, Flushable {
   private onTimer(): void {
     this.timerArmed = false;
     if (this.state === 'connecting' || this.state === 'handshake') {
-      const tls = this.state === 'connecting' && this.options.tls?.enabled === true;
-      // In 'handshake', TCP connected (a frozen server's kernel still accepts connects) but the server said nothing.
-      this.fail(
-        tls
-          ? `did not complete the TLS handshake within ${this.options.connectTimeoutMs} ms (is it a TLS port?)`
-          : `did not answer the connection within ${this.options.connectTimeoutMs} ms`,
-      );
+      // A timer run after a stalled event loop (a long turn, a GC pause, a CPU-starved process) runs before that
+      // iteration's I/O poll, where the connect or the handshake's reply may already be waiting: let the poll run
+      // first, as checkProgress does for requests (confirmConnectLate), and fail only if nothing moved in it.
+      this.lateCheckPending = true;
+      this.lateSeq = this.progressSeq;
+      this.lateState = this.state;
+      setImmediate(this.confirmConnectLate);
       return;
     }
     this.checkProgress(false);
+  }
+
+  /**
+   * After the I/O poll that followed the connect timer: the connection is still connecting (or its handshake still
+   * unanswered) and no byte came in that poll: the server did not answer in time. If it connected or answered part
+   * of the handshake in that poll, it is answering: a new bound starts.
+   */
+  private confirmConnectLate(): void {
+    if (!this.lateCheckPending) return; // failed or closed meanwhile
+    this.lateCheckPending = false;
+    if (this.state !== 'connecting' && this.state !== 'handshake') return;
+    if (this.state !== this.lateState || this.progressSeq !== this.lateSeq) {
+      this.armTimer(this.options.connectTimeoutMs);
+      return;
+    }
+    const tls = this.state === 'connecting' && this.options.tls?.enabled === true;
+    // In 'handshake', TCP connected (a frozen server's kernel still accepts connects) but the server said nothing.
+    this.fail(
+      tls
+        ? `did not complete the TLS handshake within ${this.options.connectTimeoutMs} ms (is it a TLS port?)`
+        : `did not answer the connection within ${this.options.connectTimeoutMs} ms`,
+    );
   }
 
   /**

@@ -1,0 +1,86 @@
+/**
+ * The connect timer of a backend connection after a stalled event loop: the timer runs before that loop
+ * iteration's I/O poll, so a connection whose server already answered its handshake (the reply waiting in the
+ * socket) must not be failed for "not answering". Made deterministic with a server in a worker thread (its own
+ * event loop, so it answers while this thread is stalled) and shared memory: the server holds its PONG until this
+ * thread is stalled, this thread stays stalled until the PONG is written and the connect timer is due.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { Worker } from 'node:worker_threads';
+import { once } from 'node:events';
+import '../support/keymux.js'; // silences the logger
+import { BackendConnection } from '../../src/backend/backend-connection.js';
+import { childLogger } from '../../src/log.js';
+import { waitFor } from '../support/fake-backend.js';
+
+/** flags[0]: the server got the PING; flags[1]: this thread is stalled, answer now; flags[2]: the PONG is written. */
+const SERVER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const net = require('node:net');
+const flags = new Int32Array(workerData.shared);
+const server = net.createServer((sock) => {
+  let seen = '';
+  sock.on('data', (d) => {
+    seen += d.toString('latin1');
+    if (!seen.includes('PING')) return;
+    Atomics.store(flags, 0, 1);
+    Atomics.wait(flags, 1, 0, 20000);
+    sock.write('+PONG\\r\\n');
+    Atomics.store(flags, 2, 1);
+    Atomics.notify(flags, 2);
+  });
+});
+server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));
+`;
+
+/** Long enough for the PING to reach the worker on a loaded machine before the timer is due. */
+const CONNECT_TIMEOUT_MS = 2000;
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+/** Resolves in a later check phase (setImmediate) once `pred` holds: the loop keeps polling I/O meanwhile. */
+async function inCheckPhaseWhen(pred: () => boolean): Promise<void> {
+  while (!pred()) await new Promise((r) => setImmediate(r));
+}
+
+describe('the connect timer after a stalled event loop', () => {
+  it('a handshake reply already received when the timer runs late makes the connection ready, not failed', async () => {
+    const shared = new SharedArrayBuffer(12);
+    const flags = new Int32Array(shared);
+    const server = new Worker(SERVER, { eval: true, workerData: { shared } });
+    cleanups.push(() => server.terminate());
+    const [port] = (await once(server, 'message')) as [number];
+    const conn = new BackendConnection(
+      { name: 'a', address: `127.0.0.1:${port}`, host: '127.0.0.1', port },
+      {
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        timeoutMs: 1000,
+        password: null,
+        username: null,
+        readOnly: false,
+        pingHandshake: true,
+      },
+      childLogger('test'),
+    );
+    cleanups.push(() => conn.close());
+    const connectedAt = performance.now();
+    conn.connect();
+    await inCheckPhaseWhen(() => Atomics.load(flags, 0) === 1);
+    expect(conn.state).toBe('handshake');
+    // The stall: the server answers now, and this thread goes back to its loop only once the PONG is in its socket
+    // and the connect timer is due, so the next loop iteration runs the timer before the poll that reads the PONG.
+    Atomics.store(flags, 1, 1);
+    Atomics.notify(flags, 1);
+    Atomics.wait(flags, 2, 0, 20000);
+    expect(Atomics.load(flags, 2)).toBe(1);
+    while (performance.now() < connectedAt + CONNECT_TIMEOUT_MS + 5) {
+      // busy: the event loop is stalled on purpose (this is the case under test, not a wait for an event)
+    }
+    await waitFor(() => conn.state !== 'handshake', 'the handshake to end');
+    expect(conn.lastError).not.toMatch(/did not answer/);
+    expect(conn.state).toBe('ready');
+  });
+});
