@@ -835,7 +835,14 @@ export class ClientSession
    * During a migration: if any key of `req` is still on its old owner, moves those keys first and routes the
    * request again afterwards (slow path, only for keys in motion). Returns true when it took the request.
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, given?: Buffer[]): boolean {
+  holdForMigration(
+    req: Request,
+    migration: Migration,
+    idx: number[],
+    n: number,
+    given?: Buffer[],
+    failed?: () => void,
+  ): boolean {
     let keys: Buffer[] | null = null;
     if (given !== undefined) {
       for (const key of given) if (migration.needsMove(key)) (keys ??= []).push(key);
@@ -849,7 +856,10 @@ export class ClientSession
     migration.moveThen(keys, (ok) => {
       this.blockers--;
       if (ok) this.dispatch(req);
-      else req.deliver(ERR_MIGRATION_FAILED);
+      else {
+        failed?.();
+        req.deliver(ERR_MIGRATION_FAILED);
+      }
       if (this.blockers === 0 && this.held.length > 0) this.releaseHeld();
     });
     return true;

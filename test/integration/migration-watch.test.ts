@@ -178,6 +178,30 @@ describe('MULTI without WATCH across a reload', () => {
   });
 });
 
+describe('an EXEC held for keys in motion whose move fails', () => {
+  it('is answered -TRYAGAIN and ends the transaction: the next commands run, not +QUEUED', async () => {
+    const proxy = await start(layout(a.address, b.address));
+    const k = keyIn('f', 4096, 8191);
+    const raw = await RawClient.connect(proxy.port);
+    open.push(raw);
+    expect(await raw.exchange(cmd('SET', k, '1'), 1)).toEqual(['OK']);
+    // b refuses RESTORE: every MIGRATE of a's keys to b fails (the target answers NOPERM).
+    await redisCommand(b.port, 'ACL', 'SETUSER', 'default', '-restore');
+    try {
+      expect(await raw.exchange(cmd('MULTI') + cmd('SET', k, '2'), 2)).toEqual(['OK', 'QUEUED']);
+      expect(proxy.reload(layout(a.address, b.address, 4095))).toBeNull(); // k's slot: a -> b, a move that fails
+      // EXEC and the client's next commands, pipelined behind it (held while EXEC waits for k's move).
+      const replies = await raw.exchange(cmd('EXEC') + cmd('PING') + cmd('MULTI') + cmd('DISCARD'), 4);
+      expect((replies[0] as Error).message).toMatch(/^TRYAGAIN keymux: the key is being moved/);
+      // Without the fix: 'QUEUED', 'ERR MULTI calls can not be nested', 'OK' (the client stayed in MULTI).
+      expect(replies.slice(1)).toEqual(['PONG', 'OK', 'OK']);
+      expect(await redisCommand(a.port, 'GET', k)).toBe('1'); // the transaction was not applied
+    } finally {
+      await redisCommand(b.port, 'ACL', 'SETUSER', 'default', '+@all');
+    }
+  });
+});
+
 describe('a transaction in flight when the reload comes', () => {
   it('runs on the old owner before the migration moves anything, and what it wrote moves to the new owner', async () => {
     const gate = await Gate.start(a.port);

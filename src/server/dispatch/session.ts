@@ -289,7 +289,15 @@ function exec(session: DispatchSession, req: Request, topo: Topology): void {
     req.deliver(ERR_EXEC_WITHOUT_MULTI);
     return;
   }
-  if (!state.dirty && state.remoteCount > 0 && heldForMigration(session, req, null, topo, state.queued)) return;
+  // A failed move answers the held EXEC -TRYAGAIN and ends the transaction (discarded, unwatched), as every EXEC
+  // reply does in Redis: left in MULTI, the client's next commands were answered +QUEUED and never run.
+  const failed = (): void => {
+    state.take();
+    state.endWatch();
+  };
+  if (!state.dirty && state.remoteCount > 0 && heldForMigration(session, req, null, topo, state.queued, failed)) {
+    return;
+  }
   if (!session.runAlone(req)) return; // dispatched again once the client's earlier commands are answered
   if (state.topo !== null && state.topo !== topo) rebaseTransaction(session, state, topo);
   const dirty = state.dirty;
@@ -1237,6 +1245,7 @@ function heldForMigration(
   spec: CommandSpec | null,
   topo: Topology,
   queued: QueuedCommand[] | null,
+  failed?: () => void,
 ): boolean {
   const migration = topo.migration;
   if (migration === null || !migration.active) return false;
@@ -1248,7 +1257,7 @@ function heldForMigration(
       const n = findKeyIndexes(q.spec, q.args, idx);
       for (let i = 0; i < n; i++) keys.push(q.args[idx[i]]);
     }
-    return session.holdForMigration(req, migration, idx, 0, keys);
+    return session.holdForMigration(req, migration, idx, 0, keys, failed);
   }
   const n = findKeyIndexes(spec as CommandSpec, req.args, idx);
   return n > 0 && session.holdForMigration(req, migration, idx, n);

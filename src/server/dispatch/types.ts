@@ -24,9 +24,17 @@ export interface DispatchSession extends LocalSession, RequestOwner {
   /**
    * During a migration: if any key of `req` (at args[idx[0..n)]) is still on its old owner, moves it first and
    * dispatches `req` again afterwards, holding the client's later requests meanwhile. True when it took `req`.
-   * `keys`, when given, are the keys to check instead (EXEC: the keys of the queued commands).
+   * `keys`, when given, are the keys to check instead (EXEC: the keys of the queued commands). When the move fails
+   * `req` is answered -TRYAGAIN; `failed`, when given, runs first (EXEC: the transaction ends, as any EXEC reply ends it).
    */
-  holdForMigration(req: Request, migration: Migration, idx: number[], n: number, keys?: Buffer[]): boolean;
+  holdForMigration(
+    req: Request,
+    migration: Migration,
+    idx: number[],
+    n: number,
+    keys?: Buffer[],
+    failed?: () => void,
+  ): boolean;
   /** Sends a routed unit through `pool`, behind the client's ordering fence for its slot when cluster mode needs one. */
   sendUnit(unit: RoutedUnit, pool: ShardPool, topo: Topology): void;
   /**
