@@ -1,8 +1,9 @@
 /**
  * `keymux top [--admin ADDRESS] [--token-file FILE] [--once]`: a live view of a running keymux, like top or `redis-cli --stat`,
  * built only on its admin endpoints (GET /shards, /metrics, /hotkeys, fetched with undici). Every second it
- * shows, per shard: state, ops/s, hit ratio and p99 latency over the last interval, requests in flight and
- * errors/s; the clients connected and total ops/s; the hottest keys; and the migrations in progress with a
+ * shows, per shard: state, ops/s, hit ratio and p99 latency over the last interval, requests in flight,
+ * errors/s and the state of keymux's pub/sub subscriber connection to it (a line per one not ready: why, since
+ * when); the clients connected and total ops/s; the hottest keys; and the migrations in progress with a
  * progress bar. Rates come from the difference between two fetches, so the first frame appears after one
  * interval.
  *
@@ -17,7 +18,7 @@ import { adminToken, adminUrl, authHeaders, count, processIo, TOKEN_HINT, type I
 const USAGE = `usage: keymux top [--admin ADDRESS] [--token-file FILE] [--once] [--interval MS]
 
 A live view of a running keymux from its admin endpoints: shards (state, ops/s, hit ratio, p99, in flight,
-errors), clients, hot keys and migrations. q or Ctrl-C quits.
+errors, pub/sub subscriber connection), clients, hot keys and migrations. q or Ctrl-C quits.
 
   -a, --admin ADDRESS   keymux's admin address (default http://127.0.0.1:9121, or KEYMUX_ADMIN); https://...
                         for an admin port with TLS (a private CA: NODE_EXTRA_CA_CERTS=ca.pem)
@@ -31,6 +32,16 @@ errors), clients, hot keys and migrations. q or Ctrl-C quits.
 // ---------------------------------------------------------------------------------------------------------------
 // What the admin endpoints answer (the fields top uses)
 
+/** keymux's pub/sub subscriber connection to a node (with workers, one per worker, each with its `worker`). */
+interface PubSubConnectionJson {
+  worker?: number;
+  address: string;
+  state: string;
+  subscriptions: number;
+  last_error: string | null;
+  down_since: string | null;
+}
+
 interface ShardJson {
   name: string;
   address: string;
@@ -42,6 +53,8 @@ interface ShardJson {
   misses: number;
   weight: number | null;
   slots: string[] | null;
+  /** Absent from a keymux older than this field. */
+  pubsub_connections?: PubSubConnectionJson[];
 }
 
 interface MigrationJson {
@@ -60,6 +73,7 @@ interface ShardsJson {
   mode: string;
   version: number;
   shards: ShardJson[];
+  other_pubsub_connections?: Array<PubSubConnectionJson & { shard: string }>;
   migrations: MigrationJson[];
 }
 
@@ -173,6 +187,12 @@ function pad(s: string, w: number, right = false): string {
   return right ? s.padStart(w) : s.padEnd(w);
 }
 
+/** A shard's PUBSUB cell: '-' without a subscriber connection, else ready only when every one (per worker) is. */
+function pubsubState(conns: PubSubConnectionJson[]): string {
+  if (conns.length === 0) return '-';
+  return conns.find((c) => c.state !== 'ready')?.state ?? 'ready';
+}
+
 export function progressBar(fraction: number, width: number): string {
   const f = Math.max(0, Math.min(1, fraction));
   const filled = Math.round(f * width);
@@ -217,6 +237,7 @@ export function renderFrame(
     ['P99 MS', 8, true],
     ['INFLIGHT', 9, true],
     ['ERR/S', 7, true],
+    ['PUBSUB', 10, false],
   ];
   const row = (cells: string[]): string => cells.map((c, i) => pad(c, cols[i][1], cols[i][2])).join(' ');
   lines.push(row(cols.map((c) => c[0])));
@@ -244,7 +265,20 @@ export function renderFrame(
         before === null ? '-' : ms(p99),
         count(s.inflight),
         errs === null ? '-' : count(errs),
+        pubsubState(s.pubsub_connections ?? []),
       ]),
+    );
+  }
+  // Why a subscriber connection is not ready, and for how long: subscribers of that node get no messages meanwhile.
+  const notReady = [
+    ...now.shards.shards.flatMap((s) => (s.pubsub_connections ?? []).map((c) => ({ shard: s.name, ...c }))),
+    ...(now.shards.other_pubsub_connections ?? []),
+  ].filter((c) => c.state !== 'ready');
+  for (const c of notReady) {
+    const since = c.down_since === null ? null : Math.max(0, (now.at - Date.parse(c.down_since)) / 1000);
+    lines.push(
+      `PUBSUB ${c.shard} ${c.address}${c.worker !== undefined ? ` worker ${c.worker}` : ''} ${c.state}` +
+        `${since === null ? '' : ` for ${since.toFixed(0)} s`}, ${count(c.subscriptions)} subscriptions: ${c.last_error ?? ''}`,
     );
   }
   lines.push('');

@@ -12,7 +12,8 @@
  */
 import type { AdminServer, Caller } from './admin-server.js';
 import { sendJson, sendText } from './admin-server.js';
-import { hotKeyRows, type Metrics, type MetricsSource } from './metrics.js';
+import { hotKeyRows, shardNameOf, type Metrics, type MetricsSource } from './metrics.js';
+import type { SubscriberNode } from '../pubsub/hub.js';
 import type { ShardPool } from '../backend/pool.js';
 import type { BackendConnection } from '../backend/backend-connection.js';
 
@@ -57,9 +58,33 @@ function connectionReport(c: BackendConnection): Record<string, unknown> {
   };
 }
 
-/** GET /shards: every shard of the running topology, its address, role, slots or weight and connections. */
+/** keymux's pub/sub subscriber connection to one node, as /shards shows it. */
+function subscriberReport(n: SubscriberNode): Record<string, unknown> {
+  return {
+    address: n.address,
+    state: n.state,
+    subscriptions: n.subscriptions,
+    confirmed: n.confirmed,
+    reconnects: n.reconnects,
+    last_error: n.lastError,
+    down_since: n.notReadySince === null ? null : new Date(n.notReadySince).toISOString(),
+  };
+}
+
+/**
+ * GET /shards: every shard of the running topology, its address, role, slots or weight and connections, and
+ * keymux's pub/sub subscriber connection to it (a list, as with workers every worker has its own).
+ */
 export function shardsReport(src: MetricsSource): unknown {
   const topo = src.topology;
+  const subscribers = new Map((src.pubsub?.nodes() ?? []).map((n) => [n.address, n]));
+  const listed = new Set<string>();
+  const subscriberOf = (address: string): Array<Record<string, unknown>> => {
+    const n = subscribers.get(address);
+    if (n === undefined) return [];
+    listed.add(address);
+    return [subscriberReport(n)];
+  };
   const pool = (p: ShardPool, role: 'master' | 'replica'): Record<string, unknown> => {
     const conns = p.connections;
     const state = conns.some((c) => c.state === 'ready')
@@ -83,7 +108,7 @@ export function shardsReport(src: MetricsSource): unknown {
       misses: st?.misses ?? 0,
     };
   };
-  return {
+  const report = {
     mode: topo.config.mode,
     version: topo.version,
     shards: topo.shards.map((s) => ({
@@ -92,6 +117,7 @@ export function shardsReport(src: MetricsSource): unknown {
       slots: s.config.slots === null ? null : s.config.slots.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)),
       weight: topo.config.mode === 'ring' ? s.config.weight : null,
       ...pool(s.pool, 'master'),
+      pubsub_connections: subscriberOf(s.address),
       read_from: s.readFrom,
       ...(s.sentinelMaster !== null
         ? {
@@ -104,12 +130,18 @@ export function shardsReport(src: MetricsSource): unknown {
       replicas: (s.replicas ?? []).map((r) => ({
         address: r.shard.address,
         ...pool(r, 'replica'),
+        pubsub_connections: subscriberOf(r.shard.address),
         readable: r.readable,
         readable_reason: r.readableReason,
       })),
     })),
-    migrations: src.migrationProgress?.() ?? [],
   };
+  // Subscriber connections to nodes that are no shard of this topology (a reload removed it and its subscriptions
+  // are still moving, a node a MOVED pointed to that discovery has not listed yet): shown too, with their shard.
+  const other = [...subscribers.values()]
+    .filter((n) => !listed.has(n.address))
+    .map((n) => ({ shard: shardNameOf(src, n.address), ...subscriberReport(n) }));
+  return { ...report, other_pubsub_connections: other, migrations: src.migrationProgress?.() ?? [] };
 }
 
 /** GET /hotkeys: the current top-K keys, hottest first, with estimated requests, rate and owning shard. */

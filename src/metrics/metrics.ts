@@ -110,6 +110,20 @@ function currentPools(src: MetricsSource): Array<{ pool: ShardPool; stats: Shard
   return out;
 }
 
+/**
+ * The shard a node's address belongs to, for labels and /shards: the current topology's shard (or cluster replica)
+ * at that address; else the name it had when a reload removed it (its counters keep that name); else the address
+ * itself, as cluster mode names its shards (a node a MOVED pointed to before discovery listed it).
+ */
+export function shardNameOf(src: MetricsSource, address: string): string {
+  for (const s of src.topology.shards) {
+    if (s.address === address) return s.name;
+    for (const r of s.replicas ?? []) if (r.shard.address === address) return r.shard.name;
+  }
+  for (const st of src.topology.stats.shards.values()) if (st.address === address) return st.name;
+  return address;
+}
+
 /** The current hot keys with their display text (deduplicated) and the shard that owns them now. */
 export function hotKeyRows(
   src: MetricsSource,
@@ -601,6 +615,28 @@ export const METRICS: readonly MetricDef[] = Object.freeze([
       const g = s.pubsub?.gauges();
       emit(PUBSUB_READY, g?.connectionsReady ?? 0);
       emit(PUBSUB_NOT_READY, g === undefined ? 0 : g.connections - g.connectionsReady);
+    },
+  ),
+  gauge(
+    'keymux_pubsub_node_up',
+    "1 while keymux's shared subscriber connection to the node is ready (its handshake answered), else 0; one " +
+      'series per node keymux has a subscriber connection to (a node some subscription was placed on).',
+    ['shard', 'address'],
+    (s, emit) => {
+      for (const n of s.pubsub?.nodes() ?? []) {
+        emit({ shard: shardNameOf(s, n.address), address: n.address }, n.state === 'ready' ? 1 : 0);
+      }
+    },
+  ),
+  gauge(
+    'keymux_pubsub_node_subscriptions',
+    'Backend subscriptions (channels, patterns, shard channels) keymux keeps on the node: confirmed, or to be made ' +
+      'again once its subscriber connection is back.',
+    ['shard', 'address'],
+    (s, emit) => {
+      for (const n of s.pubsub?.nodes() ?? []) {
+        emit({ shard: shardNameOf(s, n.address), address: n.address }, n.subscriptions);
+      }
     },
   ),
   counter(

@@ -53,6 +53,21 @@ export interface PubSubHost {
   clusterHint(): void;
 }
 
+/** One node's subscriber connection as metrics and /shards show it (PubSubHub.nodes). */
+export interface SubscriberNode {
+  readonly address: string;
+  readonly state: SubscriberState;
+  /** Backend subscriptions placed on the node (channels, patterns, shard channels): confirmed or to be made. */
+  readonly subscriptions: number;
+  /** Of those, the ones the node has confirmed. */
+  readonly confirmed: number;
+  readonly reconnects: number;
+  /** Why it is not ready (null when ready). */
+  readonly lastError: string | null;
+  /** Date.now() since which it has not been ready (null when ready). */
+  readonly notReadySince: number | null;
+}
+
 /** A session whose request waits at the publish gate (see DispatchSession.park / resumeParked). */
 export interface GatedSession {
   resumeParked(req: Request): void;
@@ -949,6 +964,32 @@ export class PubSubHub implements Flushable, SubscriberSink<Placement> {
   subscriberState(address: string): { state: SubscriberState; lastError: string; reconnects: number } | null {
     const conn = this.links.get(address)?.conn;
     return conn === undefined ? null : { state: conn.state, lastError: conn.lastError, reconnects: conn.reconnects };
+  }
+
+  /**
+   * keymux's subscriber connection to each node it has one to (metrics, /shards): its state, the backend
+   * subscriptions placed on it (`subscriptions`: confirmed, being made, or to be made again once it is back) and
+   * how many of them the node has confirmed, and, when not ready, why and since when. Nodes only, never names, so
+   * what an operator sees per node stays bounded by the topology.
+   */
+  nodes(): SubscriberNode[] {
+    const out: SubscriberNode[] = [];
+    for (const link of this.links.values()) {
+      const conn = link.conn;
+      let confirmed = 0;
+      for (const p of conn.placements) if (p.state === P_ACTIVE) confirmed++;
+      const ready = conn.state === 'ready';
+      out.push({
+        address: link.address,
+        state: conn.state,
+        subscriptions: conn.placements.size,
+        confirmed,
+        reconnects: conn.reconnects,
+        lastError: ready ? null : conn.lastError,
+        notReadySince: ready ? null : conn.notReadySince,
+      });
+    }
+    return out;
   }
 
   /** Unique entries by kind, and subscriber connections ready / known (metrics). */

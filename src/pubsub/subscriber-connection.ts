@@ -120,6 +120,11 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   flushScheduled: boolean;
   reconnects: number;
   lastError: string;
+  /**
+   * Date.now() since which the connection has not been ready (its creation, for one never ready yet), 0 while it is
+   * ready: an operator reading /shards asks "down since when", not only "down".
+   */
+  notReadySince: number;
 
   private options: SubscriberOptions;
   private readonly sink: SubscriberSink<T>;
@@ -156,6 +161,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.flushScheduled = false;
     this.reconnects = 0;
     this.lastError = 'not connected yet';
+    this.notReadySince = Date.now();
     this.options = options;
     this.sink = sink;
     this.log = log;
@@ -382,6 +388,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.backoffMs = MIN_BACKOFF_MS;
     this.outageLogged = false;
     this.lastError = '';
+    this.notReadySince = 0;
     this.clearTimer();
     this.log.info({ address: this.address }, 'subscriber connection ready');
     this.sink.subscriberReady(this);
@@ -471,6 +478,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.handshaking = false;
     this.livenessHandshake = false;
     this.lastError = reason;
+    if (this.notReadySince === 0) this.notReadySince = Date.now(); // a retry keeps the outage's start
     const sock = this.socket;
     this.socket = null;
     if (sock !== null) sock.destroy();
