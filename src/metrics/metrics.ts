@@ -802,7 +802,8 @@ class PublishedHistogram extends PromHistogram<string> {
  * How a metric adds up across worker processes (workers > 1: the primary merges every worker's registry with
  * prom-client's AggregatorRegistry). Counters, histograms and most gauges sum (the default); these do not: a
  * value every worker holds alike (build info, config version, reloads applied by each worker, failovers each one
- * saw), one that is true only when true in every worker (ready, a shard up), or the earliest expiry.
+ * saw), one that is true only when true in every worker (ready, a shard up, a node's subscriber connection
+ * up), or the earliest expiry.
  */
 const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
   keymux_info: 'max',
@@ -815,6 +816,10 @@ const ACROSS_WORKERS: Readonly<Record<string, 'min' | 'max'>> = {
   keymux_shard_role: 'min',
   keymux_failovers_total: 'max',
   keymux_sentinel_up: 'min',
+  // Each worker has its own subscriber connection to a node: up only when every worker's is (a worker whose
+  // connection is down leaves its clients without that node's messages). Subscriptions sum: the node holds each
+  // worker's.
+  keymux_pubsub_node_up: 'min',
   // Every worker holds its part of the one coordinated migration; the leader alone scans (keys left).
   keymux_migrations_active: 'max',
   keymux_migration_keys_left: 'max',

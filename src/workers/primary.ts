@@ -1269,7 +1269,10 @@ export class WorkerPrimary {
     return registry;
   }
 
-  /** /shards: one topology (the first worker's), with per-shard counts summed and every worker's connections. */
+  /**
+   * /shards: one topology (the first worker's), with per-shard counts summed and every worker's connections and
+   * pub/sub subscriber connections.
+   */
   async shards(): Promise<unknown> {
     const { answers, missing } = await this.askAll({ op: 'shards' });
     if (answers.length === 0) return { workers: this.workersReport(), missing_workers: missing, shards: [] };
@@ -1291,7 +1294,11 @@ export class WorkerPrimary {
     for (const [id, last] of this.lastShardCounts) if (!answered.has(id)) addShardCounts(carried, last.counts);
     const first = reports[0]!.report;
     const shards = first.shards.map((row) => {
-      const out: Record<string, unknown> = { ...row, connections: [] as unknown[] };
+      const out: Record<string, unknown> = {
+        ...row,
+        connections: [] as unknown[],
+        pubsub_connections: [] as unknown[],
+      };
       for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight']) out[k] = 0;
       for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(row.name)?.[k] ?? 0;
       const states = new Set<string>();
@@ -1301,6 +1308,9 @@ export class WorkerPrimary {
         for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight'])
           (out[k] as number) += (same[k] as number) ?? 0;
         for (const c of same.connections) (out.connections as unknown[]).push({ worker: id, ...(c as object) });
+        // Each worker subscribes over its own subscriber connection to the node: every worker's is listed.
+        for (const c of (same.pubsub_connections as unknown[] | undefined) ?? [])
+          (out.pubsub_connections as unknown[]).push({ worker: id, ...(c as object) });
         states.add(same.state);
       }
       // Ready only when ready in every worker; otherwise the state a worker is stuck in.
@@ -1315,6 +1325,12 @@ export class WorkerPrimary {
       version: this.version,
       worker_versions: Object.fromEntries(reports.map(({ id, report }) => [id, report.version])),
       shards,
+      other_pubsub_connections: reports.flatMap(({ id, report }) =>
+        ((report.other_pubsub_connections as unknown[] | undefined) ?? []).map((c) => ({
+          worker: id,
+          ...(c as object),
+        })),
+      ),
       workers: this.workersReport(),
       missing_workers: missing,
     };
