@@ -153,6 +153,8 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   private progressSeq: number;
   private lateSeq: number;
   private lateCheckPending: boolean;
+  /** Whether TCP had connected when the connect timer ran (confirmConnectLate: connected in the poll after it?). */
+  private lateHandshaking: boolean;
 
   constructor(address: string, options: SubscriberOptions, sink: SubscriberSink<T>, log: Logger) {
     this.address = address;
@@ -184,8 +186,10 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.progressSeq = 0;
     this.lateSeq = 0;
     this.lateCheckPending = false;
+    this.lateHandshaking = false;
     this.onTimer = this.onTimer.bind(this);
     this.confirmLate = this.confirmLate.bind(this);
+    this.confirmConnectLate = this.confirmConnectLate.bind(this);
   }
 
   /** Starts connecting (idempotent while connecting or connected). */
@@ -390,6 +394,7 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     this.lastError = '';
     this.notReadySince = 0;
     this.clearTimer();
+    this.lateCheckPending = false; // a connect timer's late check is moot: ready in that poll
     this.log.info({ address: this.address }, 'subscriber connection ready');
     this.sink.subscriberReady(this);
     if (this.state === 'ready') this.armForState();
@@ -427,7 +432,12 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
   private onTimer(): void {
     this.timer = null;
     if (this.state === 'connecting') {
-      this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
+      // A timer run after a stalled event loop runs before that iteration's I/O poll, where the connect or the
+      // handshake's reply may already wait: let the poll run first (confirmConnectLate), as for the operation timeout.
+      this.lateCheckPending = true;
+      this.lateSeq = this.progressSeq;
+      this.lateHandshaking = this.handshaking;
+      setImmediate(this.confirmConnectLate);
       return;
     }
     if (this.state !== 'ready') return;
@@ -458,6 +468,21 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
       return;
     }
     this.fail(`timed out: no reply within ${timeoutMs} ms`);
+  }
+
+  /**
+   * After the I/O poll that followed the connect timer: still connecting and nothing came in that poll: the node did
+   * not answer in time. Connected, or bytes of the handshake's reply in that poll: it is answering, a new bound starts.
+   */
+  private confirmConnectLate(): void {
+    if (!this.lateCheckPending) return; // failed, closed or ready meanwhile
+    this.lateCheckPending = false;
+    if (this.state !== 'connecting') return;
+    if (this.progressSeq !== this.lateSeq || this.handshaking !== this.lateHandshaking) {
+      this.arm(this.options.connectTimeoutMs);
+      return;
+    }
+    this.fail(`did not answer the connection within ${this.options.connectTimeoutMs} ms`);
   }
 
   private confirmLate(): void {

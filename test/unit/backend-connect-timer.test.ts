@@ -1,5 +1,6 @@
 /**
- * The connect timer of a backend connection after a stalled event loop: the timer runs before that loop
+ * The connect timer of a backend connection (and of a pub/sub subscriber connection) after a stalled event loop:
+ * the timer runs before that loop
  * iteration's I/O poll, so a connection whose server already answered its handshake (the reply waiting in the
  * socket) must not be failed for "not answering". Made deterministic with a server in a worker thread (its own
  * event loop, so it answers while this thread is stalled) and shared memory: the server holds its PONG until this
@@ -10,6 +11,11 @@ import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import '../support/keymux.js'; // silences the logger
 import { BackendConnection } from '../../src/backend/backend-connection.js';
+import {
+  SubscriberConnection,
+  type SubscribeTarget,
+  type SubscriberSink,
+} from '../../src/pubsub/subscriber-connection.js';
 import { childLogger } from '../../src/log.js';
 import { waitFor } from '../support/fake-backend.js';
 
@@ -46,13 +52,34 @@ async function inCheckPhaseWhen(pred: () => boolean): Promise<void> {
   while (!pred()) await new Promise((r) => setImmediate(r));
 }
 
+/** A server in a worker thread that holds its PONG until released (flags above); its port. */
+async function startHeldServer(flags: Int32Array): Promise<number> {
+  const server = new Worker(SERVER, { eval: true, workerData: { shared: flags.buffer } });
+  cleanups.push(() => server.terminate());
+  const [port] = (await once(server, 'message')) as [number];
+  return port;
+}
+
+/**
+ * Once the server has the PING: stalls this thread (the event loop) until the server has written its PONG and the
+ * connect timer started at `connectedAt` is due, so the next loop iteration runs the timer before the poll that
+ * reads the PONG.
+ */
+async function stallPastTheTimer(flags: Int32Array, connectedAt: number): Promise<void> {
+  await inCheckPhaseWhen(() => Atomics.load(flags, 0) === 1);
+  Atomics.store(flags, 1, 1);
+  Atomics.notify(flags, 1);
+  Atomics.wait(flags, 2, 0, 20000);
+  expect(Atomics.load(flags, 2)).toBe(1);
+  while (performance.now() < connectedAt + CONNECT_TIMEOUT_MS + 5) {
+    // busy: the event loop is stalled on purpose (this is the case under test, not a wait for an event)
+  }
+}
+
 describe('the connect timer after a stalled event loop', () => {
   it('a handshake reply already received when the timer runs late makes the connection ready, not failed', async () => {
-    const shared = new SharedArrayBuffer(12);
-    const flags = new Int32Array(shared);
-    const server = new Worker(SERVER, { eval: true, workerData: { shared } });
-    cleanups.push(() => server.terminate());
-    const [port] = (await once(server, 'message')) as [number];
+    const flags = new Int32Array(new SharedArrayBuffer(12));
+    const port = await startHeldServer(flags);
     const conn = new BackendConnection(
       { name: 'a', address: `127.0.0.1:${port}`, host: '127.0.0.1', port },
       {
@@ -68,19 +95,44 @@ describe('the connect timer after a stalled event loop', () => {
     cleanups.push(() => conn.close());
     const connectedAt = performance.now();
     conn.connect();
-    await inCheckPhaseWhen(() => Atomics.load(flags, 0) === 1);
-    expect(conn.state).toBe('handshake');
-    // The stall: the server answers now, and this thread goes back to its loop only once the PONG is in its socket
-    // and the connect timer is due, so the next loop iteration runs the timer before the poll that reads the PONG.
-    Atomics.store(flags, 1, 1);
-    Atomics.notify(flags, 1);
-    Atomics.wait(flags, 2, 0, 20000);
-    expect(Atomics.load(flags, 2)).toBe(1);
-    while (performance.now() < connectedAt + CONNECT_TIMEOUT_MS + 5) {
-      // busy: the event loop is stalled on purpose (this is the case under test, not a wait for an event)
-    }
+    await stallPastTheTimer(flags, connectedAt);
     await waitFor(() => conn.state !== 'handshake', 'the handshake to end');
     expect(conn.lastError).not.toMatch(/did not answer/);
     expect(conn.state).toBe('ready');
+  });
+
+  it('the same for a pub/sub subscriber connection: ready, not failed', async () => {
+    const flags = new Int32Array(new SharedArrayBuffer(12));
+    const port = await startHeldServer(flags);
+    const events: string[] = [];
+    const sink: SubscriberSink<SubscribeTarget> = {
+      subscriberReady: () => events.push('ready'),
+      subscriberDown: (_c, reason) => events.push(`down: ${reason}`),
+      subscriptionConfirmed: () => {},
+      unsubscriptionConfirmed: () => {},
+      subscriptionRefused: () => {},
+      message: () => {},
+      serverUnsubscribed: () => {},
+    };
+    const conn = new SubscriberConnection<SubscribeTarget>(
+      `127.0.0.1:${port}`,
+      {
+        host: '127.0.0.1',
+        port,
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        timeoutMs: 1000,
+        password: null,
+        username: null,
+        tls: null,
+      },
+      sink,
+      childLogger('test'),
+    );
+    cleanups.push(() => conn.close());
+    const connectedAt = performance.now();
+    conn.connect();
+    await stallPastTheTimer(flags, connectedAt);
+    await waitFor(() => events.length > 0, 'ready or down');
+    expect(events).toEqual(['ready']);
   });
 });
