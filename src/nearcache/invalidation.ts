@@ -61,6 +61,8 @@ const MIN_BACKOFF_MS = 50;
 const MAX_BACKOFF_MS = 2000;
 const CHANNEL = '__redis__:invalidate';
 
+/** TCP (and TLS) not connected yet. */
+const STEP_CONNECTING = -1;
 const STEP_AUTH = 0;
 const STEP_ID = 1;
 const STEP_TRACKING = 2;
@@ -91,6 +93,8 @@ export class InvalidationTracker {
   private reconnectTimer: NodeJS.Timeout | null;
   private backoffMs: number;
   private lastPongAt: number;
+  /** Chunks received on the current socket (the connect timer's late check: did the poll after it bring any?). */
+  private bytesIn: number;
 
   constructor(address: string, index: number, options: TrackerOptions, sink: TrackerSink, log: Logger) {
     this.address = address;
@@ -112,6 +116,7 @@ export class InvalidationTracker {
     this.reconnectTimer = null;
     this.backoffMs = MIN_BACKOFF_MS;
     this.lastPongAt = 0;
+    this.bytesIn = 0;
   }
 
   connect(): void {
@@ -119,6 +124,7 @@ export class InvalidationTracker {
     const o = this.options;
     const { socket: sock, readyEvent } = connectBackend(o.host, o.port, o.tls);
     this.socket = sock;
+    this.step = STEP_CONNECTING;
     const parser = new RedisParser({
       returnBuffers: true,
       returnReply: (reply: unknown) => {
@@ -145,7 +151,9 @@ export class InvalidationTracker {
       sock.write(Buffer.concat(frames));
     });
     sock.on('data', (chunk: Buffer) => {
-      if (this.socket === sock) parser.execute(chunk);
+      if (this.socket !== sock) return;
+      this.bytesIn++;
+      parser.execute(chunk);
     });
     sock.on('error', (err: Error) => {
       if (this.socket === sock) this.fail(describeConnectError(err));
@@ -153,8 +161,26 @@ export class InvalidationTracker {
     sock.on('close', () => {
       if (this.socket === sock) this.fail('closed the connection');
     });
-    this.arm(o.connectTimeoutMs, () => this.fail(`did not complete the handshake within ${o.connectTimeoutMs} ms`));
+    this.arm(o.connectTimeoutMs, this.connectTimedOut);
   }
+
+  /**
+   * The connect timer ran. After a stalled event loop it runs before that iteration's I/O poll, where the connect
+   * or the handshake's replies may already wait: the poll runs first, and only if nothing came in it (and the
+   * handshake did not move) does the channel fail. Anything in it starts a new bound.
+   */
+  private readonly connectTimedOut = (): void => {
+    this.timer = null;
+    const sock = this.socket;
+    const step = this.step;
+    const bytes = this.bytesIn;
+    setImmediate(() => {
+      if (this.socket !== sock || sock === null || this.ready || this.timer !== null) return;
+      const o = this.options;
+      if (this.step !== step || this.bytesIn !== bytes) this.arm(o.connectTimeoutMs, this.connectTimedOut);
+      else this.fail(`did not complete the handshake within ${o.connectTimeoutMs} ms`);
+    });
+  };
 
   /** Closes for good. */
   close(): void {

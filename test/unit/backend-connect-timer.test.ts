@@ -11,6 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import '../support/keymux.js'; // silences the logger
 import { BackendConnection } from '../../src/backend/backend-connection.js';
+import { InvalidationTracker } from '../../src/nearcache/invalidation.js';
 import {
   SubscriberConnection,
   type SubscribeTarget,
@@ -19,21 +20,43 @@ import {
 import { childLogger } from '../../src/log.js';
 import { waitFor } from '../support/fake-backend.js';
 
-/** flags[0]: the server got the PING; flags[1]: this thread is stalled, answer now; flags[2]: the PONG is written. */
+/**
+ * flags[0]: the server got the first command; flags[1]: this thread is stalled, answer now; flags[2]: the answer is
+ * written. Only the first answer is held; later commands are answered at once. It answers the handshakes keymux
+ * sends: PING, and the near cache's invalidation channel (CLIENT ID, CLIENT TRACKING, SUBSCRIBE).
+ */
 const SERVER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const net = require('node:net');
 const flags = new Int32Array(workerData.shared);
+const CHANNEL = '__redis__:invalidate';
+function answer(command) {
+  if (command.includes('PING')) return '+PONG\\r\\n';
+  if (command.includes('TRACKING')) return '+OK\\r\\n';
+  if (command.includes('SUBSCRIBE')) return '*3\\r\\n$9\\r\\nsubscribe\\r\\n$' + CHANNEL.length + '\\r\\n' + CHANNEL + '\\r\\n:1\\r\\n';
+  if (command.includes('CLIENT')) return ':7\\r\\n';
+  return '-ERR unknown\\r\\n';
+}
 const server = net.createServer((sock) => {
   let seen = '';
   sock.on('data', (d) => {
     seen += d.toString('latin1');
-    if (!seen.includes('PING')) return;
-    Atomics.store(flags, 0, 1);
-    Atomics.wait(flags, 1, 0, 20000);
-    sock.write('+PONG\\r\\n');
-    Atomics.store(flags, 2, 1);
-    Atomics.notify(flags, 2);
+    // Whole commands only: a multibulk "*N" header starts each one.
+    const complete = seen.split(/(?=\\*\\d+\\r\\n\\$)/);
+    const last = complete[complete.length - 1];
+    const whole = last.split('\\r\\n').length - 1 === 1 + 2 * Number(last.slice(1, last.indexOf('\\r')));
+    seen = whole ? '' : complete.pop();
+    for (const command of complete) {
+      if (Atomics.load(flags, 0) === 0) {
+        Atomics.store(flags, 0, 1);
+        Atomics.wait(flags, 1, 0, 20000);
+        sock.write(answer(command));
+        Atomics.store(flags, 2, 1);
+        Atomics.notify(flags, 2);
+      } else {
+        sock.write(answer(command));
+      }
+    }
   });
 });
 server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));
@@ -134,5 +157,26 @@ describe('the connect timer after a stalled event loop', () => {
     await stallPastTheTimer(flags, connectedAt);
     await waitFor(() => events.length > 0, 'ready or down');
     expect(events).toEqual(['ready']);
+  });
+
+  it("the same for the near cache's invalidation channel: ready, not lost", async () => {
+    const flags = new Int32Array(new SharedArrayBuffer(12));
+    const port = await startHeldServer(flags);
+    let lost = 0;
+    const tracker = new InvalidationTracker(
+      `127.0.0.1:${port}`,
+      0,
+      { host: '127.0.0.1', port, connectTimeoutMs: CONNECT_TIMEOUT_MS, password: null, username: null, tls: null },
+      { invalidated: () => {}, lost: () => lost++ },
+      childLogger('test'),
+    );
+    cleanups.push(() => tracker.close());
+    const connectedAt = performance.now();
+    tracker.connect();
+    await stallPastTheTimer(flags, connectedAt);
+    await waitFor(() => tracker.ready || lost > 0, 'ready or lost');
+    expect(tracker.lastError).not.toMatch(/did not complete the handshake/);
+    expect(lost).toBe(0);
+    expect(tracker.ready).toBe(true);
   });
 });
