@@ -469,6 +469,9 @@ describe('the Grafana dashboard', () => {
     // Traffic first, so that every labelled series (commands, histograms, hot keys) has been created.
     await client.mget('dash:1', 'dash:2', 'dash:3');
     await client.get('dash:1');
+    // A subscription: per-node pub/sub series exist for nodes keymux subscribes on.
+    const sub = client.duplicate();
+    await sub.subscribe('dash:news');
     const live = new Set((await scrape(admin)).map((s) => s.name));
     const exprs = [
       ...panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)),
@@ -483,5 +486,6 @@ describe('the Grafana dashboard', () => {
       expect(name, name).toMatch(/^keymux_/);
       expect(live.has(name), `${name} is not in /metrics`).toBe(true);
     }
+    sub.disconnect();
   });
 });

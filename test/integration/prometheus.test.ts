@@ -28,6 +28,7 @@ interface PromVector {
 let backends: RedisProcess[] = [];
 let proxy: Proxy;
 let client: Redis;
+let subscriber: Redis | null = null;
 let prom: ChildProcess | null = null;
 let promPort = 0;
 let promDir = '';
@@ -137,6 +138,13 @@ beforeAll(async () => {
   );
   client = new Redis({ port: proxy.port, host: '127.0.0.1', lazyConnect: true });
   await client.connect();
+  // A subscriber and one message delivered: the dashboard's pub/sub panels read per-node and message series.
+  subscriber = new Redis({ port: proxy.port, host: '127.0.0.1', lazyConnect: true });
+  await subscriber.connect();
+  const delivered = new Promise<void>((resolve) => subscriber!.once('message', () => resolve()));
+  await subscriber.subscribe('dashboard:news');
+  expect(await client.publish('dashboard:news', 'hello')).toBe(1);
+  await delivered;
   await startPrometheus(proxy.adminPort!);
 });
 
@@ -144,6 +152,7 @@ afterAll(async () => {
   await stopPrometheus();
   if (promDir !== '') removeTempDir(promDir);
   client?.disconnect();
+  subscriber?.disconnect();
   await proxy?.close();
   await Promise.all(backends.map((b) => b.stop()));
 });
