@@ -117,6 +117,13 @@ function logOutputLimit(session: ClientSession, pendingBytes: number, limit: num
 /** Past this many bytes held for one unfinished command, the session reads one chunk per event-loop turn. */
 const YIELD_ABOVE_BYTES = 1024 * 1024;
 
+/** The command named `name` is QUIT as the running command table has it (answered here: not one a deny list refused). */
+function isQuit(topo: Topology, name: Buffer): boolean {
+  if (name.length !== 4) return false;
+  const spec = topo.table.lookup(name, 0, name.length);
+  return spec !== undefined && spec.name === 'quit' && spec.dispatch === 'local';
+}
+
 function partialTimeoutError(timeoutS: number): Buffer {
   return Buffer.from(
     `-ERR keymux: command not completed within ${timeoutS} s (clients.partial_command_timeout_s); closing the connection\r\n`,
@@ -240,6 +247,13 @@ export class ClientSession
   private readonly direct: DirectWriter | null;
   /** No further commands are accepted (QUIT, protocol error, drain). */
   private closing: boolean;
+  /**
+   * A request that ends the connection ran (QUIT, an AUTH failure that disconnects, a user a reload removed): the
+   * requests held behind it never run, as Redis runs nothing after QUIT.
+   */
+  private stopped: boolean;
+  /** A QUIT waits its turn (held): later bytes are not commands, nor protocol errors (Redis reads nothing after it). */
+  private quitHeld: boolean;
   /** A request marked closeAfter has been queued for writing: end the socket after this flush. */
   private endAfterWrite: boolean;
   private closed: boolean;
@@ -317,6 +331,8 @@ export class ClientSession
     this.readPaused = false;
     this.writeBlocked = false;
     this.closing = false;
+    this.stopped = false;
+    this.quitHeld = false;
     this.endAfterWrite = false;
     this.closed = false;
     this.inputClosed = false;
@@ -407,7 +423,7 @@ export class ClientSession
   }
 
   stillPartial(): boolean {
-    return !this.closed && !this.closing && this.parser.partial && this.partialSeq === this.nextSeq;
+    return !this.closed && !this.closing && !this.quitHeld && this.parser.partial && this.partialSeq === this.nextSeq;
   }
 
   /**
@@ -437,7 +453,7 @@ export class ClientSession
   onCommand(frame: Buffer, args: Buffer[], lazy: Uint32Array | null): void {
     // After QUIT or an error that ends the stream, later commands are not run; nor, once the client is gone, are
     // commands still buffered in the parser.
-    if (this.closing || this.closed) return;
+    if (this.closing || this.closed || this.quitHeld) return;
     const req = new Request(this, frame, args, turnNow(), this.nextSeq++);
     if (lazy !== null) req.argOffsets = lazy;
     this.inflight.push(req);
@@ -447,6 +463,8 @@ export class ClientSession
       // Behind a blocking command it may wait for hours: its own bytes, not a shared read pool (core/request.ts).
       ownBytes(req);
       this.held.push(req);
+      // A QUIT waiting its turn: what follows it is not a command (Redis reads nothing after QUIT).
+      if (isQuit(topo, args[0])) this.quitHeld = true;
       return;
     }
     this.routedWith = topo;
@@ -458,7 +476,8 @@ export class ClientSession
   private releaseHeld(): void {
     if (this.releasing) return;
     this.releasing = true;
-    while (this.held.length > 0 && this.blockers === 0) {
+    // Once a request that ends the connection ran (QUIT...), the held requests after it never run.
+    while (this.held.length > 0 && this.blockers === 0 && !this.stopped) {
       const topo = this.ctx.topology;
       if (topo !== this.routedWith && this.outstanding > 0) break;
       this.routedWith = topo;
@@ -471,7 +490,7 @@ export class ClientSession
   onProtocolError(reply: Buffer): void {
     // After QUIT (or once closing for a drain) later bytes are not commands: Redis parses nothing after QUIT, so
     // malformed ones get no reply and are no protocol error.
-    if (this.closing || this.closed) return;
+    if (this.closing || this.closed || this.quitHeld) return;
     this.ctx.stats.protocolErrors++;
     const req = new Request(this, reply, [], turnNow(), this.nextSeq++);
     req.closeAfter = true;
@@ -1201,6 +1220,7 @@ export class ClientSession
   /** Accepts no further commands; the socket ends once the replies before this point are written (QUIT). */
   stopReading(): void {
     this.closing = true;
+    this.stopped = true;
   }
 
   /** Starts closing after in-flight requests are answered (used by drain). */

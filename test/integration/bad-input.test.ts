@@ -442,6 +442,33 @@ describe('connection lifecycle', () => {
     expect(proxy.stats.protocolErrors).toBe(before);
   });
 
+  it('QUIT behind a command that holds the later ones (BLPOP, WAIT, EXEC): nothing after it runs, as in Redis', async () => {
+    // keymux parses ahead of a command that runs alone, and QUIT waited its turn with the commands after it: once
+    // it ran, the held commands behind it were dispatched too (their writes applied, their replies never sent), and
+    // malformed bytes after it counted a protocol error. Redis runs nothing after QUIT.
+    const cases: Array<[string, string]> = [
+      ['BLPOP quit:nolist 0.1', '*-1\r\n'],
+      ['WAIT 0 100', ':0\r\n'],
+      ['MULTI\r\nGET quit:nokey\r\nEXEC', '+OK\r\n+QUEUED\r\n*1\r\n$-1\r\n'],
+    ];
+    for (const [i, [before, replies]] of cases.entries()) {
+      const key = `quit:held:${i}`;
+      const bytes = `${before}\r\n${cmd('QUIT')}${cmd('SET', key, '1')}*1x\r\n`;
+      const direct = await RawClient.connect(owner(key).port);
+      raws.push(direct);
+      direct.write(bytes);
+      expect(await direct.untilClosed()).toBe(`${replies}+OK\r\n`);
+      expect(await redisCommand(owner(key).port, 'EXISTS', key)).toBe(0); // the oracle: SET not run
+      const errors = proxy.stats.protocolErrors;
+      const c = await raw();
+      c.write(bytes);
+      expect(await c.untilClosed()).toBe(`${replies}+OK\r\n`);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await redisCommand(owner(key).port, 'EXISTS', key)).toBe(0);
+      expect(proxy.stats.protocolErrors).toBe(errors);
+    }
+  });
+
   it('a client that half-closes after its commands still gets every reply, then keymux closes', async () => {
     await redisCommand(owner('halfclose:k').port, 'SET', 'halfclose:k', 'v');
     const payload =
