@@ -173,7 +173,10 @@ beforeAll(async () => {
   file = path.join(dir, 'keymux.yaml');
 });
 
-afterEach(async () => {
+afterEach(async (ctx) => {
+  // A failure shows keymux's own log (which worker died or was replaced, which connection closed): CI keeps no more.
+  if (ctx.task.result?.state === 'fail')
+    console.log(`keymux output (last 6000 chars):\n${keymux?.output().slice(-6000)}`);
   for (const client of clients.splice(0)) client.disconnect();
   await redisCommand(c.port, 'CLIENT', 'UNPAUSE');
   await keymux?.kill();
