@@ -22,8 +22,8 @@
  *   with an interrupted migration in the state file resumes it in every worker.
  * - the admin endpoint, answering for all workers: /metrics merges every worker's registry (prom-client's
  *   AggregatorRegistry; counters and histograms sum, gauges sum unless metrics.ts says min or max), /hotkeys sums
- *   each key's counts across workers and re-ranks, /shards is one topology with per-shard counts summed and every
- *   worker's connections listed, /slowlog merges by time, /readyz is ready when every worker is, /workers lists
+ *   each key's counts across workers and re-ranks, /shards is one topology with per-shard (and per-replica) counts
+ *   summed and every worker's connections listed, /slowlog merges by time, /readyz is ready when every worker is, /workers lists
  *   the workers and their PIDs.
  * - the count of failed AUTHs per client address for the whole process (README "Password guessing"): workers
  *   report each failure; the primary counts it and sends the address's new count to every serving worker (and to
@@ -192,13 +192,34 @@ function cumulativeOnly(json: MetricJson[]): MetricJson[] {
 
 /** The counts of a /shards row that only grow. */
 const SHARD_COUNTS = ['commands', 'errors', 'hits', 'misses'] as const;
+/** The counts of a /shards row summed over the workers: the growing ones and the present `inflight`. */
+const SUMMED_COUNTS = [...SHARD_COUNTS, 'inflight'] as const;
 
-function shardCountsOf(rows: Array<Record<string, unknown> & { name: string }>): Map<string, Record<string, number>> {
+/** One worker's /shards row of a shard or of one of its replicas. */
+export type ShardReportRow = Record<string, unknown> & { connections: unknown[]; state: string };
+export type ReplicaReportRow = ShardReportRow & { address: string };
+type ShardRow = ShardReportRow & { name: string; replicas?: ReplicaReportRow[] };
+
+/**
+ * The key of a replica row's counts among the shards' (by shard name): the shard and the replica's address, which
+ * is what identifies a replica across workers. A newline is in no shard name or address.
+ */
+export function replicaCountsKey(shardName: string, address: string): string {
+  return `${shardName}\n${address}`;
+}
+
+function countsOf(row: Record<string, unknown>): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const k of SHARD_COUNTS) counts[k] = (row[k] as number) ?? 0;
+  return counts;
+}
+
+/** The growing counts of every row of one worker's /shards: each shard's (by name) and each replica's. */
+function shardCountsOf(rows: ShardRow[]): Map<string, Record<string, number>> {
   const out = new Map<string, Record<string, number>>();
   for (const row of rows) {
-    const counts: Record<string, number> = {};
-    for (const k of SHARD_COUNTS) counts[k] = (row[k] as number) ?? 0;
-    out.set(row.name, counts);
+    out.set(row.name, countsOf(row));
+    for (const r of row.replicas ?? []) out.set(replicaCountsKey(row.name, r.address), countsOf(r));
   }
   return out;
 }
@@ -209,6 +230,55 @@ function addShardCounts(into: Map<string, Record<string, number>>, from: Map<str
     for (const k of SHARD_COUNTS) sum[k] = (sum[k] ?? 0) + (counts[k] ?? 0);
     into.set(name, sum);
   }
+}
+
+/**
+ * /shards with workers: one shard's replica rows as every worker reported them, merged into one row per replica.
+ * A replica is the same one in every worker when its address is (each worker discovers replicas on its own, so
+ * during a topology change one may list a replica another does not yet: it is listed with what the workers that
+ * know it said, in the order the workers list them). Its counts are summed (plus `carried`, the counts of workers
+ * that did not answer or were replaced, as for the shards), every worker's connections listed with `worker`; it is
+ * `ready` when any connection is (the state a single keymux gives a pool, over every worker's connections), and
+ * `readable` only when every worker that knows it may read from it (a worker that may not sends its reads to the
+ * master: readable_reason is that worker's reason).
+ */
+export function mergeReplicaRows(
+  shardName: string,
+  rows: Array<{ worker: number; row: ReplicaReportRow }>,
+  carried: Map<string, Record<string, number>>,
+): Array<Record<string, unknown>> {
+  const byAddress = new Map<string, Array<{ worker: number; row: ReplicaReportRow }>>();
+  for (const r of rows) byAddress.set(r.row.address, [...(byAddress.get(r.row.address) ?? []), r]);
+  return [...byAddress].map(([address, known]) => {
+    const out: Record<string, unknown> = {
+      ...known[0]!.row,
+      connections: [] as unknown[],
+      resp3_connections: [] as unknown[],
+      pubsub_connections: [] as unknown[],
+    };
+    for (const k of SUMMED_COUNTS) out[k] = 0;
+    for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(replicaCountsKey(shardName, address))?.[k] ?? 0;
+    for (const { worker, row } of known) {
+      for (const k of SUMMED_COUNTS) (out[k] as number) += (row[k] as number) ?? 0;
+      for (const list of ['connections', 'resp3_connections', 'pubsub_connections'] as const)
+        for (const c of (row[list] as unknown[] | undefined) ?? [])
+          (out[list] as unknown[]).push({ worker, ...(c as object) });
+    }
+    const states = known.map(({ row }) => row.state);
+    out.state = states.includes('ready')
+      ? 'ready'
+      : states.includes('connecting')
+        ? 'connecting'
+        : states.every((s) => s === 'closed')
+          ? 'closed'
+          : 'down';
+    const unreadable = known.find(({ row }) => row.readable === false);
+    if (unreadable !== undefined) {
+      out.readable = false;
+      out.readable_reason = unreadable.row.readable_reason;
+    }
+    return out;
+  });
 }
 
 function readyOf(json: MetricJson[]): boolean {
@@ -1271,12 +1341,11 @@ export class WorkerPrimary {
 
   /**
    * /shards: one topology (the first worker's), with per-shard counts summed and every worker's connections and
-   * pub/sub subscriber connections.
+   * pub/sub subscriber connections; each shard's replicas merged the same way (mergeReplicaRows).
    */
   async shards(): Promise<unknown> {
     const { answers, missing } = await this.askAll({ op: 'shards' });
     if (answers.length === 0) return { workers: this.workersReport(), missing_workers: missing, shards: [] };
-    type ShardRow = Record<string, unknown> & { name: string; connections: unknown[]; state: string };
     type Report = Record<string, unknown> & { shards: ShardRow[]; version: number };
     const reports = answers.map((a) => ({ id: a.slot.id, report: a.value as Report }));
     // Counts never go backwards (as in /metrics): a worker that did not answer adds its last counts, a replaced
@@ -1299,22 +1368,24 @@ export class WorkerPrimary {
         connections: [] as unknown[],
         pubsub_connections: [] as unknown[],
       };
-      for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight']) out[k] = 0;
+      for (const k of SUMMED_COUNTS) out[k] = 0;
       for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(row.name)?.[k] ?? 0;
       const states = new Set<string>();
+      const replicaRows: Array<{ worker: number; row: ReplicaReportRow }> = [];
       for (const { id, report } of reports) {
         const same = report.shards.find((s) => s.name === row.name);
         if (same === undefined) continue;
-        for (const k of ['commands', 'errors', 'hits', 'misses', 'inflight'])
-          (out[k] as number) += (same[k] as number) ?? 0;
+        for (const k of SUMMED_COUNTS) (out[k] as number) += (same[k] as number) ?? 0;
         for (const c of same.connections) (out.connections as unknown[]).push({ worker: id, ...(c as object) });
         // Each worker subscribes over its own subscriber connection to the node: every worker's is listed.
         for (const c of (same.pubsub_connections as unknown[] | undefined) ?? [])
           (out.pubsub_connections as unknown[]).push({ worker: id, ...(c as object) });
         states.add(same.state);
+        for (const r of same.replicas ?? []) replicaRows.push({ worker: id, row: r });
       }
       // Ready only when ready in every worker; otherwise the state a worker is stuck in.
       out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
+      if (row.replicas !== undefined) out.replicas = mergeReplicaRows(row.name, replicaRows, carried);
       return out;
     });
     // The leader moves the keys: its migrations list is the one with the scan's progress.

@@ -2,13 +2,20 @@
  * workers > 1 (src/workers/): which reloads the primary treats as key moves (placement changes with
  * migration.enabled: it then coordinates a migration across the workers), how `workers: auto` is counted, and
  * that a reload a worker fails to apply is a refusal (answered, the worker keeps serving), never a worker the
- * primary kills: only one that does not answer is replaced.
+ * primary kills: only one that does not answer is replaced; how /shards merges the workers' replica rows.
  */
 import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { parseConfigText } from '../../src/config/load.js';
 import type { KeymuxConfig } from '../../src/config/schema.js';
-import { WorkerAnsweredError, movesKeys, sortReloadAnswers } from '../../src/workers/primary.js';
+import {
+  WorkerAnsweredError,
+  mergeReplicaRows,
+  movesKeys,
+  replicaCountsKey,
+  sortReloadAnswers,
+  type ReplicaReportRow,
+} from '../../src/workers/primary.js';
 import { applyReload } from '../../src/workers/worker.js';
 import { workerCount } from '../../src/workers/protocol.js';
 
@@ -99,5 +106,81 @@ describe('a reload a worker fails to apply', () => {
       'worker 3 (pid 103): reload failed: boom',
       'worker 4 (pid 104): worker 4 (pid 104) did not answer reload in 30000 ms',
     ]);
+  });
+});
+
+describe("/shards' replica rows with workers", () => {
+  const replica = (address: string, extra: Partial<ReplicaReportRow> = {}): ReplicaReportRow => ({
+    address,
+    role: 'replica',
+    state: 'ready',
+    inflight: 1,
+    connections: [{ state: 'ready' }],
+    resp3_connections: [],
+    commands: 10,
+    errors: 1,
+    hits: 6,
+    misses: 2,
+    pubsub_connections: [],
+    readable: true,
+    readable_reason: 'ok',
+    ...extra,
+  });
+
+  it('matches a replica by address, sums its counts and lists every worker connection with its worker', () => {
+    const merged = mergeReplicaRows(
+      's1',
+      [
+        { worker: 1, row: replica('10.0.0.2:6379') },
+        { worker: 2, row: replica('10.0.0.2:6379', { commands: 5, hits: 4, misses: 1, errors: 0, inflight: 2 }) },
+      ],
+      new Map([[replicaCountsKey('s1', '10.0.0.2:6379'), { commands: 100, errors: 0, hits: 0, misses: 0 }]]),
+    );
+    expect(merged).toHaveLength(1);
+    expect(merged[0]).toMatchObject({
+      address: '10.0.0.2:6379',
+      state: 'ready',
+      commands: 115, // 10 + 5, and 100 from a worker that did not answer or was replaced
+      errors: 1,
+      hits: 10,
+      misses: 3,
+      inflight: 3,
+      connections: [
+        { worker: 1, state: 'ready' },
+        { worker: 2, state: 'ready' },
+      ],
+    });
+  });
+
+  it('lists a replica only some workers know yet, with what they said', () => {
+    const merged = mergeReplicaRows(
+      's1',
+      [
+        { worker: 1, row: replica('10.0.0.2:6379') },
+        { worker: 2, row: replica('10.0.0.2:6379') },
+        { worker: 2, row: replica('10.0.0.3:6379', { state: 'connecting', connections: [{ state: 'connecting' }] }) },
+      ],
+      new Map(),
+    );
+    expect(merged.map((r) => r.address)).toEqual(['10.0.0.2:6379', '10.0.0.3:6379']);
+    expect(merged[1]).toMatchObject({ state: 'connecting', commands: 10, connections: [{ worker: 2 }] });
+  });
+
+  it('is ready when any worker connection is, and readable only when every worker may read from it', () => {
+    const [row] = mergeReplicaRows(
+      's1',
+      [
+        { worker: 1, row: replica('10.0.0.2:6379', { state: 'down', connections: [{ state: 'down' }] }) },
+        { worker: 2, row: replica('10.0.0.2:6379', { readable: false, readable_reason: 'loading its data set' }) },
+      ],
+      new Map(),
+    );
+    expect(row).toMatchObject({ state: 'ready', readable: false, readable_reason: 'loading its data set' });
+    const [closed] = mergeReplicaRows(
+      's1',
+      [1, 2].map((worker) => ({ worker, row: replica('10.0.0.2:6379', { state: 'closed', connections: [] }) })),
+      new Map(),
+    );
+    expect(closed!.state).toBe('closed');
   });
 });
