@@ -1366,6 +1366,7 @@ export class WorkerPrimary {
       const out: Record<string, unknown> = {
         ...row,
         connections: [] as unknown[],
+        resp3_connections: [] as unknown[],
         pubsub_connections: [] as unknown[],
       };
       for (const k of SUMMED_COUNTS) out[k] = 0;
@@ -1376,7 +1377,9 @@ export class WorkerPrimary {
         const same = report.shards.find((s) => s.name === row.name);
         if (same === undefined) continue;
         for (const k of SUMMED_COUNTS) (out[k] as number) += (same[k] as number) ?? 0;
-        for (const c of same.connections) (out.connections as unknown[]).push({ worker: id, ...(c as object) });
+        for (const list of ['connections', 'resp3_connections'] as const)
+          for (const c of (same[list] as unknown[] | undefined) ?? [])
+            (out[list] as unknown[]).push({ worker: id, ...(c as object) });
         // Each worker subscribes over its own subscriber connection to the node: every worker's is listed.
         for (const c of (same.pubsub_connections as unknown[] | undefined) ?? [])
           (out.pubsub_connections as unknown[]).push({ worker: id, ...(c as object) });

@@ -4,12 +4,15 @@
  * then lists, in each shard's replica row, both workers' connections (each with its `worker`) and the counts of
  * both workers summed: `commands` equal to the GETs the replica served (its own INFO commandstats), `hits` and
  * `misses` equal to the hits and misses sent to it. Before, the replica rows were the first answering worker's
- * only: one worker's connections, and about half the commands.
+ * only: one worker's connections, and about half the commands. RESP3 clients (node-redis) on both workers make
+ * each worker open its RESP3 connections to the masters (SET) and replicas (GET): every row's `resp3_connections`
+ * lists both workers' (the shards' rows were the first worker's only too).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { createClient } from 'redis';
 import { stringify } from 'yaml';
 import { startCluster, type ClusterNode, type RedisCluster } from '../support/cluster.js';
 import { slotOwnerPorts } from '../support/cluster-workload.js';
@@ -27,6 +30,8 @@ let dir: string;
 let adminPort: number;
 let binary: RunningBinary;
 const clients: Redis[] = [];
+const resp3Clients: Array<ReturnType<typeof createClient>> = [];
+let port: number;
 
 interface ConnectionRow {
   worker?: number;
@@ -45,7 +50,13 @@ interface ReplicaRow {
   connections: ConnectionRow[];
 }
 interface ShardsReport {
-  shards: Array<{ name: string; address: string; replicas: ReplicaRow[] }>;
+  shards: Array<{
+    name: string;
+    address: string;
+    connections: ConnectionRow[];
+    resp3_connections: ConnectionRow[];
+    replicas: Array<ReplicaRow & { resp3_connections: ConnectionRow[] }>;
+  }>;
 }
 
 async function shards(): Promise<ShardsReport> {
@@ -83,7 +94,7 @@ async function replicated(): Promise<void> {
 
 beforeAll(async () => {
   cluster = await startCluster({ masters: 3, replicasPerMaster: 1 });
-  const port = await freePort();
+  port = await freePort();
   adminPort = await freePort();
   dir = makeTempDir('keymux-workers-cluster-');
   const file = path.join(dir, 'keymux.yaml');
@@ -111,6 +122,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const client of clients) client.disconnect();
+  for (const client of resp3Clients) if (client.isOpen) client.destroy();
   await binary?.kill();
   await cluster?.stop();
   if (dir !== undefined) removeTempDir(dir);
@@ -188,6 +200,37 @@ describe('workers: 2, cluster mode, read_from: replica', () => {
       // Every worker's connections to the replica, each with its worker, all ready.
       expect([...new Set(row!.connections.map((c) => c.worker))].sort()).toEqual([1, 2]);
       expect(row!.connections.every((c) => c.state === 'ready')).toBe(true);
+    }
+  }, 60_000);
+
+  it("lists both workers' RESP3 connections in every shard and replica row", async () => {
+    // Two connections in a row land on different workers (round robin): each worker gets a RESP3 client.
+    const pids = new Set<number>();
+    for (let i = 0; i < 2; i++) {
+      const client = createClient({ socket: { port, host: '127.0.0.1', reconnectStrategy: false }, RESP: 3 });
+      client.on('error', () => undefined); // a connection closed when keymux is killed at the end is expected
+      await client.connect();
+      resp3Clients.push(client);
+      pids.add(Number(/process_id:(\d+)/.exec(String(await client.info('server')))![1]));
+    }
+    expect(pids.size).toBe(2);
+    // Keys on every master: each worker's SETs open its RESP3 connections to every master, its GETs to every replica.
+    const keys = Array.from({ length: 60 }, (_, i) => `wr3:${i}`);
+    for (const client of resp3Clients) {
+      for (const k of keys) expect(await client.set(k, 'v')).toBe('OK');
+      await replicated();
+      for (const k of keys) expect(await client.get(k)).toBe('v');
+    }
+    const report = await shards();
+    const workersOf = (list: ConnectionRow[]): Array<number | undefined> =>
+      [...new Set(list.map((c) => c.worker))].sort();
+    for (const shard of report.shards) {
+      expect(workersOf(shard.resp3_connections), `shard ${shard.name}`).toEqual([1, 2]);
+      expect(shard.resp3_connections.every((c) => c.state === 'ready')).toBe(true);
+      for (const r of shard.replicas) {
+        expect(workersOf(r.resp3_connections), `replica ${r.address}`).toEqual([1, 2]);
+        expect(r.resp3_connections.every((c) => c.state === 'ready')).toBe(true);
+      }
     }
   }, 60_000);
 });
