@@ -238,8 +238,7 @@ function addShardCounts(into: Map<string, Record<string, number>>, from: Map<str
  * during a topology change one may list a replica another does not yet: it is listed with what the workers that
  * know it said, in the order the workers list them). Its counts are summed (plus `carried`, the counts of workers
  * that did not answer or were replaced, as for the shards), every worker's connections listed with `worker`; it is
- * `ready` when any connection is (the state a single keymux gives a pool, over every worker's connections), and
- * `readable` only when every worker that knows it may read from it (a worker that may not sends its reads to the
+ * `ready` only when it is in every worker that knows it (as a shard row), and `readable` only when every worker that knows it may read from it (a worker that may not sends its reads to the
  * master: readable_reason is that worker's reason).
  */
 export function mergeReplicaRows(
@@ -264,14 +263,10 @@ export function mergeReplicaRows(
         for (const c of (row[list] as unknown[] | undefined) ?? [])
           (out[list] as unknown[]).push({ worker, ...(c as object) });
     }
-    const states = known.map(({ row }) => row.state);
-    out.state = states.includes('ready')
-      ? 'ready'
-      : states.includes('connecting')
-        ? 'connecting'
-        : states.every((s) => s === 'closed')
-          ? 'closed'
-          : 'down';
+    // As a shard row: ready only when ready in every worker that knows it (a worker whose connections to it are
+    // down sends its reads elsewhere or fails them); otherwise the state a worker is stuck in.
+    const states = new Set(known.map(({ row }) => row.state));
+    out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
     const unreadable = known.find(({ row }) => row.readable === false);
     if (unreadable !== undefined) {
       out.readable = false;

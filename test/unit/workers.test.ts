@@ -166,7 +166,7 @@ describe("/shards' replica rows with workers", () => {
     expect(merged[1]).toMatchObject({ state: 'connecting', commands: 10, connections: [{ worker: 2 }] });
   });
 
-  it('is ready when any worker connection is, and readable only when every worker may read from it', () => {
+  it('is ready only when ready in every worker that knows it, and readable only when every worker may read from it', () => {
     const [row] = mergeReplicaRows(
       's1',
       [
@@ -175,7 +175,13 @@ describe("/shards' replica rows with workers", () => {
       ],
       new Map(),
     );
-    expect(row).toMatchObject({ state: 'ready', readable: false, readable_reason: 'loading its data set' });
+    expect(row).toMatchObject({ state: 'down', readable: false, readable_reason: 'loading its data set' });
+    const [both] = mergeReplicaRows(
+      's1',
+      [1, 2].map((worker) => ({ worker, row: replica('10.0.0.2:6379') })),
+      new Map(),
+    );
+    expect(both!.state).toBe('ready');
     const [closed] = mergeReplicaRows(
       's1',
       [1, 2].map((worker) => ({ worker, row: replica('10.0.0.2:6379', { state: 'closed', connections: [] }) })),
