@@ -222,12 +222,13 @@ describe('listen_unix, the binary', () => {
 
   it('workers: 2 under umask 0: the socket is never connectable by others before its mode is applied', async () => {
     const sock = socketPath('workers-umask.sock');
-    // Every mode the file has from its creation on, sampled in a tight loop by another process.
+    // Every mode the file has from its creation on, sampled in a tight loop by another process until told to stop
+    // (60 s only bounds a hang: a loaded CI machine took over 8 s to start the two workers).
     const watcher = spawn(
       process.execPath,
       [
         '-e',
-        `const fs = require('fs'); const seen = new Set(); const end = Date.now() + 8000;
+        `const fs = require('fs'); const seen = new Set(); const end = Date.now() + 60000;
          while (Date.now() < end && !fs.existsSync(${JSON.stringify(sock + '.done')}))
            try { seen.add((fs.lstatSync(${JSON.stringify(sock)}).mode & 0o777).toString(8)); } catch {}
          console.log([...seen].join(','));`,
