@@ -45,6 +45,12 @@ const MIN_ACCUMULATOR = 4096;
 const MAX_RESERVE = 1024 * 1024;
 /** Memory of one entry of argOffsets (a small integer in a JS array: one 8-byte slot on 64-bit). */
 const OFFSET_BYTES = 8;
+/**
+ * Most entries of argOffsets kept from one command to the next (512 arguments, 8 KiB): a larger command's array is
+ * dropped once the command is delivered, so a connection that sent one MGET of 4,000 keys does not hold (and have
+ * counted in heldBytes) 64 KB of offsets for the rest of its life.
+ */
+const REUSED_OFFSETS_MAX = 1024;
 /** Commands with more arguments than this get lazily made argument views (RequestSink.onCommand). */
 export const LAZY_ARGS_ABOVE = 4096;
 /** The arguments made eagerly for such a command (name, subcommand, first keys: what the slow log shows). */
@@ -121,7 +127,8 @@ export class RequestParser {
    * Bytes of memory the parser holds for an unfinished command, 0 when it holds none: its accumulator, and the
    * offsets of the arguments read so far (two per argument in a JS array, 8 bytes each: an argument of "$0\r\n\r\n" is
    * 6 bytes of input and 16 of offsets, so a command of a million arguments held half-sent costs more in offsets
-   * than in bytes, and limits.max_buffered_bytes must see them).
+   * than in bytes, and limits.max_buffered_bytes must see them). The offsets array is counted at its length, which
+   * a command of up to REUSED_OFFSETS_MAX entries left behind can exceed the current command's by at most that.
    */
   get heldBytes(): number {
     return this.accumulating ? this.buf.length + this.argOffsets.length * OFFSET_BYTES : 0;
@@ -386,6 +393,7 @@ export class RequestParser {
     let lazy: Uint32Array | null = null;
     if (argc <= LAZY_ARGS_ABOVE) {
       for (let i = 0; i < argc; i++) args[i] = viewOf(memory, at + offsets[2 * i], offsets[2 * i + 1] - offsets[2 * i]);
+      if (offsets.length > REUSED_OFFSETS_MAX) this.dropOffsets();
     } else {
       for (let i = 0; i < EAGER_ARGS; i++)
         args[i] = viewOf(memory, at + offsets[2 * i], offsets[2 * i + 1] - offsets[2 * i]);
