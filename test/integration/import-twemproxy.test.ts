@@ -192,6 +192,8 @@ describe('keymux import-twemproxy places every key where nutcracker does', () =>
       const serverLines = sc.serverLines(rs);
       const [otherPort, memcachePort] = [await freePort(), await freePort()];
       const fileFor = (port: number): string => {
+        // A free port asked for later can be one of these (released when asked): startNutcracker then tries another.
+        if (port === otherPort || port === memcachePort) throw new Error(`port ${port} is another pool's`);
         let text = poolText('keymux', `127.0.0.1:${port}`, sc.directives, serverLines);
         if (sc.otherPools !== undefined) {
           // Real files often hold a memcached pool and another redis pool: they must not get in the way.

@@ -49,6 +49,9 @@ function writeConfig(firstShard: RedisProcess, migration = false, workers = 2): 
       workers,
       log: { level: 'info' },
       drain: { grace_s: 5 },
+      // The leader's MIGRATEs block their source shard while they run: on a machine starved of CPU (a CI run beside
+      // two busy processes) a request to it waited over the default 2 s and failed; it should wait.
+      backend: { timeout_ms: 10_000 },
       migration: { enabled: migration },
       metrics: { hot_keys: { sample_rate: 1 } },
       shards: [

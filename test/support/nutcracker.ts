@@ -87,10 +87,11 @@ export async function startNutcracker(opts: StartNutcrackerOptions): Promise<Nut
 }
 
 async function startOnce(port: number, statsPort: number, opts: StartNutcrackerOptions): Promise<NutcrackerProcess> {
+  // First: a config function may refuse a port (one its other pools listen on), and startNutcracker then tries another.
+  const configText = opts.config?.(port) ?? nutcrackerConfig(port, opts);
   const dir = makeTempDir(`keymux-nutcracker-${port}-`);
   const conf = path.join(dir, 'nutcracker.yml');
   const logFile = path.join(dir, 'nutcracker.log');
-  const configText = opts.config?.(port) ?? nutcrackerConfig(port, opts);
   fs.writeFileSync(conf, configText);
   const child = spawn(
     BINARY,
