@@ -450,8 +450,16 @@ export class SubscriberConnection<T extends SubscribeTarget> implements ReplySin
     const now = performance.now();
     const head = this.expecting.peek();
     if (head === undefined) {
-      // Idle: a keepalive PING. Its pong (or anything) must come within the operation timeout.
-      if (now - this.progressAt >= KEEPALIVE_MS) this.send(new SentCommand<T>(false, 0, [], null, true), PING_FRAME);
+      // Idle: a keepalive PING. Its pong (or anything) must come within the operation timeout. A timer can fire a
+      // little before KEEPALIVE_MS by performance.now() (libuv counts from its loop's cached, whole-millisecond time),
+      // and bytes may have come since it was armed: the rest of the period is waited, not a whole new one (which
+      // made a frozen node's detection take up to twice the keepalive).
+      const quietMs = now - this.progressAt;
+      if (quietMs < KEEPALIVE_MS) {
+        this.arm(KEEPALIVE_MS - quietMs, true);
+        return;
+      }
+      this.send(new SentCommand<T>(false, 0, [], null, true), PING_FRAME);
       this.armForState();
       return;
     }
