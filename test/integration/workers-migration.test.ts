@@ -10,7 +10,7 @@
  *   config puts it.
  * - A keymux started with an interrupted migration in the state file resumes it in every worker.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -168,6 +168,12 @@ afterAll(async () => {
   await keymux?.kill();
   await Promise.all([a?.stop(), b?.stop(), c?.stop()]);
   if (dir !== undefined) removeTempDir(dir);
+});
+
+afterEach((ctx) => {
+  // A failure shows keymux's own log (which move failed and why, which worker was replaced): CI keeps no more.
+  if (ctx.task.result?.state === 'fail')
+    console.log(`keymux output (last 6000 chars):\n${keymux?.output().slice(-6000)}`);
 });
 
 describe('key migration with workers: 2', () => {
