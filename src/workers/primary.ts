@@ -232,14 +232,41 @@ function addShardCounts(into: Map<string, Record<string, number>>, from: Map<str
   }
 }
 
+/** The connection lists of a /shards row: every worker's is listed, each entry with its `worker`. */
+const LISTED_CONNECTIONS = ['connections', 'resp3_connections', 'pubsub_connections'] as const;
+
 /**
- * /shards with workers: one shard's replica rows as every worker reported them, merged into one row per replica.
- * A replica is the same one in every worker when its address is (each worker discovers replicas on its own, so
- * during a topology change one may list a replica another does not yet: it is listed with what the workers that
- * know it said, in the order the workers list them). Its counts are summed (plus `carried`, the counts of workers
- * that did not answer or were replaced, as for the shards), every worker's connections listed with `worker`; it is
- * `ready` only when it is in every worker that knows it (as a shard row), and `readable` only when every worker that knows it may read from it (a worker that may not sends its reads to the
- * master: readable_reason is that worker's reason).
+ * /shards with workers: one row (a shard's, or one of its replicas') as every worker that knows it reported it,
+ * merged. The first worker's fields; the counts summed, plus `carried` (the counts of workers that did not answer or
+ * were replaced: counts never go backwards); every worker's connections (each worker has its own pool and pub/sub
+ * subscriber connection to the node) listed with `worker`; ready only when ready in every worker, otherwise the state
+ * a worker is stuck in.
+ */
+function mergeWorkerRows(
+  known: ReadonlyArray<{ worker: number; row: ShardReportRow }>,
+  carried: Record<string, number> | undefined,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...known[0]!.row };
+  for (const list of LISTED_CONNECTIONS) out[list] = [];
+  for (const k of SUMMED_COUNTS) out[k] = 0;
+  for (const k of SHARD_COUNTS) (out[k] as number) += carried?.[k] ?? 0;
+  for (const { worker, row } of known) {
+    for (const k of SUMMED_COUNTS) (out[k] as number) += (row[k] as number) ?? 0;
+    for (const list of LISTED_CONNECTIONS)
+      for (const c of (row[list] as unknown[] | undefined) ?? [])
+        (out[list] as unknown[]).push({ worker, ...(c as object) });
+  }
+  const states = new Set(known.map(({ row }) => row.state));
+  out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
+  return out;
+}
+
+/**
+ * One shard's replica rows as every worker reported them, merged into one row per replica (mergeWorkerRows). A
+ * replica is the same one in every worker when its address is (each worker discovers replicas on its own, so during
+ * a topology change one may list a replica another does not yet: it is listed with what the workers that know it
+ * said, in the order the workers list them). `readable` only when every worker that knows it may read from it (a
+ * worker that may not sends its reads to the master: readable_reason is that worker's reason).
  */
 export function mergeReplicaRows(
   shardName: string,
@@ -249,24 +276,7 @@ export function mergeReplicaRows(
   const byAddress = new Map<string, Array<{ worker: number; row: ReplicaReportRow }>>();
   for (const r of rows) byAddress.set(r.row.address, [...(byAddress.get(r.row.address) ?? []), r]);
   return [...byAddress].map(([address, known]) => {
-    const out: Record<string, unknown> = {
-      ...known[0]!.row,
-      connections: [] as unknown[],
-      resp3_connections: [] as unknown[],
-      pubsub_connections: [] as unknown[],
-    };
-    for (const k of SUMMED_COUNTS) out[k] = 0;
-    for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(replicaCountsKey(shardName, address))?.[k] ?? 0;
-    for (const { worker, row } of known) {
-      for (const k of SUMMED_COUNTS) (out[k] as number) += (row[k] as number) ?? 0;
-      for (const list of ['connections', 'resp3_connections', 'pubsub_connections'] as const)
-        for (const c of (row[list] as unknown[] | undefined) ?? [])
-          (out[list] as unknown[]).push({ worker, ...(c as object) });
-    }
-    // As a shard row: ready only when ready in every worker that knows it (a worker whose connections to it are
-    // down sends its reads elsewhere or fails them); otherwise the state a worker is stuck in.
-    const states = new Set(known.map(({ row }) => row.state));
-    out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
+    const out = mergeWorkerRows(known, carried.get(replicaCountsKey(shardName, address)));
     const unreadable = known.find(({ row }) => row.readable === false);
     if (unreadable !== undefined) {
       out.readable = false;
@@ -1358,32 +1368,18 @@ export class WorkerPrimary {
     for (const [id, last] of this.lastShardCounts) if (!answered.has(id)) addShardCounts(carried, last.counts);
     const first = reports[0]!.report;
     const shards = first.shards.map((row) => {
-      const out: Record<string, unknown> = {
-        ...row,
-        connections: [] as unknown[],
-        resp3_connections: [] as unknown[],
-        pubsub_connections: [] as unknown[],
-      };
-      for (const k of SUMMED_COUNTS) out[k] = 0;
-      for (const k of SHARD_COUNTS) (out[k] as number) += carried.get(row.name)?.[k] ?? 0;
-      const states = new Set<string>();
-      const replicaRows: Array<{ worker: number; row: ReplicaReportRow }> = [];
+      const known: Array<{ worker: number; row: ShardRow }> = [];
       for (const { id, report } of reports) {
         const same = report.shards.find((s) => s.name === row.name);
-        if (same === undefined) continue;
-        for (const k of SUMMED_COUNTS) (out[k] as number) += (same[k] as number) ?? 0;
-        for (const list of ['connections', 'resp3_connections'] as const)
-          for (const c of (same[list] as unknown[] | undefined) ?? [])
-            (out[list] as unknown[]).push({ worker: id, ...(c as object) });
-        // Each worker subscribes over its own subscriber connection to the node: every worker's is listed.
-        for (const c of (same.pubsub_connections as unknown[] | undefined) ?? [])
-          (out.pubsub_connections as unknown[]).push({ worker: id, ...(c as object) });
-        states.add(same.state);
-        for (const r of same.replicas ?? []) replicaRows.push({ worker: id, row: r });
+        if (same !== undefined) known.push({ worker: id, row: same });
       }
-      // Ready only when ready in every worker; otherwise the state a worker is stuck in.
-      out.state = states.size === 1 ? [...states][0] : ([...states].find((s) => s !== 'ready') ?? 'ready');
-      if (row.replicas !== undefined) out.replicas = mergeReplicaRows(row.name, replicaRows, carried);
+      const out = mergeWorkerRows(known, carried.get(row.name));
+      if (row.replicas !== undefined)
+        out.replicas = mergeReplicaRows(
+          row.name,
+          known.flatMap(({ worker, row: r }) => (r.replicas ?? []).map((replica) => ({ worker, row: replica }))),
+          carried,
+        );
       return out;
     });
     // The leader moves the keys: its migrations list is the one with the scan's progress.
