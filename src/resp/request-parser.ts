@@ -57,8 +57,11 @@ export const LAZY_ARGS_ABOVE = 4096;
 export const EAGER_ARGS = 64;
 /** A command spanning chunks with more arguments than this is accumulated a chunk at a time, not a line. */
 const WHOLE_CHUNKS_ABOVE_ARGS = 64;
-/** Largest command we can hold: one Buffer. */
-const MAX_FRAME = bufferConstants.MAX_LENGTH;
+/**
+ * Largest command we can hold: one Buffer, and offsets into it that fit the lazy path's Uint32Array (an end offset
+ * of 2^32 would wrap to 0). Node 20's Buffers stop at 2^32 bytes; later Nodes allow more, which would wrap.
+ */
+export const MAX_FRAME = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32 - 1);
 
 function protocolError(detail: string): Buffer {
   return Buffer.from(`-ERR Protocol error: ${detail}\r\n`, 'latin1');

@@ -6,7 +6,13 @@
  * holes and all, so later writes to that memory do not reach it.
  */
 import { describe, expect, it } from 'vitest';
-import { EAGER_ARGS, LAZY_ARGS_ABOVE, RequestParser, type RequestSink } from '../../src/resp/request-parser.js';
+import {
+  EAGER_ARGS,
+  LAZY_ARGS_ABOVE,
+  MAX_FRAME,
+  RequestParser,
+  type RequestSink,
+} from '../../src/resp/request-parser.js';
 import { Request, argAt, materializeArgs, ownBytes } from '../../src/core/request.js';
 import { idleOwner } from '../support/owner.js';
 
@@ -88,5 +94,24 @@ describe('lazily made argument views', () => {
     const frame = req.frame;
     ownBytes(req);
     expect(req.frame).toBe(frame);
+  });
+
+  it('refuses a command whose frame would not fit the offsets (2^32 bytes or more), before reading its bulk', () => {
+    // limits.max_bulk_bytes may be set up to 2^32: such a bulk is refused at its header, not after 4 GiB of input,
+    // and never delivered with an end offset that wrapped to 0.
+    expect(MAX_FRAME).toBeLessThanOrEqual(0xffffffff);
+    const head = '*2\r\n$3\r\nSET\r\n';
+    let n = 2 ** 32 - 2 - head.length;
+    n -= `$${n}\r\n`.length; // the header's own bytes count: the whole frame is exactly 2^32 bytes
+    const errors: string[] = [];
+    const sink: RequestSink = {
+      onCommand: () => errors.push('delivered'),
+      onProtocolError: (reply) => errors.push(reply.toString('latin1')),
+    };
+    const p = new RequestParser({ maxArgs: 1 << 20, maxBulkBytes: 2 ** 32, maxInlineBytes: 1 << 16 }, sink);
+    p.feed(Buffer.from(`${head}$${n}\r\n`, 'latin1'));
+    expect(errors).toEqual([
+      `-ERR Protocol error: invalid bulk length (${n} bytes: the command would exceed ${MAX_FRAME} bytes)\r\n`,
+    ]);
   });
 });
