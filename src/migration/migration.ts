@@ -469,6 +469,14 @@ export class Migration implements KeyLocator {
         }
         let ok = result !== false;
         if (this.state === 'done' || this.state === 'aborted') ok = this.state === 'done';
+        if (!ok) {
+          // The requests waiting for these keys are answered TRYAGAIN here, in this worker: without this line its log
+          // had no trace of why (the cause is in worker 1's "MIGRATE failed" line, or the primary's warning).
+          this.log.warn(
+            { keys: ask.length, role: 'follower', state: this.state },
+            'keys this worker asked worker 1 to move were not moved; the requests waiting for them get TRYAGAIN',
+          );
+        }
         // Recorded as moved only when worker 1 said so while this migration still answers where keys are.
         this.settle(ask, ok, ok && result === true && this.active);
         if (!ok) this.errors++;

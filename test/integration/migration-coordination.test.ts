@@ -9,6 +9,7 @@
  *   placement alone; told that worker 1 handed the migration over to a chained one it does not have yet, it asks
  *   again, and its request goes through the chained one once it has it;
  * - abort (a rollback before go): held requests are answered from where the keys still are; nothing moved.
+ * keymux's warnings are kept (logLines): a follower that answers TRYAGAIN says so in its own log.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
@@ -17,6 +18,11 @@ import { configFrom, RawClient, type ConfigObject } from '../support/keymux.js';
 import { Proxy, type MigrationLink } from '../../src/proxy.js';
 import type { MoveResult } from '../../src/migration/migration.js';
 import { keySlot } from '../../src/routing/crc16.js';
+import { setRootLogger } from '../../src/log.js';
+import { pino } from 'pino';
+
+const logLines: Array<Record<string, unknown>> = [];
+setRootLogger(pino({ level: 'warn' }, { write: (line: string) => void logLines.push(JSON.parse(line)) }));
 
 let a: RedisProcess, b: RedisProcess, c: RedisProcess, d: RedisProcess;
 
@@ -35,7 +41,7 @@ function layout(low: RedisProcess): ConfigObject {
   return {
     mode: 'slots',
     workers: 1,
-    log: { level: 'silent' },
+    log: { level: 'warn' }, // into logLines, not the test's output
     migration: { enabled: true },
     shards: [
       { name: 'low', address: low.address, slots: ['0-8191'] },
@@ -141,8 +147,18 @@ describe('a coordinated migration, one worker', () => {
     // The leader could not move a key: the client gets an error, not a read of the wrong shard.
     const failed = client.get(low[2]!);
     await until(() => l.asked.length > 1);
+    logLines.length = 0;
     l.asked[1]!.done(false);
     await expect(failed).rejects.toThrow(/^TRYAGAIN keymux: the key is being mov/);
+    // ... and says so in its own log (worker 1's log has the MIGRATE error): before, this worker logged nothing.
+    expect(logLines.map((x) => [x.msg, x.migration, x.keys, x.role])).toEqual([
+      [
+        'keys this worker asked worker 1 to move were not moved; the requests waiting for them get TRYAGAIN',
+        7,
+        1,
+        'follower',
+      ],
+    ]);
     // The primary says done: routed by the new placement alone, no more asking (a key left on a is not looked for).
     proxy.endMigration(7);
     expect(proxy.migrationProgress().at(-1)).toMatchObject({ id: 7, state: 'done' });
