@@ -172,8 +172,12 @@ afterAll(async () => {
 
 afterEach((ctx) => {
   // A failure shows keymux's own log (which move failed and why, which worker was replaced): CI keeps no more.
-  if (ctx.task.result?.state === 'fail')
-    console.log(`keymux output (last 6000 chars):\n${keymux?.output().slice(-6000)}`);
+  // Every warning and error of the run first (a MIGRATE that failed early is far more than 6000 chars back).
+  if (ctx.task.result?.state !== 'fail') return;
+  const out = keymux?.output() ?? '';
+  const warnings = out.split('\n').filter((line) => /^\{"level":(4|5|6)0,/.test(line));
+  console.log(`keymux warnings and errors:\n${warnings.join('\n')}`);
+  console.log(`keymux output (last 6000 chars):\n${out.slice(-6000)}`);
 });
 
 describe('key migration with workers: 2', () => {
