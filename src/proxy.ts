@@ -16,6 +16,7 @@ import { freeSocketPath } from './server/unix-socket.js';
 import { AdminServer } from './metrics/admin-server.js';
 import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
 import type { Request } from './core/request.js';
+import type { ListedClient } from './commands/client-list.js';
 import { childLogger, setLogLevel, type Logger } from './log.js';
 import { readConfigFile } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
@@ -368,6 +369,14 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
 
   clientCount(): number {
     return this.listener.sessions.size;
+  }
+
+  clientConnections(): Iterable<ListedClient> {
+    return this.listener.sessions;
+  }
+
+  userExists(name: string): boolean {
+    return this.topology.acl.users.has(name);
   }
 
   clientBufferedBytes(): number {

@@ -26,6 +26,7 @@ import {
   errorReply,
   wrongArity,
 } from '../errors.js';
+import { clientInfo, clientKill, clientList } from './client-list.js';
 import { EMPTY_ARRAY, NIL_BULK, OK, PONG, arrayReply, bulkReply, integerReply, simpleReply } from '../resp/writer.js';
 
 /** The session surface local commands use. */
@@ -276,6 +277,10 @@ const clientGetname: LocalHandler = (s, req) =>
 
 const clientId: LocalHandler = (s, req) => req.deliver(integerReply(s.id));
 
+const clientListing: LocalHandler = (s, req, ctx) => clientList(req, ctx, s.protocol);
+const clientOwnInfo: LocalHandler = (s, req, ctx) => clientInfo(s, req, ctx, s.protocol);
+const clientKilling: LocalHandler = (s, req, ctx) => clientKill(s, req, ctx);
+
 const clientSetinfo: LocalHandler = (s, req) => {
   const attr = lower(req.args[2]);
   const value = Buffer.from(req.args[3]);
@@ -416,6 +421,9 @@ export const LOCAL_HANDLERS: Record<string, LocalHandler> = {
   'client|id': clientId,
   'client|reply': clientReply,
   'client|setinfo': clientSetinfo,
+  'client|list': clientListing,
+  'client|info': clientOwnInfo,
+  'client|kill': clientKilling,
   command,
   'command|count': commandCount,
   'command|info': commandInfo,

@@ -368,6 +368,10 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'client|setinfo': LOCAL,
   'client|id': LOCAL,
   'client|reply': LOCAL,
+  // keymux's own client connections (commands/client-list.ts), not the shards'.
+  'client|list': LOCAL,
+  'client|info': LOCAL,
+  'client|kill': LOCAL,
   // Client-side caching: invalidations arrive on the connection that read the key, a backend connection keymux
   // shares between clients, and would have to be routed back to each reader: that is the near cache's design.
   'client|tracking': refuse(TRACKING),
@@ -377,7 +381,7 @@ export const COMMAND_OVERRIDES: Readonly<Record<string, CommandOverride>> = {
   'client|unblock': SESSION,
   'client|help': ONE_SHARD,
   'client|*': refuse(
-    'is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY, UNBLOCK and HELP)',
+    'is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, INFO, LIST, KILL, REPLY, UNBLOCK and HELP)',
   ),
   command: LOCAL,
   'command|count': LOCAL,

@@ -61,6 +61,7 @@ import {
   wrongArity,
 } from '../errors.js';
 import { REPLY_ON, REPLY_SKIP_NEXT } from '../commands/local.js';
+import type { ClientListing, ListedClient } from '../commands/client-list.js';
 import type { ProxyContext } from './context.js';
 import type { Topology } from '../routing/topology.js';
 import type { Migration } from '../migration/migration.js';
@@ -132,7 +133,15 @@ function partialTimeoutError(timeoutS: number): Buffer {
 }
 
 export class ClientSession
-  implements RequestSink, RequestOwner, Flushable, DispatchSession, PubSubSession, LimitedSession, DirectWriteOwner
+  implements
+    RequestSink,
+    RequestOwner,
+    Flushable,
+    DispatchSession,
+    PubSubSession,
+    LimitedSession,
+    DirectWriteOwner,
+    ListedClient
 {
   readonly id: number;
   readonly socket: net.Socket;
@@ -144,6 +153,9 @@ export class ClientSession
    */
   readonly host: string;
   readonly connectedAt: number;
+  /** When its last command was read (turn clock) and its name (CLIENT LIST idle= and cmd=). */
+  private lastCommandAt: number;
+  private lastCommand: string;
   flushScheduled: boolean;
   /** CLIENT SETNAME value. */
   name: Buffer | null;
@@ -279,6 +291,8 @@ export class ClientSession
     this.remote = unixPath !== null ? `${unixPath}:0` : `${socket.remoteAddress}:${socket.remotePort}`;
     this.host = unixPath !== null ? `unix:${unixPath}` : (socket.remoteAddress ?? '');
     this.connectedAt = Date.now();
+    this.lastCommandAt = performance.now();
+    this.lastCommand = 'NULL';
     this.flushScheduled = false;
     this.name = null;
     const clients = ctx.topology.config.clients;
@@ -454,7 +468,9 @@ export class ClientSession
     // After QUIT or an error that ends the stream, later commands are not run; nor, once the client is gone, are
     // commands still buffered in the parser.
     if (this.closing || this.closed || this.quitHeld) return;
-    const req = new Request(this, frame, args, turnNow(), this.nextSeq++);
+    const now = turnNow();
+    const req = new Request(this, frame, args, now, this.nextSeq++);
+    this.lastCommandAt = now;
     if (lazy !== null) req.argOffsets = lazy;
     this.inflight.push(req);
     if (this.inflight.length >= this.maxInflight) this.pauseReading();
@@ -549,6 +565,7 @@ export class ClientSession
       }
     }
     req.spec = spec;
+    this.lastCommand = spec.name;
     req.protocol = this.protocol;
     const acl = topo.acl;
     if (this.authenticated && (acl.restricted || acl !== this.aclFrom)) {
@@ -938,6 +955,48 @@ export class ClientSession
     if (pending <= max) return false;
     this.disconnectForOutput(pending);
     return true;
+  }
+
+  /** CLIENT LIST's view of this connection (commands/client-list.ts). */
+  listing(): ClientListing {
+    const now = Date.now();
+    const pubsub = this.pubsub;
+    const txn = this.txn;
+    const inMulti = txn !== null && txn.inMulti;
+    const head = this.inflight.peek();
+    const blocked = head !== undefined && !head.done && head.spec !== null && head.spec.flags.includes('blocking');
+    let flags = '';
+    if (pubsub !== null && pubsub.total > 0) flags += 'P';
+    if (inMulti) flags += 'x';
+    if (blocked) flags += 'b';
+    if (this.closing || this.endAfterWrite) flags += 'c';
+    const sock = this.socket;
+    const handle = (sock as unknown as { _handle?: { fd?: number } | null })._handle;
+    const omem = this.closed ? 0 : this.unsentBytes() + this.outBytes;
+    return {
+      id: this.id,
+      addr: this.remote,
+      laddr: this.host.startsWith('unix:') ? this.remote : `${sock.localAddress}:${sock.localPort}`,
+      fd: typeof handle?.fd === 'number' ? handle.fd : -1,
+      name: this.name === null ? '' : this.name.toString('latin1'),
+      ageS: Math.floor((now - this.connectedAt) / 1000),
+      idleS: Math.max(0, Math.floor((performance.now() - this.lastCommandAt) / 1000)),
+      flags: flags === '' ? 'N' : flags,
+      sub: pubsub === null ? 0 : pubsub.subs[0].size,
+      psub: pubsub === null ? 0 : pubsub.subs[1].size,
+      ssub: pubsub === null ? 0 : pubsub.subs[2].size,
+      multi: inMulti ? txn.queued.length : -1,
+      qbuf: this.parser.heldBytes,
+      multiMem: txn === null ? 0 : txn.queuedBytes,
+      oll: this.outCount,
+      omem,
+      events: (this.readPaused ? '' : 'r') + (this.writeBlocked ? 'w' : ''),
+      cmd: this.lastCommand,
+      user: this.user ?? 'default',
+      resp: this.protocol,
+      libName: this.libName === null ? '' : this.libName.toString('latin1'),
+      libVer: this.libVersion === null ? '' : this.libVersion.toString('latin1'),
+    };
   }
 
   /** Ends the connection at once (the client is told by the close). */

@@ -152,6 +152,9 @@ describe('overrides', () => {
       'client|getname',
       'client|setinfo',
       'client|id',
+      'client|list',
+      'client|info',
+      'client|kill',
     ]) {
       expect(spec(n).dispatch, n).toBe('local');
       expect(spec(n).refuseReason).toBeNull();
@@ -164,10 +167,10 @@ describe('overrides', () => {
   });
 
   it('refuses the other CLIENT and COMMAND subcommands', () => {
-    expect(reason(spec('client|kill'))).toBe(
-      "-ERR keymux: command 'client|kill' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, REPLY, UNBLOCK and HELP)\r\n",
+    expect(reason(spec('client|no-evict'))).toBe(
+      "-ERR keymux: command 'client|no-evict' is not supported (of CLIENT, keymux supports SETNAME, GETNAME, SETINFO, ID, INFO, LIST, KILL, REPLY, UNBLOCK and HELP)\r\n",
     );
-    expect(spec('client|list').dispatch).toBe('refused');
+    expect(spec('client|pause').dispatch).toBe('refused');
     expect(spec('command|help').dispatch).toBe('one-shard');
     expect(spec('client|help').dispatch).toBe('one-shard');
   });
