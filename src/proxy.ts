@@ -16,7 +16,13 @@ import { freeSocketPath } from './server/unix-socket.js';
 import { AdminServer } from './metrics/admin-server.js';
 import { newProxyStats, type ProxyContext, type ProxyStats, type SessionLike } from './server/context.js';
 import type { Request } from './core/request.js';
-import type { ListedClient } from './commands/client-list.js';
+import {
+  killMatching,
+  listingsOf,
+  type ClientDirectory,
+  type ClientListing,
+  type KillFilter,
+} from './commands/client-list.js';
 import { childLogger, setLogLevel, type Logger } from './log.js';
 import { readConfigFile } from './config/load.js';
 import { ConfigWatcher } from './config/watch.js';
@@ -84,12 +90,20 @@ export interface StartOptions {
   joinMigration?: { id: number; chain: Array<Partial<KeymuxConfig>> } | null;
   /** A worker process: its first client id (unique across workers; default 1). */
   clientIds?: { first: number };
+  /** A worker process: CLIENT LIST and CLIENT KILL reach every worker's clients through the primary. */
+  clientsLink?: ClientsLink;
   /**
    * A worker process: the primary already made listen_unix's path free to bind (removed a stale socket there), and
    * binds it once for every worker (node:cluster); a worker must not take the primary's live socket for another's.
    */
   unixPathChecked?: boolean;
 }
+
+/**
+ * A worker's way to every worker's clients (CLIENT LIST, CLIENT KILL), through the primary; `failed` (why) instead
+ * of `done` when the primary is gone or does not answer in time.
+ */
+export type ClientsLink = Pick<ClientDirectory, 'list' | 'kill'>;
 
 /** A worker's side of coordinated migrations: whether it leads them, and its messages to the primary. */
 export interface MigrationLink {
@@ -172,6 +186,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
   private readonly migrations: Migration[] = [];
   /** Workers > 1: the primary coordinates migrations (null: this process runs them alone). */
   private migrationLink: MigrationLink | null = null;
+  private clientsLink: ClientsLink | null = null;
   /** Leader (workers > 1): key-move holds given to followers' commands to every shard, by the primary's number. */
   private readonly workerPauses = new Map<number, { hold: MigrationPause; timer: NodeJS.Timeout }>();
   /** Set while joining a migration at start: it moves keys right after its (empty) fence. */
@@ -269,6 +284,7 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
       await proxy.cluster.start();
     }
     proxy.migrationLink = options.migrationLink ?? null;
+    proxy.clientsLink = options.clientsLink ?? null;
     proxy.resumeMigration(options.joinMigration ?? null);
     if (options.configPath !== undefined) {
       proxy.configPath = options.configPath;
@@ -371,12 +387,30 @@ export class Proxy implements ProxyContext, PubSubHost, SentinelHost {
     return this.listener.sessions.size;
   }
 
-  clientConnections(): Iterable<ListedClient> {
-    return this.listener.sessions;
+  /**
+   * CLIENT LIST / KILL (commands/client-list.ts): this process's clients, or with a ClientsLink (a worker) every
+   * worker's, through the primary.
+   */
+  readonly clients: ClientDirectory = {
+    list: (done, failed) => {
+      if (this.clientsLink === null) done(this.localClientListings());
+      else this.clientsLink.list(done, failed);
+    },
+    kill: (filter, callerId, done, failed) => {
+      if (this.clientsLink === null) done(this.killLocalClients(filter, callerId));
+      else this.clientsLink.kill(filter, callerId, done, failed);
+    },
+    userExists: (name) => this.topology.acl.users.has(name),
+  };
+
+  /** This process's own clients' listings (a worker's answer to the primary's `client-listings`). */
+  localClientListings(): ClientListing[] {
+    return listingsOf(this.listener.sessions);
   }
 
-  userExists(name: string): boolean {
-    return this.topology.acl.users.has(name);
+  /** Kills this process's clients `filter` matches, never `callerId` (a worker's answer to `client-kill`). */
+  killLocalClients(filter: KillFilter, callerId: number): number {
+    return killMatching(this.listener.sessions, filter, callerId);
   }
 
   clientBufferedBytes(): number {

@@ -4,8 +4,9 @@
  * these never show or touch). Lines are in Redis 7.2's CLIENT LIST format, field for field, with keymux's values:
  * `qbuf` is the unfinished command held, `omem` the replies not yet taken, `multi-mem` a transaction's queued
  * commands, `cmd` the last command; fields without a keymux meaning (`qbuf-free`, `argv-mem`, `rbs`, `rbp`, `obl`)
- * are 0 and `redir` is -1, as Redis shows them for an idle client. With `workers`, a connection sees the clients of
- * its own worker (each worker owns its connections; ids are unique across workers).
+ * are 0 and `redir` is -1, as Redis shows them for an idle client. With `workers`, LIST and KILL reach every
+ * worker's clients through the primary (ClientDirectory; src/workers/), and the caller's own connection, which only
+ * its worker has, is matched and ended here.
  */
 import type { Request } from '../core/request.js';
 import { ERR_SYNTAX, errorReply } from '../errors.js';
@@ -51,13 +52,59 @@ export interface ListedClient {
 /** The caller, as these commands need it. */
 export interface ClientListCaller {
   readonly id: number;
+  listing(): ClientListing;
   stopReading(): void;
 }
 
-/** Where the connections are and which users exist (ProxyContext). */
+/** CLIENT KILL's filters (null: any); plain data, so a worker can hand it to the others (src/workers/). */
+export interface KillFilter {
+  id: number | null;
+  type: string | null;
+  user: string | null;
+  addr: string | null;
+  laddr: string | null;
+  skipMe: boolean;
+}
+
+/**
+ * Every client connection of the process (ProxyContext.clients): this one's, or with `workers` every worker's,
+ * gathered through the primary, hence the callbacks.
+ */
 export interface ClientDirectory {
-  clientConnections(): Iterable<ListedClient>;
+  /** Every connection's listing; `failed` (why) when the other workers could not be asked. */
+  list(done: (listings: ClientListing[]) => void, failed: (why: string) => void): void;
+  /** Kills the connections `filter` matches, but never `callerId`'s (its worker ends it after its reply). */
+  kill(filter: KillFilter, callerId: number, done: (killed: number) => void, failed: (why: string) => void): void;
+  /** CLIENT KILL USER: the user is defined (clients.users, or the default user). */
   userExists(name: string): boolean;
+}
+
+/** Kills what `filter` matches among `conns` (not `callerId`); returns how many. The local half of a directory. */
+export function killMatching(conns: Iterable<ListedClient>, filter: KillFilter, callerId: number): number {
+  const victims: ListedClient[] = [];
+  for (const c of conns) {
+    if (c.id === callerId) continue;
+    if (filter.id !== null && c.id !== filter.id) continue;
+    if (killMatches(filter, c.listing())) victims.push(c);
+  }
+  for (const c of victims) c.kill(`CLIENT KILL by client ${callerId}`);
+  return victims.length;
+}
+
+function killMatches(filter: KillFilter, l: ClientListing): boolean {
+  if (filter.id !== null && l.id !== filter.id) return false;
+  if (filter.addr !== null && l.addr !== filter.addr) return false;
+  if (filter.laddr !== null && l.laddr !== filter.laddr) return false;
+  if (filter.user !== null && l.user !== filter.user) return false;
+  if (filter.type !== null && typeOf(l) !== filter.type) return false;
+  return true;
+}
+
+/** Every listing of `conns`. The local half of a directory. */
+export function listingsOf(conns: Iterable<ListedClient>): ClientListing[] {
+  const out: ClientListing[] = [];
+  for (const c of conns) out.push(c.listing());
+  return out;
 }
 
 /** One connection's line, without its newline. */
@@ -102,19 +149,18 @@ const ERR_INVALID_ID = errorReply('ERR Invalid client ID');
 const ERR_ID_NOT_POSITIVE = errorReply('ERR client-id should be greater than 0');
 const ERR_NO_SUCH_CLIENT = errorReply('ERR No such client');
 
+/** With workers: the primary did not answer (refused rather than answered for this worker's clients alone). */
+function unreachable(sub: string, why: string): Buffer {
+  return errorReply(`ERR keymux: CLIENT ${sub} needs every worker's clients, and ${why}`);
+}
+
 function unknownType(type: Buffer): Buffer {
   return errorReply(`ERR Unknown client type '${type.toString('latin1')}'`);
 }
 
 /** CLIENT INFO: the caller's own line. */
-export function clientInfo(caller: ClientListCaller, req: Request, dir: ClientDirectory, protocol: number): void {
-  for (const c of dir.clientConnections()) {
-    if (c.id === caller.id) {
-      req.deliver(textReply(`${clientLine(c.listing())}\n`, protocol));
-      return;
-    }
-  }
-  req.deliver(ERR_NO_SUCH_CLIENT); // not reached: the caller is listed while it sends commands
+export function clientInfo(caller: ClientListCaller, req: Request, protocol: number): void {
+  req.deliver(textReply(`${clientLine(caller.listing())}\n`, protocol));
 }
 
 /** CLIENT LIST [TYPE normal|master|replica|pubsub] | [ID id ...]. */
@@ -136,23 +182,19 @@ export function clientList(req: Request, dir: ClientDirectory, protocol: number)
   } else if (args.length !== 2) {
     return req.deliver(ERR_SYNTAX);
   }
-  const lines: string[] = [];
-  for (const c of dir.clientConnections()) {
-    if (ids !== null && !ids.has(c.id)) continue;
-    const listing = c.listing();
-    if (type !== null && typeOf(listing) !== type) continue;
-    lines.push(`${clientLine(listing)}\n`);
-  }
-  req.deliver(textReply(lines.join(''), protocol));
-}
-
-interface KillFilter {
-  id: number | null;
-  type: string | null;
-  user: string | null;
-  addr: string | null;
-  laddr: string | null;
-  skipMe: boolean;
+  dir.list(
+    (listings) => {
+      listings.sort((a, b) => a.id - b.id);
+      const lines: string[] = [];
+      for (const l of listings) {
+        if (ids !== null && !ids.has(l.id)) continue;
+        if (type !== null && typeOf(l) !== type) continue;
+        lines.push(`${clientLine(l)}\n`);
+      }
+      req.deliver(textReply(lines.join(''), protocol));
+    },
+    (why) => req.deliver(unreachable('LIST', why)),
+  );
 }
 
 /**
@@ -196,26 +238,21 @@ export function clientKill(caller: ClientListCaller, req: Request, dir: ClientDi
       }
     }
   }
-  const victims: ListedClient[] = [];
-  for (const c of dir.clientConnections()) {
-    if (filter.id !== null && c.id !== filter.id) continue;
-    if (filter.skipMe && c.id === caller.id) continue;
-    const l = c.listing();
-    if (filter.addr !== null && l.addr !== filter.addr) continue;
-    if (filter.laddr !== null && l.laddr !== filter.laddr) continue;
-    if (filter.user !== null && l.user !== filter.user) continue;
-    if (filter.type !== null && typeOf(l) !== filter.type) continue;
-    victims.push(c);
-  }
-  let self = false;
-  for (const c of victims) {
-    if (c.id === caller.id) self = true;
-    else c.kill(`CLIENT KILL by client ${caller.id}`);
-  }
+  // The caller is in this process: whether it goes too is known now, and it stops reading at once (nothing it
+  // pipelined after this runs); it is ended after this reply, the others at once.
+  const self = !filter.skipMe && killMatches(filter, caller.listing());
   if (self) {
-    req.closeAfter = true; // its reply goes out, then the connection ends
+    req.closeAfter = true;
     caller.stopReading();
   }
-  if (old) req.deliver(victims.length === 0 ? ERR_NO_SUCH_CLIENT : OK);
-  else req.deliver(integerReply(victims.length));
+  dir.kill(
+    filter,
+    caller.id,
+    (others) => {
+      const killed = others + (self ? 1 : 0);
+      if (old) req.deliver(killed === 0 ? ERR_NO_SUCH_CLIENT : OK);
+      else req.deliver(integerReply(killed));
+    },
+    (why) => req.deliver(unreachable('KILL', why)),
+  );
 }

@@ -26,12 +26,14 @@ import {
   errorReply,
   wrongArity,
 } from '../errors.js';
-import { clientInfo, clientKill, clientList } from './client-list.js';
+import { clientInfo, clientKill, clientList, type ClientListing } from './client-list.js';
 import { EMPTY_ARRAY, NIL_BULK, OK, PONG, arrayReply, bulkReply, integerReply, simpleReply } from '../resp/writer.js';
 
 /** The session surface local commands use. */
 export interface LocalSession {
   readonly id: number;
+  /** CLIENT INFO's and CLIENT KILL's view of this connection. */
+  listing(): ClientListing;
   name: Buffer | null;
   authenticated: boolean;
   user: string | null;
@@ -277,9 +279,9 @@ const clientGetname: LocalHandler = (s, req) =>
 
 const clientId: LocalHandler = (s, req) => req.deliver(integerReply(s.id));
 
-const clientListing: LocalHandler = (s, req, ctx) => clientList(req, ctx, s.protocol);
-const clientOwnInfo: LocalHandler = (s, req, ctx) => clientInfo(s, req, ctx, s.protocol);
-const clientKilling: LocalHandler = (s, req, ctx) => clientKill(s, req, ctx);
+const clientListing: LocalHandler = (s, req, ctx) => clientList(req, ctx.clients, s.protocol);
+const clientOwnInfo: LocalHandler = (s, req) => clientInfo(s, req, s.protocol);
+const clientKilling: LocalHandler = (s, req, ctx) => clientKill(s, req, ctx.clients);
 
 const clientSetinfo: LocalHandler = (s, req) => {
   const attr = lower(req.args[2]);

@@ -13,7 +13,7 @@ import type { NearCache } from '../nearcache/near-cache.js';
 import type { ScriptMemory } from '../keyspace/script-memory.js';
 import type { ScanEpochs } from '../keyspace/scan-epochs.js';
 import type { MigrationHold } from '../migration/migration.js';
-import type { ListedClient } from '../commands/client-list.js';
+import type { ClientDirectory } from '../commands/client-list.js';
 
 export interface ProxyStats {
   bytesIn: number;
@@ -106,10 +106,8 @@ export interface ProxyContext {
    */
   pauseMigrations(): MigrationHold;
   clientCount(): number;
-  /** CLIENT LIST / INFO / KILL: this process's client connections. */
-  clientConnections(): Iterable<ListedClient>;
-  /** CLIENT KILL USER: the user is defined (clients.users, or the default user). */
-  userExists(name: string): boolean;
+  /** CLIENT LIST / KILL: the process's client connections (with workers, every worker's). */
+  readonly clients: ClientDirectory;
   sessionClosed(session: SessionLike): void;
   /** Called for every request whose reply is written to its client. */
   onReplied(req: Request): void;

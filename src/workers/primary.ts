@@ -56,11 +56,13 @@ import type { ReloadResult } from '../proxy.js';
 import { childLogger, setLogLevel, type Logger } from '../log.js';
 import { readMigrationState, removeMigrationState, routingOf, writeMigrationState } from '../migration/state-file.js';
 import type { MigrationProgress, MoveResult } from '../migration/migration.js';
+import type { ClientListing, KillFilter } from '../commands/client-list.js';
 import {
   isReply,
   isWorkerEvent,
   type AuthFailuresMessage,
   type ClientIdRange,
+  type ClientsAnswerMessage,
   type JoinMigration,
   type MovedMessage,
   type PausedMessage,
@@ -669,6 +671,37 @@ export class WorkerPrimary {
     this.ask(leader, { op: 'unpause', pause }, ASK_TIMEOUT_MS).catch(() => undefined);
   }
 
+  /**
+   * CLIENT LIST or CLIENT KILL run on a worker: every serving worker lists (or kills) its own clients, and the asking
+   * worker gets them all (or the count). A worker that does not answer in time is left out, and logged.
+   */
+  private relayClients(from: Slot, ref: number, kill: { filter: KillFilter; callerId: number } | null): void {
+    const request: WorkerRequest =
+      kill === null ? { op: 'client-listings' } : { op: 'client-kill', filter: kill.filter, callerId: kill.callerId };
+    void this.askAll(request).then(({ answers, missing }) => {
+      if (missing.length > 0)
+        this.log.warn(
+          { missing, command: kill === null ? 'CLIENT LIST' : 'CLIENT KILL' },
+          'workers left out of a CLIENT command',
+        );
+      const msg: ClientsAnswerMessage =
+        kill === null
+          ? {
+              type: 'keymux:clients-answer',
+              ref,
+              listings: answers.flatMap((a) => a.value as ClientListing[]),
+              killed: 0,
+            }
+          : {
+              type: 'keymux:clients-answer',
+              ref,
+              listings: null,
+              killed: answers.reduce((n, a) => n + (a.value as number), 0),
+            };
+      if (from.worker.isConnected()) from.worker.send(msg);
+    });
+  }
+
   /** Hands the waiting move requests to the leader when it serves (else they wait for its replacement). */
   private pumpMoves(): void {
     const leader = this.slots[LEADER - 1];
@@ -869,6 +902,7 @@ export class WorkerPrimary {
     else if (event.type === 'keymux:pause') this.relayPause(slot, event.ref);
     else if (event.type === 'keymux:unpause') this.relayUnpause(event.pause);
     else if (event.type === 'keymux:auth-failure') this.tellAuthFailure(slot, event.host);
+    else if (event.type === 'keymux:clients') this.relayClients(slot, event.ref, event.kill);
     else if (event.type === 'keymux:migration-scanned') {
       if (slot.id !== LEADER) return;
       if (this.migration?.id === event.migration && this.migration.phase === 'running')

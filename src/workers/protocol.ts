@@ -28,6 +28,7 @@
  */
 import type { KeymuxConfig } from '../config/schema.js';
 import type { MigrationProgress } from '../migration/migration.js';
+import type { ClientListing, KillFilter } from '../commands/client-list.js';
 
 /** A coordinated migration a worker joins at its start: its number and the placements keys move away from. */
 export interface JoinMigration {
@@ -86,7 +87,11 @@ export type WorkerRequest =
   | { op: 'shards' }
   | { op: 'hotkeys'; authorized: boolean }
   | { op: 'slowlog'; authorized: boolean }
-  | { op: 'slowlog-reset' };
+  | { op: 'slowlog-reset' }
+  /** CLIENT LIST through any worker: this worker's clients' listings. */
+  | { op: 'client-listings' }
+  /** CLIENT KILL through any worker: kill this worker's clients `filter` matches, never `callerId`; the count. */
+  | { op: 'client-kill'; filter: KillFilter; callerId: number };
 
 export type WorkerOp = WorkerRequest['op'];
 
@@ -116,7 +121,24 @@ export type WorkerEvent =
   /** A client from `host` (its address without the port) failed an AUTH or HELLO ... AUTH on this worker. */
   | { type: 'keymux:auth-failure'; host: string }
   /** The answer to the primary's heartbeat `seq` (given by the worker's event loop as the message arrived). */
-  | { type: 'keymux:heartbeat-answer'; seq: number };
+  | { type: 'keymux:heartbeat-answer'; seq: number }
+  /**
+   * A client of this worker ran CLIENT LIST (`kill` null) or CLIENT KILL: the primary asks every worker and
+   * answers with keymux:clients-answer.
+   */
+  | { type: 'keymux:clients'; ref: number; kill: { filter: KillFilter; callerId: number } | null };
+
+/** The primary's answer to keymux:clients: every worker's listings (CLIENT LIST), or how many were killed. */
+export interface ClientsAnswerMessage {
+  type: 'keymux:clients-answer';
+  ref: number;
+  listings: ClientListing[] | null;
+  killed: number;
+}
+
+export function isClientsAnswer(msg: unknown): msg is ClientsAnswerMessage {
+  return typeof msg === 'object' && msg !== null && (msg as { type?: unknown }).type === 'keymux:clients-answer';
+}
 
 /** The primary's answer to a follower's keymux:move. */
 export interface MovedMessage {
@@ -187,7 +209,8 @@ export function isWorkerEvent(msg: unknown): msg is WorkerEvent {
     type === 'keymux:pause' ||
     type === 'keymux:unpause' ||
     type === 'keymux:auth-failure' ||
-    type === 'keymux:heartbeat-answer'
+    type === 'keymux:heartbeat-answer' ||
+    type === 'keymux:clients'
   );
 }
 

@@ -13,7 +13,7 @@
  * worker the counts (security/auth-guard.ts).
  */
 import { ConfigError } from '../config/load.js';
-import { Proxy } from '../proxy.js';
+import { Proxy, type ClientsLink } from '../proxy.js';
 import type { MigrationProgress, MoveResult } from '../migration/migration.js';
 import { Metrics } from '../metrics/metrics.js';
 import { hotKeysReport, shardsReport, slowlogReport } from '../metrics/endpoints.js';
@@ -22,14 +22,20 @@ import {
   asBuffer,
   isAuthFailures,
   isHeartbeat,
+  isClientsAnswer,
   isMoved,
   isPaused,
+  type ClientsAnswerMessage,
   isRequest,
   type RequestMessage,
   type WorkerEvent,
   type WorkerRequest,
   type ReplyMessage,
 } from './protocol.js';
+import type { KillFilter } from '../commands/client-list.js';
+
+/** How long CLIENT LIST / KILL wait for the primary's gathering of every worker's answer (it waits 1.5 s each). */
+const CLIENTS_ASK_TIMEOUT_MS = 5_000;
 
 export function runWorker(): void {
   // Every log line of this process says which worker wrote it (the slot the primary forked it for, and its PID).
@@ -50,6 +56,41 @@ export function runWorker(): void {
   const pauses = new Map<number, (release: () => void) => void>();
   let nextPauseRef = 1;
   const noRelease = (): void => undefined;
+  // CLIENT LIST / KILL asked of every worker through the primary, waiting for its answer, by reference.
+  const clientAsks = new Map<number, { answer: (msg: ClientsAnswerMessage) => void; failed: (why: string) => void }>();
+  let nextClientsRef = 1;
+  const askClients = (
+    kill: { filter: KillFilter; callerId: number } | null,
+    answer: (msg: ClientsAnswerMessage) => void,
+    failed: (why: string) => void,
+  ): void => {
+    if (!process.connected) {
+      failed('the primary process is gone');
+      return;
+    }
+    const ref = nextClientsRef++;
+    // The primary waits at most 1.5 s for each worker; a primary that does not answer at all (stopped, busy) is
+    // given up on rather than waited for by the client.
+    const timer = setTimeout(() => {
+      clientAsks.delete(ref);
+      failed(`the primary process did not answer in ${CLIENTS_ASK_TIMEOUT_MS} ms`);
+    }, CLIENTS_ASK_TIMEOUT_MS);
+    clientAsks.set(ref, {
+      answer: (msg) => {
+        clearTimeout(timer);
+        answer(msg);
+      },
+      failed: (why) => {
+        clearTimeout(timer);
+        failed(why);
+      },
+    });
+    send({ type: 'keymux:clients', ref, kill });
+  };
+  const clientsLink: ClientsLink = {
+    list: (done, failed) => askClients(null, (msg) => done(msg.listings ?? []), failed),
+    kill: (filter, callerId, done, failed) => askClients({ filter, callerId }, (msg) => done(msg.killed), failed),
+  };
   const migrationLink = (leader: boolean) => ({
     leader,
     remoteMove(id: number, keys: Buffer[], done: (result: MoveResult) => void): void {
@@ -93,6 +134,7 @@ export function runWorker(): void {
         admin: false,
         watchSecrets: false, // the primary watches them, and has every worker read them again (reread-secrets)
         migrationLink: migrationLink(req.leader),
+        clientsLink,
         joinMigration: req.migration,
         clientIds: req.clientIds,
         unixPathChecked: true, // the primary did, and binds the socket for every worker
@@ -142,6 +184,10 @@ export function runWorker(): void {
       case 'slowlog-reset':
         proxy.observer.slowlog.reset();
         return null;
+      case 'client-listings':
+        return proxy.localClientListings();
+      case 'client-kill':
+        return proxy.killLocalClients(req.filter, req.callerId);
     }
   };
 
@@ -162,6 +208,12 @@ export function runWorker(): void {
       pauses.delete(msg.ref);
       const pause = msg.pause;
       quiet?.(pause === null ? noRelease : () => send({ type: 'keymux:unpause', pause }));
+      return;
+    }
+    if (isClientsAnswer(msg)) {
+      const ask = clientAsks.get(msg.ref);
+      clientAsks.delete(msg.ref);
+      ask?.answer(msg);
       return;
     }
     if (isMoved(msg)) {
@@ -195,6 +247,9 @@ export function runWorker(): void {
     for (const done of moves.values()) done(false);
     for (const quiet of pauses.values()) quiet(noRelease);
     moves.clear();
+    // CLIENT LIST / KILL waiting for every worker's answer get an error: nobody will answer them.
+    for (const ask of clientAsks.values()) ask.failed('the primary process is gone');
+    clientAsks.clear();
     void drain(graceOf(proxy), 'primary gone');
   });
   send({ type: 'keymux:online' });

@@ -3,6 +3,7 @@
  * HELLO 2 a flat array, HELLO alone keeps the protocol; a failed HELLO never switches; HELLO 3 is NOPROTO when the
  * shards are older than Redis 6 (no RESP3 to forward); nulls, COMMAND DOCS and COMMAND INFO flags in each form.
  */
+import type { ClientListing } from '../../src/commands/client-list.js';
 import { describe, expect, it } from 'vitest';
 import { LOCAL_HANDLERS, type LocalSession } from '../../src/commands/local.js';
 import { Request, type RequestOwner } from '../../src/core/request.js';
@@ -22,6 +23,9 @@ class FakeSession implements LocalSession {
   protocol = 2;
   switches: number[] = [];
   stopReading(): void {}
+  listing(): ClientListing {
+    throw new Error('not used by these tests');
+  }
   reset(): void {
     this.switchProtocol(2);
   }
