@@ -2,8 +2,8 @@
  * CLIENT LIST, CLIENT INFO and CLIENT KILL, answered for keymux's own client connections: the connections an
  * operator wants to see or end are the ones to keymux (the shards' clients are keymux's pooled connections, which
  * these never show or touch). Lines are in Redis 7.2's CLIENT LIST format, field for field, with keymux's values:
- * `qbuf` is the unfinished command held, `omem` the replies not yet taken, `multi-mem` a transaction's queued
- * commands, `cmd` the last command; fields without a keymux meaning (`qbuf-free`, `argv-mem`, `rbs`, `rbp`, `obl`)
+ * `qbuf` the bytes of its commands not answered yet (as Redis's query buffer holds the command it runs), `omem`
+ * the replies not yet taken, `multi-mem` a transaction's queued commands, `cmd` the last command; fields without a keymux meaning (`qbuf-free`, `argv-mem`, `rbs`, `rbp`, `obl`)
  * are 0 and `redir` is -1, as Redis shows them for an idle client. With `workers`, LIST and KILL reach every
  * worker's clients through the primary (ClientDirectory; src/workers/), and the caller's own connection, which only
  * its worker has, is matched and ended here.

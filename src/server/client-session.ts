@@ -961,6 +961,21 @@ export class ClientSession
     return true;
   }
 
+  /**
+   * The bytes of its commands read and not answered yet (held behind others, or at a shard; held ones are in
+   * `inflight` too): with an unfinished one, CLIENT LIST's qbuf, as Redis counts the commands in its query buffer,
+   * the one running included.
+   */
+  private unansweredBytes(): number {
+    let bytes = 0;
+    const q = this.inflight;
+    for (let i = 0; i < q.length; i++) {
+      const req = q.at(i) as Request;
+      if (!req.done) bytes += req.frame.length;
+    }
+    return bytes;
+  }
+
   /** CLIENT LIST's view of this connection (commands/client-list.ts). */
   listing(): ClientListing {
     const now = Date.now();
@@ -990,7 +1005,7 @@ export class ClientSession
       psub: pubsub === null ? 0 : pubsub.subs[1].size,
       ssub: pubsub === null ? 0 : pubsub.subs[2].size,
       multi: inMulti ? txn.queued.length : -1,
-      qbuf: this.parser.heldBytes,
+      qbuf: this.parser.heldBytes + this.unansweredBytes(),
       multiMem: txn === null ? 0 : txn.queuedBytes,
       oll: this.outCount,
       omem,

@@ -83,6 +83,9 @@ describe('CLIENT LIST and CLIENT INFO', () => {
       expect(alpha.cmd).toBe('client|list');
       expect(beta.cmd).toBe('get');
       expect(alpha).toMatchObject({ flags: 'N', db: '0', sub: '0', multi: '-1', user: 'default', resp: '2' });
+      // As Redis counts its query buffer: the command being run (*2 $6 CLIENT $4 LIST: 26 bytes), nothing else.
+      expect(alpha.qbuf).toBe('26');
+      expect(beta.qbuf).toBe('0');
       expect(Number(alpha.age)).toBeGreaterThanOrEqual(0);
       expect(Number(beta.idle)).toBeGreaterThanOrEqual(0);
     } finally {
