@@ -51,6 +51,7 @@ const UNITS = [
   'unit/other',
   'unit/quit',
   'unit/introspection-2',
+  'unit/introspection',
   'unit/bitops',
   'unit/bitfield',
   'unit/geo',
