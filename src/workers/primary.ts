@@ -622,6 +622,11 @@ export class WorkerPrimary {
     };
     const timer = setTimeout(() => {
       this.pendingMoves = this.pendingMoves.filter((m) => m.answer !== answer);
+      // The follower logs what its clients got (TRYAGAIN); this says why: the leader never answered in time.
+      this.log.warn(
+        { migration: id, worker: from.id, keys: keys.length, seconds: MOVE_TIMEOUT_MS / 1000 },
+        'a move a worker asked for got no answer from worker 1 in time; answered not moved',
+      );
       answer(false);
     }, MOVE_TIMEOUT_MS);
     if (this.superseded.has(id)) {
