@@ -3,14 +3,15 @@
  * operator wants to see or end are the ones to keymux (the shards' clients are keymux's pooled connections, which
  * these never show or touch). Lines are in Redis 7.2's CLIENT LIST format, field for field, with keymux's values:
  * `qbuf` the bytes of its commands not answered yet (as Redis's query buffer holds the command it runs), `omem`
- * the replies not yet taken, `multi-mem` a transaction's queued commands, `cmd` the last command; fields without a keymux meaning (`qbuf-free`, `argv-mem`, `rbs`, `rbp`, `obl`)
- * are 0 and `redir` is -1, as Redis shows them for an idle client. With `workers`, LIST and KILL reach every
+ * the replies not yet taken, `multi-mem` a transaction's queued commands, `cmd` the last command; fields without a
+ * keymux meaning (`qbuf-free`, `argv-mem`, `rbs`, `rbp`, `obl`) are 0 and `redir` is -1, as Redis shows them for an
+ * idle client. With `workers`, LIST and KILL reach every
  * worker's clients through the primary (ClientDirectory; src/workers/), and the caller's own connection, which only
  * its worker has, is matched and ended here.
  */
 import type { Request } from '../core/request.js';
 import { ERR_SYNTAX, errorReply } from '../errors.js';
-import { OK, integerReply } from '../resp/writer.js';
+import { OK, integerReply, textReply } from '../resp/writer.js';
 
 /** What CLIENT LIST shows of one connection (ClientSession.listing). */
 export interface ClientListing {
@@ -117,15 +118,6 @@ export function clientLine(c: ClientListing): string {
     `tot-mem=${totMem} events=${c.events} cmd=${c.cmd} user=${c.user} redir=-1 resp=${c.resp} ` +
     `lib-name=${c.libName} lib-ver=${c.libVer}`
   );
-}
-
-/** Redis answers CLIENT LIST and CLIENT INFO with a verbatim string in RESP3 (`txt`), a bulk string in RESP2. */
-function textReply(text: string, protocol: number): Buffer {
-  const body = Buffer.from(text, 'latin1');
-  if (protocol === 3) {
-    return Buffer.concat([Buffer.from(`=${body.length + 4}\r\ntxt:`, 'latin1'), body, Buffer.from('\r\n')]);
-  }
-  return Buffer.concat([Buffer.from(`$${body.length}\r\n`, 'latin1'), body, Buffer.from('\r\n')]);
 }
 
 const TYPES = new Set(['normal', 'master', 'replica', 'slave', 'pubsub']);

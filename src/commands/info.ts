@@ -15,7 +15,7 @@ import type { Request } from '../core/request.js';
 import type { Fragment } from '../core/fragment.js';
 import type { Topology } from '../routing/topology.js';
 import type { ProxyContext } from '../server/context.js';
-import { commandFrame, bulkReply } from '../resp/writer.js';
+import { commandFrame, textReply } from '../resp/writer.js';
 import { errorText, isErrorFrame, readBulk } from '../resp/reply-reader.js';
 
 /** Sections made from the shards' own INFO (the others are keymux's). */
@@ -422,11 +422,5 @@ export function mergeInfo(parent: Request): Buffer {
     }
   }
   const text = sections.length > 0 ? `${sections.join('\r\n\r\n')}\r\n` : '';
-  return parent.protocol === 3 ? verbatimReply(text) : bulkReply(text);
-}
-
-/** A RESP3 verbatim string of plain text: `=<len>\r\ntxt:<text>\r\n`. */
-export function verbatimReply(text: string): Buffer {
-  const body = Buffer.from(`txt:${text}`, 'utf8');
-  return Buffer.concat([Buffer.from(`=${body.length}\r\n`, 'latin1'), body, Buffer.from('\r\n', 'latin1')]);
+  return textReply(text, parent.protocol);
 }

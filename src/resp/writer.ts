@@ -55,3 +55,14 @@ export function commandFrame(args: Array<Buffer | string>): Buffer {
   }
   return Buffer.concat(parts);
 }
+
+/** A RESP3 verbatim string of plain text: `=<len>\r\ntxt:<text>\r\n`. */
+function verbatimReply(text: string): Buffer {
+  const body = Buffer.from(`txt:${text}`, 'utf8');
+  return Buffer.concat([Buffer.from(`=${body.length}\r\n`, 'latin1'), body, Buffer.from('\r\n', 'latin1')]);
+}
+
+/** Plain text as Redis answers INFO and CLIENT LIST: a verbatim string in RESP3, a bulk string in RESP2. */
+export function textReply(text: string, protocol: number): Buffer {
+  return protocol === 3 ? verbatimReply(text) : bulkReply(text);
+}
