@@ -286,6 +286,9 @@ const clientKilling: LocalHandler = (s, req, ctx) => clientKill(s, req, ctx.clie
 const clientSetinfo: LocalHandler = (s, req) => {
   const attr = lower(req.args[2]);
   const value = Buffer.from(req.args[3]);
+  // As Redis 7.2: a space or newline in them would break CLIENT LIST's `field=value` line.
+  if ((attr === 'lib-name' || attr === 'lib-ver') && !validName(value))
+    return req.deliver(errorReply(`ERR ${attr} cannot contain spaces, newlines or special characters.`));
   if (attr === 'lib-name') s.libName = value;
   else if (attr === 'lib-ver') s.libVersion = value;
   else return req.deliver(errorReply(`ERR Unrecognized option '${req.args[2].toString('latin1')}'`));

@@ -160,6 +160,23 @@ describe('CLIENT LIST and CLIENT INFO', () => {
     expect(lines.some((l) => l.cmd === 'client|list' && l.addr.startsWith('127.0.0.1:'))).toBe(true);
   });
 
+  it('CLIENT SETINFO refuses values that would break a line, as Redis 7.2 does; accepted ones are listed', async () => {
+    const r = client();
+    try {
+      await expect(r.call('CLIENT', 'SETINFO', 'LIB-NAME', 'my lib')).rejects.toThrow(
+        'ERR lib-name cannot contain spaces, newlines or special characters.',
+      );
+      await expect(r.call('CLIENT', 'SETINFO', 'LIB-VER', '1.0\nid=1')).rejects.toThrow(
+        'ERR lib-ver cannot contain spaces, newlines or special characters.',
+      );
+      expect(await r.call('CLIENT', 'SETINFO', 'LIB-NAME', 'mylib')).toBe('OK');
+      expect(await r.call('CLIENT', 'SETINFO', 'LIB-VER', '1.2.3')).toBe('OK');
+      expect(await r.call('CLIENT', 'INFO')).toMatch(/ lib-name=mylib lib-ver=1\.2\.3\n$/);
+    } finally {
+      r.disconnect();
+    }
+  });
+
   it("answers Redis's errors for bad arguments", async () => {
     const r = client();
     try {
