@@ -61,7 +61,9 @@ const WHOLE_CHUNKS_ABOVE_ARGS = 64;
  * Largest command we can hold: one Buffer, and offsets into it that fit the lazy path's Uint32Array (an end offset
  * of 2^32 would wrap to 0). Node 20's Buffers stop at 2^32 bytes; later Nodes allow more, which would wrap.
  */
-export const MAX_FRAME = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32 - 1);
+const MAX_FRAME = Math.min(bufferConstants.MAX_LENGTH, 2 ** 32 - 1);
+/** MAX_FRAME, for tests (the parser reads its own module-local constant). */
+export const MAX_COMMAND_BYTES = MAX_FRAME;
 
 function protocolError(detail: string): Buffer {
   return Buffer.from(`-ERR Protocol error: ${detail}\r\n`, 'latin1');

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import {
   EAGER_ARGS,
   LAZY_ARGS_ABOVE,
-  MAX_FRAME,
+  MAX_COMMAND_BYTES as MAX_FRAME,
   RequestParser,
   type RequestSink,
 } from '../../src/resp/request-parser.js';
